@@ -1,0 +1,86 @@
+"""The base class every action derives from."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ActionError(Exception):
+    """A step failure with a one-line message meant for the user.
+
+    ``retryable=False`` tells the engine that another attempt cannot help
+    (bad configuration, a refused operation), so it fails the step at once.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class RunContext:
+    """What the runtime tells an action about the run it executes in."""
+
+    run_id: str = ""
+    workflow: str = ""
+    step: str = ""
+    attempt: int = 1
+    # Non-secret and secret settings alike: actions such as send_email need
+    # SMTP credentials; they are never copied into run records.
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    storage_path: str = "."
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"Action$", "", name) or name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+class BaseAction:
+    """One step of a workflow: configured by its constructor, run by ``execute``."""
+
+    # The name the step's ``type`` shows in run records and definitions;
+    # defaults to the class name in snake_case without an "Action" suffix.
+    type: str = ""
+    # Whether re-running an interrupted attempt after a crash is harmless.
+    idempotent: bool = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        when: Any = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+    ):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"action name must be a non-empty string, got {name!r}")
+        self.name = name
+        # Rendered per run like every public string; a falsy result skips the step.
+        self.when = when
+        # Per-step overrides of the workflow's max_retries and step_timeout.
+        self.retries = retries
+        self.timeout = timeout
+        self.context = RunContext()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("type"):
+            cls.type = _snake(cls.__name__)
+
+    def execute(self, data_store: dict) -> dict:
+        """Do the work and return a JSON-serialisable result."""
+        raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    def describe(self) -> dict:
+        """A summary for the API: name and type."""
+        return {"name": self.name, "type": self.type}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,112 @@
+"""Settings, read from the environment when the app or runtime is created."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app.errors import ConfigError
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _security(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in ("starttls", "ssl", "none"):
+        raise ValueError
+    return lowered
+
+
+# name -> (default, parser, what a valid value looks like)
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
+    "HOST": ("127.0.0.1", None, ""),
+    "PORT": (5001, _port, "a port number 0-65535"),
+    "WORKFLOW_STORAGE_PATH": ("./data", None, ""),
+    "WORKFLOW_MAX_CONCURRENT": (5, _positive_int, "a positive integer"),
+    "WORKFLOW_STEP_TIMEOUT": (300.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_RETRY_COUNT": (3, lambda v: int(_non_negative_float(v)), "an integer >= 0"),
+    "WORKFLOW_RETRY_DELAY": (5.0, _non_negative_float, "a number of seconds >= 0"),
+    "WORKFLOW_MAX_UPLOAD_MB": (25.0, _positive_float, "a number of megabytes > 0"),
+    "WORKFLOW_RETENTION_DAYS": (30.0, _positive_float, "a number of days > 0"),
+    "WORKFLOW_API_URL": ("http://127.0.0.1:5001", None, ""),
+    "IMAP_HOST": ("", None, ""),
+    "IMAP_PORT": (993, _port, "a port number 0-65535"),
+    "IMAP_USER": ("", None, ""),
+    "IMAP_PASSWORD": ("", None, ""),
+    "IMAP_FOLDER": ("INBOX", None, ""),
+    "IMAP_SSL": (True, _bool, "true or false"),
+    "SMTP_HOST": ("", None, ""),
+    "SMTP_PORT": (587, _port, "a port number 0-65535"),
+    "SMTP_USER": ("", None, ""),
+    "SMTP_PASSWORD": ("", None, ""),
+    "SMTP_SECURITY": ("starttls", _security, "starttls, ssl or none"),
+    "MAIL_FROM": ("pyflow@localhost", None, ""),
+    "EMAIL_POLL_INTERVAL": (30.0, _positive_float, "a number of seconds > 0"),
+    "UPTIME_URL": ("http://127.0.0.1:5001/api/health", None, ""),
+    "UPTIME_INTERVAL": (60.0, _positive_float, "a number of seconds > 0"),
+}
+
+# Settings whose values never leave the process (API answers, templates, logs).
+SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD"})
+
+
+def parse_setting(name: str, raw: Any) -> Any:
+    """Convert one raw value; ConfigError names the variable and the value."""
+    default, parser, expected = SETTINGS[name]
+    if parser is None or not isinstance(raw, str):
+        return raw
+    try:
+        return parser(raw)
+    except ValueError:
+        raise ConfigError(f"setting {name} must be {expected}, got {raw!r}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every setting from ``environ`` (default ``os.environ``), else its default."""
+    environ = os.environ if environ is None else environ
+    settings = {}
+    for name, (default, _parser, _expected) in SETTINGS.items():
+        raw = environ.get(name)
+        settings[name] = default if raw is None or raw == "" else parse_setting(name, raw)
+    return settings
+
+
+def public_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings without secrets: what templates may see."""
+    return {key: value for key, value in settings.items() if key not in SECRET_SETTINGS}

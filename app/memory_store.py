@@ -1,0 +1,100 @@
+"""A store that keeps everything in memory: for tests and benchmarks."""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import tempfile
+import threading
+from pathlib import Path
+
+from app.runs import FINISHED_RUN, parse_time
+from app.store import Store
+
+
+class MemoryStore(Store):
+    """The Store interface over dicts; nothing survives the process."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="pyflow-"))
+        self._lock = threading.Lock()
+        self._runs: dict[str, dict] = {}
+        self._ids: list[str] = []  # sorted; ids sort by creation time
+        self._keys: dict[tuple[str, str], str] = {}
+        self._trigger_state: dict[str, dict] = {}
+        self._started: set[str] = set()
+
+    def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        with self._lock:
+            if idempotency_key is not None:
+                key = (run["workflow"], idempotency_key)
+                first = self._runs.get(self._keys.get(key, ""))
+                if first is not None:
+                    return copy.deepcopy(first), False
+                self._keys[key] = run["id"]
+            self._runs[run["id"]] = copy.deepcopy(run)
+            bisect.insort(self._ids, run["id"])
+        return run, True
+
+    def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
+        with self._lock:
+            self._runs[run_id].update(copy.deepcopy(fields))
+
+    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
+        with self._lock:
+            self._runs[run_id]["steps"][index] = copy.deepcopy(step)
+
+    def save_run(self, run: dict) -> None:
+        with self._lock:
+            self._runs[run["id"]] = copy.deepcopy(run)
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return copy.deepcopy(run) if run is not None else None
+
+    def list_runs(self, *, workflow=None, status=None, limit=50, before=None):
+        with self._lock:
+            end = bisect.bisect_left(self._ids, before) if before else len(self._ids)
+            found: list[dict] = []
+            for position in range(end - 1, -1, -1):
+                run = self._runs[self._ids[position]]
+                if (workflow is None or run["workflow"] == workflow) and (status is None or run["status"] == status):
+                    if len(found) == limit:
+                        return found, found[-1]["id"]
+                    found.append(copy.deepcopy(run))
+            return found, None
+
+    def find_run_ids(self, statuses: set[str]) -> list[str]:
+        with self._lock:
+            return [run_id for run_id in self._ids if self._runs[run_id]["status"] in statuses]
+
+    def prune(self, older_than: float) -> int:
+        finished = {status.value for status in FINISHED_RUN}
+        with self._lock:
+            doomed = [
+                run_id
+                for run_id, run in self._runs.items()
+                if run["status"] in finished and run["finished_at"] and parse_time(run["finished_at"]) < older_than
+            ]
+            for run_id in doomed:
+                del self._runs[run_id]
+            self._ids = [run_id for run_id in self._ids if run_id in self._runs]
+            self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
+        return len(doomed)
+
+    def load_trigger_state(self, workflow: str) -> dict:
+        with self._lock:
+            return copy.deepcopy(self._trigger_state.get(workflow, {}))
+
+    def save_trigger_state(self, workflow: str, state: dict) -> None:
+        with self._lock:
+            self._trigger_state[workflow] = copy.deepcopy(state)
+
+    def started_workflows(self) -> set[str]:
+        with self._lock:
+            return set(self._started)
+
+    def set_started(self, workflow: str, started: bool) -> None:
+        with self._lock:
+            (self._started.add if started else self._started.discard)(workflow)

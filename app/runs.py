@@ -1,0 +1,95 @@
+"""Run and step records: statuses, ids, timestamps and the record shape."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    """Where a step is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+FINISHED_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+FINISHED_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
+
+
+def utcnow() -> str:
+    """Now as UTC ISO 8601 with milliseconds and ``Z``."""
+    return format_time(time.time())
+
+
+def format_time(epoch: float) -> str:
+    """An epoch as UTC ISO 8601 with milliseconds and ``Z``."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> float:
+    """UTC ISO 8601 (``...Z``) back to an epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time: ``run_`` + 16 hex digits of µs + 6 random."""
+    return f"run_{time.time_ns() // 1000:016x}{os.urandom(3).hex()}"
+
+
+def new_step(name: str, step_type: str) -> dict[str, Any]:
+    """A step record before it runs."""
+    return {
+        "name": name,
+        "type": step_type,
+        "status": StepStatus.PENDING.value,
+        "attempts": 0,
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+        "result": None,
+        "error": None,
+    }
+
+
+def new_run(workflow: str, steps: list[dict], trigger_data: dict, source: str) -> dict[str, Any]:
+    """A queued run record."""
+    return {
+        "id": new_run_id(),
+        "workflow": workflow,
+        "status": RunStatus.QUEUED.value,
+        "source": source,
+        "trigger_data": trigger_data,
+        "steps": steps,
+        "progress": 0,
+        "created_at": utcnow(),
+        "started_at": None,
+        "finished_at": None,
+        "error": None,
+    }
+
+
+def progress(steps: list[dict]) -> int:
+    """Percentage of steps that have finished, 100 for a run without steps."""
+    if not steps:
+        return 100
+    done = sum(1 for step in steps if step["status"] in FINISHED_STEP)
+    return done * 100 // len(steps)

@@ -1,0 +1,81 @@
+"""The base class every trigger derives from."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"Trigger$", "", name) or name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+class BaseTrigger:
+    """Decides when a workflow runs and with which data.
+
+    The runtime polls a started workflow's trigger every ``check_interval``
+    seconds. ``self.state`` is a JSON-serialisable dict the runtime saves after
+    every poll and restores on start-up (cursors, last fire time, seen ids).
+    """
+
+    # The name the trigger's ``type`` shows in summaries and definitions.
+    type: str = ""
+    # False for triggers that only fire through the API (manual, webhook).
+    pollable: bool = True
+    # Seconds between polls when the workflow does not set check_interval.
+    default_check_interval: float = 1.0
+
+    def __init__(self, name: str):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"trigger name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.state: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("type"):
+            cls.type = _snake(cls.__name__)
+
+    def setup(self, settings: Mapping[str, Any]) -> None:
+        """Check and complete the configuration once the runtime binds the trigger.
+
+        String attributes have already been rendered with ``settings`` in the
+        context, so ``seconds="{{ settings.UPTIME_INTERVAL }}"`` arrives here as
+        a value. Raise ``ValueError`` naming the field when one is wrong.
+        """
+
+    def is_triggered(self) -> bool:
+        """True when the trigger has an event now."""
+        raise NotImplementedError(f"{type(self).__name__} must implement is_triggered()")
+
+    def get_trigger_data(self) -> dict:
+        """The event that ``is_triggered`` found."""
+        return {}
+
+    def poll(self) -> list[dict]:
+        """Every event available now, one run each; override for batches."""
+        return [self.get_trigger_data()] if self.is_triggered() else []
+
+    def event_key(self, event: dict) -> str | None:
+        """A stable id for an event, so a re-fetched event starts no second run."""
+        return None
+
+    def acknowledge(self, event: dict, run_id: str) -> None:
+        """Called once the event's run is durably stored; move cursors here."""
+
+    def describe(self) -> dict:
+        """Type and public settings for the API; the runtime redacts secrets."""
+        settings = {
+            key: value
+            for key, value in vars(self).items()
+            if not key.startswith("_") and key not in ("name", "state")
+        }
+        return {"type": self.type, "name": self.name, **settings}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
