@@ -43,7 +43,12 @@ def _snake(name: str) -> str:
 
 
 class BaseAction:
-    """One step of a workflow: configured by its constructor, run by ``execute``."""
+    """One step of a workflow: configured by its constructor, run by ``execute``.
+
+    Public attributes holding strings are rendered as templates per run;
+    attributes whose names start with ``_`` (secrets such as passwords) are
+    never rendered and never shown.
+    """
 
     # The name the step's ``type`` shows in run records and definitions;
     # defaults to the class name in snake_case without an "Action" suffix.
@@ -57,7 +62,7 @@ class BaseAction:
         *,
         when: Any = None,
         retries: int | None = None,
-        timeout: float | None = None,
+        step_timeout: float | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"action name must be a non-empty string, got {name!r}")
@@ -65,8 +70,11 @@ class BaseAction:
         # Rendered per run like every public string; a falsy result skips the step.
         self.when = when
         # Per-step overrides of the workflow's max_retries and step_timeout.
+        for option, value in (("retries", retries), ("step_timeout", step_timeout)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"action {name!r}: {option} must be a number >= 0, got {value!r}")
         self.retries = retries
-        self.timeout = timeout
+        self.step_timeout = step_timeout
         self.context = RunContext()
 
     def __init_subclass__(cls, **kwargs: Any):

@@ -1,0 +1,74 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app.config import load_settings
+from app.errors import PyFlowError, error_body
+from app.routes import bp as api
+from app.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def _slug(name: str) -> str:
+    return "_".join(name.lower().replace("-", " ").split())
+
+
+def register_error_handlers(app: Flask) -> None:
+    """JSON errors under /api: no HTML page and no traceback, ever."""
+
+    @app.errorhandler(PyFlowError)
+    def pyflow_error(error: PyFlowError):
+        return jsonify(error.to_dict()), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if not request.path.startswith("/api"):
+            return error
+        message = error.description or error.name
+        if error.code == 413:
+            limit = app.config["WORKFLOW_MAX_UPLOAD_MB"]
+            message = f"request body is larger than WORKFLOW_MAX_UPLOAD_MB ({limit:g} MB)"
+        elif error.code == 405:
+            allowed = ", ".join(sorted(error.valid_methods or []))  # type: ignore[attr-defined]
+            message = f"method {request.method} is not allowed on {request.path}; use {allowed}"
+        elif error.code == 404:
+            message = f"no endpoint {request.path}; see GET /api/workflows"
+        headers = {"Allow": ", ".join(sorted(error.valid_methods or []))} if error.code == 405 else {}  # type: ignore[attr-defined]
+        return jsonify(error_body(error.code or 500, _slug(error.name), message)), error.code or 500, headers
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error_body(500, "internal_error", "internal error; the server log has the details")), 500
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create the app: settings from the environment, then ``test_config`` on top.
+
+    ``test_config`` may also carry ``STORE`` (a Store instance) and
+    ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register).
+    """
+    app = Flask(__name__)
+    settings = load_settings()
+    extras = dict(test_config or {})
+    store = extras.pop("STORE", None)
+    workflows = extras.pop("WORKFLOW_CLASSES", ())
+    settings.update(extras)
+    app.config.update(settings)
+    app.config["MAX_CONTENT_LENGTH"] = int(float(settings["WORKFLOW_MAX_UPLOAD_MB"]) * 1024 * 1024)
+    app.json.sort_keys = False  # run records read in their natural order
+
+    runtime = Runtime(settings, store=store, workflows=workflows)
+    app.extensions["pyflow"] = runtime
+    runtime.start()
+
+    app.register_blueprint(api)
+    register_error_handlers(app)
+    return app

@@ -53,6 +53,10 @@ def _security(value: str) -> str:
     return lowered
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 # name -> (default, parser, what a valid value looks like)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "HOST": ("127.0.0.1", None, ""),
@@ -65,6 +69,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_MAX_UPLOAD_MB": (25.0, _positive_float, "a number of megabytes > 0"),
     "WORKFLOW_RETENTION_DAYS": (30.0, _positive_float, "a number of days > 0"),
     "WORKFLOW_API_URL": ("http://127.0.0.1:5001", None, ""),
+    "WORKFLOW_MODULES": ((), _names, "comma-separated module names"),
     "IMAP_HOST": ("", None, ""),
     "IMAP_PORT": (993, _port, "a port number 0-65535"),
     "IMAP_USER": ("", None, ""),
@@ -80,6 +85,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "EMAIL_POLL_INTERVAL": (30.0, _positive_float, "a number of seconds > 0"),
     "UPTIME_URL": ("http://127.0.0.1:5001/api/health", None, ""),
     "UPTIME_INTERVAL": (60.0, _positive_float, "a number of seconds > 0"),
+    "UPTIME_ALERT_TO": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).

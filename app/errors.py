@@ -58,6 +58,13 @@ class InvalidInput(PyFlowError):
     code = "invalid_input"
 
 
+class TriggerFailed(PyFlowError):
+    """Polling a trigger failed (mail server down, login refused)."""
+
+    status = 502
+    code = "trigger_failed"
+
+
 class ConfigError(PyFlowError):
     """A setting or a workflow definition is wrong; raised at start-up."""
 

@@ -68,6 +68,9 @@ class BaseTrigger:
     def acknowledge(self, event: dict, run_id: str) -> None:
         """Called once the event's run is durably stored; move cursors here."""
 
+    def close(self) -> None:
+        """Release connections; called when the workflow stops or the server shuts down."""
+
     def describe(self) -> dict:
         """Type and public settings for the API; the runtime redacts secrets."""
         settings = {

@@ -1,0 +1,71 @@
+"""A registered workflow bound to the settings of one runtime."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actions.base import BaseAction
+from app.config import public_settings
+from app.errors import ConfigError
+from app.templating import Renderer
+from triggers.base import BaseTrigger
+from workflows.base import Workflow
+
+
+@dataclass
+class BoundWorkflow:
+    """A workflow class with its defaults resolved and its own trigger instance."""
+
+    workflow: type[Workflow]
+    trigger: BaseTrigger
+    max_retries: int
+    retry_delay: float
+    step_timeout: float
+    check_interval: float
+    # poll() and acknowledge() of one trigger never run concurrently.
+    poll_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Why the trigger cannot be polled (a missing setting), shown in the Summary.
+    error: str | None = None
+    # The last poll's outcome, shown in the Summary: {"at", "error", "events"}.
+    last_poll: dict[str, Any] = field(default_factory=dict)
+    # Consecutive failed polls, for the backoff between retries.
+    failures: int = 0
+    retry_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def actions(self) -> list[BaseAction]:
+        return list(self.workflow.actions)
+
+    @classmethod
+    def bind(cls, workflow: type[Workflow], settings: Mapping[str, Any], renderer: Renderer) -> BoundWorkflow:
+        """Copy and set up the trigger, and resolve settings-backed defaults."""
+        where = f"workflow {workflow.name!r}"
+        context = {"settings": public_settings(settings)}
+        error = None
+        try:
+            trigger = renderer.render_object(workflow.trigger, context, f"{where}: trigger")
+        except ValueError as problem:
+            raise ConfigError(f"{where}: {problem}") from None
+        trigger.state = {}  # the copy must not share the class-level trigger's dict
+        try:
+            trigger.setup(settings)
+            check_interval = workflow.check_interval or trigger.default_check_interval
+        except ValueError as problem:
+            # Still usable through the API (a run with posted inputs); only polling is refused.
+            error, check_interval = str(problem), 60.0
+        return cls(
+            workflow=workflow,
+            trigger=trigger,
+            max_retries=settings["WORKFLOW_RETRY_COUNT"] if workflow.max_retries is None else workflow.max_retries,
+            retry_delay=settings["WORKFLOW_RETRY_DELAY"] if workflow.retry_delay is None else workflow.retry_delay,
+            step_timeout=settings["WORKFLOW_STEP_TIMEOUT"] if workflow.step_timeout is None else workflow.step_timeout,
+            check_interval=float(check_interval),
+            error=error,
+        )

@@ -1,0 +1,184 @@
+"""The /api blueprint: endpoints over the runtime's workflow registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
+from app.runs import FINISHED_RUN, RunStatus, progress
+from app.runtime import Runtime
+from app.uploads import save_uploads
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_WAIT_SECONDS = 300.0
+MAX_PAGE = 500
+_FINISHED = {status.value for status in FINISHED_RUN}
+_STATUSES = {status.value for status in RunStatus}
+RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
+
+
+class UnsupportedMediaType(PyFlowError):
+    """The request body has a content type the endpoint does not take."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+def runtime() -> Runtime:
+    """The runtime of the current app."""
+    return current_app.extensions["pyflow"]
+
+
+def present(run: dict) -> dict:
+    """A run as the API shows it: progress derived from the steps while it runs."""
+    if run["status"] not in _FINISHED:
+        run["progress"] = progress(run["steps"])
+    return run
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
+def _object(value: Any, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object, got {type(value).__name__}",
+                           details=[{"path": field, "message": "must be a JSON object"}])
+    return value
+
+
+def _run_inputs() -> dict:
+    """The posted inputs: a JSON body, a multipart form with files, or nothing."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        raw = request.form.get("inputs", "")
+        inputs: dict = {}
+        if raw.strip():
+            try:
+                inputs = _object(json.loads(raw), "inputs")
+            except json.JSONDecodeError as error:
+                raise BadRequest(f"form part 'inputs' is not valid JSON: {error.msg} at column {error.colno}") from None
+        uploads = [upload for _, upload in request.files.items(multi=True)]
+        attachments = save_uploads(uploads, runtime().store.files_path("attachments"))
+        if attachments:
+            inputs["attachments"] = attachments
+        return inputs
+    if request.content_length in (None, 0) and not request.get_data(cache=True):
+        return {}
+    if mimetype not in ("application/json", "") and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"content type {mimetype!r} is not supported; send application/json or multipart/form-data"
+        )
+    body = _json_body()
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object like {{\"inputs\": {{...}}}}, got {type(body).__name__}")
+    unknown = sorted(set(body) - {"inputs"})
+    if unknown:
+        raise InvalidInput(f"unknown field(s) in body: {', '.join(unknown)}; put run inputs under \"inputs\"",
+                           details=[{"path": key, "message": "unknown field"} for key in unknown])
+    return _object(body.get("inputs", {}), "inputs") if body.get("inputs") is not None else {}
+
+
+def _number_arg(name: str, default: float | None, low: float, high: float) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+@bp.get("/health")
+def health() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/workflows")
+def list_workflows() -> Response:
+    return jsonify(workflows=runtime().summaries())
+
+
+@bp.get("/workflows/<name>")
+def get_workflow(name: str) -> Response:
+    return jsonify(runtime().summary(name))
+
+
+@bp.post("/workflows/<name>/runs")
+def create_run(name: str) -> tuple[Response, int, dict]:
+    rt = runtime()
+    rt.get(name)  # 404 before reading a body that may be large
+    wait = _number_arg("wait", None, 0, MAX_WAIT_SECONDS)
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 255:
+        raise BadRequest("Idempotency-Key must be at most 255 characters")
+    run, created = rt.submit(name, _run_inputs(), source="api", idempotency_key=key)
+    if wait is not None:
+        rt.engine.wait(run["id"], wait)
+        run = rt.store.get_run(run["id"]) or run
+    headers = {"Location": url_for("api.get_run", run_id=run["id"])}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    status = 200 if wait is not None and run["status"] in _FINISHED else 202
+    return jsonify(present(run)), status, headers
+
+
+@bp.post("/workflows/<name>/poll")
+def poll_workflow(name: str) -> Response:
+    return jsonify(runs=[present(run) for run in runtime().poll(name)])
+
+
+@bp.post("/workflows/<name>/start")
+def start_workflow(name: str) -> Response:
+    return jsonify(runtime().start_workflow(name))
+
+
+@bp.post("/workflows/<name>/stop")
+def stop_workflow(name: str) -> Response:
+    return jsonify(runtime().stop_workflow(name))
+
+
+@bp.get("/runs")
+def list_runs() -> Response:
+    rt = runtime()
+    workflow = request.args.get("workflow") or None
+    status = request.args.get("status") or None
+    if workflow is not None:
+        rt.get(workflow)
+    if status is not None and status not in _STATUSES:
+        raise BadRequest(f"query parameter status must be one of {', '.join(sorted(_STATUSES))}, got {status!r}")
+    limit = int(_number_arg("limit", 50, 1, MAX_PAGE) or 50)
+    cursor = request.args.get("cursor") or None
+    if cursor is not None and not RUN_ID.match(cursor):
+        raise BadRequest(f"query parameter cursor must be a run id from a previous page's next, got {cursor!r}")
+    runs, next_cursor = rt.store.list_runs(workflow=workflow, status=status, limit=limit, before=cursor)
+    return jsonify(runs=[present(run) for run in runs], next=next_cursor)
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    run = runtime().store.get_run(run_id) if RUN_ID.match(run_id) else None
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    return jsonify(present(run))

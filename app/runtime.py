@@ -1,0 +1,243 @@
+"""One PyFlow process: registry, store, engine and scheduler, without Flask."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jsonschema
+
+from app.binding import BoundWorkflow
+from app.engine import Engine, one_line
+from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
+from app.redaction import redact
+from app.runs import RunStatus, format_time
+from app.scheduler import Scheduler
+from app.store import JsonStore, Store
+from app.templating import Renderer
+from workflows.base import Workflow
+from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names
+
+logger = logging.getLogger(__name__)
+
+MAX_POLL_BACKOFF_SECONDS = 300.0
+
+
+class Runtime:
+    """Everything a PyFlow process runs; the Flask app and the CLI both drive one."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        store: Store | None = None,
+        workflows: Iterable[type[Workflow]] = (),
+    ):
+        self.settings = dict(settings)
+        self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
+        self.renderer = Renderer()
+        self.registry = WorkflowRegistry()
+        try:
+            discover(self.registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
+            for workflow in workflows:
+                self.registry.register(workflow)
+        except WorkflowLoadError as error:
+            raise ConfigError(str(error)) from None
+        self.bound = {workflow.name: BoundWorkflow.bind(workflow, self.settings, self.renderer)
+                      for workflow in self.registry}
+        self.engine = Engine(self.store, self.settings, self.renderer)
+        self.scheduler = Scheduler(self.poll_scheduled, self.maintain)
+        self._started = False
+        self._lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Resume interrupted runs, then poll the workflows that were started."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self.recover()
+        self.scheduler.start()
+        for name in sorted(self.store.started_workflows()):
+            bound = self.bound.get(name)
+            if bound is None:
+                logger.warning("workflow %s was started but is no longer registered", name)
+            elif bound.error:
+                logger.warning("workflow %s cannot be polled: %s", name, bound.error)
+            else:
+                self._schedule(bound)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop polling, let running steps finish for up to ``timeout`` seconds."""
+        self.scheduler.shutdown()
+        self.engine.shutdown(timeout)
+        for bound in self.bound.values():
+            try:
+                bound.trigger.close()
+            except Exception:
+                logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+
+    def recover(self) -> int:
+        """Resume runs that were queued or running when the last process stopped."""
+        ids = self.store.find_run_ids({RunStatus.QUEUED.value, RunStatus.RUNNING.value})
+        for run_id in ids:
+            run = self.store.get_run(run_id)
+            if run is None:
+                continue
+            bound = self.bound.get(run["workflow"])
+            if bound is None:
+                run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
+                           error=f"workflow {run['workflow']!r} is no longer registered")
+                self.store.save_run(run)
+                continue
+            self.engine.resume(bound, run)
+        return len(ids)
+
+    def maintain(self) -> int:
+        """Prune finished runs older than WORKFLOW_RETENTION_DAYS."""
+        cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
+        pruned = self.store.prune(cutoff)
+        if pruned:
+            logger.info("pruned %d runs older than %s days", pruned, self.settings["WORKFLOW_RETENTION_DAYS"])
+        return pruned
+
+    # -- workflows --------------------------------------------------------------
+    def get(self, name: str) -> BoundWorkflow:
+        """The bound workflow called ``name``; NotFound otherwise."""
+        bound = self.bound.get(name)
+        if bound is None:
+            raise NotFound(f"no workflow named {name!r}")
+        return bound
+
+    def is_started(self, name: str) -> bool:
+        """True when ``name`` is polled persistently."""
+        return name in self.store.started_workflows()
+
+    def summary(self, name: str, started: set[str] | None = None) -> dict:
+        """The Summary of a workflow, secrets redacted."""
+        bound = self.get(name)
+        started = self.store.started_workflows() if started is None else started
+        summary = bound.workflow.describe()
+        summary["trigger"] = redact(summary["trigger"])
+        summary["status"] = "running" if name in started else "stopped"
+        summary["check_interval"] = bound.check_interval
+        summary["inputs_schema"] = bound.workflow.inputs_schema
+        summary["error"] = bound.error
+        summary["last_poll"] = bound.last_poll or None
+        return summary
+
+    def summaries(self) -> list[dict]:
+        """Summaries of all workflows, by name."""
+        started = self.store.started_workflows()
+        return [self.summary(name, started) for name in sorted(self.bound)]
+
+    def start_workflow(self, name: str) -> dict:
+        """Poll ``name`` persistently, also after restarts."""
+        bound = self._pollable(name)
+        self.store.set_started(name, True)
+        if self._started:
+            self._schedule(bound)
+        return self.summary(name)
+
+    def stop_workflow(self, name: str) -> dict:
+        """Stop polling ``name``."""
+        bound = self.get(name)
+        self.store.set_started(name, False)
+        self.scheduler.remove(name)
+        bound.trigger.close()
+        return self.summary(name)
+
+    def _pollable(self, name: str) -> BoundWorkflow:
+        bound = self.get(name)
+        if not bound.trigger.pollable:
+            raise Conflict(
+                f"workflow {name!r} has a {bound.trigger.type} trigger, which cannot be polled; "
+                f"start runs with POST /api/workflows/{name}/runs"
+            )
+        if bound.error:
+            raise Conflict(f"workflow {name!r} cannot be polled: {bound.error}")
+        return bound
+
+    def _schedule(self, bound: BoundWorkflow) -> None:
+        bound.trigger.state = self.store.load_trigger_state(bound.name)
+        self.scheduler.add(bound.name, bound.check_interval)
+
+    # -- runs -------------------------------------------------------------------
+    def submit(
+        self, name: str, inputs: dict, *, source: str = "api", idempotency_key: str | None = None
+    ) -> tuple[dict, bool]:
+        """Check the inputs and start a run; with a used key, the first run and False."""
+        bound = self.get(name)
+        self.check_inputs(bound, inputs)
+        return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key)
+
+    @staticmethod
+    def check_inputs(bound: BoundWorkflow, inputs: dict) -> None:
+        """InvalidInput listing every problem when inputs break the workflow's schema."""
+        schema = bound.workflow.inputs_schema
+        if not schema:
+            return
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        problems = [
+            {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
+            for error in sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
+        ]
+        if problems:
+            listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)
+            raise InvalidInput(f"invalid inputs for {bound.name!r}: {listed}", details=problems)
+
+    def run_sync(self, name: str, inputs: dict, *, source: str = "cli", timeout: float | None = None) -> dict:
+        """Start a run and wait for it to finish (the CLI's ``run``)."""
+        run, _ = self.submit(name, inputs, source=source)
+        self.engine.wait(run["id"], timeout if timeout is not None else float("inf"))
+        return self.store.get_run(run["id"]) or run
+
+    def poll(self, name: str, *, source: str = "poll") -> list[dict]:
+        """Poll the trigger once now; one durable run per event, then the cursor moves."""
+        return self._poll(self._pollable(name), source)
+
+    def poll_scheduled(self, name: str) -> None:
+        """The scheduler's poll: errors are recorded on the workflow, never raised."""
+        bound = self.bound.get(name)
+        if bound is None or time.monotonic() < bound.retry_at:
+            return
+        try:
+            self._poll(bound, "schedule")
+        except Exception:
+            pass  # _poll recorded it; the scheduler must keep going
+
+    def _poll(self, bound: BoundWorkflow, source: str) -> list[dict]:
+        runs: list[dict] = []
+        with bound.poll_lock:
+            before = dict(bound.trigger.state)
+            try:
+                for event in bound.trigger.poll():
+                    run, _ = self.engine.submit(
+                        bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
+                    )
+                    bound.trigger.acknowledge(event, run["id"])
+                    runs.append(run)
+            except Exception as error:
+                self._poll_failed(bound, error)
+                raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(error)}") from None
+            finally:
+                if bound.trigger.state != before:
+                    self.store.save_trigger_state(bound.name, bound.trigger.state)
+            bound.failures, bound.retry_at = 0, 0.0
+            bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
+        return runs
+
+    def _poll_failed(self, bound: BoundWorkflow, error: Exception) -> None:
+        bound.failures += 1
+        delay = min(bound.check_interval * 2 ** (bound.failures - 1), MAX_POLL_BACKOFF_SECONDS)
+        bound.retry_at = time.monotonic() + delay
+        message = one_line(error)
+        bound.last_poll = {"at": format_time(time.time()), "error": message, "events": 0,
+                           "failures": bound.failures, "retry_in_s": round(delay, 1)}
+        logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
+                       bound.name, bound.failures, delay, message,
+                       exc_info=not isinstance(error, (OSError, ValueError)))

@@ -1,0 +1,54 @@
+"""Files uploaded with a run: saved under the store, listed as attachments."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import uuid
+from pathlib import Path
+
+from werkzeug.datastructures import FileStorage
+from werkzeug.utils import secure_filename
+
+from app.errors import StorageError
+
+CHUNK = 1024 * 1024
+
+
+def save_upload(upload: FileStorage, folder: Path) -> dict:
+    """Write one uploaded file atomically; its attachment record."""
+    filename = secure_filename(upload.filename or "") or "upload.bin"
+    target = folder / filename
+    copies = 1
+    while target.exists():  # two parts with one name keep both files
+        copies += 1
+        target = folder / f"{copies}-{filename}"
+    temporary = folder / f".{filename}.{uuid.uuid4().hex}.part"
+    size = 0
+    try:
+        with open(temporary, "wb") as handle:
+            while chunk := upload.stream.read(CHUNK):
+                handle.write(chunk)
+                size += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise StorageError(f"cannot save upload {filename!r} to {folder}: {error}") from None
+    content_type = upload.mimetype
+    if not content_type or content_type == "application/octet-stream":
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return {"filename": filename, "content_type": content_type, "size": size, "path": str(target.resolve())}
+
+
+def save_uploads(uploads: list[FileStorage], attachments_root: Path) -> list[dict]:
+    """Save every file part into a fresh folder; their attachment records in order."""
+    if not uploads:
+        return []
+    folder = attachments_root / uuid.uuid4().hex
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:
+        raise StorageError(f"cannot create {folder}: {error}") from None
+    return [save_upload(upload, folder) for upload in uploads]

@@ -1,0 +1,130 @@
+"""PyFlow's entry point: serve (default), list, run.
+
+    python run.py                       serve the API on HOST:PORT with waitress
+    python run.py list                  list registered workflows
+    python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
+
+The seed's spellings work too: --list, --workflow NAME --context JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from app.config import load_settings
+from app.errors import PyFlowError
+from app.runs import RunStatus
+
+EXIT_FAILED_RUN = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="PyFlow: trigger/action workflows on Flask.")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO for serve)")
+    parser.add_argument("--list", action="store_true", help="same as the list command")
+    parser.add_argument("--workflow", metavar="NAME", help="same as: run NAME")
+    parser.add_argument("--context", metavar="JSON", help="inputs for --workflow (same as --input)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the REST API (the default)")
+    commands.add_parser("list", help="list the registered workflows")
+    run = commands.add_parser("run", help="run a workflow once in this process and print the run as JSON")
+    run.add_argument("name", help="the workflow's name")
+    run.add_argument("--input", default=None, metavar="JSON", help="the run's inputs as a JSON object")
+    return parser
+
+
+def _configure_logging(level: str | None, default: str) -> None:
+    name = (level or default).upper()
+    if not isinstance(logging.getLevelName(name), int):
+        raise SystemExit(f"run.py: --log-level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _inputs(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        inputs = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise PyFlowError(f"--input is not valid JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(inputs, dict):
+        raise PyFlowError(f"--input must be a JSON object, got {type(inputs).__name__}")
+    return inputs
+
+
+def serve() -> int:
+    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly."""
+    from waitress import create_server
+
+    from app import create_app
+
+    app = create_app()
+    runtime = app.extensions["pyflow"]
+    settings = runtime.settings
+    server = create_server(app, host=settings["HOST"], port=settings["PORT"], threads=8, ident="PyFlow")
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # leave server.run() the way Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop)
+    host, port = settings["HOST"], server.effective_port  # type: ignore[union-attr]
+    print(f"PyFlow serving {len(runtime.bound)} workflows on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logging.getLogger("run").info("shutting down")
+        server.close()
+        runtime.shutdown()
+    print("PyFlow stopped", flush=True)
+    return 0
+
+
+def list_workflows() -> int:
+    """Print one line per registered workflow."""
+    from app.runtime import Runtime
+
+    runtime = Runtime(load_settings())
+    for summary in runtime.summaries():
+        print(f"{summary['name']:<28} {summary['trigger']['type']:<9} {summary['description']}")
+    return 0
+
+
+def run_once(name: str, raw_inputs: str | None) -> int:
+    """Run a workflow in this process, print the run as JSON; non-zero when it failed."""
+    from app.runtime import Runtime
+
+    runtime = Runtime(load_settings())
+    try:
+        run = runtime.run_sync(name, _inputs(raw_inputs))
+    finally:
+        runtime.shutdown(timeout=1.0)
+    print(json.dumps(run, indent=2))
+    return 0 if run["status"] == RunStatus.SUCCEEDED else EXIT_FAILED_RUN
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = "list" if args.list else "run" if args.workflow else args.command or "serve"
+    _configure_logging(args.log_level, "INFO" if command == "serve" else "WARNING")
+    try:
+        if command == "serve":
+            return serve()
+        if command == "list":
+            return list_workflows()
+        name = args.workflow or args.name
+        return run_once(name, args.context if args.workflow else args.input)
+    except PyFlowError as error:
+        print(f"run.py: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Shared fixtures: an app with its store under tmp_path, its client, and a run.py server."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from tests.fixtures import WORKFLOWS
+
+# Settings every test starts from, whatever the developer's environment says.
+TEST_SETTINGS = {
+    "WORKFLOW_RETRY_DELAY": 0.01,
+    "WORKFLOW_STEP_TIMEOUT": 5.0,
+    "SMTP_HOST": "",
+    "IMAP_HOST": "",
+    "WORKFLOW_MODULES": (),
+}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    """The store's folder for this test."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def app(storage):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS})
+    yield app
+    app.extensions["pyflow"].shutdown(timeout=2)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runtime(app):
+    return app.extensions["pyflow"]

@@ -1,0 +1,72 @@
+"""The Workflow base class: a trigger composed with actions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from actions.base import BaseAction
+from triggers.base import BaseTrigger
+from triggers.manual import ManualTrigger
+
+NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
+
+
+class Workflow:
+    """Subclass this in a module of workflows/ to add a workflow.
+
+    Class attributes configure it; ``None`` means "use the setting":
+    max_retries -> WORKFLOW_RETRY_COUNT, retry_delay -> WORKFLOW_RETRY_DELAY,
+    step_timeout -> WORKFLOW_STEP_TIMEOUT, check_interval -> the trigger's own.
+    """
+
+    # Unique, [a-z0-9_]+; the URL path segment /api/workflows/<name>.
+    name: ClassVar[str] = ""
+    # One line shown in listings.
+    description: ClassVar[str] = ""
+    # What starts a run; ManualTrigger fires only through the API.
+    trigger: ClassVar[BaseTrigger] = ManualTrigger("manual")
+    # The steps, run in order.
+    actions: ClassVar[list[BaseAction]] = []
+    # Retries after the first attempt of a step.
+    max_retries: ClassVar[int | None] = None
+    # Seconds; base of the exponential backoff between attempts.
+    retry_delay: ClassVar[float | None] = None
+    # Seconds one attempt of a step may take.
+    step_timeout: ClassVar[float | None] = None
+    # Seconds between trigger polls while the workflow is started.
+    check_interval: ClassVar[float | None] = None
+    # Optional JSON Schema the run's inputs must satisfy.
+    inputs_schema: ClassVar[dict[str, Any] | None] = None
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise ValueError naming the attribute when the class is misconfigured."""
+        where = f"workflow {cls.__qualname__}"
+        if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
+            raise ValueError(f"{where}: name must match [a-z0-9_]+, got {cls.name!r}")
+        if not isinstance(cls.trigger, BaseTrigger):
+            raise ValueError(f"{where}: trigger must be a BaseTrigger, got {cls.trigger!r}")
+        if not isinstance(cls.actions, (list, tuple)):
+            raise ValueError(f"{where}: actions must be a list of BaseAction, got {cls.actions!r}")
+        seen: set[str] = set()
+        for index, action in enumerate(cls.actions):
+            if not isinstance(action, BaseAction):
+                raise ValueError(f"{where}: actions[{index}] must be a BaseAction, got {action!r}")
+            if action.name in seen or action.name == "trigger_data":
+                raise ValueError(f"{where}: actions[{index}]: duplicate or reserved step name {action.name!r}")
+            seen.add(action.name)
+        for field in ("max_retries", "retry_delay", "step_timeout", "check_interval"):
+            value = getattr(cls, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{where}: {field} must be a number >= 0 or None, got {value!r}")
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, description, trigger and steps, as the API's Summary shows them."""
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "trigger": cls.trigger.describe(),
+            "actions": [action.describe() for action in cls.actions],
+        }
