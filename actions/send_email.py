@@ -1,0 +1,328 @@
+"""The send_email action: one message over SMTP, or into the outbox folder."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import smtplib
+import socket
+import ssl
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, getaddresses, make_msgid
+from pathlib import Path
+from typing import Any
+
+from actions.base import ActionError, BaseAction
+
+logger = logging.getLogger(__name__)
+
+# Mirrors app/config.py, for actions run without the app's settings.
+_DEFAULTS = {
+    "SMTP_HOST": "",
+    "SMTP_PORT": 587,
+    "SMTP_USER": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_SECURITY": "starttls",
+    "MAIL_FROM": "pyflow@localhost",
+}
+_SECURITY = ("starttls", "ssl", "none")
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+
+Recipients = str | Sequence[str] | None
+
+
+class SendEmailAction(BaseAction):
+    """Sends one e-mail; without an SMTP host, writes it to ``<storage>/outbox/`` as ``.eml``.
+
+    ``to``, ``cc`` and ``bcc`` take an address, a comma-separated string or a
+    list. ``attachments`` takes file paths (or upload records with a ``path``).
+    SMTP settings come from SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD and
+    SMTP_SECURITY (starttls, ssl or none) unless overridden per step.
+    TLS always verifies the server's certificate: against the system's CAs,
+    or only against the PEM bundle ``smtp_ca_file`` names (a private CA or a
+    self-signed server); there is deliberately no switch to turn checks off.
+    The outbox copy keeps the Bcc header, as a mail client's "Sent" copy does;
+    over SMTP, Bcc addresses go only into the envelope.
+    """
+
+    type = "send_email"
+    # Re-running an attempt cut short by a crash could mail the recipients twice.
+    idempotent = False
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        to: Recipients,
+        subject: str = "",
+        body: str = "",
+        cc: Recipients = None,
+        bcc: Recipients = None,
+        html: str | None = None,
+        attachments: Sequence[str | Mapping[str, Any]] | str | None = None,
+        from_addr: str | None = None,
+        smtp_host: str | None = None,
+        smtp_port: int | str | None = None,
+        smtp_user: str | None = None,
+        smtp_password: str | None = None,
+        smtp_security: str | None = None,
+        smtp_ca_file: str | None = None,
+        smtp_timeout: float = 30,
+        **options: Any,
+    ):
+        super().__init__(name, **options)
+        for field, value in (("to", to), ("cc", cc), ("bcc", bcc)):
+            if value is not None and not isinstance(value, str | list | tuple):
+                raise ValueError(f"action {name!r}: {field} must be an address or a list of addresses, got {value!r}")
+        self.to = to
+        self.cc = cc
+        self.bcc = bcc
+        self.subject = subject
+        self.body = body
+        self.html = html
+        self.attachments = attachments
+        self.from_addr = from_addr
+        self.smtp_host = smtp_host
+        self.smtp_port = smtp_port
+        self.smtp_user = smtp_user
+        # Private, so the engine neither renders it as a template (an error there
+        # could quote it) nor shows it anywhere it lists public attributes.
+        self._smtp_password = smtp_password
+        self.smtp_security = smtp_security
+        self.smtp_ca_file = smtp_ca_file
+        self.smtp_timeout = smtp_timeout
+
+    def execute(self, data_store: dict) -> dict:
+        """Build the message, then deliver it over SMTP or into the outbox."""
+        sender = self._setting(self.from_addr, "MAIL_FROM")
+        sender_addr = _addresses(sender, "from_addr")[:1]
+        if not sender_addr:
+            raise ActionError("send_email: no sender address (from_addr or MAIL_FROM)", retryable=False)
+        to = _addresses(self.to, "to")
+        if not to:
+            raise ActionError("send_email: no recipient", retryable=False)
+        cc = _addresses(self.cc, "cc")
+        bcc = _addresses(self.bcc, "bcc")
+        recipients = list(dict.fromkeys(addr for _, addr in to + cc + bcc))
+
+        message = EmailMessage()
+        # Header values may not hold line breaks; a subject rendered from a form
+        # or an error message easily does.
+        message["Subject"] = " ".join(str(self.subject or "").split())
+        message["From"] = formataddr(sender_addr[0])
+        message["To"] = ", ".join(formataddr(pair) for pair in to)
+        if cc:
+            message["Cc"] = ", ".join(formataddr(pair) for pair in cc)
+        if bcc:
+            message["Bcc"] = ", ".join(formataddr(pair) for pair in bcc)
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        # An explicit domain: the default asks the resolver for this host's FQDN.
+        message["Message-ID"] = make_msgid(domain=sender_addr[0][1].rpartition("@")[2])
+        message.set_content(str(self.body or ""))
+        if self.html:
+            message.add_alternative(str(self.html), subtype="html")
+        for content, filename, content_type in self._attachment_files():
+            maintype, _, subtype = content_type.partition("/")
+            message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+
+        result = {
+            "status": "sent",
+            "recipient": ", ".join(addr for _, addr in to),
+            "recipients": recipients,
+            "subject": message["Subject"],
+            "message_id": message["Message-ID"],
+        }
+        host = str(self._setting(self.smtp_host, "SMTP_HOST") or "").strip()
+        if host:
+            refused = self._send_smtp(message, sender_addr[0][1], recipients, host)
+            result["delivery"] = "smtp"
+            if refused:
+                # The others already got the message: failing the step would retry and mail them twice.
+                result["refused"] = refused
+        else:
+            result["delivery"] = "outbox"
+            result["path"] = _write_outbox(message, Path(self.context.storage_path) / "outbox")
+        logger.info("send_email %s: %s to %s", self.name, result["delivery"], ", ".join(recipients))
+        return result
+
+    def _setting(self, override: Any, name: str) -> Any:
+        """The step's override when given, else the setting, else its default."""
+        if override is not None and override != "":
+            return override
+        return self.context.settings.get(name, _DEFAULTS[name])
+
+    def _attachment_files(self) -> list[tuple[bytes, str, str]]:
+        """(content, filename, content type) of every attachment; ActionError naming a missing file."""
+        items = self.attachments
+        if not items:
+            return []
+        if isinstance(items, str | Mapping):
+            items = [items]
+        files = []
+        for item in items:
+            record = item if isinstance(item, Mapping) else {"path": item}
+            if not record.get("path"):
+                raise ActionError(f"send_email: attachment without a path: {item!r}", retryable=False)
+            path = Path(str(record["path"]))
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:
+                raise ActionError(f"send_email: attachment {path} not found", retryable=False)
+            except OSError as error:
+                reason = error.strerror or error
+                raise ActionError(f"send_email: cannot read attachment {path}: {reason}", retryable=False)
+            filename = str(record.get("filename") or path.name)
+            content_type = record.get("content_type") or mimetypes.guess_type(filename)[0]
+            if not content_type or "/" not in content_type:
+                content_type = "application/octet-stream"
+            files.append((content, filename, content_type))
+        return files
+
+    def _send_smtp(self, message: EmailMessage, sender: str, recipients: list[str], host: str) -> dict[str, str]:
+        """Deliver over SMTP; returns the recipients the server refused (when others were accepted)."""
+        port = _int(self._setting(self.smtp_port, "SMTP_PORT"), "smtp_port")
+        security = str(self._setting(self.smtp_security, "SMTP_SECURITY")).strip().lower()
+        if security not in _SECURITY:
+            raise ActionError(
+                f"send_email: smtp_security must be starttls, ssl or none, got {security!r}", retryable=False
+            )
+        user = str(self._setting(self.smtp_user, "SMTP_USER") or "")
+        password = str(self._setting(self._smtp_password, "SMTP_PASSWORD") or "")
+        timeout = _float(self.smtp_timeout, "smtp_timeout")
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            context = ssl.create_default_context(cafile=self.smtp_ca_file or None)
+        except OSError as error:
+            message_text = f"send_email: cannot read smtp_ca_file {self.smtp_ca_file}: {error.strerror or error}"
+            raise ActionError(message_text, retryable=False)
+
+        try:
+            if security == "ssl":
+                client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+            else:
+                client = smtplib.SMTP(host, port, timeout=timeout)
+            with client:
+                if security == "starttls":
+                    client.starttls(context=context)
+                if user:
+                    client.login(user, password)
+                refused = client.send_message(message, from_addr=sender, to_addrs=recipients)
+        except Exception as error:  # every failure becomes one line naming the server
+            message_text, retryable = _describe_smtp_error(error, where, user, sender, timeout)
+            if password:
+                message_text = message_text.replace(password, "***")
+            logger.warning("send_email %s: %s", self.name, message_text, exc_info=True)
+            raise ActionError(message_text, retryable=retryable) from None
+        return {addr: _reply(code, text) for addr, (code, text) in refused.items()}
+
+
+def _addresses(value: Recipients, field: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs from a string or list; ActionError on a malformed one."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    pairs = []
+    for raw in value:
+        if not str(raw).strip():
+            continue
+        # getaddresses splits "a@x, B <b@y>" and keeps display names.
+        for display, addr in getaddresses([str(raw)]):
+            if not _ADDRESS.fullmatch(addr):
+                raise ActionError(f"send_email: invalid {field} address {str(raw).strip()!r}", retryable=False)
+            # Line breaks in a display name would break the header.
+            pairs.append((" ".join(display.split()), addr))
+    return pairs
+
+
+def _write_outbox(message: EmailMessage, outbox: Path) -> str:
+    """Write the message atomically as a uniquely named .eml file; returns its path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", message["Message-ID"]).strip("-")[:80]
+    path = outbox / f"{stamp}-{slug}.eml"
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+        # A dot-prefixed temporary name, so readers of *.eml never see a partial message.
+        fd, temp = tempfile.mkstemp(dir=outbox, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(bytes(message))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise ActionError(f"send_email: cannot write {path}: {error.strerror or error}")
+    return str(path)
+
+
+def _describe_smtp_error(error: Exception, where: str, user: str, sender: str, timeout: float) -> tuple[str, bool]:
+    """A one-line message naming the server, and whether another attempt may help."""
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        reply = _reply(error.smtp_code, error.smtp_error)
+        return f"SMTP authentication failed for user {user} at {where}: {reply}", False
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        refused = "; ".join(f"{addr} ({_reply(code, text)})" for addr, (code, text) in error.recipients.items())
+        temporary = any(400 <= code < 500 for code, _ in error.recipients.values())
+        return f"SMTP server {where} refused every recipient: {refused}", temporary
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        reply = _reply(error.smtp_code, error.smtp_error)
+        return f"SMTP server {where} refused sender {sender}: {reply}", 400 <= error.smtp_code < 500
+    if isinstance(error, smtplib.SMTPConnectError):
+        return f"SMTP server {where} refused connection: {_reply(error.smtp_code, error.smtp_error)}", True
+    if isinstance(error, smtplib.SMTPResponseException):
+        reply = _reply(error.smtp_code, error.smtp_error)
+        return f"SMTP server {where} answered {reply}", 400 <= error.smtp_code < 500
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        # Raised for STARTTLS or AUTH the server does not offer: a configuration problem.
+        return f"SMTP server {where}: {str(error).rstrip('.')}", False
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        # smtplib reports a read timeout as a disconnect; the timeout is the real cause.
+        if isinstance(error.__context__, TimeoutError):
+            return f"SMTP server {where} timed out after {timeout:g} s", True
+        return f"SMTP server {where} closed the connection unexpectedly", True
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate of SMTP server {where} not trusted: {error.verify_message or error.reason}", False
+    if isinstance(error, ssl.SSLError):
+        hint = " (a plain SMTP port? check SMTP_SECURITY)" if error.reason == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS handshake with SMTP server {where} failed: {error.reason or error}{hint}", False
+    if isinstance(error, ConnectionRefusedError):
+        return f"SMTP server {where} refused connection", True
+    if isinstance(error, TimeoutError):
+        return f"SMTP server {where} timed out after {timeout:g} s", True
+    if isinstance(error, socket.gaierror):
+        return f"SMTP server {where}: cannot resolve host ({error.strerror})", True
+    if isinstance(error, OSError):
+        return f"SMTP server {where} unreachable: {error.strerror or error}", True
+    return f"SMTP delivery to {where} failed: {type(error).__name__}: {error}", True
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    """An SMTP reply as one line: ``550 no such user``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(str(text).split())}".strip()
+
+
+def _int(value: Any, field: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ActionError(f"send_email: {field} must be an integer, got {value!r}", retryable=False)
+
+
+def _float(value: Any, field: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = 0
+    if not number > 0:
+        raise ActionError(f"send_email: {field} must be a number of seconds > 0, got {value!r}", retryable=False)
+    return number
