@@ -192,5 +192,5 @@ def test_bad_number_in_constructor():
 
 
 def test_step_options_pass_through():
-    action = HttpCheckAction("check", url="http://127.0.0.1/", timeout=5, retries=0)
-    assert (action.timeout, action.retries, action.type) == (5, 0, "http_check")
+    action = HttpCheckAction("check", url="http://127.0.0.1/", step_timeout=5, retries=0)
+    assert (action.step_timeout, action.retries, action.type) == (5, 0, "http_check")
