@@ -8,6 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from app.errors import NotFound
 from app.runs import FINISHED_RUN, parse_time
 from app.store import Store
 
@@ -26,6 +27,8 @@ class MemoryStore(Store):
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
+            if run["id"] in self._runs:
+                raise ValueError(f"run id {run['id']!r} is already stored")
             if idempotency_key is not None:
                 key = (run["workflow"], idempotency_key)
                 first = self._runs.get(self._keys.get(key, ""))
@@ -36,16 +39,25 @@ class MemoryStore(Store):
             bisect.insort(self._ids, run["id"])
         return run, True
 
+    def _stored(self, run_id: str) -> dict:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return run
+
     def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
         with self._lock:
-            self._runs[run_id].update(copy.deepcopy(fields))
+            self._stored(run_id).update(copy.deepcopy(fields))
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
+        # A shallow copy: the engine replaces a step's values, it never mutates them in place.
         with self._lock:
-            self._runs[run_id]["steps"][index] = copy.deepcopy(step)
+            self._stored(run_id)["steps"][index] = dict(step)
 
     def save_run(self, run: dict) -> None:
         with self._lock:
+            if run["id"] not in self._runs:
+                bisect.insort(self._ids, run["id"])
             self._runs[run["id"]] = copy.deepcopy(run)
 
     def get_run(self, run_id: str) -> dict | None:
@@ -54,6 +66,8 @@ class MemoryStore(Store):
             return copy.deepcopy(run) if run is not None else None
 
     def list_runs(self, *, workflow=None, status=None, limit=50, before=None):
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
         with self._lock:
             end = bisect.bisect_left(self._ids, before) if before else len(self._ids)
             found: list[dict] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from app.runs import RunStatus, format_time
 from app.scheduler import Scheduler
 from app.store import JsonStore, Store
 from app.templating import Renderer
+from triggers.base import TriggerError
 from workflows.base import Workflow
 from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names
 
@@ -193,7 +195,8 @@ class Runtime:
     def run_sync(self, name: str, inputs: dict, *, source: str = "cli", timeout: float | None = None) -> dict:
         """Start a run and wait for it to finish (the CLI's ``run``)."""
         run, _ = self.submit(name, inputs, source=source)
-        self.engine.wait(run["id"], timeout if timeout is not None else float("inf"))
+        # None waits until it finishes: Event.wait(float("inf")) overflows time_t.
+        self.engine.wait(run["id"], timeout)  # type: ignore[arg-type]
         return self.store.get_run(run["id"]) or run
 
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:
@@ -213,7 +216,7 @@ class Runtime:
     def _poll(self, bound: BoundWorkflow, source: str) -> list[dict]:
         runs: list[dict] = []
         with bound.poll_lock:
-            before = dict(bound.trigger.state)
+            before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
             try:
                 for event in bound.trigger.poll():
                     run, _ = self.engine.submit(
@@ -240,4 +243,4 @@ class Runtime:
                            "failures": bound.failures, "retry_in_s": round(delay, 1)}
         logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
                        bound.name, bound.failures, delay, message,
-                       exc_info=not isinstance(error, (OSError, ValueError)))
+                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError)))

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import zlib
 from abc import ABC, abstractmethod
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
+
+from filelock import lock_descriptor, unlock_descriptor
+
+from app.errors import NotFound, StorageError
+from app.runs import FINISHED_RUN, parse_time
 
 
 class Store(ABC):
@@ -84,3 +102,556 @@ class Store(ABC):
         path = self.root.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+# -- the durable JSON store ---------------------------------------------------
+#
+# Layout under root:
+#   runs/<id>.json       snapshot {"seq": n, "run": {...}}, replaced atomically
+#   runs/<id>.journal    JSON lines {"seq": n, "fields": {...}} or {"seq": n, "step": i, "record": {...}}
+#                        appended since the snapshot; lines with seq <= the snapshot's are already in it
+#   index.jsonl          one line per run creation and status change: id, workflow, status, created_at, finished_at
+#   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
+#   triggers/<wf>.json   trigger state
+#   workflows.json       {"started": [names]}
+#   locks/               lock files: index, keys, workflows and 64 shards for runs
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become file names
+_SHARDS = 64
+_MAX_CACHED_JOURNALS = 10_000
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_STALE_TEMP_SECONDS = 3600.0
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _error(verb: str, path: Path | str, exc: OSError) -> StorageError:
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+    return StorageError(f"cannot {verb} {path}: {reason}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    # A new or renamed file is durable only once its directory entry is.
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _error("sync", folder, exc) from exc
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a part."""
+    temp = None
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide these files from other users, unlike the journals
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None:
+            with suppress(OSError):
+                os.unlink(temp)
+        raise _error("write", path, exc) from exc
+    _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes, path: Path, size: int) -> None:
+    """Append ``data`` to ``fd`` (of ``size`` bytes) in one call; on failure cut the file back to ``size``."""
+    try:
+        written = os.write(fd, data)
+        # A short write means the disk filled up; the next call reports why.
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except OSError as exc:
+        with suppress(OSError):
+            os.ftruncate(fd, size)
+        raise _error("write", path, exc) from exc
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        raise _error("read", path, exc) from exc
+    except ValueError as exc:
+        raise StorageError(f"cannot read {path}: invalid JSON ({exc})") from exc
+
+
+def _parse_lines(data: bytes, path: Path) -> tuple[list[dict], int]:
+    """The valid JSON lines of ``data`` and the length of its newline-terminated part."""
+    # A line without its newline is an append in flight or torn by a crash: it does not count yet.
+    end = data.rfind(b"\n") + 1
+    if not end:
+        return [], 0
+    with suppress(ValueError):
+        # One parse of all lines as an array is several times faster than a parse per line.
+        entries = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
+        if all(isinstance(entry, dict) for entry in entries):
+            return entries, end
+    entries = []
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                entries.append(entry)
+                continue
+        except ValueError:
+            pass
+        logger.warning("skipping invalid line %d of %s", number, path)
+    return entries, end
+
+
+class _Mutex:
+    """Held by one thread of one process at a time: a threading.Lock, then filelock's lock on a lock file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread_lock = threading.Lock()  # threads wait here instead of polling the file lock
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        fd = -1
+        try:
+            # A descriptor per hold keeps no files open between calls.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_descriptor(fd, poll_interval=0.001)
+        except BaseException as exc:
+            if fd >= 0:
+                os.close(fd)
+            self._thread_lock.release()
+            if isinstance(exc, OSError):
+                raise _error("lock", self.path, exc) from exc
+            raise
+        self._fd = fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            # Unlock before closing: a child forked meanwhile shares the descriptor and would keep the lock.
+            unlock_descriptor(self._fd)
+            os.close(self._fd)
+        finally:
+            self._thread_lock.release()
+
+
+class JsonStore(Store):
+    """The Store interface over JSON files under ``root``: atomic, journaled and safe across processes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._runs = self.root / "runs"
+        self._keys = self.root / "keys"
+        self._triggers = self.root / "triggers"
+        self._index_path = self.root / "index.jsonl"
+        self._workflows_path = self.root / "workflows.json"
+        locks = self.root / "locks"
+        for folder in (self._runs, self._keys, self._triggers, locks):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _error("create", folder, exc) from exc
+        self._index_mutex = _Mutex(locks / "index.lock")
+        self._keys_mutex = _Mutex(locks / "keys.lock")
+        self._workflows_mutex = _Mutex(locks / "workflows.lock")
+        self._run_mutexes = [_Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
+        # run id -> (inode, size, seq) of the journal after this process's last append to it
+        self._journals: dict[str, tuple[int, int, int]] = {}
+        # The in-memory index, guarded by _memory: id -> entry, ids sorted (so by creation time).
+        self._memory = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        self._ids: list[str] = []
+        self._index_inode = -1
+        self._index_offset = 0
+        self._index_lines = 0
+
+    # -- runs ---------------------------------------------------------------
+    def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        run_id = _check_name("run id", run["id"])
+        if idempotency_key is None:
+            self._create(run, None)
+            return run, True
+        digest = hashlib.sha256(f"{run['workflow']}\0{idempotency_key}".encode()).hexdigest()[:32]
+        path = self._keys / f"{digest}.json"
+        with self._keys_mutex:
+            first = self.get_run((_read_json(path, None) or {}).get("run_id", ""))
+            if first is not None:
+                return first, False
+            # The key before the run: a crash in between leaves a key of no run, which counts as unused.
+            _write_atomic(path, _dumps({"workflow": run["workflow"], "key": idempotency_key, "run_id": run_id}))
+            self._create(run, digest)
+        return run, True
+
+    def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
+        body = _dumps({"fields": fields})
+        with self._run_mutex(run_id):
+            self._append(run_id, body, durable)
+            if "status" in fields or "finished_at" in fields:
+                self._note_status(run_id, fields, durable)
+
+    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
+        if index < 0:
+            raise ValueError(f"step index must be >= 0, got {index!r}")
+        body = _dumps({"step": index, "record": step})
+        with self._run_mutex(run_id):
+            self._append(run_id, body, durable)
+
+    def save_run(self, run: dict) -> None:
+        run_id = _check_name("run id", run["id"])
+        journal = self._runs / f"{run_id}.journal"
+        with self._run_mutex(run_id):
+            seq = self._last_seq(run_id)
+            _write_atomic(self._runs / f"{run_id}.json", _dumps({"seq": seq, "run": run}))
+            self._journals.pop(run_id, None)
+            try:
+                journal.unlink(missing_ok=True)
+            except OSError as exc:
+                # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
+                logger.warning("cannot remove %s: %s", journal, exc)
+            self._note_status(run_id, run, True)
+
+    def get_run(self, run_id: str) -> dict | None:
+        if not _NAME.fullmatch(run_id):
+            return None
+        # The journal before the snapshot: a snapshot read later has a seq >= every line of an older journal,
+        # so a save_run in between cannot make us apply newer lines to an older snapshot.
+        journal = self._runs / f"{run_id}.journal"
+        try:
+            lines, _ = _parse_lines(journal.read_bytes(), journal)
+        except FileNotFoundError:
+            lines = []
+        except OSError as exc:
+            raise _error("read", journal, exc) from exc
+        snapshot = _read_json(self._runs / f"{run_id}.json", None)
+        if snapshot is None:
+            return None
+        run = snapshot["run"]
+        for line in lines:
+            if line.get("seq", 0) > snapshot["seq"]:
+                _apply(run, line, journal)
+        return run
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict], str | None]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        with self._memory:
+            self._refresh_index()
+            position = bisect.bisect_left(self._ids, before) if before is not None else len(self._ids)
+            found: list[dict] = []
+            while position > 0:
+                position -= 1
+                entry = self._entries[self._ids[position]]
+                if (workflow is not None and entry["workflow"] != workflow) or (
+                    status is not None and entry.get("status") != status
+                ):
+                    continue
+                if len(found) == limit:
+                    return found, found[-1]["id"]
+                run = self.get_run(self._ids[position])
+                # The run file may be newer than the index (a status line not yet appended) or gone (pruned).
+                if run is not None and (status is None or run["status"] == status):
+                    found.append(run)
+            return found, None
+
+    def find_run_ids(self, statuses: set[str]) -> list[str]:
+        with self._memory:
+            self._refresh_index()
+            return [run_id for run_id in self._ids if self._entries[run_id].get("status") in statuses]
+
+    def prune(self, older_than: float) -> int:
+        finished = {status.value for status in FINISHED_RUN}
+        with self._memory:
+            self._refresh_index()
+            doomed = {
+                run_id: entry.get("key")
+                for run_id, entry in self._entries.items()
+                if entry.get("status") in finished
+                and entry.get("finished_at")
+                and parse_time(entry["finished_at"]) < older_than
+            }
+        for run_id, key in doomed.items():
+            with self._run_mutex(run_id):
+                self._journals.pop(run_id, None)
+                for path in (self._runs / f"{run_id}.json", self._runs / f"{run_id}.journal"):
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as exc:
+                        raise _error("remove", path, exc) from exc
+            if key:
+                self._remove_key(key, run_id)
+        with self._memory:
+            if doomed or self._index_lines > len(self._entries):
+                self._rewrite_index(drop=set(doomed))
+        self._remove_stale_temp_files()
+        if doomed:
+            logger.info("pruned %d runs from %s", len(doomed), self.root)
+        return len(doomed)
+
+    # -- trigger state and started workflows --------------------------------
+    def load_trigger_state(self, workflow: str) -> dict:
+        return _read_json(self._triggers / f"{_check_name('workflow', workflow)}.json", {})
+
+    def save_trigger_state(self, workflow: str, state: dict) -> None:
+        _write_atomic(self._triggers / f"{_check_name('workflow', workflow)}.json", _dumps(state))
+
+    def started_workflows(self) -> set[str]:
+        return set(_read_json(self._workflows_path, {}).get("started", []))
+
+    def set_started(self, workflow: str, started: bool) -> None:
+        # Under a lock, so two processes starting different workflows keep each other's change.
+        with self._workflows_mutex:
+            names = self.started_workflows()
+            changed = (names | {workflow}) if started else (names - {workflow})
+            if changed != names:
+                _write_atomic(self._workflows_path, _dumps({"started": sorted(changed)}))
+
+    # -- run files ------------------------------------------------------------
+    def _run_mutex(self, run_id: str) -> _Mutex:
+        return self._run_mutexes[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
+
+    def _create(self, run: dict, key: str | None) -> None:
+        snapshot = self._runs / f"{run['id']}.json"
+        if snapshot.exists():
+            raise ValueError(f"run {run['id']!r} already exists")
+        _write_atomic(snapshot, _dumps({"seq": 0, "run": run}))
+        entry = {field: run.get(field) for field in ("id", "workflow", "status", "created_at", "finished_at")}
+        if key is not None:
+            entry["key"] = key
+        self._append_index(entry, durable=True)
+
+    def _append(self, run_id: str, body: bytes, durable: bool) -> None:
+        """Append one change to the run's journal with one os.write. Call with the run's mutex held."""
+        path = self._runs / f"{run_id}.journal"
+        try:
+            fd = os.open(path, _APPEND, 0o644)
+        except OSError as exc:
+            raise _error("write", path, exc) from exc
+        try:
+            stat = os.fstat(fd)
+            cached = self._journals.pop(run_id, None)
+            if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
+                seq, size = cached[2], stat.st_size
+            else:
+                # First append of this process, or another process appended or saved: read what is there.
+                seq, size = self._resync(run_id, fd)
+            seq += 1
+            # body is '{"step":...}': put the seq first, in the same single write.
+            line = b'{"seq":%d,%s\n' % (seq, body[1:])
+            _write_all(fd, line, path, size)
+            if durable:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    with suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise _error("write", path, exc) from exc
+                if size == 0:
+                    _fsync_dir(self._runs)
+            if len(self._journals) >= _MAX_CACHED_JOURNALS:
+                self._journals.clear()
+            self._journals[run_id] = (stat.st_ino, size + len(line), seq)
+        finally:
+            os.close(fd)
+
+    def _resync(self, run_id: str, fd: int) -> tuple[int, int]:
+        """The last seq of a run and the size of its journal, with a torn last line cut off."""
+        path = self._runs / f"{run_id}.journal"
+        seq, end, exists = self._scan(run_id)
+        if not exists:
+            # Our open created the journal (or found one a crashed prune left): a run without a snapshot is gone.
+            with suppress(OSError):
+                path.unlink()
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        if end < os.fstat(fd).st_size:
+            logger.warning("cutting a torn last line off %s", path)
+            try:
+                os.ftruncate(fd, end)
+            except OSError as exc:
+                raise _error("write", path, exc) from exc
+        return seq, end
+
+    def _scan(self, run_id: str) -> tuple[int, int, bool]:
+        """(last seq, length of the journal's whole lines, whether the snapshot exists), read from the files."""
+        journal = self._runs / f"{run_id}.journal"
+        try:
+            lines, end = _parse_lines(journal.read_bytes(), journal)
+        except FileNotFoundError:
+            lines, end = [], 0
+        except OSError as exc:
+            raise _error("read", journal, exc) from exc
+        snapshot = _read_json(self._runs / f"{run_id}.json", None)
+        seq = max([snapshot["seq"] if snapshot else 0] + [line.get("seq", 0) for line in lines])
+        return seq, end, snapshot is not None
+
+    def _last_seq(self, run_id: str) -> int:
+        """The seq of the run's newest change. Call with the run's mutex held."""
+        cached = self._journals.get(run_id)
+        if cached is not None:
+            try:
+                stat = os.stat(self._runs / f"{run_id}.journal")
+                if cached[:2] == (stat.st_ino, stat.st_size):
+                    return cached[2]
+            except OSError:
+                pass
+        return self._scan(run_id)[0]
+
+    def _remove_key(self, key: str, run_id: str) -> None:
+        path = self._keys / f"{key}.json"
+        with self._keys_mutex:
+            # The key may have been taken again by a newer run since its run finished.
+            if (_read_json(path, None) or {}).get("run_id") == run_id:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise _error("remove", path, exc) from exc
+
+    def _remove_stale_temp_files(self) -> None:
+        # Temporary files that a killed process left behind; a live writer replaces its own within seconds.
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        for folder in (self.root, self._runs, self._keys, self._triggers):
+            with suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                        with suppress(OSError):
+                            if entry.stat().st_mtime < cutoff:
+                                os.unlink(entry.path)
+
+    # -- the index ------------------------------------------------------------
+    def _note_status(self, run_id: str, changes: dict, durable: bool) -> None:
+        """Append an index line when the run's status or finished_at differ from the index's."""
+        with self._memory:
+            self._refresh_index()
+            entry = self._entries.get(run_id)
+        if entry is None:
+            if "workflow" not in changes:
+                logger.warning("run %s is missing from %s", run_id, self._index_path)
+                return
+            line = {field: changes.get(field) for field in ("workflow", "status", "created_at", "finished_at")}
+        else:
+            line = {field: changes[field] for field in ("status", "finished_at") if field in changes}
+            if all(entry.get(field) == value for field, value in line.items()):
+                return
+        self._append_index({"id": run_id, **line}, durable)
+
+    def _append_index(self, entry: dict, durable: bool) -> None:
+        line = _dumps(entry) + b"\n"
+        path = self._index_path
+        with self._index_mutex:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise _error("write", path, exc) from exc
+            try:
+                size = os.fstat(fd).st_size
+                # A line torn by a power loss must not swallow ours.
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                _write_all(fd, line, path, size)
+                if durable:
+                    os.fsync(fd)
+                    if size == 0:
+                        _fsync_dir(self.root)
+            except OSError as exc:
+                raise _error("write", path, exc) from exc
+            finally:
+                os.close(fd)
+
+    def _refresh_index(self) -> None:
+        """Read what was appended to the index since the last call. Call with _memory held."""
+        if self._read_index() and self._index_lines > 3 * len(self._entries) + 100:
+            self._rewrite_index(drop=set())
+
+    def _read_index(self) -> bool:
+        """Read the index's new bytes, or all of it when it was replaced; True when it was read from the start."""
+        path = self._index_path
+        try:
+            with open(path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                reloaded = stat.st_ino != self._index_inode or stat.st_size < self._index_offset
+                if reloaded:
+                    # Another process compacted it (or this is the first read): start over.
+                    self._entries, self._ids = {}, []
+                    self._index_inode, self._index_offset, self._index_lines = stat.st_ino, 0, 0
+                if stat.st_size == self._index_offset:
+                    return reloaded
+                file.seek(self._index_offset)
+                data = file.read()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+        lines, end = _parse_lines(data, path)
+        self._index_offset += end
+        self._index_lines += len(lines)
+        for line in lines:
+            self._merge(line)
+        return reloaded
+
+    def _merge(self, line: dict) -> None:
+        run_id = line.pop("id", None)
+        for field in ("workflow", "status"):
+            if isinstance(line.get(field), str):
+                line[field] = sys.intern(line[field])  # 100,000 entries share a few names
+        entry = self._entries.get(run_id)
+        if entry is not None:
+            entry.update(line)
+        elif isinstance(run_id, str) and "workflow" in line:  # else a status line of a run pruned since
+            self._entries[run_id] = line
+            if not self._ids or run_id > self._ids[-1]:
+                self._ids.append(run_id)
+            else:
+                bisect.insort(self._ids, run_id)
+
+    def _rewrite_index(self, drop: set[str]) -> None:
+        """Replace the index with one line per run, leaving out ``drop``. Call with _memory held."""
+        with self._index_mutex:
+            self._read_index()  # no one appends while we hold the mutex, so this is all of it
+            for run_id in drop:
+                self._entries.pop(run_id, None)
+            if drop:
+                self._ids = [run_id for run_id in self._ids if run_id in self._entries]
+            data = b"".join(_dumps({"id": run_id, **self._entries[run_id]}) + b"\n" for run_id in self._ids)
+            _write_atomic(self._index_path, data)
+            try:
+                self._index_inode = os.stat(self._index_path).st_ino
+            except OSError as exc:
+                raise _error("read", self._index_path, exc) from exc
+            self._index_offset, self._index_lines = len(data), len(self._ids)
+
+
+def _check_name(what: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{what} must be 1-128 letters, digits, '_' or '-', got {name!r}")
+    return name
+
+
+def _apply(run: dict, line: dict, journal: Path) -> None:
+    """Apply one journal line to a run record."""
+    if "fields" in line:
+        run.update(line["fields"])
+        return
+    steps, index = run.setdefault("steps", []), line.get("step")
+    if isinstance(index, int) and 0 <= index < len(steps):
+        steps[index] = line["record"]
+    elif index == len(steps):  # a step added while the run goes (a loop)
+        steps.append(line["record"])
+    else:
+        logger.warning("skipping a change of step %r in %s: the run has %d steps", index, journal, len(steps))

@@ -10,6 +10,13 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+class TriggerError(RuntimeError):
+    """A poll failed for a reason the message states fully (server down, login refused).
+
+    The runtime logs it without a traceback and retries with backoff.
+    """
+
+
 def _snake(name: str) -> str:
     name = re.sub(r"Trigger$", "", name) or name
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()

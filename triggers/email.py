@@ -22,7 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
-from triggers.base import BaseTrigger
+from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import parse_seconds
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ RECENT_IDS = 200
 T = TypeVar("T")
 
 
-class EmailTriggerError(RuntimeError):
+class EmailTriggerError(TriggerError):
     """A one-line, user-facing failure of the email trigger (names host:port and the cause)."""
 
 
@@ -226,12 +226,14 @@ class EmailTrigger(BaseTrigger):
         state.setdefault("recent_ids", [])
 
     def _mark_handled(self, uid: int) -> None:
+        # New lists, never in-place changes: the runtime detects a changed state against a shallow copy.
         state = self.state
         if uid in state["pending"]:
-            state["pending"].remove(uid)
+            state["pending"] = [other for other in state["pending"] if other != uid]
         elif uid > state["last_uid"]:
             # Events below it whose runs are not stored yet stay owed.
-            state["pending"] += [other for other in self._unacked if state["last_uid"] < other < uid]
+            owed = [other for other in self._unacked if state["last_uid"] < other < uid]
+            state["pending"] = state["pending"] + owed
             state["last_uid"] = uid
 
     # -- messages -------------------------------------------------------------
@@ -242,30 +244,34 @@ class EmailTrigger(BaseTrigger):
         if raw is None:
             logger.info("%s: UID %s is gone from %s", self._where, uid, self.folder)
             return None
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        described = f"UID {uid} in {self.folder} ({_header(message, 'Subject')!r} from {_header(message, 'From')})"
-        message_id = _header(message, "Message-ID") or None
-        if message_id in self.state.get("recent_ids", []):
-            # Same message under a new UID (rebuilt folder, double delivery): it has had its run.
-            logger.info("%s: skipped %s: Message-ID %s was handled already", self._where, described, message_id)
-            self._mark_seen(conn, uid, uidvalidity)
-            return None
+        described = f"UID {uid} in {self.folder}"
         try:
-            parts = list(self._attachments(message))
-            if not parts:
-                logger.info("%s: skipped %s: no %s attachment; left unread",
-                            self._where, described, " or ".join(self.attachment_types))
-                return None
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            described += f" ({_header(message, 'Subject')!r} from {_header(message, 'From')})"
             event = {
                 "from": _header(message, "From"),
                 "subject": _header(message, "Subject"),
                 "date": _iso_date(message),
-                "message_id": message_id,
+                "message_id": _header(message, "Message-ID") or None,
                 "text": _body_text(message),
             }
+            parts = list(self._attachments(message))
         except Exception:
-            # One malformed message must not block the mailbox: skip it, keep it unread, keep the trace.
+            # The sender controls every byte: one malformed message must not block the mailbox for good.
             logger.error("%s: cannot read %s; skipped, left unread", self._where, described, exc_info=True)
+            return None
+        if event["message_id"] in self.state.get("recent_ids", []):
+            # Same message under a new UID (rebuilt folder, double delivery): it has had its run.
+            logger.info("%s: skipped %s: Message-ID %s was handled already", self._where, described,
+                        event["message_id"])
+            try:
+                self._mark_seen(conn, uid, uidvalidity)
+            except EmailTriggerError as exc:
+                logger.warning("%s: could not mark UID %s as read: %s", self._where, uid, exc)
+            return None
+        if not parts:
+            logger.info("%s: skipped %s: no %s attachment; left unread",
+                        self._where, described, " or ".join(self.attachment_types))
             return None
         digest = hashlib.sha256(self._mailbox.encode()).hexdigest()[:10]
         # One folder per message, named by its UID: a refetch rewrites the same files.
@@ -398,10 +404,13 @@ class EmailTrigger(BaseTrigger):
         if typ != "OK":
             raise EmailTriggerError(
                 f"IMAP server {self._address} refused to fetch UID {uid} in {self.folder!r}: {_text(data)}")
-        # Servers may interleave unsolicited FETCH responses (flag changes): pick the one for this UID.
-        for item in data:
-            if isinstance(item, tuple) and re.search(rb"\bUID %d\b" % uid, item[0]) and b"BODY[" in item[0]:
-                return item[1]
+        # imaplib splits "* 2 FETCH (BODY[] {709}<literal> UID 102)" into a (head, literal) tuple and the
+        # tail; the UID may be in either. Unsolicited FETCH responses (flag changes) may be mixed in.
+        for index, item in enumerate(data):
+            if isinstance(item, tuple) and b"BODY[" in item[0]:
+                tail = data[index + 1] if index + 1 < len(data) and isinstance(data[index + 1], bytes) else b""
+                if re.search(rb"\bUID %d\b" % uid, item[0] + tail):
+                    return item[1]
         return None
 
     def _mark_seen(self, conn: imaplib.IMAP4, uid: int, uidvalidity: int) -> None:
@@ -506,9 +515,10 @@ def _body_text(message: EmailMessage) -> str:
 
 def _part_text(part: EmailMessage) -> str:
     try:
-        return part.get_content()
+        text = part.get_content()
     except (LookupError, UnicodeError):  # unknown or wrong charset
-        return (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        text = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    return text.replace("\r\n", "\n")  # mail travels with CRLF line ends
 
 
 class _TextExtractor(HTMLParser):
