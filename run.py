@@ -42,8 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 def _configure_logging(level: str | None, default: str) -> None:
     name = (level or default).upper()
     if not isinstance(logging.getLevelName(name), int):
-        raise SystemExit(f"run.py: --log-level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        # A usage error like a bad --input: exit 2, one line, no traceback.
+        print(f"run.py: --log-level must be DEBUG, INFO, WARNING or ERROR, got {level!r}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if logging.getLevelName(name) > logging.DEBUG:
+        # APScheduler logs two INFO lines per poll: a flood at one poll a second.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _inputs(raw: str | None) -> dict[str, Any]:

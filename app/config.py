@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,14 +19,21 @@ def _positive_int(value: str) -> int:
 
 def _non_negative_float(value: str) -> float:
     number = float(value)
-    if number < 0:
+    if not math.isfinite(number) or number < 0:  # "nan" and "inf" parse as floats
         raise ValueError
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = _non_negative_float(value)
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError
     return number
 
@@ -64,7 +72,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_STORAGE_PATH": ("./data", None, ""),
     "WORKFLOW_MAX_CONCURRENT": (5, _positive_int, "a positive integer"),
     "WORKFLOW_STEP_TIMEOUT": (300.0, _positive_float, "a number of seconds > 0"),
-    "WORKFLOW_RETRY_COUNT": (3, lambda v: int(_non_negative_float(v)), "an integer >= 0"),
+    "WORKFLOW_RETRY_COUNT": (3, _non_negative_int, "an integer >= 0"),
     "WORKFLOW_RETRY_DELAY": (5.0, _non_negative_float, "a number of seconds >= 0"),
     "WORKFLOW_MAX_UPLOAD_MB": (25.0, _positive_float, "a number of megabytes > 0"),
     "WORKFLOW_RETENTION_DAYS": (30.0, _positive_float, "a number of days > 0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -32,10 +33,14 @@ class StepTimeout(Exception):
 
 def one_line(error: BaseException) -> str:
     """A human one-line message for an exception (no traceback)."""
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ must not stop the engine from recording the failure
+        message = ""
     if isinstance(error, (ActionError, RenderError, StepTimeout)):
-        text = str(error)
+        text = message
     else:  # an unexpected exception: its class name is part of the story
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     text = " ".join(text.split())
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
 
@@ -95,6 +100,8 @@ class Engine:
         run = new_run(bound.name, steps, redact(trigger_data), source)
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
+            # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
+            stored = copy.deepcopy(run)
             data_store = {"trigger_data": trigger_data}
             self._schedule(_Execution(bound, run, data_store, {}, 0))
         return stored, created

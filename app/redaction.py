@@ -9,14 +9,17 @@ REDACTED = "***"
 
 # A key names a secret when it is, or ends in, one of these words.
 _SECRET_KEY = re.compile(
-    r"(?:^|[_\-.])(?:password|passwd|pwd|secret|token|api_?key|authorization|private_?key|credentials?|cookie)$",
+    r"(?:^|[_\-.])(?:password|passwd|pwd|secret|token|(?:api|private|secret|access)[_\-]?key|authorization"
+    r"|credentials?|cookie)$",
     re.IGNORECASE,
 )
+# camelCase keys (accessToken, clientSecret) are split into words first.
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def is_secret_key(key: Any) -> bool:
-    """True for keys such as ``password``, ``SMTP_PASSWORD``, ``access_token``."""
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+    """True for keys such as ``password``, ``SMTP_PASSWORD``, ``access_token``, ``accessToken``."""
+    return isinstance(key, str) and bool(_SECRET_KEY.search(_CAMEL_BOUNDARY.sub("_", key)))
 
 
 def redact(value: Any) -> Any:
@@ -36,7 +39,7 @@ def redact(value: Any) -> Any:
             changed = changed or new is not item
             result[key] = new
         return result if changed else value
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a tuple is a JSON array too
         items = [redact(item) for item in value]
         return items if any(new is not old for new, old in zip(items, value, strict=True)) else value
     return value
