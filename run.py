@@ -45,7 +45,11 @@ def _configure_logging(level: str | None, default: str) -> None:
         # A usage error like a bad --input: exit 2, one line, no traceback.
         print(f"run.py: --log-level must be DEBUG, INFO, WARNING or ERROR, got {level!r}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
-    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(name)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The root logger passes INFO on even when the console shows less: runs keep their own logs.
+    logging.basicConfig(level=min(logging.INFO, logging.getLevelName(name)), handlers=[console])
     if logging.getLevelName(name) > logging.DEBUG:
         # APScheduler logs two INFO lines per poll: a flood at one poll a second.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)

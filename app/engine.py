@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, RunContext
+from app import run_logs
 from app.binding import BoundWorkflow
-from app.config import public_settings
+from app.config import SECRET_SETTINGS, public_settings
 from app.redaction import redact
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, utcnow
 from app.store import Store
@@ -85,6 +86,8 @@ class Engine:
         self._executions: dict[str, _Execution] = {}
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
+        self._secrets = tuple(str(settings[name]) for name in SECRET_SETTINGS if settings.get(name))
+        run_logs.install()
 
     # -- starting runs ------------------------------------------------------
     def submit(
@@ -122,7 +125,7 @@ class Engine:
                 self._fail_step(execution, run["steps"][index], "interrupted by restart")
                 return
             execution.attempt = run["steps"][index]["attempts"]
-        logger.info("resuming run %s of %s at step %d", run["id"], bound.name, index)
+        self._log(execution, logging.INFO, f"resumed after a restart at step {index + 1} of {len(run['steps'])}")
         self._schedule(execution)
 
     def wait(self, run_id: str, timeout: float) -> bool:
@@ -192,7 +195,7 @@ class Engine:
                 goes_on = False
             self._work(execution if goes_on else self._next())
 
-        logger.warning("run %s: step %s %s", execution.run["id"], self._action(execution).name, error)
+        self._log(execution, logging.WARNING, str(error), self._action(execution).name)
         threading.Thread(target=carry_on, name=f"pyflow-{execution.run['id']}", daemon=True).start()
 
     # -- one run --------------------------------------------------------------
@@ -203,6 +206,7 @@ class Engine:
             run["status"] = RunStatus.RUNNING.value
             run["started_at"] = run["started_at"] or utcnow()
             self.store.update_run(run["id"], {"status": run["status"], "started_at": run["started_at"]})
+            self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
         actions = execution.bound.actions
         while execution.step_index < len(actions):
             if execution.stop.is_set():
@@ -263,7 +267,8 @@ class Engine:
         )
         token = self._watchdog.arm(execution, self._timeout_of(execution))
         try:
-            result: Any = action.execute(execution.data_store)
+            with run_logs.run_scope(self.store, run_id, action.name, self._secrets):
+                result: Any = action.execute(execution.data_store)
         except Exception as error:  # any failure of user code fails the attempt
             if not self._watchdog.disarm(token):
                 return None
@@ -300,7 +305,8 @@ class Engine:
         step["error"] = message
         self.store.update_step(execution.run["id"], execution.step_index, step, durable=False)
         delay = backoff(execution.bound.retry_delay, execution.attempt)
-        logger.info("run %s: step %s failed (%s); retry in %.1f s", execution.run["id"], action.name, message, delay)
+        self._log(execution, logging.WARNING,
+                  f"attempt {execution.attempt} failed: {message}; retrying in {delay:.1f} s", action.name)
         if execution.stop.wait(delay):
             self._forget(execution)
             return False
@@ -324,11 +330,13 @@ class Engine:
         self.store.update_step(execution.run["id"], execution.step_index - 1, step)
 
     def _skip_step(self, execution: _Execution, step: dict) -> None:
+        self._log(execution, logging.INFO, "skipped: its condition (when) is false", step["name"])
         execution.data_store[step["name"]] = execution.results[step["name"]] = None
         self._close_step(execution, step, StepStatus.SKIPPED)
         self.store.update_step(execution.run["id"], execution.step_index - 1, step)
 
     def _fail_step(self, execution: _Execution, step: dict, message: str) -> None:
+        self._log(execution, logging.ERROR, f"failed: {message}", step["name"])
         step["error"] = message
         self._close_step(execution, step, StepStatus.FAILED)
         self._finish(execution, RunStatus.FAILED, f"step {step['name']!r} failed: {message}")
@@ -338,14 +346,19 @@ class Engine:
         run.update(status=status.value, error=error, finished_at=utcnow(), progress=progress(run["steps"]))
         run["started_at"] = run["started_at"] or run["finished_at"]
         self.store.save_run(run)
-        log = logger.info if status == RunStatus.SUCCEEDED else logger.warning
-        log("run %s of %s %s%s", run["id"], execution.bound.name, status.value, f": {error}" if error else "")
+        level = logging.INFO if status == RunStatus.SUCCEEDED else logging.WARNING
+        self._log(execution, level, f"run {status.value}" + (f": {error}" if error else ""))
         self._forget(execution)
 
     def _forget(self, execution: _Execution) -> None:
         with self._lock:
             self._executions.pop(execution.run["id"], None)
         execution.done.set()
+
+    def _log(self, execution: _Execution, level: int, message: str, step: str | None = None) -> None:
+        """Log to the server log and to the run's own log."""
+        logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
+        run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets)
 
     @staticmethod
     def _action(execution: _Execution) -> BaseAction:

@@ -24,6 +24,7 @@ class MemoryStore(Store):
         self._keys: dict[tuple[str, str], str] = {}
         self._trigger_state: dict[str, dict] = {}
         self._started: set[str] = set()
+        self._logs: dict[str, list[dict]] = {}
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -93,9 +94,25 @@ class MemoryStore(Store):
             ]
             for run_id in doomed:
                 del self._runs[run_id]
+                self._logs.pop(run_id, None)
             self._ids = [run_id for run_id in self._ids if run_id in self._runs]
             self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
         return len(doomed)
+
+    def index_entries(self, *, since: str | None = None) -> list[dict]:
+        fields = ("id", "workflow", "status", "created_at", "started_at", "finished_at")
+        with self._lock:
+            runs = [self._runs[run_id] for run_id in self._ids]
+        return [{field: run.get(field) for field in fields} for run in runs
+                if since is None or (run.get("created_at") or "") >= since]
+
+    def append_log(self, run_id: str, entry: dict) -> None:
+        with self._lock:
+            self._logs.setdefault(run_id, []).append(dict(entry))
+
+    def get_logs(self, run_id: str) -> list[dict]:
+        with self._lock:
+            return [dict(entry) for entry in self._logs.get(run_id, [])]
 
     def load_trigger_state(self, workflow: str) -> dict:
         with self._lock:

@@ -176,9 +176,19 @@ def list_runs() -> Response:
     return jsonify(runs=[present(run) for run in runs], next=next_cursor)
 
 
-@bp.get("/runs/<run_id>")
-def get_run(run_id: str) -> Response:
+def _stored_run(run_id: str) -> dict:
     run = runtime().store.get_run(run_id) if RUN_ID.match(run_id) else None
     if run is None:
         raise NotFound(f"no run with id {run_id!r}")
-    return jsonify(present(run))
+    return run
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    return jsonify(present(_stored_run(run_id)))
+
+
+@bp.get("/runs/<run_id>/logs")
+def get_run_logs(run_id: str) -> Response:
+    _stored_run(run_id)
+    return jsonify(logs=runtime().store.get_logs(run_id))

@@ -79,6 +79,22 @@ class Store(ABC):
     def prune(self, older_than: float) -> int:
         """Delete finished runs that finished before the epoch ``older_than``."""
 
+    @abstractmethod
+    def index_entries(self, *, since: str | None = None) -> list[dict]:
+        """Index lines of runs created at or after ISO time ``since``, oldest first (metrics).
+
+        Each is ``{"id", "workflow", "status", "created_at", "started_at", "finished_at"}``;
+        no run file is read.
+        """
+
+    @abstractmethod
+    def append_log(self, run_id: str, entry: dict) -> None:
+        """Add one log line (``{"at", "level", "step", "message"}``) to a run; not fsync'd."""
+
+    @abstractmethod
+    def get_logs(self, run_id: str) -> list[dict]:
+        """A run's log lines, oldest first."""
+
     # -- trigger state and started workflows --------------------------------
     @abstractmethod
     def load_trigger_state(self, workflow: str) -> dict:
@@ -100,7 +116,10 @@ class Store(ABC):
     def files_path(self, *parts: str) -> Path:
         """A folder under the store's root, created when missing."""
         path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
+            raise _error("create", path, exc) from exc
         return path
 
 
@@ -120,6 +139,9 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become file names
 _SHARDS = 64
+# What the index keeps of each run; the status fields change after creation.
+_INDEX_FIELDS = ("workflow", "status", "created_at", "started_at", "finished_at")
+_STATUS_FIELDS = ("status", "started_at", "finished_at")
 _MAX_CACHED_JOURNALS = 10_000
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _STALE_TEMP_SECONDS = 3600.0
@@ -297,7 +319,7 @@ class JsonStore(Store):
         body = _dumps({"fields": fields})
         with self._run_mutex(run_id):
             self._append(run_id, body, durable)
-            if "status" in fields or "finished_at" in fields:
+            if any(field in fields for field in _STATUS_FIELDS):
                 self._note_status(run_id, fields, durable)
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
@@ -390,7 +412,7 @@ class JsonStore(Store):
         for run_id, key in doomed.items():
             with self._run_mutex(run_id):
                 self._journals.pop(run_id, None)
-                for path in (self._runs / f"{run_id}.json", self._runs / f"{run_id}.journal"):
+                for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
                     try:
                         path.unlink(missing_ok=True)
                     except OSError as exc:
@@ -404,6 +426,41 @@ class JsonStore(Store):
         if doomed:
             logger.info("pruned %d runs from %s", len(doomed), self.root)
         return len(doomed)
+
+    def index_entries(self, *, since: str | None = None) -> list[dict]:
+        with self._memory:
+            self._refresh_index()
+            entries = [(run_id, self._entries[run_id]) for run_id in self._ids]
+        # ISO 8601 UTC strings with Z sort like the times they name.
+        return [
+            {"id": run_id, **{field: entry.get(field) for field in _INDEX_FIELDS}}
+            for run_id, entry in entries
+            if since is None or (entry.get("created_at") or "") >= since
+        ]
+
+    def append_log(self, run_id: str, entry: dict) -> None:
+        path = self._runs / f"{_check_name('run id', run_id)}.log"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _error("write", path, exc) from exc
+        try:
+            data = _dumps(entry) + b"\n"
+            _write_all(fd, data, path, os.fstat(fd).st_size)
+        except OSError as exc:
+            raise _error("write", path, exc) from exc
+        finally:
+            os.close(fd)
+
+    def get_logs(self, run_id: str) -> list[dict]:
+        path = self._runs / f"{_check_name('run id', run_id)}.log"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+        return _parse_lines(data, path)[0]
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:
@@ -432,7 +489,7 @@ class JsonStore(Store):
         if snapshot.exists():
             raise ValueError(f"run {run['id']!r} already exists")
         _write_atomic(snapshot, _dumps({"seq": 0, "run": run}))
-        entry = {field: run.get(field) for field in ("id", "workflow", "status", "created_at", "finished_at")}
+        entry = {field: run.get(field) for field in ("id", *_INDEX_FIELDS)}
         if key is not None:
             entry["key"] = key
         self._append_index(entry, durable=True)
@@ -544,9 +601,9 @@ class JsonStore(Store):
             if "workflow" not in changes:
                 logger.warning("run %s is missing from %s", run_id, self._index_path)
                 return
-            line = {field: changes.get(field) for field in ("workflow", "status", "created_at", "finished_at")}
+            line = {field: changes.get(field) for field in _INDEX_FIELDS}
         else:
-            line = {field: changes[field] for field in ("status", "finished_at") if field in changes}
+            line = {field: changes[field] for field in _STATUS_FIELDS if field in changes}
             if all(entry.get(field) == value for field, value in line.items()):
                 return
         self._append_index({"id": run_id, **line}, durable)

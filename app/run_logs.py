@@ -1,0 +1,78 @@
+"""Each run's own log lines: the engine's messages and whatever its actions log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from app.redaction import REDACTED
+from app.runs import format_time
+from app.store import Store
+
+logger = logging.getLogger(__name__)
+
+_scope = threading.local()
+
+
+@contextmanager
+def run_scope(store: Store, run_id: str, step: str | None, secrets: Iterable[str] = ()) -> Iterator[None]:
+    """Log records emitted by this thread inside the block also go to the run's log."""
+    previous = getattr(_scope, "current", None)
+    _scope.current = (store, run_id, step, tuple(secrets))
+    try:
+        yield
+    finally:
+        _scope.current = previous
+
+
+def scrub(message: str, secrets: Iterable[str]) -> str:
+    """``message`` with every secret value replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, REDACTED)
+    return message
+
+
+def write(store: Store, run_id: str, level: int, message: str, step: str | None = None,
+          secrets: Iterable[str] = ()) -> None:
+    """Add one line to a run's log. Errors are logged, never raised: a log must not fail a run."""
+    entry = {"at": format_time(time.time()), "level": logging.getLevelName(level).lower(), "step": step,
+             "message": scrub(message, secrets)}
+    try:
+        store.append_log(run_id, entry)
+    except Exception:
+        logger.warning("cannot write the log of run %s", run_id, exc_info=True)
+
+
+class RunLogHandler(logging.Handler):
+    """Copies records emitted inside a ``run_scope`` into that run's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        current = getattr(_scope, "current", None)
+        if current is None or record.name.startswith(__name__):
+            return
+        store, run_id, step, secrets = current
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        entry = {"at": format_time(record.created), "level": record.levelname.lower(), "step": step,
+                 "message": scrub(message, secrets)}
+        try:
+            store.append_log(run_id, entry)
+        except Exception:
+            self.handleError(record)
+
+
+_installed = threading.Lock()
+
+
+def install() -> None:
+    """Attach the one RunLogHandler to the root logger (idempotent)."""
+    with _installed:
+        root = logging.getLogger()
+        if not any(isinstance(handler, RunLogHandler) for handler in root.handlers):
+            root.addHandler(RunLogHandler())
