@@ -70,7 +70,7 @@ class Runtime:
                 logger.warning("workflow %s was started but is no longer registered", name)
             elif bound.error:
                 logger.warning("workflow %s cannot be polled: %s", name, bound.error)
-            else:
+            elif bound.trigger.pollable:
                 self._schedule(bound)
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -138,10 +138,17 @@ class Runtime:
         return [self.summary(name, started) for name in sorted(self.bound)]
 
     def start_workflow(self, name: str) -> dict:
-        """Poll ``name`` persistently, also after restarts."""
-        bound = self._pollable(name)
+        """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
+        bound = self.get(name)
+        if not bound.trigger.startable:
+            raise Conflict(
+                f"workflow {name!r} has a {bound.trigger.type} trigger, which cannot be started; "
+                f"start runs with POST /api/workflows/{name}/runs"
+            )
+        if bound.error:
+            raise Conflict(f"workflow {name!r} cannot be started: {bound.error}")
         self.store.set_started(name, True)
-        if self._started:
+        if self._started and bound.trigger.pollable:
             self._schedule(bound)
         return self.summary(name)
 

@@ -32,8 +32,10 @@ class BaseTrigger:
 
     # The name the trigger's ``type`` shows in summaries and definitions.
     type: str = ""
-    # False for triggers that only fire through the API (manual, webhook).
+    # False for triggers the scheduler does not poll (manual, webhook).
     pollable: bool = True
+    # False for triggers that cannot be started at all (manual: runs come only from the API).
+    startable: bool = True
     # Seconds between polls when the workflow does not set check_interval.
     default_check_interval: float = 1.0
 

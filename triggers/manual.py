@@ -8,6 +8,7 @@ class ManualTrigger(BaseTrigger):
 
     type = "manual"
     pollable = False
+    startable = False
 
     def is_triggered(self) -> bool:
         return False
