@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ class RunContext:
     # SMTP credentials; they are never copied into run records.
     settings: Mapping[str, Any] = field(default_factory=dict)
     storage_path: str = "."
+    # Set when the run is cancelled: a long action (a shell command) should stop when it is.
+    cancel_event: threading.Event = field(default_factory=threading.Event)
 
 
 def _snake(name: str) -> str:

@@ -8,7 +8,7 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +30,18 @@ MAX_ERROR_LENGTH = 500
 
 class StepTimeout(Exception):
     """An attempt ran past the step timeout."""
+
+
+class StepInterrupted(Exception):
+    """The run was asked to stop before an attempt began."""
+
+
+class RunStateError(Exception):
+    """A control operation that makes no sense in the run's current status."""
+
+    def __init__(self, run: dict, wanted: str):
+        super().__init__(f"run {run['id']} is {run['status']}; it cannot be {wanted}")
+        self.run = run
 
 
 def one_line(error: BaseException) -> str:
@@ -64,8 +76,16 @@ class _Execution:
         self.attempt = 0
         self.step_clock = 0.0
         self.done = threading.Event()
-        # Set on shutdown: stop at the next step boundary; the run resumes after a restart.
+        # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
+        # "shutdown" (resume after a restart), "pause" or "cancel".
         self.stop = threading.Event()
+        self.control = "shutdown"
+        self.control_by = "shutdown"
+        self.cancelled = threading.Event()
+        # The watchdog token of the attempt under way; whoever disarms it owns the run.
+        self.token: int | None = None
+        # True while it counts against its workflow's max_concurrent_runs.
+        self.counted = False
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']} step {self.step_index}>"
@@ -83,6 +103,7 @@ class Engine:
         self._lock = threading.Condition()
         self._pending: deque[_Execution] = deque()
         self._active = 0
+        self._running: Counter[str] = Counter()
         self._executions: dict[str, _Execution] = {}
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
@@ -109,8 +130,8 @@ class Engine:
             self._schedule(_Execution(bound, run, data_store, {}, 0))
         return stored, created
 
-    def resume(self, bound: BoundWorkflow, run: dict) -> None:
-        """Continue a stored run from its first unfinished step (crash recovery)."""
+    def resume(self, bound: BoundWorkflow, run: dict, by: str = "restart") -> None:
+        """Continue a stored run from its first unfinished step (recovery, resume, retry)."""
         data_store: dict[str, Any] = {"trigger_data": run["trigger_data"]}
         results: dict[str, Any] = {}
         steps = run["steps"]
@@ -125,7 +146,10 @@ class Engine:
                 self._fail_step(execution, run["steps"][index], "interrupted by restart")
                 return
             execution.attempt = run["steps"][index]["attempts"]
-        self._log(execution, logging.INFO, f"resumed after a restart at step {index + 1} of {len(run['steps'])}")
+        if run["status"] != RunStatus.QUEUED:
+            self._transition(execution.run, RunStatus.QUEUED, by)
+        where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
+        self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
 
     def wait(self, run_id: str, timeout: float) -> bool:
@@ -133,6 +157,87 @@ class Engine:
         with self._lock:
             execution = self._executions.get(run_id)
         return execution is None or execution.done.wait(timeout)
+
+    # -- control ----------------------------------------------------------------
+    def cancel(self, run: dict, by: str = "api") -> dict:
+        """Cancel a queued, running or paused run; a running step is abandoned, never waited for."""
+        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
+            raise RunStateError(run, "cancelled")
+        execution = self._claim(run["id"], "cancel", by)
+        if execution is None:
+            self._transition(run, RunStatus.CANCELLED, by, finished=True)
+            return run
+        if execution.token is None:  # queued here, or its attempt was disarmed: this thread owns it
+            self._halt(execution)
+        return self._settled(execution)
+
+    def pause(self, run: dict, by: str = "api") -> dict:
+        """Pause a queued or running run: the current step finishes, the next does not start."""
+        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            raise RunStateError(run, "paused")
+        execution = self._claim(run["id"], "pause", by)
+        if execution is None:
+            self._transition(run, RunStatus.PAUSED, by)
+            return run
+        if execution.token is None:
+            self._halt(execution)
+        return self._settled(execution, timeout=2.0)
+
+    def retry(self, bound: BoundWorkflow, run: dict, by: str = "api") -> dict:
+        """Continue a failed or cancelled run from its first unfinished step, keeping finished results."""
+        if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise RunStateError(run, "retried")
+        for step in run["steps"]:
+            if step["status"] in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING):
+                step.update(new_step(step["name"], step["type"]))
+        return self._reopen(bound, run, by)
+
+    def skip(self, bound: BoundWorkflow, run: dict, step_name: str, by: str = "api") -> dict:
+        """Mark a failed run's failed step skipped and continue after it."""
+        if run["status"] != RunStatus.FAILED:
+            raise RunStateError(run, "continued past a step")
+        step = next((step for step in run["steps"] if step["name"] == step_name), None)
+        if step is None or step["status"] != StepStatus.FAILED:
+            state = "no such step" if step is None else f"step {step_name!r} is {step['status']}"
+            raise RunStateError(run, f"made to skip {step_name!r} ({state}; only a failed step can be skipped)")
+        step["status"] = StepStatus.SKIPPED.value
+        return self._reopen(bound, run, by)
+
+    def _reopen(self, bound: BoundWorkflow, run: dict, by: str) -> dict:
+        run.update(error=None, finished_at=None)
+        run["progress"] = progress(run["steps"])
+        self.store.save_run(run)  # the reset steps, before the run is queued again
+        self.resume(bound, run, by)
+        return copy.deepcopy(run)
+
+    def _claim(self, run_id: str, control: str, by: str) -> _Execution | None:
+        """Ask the execution of ``run_id`` to stop for ``control``; None when it is not in this process.
+
+        A cancel also disarms the attempt under way: then ``token`` is None and
+        the caller owns the run, as the watchdog does on a timeout.
+        """
+        with self._lock:
+            execution = self._executions.get(run_id)
+            if execution is None:
+                return None
+            execution.control, execution.control_by = control, by
+            execution.stop.set()
+            if control == "cancel":
+                execution.cancelled.set()
+            if execution in self._pending:
+                self._pending.remove(execution)
+                execution.token = None
+            elif control == "cancel" and execution.token is not None and self._watchdog.disarm(execution.token):
+                execution.token = None
+                # The abandoned thread held a slot: hand it to the next pending run.
+                threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
+            else:
+                execution.token = -1  # the run thread will see ``stop`` and halt by itself
+        return execution
+
+    def _settled(self, execution: _Execution, timeout: float = 5.0) -> dict:
+        execution.done.wait(timeout)
+        return copy.deepcopy(execution.run)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop starting steps, wait up to ``timeout`` for running steps; the rest resume on restart."""
@@ -146,15 +251,31 @@ class Engine:
         self._watchdog.stop()
 
     # -- workers --------------------------------------------------------------
+    def running_count(self, workflow: str) -> int:
+        """Runs of ``workflow`` executing now in this process."""
+        with self._lock:
+            return self._running[workflow]
+
+    def _may_run(self, execution: _Execution) -> bool:
+        limit = execution.bound.workflow.max_concurrent_runs
+        return limit is None or self._running[execution.bound.name] < limit
+
+    def _take(self, execution: _Execution) -> _Execution:
+        """Count ``execution`` as running (call with the lock held)."""
+        execution.counted = True
+        self._running[execution.bound.name] += 1
+        return execution
+
     def _schedule(self, execution: _Execution) -> None:
         with self._lock:
             self._executions[execution.run["id"]] = execution
             if self._closing:
                 return
-            if self._active >= self.max_concurrent:
+            if self._active >= self.max_concurrent or not self._may_run(execution):
                 self._pending.append(execution)
                 return
             self._active += 1
+            self._take(execution)
         self._start_thread(execution)
 
     def _start_thread(self, execution: _Execution) -> None:
@@ -175,8 +296,12 @@ class Engine:
     def _next(self) -> _Execution | None:
         """The next pending run for a thread that holds a slot, or None after releasing the slot."""
         with self._lock:
-            if self._pending and not self._closing:
-                return self._pending.popleft()
+            if not self._closing:
+                # First come, first served, past runs whose workflow is at its max_concurrent_runs.
+                for execution in self._pending:
+                    if self._may_run(execution):
+                        self._pending.remove(execution)
+                        return self._take(execution)
             self._active -= 1
             self._lock.notify_all()
             return None
@@ -203,14 +328,13 @@ class Engine:
         """Run steps from the current one; False when a timed-out step handed the run on."""
         run = execution.run
         if run["status"] != RunStatus.RUNNING:
-            run["status"] = RunStatus.RUNNING.value
             run["started_at"] = run["started_at"] or utcnow()
-            self.store.update_run(run["id"], {"status": run["status"], "started_at": run["started_at"]})
+            self._transition(run, RunStatus.RUNNING, "engine")
             self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
         actions = execution.bound.actions
         while execution.step_index < len(actions):
             if execution.stop.is_set():
-                self._forget(execution)
+                self._halt(execution)
                 return True
             action = actions[execution.step_index]
             step = run["steps"][execution.step_index]
@@ -264,19 +388,23 @@ class Engine:
             attempt=execution.attempt,
             settings=self.settings,
             storage_path=str(self.store.root),
+            cancel_event=execution.cancelled,
         )
-        token = self._watchdog.arm(execution, self._timeout_of(execution))
+        with self._lock:
+            if execution.stop.is_set():
+                return StepInterrupted()
+            token = execution.token = self._watchdog.arm(execution, self._timeout_of(execution))
         try:
             with run_logs.run_scope(self.store, run_id, action.name, self._secrets):
                 result: Any = action.execute(execution.data_store)
         except Exception as error:  # any failure of user code fails the attempt
-            if not self._watchdog.disarm(token):
+            if not self._release(execution, token):
                 return None
             if not isinstance(error, ActionError):
                 logger.warning("run %s: step %s attempt %d raised", run_id, action.name, execution.attempt,
                                exc_info=True)
             return error
-        if not self._watchdog.disarm(token):
+        if not self._release(execution, token):
             return None
         try:
             result = self._as_result(result)
@@ -294,6 +422,10 @@ class Engine:
 
     def _after_failure(self, execution: _Execution, error: BaseException) -> bool:
         """Retry after a backoff or fail the run; True when the run goes on."""
+        if isinstance(error, StepInterrupted):
+            execution.attempt -= 1  # the attempt never started
+            self._halt(execution)
+            return False
         step = execution.run["steps"][execution.step_index]
         message = one_line(error)
         action = self._action(execution)
@@ -308,9 +440,46 @@ class Engine:
         self._log(execution, logging.WARNING,
                   f"attempt {execution.attempt} failed: {message}; retrying in {delay:.1f} s", action.name)
         if execution.stop.wait(delay):
-            self._forget(execution)
+            self._halt(execution)
             return False
         return True
+
+    def _release(self, execution: _Execution, token: int) -> bool:
+        """Disarm the attempt's watchdog; False when a timeout or a cancel took the run over."""
+        with self._lock:
+            owned = self._watchdog.disarm(token)
+            if owned:
+                execution.token = None
+        return owned
+
+    def _halt(self, execution: _Execution) -> None:
+        """Stop a run at a boundary for its ``control``: cancel, pause, or shutdown (left for the restart)."""
+        run, by = execution.run, execution.control_by
+        if execution.control == "cancel":
+            if execution.step_index < len(run["steps"]):
+                step = run["steps"][execution.step_index]
+                if step["status"] == StepStatus.RUNNING:
+                    self._close_step(execution, step, StepStatus.CANCELLED)
+                    step["error"] = "cancelled while running"
+                    self.store.update_step(run["id"], execution.step_index - 1, step)
+            self._transition(run, RunStatus.CANCELLED, by, finished=True)
+            self._log(execution, logging.WARNING, f"run cancelled ({by})")
+        elif execution.control == "pause":
+            self._transition(run, RunStatus.PAUSED, by)
+            self._log(execution, logging.INFO, f"run paused ({by})")
+        self._forget(execution)
+
+    def _transition(self, run: dict, status: RunStatus, by: str, *, finished: bool = False) -> None:
+        """Change a run's status, record it in ``history``, and store it before anyone hears of it."""
+        run.setdefault("history", []).append({"at": utcnow(), "from": run["status"], "to": status.value, "by": by})
+        run["status"] = status.value
+        if finished:
+            run["finished_at"] = run["history"][-1]["at"]
+            run["progress"] = progress(run["steps"])
+            self.store.save_run(run)
+        else:
+            fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
+            self.store.update_run(run["id"], fields)
 
     # -- records --------------------------------------------------------------
     def _close_step(self, execution: _Execution, step: dict, status: StepStatus) -> None:
@@ -343,9 +512,9 @@ class Engine:
 
     def _finish(self, execution: _Execution, status: RunStatus, error: str | None) -> None:
         run = execution.run
-        run.update(status=status.value, error=error, finished_at=utcnow(), progress=progress(run["steps"]))
-        run["started_at"] = run["started_at"] or run["finished_at"]
-        self.store.save_run(run)
+        run["error"] = error
+        run["started_at"] = run["started_at"] or utcnow()
+        self._transition(run, status, "engine", finished=True)
         level = logging.INFO if status == RunStatus.SUCCEEDED else logging.WARNING
         self._log(execution, level, f"run {status.value}" + (f": {error}" if error else ""))
         self._forget(execution)
@@ -353,6 +522,9 @@ class Engine:
     def _forget(self, execution: _Execution) -> None:
         with self._lock:
             self._executions.pop(execution.run["id"], None)
+            if execution.counted:
+                execution.counted = False
+                self._running[execution.bound.name] -= 1
         execution.done.set()
 
     def _log(self, execution: _Execution, level: int, message: str, step: str | None = None) -> None:

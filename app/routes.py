@@ -188,6 +188,25 @@ def get_run(run_id: str) -> Response:
     return jsonify(present(_stored_run(run_id)))
 
 
+@bp.post("/runs/<run_id>/<any(cancel, pause, resume, retry, skip):operation>")
+def control_run(run_id: str, operation: str) -> Response:
+    _stored_run(run_id)
+    body = _json_body() if request.get_data(cache=True).strip() else {}
+    body = _object(body, "body") if body is not None else {}
+    step = body.get("step")
+    if step is not None and not isinstance(step, str):
+        raise InvalidInput("step must be a step name", details=[{"path": "step", "message": "must be a string"}])
+    return jsonify(present(runtime().control(run_id, operation, by="api", step=step)))
+
+
+@bp.patch("/runs/<run_id>/variables")
+def patch_variables(run_id: str) -> Response:
+    _stored_run(run_id)
+    body = _object(_json_body(), "body")
+    variables = _object(body.get("variables", body), "variables")
+    return jsonify(present(runtime().set_variables(run_id, variables)))
+
+
 @bp.get("/runs/<run_id>/logs")
 def get_run_logs(run_id: str) -> Response:
     _stored_run(run_id)

@@ -72,6 +72,7 @@ def new_step(name: str, step_type: str) -> dict[str, Any]:
 
 def new_run(workflow: str, steps: list[dict], trigger_data: dict, source: str) -> dict[str, Any]:
     """A queued run record."""
+    created_at = utcnow()
     return {
         "id": new_run_id(),
         "workflow": workflow,
@@ -80,10 +81,12 @@ def new_run(workflow: str, steps: list[dict], trigger_data: dict, source: str) -
         "trigger_data": trigger_data,
         "steps": steps,
         "progress": 0,
-        "created_at": utcnow(),
+        "created_at": created_at,
         "started_at": None,
         "finished_at": None,
         "error": None,
+        # Every status change: {"at", "from", "to", "by"}.
+        "history": [{"at": created_at, "from": None, "to": RunStatus.QUEUED.value, "by": source}],
     }
 
 

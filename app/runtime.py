@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from app.binding import BoundWorkflow
-from app.engine import Engine, one_line
+from app.engine import Engine, RunStateError, one_line
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
 from app.redaction import redact
 from app.runs import RunStatus, format_time
@@ -206,6 +206,48 @@ class Runtime:
         self.engine.wait(run["id"], timeout)  # type: ignore[arg-type]
         return self.store.get_run(run["id"]) or run
 
+    # -- run control ------------------------------------------------------------
+    def get_run(self, run_id: str) -> dict:
+        """A stored run; NotFound otherwise."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return run
+
+    def control(self, run_id: str, operation: str, *, by: str = "api", step: str | None = None) -> dict:
+        """cancel, pause, resume, retry or skip (a failed ``step``) a run; Conflict when it makes no sense now."""
+        run = self.get_run(run_id)
+        try:
+            if operation == "cancel":
+                return self.engine.cancel(run, by)
+            if operation == "pause":
+                return self.engine.pause(run, by)
+            bound = self.get(run["workflow"])
+            if operation == "resume":
+                if run["status"] != RunStatus.PAUSED:
+                    raise RunStateError(run, "resumed (only a paused run can be)")
+                self.engine.resume(bound, run, by)
+                return run
+            if operation == "retry":
+                return self.engine.retry(bound, run, by)
+            if operation == "skip":
+                if not step:
+                    raise InvalidInput("skip needs the failed step's name: {\"step\": \"<name>\"}",
+                                       details=[{"path": "step", "message": "is required"}])
+                return self.engine.skip(bound, run, step, by)
+        except RunStateError as error:
+            raise Conflict(str(error)) from None
+        raise ValueError(f"unknown run operation {operation!r}")
+
+    def set_variables(self, run_id: str, variables: dict) -> dict:
+        """Merge ``variables`` into a paused run's inputs (trigger_data) for the steps still to run."""
+        run = self.get_run(run_id)
+        if run["status"] != RunStatus.PAUSED:
+            raise Conflict(f"run {run_id} is {run['status']}; only a paused run's variables can change")
+        run["trigger_data"].update(variables)
+        self.store.update_run(run_id, {"trigger_data": run["trigger_data"]})
+        return run
+
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:
         """Poll the trigger once now; one durable run per event, then the cursor moves."""
         return self._poll(self._pollable(name), source)
@@ -226,6 +268,11 @@ class Runtime:
             before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
             try:
                 for event in bound.trigger.poll():
+                    if self._overlaps(bound, source):
+                        # Not acknowledged: a trigger with a cursor offers the event again later.
+                        logger.info("%s: skipped an event, %d runs already running (overlap=skip)",
+                                    bound.name, self.engine.running_count(bound.name))
+                        continue
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
                     )
@@ -240,6 +287,12 @@ class Runtime:
             bound.failures, bound.retry_at = 0, 0.0
             bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
         return runs
+
+    def _overlaps(self, bound: BoundWorkflow, source: str) -> bool:
+        """True when a scheduled event must be skipped: overlap="skip" and the workflow is at its limit."""
+        workflow = bound.workflow
+        return (source == "schedule" and workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
+                and self.engine.running_count(bound.name) >= workflow.max_concurrent_runs)
 
     def _poll_failed(self, bound: BoundWorkflow, error: Exception) -> None:
         bound.failures += 1

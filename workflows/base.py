@@ -38,6 +38,10 @@ class Workflow:
     check_interval: ClassVar[float | None] = None
     # Optional JSON Schema the run's inputs must satisfy.
     inputs_schema: ClassVar[dict[str, Any] | None] = None
+    # At most this many runs of this workflow execute at once (None: only WORKFLOW_MAX_CONCURRENT).
+    max_concurrent_runs: ClassVar[int | None] = None
+    # What a scheduled event does while max_concurrent_runs are running: "queue" it, or "skip" it.
+    overlap: ClassVar[str] = "queue"
 
     @classmethod
     def check(cls) -> None:
@@ -56,6 +60,14 @@ class Workflow:
             if action.name in seen or action.name == "trigger_data":
                 raise ValueError(f"{where}: actions[{index}]: duplicate or reserved step name {action.name!r}")
             seen.add(action.name)
+        if cls.max_concurrent_runs is not None and (
+            isinstance(cls.max_concurrent_runs, bool) or not isinstance(cls.max_concurrent_runs, int)
+            or cls.max_concurrent_runs < 1
+        ):
+            raise ValueError(f"{where}: max_concurrent_runs must be an integer >= 1 or None, "
+                             f"got {cls.max_concurrent_runs!r}")
+        if cls.overlap not in ("queue", "skip"):
+            raise ValueError(f"{where}: overlap must be 'queue' or 'skip', got {cls.overlap!r}")
         for field in ("max_retries", "retry_delay", "step_timeout", "check_interval"):
             value = getattr(cls, field)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
