@@ -3,6 +3,7 @@
     python run.py                       serve the API on HOST:PORT with waitress
     python run.py list                  list registered workflows
     python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
+    python run.py cancel|pause|resume|retry RUN_ID   (skip RUN_ID STEP) on the running server
 
 The seed's spellings work too: --list, --workflow NAME --context JSON.
 """
@@ -22,6 +23,7 @@ from app.runs import RunStatus
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
+CONTROL_OPERATIONS = ("cancel", "pause", "resume", "retry", "skip")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a workflow once in this process and print the run as JSON")
     run.add_argument("name", help="the workflow's name")
     run.add_argument("--input", default=None, metavar="JSON", help="the run's inputs as a JSON object")
+    for operation in CONTROL_OPERATIONS:
+        control = commands.add_parser(operation, help=f"{operation} a run of the server at WORKFLOW_API_URL")
+        control.add_argument("run_id")
+        if operation == "skip":
+            control.add_argument("step", help="the failed step to skip")
     return parser
 
 
@@ -119,6 +126,31 @@ def run_once(name: str, raw_inputs: str | None) -> int:
     return 0 if run["status"] == RunStatus.SUCCEEDED else EXIT_FAILED_RUN
 
 
+def control(operation: str, run_id: str, step: str | None) -> int:
+    """Ask the running server to cancel/pause/resume/retry/skip a run; print the run as JSON."""
+    import requests
+
+    base = load_settings()["WORKFLOW_API_URL"].rstrip("/")
+    url = f"{base}/api/runs/{run_id}/{operation}"
+    try:
+        response = requests.post(url, json={"step": step} if step else None, timeout=30)
+    except requests.ConnectionError:
+        print(f"run.py: PyFlow is not running at {base}; start it with: python run.py", file=sys.stderr)
+        return EXIT_USAGE
+    except requests.RequestException as error:
+        print(f"run.py: {url}: {type(error).__name__}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text[:200]}}
+    if response.ok:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"run.py: {operation} {run_id}: {body.get('error', {}).get('message', response.reason)}", file=sys.stderr)
+    return EXIT_FAILED_RUN
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "list" if args.list else "run" if args.workflow else args.command or "serve"
@@ -128,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve()
         if command == "list":
             return list_workflows()
+        if command in CONTROL_OPERATIONS:
+            return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name
         return run_once(name, args.context if args.workflow else args.input)
     except PyFlowError as error:
