@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,18 @@ class RunContext:
     storage_path: str = "."
     # Set when the run is cancelled: a long action (a shell command) should stop when it is.
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # The run's template names (trigger_data, inputs, steps, run, settings...), for actions
+    # that render templates of their own, such as a loop's nested steps with ``item``.
+    template_context: Mapping[str, Any] = field(default_factory=dict)
+    # Engine services, set by the runtime (None when an action runs on its own):
+    # render(value, names) renders templates inside ``value`` with template_context + names;
+    render: Callable[[Any, Mapping[str, Any]], Any] | None = None
+    # run_steps(step_definitions, names) runs nested steps in order, returns {name: result};
+    run_steps: Callable[[list[dict], Mapping[str, Any]], dict] | None = None
+    # run_workflow(name, inputs, timeout_s) runs another workflow to its end, returns its run.
+    run_workflow: Callable[[str, dict, float], dict] | None = None
+    # Names of the workflows that called this run (sub-workflows), to refuse cycles.
+    call_stack: tuple[str, ...] = ()
 
 
 def _snake(name: str) -> str:
@@ -58,6 +70,8 @@ class BaseAction:
     type: str = ""
     # Whether re-running an interrupted attempt after a crash is harmless.
     idempotent: bool = True
+    # Attributes the engine must not render before execute (a loop renders its steps per item).
+    raw_fields: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -66,6 +80,8 @@ class BaseAction:
         when: Any = None,
         retries: int | None = None,
         step_timeout: float | None = None,
+        depends_on: list[str] | None = None,
+        on_failure: str = "fail",
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"action name must be a non-empty string, got {name!r}")
@@ -78,6 +94,17 @@ class BaseAction:
                 raise ValueError(f"action {name!r}: {option} must be a number >= 0, got {value!r}")
         self.retries = retries
         self.step_timeout = step_timeout
+        # Steps that must finish first; None means "the step before" (a chain).
+        if depends_on is not None and (
+            not isinstance(depends_on, (list, tuple)) or not all(isinstance(dep, str) for dep in depends_on)
+        ):
+            raise ValueError(f"action {name!r}: depends_on must be a list of step names, got {depends_on!r}")
+        self.depends_on = list(depends_on) if depends_on is not None else None
+        # "fail" the run, "continue" (dependents are skipped), or the name of a step to run instead.
+        if not isinstance(on_failure, str) or not on_failure:
+            raise ValueError(f"action {name!r}: on_failure must be 'fail', 'continue' or a step name, "
+                             f"got {on_failure!r}")
+        self.on_failure = on_failure
         self.context = RunContext()
 
     def __init_subclass__(cls, **kwargs: Any):

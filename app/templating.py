@@ -15,7 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 # A value that is exactly one expression keeps the expression's native type.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 # Attributes that configure the engine, not the action's work.
-_NOT_RENDERED = frozenset({"name", "context"})
+_NOT_RENDERED = frozenset({"name", "context", "depends_on", "on_failure"})
 
 
 class RenderError(ValueError):
@@ -83,10 +83,11 @@ class Renderer:
         """Names of ``obj``'s public attributes that hold templates (computed once per object)."""
         fields = self._template_fields.get(obj)
         if fields is None:
+            raw = getattr(obj, "raw_fields", ())
             fields = tuple(
                 key
                 for key, value in vars(obj).items()
-                if not key.startswith("_") and key not in _NOT_RENDERED and needs_rendering(value)
+                if not key.startswith("_") and key not in _NOT_RENDERED and key not in raw and needs_rendering(value)
             )
             self._template_fields[obj] = fields
         return fields
