@@ -13,6 +13,7 @@ from app.errors import ConfigError
 from app.templating import Renderer
 from triggers.base import BaseTrigger
 from workflows.base import Workflow
+from workflows.graph import StepGraph, build_graph
 
 
 @dataclass
@@ -25,6 +26,8 @@ class BoundWorkflow:
     retry_delay: float
     step_timeout: float
     check_interval: float
+    # Which steps wait for which; a plain list of actions is a chain.
+    graph: StepGraph
     # poll() and acknowledge() of one trigger never run concurrently.
     poll_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why the trigger cannot be polled (a missing setting), shown in the Summary.
@@ -68,4 +71,5 @@ class BoundWorkflow:
             step_timeout=settings["WORKFLOW_STEP_TIMEOUT"] if workflow.step_timeout is None else workflow.step_timeout,
             check_interval=float(check_interval),
             error=error,
+            graph=build_graph(list(workflow.actions)),
         )

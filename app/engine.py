@@ -67,14 +67,11 @@ def backoff(base: float, attempt: int) -> float:
 class _Execution:
     """A run being executed in this process, and where it is."""
 
-    def __init__(self, bound: BoundWorkflow, run: dict, data_store: dict, results: dict, step_index: int):
+    def __init__(self, bound: BoundWorkflow, run: dict, data_store: dict, results: dict):
         self.bound = bound
         self.run = run
         self.data_store = data_store
         self.results = results
-        self.step_index = step_index
-        self.attempt = 0
-        self.step_clock = 0.0
         self.done = threading.Event()
         # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
         # "shutdown" (resume after a restart), "pause" or "cancel".
@@ -82,13 +79,35 @@ class _Execution:
         self.control = "shutdown"
         self.control_by = "shutdown"
         self.cancelled = threading.Event()
-        # The watchdog token of the attempt under way; whoever disarms it owns the run.
-        self.token: int | None = None
+        # Watchdog tokens of the attempts under way, by step index; whoever disarms one owns that step.
+        self.tokens: dict[int, int] = {}
+        # The step the run thread executes itself (a chain), or None while it coordinates branches.
+        self.inline: int | None = None
+        # Steps executing on branch threads, and the condition their ends are signalled on.
+        self.in_flight: set[int] = set()
+        self.changed = threading.Condition()
+        # Per-step clocks (perf_counter at the first attempt) for duration_ms.
+        self.clocks: dict[int, float] = {}
+        # Failure handlers (on_failure: <step>) that a failure has called for.
+        self.triggered: set[int] = set()
+        # Why the run will fail once nothing is in flight any more.
+        self.failure: str | None = None
         # True while it counts against its workflow's max_concurrent_runs.
         self.counted = False
 
     def __repr__(self) -> str:
-        return f"<run {self.run['id']} step {self.step_index}>"
+        return f"<run {self.run['id']}>"
+
+
+class _Attempt:
+    """What the watchdog watches: one attempt of one step, and who carries on after it."""
+
+    __slots__ = ("execution", "index", "branch")
+
+    def __init__(self, execution: _Execution, index: int, branch: bool):
+        self.execution = execution
+        self.index = index
+        self.branch = branch
 
 
 class Engine:
@@ -120,14 +139,17 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False."""
-        steps = [new_step(action.name, action.type) for action in bound.actions]
+        names = [action.name for action in bound.actions]
+        steps = [
+            new_step(action.name, action.type, bound.graph.depends_on(names, index))
+            for index, action in enumerate(bound.actions)
+        ]
         run = new_run(bound.name, steps, redact(trigger_data), source)
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = copy.deepcopy(run)
-            data_store = {"trigger_data": trigger_data}
-            self._schedule(_Execution(bound, run, data_store, {}, 0))
+            self._schedule(_Execution(bound, run, {"trigger_data": trigger_data}, {}))
         return stored, created
 
     def resume(self, bound: BoundWorkflow, run: dict, by: str = "restart") -> None:
@@ -135,19 +157,19 @@ class Engine:
         data_store: dict[str, Any] = {"trigger_data": run["trigger_data"]}
         results: dict[str, Any] = {}
         steps = run["steps"]
-        index = next((i for i, step in enumerate(steps) if step["status"] not in FINISHED_STEP), len(steps))
-        for step in steps[:index]:
-            data_store[step["name"]] = results[step["name"]] = step["result"]
-        execution = _Execution(bound, run, data_store, results, index)
-        if index < len(run["steps"]) and run["steps"][index]["status"] == StepStatus.RUNNING:
-            action = bound.actions[index]
-            if not action.idempotent:
+        for step in steps:
+            if step["status"] in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+                data_store[step["name"]] = results[step["name"]] = step["result"]
+        execution = _Execution(bound, run, data_store, results)
+        for index, step in enumerate(steps):
+            if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
-                self._fail_step(execution, run["steps"][index], "interrupted by restart")
-                return
-            execution.attempt = run["steps"][index]["attempts"]
+                self._fail_step(execution, index, "interrupted by restart")
+            elif step["status"] == StepStatus.FAILED:
+                self._on_failure(execution, index, step["error"] or "failed")
         if run["status"] != RunStatus.QUEUED:
             self._transition(execution.run, RunStatus.QUEUED, by)
+        index = next((i for i, step in enumerate(steps) if step["status"] not in FINISHED_STEP), len(steps))
         where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
         self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
@@ -163,11 +185,11 @@ class Engine:
         """Cancel a queued, running or paused run; a running step is abandoned, never waited for."""
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
             raise RunStateError(run, "cancelled")
-        execution = self._claim(run["id"], "cancel", by)
+        execution, owned = self._claim(run["id"], "cancel", by)
         if execution is None:
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             return run
-        if execution.token is None:  # queued here, or its attempt was disarmed: this thread owns it
+        if owned:
             self._halt(execution)
         return self._settled(execution)
 
@@ -175,11 +197,11 @@ class Engine:
         """Pause a queued or running run: the current step finishes, the next does not start."""
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise RunStateError(run, "paused")
-        execution = self._claim(run["id"], "pause", by)
+        execution, owned = self._claim(run["id"], "pause", by)
         if execution is None:
             self._transition(run, RunStatus.PAUSED, by)
             return run
-        if execution.token is None:
+        if owned:
             self._halt(execution)
         return self._settled(execution, timeout=2.0)
 
@@ -188,8 +210,9 @@ class Engine:
         if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise RunStateError(run, "retried")
         for step in run["steps"]:
-            if step["status"] in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING):
-                step.update(new_step(step["name"], step["type"]))
+            behind_failure = step["status"] == StepStatus.SKIPPED and step["error"]
+            if step["status"] in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING) or behind_failure:
+                step.update(new_step(step["name"], step["type"], step["depends_on"]))
         return self._reopen(bound, run, by)
 
     def skip(self, bound: BoundWorkflow, run: dict, step_name: str, by: str = "api") -> dict:
@@ -210,32 +233,39 @@ class Engine:
         self.resume(bound, run, by)
         return copy.deepcopy(run)
 
-    def _claim(self, run_id: str, control: str, by: str) -> _Execution | None:
-        """Ask the execution of ``run_id`` to stop for ``control``; None when it is not in this process.
+    def _claim(self, run_id: str, control: str, by: str) -> tuple[_Execution | None, bool]:
+        """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned).
 
-        A cancel also disarms the attempt under way: then ``token`` is None and
-        the caller owns the run, as the watchdog does on a timeout.
+        ``owned`` is True when the caller must halt the run itself: it was
+        queued, or a cancel disarmed its inline attempt (as the watchdog does
+        on a timeout). Otherwise the run thread halts it at its next boundary.
         """
         with self._lock:
             execution = self._executions.get(run_id)
             if execution is None:
-                return None
+                return None, False
             execution.control, execution.control_by = control, by
             execution.stop.set()
             if control == "cancel":
                 execution.cancelled.set()
+            owned = False
             if execution in self._pending:
                 self._pending.remove(execution)
-                execution.token = None
-            elif control == "cancel" and execution.token is not None and self._watchdog.disarm(execution.token):
-                execution.token = None
-                # The abandoned thread held a slot: hand it to the next pending run.
-                threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
-            else:
-                execution.token = -1  # the run thread will see ``stop`` and halt by itself
-        return execution
+                owned = True
+            elif control == "cancel" and execution.inline is not None:
+                token = execution.tokens.get(execution.inline)
+                if token is not None and self._watchdog.disarm(token):
+                    del execution.tokens[execution.inline]
+                    owned = True
+                    # The abandoned run thread held a slot: hand it to the next pending run.
+                    threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
+        with execution.changed:
+            execution.changed.notify_all()  # a run thread coordinating branches wakes up and halts
+        return execution, owned
 
-    def _settled(self, execution: _Execution, timeout: float = 5.0) -> dict:
+    @staticmethod
+    def _settled(execution: _Execution, timeout: float = 5.0) -> dict:
+        """The run once its thread has acted on the request (or as it stands after ``timeout``)."""
         execution.done.wait(timeout)
         return copy.deepcopy(execution.run)
 
@@ -306,112 +336,199 @@ class Engine:
             self._lock.notify_all()
             return None
 
-    def _on_timeout(self, execution: _Execution) -> None:
+    def _on_timeout(self, attempt: _Attempt) -> None:
         """A step ran past its deadline: fail the attempt and carry on in a fresh thread."""
-        seconds = self._timeout_of(execution)
-        error = StepTimeout(f"timed out after {seconds:g} s")
+        execution, index = attempt.execution, attempt.index
+        error = StepTimeout(f"timed out after {self._timeout_of(execution, index):g} s")
+        self._log(execution, logging.WARNING, str(error), execution.bound.actions[index].name)
 
         def carry_on() -> None:
             try:
-                goes_on = self._after_failure(execution, error)
+                retrying = self._after_failure(execution, index, error)
+                if retrying and self._run_step(execution, index, attempt.branch) is None:
+                    return  # timed out again: another thread carries on
+                if attempt.branch:
+                    self._branch_done(execution, index)
+                    return
+                goes_on = True
             except Exception:
                 logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
                 self._forget(execution)
                 goes_on = False
             self._work(execution if goes_on else self._next())
 
-        self._log(execution, logging.WARNING, str(error), self._action(execution).name)
         threading.Thread(target=carry_on, name=f"pyflow-{execution.run['id']}", daemon=True).start()
 
     # -- one run --------------------------------------------------------------
     def _execute(self, execution: _Execution) -> bool:
-        """Run steps from the current one; False when a timed-out step handed the run on."""
+        """Run the steps as their dependencies allow; False when a timed-out step handed the run on.
+
+        A chain runs inline on this thread, one step after another; steps whose
+        dependencies are all done at the same moment run on branch threads
+        (at most the workflow's max_parallel_steps), this thread waiting for them.
+        """
         run = execution.run
         if run["status"] != RunStatus.RUNNING:
             run["started_at"] = run["started_at"] or utcnow()
             self._transition(run, RunStatus.RUNNING, "engine")
             self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
-        actions = execution.bound.actions
-        while execution.step_index < len(actions):
-            if execution.stop.is_set():
-                self._halt(execution)
-                return True
-            action = actions[execution.step_index]
-            step = run["steps"][execution.step_index]
+        limit = execution.bound.workflow.max_parallel_steps
+        while True:
+            with execution.changed:
+                if execution.stop.is_set():
+                    if execution.in_flight and execution.control != "cancel":
+                        execution.changed.wait()  # a pause lets the steps under way finish
+                        continue
+                    break
+                ready = self._ready(execution)
+                if not ready and not execution.in_flight:
+                    self._finish(execution)
+                    return True
+                if not execution.in_flight and len(ready) == 1:
+                    execution.inline = ready[0]
+                else:
+                    execution.inline = None
+                    for index in ready[: max(limit - len(execution.in_flight), 0)]:
+                        execution.in_flight.add(index)
+                        self._start_branch(execution, index)
+                    execution.changed.wait()
+                    continue
+            if self._run_step(execution, execution.inline, branch=False) is None:
+                return False
+        self._halt(execution)
+        return True
+
+    def _ready(self, execution: _Execution) -> list[int]:
+        """Pending steps whose dependencies are done; skips those behind a failed dependency.
+
+        Once the run is failing, only the failure handlers it called may still start.
+        """
+        steps, graph = execution.run["steps"], execution.bound.graph
+        if execution.failure:
+            return [index for index in sorted(execution.triggered)
+                    if steps[index]["status"] == StepStatus.PENDING and index not in execution.in_flight]
+        ready: list[int] = []
+        changed = True
+        while changed:  # a skip can make its dependents skippable in turn
+            changed, ready = False, []
+            for index, step in enumerate(steps):
+                if step["status"] not in (StepStatus.PENDING, StepStatus.RUNNING) or index in execution.in_flight:
+                    continue
+                if index in graph.handlers and index not in execution.triggered:
+                    continue
+                deps = [steps[dep] for dep in graph.deps[index]] if index not in execution.triggered else []
+                broken = [dep["name"] for dep in deps if dep["status"] in (StepStatus.FAILED, StepStatus.CANCELLED)]
+                if broken:
+                    # The error marks a skip a retry must undo (a `when` skip has none).
+                    step["error"] = f"skipped: {', '.join(broken)} failed"
+                    self._skip_step(execution, index, step["error"])
+                    changed = True
+                elif all(dep["status"] in FINISHED_STEP for dep in deps):
+                    ready.append(index)
+        return ready
+
+    def _start_branch(self, execution: _Execution, index: int) -> None:
+        def branch() -> None:
+            try:
+                if self._run_step(execution, index, branch=True) is None:
+                    return  # the watchdog or a cancel took the step over
+            except Exception:
+                logger.exception("run %s: step %d stopped: the engine could not record it", execution.run["id"], index)
+            self._branch_done(execution, index)
+
+        threading.Thread(target=branch, name=f"pyflow-{execution.run['id']}-{index}", daemon=True).start()
+
+    @staticmethod
+    def _branch_done(execution: _Execution, index: int) -> None:
+        with execution.changed:
+            execution.in_flight.discard(index)
+            execution.changed.notify_all()
+
+    def _run_step(self, execution: _Execution, index: int, branch: bool) -> bool | None:
+        """All attempts of one step; True when it finished, False when stopped, None when handed on."""
+        action = execution.bound.actions[index]
+        step = execution.run["steps"][index]
+        while not execution.stop.is_set():
             try:
                 rendered = self._render(execution, action)
             except RenderError as error:
-                self._fail_step(execution, step, one_line(error))
+                self._fail_step(execution, index, one_line(error))
                 return True
-            if execution.attempt == 0 and rendered.when is not None and not is_truthy(rendered.when):
-                self._skip_step(execution, step)
-                continue
-            outcome = self._attempt(execution, rendered, step)
+            if step["attempts"] == 0 and rendered.when is not None and not is_truthy(rendered.when):
+                self._skip_step(execution, index, "skipped: its condition (when) is false")
+                return True
+            outcome = self._attempt(execution, index, rendered, branch)
             if outcome is None:
-                return False
-            if isinstance(outcome, BaseException):
-                if not self._after_failure(execution, outcome):
-                    return True
-        self._finish(execution, RunStatus.SUCCEEDED, None)
-        return True
+                return None
+            if not isinstance(outcome, BaseException):
+                return True
+            if not self._after_failure(execution, index, outcome):
+                return not execution.stop.is_set()
+        return False
 
     def _render(self, execution: _Execution, action: BaseAction) -> BaseAction:
-        """A per-run copy of ``action`` with its templates rendered and its context set."""
+        """A per-run copy of ``action`` with its templates rendered."""
         if self.renderer.template_fields(action):
-            context = {
-                **execution.data_store,
-                "inputs": execution.data_store["trigger_data"],
-                "steps": execution.results,
-                "run": {"id": execution.run["id"], "workflow": execution.bound.name},
-                "settings": self._public_settings,
-            }
-            rendered = self.renderer.render_object(action, context, f"step {action.name!r}")
-        else:
-            rendered = self.renderer.render_object(action, {}, "")
-        return rendered
+            return self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
+        return self.renderer.render_object(action, {}, "")
 
-    def _attempt(self, execution: _Execution, action: BaseAction, step: dict) -> dict | BaseException | None:
-        """One attempt; the result, the exception, or None when the watchdog took the run over."""
+    def _names(self, execution: _Execution) -> dict[str, Any]:
+        """What templates see: the data store plus inputs, steps, run and settings."""
+        return {
+            **execution.data_store,
+            "inputs": execution.data_store["trigger_data"],
+            "steps": execution.results,
+            "run": {"id": execution.run["id"], "workflow": execution.bound.name, "error": execution.failure},
+            "settings": self._public_settings,
+        }
+
+    def _attempt(
+        self, execution: _Execution, index: int, action: BaseAction, branch: bool
+    ) -> dict | BaseException | None:
+        """One attempt; the result, the exception, or None when the watchdog or a cancel took it over."""
         run_id = execution.run["id"]
-        execution.attempt += 1
+        step = execution.run["steps"][index]
         step["status"] = StepStatus.RUNNING.value
-        step["attempts"] = execution.attempt
+        step["attempts"] += 1
         if step["started_at"] is None:
             step["started_at"] = utcnow()
-        if not execution.step_clock:  # also after a restart, which resets the clock
-            execution.step_clock = time.perf_counter()
-        self.store.update_step(run_id, execution.step_index, step, durable=False)
-        action.context = RunContext(
-            run_id=run_id,
-            workflow=execution.bound.name,
-            step=action.name,
-            attempt=execution.attempt,
-            settings=self.settings,
-            storage_path=str(self.store.root),
-            cancel_event=execution.cancelled,
-        )
+        execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
+        self.store.update_step(run_id, index, step, durable=False)
+        action.context = self._context(execution, action, step["attempts"])
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()
-            token = execution.token = self._watchdog.arm(execution, self._timeout_of(execution))
+            token = self._watchdog.arm(_Attempt(execution, index, branch), self._timeout_of(execution, index))
+            execution.tokens[index] = token
         try:
             with run_logs.run_scope(self.store, run_id, action.name, self._secrets):
                 result: Any = action.execute(execution.data_store)
         except Exception as error:  # any failure of user code fails the attempt
-            if not self._release(execution, token):
+            if not self._release(execution, index, token):
                 return None
             if not isinstance(error, ActionError):
-                logger.warning("run %s: step %s attempt %d raised", run_id, action.name, execution.attempt,
+                logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
                                exc_info=True)
             return error
-        if not self._release(execution, token):
+        if not self._release(execution, index, token):
             return None
         try:
             result = self._as_result(result)
         except TypeError as error:
             return ActionError(f"returned a result that is not JSON: {error}", retryable=False)
-        self._succeed_step(execution, step, result)
+        self._succeed_step(execution, index, result)
         return result
+
+    def _context(self, execution: _Execution, action: BaseAction, attempt: int) -> RunContext:
+        return RunContext(
+            run_id=execution.run["id"],
+            workflow=execution.bound.name,
+            step=action.name,
+            attempt=attempt,
+            settings=self.settings,
+            storage_path=str(self.store.root),
+            cancel_event=execution.cancelled,
+        )
 
     @staticmethod
     def _as_result(value: Any) -> dict:
@@ -420,48 +537,45 @@ class Engine:
             json.dumps(result)  # fail the step here, not later in the store
         return result
 
-    def _after_failure(self, execution: _Execution, error: BaseException) -> bool:
-        """Retry after a backoff or fail the run; True when the run goes on."""
+    def _after_failure(self, execution: _Execution, index: int, error: BaseException) -> bool:
+        """Wait the backoff before another attempt (True), or fail the step (False)."""
+        step = execution.run["steps"][index]
         if isinstance(error, StepInterrupted):
-            execution.attempt -= 1  # the attempt never started
-            self._halt(execution)
+            step["attempts"] -= 1  # the attempt never started
             return False
-        step = execution.run["steps"][execution.step_index]
         message = one_line(error)
-        action = self._action(execution)
+        action = execution.bound.actions[index]
         retries = execution.bound.max_retries if action.retries is None else action.retries
-        retryable = getattr(error, "retryable", True)
-        if not retryable or execution.attempt > retries:
-            self._fail_step(execution, step, message)
+        if not getattr(error, "retryable", True) or step["attempts"] > retries:
+            self._fail_step(execution, index, message)
             return False
         step["error"] = message
-        self.store.update_step(execution.run["id"], execution.step_index, step, durable=False)
-        delay = backoff(execution.bound.retry_delay, execution.attempt)
+        self.store.update_step(execution.run["id"], index, step, durable=False)
+        delay = backoff(execution.bound.retry_delay, step["attempts"])
         self._log(execution, logging.WARNING,
-                  f"attempt {execution.attempt} failed: {message}; retrying in {delay:.1f} s", action.name)
-        if execution.stop.wait(delay):
-            self._halt(execution)
-            return False
-        return True
+                  f"attempt {step['attempts']} failed: {message}; retrying in {delay:.1f} s", action.name)
+        return not execution.stop.wait(delay)
 
-    def _release(self, execution: _Execution, token: int) -> bool:
-        """Disarm the attempt's watchdog; False when a timeout or a cancel took the run over."""
+    def _release(self, execution: _Execution, index: int, token: int) -> bool:
+        """Disarm the attempt's watchdog; False when a timeout or a cancel took the step over."""
         with self._lock:
             owned = self._watchdog.disarm(token)
             if owned:
-                execution.token = None
+                execution.tokens.pop(index, None)
         return owned
 
     def _halt(self, execution: _Execution) -> None:
-        """Stop a run at a boundary for its ``control``: cancel, pause, or shutdown (left for the restart)."""
+        """Stop a run for its ``control``: cancel, pause, or shutdown (left for the restart)."""
         run, by = execution.run, execution.control_by
         if execution.control == "cancel":
-            if execution.step_index < len(run["steps"]):
-                step = run["steps"][execution.step_index]
+            with self._lock:
+                for token in execution.tokens.values():
+                    self._watchdog.disarm(token)  # results of abandoned attempts are ignored
+                execution.tokens.clear()
+            for index, step in enumerate(run["steps"]):
                 if step["status"] == StepStatus.RUNNING:
-                    self._close_step(execution, step, StepStatus.CANCELLED)
                     step["error"] = "cancelled while running"
-                    self.store.update_step(run["id"], execution.step_index - 1, step)
+                    self._close_step(execution, index, StepStatus.CANCELLED)
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             self._log(execution, logging.WARNING, f"run cancelled ({by})")
         elif execution.control == "pause":
@@ -482,41 +596,60 @@ class Engine:
             self.store.update_run(run["id"], fields)
 
     # -- records --------------------------------------------------------------
-    def _close_step(self, execution: _Execution, step: dict, status: StepStatus) -> None:
+    def _close_step(self, execution: _Execution, index: int, status: StepStatus) -> None:
+        step = execution.run["steps"][index]
         step["status"] = status.value
         step["finished_at"] = utcnow()
-        if execution.step_clock:
-            step["duration_ms"] = round((time.perf_counter() - execution.step_clock) * 1000)
-        execution.step_index += 1
-        execution.attempt = 0
-        execution.step_clock = 0.0
+        clock = execution.clocks.pop(index, None)
+        if clock is not None:
+            step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
+        self.store.update_step(execution.run["id"], index, step)
 
-    def _succeed_step(self, execution: _Execution, step: dict, result: dict) -> None:
+    def _succeed_step(self, execution: _Execution, index: int, result: dict) -> None:
+        step = execution.run["steps"][index]
         step["result"] = redact(result)
         step["error"] = None
         execution.data_store[step["name"]] = execution.results[step["name"]] = result
-        self._close_step(execution, step, StepStatus.SUCCEEDED)
-        self.store.update_step(execution.run["id"], execution.step_index - 1, step)
+        self._close_step(execution, index, StepStatus.SUCCEEDED)
 
-    def _skip_step(self, execution: _Execution, step: dict) -> None:
-        self._log(execution, logging.INFO, "skipped: its condition (when) is false", step["name"])
+    def _skip_step(self, execution: _Execution, index: int, reason: str) -> None:
+        step = execution.run["steps"][index]
+        self._log(execution, logging.INFO, reason, step["name"])
         execution.data_store[step["name"]] = execution.results[step["name"]] = None
-        self._close_step(execution, step, StepStatus.SKIPPED)
-        self.store.update_step(execution.run["id"], execution.step_index - 1, step)
+        self._close_step(execution, index, StepStatus.SKIPPED)
 
-    def _fail_step(self, execution: _Execution, step: dict, message: str) -> None:
+    def _fail_step(self, execution: _Execution, index: int, message: str) -> None:
+        step = execution.run["steps"][index]
         self._log(execution, logging.ERROR, f"failed: {message}", step["name"])
         step["error"] = message
-        self._close_step(execution, step, StepStatus.FAILED)
-        self._finish(execution, RunStatus.FAILED, f"step {step['name']!r} failed: {message}")
+        self._close_step(execution, index, StepStatus.FAILED)
+        self._on_failure(execution, index, message)
 
-    def _finish(self, execution: _Execution, status: RunStatus, error: str | None) -> None:
+    def _on_failure(self, execution: _Execution, index: int, message: str) -> None:
+        """Apply the step's on_failure: fail the run, continue, or call its handler step."""
+        action = execution.bound.actions[index]
+        if action.on_failure == "continue":
+            return
+        execution.failure = execution.failure or f"step {action.name!r} failed: {message}"
+        handler = execution.bound.graph.handler[index]
+        if handler is not None:
+            # The handler runs; the run still ends failed, with the error of the step that failed.
+            execution.triggered.add(handler)
+
+    def _finish(self, execution: _Execution) -> None:
+        """End the run: failed when a step failed (on_failure: fail or a handler), else succeeded."""
         run = execution.run
-        run["error"] = error
+        status = RunStatus.FAILED if execution.failure else RunStatus.SUCCEEDED
+        if status == RunStatus.SUCCEEDED:
+            for index, step in enumerate(run["steps"]):
+                if step["status"] == StepStatus.PENDING:  # a failure handler that no failure called
+                    self._close_step(execution, index, StepStatus.SKIPPED)
+        # After a failure, steps not reached stay pending: a retry runs them.
+        run["error"] = execution.failure
         run["started_at"] = run["started_at"] or utcnow()
         self._transition(run, status, "engine", finished=True)
         level = logging.INFO if status == RunStatus.SUCCEEDED else logging.WARNING
-        self._log(execution, level, f"run {status.value}" + (f": {error}" if error else ""))
+        self._log(execution, level, f"run {status.value}" + (f": {run['error']}" if run["error"] else ""))
         self._forget(execution)
 
     def _forget(self, execution: _Execution) -> None:
@@ -533,9 +666,6 @@ class Engine:
         run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets)
 
     @staticmethod
-    def _action(execution: _Execution) -> BaseAction:
-        return execution.bound.actions[execution.step_index]
-
-    def _timeout_of(self, execution: _Execution) -> float:
-        action = self._action(execution)
+    def _timeout_of(execution: _Execution, index: int) -> float:
+        action = execution.bound.actions[index]
         return float(execution.bound.step_timeout if action.step_timeout is None else action.step_timeout)

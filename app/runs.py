@@ -55,11 +55,12 @@ def new_run_id() -> str:
     return f"run_{time.time_ns() // 1000:016x}{os.urandom(3).hex()}"
 
 
-def new_step(name: str, step_type: str) -> dict[str, Any]:
-    """A step record before it runs."""
+def new_step(name: str, step_type: str, depends_on: list[str] | None = None) -> dict[str, Any]:
+    """A step record before it runs; ``depends_on`` keeps the graph so a client can draw it."""
     return {
         "name": name,
         "type": step_type,
+        "depends_on": depends_on or [],
         "status": StepStatus.PENDING.value,
         "attempts": 0,
         "started_at": None,

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from actions.base import BaseAction
 from triggers.base import BaseTrigger
 from triggers.manual import ManualTrigger
+from workflows.graph import build_graph
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 
@@ -42,6 +43,8 @@ class Workflow:
     max_concurrent_runs: ClassVar[int | None] = None
     # What a scheduled event does while max_concurrent_runs are running: "queue" it, or "skip" it.
     overlap: ClassVar[str] = "queue"
+    # Steps of one run that may execute at once when their dependencies allow it.
+    max_parallel_steps: ClassVar[int] = 4
 
     @classmethod
     def check(cls) -> None:
@@ -68,6 +71,12 @@ class Workflow:
                              f"got {cls.max_concurrent_runs!r}")
         if cls.overlap not in ("queue", "skip"):
             raise ValueError(f"{where}: overlap must be 'queue' or 'skip', got {cls.overlap!r}")
+        try:
+            build_graph(list(cls.actions))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if not isinstance(cls.max_parallel_steps, int) or cls.max_parallel_steps < 1:
+            raise ValueError(f"{where}: max_parallel_steps must be an integer >= 1, got {cls.max_parallel_steps!r}")
         for field in ("max_retries", "retry_delay", "step_timeout", "check_interval"):
             value = getattr(cls, field)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
