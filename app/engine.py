@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
@@ -17,7 +16,7 @@ from app import run_logs
 from app.binding import BoundWorkflow
 from app.config import SECRET_SETTINGS, public_settings
 from app.redaction import redact
-from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, utcnow
+from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.store import Store
 from app.templating import Renderer, RenderError, is_truthy
 from app.watchdog import Watchdog
@@ -90,6 +89,12 @@ class _Execution:
         self.clocks: dict[int, float] = {}
         # Failure handlers (on_failure: <step>) that a failure has called for.
         self.triggered: set[int] = set()
+        # Unfinished dependencies per step, and steps whose count reached zero: readiness in O(1) per step.
+        graph, steps = bound.graph, run["steps"]
+        self.waiting = [sum(steps[dep]["status"] not in FINISHED_STEP for dep in deps) for deps in graph.deps]
+        self.candidates: deque[int] = deque(
+            index for index, step in enumerate(steps) if step["status"] not in FINISHED_STEP and not self.waiting[index]
+        )
         # Why the run will fail once nothing is in flight any more.
         self.failure: str | None = None
         # True while it counts against its workflow's max_concurrent_runs.
@@ -148,7 +153,7 @@ class Engine:
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
-            stored = copy.deepcopy(run)
+            stored = snapshot(run)
             self._schedule(_Execution(bound, run, {"trigger_data": trigger_data}, {}))
         return stored, created
 
@@ -231,7 +236,7 @@ class Engine:
         run["progress"] = progress(run["steps"])
         self.store.save_run(run)  # the reset steps, before the run is queued again
         self.resume(bound, run, by)
-        return copy.deepcopy(run)
+        return snapshot(run)
 
     def _claim(self, run_id: str, control: str, by: str) -> tuple[_Execution | None, bool]:
         """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned).
@@ -267,7 +272,7 @@ class Engine:
     def _settled(execution: _Execution, timeout: float = 5.0) -> dict:
         """The run once its thread has acted on the request (or as it stands after ``timeout``)."""
         execution.done.wait(timeout)
-        return copy.deepcopy(execution.run)
+        return snapshot(execution.run)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop starting steps, wait up to ``timeout`` for running steps; the rest resume on restart."""
@@ -399,32 +404,32 @@ class Engine:
         return True
 
     def _ready(self, execution: _Execution) -> list[int]:
-        """Pending steps whose dependencies are done; skips those behind a failed dependency.
+        """Steps that may start now; a step behind a failed dependency is skipped instead.
 
         Once the run is failing, only the failure handlers it called may still start.
         """
         steps, graph = execution.run["steps"], execution.bound.graph
-        if execution.failure:
-            return [index for index in sorted(execution.triggered)
-                    if steps[index]["status"] == StepStatus.PENDING and index not in execution.in_flight]
         ready: list[int] = []
-        changed = True
-        while changed:  # a skip can make its dependents skippable in turn
-            changed, ready = False, []
-            for index, step in enumerate(steps):
-                if step["status"] not in (StepStatus.PENDING, StepStatus.RUNNING) or index in execution.in_flight:
-                    continue
-                if index in graph.handlers and index not in execution.triggered:
-                    continue
-                deps = [steps[dep] for dep in graph.deps[index]] if index not in execution.triggered else []
-                broken = [dep["name"] for dep in deps if dep["status"] in (StepStatus.FAILED, StepStatus.CANCELLED)]
-                if broken:
-                    # The error marks a skip a retry must undo (a `when` skip has none).
-                    step["error"] = f"skipped: {', '.join(broken)} failed"
-                    self._skip_step(execution, index, step["error"])
-                    changed = True
-                elif all(dep["status"] in FINISHED_STEP for dep in deps):
-                    ready.append(index)
+        deferred: list[int] = []
+        while execution.candidates:
+            index = execution.candidates.popleft()
+            step = steps[index]
+            if step["status"] not in (StepStatus.PENDING, StepStatus.RUNNING) or index in execution.in_flight:
+                continue
+            if index in graph.handlers and index not in execution.triggered:
+                continue  # comes back through _on_failure if a failure calls it
+            if execution.failure and index not in execution.triggered:
+                deferred.append(index)  # not started while failing; a retry starts it
+                continue
+            broken = [steps[dep]["name"] for dep in graph.deps[index]
+                      if steps[dep]["status"] in (StepStatus.FAILED, StepStatus.CANCELLED)]
+            if broken and index not in execution.triggered:
+                # The error marks a skip a retry must undo (a `when` skip has none).
+                step["error"] = f"skipped: {', '.join(broken)} failed"
+                self._skip_step(execution, index, step["error"])  # its dependents become candidates
+            else:
+                ready.append(index)
+        execution.candidates.extend(deferred)
         return ready
 
     def _start_branch(self, execution: _Execution, index: int) -> None:
@@ -454,7 +459,8 @@ class Engine:
             except RenderError as error:
                 self._fail_step(execution, index, one_line(error))
                 return True
-            if step["attempts"] == 0 and rendered.when is not None and not is_truthy(rendered.when):
+            # A `when` that renders to nothing (an undefined name) is false, not absent.
+            if step["attempts"] == 0 and action.when is not None and not is_truthy(rendered.when):
                 self._skip_step(execution, index, "skipped: its condition (when) is false")
                 return True
             outcome = self._attempt(execution, index, rendered, branch)
@@ -604,6 +610,10 @@ class Engine:
         if clock is not None:
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
         self.store.update_step(execution.run["id"], index, step)
+        for dependent in execution.bound.graph.dependents[index]:
+            execution.waiting[dependent] -= 1
+            if not execution.waiting[dependent]:
+                execution.candidates.append(dependent)
 
     def _succeed_step(self, execution: _Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]
@@ -635,6 +645,7 @@ class Engine:
         if handler is not None:
             # The handler runs; the run still ends failed, with the error of the step that failed.
             execution.triggered.add(handler)
+            execution.candidates.append(handler)
 
     def _finish(self, execution: _Execution) -> None:
         """End the run: failed when a step failed (on_failure: fail or a handler), else succeeded."""

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from app.errors import NotFound
-from app.runs import FINISHED_RUN, parse_time
+from app.runs import FINISHED_RUN, parse_time, snapshot
 from app.store import Store
 
 
@@ -36,7 +36,7 @@ class MemoryStore(Store):
                 if first is not None:
                     return copy.deepcopy(first), False
                 self._keys[key] = run["id"]
-            self._runs[run["id"]] = copy.deepcopy(run)
+            self._runs[run["id"]] = snapshot(run)
             bisect.insort(self._ids, run["id"])
         return run, True
 
@@ -59,7 +59,7 @@ class MemoryStore(Store):
         with self._lock:
             if run["id"] not in self._runs:
                 bisect.insort(self._ids, run["id"])
-            self._runs[run["id"]] = copy.deepcopy(run)
+            self._runs[run["id"]] = snapshot(run)
 
     def get_run(self, run_id: str) -> dict | None:
         with self._lock:

@@ -97,3 +97,13 @@ def progress(steps: list[dict]) -> int:
         return 100
     done = sum(1 for step in steps if step["status"] in FINISHED_STEP)
     return done * 100 // len(steps)
+
+
+def snapshot(run: dict) -> dict:
+    """A copy of a run record that later changes to the original do not reach.
+
+    Writers change a step's fields or append to the history, and replace
+    nested values (results, inputs) rather than editing them, so copying the
+    step dicts and the history list is enough, and far cheaper than deepcopy.
+    """
+    return {**run, "steps": [dict(step) for step in run["steps"]], "history": list(run.get("history", []))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,8 @@ from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, mo
 logger = logging.getLogger(__name__)
 
 MAX_POLL_BACKOFF_SECONDS = 300.0
+# Longest wait between two polls of a trigger that said when it is next due.
+MAX_IDLE_SECONDS = 60.0
 
 
 class Runtime:
@@ -124,7 +127,8 @@ class Runtime:
         bound = self.get(name)
         started = self.store.started_workflows() if started is None else started
         summary = bound.workflow.describe()
-        summary["trigger"] = redact(summary["trigger"])
+        # The bound trigger shows the settings it really uses; str() keeps odd values (a Path) JSON.
+        summary["trigger"] = redact(json.loads(json.dumps(bound.trigger.describe(), default=str)))
         summary["status"] = "running" if name in started else "stopped"
         summary["check_interval"] = bound.check_interval
         summary["inputs_schema"] = bound.workflow.inputs_schema
@@ -252,15 +256,37 @@ class Runtime:
         """Poll the trigger once now; one durable run per event, then the cursor moves."""
         return self._poll(self._pollable(name), source)
 
-    def poll_scheduled(self, name: str) -> None:
-        """The scheduler's poll: errors are recorded on the workflow, never raised."""
+    def poll_scheduled(self, name: str) -> float | None:
+        """The scheduler's poll: errors are recorded on the workflow, never raised; returns when to poll next."""
         bound = self.bound.get(name)
-        if bound is None or time.monotonic() < bound.retry_at:
-            return
+        if bound is None:
+            return None
+        if time.monotonic() >= bound.retry_at:
+            try:
+                self._poll(bound, "schedule")
+            except Exception:
+                pass  # _poll recorded it; the scheduler must keep going
+        return self._next_poll_at(bound)
+
+    def _next_poll_at(self, bound: BoundWorkflow) -> float | None:
+        """Epoch seconds of the next poll: after a failure's backoff, else when the trigger is due.
+
+        None leaves it to the scheduler's interval (``check_interval``).
+        """
+        now = time.time()
+        backoff = bound.retry_at - time.monotonic()
+        if backoff > 0:
+            return now + backoff
         try:
-            self._poll(bound, "schedule")
+            at = bound.trigger.next_fire_time()
         except Exception:
-            pass  # _poll recorded it; the scheduler must keep going
+            logger.warning("the trigger of %s cannot say when it is due; polling every %g s",
+                           bound.name, bound.check_interval, exc_info=True)
+            return None
+        if at is None:
+            return None
+        # A wall-clock jump (NTP, a suspended laptop) delays a far-off fire by at most this much.
+        return min(float(at), now + MAX_IDLE_SECONDS)
 
     def _poll(self, bound: BoundWorkflow, source: str) -> list[dict]:
         runs: list[dict] = []

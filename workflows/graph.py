@@ -16,6 +16,8 @@ class StepGraph:
 
     # deps[i]: indexes of the steps that must finish before step i starts.
     deps: tuple[tuple[int, ...], ...]
+    # dependents[i]: indexes of the steps that wait for step i (deps inverted).
+    dependents: tuple[tuple[int, ...], ...]
     # handler[i]: index of the step to run when step i fails (on_failure: <step>), else None.
     handler: tuple[int | None, ...]
     # Steps that run only as another step's failure handler.
@@ -68,4 +70,9 @@ def build_graph(actions: list[BaseAction]) -> StepGraph:
         raise ValueError(f"steps form a cycle: {cycle}") from None
     regular = [index for index in range(len(actions)) if index not in handlers]
     is_chain = not handlers and all(deps[index] == ((index - 1,) if index else ()) for index in regular)
-    return StepGraph(deps=tuple(deps), handler=tuple(handler), handlers=handlers, is_chain=is_chain)
+    dependents: list[list[int]] = [[] for _ in actions]
+    for index, dep_indexes in enumerate(deps):
+        for dep in dep_indexes:
+            dependents[dep].append(index)
+    return StepGraph(deps=tuple(deps), dependents=tuple(tuple(items) for items in dependents), handler=tuple(handler),
+                     handlers=handlers, is_chain=is_chain)
