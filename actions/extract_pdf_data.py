@@ -80,6 +80,8 @@ class ExtractPDFDataAction(BaseAction):
             "method": method,
             "extracted_data": _nest({out: values[out] for out in template.fields if out in values}),
             "missing": missing,
+            # The form's own words for each output path, so a reply can say "Date of Birth:" and not a path.
+            "labels": {out: spec.label for out, spec in template.fields.items()},
         }
 
 

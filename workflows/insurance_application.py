@@ -1,0 +1,72 @@
+"""insurance_application: reads a PDF application from an e-mail or an upload, checks it and replies."""
+
+from pathlib import Path
+from typing import Any
+
+from actions.extract_pdf_data import ExtractPDFDataAction
+from actions.pdf_templates import TemplateError, load_templates
+from actions.send_email import SendEmailAction
+from actions.validate_data import ValidateDataAction
+from triggers.email import EmailTrigger
+from workflows.base import Workflow
+
+# Read once: every run renders the same Jinja2 text with its own results.
+REPLY_BODY = (Path(__file__).resolve().parent / "templates" / "application_reply.txt").read_text(encoding="utf-8")
+
+# `from` is a Jinja2 keyword, hence the subscript; an upload has no sender, only the reply_to input.
+RECIPIENT = "{{ inputs.reply_to or trigger_data['from'] }}"
+# The engine reads a `when` that renders to None as "no condition", so no recipient must render as "".
+HAS_RECIPIENT = "{{ inputs.reply_to or trigger_data['from'] or '' }}"
+
+
+class _InputsSchema:
+    """The inputs' JSON Schema, built when read, so ``company`` names the templates present now.
+
+    Adding a company is adding a template file, with no restart; and nothing is read at import time.
+    """
+
+    def __get__(self, instance: object, owner: type) -> dict[str, Any]:
+        try:
+            company: dict[str, Any] = {"enum": [*load_templates(), ""]}
+        except TemplateError:
+            # A broken template folder must not break the workflow's listing; the extract step names the file.
+            company = {"type": "string"}
+        return {
+            "type": "object",
+            "properties": {
+                "company": company,
+                "reply_to": {"type": "string", "format": "email"},
+                "attachments": {"type": "array", "items": {"type": "object"}},
+            },
+            # A misspelt reply_to would otherwise send the reply nowhere, silently.
+            "additionalProperties": False,
+        }
+
+
+class InsuranceApplication(Workflow):
+    """Demo 1: extract an application PDF's fields, validate them, and tell the applicant the outcome."""
+
+    name = "insurance_application"
+    description = (
+        "Reads the PDF application attached to an e-mail (IMAP_*) or uploaded, validates it against its company's "
+        "template and replies with what was read and what is missing."
+    )
+    trigger = EmailTrigger("inbox")
+    inputs_schema = _InputsSchema()
+    actions = [
+        # The e-mail trigger and the upload both put files in trigger_data.attachments.
+        ExtractPDFDataAction("extract", file="{{ trigger_data.attachments or [] }}", company="{{ inputs.company }}"),
+        ValidateDataAction(
+            "validate", data="{{ steps.extract.extracted_data }}", template="{{ steps.extract.template }}"
+        ),
+        SendEmailAction(
+            "notify",
+            to=RECIPIENT,
+            subject=(
+                "{{ 'Application received' if steps.validate.validation_result == 'success' "
+                "else 'Application incomplete' }}"
+            ),
+            body=REPLY_BODY,
+            when=HAS_RECIPIENT,
+        ),
+    ]
