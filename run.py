@@ -3,6 +3,7 @@
     python run.py                       serve the API on HOST:PORT with waitress
     python run.py list                  list registered workflows
     python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
+    python run.py validate FILE...      check workflow definitions (YAML or JSON)
     python run.py cancel|pause|resume|retry RUN_ID   (skip RUN_ID STEP) on the running server
 
 The seed's spellings work too: --list, --workflow NAME --context JSON.
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a workflow once in this process and print the run as JSON")
     run.add_argument("name", help="the workflow's name")
     run.add_argument("--input", default=None, metavar="JSON", help="the run's inputs as a JSON object")
+    validate = commands.add_parser("validate", help="check workflow definition files (YAML or JSON)")
+    validate.add_argument("files", nargs="+", metavar="FILE")
     for operation in CONTROL_OPERATIONS:
         control = commands.add_parser(operation, help=f"{operation} a run of the server at WORKFLOW_API_URL")
         control.add_argument("run_id")
@@ -126,6 +129,24 @@ def run_once(name: str, raw_inputs: str | None) -> int:
     return 0 if run["status"] == RunStatus.SUCCEEDED else EXIT_FAILED_RUN
 
 
+def validate(files: list[str]) -> int:
+    """Check definition files; one line per file, each problem with its path."""
+    from workflows.declarative import DefinitionError, load_file
+
+    failed = 0
+    for name in files:
+        try:
+            workflow = load_file(name)
+        except DefinitionError as error:
+            failed += 1
+            print(f"{name}: invalid")
+            for problem in error.problems:
+                print(f"  {problem['path'] or '(top)'}: {problem['message']}")
+            continue
+        print(f"{name}: ok ({workflow.name}: {len(workflow.actions)} steps, {workflow.trigger.type} trigger)")
+    return EXIT_FAILED_RUN if failed else 0
+
+
 def control(operation: str, run_id: str, step: str | None) -> int:
     """Ask the running server to cancel/pause/resume/retry/skip a run; print the run as JSON."""
     import requests
@@ -160,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve()
         if command == "list":
             return list_workflows()
+        if command == "validate":
+            return validate(args.files)
         if command in CONTROL_OPERATIONS:
             return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name

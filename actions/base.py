@@ -38,6 +38,9 @@ class RunContext:
     storage_path: str = "."
     # Set when the run is cancelled: a long action (a shell command) should stop when it is.
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # Seconds this attempt may take (the step's or the workflow's step_timeout); a child
+    # process should not outlive it, since the engine can abandon a thread but not kill it.
+    step_timeout: float | None = None
     # The run's template names (trigger_data, inputs, steps, run, settings...), for actions
     # that render templates of their own, such as a loop's nested steps with ``item``.
     template_context: Mapping[str, Any] = field(default_factory=dict)

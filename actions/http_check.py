@@ -43,7 +43,7 @@ class HttpCheckAction(BaseAction):
         self.url = url
         self.expected_status = expected_status
         self.max_latency_ms = max_latency_ms
-        # Not ``timeout``: BaseAction's ``timeout`` is the step timeout.
+        # The request's own limit; BaseAction.step_timeout is the engine's.
         self.request_timeout = request_timeout
         self.method = method
         # Fail at definition time for values that are not templates to render later.

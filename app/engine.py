@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Mapping
+from collections import ChainMap, Counter, deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, RunContext
@@ -99,6 +100,8 @@ class _Execution:
         self.failure: str | None = None
         # True while it counts against its workflow's max_concurrent_runs.
         self.counted = False
+        # A sub-workflow's run: its thread holds no concurrency slot.
+        self.slotless = False
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']}>"
@@ -132,6 +135,11 @@ class Engine:
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
         self._secrets = tuple(str(settings[name]) for name in SECRET_SETTINGS if settings.get(name))
+        # Environment variables templates may read as {{ env.NAME }}: only those allow-listed.
+        allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
+        self._env = {name: os.environ[name] for name in allowed if name in os.environ}
+        # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
+        self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
         run_logs.install()
 
     # -- starting runs ------------------------------------------------------
@@ -142,19 +150,35 @@ class Engine:
         *,
         source: str = "api",
         idempotency_key: str | None = None,
+        call_stack: tuple[str, ...] = (),
     ) -> tuple[dict, bool]:
-        """Store a queued run and schedule it; with a used key, return the first run and False."""
+        """Store a queued run and schedule it; with a used key, return the first run and False.
+
+        A run with a ``call_stack`` is a sub-workflow of a running step: it starts at
+        once, outside WORKFLOW_MAX_CONCURRENT, since its parent already holds a slot
+        and waits for it (queueing it could deadlock a full engine).
+        """
         names = [action.name for action in bound.actions]
         steps = [
             new_step(action.name, action.type, bound.graph.depends_on(names, index))
             for index, action in enumerate(bound.actions)
         ]
         run = new_run(bound.name, steps, redact(trigger_data), source)
+        run["version"] = bound.workflow.version
+        if call_stack:
+            run["call_stack"] = list(call_stack)
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
-            self._schedule(_Execution(bound, run, {"trigger_data": trigger_data}, {}))
+            execution = _Execution(bound, run, {"trigger_data": trigger_data}, {})
+            if call_stack:
+                execution.slotless = True
+                with self._lock:
+                    self._executions[run["id"]] = execution
+                self._start_thread(execution)
+            else:
+                self._schedule(execution)
         return stored, created
 
     def resume(self, bound: BoundWorkflow, run: dict, by: str = "restart") -> None:
@@ -319,6 +343,13 @@ class Engine:
 
     def _work(self, execution: _Execution | None) -> None:
         """Execute runs until none is pending; the slot is this thread's until then."""
+        if execution is not None and execution.slotless:
+            try:
+                self._execute(execution)
+            except Exception:
+                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
+                self._forget(execution)
+            return
         while execution is not None:
             try:
                 if not self._execute(execution):
@@ -478,15 +509,15 @@ class Engine:
             return self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
         return self.renderer.render_object(action, {}, "")
 
-    def _names(self, execution: _Execution) -> dict[str, Any]:
-        """What templates see: the data store plus inputs, steps, run and settings."""
-        return {
-            **execution.data_store,
+    def _names(self, execution: _Execution) -> Mapping[str, Any]:
+        """What templates see: the data store plus inputs, steps, run, settings and env."""
+        return ChainMap({
             "inputs": execution.data_store["trigger_data"],
             "steps": execution.results,
             "run": {"id": execution.run["id"], "workflow": execution.bound.name, "error": execution.failure},
             "settings": self._public_settings,
-        }
+            "env": self._env,
+        }, execution.data_store)
 
     def _attempt(
         self, execution: _Execution, index: int, action: BaseAction, branch: bool
@@ -500,7 +531,7 @@ class Engine:
             step["started_at"] = utcnow()
         execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
         self.store.update_step(run_id, index, step, durable=False)
-        action.context = self._context(execution, action, step["attempts"])
+        action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()
@@ -525,7 +556,22 @@ class Engine:
         self._succeed_step(execution, index, result)
         return result
 
-    def _context(self, execution: _Execution, action: BaseAction, attempt: int) -> RunContext:
+    def _context(self, execution: _Execution, action: BaseAction, attempt: int, timeout: float) -> RunContext:
+        names = self._names(execution)
+        call_stack = (*execution.run.get("call_stack", ()), execution.bound.name)
+        where = f"step {action.name!r}"
+
+        def render(value: Any, extra: Mapping[str, Any]) -> Any:
+            return self.renderer.render_value(value, ChainMap(dict(extra), names), where)
+
+        def run_workflow(name: str, inputs: dict, wait: float) -> dict:
+            if self.run_child is None:
+                raise ActionError("sub-workflows need the PyFlow runtime", retryable=False)
+            return self.run_child(name, inputs, wait, call_stack)
+
+        def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
+            return self._run_nested(execution, action, definitions, extra, names, timeout)
+
         return RunContext(
             run_id=execution.run["id"],
             workflow=execution.bound.name,
@@ -534,7 +580,35 @@ class Engine:
             settings=self.settings,
             storage_path=str(self.store.root),
             cancel_event=execution.cancelled,
+            step_timeout=timeout,
+            template_context=names,
+            render=render,
+            run_steps=run_steps,
+            run_workflow=run_workflow,
+            call_stack=tuple(execution.run.get("call_stack", ())),
         )
+
+    def _run_nested(self, execution: _Execution, parent: BaseAction, definitions: list[dict],
+                    extra: Mapping[str, Any], names: Mapping[str, Any], timeout: float) -> dict:
+        """Run a loop's nested steps once, in order, with ``extra`` names (item, loop); {name: result}."""
+        from workflows.declarative import DefinitionError, build_actions
+
+        try:
+            actions = build_actions(definitions, f"step {parent.name!r}: steps")
+        except DefinitionError as error:
+            raise ActionError(str(error), retryable=False) from None
+        results: dict[str, Any] = {}
+        scope = ChainMap({**extra, "steps": ChainMap(results, execution.results)}, names)
+        # A loop may call this from its own worker threads: their log records belong to the run too.
+        with run_logs.run_scope(self.store, execution.run["id"], parent.name, self._secrets):
+            for action in actions:
+                rendered = self.renderer.render_object(action, scope, f"step {parent.name!r}: {action.name!r}")
+                if action.when is not None and not is_truthy(rendered.when):
+                    results[action.name] = None
+                    continue
+                rendered.context = self._context(execution, rendered, 1, timeout)
+                results[action.name] = self._as_result(rendered.execute({**execution.data_store, **results}))
+        return results
 
     @staticmethod
     def _as_result(value: Any) -> dict:

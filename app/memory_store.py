@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from app.errors import NotFound
-from app.runs import FINISHED_RUN, parse_time, snapshot
+from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
 from app.store import Store
 
 
@@ -25,6 +25,7 @@ class MemoryStore(Store):
         self._trigger_state: dict[str, dict] = {}
         self._started: set[str] = set()
         self._logs: dict[str, list[dict]] = {}
+        self._definitions: dict[str, list[dict]] = {}
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -113,6 +114,28 @@ class MemoryStore(Store):
     def get_logs(self, run_id: str) -> list[dict]:
         with self._lock:
             return [dict(entry) for entry in self._logs.get(run_id, [])]
+
+    def save_definition(self, name: str, definition: dict) -> int:
+        with self._lock:
+            versions = self._definitions.setdefault(name, [])
+            versions.append({"name": name, "version": len(versions) + 1, "definition": copy.deepcopy(definition),
+                             "saved_at": utcnow()})
+            return len(versions)
+
+    def get_definition(self, name: str, version: int | None = None) -> dict | None:
+        with self._lock:
+            versions = self._definitions.get(name, [])
+            if not versions or (version is not None and not 1 <= version <= len(versions)):
+                return None
+            return copy.deepcopy(versions[-1 if version is None else version - 1])
+
+    def list_definitions(self) -> list[dict]:
+        with self._lock:
+            return [copy.deepcopy(versions[-1]) for _, versions in sorted(self._definitions.items()) if versions]
+
+    def delete_definition(self, name: str) -> None:
+        with self._lock:
+            self._definitions.pop(name, None)
 
     def load_trigger_state(self, workflow: str) -> dict:
         with self._lock:

@@ -13,6 +13,7 @@ from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
 from app.runs import FINISHED_RUN, RunStatus, progress
 from app.runtime import Runtime
 from app.uploads import save_uploads
+from workflows.declarative import DefinitionError, parse
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,49 @@ def list_workflows() -> Response:
     return jsonify(workflows=runtime().summaries())
 
 
+@bp.post("/workflows")
+def create_workflow() -> tuple[Response, int, dict]:
+    summary = runtime().definitions.create(_definition_body())
+    return jsonify(_with_definition(summary)), 201, {"Location": url_for("api.get_workflow", name=summary["name"])}
+
+
 @bp.get("/workflows/<name>")
 def get_workflow(name: str) -> Response:
-    return jsonify(runtime().summary(name))
+    return jsonify(_with_definition(runtime().summary(name)))
+
+
+@bp.put("/workflows/<name>")
+def update_workflow(name: str) -> Response:
+    return jsonify(_with_definition(runtime().definitions.update(name, _definition_body())))
+
+
+@bp.delete("/workflows/<name>")
+def delete_workflow(name: str) -> tuple[str, int]:
+    runtime().definitions.delete(name)
+    return "", 204
+
+
+def _definition_body() -> dict:
+    """A definition posted as JSON, or as YAML (application/yaml, text/yaml)."""
+    if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            return _object(parse(request.get_data(as_text=True), "request.yaml"), "body")
+        except DefinitionError as error:
+            raise BadRequest(str(error)) from None
+    if request.mimetype not in ("application/json", "") and not request.mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported; send JSON or YAML")
+    body = _json_body()
+    if body is None:
+        raise BadRequest("send a workflow definition: {\"name\", \"trigger\", \"steps\": [...]}")
+    if not isinstance(body, dict):
+        raise BadRequest(f"a workflow definition is a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _with_definition(summary: dict) -> dict:
+    workflow = runtime().get(summary["name"]).workflow
+    summary["definition"] = workflow.definition
+    return summary
 
 
 @bp.post("/workflows/<name>/runs")

@@ -76,3 +76,7 @@ def install() -> None:
         root = logging.getLogger()
         if not any(isinstance(handler, RunLogHandler) for handler in root.handlers):
             root.addHandler(RunLogHandler())
+        # The log action's messages must reach run logs even when the root logger shows only warnings.
+        workflow_logger = logging.getLogger("pyflow.workflow")
+        if workflow_logger.level == logging.NOTSET:
+            workflow_logger.setLevel(logging.INFO)

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 
 from app.binding import BoundWorkflow
+from app.definitions import Definitions
 from app.engine import Engine, RunStateError, one_line
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
 from app.redaction import redact
@@ -51,9 +52,12 @@ class Runtime:
                 self.registry.register(workflow)
         except WorkflowLoadError as error:
             raise ConfigError(str(error)) from None
+        self.definitions = Definitions(self)
+        self.definitions.load()
         self.bound = {workflow.name: BoundWorkflow.bind(workflow, self.settings, self.renderer)
                       for workflow in self.registry}
         self.engine = Engine(self.store, self.settings, self.renderer)
+        self.engine.run_child = self.run_child
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain)
         self._started = False
         self._lock = threading.Lock()
@@ -93,10 +97,11 @@ class Runtime:
             run = self.store.get_run(run_id)
             if run is None:
                 continue
-            bound = self.bound.get(run["workflow"])
+            bound = self.definitions.bound_for(run["workflow"], run.get("version"))
             if bound is None:
                 run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
-                           error=f"workflow {run['workflow']!r} is no longer registered")
+                           error=f"workflow {run['workflow']!r} is no longer registered"
+                           + (f" (version {run['version']})" if run.get("version") else ""))
                 self.store.save_run(run)
                 continue
             self.engine.resume(bound, run)
@@ -134,12 +139,47 @@ class Runtime:
         summary["inputs_schema"] = bound.workflow.inputs_schema
         summary["error"] = bound.error
         summary["last_poll"] = bound.last_poll or None
+        summary["origin"] = bound.workflow.origin
+        summary["source"] = bound.workflow.source or self.registry.source(name)
+        summary["version"] = bound.workflow.version
         return summary
 
     def summaries(self) -> list[dict]:
         """Summaries of all workflows, by name."""
         started = self.store.started_workflows()
         return [self.summary(name, started) for name in sorted(self.bound)]
+
+    def add_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
+        """Register and bind a workflow while serving (a definition created through the API)."""
+        try:
+            self.registry.register(workflow, workflow.source)
+        except WorkflowLoadError as error:
+            raise Conflict(str(error)) from None
+        bound = self.bound[workflow.name] = BoundWorkflow.bind(workflow, self.settings, self.renderer)
+        return bound
+
+    def replace_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
+        """Put a new version in place; runs under way keep their own, a started trigger is re-scheduled."""
+        old = self.get(workflow.name)
+        self.registry.unregister(workflow.name)
+        bound = self.add_workflow(workflow)
+        if self.scheduler_has(workflow.name):
+            old.trigger.close()
+            if bound.trigger.pollable and not bound.error:
+                self._schedule(bound)
+            else:
+                self.scheduler.remove(workflow.name)
+        return bound
+
+    def remove_workflow(self, name: str) -> None:
+        """Stop and unregister a workflow (a definition deleted through the API)."""
+        self.stop_workflow(name)
+        self.registry.unregister(name)
+        self.bound.pop(name, None)
+
+    def scheduler_has(self, name: str) -> bool:
+        """True when the scheduler polls ``name``."""
+        return name in self.scheduler.scheduled()
 
     def start_workflow(self, name: str) -> dict:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
@@ -202,6 +242,15 @@ class Runtime:
         if problems:
             listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)
             raise InvalidInput(f"invalid inputs for {bound.name!r}: {listed}", details=problems)
+
+    def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...]) -> dict:
+        """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot."""
+        bound = self.get(name)
+        self.check_inputs(bound, inputs)
+        run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack)
+        if not self.engine.wait(run["id"], timeout):
+            raise TimeoutError(f"sub-workflow {name!r} (run {run['id']}) did not finish within {timeout:g} s")
+        return self.store.get_run(run["id"]) or run
 
     def run_sync(self, name: str, inputs: dict, *, source: str = "cli", timeout: float | None = None) -> dict:
         """Start a run and wait for it to finish (the CLI's ``run``)."""

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 from filelock import lock_descriptor, unlock_descriptor
 
 from app.errors import NotFound, StorageError
-from app.runs import FINISHED_RUN, parse_time
+from app.runs import FINISHED_RUN, parse_time, utcnow
 
 
 class Store(ABC):
@@ -111,6 +112,23 @@ class Store(ABC):
     @abstractmethod
     def set_started(self, workflow: str, started: bool) -> None:
         """Durably remember that ``workflow`` is started (or no longer)."""
+
+    # -- workflow definitions made through the API -----------------------------
+    @abstractmethod
+    def save_definition(self, name: str, definition: dict) -> int:
+        """Store a new version of a definition; returns its version number (1, 2, ...)."""
+
+    @abstractmethod
+    def get_definition(self, name: str, version: int | None = None) -> dict | None:
+        """``{"name", "version", "definition", "saved_at"}`` of a version (default: the newest), or None."""
+
+    @abstractmethod
+    def list_definitions(self) -> list[dict]:
+        """The newest version of every stored definition."""
+
+    @abstractmethod
+    def delete_definition(self, name: str) -> None:
+        """Forget every version of a definition."""
 
     # -- files ----------------------------------------------------------------
     def files_path(self, *parts: str) -> Path:
@@ -479,6 +497,54 @@ class JsonStore(Store):
             changed = (names | {workflow}) if started else (names - {workflow})
             if changed != names:
                 _write_atomic(self._workflows_path, _dumps({"started": sorted(changed)}))
+
+    # -- workflow definitions ---------------------------------------------------
+    def _definition_folder(self, name: str) -> Path:
+        return self.root / "definitions" / _check_name("workflow", name)
+
+    def _versions(self, folder: Path) -> list[int]:
+        try:
+            return sorted(int(path.stem[1:]) for path in folder.glob("v*.json") if path.stem[1:].isdigit())
+        except OSError as exc:
+            raise _error("read", folder, exc) from exc
+
+    def save_definition(self, name: str, definition: dict) -> int:
+        folder = self._definition_folder(name)
+        with self._workflows_mutex:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _error("create", folder, exc) from exc
+            version = (self._versions(folder) or [0])[-1] + 1
+            record = {"name": name, "version": version, "definition": definition, "saved_at": utcnow()}
+            _write_atomic(folder / f"v{version}.json", _dumps(record))
+        return version
+
+    def get_definition(self, name: str, version: int | None = None) -> dict | None:
+        folder = self._definition_folder(name)
+        if version is None:
+            versions = self._versions(folder)
+            if not versions:
+                return None
+            version = versions[-1]
+        return _read_json(folder / f"v{version}.json", None)
+
+    def list_definitions(self) -> list[dict]:
+        root = self.root / "definitions"
+        if not root.is_dir():
+            return []
+        found = (self.get_definition(folder.name) for folder in sorted(root.iterdir()) if folder.is_dir())
+        return [record for record in found if record is not None]
+
+    def delete_definition(self, name: str) -> None:
+        folder = self._definition_folder(name)
+        with self._workflows_mutex:
+            try:
+                shutil.rmtree(folder, ignore_errors=False)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _error("remove", folder, exc) from exc
 
     # -- run files ------------------------------------------------------------
     def _run_mutex(self, run_id: str) -> _Mutex:

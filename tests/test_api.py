@@ -311,8 +311,8 @@ def test_404_names_what_was_not_found(client):
     [
         ("get", "/api/workflows/echo/runs", {"POST"}),
         ("delete", "/api/health", {"GET", "HEAD"}),
-        ("post", "/api/workflows", {"GET", "HEAD"}),
-        ("put", "/api/workflows/echo", {"GET", "HEAD"}),
+        ("delete", "/api/workflows", {"GET", "HEAD", "POST"}),
+        ("patch", "/api/workflows/echo", {"GET", "HEAD", "PUT", "DELETE"}),
         ("get", "/api/workflows/tick/start", {"POST"}),
         ("delete", "/api/runs/run_00000000000000000000ff", {"GET", "HEAD"}),
     ],

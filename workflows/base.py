@@ -45,6 +45,12 @@ class Workflow:
     overlap: ClassVar[str] = "queue"
     # Steps of one run that may execute at once when their dependencies allow it.
     max_parallel_steps: ClassVar[int] = 4
+    # Where the workflow comes from: "python" (a class), "file" or "api" (a definition),
+    # the file or label it was read from, its version (API definitions), and the definition itself.
+    origin: ClassVar[str] = "python"
+    source: ClassVar[str | None] = None
+    version: ClassVar[int | None] = None
+    definition: ClassVar[dict[str, Any] | None] = None
 
     @classmethod
     def check(cls) -> None:

@@ -1,0 +1,281 @@
+"""The file action: read, write and organise files inside one folder, WORKFLOW_FILES_ROOT."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from actions.base import ActionError, BaseAction
+
+logger = logging.getLogger(__name__)
+
+# operation -> the keys it needs besides ``operation``.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "read": ("path",),
+    "write": ("path", "content"),
+    "append": ("path", "content"),
+    "copy": ("path", "destination"),
+    "move": ("path", "destination"),
+    "delete": ("path",),
+    "list": (),
+    "glob": ("pattern",),
+}
+# A read's content goes into the run record; bigger files should be handled by path.
+MAX_READ_BYTES = 10 * 1024 * 1024
+
+
+class FileAction(BaseAction):
+    """Does one file ``operation`` inside WORKFLOW_FILES_ROOT (default ``<storage>/files``).
+
+    Relative paths are resolved under the root; a path that leads outside it
+    (``..``, an absolute path elsewhere, a symlink pointing out) is refused.
+    Operations and results:
+
+    - ``read`` path -> ``{"content", "path", "size"}``
+    - ``write`` / ``append`` path, content (text; a mapping or list is written as JSON) -> ``{"path"}``
+    - ``copy`` / ``move`` path, destination (an existing folder receives the file under its name) -> ``{"path"}``
+    - ``delete`` path (a file or a whole folder) -> ``{"path", "deleted"}``
+    - ``list`` path (default the root), pattern (optional name filter such as ``*.csv``) -> ``{"paths"}``
+    - ``glob`` pattern (such as ``**/*.csv``), path (the folder to search, default the root) -> ``{"paths"}``
+
+    ``path`` in results is absolute, so a later step (send_email attachments)
+    can use it; ``paths`` are relative to the root, sorted. ``encoding`` is a
+    text encoding, or ``base64`` to read and write bytes as base64 text.
+    Writes are atomic: readers see the old file or the new one, never half.
+    """
+
+    type = "file"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        operation: str,
+        path: str | None = None,
+        destination: str | None = None,
+        content: Any = None,
+        pattern: str | None = None,
+        encoding: str = "utf-8",
+        **options: Any,
+    ):
+        super().__init__(name, **options)
+        self.operation = operation
+        self.path = path
+        self.destination = destination
+        self.content = content
+        self.pattern = pattern
+        self.encoding = encoding
+        if isinstance(operation, str) and "{{" not in operation:
+            try:
+                self._check()
+            except ActionError as error:
+                raise ValueError(f"action {name!r}: {error}") from None
+            # Appending or moving again after a crash cut the step short would not be harmless.
+            self.idempotent = operation.strip().lower() not in ("append", "move")
+
+    def execute(self, data_store: dict) -> dict:
+        """Do the operation; file problems are one-line errors naming the path."""
+        operation = self._check()
+        handler: Callable[[Path], dict] = getattr(self, f"_{operation}")
+        root = self._root()
+        try:
+            result = handler(root)
+        except FileNotFoundError as error:
+            raise ActionError(f"file {operation}: {self._shown(error, root)} not found", retryable=False)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as error:
+            raise ActionError(f"file {operation}: {self._shown(error, root)}: {error.strerror}", retryable=False)
+        except OSError as error:
+            raise ActionError(f"file {operation}: {self._shown(error, root)}: {error.strerror or error}")
+        logger.info("file %s: %s %s", self.name, operation, self.path or self.pattern or ".")
+        return result
+
+    def _check(self) -> str:
+        operation = str(self.operation).strip().lower()
+        if operation not in REQUIRED:
+            raise ActionError(f"file: operation must be one of {', '.join(REQUIRED)}, got {self.operation!r}",
+                              retryable=False)
+        for key in REQUIRED[operation]:
+            value = getattr(self, key)
+            if value is None or (value == "" and key != "content"):  # writing "" is fine, a path "" is not
+                raise ActionError(f"file {operation}: {key!r} is required", retryable=False)
+        return operation
+
+    def _root(self) -> Path:
+        """The resolved sandbox folder, created when missing."""
+        configured = str(self.context.settings.get("WORKFLOW_FILES_ROOT") or "").strip()
+        root = Path(configured) if configured else Path(self.context.storage_path) / "files"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ActionError(f"file: cannot create WORKFLOW_FILES_ROOT {root}: {error.strerror or error}")
+        return root.resolve()
+
+    def _inside(self, root: Path, value: Any, key: str) -> Path:
+        """``value`` resolved under ``root`` (symlinks followed); ActionError when that leads outside."""
+        raw = str(value if value is not None else ".").strip() or "."
+        # An absolute path stays itself: root / "/etc/passwd" is "/etc/passwd", then refused.
+        resolved = (root / Path(raw).expanduser()).resolve()
+        if not resolved.is_relative_to(root):
+            raise ActionError(f"file: {key} {raw!r} is outside WORKFLOW_FILES_ROOT ({root})", retryable=False)
+        return resolved
+
+    def _shown(self, error: OSError, root: Path) -> str:
+        """The path an OS error is about, relative to the root when inside it."""
+        filename = error.filename or self.path or ""
+        try:
+            return repr(str(Path(filename).relative_to(root)))
+        except ValueError:
+            return repr(str(filename))
+
+    # -- operations ---------------------------------------------------------------
+    def _read(self, root: Path) -> dict:
+        path = self._inside(root, self.path, "path")
+        size = path.stat().st_size
+        if size > MAX_READ_BYTES:
+            raise ActionError(f"file read: {self.path!r} is {size} bytes, over the {MAX_READ_BYTES // 2**20} MB "
+                              f"a step result may hold", retryable=False)
+        data = path.read_bytes()
+        if self._base64():
+            content = base64.b64encode(data).decode("ascii")
+        else:
+            try:
+                content = data.decode(self._encoding())
+            except UnicodeDecodeError:
+                raise ActionError(f"file read: {self.path!r} is not {self.encoding} text (use encoding: base64 for "
+                                  f"binary files)", retryable=False)
+        return {"content": content, "path": str(path), "size": size}
+
+    def _write(self, root: Path) -> dict:
+        path = self._inside(root, self.path, "path")
+        _atomic_write(path, self._bytes())
+        return {"path": str(path)}
+
+    def _append(self, root: Path) -> dict:
+        path = self._inside(root, self.path, "path")
+        existing = path.read_bytes() if path.exists() else b""
+        _atomic_write(path, existing + self._bytes())
+        return {"path": str(path)}
+
+    def _copy(self, root: Path) -> dict:
+        source = self._inside(root, self.path, "path")
+        target = self._target(root, source)
+        if source.is_dir():
+            raise ActionError(f"file copy: {self.path!r} is a folder; only files can be copied", retryable=False)
+        _atomic_write(target, source.read_bytes())
+        shutil.copymode(source, target)
+        return {"path": str(target)}
+
+    def _move(self, root: Path) -> dict:
+        source = self._inside(root, self.path, "path")
+        if source == root:
+            raise ActionError("file move: cannot move WORKFLOW_FILES_ROOT itself", retryable=False)
+        target = self._target(root, source)
+        if not source.exists():
+            raise FileNotFoundError(2, "No such file or directory", str(source))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A rename within one file system, so readers never see a half-moved file.
+        shutil.move(source, target)
+        return {"path": str(target)}
+
+    def _delete(self, root: Path) -> dict:
+        # A symlink is deleted itself, not the file it points to.
+        link = Path(os.path.normpath(root / str(self.path).strip()))
+        if link.is_symlink() and link.parent.resolve().is_relative_to(root):
+            link.unlink()
+            return {"path": str(link), "deleted": True}
+        path = self._inside(root, self.path, "path")
+        if path == root:
+            raise ActionError("file delete: refusing to delete WORKFLOW_FILES_ROOT itself", retryable=False)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            return {"path": str(path), "deleted": False}
+        return {"path": str(path), "deleted": True}
+
+    def _list(self, root: Path) -> dict:
+        folder = self._inside(root, self.path, "path")
+        pattern = str(self.pattern) if self.pattern else "*"
+        entries = [entry for entry in folder.iterdir() if fnmatch.fnmatch(entry.name, pattern)]
+        return {"paths": sorted(str(entry.relative_to(root)) for entry in entries)}
+
+    def _glob(self, root: Path) -> dict:
+        folder = self._inside(root, self.path, "path")
+        pattern = str(self.pattern).strip()
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ActionError(f"file glob: pattern {pattern!r} must be relative and stay inside the folder",
+                              retryable=False)
+        try:
+            # A symlink inside the root may still point out of it: keep only what resolves inside.
+            found = [match for match in folder.glob(pattern) if match.resolve().is_relative_to(root)]
+        except ValueError as error:
+            raise ActionError(f"file glob: invalid pattern {pattern!r}: {error}", retryable=False)
+        return {"paths": sorted(str(match.relative_to(root)) for match in found)}
+
+    # -- helpers ------------------------------------------------------------------
+    def _target(self, root: Path, source: Path) -> Path:
+        """Where copy and move put the file: into ``destination`` when it is a folder."""
+        target = self._inside(root, self.destination, "destination")
+        if target.is_dir():
+            target = self._inside(root, target / source.name, "destination")
+        if target == source:
+            raise ActionError(f"file: destination {self.destination!r} is the source itself", retryable=False)
+        return target
+
+    def _base64(self) -> bool:
+        return str(self.encoding).strip().lower() == "base64"
+
+    def _encoding(self) -> str:
+        encoding = str(self.encoding or "utf-8").strip()
+        try:
+            "".encode(encoding)
+        except LookupError:
+            raise ActionError(f"file: unknown encoding {self.encoding!r}", retryable=False)
+        return encoding
+
+    def _bytes(self) -> bytes:
+        """``content`` as bytes: text encoded, mappings and lists as JSON, base64 decoded."""
+        content = self.content
+        if isinstance(content, (dict, list)):
+            content = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+        elif content is None:
+            content = ""
+        elif not isinstance(content, str):
+            content = str(content)
+        if self._base64():
+            try:
+                return base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise ActionError("file: content is not valid base64", retryable=False)
+        try:
+            return content.encode(self._encoding())
+        except UnicodeEncodeError as error:
+            raise ActionError(f"file: content cannot be written as {self.encoding}: {error.reason}", retryable=False)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600: keep a replaced file's mode, else the usual 0644.
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), mode)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

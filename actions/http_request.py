@@ -1,0 +1,265 @@
+"""The http_request action: call an HTTP API and return its answer."""
+
+from __future__ import annotations
+
+import base64
+import json as jsonlib
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from actions.base import ActionError, BaseAction
+
+logger = logging.getLogger(__name__)
+
+# The answer goes into the run record; a bigger one belongs in a file, not in JSON.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# Statuses that say "try again later" although they are 4xx.
+_RETRY_4XX = (408, 425, 429)
+_TEXT_TYPES = re.compile(r"^(text/.*|application/(.*\+)?(json|xml)|application/(javascript|x-www-form-urlencoded|"
+                         r"x-ndjson|yaml|x-yaml)|image/svg\+xml)$")
+
+
+class HttpRequestAction(BaseAction):
+    """Sends one HTTP request; an unexpected status fails the step (5xx, 408 and 429 are retried, other 4xx not).
+
+    ``json`` sends a JSON body, ``data`` a form (a mapping) or a raw text body.
+    The result has ``status_code``, ``headers``, ``json`` (the parsed body when
+    it is JSON, else null), ``text`` (null for a binary body, which comes as
+    ``body_base64`` instead) and ``elapsed_ms``. Redirects are followed.
+    """
+
+    type = "http_request"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | str | None = None,
+        timeout: float | str = 30,
+        expect_status: list[int | str] | int | str | None = None,
+        **options: Any,
+    ):
+        super().__init__(name, **options)
+        if json is not None and data is not None:
+            raise ValueError(f"action {name!r}: give json or data, not both")
+        self.url = url
+        self.method = method
+        self.headers = headers
+        self.params = params
+        self.json = json
+        self.data = data
+        # The request's own timeout; the engine's step timeout is BaseAction.step_timeout.
+        self.timeout = timeout
+        self.expect_status = expect_status
+
+    def execute(self, data_store: dict) -> dict:
+        """Send the request; returns the response as data."""
+        url = _check_url(self.url)
+        method = _check_method(self.method)
+        timeout = _seconds(self.timeout)
+        expected = _statuses(self.expect_status)
+        for field in ("headers", "params"):
+            if getattr(self, field) is not None and not isinstance(getattr(self, field), Mapping):
+                raise ActionError(f"http_request: {field} must be a mapping, got {getattr(self, field)!r}",
+                                  retryable=False)
+        if self.data is not None and not isinstance(self.data, (str, bytes, Mapping)):
+            raise ActionError(f"http_request: data must be a mapping (a form) or text, got {self.data!r}",
+                              retryable=False)
+        headers = {str(key): str(value) for key, value in (self.headers or {}).items()}
+        # http.client would encode a text body as Latin-1 and fail on anything else.
+        data = self.data.encode("utf-8") if isinstance(self.data, str) else self.data
+        shown = f"{method} {_safe(url)}"
+
+        started = time.perf_counter()
+        try:
+            with requests.request(method, url, headers=headers, params=self.params, json=self.json, data=data,
+                                  timeout=timeout, stream=True) as response:
+                content = _read(response, shown)
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.InvalidHeader) as error:
+            raise ActionError(f"http_request: {shown}: {error}", retryable=False)
+        except requests.RequestException as error:
+            message, retryable = _describe(error, url, timeout)
+            logger.debug("http_request %s: %s failed", self.name, shown, exc_info=True)
+            raise ActionError(f"http_request: {shown}: {message}", retryable=retryable) from None
+        elapsed_ms = round((time.perf_counter() - started) * 1000)
+
+        status = response.status_code
+        if not (status in expected if expected else 200 <= status < 300):
+            snippet = " ".join(content[:300].decode("utf-8", "replace").split())[:200]
+            raise ActionError(
+                f"http_request: {shown} answered {status} {response.reason or ''}".rstrip()
+                + (f": {snippet}" if snippet else ""),
+                retryable=status >= 500 or status in _RETRY_4XX,
+            )
+        parsed, text, encoded = _body(content, response.headers.get("Content-Type", ""))
+        logger.info("http_request %s: %s -> %d in %d ms", self.name, shown, status, elapsed_ms)
+        result = {
+            "status_code": status,
+            "headers": dict(response.headers),
+            "json": parsed,
+            "text": text,
+            "elapsed_ms": elapsed_ms,
+        }
+        if encoded is not None:
+            result["body_base64"] = encoded
+        return result
+
+
+def _check_url(url: Any) -> str:
+    """The URL stripped; ActionError unless it is http(s) with a host."""
+    text = str(url or "").strip()
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range or not a number
+        valid = False
+    if not valid:
+        raise ActionError(f"http_request: url must be an http:// or https:// URL, got {_safe(text)!r}",
+                          retryable=False)
+    return text
+
+
+def _check_method(method: Any) -> str:
+    text = str(method or "GET").strip().upper()
+    if not re.fullmatch(r"[A-Z]+", text):
+        raise ActionError(f"http_request: method must be an HTTP method such as GET or POST, got {method!r}",
+                          retryable=False)
+    return text
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = float("nan")
+    if not number > 0:  # also refuses NaN
+        raise ActionError(f"http_request: timeout must be a number of seconds > 0, got {value!r}", retryable=False)
+    return number
+
+
+def _statuses(value: Any) -> set[int]:
+    """The accepted statuses: a list, one status or "200,201"; empty means any 2xx."""
+    if value is None or value == "" or value == []:
+        return set()
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    statuses = set()
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.isdigit() or not 100 <= int(text) <= 599:
+            raise ActionError(f"http_request: expect_status must list HTTP status codes, got {value!r}",
+                              retryable=False)
+        statuses.add(int(text))
+    return statuses
+
+
+def _safe(url: str) -> str:
+    """The URL for messages: no user:password, query or fragment, which may hold secrets."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?", 1)[0]
+
+
+def _read(response: requests.Response, shown: str) -> bytes:
+    """The whole body, refusing one over MAX_BODY_BYTES before it fills the memory."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ActionError(f"http_request: {shown}: response body over {MAX_BODY_BYTES // 2**20} MB",
+                              retryable=False)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body(content: bytes, content_type: str) -> tuple[Any, str | None, str | None]:
+    """(parsed JSON or None, text or None, base64 or None) of a response body."""
+    mime, _, rest = content_type.partition(";")
+    mime = mime.strip().lower()
+    charset = re.search(r"charset\s*=\s*\"?([\w.:-]+)", rest, re.IGNORECASE)
+    text = None
+    if mime and not _TEXT_TYPES.match(mime) and not charset:
+        pass  # a declared binary type (image/png, application/pdf, octet-stream)
+    elif charset:
+        try:
+            text = content.decode(charset.group(1), "replace")
+        except LookupError:  # an unknown charset name
+            text = content.decode("utf-8", "replace")
+    elif mime:
+        text = content.decode("utf-8", "replace")
+    else:
+        try:  # no Content-Type: text only if it decodes
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    if text is None:
+        return None, None, base64.b64encode(content).decode("ascii")
+    parsed = None
+    if mime == "application/json" or mime.endswith("+json"):
+        try:
+            parsed = jsonlib.loads(text)
+        except ValueError:
+            pass  # a server that says JSON and sends something else: the text is still there
+    return parsed, text, None
+
+
+def _where(url: str) -> str:
+    """``host:port`` of a URL, with the scheme's default port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and what it wraps: urllib3 keeps the socket error in ``reason``, requests in ``args[0]``."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        wrapped = current.args[0] if current.args else None
+        candidates = (getattr(current, "reason", None), current.__cause__, current.__context__, wrapped)
+        current = next((item for item in candidates if isinstance(item, BaseException)), None)
+
+
+def _describe(error: requests.RequestException, url: str, timeout: float) -> tuple[str, bool]:
+    """One line naming host:port and why no answer came, and whether another attempt may help."""
+    # After a redirect, the failing request is not the one to ``url``.
+    where = _where(getattr(error.request, "url", None) or url)
+    if isinstance(error, requests.ConnectTimeout):
+        return f"connection to {where} timed out after {timeout:g} s", True
+    if isinstance(error, requests.Timeout):
+        return f"no response from {where} within {timeout:g} s", True
+    if isinstance(error, requests.TooManyRedirects):
+        return "too many redirects", False
+    for cause in _causes(error):
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection to {where} refused", True
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host {where} ({cause.strerror})", True
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate of {where} not trusted: {cause.verify_message or cause.reason}", False
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {where} failed: {cause.reason or cause}", False
+        if isinstance(cause, ConnectionResetError):
+            return f"connection to {where} reset", True
+    return f"request to {where} failed ({type(error).__name__})", True

@@ -1,0 +1,116 @@
+"""The loop action: run nested steps once per item of a list."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from actions.base import ActionError, BaseAction
+
+logger = logging.getLogger(__name__)
+
+
+class LoopAction(BaseAction):
+    """Runs ``steps`` (nested step definitions) once per item of ``items``; returns ``{"results", "count"}``.
+
+    Nested steps see ``item`` and ``loop`` (``index`` from 1, ``index0``,
+    ``first``, ``last``, ``length``) in their templates, which are rendered per
+    item. ``results`` holds one ``{step name: result}`` per item, in the order
+    of ``items`` also when ``max_parallel`` runs several items at once. A
+    mapping as ``items`` loops over ``{"key", "value"}`` pairs. The first
+    failing item fails the step; items not yet started are not run.
+    """
+
+    type = "loop"
+    # The engine renders ``steps`` per item, with ``item`` and ``loop``, not once for the whole step.
+    raw_fields = ("steps",)
+    # Nested steps may send mail or run commands: repeating them after a crash is not harmless.
+    idempotent = False
+
+    def __init__(self, name: str, *, items: Any, steps: list[dict], max_parallel: int | str = 1, **options: Any):
+        super().__init__(name, **options)
+        if not isinstance(steps, list) or not steps:
+            raise ValueError(f"action {name!r}: steps must be a non-empty list of step definitions, got {steps!r}")
+        for index, step in enumerate(steps):
+            if not isinstance(step, Mapping) or not step.get("name") or not step.get("type"):
+                raise ValueError(f"action {name!r}: steps[{index}] must be a mapping with a name and a type, "
+                                 f"got {step!r}")
+        self.items = items
+        self.steps = steps
+        self.max_parallel = max_parallel
+
+    def execute(self, data_store: dict) -> dict:
+        """Run the nested steps for every item."""
+        run_steps = self.context.run_steps
+        if run_steps is None:
+            raise ActionError("loop needs the PyFlow engine to run nested steps (no run_steps service)",
+                              retryable=False)
+        items = _items(self.items)
+        parallel = _max_parallel(self.max_parallel)
+        length = len(items)
+
+        def run_one(index: int) -> dict:
+            if self.context.cancel_event.is_set():
+                raise ActionError("cancelled", retryable=False)
+            names = {"item": items[index], "loop": {"index": index + 1, "index0": index, "first": index == 0,
+                                                    "last": index == length - 1, "length": length}}
+            try:
+                return run_steps(self.steps, names)
+            except Exception as error:
+                # Keep the inner verdict: a refused config stays refused, a timeout may be retried.
+                raise ActionError(f"loop item {index + 1} of {length}: {_one_line(error)}",
+                                  retryable=getattr(error, "retryable", True)) from error
+
+        if parallel == 1 or length <= 1:
+            results = [run_one(index) for index in range(length)]
+        else:
+            results = _run_parallel(run_one, length, parallel)
+        logger.info("loop %s: %d item(s) done", self.name, length)
+        return {"results": results, "count": length}
+
+
+def _run_parallel(run_one: Any, length: int, parallel: int) -> list[dict]:
+    """Run items ``parallel`` at a time; results in item order; the lowest failing item's error wins."""
+    with ThreadPoolExecutor(max_workers=min(parallel, length), thread_name_prefix="pyflow-loop") as pool:
+        futures: list[Future] = [pool.submit(run_one, index) for index in range(length)]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(future.exception() for future in done):
+            for future in futures:
+                future.cancel()  # items not started yet are not run
+            wait(futures)
+            raise next(future.exception() for future in futures
+                       if not future.cancelled() and future.exception() is not None)
+        return [future.result() for future in futures]
+
+
+def _items(value: Any) -> list:
+    """The list to loop over: a list, a mapping's pairs, or JSON text of either."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ActionError(f"loop: items must be a list, got text {value[:80]!r}", retryable=False)
+    if isinstance(value, Mapping):
+        return [{"key": key, "value": item} for key, item in value.items()]
+    if value is None:
+        raise ActionError("loop: items is null (did its template find nothing?)", retryable=False)
+    if not isinstance(value, (list, tuple)):
+        raise ActionError(f"loop: items must be a list, got {type(value).__name__}", retryable=False)
+    return list(value)
+
+
+def _max_parallel(value: Any) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ActionError(f"loop: max_parallel must be an integer >= 1, got {value!r}", retryable=False)
+    return int(text)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, ActionError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,191 @@
+"""The shell action: run a command, if the operator allowed commands at all."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from actions.base import ActionError, BaseAction
+
+logger = logging.getLogger(__name__)
+
+# Output kept per stream; the rest is cut with a note (the result goes into the run record).
+MAX_OUTPUT_BYTES = 1024 * 1024
+# How often the wait loop looks at the cancel event and the deadline.
+POLL_SECONDS = 0.05
+# Time a terminated process group gets to exit before it is killed.
+KILL_GRACE_SECONDS = 1.0
+
+
+class ShellAction(BaseAction):
+    """Runs ``command``: a string through ``/bin/sh -c``, a list as argv without a shell.
+
+    Refused unless the setting WORKFLOW_ALLOW_SHELL is true. ``env`` is merged
+    over the server's environment; ``cwd`` is the working directory. On
+    ``timeout`` (seconds; else the step's ``step_timeout`` when set) or when the
+    run is cancelled, the command's whole process group is terminated, then
+    killed. A non-zero exit fails the step, naming the code and the last line
+    of stderr. Result: ``{"exit_code", "stdout", "stderr"}``, each stream cut
+    to 1 MB.
+    """
+
+    type = "shell"
+    # A command may not be safe to repeat after a crash cut it short.
+    idempotent = False
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        command: str | list[str],
+        cwd: str | None = None,
+        env: Mapping[str, Any] | None = None,
+        timeout: float | str | None = None,
+        **options: Any,
+    ):
+        super().__init__(name, **options)
+        if not isinstance(command, (str, list, tuple)) or not command:
+            raise ValueError(f"action {name!r}: command must be a string or a list of arguments, got {command!r}")
+        self.command = command
+        self.cwd = cwd
+        self.env = env
+        # The command's own limit; BaseAction.step_timeout is the engine's.
+        self.timeout = timeout
+
+    def execute(self, data_store: dict) -> dict:
+        """Run the command to its end, its timeout or the run's cancellation."""
+        allowed = self.context.settings.get("WORKFLOW_ALLOW_SHELL")
+        if not (allowed is True or str(allowed).strip().lower() in ("true", "1", "yes", "on")):
+            raise ActionError("shell: commands are disabled; set WORKFLOW_ALLOW_SHELL=true to allow them",
+                              retryable=False)
+        argv = self._argv()
+        env = self._env()
+        cwd = None if self.cwd in (None, "") else str(self.cwd)
+        if cwd is not None and not Path(cwd).is_dir():
+            raise ActionError(f"shell: cwd {cwd!r} is not a directory", retryable=False)
+        limit = self._timeout()
+
+        started = time.monotonic()
+        # Files, not pipes: a chatty command can't fill a pipe and hang, and memory stays flat.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                # A session of its own, so a timeout can kill the command's children too.
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                           start_new_session=True)
+            except FileNotFoundError:
+                raise ActionError(f"shell: command not found: {argv[0]!r}", retryable=False)
+            except PermissionError:
+                raise ActionError(f"shell: permission denied: {argv[0]!r}", retryable=False)
+            stopped = self._wait(process, started, limit)
+            exit_code = process.returncode
+            stdout, stderr = _output(out), _output(err)
+            last_line = _last_line(err)
+
+        elapsed = time.monotonic() - started
+        if stopped == "cancelled":
+            raise ActionError(f"shell: cancelled after {elapsed:.1f} s; the command was killed", retryable=False)
+        if stopped == "timeout":
+            raise ActionError(f"shell: command timed out after {limit:g} s and was killed")
+        logger.info("shell %s: exit code %d after %.1f s", self.name, exit_code, elapsed)
+        if exit_code != 0:
+            how = (f"was killed by signal {_signal_name(-exit_code)}" if exit_code < 0
+                   else f"exited with code {exit_code}")
+            raise ActionError(f"shell: command {how}" + (f": {last_line}" if last_line else ""))
+        return {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+
+    def _argv(self) -> list[str]:
+        command = self.command
+        if isinstance(command, str):
+            if not command.strip():
+                raise ActionError("shell: command is empty", retryable=False)
+            return ["/bin/sh", "-c", command]
+        if isinstance(command, (list, tuple)) and command and all(
+            isinstance(part, (str, int, float)) and not isinstance(part, bool) for part in command
+        ):
+            return [str(part) for part in command]
+        raise ActionError(f"shell: command must be a string or a list of arguments, got {command!r}",
+                          retryable=False)
+
+    def _env(self) -> dict[str, str] | None:
+        if self.env in (None, {}):
+            return None  # the server's own environment
+        if not isinstance(self.env, Mapping):
+            raise ActionError(f"shell: env must be a mapping of names to values, got {self.env!r}", retryable=False)
+        return {**os.environ, **{str(key): "" if value is None else str(value) for key, value in self.env.items()}}
+
+    def _timeout(self) -> float | None:
+        """The command's own timeout, else the step timeout: the engine gives up on a step but cannot kill it."""
+        value = self.timeout if self.timeout not in (None, "") else self.context.step_timeout
+        if value is None:
+            return None
+        try:
+            seconds = float(str(value).strip())
+        except ValueError:
+            seconds = float("nan")
+        if not seconds > 0:
+            raise ActionError(f"shell: timeout must be a number of seconds > 0, got {value!r}", retryable=False)
+        return seconds
+
+    def _wait(self, process: subprocess.Popen, started: float, limit: float | None) -> str | None:
+        """Wait for the process; "timeout" or "cancelled" when it had to be killed."""
+        cancel = self.context.cancel_event
+        while True:
+            try:
+                process.wait(timeout=POLL_SECONDS)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel.is_set():
+                reason = "cancelled"
+            elif limit is not None and time.monotonic() - started >= limit:
+                reason = "timeout"
+            else:
+                continue
+            logger.warning("shell %s: %s; killing process group %d", self.name, reason, process.pid)
+            _kill_group(process)
+            return reason
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is already gone
+        try:
+            process.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _output(file: IO[bytes]) -> str:
+    """The first MAX_OUTPUT_BYTES of a stream as text, with a note when more was cut."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    text = file.read(MAX_OUTPUT_BYTES).decode("utf-8", "replace")
+    if size > MAX_OUTPUT_BYTES:
+        text += f"\n[output truncated: {size} bytes, first {MAX_OUTPUT_BYTES} kept]"
+    return text
+
+
+def _last_line(file: IO[bytes]) -> str:
+    """The last non-empty line of a stream, for the error message."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - 4096))
+    lines = [line.strip() for line in file.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,134 @@
+"""FileAction: every operation, inside its sandbox folder."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from actions.base import ActionError, RunContext
+from actions.file import FileAction
+
+
+@pytest.fixture
+def root(tmp_path):
+    """The sandbox: WORKFLOW_FILES_ROOT's default, <storage>/files."""
+    return tmp_path / "files"
+
+
+def run(tmp_path, settings=None, **config) -> dict:
+    action = FileAction("f", **config)
+    action.context = RunContext(settings=settings or {}, storage_path=str(tmp_path))
+    return action.execute({})
+
+
+def test_write_then_read(tmp_path, root):
+    written = run(tmp_path, operation="write", path="reports/a.txt", content="héllo\n")
+    assert written == {"path": str(root / "reports" / "a.txt")}
+    assert (root / "reports" / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert run(tmp_path, operation="read", path="reports/a.txt") == {
+        "content": "héllo\n", "path": str(root / "reports" / "a.txt"), "size": 7}
+    assert [p.name for p in (root / "reports").iterdir()] == ["a.txt"]  # no temporary file left
+
+
+def test_write_json_and_append(tmp_path, root):
+    run(tmp_path, operation="write", path="data.json", content={"a": [1]})
+    assert (root / "data.json").read_text() == '{\n  "a": [\n    1\n  ]\n}\n'
+    run(tmp_path, operation="write", path="log.txt", content="one\n")
+    run(tmp_path, operation="append", path="log.txt", content="two\n")
+    run(tmp_path, operation="append", path="new.txt", content="first\n")
+    assert (root / "log.txt").read_text() == "one\ntwo\n"
+    assert (root / "new.txt").read_text() == "first\n"
+
+
+def test_base64_round_trip(tmp_path, root):
+    data = bytes(range(256))
+    run(tmp_path, operation="write", path="blob.bin", content=base64.b64encode(data).decode(), encoding="base64")
+    assert (root / "blob.bin").read_bytes() == data
+    assert base64.b64decode(run(tmp_path, operation="read", path="blob.bin", encoding="base64")["content"]) == data
+    with pytest.raises(ActionError, match="encoding: base64"):
+        run(tmp_path, operation="read", path="blob.bin")
+
+
+def test_copy_and_move(tmp_path, root):
+    run(tmp_path, operation="write", path="a.txt", content="A")
+    (root / "archive").mkdir()
+    assert run(tmp_path, operation="copy", path="a.txt", destination="b.txt") == {"path": str(root / "b.txt")}
+    assert run(tmp_path, operation="move", path="b.txt", destination="archive") == {
+        "path": str(root / "archive" / "b.txt")}
+    assert (root / "a.txt").read_text() == (root / "archive" / "b.txt").read_text() == "A"
+    assert not (root / "b.txt").exists()
+
+
+def test_delete(tmp_path, root):
+    run(tmp_path, operation="write", path="d/x.txt", content="x")
+    assert run(tmp_path, operation="delete", path="d/x.txt") == {"path": str(root / "d" / "x.txt"), "deleted": True}
+    assert run(tmp_path, operation="delete", path="d/x.txt")["deleted"] is False
+    assert run(tmp_path, operation="delete", path="d")["deleted"] is True
+    assert not (root / "d").exists()
+    with pytest.raises(ActionError, match="itself"):
+        run(tmp_path, operation="delete", path=".")
+
+
+def test_list_and_glob(tmp_path, root):
+    for path in ("b.csv", "a.csv", "notes.txt", "sub/c.csv"):
+        run(tmp_path, operation="write", path=path, content="")
+    assert run(tmp_path, operation="list") == {"paths": ["a.csv", "b.csv", "notes.txt", "sub"]}
+    assert run(tmp_path, operation="list", pattern="*.csv") == {"paths": ["a.csv", "b.csv"]}
+    assert run(tmp_path, operation="list", path="sub") == {"paths": ["sub/c.csv"]}
+    assert run(tmp_path, operation="glob", pattern="**/*.csv") == {"paths": ["a.csv", "b.csv", "sub/c.csv"]}
+
+
+def test_configured_root(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    result = run(tmp_path, settings={"WORKFLOW_FILES_ROOT": str(elsewhere)}, operation="write", path="x",
+                 content="1")
+    assert result == {"path": str(elsewhere / "x")}
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(ActionError, match="file read: 'nope.txt' not found") as caught:
+        run(tmp_path, operation="read", path="nope.txt")
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "link/passwd"])
+@pytest.mark.parametrize("operation", ["read", "write", "delete"])
+def test_paths_outside_the_root_are_refused(tmp_path, root, path, operation):
+    root.mkdir()
+    (root / "link").symlink_to("/etc")  # a symlink inside the root, pointing out of it
+    config = {"content": "x"} if operation == "write" else {}
+    with pytest.raises(ActionError, match=r"path '.*' is outside WORKFLOW_FILES_ROOT \(/") as caught:
+        run(tmp_path, operation=operation, path=path, **config)
+    assert not caught.value.retryable
+    assert not (tmp_path / "x").exists()
+
+
+def test_destination_and_glob_stay_inside(tmp_path, root):
+    run(tmp_path, operation="write", path="a.txt", content="A")
+    with pytest.raises(ActionError, match="destination '../b.txt' is outside"):
+        run(tmp_path, operation="copy", path="a.txt", destination="../b.txt")
+    with pytest.raises(ActionError, match="must be relative"):
+        run(tmp_path, operation="glob", pattern="../*")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_text("s")
+    (root / "out").symlink_to(tmp_path / "outside")
+    assert run(tmp_path, operation="glob", pattern="*/*")["paths"] == []
+
+
+def test_deleting_a_symlink_removes_the_link_only(tmp_path, root):
+    run(tmp_path, operation="write", path="a.txt", content="A")
+    (root / "link").symlink_to(root / "a.txt")
+    assert run(tmp_path, operation="delete", path="link")["deleted"] is True
+    assert (root / "a.txt").exists() and not (root / "link").exists()
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"operation": "shred", "path": "x"}, "operation must be one of"),
+    ({"operation": "write", "path": "x"}, "'content' is required"),
+    ({"operation": "copy", "path": "x"}, "'destination' is required"),
+    ({"operation": "read", "path": ""}, "'path' is required"),
+])
+def test_bad_config_is_refused_at_definition(config, message):
+    with pytest.raises(ValueError, match=message):
+        FileAction("f", **config)

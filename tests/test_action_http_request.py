@@ -1,0 +1,167 @@
+"""HttpRequestAction against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from actions.base import ActionError, RunContext
+from actions.http_request import HttpRequestAction
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/echo answers what it got as JSON; /text, /bytes, /slow, /status/<code> as their names say."""
+
+    def handle_any(self) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, content_type, payload = 200, "application/json", b""
+        if url.path == "/echo":
+            payload = json.dumps({
+                "method": self.command, "query": parse_qs(url.query), "body": body.decode(),
+                "x_token": self.headers.get("X-Token"), "content_type": self.headers.get("Content-Type"),
+            }).encode()
+        elif url.path == "/text":
+            content_type, payload = "text/plain; charset=utf-8", "grüße".encode()
+        elif url.path == "/bytes":
+            content_type, payload = "image/png", PNG
+        elif url.path == "/slow":
+            time.sleep(1)
+        elif url.path.startswith("/status/"):
+            status, content_type, payload = int(url.path[8:]), "text/plain", b"nope"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Base URL of a threaded HTTP server on a free loopback port."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def run(**config) -> dict:
+    action = HttpRequestAction("call", **config)
+    action.context = RunContext()
+    return action.execute({})
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_every_method_reaches_the_server(server, method):
+    result = run(url=f"{server}/echo", method=method.lower())
+    assert result["status_code"] == 200
+    assert result["json"]["method"] == method
+
+
+def test_head_has_no_body(server):
+    result = run(url=f"{server}/echo", method="HEAD")
+    assert (result["status_code"], result["text"]) == (200, "")
+
+
+def test_headers_params_and_json_body_are_sent(server):
+    result = run(url=f"{server}/echo?a=1", method="POST", headers={"X-Token": "t0k"}, params={"team": "ops"},
+                 json={"n": 1})
+    sent = result["json"]
+    assert sent["query"] == {"a": ["1"], "team": ["ops"]}
+    assert sent["x_token"] == "t0k"
+    assert (json.loads(sent["body"]), sent["content_type"]) == ({"n": 1}, "application/json")
+    assert result["headers"]["Content-Type"] == "application/json"
+    assert isinstance(result["elapsed_ms"], int)
+
+
+def test_form_data_is_sent(server):
+    sent = run(url=f"{server}/echo", method="POST", data={"a": "b c"})["json"]
+    assert (sent["body"], sent["content_type"]) == ("a=b+c", "application/x-www-form-urlencoded")
+
+
+def test_text_body_is_sent_as_utf8(server):
+    sent = run(url=f"{server}/echo", method="PUT", data="grüße", headers={"Content-Type": "text/plain"})["json"]
+    assert (sent["body"], sent["content_type"]) == ("grüße", "text/plain")
+
+
+def test_text_response(server):
+    result = run(url=f"{server}/text")
+    assert (result["text"], result["json"]) == ("grüße", None)
+    assert "body_base64" not in result
+
+
+def test_binary_response_comes_as_base64(server):
+    result = run(url=f"{server}/bytes")
+    assert result["text"] is None
+    assert base64.b64decode(result["body_base64"]) == PNG
+
+
+def test_timeout_is_a_retryable_error(server):
+    started = time.monotonic()
+    with pytest.raises(ActionError, match=r"no response from 127\.0\.0\.1:\d+ within 0\.2 s") as caught:
+        run(url=f"{server}/slow", timeout="0.2")
+    assert caught.value.retryable
+    assert time.monotonic() - started < 0.9
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(404, False), (503, True), (429, True)])
+def test_unexpected_status_fails_without_the_query(server, status, retryable):
+    with pytest.raises(ActionError) as caught:
+        run(url=f"{server}/status/{status}?token=secret")
+    message = str(caught.value)
+    assert f"GET {server}/status/{status} answered {status}" in message and "nope" in message
+    assert "secret" not in message
+    assert caught.value.retryable is retryable
+
+
+def test_expect_status_accepts_listed_codes(server):
+    assert run(url=f"{server}/status/404", expect_status=["404", 410])["status_code"] == 404
+    with pytest.raises(ActionError, match="answered 200"):
+        run(url=f"{server}/echo", expect_status=[201])
+
+
+def test_refused_connection_names_host_and_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ActionError, match=rf"connection to 127\.0\.0\.1:{port} refused") as caught:
+        run(url=f"http://127.0.0.1:{port}/x")
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"url": "ftp://example.org/x"}, "url must be an http"),
+    ({"url": "http://127.0.0.1:1/", "method": "GE T"}, "method must be"),
+    ({"url": "http://127.0.0.1:1/", "timeout": "soon"}, "timeout must be"),
+    ({"url": "http://127.0.0.1:1/", "expect_status": ["ok"]}, "expect_status must"),
+    ({"url": "http://127.0.0.1:1/", "headers": ["X: y"]}, "headers must be a mapping"),
+])
+def test_bad_config_is_not_retried(config, message):
+    with pytest.raises(ActionError, match=message) as caught:
+        run(**config)
+    assert not caught.value.retryable
+
+
+def test_json_and_data_together_are_refused():
+    with pytest.raises(ValueError, match="json or data"):
+        HttpRequestAction("call", url="http://x", json={}, data="a")

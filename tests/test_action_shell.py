@@ -1,0 +1,109 @@
+"""ShellAction running real commands."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from actions.base import ActionError, RunContext
+from actions.shell import ShellAction
+
+ALLOWED = {"WORKFLOW_ALLOW_SHELL": True}
+
+
+def shell(settings=ALLOWED, cancel_event=None, **config) -> ShellAction:
+    action = ShellAction("cmd", **config)
+    action.context = RunContext(settings=settings, cancel_event=cancel_event or threading.Event())
+    return action
+
+
+@pytest.mark.parametrize("setting", [None, False, "false", "0", ""])
+def test_refused_unless_allowed(setting):
+    action = shell(settings={} if setting is None else {"WORKFLOW_ALLOW_SHELL": setting}, command="echo hi")
+    with pytest.raises(ActionError, match="WORKFLOW_ALLOW_SHELL") as caught:
+        action.execute({})
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("setting", [True, "true", "1"])
+def test_string_runs_through_the_shell(setting):
+    result = shell(settings={"WORKFLOW_ALLOW_SHELL": setting}, command="echo $((1 + 2)); echo oops >&2").execute({})
+    assert result == {"exit_code": 0, "stdout": "3\n", "stderr": "oops\n"}
+
+
+def test_argv_runs_without_a_shell():
+    result = shell(command=[sys.executable, "-c", "import sys; print(sys.argv[1])", "$HOME; echo"]).execute({})
+    assert result["stdout"] == "$HOME; echo\n"
+
+
+def test_cwd_and_env(tmp_path):
+    result = shell(command="pwd; echo $GREETING; test -n \"$PATH\" && echo path", cwd=str(tmp_path),
+                   env={"GREETING": "hello"}).execute({})
+    assert result["stdout"].split() == [str(tmp_path), "hello", "path"]
+
+
+def test_missing_cwd_is_refused(tmp_path):
+    with pytest.raises(ActionError, match="is not a directory"):
+        shell(command="true", cwd=str(tmp_path / "nope")).execute({})
+
+
+def test_non_zero_exit_names_code_and_last_stderr_line():
+    with pytest.raises(ActionError, match="exited with code 3: second") as caught:
+        shell(command="echo first >&2; echo second >&2; exit 3").execute({})
+    assert caught.value.retryable
+
+
+def test_unknown_program_is_not_retried():
+    with pytest.raises(ActionError, match="command not found") as caught:
+        shell(command=["/nonexistent/program"]).execute({})
+    assert not caught.value.retryable
+
+
+def test_timeout_kills_the_process_group(tmp_path):
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    # A background child outlives its shell unless the whole group is killed.
+    with pytest.raises(ActionError, match=r"timed out after 0\.3 s"):
+        shell(command=f"sleep 30 & echo $! > {pidfile}; wait", timeout="0.3").execute({})
+    assert time.monotonic() - started < 2
+    assert not _alive(int(pidfile.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a killed orphan may stay a zombie until init reaps it."""
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_cancel_kills_the_command():
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(ActionError, match="cancelled") as caught:
+        shell(command=["sleep", "30"], cancel_event=cancel).execute({})
+    assert time.monotonic() - started < 2
+    assert not caught.value.retryable
+
+
+def test_output_is_truncated(monkeypatch):
+    monkeypatch.setattr("actions.shell.MAX_OUTPUT_BYTES", 10)
+    result = shell(command="printf '%s' 0123456789abcdef").execute({})
+    assert result["stdout"].startswith("0123456789\n[output truncated: 16 bytes")
+
+
+@pytest.mark.parametrize("command", [[], "", 5])
+def test_bad_command_is_refused_at_definition(command):
+    with pytest.raises(ValueError, match="command must be"):
+        ShellAction("cmd", command=command)

@@ -1,0 +1,33 @@
+"""WaitAction: waits, and stops waiting when the run is cancelled."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actions.base import ActionError, RunContext
+from actions.wait import WaitAction
+
+
+def test_waits():
+    action = WaitAction("pause", seconds="0.05")
+    assert 0.05 <= action.execute({})["waited_s"] < 1
+
+
+def test_cancel_interrupts():
+    action = WaitAction("pause", seconds=30)
+    action.context = RunContext(cancel_event=threading.Event())
+    threading.Timer(0.1, action.context.cancel_event.set).start()
+    started = time.monotonic()
+    with pytest.raises(ActionError, match="cancelled") as caught:
+        action.execute({})
+    assert time.monotonic() - started < 2
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("seconds", ["soon", -1, "nan", True])
+def test_bad_seconds(seconds):
+    with pytest.raises(ValueError, match="seconds must be a number >= 0"):
+        WaitAction("pause", seconds=seconds)

@@ -1,0 +1,234 @@
+"""Workflows from YAML or JSON definitions, built into ordinary Workflow classes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from actions.base import BaseAction
+from triggers.base import BaseTrigger
+from workflows.base import NAME_PATTERN, Workflow
+from workflows.catalog import action_types, trigger_types
+
+DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
+
+_TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
+             "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
+_STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure"}
+# Parameters a definition cannot set through config: the engine owns them.
+_RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure"}
+
+
+class DefinitionError(ValueError):
+    """An invalid definition; ``problems`` lists each as {"path", "message"}."""
+
+    def __init__(self, source: str, problems: list[dict[str, str]]):
+        self.source = source
+        self.problems = problems
+        listed = "; ".join(f"{problem['path'] or '(top)'}: {problem['message']}" for problem in problems)
+        super().__init__(f"{source}: {listed}")
+
+
+class _Problems:
+    """Collects problems so one answer lists them all."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append({"path": path, "message": message})
+
+
+def _accepted(cls: type) -> tuple[set[str], set[str]]:
+    """The constructor's setting names and the required ones."""
+    names: set[str] = set()
+    required: set[str] = set()
+    for parameter in inspect.signature(cls.__init__).parameters.values():
+        if parameter.name in _RESERVED or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        names.add(parameter.name)
+        if parameter.default is parameter.empty:
+            required.add(parameter.name)
+    return names, required
+
+
+def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
+           problems: _Problems) -> Any:
+    """``cls(name, **config, **extra)`` with unknown and missing keys reported at ``path``."""
+    names, required = _accepted(cls)
+    unknown = sorted(set(config) - names)
+    missing = sorted(required - set(config))
+    for key in unknown:
+        problems.add(f"{path}.{key}", f"unknown setting for type {cls.type!r}; known: {', '.join(sorted(names))}")
+    for key in missing:
+        problems.add(f"{path}.{key}", "is required")
+    if unknown or missing:
+        return None
+    try:
+        return cls(name, **config, **extra)
+    except (TypeError, ValueError) as error:
+        problems.add(path, str(error))
+        return None
+
+
+def _check_type(value: Any, expected: type, path: str, what: str, problems: _Problems) -> bool:
+    if isinstance(value, expected):
+        return True
+    problems.add(path, f"must be {what}, got {type(value).__name__}")
+    return False
+
+
+def _trigger(data: Any, problems: _Problems) -> BaseTrigger | None:
+    if data is None:
+        data = {"type": "manual"}
+    if not isinstance(data, Mapping) or not isinstance(data.get("type"), str):
+        problems.add("trigger", "must be a mapping with a type, e.g. {type: interval, seconds: 60}")
+        return None
+    settings = {key: value for key, value in data.items() if key != "type"}
+    cls = trigger_types().get(data["type"])
+    if cls is None:
+        known = ", ".join(trigger_types().names())
+        problems.add("trigger.type", f"unknown trigger type {data['type']!r}; known: {known}")
+        return None
+    return _build(cls, "trigger", settings, {}, "trigger", problems)
+
+
+def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> BaseAction | None:
+    if not isinstance(data, Mapping):
+        problems.add(path, f"must be a mapping with name, type and config, got {type(data).__name__}")
+        return None
+    for key in sorted(set(data) - _STEP_KEYS):
+        problems.add(f"{path}.{key}", f"unknown key; a step has {', '.join(sorted(_STEP_KEYS))}")
+    name, kind, config = data.get("name"), data.get("type"), data.get("config", {})
+    ok = _check_type(name, str, f"{path}.name", "a step name", problems)
+    if ok and not NAME_PATTERN.match(name):
+        problems.add(f"{path}.name", f"must match [a-z0-9_]+, got {name!r}")
+    cls = action_types().get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        problems.add(f"{path}.type", f"unknown step type {kind!r}; known: {', '.join(action_types().names())}")
+    if not _check_type(config, Mapping, f"{path}.config", "a mapping", problems) or cls is None or not ok:
+        return None
+    extra: dict[str, Any] = {}
+    for key, option in (("when", "when"), ("retries", "retries"), ("timeout", "step_timeout"),
+                        ("depends_on", "depends_on"), ("on_failure", "on_failure")):
+        if key in data:
+            extra[option] = data[key]
+    if "depends_on" in extra and isinstance(extra["depends_on"], str):
+        extra["depends_on"] = [extra["depends_on"]]
+    if isinstance(extra.get("depends_on"), list):
+        unknown = [dep for dep in extra["depends_on"] if dep not in known_names]
+        if unknown:
+            problems.add(f"{path}.depends_on", f"unknown step(s): {', '.join(map(str, unknown))}")
+            return None
+    if cls.type == "loop" and isinstance(config.get("steps"), list):
+        _steps(config["steps"], f"{path}.config.steps", problems)  # checked now, built per item later
+    return _build(cls, name, config, extra, f"{path}.config", problems)
+
+
+def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
+    """Actions from a list of step definitions; problems are collected with their paths."""
+    if not isinstance(steps, list) or not steps:
+        problems.add(path, "must be a non-empty list of steps")
+        return []
+    names = [step.get("name") for step in steps if isinstance(step, Mapping)]
+    actions: list[BaseAction] = []
+    for index, step in enumerate(steps):
+        action = _step(f"{path}[{index}]", step, names, problems)
+        if action is not None:
+            actions.append(action)
+        if isinstance(step, Mapping) and names.count(step.get("name")) > 1:
+            problems.add(f"{path}[{index}].name", f"duplicate step name {step.get('name')!r}")
+    return actions
+
+
+def build_actions(steps: Any, source: str) -> list[BaseAction]:
+    """Actions from step definitions (a loop's nested steps); DefinitionError lists the problems."""
+    problems = _Problems()
+    actions = _steps(steps, "steps", problems)
+    if problems.items:
+        raise DefinitionError(source, problems.items)
+    return actions
+
+
+def build_workflow(definition: Any, source: str, *, version: int | None = None) -> type[Workflow]:
+    """A Workflow subclass from a parsed definition; DefinitionError lists every problem with its path."""
+    problems = _Problems()
+    if not isinstance(definition, Mapping):
+        raise DefinitionError(source, [{"path": "", "message": "a definition is a mapping with name, trigger, steps"}])
+    for key in sorted(set(definition) - _TOP_KEYS):
+        problems.add(key, f"unknown key; a definition has {', '.join(sorted(_TOP_KEYS))}")
+    name = definition.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        problems.add("name", f"must match [a-z0-9_]+, got {name!r}")
+    inputs = definition.get("inputs")
+    if inputs is not None:
+        try:
+            jsonschema.validators.validator_for(inputs).check_schema(inputs)
+        except jsonschema.SchemaError as error:
+            where = ".".join(str(part) for part in error.absolute_path)
+            problems.add(f"inputs.{where}" if where else "inputs", f"not a valid JSON Schema: {error.message}")
+    trigger = _trigger(definition.get("trigger"), problems)
+    actions = _steps(definition.get("steps"), "steps", problems)
+    if problems.items:
+        raise DefinitionError(source, problems.items)
+    attributes: dict[str, Any] = {
+        "__module__": __name__,
+        "name": name,
+        "description": str(definition.get("description", "")),
+        "trigger": trigger,
+        "actions": actions,
+        "inputs_schema": inputs,
+        "definition": dict(definition),
+        "version": version,
+        "source": source,
+    }
+    for key in ("max_retries", "retry_delay", "step_timeout", "check_interval", "max_concurrent_runs", "overlap",
+                "max_parallel_steps"):
+        if key in definition:
+            attributes[key] = definition[key]
+    workflow = type(f"Definition_{name}", (Workflow,), attributes)
+    try:
+        workflow.check()
+    except ValueError as error:  # the graph: cycles, on_failure targets
+        message = str(error).removeprefix(f"workflow {workflow.__qualname__}: ")
+        raise DefinitionError(source, [{"path": "steps", "message": message}]) from None
+    return workflow
+
+
+def parse(text: str, source: str) -> Any:
+    """YAML or JSON text (JSON is YAML) to data; DefinitionError with the line of a syntax error."""
+    try:
+        return yaml.safe_load(text) if not source.endswith(".json") else json.loads(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        message = f"not valid YAML: {getattr(error, 'problem', None) or error}"
+        raise DefinitionError(source, [{"path": where, "message": message}]) from None
+    except json.JSONDecodeError as error:
+        raise DefinitionError(source, [{"path": f"line {error.lineno} column {error.colno}",
+                                        "message": f"not valid JSON: {error.msg}"}]) from None
+
+
+def load_file(path: str | Path) -> type[Workflow]:
+    """A Workflow class from a .yaml/.yml/.json definition file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DefinitionError(source, [{"path": "", "message": f"cannot read: {error.strerror or error}"}]) from None
+    return build_workflow(parse(text, source), source)
+
+
+def definition_files(folder: str | Path) -> list[Path]:
+    """The definition files of ``folder``, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.suffix in DEFINITION_SUFFIXES and path.is_file())
