@@ -1,0 +1,247 @@
+"""run.py as users run it: a real waitress server process, restarts, crashes and concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from tests.server import Server, Servers
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture
+def servers(tmp_path):
+    with Servers(tmp_path) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the tests that only add runs of their own."""
+    with Servers(tmp_path_factory.mktemp("shared")) as servers:
+        yield servers.start()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; that value, or None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def tick_count(server: Server) -> int:
+    path = server.storage / "ticks.txt"
+    return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+
+def test_serves_with_waitress_not_the_dev_server(shared):
+    response = shared.get("/api/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    # run.py hands waitress ident="PyFlow"; Werkzeug's dev server would say "Werkzeug/x.y".
+    assert response.headers["Server"] == "PyFlow"
+    assert "development server" not in shared.stderr
+    assert "Traceback" not in shared.stderr
+    assert shared.stdout.startswith("PyFlow serving ")
+    names = {summary["name"] for summary in shared.get("/api/workflows").json()["workflows"]}
+    assert {"echo", "slow", "tick", "uptime_monitor"} <= names
+
+
+def test_unknown_api_path_is_json_from_waitress_too(shared):
+    response = shared.get("/api/nope")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_sigterm_stops_cleanly(servers):
+    server = servers.start()
+    response = server.post("/api/workflows/echo/runs?wait=10", json={"inputs": {"text": "bye"}})
+    assert response.status_code == 200
+
+    assert server.stop() == 0
+
+    assert server.stdout.rstrip().endswith("PyFlow stopped")
+    assert "Traceback" not in server.stderr
+    with pytest.raises(requests.ConnectionError):
+        server.get("/api/health", timeout=2)
+
+
+def test_runs_survive_a_restart(servers):
+    server = servers.start()
+    created = []
+    for text in ("one", "two", "three"):
+        response = server.post("/api/workflows/echo/runs?wait=10", json={"inputs": {"text": text}})
+        assert response.status_code == 200
+        created.append(response.json())
+    failed = server.post("/api/workflows/failing/runs?wait=10").json()
+
+    server.restart()
+
+    listed = server.all_runs()
+    assert [run["id"] for run in listed] == [failed["id"], *reversed([run["id"] for run in created])]
+    for before in [*created, failed]:
+        after = server.get(f"/api/runs/{before['id']}")
+        assert after.status_code == 200
+        assert after.json() == before
+    assert server.get(f"/api/runs/{created[1]['id']}").json()["steps"][1]["result"] == {"value": "TWO"}
+
+
+def test_kill_9_loses_no_answered_run_and_resumes_unfinished_ones(servers):
+    # Few slots and slow runs, so a queue is building up when the process dies.
+    server = servers.make(env={"WORKFLOW_MAX_CONCURRENT": "3"}).start()
+    answered: dict[str, str] = {}
+    refused: list[str] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def post_runs(worker: int) -> None:
+        with requests.Session() as session:
+            for number in range(10_000):
+                if stop.is_set():
+                    return
+                workflow, inputs = (
+                    ("slow", {"seconds": 0.3}) if number % 2 else ("echo", {"text": f"{worker}-{number}"})
+                )
+                try:
+                    response = session.post(
+                        f"{server.url}/api/workflows/{workflow}/runs", json={"inputs": inputs}, timeout=5
+                    )
+                except requests.RequestException as error:
+                    errors.append(repr(error))
+                    return  # the server died before or while answering: not an answered POST
+                with lock:
+                    if response.status_code in (200, 202):
+                        answered[response.json()["id"]] = workflow
+                    else:
+                        refused.append(response.text)
+
+    threads = [threading.Thread(target=post_runs, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_for(lambda: len(answered) >= 40, timeout=15, interval=0.01), (answered, errors, server.stderr)
+        server.kill()  # while POSTs are in flight
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+    assert refused == []
+    server.start()
+
+    # Every answered POST is a run on disk, and every stored run can be read.
+    stored = server.all_runs(page=25)
+    ids = [run["id"] for run in stored]
+    assert len(ids) == len(set(ids))
+    assert set(answered) <= set(ids)
+    for run in stored:
+        response = server.get(f"/api/runs/{run['id']}")
+        assert response.status_code == 200
+        assert response.json()["workflow"] == answered.get(run["id"], run["workflow"])
+    unfinished_at_kill = [run["id"] for run in stored if run["status"] not in FINISHED]
+    assert unfinished_at_kill, "expected runs queued or running when the server was killed"
+
+    def all_finished() -> list[dict] | None:
+        runs = server.all_runs(page=100)
+        return runs if all(run["status"] in FINISHED for run in runs) else None
+
+    finished = wait_for(all_finished, timeout=20, interval=0.2)
+    assert finished, "runs interrupted by kill -9 were not finished after the restart"
+    assert Counter(run["status"] for run in finished) == {"succeeded": len(ids)}
+    assert {run["id"] for run in finished} == set(ids)
+    for run in finished:
+        assert [step["status"] for step in run["steps"]] == ["succeeded"] * len(run["steps"])
+
+
+def test_concurrent_posts_each_get_their_own_run(shared):
+    results: list[list[tuple[int, dict]]] = [[] for _ in range(8)]
+
+    def post_many(worker: int) -> None:
+        with requests.Session() as session:
+            for number in range(25):
+                response = session.post(
+                    f"{shared.url}/api/workflows/echo/runs?wait=10",
+                    json={"inputs": {"text": f"w{worker}-{number}"}},
+                    timeout=20,
+                )
+                results[worker].append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=post_many, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    runs = [run for worker in results for _, run in worker]
+    assert len(runs) == 200
+    assert {status for worker in results for status, _ in worker} == {200}
+    assert {run["status"] for run in runs} == {"succeeded"}
+    for run in runs:
+        text = run["trigger_data"]["text"]
+        assert [step["result"]["value"] for step in run["steps"]] == [text, text.upper()]
+    ids = [run["id"] for run in runs]
+    assert len(set(ids)) == 200
+
+    listed = shared.get("/api/runs", params={"workflow": "echo", "limit": "500"}).json()
+    assert sorted(run["id"] for run in listed["runs"]) == sorted(ids)
+    assert listed["next"] is None
+
+
+def test_started_workflow_stays_started_across_restarts_and_stopped_stays_stopped(servers):
+    server = servers.start()
+    assert server.post("/api/workflows/tick/start").json()["status"] == "running"
+    assert wait_for(lambda: tick_count(server) >= 3, timeout=5)
+
+    server.restart()
+
+    assert server.get("/api/workflows/tick").json()["status"] == "running"
+    before = tick_count(server)
+    assert wait_for(lambda: tick_count(server) >= before + 3, timeout=5), "ticks stopped after the restart"
+
+    assert server.post("/api/workflows/tick/stop").json()["status"] == "stopped"
+    time.sleep(0.4)  # a run that had started before the stop may still append its line
+    stopped_at = tick_count(server)
+    time.sleep(0.6)
+    assert tick_count(server) == stopped_at
+
+    server.restart()
+
+    assert server.get("/api/workflows/tick").json()["status"] == "stopped"
+    time.sleep(0.6)
+    assert tick_count(server) == stopped_at
+    # Every line is one succeeded run, and no run wrote twice.
+    lines = (server.storage / "ticks.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(set(lines))
+    runs = server.all_runs(workflow="tick")
+    assert sorted(run["id"] for run in runs) == sorted(lines)
+
+
+def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(servers, tmp_path):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "broken_flows.py").write_text('import os\n\nraise RuntimeError("no config here")\n', encoding="utf-8")
+    server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures,broken_flows"}, pythonpath=(str(modules),))
+
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="run.py exited with 2 while starting"):
+        server.start()
+
+    assert time.monotonic() - started < 15
+    error = server.stderr
+    assert "broken_flows.py" in error
+    assert "line 3" in error
+    assert "RuntimeError: no config here" in error
+    assert "Traceback" not in error
+    assert error.strip().count("\n") == 0, error
