@@ -13,13 +13,18 @@ from actions.base import ActionError, BaseAction
 logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# Modules (and their submodules) whose functions python steps may always call.
+ALWAYS_ALLOWED = ("workflows.library",)
 
 
 class PythonAction(BaseAction):
     """Calls ``function`` ("package.module:function") with ``kwargs``; returns its dict, or ``{"value": result}``.
 
     The function runs in the server's process with its privileges; an
-    exception it raises fails the attempt, which is retried.
+    exception it raises fails the attempt, which is retried. Since a
+    definition posted to the API could name any function (``subprocess:run``),
+    only functions under ``workflows.library`` (shipped with PyFlow) and the
+    modules listed in WORKFLOW_PYTHON_MODULES may be called.
     """
 
     type = "python"
@@ -37,6 +42,11 @@ class PythonAction(BaseAction):
 
     def execute(self, data_store: dict) -> dict:
         """Import the function and call it."""
+        allowed = (*ALWAYS_ALLOWED, *self.context.settings.get("WORKFLOW_PYTHON_MODULES", ()))
+        module = str(self.function).strip().partition(":")[0]
+        if not any(module == prefix or module.startswith(f"{prefix}.") for prefix in allowed):
+            raise ActionError(f"python: module {module!r} is not allowed; add it to WORKFLOW_PYTHON_MODULES "
+                              f"(allowed now: {', '.join(allowed)})", retryable=False)
         function = resolve(self.function)
         kwargs = {} if self.kwargs is None else self.kwargs
         if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):

@@ -80,6 +80,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_MODULES": ((), _names, "comma-separated module names"),
     "WORKFLOW_DEFINITIONS_PATH": ("", None, ""),
     "WORKFLOW_ALLOW_SHELL": (False, _bool, "true or false"),
+    "WORKFLOW_PYTHON_MODULES": ((), _names, "comma-separated module names"),
     "WORKFLOW_FILES_ROOT": ("", None, ""),
     "WORKFLOW_ENV_ALLOWLIST": ((), _names, "comma-separated variable names"),
     "IMAP_HOST": ("", None, ""),

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # A value that is exactly one expression keeps the expression's native type.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
@@ -40,12 +40,28 @@ def is_truthy(value: Any) -> bool:
     return bool(value)
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, immutable (a template cannot append to a step's result), keys before attributes.
+
+    Jinja looks up ``steps.items`` as the dict method ``items`` before the key
+    ``items``; for step names and data keys the key is what a user means.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     """Renders templates with a sandboxed Jinja2 environment and caches compiled ones."""
 
     def __init__(self) -> None:
         # Chainable: `trigger_data.url or settings.UPTIME_URL` works when url is absent.
-        self.env = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+        self.env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
         self._compile_template = lru_cache(maxsize=2048)(self.env.from_string)
         self._compile_expression = lru_cache(maxsize=2048)(self._expression)
         self._template_fields: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.python import PythonAction
+
+# The modules these tests call into; anything else is refused (see test_modules_not_allowed_are_refused).
+ALLOWED = {"WORKFLOW_PYTHON_MODULES": ("tests", "json", "no_such_module_xyz")}
 
 
 def pair(a, b=2):
@@ -21,8 +24,22 @@ class Box:
         return None
 
 
-def call(function, **kwargs) -> dict:
-    return PythonAction("py", function=function, kwargs=kwargs or None).execute({})
+def call(function, settings=ALLOWED, **kwargs) -> dict:
+    action = PythonAction("py", function=function, kwargs=kwargs or None)
+    action.context = RunContext(settings=settings)
+    return action.execute({})
+
+
+@pytest.mark.parametrize("function", ["subprocess:run", "os:system", "jsonx:f"])
+def test_modules_not_allowed_are_refused(function):
+    with pytest.raises(ActionError, match="is not allowed; add it to WORKFLOW_PYTHON_MODULES") as caught:
+        call(function, settings={}, args=["true"])
+    assert not caught.value.retryable
+
+
+def test_shipped_library_functions_are_always_allowed():
+    with pytest.raises(ActionError, match="cannot import 'workflows.library.nope:f'"):
+        call("workflows.library.nope:f", settings={})
 
 
 def test_dict_result_is_the_result():
