@@ -673,7 +673,8 @@ class Engine:
             self.store.save_run(run)
         else:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
-            self.store.update_run(run["id"], fields)
+            # queued -> running needs no fsync: after a crash a queued and a running run recover alike.
+            self.store.update_run(run["id"], fields, durable=status != RunStatus.RUNNING)
 
     # -- records --------------------------------------------------------------
     def _close_step(self, execution: _Execution, index: int, status: StepStatus) -> None:

@@ -95,8 +95,8 @@ class Runtime:
         ids = self.store.find_run_ids({RunStatus.QUEUED.value, RunStatus.RUNNING.value})
         for run_id in ids:
             run = self.store.get_run(run_id)
-            if run is None:
-                continue
+            if run is None or run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+                continue  # the index's status lines are hints; the run's own file decides
             bound = self.definitions.bound_for(run["workflow"], run.get("version"))
             if bound is None:
                 run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),

@@ -254,7 +254,11 @@ def _parse_lines(data: bytes, path: Path) -> tuple[list[dict], int]:
 
 
 class _Mutex:
-    """Held by one thread of one process at a time: a threading.Lock, then filelock's lock on a lock file."""
+    """Held by one thread of one process at a time: a threading.Lock, then filelock's lock on a lock file.
+
+    The lock file stays open (close-on-exec, so commands a step runs do not
+    inherit it): opening it for every hold cost more than the lock itself.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -263,27 +267,28 @@ class _Mutex:
 
     def __enter__(self) -> None:
         self._thread_lock.acquire()
-        fd = -1
         try:
-            # A descriptor per hold keeps no files open between calls.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            lock_descriptor(fd, poll_interval=0.001)
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_descriptor(self._fd, poll_interval=0.001)
         except BaseException as exc:
-            if fd >= 0:
-                os.close(fd)
             self._thread_lock.release()
             if isinstance(exc, OSError):
                 raise _error("lock", self.path, exc) from exc
             raise
-        self._fd = fd
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            # Unlock before closing: a child forked meanwhile shares the descriptor and would keep the lock.
             unlock_descriptor(self._fd)
-            os.close(self._fd)
         finally:
             self._thread_lock.release()
+
+    def close(self) -> None:
+        """Close the lock file."""
+        with self._thread_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class JsonStore(Store):
@@ -307,7 +312,8 @@ class JsonStore(Store):
         self._workflows_mutex = _Mutex(locks / "workflows.lock")
         self._run_mutexes = [_Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
         # run id -> (inode, size, seq) of the journal after this process's last append to it
-        self._journals: dict[str, tuple[int, int, int]] = {}
+        # ... and whether the journal's directory entry has been fsync'd by this process
+        self._journals: dict[str, tuple[int, int, int, bool]] = {}
         # The in-memory index, guarded by _memory: id -> entry, ids sorted (so by creation time).
         self._memory = threading.Lock()
         self._entries: dict[str, dict] = {}
@@ -338,7 +344,8 @@ class JsonStore(Store):
         with self._run_mutex(run_id):
             self._append(run_id, body, durable)
             if any(field in fields for field in _STATUS_FIELDS):
-                self._note_status(run_id, fields, durable)
+                # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
+                self._note_status(run_id, fields, False)
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
         if index < 0:
@@ -359,7 +366,7 @@ class JsonStore(Store):
             except OSError as exc:
                 # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
                 logger.warning("cannot remove %s: %s", journal, exc)
-            self._note_status(run_id, run, True)
+            self._note_status(run_id, run, False)
 
     def get_run(self, run_id: str) -> dict | None:
         if not _NAME.fullmatch(run_id):
@@ -571,10 +578,10 @@ class JsonStore(Store):
             stat = os.fstat(fd)
             cached = self._journals.pop(run_id, None)
             if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
-                seq, size = cached[2], stat.st_size
+                seq, size, entry_synced = cached[2], stat.st_size, cached[3]
             else:
                 # First append of this process, or another process appended or saved: read what is there.
-                seq, size = self._resync(run_id, fd)
+                (seq, size), entry_synced = self._resync(run_id, fd), False
             seq += 1
             # body is '{"step":...}': put the seq first, in the same single write.
             line = b'{"seq":%d,%s\n' % (seq, body[1:])
@@ -586,11 +593,12 @@ class JsonStore(Store):
                     with suppress(OSError):
                         os.ftruncate(fd, size)
                     raise _error("write", path, exc) from exc
-                if size == 0:
+                if not entry_synced:  # the journal's name must be durable too, once
                     _fsync_dir(self._runs)
+                    entry_synced = True
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
-            self._journals[run_id] = (stat.st_ino, size + len(line), seq)
+            self._journals[run_id] = (stat.st_ino, size + len(line), seq, entry_synced)
         finally:
             os.close(fd)
 

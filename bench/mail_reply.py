@@ -1,6 +1,6 @@
 """Benchmark: seconds from a mail's APPEND into the mailbox to the reply's arrival at the SMTP server.
 
-Run as ``python bench/email.py``; prints one JSON object. The insurance_application workflow runs started
+Run as ``python bench/mail_reply.py``; prints one JSON object. The insurance_application workflow runs started
 in-process against pymap (tests/imap_server.py) and aiosmtpd, polling every POLL_INTERVAL seconds; a reply
 should arrive within one poll interval plus a second (``target_s``).
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and this module would shadow the standard
-# library's email package; the repository root (app/, tests/) goes there instead.
+# The repository root (app/, tests/) goes first on sys.path when run as a script.
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent), *(entry for entry in sys.path if Path(entry or ".").resolve() != HERE)]
 

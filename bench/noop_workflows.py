@@ -1,0 +1,19 @@
+"""No-op workflows the benchmarks run (loaded by run.py through WORKFLOW_MODULES=bench.noop_workflows)."""
+
+from actions.base import BaseAction
+from workflows.base import Workflow
+
+
+class NoopAction(BaseAction):
+    """Does nothing: what remains of a step's cost is the engine's."""
+
+    type = "noop"
+
+    def execute(self, data_store: dict) -> dict:
+        return {}
+
+
+class ThreeNoops(Workflow):
+    name = "three_noops"
+    description = "Three steps that do nothing (benchmarks)."
+    actions = [NoopAction("first"), NoopAction("second"), NoopAction("third")]
