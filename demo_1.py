@@ -28,49 +28,13 @@ from typing import Any
 
 import requests
 
-DEFAULT_URL = "http://127.0.0.1:5001"
+from demo_client import DEFAULT_URL, FINISHED, DemoError, call, is_running, steps_of
+
 WORKFLOW = "insurance_application"
 SAMPLES = Path(__file__).resolve().parent / "samples"
 REPLY_TO = "applicant@example.org"
 WAIT_SECONDS = 30
 POLL_EVERY = 1.0
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class DemoError(Exception):
-    """Something the user has to fix; the message says what."""
-
-
-def call(session: requests.Session, base: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict]:
-    """One API call; (status, JSON body). DemoError with the server's message on an error answer."""
-    kwargs.setdefault("timeout", 10)
-    try:
-        response = session.request(method, base + path, **kwargs)
-    except requests.ConnectionError:
-        raise DemoError(f"lost the connection to PyFlow at {base}; is it still running?") from None
-    with response:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-    if response.status_code >= 400:
-        message = body.get("error", {}).get("message") or response.reason
-        raise DemoError(f"{method} {path} answered {response.status_code}: {message}")
-    return response.status_code, body
-
-
-def is_running(session: requests.Session, base: str) -> bool:
-    """True when a PyFlow server answers GET /api/health at ``base``."""
-    try:
-        with session.get(f"{base}/api/health", timeout=3) as response:
-            return response.status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def steps_of(run: dict) -> dict[str, dict]:
-    """A run's steps by name."""
-    return {step["name"]: step for step in run["steps"]}
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -22,19 +22,14 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import Any
 
 import requests
 
-DEFAULT_URL = "http://127.0.0.1:5001"
+from demo_client import DEFAULT_URL, FINISHED, DemoError, call, is_running, steps_of
+
 WORKFLOW = "uptime_monitor"
 MAX_DEFAULT_WAIT = 20.0
 POLL_EVERY = 0.5
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class DemoError(Exception):
-    """Something the user has to fix; the message says what."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,46 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def call(session: requests.Session, base: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict]:
-    """One API call; (status, JSON body). DemoError with the server's message on an error answer."""
-    kwargs.setdefault("timeout", 10)
-    try:
-        response = session.request(method, base + path, **kwargs)
-    except requests.Timeout:
-        raise DemoError(f"PyFlow at {base} did not answer {method} {path} within {kwargs['timeout']} s") from None
-    except requests.RequestException:
-        raise DemoError(f"lost the connection to PyFlow at {base}; is it still running?") from None
-    with response:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-    if response.status_code >= 400:
-        error = body.get("error") if isinstance(body, dict) else None
-        message = (error or {}).get("message") or response.reason
-        raise DemoError(f"{method} {path} answered {response.status_code}: {message}")
-    return response.status_code, body
-
-
-def is_running(session: requests.Session, base: str) -> bool:
-    """True when a PyFlow server answers GET /api/health at ``base``."""
-    try:
-        with session.get(f"{base}/api/health", timeout=3) as response:
-            return response.status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def local_time(stamp: str | None) -> str:
     """An API timestamp (UTC, ISO 8601 with Z) as local HH:MM:SS."""
     if not stamp:
         return "--:--:--"
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-
-
-def steps_of(run: dict) -> dict[str, dict]:
-    """A run's steps by name."""
-    return {step["name"]: step for step in run["steps"]}
 
 
 def describe_alert(step: dict | None) -> str:

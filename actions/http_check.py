@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import ssl
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from actions.base import ActionError, BaseAction
+from actions.http_errors import describe
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class HttpCheckAction(BaseAction):
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise ActionError(f"http_check: invalid url {url!r}: {exc}", retryable=False)
         except requests.RequestException as exc:
-            error = _describe_request_error(exc, url, timeout)
+            error = describe(exc, url, timeout)[0]
         latency_ms = round((time.perf_counter() - started) * 1000)
 
         if error is None and status_code != expected:
@@ -134,50 +132,3 @@ def _check_method(method: Any) -> str:
     if not re.fullmatch(r"[A-Z]+", text):
         raise ActionError(f"http_check: method must be an HTTP method such as GET, got {method!r}", retryable=False)
     return text
-
-
-def _where(url: str) -> str:
-    """``host:port`` of a URL, with the scheme's default port."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """The error and what it wraps: urllib3 keeps the socket error in ``reason``, requests in ``args[0]``."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        wrapped = current.args[0] if current.args else None
-        candidates = (getattr(current, "reason", None), current.__cause__, current.__context__, wrapped)
-        current = next((item for item in candidates if isinstance(item, BaseException)), None)
-
-
-def _describe_request_error(error: requests.RequestException, url: str, timeout: float) -> str:
-    """One line naming host:port and why no answer came."""
-    # After a redirect, the failing request is not the one to ``url``.
-    url = getattr(error.request, "url", None) or url
-    where = _where(url)
-    if isinstance(error, requests.ConnectTimeout):
-        return f"connection to {where} timed out after {timeout:g} s"
-    if isinstance(error, requests.Timeout):
-        return f"no response from {where} within {timeout:g} s"
-    if isinstance(error, requests.TooManyRedirects):
-        return f"too many redirects from {url}"
-    for cause in _causes(error):
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection to {where} refused"
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve host {urlsplit(url).hostname} ({cause.strerror})"
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS certificate of {where} not trusted: {cause.verify_message or cause.reason}"
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS handshake with {where} failed: {cause.reason or cause}"
-        if isinstance(cause, ConnectionResetError):
-            return f"connection to {where} reset"
-    # Keep the line short; the traceback goes to the log.
-    logger.debug("http_check: request to %s failed", url, exc_info=error)
-    return f"request to {where} failed: {' '.join(str(error).split())[:200]}"

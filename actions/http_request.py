@@ -6,16 +6,15 @@ import base64
 import json as jsonlib
 import logging
 import re
-import socket
-import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from actions.base import ActionError, BaseAction
+from actions.http_errors import describe
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class HttpRequestAction(BaseAction):
                 requests.exceptions.InvalidHeader) as error:
             raise ActionError(f"http_request: {shown}: {error}", retryable=False)
         except requests.RequestException as error:
-            message, retryable = _describe(error, url, timeout)
+            message, retryable = describe(error, url, timeout)
             logger.debug("http_request %s: %s failed", self.name, shown, exc_info=True)
             raise ActionError(f"http_request: {shown}: {message}", retryable=retryable) from None
         elapsed_ms = round((time.perf_counter() - started) * 1000)
@@ -219,47 +218,3 @@ def _body(content: bytes, content_type: str) -> tuple[Any, str | None, str | Non
         except ValueError:
             pass  # a server that says JSON and sends something else: the text is still there
     return parsed, text, None
-
-
-def _where(url: str) -> str:
-    """``host:port`` of a URL, with the scheme's default port."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """The error and what it wraps: urllib3 keeps the socket error in ``reason``, requests in ``args[0]``."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        wrapped = current.args[0] if current.args else None
-        candidates = (getattr(current, "reason", None), current.__cause__, current.__context__, wrapped)
-        current = next((item for item in candidates if isinstance(item, BaseException)), None)
-
-
-def _describe(error: requests.RequestException, url: str, timeout: float) -> tuple[str, bool]:
-    """One line naming host:port and why no answer came, and whether another attempt may help."""
-    # After a redirect, the failing request is not the one to ``url``.
-    where = _where(getattr(error.request, "url", None) or url)
-    if isinstance(error, requests.ConnectTimeout):
-        return f"connection to {where} timed out after {timeout:g} s", True
-    if isinstance(error, requests.Timeout):
-        return f"no response from {where} within {timeout:g} s", True
-    if isinstance(error, requests.TooManyRedirects):
-        return "too many redirects", False
-    for cause in _causes(error):
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection to {where} refused", True
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve host {where} ({cause.strerror})", True
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS certificate of {where} not trusted: {cause.verify_message or cause.reason}", False
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS handshake with {where} failed: {cause.reason or cause}", False
-        if isinstance(cause, ConnectionResetError):
-            return f"connection to {where} reset", True
-    return f"request to {where} failed ({type(error).__name__})", True
