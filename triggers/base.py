@@ -70,6 +70,15 @@ class BaseTrigger:
         """Every event available now, one run each; override for batches."""
         return [self.get_trigger_data()] if self.is_triggered() else []
 
+    def next_fire_time(self) -> float | None:
+        """Epoch seconds of the next poll that can fire; None polls every ``check_interval``.
+
+        A trigger that knows its schedule (interval, cron) returns it, so the
+        scheduler polls at that moment instead of up to a check interval late.
+        A time in the past means "poll now".
+        """
+        return None
+
     def event_key(self, event: dict) -> str | None:
         """A stable id for an event, so a re-fetched event starts no second run."""
         return None

@@ -55,6 +55,14 @@ class IntervalTrigger(BaseTrigger):
     def is_triggered(self) -> bool:
         return time.time() >= self._due_at()
 
+    def next_fire_time(self) -> float:
+        """The next point on the grid; now when it has never fired."""
+        return self._due_at() or time.time()
+
+    def event_key(self, event: dict) -> str | None:
+        """One run per scheduled time, even if a crash lost the saved state after the run was stored."""
+        return f"interval:{event['scheduled_time']}"
+
     def get_trigger_data(self) -> dict:
         now = time.time()
         due = self._due_at() or now

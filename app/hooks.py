@@ -1,0 +1,133 @@
+"""The /api/hooks blueprint: HTTP requests that start runs of webhook-triggered workflows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from app.errors import BadRequest, ConfigError, Conflict, PyFlowError
+from app.routes import present, runtime
+from app.runs import FINISHED_RUN, RunStatus
+from app.uploads import save_uploads
+from triggers.webhook import WebhookTrigger
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("hooks", __name__, url_prefix="/api/hooks")
+
+# How long a hook in "result" mode waits for its run before answering 202 instead.
+RESULT_WAIT_SECONDS = 30.0
+_FINISHED = {status.value for status in FINISHED_RUN}
+
+
+class Unauthorized(PyFlowError):
+    """A webhook request without a valid signature."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class RunFailed(PyFlowError):
+    """A webhook in "result" mode started a run that did not succeed."""
+
+    status = 502
+    code = "run_failed"
+
+
+def _plain(values: MultiDict) -> dict[str, Any]:
+    """A query or form as a dict: one value as a string, a repeated key as a list."""
+    return {key: items[0] if len(items) == 1 else items for key, items in values.lists()}
+
+
+def _body(raw: bytes) -> Any:
+    """The request body: parsed JSON, a form dict, or text; None when empty."""
+    mimetype = request.mimetype
+    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return _plain(request.form)
+    if not raw:
+        return None
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not UTF-8 encoded JSON") from None
+        except json.JSONDecodeError as error:
+            raise BadRequest(f"malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
+    return raw.decode(request.mimetype_params.get("charset") or "utf-8", errors="replace")
+
+
+def _event(raw: bytes) -> dict[str, Any]:
+    """The trigger data of one request."""
+    event = {
+        "body": _body(raw),
+        # Lower-case names, so templates need not guess the sender's spelling.
+        "headers": {name.lower(): value for name, value in request.headers.items()},
+        "query": _plain(request.args),
+    }
+    uploads = [upload for _, upload in request.files.items(multi=True)]
+    if uploads:
+        event["attachments"] = save_uploads(uploads, runtime().store.files_path("attachments"))
+    return event
+
+
+def _webhook(name: str) -> WebhookTrigger:
+    """The started webhook trigger of ``name``; NotFound or Conflict otherwise."""
+    rt = runtime()
+    bound = rt.get(name)
+    trigger = bound.trigger
+    if not isinstance(trigger, WebhookTrigger):
+        raise Conflict(f"workflow {name!r} has a {trigger.type} trigger, not a webhook; "
+                       f"start runs with POST /api/workflows/{name}/runs")
+    if bound.error:
+        raise Conflict(f"workflow {name!r} cannot take webhooks: {bound.error}")
+    if not rt.is_started(name):
+        raise Conflict(f"workflow {name!r} is not started; start it with POST /api/workflows/{name}/start")
+    steps = [action.name for action in bound.actions]
+    if trigger.response_step is not None and trigger.response_step not in steps:
+        raise ConfigError(f"workflow {name!r}: the webhook's response_step {trigger.response_step!r} "
+                          f"is not one of its steps ({', '.join(steps)})")
+    return trigger
+
+
+def _step_result(run: dict, step_name: str | None) -> Any:
+    """The result of ``step_name``, or of the last step that succeeded."""
+    if step_name is not None:
+        return next(step["result"] for step in run["steps"] if step["name"] == step_name)
+    done = [step for step in run["steps"] if step["status"] == "succeeded"]
+    return done[-1]["result"] if done else None
+
+
+@bp.post("/<name>")
+def receive(name: str) -> tuple[Response, int, dict]:
+    """Start a run with the request as trigger data; answer as the trigger's ``response`` says."""
+    trigger = _webhook(name)  # 404 and 409 before reading a body that may be large
+    raw = request.get_data(cache=True)  # the raw bytes are what was signed
+    header = trigger.signature_header
+    if not trigger.verify(raw, request.headers.get(header)):
+        problem = "is missing" if not request.headers.get(header) else "does not match the body"
+        raise Unauthorized(f"signature header {header} {problem}; sign the raw body with HMAC-SHA256 "
+                           f"and the workflow's secret")
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 255:
+        raise BadRequest("Idempotency-Key must be at most 255 characters")
+    rt = runtime()
+    run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key)
+    headers = {"Location": url_for("api.get_run", run_id=run["id"])}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    if trigger.response == "result":
+        rt.engine.wait(run["id"], RESULT_WAIT_SECONDS)
+        run = rt.store.get_run(run["id"]) or run
+        if run["status"] == RunStatus.SUCCEEDED.value:
+            return jsonify(_step_result(run, trigger.response_step)), 200, headers
+        if run["status"] in _FINISHED:
+            # The workflow behind the hook failed: the caller gets the run's error, as a gateway would.
+            error = RunFailed(f"run {run['id']} {run['status']}: {run.get('error') or 'no error recorded'}",
+                              details={"run_id": run["id"], "status": run["status"]})
+            return jsonify(error.to_dict()), error.status, headers
+    return jsonify(present(run)), 202, headers
+

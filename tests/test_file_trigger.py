@@ -1,0 +1,243 @@
+"""The file trigger: settled files fire once, move to processed, and survive restarts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
+from triggers.base import TriggerError
+from triggers.file import FileTrigger
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def inbox(tmp_path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def watcher(inbox: Path, clock: FakeClock, **options) -> FileTrigger:
+    trigger = FileTrigger("drop", folder=str(inbox), clock=clock, **options)
+    trigger.setup({})
+    return trigger
+
+
+def drop(folder: Path, name: str, text: str = "hello") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def handle(trigger: FileTrigger) -> list[dict]:
+    """Poll once and acknowledge every event, as the runtime does."""
+    events = trigger.poll()
+    for event in events:
+        trigger.acknowledge(event, "run_1")
+    return events
+
+
+def test_a_dropped_file_fires_once_it_has_settled_and_then_moves_to_processed(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=2)
+    source = drop(inbox, "report.txt", "quarterly numbers")
+    assert trigger.poll() == []  # just seen
+    clock.now += 1.9
+    assert trigger.poll() == []
+    clock.now += 0.1
+    [event] = trigger.poll()
+    processed = inbox / "processed" / "report.txt"
+    stat = source.stat()
+    assert event == {
+        "path": str(processed),
+        "filename": "report.txt",
+        "size": len("quarterly numbers"),
+        "modified_at": event["modified_at"],
+        "source_path": str(source),
+    }
+    assert event["modified_at"].endswith("Z")
+    assert trigger.event_key(event) == f"file:{source}:{stat.st_size}:{event['modified_at']}"
+    # The run may read the file at its processed path before the original is removed...
+    assert processed.read_text(encoding="utf-8") == "quarterly numbers" and source.exists()
+    trigger.acknowledge(event, "run_1")
+    # ...and once its run is stored, the original is gone, so it never fires again.
+    assert not source.exists() and processed.read_text(encoding="utf-8") == "quarterly numbers"
+    clock.now += 10
+    assert handle(trigger) == []
+    assert trigger.state == {"pending": {}, "unmoved": {}}
+
+
+def test_a_file_still_being_written_does_not_fire_until_it_stops_changing(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=1)
+    path = drop(inbox, "big.txt", "part 1")
+    assert handle(trigger) == []
+    for more in range(3):
+        clock.now += 0.9
+        with open(path, "a", encoding="utf-8") as handle_:
+            handle_.write(f" part {more + 2}")
+        assert handle(trigger) == []  # it changed since the last poll: wait again
+    clock.now += 0.9
+    assert handle(trigger) == []
+    clock.now += 0.1
+    [event] = handle(trigger)
+    assert event["size"] == len("part 1 part 2 part 3 part 4")
+
+
+def test_settle_seconds_zero_fires_at_first_sight(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    drop(inbox, "now.txt")
+    assert [event["filename"] for event in handle(trigger)] == ["now.txt"]
+
+
+def test_only_matching_regular_files_fire_oldest_first(inbox, clock):
+    trigger = watcher(inbox, clock, pattern="*.csv", settle_seconds=0)
+    drop(inbox, "b.csv")
+    os.utime(drop(inbox, "a.csv"), (1_000, 1_000))
+    drop(inbox, "notes.txt")
+    drop(inbox, ".partial.csv")  # hidden: a writer's temporary name
+    (inbox / "folder.csv").mkdir()
+    assert [event["filename"] for event in handle(trigger)] == ["a.csv", "b.csv"]
+
+
+def test_a_name_taken_in_processed_gets_a_suffix(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    (inbox / "processed").mkdir()
+    drop(inbox / "processed", "data.txt", "old")
+    drop(inbox, "data.txt", "new")
+    [event] = handle(trigger)
+    assert event["path"] == str(inbox / "processed" / "data-1.txt")
+    assert (inbox / "processed" / "data.txt").read_text(encoding="utf-8") == "old"
+    assert (inbox / "processed" / "data-1.txt").read_text(encoding="utf-8") == "new"
+
+
+def test_a_custom_processed_folder_is_created(inbox, clock, tmp_path):
+    trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(tmp_path / "done" / "2026"))
+    drop(inbox, "a.txt")
+    [event] = handle(trigger)
+    assert event["path"] == str(tmp_path / "done" / "2026" / "a.txt")
+    assert os.listdir(inbox) == []
+
+
+# -- restarts -------------------------------------------------------------------------------------------
+
+
+def test_settling_continues_across_a_restart(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=2)
+    drop(inbox, "a.txt")
+    assert handle(trigger) == []
+    clock.now += 2
+    restarted = watcher(inbox, clock, settle_seconds=2)
+    restarted.state = trigger.state
+    assert [event["filename"] for event in handle(restarted)] == ["a.txt"]
+
+
+def test_a_restart_before_the_run_was_stored_polls_the_same_event_again(inbox, clock):
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    drop(inbox, "a.txt")
+    [first] = trigger.poll()  # the process dies here: no run stored, no acknowledge
+    restarted = watcher(inbox, clock, settle_seconds=0)
+    restarted.state = trigger.state
+    [again] = restarted.poll()
+    # Same key (the store answers with the first run, if it was stored) and same path: no a-1.txt.
+    assert restarted.event_key(again) == trigger.event_key(first)
+    assert again["path"] == first["path"]
+    restarted.acknowledge(again, "run_1")
+    assert os.listdir(inbox / "processed") == ["a.txt"]
+    assert handle(restarted) == []
+
+
+def test_a_file_whose_original_cannot_be_removed_is_reported_once_and_not_fired_again(inbox, clock, monkeypatch):
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    drop(inbox, "locked.txt")
+    [event] = trigger.poll()
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(TriggerError, match=r"cannot remove .*locked.txt after its run run_1 was stored"):
+        trigger.acknowledge(event, "run_1")
+    assert trigger.poll() == []
+    monkeypatch.undo()
+    drop(inbox, "locked.txt", "a new file under that name")
+    assert [event["filename"] for event in trigger.poll()] == ["locked.txt"]
+
+
+# -- errors ---------------------------------------------------------------------------------------------
+
+
+def test_a_missing_folder_is_an_error_naming_it(tmp_path, clock):
+    trigger = watcher(tmp_path / "nowhere", clock)
+    with pytest.raises(TriggerError, match=rf"folder {tmp_path / 'nowhere'} does not exist"):
+        trigger.poll()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"settle_seconds": -1}, "settle_seconds must be 0 or more"),
+    ({"settle_seconds": "soon"}, "settle_seconds must be a number of seconds"),
+    ({"poll_interval": 0}, "poll_interval must be greater than 0"),
+    ({"pattern": ""}, "pattern must be a file name pattern"),
+    ({"pattern": "sub/*.txt"}, "pattern must be a file name pattern"),
+    ({"folder": ""}, "folder must be a path"),
+])
+def test_bad_options_are_refused_naming_the_field(tmp_path, options, message):
+    with pytest.raises(ValueError, match=rf"^trigger 'drop': {message}"):
+        FileTrigger("drop", **{"folder": str(tmp_path), **options})
+
+
+def test_the_processed_folder_must_differ_from_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="processed_folder must differ from folder"):
+        FileTrigger("drop", folder=str(tmp_path), processed_folder=str(tmp_path)).setup({})
+
+
+# -- through the app -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(storage):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, *TRIGGER_WORKFLOWS]})
+    yield app.test_client()
+    app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
+    inbox = storage / "inbox"
+    assert client.post("/api/workflows/file_drop/start").status_code == 200
+    # The folder does not exist yet: the workflow says so, and keeps trying.
+    summary = wait_until(lambda: (client.get("/api/workflows/file_drop").get_json()["last_poll"] or {}).get("error"))
+    assert summary.endswith(f"folder {inbox} does not exist; create it or fix the trigger's folder")
+    inbox.mkdir()
+    drop(inbox, "hello.txt", "hello from a file")
+    drop(inbox, "ignored.pdf")
+
+    def finished():
+        runs = client.get("/api/runs?workflow=file_drop").get_json()["runs"]
+        return runs if runs and all(run["status"] == "succeeded" for run in runs) else None
+
+    # Failed polls back off (0.05 s doubling), so the first run may take a moment.
+    [run] = wait_until(finished, timeout=5, message="a run for hello.txt")
+    assert run["trigger_data"]["filename"] == "hello.txt"
+    assert run["steps"][0]["result"] == {"text": "hello from a file"}
+    assert sorted(os.listdir(inbox)) == ["ignored.pdf", "processed"]
+    assert os.listdir(inbox / "processed") == ["hello.txt"]
+    client.post("/api/workflows/file_drop/stop")
+    assert len(client.get("/api/runs?workflow=file_drop").get_json()["runs"]) == 1

@@ -1,0 +1,199 @@
+"""The scheduler: polls at the time a trigger says it is due, one thread for all, never overlapping."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import pytest
+
+from app import create_app
+from app.runs import parse_time
+from app.scheduler import Scheduler
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
+from triggers.interval import IntervalTrigger
+from workflows.base import Workflow
+
+
+class Recorder:
+    """A poll function that records when it ran and answers when it wants to run next."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[tuple[str, float, float | None]] = []  # (name, at, the time it asked for before)
+        self.asked: dict[str, float | None] = {}
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, name: str) -> float | None:
+        now = time.time()
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.calls.append((name, now, self.asked.get(name)))
+        try:
+            at = self.answer(name, now)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.asked[name] = at
+        return at
+
+    def count(self, name: str) -> int:
+        with self.lock:
+            return sum(1 for called, _, _ in self.calls if called == name)
+
+
+@pytest.fixture
+def make_scheduler():
+    schedulers = []
+
+    def make(answer) -> tuple[Scheduler, Recorder]:
+        recorder = Recorder(answer)
+        scheduler = Scheduler(recorder, maintenance=lambda: None)
+        scheduler.start()
+        schedulers.append(scheduler)
+        return scheduler, recorder
+
+    yield make
+    for scheduler in schedulers:
+        scheduler.shutdown()
+
+
+def test_a_poll_runs_at_the_time_the_previous_one_asked_for(make_scheduler):
+    scheduler, recorder = make_scheduler(lambda name, now: now + 0.07)
+    scheduler.add("wf", interval=30.0)  # the fallback interval never comes into play
+    wait_until(lambda: recorder.count("wf") >= 6, message="6 polls")
+    scheduler.remove("wf")
+    lateness = [at - asked for _, at, asked in recorder.calls[1:6]]
+    assert all(late >= -0.002 for late in lateness), lateness  # never early
+    assert statistics.median(lateness) < 0.02 and max(lateness) < 0.1, lateness
+
+
+def test_without_an_answer_the_interval_decides(make_scheduler):
+    scheduler, recorder = make_scheduler(lambda name, now: None)
+    scheduler.add("wf", interval=0.05)
+    wait_until(lambda: recorder.count("wf") >= 4, message="4 polls")
+    scheduler.remove("wf")
+    times = [at for _, at, _ in recorder.calls[:4]]
+    assert all(0.03 <= later - earlier <= 0.2 for earlier, later in zip(times, times[1:], strict=False)), times
+
+
+def test_a_far_answer_is_kept_and_a_past_one_means_now(make_scheduler):
+    scheduler, recorder = make_scheduler(lambda name, now: now + 3600 if name == "far" else 0.0)
+    scheduler.add("far", interval=0.05)
+    scheduler.add("past", interval=30.0)
+    wait_until(lambda: recorder.count("past") >= 5, message="polls answering a time in the past")
+    assert recorder.count("far") == 1
+    assert scheduler.next_poll("far") == pytest.approx(time.time() + 3600, abs=5)
+    assert scheduler.scheduled() == {"far", "past"}
+    scheduler.remove("far")
+    scheduler.remove("past")
+    assert scheduler.scheduled() == set() and scheduler.next_poll("far") is None
+
+
+def test_a_slow_poll_that_is_due_again_at_once_never_overlaps_itself(make_scheduler):
+    def slow(name, now):
+        time.sleep(0.05)
+        return now  # due again before this poll has even finished
+
+    scheduler, recorder = make_scheduler(slow)
+    scheduler.add("wf", interval=0.01)
+    wait_until(lambda: recorder.count("wf") >= 5, message="5 slow polls")
+    scheduler.remove("wf")
+    assert recorder.peak == 1
+
+
+def test_a_workflow_removed_during_its_poll_is_not_polled_again(make_scheduler):
+    polled = threading.Event()
+    release = threading.Event()
+
+    def blocking(name, now):
+        polled.set()
+        release.wait(2)
+        return time.time()  # "poll me again at once": must not bring the job back
+
+    scheduler, recorder = make_scheduler(blocking)
+    scheduler.add("wf", interval=0.05)
+    assert polled.wait(2)
+    scheduler.remove("wf")
+    release.set()
+    time.sleep(0.2)
+    assert recorder.count("wf") == 1
+    assert scheduler.scheduled() == set()
+
+
+def test_many_workflows_share_one_scheduler_thread_and_a_small_pool(make_scheduler):
+    before = threading.active_count()
+    scheduler, recorder = make_scheduler(lambda name, now: now + 0.05)
+    for number in range(200):
+        scheduler.add(f"wf{number}", interval=1.0)
+    wait_until(lambda: all(recorder.count(f"wf{number}") >= 3 for number in range(200)), timeout=5,
+               message="3 polls of each of 200 workflows")
+    # One scheduler thread plus at most 8 pool threads, however many workflows.
+    assert threading.active_count() - before <= 9
+    for number in range(200):
+        scheduler.remove(f"wf{number}")
+
+
+# -- through the runtime ----------------------------------------------------------------------------------
+
+
+class FastIntervalWorkflow(Workflow):
+    name = "fast_interval"
+    description = "Every 0.2 s, although its check interval says 5 s."
+    check_interval = 5.0
+    trigger = IntervalTrigger("every", seconds=0.2)
+    actions = [EchoAction("echo", value=1)]
+
+
+class DueLaterWorkflow(Workflow):
+    name = "due_later"
+    description = "Its trigger is next due in 30 s, and its check interval is 0.05 s."
+    trigger = DueLaterTrigger("later", seconds=30.0)
+    actions = [EchoAction("echo", value=1)]
+
+
+@pytest.fixture
+def runtime(storage):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, FastIntervalWorkflow, DueLaterWorkflow]})
+    yield app.extensions["pyflow"]
+    app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_an_interval_trigger_fires_on_time_whatever_the_check_interval(runtime):
+    runtime.start_workflow("fast_interval")
+    wait_until(lambda: len(runtime.store.list_runs(workflow="fast_interval", limit=10)[0]) >= 4,
+               message="4 runs 0.2 s apart")
+    runtime.stop_workflow("fast_interval")
+    runs = runtime.store.list_runs(workflow="fast_interval", limit=10)[0]
+    late = [parse_time(run["trigger_data"]["fired_at"]) - parse_time(run["trigger_data"]["scheduled_time"])
+            for run in runs]
+    assert statistics.median(late) < 0.02 and max(late) < 0.15, late
+
+
+def test_a_trigger_due_later_is_not_polled_every_check_interval(runtime):
+    DueLaterTrigger.polls = 0
+    runtime.start_workflow("due_later")
+    wait_until(lambda: DueLaterTrigger.polls >= 1, message="the first poll")
+    time.sleep(0.3)  # six check intervals
+    assert DueLaterTrigger.polls == 1
+    assert runtime.scheduler.next_poll("due_later") == pytest.approx(time.time() + 30, abs=2)
+    runtime.stop_workflow("due_later")
+
+
+def test_a_failing_trigger_is_polled_again_after_its_backoff(runtime):
+    before = time.time()
+    first = runtime.poll_scheduled("broken_trigger")
+    second = runtime.poll_scheduled("broken_trigger")  # still backing off: not polled, same wish
+    assert runtime.bound["broken_trigger"].failures == 1
+    assert first == pytest.approx(before + 0.05, abs=0.03)
+    assert second == pytest.approx(first, abs=0.03)
+    time.sleep(0.06)
+    runtime.poll_scheduled("broken_trigger")
+    assert runtime.bound["broken_trigger"].failures == 2
+    assert runtime.poll_scheduled("unknown") is None

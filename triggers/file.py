@@ -1,0 +1,217 @@
+"""A trigger that fires once for each new file dropped into a folder."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from triggers.base import BaseTrigger, TriggerError
+from triggers.interval import _iso, parse_seconds
+
+logger = logging.getLogger(__name__)
+
+# Bounds one poll's work; the rest of a large drop comes with the next polls.
+MAX_FILES_PER_POLL = 100
+
+
+class FileTrigger(BaseTrigger):
+    """One event per file matching ``pattern`` in ``folder``, once it stopped changing.
+
+    The folder is polled every ``poll_interval`` seconds. A file fires when its
+    size and modification time have stayed the same for ``settle_seconds``, so
+    a file still being written does not. Once its run is stored, the file is
+    moved into ``processed_folder`` (default ``<folder>/processed``; a name
+    already taken there gets a ``-1``, ``-2``... suffix), so it is not seen
+    again. Like the shell, ``*`` does not match names that start with a dot,
+    which writers often use for partial files.
+
+    The event's ``path`` is where the file is while its run works on it: the
+    file is linked into the processed folder before the run is created (copied
+    when that folder is on another file system), and the original is removed
+    once the run is stored, so an action never finds it gone.
+
+    ``state``: ``pending`` (file name -> size, mtime_ns and since when it has
+    not changed), so settling survives restarts, and ``unmoved`` (files whose
+    original could not be removed -> their event key), so they do not fire twice.
+    """
+
+    type = "file"
+
+    def __init__(
+        self,
+        name: str,
+        folder: str | os.PathLike,
+        pattern: str = "*",
+        settle_seconds: float | str = 2.0,
+        processed_folder: str | os.PathLike | None = None,
+        poll_interval: float | str = 1.0,
+        clock: Callable[[], float] | None = None,
+    ):
+        super().__init__(name)
+        where = f"trigger {name!r}"
+        if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+            raise ValueError(f"{where}: folder must be a path, got {folder!r}")
+        if not isinstance(pattern, str) or not pattern or "/" in pattern:
+            raise ValueError(f"{where}: pattern must be a file name pattern such as '*.pdf', got {pattern!r}")
+        self.folder = str(folder)
+        self.pattern = pattern
+        self.settle_seconds = settle_seconds
+        self.processed_folder = None if processed_folder is None else str(processed_folder)
+        self.poll_interval = poll_interval
+        # Tests pass a fake clock (epoch seconds) to settle files without sleeping.
+        self._clock = clock or time.time
+        if not any(isinstance(value, str) and "{" in value for value in (settle_seconds, poll_interval)):
+            self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        where = f"trigger {self.name!r}"
+        raw = self.settle_seconds
+        try:
+            settle = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: settle_seconds must be a number of seconds, got {raw!r}") from None
+        if not settle >= 0:
+            raise ValueError(f"{where}: settle_seconds must be 0 or more, got {raw!r}")
+        self.settle_seconds = settle
+        self.poll_interval = parse_seconds(self.poll_interval, f"{where}: poll_interval")
+
+    @property
+    def default_check_interval(self) -> float:  # type: ignore[override]
+        return float(self.poll_interval)
+
+    def setup(self, settings: Mapping[str, Any]) -> None:
+        self._check_numbers()
+        if self.processed.resolve() == Path(self.folder).resolve():
+            raise ValueError(f"trigger {self.name!r}: processed_folder must differ from folder, "
+                             f"got {self.processed_folder!r}")
+
+    @property
+    def processed(self) -> Path:
+        """Where handled files go."""
+        return Path(self.processed_folder) if self.processed_folder else Path(self.folder) / "processed"
+
+    # -- polling ------------------------------------------------------------------------------------
+    def _listing(self) -> dict[str, os.stat_result]:
+        """Regular files matching the pattern, by name; TriggerError naming the folder when it is missing."""
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            raise TriggerError(f"folder {self.folder} does not exist; create it or fix the trigger's folder") from None
+        except NotADirectoryError:
+            raise TriggerError(f"folder {self.folder} is not a folder") from None
+        except OSError as error:
+            raise TriggerError(f"cannot list folder {self.folder}: {error.strerror or error}") from None
+        found = {}
+        for entry in entries:
+            if entry.name.startswith(".") or not fnmatch.fnmatch(entry.name, self.pattern):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    found[entry.name] = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed between listing and stat
+        return found
+
+    def is_triggered(self) -> bool:
+        """True when a file has settled (changes the pending state, like a poll)."""
+        return bool(self._settled())
+
+    def _settled(self) -> list[tuple[str, os.stat_result]]:
+        """Files whose size and mtime held for settle_seconds; notes new and changed files as pending."""
+        now = float(self._clock())
+        files = self._listing()
+        pending: dict = self.state.setdefault("pending", {})
+        unmoved: dict = self.state.setdefault("unmoved", {})
+        for name in [name for name in pending if name not in files]:
+            del pending[name]  # gone before it settled (or moved by hand)
+        for name in list(unmoved):
+            stat = files.get(name)
+            if stat is None or unmoved[name] != self._key(Path(self.folder) / name, stat.st_size,
+                                                          _iso(stat.st_mtime_ns / 1e9)):
+                del unmoved[name]  # gone, or a new file under that name
+        settled = []
+        for name, stat in files.items():
+            if name in unmoved:
+                continue
+            seen = pending.get(name)
+            if seen is None or (seen["size"], seen["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+                pending[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "since": now}
+                seen = pending[name]
+            if now - seen["since"] >= float(self.settle_seconds):
+                settled.append((name, stat))
+        settled.sort(key=lambda item: (item[1].st_mtime_ns, item[0]))  # oldest first
+        return settled[:MAX_FILES_PER_POLL]
+
+    def poll(self) -> list[dict]:
+        events = []
+        for name, stat in self._settled():
+            source = Path(self.folder) / name
+            path = self._place(source)
+            if path is None:
+                self.state["pending"].pop(name, None)  # removed meanwhile
+                continue
+            events.append({
+                "path": str(path),
+                "filename": name,
+                "size": stat.st_size,
+                "modified_at": _iso(stat.st_mtime_ns / 1e9),
+                "source_path": str(source),
+            })
+        return events
+
+    @staticmethod
+    def _key(source: str | Path, size: int, modified_at: str) -> str:
+        return f"file:{source}:{size}:{modified_at}"
+
+    def event_key(self, event: dict) -> str:
+        """Path, size and mtime: the same file polled again after a crash starts no second run."""
+        return self._key(event["source_path"], event["size"], event["modified_at"])
+
+    # -- moving handled files -----------------------------------------------------------------------------
+    def _place(self, source: Path) -> Path | None:
+        """Make ``source`` also exist in the processed folder and return that path; None when it is gone."""
+        folder = self.processed
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TriggerError(f"cannot create processed folder {folder}: {error.strerror or error}") from None
+        stem, suffix = os.path.splitext(source.name)
+        target, copies = folder / source.name, 0
+        try:
+            while True:
+                try:
+                    os.link(source, target)  # a second name for the same file: instant, nothing copied
+                    return target
+                except FileExistsError:
+                    if os.path.samefile(source, target):
+                        return target  # placed by a poll whose run was not stored; this is that poll again
+                except FileNotFoundError:
+                    return None
+                except OSError:
+                    # Another file system, or one without hard links: copy instead.
+                    if not target.exists():
+                        shutil.copy2(source, target)
+                        return target
+                copies += 1
+                target = folder / f"{stem}-{copies}{suffix}"
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise TriggerError(f"cannot place {source} in {folder}: {error.strerror or error}") from None
+
+    def acknowledge(self, event: dict, run_id: str) -> None:
+        """Remove the original: the run is stored, and the file must not fire again."""
+        source = Path(event["source_path"])
+        self.state.get("pending", {}).pop(source.name, None)
+        try:
+            source.unlink(missing_ok=True)
+        except OSError as error:
+            self.state.setdefault("unmoved", {})[source.name] = self.event_key(event)
+            raise TriggerError(f"cannot remove {source} after its run {run_id} was stored "
+                               f"(it will not start another): {error.strerror or error}") from None
