@@ -8,8 +8,10 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from app import auth, dashboard
 from app.config import load_settings
 from app.errors import PyFlowError, error_body
+from app.hooks import bp as webhooks
 from app.routes import bp as api
 from app.runtime import Runtime
 
@@ -70,5 +72,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     runtime.start()
 
     app.register_blueprint(api)
+    dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
+    app.register_blueprint(webhooks)
     register_error_handlers(app)
+    auth.init_app(app)  # WORKFLOW_API_TOKEN: bearer for /api, login for the dashboard
     return app

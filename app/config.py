@@ -83,6 +83,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_PYTHON_MODULES": ((), _names, "comma-separated module names"),
     "WORKFLOW_FILES_ROOT": ("", None, ""),
     "WORKFLOW_ENV_ALLOWLIST": ((), _names, "comma-separated variable names"),
+    "WORKFLOW_SECRET_KEY": ("", None, ""),  # signs dashboard session cookies; random per process if unset
+    "WORKFLOW_API_TOKEN": ("", None, ""),  # when set: Bearer token for /api, login for the dashboard
     "IMAP_HOST": ("", None, ""),
     "IMAP_PORT": (993, _port, "a port number 0-65535"),
     "IMAP_USER": ("", None, ""),
@@ -102,7 +104,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
-SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD"})
+SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:

@@ -1,0 +1,37 @@
+"""The login page (when WORKFLOW_API_TOKEN is set) and logout."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from app import auth
+from app.dashboard.blueprint import bp
+
+logger = logging.getLogger(__name__)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    """Ask for the API token; a right one sets a signed session cookie."""
+    target = auth.safe_next(request.values.get("next"))
+    if not auth.api_token():
+        return redirect(target)  # access is open: nothing to log in to
+    if request.method == "GET":
+        return render_template("login.html", next=target, error="")
+    if auth.token_matches(request.form.get("token", "")):
+        auth.log_in()
+        logger.info("dashboard login from %s", request.remote_addr)
+        return redirect(target)
+    logger.warning("failed dashboard login from %s", request.remote_addr)
+    return render_template("login.html", next=target, error="That token is not right."), 401
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session."""
+    auth.log_out()
+    flash("You are logged out.", "success")
+    return redirect(url_for("dashboard.login"))

@@ -1,0 +1,224 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against a real run.py.
+
+Screenshots of every page land in tests/artifacts/ (ignored by git). Needs
+/usr/bin/chromium (``apt-get install chromium``); Playwright's own browser
+downloads are never used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import side_effect_lines, wait_until
+from tests.server import Server, Servers
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SAMPLE_PDF = Path(__file__).resolve().parent.parent / "samples" / "application_company_a.pdf"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+WIDE = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+TOKEN = "browser-test-token"
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    with Servers(tmp_path_factory.mktemp("dashboard")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> Server:
+    """run.py with the test workflows (tests.fixtures) and a branching definition to draw."""
+    server = servers.start("open")
+    diamond = {"name": "diamond", "description": "Two branches that meet again.", "steps": [
+        {"name": "fetch", "type": "wait", "config": {"seconds": 0.2}},
+        {"name": "parse", "type": "log", "config": {"message": "parsed"}},
+        {"name": "enrich", "type": "wait", "depends_on": ["fetch"], "config": {"seconds": 0.3}},
+        {"name": "store", "type": "log", "depends_on": ["parse", "enrich"], "config": {"message": "stored"}},
+    ]}
+    assert server.post("/api/workflows", json=diamond).status_code == 201
+    return server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def shoot(page, name: str) -> None:
+    """Save a full-page screenshot to tests/artifacts/<name>.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def mark_page(page) -> None:
+    """Set a flag a reload would wipe: proves later changes came from polling, not navigation."""
+    page.evaluate("window.__noReload = true")
+
+
+def assert_not_reloaded(page) -> None:
+    assert page.evaluate("window.__noReload === true"), "the page was reloaded"
+
+
+def test_run_now_with_an_uploaded_pdf_to_a_finished_run(server, page):
+    page.goto(server.url + "/")
+    expect(page.locator('tr[data-workflow="insurance_application"]')).to_be_visible()
+    shoot(page, "workflows")
+    page.get_by_role("link", name="Run insurance_application now").click()
+
+    expect(page).to_have_url(re.compile(r"/workflows/insurance_application/run$"))
+    page.set_input_files("#input-files", str(SAMPLE_PDF))
+    shoot(page, "run-form")
+    page.get_by_role("button", name="Start run").click()
+
+    expect(page).to_have_url(re.compile(r"/runs/run_[0-9a-f]+$"))
+    expect(page.locator("#run-progress .progress-text")).to_have_text("100%", timeout=20_000)
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    steps = page.locator("#steps-table tbody tr")
+    expect(steps).to_have_count(3)
+    expect(page.locator('tr[data-step="extract"] .step-status')).to_have_text("succeeded")
+    expect(page.locator('tr[data-step="validate"] .step-status')).to_have_text("succeeded")
+    page.locator('tr[data-step="extract"] details.result summary').click()
+    expect(page.locator('tr[data-step="extract"] details.result pre')).to_contain_text('"template": "company_a"')
+    expect(page.locator("#logs")).to_contain_text("run started")
+    expect(page.locator("#logs")).to_contain_text("run succeeded")
+    shoot(page, "run-insurance-application")
+
+
+def test_progress_and_logs_update_live_until_the_run_finishes(server, page):
+    page.goto(server.url + "/workflows/slow/run")
+    page.fill("#inputs_json", '{"seconds": 2.5}')
+    page.get_by_role("button", name="Start run").click()
+    expect(page).to_have_url(re.compile(r"/runs/run_[0-9a-f]+$"))
+    mark_page(page)
+
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator('#run-controls form[action$="/cancel"]')).to_be_visible()
+    shoot(page, "run-live")
+    expect(page.locator("#run-progress .progress-text")).to_have_text("100%", timeout=10_000)
+
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#logs")).to_contain_text("run succeeded")
+    expect(page.locator('#run-controls form[action$="/cancel"]')).to_be_hidden()
+    expect(page.locator("#live-note")).to_have_text("")
+    assert_not_reloaded(page)
+
+
+def test_runs_list_shows_new_runs_without_reload(server, page):
+    page.goto(server.url + "/runs?workflow=echo")
+    mark_page(page)
+
+    created = server.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "live"}}).json()
+
+    row = page.locator(f'#runs-table tr[data-run="{created["id"]}"]')
+    expect(row).to_be_visible(timeout=5_000)
+    expect(row).to_contain_text("succeeded")
+    expect(row.locator(".progress-text")).to_have_text("100%")
+    assert_not_reloaded(page)
+    shoot(page, "runs")
+    page.get_by_role("link", name=created["id"]).click()
+    expect(page.locator('tr[data-step="shout"]')).to_contain_text("LIVE")
+
+
+def test_stop_and_start_a_persistent_workflow(server, page):
+    ticks = server.storage / "ticks.txt"
+    page.goto(server.url + "/")
+    row = page.locator('tr[data-workflow="tick"]')
+    expect(row).to_contain_text("stopped")
+
+    row.get_by_role("button", name="Start tick").click()
+    expect(page.locator(".flash-success")).to_have_text("tick is running.")
+    expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("running")
+    wait_until(lambda: len(side_effect_lines(ticks)) >= 2, timeout=5, message="tick runs")  # every 0.2 s
+    shoot(page, "workflows-tick-running")
+
+    page.locator('tr[data-workflow="tick"]').get_by_role("button", name="Stop tick").click()
+    expect(page.locator(".flash-success")).to_have_text("tick is stopped.")
+    expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("stopped")
+    expect(page.locator('tr[data-workflow="tick"] td[data-label="Last run"] .badge')).to_be_visible()
+
+
+def test_step_graph_failed_run_and_phone_layout(server, browser):
+    diamond = server.post("/api/workflows/diamond/runs?wait=10").json()
+    failed = server.post("/api/workflows/failing/runs?wait=10").json()
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        phone = context.new_page()
+        pages = {"workflows": "/", "runs": "/runs", "run-graph": f"/runs/{diamond['id']}",
+                 "run-failed": f"/runs/{failed['id']}", "run-form": "/workflows/insurance_application/run"}
+        for name, path in pages.items():
+            phone.goto(server.url + path)
+            # Nothing may stick out sideways at phone width (the graph scrolls inside its own box).
+            assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
+            shoot(phone, f"phone-{name}")
+        phone.goto(server.url + f"/runs/{failed['id']}")
+        expect(phone.locator('tr[data-step="boom"]').get_by_role("button", name="Skip and continue")).to_be_visible()
+        expect(phone.get_by_role("button", name="Retry")).to_be_visible()
+    finally:
+        context.close()
+
+    wide = browser.new_context(viewport=WIDE)
+    try:
+        page = wide.new_page()
+        page.goto(server.url + f"/runs/{diamond['id']}")
+        expect(page.locator("#step-graph g.node")).to_have_count(4)
+        expect(page.locator('#step-graph g[data-step="store"]')).to_contain_text("succeeded")
+        shoot(page, "run-graph")
+        page.goto(server.url + f"/runs/{failed['id']}")
+        shoot(page, "run-failed")
+        page.locator('tr[data-step="boom"]').get_by_role("button", name="Skip and continue").click()
+        expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+        expect(page.locator('tr[data-step="boom"] .step-status')).to_have_text("skipped")
+    finally:
+        wide.close()
+
+
+def test_login_then_live_updates_through_the_session(servers, browser):
+    server = servers.start("locked", env={"WORKFLOW_API_TOKEN": TOKEN})
+    context = browser.new_context(viewport=WIDE)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/workflows/slow/run")
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+        page.fill("#token", "wrong")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator(".flash-error")).to_have_text("That token is not right.")
+        shoot(page, "login")
+        page.fill("#token", TOKEN)
+        page.get_by_role("button", name="Log in").click()
+
+        expect(page).to_have_url(re.compile(r"/workflows/slow/run$"))
+        page.fill("#inputs_json", '{"seconds": 1}')
+        page.get_by_role("button", name="Start run").click()
+        mark_page(page)
+        expect(page.locator("#run-progress .progress-text")).to_have_text("100%", timeout=10_000)
+        assert_not_reloaded(page)
+        assert server.get("/api/runs").status_code == 401  # the API itself still wants the bearer token
+
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(r"/login$"))
+    finally:
+        context.close()
