@@ -126,6 +126,11 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
         if unknown:
             problems.add(f"{path}.depends_on", f"unknown step(s): {', '.join(map(str, unknown))}")
             return None
+    target = data.get("on_failure")
+    if isinstance(target, str) and target not in ("fail", "continue") and (target not in known_names or target == name):
+        # Reported here, like depends_on, so the path names the step and not just "steps".
+        problems.add(f"{path}.on_failure", f"must be 'fail', 'continue' or the name of another step, got {target!r}")
+        return None
     if cls.type == "loop" and isinstance(config.get("steps"), list):
         _steps(config["steps"], f"{path}.config.steps", problems)  # checked now, built per item later
     return _build(cls, name, config, extra, f"{path}.config", problems)
@@ -197,7 +202,9 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
         workflow.check()
     except ValueError as error:  # the graph: cycles, on_failure targets
         message = str(error).removeprefix(f"workflow {workflow.__qualname__}: ")
-        raise DefinitionError(source, [{"path": "steps", "message": message}]) from None
+        # A top-level setting's message starts with its name (max_parallel_steps must be...).
+        key = message.split(" ", 1)[0]
+        raise DefinitionError(source, [{"path": key if key in _TOP_KEYS else "steps", "message": message}]) from None
     return workflow
 
 

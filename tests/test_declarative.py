@@ -1,0 +1,206 @@
+"""Declarative definitions: building them from YAML and JSON, every kind of mistake, run.py validate and run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from app import create_app
+from app.errors import ConfigError
+from tests.conftest import TEST_SETTINGS
+from tests.server import REPO, server_env
+from workflows.declarative import DefinitionError, load_file
+
+VALID_YAML = """\
+name: fetch_and_report
+description: Fetch open tickets and mail a summary.
+inputs: {type: object, properties: {team: {type: string}}, required: [team]}
+trigger: {type: interval, seconds: 60}
+max_parallel_steps: 2
+steps:
+  - {name: fetch, type: http_request, retries: 2, timeout: 10,
+     config: {url: "https://tickets.example/api?team={{ inputs.team }}"}}
+  - {name: many, type: condition, config: {condition: {type: gt, left: "{{ steps.fetch.json | length }}", right: 10}}}
+  - name: mail
+    type: send_email
+    depends_on: [many]
+    when: "{{ steps.many.result }}"
+    on_failure: alert
+    config: {to: [lead@example.org], subject: "{{ steps.fetch.json | length }} open tickets", body: "..."}
+  - {name: alert, type: log, config: {message: "{{ run.error }}", level: error}}
+"""
+
+
+def write(tmp_path, text: str, name: str = "flow.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("form", ["yaml", "json"])
+def test_a_valid_definition_becomes_a_workflow(tmp_path, form):
+    text = VALID_YAML if form == "yaml" else json.dumps(yaml.safe_load(VALID_YAML))
+    workflow = load_file(write(tmp_path, text, f"flow.{form}"))
+    assert workflow.name == "fetch_and_report"
+    assert workflow.description == "Fetch open tickets and mail a summary."
+    assert workflow.inputs_schema["required"] == ["team"]
+    assert workflow.max_parallel_steps == 2
+    assert workflow.trigger.type == "interval"
+    fetch, many, mail, alert = workflow.actions
+    assert [action.type for action in workflow.actions] == ["http_request", "condition", "send_email", "log"]
+    assert (fetch.retries, fetch.step_timeout) == (2, 10)
+    assert fetch.url == "https://tickets.example/api?team={{ inputs.team }}"
+    assert (mail.depends_on, mail.when, mail.on_failure, mail.to) == (
+        ["many"], "{{ steps.many.result }}", "alert", ["lead@example.org"])
+    assert many.depends_on is None  # the step before it
+
+
+def test_a_definition_without_trigger_is_manual(tmp_path):
+    workflow = load_file(write(tmp_path, "name: hello\nsteps: [{name: say, type: log, config: {message: hi}}]\n"))
+    assert workflow.trigger.type == "manual"
+
+
+STEP = "{name: say, type: log, config: {message: hi}}"
+ONE_STEP = f"steps: [{STEP}]"
+LOG = "type: log, config: {message: hi}"
+
+# name -> (definition text, the problems' paths, the first problem's message or a part of it)
+INVALID = {
+    "unknown top key": (f"name: x\ntimeout: 5\n{ONE_STEP}", ["timeout"], "unknown key; a definition has"),
+    "bad name": (f"name: Bad-Name\n{ONE_STEP}", ["name"], "must match [a-z0-9_]+, got 'Bad-Name'"),
+    "unknown trigger type": (f"name: x\ntrigger: {{type: pigeon}}\n{ONE_STEP}", ["trigger.type"],
+                             "unknown trigger type 'pigeon'; known: cron, email, file"),
+    "unknown trigger setting": (f"name: x\ntrigger: {{type: interval, every: 5}}\n{ONE_STEP}", ["trigger.every"],
+                                "unknown setting for type 'interval'"),
+    "no steps": ("name: x\nsteps: []", ["steps"], "must be a non-empty list of steps"),
+    "unknown step type": ("name: x\nsteps: [{name: s, type: telepathy}]", ["steps[0].type"],
+                          "unknown step type 'telepathy'; known: condition,"),
+    "unknown step key": (f"name: x\nsteps: [{{name: s, retry: 2, {LOG}}}]", ["steps[0].retry"],
+                         "unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, when"),
+    "unknown config key": ("name: x\nsteps: [{name: get, type: http_request, config: {uri: 'http://a.example'}}]",
+                           ["steps[0].config.uri", "steps[0].config.url"],
+                           "unknown setting for type 'http_request'; known: data, expect_status, headers, json"),
+    "missing required config": ("name: x\nsteps: [{name: w, type: wait, config: {}}]", ["steps[0].config.seconds"],
+                                "is required"),
+    "bad config value": ("name: x\nsteps: [{name: w, type: log, config: {message: hi, level: loud}}]",
+                         ["steps[0].config"], "log: level must be one of debug, info, warning, error"),
+    "unknown depends_on": (f"name: x\nsteps: [{STEP}, {{name: b, depends_on: [nope], {LOG}}}]",
+                           ["steps[1].depends_on"], "unknown step(s): nope"),
+    "cycle": (f"name: x\nsteps: [{{name: a, depends_on: [b], {LOG}}}, {{name: b, {LOG}}}]", ["steps"],
+              "steps form a cycle: a -> b -> a"),
+    "duplicate names": (f"name: x\nsteps: [{STEP}, {STEP}]", ["steps[0].name", "steps[1].name"],
+                        "duplicate step name 'say'"),
+    "on_failure to an unknown step": (f"name: x\nsteps: [{{name: s, on_failure: rescue, {LOG}}}]",
+                                      ["steps[0].on_failure"],
+                                      "must be 'fail', 'continue' or the name of another step, got 'rescue'"),
+    "on_failure to itself": (f"name: x\nsteps: [{{name: s, on_failure: s, {LOG}}}]", ["steps[0].on_failure"],
+                             "the name of another step, got 's'"),
+    "invalid inputs schema": (f"name: x\ninputs: {{properties: {{n: {{type: integr}}}}}}\n{ONE_STEP}",
+                              ["inputs.properties.n.type"], "not a valid JSON Schema: 'integr' is not valid"),
+    "bad workflow setting": (f"name: x\nmax_parallel_steps: 0\n{ONE_STEP}", ["max_parallel_steps"],
+                             "max_parallel_steps must be an integer >= 1, got 0"),
+    "invalid nested loop step": ("name: x\nsteps: [{name: each, type: loop, config: {items: [1],"
+                                 " steps: [{name: s, type: nope}]}}]", ["steps[0].config.steps[0].type"],
+                                 "unknown step type 'nope'"),
+    "not a mapping": ("- just\n- a list", [""], "a definition is a mapping with name, trigger, steps"),
+    "YAML syntax error": ("name: x\nsteps:\n  - name: a\n   type: log\n", ["line 4 column 4"], "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize(("text", "paths", "message"), list(INVALID.values()), ids=list(INVALID))
+def test_invalid_definitions_name_the_path(tmp_path, text, paths, message):
+    path = write(tmp_path, text)
+    with pytest.raises(DefinitionError) as caught:
+        load_file(path)
+    assert [problem["path"] for problem in caught.value.problems] == paths
+    assert message in caught.value.problems[0]["message"]
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_invalid_json_names_the_line(tmp_path):
+    with pytest.raises(DefinitionError) as caught:
+        load_file(write(tmp_path, '{"name": "x",\n "steps": [}', "flow.json"))
+    assert caught.value.problems == [{"path": "line 2 column 12", "message": "not valid JSON: Expecting value"}]
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    text = "name: X\nsteps: [{name: a, type: nope}, {name: b, type: wait, config: {sekonds: 1}}]"
+    with pytest.raises(DefinitionError) as caught:
+        load_file(write(tmp_path, text))
+    assert [problem["path"] for problem in caught.value.problems] == [
+        "name", "steps[0].type", "steps[1].config.sekonds", "steps[1].config.seconds"]
+
+
+# -- run.py -------------------------------------------------------------------------------------------
+
+def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_run_py_validate(tmp_path):
+    good = write(tmp_path, VALID_YAML, "good.yaml")
+    bad = write(tmp_path, "name: x\nsteps: [{name: get, type: http_request, config: {uri: 'http://a.example'}}]",
+                "bad.yaml")
+    env = server_env(tmp_path / "data")
+
+    ok = run_py("validate", str(good), env=env)
+    assert (ok.returncode, ok.stdout) == (0, f"{good}: ok (fetch_and_report: 4 steps, interval trigger)\n")
+
+    mixed = run_py("validate", str(good), str(bad), str(tmp_path / "missing.yaml"), env=env)
+    assert mixed.returncode == 1
+    assert mixed.stdout.splitlines() == [
+        f"{good}: ok (fetch_and_report: 4 steps, interval trigger)",
+        f"{bad}: invalid",
+        "  steps[0].config.uri: unknown setting for type 'http_request'; known: data, expect_status, headers, json, "
+        "method, params, timeout, url",
+        "  steps[0].config.url: is required",
+        f"{tmp_path / 'missing.yaml'}: invalid",
+        "  (top): cannot read: No such file or directory",
+    ]
+
+
+def test_run_py_runs_a_yaml_workflow(tmp_path):
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    write(folder, """\
+        name: greet
+        inputs: {type: object, properties: {who: {type: string}}, required: [who]}
+        steps:
+          - {name: hello, type: log, config: {message: "hello {{ inputs.who }}"}}
+          - {name: shout, type: log, config: {message: "{{ steps.hello.message | upper }}"}}
+        """, "greet.yaml")
+    env = server_env(tmp_path / "data", {"WORKFLOW_DEFINITIONS_PATH": str(folder)})
+
+    done = run_py("run", "greet", "--input", '{"who": "Ann"}', env=env)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert (run["workflow"], run["status"], run["source"]) == ("greet", "succeeded", "cli")
+    assert [step["result"]["message"] for step in run["steps"]] == ["hello Ann", "HELLO ANN"]
+
+
+def test_an_invalid_file_stops_start_up(tmp_path):
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    write(folder, f"name: fine\n{ONE_STEP}", "fine.yaml")
+    bad = write(folder, "name: broken\nsteps: [{name: get, type: http_request, config: {url: 'http://a', uri: x}}]",
+                "broken.yaml")
+    with pytest.raises(ConfigError) as caught:
+        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                    "WORKFLOW_DEFINITIONS_PATH": str(folder)})
+    assert str(bad) in caught.value.message
+    assert "steps[0].config.uri: unknown setting for type 'http_request'" in caught.value.message
+
+
+def test_a_definition_file_taking_a_python_workflows_name_stops_start_up(tmp_path):
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    write(folder, f"name: echo\n{ONE_STEP}", "echo.yaml")
+    with pytest.raises(ConfigError, match=r"echo\.yaml: workflow name 'echo' is already used by tests/fixtures\.py"):
+        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                    "WORKFLOW_DEFINITIONS_PATH": str(folder), "WORKFLOW_MODULES": ("tests.fixtures",)})

@@ -1,0 +1,195 @@
+"""Workflow definitions over REST: create, read, version, delete; restarts; YAML bodies; inputs schemas."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+
+from app import create_app
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS, wait_until
+
+HELLO = {
+    "name": "hello",
+    "description": "Says hello.",
+    "inputs": {"type": "object", "properties": {"who": {"type": "string"}}},
+    "steps": [{"name": "say", "type": "log", "config": {"message": "hello {{ inputs.who }}"}}],
+}
+
+
+def run(client, name: str, inputs: dict | None = None) -> dict:
+    response = client.post(f"/api/workflows/{name}/runs?wait=10", json={"inputs": inputs or {}})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+@contextmanager
+def started_app(storage):
+    """An app on ``storage``, shut down when the block ends (for tests that restart it)."""
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS})
+    try:
+        yield app
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_create_then_read_and_run(client):
+    response = client.post("/api/workflows", json=HELLO)
+    assert response.status_code == 201
+    assert response.headers["Location"] == "/api/workflows/hello"
+    created = response.get_json()
+    assert {key: created[key] for key in ("name", "description", "origin", "version", "definition")} == {
+        "name": "hello", "description": "Says hello.", "origin": "api", "version": 1, "definition": HELLO}
+    assert created["actions"] == [{"name": "say", "type": "log"}]
+
+    assert client.get("/api/workflows/hello").get_json() == created
+    assert "hello" in [summary["name"] for summary in client.get("/api/workflows").get_json()["workflows"]]
+    finished = run(client, "hello", {"who": "Ann"})
+    assert (finished["status"], finished["version"]) == ("succeeded", 1)
+    assert finished["steps"][0]["result"] == {"message": "hello Ann"}
+
+
+@pytest.mark.parametrize(("name", "where"), [
+    ("hello", "change it with PUT /api/workflows/hello"),  # made through the API
+    ("echo", "a workflow named 'echo' exists"),  # a Python class
+    ("notification_flow", "a workflow named 'notification_flow' exists"),  # a definition file
+])
+def test_a_taken_name_is_a_conflict(client, name, where):
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    response = client.post("/api/workflows", json={**HELLO, "name": name})
+    assert response.status_code == 409
+    assert where in response.get_json()["error"]["message"]
+
+
+def test_an_invalid_definition_lists_its_problems(client):
+    response = client.post("/api/workflows", json={"name": "broken", "steps": [
+        {"name": "get", "type": "http_request", "config": {"uri": "http://a.example"}},
+        {"name": "after", "type": "log", "depends_on": ["nope"], "config": {"message": "x"}}]})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_input"
+    assert [problem["path"] for problem in error["details"]] == [
+        "steps[0].config.uri", "steps[0].config.url", "steps[1].depends_on"]
+    assert client.get("/api/workflows/broken").status_code == 404
+
+
+@pytest.mark.parametrize(("body", "content_type", "status"), [
+    ("name: [x", "application/yaml", 400),
+    ('{"name": ', "application/json", 400),
+    ('["a list"]', "application/json", 400),
+    ("name: x", "text/plain", 415),
+])
+def test_malformed_bodies(client, body, content_type, status):
+    response = client.post("/api/workflows", data=body, content_type=content_type)
+    assert response.status_code == status
+    assert response.get_json()["error"]["message"]
+
+
+def test_a_yaml_body_is_accepted(client):
+    body = "name: from_yaml\nsteps:\n  - {name: say, type: log, config: {message: 'hi {{ inputs.who }}'}}\n"
+    response = client.post("/api/workflows", data=body, content_type="application/yaml")
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["definition"]["steps"][0]["config"] == {"message": "hi {{ inputs.who }}"}
+    assert run(client, "from_yaml", {"who": "Bo"})["steps"][0]["result"] == {"message": "hi Bo"}
+
+
+def test_put_makes_a_new_version_and_runs_keep_theirs(client, runtime):
+    v1 = {"name": "versioned", "steps": [{"name": "pause", "type": "wait", "config": {"seconds": 0.5}},
+                                         {"name": "say", "type": "log", "config": {"message": "v1"}}]}
+    v2 = {"name": "versioned", "steps": [{"name": "shout", "type": "log", "config": {"message": "v2"}}]}
+    assert client.post("/api/workflows", json=v1).status_code == 201
+    early = client.post("/api/workflows/versioned/runs", json={}).get_json()
+    wait_until(lambda: client.get(f"/api/runs/{early['id']}").get_json()["status"] == "running", message="running")
+
+    response = client.put("/api/workflows/versioned", json=v2)
+    assert response.status_code == 200
+    assert (response.get_json()["version"], response.get_json()["definition"]) == (2, v2)
+    late = run(client, "versioned")
+
+    assert runtime.engine.wait(early["id"], 5)
+    early = client.get(f"/api/runs/{early['id']}").get_json()
+    assert (early["status"], early["version"]) == ("succeeded", 1)
+    assert [(step["name"], step["result"]) for step in early["steps"]][1] == ("say", {"message": "v1"})
+    assert (late["status"], late["version"]) == ("succeeded", 2)
+    assert [(step["name"], step["result"]) for step in late["steps"]] == [("shout", {"message": "v2"})]
+
+
+def test_a_failed_run_of_an_old_version_is_retried_with_its_own_steps(client, runtime, storage):
+    v1 = {"name": "gated", "steps": [
+        {"name": "gate", "type": "file", "retries": 0, "config": {"operation": "read", "path": "gate.txt"}},
+        {"name": "say", "type": "log", "config": {"message": "v1 after {{ steps.gate.content }}"}}]}
+    assert client.post("/api/workflows", json=v1).status_code == 201
+    failed = run(client, "gated")
+    assert failed["status"] == "failed"
+    assert client.put("/api/workflows/gated", json={"steps": [v1["steps"][1]]}).status_code == 200
+
+    (storage / "files").mkdir(parents=True, exist_ok=True)
+    (storage / "files" / "gate.txt").write_text("open", encoding="utf-8")
+    assert client.post(f"/api/runs/{failed['id']}/retry").status_code == 200
+    assert runtime.engine.wait(failed["id"], 5)
+    retried = client.get(f"/api/runs/{failed['id']}").get_json()
+    assert (retried["status"], retried["version"]) == ("succeeded", 1)
+    assert retried["steps"][1]["result"] == {"message": "v1 after open"}
+
+
+@pytest.mark.parametrize(("name", "body", "status", "words"), [
+    ("nope", HELLO, 404, "no workflow named 'nope'"),
+    ("hello", {**HELLO, "name": "other"}, 422, "the definition is named 'other', the URL 'hello'"),
+    ("hello", {**HELLO, "steps": []}, 422, "must be a non-empty list of steps"),
+    ("echo", HELLO, 409, "only workflows created through the API can be changed or deleted through it"),
+])
+def test_put_refusals(client, name, body, status, words):
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    response = client.put(f"/api/workflows/{name}", json=body)
+    assert response.status_code == status
+    assert words in response.get_json()["error"]["message"]
+    assert client.get("/api/workflows/hello").get_json()["version"] == 1
+
+
+def test_delete_only_what_the_api_made(client):
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    assert client.put("/api/workflows/hello", json=HELLO).status_code == 200
+    for name in ("echo", "data_pipeline"):
+        response = client.delete(f"/api/workflows/{name}")
+        assert response.status_code == 409
+        assert "only workflows created through the API" in response.get_json()["error"]["message"]
+
+    response = client.delete("/api/workflows/hello")
+    assert (response.status_code, response.data) == (204, b"")
+    assert client.get("/api/workflows/hello").status_code == 404
+    assert client.delete("/api/workflows/hello").status_code == 404
+    # Every version went with it: the name starts over.
+    assert client.post("/api/workflows", json=HELLO).get_json()["version"] == 1
+
+
+def test_definitions_survive_a_restart(storage):
+    with started_app(storage) as first:
+        client = first.test_client()
+        assert client.post("/api/workflows", json=HELLO).status_code == 201
+        changed = {**HELLO, "description": "Says hello, louder."}
+        assert client.put("/api/workflows/hello", json=changed).status_code == 200
+        assert client.post("/api/workflows", json={**HELLO, "name": "gone"}).status_code == 201
+        assert client.delete("/api/workflows/gone").status_code == 204
+
+    with started_app(storage) as second:
+        client = second.test_client()
+        summary = client.get("/api/workflows/hello").get_json()
+        assert (summary["version"], summary["origin"], summary["definition"]) == (2, "api", changed)
+        assert client.get("/api/workflows/gone").status_code == 404
+        assert run(client, "hello", {"who": "again"})["steps"][0]["result"] == {"message": "hello again"}
+
+
+def test_the_inputs_schema_is_enforced(client):
+    typed = {"name": "typed", "inputs": {"type": "object", "properties": {"count": {"type": "integer"}},
+                                         "required": ["count"]},
+             "steps": [{"name": "double", "type": "log", "config": {"message": "{{ inputs.count * 2 }}"}}]}
+    assert client.post("/api/workflows", json=typed).status_code == 201
+
+    wrong = client.post("/api/workflows/typed/runs", json={"inputs": {"count": "three"}})
+    assert wrong.status_code == 422
+    assert wrong.get_json()["error"]["details"] == [{"path": "count", "message": "'three' is not of type 'integer'"}]
+    missing = client.post("/api/workflows/typed/runs", json={"inputs": {}})
+    assert missing.status_code == 422
+    assert "'count' is a required property" in missing.get_json()["error"]["message"]
+    assert run(client, "typed", {"count": 3})["steps"][0]["result"] == {"message": "6"}

@@ -1,0 +1,1 @@
+"""Plain functions that declarative workflows call with the ``python`` step; no Flask, no app."""
