@@ -21,6 +21,7 @@ from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, pr
 from app.store import Store
 from app.templating import Renderer, RenderError, is_truthy
 from app.watchdog import Watchdog
+from triggers.base import TriggerError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def one_line(error: BaseException) -> str:
         message = str(error)
     except Exception:  # a broken __str__ must not stop the engine from recording the failure
         message = ""
-    if isinstance(error, (ActionError, RenderError, StepTimeout)):
+    if isinstance(error, (ActionError, RenderError, StepTimeout, TriggerError)):
         text = message
     else:  # an unexpected exception: its class name is part of the story
         text = f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -214,25 +215,40 @@ class Engine:
         """Cancel a queued, running or paused run; a running step is abandoned, never waited for."""
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
             raise RunStateError(run, "cancelled")
-        execution, owned = self._claim(run["id"], "cancel", by)
+        execution, owned, holds_slot = self._claim(run["id"], "cancel", by)
         if execution is None:
+            run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             return run
         if owned:
-            self._halt(execution)
+            try:
+                self._halt(execution)
+            finally:
+                if holds_slot:
+                    # The abandoned run thread held a slot: hand it to the next pending run, only now
+                    # that the cancelled run no longer counts against its workflow's max_concurrent_runs.
+                    threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
         return self._settled(execution)
 
     def pause(self, run: dict, by: str = "api") -> dict:
         """Pause a queued or running run: the current step finishes, the next does not start."""
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise RunStateError(run, "paused")
-        execution, owned = self._claim(run["id"], "pause", by)
+        execution, owned, _ = self._claim(run["id"], "pause", by)
         if execution is None:
+            run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING))
             self._transition(run, RunStatus.PAUSED, by)
             return run
         if owned:
             self._halt(execution)
         return self._settled(execution, timeout=2.0)
+
+    def _current(self, run: dict, wanted: str, allowed: tuple[RunStatus, ...]) -> dict:
+        """The run as stored now: it may have finished (and left this process) since the caller read it."""
+        fresh = self.store.get_run(run["id"]) or run
+        if fresh["status"] not in allowed:
+            raise RunStateError(fresh, wanted)
+        return fresh
 
     def retry(self, bound: BoundWorkflow, run: dict, by: str = "api") -> dict:
         """Continue a failed or cancelled run from its first unfinished step, keeping finished results."""
@@ -253,6 +269,7 @@ class Engine:
             state = "no such step" if step is None else f"step {step_name!r} is {step['status']}"
             raise RunStateError(run, f"made to skip {step_name!r} ({state}; only a failed step can be skipped)")
         step["status"] = StepStatus.SKIPPED.value
+        step["error"] = None  # a person's skip is final, like a `when` skip: a later retry must not undo it
         return self._reopen(bound, run, by)
 
     def _reopen(self, bound: BoundWorkflow, run: dict, by: str) -> dict:
@@ -262,22 +279,23 @@ class Engine:
         self.resume(bound, run, by)
         return snapshot(run)
 
-    def _claim(self, run_id: str, control: str, by: str) -> tuple[_Execution | None, bool]:
-        """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned).
+    def _claim(self, run_id: str, control: str, by: str) -> tuple[_Execution | None, bool, bool]:
+        """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned, holds_slot).
 
         ``owned`` is True when the caller must halt the run itself: it was
         queued, or a cancel disarmed its inline attempt (as the watchdog does
         on a timeout). Otherwise the run thread halts it at its next boundary.
+        ``holds_slot``: the caller took over the abandoned run thread's slot and must hand it on.
         """
         with self._lock:
             execution = self._executions.get(run_id)
             if execution is None:
-                return None, False
+                return None, False, False
             execution.control, execution.control_by = control, by
             execution.stop.set()
             if control == "cancel":
                 execution.cancelled.set()
-            owned = False
+            owned = holds_slot = False
             if execution in self._pending:
                 self._pending.remove(execution)
                 owned = True
@@ -286,11 +304,10 @@ class Engine:
                 if token is not None and self._watchdog.disarm(token):
                     del execution.tokens[execution.inline]
                     owned = True
-                    # The abandoned run thread held a slot: hand it to the next pending run.
-                    threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
+                    holds_slot = not execution.slotless  # a sub-workflow's run never took one
         with execution.changed:
             execution.changed.notify_all()  # a run thread coordinating branches wakes up and halts
-        return execution, owned
+        return execution, owned, holds_slot
 
     @staticmethod
     def _settled(execution: _Execution, timeout: float = 5.0) -> dict:
@@ -314,6 +331,11 @@ class Engine:
         """Runs of ``workflow`` executing now in this process."""
         with self._lock:
             return self._running[workflow]
+
+    def unfinished_count(self, workflow: str) -> int:
+        """Runs of ``workflow`` executing now or waiting for a slot in this process (paused ones excluded)."""
+        with self._lock:
+            return self._running[workflow] + sum(execution.bound.name == workflow for execution in self._pending)
 
     def _may_run(self, execution: _Execution) -> bool:
         limit = execution.bound.workflow.max_concurrent_runs
@@ -658,9 +680,17 @@ class Engine:
                     self._close_step(execution, index, StepStatus.CANCELLED)
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             self._log(execution, logging.WARNING, f"run cancelled ({by})")
-        elif execution.control == "pause":
-            self._transition(run, RunStatus.PAUSED, by)
-            self._log(execution, logging.INFO, f"run paused ({by})")
+        else:
+            # A pause or shutdown halts only once no attempt is under way: a step still marked
+            # running was between attempts (a backoff), so it is pending again and a resume or
+            # restart retries it rather than taking it for an interrupted attempt.
+            for index, step in enumerate(run["steps"]):
+                if step["status"] == StepStatus.RUNNING:
+                    step["status"] = StepStatus.PENDING.value
+                    self.store.update_step(run["id"], index, step)
+            if execution.control == "pause":
+                self._transition(run, RunStatus.PAUSED, by)
+                self._log(execution, logging.INFO, f"run paused ({by})")
         self._forget(execution)
 
     def _transition(self, run: dict, status: RunStatus, by: str, *, finished: bool = False) -> None:

@@ -17,7 +17,7 @@ from app.definitions import Definitions
 from app.engine import Engine, RunStateError, one_line
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
 from app.redaction import redact
-from app.runs import RunStatus, format_time
+from app.runs import RunStatus, format_time, snapshot
 from app.scheduler import Scheduler
 from app.store import JsonStore, Store
 from app.templating import Renderer
@@ -61,6 +61,7 @@ class Runtime:
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain)
         self._started = False
         self._lock = threading.Lock()
+        self._control_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
@@ -269,18 +270,23 @@ class Runtime:
 
     def control(self, run_id: str, operation: str, *, by: str = "api", step: str | None = None) -> dict:
         """cancel, pause, resume, retry or skip (a failed ``step``) a run; Conflict when it makes no sense now."""
+        with self._control_lock:  # two resumes at once must not start two executions
+            return self._control(run_id, operation, by, step)
+
+    def _control(self, run_id: str, operation: str, by: str, step: str | None) -> dict:
         run = self.get_run(run_id)
         try:
             if operation == "cancel":
                 return self.engine.cancel(run, by)
             if operation == "pause":
                 return self.engine.pause(run, by)
-            bound = self.get(run["workflow"])
+            # A run keeps the definition version it started with, also after a PUT made a newer one.
+            bound = self.definitions.bound_for(run["workflow"], run.get("version")) or self.get(run["workflow"])
             if operation == "resume":
                 if run["status"] != RunStatus.PAUSED:
                     raise RunStateError(run, "resumed (only a paused run can be)")
                 self.engine.resume(bound, run, by)
-                return run
+                return snapshot(run)  # the run thread changes ``run`` from now on
             if operation == "retry":
                 return self.engine.retry(bound, run, by)
             if operation == "skip":
@@ -297,7 +303,8 @@ class Runtime:
         run = self.get_run(run_id)
         if run["status"] != RunStatus.PAUSED:
             raise Conflict(f"run {run_id} is {run['status']}; only a paused run's variables can change")
-        run["trigger_data"].update(variables)
+        # Stored and answered like a run's inputs: secrets redacted (a Run never shows one).
+        run["trigger_data"].update(redact(variables))
         self.store.update_run(run_id, {"trigger_data": run["trigger_data"]})
         return run
 
@@ -345,8 +352,8 @@ class Runtime:
                 for event in bound.trigger.poll():
                     if self._overlaps(bound, source):
                         # Not acknowledged: a trigger with a cursor offers the event again later.
-                        logger.info("%s: skipped an event, %d runs already running (overlap=skip)",
-                                    bound.name, self.engine.running_count(bound.name))
+                        logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
+                                    bound.name, self.engine.unfinished_count(bound.name))
                         continue
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
@@ -367,7 +374,7 @@ class Runtime:
         """True when a scheduled event must be skipped: overlap="skip" and the workflow is at its limit."""
         workflow = bound.workflow
         return (source == "schedule" and workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
-                and self.engine.running_count(bound.name) >= workflow.max_concurrent_runs)
+                and self.engine.unfinished_count(bound.name) >= workflow.max_concurrent_runs)
 
     def _poll_failed(self, bound: BoundWorkflow, error: Exception) -> None:
         bound.failures += 1

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from actions.base import ActionError, BaseAction
 from triggers.base import BaseTrigger
+from triggers.file import FileTrigger
 from triggers.interval import IntervalTrigger
+from triggers.webhook import WebhookTrigger
 from workflows.base import Workflow
 
 
@@ -457,3 +459,414 @@ def wait_until(condition, timeout: float = 3.0, interval: float = 0.02, message:
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout} s (last value: {value!r})")
         time.sleep(interval)
+
+
+# -- Added for the schedule and event triggers (cron, webhook, file) ------------------------------
+
+
+class ReadTextAction(BaseAction):
+    """Reads the text file at ``path``: proves a file trigger's path is there while the run works."""
+
+    def __init__(self, name: str, path: str, **options):
+        super().__init__(name, **options)
+        self.path = path
+
+    def execute(self, data_store: dict) -> dict:
+        return {"text": Path(self.path).read_text(encoding="utf-8")}
+
+
+class HookWorkflow(Workflow):
+    name = "hook"
+    description = "An unsigned webhook; echoes the request."
+    trigger = WebhookTrigger("hook")
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
+class SignedHookWorkflow(Workflow):
+    name = "signed_hook"
+    description = "A webhook signed with the HOOK_SECRET setting, GitHub style."
+    trigger = WebhookTrigger("hook", secret="{{ settings.HOOK_SECRET }}")
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
+class CustomHeaderHookWorkflow(Workflow):
+    name = "custom_header_hook"
+    description = "A webhook with a literal secret and its own signature header."
+    trigger = WebhookTrigger("hook", secret="s3cret", signature_header="X-Signature")
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
+class ResultHookWorkflow(Workflow):
+    name = "result_hook"
+    description = "Answers the webhook with its last step's result."
+    trigger = WebhookTrigger("hook", response="result")
+    actions = [
+        EchoAction("first", value="{{ trigger_data.body.n }}"),
+        EchoAction("double", value="{{ steps.first.value * 2 }}"),
+    ]
+
+
+class StepResultHookWorkflow(Workflow):
+    name = "step_result_hook"
+    description = "Answers the webhook with its first step's result."
+    trigger = WebhookTrigger("hook", response="result", response_step="first")
+    actions = [
+        EchoAction("first", value="{{ trigger_data.query.q }}"),
+        EchoAction("second", value="ignored"),
+    ]
+
+
+class FailingHookWorkflow(Workflow):
+    name = "failing_hook"
+    description = "A result-mode webhook whose run fails."
+    max_retries = 0
+    trigger = WebhookTrigger("hook", response="result")
+    actions = [FailAction("boom")]
+
+
+class SlowHookWorkflow(Workflow):
+    name = "slow_hook"
+    description = "A result-mode webhook whose run takes 0.3 s."
+    trigger = WebhookTrigger("hook", response="result")
+    actions = [SleepAction("sleep", seconds=0.3)]
+
+
+class FileDropWorkflow(Workflow):
+    name = "file_drop"
+    description = "Reads each .txt file dropped into <storage>/inbox."
+    trigger = FileTrigger("drop", folder="{{ settings.WORKFLOW_STORAGE_PATH }}/inbox", pattern="*.txt",
+                          settle_seconds=0.1, poll_interval=0.05)
+    actions = [ReadTextAction("read", path="{{ trigger_data.path }}")]
+
+
+TRIGGER_WORKFLOWS = [
+    HookWorkflow,
+    SignedHookWorkflow,
+    CustomHeaderHookWorkflow,
+    ResultHookWorkflow,
+    StepResultHookWorkflow,
+    FailingHookWorkflow,
+    SlowHookWorkflow,
+    FileDropWorkflow,
+]
+
+
+class DueLaterTrigger(BaseTrigger):
+    """Never fires, says it is next due ``seconds`` from now, and counts its polls in ``polls``."""
+
+    type = "due_later"
+    default_check_interval = 0.05
+    polls = 0
+
+    def __init__(self, name: str, seconds: float = 30.0):
+        super().__init__(name)
+        self.seconds = seconds
+
+    def poll(self) -> list[dict]:
+        DueLaterTrigger.polls += 1
+        return []
+
+    def is_triggered(self) -> bool:
+        return False
+
+    def next_fire_time(self) -> float:
+        return time.time() + self.seconds
+
+
+# -- Added for durable execution: run control, crash recovery and limits --------------------------
+# (tests/test_control.py, tests/test_recovery.py, tests/test_limits.py)
+
+from actions.shell import ShellAction  # noqa: E402  (kept with the block that uses it)
+from actions.workflow import SubWorkflowAction  # noqa: E402
+
+# Gate name -> the event a GateAction waits for; a test opens it when the step may go on.
+GATES: dict[str, threading.Event] = {}
+GATE_ARRIVALS: dict[str, int] = {}
+_GATE_LOCK = threading.Lock()
+# Set by release_gates(): every gate is open, also one a late step asks for first.
+_ALL_GATES_OPEN = threading.Event()
+
+
+def gate(name: str) -> threading.Event:
+    """The gate called ``name`` (closed until ``.set()``, unless release_gates() opened them all)."""
+    with _GATE_LOCK:
+        event = GATES.setdefault(name, threading.Event())
+        if _ALL_GATES_OPEN.is_set():
+            event.set()
+        return event
+
+
+def arrivals(name: str) -> int:
+    """How many GateAction attempts reached the gate called ``name``."""
+    with _GATE_LOCK:
+        return GATE_ARRIVALS.get(name, 0)
+
+
+def release_gates() -> None:
+    """Open every gate, now and until reset_gates(): no step waits at one any more."""
+    with _GATE_LOCK:
+        _ALL_GATES_OPEN.set()
+        for event in GATES.values():
+            event.set()
+
+
+def reset_gates() -> None:
+    """Start a test with closed gates and no arrivals."""
+    with _GATE_LOCK:
+        _ALL_GATES_OPEN.clear()
+        GATES.clear()
+        GATE_ARRIVALS.clear()
+
+
+class GateAction(BaseAction):
+    """Waits until the test opens its gate, ignoring cancellation: a step that hangs, on cue."""
+
+    def __init__(self, name: str, gate: str, hold: float = 30.0, **options):
+        super().__init__(name, **options)
+        self.gate = gate
+        self.hold = hold
+
+    def execute(self, data_store: dict) -> dict:
+        event = gate(self.gate)
+        with _GATE_LOCK:
+            GATE_ARRIVALS[self.gate] = GATE_ARRIVALS.get(self.gate, 0) + 1
+        if not event.wait(float(self.hold)):
+            raise ActionError(f"gate {self.gate!r} stayed closed for {self.hold} s", retryable=False)
+        return {"gate": self.gate}
+
+
+class NeedsFileAction(BaseAction):
+    """Fails (without retrying) until ``path`` exists in the storage folder: a failure a person can fix."""
+
+    def __init__(self, name: str, path: str, **options):
+        super().__init__(name, **options)
+        self.path = path
+
+    def execute(self, data_store: dict) -> dict:
+        if not (Path(self.context.storage_path) / self.path).exists():
+            raise ActionError(f"{self.path} is missing", retryable=False)
+        return {"found": self.path}
+
+
+class CountingAction(BaseAction):
+    """Sleeps ``seconds`` and records the most attempts of its ``group`` that ever ran at once."""
+
+    lock = threading.Lock()
+    active: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    def __init__(self, name: str, group: str, seconds: float = 0.2, **options):
+        super().__init__(name, **options)
+        self.group = group
+        self.seconds = seconds
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.active.clear()
+            cls.peak.clear()
+
+    def execute(self, data_store: dict) -> dict:
+        with CountingAction.lock:
+            now = CountingAction.active[self.group] = CountingAction.active.get(self.group, 0) + 1
+            CountingAction.peak[self.group] = max(CountingAction.peak.get(self.group, 0), now)
+        try:
+            time.sleep(float(self.seconds))
+        finally:
+            with CountingAction.lock:
+                CountingAction.active[self.group] -= 1
+        return {"slept": float(self.seconds)}
+
+
+class SlowOnceAction(AppendLineAction):
+    """Appends its line, then blocks ``seconds``: a non-idempotent step a crash can cut short."""
+
+    idempotent = False
+
+    def __init__(self, name: str, path: str, line: str, seconds: float = 30.0, **options):
+        super().__init__(name, path, line, **options)
+        self.seconds = seconds
+
+    def execute(self, data_store: dict) -> dict:
+        result = super().execute(data_store)
+        time.sleep(float(self.seconds))
+        return result
+
+
+class FlakySendAction(FlakyAction):
+    """A FlakyAction that must not be repeated after a crash (like sending an e-mail)."""
+
+    idempotent = False
+
+
+class CountingIntervalTrigger(IntervalTrigger):
+    """An interval trigger that counts the events it fires in ``fired``."""
+
+    type = "counting_interval"
+    fired = 0
+
+    def get_trigger_data(self) -> dict:
+        CountingIntervalTrigger.fired += 1
+        return super().get_trigger_data()
+
+
+class BatchTrigger(BaseTrigger):
+    """Fires ``count`` events on every poll."""
+
+    type = "batch"
+
+    def __init__(self, name: str, count: int = 3):
+        super().__init__(name)
+        self.count = count
+
+    def is_triggered(self) -> bool:
+        return True
+
+    def poll(self) -> list[dict]:
+        return [{"n": n} for n in range(self.count)]
+
+
+class GatedWorkflow(Workflow):
+    name = "gated"
+    description = "Appends a line, waits at the gate 'gated', appends another."
+    max_retries = 0
+    step_timeout = 60
+    actions = [
+        AppendLineAction("first", path="gated.txt", line="first {{ inputs.text }}"),
+        GateAction("hold", gate="gated"),
+        AppendLineAction("last", path="gated.txt", line="last {{ inputs.text }} after {{ steps.first.written }}"),
+    ]
+
+
+class NeedsFileWorkflow(Workflow):
+    name = "needs_file"
+    description = "Fails at its middle step until needed.txt exists in the storage folder."
+    max_retries = 0
+    actions = [
+        AppendLineAction("first", path="needs_file.txt", line="first"),
+        NeedsFileAction("check", path="needed.txt"),
+        AppendLineAction("last", path="needs_file.txt", line="last after {{ steps.first.written }}"),
+    ]
+
+
+class NeedsTwoFilesWorkflow(Workflow):
+    name = "needs_two_files"
+    description = "Fails at step a until a.txt exists, and at step b until b.txt exists."
+    max_retries = 0
+    actions = [
+        NeedsFileAction("a", path="a.txt"),
+        NeedsFileAction("b", path="b.txt"),
+        AppendLineAction("done", path="needs_two_files.txt", line="done"),
+    ]
+
+
+class FlakySendWorkflow(Workflow):
+    name = "flaky_send"
+    description = "A non-idempotent step that fails once, then waits a 2 s backoff before its retry."
+    max_retries = 1
+    retry_delay = 2.0
+    actions = [FlakySendAction("send", failures=1)]
+
+
+class CallsGatedWorkflow(Workflow):
+    name = "calls_gated"
+    description = "Runs the gated workflow as its one step."
+    max_retries = 0
+    step_timeout = 60
+    actions = [SubWorkflowAction("child", workflow="gated", inputs={"text": "child"}, timeout=60)]
+
+
+class ShellSleepWorkflow(Workflow):
+    name = "shell_sleep"
+    description = "A shell command that writes its pid to the input pidfile, then sleeps 30 s."
+    max_retries = 0
+    step_timeout = 60
+    actions = [ShellAction("sleep", command="echo $$ > '{{ inputs.pidfile }}'; exec sleep 30")]
+
+
+class CrashStepsWorkflow(Workflow):
+    name = "crash_steps"
+    description = "Four steps that append to crash.txt, with a 0.5 s nap between each two."
+    actions = [
+        AppendLineAction("one", path="crash.txt", line="one"),
+        SleepAction("nap_1", seconds=0.5),
+        AppendLineAction("two", path="crash.txt", line="two"),
+        SleepAction("nap_2", seconds=0.5),
+        AppendLineAction("three", path="crash.txt", line="three"),
+        SleepAction("nap_3", seconds=0.5),
+        AppendLineAction("four", path="crash.txt", line="four"),
+    ]
+
+
+class SendSlowlyWorkflow(Workflow):
+    name = "send_slowly"
+    description = "Its non-idempotent middle step writes sent.txt, then blocks 30 s."
+    actions = [
+        EchoAction("prepare", value="ready"),
+        SlowOnceAction("send", path="sent.txt", line="sent", seconds=30),
+        EchoAction("after", value="done"),
+    ]
+
+
+class QueuedWorkWorkflow(Workflow):
+    name = "queued_work"
+    description = "Works 0.3 s, then appends its run id to queued.txt."
+    actions = [
+        SleepAction("work", seconds=0.3),
+        AppendLineAction("record", path="queued.txt", line="{{ run.id }}"),
+    ]
+
+
+class LimitApiWorkflow(Workflow):
+    name = "limit_api"
+    description = "A counted 0.15 s step, started through the API."
+    actions = [CountingAction("count", group="limits", seconds=0.15)]
+
+
+class LimitTickWorkflow(Workflow):
+    name = "limit_tick"
+    description = "A counted 0.15 s step, every 0.1 s while started."
+    trigger = IntervalTrigger("every", seconds=0.1)
+    actions = [CountingAction("count", group="limits", seconds=0.15)]
+
+
+class LimitPollWorkflow(Workflow):
+    name = "limit_poll"
+    description = "A counted 0.15 s step per event; every poll brings four events."
+    trigger = BatchTrigger("batch", count=4)
+    actions = [CountingAction("count", group="limits", seconds=0.15)]
+
+
+class OneAtATimeWorkflow(Workflow):
+    name = "one_at_a_time"
+    description = "At most one run at once; the others wait queued. Waits at the gate 'one_at_a_time'."
+    max_concurrent_runs = 1
+    overlap = "queue"
+    step_timeout = 60
+    actions = [GateAction("hold", gate="one_at_a_time")]
+
+
+class NoOverlapWorkflow(Workflow):
+    name = "no_overlap"
+    description = "Fires every 0.05 s, works 0.3 s; events that come while a run works are skipped."
+    max_concurrent_runs = 1
+    overlap = "skip"
+    trigger = CountingIntervalTrigger("fast", seconds=0.05)
+    actions = [CountingAction("work", group="no_overlap", seconds=0.3)]
+
+
+DURABLE_WORKFLOWS = [
+    EchoWorkflow,
+    FailingWorkflow,
+    GatedWorkflow,
+    CallsGatedWorkflow,
+    NeedsFileWorkflow,
+    NeedsTwoFilesWorkflow,
+    FlakySendWorkflow,
+    ShellSleepWorkflow,
+    LimitApiWorkflow,
+    LimitTickWorkflow,
+    LimitPollWorkflow,
+    OneAtATimeWorkflow,
+    NoOverlapWorkflow,
+]

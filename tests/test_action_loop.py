@@ -37,7 +37,7 @@ def run_steps(definitions, names):
     for definition in definitions:
         config = Renderer().render_value(definition.get("config", {}), {**names, "steps": results})
         action = TYPES[definition["type"]](definition["name"], **config)
-        action.context = RunContext()
+        action.context = RunContext(settings={"WORKFLOW_PYTHON_MODULES": ("tests",)})
         results[definition["name"]] = action.execute({})
     return results
 
