@@ -43,8 +43,12 @@ class BoundWorkflow:
         return self.workflow.name
 
     @property
-    def actions(self) -> list[BaseAction]:
-        return list(self.workflow.actions)
+    def actions(self) -> tuple[BaseAction, ...]:
+        return self._actions
+
+    def __post_init__(self) -> None:
+        # A tuple taken once: the engine indexes it for every step (a fresh list each time was O(steps)).
+        self._actions = tuple(self.workflow.actions)
 
     @classmethod
     def bind(cls, workflow: type[Workflow], settings: Mapping[str, Any], renderer: Renderer) -> BoundWorkflow:

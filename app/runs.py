@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -42,7 +43,12 @@ def utcnow() -> str:
 
 def format_time(epoch: float) -> str:
     """An epoch as UTC ISO 8601 with milliseconds and ``Z``."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # strftime over gmtime: the same text as datetime.isoformat, at a third of the cost (twice per step).
+    fraction, seconds = math.modf(epoch)
+    micros = round(fraction * 1_000_000)  # rounded as datetime.fromtimestamp rounds, then cut to ms like isoformat
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros // 1000:03d}Z"
 
 
 def parse_time(text: str) -> float:

@@ -157,6 +157,8 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become file names
 _SHARDS = 64
+# Journals kept open between appends: about the runs executing at once, with room to spare.
+_MAX_OPEN_JOURNALS = 32
 # What the index keeps of each run; the status fields change after creation.
 _INDEX_FIELDS = ("workflow", "status", "created_at", "started_at", "finished_at")
 _STATUS_FIELDS = ("status", "started_at", "finished_at")
@@ -314,6 +316,9 @@ class JsonStore(Store):
         # run id -> (inode, size, seq) of the journal after this process's last append to it
         # ... and whether the journal's directory entry has been fsync'd by this process
         self._journals: dict[str, tuple[int, int, int, bool]] = {}
+        # run id -> an open append descriptor of its journal (the most recent _MAX_OPEN_JOURNALS)
+        self._journal_fds: dict[str, int] = {}
+        self._fds_lock = threading.Lock()
         # The in-memory index, guarded by _memory: id -> entry, ids sorted (so by creation time).
         self._memory = threading.Lock()
         self._entries: dict[str, dict] = {}
@@ -361,6 +366,7 @@ class JsonStore(Store):
             seq = self._last_seq(run_id)
             _write_atomic(self._runs / f"{run_id}.json", _dumps({"seq": seq, "run": run}))
             self._journals.pop(run_id, None)
+            self._close_journal(run_id)
             try:
                 journal.unlink(missing_ok=True)
             except OSError as exc:
@@ -437,6 +443,7 @@ class JsonStore(Store):
         for run_id, key in doomed.items():
             with self._run_mutex(run_id):
                 self._journals.pop(run_id, None)
+                self._close_journal(run_id)
                 for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
                     try:
                         path.unlink(missing_ok=True)
@@ -570,12 +577,8 @@ class JsonStore(Store):
     def _append(self, run_id: str, body: bytes, durable: bool) -> None:
         """Append one change to the run's journal with one os.write. Call with the run's mutex held."""
         path = self._runs / f"{run_id}.journal"
+        fd, stat = self._journal_fd(run_id, path)
         try:
-            fd = os.open(path, _APPEND, 0o644)
-        except OSError as exc:
-            raise _error("write", path, exc) from exc
-        try:
-            stat = os.fstat(fd)
             cached = self._journals.pop(run_id, None)
             if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
                 seq, size, entry_synced = cached[2], stat.st_size, cached[3]
@@ -599,8 +602,40 @@ class JsonStore(Store):
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
             self._journals[run_id] = (stat.st_ino, size + len(line), seq, entry_synced)
-        finally:
-            os.close(fd)
+        except BaseException:
+            self._close_journal(run_id, fd)
+            raise
+        self._keep_journal(run_id, fd)
+
+    def _journal_fd(self, run_id: str, path: Path) -> tuple[int, os.stat_result]:
+        """The run's journal open for appending, reused while it is live; opened anew once unlinked."""
+        with self._fds_lock:
+            fd = self._journal_fds.pop(run_id, -1)
+        if fd >= 0:
+            stat = os.fstat(fd)
+            if stat.st_nlink:
+                return fd, stat
+            os.close(fd)  # compacted or pruned, here or by another process: append to the live file
+        try:
+            fd = os.open(path, _APPEND, 0o644)
+            return fd, os.fstat(fd)
+        except OSError as exc:
+            raise _error("write", path, exc) from exc
+
+    def _keep_journal(self, run_id: str, fd: int) -> None:
+        # Reopening a journal for every step cost two system calls per change; keep the busiest open.
+        with self._fds_lock:
+            self._journal_fds[run_id] = fd
+            if len(self._journal_fds) > _MAX_OPEN_JOURNALS:
+                oldest = next(iter(self._journal_fds))
+                os.close(self._journal_fds.pop(oldest))
+
+    def _close_journal(self, run_id: str, fd: int = -1) -> None:
+        with self._fds_lock:
+            cached = self._journal_fds.pop(run_id, -1)
+        for descriptor in {fd, cached} - {-1}:
+            with suppress(OSError):
+                os.close(descriptor)
 
     def _resync(self, run_id: str, fd: int) -> tuple[int, int]:
         """The last seq of a run and the size of its journal, with a torn last line cut off."""

@@ -113,7 +113,12 @@ class Renderer:
 
         The original is never changed, so one action instance serves concurrent runs.
         """
-        clone = copy.copy(obj)
+        if hasattr(obj, "__dict__") and not hasattr(obj, "__copy__"):
+            # What copy.copy does for a plain object, at a tenth of its cost: this runs for every step.
+            clone = object.__new__(type(obj))
+            clone.__dict__.update(obj.__dict__)
+        else:
+            clone = copy.copy(obj)
         for field in self.template_fields(obj):
             setattr(clone, field, self.render_value(getattr(obj, field), context, f"{label}: field {field!r}"))
         return clone
