@@ -176,8 +176,41 @@ def _error(verb: str, path: Path | str, exc: OSError) -> StorageError:
     return StorageError(f"cannot {verb} {path}: {reason}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    # A new or renamed file is durable only once its directory entry is.
+class _DirectorySync:
+    """fsync of a directory, shared: threads that ask while one is under way ride on the next one.
+
+    A new or renamed file is durable only once its directory entry is. Runs
+    executing at once all rename into runs/, so one fsync can serve them all
+    (group commit): an fsync that starts after a thread asked covers its entry.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._asked: dict[Path, int] = {}
+        self._done: dict[Path, int] = {}
+        self._busy: set[Path] = set()
+
+    def sync(self, folder: Path) -> None:
+        """Return once an fsync of ``folder`` that started after this call has finished."""
+        with self._changed:
+            ticket = self._asked[folder] = self._asked.get(folder, 0) + 1
+            while self._done.get(folder, 0) < ticket:
+                if folder in self._busy:
+                    self._changed.wait()
+                    continue
+                self._busy.add(folder)
+                covered = self._asked[folder]
+                self._changed.release()
+                try:
+                    _fsync_folder(folder)
+                finally:
+                    self._changed.acquire()
+                    self._busy.discard(folder)
+                    self._changed.notify_all()
+                self._done[folder] = max(self._done.get(folder, 0), covered)
+
+
+def _fsync_folder(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -186,6 +219,10 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
     except OSError as exc:
         raise _error("sync", folder, exc) from exc
+
+
+_directories = _DirectorySync()
+_fsync_dir = _directories.sync
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -568,7 +605,21 @@ class JsonStore(Store):
         snapshot = self._runs / f"{run['id']}.json"
         if snapshot.exists():
             raise ValueError(f"run {run['id']!r} already exists")
-        _write_atomic(snapshot, _dumps({"seq": 0, "run": run}))
+        # The empty journal first: the snapshot's directory fsync then makes both names durable at once.
+        journal = self._runs / f"{run['id']}.journal"
+        try:
+            fd = os.open(journal, _APPEND, 0o644)
+        except OSError as exc:
+            raise _error("write", journal, exc) from exc
+        try:
+            _write_atomic(snapshot, _dumps({"seq": 0, "run": run}))
+        except BaseException:
+            os.close(fd)
+            with suppress(OSError):
+                journal.unlink()  # a failed creation leaves nothing behind
+            raise
+        self._keep_journal(run["id"], fd)
+        self._journals[run["id"]] = (os.fstat(fd).st_ino, 0, 0, True)
         entry = {field: run.get(field) for field in ("id", *_INDEX_FIELDS)}
         if key is not None:
             entry["key"] = key
