@@ -7,13 +7,14 @@ Start the server in one terminal (no mail server needed: replies go to the outbo
 then, in another:
 
     python demo_1.py              # upload the two sample applications
-    python demo_1.py --watch      # then also watch the mailbox (needs IMAP_HOST and friends on the server)
+    python demo_1.py --watch      # then also watch the mailbox live (needs IMAP_HOST and friends on the server)
 
 The demo uploads samples/application_company_a.pdf (complete) and
 samples/application_company_b_invalid.pdf (three mistakes) to the
 insurance_application workflow and prints what was read, whether it is valid
-and where the reply went. WORKFLOW_API_URL says where the server is (default
-http://127.0.0.1:5001).
+and where the reply went. When the server has IMAP_* settings, the demo also
+starts the mailbox-watching workflow and says how to stop it.
+WORKFLOW_API_URL says where the server is (default http://127.0.0.1:5001).
 """
 
 from __future__ import annotations
@@ -155,6 +156,16 @@ def watch(session: requests.Session, base: str) -> None:
         print(f"\nStopped {WORKFLOW} (POST /api/workflows/{WORKFLOW}/stop): status {summary['status']}.")
 
 
+def start_watching(session: requests.Session, base: str) -> None:
+    """IMAP is configured on the server: start the mailbox-watching workflow and say how to stop it."""
+    _, summary = call(session, base, "POST", f"/api/workflows/{WORKFLOW}/start")
+    every = summary.get("check_interval")
+    print(f"\nThe mailbox is configured, so {WORKFLOW} is now started: the server checks it every {every:g} s")
+    print("and replies to each e-mail with a PDF application. It stays started across restarts; stop it with")
+    print(f"  curl -X POST {base}/api/workflows/{WORKFLOW}/stop")
+    print("or watch it handle mail with: python demo_1.py --watch (Ctrl-C there stops it).")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 on success, 1 when the server is missing or refuses something."""
     parser = argparse.ArgumentParser(description="Demo 1: insurance applications through PyFlow's REST API.")
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.watch:
                 watch(session, base)
             else:
-                print("\nThe mailbox is configured: run python demo_1.py --watch to have PyFlow read it.")
+                start_watching(session, base)
         except DemoError as error:
             print(f"demo_1.py: {error}", file=sys.stderr)
             return 1

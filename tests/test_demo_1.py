@@ -87,3 +87,17 @@ def test_demo_watch_starts_the_workflow_and_ctrl_c_stops_it(servers, tmp_path):
                 process.wait()
     assert "Stopped insurance_application" in read() and "status stopped" in read()
     assert server.get("/api/workflows/insurance_application").json()["status"] == "stopped"
+
+
+def test_demo_starts_the_mailbox_workflow_when_imap_is_configured_and_says_how_to_stop_it(servers, tmp_path):
+    with IMAPServer() as imap:
+        settings = imap.settings(tmp_path)
+        env = {key: str(settings[key]) for key in ("IMAP_HOST", "IMAP_PORT", "IMAP_USER", "IMAP_PASSWORD")}
+        server = servers.start(env={**env, "IMAP_SSL": "false", "EMAIL_POLL_INTERVAL": "0.5"})
+
+        result = demo({**server.env, "WORKFLOW_API_URL": server.url})
+
+        assert result.returncode == 0, result.stderr
+        assert "insurance_application is now started" in result.stdout
+        assert f"curl -X POST {server.url}/api/workflows/insurance_application/stop" in result.stdout
+        assert server.get("/api/workflows/insurance_application").json()["status"] == "running"
