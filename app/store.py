@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
-from filelock import lock_descriptor, unlock_descriptor
-
-from app.errors import NotFound, StorageError
+from app.errors import NotFound
+from app.files import Mutex, dumps, fsync_dir, parse_lines, read_json, storage_error, write_all, write_atomic
 from app.runs import FINISHED_RUN, parse_time, utcnow
 
 
@@ -137,7 +133,7 @@ class Store(ABC):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
-            raise _error("create", path, exc) from exc
+            raise storage_error("create", path, exc) from exc
         return path
 
 
@@ -167,169 +163,6 @@ _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _STALE_TEMP_SECONDS = 3600.0
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _error(verb: str, path: Path | str, exc: OSError) -> StorageError:
-    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
-    return StorageError(f"cannot {verb} {path}: {reason}")
-
-
-class _DirectorySync:
-    """fsync of a directory, shared: threads that ask while one is under way ride on the next one.
-
-    A new or renamed file is durable only once its directory entry is. Runs
-    executing at once all rename into runs/, so one fsync can serve them all
-    (group commit): an fsync that starts after a thread asked covers its entry.
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._asked: dict[Path, int] = {}
-        self._done: dict[Path, int] = {}
-        self._busy: set[Path] = set()
-
-    def sync(self, folder: Path) -> None:
-        """Return once an fsync of ``folder`` that started after this call has finished."""
-        with self._changed:
-            ticket = self._asked[folder] = self._asked.get(folder, 0) + 1
-            while self._done.get(folder, 0) < ticket:
-                if folder in self._busy:
-                    self._changed.wait()
-                    continue
-                self._busy.add(folder)
-                covered = self._asked[folder]
-                self._changed.release()
-                try:
-                    _fsync_folder(folder)
-                finally:
-                    self._changed.acquire()
-                    self._busy.discard(folder)
-                    self._changed.notify_all()
-                self._done[folder] = max(self._done.get(folder, 0), covered)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise _error("sync", folder, exc) from exc
-
-
-_directories = _DirectorySync()
-_fsync_dir = _directories.sync
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a part."""
-    temp = None
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide these files from other users, unlike the journals
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        if temp is not None:
-            with suppress(OSError):
-                os.unlink(temp)
-        raise _error("write", path, exc) from exc
-    _fsync_dir(path.parent)
-
-
-def _write_all(fd: int, data: bytes, path: Path, size: int) -> None:
-    """Append ``data`` to ``fd`` (of ``size`` bytes) in one call; on failure cut the file back to ``size``."""
-    try:
-        written = os.write(fd, data)
-        # A short write means the disk filled up; the next call reports why.
-        while written < len(data):
-            written += os.write(fd, data[written:])
-    except OSError as exc:
-        with suppress(OSError):
-            os.ftruncate(fd, size)
-        raise _error("write", path, exc) from exc
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return default
-    except OSError as exc:
-        raise _error("read", path, exc) from exc
-    except ValueError as exc:
-        raise StorageError(f"cannot read {path}: invalid JSON ({exc})") from exc
-
-
-def _parse_lines(data: bytes, path: Path) -> tuple[list[dict], int]:
-    """The valid JSON lines of ``data`` and the length of its newline-terminated part."""
-    # A line without its newline is an append in flight or torn by a crash: it does not count yet.
-    end = data.rfind(b"\n") + 1
-    if not end:
-        return [], 0
-    with suppress(ValueError):
-        # One parse of all lines as an array is several times faster than a parse per line.
-        entries = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
-        if all(isinstance(entry, dict) for entry in entries):
-            return entries, end
-    entries = []
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            if isinstance(entry, dict):
-                entries.append(entry)
-                continue
-        except ValueError:
-            pass
-        logger.warning("skipping invalid line %d of %s", number, path)
-    return entries, end
-
-
-class _Mutex:
-    """Held by one thread of one process at a time: a threading.Lock, then filelock's lock on a lock file.
-
-    The lock file stays open (close-on-exec, so commands a step runs do not
-    inherit it): opening it for every hold cost more than the lock itself.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._thread_lock = threading.Lock()  # threads wait here instead of polling the file lock
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            if self._fd < 0:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            lock_descriptor(self._fd, poll_interval=0.001)
-        except BaseException as exc:
-            self._thread_lock.release()
-            if isinstance(exc, OSError):
-                raise _error("lock", self.path, exc) from exc
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            unlock_descriptor(self._fd)
-        finally:
-            self._thread_lock.release()
-
-    def close(self) -> None:
-        """Close the lock file."""
-        with self._thread_lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-
 class JsonStore(Store):
     """The Store interface over JSON files under ``root``: atomic, journaled and safe across processes."""
 
@@ -345,11 +178,11 @@ class JsonStore(Store):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _error("create", folder, exc) from exc
-        self._index_mutex = _Mutex(locks / "index.lock")
-        self._keys_mutex = _Mutex(locks / "keys.lock")
-        self._workflows_mutex = _Mutex(locks / "workflows.lock")
-        self._run_mutexes = [_Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
+                raise storage_error("create", folder, exc) from exc
+        self._index_mutex = Mutex(locks / "index.lock")
+        self._keys_mutex = Mutex(locks / "keys.lock")
+        self._workflows_mutex = Mutex(locks / "workflows.lock")
+        self._run_mutexes = [Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
         # run id -> (inode, size, seq) of the journal after this process's last append to it
         # ... and whether the journal's directory entry has been fsync'd by this process
         self._journals: dict[str, tuple[int, int, int, bool]] = {}
@@ -373,16 +206,16 @@ class JsonStore(Store):
         digest = hashlib.sha256(f"{run['workflow']}\0{idempotency_key}".encode()).hexdigest()[:32]
         path = self._keys / f"{digest}.json"
         with self._keys_mutex:
-            first = self.get_run((_read_json(path, None) or {}).get("run_id", ""))
+            first = self.get_run((read_json(path, None) or {}).get("run_id", ""))
             if first is not None:
                 return first, False
             # The key before the run: a crash in between leaves a key of no run, which counts as unused.
-            _write_atomic(path, _dumps({"workflow": run["workflow"], "key": idempotency_key, "run_id": run_id}))
+            write_atomic(path, dumps({"workflow": run["workflow"], "key": idempotency_key, "run_id": run_id}))
             self._create(run, digest)
         return run, True
 
     def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
-        body = _dumps({"fields": fields})
+        body = dumps({"fields": fields})
         with self._run_mutex(run_id):
             self._append(run_id, body, durable)
             if any(field in fields for field in _STATUS_FIELDS):
@@ -392,7 +225,7 @@ class JsonStore(Store):
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index!r}")
-        body = _dumps({"step": index, "record": step})
+        body = dumps({"step": index, "record": step})
         with self._run_mutex(run_id):
             self._append(run_id, body, durable)
 
@@ -401,7 +234,7 @@ class JsonStore(Store):
         journal = self._runs / f"{run_id}.journal"
         with self._run_mutex(run_id):
             seq = self._last_seq(run_id)
-            _write_atomic(self._runs / f"{run_id}.json", _dumps({"seq": seq, "run": run}))
+            write_atomic(self._runs / f"{run_id}.json", dumps({"seq": seq, "run": run}))
             self._journals.pop(run_id, None)
             self._close_journal(run_id)
             try:
@@ -418,12 +251,12 @@ class JsonStore(Store):
         # so a save_run in between cannot make us apply newer lines to an older snapshot.
         journal = self._runs / f"{run_id}.journal"
         try:
-            lines, _ = _parse_lines(journal.read_bytes(), journal)
+            lines, _ = parse_lines(journal.read_bytes(), journal)
         except FileNotFoundError:
             lines = []
         except OSError as exc:
-            raise _error("read", journal, exc) from exc
-        snapshot = _read_json(self._runs / f"{run_id}.json", None)
+            raise storage_error("read", journal, exc) from exc
+        snapshot = read_json(self._runs / f"{run_id}.json", None)
         if snapshot is None:
             return None
         run = snapshot["run"]
@@ -485,7 +318,7 @@ class JsonStore(Store):
                     try:
                         path.unlink(missing_ok=True)
                     except OSError as exc:
-                        raise _error("remove", path, exc) from exc
+                        raise storage_error("remove", path, exc) from exc
             if key:
                 self._remove_key(key, run_id)
         with self._memory:
@@ -512,12 +345,12 @@ class JsonStore(Store):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise _error("write", path, exc) from exc
+            raise storage_error("write", path, exc) from exc
         try:
-            data = _dumps(entry) + b"\n"
-            _write_all(fd, data, path, os.fstat(fd).st_size)
+            data = dumps(entry) + b"\n"
+            write_all(fd, data, path, os.fstat(fd).st_size)
         except OSError as exc:
-            raise _error("write", path, exc) from exc
+            raise storage_error("write", path, exc) from exc
         finally:
             os.close(fd)
 
@@ -528,18 +361,18 @@ class JsonStore(Store):
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise _error("read", path, exc) from exc
-        return _parse_lines(data, path)[0]
+            raise storage_error("read", path, exc) from exc
+        return parse_lines(data, path)[0]
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:
-        return _read_json(self._triggers / f"{_check_name('workflow', workflow)}.json", {})
+        return read_json(self._triggers / f"{_check_name('workflow', workflow)}.json", {})
 
     def save_trigger_state(self, workflow: str, state: dict) -> None:
-        _write_atomic(self._triggers / f"{_check_name('workflow', workflow)}.json", _dumps(state))
+        write_atomic(self._triggers / f"{_check_name('workflow', workflow)}.json", dumps(state))
 
     def started_workflows(self) -> set[str]:
-        return set(_read_json(self._workflows_path, {}).get("started", []))
+        return set(read_json(self._workflows_path, {}).get("started", []))
 
     def set_started(self, workflow: str, started: bool) -> None:
         # Under a lock, so two processes starting different workflows keep each other's change.
@@ -547,7 +380,7 @@ class JsonStore(Store):
             names = self.started_workflows()
             changed = (names | {workflow}) if started else (names - {workflow})
             if changed != names:
-                _write_atomic(self._workflows_path, _dumps({"started": sorted(changed)}))
+                write_atomic(self._workflows_path, dumps({"started": sorted(changed)}))
 
     # -- workflow definitions ---------------------------------------------------
     def _definition_folder(self, name: str) -> Path:
@@ -557,7 +390,7 @@ class JsonStore(Store):
         try:
             return sorted(int(path.stem[1:]) for path in folder.glob("v*.json") if path.stem[1:].isdigit())
         except OSError as exc:
-            raise _error("read", folder, exc) from exc
+            raise storage_error("read", folder, exc) from exc
 
     def save_definition(self, name: str, definition: dict) -> int:
         folder = self._definition_folder(name)
@@ -565,10 +398,10 @@ class JsonStore(Store):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _error("create", folder, exc) from exc
+                raise storage_error("create", folder, exc) from exc
             version = (self._versions(folder) or [0])[-1] + 1
             record = {"name": name, "version": version, "definition": definition, "saved_at": utcnow()}
-            _write_atomic(folder / f"v{version}.json", _dumps(record))
+            write_atomic(folder / f"v{version}.json", dumps(record))
         return version
 
     def get_definition(self, name: str, version: int | None = None) -> dict | None:
@@ -578,7 +411,7 @@ class JsonStore(Store):
             if not versions:
                 return None
             version = versions[-1]
-        return _read_json(folder / f"v{version}.json", None)
+        return read_json(folder / f"v{version}.json", None)
 
     def list_definitions(self) -> list[dict]:
         root = self.root / "definitions"
@@ -595,10 +428,10 @@ class JsonStore(Store):
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise _error("remove", folder, exc) from exc
+                raise storage_error("remove", folder, exc) from exc
 
     # -- run files ------------------------------------------------------------
-    def _run_mutex(self, run_id: str) -> _Mutex:
+    def _run_mutex(self, run_id: str) -> Mutex:
         return self._run_mutexes[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
 
     def _create(self, run: dict, key: str | None) -> None:
@@ -610,9 +443,9 @@ class JsonStore(Store):
         try:
             fd = os.open(journal, _APPEND, 0o644)
         except OSError as exc:
-            raise _error("write", journal, exc) from exc
+            raise storage_error("write", journal, exc) from exc
         try:
-            _write_atomic(snapshot, _dumps({"seq": 0, "run": run}))
+            write_atomic(snapshot, dumps({"seq": 0, "run": run}))
         except BaseException:
             os.close(fd)
             with suppress(OSError):
@@ -639,16 +472,16 @@ class JsonStore(Store):
             seq += 1
             # body is '{"step":...}': put the seq first, in the same single write.
             line = b'{"seq":%d,%s\n' % (seq, body[1:])
-            _write_all(fd, line, path, size)
+            write_all(fd, line, path, size)
             if durable:
                 try:
                     os.fsync(fd)
                 except OSError as exc:
                     with suppress(OSError):
                         os.ftruncate(fd, size)
-                    raise _error("write", path, exc) from exc
+                    raise storage_error("write", path, exc) from exc
                 if not entry_synced:  # the journal's name must be durable too, once
-                    _fsync_dir(self._runs)
+                    fsync_dir(self._runs)
                     entry_synced = True
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
@@ -671,7 +504,7 @@ class JsonStore(Store):
             fd = os.open(path, _APPEND, 0o644)
             return fd, os.fstat(fd)
         except OSError as exc:
-            raise _error("write", path, exc) from exc
+            raise storage_error("write", path, exc) from exc
 
     def _keep_journal(self, run_id: str, fd: int) -> None:
         # Reopening a journal for every step cost two system calls per change; keep the busiest open.
@@ -702,19 +535,19 @@ class JsonStore(Store):
             try:
                 os.ftruncate(fd, end)
             except OSError as exc:
-                raise _error("write", path, exc) from exc
+                raise storage_error("write", path, exc) from exc
         return seq, end
 
     def _scan(self, run_id: str) -> tuple[int, int, bool]:
         """(last seq, length of the journal's whole lines, whether the snapshot exists), read from the files."""
         journal = self._runs / f"{run_id}.journal"
         try:
-            lines, end = _parse_lines(journal.read_bytes(), journal)
+            lines, end = parse_lines(journal.read_bytes(), journal)
         except FileNotFoundError:
             lines, end = [], 0
         except OSError as exc:
-            raise _error("read", journal, exc) from exc
-        snapshot = _read_json(self._runs / f"{run_id}.json", None)
+            raise storage_error("read", journal, exc) from exc
+        snapshot = read_json(self._runs / f"{run_id}.json", None)
         seq = max([snapshot["seq"] if snapshot else 0] + [line.get("seq", 0) for line in lines])
         return seq, end, snapshot is not None
 
@@ -734,11 +567,11 @@ class JsonStore(Store):
         path = self._keys / f"{key}.json"
         with self._keys_mutex:
             # The key may have been taken again by a newer run since its run finished.
-            if (_read_json(path, None) or {}).get("run_id") == run_id:
+            if (read_json(path, None) or {}).get("run_id") == run_id:
                 try:
                     path.unlink(missing_ok=True)
                 except OSError as exc:
-                    raise _error("remove", path, exc) from exc
+                    raise storage_error("remove", path, exc) from exc
 
     def _remove_stale_temp_files(self) -> None:
         # Temporary files that a killed process left behind; a live writer replaces its own within seconds.
@@ -769,25 +602,25 @@ class JsonStore(Store):
         self._append_index({"id": run_id, **line}, durable)
 
     def _append_index(self, entry: dict, durable: bool) -> None:
-        line = _dumps(entry) + b"\n"
+        line = dumps(entry) + b"\n"
         path = self._index_path
         with self._index_mutex:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise _error("write", path, exc) from exc
+                raise storage_error("write", path, exc) from exc
             try:
                 size = os.fstat(fd).st_size
                 # A line torn by a power loss must not swallow ours.
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
-                _write_all(fd, line, path, size)
+                write_all(fd, line, path, size)
                 if durable:
                     os.fsync(fd)
                     if size == 0:
-                        _fsync_dir(self.root)
+                        fsync_dir(self.root)
             except OSError as exc:
-                raise _error("write", path, exc) from exc
+                raise storage_error("write", path, exc) from exc
             finally:
                 os.close(fd)
 
@@ -814,8 +647,8 @@ class JsonStore(Store):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _error("read", path, exc) from exc
-        lines, end = _parse_lines(data, path)
+            raise storage_error("read", path, exc) from exc
+        lines, end = parse_lines(data, path)
         self._index_offset += end
         self._index_lines += len(lines)
         for line in lines:
@@ -845,12 +678,12 @@ class JsonStore(Store):
                 self._entries.pop(run_id, None)
             if drop:
                 self._ids = [run_id for run_id in self._ids if run_id in self._entries]
-            data = b"".join(_dumps({"id": run_id, **self._entries[run_id]}) + b"\n" for run_id in self._ids)
-            _write_atomic(self._index_path, data)
+            data = b"".join(dumps({"id": run_id, **self._entries[run_id]}) + b"\n" for run_id in self._ids)
+            write_atomic(self._index_path, data)
             try:
                 self._index_inode = os.stat(self._index_path).st_ino
             except OSError as exc:
-                raise _error("read", self._index_path, exc) from exc
+                raise storage_error("read", self._index_path, exc) from exc
             self._index_offset, self._index_lines = len(data), len(self._ids)
 
 

@@ -1,0 +1,185 @@
+"""Durable file primitives of the JSON store: atomic replaces, shared directory fsyncs, locks, JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from filelock import lock_descriptor, unlock_descriptor
+
+from app.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def storage_error(verb: str, path: Path | str, exc: OSError) -> StorageError:
+    """A StorageError naming what could not be done, the path and the cause."""
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+    return StorageError(f"cannot {verb} {path}: {reason}")
+
+
+class DirectorySync:
+    """fsync of a directory, shared: threads that ask while one is under way ride on the next one.
+
+    A new or renamed file is durable only once its directory entry is. Runs
+    executing at once all rename into runs/, so one fsync can serve them all
+    (group commit): an fsync that starts after a thread asked covers its entry.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._asked: dict[Path, int] = {}
+        self._done: dict[Path, int] = {}
+        self._busy: set[Path] = set()
+
+    def sync(self, folder: Path) -> None:
+        """Return once an fsync of ``folder`` that started after this call has finished."""
+        with self._changed:
+            ticket = self._asked[folder] = self._asked.get(folder, 0) + 1
+            while self._done.get(folder, 0) < ticket:
+                if folder in self._busy:
+                    self._changed.wait()
+                    continue
+                self._busy.add(folder)
+                covered = self._asked[folder]
+                self._changed.release()
+                try:
+                    fsync_folder(folder)
+                finally:
+                    self._changed.acquire()
+                    self._busy.discard(folder)
+                    self._changed.notify_all()
+                self._done[folder] = max(self._done.get(folder, 0), covered)
+
+
+def fsync_folder(folder: Path) -> None:
+    """fsync a directory, so the names created or renamed in it are durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise storage_error("sync", folder, exc) from exc
+
+
+# One per process: the directories are the process's, whichever store writes into them.
+_directories = DirectorySync()
+fsync_dir = _directories.sync
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a part."""
+    temp = None
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide these files from other users, unlike the journals
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None:
+            with suppress(OSError):
+                os.unlink(temp)
+        raise storage_error("write", path, exc) from exc
+    fsync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes, path: Path, size: int) -> None:
+    """Append ``data`` to ``fd`` (of ``size`` bytes) in one call; on failure cut the file back to ``size``."""
+    try:
+        written = os.write(fd, data)
+        # A short write means the disk filled up; the next call reports why.
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except OSError as exc:
+        with suppress(OSError):
+            os.ftruncate(fd, size)
+        raise storage_error("write", path, exc) from exc
+
+
+def read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        raise storage_error("read", path, exc) from exc
+    except ValueError as exc:
+        raise StorageError(f"cannot read {path}: invalid JSON ({exc})") from exc
+
+
+def parse_lines(data: bytes, path: Path) -> tuple[list[dict], int]:
+    """The valid JSON lines of ``data`` and the length of its newline-terminated part."""
+    # A line without its newline is an append in flight or torn by a crash: it does not count yet.
+    end = data.rfind(b"\n") + 1
+    if not end:
+        return [], 0
+    with suppress(ValueError):
+        # One parse of all lines as an array is several times faster than a parse per line.
+        entries = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
+        if all(isinstance(entry, dict) for entry in entries):
+            return entries, end
+    entries = []
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                entries.append(entry)
+                continue
+        except ValueError:
+            pass
+        logger.warning("skipping invalid line %d of %s", number, path)
+    return entries, end
+
+
+class Mutex:
+    """Held by one thread of one process at a time: a threading.Lock, then filelock's lock on a lock file.
+
+    The lock file stays open (close-on-exec, so commands a step runs do not
+    inherit it): opening it for every hold cost more than the lock itself.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread_lock = threading.Lock()  # threads wait here instead of polling the file lock
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_descriptor(self._fd, poll_interval=0.001)
+        except BaseException as exc:
+            self._thread_lock.release()
+            if isinstance(exc, OSError):
+                raise storage_error("lock", self.path, exc) from exc
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            unlock_descriptor(self._fd)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        """Close the lock file."""
+        with self._thread_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
