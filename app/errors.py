@@ -37,6 +37,13 @@ class BadRequest(PyFlowError):
     code = "bad_request"
 
 
+class Unauthorized(PyFlowError):
+    """A request without valid credentials (a webhook's signature)."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class NotFound(PyFlowError):
     """An unknown workflow or run."""
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from app.errors import BadRequest, ConfigError, Conflict, PyFlowError
-from app.routes import present, runtime
+from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
+from app.routes import parse_json, present, runtime
 from app.runs import FINISHED_RUN, RunStatus
 from app.uploads import save_uploads
 from triggers.webhook import WebhookTrigger
@@ -22,13 +21,6 @@ bp = Blueprint("hooks", __name__, url_prefix="/api/hooks")
 # How long a hook in "result" mode waits for its run before answering 202 instead.
 RESULT_WAIT_SECONDS = 30.0
 _FINISHED = {status.value for status in FINISHED_RUN}
-
-
-class Unauthorized(PyFlowError):
-    """A webhook request without a valid signature."""
-
-    status = 401
-    code = "unauthorized"
 
 
 class RunFailed(PyFlowError):
@@ -51,12 +43,7 @@ def _body(raw: bytes) -> Any:
     if not raw:
         return None
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        try:
-            return json.loads(raw)
-        except UnicodeDecodeError:
-            raise BadRequest("request body is not UTF-8 encoded JSON") from None
-        except json.JSONDecodeError as error:
-            raise BadRequest(f"malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
+        return parse_json(raw)
     return raw.decode(request.mimetype_params.get("charset") or "utf-8", errors="replace")
 
 

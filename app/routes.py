@@ -45,16 +45,19 @@ def present(run: dict) -> dict:
     return run
 
 
-def _json_body() -> Any:
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return None
+def parse_json(raw: bytes) -> Any:
+    """A JSON request body; BadRequest saying where it is malformed."""
     try:
         return json.loads(raw)
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=True)
+    return parse_json(raw) if raw.strip() else None
 
 
 def _object(value: Any, field: str) -> dict:
