@@ -184,14 +184,7 @@ class Runtime:
 
     def start_workflow(self, name: str) -> dict:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
-        bound = self.get(name)
-        if not bound.trigger.startable:
-            raise Conflict(
-                f"workflow {name!r} has a {bound.trigger.type} trigger, which cannot be started; "
-                f"start runs with POST /api/workflows/{name}/runs"
-            )
-        if bound.error:
-            raise Conflict(f"workflow {name!r} cannot be started: {bound.error}")
+        bound = self._able(name, "started")
         self.store.set_started(name, True)
         if self._started and bound.trigger.pollable:
             self._schedule(bound)
@@ -205,15 +198,17 @@ class Runtime:
         bound.trigger.close()
         return self.summary(name)
 
-    def _pollable(self, name: str) -> BoundWorkflow:
+    def _able(self, name: str, what: str) -> BoundWorkflow:
+        """The workflow when its trigger can be ``what`` ("started" or "polled"); Conflict saying why not."""
         bound = self.get(name)
-        if not bound.trigger.pollable:
+        able = bound.trigger.startable if what == "started" else bound.trigger.pollable
+        if not able:
             raise Conflict(
-                f"workflow {name!r} has a {bound.trigger.type} trigger, which cannot be polled; "
+                f"workflow {name!r} has a {bound.trigger.type} trigger, which cannot be {what}; "
                 f"start runs with POST /api/workflows/{name}/runs"
             )
         if bound.error:
-            raise Conflict(f"workflow {name!r} cannot be polled: {bound.error}")
+            raise Conflict(f"workflow {name!r} cannot be {what}: {bound.error}")
         return bound
 
     def _schedule(self, bound: BoundWorkflow) -> None:
@@ -310,7 +305,7 @@ class Runtime:
 
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:
         """Poll the trigger once now; one durable run per event, then the cursor moves."""
-        return self._poll(self._pollable(name), source)
+        return self._poll(self._able(name, "polled"), source)
 
     def poll_scheduled(self, name: str) -> float | None:
         """The scheduler's poll: errors are recorded on the workflow, never raised; returns when to poll next."""
