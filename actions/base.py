@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -53,6 +54,18 @@ class RunContext:
     run_workflow: Callable[[str, dict, float], dict] | None = None
     # Names of the workflows that called this run (sub-workflows), to refuse cycles.
     call_stack: tuple[str, ...] = ()
+
+
+def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) -> float:
+    """A configured number of seconds (a template may have rendered it as text); ActionError naming the field."""
+    try:
+        number = math.nan if isinstance(value, bool) else float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "of seconds > 0"
+        raise ActionError(f"{action}: {field} must be a number {bound}, got {value!r}", retryable=False)
+    return number
 
 
 def _snake(name: str) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class HttpRequestAction(BaseAction):
         """Send the request; returns the response as data."""
         url = _check_url(self.url)
         method = _check_method(self.method)
-        timeout = _seconds(self.timeout)
+        timeout = seconds(self.timeout, "timeout", "http_request")
         expected = _statuses(self.expect_status)
         for field in ("headers", "params"):
             if getattr(self, field) is not None and not isinstance(getattr(self, field), Mapping):
@@ -138,16 +138,6 @@ def _check_method(method: Any) -> str:
         raise ActionError(f"http_request: method must be an HTTP method such as GET or POST, got {method!r}",
                           retryable=False)
     return text
-
-
-def _seconds(value: Any) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        number = float("nan")
-    if not number > 0:  # also refuses NaN
-        raise ActionError(f"http_request: timeout must be a number of seconds > 0, got {value!r}", retryable=False)
-    return number
 
 
 def _statuses(value: Any) -> set[int]:

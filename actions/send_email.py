@@ -17,7 +17,7 @@ from email.utils import formataddr, formatdate, getaddresses, make_msgid
 from pathlib import Path
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, seconds
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class SendEmailAction(BaseAction):
             )
         user = str(self._setting(self.smtp_user, "SMTP_USER") or "")
         password = str(self._setting(self._smtp_password, "SMTP_PASSWORD") or "")
-        timeout = _float(self.smtp_timeout, "smtp_timeout")
+        timeout = seconds(self.smtp_timeout, "smtp_timeout", "send_email")
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             context = ssl.create_default_context(cafile=self.smtp_ca_file or None)
@@ -316,13 +316,3 @@ def _int(value: Any, field: str) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ActionError(f"send_email: {field} must be an integer, got {value!r}", retryable=False)
-
-
-def _float(value: Any, field: str) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        number = 0
-    if not number > 0:
-        raise ActionError(f"send_email: {field} must be a number of seconds > 0, got {value!r}", retryable=False)
-    return number

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, seconds
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +123,7 @@ class ShellAction(BaseAction):
     def _timeout(self) -> float | None:
         """The command's own timeout, else the step timeout: the engine gives up on a step but cannot kill it."""
         value = self.timeout if self.timeout not in (None, "") else self.context.step_timeout
-        if value is None:
-            return None
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            seconds = float("nan")
-        if not seconds > 0:
-            raise ActionError(f"shell: timeout must be a number of seconds > 0, got {value!r}", retryable=False)
-        return seconds
+        return None if value is None else seconds(value, "timeout", "shell")
 
     def _wait(self, process: subprocess.Popen, started: float, limit: float | None) -> str | None:
         """Wait for the process; "timeout" or "cancelled" when it had to be killed."""

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, seconds
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class SubWorkflowAction(BaseAction):
         inputs = {} if self.inputs is None else self.inputs
         if not isinstance(inputs, Mapping):
             raise ActionError(f"workflow: inputs must be a mapping, got {inputs!r}", retryable=False)
-        timeout = _seconds(self.timeout)
+        timeout = seconds(self.timeout, "timeout", "workflow")
 
         run = self.context.run_workflow(name, dict(inputs), timeout)
         run_id, status, error = run.get("id"), run.get("status"), run.get("error")
@@ -65,13 +65,3 @@ class SubWorkflowAction(BaseAction):
         else:
             results = {step["name"]: step.get("result") for step in steps}
         return {"run_id": run_id, "status": status, "steps": results, "error": error}
-
-
-def _seconds(value: Any) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        number = float("nan")
-    if not number > 0:  # also refuses NaN
-        raise ActionError(f"workflow: timeout must be a number of seconds > 0, got {value!r}", retryable=False)
-    return number
