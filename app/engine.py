@@ -26,6 +26,7 @@ from triggers.base import TriggerError
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 600.0
+IDLE_WORKER_SECONDS = 5.0
 MAX_ERROR_LENGTH = 500
 
 
@@ -131,6 +132,8 @@ class Engine:
         self._lock = threading.Condition()
         self._pending: deque[_Execution] = deque()
         self._active = 0
+        # Workers waiting in _next() for a run to arrive.
+        self._idle = 0
         self._running: Counter[str] = Counter()
         self._executions: dict[str, _Execution] = {}
         self._closing = False
@@ -319,6 +322,7 @@ class Engine:
         """Stop starting steps, wait up to ``timeout`` for running steps; the rest resume on restart."""
         with self._lock:
             self._closing = True
+            self._lock.notify_all()  # idle workers end now
             for execution in self._executions.values():
                 execution.stop.set()
             deadline = time.monotonic() + timeout
@@ -352,8 +356,9 @@ class Engine:
             self._executions[execution.run["id"]] = execution
             if self._closing:
                 return
-            if self._active >= self.max_concurrent or not self._may_run(execution):
+            if self._idle or self._active >= self.max_concurrent or not self._may_run(execution):
                 self._pending.append(execution)
+                self._lock.notify_all()  # an idle worker takes it
                 return
             self._active += 1
             self._take(execution)
@@ -382,14 +387,27 @@ class Engine:
             execution = self._next()
 
     def _next(self) -> _Execution | None:
-        """The next pending run for a thread that holds a slot, or None after releasing the slot."""
+        """The next pending run for a thread that holds a slot, or None after releasing the slot.
+
+        A worker with nothing to do waits IDLE_WORKER_SECONDS for the next run before it
+        ends: handing a run to a waiting thread is far quicker than starting one.
+        """
         with self._lock:
-            if not self._closing:
+            deadline = time.monotonic() + IDLE_WORKER_SECONDS
+            while not self._closing:
                 # First come, first served, past runs whose workflow is at its max_concurrent_runs.
                 for execution in self._pending:
                     if self._may_run(execution):
                         self._pending.remove(execution)
                         return self._take(execution)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._idle += 1
+                try:
+                    self._lock.wait(remaining)
+                finally:
+                    self._idle -= 1
             self._active -= 1
             self._lock.notify_all()
             return None
