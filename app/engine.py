@@ -331,11 +331,6 @@ class Engine:
         self._watchdog.stop()
 
     # -- workers --------------------------------------------------------------
-    def running_count(self, workflow: str) -> int:
-        """Runs of ``workflow`` executing now in this process."""
-        with self._lock:
-            return self._running[workflow]
-
     def unfinished_count(self, workflow: str) -> int:
         """Runs of ``workflow`` executing now or waiting for a slot in this process (paused ones excluded)."""
         with self._lock:

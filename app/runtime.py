@@ -164,7 +164,7 @@ class Runtime:
         old = self.get(workflow.name)
         self.registry.unregister(workflow.name)
         bound = self.add_workflow(workflow)
-        if self.scheduler_has(workflow.name):
+        if workflow.name in self.scheduler.scheduled():
             old.trigger.close()
             if bound.trigger.pollable and not bound.error:
                 self._schedule(bound)
@@ -177,10 +177,6 @@ class Runtime:
         self.stop_workflow(name)
         self.registry.unregister(name)
         self.bound.pop(name, None)
-
-    def scheduler_has(self, name: str) -> bool:
-        """True when the scheduler polls ``name``."""
-        return name in self.scheduler.scheduled()
 
     def start_workflow(self, name: str) -> dict:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
