@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections import ChainMap, Counter, deque
@@ -16,108 +15,16 @@ from actions.base import ActionError, BaseAction, RunContext
 from app import run_logs
 from app.binding import BoundWorkflow
 from app.config import SECRET_SETTINGS, public_settings
+from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.redaction import redact
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.store import Store
 from app.templating import Renderer, RenderError, is_truthy
 from app.watchdog import Watchdog
-from triggers.base import TriggerError
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 600.0
 IDLE_WORKER_SECONDS = 5.0
-MAX_ERROR_LENGTH = 500
-
-
-class StepTimeout(Exception):
-    """An attempt ran past the step timeout."""
-
-
-class StepInterrupted(Exception):
-    """The run was asked to stop before an attempt began."""
-
-
-class RunStateError(Exception):
-    """A control operation that makes no sense in the run's current status."""
-
-    def __init__(self, run: dict, wanted: str):
-        super().__init__(f"run {run['id']} is {run['status']}; it cannot be {wanted}")
-        self.run = run
-
-
-def one_line(error: BaseException) -> str:
-    """A human one-line message for an exception (no traceback)."""
-    try:
-        message = str(error)
-    except Exception:  # a broken __str__ must not stop the engine from recording the failure
-        message = ""
-    if isinstance(error, (ActionError, RenderError, StepTimeout, TriggerError)):
-        text = message
-    else:  # an unexpected exception: its class name is part of the story
-        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
-
-
-def backoff(base: float, attempt: int) -> float:
-    """Seconds before retry number ``attempt``: exponential with "equal jitter"."""
-    delay = min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-    return delay / 2 + random.uniform(0, delay / 2)
-
-
-class _Execution:
-    """A run being executed in this process, and where it is."""
-
-    def __init__(self, bound: BoundWorkflow, run: dict, data_store: dict, results: dict):
-        self.bound = bound
-        self.run = run
-        self.data_store = data_store
-        self.results = results
-        self.done = threading.Event()
-        # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
-        # "shutdown" (resume after a restart), "pause" or "cancel".
-        self.stop = threading.Event()
-        self.control = "shutdown"
-        self.control_by = "shutdown"
-        self.cancelled = threading.Event()
-        # Watchdog tokens of the attempts under way, by step index; whoever disarms one owns that step.
-        self.tokens: dict[int, int] = {}
-        # The step the run thread executes itself (a chain), or None while it coordinates branches.
-        self.inline: int | None = None
-        # Steps executing on branch threads, and the condition their ends are signalled on.
-        self.in_flight: set[int] = set()
-        self.changed = threading.Condition()
-        # Per-step clocks (perf_counter at the first attempt) for duration_ms.
-        self.clocks: dict[int, float] = {}
-        # Failure handlers (on_failure: <step>) that a failure has called for.
-        self.triggered: set[int] = set()
-        # Unfinished dependencies per step, and steps whose count reached zero: readiness in O(1) per step.
-        graph, steps = bound.graph, run["steps"]
-        self.waiting = [sum(steps[dep]["status"] not in FINISHED_STEP for dep in deps) for deps in graph.deps]
-        self.candidates: deque[int] = deque(
-            index for index, step in enumerate(steps) if step["status"] not in FINISHED_STEP and not self.waiting[index]
-        )
-        # Why the run will fail once nothing is in flight any more.
-        self.failure: str | None = None
-        # True while it counts against its workflow's max_concurrent_runs.
-        self.counted = False
-        # A sub-workflow's run: its thread holds no concurrency slot.
-        self.slotless = False
-
-    def __repr__(self) -> str:
-        return f"<run {self.run['id']}>"
-
-
-class _Attempt:
-    """What the watchdog watches: one attempt of one step, and who carries on after it."""
-
-    __slots__ = ("execution", "index", "branch")
-
-    def __init__(self, execution: _Execution, index: int, branch: bool):
-        self.execution = execution
-        self.index = index
-        self.branch = branch
 
 
 class Engine:
@@ -130,12 +37,12 @@ class Engine:
         self.max_concurrent = int(settings["WORKFLOW_MAX_CONCURRENT"])
         self._public_settings = public_settings(settings)
         self._lock = threading.Condition()
-        self._pending: deque[_Execution] = deque()
+        self._pending: deque[Execution] = deque()
         self._active = 0
         # Workers waiting in _next() for a run to arrive.
         self._idle = 0
         self._running: Counter[str] = Counter()
-        self._executions: dict[str, _Execution] = {}
+        self._executions: dict[str, Execution] = {}
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
         self._secrets = tuple(str(settings[name]) for name in SECRET_SETTINGS if settings.get(name))
@@ -175,7 +82,7 @@ class Engine:
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
-            execution = _Execution(bound, run, {"trigger_data": trigger_data}, {})
+            execution = Execution(bound, run, {"trigger_data": trigger_data}, {})
             if call_stack:
                 execution.slotless = True
                 with self._lock:
@@ -193,7 +100,7 @@ class Engine:
         for step in steps:
             if step["status"] in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
                 data_store[step["name"]] = results[step["name"]] = step["result"]
-        execution = _Execution(bound, run, data_store, results)
+        execution = Execution(bound, run, data_store, results)
         for index, step in enumerate(steps):
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
@@ -282,7 +189,7 @@ class Engine:
         self.resume(bound, run, by)
         return snapshot(run)
 
-    def _claim(self, run_id: str, control: str, by: str) -> tuple[_Execution | None, bool, bool]:
+    def _claim(self, run_id: str, control: str, by: str) -> tuple[Execution | None, bool, bool]:
         """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned, holds_slot).
 
         ``owned`` is True when the caller must halt the run itself: it was
@@ -313,7 +220,7 @@ class Engine:
         return execution, owned, holds_slot
 
     @staticmethod
-    def _settled(execution: _Execution, timeout: float = 5.0) -> dict:
+    def _settled(execution: Execution, timeout: float = 5.0) -> dict:
         """The run once its thread has acted on the request (or as it stands after ``timeout``)."""
         execution.done.wait(timeout)
         return snapshot(execution.run)
@@ -336,17 +243,17 @@ class Engine:
         with self._lock:
             return self._running[workflow] + sum(execution.bound.name == workflow for execution in self._pending)
 
-    def _may_run(self, execution: _Execution) -> bool:
+    def _may_run(self, execution: Execution) -> bool:
         limit = execution.bound.workflow.max_concurrent_runs
         return limit is None or self._running[execution.bound.name] < limit
 
-    def _take(self, execution: _Execution) -> _Execution:
+    def _take(self, execution: Execution) -> Execution:
         """Count ``execution`` as running (call with the lock held)."""
         execution.counted = True
         self._running[execution.bound.name] += 1
         return execution
 
-    def _schedule(self, execution: _Execution) -> None:
+    def _schedule(self, execution: Execution) -> None:
         with self._lock:
             self._executions[execution.run["id"]] = execution
             if self._closing:
@@ -359,11 +266,11 @@ class Engine:
             self._take(execution)
         self._start_thread(execution)
 
-    def _start_thread(self, execution: _Execution) -> None:
+    def _start_thread(self, execution: Execution) -> None:
         name = f"pyflow-{execution.run['id']}"
         threading.Thread(target=self._work, args=(execution,), name=name, daemon=True).start()
 
-    def _work(self, execution: _Execution | None) -> None:
+    def _work(self, execution: Execution | None) -> None:
         """Execute runs until none is pending; the slot is this thread's until then."""
         if execution is not None and execution.slotless:
             try:
@@ -381,7 +288,7 @@ class Engine:
                 self._forget(execution)
             execution = self._next()
 
-    def _next(self) -> _Execution | None:
+    def _next(self) -> Execution | None:
         """The next pending run for a thread that holds a slot, or None after releasing the slot.
 
         A worker with nothing to do waits IDLE_WORKER_SECONDS for the next run before it
@@ -407,7 +314,7 @@ class Engine:
             self._lock.notify_all()
             return None
 
-    def _on_timeout(self, attempt: _Attempt) -> None:
+    def _on_timeout(self, attempt: Attempt) -> None:
         """A step ran past its deadline: fail the attempt and carry on in a fresh thread."""
         execution, index = attempt.execution, attempt.index
         error = StepTimeout(f"timed out after {self._timeout_of(execution, index):g} s")
@@ -431,7 +338,7 @@ class Engine:
         threading.Thread(target=carry_on, name=f"pyflow-{execution.run['id']}", daemon=True).start()
 
     # -- one run --------------------------------------------------------------
-    def _execute(self, execution: _Execution) -> bool:
+    def _execute(self, execution: Execution) -> bool:
         """Run the steps as their dependencies allow; False when a timed-out step handed the run on.
 
         A chain runs inline on this thread, one step after another; steps whose
@@ -469,7 +376,7 @@ class Engine:
         self._halt(execution)
         return True
 
-    def _ready(self, execution: _Execution) -> list[int]:
+    def _ready(self, execution: Execution) -> list[int]:
         """Steps that may start now; a step behind a failed dependency is skipped instead.
 
         Once the run is failing, only the failure handlers it called may still start.
@@ -498,7 +405,7 @@ class Engine:
         execution.candidates.extend(deferred)
         return ready
 
-    def _start_branch(self, execution: _Execution, index: int) -> None:
+    def _start_branch(self, execution: Execution, index: int) -> None:
         def branch() -> None:
             try:
                 if self._run_step(execution, index, branch=True) is None:
@@ -510,12 +417,12 @@ class Engine:
         threading.Thread(target=branch, name=f"pyflow-{execution.run['id']}-{index}", daemon=True).start()
 
     @staticmethod
-    def _branch_done(execution: _Execution, index: int) -> None:
+    def _branch_done(execution: Execution, index: int) -> None:
         with execution.changed:
             execution.in_flight.discard(index)
             execution.changed.notify_all()
 
-    def _run_step(self, execution: _Execution, index: int, branch: bool) -> bool | None:
+    def _run_step(self, execution: Execution, index: int, branch: bool) -> bool | None:
         """All attempts of one step; True when it finished, False when stopped, None when handed on."""
         action = execution.bound.actions[index]
         step = execution.run["steps"][index]
@@ -538,13 +445,13 @@ class Engine:
                 return not execution.stop.is_set()
         return False
 
-    def _render(self, execution: _Execution, action: BaseAction) -> BaseAction:
+    def _render(self, execution: Execution, action: BaseAction) -> BaseAction:
         """A per-run copy of ``action`` with its templates rendered."""
         if self.renderer.template_fields(action):
             return self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
         return self.renderer.render_object(action, {}, "")
 
-    def _names(self, execution: _Execution) -> Mapping[str, Any]:
+    def _names(self, execution: Execution) -> Mapping[str, Any]:
         """What templates see: the data store plus inputs, steps, run, settings and env."""
         return ChainMap({
             "inputs": execution.data_store["trigger_data"],
@@ -555,7 +462,7 @@ class Engine:
         }, execution.data_store)
 
     def _attempt(
-        self, execution: _Execution, index: int, action: BaseAction, branch: bool
+        self, execution: Execution, index: int, action: BaseAction, branch: bool
     ) -> dict | BaseException | None:
         """One attempt; the result, the exception, or None when the watchdog or a cancel took it over."""
         run_id = execution.run["id"]
@@ -570,7 +477,7 @@ class Engine:
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()
-            token = self._watchdog.arm(_Attempt(execution, index, branch), self._timeout_of(execution, index))
+            token = self._watchdog.arm(Attempt(execution, index, branch), self._timeout_of(execution, index))
             execution.tokens[index] = token
         try:
             with run_logs.run_scope(self.store, run_id, action.name, self._secrets):
@@ -591,7 +498,7 @@ class Engine:
         self._succeed_step(execution, index, result)
         return result
 
-    def _context(self, execution: _Execution, action: BaseAction, attempt: int, timeout: float) -> RunContext:
+    def _context(self, execution: Execution, action: BaseAction, attempt: int, timeout: float) -> RunContext:
         names = self._names(execution)
         call_stack = (*execution.run.get("call_stack", ()), execution.bound.name)
         where = f"step {action.name!r}"
@@ -623,7 +530,7 @@ class Engine:
             call_stack=tuple(execution.run.get("call_stack", ())),
         )
 
-    def _run_nested(self, execution: _Execution, parent: BaseAction, definitions: list[dict],
+    def _run_nested(self, execution: Execution, parent: BaseAction, definitions: list[dict],
                     extra: Mapping[str, Any], names: Mapping[str, Any], timeout: float) -> dict:
         """Run a loop's nested steps once, in order, with ``extra`` names (item, loop); {name: result}."""
         from workflows.declarative import DefinitionError, build_actions
@@ -652,7 +559,7 @@ class Engine:
             json.dumps(result)  # fail the step here, not later in the store
         return result
 
-    def _after_failure(self, execution: _Execution, index: int, error: BaseException) -> bool:
+    def _after_failure(self, execution: Execution, index: int, error: BaseException) -> bool:
         """Wait the backoff before another attempt (True), or fail the step (False)."""
         step = execution.run["steps"][index]
         if isinstance(error, StepInterrupted):
@@ -671,7 +578,7 @@ class Engine:
                   f"attempt {step['attempts']} failed: {message}; retrying in {delay:.1f} s", action.name)
         return not execution.stop.wait(delay)
 
-    def _release(self, execution: _Execution, index: int, token: int) -> bool:
+    def _release(self, execution: Execution, index: int, token: int) -> bool:
         """Disarm the attempt's watchdog; False when a timeout or a cancel took the step over."""
         with self._lock:
             owned = self._watchdog.disarm(token)
@@ -679,7 +586,7 @@ class Engine:
                 execution.tokens.pop(index, None)
         return owned
 
-    def _halt(self, execution: _Execution) -> None:
+    def _halt(self, execution: Execution) -> None:
         """Stop a run for its ``control``: cancel, pause, or shutdown (left for the restart)."""
         run, by = execution.run, execution.control_by
         if execution.control == "cancel":
@@ -720,7 +627,7 @@ class Engine:
             self.store.update_run(run["id"], fields, durable=status != RunStatus.RUNNING)
 
     # -- records --------------------------------------------------------------
-    def _close_step(self, execution: _Execution, index: int, status: StepStatus) -> None:
+    def _close_step(self, execution: Execution, index: int, status: StepStatus) -> None:
         step = execution.run["steps"][index]
         step["status"] = status.value
         step["finished_at"] = utcnow()
@@ -733,27 +640,27 @@ class Engine:
             if not execution.waiting[dependent]:
                 execution.candidates.append(dependent)
 
-    def _succeed_step(self, execution: _Execution, index: int, result: dict) -> None:
+    def _succeed_step(self, execution: Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]
         step["result"] = redact(result)
         step["error"] = None
         execution.data_store[step["name"]] = execution.results[step["name"]] = result
         self._close_step(execution, index, StepStatus.SUCCEEDED)
 
-    def _skip_step(self, execution: _Execution, index: int, reason: str) -> None:
+    def _skip_step(self, execution: Execution, index: int, reason: str) -> None:
         step = execution.run["steps"][index]
         self._log(execution, logging.INFO, reason, step["name"])
         execution.data_store[step["name"]] = execution.results[step["name"]] = None
         self._close_step(execution, index, StepStatus.SKIPPED)
 
-    def _fail_step(self, execution: _Execution, index: int, message: str) -> None:
+    def _fail_step(self, execution: Execution, index: int, message: str) -> None:
         step = execution.run["steps"][index]
         self._log(execution, logging.ERROR, f"failed: {message}", step["name"])
         step["error"] = message
         self._close_step(execution, index, StepStatus.FAILED)
         self._on_failure(execution, index, message)
 
-    def _on_failure(self, execution: _Execution, index: int, message: str) -> None:
+    def _on_failure(self, execution: Execution, index: int, message: str) -> None:
         """Apply the step's on_failure: fail the run, continue, or call its handler step."""
         action = execution.bound.actions[index]
         if action.on_failure == "continue":
@@ -765,7 +672,7 @@ class Engine:
             execution.triggered.add(handler)
             execution.candidates.append(handler)
 
-    def _finish(self, execution: _Execution) -> None:
+    def _finish(self, execution: Execution) -> None:
         """End the run: failed when a step failed (on_failure: fail or a handler), else succeeded."""
         run = execution.run
         status = RunStatus.FAILED if execution.failure else RunStatus.SUCCEEDED
@@ -781,7 +688,7 @@ class Engine:
         self._log(execution, level, f"run {status.value}" + (f": {run['error']}" if run["error"] else ""))
         self._forget(execution)
 
-    def _forget(self, execution: _Execution) -> None:
+    def _forget(self, execution: Execution) -> None:
         with self._lock:
             self._executions.pop(execution.run["id"], None)
             if execution.counted:
@@ -789,12 +696,12 @@ class Engine:
                 self._running[execution.bound.name] -= 1
         execution.done.set()
 
-    def _log(self, execution: _Execution, level: int, message: str, step: str | None = None) -> None:
+    def _log(self, execution: Execution, level: int, message: str, step: str | None = None) -> None:
         """Log to the server log and to the run's own log."""
         logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
         run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets)
 
     @staticmethod
-    def _timeout_of(execution: _Execution, index: int) -> float:
+    def _timeout_of(execution: Execution, index: int) -> float:
         action = execution.bound.actions[index]
         return float(execution.bound.step_timeout if action.step_timeout is None else action.step_timeout)

@@ -14,8 +14,9 @@ import jsonschema
 
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
-from app.engine import Engine, RunStateError, one_line
+from app.engine import Engine
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
+from app.execution import RunStateError, one_line
 from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
 from app.scheduler import Scheduler

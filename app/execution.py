@@ -1,0 +1,106 @@
+"""A run in progress: its execution state, and the errors and messages of its steps."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+
+from actions.base import ActionError
+from app.binding import BoundWorkflow
+from app.runs import FINISHED_STEP
+from app.templating import RenderError
+from triggers.base import TriggerError
+
+MAX_BACKOFF_SECONDS = 600.0
+MAX_ERROR_LENGTH = 500
+
+
+class StepTimeout(Exception):
+    """An attempt ran past the step timeout."""
+
+
+class StepInterrupted(Exception):
+    """The run was asked to stop before an attempt began."""
+
+
+class RunStateError(Exception):
+    """A control operation that makes no sense in the run's current status."""
+
+    def __init__(self, run: dict, wanted: str):
+        super().__init__(f"run {run['id']} is {run['status']}; it cannot be {wanted}")
+        self.run = run
+
+
+def one_line(error: BaseException) -> str:
+    """A human one-line message for an exception (no traceback)."""
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ must not stop the engine from recording the failure
+        message = ""
+    if isinstance(error, (ActionError, RenderError, StepTimeout, TriggerError)):
+        text = message
+    else:  # an unexpected exception: its class name is part of the story
+        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Seconds before retry number ``attempt``: exponential with "equal jitter"."""
+    delay = min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Execution:
+    """A run being executed in this process, and where it is."""
+
+    def __init__(self, bound: BoundWorkflow, run: dict, data_store: dict, results: dict):
+        self.bound = bound
+        self.run = run
+        self.data_store = data_store
+        self.results = results
+        self.done = threading.Event()
+        # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
+        # "shutdown" (resume after a restart), "pause" or "cancel".
+        self.stop = threading.Event()
+        self.control = "shutdown"
+        self.control_by = "shutdown"
+        self.cancelled = threading.Event()
+        # Watchdog tokens of the attempts under way, by step index; whoever disarms one owns that step.
+        self.tokens: dict[int, int] = {}
+        # The step the run thread executes itself (a chain), or None while it coordinates branches.
+        self.inline: int | None = None
+        # Steps executing on branch threads, and the condition their ends are signalled on.
+        self.in_flight: set[int] = set()
+        self.changed = threading.Condition()
+        # Per-step clocks (perf_counter at the first attempt) for duration_ms.
+        self.clocks: dict[int, float] = {}
+        # Failure handlers (on_failure: <step>) that a failure has called for.
+        self.triggered: set[int] = set()
+        # Unfinished dependencies per step, and steps whose count reached zero: readiness in O(1) per step.
+        graph, steps = bound.graph, run["steps"]
+        self.waiting = [sum(steps[dep]["status"] not in FINISHED_STEP for dep in deps) for deps in graph.deps]
+        self.candidates: deque[int] = deque(
+            index for index, step in enumerate(steps) if step["status"] not in FINISHED_STEP and not self.waiting[index]
+        )
+        # Why the run will fail once nothing is in flight any more.
+        self.failure: str | None = None
+        # True while it counts against its workflow's max_concurrent_runs.
+        self.counted = False
+        # A sub-workflow's run: its thread holds no concurrency slot.
+        self.slotless = False
+
+    def __repr__(self) -> str:
+        return f"<run {self.run['id']}>"
+
+
+class Attempt:
+    """What the watchdog watches: one attempt of one step, and who carries on after it."""
+
+    __slots__ = ("execution", "index", "branch")
+
+    def __init__(self, execution: Execution, index: int, branch: bool):
+        self.execution = execution
+        self.index = index
+        self.branch = branch
