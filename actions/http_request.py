@@ -36,6 +36,8 @@ class HttpRequestAction(BaseAction):
     """
 
     type = "http_request"
+    # Methods that RFC 9110 defines as idempotent: repeating them after a crash is harmless.
+    IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
     def __init__(
         self,
@@ -56,6 +58,9 @@ class HttpRequestAction(BaseAction):
             raise ValueError(f"action {name!r}: give json or data, not both")
         self.url = url
         self.method = method
+        # A POST interrupted by a crash is not sent again (it fails with "interrupted by restart");
+        # a method chosen by a template is treated the same way, since it is unknown until the run.
+        self.idempotent = isinstance(method, str) and method.strip().upper() in self.IDEMPOTENT_METHODS
         self.headers = headers
         self.params = params
         self.json = json

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -63,6 +64,7 @@ class Runtime:
         self._started = False
         self._lock = threading.Lock()
         self._control_lock = threading.Lock()
+        self._validators: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
@@ -221,13 +223,15 @@ class Runtime:
         self.check_inputs(bound, inputs)
         return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key)
 
-    @staticmethod
-    def check_inputs(bound: BoundWorkflow, inputs: dict) -> None:
-        """InvalidInput listing every problem when inputs break the workflow's schema."""
+    def check_inputs(self, bound: BoundWorkflow, inputs: dict) -> None:
+        """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise."""
         schema = bound.workflow.inputs_schema
         if not schema:
             return
-        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        validator = self._validators.get(bound.workflow)
+        if validator is None:  # compiled once per workflow (version), not per run
+            validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+            self._validators[bound.workflow] = validator
         problems = [
             {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
             for error in sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
@@ -235,6 +239,10 @@ class Runtime:
         if problems:
             listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)
             raise InvalidInput(f"invalid inputs for {bound.name!r}: {listed}", details=problems)
+        # As n8n and JSON-Schema-driven forms do: an input left out takes its documented default.
+        for key, spec in (schema.get("properties") or {}).items():
+            if key not in inputs and isinstance(spec, dict) and "default" in spec:
+                inputs[key] = copy.deepcopy(spec["default"])
 
     def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...]) -> dict:
         """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot."""

@@ -165,3 +165,10 @@ def test_bad_config_is_not_retried(config, message):
 def test_json_and_data_together_are_refused():
     with pytest.raises(ValueError, match="json or data"):
         HttpRequestAction("call", url="http://x", json={}, data="a")
+
+
+@pytest.mark.parametrize(("method", "idempotent"), [
+    ("GET", True), ("put", True), ("DELETE", True), ("POST", False), ("PATCH", False), ("{{ inputs.method }}", False),
+])
+def test_only_idempotent_methods_are_repeated_after_a_crash(method, idempotent):
+    assert HttpRequestAction("call", url="http://127.0.0.1/", method=method).idempotent is idempotent

@@ -605,3 +605,25 @@ def test_an_upload_that_cannot_be_stored_answers_503_naming_the_path(client, sto
     error = error_of(response)
     assert error["code"] == "storage_error"
     assert str(storage / "attachments") in error["message"]
+
+
+def test_inputs_left_out_take_their_schema_defaults(storage):
+    from tests.fixtures import EchoAction
+    from workflows.base import Workflow
+
+    class Greeting(Workflow):
+        name = "greeting"
+        inputs_schema = {"type": "object", "properties": {
+            "greeting": {"type": "string", "default": "hello"}, "times": {"type": "integer", "default": 2}}}
+        actions = [EchoAction("say", value="{{ (inputs.greeting ~ ' ') * inputs.times }}")]
+
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [Greeting]})
+    try:
+        client = app.test_client()
+        run = client.post("/api/workflows/greeting/runs?wait=5", json={"inputs": {"times": 3}}).get_json()
+        assert run["trigger_data"] == {"times": 3, "greeting": "hello"}
+        assert run["steps"][0]["result"] == {"value": "hello hello hello "}
+        bad = client.post("/api/workflows/greeting/runs", json={"inputs": {"times": "x"}})
+        assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["path"] == "times"
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)

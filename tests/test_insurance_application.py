@@ -265,6 +265,18 @@ def test_poll_runs_one_workflow_per_pdf_mail_and_replies_to_the_sender(make_app,
     assert len(smtp.envelopes) == 2
 
 
+def test_the_reply_goes_to_the_mails_reply_to_address_when_it_has_one(make_app, imap, smtp, storage, tmp_path):
+    mail = application_mail(tmp_path, "Office <noreply@broker.example>", "Application for Dana")
+    mail["Reply-To"] = "dana@example.org"
+    imap.append(mail)
+    client = make_app(**imap.settings(storage), **smtp.settings)
+
+    runs = [finished(client, run["id"]) for run in client.post(f"{WORKFLOW}/poll").get_json()["runs"]]
+
+    assert runs[0]["trigger_data"]["reply_to"] == "dana@example.org"
+    assert [e.rcpt_tos for e in smtp.envelopes] == [["dana@example.org"]]
+
+
 def test_a_restart_processes_only_the_new_mail_exactly_once(make_app, imap, smtp, storage, tmp_path):
     settings = {**imap.settings(storage), **smtp.settings}
     imap.append(application_mail(tmp_path, "alice@example.org", "before"))

@@ -250,6 +250,8 @@ class EmailTrigger(BaseTrigger):
             described += f" ({_header(message, 'Subject')!r} from {_header(message, 'From')})"
             event = {
                 "from": _header(message, "From"),
+                # Where the sender wants answers: the insurance workflow's reply_to input reads it.
+                "reply_to": _header(message, "Reply-To") or None,
                 "subject": _header(message, "Subject"),
                 "date": _iso_date(message),
                 "message_id": _header(message, "Message-ID") or None,
