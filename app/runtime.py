@@ -115,6 +115,7 @@ class Runtime:
         """Prune finished runs older than WORKFLOW_RETENTION_DAYS."""
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         pruned = self.store.prune(cutoff)
+        self.store.compact()
         if pruned:
             logger.info("pruned %d runs older than %s days", pruned, self.settings["WORKFLOW_RETENTION_DAYS"])
         return pruned

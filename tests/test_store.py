@@ -224,9 +224,14 @@ def test_update_step_appends_without_rewriting_the_snapshot(json_store):
     # Line 1000 costs what line 1 did: each is one record, never the run.
     assert max(len(line) for line in journal.read_bytes().splitlines()) < 300
 
-    json_store.save_run(finished({**run, "steps": [done_step(f"s{n}") for n in range(50)]}))
+    final = finished({**run, "steps": [done_step(f"s{n}") for n in range(50)]})
+    json_store.save_run(final)  # one more line: the whole record
+    assert json.loads(journal.read_text().splitlines()[-1])["seq"] == 51
+    assert json_store.get_run(run["id"]) == final
+    assert json_store.compact() == 1  # the maintenance job folds it into the snapshot
     assert not journal.exists()
-    assert json.loads(snapshot.read_text())["seq"] == 50
+    assert json.loads(snapshot.read_text()) == {"seq": 51, "run": final}
+    assert json_store.get_run(run["id"]) == final
 
 
 def test_prune_removes_the_files_of_pruned_runs(json_store):
@@ -268,13 +273,14 @@ def test_stale_journal_after_a_snapshot_is_harmless(json_store):
     kept = journal.read_bytes()
     final = finished({**run, "steps": [done_step("s0", "new"), done_step("s1")]})
     json_store.save_run(final)
-    journal.write_bytes(kept)  # as if the process died between writing the snapshot and removing the journal
+    json_store.compact()
+    journal.write_bytes(kept)  # as if compaction died between writing the snapshot and removing the journal
 
     fresh = JsonStore(json_store.root)
     assert fresh.get_run(run["id"]) == final
     fresh.update_run(run["id"], {"error": "later"})
     assert JsonStore(json_store.root).get_run(run["id"]) == {**final, "error": "later"}
-    assert [json.loads(line)["seq"] for line in journal.read_text().splitlines()] == [1, 2, 3]
+    assert [json.loads(line)["seq"] for line in journal.read_text().splitlines()] == [1, 2, 4]
 
 
 def test_unknown_or_bad_run_ids(json_store):
@@ -554,7 +560,7 @@ def test_full_disk_gives_storage_error_and_keeps_what_was_stored(json_store):
     runs = json_store.root / "runs"
     assert errors["trigger"].startswith(f"cannot write {json_store.root / 'triggers' / 'wf.json'}: [Errno 27]")
     assert errors["step"].startswith(f"cannot write {runs / run['id']}.journal: [Errno 27] File too large")
-    assert errors["save"].startswith(f"cannot write {runs / run['id']}.json: [Errno 27]")
+    assert errors["save"].startswith(f"cannot write {runs / run['id']}.journal: [Errno 27]")
     assert errors["create"].startswith(f"cannot write {runs}/run_")
 
     # Nothing stored before was lost or changed, and no half-written file is left.
