@@ -11,6 +11,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+IDLE_LOOK_SECONDS = 5.0
+
 
 class Watchdog:
     """Calls ``on_expired(subject)`` for every armed deadline that passes before it is disarmed.
@@ -60,9 +62,11 @@ class Watchdog:
                 now = time.monotonic()
                 expired = [token for token, (deadline, _) in self._armed.items() if deadline <= now]
                 subjects = [self._armed.pop(token)[1] for token in expired]
-                self._wake_at = min((deadline for deadline, _ in self._armed.values()), default=float("inf"))
+                # Idle, it still looks in every few seconds: an arm whose deadline is later than that
+                # (the usual minutes-long step timeout) then needs no wake-up, so a step costs no switch.
+                self._wake_at = min((deadline for deadline, _ in self._armed.values()), default=now + IDLE_LOOK_SECONDS)
                 if not subjects:
-                    self._cond.wait(timeout=min(self._wake_at - now, 3600.0))
+                    self._cond.wait(timeout=max(self._wake_at - now, 0.0))
                     continue
             for subject in subjects:
                 try:
