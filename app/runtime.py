@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 import weakref
@@ -112,13 +114,36 @@ class Runtime:
         return len(ids)
 
     def maintain(self) -> int:
-        """Prune finished runs older than WORKFLOW_RETENTION_DAYS."""
+        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         pruned = self.store.prune(cutoff)
         self.store.compact()
+        self._prune_attachments(cutoff)
         if pruned:
             logger.info("pruned %d runs older than %s days", pruned, self.settings["WORKFLOW_RETENTION_DAYS"])
         return pruned
+
+    def _prune_attachments(self, cutoff: float) -> None:
+        """Remove upload and e-mail attachment folders last written before ``cutoff``.
+
+        Each run's files sit in a folder of their own, written once when the run
+        starts, so a folder older than the retention belongs to a pruned run.
+        Errors are logged, never raised: pruning must not stop the server.
+        """
+        root = self.store.root / "attachments"
+        try:
+            with os.scandir(root) as entries:
+                old = [entry.path for entry in entries if entry.is_dir() and entry.stat().st_mtime < cutoff]
+        except FileNotFoundError:
+            return
+        except OSError:
+            logger.warning("cannot list %s", root, exc_info=True)
+            return
+        for path in old:
+            try:
+                shutil.rmtree(path)
+            except OSError:
+                logger.warning("cannot remove %s", path, exc_info=True)
 
     # -- workflows --------------------------------------------------------------
     def get(self, name: str) -> BoundWorkflow:

@@ -3,6 +3,7 @@ failing triggers, crash recovery and retention."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -350,6 +351,21 @@ def test_finished_runs_older_than_the_retention_are_pruned(make_app):
     assert client.get(f"/api/runs/{old['id']}").status_code == 404
     assert client.get(f"/api/runs/{new['id']}").status_code == 200
     assert [run["id"] for run in client.get("/api/runs?workflow=echo").get_json()["runs"]] == [new["id"]]
+
+
+def test_attachment_folders_older_than_the_retention_are_pruned(make_app, storage):
+    app = make_app(WORKFLOW_RETENTION_DAYS=1)
+    old, new = storage / "attachments" / "old-upload", storage / "attachments" / "new-upload"
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+        (folder / "form.pdf").write_bytes(b"%PDF-1.4")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+
+    app.extensions["pyflow"].maintain()
+
+    assert not old.exists()
+    assert (new / "form.pdf").read_bytes() == b"%PDF-1.4"
 
 
 def test_run_sync_waits_for_the_run(runtime):

@@ -126,6 +126,12 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
         if unknown:
             problems.add(f"{path}.depends_on", f"unknown step(s): {', '.join(map(str, unknown))}")
             return None
+    for key in ("retries", "timeout"):
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            # Reported at the step's own key: BaseAction's message would otherwise land on the config.
+            problems.add(f"{path}.{key}", f"must be a number >= 0, got {value!r}")
+            return None
     target = data.get("on_failure")
     if isinstance(target, str) and target not in ("fail", "continue") and (target not in known_names or target == name):
         # Reported here, like depends_on, so the path names the step and not just "steps".
