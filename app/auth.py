@@ -37,6 +37,7 @@ def init_app(app: Flask) -> None:
     # Flask's defaults are HttpOnly and no SameSite; Lax keeps the cookie off cross-site posts as well.
     if app.config.get("SESSION_COOKIE_SAMESITE") is None:
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.before_request(refuse_cross_site)
     app.before_request(require_login)
 
 
@@ -105,6 +106,22 @@ def safe_next(target: str | None) -> str:
         if not parts.scheme and not parts.netloc:
             return target
     return url_for("dashboard.workflows")
+
+
+def refuse_cross_site() -> tuple[Response, int] | None:
+    """Refuse a state-changing /api request a browser sent from another site (its Origin says so).
+
+    Without WORKFLOW_API_TOKEN the API is open, and any web page could make a
+    visitor's browser post a form to it; browsers name that page in Origin.
+    Clients that are not browsers (curl, requests) send no Origin and pass.
+    """
+    origin = request.headers.get("Origin")
+    if request.method in SAFE_METHODS or not origin or not request.path.startswith("/api/"):
+        return None
+    if request.path.startswith(OPEN_PREFIXES) or urlsplit(origin).netloc == request.host:
+        return None  # webhooks come from anywhere and carry their own signature
+    body = error_body(403, "cross_site_request", f"a request from {origin} to {request.host} is refused")
+    return jsonify(body), 403
 
 
 def require_login() -> Response | tuple[Response, int, dict] | None:

@@ -7,10 +7,11 @@ from typing import Any
 
 REDACTED = "***"
 
-# A key names a secret when it is, or ends in, one of these words.
+# A key names a secret when it is, or ends in, one of these words. Webhook URLs count: Slack's
+# and most others' carry their credential in the path.
 _SECRET_KEY = re.compile(
     r"(?:^|[_\-.])(?:password|passwd|pwd|secret|token|(?:api|private|secret|access)[_\-]?key|authorization"
-    r"|credentials?|cookie)$",
+    r"|credentials?|cookie|webhook[_\-]?url)$",
     re.IGNORECASE,
 )
 # camelCase keys (accessToken, clientSecret) are split into words first.

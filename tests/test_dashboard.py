@@ -503,3 +503,18 @@ def test_only_non_chains_are_drawn():
     assert is_chain([_step("a"), _step("b", "a"), _step("c", "b")])
     assert not is_chain([_step("a"), _step("b", "a"), _step("c", "a")])
     assert not is_chain([_step("a"), _step("b")])  # a second root
+
+
+def test_a_browser_post_from_another_site_is_refused_but_same_site_and_non_browsers_pass(tmp_path):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": WORKFLOWS})
+    try:
+        client = app.test_client()
+        url = "/api/workflows/echo/runs"
+        refused = client.post(url, json={"inputs": {"text": "x"}}, headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
+        assert refused.get_json()["error"]["code"] == "cross_site_request"
+        assert client.post(url, json={}, headers={"Origin": "http://localhost"}).status_code == 202
+        assert client.post(url, json={}).status_code == 202  # curl and scripts send no Origin
+        assert client.get("/api/workflows", headers={"Origin": "https://evil.example"}).status_code == 200
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)

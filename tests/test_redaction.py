@@ -16,6 +16,7 @@ from app.redaction import REDACTED, is_secret_key, redact
         "token", "access_token", "refresh-token", "api_key", "apikey", "API-KEY", "X-Api-Key", "private_key",
         "SECRET_KEY", "aws_secret_access_key", "Authorization", "credentials", "credential", "cookie",
         "accessToken", "clientSecret", "smtpPassword", "apiKey", "secretAccessKey",
+        "webhook_url", "slack_webhook_url", "slackWebhookUrl", "WEBHOOK-URL",
     ],
 )
 def test_secret_keys(key):
@@ -27,6 +28,7 @@ def test_secret_keys(key):
     [
         "user", "username", "passwords_changed", "max_tokens", "maxTokens", "tokenCount", "token_count", "monkey",
         "keyboard", "secretary", "author", "cookies_enabled", "key", "status_code", "", 42, None, ("password",),
+        "url", "webhook", "webhook_urls_count",
     ],
 )
 def test_ordinary_keys(key):
