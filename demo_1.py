@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import requests
 
-from demo_client import DEFAULT_URL, FINISHED, DemoError, call, is_running, steps_of
+from demo_client import FINISHED, DemoError, api_base, call, require_server, steps_of
 
 WORKFLOW = "insurance_application"
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -172,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch", action="store_true",
                         help="after the uploads, start the workflow so it reads the mailbox (needs IMAP_* settings)")
     args = parser.parse_args(argv)
-    base = os.environ.get("WORKFLOW_API_URL", DEFAULT_URL).rstrip("/")
+    base = api_base()
     with requests.Session() as session:
-        if not is_running(session, base):
-            print(f"PyFlow is not running at {base} — start it with: python run.py", file=sys.stderr)
+        if not require_server(session, base):
             return 1
         try:
             _, summary = call(session, base, "GET", f"/api/workflows/{WORKFLOW}")

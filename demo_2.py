@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from datetime import datetime
 
 import requests
 
-from demo_client import DEFAULT_URL, FINISHED, DemoError, call, is_running, steps_of
+from demo_client import FINISHED, DemoError, api_base, call, require_server, steps_of
 
 WORKFLOW = "uptime_monitor"
 MAX_DEFAULT_WAIT = 20.0
@@ -186,10 +185,9 @@ def monitor(session: requests.Session, base: str, seconds: float, was_running: b
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 on success, 1 when the server is missing or refuses something."""
     args = parse_args(argv)
-    base = os.environ.get("WORKFLOW_API_URL", DEFAULT_URL).rstrip("/")
+    base = api_base()
     with requests.Session() as session:
-        if not is_running(session, base):
-            print(f"PyFlow is not running at {base} — start it with: python run.py", file=sys.stderr)
+        if not require_server(session, base):
             return 1
         try:
             _, summary = call(session, base, "GET", f"/api/workflows/{WORKFLOW}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import requests
@@ -47,3 +49,16 @@ def is_running(session: requests.Session, base: str) -> bool:
 def steps_of(run: dict) -> dict[str, dict]:
     """A run's steps by name."""
     return {step["name"]: step for step in run.get("steps", [])}
+
+
+def api_base() -> str:
+    """Where the server is: WORKFLOW_API_URL, else the default."""
+    return os.environ.get("WORKFLOW_API_URL", DEFAULT_URL).rstrip("/")
+
+
+def require_server(session: requests.Session, base: str) -> bool:
+    """True when PyFlow answers at ``base``; else say how to start it, on stderr."""
+    if is_running(session, base):
+        return True
+    print(f"PyFlow is not running at {base} — start it with: python run.py", file=sys.stderr)
+    return False

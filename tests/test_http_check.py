@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import trustme
 
 from actions.base import ActionError, RunContext
 from actions.http_check import HttpCheckAction
+from tests.http_server import base_url, serving
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,15 +36,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     """Base URL of a threaded HTTP server on a free loopback port."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    # Don't let a slow handler thread outlive the test.
-    httpd.daemon_threads = False
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Handler, daemon_threads=False) as httpd:
+        yield base_url(httpd)
 
 
 @pytest.fixture
@@ -52,14 +45,8 @@ def https_server():
     """Base URL of an HTTPS server whose certificate no system CA trusts."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Handler, wrap_socket=lambda sock: context.wrap_socket(sock, server_side=True)) as httpd:
+        yield base_url(httpd, "https")
 
 
 @pytest.fixture(autouse=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from contextlib import closing
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests import pdf_factory
+from tests.http_server import base_url, serving
 
 TEMPLATES = ("data_pipeline", "document_processing", "notification_flow")
 
@@ -49,19 +49,14 @@ class Site:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._serving = serving(Handler)
 
     def __enter__(self) -> Site:
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.url = base_url(self._serving.__enter__())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+        self._serving.__exit__(*exc_info)
 
 
 @pytest.fixture

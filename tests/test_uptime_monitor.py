@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import email
-import threading
 import time
 from email import policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from aiosmtpd.controller import Controller
 from app import create_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
+from tests.http_server import base_url, serving
 from tests.server import free_port
 
 
@@ -48,15 +48,10 @@ class Collector:
 @pytest.fixture
 def target():
     """A healthy HTTP server on loopback; set ``target.status`` to make it answer something else."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Target)
-    httpd.status = 200  # type: ignore[attr-defined]
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/status"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Target) as httpd:
+        httpd.status = 200  # type: ignore[attr-defined]
+        httpd.url = f"{base_url(httpd)}/status"  # type: ignore[attr-defined]
+        yield httpd
 
 
 @pytest.fixture
