@@ -112,9 +112,25 @@ def write_all(fd: int, data: bytes, path: Path, size: int) -> None:
         raise storage_error("write", path, exc) from exc
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of a file, with four system calls where ``Path.read_bytes`` makes seven."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # one byte more than the size: a short read is the end
+        if len(data) <= size:
+            return data
+        chunks = [data]  # it grew since the fstat
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path, default: Any) -> Any:
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(read_file(path))
     except FileNotFoundError:
         return default
     except OSError as exc:

@@ -95,6 +95,7 @@ class Runtime:
                 bound.trigger.close()
             except Exception:
                 logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+        self.store.close()
 
     def recover(self) -> int:
         """Resume runs that were queued or running when the last process stopped."""

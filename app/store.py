@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import logging
 import os
@@ -17,8 +18,19 @@ from contextlib import suppress
 from pathlib import Path
 
 from app.errors import NotFound
-from app.files import Mutex, dumps, fsync_dir, parse_lines, read_json, storage_error, write_all, write_atomic
+from app.files import (
+    Mutex,
+    dumps,
+    fsync_folder,
+    parse_lines,
+    read_file,
+    read_json,
+    storage_error,
+    write_all,
+    write_atomic,
+)
 from app.runs import FINISHED_RUN, parse_time, utcnow
+from app.wal import WriteAheadLog, replay_orphans
 
 
 class Store(ABC):
@@ -79,6 +91,10 @@ class Store(ABC):
     def compact(self) -> int:
         """Fold finished runs' change logs into their records (maintenance); how many were folded."""
         return 0
+
+    def close(self) -> None:
+        """Make everything durable where it belongs and release the store's files (at shutdown)."""
+        return None
 
     @abstractmethod
     def index_entries(self, *, since: str | None = None) -> list[dict]:
@@ -144,9 +160,12 @@ class Store(ABC):
 # -- the durable JSON store ---------------------------------------------------
 #
 # Layout under root:
-#   runs/<id>.json       snapshot {"seq": n, "run": {...}}, replaced atomically
-#   runs/<id>.journal    JSON lines {"seq": n, "fields": {...}} or {"seq": n, "step": i, "record": {...}}
-#                        appended since the snapshot; lines with seq <= the snapshot's are already in it
+#   runs/<id>.journal    JSON lines: {"seq": 1, "run": {...}} when created, then {"seq": n, "fields": {...}},
+#                        {"seq": n, "step": i, "record": {...}} or {"seq": n, "run": {...}} (the whole record)
+#   runs/<id>.json       snapshot {"seq": n, "run": {...}} that compaction folds a finished run's journal into;
+#                        journal lines with seq <= the snapshot's are already in it
+#   wal/<time>-<pid>.wal each process's write-ahead log: its durable journal lines with the run id, fsync'd in
+#                        groups; dropped once the journals are fsync'd, replayed when its process died
 #   index.jsonl          one line per run creation and status change: id, workflow, status, created_at, finished_at
 #   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
 #   triggers/<wf>.json   trigger state
@@ -162,8 +181,11 @@ _MAX_OPEN_JOURNALS = 32
 # What the index keeps of each run; the status fields change after creation.
 _INDEX_FIELDS = ("workflow", "status", "created_at", "started_at", "finished_at")
 _STATUS_FIELDS = ("status", "started_at", "finished_at")
+_FINISHED = frozenset(status.value for status in FINISHED_RUN)
 _MAX_CACHED_JOURNALS = 10_000
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+# A write-ahead log this big is checkpointed (its journals fsync'd) in the background and dropped.
+_WAL_LIMIT = 8 << 20
 _STALE_TEMP_SECONDS = 3600.0
 
 
@@ -188,8 +210,7 @@ class JsonStore(Store):
         self._workflows_mutex = Mutex(locks / "workflows.lock")
         self._run_mutexes = [Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
         # run id -> (inode, size, seq) of the journal after this process's last append to it
-        # ... and whether the journal's directory entry has been fsync'd by this process
-        self._journals: dict[str, tuple[int, int, int, bool]] = {}
+        self._journals: dict[str, tuple[int, int, int]] = {}
         # run id -> an open append descriptor of its journal (the most recent _MAX_OPEN_JOURNALS)
         self._journal_fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
@@ -200,6 +221,11 @@ class JsonStore(Store):
         self._index_inode = -1
         self._index_offset = 0
         self._index_lines = 0
+        self._index_fd = -1  # kept open for appends, reopened once a rewrite replaced the file
+        self._noted: dict[str, dict] = {}  # run id -> the index fields this process last wrote for it
+        self._wal = WriteAheadLog(self.root / "wal")
+        self._checkpointing = threading.Lock()
+        self._replay_orphans()
 
     # -- runs ---------------------------------------------------------------
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
@@ -224,7 +250,7 @@ class JsonStore(Store):
             self._append(run_id, body, durable)
             if any(field in fields for field in _STATUS_FIELDS):
                 # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
-                self._note_status(run_id, fields, False)
+                self._note_status(run_id, fields)
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
         if index < 0:
@@ -241,7 +267,7 @@ class JsonStore(Store):
             # that later, off the request path.
             self._append(run_id, dumps({"run": run}), durable=True)
             self._close_journal(run_id)
-            self._note_status(run_id, run, False)
+            self._note_status(run_id, run)
 
     def compact(self) -> int:
         finished = {status.value for status in FINISHED_RUN}
@@ -258,6 +284,7 @@ class JsonStore(Store):
                 run = self.get_run(run_id)
                 if run is None or run.get("status") not in finished:
                     continue  # retried since: it is running again
+                self._fold_logs(run_id)
                 write_atomic(self._runs / f"{run_id}.json", dumps({"seq": self._last_seq(run_id), "run": run}))
                 self._journals.pop(run_id, None)
                 self._close_journal(run_id)
@@ -266,7 +293,19 @@ class JsonStore(Store):
                 except OSError as exc:
                     # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
                     logger.warning("cannot remove the journal of %s: %s", run_id, exc)
+        self._checkpoint()
         return len(done)
+
+    def close(self) -> None:
+        self._checkpoint()
+        with self._fds_lock:
+            descriptors, self._journal_fds = list(self._journal_fds.values()), {}
+        with self._index_mutex:
+            descriptors.append(self._index_fd)
+            self._index_fd = -1
+        for fd in descriptors:
+            with suppress(OSError):
+                os.close(fd)
 
     def get_run(self, run_id: str) -> dict | None:
         if not _NAME.fullmatch(run_id):
@@ -274,20 +313,14 @@ class JsonStore(Store):
         # The journal before the snapshot: a snapshot read later has a seq >= every line of an older journal,
         # so a save_run in between cannot make us apply newer lines to an older snapshot.
         journal = self._runs / f"{run_id}.journal"
-        try:
-            lines, _ = parse_lines(journal.read_bytes(), journal)
-        except FileNotFoundError:
-            lines = []
-        except OSError as exc:
-            raise storage_error("read", journal, exc) from exc
+        lines = self._journal_lines(run_id)
         snapshot = read_json(self._runs / f"{run_id}.json", None)
-        if snapshot is None:
-            return None
-        run = snapshot["run"]
+        # Before compaction a run is its journal alone, whose first line is the whole record.
+        run, base = (snapshot["run"], snapshot["seq"]) if snapshot is not None else ({}, 0)
         for line in lines:
-            if line.get("seq", 0) > snapshot["seq"]:
+            if line.get("seq", 0) > base:
                 _apply(run, line, journal)
-        return run
+        return run if "id" in run else None
 
     def list_runs(
         self,
@@ -324,6 +357,7 @@ class JsonStore(Store):
             return [run_id for run_id in self._ids if self._entries[run_id].get("status") in statuses]
 
     def prune(self, older_than: float) -> int:
+        self._replay_orphans()  # first, or a dead process's log could bring back a run pruned here
         finished = {status.value for status in FINISHED_RUN}
         with self._memory:
             self._refresh_index()
@@ -365,28 +399,26 @@ class JsonStore(Store):
         ]
 
     def append_log(self, run_id: str, entry: dict) -> None:
-        path = self._runs / f"{_check_name('run id', run_id)}.log"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise storage_error("write", path, exc) from exc
-        try:
-            data = dumps(entry) + b"\n"
-            write_all(fd, data, path, os.fstat(fd).st_size)
-        except OSError as exc:
-            raise storage_error("write", path, exc) from exc
-        finally:
-            os.close(fd)
+        # A journal line, like a change: a run's log costs no file of its own until compaction.
+        body = dumps({"log": entry})
+        with self._run_mutex(run_id):
+            self._append(run_id, body, durable=False)
 
     def get_logs(self, run_id: str) -> list[dict]:
-        path = self._runs / f"{_check_name('run id', run_id)}.log"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        if not _NAME.fullmatch(run_id):
             return []
+        # The journal before the log file, as in get_run: compaction copies lines to the log file, then removes
+        # the journal, so a line is in one of them or (told apart by its seq) in both.
+        lines = self._journal_lines(run_id)
+        path = self._runs / f"{run_id}.log"
+        try:
+            saved = parse_lines(read_file(path), path)[0]
+        except FileNotFoundError:
+            saved = []
         except OSError as exc:
             raise storage_error("read", path, exc) from exc
-        return parse_lines(data, path)[0]
+        seen = {line.pop("seq", None) for line in saved}
+        return saved + [line["log"] for line in lines if "log" in line and line["seq"] not in seen]
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:
@@ -459,28 +491,69 @@ class JsonStore(Store):
         return self._run_mutexes[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
 
     def _create(self, run: dict, key: str | None) -> None:
-        snapshot = self._runs / f"{run['id']}.json"
-        if snapshot.exists():
-            raise ValueError(f"run {run['id']!r} already exists")
-        # The empty journal first: the snapshot's directory fsync then makes both names durable at once.
-        journal = self._runs / f"{run['id']}.journal"
+        run_id = run["id"]
+        journal = self._runs / f"{run_id}.journal"
+        if (self._runs / f"{run_id}.json").exists():
+            raise ValueError(f"run {run_id!r} already exists")
+        # One new file per run: the journal, whose first line is the whole record.
+        line = b'{"seq":1,%s\n' % dumps({"run": run})[1:]
         try:
-            fd = os.open(journal, _APPEND, 0o644)
+            fd = os.open(journal, _APPEND | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise ValueError(f"run {run_id!r} already exists") from None
         except OSError as exc:
             raise storage_error("write", journal, exc) from exc
         try:
-            write_atomic(snapshot, dumps({"seq": 0, "run": run}))
+            write_all(fd, line, journal, 0)
+            self._wal.commit(self._log_ahead(run_id, line, key))
         except BaseException:
             os.close(fd)
             with suppress(OSError):
                 journal.unlink()  # a failed creation leaves nothing behind
             raise
-        self._keep_journal(run["id"], fd)
-        self._journals[run["id"]] = (os.fstat(fd).st_ino, 0, 0, True)
+        self._keep_journal(run_id, fd)
+        self._journals[run_id] = (os.fstat(fd).st_ino, len(line), 1)
         entry = {field: run.get(field) for field in ("id", *_INDEX_FIELDS)}
         if key is not None:
             entry["key"] = key
-        self._append_index(entry, durable=True)
+        # Not fsync'd: a replay of the write-ahead log restores a lost line, and a checkpoint fsyncs the index.
+        self._append_index(entry)
+        self._checkpoint_if_full()
+
+    def _journal_lines(self, run_id: str) -> list[dict]:
+        """The whole lines of a run's journal ([] when it has none)."""
+        journal = self._runs / f"{run_id}.journal"
+        try:
+            return parse_lines(read_file(journal), journal)[0]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise storage_error("read", journal, exc) from exc
+
+    def _fold_logs(self, run_id: str) -> None:
+        """Copy the log lines of a run's journal, with their seq, to its log file. Call with the run's mutex held."""
+        logs = [line for line in self._journal_lines(run_id) if "log" in line]
+        if not logs:
+            return
+        path = self._runs / f"{run_id}.log"
+        try:
+            saved = read_file(path)
+        except FileNotFoundError:
+            saved = b""
+        except OSError as exc:
+            raise storage_error("read", path, exc) from exc
+        lines, end = parse_lines(saved, path)
+        seen = {line.get("seq") for line in lines}  # copied by a compaction that died before removing the journal
+        new = b"".join(dumps({"seq": line["seq"], **line["log"]}) + b"\n" for line in logs if line["seq"] not in seen)
+        if new:
+            write_atomic(path, saved[:end] + new)
+
+    def _log_ahead(self, run_id: str, line: bytes, key: str | None = None) -> int:
+        """Write a journal line, with its run id, to the write-ahead log; the ticket to commit."""
+        head = b'{"id":"%s",' % run_id.encode()
+        if key is not None:
+            head += b'"key":"%s",' % key.encode()
+        return self._wal.write(head + line[1:], run_id)
 
     def _append(self, run_id: str, body: bytes, durable: bool) -> None:
         """Append one change to the run's journal with one os.write. Call with the run's mutex held."""
@@ -489,31 +562,31 @@ class JsonStore(Store):
         try:
             cached = self._journals.pop(run_id, None)
             if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
-                seq, size, entry_synced = cached[2], stat.st_size, cached[3]
+                seq, size = cached[2], stat.st_size
             else:
                 # First append of this process, or another process appended or saved: read what is there.
-                (seq, size), entry_synced = self._resync(run_id, fd), False
+                seq, size = self._resync(run_id, fd)
             seq += 1
             # body is '{"step":...}': put the seq first, in the same single write.
             line = b'{"seq":%d,%s\n' % (seq, body[1:])
             write_all(fd, line, path, size)
             if durable:
+                # Durable once the write-ahead log is: its fsync is shared with the other runs committing now.
                 try:
-                    os.fsync(fd)
-                except OSError as exc:
+                    self._wal.commit(self._log_ahead(run_id, line))
+                except BaseException:
                     with suppress(OSError):
                         os.ftruncate(fd, size)
-                    raise storage_error("write", path, exc) from exc
-                if not entry_synced:  # the journal's name must be durable too, once
-                    fsync_dir(self._runs)
-                    entry_synced = True
+                    raise
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
-            self._journals[run_id] = (stat.st_ino, size + len(line), seq, entry_synced)
+            self._journals[run_id] = (stat.st_ino, size + len(line), seq)
         except BaseException:
             self._close_journal(run_id, fd)
             raise
         self._keep_journal(run_id, fd)
+        if durable:
+            self._checkpoint_if_full()
 
     def _journal_fd(self, run_id: str, path: Path) -> tuple[int, os.stat_result]:
         """The run's journal open for appending, reused while it is live; opened anew once unlinked."""
@@ -550,7 +623,7 @@ class JsonStore(Store):
         path = self._runs / f"{run_id}.journal"
         seq, end, exists = self._scan(run_id)
         if not exists:
-            # Our open created the journal (or found one a crashed prune left): a run without a snapshot is gone.
+            # Our open created the journal (or found one a crashed prune left): a run without a record is gone.
             with suppress(OSError):
                 path.unlink()
             raise NotFound(f"no run {run_id!r} in {self.root}")
@@ -563,17 +636,17 @@ class JsonStore(Store):
         return seq, end
 
     def _scan(self, run_id: str) -> tuple[int, int, bool]:
-        """(last seq, length of the journal's whole lines, whether the snapshot exists), read from the files."""
+        """(last seq, length of the journal's whole lines, whether the run exists), read from the files."""
         journal = self._runs / f"{run_id}.journal"
         try:
-            lines, end = parse_lines(journal.read_bytes(), journal)
+            lines, end = parse_lines(read_file(journal), journal)
         except FileNotFoundError:
             lines, end = [], 0
         except OSError as exc:
             raise storage_error("read", journal, exc) from exc
         snapshot = read_json(self._runs / f"{run_id}.json", None)
         seq = max([snapshot["seq"] if snapshot else 0] + [line.get("seq", 0) for line in lines])
-        return seq, end, snapshot is not None
+        return seq, end, snapshot is not None or any("run" in line for line in lines)
 
     def _last_seq(self, run_id: str) -> int:
         """The seq of the run's newest change. Call with the run's mutex held."""
@@ -586,6 +659,87 @@ class JsonStore(Store):
             except OSError:
                 pass
         return self._scan(run_id)[0]
+
+    # -- the write-ahead log ----------------------------------------------------
+    def _checkpoint_if_full(self) -> None:
+        if self._wal.size >= _WAL_LIMIT and self._checkpointing.acquire(blocking=False):
+            threading.Thread(target=self._checkpoint_in_background, name="pyflow-checkpoint", daemon=True).start()
+
+    def _checkpoint_in_background(self) -> None:
+        try:
+            self._checkpoint()
+        except Exception:
+            logger.exception("checkpoint of %s failed; the next start replays its write-ahead log", self.root)
+        finally:
+            self._checkpointing.release()
+
+    def _checkpoint(self) -> None:
+        """fsync the journals (and index) the write-ahead log's current segment covers, then drop it."""
+        segment = self._wal.rotate()
+        if segment is None:
+            return
+        try:
+            for run_id in segment.keys:
+                try:
+                    _fsync_file(self._runs / f"{run_id}.journal")
+                except FileNotFoundError:
+                    pass  # compacted (into an fsync'd snapshot) or pruned since
+            fsync_folder(self._runs)
+            self._sync_index()
+        except BaseException:
+            os.close(segment.fd)  # the segment stays: the next start (or prune) replays it, which is harmless
+            raise
+        self._wal.drop(segment)
+
+    def _sync_index(self) -> None:
+        try:
+            _fsync_file(self._index_path)
+        except FileNotFoundError:
+            return
+        fsync_folder(self.root)
+
+    def _replay_orphans(self) -> None:
+        replay_orphans(self.root / "wal", self._replay)
+
+    def _replay(self, lines: list[dict]) -> None:
+        """Add to the journals the committed changes a dead process's log holds and they lack (a power loss)."""
+        changes: dict[str, list[dict]] = {}
+        for line in lines:
+            run_id = line.pop("id", None)
+            if isinstance(run_id, str) and _NAME.fullmatch(run_id) and isinstance(line.get("seq"), int):
+                changes.setdefault(run_id, []).append(line)
+        restored: list[tuple[str, str | None]] = []
+        for run_id, logged in changes.items():
+            path = self._runs / f"{run_id}.journal"
+            with self._run_mutex(run_id):
+                seq, end, exists = self._scan(run_id)
+                missing = [line for line in logged if line["seq"] > seq]
+                if not missing or (not exists and "run" not in missing[0]):
+                    continue  # all there, or pruned since
+                key = missing[0].pop("key", None)
+                data = b"".join(dumps(line) + b"\n" for line in missing)
+                self._journals.pop(run_id, None)
+                self._close_journal(run_id)
+                try:
+                    fd = os.open(path, _APPEND, 0o644)
+                    try:
+                        os.ftruncate(fd, end)  # a torn last line must not swallow ours
+                        write_all(fd, data, path, end)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    raise storage_error("write", path, exc) from exc
+            restored.append((run_id, key))
+        if not restored:
+            return
+        fsync_folder(self._runs)
+        for run_id, key in restored:
+            run = self.get_run(run_id)
+            if run is not None:
+                self._note_status(run_id, run, key)
+        self._sync_index()
+        logger.warning("restored lost changes of %d runs in %s from a write-ahead log", len(restored), self.root)
 
     def _remove_key(self, key: str, run_id: str) -> None:
         path = self._keys / f"{key}.json"
@@ -609,50 +763,59 @@ class JsonStore(Store):
                                 os.unlink(entry.path)
 
     # -- the index ------------------------------------------------------------
-    def _note_status(self, run_id: str, changes: dict, durable: bool) -> None:
+    def _note_status(self, run_id: str, changes: dict, key: str | None = None) -> None:
         """Append an index line when the run's status or finished_at differ from the index's."""
-        with self._memory:
-            self._refresh_index()
-            entry = self._entries.get(run_id)
+        # What this process last wrote for the run, else what the index says: no read of the index per change.
+        # (Another process changing the same run may make a line go missing; the run's own file decides.)
+        entry = self._noted.get(run_id)
+        if entry is None:
+            with self._memory:
+                self._refresh_index()
+                entry = self._entries.get(run_id)
         if entry is None:
             if "workflow" not in changes:
                 logger.warning("run %s is missing from %s", run_id, self._index_path)
                 return
             line = {field: changes.get(field) for field in _INDEX_FIELDS}
+            if key is not None:
+                line["key"] = key
         else:
             line = {field: changes[field] for field in _STATUS_FIELDS if field in changes}
             if all(entry.get(field) == value for field, value in line.items()):
                 return
-        self._append_index({"id": run_id, **line}, durable)
+        self._append_index({"id": run_id, **line})
 
-    def _append_index(self, entry: dict, durable: bool) -> None:
+    def _append_index(self, entry: dict) -> None:
+        """Append a line to the index, not fsync'd: a checkpoint does, and a replay restores lost creations."""
         line = dumps(entry) + b"\n"
         path = self._index_path
         with self._index_mutex:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = self._index_fd
+                if fd < 0 or not os.fstat(fd).st_nlink:  # first append, or the index was rewritten since
+                    if fd >= 0:
+                        os.close(fd)
+                    self._index_fd = -1
+                    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._index_fd = fd
+                    size = os.fstat(fd).st_size
+                    # A line torn by a crash must not swallow ours. Live writers write whole lines, so once is enough.
+                    if size and os.pread(fd, 1, size - 1) != b"\n":
+                        line = b"\n" + line
+                if os.write(fd, line) < len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
+                if self._index_fd >= 0:  # reopened by the next append, which then starts on a new line
+                    os.close(self._index_fd)
+                    self._index_fd = -1
                 raise storage_error("write", path, exc) from exc
-            try:
-                size = os.fstat(fd).st_size
-                # A line torn by a power loss must not swallow ours.
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-                write_all(fd, line, path, size)
-            except OSError as exc:
-                os.close(fd)
-                raise storage_error("write", path, exc) from exc
-        try:
-            if durable:
-                # Outside the mutex: other threads' appends need not wait for this fsync. A compaction
-                # meanwhile read our line under the mutex and fsyncs the file it writes.
-                os.fsync(fd)
-                if size == 0:
-                    fsync_dir(self.root)
-        except OSError as exc:
-            raise storage_error("write", path, exc) from exc
-        finally:
-            os.close(fd)
+        # Remember what this process wrote while the run goes (bounded: forgotten when it finishes).
+        if entry.get("status") in _FINISHED:
+            self._noted.pop(entry["id"], None)
+        else:
+            if len(self._noted) >= _MAX_CACHED_JOURNALS:
+                self._noted.clear()
+            self._noted[entry["id"]] = {**self._noted.get(entry["id"], {}), **entry}
 
     def _refresh_index(self) -> None:
         """Read what was appended to the index since the last call. Call with _memory held."""
@@ -710,11 +873,30 @@ class JsonStore(Store):
                 self._ids = [run_id for run_id in self._ids if run_id in self._entries]
             data = b"".join(dumps({"id": run_id, **self._entries[run_id]}) + b"\n" for run_id in self._ids)
             write_atomic(self._index_path, data)
+            if self._index_fd >= 0:  # appends go to the new file; the old one's space is freed now
+                os.close(self._index_fd)
+                self._index_fd = -1
             try:
                 self._index_inode = os.stat(self._index_path).st_ino
             except OSError as exc:
                 raise storage_error("read", self._index_path, exc) from exc
             self._index_offset, self._index_lines = len(data), len(self._ids)
+
+
+def _fsync_file(path: Path) -> None:
+    """fsync a file by name (FileNotFoundError when it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise storage_error("sync", path, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise storage_error("sync", path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def _check_name(what: str, name: str) -> str:
@@ -731,6 +913,8 @@ def _apply(run: dict, line: dict, journal: Path) -> None:
         return
     if "fields" in line:
         run.update(line["fields"])
+        return
+    if "log" in line:  # a log line (get_logs)
         return
     steps, index = run.setdefault("steps", []), line.get("step")
     if isinstance(index, int) and 0 <= index < len(steps):
