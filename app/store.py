@@ -702,13 +702,16 @@ class JsonStore(Store):
         replay_orphans(self.root / "wal", self._replay)
 
     def _replay(self, lines: list[dict]) -> None:
-        """Add to the journals the committed changes a dead process's log holds and they lack (a power loss)."""
+        """Add to the journals and the index what a dead process committed and a power loss took from them."""
         changes: dict[str, list[dict]] = {}
+        keys: dict[str, str] = {}
         for line in lines:
             run_id = line.pop("id", None)
             if isinstance(run_id, str) and _NAME.fullmatch(run_id) and isinstance(line.get("seq"), int):
                 changes.setdefault(run_id, []).append(line)
-        restored: list[tuple[str, str | None]] = []
+                if isinstance(line.get("key"), str):
+                    keys[run_id] = line.pop("key")  # on the creation line of a run made with an Idempotency-Key
+        restored = 0
         for run_id, logged in changes.items():
             path = self._runs / f"{run_id}.journal"
             with self._run_mutex(run_id):
@@ -716,7 +719,6 @@ class JsonStore(Store):
                 missing = [line for line in logged if line["seq"] > seq]
                 if not missing or (not exists and "run" not in missing[0]):
                     continue  # all there, or pruned since
-                key = missing[0].pop("key", None)
                 data = b"".join(dumps(line) + b"\n" for line in missing)
                 self._journals.pop(run_id, None)
                 self._close_journal(run_id)
@@ -730,16 +732,16 @@ class JsonStore(Store):
                         os.close(fd)
                 except OSError as exc:
                     raise storage_error("write", path, exc) from exc
-            restored.append((run_id, key))
-        if not restored:
-            return
-        fsync_folder(self._runs)
-        for run_id, key in restored:
+                restored += 1
+        if restored:
+            fsync_folder(self._runs)
+            logger.warning("restored lost changes of %d runs in %s from a write-ahead log", restored, self.root)
+        # Index lines are not fsync'd either: every run the log names gets its line back if it lost it.
+        for run_id in changes:
             run = self.get_run(run_id)
             if run is not None:
-                self._note_status(run_id, run, key)
+                self._note_status(run_id, run, keys.get(run_id))
         self._sync_index()
-        logger.warning("restored lost changes of %d runs in %s from a write-ahead log", len(restored), self.root)
 
     def _remove_key(self, key: str, run_id: str) -> None:
         path = self._keys / f"{key}.json"

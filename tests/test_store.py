@@ -496,16 +496,21 @@ sys.stdin.readline()  # killed here, its write-ahead log still on disk
 """
 
 
-def test_a_power_loss_loses_no_committed_change(json_store):
-    """What a crash of the machine may lose (unsynced journal tails, index lines) the write-ahead log restores."""
-    child = run_child(CHILD_COMMITS, str(json_store.root), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def commit_and_die(root: Path) -> str:
+    """Id of a 3-step run a child process committed before it was killed."""
+    child = run_child(CHILD_COMMITS, str(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        run_id = child.stdout.readline().strip()
+        return child.stdout.readline().strip()
     finally:
         child.kill()
         child.wait()
         child.stdin.close()
         child.stdout.close()
+
+
+def test_a_power_loss_loses_no_committed_change(json_store):
+    """What a crash of the machine may lose (unsynced journal tails, index lines) the write-ahead log restores."""
+    run_id = commit_and_die(json_store.root)
     assert run_id and len(list((json_store.root / "wal").glob("*.wal"))) == 1
     journal = json_store.root / "runs" / f"{run_id}.journal"
     first_line = journal.read_bytes().split(b"\n")[0]
@@ -520,6 +525,14 @@ def test_a_power_loss_loses_no_committed_change(json_store):
     assert store.create_run(make_run(), "the-key") == (run, False)  # the key still finds its run
     assert not list((json_store.root / "wal").glob("*.wal"))  # replayed once, then removed
     assert [json.loads(line)["seq"] for line in journal.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_power_loss_that_spares_the_journals_still_restores_the_index(json_store):
+    run_id = commit_and_die(json_store.root)
+    (json_store.root / "index.jsonl").unlink()
+    store = JsonStore(json_store.root)
+    assert [listed["id"] for listed in all_runs(store)] == [run_id]
+    assert store.create_run(make_run(), "the-key")[0]["id"] == run_id
 
 
 def test_a_live_process_log_is_left_alone_and_dropped_at_close(json_store):
