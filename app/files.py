@@ -63,6 +63,22 @@ class DirectorySync:
                 self._done[folder] = max(self._done.get(folder, 0), covered)
 
 
+def fsync_file(path: Path) -> None:
+    """fsync a file by name (FileNotFoundError when it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise storage_error("sync", path, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise storage_error("sync", path, exc) from exc
+    finally:
+        os.close(fd)
+
+
 def fsync_folder(folder: Path) -> None:
     """fsync a directory, so the names created or renamed in it are durable."""
     try:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import bisect
-import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 import zlib
@@ -21,6 +19,7 @@ from app.errors import NotFound
 from app.files import (
     Mutex,
     dumps,
+    fsync_file,
     fsync_folder,
     parse_lines,
     read_file,
@@ -29,6 +28,7 @@ from app.files import (
     write_all,
     write_atomic,
 )
+from app.run_index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
 from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.wal import WriteAheadLog, replay_orphans
 
@@ -178,10 +178,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become
 _SHARDS = 64
 # Journals kept open between appends: about the runs executing at once, with room to spare.
 _MAX_OPEN_JOURNALS = 32
-# What the index keeps of each run; the status fields change after creation.
-_INDEX_FIELDS = ("workflow", "status", "created_at", "started_at", "finished_at")
-_STATUS_FIELDS = ("status", "started_at", "finished_at")
-_FINISHED = frozenset(status.value for status in FINISHED_RUN)
 _MAX_CACHED_JOURNALS = 10_000
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 # A write-ahead log this big is checkpointed (its journals fsync'd) in the background and dropped.
@@ -197,7 +193,6 @@ class JsonStore(Store):
         self._runs = self.root / "runs"
         self._keys = self.root / "keys"
         self._triggers = self.root / "triggers"
-        self._index_path = self.root / "index.jsonl"
         self._workflows_path = self.root / "workflows.json"
         locks = self.root / "locks"
         for folder in (self._runs, self._keys, self._triggers, locks):
@@ -205,7 +200,7 @@ class JsonStore(Store):
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
-        self._index_mutex = Mutex(locks / "index.lock")
+        self._index = RunIndex(self.root / "index.jsonl", Mutex(locks / "index.lock"))
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
         self._run_mutexes = [Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
@@ -214,15 +209,6 @@ class JsonStore(Store):
         # run id -> an open append descriptor of its journal (the most recent _MAX_OPEN_JOURNALS)
         self._journal_fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
-        # The in-memory index, guarded by _memory: id -> entry, ids sorted (so by creation time).
-        self._memory = threading.Lock()
-        self._entries: dict[str, dict] = {}
-        self._ids: list[str] = []
-        self._index_inode = -1
-        self._index_offset = 0
-        self._index_lines = 0
-        self._index_fd = -1  # kept open for appends, reopened once a rewrite replaced the file
-        self._noted: dict[str, dict] = {}  # run id -> the index fields this process last wrote for it
         self._wal = WriteAheadLog(self.root / "wal")
         self._checkpointing = threading.Lock()
         self._replay_orphans()
@@ -248,9 +234,9 @@ class JsonStore(Store):
         body = dumps({"fields": fields})
         with self._run_mutex(run_id):
             self._append(run_id, body, durable)
-            if any(field in fields for field in _STATUS_FIELDS):
+            if any(field in fields for field in STATUS_FIELDS):
                 # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
-                self._note_status(run_id, fields)
+                self._index.note(run_id, fields)
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
         if index < 0:
@@ -267,7 +253,7 @@ class JsonStore(Store):
             # that later, off the request path.
             self._append(run_id, dumps({"run": run}), durable=True)
             self._close_journal(run_id)
-            self._note_status(run_id, run)
+            self._index.note(run_id, run)
 
     def compact(self) -> int:
         finished = {status.value for status in FINISHED_RUN}
@@ -276,9 +262,9 @@ class JsonStore(Store):
                 journals = [entry.name[: -len(".journal")] for entry in entries if entry.name.endswith(".journal")]
         except OSError as exc:
             raise storage_error("read", self._runs, exc) from exc
-        with self._memory:
-            self._refresh_index()
-            done = [run_id for run_id in journals if (self._entries.get(run_id) or {}).get("status") in finished]
+        with self._index.lock:
+            self._index.refresh()
+            done = [run_id for run_id in journals if (self._index.entries.get(run_id) or {}).get("status") in finished]
         for run_id in done:
             with self._run_mutex(run_id):
                 run = self.get_run(run_id)
@@ -300,12 +286,10 @@ class JsonStore(Store):
         self._checkpoint()
         with self._fds_lock:
             descriptors, self._journal_fds = list(self._journal_fds.values()), {}
-        with self._index_mutex:
-            descriptors.append(self._index_fd)
-            self._index_fd = -1
         for fd in descriptors:
             with suppress(OSError):
                 os.close(fd)
+        self._index.close()
 
     def get_run(self, run_id: str) -> dict | None:
         if not _NAME.fullmatch(run_id):
@@ -332,38 +316,38 @@ class JsonStore(Store):
     ) -> tuple[list[dict], str | None]:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
-        with self._memory:
-            self._refresh_index()
-            position = bisect.bisect_left(self._ids, before) if before is not None else len(self._ids)
+        with self._index.lock:
+            self._index.refresh()
+            position = bisect.bisect_left(self._index.ids, before) if before is not None else len(self._index.ids)
             found: list[dict] = []
             while position > 0:
                 position -= 1
-                entry = self._entries[self._ids[position]]
+                entry = self._index.entries[self._index.ids[position]]
                 if (workflow is not None and entry["workflow"] != workflow) or (
                     status is not None and entry.get("status") != status
                 ):
                     continue
                 if len(found) == limit:
                     return found, found[-1]["id"]
-                run = self.get_run(self._ids[position])
+                run = self.get_run(self._index.ids[position])
                 # The run file may be newer than the index (a status line not yet appended) or gone (pruned).
                 if run is not None and (status is None or run["status"] == status):
                     found.append(run)
             return found, None
 
     def find_run_ids(self, statuses: set[str]) -> list[str]:
-        with self._memory:
-            self._refresh_index()
-            return [run_id for run_id in self._ids if self._entries[run_id].get("status") in statuses]
+        with self._index.lock:
+            self._index.refresh()
+            return [run_id for run_id in self._index.ids if self._index.entries[run_id].get("status") in statuses]
 
     def prune(self, older_than: float) -> int:
         self._replay_orphans()  # first, or a dead process's log could bring back a run pruned here
         finished = {status.value for status in FINISHED_RUN}
-        with self._memory:
-            self._refresh_index()
+        with self._index.lock:
+            self._index.refresh()
             doomed = {
                 run_id: entry.get("key")
-                for run_id, entry in self._entries.items()
+                for run_id, entry in self._index.entries.items()
                 if entry.get("status") in finished
                 and entry.get("finished_at")
                 and parse_time(entry["finished_at"]) < older_than
@@ -379,21 +363,21 @@ class JsonStore(Store):
                         raise storage_error("remove", path, exc) from exc
             if key:
                 self._remove_key(key, run_id)
-        with self._memory:
-            if doomed or self._index_lines > len(self._entries):
-                self._rewrite_index(drop=set(doomed))
+        with self._index.lock:
+            if doomed or self._index.needs_rewrite():
+                self._index.rewrite(drop=set(doomed))
         self._remove_stale_temp_files()
         if doomed:
             logger.info("pruned %d runs from %s", len(doomed), self.root)
         return len(doomed)
 
     def index_entries(self, *, since: str | None = None) -> list[dict]:
-        with self._memory:
-            self._refresh_index()
-            entries = [(run_id, self._entries[run_id]) for run_id in self._ids]
+        with self._index.lock:
+            self._index.refresh()
+            entries = [(run_id, self._index.entries[run_id]) for run_id in self._index.ids]
         # ISO 8601 UTC strings with Z sort like the times they name.
         return [
-            {"id": run_id, **{field: entry.get(field) for field in _INDEX_FIELDS}}
+            {"id": run_id, **{field: entry.get(field) for field in INDEX_FIELDS}}
             for run_id, entry in entries
             if since is None or (entry.get("created_at") or "") >= since
         ]
@@ -513,11 +497,11 @@ class JsonStore(Store):
             raise
         self._keep_journal(run_id, fd)
         self._journals[run_id] = (os.fstat(fd).st_ino, len(line), 1)
-        entry = {field: run.get(field) for field in ("id", *_INDEX_FIELDS)}
+        entry = {field: run.get(field) for field in ("id", *INDEX_FIELDS)}
         if key is not None:
             entry["key"] = key
         # Not fsync'd: a replay of the write-ahead log restores a lost line, and a checkpoint fsyncs the index.
-        self._append_index(entry)
+        self._index.append(entry)
         self._checkpoint_if_full()
 
     def _journal_lines(self, run_id: str) -> list[dict]:
@@ -681,22 +665,15 @@ class JsonStore(Store):
         try:
             for run_id in segment.keys:
                 try:
-                    _fsync_file(self._runs / f"{run_id}.journal")
+                    fsync_file(self._runs / f"{run_id}.journal")
                 except FileNotFoundError:
                     pass  # compacted (into an fsync'd snapshot) or pruned since
             fsync_folder(self._runs)
-            self._sync_index()
+            self._index.sync()
         except BaseException:
             os.close(segment.fd)  # the segment stays: the next start (or prune) replays it, which is harmless
             raise
         self._wal.drop(segment)
-
-    def _sync_index(self) -> None:
-        try:
-            _fsync_file(self._index_path)
-        except FileNotFoundError:
-            return
-        fsync_folder(self.root)
 
     def _replay_orphans(self) -> None:
         replay_orphans(self.root / "wal", self._replay)
@@ -740,8 +717,8 @@ class JsonStore(Store):
         for run_id in changes:
             run = self.get_run(run_id)
             if run is not None:
-                self._note_status(run_id, run, keys.get(run_id))
-        self._sync_index()
+                self._index.note(run_id, run, keys.get(run_id))
+        self._index.sync()
 
     def _remove_key(self, key: str, run_id: str) -> None:
         path = self._keys / f"{key}.json"
@@ -763,143 +740,6 @@ class JsonStore(Store):
                         with suppress(OSError):
                             if entry.stat().st_mtime < cutoff:
                                 os.unlink(entry.path)
-
-    # -- the index ------------------------------------------------------------
-    def _note_status(self, run_id: str, changes: dict, key: str | None = None) -> None:
-        """Append an index line when the run's status or finished_at differ from the index's."""
-        # What this process last wrote for the run, else what the index says: no read of the index per change.
-        # (Another process changing the same run may make a line go missing; the run's own file decides.)
-        entry = self._noted.get(run_id)
-        if entry is None:
-            with self._memory:
-                self._refresh_index()
-                entry = self._entries.get(run_id)
-        if entry is None:
-            if "workflow" not in changes:
-                logger.warning("run %s is missing from %s", run_id, self._index_path)
-                return
-            line = {field: changes.get(field) for field in _INDEX_FIELDS}
-            if key is not None:
-                line["key"] = key
-        else:
-            line = {field: changes[field] for field in _STATUS_FIELDS if field in changes}
-            if all(entry.get(field) == value for field, value in line.items()):
-                return
-        self._append_index({"id": run_id, **line})
-
-    def _append_index(self, entry: dict) -> None:
-        """Append a line to the index, not fsync'd: a checkpoint does, and a replay restores lost creations."""
-        line = dumps(entry) + b"\n"
-        path = self._index_path
-        with self._index_mutex:
-            try:
-                fd = self._index_fd
-                if fd < 0 or not os.fstat(fd).st_nlink:  # first append, or the index was rewritten since
-                    if fd >= 0:
-                        os.close(fd)
-                    self._index_fd = -1
-                    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                    self._index_fd = fd
-                    size = os.fstat(fd).st_size
-                    # A line torn by a crash must not swallow ours. Live writers write whole lines, so once is enough.
-                    if size and os.pread(fd, 1, size - 1) != b"\n":
-                        line = b"\n" + line
-                if os.write(fd, line) < len(line):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            except OSError as exc:
-                if self._index_fd >= 0:  # reopened by the next append, which then starts on a new line
-                    os.close(self._index_fd)
-                    self._index_fd = -1
-                raise storage_error("write", path, exc) from exc
-        # Remember what this process wrote while the run goes (bounded: forgotten when it finishes).
-        if entry.get("status") in _FINISHED:
-            self._noted.pop(entry["id"], None)
-        else:
-            if len(self._noted) >= _MAX_CACHED_JOURNALS:
-                self._noted.clear()
-            self._noted[entry["id"]] = {**self._noted.get(entry["id"], {}), **entry}
-
-    def _refresh_index(self) -> None:
-        """Read what was appended to the index since the last call. Call with _memory held."""
-        if self._read_index() and self._index_lines > 3 * len(self._entries) + 100:
-            self._rewrite_index(drop=set())
-
-    def _read_index(self) -> bool:
-        """Read the index's new bytes, or all of it when it was replaced; True when it was read from the start."""
-        path = self._index_path
-        try:
-            with open(path, "rb") as file:
-                stat = os.fstat(file.fileno())
-                reloaded = stat.st_ino != self._index_inode or stat.st_size < self._index_offset
-                if reloaded:
-                    # Another process compacted it (or this is the first read): start over.
-                    self._entries, self._ids = {}, []
-                    self._index_inode, self._index_offset, self._index_lines = stat.st_ino, 0, 0
-                if stat.st_size == self._index_offset:
-                    return reloaded
-                file.seek(self._index_offset)
-                data = file.read()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise storage_error("read", path, exc) from exc
-        lines, end = parse_lines(data, path)
-        self._index_offset += end
-        self._index_lines += len(lines)
-        for line in lines:
-            self._merge(line)
-        return reloaded
-
-    def _merge(self, line: dict) -> None:
-        run_id = line.pop("id", None)
-        for field in ("workflow", "status"):
-            if isinstance(line.get(field), str):
-                line[field] = sys.intern(line[field])  # 100,000 entries share a few names
-        entry = self._entries.get(run_id)
-        if entry is not None:
-            entry.update(line)
-        elif isinstance(run_id, str) and "workflow" in line:  # else a status line of a run pruned since
-            self._entries[run_id] = line
-            if not self._ids or run_id > self._ids[-1]:
-                self._ids.append(run_id)
-            else:
-                bisect.insort(self._ids, run_id)
-
-    def _rewrite_index(self, drop: set[str]) -> None:
-        """Replace the index with one line per run, leaving out ``drop``. Call with _memory held."""
-        with self._index_mutex:
-            self._read_index()  # no one appends while we hold the mutex, so this is all of it
-            for run_id in drop:
-                self._entries.pop(run_id, None)
-            if drop:
-                self._ids = [run_id for run_id in self._ids if run_id in self._entries]
-            data = b"".join(dumps({"id": run_id, **self._entries[run_id]}) + b"\n" for run_id in self._ids)
-            write_atomic(self._index_path, data)
-            if self._index_fd >= 0:  # appends go to the new file; the old one's space is freed now
-                os.close(self._index_fd)
-                self._index_fd = -1
-            try:
-                self._index_inode = os.stat(self._index_path).st_ino
-            except OSError as exc:
-                raise storage_error("read", self._index_path, exc) from exc
-            self._index_offset, self._index_lines = len(data), len(self._ids)
-
-
-def _fsync_file(path: Path) -> None:
-    """fsync a file by name (FileNotFoundError when it is gone)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise storage_error("sync", path, exc) from exc
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        raise storage_error("sync", path, exc) from exc
-    finally:
-        os.close(fd)
-
 
 def _check_name(what: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
