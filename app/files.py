@@ -32,9 +32,10 @@ def storage_error(verb: str, path: Path | str, exc: OSError) -> StorageError:
 class DirectorySync:
     """fsync of a directory, shared: threads that ask while one is under way ride on the next one.
 
-    A new or renamed file is durable only once its directory entry is. Runs
-    executing at once all rename into runs/, so one fsync can serve them all
-    (group commit): an fsync that starts after a thread asked covers its entry.
+    A new or renamed file is durable only once its directory entry is. Many
+    triggers saving their state at once all replace files in triggers/ (and
+    compaction in runs/), so one fsync can serve them all: an fsync that
+    starts after a thread asked covers its entry.
     """
 
     def __init__(self) -> None:

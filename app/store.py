@@ -248,9 +248,8 @@ class JsonStore(Store):
     def save_run(self, run: dict) -> None:
         run_id = _check_name("run id", run["id"])
         with self._run_mutex(run_id):
-            # The whole record as one durable journal line. Replacing the snapshot and removing the
-            # journal here cost two more fsyncs, a rename and an unlink per run; compact() does
-            # that later, off the request path.
+            # The whole record as one durable journal line. A snapshot here would cost a new file, its
+            # fsyncs and an unlink per run; compact() folds finished journals later, off the request path.
             self._append(run_id, dumps({"run": run}), durable=True)
             self._close_journal(run_id)
             self._index.note(run_id, run)
@@ -295,7 +294,7 @@ class JsonStore(Store):
         if not _NAME.fullmatch(run_id):
             return None
         # The journal before the snapshot: a snapshot read later has a seq >= every line of an older journal,
-        # so a save_run in between cannot make us apply newer lines to an older snapshot.
+        # so a compaction in between cannot make us apply newer lines to an older snapshot.
         journal = self._runs / f"{run_id}.journal"
         lines = self._journal_lines(run_id)
         snapshot = read_json(self._runs / f"{run_id}.json", None)
