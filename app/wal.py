@@ -140,13 +140,6 @@ class WriteAheadLog:
         finally:
             os.close(segment.fd)  # and with it the lock
 
-    def close(self) -> None:
-        """Forget the current segment without deleting it (a later store replays it)."""
-        with self._changed:
-            segment, self._segment = self._segment, None
-        if segment is not None:
-            os.close(segment.fd)
-
     def _open(self) -> Segment:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
