@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections import ChainMap, Counter, deque
+from collections import ChainMap, Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +25,8 @@ from app.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 IDLE_WORKER_SECONDS = 5.0
+# Records of awaited runs that ended here, until their waiter reads them (oldest dropped first).
+_MAX_OUTCOMES = 256
 
 
 class Engine:
@@ -43,6 +45,7 @@ class Engine:
         self._idle = 0
         self._running: Counter[str] = Counter()
         self._executions: dict[str, Execution] = {}
+        self._outcomes: OrderedDict[str, dict] = OrderedDict()
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
         self._secrets = tuple(str(settings[name]) for name in SECRET_SETTINGS if settings.get(name))
@@ -62,8 +65,11 @@ class Engine:
         source: str = "api",
         idempotency_key: str | None = None,
         call_stack: tuple[str, ...] = (),
+        awaited: bool = False,
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False.
+
+        ``awaited``: the caller will ask for its ``outcome``, which then needs no read of the store.
 
         A run with a ``call_stack`` is a sub-workflow of a running step: it starts at
         once, outside WORKFLOW_MAX_CONCURRENT, since its parent already holds a slot
@@ -83,6 +89,7 @@ class Engine:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
             execution = Execution(bound, run, {"trigger_data": trigger_data}, {})
+            execution.awaited = awaited
             if call_stack:
                 execution.slotless = True
                 with self._lock:
@@ -119,6 +126,19 @@ class Engine:
         with self._lock:
             execution = self._executions.get(run_id)
         return execution is None or execution.done.wait(timeout)
+
+    def outcome(self, run_id: str, timeout: float) -> dict | None:
+        """The run as its execution here ended (finished, paused or halted) within ``timeout``, as stored.
+
+        None when it is still executing, or did not execute here lately: then the store has the answer.
+        """
+        with self._lock:
+            execution = self._executions.get(run_id)
+        finished = execution is None or execution.done.wait(timeout)
+        with self._lock:
+            if not finished and execution is not None:
+                execution.awaited = False  # its waiter gives up: nobody will read the record
+            return self._outcomes.pop(run_id, None)
 
     # -- control ----------------------------------------------------------------
     def cancel(self, run: dict, by: str = "api") -> dict:
@@ -472,7 +492,9 @@ class Engine:
         if step["started_at"] is None:
             step["started_at"] = utcnow()
         execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
-        self.store.update_step(run_id, index, step, durable=False)
+        # A step that must not run twice is written as running before it starts (with whatever was deferred):
+        # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
+        self.store.update_step(run_id, index, step, durable=False, defer=execution.bound.actions[index].idempotent)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
         with self._lock:
             if execution.stop.is_set():
@@ -572,7 +594,7 @@ class Engine:
             self._fail_step(execution, index, message)
             return False
         step["error"] = message
-        self.store.update_step(execution.run["id"], index, step, durable=False)
+        self.store.update_step(execution.run["id"], index, step, durable=False, defer=True)
         delay = backoff(execution.bound.retry_delay, step["attempts"])
         self._log(execution, logging.WARNING,
                   f"attempt {step['attempts']} failed: {message}; retrying in {delay:.1f} s", action.name)
@@ -611,7 +633,8 @@ class Engine:
             if execution.control == "pause":
                 self._transition(run, RunStatus.PAUSED, by)
                 self._log(execution, logging.INFO, f"run paused ({by})")
-        self._forget(execution)
+        self.store.flush(run["id"])  # a halted run's file has all of it: the next process may take it over
+        self._forget(execution, ended=True)
 
     def _transition(self, run: dict, status: RunStatus, by: str, *, finished: bool = False) -> None:
         """Change a run's status, record it in ``history``, and store it before anyone hears of it."""
@@ -623,8 +646,9 @@ class Engine:
             self.store.save_run(run)
         else:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
-            # queued -> running needs no fsync: after a crash a queued and a running run recover alike.
-            self.store.update_run(run["id"], fields, durable=status != RunStatus.RUNNING)
+            # queued -> running may even be deferred: after a crash a queued and a running run recover alike.
+            running = status == RunStatus.RUNNING
+            self.store.update_run(run["id"], fields, durable=not running, defer=running)
 
     # -- records --------------------------------------------------------------
     def _close_step(self, execution: Execution, index: int, status: StepStatus) -> None:
@@ -634,7 +658,9 @@ class Engine:
         clock = execution.clocks.pop(index, None)
         if clock is not None:
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
-        self.store.update_step(execution.run["id"], index, step)
+        # Written at once, so a killed process never runs a finished step again; synced at once when a
+        # repetition could act twice, else with the next synced change (only a power loss can undo it).
+        self.store.update_step(execution.run["id"], index, step, durable=not execution.bound.actions[index].idempotent)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
@@ -683,14 +709,20 @@ class Engine:
         # After a failure, steps not reached stay pending: a retry runs them.
         run["error"] = execution.failure
         run["started_at"] = run["started_at"] or utcnow()
-        self._transition(run, status, "engine", finished=True)
         level = logging.INFO if status == RunStatus.SUCCEEDED else logging.WARNING
+        # Logged first: the line is written with the run's last change instead of after it.
         self._log(execution, level, f"run {status.value}" + (f": {run['error']}" if run["error"] else ""))
-        self._forget(execution)
+        self._transition(run, status, "engine", finished=True)
+        self._forget(execution, ended=True)
 
-    def _forget(self, execution: Execution) -> None:
+    def _forget(self, execution: Execution, ended: bool = False) -> None:
+        """Drop a run that no longer executes here; ``ended``: as stored (not stopped by a store failure)."""
         with self._lock:
             self._executions.pop(execution.run["id"], None)
+            if ended and execution.awaited:
+                self._outcomes[execution.run["id"]] = snapshot(execution.run)
+                if len(self._outcomes) > _MAX_OUTCOMES:
+                    self._outcomes.popitem(last=False)
             if execution.counted:
                 execution.counted = False
                 self._running[execution.bound.name] -= 1
@@ -699,7 +731,8 @@ class Engine:
     def _log(self, execution: Execution, level: int, message: str, step: str | None = None) -> None:
         """Log to the server log and to the run's own log."""
         logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
-        run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets)
+        # Deferred: written with the run's next change; an action's own log lines are written at once.
+        run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets, defer=True)
 
     @staticmethod
     def _timeout_of(execution: Execution, index: int) -> float:

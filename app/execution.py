@@ -90,6 +90,8 @@ class Execution:
         self.counted = False
         # A sub-workflow's run: its thread holds no concurrency slot.
         self.slotless = False
+        # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.
+        self.awaited = False
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']}>"

@@ -102,13 +102,13 @@ def receive(name: str) -> tuple[Response, int, dict]:
     if key is not None and len(key) > 255:
         raise BadRequest("Idempotency-Key must be at most 255 characters")
     rt = runtime()
-    run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key)
+    awaited = trigger.response == "result"
+    run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key, awaited=awaited)
     headers = {"Location": url_for("api.get_run", run_id=run["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    if trigger.response == "result":
-        rt.engine.wait(run["id"], RESULT_WAIT_SECONDS)
-        run = rt.store.get_run(run["id"]) or run
+    if awaited:
+        run = rt.engine.outcome(run["id"], RESULT_WAIT_SECONDS) or rt.store.get_run(run["id"]) or run
         if run["status"] == RunStatus.SUCCEEDED.value:
             return jsonify(_step_result(run, trigger.response_step)), 200, headers
         if run["status"] in _FINISHED:

@@ -177,10 +177,9 @@ def create_run(name: str) -> tuple[Response, int, dict]:
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise BadRequest("Idempotency-Key must be at most 255 characters")
-    run, created = rt.submit(name, _run_inputs(), source="api", idempotency_key=key)
+    run, created = rt.submit(name, _run_inputs(), source="api", idempotency_key=key, awaited=wait is not None)
     if wait is not None:
-        rt.engine.wait(run["id"], wait)
-        run = rt.store.get_run(run["id"]) or run
+        run = rt.engine.outcome(run["id"], wait) or rt.store.get_run(run["id"]) or run
     headers = {"Location": url_for("api.get_run", run_id=run["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"

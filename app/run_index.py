@@ -43,6 +43,9 @@ class RunIndex:
         self._lines = 0
         self._fd = -1  # kept open for appends, reopened once a rewrite replaced the file
         self._noted: dict[str, dict] = {}  # run id -> the index fields this process last wrote for it
+        # Deferred lines: in ``entries`` at once, in the file with the next append or flush.
+        self._pending: list[dict] = []
+        self._pending_lock = threading.Lock()
 
     def needs_rewrite(self) -> bool:
         """Whether the file has more lines than runs (status lines, pruned runs). Call with ``lock`` held."""
@@ -57,14 +60,15 @@ class RunIndex:
         fsync_folder(self.path.parent)
 
     def close(self) -> None:
-        """Close the append descriptor."""
+        """Write the deferred lines and close the append descriptor."""
+        self.flush()
         with self._mutex:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
 
-    def note(self, run_id: str, changes: dict, key: str | None = None) -> None:
-        """Append an index line when the run's status or finished_at differ from the index's."""
+    def note(self, run_id: str, changes: dict, key: str | None = None, *, defer: bool = False) -> None:
+        """Append an index line when the run's status or finished_at differ from the index's (see ``append``)."""
         # What this process last wrote for the run, else what the index says: no read of the index per change.
         # (Another process changing the same run may make a line go missing; the run's own file decides.)
         entry = self._noted.get(run_id)
@@ -83,13 +87,42 @@ class RunIndex:
             line = {field: changes[field] for field in STATUS_FIELDS if field in changes}
             if all(entry.get(field) == value for field, value in line.items()):
                 return
-        self.append({"id": run_id, **line})
+        self.append({"id": run_id, **line}, defer=defer)
 
-    def append(self, entry: dict) -> None:
-        """Append a line to the index, not fsync'd: a checkpoint does, and a replay restores lost creations."""
-        line = dumps(entry) + b"\n"
+    def append(self, entry: dict, *, defer: bool = False) -> None:
+        """Append a line to the index, not fsync'd: a checkpoint does, and a replay restores lost creations.
+
+        ``defer``: this process lists it at once; the file gets it with the next append or ``flush``.
+        """
+        if defer:
+            with self.lock:
+                self._merge(dict(entry))
+                with self._pending_lock:
+                    self._pending.append(entry)
+        else:
+            self._write(entry)
+        # Remember what this process wrote while the run goes (bounded: forgotten when it finishes).
+        if entry.get("status") in _FINISHED:
+            self._noted.pop(entry["id"], None)
+        else:
+            if len(self._noted) >= _MAX_NOTED:
+                self._noted.clear()
+            self._noted[entry["id"]] = {**self._noted.get(entry["id"], {}), **entry}
+
+    def flush(self) -> None:
+        """Write the deferred lines."""
+        if self._pending:
+            self._write(None)
+
+    def _write(self, entry: dict | None) -> None:
+        """Append the deferred lines and ``entry`` with one write."""
         path = self.path
         with self._mutex:
+            with self._pending_lock:
+                pending, self._pending = self._pending, []
+            data = b"".join(dumps(line) + b"\n" for line in [*pending, *([entry] if entry else [])])
+            if not data:
+                return
             try:
                 fd = self._fd
                 if fd < 0 or not os.fstat(fd).st_nlink:  # first append, or the index was rewritten since
@@ -101,21 +134,16 @@ class RunIndex:
                     size = os.fstat(fd).st_size
                     # A line torn by a crash must not swallow ours. Live writers write whole lines, so once is enough.
                     if size and os.pread(fd, 1, size - 1) != b"\n":
-                        line = b"\n" + line
-                if os.write(fd, line) < len(line):
+                        data = b"\n" + data
+                if os.write(fd, data) < len(data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
                 if self._fd >= 0:  # reopened by the next append, which then starts on a new line
                     os.close(self._fd)
                     self._fd = -1
+                with self._pending_lock:
+                    self._pending[:0] = pending  # written by the next append, or lost with the process
                 raise storage_error("write", path, exc) from exc
-        # Remember what this process wrote while the run goes (bounded: forgotten when it finishes).
-        if entry.get("status") in _FINISHED:
-            self._noted.pop(entry["id"], None)
-        else:
-            if len(self._noted) >= _MAX_NOTED:
-                self._noted.clear()
-            self._noted[entry["id"]] = {**self._noted.get(entry["id"], {}), **entry}
 
     def refresh(self) -> None:
         """Read what was appended to the index since the last call. Call with ``lock`` held."""
@@ -146,6 +174,12 @@ class RunIndex:
         self._lines += len(lines)
         for line in lines:
             self._merge(line)
+        # Our deferred lines stay on top of the older lines just read (a line being written while we read
+        # may show its older state until the next read).
+        with self._pending_lock:
+            pending = list(self._pending)
+        for line in pending:
+            self._merge(dict(line))
         return reloaded
 
     def _merge(self, line: dict) -> None:

@@ -37,12 +37,12 @@ def scrub(message: str, secrets: Iterable[str]) -> str:
 
 
 def write(store: Store, run_id: str, level: int, message: str, step: str | None = None,
-          secrets: Iterable[str] = ()) -> None:
-    """Add one line to a run's log. Errors are logged, never raised: a log must not fail a run."""
+          secrets: Iterable[str] = (), *, defer: bool = False) -> None:
+    """Add one line to a run's log (``defer``: see Store); errors are logged, not raised: a log must not fail a run."""
     entry = {"at": format_time(time.time()), "level": logging.getLevelName(level).lower(), "step": step,
              "message": scrub(message, secrets)}
     try:
-        store.append_log(run_id, entry)
+        store.append_log(run_id, entry, defer=defer)
     except Exception:
         logger.warning("cannot write the log of run %s", run_id, exc_info=True)
 

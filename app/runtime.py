@@ -243,12 +243,13 @@ class Runtime:
 
     # -- runs -------------------------------------------------------------------
     def submit(
-        self, name: str, inputs: dict, *, source: str = "api", idempotency_key: str | None = None
+        self, name: str, inputs: dict, *, source: str = "api", idempotency_key: str | None = None,
+        awaited: bool = False,
     ) -> tuple[dict, bool]:
-        """Check the inputs and start a run; with a used key, the first run and False."""
+        """Check the inputs and start a run; with a used key, the first run and False (``awaited``: see Engine)."""
         bound = self.get(name)
         self.check_inputs(bound, inputs)
-        return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key)
+        return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key, awaited=awaited)
 
     def check_inputs(self, bound: BoundWorkflow, inputs: dict) -> None:
         """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise."""

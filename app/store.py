@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import logging
 import os
 import re
@@ -53,13 +54,21 @@ class Store(ABC):
         nothing and return ``(first_run, False)``; else ``(run, True)``.
         """
 
+    # A change is durable (on disk when the call returns: a power loss keeps it), written (durable=False:
+    # in the kernel, so a kill -9 of the process keeps it) or, with ``defer`` (whatever ``durable`` says),
+    # deferred: this process reads it at once, its file gets it with the run's next written change or
+    # within FLUSH_DELAY, and a kill -9 may lose it.
     @abstractmethod
-    def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
+    def update_run(self, run_id: str, fields: dict, *, durable: bool = True, defer: bool = False) -> None:
         """Record changed run-level fields (status, started_at, error, progress...)."""
 
     @abstractmethod
-    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
+    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
         """Record the whole record of the step at ``index``; cost does not grow with the run."""
+
+    def flush(self, run_id: str) -> None:
+        """Write a run's deferred changes now (before a step whose repetition would do harm)."""
+        return None
 
     @abstractmethod
     def save_run(self, run: dict) -> None:
@@ -105,8 +114,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def append_log(self, run_id: str, entry: dict) -> None:
-        """Add one log line (``{"at", "level", "step", "message"}``) to a run; not fsync'd."""
+    def append_log(self, run_id: str, entry: dict, *, defer: bool = False) -> None:
+        """Add one log line (``{"at", "level", "step", "message"}``) to a run; written, not fsync'd (or deferred)."""
 
     @abstractmethod
     def get_logs(self, run_id: str) -> list[dict]:
@@ -183,6 +192,8 @@ _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 # A write-ahead log this big is checkpointed (its journals fsync'd) in the background and dropped.
 _WAL_LIMIT = 8 << 20
 _STALE_TEMP_SECONDS = 3600.0
+#: Seconds within which a deferred change reaches its file (PostgreSQL's WAL writer wakes this often too).
+FLUSH_DELAY = 0.2
 
 
 class JsonStore(Store):
@@ -209,6 +220,11 @@ class JsonStore(Store):
         # run id -> an open append descriptor of its journal (the most recent _MAX_OPEN_JOURNALS)
         self._journal_fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
+        # run id -> [(seq, body)] of deferred changes, oldest first; the run's mutex (its threads lock is
+        # enough) guards a run's list, _deferred_lock the dict and the flush timer
+        self._deferred: dict[str, list[tuple[int, bytes]]] = {}
+        self._deferred_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
         self._wal = WriteAheadLog(self.root / "wal")
         self._checkpointing = threading.Lock()
         self._replay_orphans()
@@ -230,20 +246,22 @@ class JsonStore(Store):
             self._create(run, digest)
         return run, True
 
-    def update_run(self, run_id: str, fields: dict, *, durable: bool = True) -> None:
-        body = dumps({"fields": fields})
-        with self._run_mutex(run_id):
-            self._append(run_id, body, durable)
-            if any(field in fields for field in STATUS_FIELDS):
-                # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
-                self._index.note(run_id, fields)
+    def update_run(self, run_id: str, fields: dict, *, durable: bool = True, defer: bool = False) -> None:
+        self._change(run_id, dumps({"fields": fields}), durable, defer)
+        if any(field in fields for field in STATUS_FIELDS):
+            # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
+            self._index.note(run_id, fields, defer=defer)
 
-    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True) -> None:
+    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index!r}")
-        body = dumps({"step": index, "record": step})
-        with self._run_mutex(run_id):
-            self._append(run_id, body, durable)
+        self._change(run_id, dumps({"step": index, "record": step}), durable, defer)
+
+    def flush(self, run_id: str) -> None:
+        if run_id in self._deferred:
+            with self._run_mutex(run_id):
+                if self._deferred.get(run_id):
+                    self._append(run_id, None, durable=False)
 
     def save_run(self, run: dict) -> None:
         run_id = _check_name("run id", run["id"])
@@ -252,9 +270,12 @@ class JsonStore(Store):
             # fsyncs and an unlink per run; compact() folds finished journals later, off the request path.
             self._append(run_id, dumps({"run": run}), durable=True)
             self._close_journal(run_id)
+            with self._deferred_lock:
+                self._deferred.pop(run_id, None)  # none: the append wrote them
             self._index.note(run_id, run)
 
     def compact(self) -> int:
+        self._flush_deferred()
         finished = {status.value for status in FINISHED_RUN}
         try:
             with os.scandir(self._runs) as entries:
@@ -282,6 +303,11 @@ class JsonStore(Store):
         return len(done)
 
     def close(self) -> None:
+        with self._deferred_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+        self._flush_deferred()
         self._checkpoint()
         with self._fds_lock:
             descriptors, self._journal_fds = list(self._journal_fds.values()), {}
@@ -296,12 +322,17 @@ class JsonStore(Store):
         # The journal before the snapshot: a snapshot read later has a seq >= every line of an older journal,
         # so a compaction in between cannot make us apply newer lines to an older snapshot.
         journal = self._runs / f"{run_id}.journal"
+        deferred = self._deferred_lines(run_id)  # before the journal, which may get them meanwhile
         lines = self._journal_lines(run_id)
         snapshot = read_json(self._runs / f"{run_id}.json", None)
         # Before compaction a run is its journal alone, whose first line is the whole record.
         run, base = (snapshot["run"], snapshot["seq"]) if snapshot is not None else ({}, 0)
         for line in lines:
             if line.get("seq", 0) > base:
+                _apply(run, line, journal)
+        base = max(base, lines[-1].get("seq", 0) if lines else 0)
+        for line in deferred:
+            if line["seq"] > base:
                 _apply(run, line, journal)
         return run if "id" in run else None
 
@@ -354,6 +385,8 @@ class JsonStore(Store):
         for run_id, key in doomed.items():
             with self._run_mutex(run_id):
                 self._journals.pop(run_id, None)
+                with self._deferred_lock:
+                    self._deferred.pop(run_id, None)
                 self._close_journal(run_id)
                 for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
                     try:
@@ -381,17 +414,16 @@ class JsonStore(Store):
             if since is None or (entry.get("created_at") or "") >= since
         ]
 
-    def append_log(self, run_id: str, entry: dict) -> None:
+    def append_log(self, run_id: str, entry: dict, *, defer: bool = False) -> None:
         # A journal line, like a change: a run's log costs no file of its own until compaction.
-        body = dumps({"log": entry})
-        with self._run_mutex(run_id):
-            self._append(run_id, body, durable=False)
+        self._change(run_id, dumps({"log": entry}), False, defer)
 
     def get_logs(self, run_id: str) -> list[dict]:
         if not _NAME.fullmatch(run_id):
             return []
         # The journal before the log file, as in get_run: compaction copies lines to the log file, then removes
         # the journal, so a line is in one of them or (told apart by its seq) in both.
+        deferred = self._deferred_lines(run_id)
         lines = self._journal_lines(run_id)
         path = self._runs / f"{run_id}.log"
         try:
@@ -401,7 +433,9 @@ class JsonStore(Store):
         except OSError as exc:
             raise storage_error("read", path, exc) from exc
         seen = {line.pop("seq", None) for line in saved}
-        return saved + [line["log"] for line in lines if "log" in line and line["seq"] not in seen]
+        logs = saved + [line["log"] for line in lines if "log" in line and line["seq"] not in seen]
+        top = max((seq for seq in [*seen, *(line.get("seq") for line in lines)] if isinstance(seq, int)), default=0)
+        return logs + [line["log"] for line in deferred if "log" in line and line["seq"] > top]
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:
@@ -488,7 +522,7 @@ class JsonStore(Store):
             raise storage_error("write", journal, exc) from exc
         try:
             write_all(fd, line, journal, 0)
-            self._wal.commit(self._log_ahead(run_id, line, key))
+            self._wal.commit(self._log_ahead(run_id, [line], key))
         except BaseException:
             os.close(fd)
             with suppress(OSError):
@@ -531,17 +565,73 @@ class JsonStore(Store):
         if new:
             write_atomic(path, saved[:end] + new)
 
-    def _log_ahead(self, run_id: str, line: bytes, key: str | None = None) -> int:
-        """Write a journal line, with its run id, to the write-ahead log; the ticket to commit."""
+    def _log_ahead(self, run_id: str, lines: list[bytes], key: str | None = None) -> int:
+        """Write journal lines, with their run id, to the write-ahead log; the ticket to commit."""
         head = b'{"id":"%s",' % run_id.encode()
-        if key is not None:
-            head += b'"key":"%s",' % key.encode()
-        return self._wal.write(head + line[1:], run_id)
+        if key is not None:  # on the creation line
+            return self._wal.write(head + b'"key":"%s",' % key.encode() + lines[0][1:], run_id)
+        return self._wal.write(b"".join(head + line[1:] for line in lines), run_id)
 
-    def _append(self, run_id: str, body: bytes, durable: bool) -> None:
-        """Append one change to the run's journal with one os.write. Call with the run's mutex held."""
+    def _change(self, run_id: str, body: bytes, durable: bool, defer: bool) -> None:
+        """Record one change of a run: deferred, else durable or written (see Store)."""
+        mutex = self._run_mutex(run_id)
+        if defer:
+            with mutex.threads:  # no file is touched: other processes need not wait
+                if self._defer(run_id, body):
+                    return
+        with mutex:
+            self._append(run_id, body, durable)
+
+    def _defer(self, run_id: str, body: bytes) -> bool:
+        """Keep a change for the run's next append; False when this process does not know the run's last seq.
+
+        Call with the run's mutex (its threads lock at least) held.
+        """
+        with self._deferred_lock:
+            pending = self._deferred.get(run_id)
+            if pending:
+                seq = pending[-1][0] + 1
+            else:
+                cached = self._journals.get(run_id)
+                if cached is None:
+                    return False  # its first change in this process: appended now, which reads the seq
+                seq = cached[2] + 1
+                pending = self._deferred[run_id] = []
+            pending.append((seq, body))
+            if self._flush_timer is None:
+                self._flush_timer = threading.Timer(FLUSH_DELAY, self._flush_deferred)
+                self._flush_timer.daemon = True
+                self._flush_timer.start()
+        return True
+
+    def _deferred_lines(self, run_id: str) -> list[dict]:
+        """The run's deferred changes as journal lines; read them before the journal."""
+        pending = list(self._deferred.get(run_id, ()))
+        return [{**json.loads(body), "seq": seq} for seq, body in pending]
+
+    def _flush_deferred(self) -> None:
+        """Write every deferred change (the flush timer, compaction, close)."""
+        with self._deferred_lock:
+            self._flush_timer = None
+            run_ids = list(self._deferred)
+        for run_id in run_ids:
+            try:
+                self.flush(run_id)
+            except Exception as exc:  # kept: the run's next change or flush writes them or reports why not
+                logger.warning("cannot write the deferred changes of run %s: %s", run_id, exc)
+        try:
+            self._index.flush()
+        except Exception as exc:
+            logger.warning("cannot write the deferred lines of %s: %s", self._index.path, exc)
+
+    def _append(self, run_id: str, body: bytes | None, durable: bool) -> None:
+        """Append the run's deferred changes and ``body`` to its journal with one os.write.
+
+        Call with the run's mutex held.
+        """
         path = self._runs / f"{run_id}.journal"
         fd, stat = self._journal_fd(run_id, path)
+        pending = self._deferred.get(run_id, [])
         try:
             cached = self._journals.pop(run_id, None)
             if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
@@ -549,24 +639,37 @@ class JsonStore(Store):
             else:
                 # First append of this process, or another process appended or saved: read what is there.
                 seq, size = self._resync(run_id, fd)
-            seq += 1
-            # body is '{"step":...}': put the seq first, in the same single write.
-            line = b'{"seq":%d,%s\n' % (seq, body[1:])
-            write_all(fd, line, path, size)
+            lines = []
+            for change in [*(body for _, body in pending), *([body] if body else [])]:
+                seq += 1
+                # A change is '{"step":...}': put the seq first, in the same single write.
+                lines.append(b'{"seq":%d,%s\n' % (seq, change[1:]))
+            data = b"".join(lines)
+            write_all(fd, data, path, size)
             if durable:
                 # Durable once the write-ahead log is: its fsync is shared with the other runs committing now.
                 try:
-                    self._wal.commit(self._log_ahead(run_id, line))
+                    self._wal.commit(self._log_ahead(run_id, lines))
                 except BaseException:
                     with suppress(OSError):
                         os.ftruncate(fd, size)
                     raise
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
-            self._journals[run_id] = (stat.st_ino, size + len(line), seq)
+            self._journals[run_id] = (stat.st_ino, size + len(data), seq)
+        except NotFound:
+            self._close_journal(run_id, fd)
+            with self._deferred_lock:
+                self._deferred.pop(run_id, None)  # the run is gone: so are its changes
+            raise
         except BaseException:
             self._close_journal(run_id, fd)
             raise
+        if pending:
+            with self._deferred_lock:
+                del pending[: len(lines) - bool(body)]
+                if not pending:
+                    self._deferred.pop(run_id, None)
         self._keep_journal(run_id, fd)
         if durable:
             self._checkpoint_if_full()

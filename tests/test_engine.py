@@ -141,6 +141,21 @@ def test_submit_answers_a_queued_run_before_it_executes(engine):
     assert finish(engine, run)["status"] == "succeeded"
 
 
+def test_the_outcome_of_an_awaited_run_is_the_run_as_stored(engine):
+    run, _ = engine.submit(bind(engine, DataFlowWorkflow), {"x": "a"}, awaited=True)
+    outcome = engine.outcome(run["id"], 5)
+    assert outcome["status"] == "succeeded"
+    assert outcome == engine.store.get_run(run["id"])
+    assert engine.outcome(run["id"], 5) is None  # read once: a second waiter reads the store
+
+
+def test_no_outcome_is_kept_for_a_waiter_that_gave_up(engine):
+    run, _ = engine.submit(bind(engine, SlowThenEchoWorkflow), {}, awaited=True)
+    assert engine.outcome(run["id"], 0.01) is None  # still running
+    assert engine.wait(run["id"], 5)
+    assert engine.outcome(run["id"], 5) is None
+
+
 def test_when_false_skips_the_step_and_later_steps_see_none(engine):
     skipped = run_once(engine, SkipWorkflow, {"go": False})
     assert skipped["status"] == "succeeded"

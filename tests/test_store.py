@@ -584,6 +584,58 @@ def test_logs_survive_compaction_once_each(json_store):
 
 
 # -- JsonStore: failures of the file system --------------------------------------
+def journal_lines(store: JsonStore, run_id: str) -> list[dict]:
+    path = store.root / "runs" / f"{run_id}.journal"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_deferred_changes_are_read_at_once_and_written_with_the_next_change(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    json_store.update_run(run["id"], {"status": "running"}, defer=True)
+    json_store.update_step(run["id"], 0, {**done_step("s0"), "status": "running"}, defer=True)
+    json_store.append_log(run["id"], {"message": "started"}, defer=True)
+    assert json_store.get_run(run["id"])["status"] == "running"
+    assert json_store.get_run(run["id"])["steps"][0]["status"] == "running"
+    assert json_store.get_logs(run["id"]) == [{"message": "started"}]
+    assert json_store.list_runs(status="running")[0][0]["id"] == run["id"]
+    assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1]  # nothing written yet
+
+    json_store.update_step(run["id"], 0, done_step("s0"))
+    lines = journal_lines(json_store, run["id"])
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]  # one write, in the order they were made
+    assert [next(key for key in ("run", "fields", "step", "log") if key in line) for line in lines] == [
+        "run", "fields", "step", "log", "step"]
+    assert JsonStore(json_store.root).get_run(run["id"]) == {**run, "status": "running", "steps": [
+        done_step("s0"), run["steps"][1]]}
+    assert json_store.get_logs(run["id"]) == [{"message": "started"}]  # once, though now in the file too
+
+
+def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    json_store.update_step(run["id"], 1, done_step("s1"), defer=True)
+    other = JsonStore(json_store.root)
+    assert other.get_run(run["id"])["steps"][1]["status"] == "pending"
+    deadline = time.monotonic() + 5
+    while other.get_run(run["id"])["steps"][1]["status"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert other.get_run(run["id"])["steps"][1] == done_step("s1")
+    assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
+
+
+def test_close_writes_deferred_changes(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    json_store.update_run(run["id"], {"status": "running"}, defer=True)
+    json_store.append_log(run["id"], {"message": "last words"}, defer=True)
+    json_store.close()
+    fresh = JsonStore(json_store.root)
+    assert fresh.get_run(run["id"])["status"] == "running"
+    assert fresh.find_run_ids({"running"}) == [run["id"]]
+    assert fresh.get_logs(run["id"]) == [{"message": "last words"}]
+
+
 def test_folder_that_cannot_be_written_gives_storage_error(json_store):
     run = make_run()
     json_store.create_run(run)
