@@ -13,6 +13,12 @@ class NoopAction(BaseAction):
         return {}
 
 
+class SyncedNoopAction(NoopAction):
+    """A no-op that must not run twice: the engine fsyncs its step's end at once (the durable benchmark)."""
+
+    idempotent = False
+
+
 class ThreeNoops(Workflow):
     name = "three_noops"
     description = "Three steps that do nothing (benchmarks)."
