@@ -251,6 +251,8 @@ class JsonStore(Store):
         if any(field in fields for field in STATUS_FIELDS):
             # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
             self._index.note(run_id, fields, defer=defer)
+            if defer:
+                self._flush_soon()  # the index line, even if the change itself could not be deferred
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
         if index < 0:
@@ -598,11 +600,16 @@ class JsonStore(Store):
                 seq = cached[2] + 1
                 pending = self._deferred[run_id] = []
             pending.append((seq, body))
+        self._flush_soon()
+        return True
+
+    def _flush_soon(self) -> None:
+        """Have the deferred changes written within FLUSH_DELAY."""
+        with self._deferred_lock:
             if self._flush_timer is None:
                 self._flush_timer = threading.Timer(FLUSH_DELAY, self._flush_deferred)
                 self._flush_timer.daemon = True
                 self._flush_timer.start()
-        return True
 
     def _deferred_lines(self, run_id: str) -> list[dict]:
         """The run's deferred changes as journal lines; read them before the journal."""

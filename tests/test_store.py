@@ -624,6 +624,17 @@ def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
     assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
 
 
+def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    writer = JsonStore(json_store.root)  # knows no seq of the run: its change is written at once
+    writer.update_run(run["id"], {"status": "running"}, defer=True)
+    deadline = time.monotonic() + 5
+    while json_store.find_run_ids({"running"}) != [run["id"]] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert json_store.find_run_ids({"running"}) == [run["id"]]
+
+
 def test_close_writes_deferred_changes(json_store):
     run = make_run()
     json_store.create_run(run)
