@@ -67,7 +67,7 @@ class Store(ABC):
         """Record the whole record of the step at ``index``; cost does not grow with the run."""
 
     def flush(self, run_id: str) -> None:
-        """Write a run's deferred changes now (before a step whose repetition would do harm)."""
+        """Write a run's deferred changes now (a halted run's, before another process may take it over)."""
         return None
 
     @abstractmethod
