@@ -272,8 +272,6 @@ class JsonStore(Store):
             # fsyncs and an unlink per run; compact() folds finished journals later, off the request path.
             self._append(run_id, dumps({"run": run}), durable=True)
             self._close_journal(run_id)
-            with self._deferred_lock:
-                self._deferred.pop(run_id, None)  # none: the append wrote them
             self._index.note(run_id, run)
 
     def compact(self) -> int:
