@@ -52,7 +52,8 @@ class RunIndex:
         return self._lines > len(self.entries)
 
     def sync(self) -> None:
-        """fsync the index and its folder."""
+        """Write the deferred lines, then fsync the index and its folder."""
+        self.flush()
         try:
             fsync_file(self.path)
         except FileNotFoundError:
@@ -108,6 +109,16 @@ class RunIndex:
             if len(self._noted) >= _MAX_NOTED:
                 self._noted.clear()
             self._noted[entry["id"]] = {**self._noted.get(entry["id"], {}), **entry}
+
+    def withdraw(self, run_id: str) -> None:
+        """Forget a run whose creation failed: its line is dropped if still deferred, and listed no more here."""
+        with self.lock:
+            with self._pending_lock:
+                self._pending = [line for line in self._pending if line["id"] != run_id]
+            if self.entries.pop(run_id, None) is not None:
+                self.ids.remove(run_id)
+        self._noted.pop(run_id, None)
+        # A line the flush timer wrote already stays in the file: listing skips a run that has no record.
 
     def flush(self) -> None:
         """Write the deferred lines."""

@@ -13,7 +13,9 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 from app.errors import NotFound
@@ -66,8 +68,8 @@ class Store(ABC):
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
         """Record the whole record of the step at ``index``; cost does not grow with the run."""
 
-    def flush(self, run_id: str) -> None:
-        """Write a run's deferred changes now (a halted run's, before another process may take it over)."""
+    def flush(self, run_id: str | None = None) -> None:
+        """Write deferred changes now: a run's (a halted run's, before another process takes it over), or all."""
         return None
 
     @abstractmethod
@@ -259,8 +261,10 @@ class JsonStore(Store):
             raise ValueError(f"step index must be >= 0, got {index!r}")
         self._change(run_id, dumps({"step": index, "record": step}), durable, defer)
 
-    def flush(self, run_id: str) -> None:
-        if run_id in self._deferred:
+    def flush(self, run_id: str | None = None) -> None:
+        if run_id is None:
+            self._flush_deferred()
+        elif run_id in self._deferred:
             with self._run_mutex(run_id):
                 if self._deferred.get(run_id):
                     self._append(run_id, None, durable=False)
@@ -270,9 +274,16 @@ class JsonStore(Store):
         with self._run_mutex(run_id):
             # The whole record as one durable journal line. A snapshot here would cost a new file, its
             # fsyncs and an unlink per run; compact() folds finished journals later, off the request path.
-            self._append(run_id, dumps({"run": run}), durable=True)
+            # Its index line is deferred like a creation's (see _create).
+            try:
+                self._append(
+                    run_id, dumps({"run": run}), durable=True, then=partial(self._index.note, run_id, run, defer=True)
+                )
+            except BaseException:
+                self._renote(run_id)
+                raise
             self._close_journal(run_id)
-            self._index.note(run_id, run)
+        self._flush_soon()
 
     def compact(self) -> int:
         self._flush_deferred()
@@ -520,21 +531,23 @@ class JsonStore(Store):
             raise ValueError(f"run {run_id!r} already exists") from None
         except OSError as exc:
             raise storage_error("write", journal, exc) from exc
+        entry = {field: run.get(field) for field in ("id", *INDEX_FIELDS)}
+        if key is not None:
+            entry["key"] = key
         try:
             write_all(fd, line, journal, 0)
-            self._wal.commit(self._log_ahead(run_id, [line], key))
+            # The index line is deferred, as soon as the log has the creation: a checkpoint writes the deferred
+            # lines before it drops the log, and a replay of a dead process's log restores those it lost.
+            self._wal.commit(self._log_ahead(run_id, [line], key, partial(self._index.append, entry, defer=True)))
         except BaseException:
             os.close(fd)
             with suppress(OSError):
                 journal.unlink()  # a failed creation leaves nothing behind
+            self._index.withdraw(run_id)
             raise
+        self._flush_soon()
         self._keep_journal(run_id, fd)
         self._journals[run_id] = (os.fstat(fd).st_ino, len(line), 1)
-        entry = {field: run.get(field) for field in ("id", *INDEX_FIELDS)}
-        if key is not None:
-            entry["key"] = key
-        # Not fsync'd: a replay of the write-ahead log restores a lost line, and a checkpoint fsyncs the index.
-        self._index.append(entry)
         self._checkpoint_if_full()
 
     def _journal_lines(self, run_id: str) -> list[dict]:
@@ -565,12 +578,23 @@ class JsonStore(Store):
         if new:
             write_atomic(path, saved[:end] + new)
 
-    def _log_ahead(self, run_id: str, lines: list[bytes], key: str | None = None) -> int:
-        """Write journal lines, with their run id, to the write-ahead log; the ticket to commit."""
+    def _renote(self, run_id: str) -> None:
+        """After a failed save, give the index the status the run's files still have. Call with its mutex held."""
+        try:
+            stored = self.get_run(run_id)
+            if stored is not None:
+                self._index.note(run_id, stored, defer=True)
+        except Exception as exc:  # the save's own error is the one to report
+            logger.warning("cannot restore the index line of run %s: %s", run_id, exc)
+
+    def _log_ahead(
+        self, run_id: str, lines: list[bytes], key: str | None = None, then: Callable[[], None] | None = None
+    ) -> int:
+        """Write journal lines, with their run id, to the write-ahead log; the ticket to commit. See WAL.write."""
         head = b'{"id":"%s",' % run_id.encode()
         if key is not None:  # on the creation line
-            return self._wal.write(head + b'"key":"%s",' % key.encode() + lines[0][1:], run_id)
-        return self._wal.write(b"".join(head + line[1:] for line in lines), run_id)
+            return self._wal.write(head + b'"key":"%s",' % key.encode() + lines[0][1:], run_id, then)
+        return self._wal.write(b"".join(head + line[1:] for line in lines), run_id, then)
 
     def _change(self, run_id: str, body: bytes, durable: bool, defer: bool) -> None:
         """Record one change of a run: deferred, else durable or written (see Store)."""
@@ -629,9 +653,10 @@ class JsonStore(Store):
         except Exception as exc:
             logger.warning("cannot write the deferred lines of %s: %s", self._index.path, exc)
 
-    def _append(self, run_id: str, body: bytes | None, durable: bool) -> None:
+    def _append(self, run_id: str, body: bytes | None, durable: bool, then: Callable[[], None] | None = None) -> None:
         """Append the run's deferred changes and ``body`` to its journal with one os.write.
 
+        ``then`` runs once the change is written (to the write-ahead log too when ``durable``).
         Call with the run's mutex held.
         """
         path = self._runs / f"{run_id}.journal"
@@ -654,11 +679,13 @@ class JsonStore(Store):
             if durable:
                 # Durable once the write-ahead log is: its fsync is shared with the other runs committing now.
                 try:
-                    self._wal.commit(self._log_ahead(run_id, lines))
+                    self._wal.commit(self._log_ahead(run_id, lines, then=then))
                 except BaseException:
                     with suppress(OSError):
                         os.ftruncate(fd, size)
                     raise
+            elif then is not None:
+                then()
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
             self._journals[run_id] = (stat.st_ino, size + len(data), seq)
@@ -847,6 +874,7 @@ class JsonStore(Store):
                         with suppress(OSError):
                             if entry.stat().st_mtime < cutoff:
                                 os.unlink(entry.path)
+
 
 def _check_name(what: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):

@@ -62,8 +62,12 @@ class WriteAheadLog:
         segment = self._segment
         return segment.size if segment else 0
 
-    def write(self, data: bytes, key: str) -> int:
-        """Append ``data`` (whole lines) for ``key``; returns the ticket to pass to ``commit``."""
+    def write(self, data: bytes, key: str, then: Callable[[], None] | None = None) -> int:
+        """Append ``data`` (whole lines) for ``key``; returns the ticket to pass to ``commit``.
+
+        ``then`` runs once the data is written and before a rotation can take its segment: what it
+        keeps in memory for a checkpoint to write (an index line) cannot miss that checkpoint.
+        """
         with self._changed:
             segment = self._segment or self._open()
             segment.keys.add(key)
@@ -77,6 +81,8 @@ class WriteAheadLog:
                 with suppress(OSError):
                     os.write(segment.fd, b"\n")
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if then is not None:
+                then()
         except OSError as exc:
             raise storage_error("write", segment.path, exc) from exc
         finally:

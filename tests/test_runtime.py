@@ -310,7 +310,9 @@ def stored_run(storage, workflow, status: str, finished_steps: int = 0, running_
         steps[finished_steps].update(status="running", attempts=1, started_at="2026-01-01T10:00:00.000Z")
     run = new_run(workflow.name, steps, {}, "api")
     run["status"] = status
-    JsonStore(storage).create_run(run)
+    store = JsonStore(storage)
+    store.create_run(run)
+    store.close()  # what its process wrote reaches the files: deferred index lines too
     return run
 
 

@@ -19,7 +19,9 @@ import pytest
 from app.errors import NotFound, StorageError
 from app.memory_store import MemoryStore
 from app.runs import format_time, new_run, new_step
-from app.store import JsonStore
+from app.store import FLUSH_DELAY, JsonStore
+from app.wal import WriteAheadLog
+from tests.fixtures import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,12 +307,14 @@ def test_another_instance_sees_new_runs_and_compaction(json_store):
     for run in runs:
         json_store.create_run(run)
     json_store.save_run(finished(runs[0], at=time.time() - 100))
-    assert len(reader.list_runs()[0]) == 5
+    # Index lines are deferred: another process lists them within FLUSH_DELAY.
+    wait_until(lambda: len(reader.list_runs()[0]) == 5, timeout=10 * FLUSH_DELAY, message="5 runs listed")
     assert reader.find_run_ids({"succeeded"}) == [runs[0]["id"]]
     assert json_store.prune(time.time() - 10) == 1  # rewrites the index under the reader
     assert {run["id"] for run in reader.list_runs()[0]} == {run["id"] for run in runs[1:]}
     extra = make_run()
     json_store.create_run(extra)
+    json_store.flush()  # at once
     assert reader.list_runs(limit=1)[0][0]["id"] == extra["id"]
 
 
@@ -392,6 +396,7 @@ for n in range(40):
 for n in range(10):
     store.create_run(new_run("wf", [], {"n": n}, sys.argv[2]), f"shared-{n}")
 store.set_started(sys.argv[2], True)
+store.flush()  # the deferred index lines: the other process lists what this one made
 print("done", flush=True)
 sys.stdin.readline()
 ids, cursor = [], None
@@ -516,7 +521,7 @@ def test_a_power_loss_loses_no_committed_change(json_store):
     first_line = journal.read_bytes().split(b"\n")[0]
     # As if the power went out: the journal keeps its creation line and half of the next; the index is gone.
     journal.write_bytes(first_line + b'\n{"seq":2,"step":0,"rec')
-    (json_store.root / "index.jsonl").unlink()
+    (json_store.root / "index.jsonl").unlink(missing_ok=True)  # its lines were deferred: it may not exist
 
     store = JsonStore(json_store.root)
     run = store.get_run(run_id)
@@ -529,10 +534,67 @@ def test_a_power_loss_loses_no_committed_change(json_store):
 
 def test_a_power_loss_that_spares_the_journals_still_restores_the_index(json_store):
     run_id = commit_and_die(json_store.root)
-    (json_store.root / "index.jsonl").unlink()
+    (json_store.root / "index.jsonl").unlink(missing_ok=True)  # its lines were deferred: it may not exist
     store = JsonStore(json_store.root)
     assert [listed["id"] for listed in all_runs(store)] == [run_id]
     assert store.create_run(make_run(), "the-key")[0]["id"] == run_id
+
+
+CHILD_CHECKPOINTS = """
+import sys, time
+import app.store
+from app.runs import new_run
+from app.store import JsonStore
+
+app.store._WAL_LIMIT = 0  # every durable write checkpoints (in the background)
+app.store.FLUSH_DELAY = 3600  # and no timer writes the deferred index lines: only the checkpoint may
+store = JsonStore(sys.argv[1])
+runs = [new_run("wf", [], {"n": n}, "api") for n in range(3)]
+for run in runs:
+    store.create_run(run)
+    while any(store.root.joinpath("wal").glob("*.wal")):  # until its checkpoint is done
+        time.sleep(0.01)
+print(" ".join(run["id"] for run in runs), flush=True)
+sys.stdin.readline()  # killed here: the log is gone, the deferred index lines were written or are lost
+"""
+
+
+def test_a_checkpoint_writes_the_deferred_index_lines_before_it_drops_the_log(json_store):
+    child = run_child(CHILD_CHECKPOINTS, str(json_store.root), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        run_ids = child.stdout.readline().split()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    assert len(run_ids) == 3
+    store = JsonStore(json_store.root)  # no log left to replay: the index alone must know the runs
+    assert sorted(run["id"] for run in all_runs(store)) == sorted(run_ids)
+    assert store.find_run_ids({"queued"}) == sorted(run_ids)  # what start-up recovery reads
+
+
+def test_a_rotation_waits_for_what_follows_a_write(tmp_path):
+    wal = WriteAheadLog(tmp_path / "wal")
+    inside, release = threading.Event(), threading.Event()
+
+    def then():
+        inside.set()
+        release.wait(5)
+
+    writer = threading.Thread(target=wal.write, args=(b'{"seq":1}\n', "run_a", then))
+    writer.start()
+    assert inside.wait(5)
+    rotated = []
+    rotator = threading.Thread(target=lambda: rotated.append(wal.rotate()))
+    rotator.start()
+    rotator.join(0.3)
+    assert not rotated, "the segment was rotated while the write's follow-up ran"
+    release.set()
+    writer.join(5)
+    rotator.join(5)
+    assert rotated[0].keys == {"run_a"}
+    WriteAheadLog.drop(rotated[0])
 
 
 def test_a_live_process_log_is_left_alone_and_dropped_at_close(json_store):
@@ -627,6 +689,7 @@ def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
 def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_store):
     run = make_run()
     json_store.create_run(run)
+    json_store.flush()  # its index line
     writer = JsonStore(json_store.root)  # knows no seq of the run: its change is written at once
     writer.update_run(run["id"], {"status": "running"}, defer=True)
     deadline = time.monotonic() + 5
@@ -663,7 +726,7 @@ def test_folder_that_cannot_be_written_gives_storage_error(json_store):
     with pytest.raises(StorageError, match=rf"cannot create {runs}: "):
         JsonStore(json_store.root).update_step(run["id"], 0, done_step("s0"))
     with pytest.raises(StorageError, match="cannot create"):
-        JsonStore(json_store.root / "index.jsonl")
+        JsonStore(runs)  # a file
     runs.unlink()
     moved.rename(runs)
     assert json_store.get_run(run["id"]) == run
