@@ -18,7 +18,9 @@ from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
-from app.errors import NotFound
+from filelock import lock_descriptor
+
+from app.errors import NotFound, StorageError
 from app.files import (
     Mutex,
     dumps,
@@ -181,12 +183,14 @@ class Store(ABC):
 #   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
 #   triggers/<wf>.json   trigger state
 #   workflows.json       {"started": [names]}
-#   locks/               lock files: index, keys, workflows and 64 shards for runs
+#   locks/               lock files: index, keys, workflows (a run's journal is its own lock file, see _open_journal)
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become file names
 _SHARDS = 64
+# Seconds to wait for a run's journal while another process holds it (a run executing there) before giving up.
+_JOURNAL_WAIT = 30.0
 # Journals kept open between appends: about the runs executing at once, with room to spare.
 _MAX_OPEN_JOURNALS = 32
 _MAX_CACHED_JOURNALS = 10_000
@@ -216,14 +220,15 @@ class JsonStore(Store):
         self._index = RunIndex(self.root / "index.jsonl", Mutex(locks / "index.lock"))
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
-        self._run_mutexes = [Mutex(locks / f"runs-{shard:02d}.lock") for shard in range(_SHARDS)]
-        # run id -> (inode, size, seq) of the journal after this process's last append to it
-        self._journals: dict[str, tuple[int, int, int]] = {}
-        # run id -> an open append descriptor of its journal (the most recent _MAX_OPEN_JOURNALS)
+        # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
+        self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
+        # run id -> (inode or None, size, seq) of the journal after this process's last append to it
+        self._journals: dict[str, tuple[int | None, int, int]] = {}
+        # run id -> an open append descriptor of its journal, holding its lock (the most recent _MAX_OPEN_JOURNALS)
         self._journal_fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
-        # run id -> [(seq, body)] of deferred changes, oldest first; the run's mutex (its threads lock is
-        # enough) guards a run's list, _deferred_lock the dict and the flush timer
+        # run id -> [(seq, body)] of deferred changes, oldest first; the run's lock guards a run's list,
+        # _deferred_lock the dict and the flush timer
         self._deferred: dict[str, list[tuple[int, bytes]]] = {}
         self._deferred_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
@@ -264,14 +269,14 @@ class JsonStore(Store):
     def flush(self, run_id: str | None = None) -> None:
         if run_id is None:
             self._flush_deferred()
-        elif run_id in self._deferred:
-            with self._run_mutex(run_id):
-                if self._deferred.get(run_id):
-                    self._append(run_id, None, durable=False)
+            return
+        with self._run_lock(run_id):
+            self._write_deferred(run_id)
+            self._close_journal(run_id)  # and with it its lock: another process may take the run over
 
     def save_run(self, run: dict) -> None:
         run_id = _check_name("run id", run["id"])
-        with self._run_mutex(run_id):
+        with self._run_lock(run_id):
             # The whole record as one durable journal line. A snapshot here would cost a new file, its
             # fsyncs and an unlink per run; compact() folds finished journals later, off the request path.
             # Its index line is deferred like a creation's (see _create).
@@ -296,22 +301,30 @@ class JsonStore(Store):
         with self._index.lock:
             self._index.refresh()
             done = [run_id for run_id in journals if (self._index.entries.get(run_id) or {}).get("status") in finished]
+        folded = 0
         for run_id in done:
-            with self._run_mutex(run_id):
-                run = self.get_run(run_id)
-                if run is None or run.get("status") not in finished:
-                    continue  # retried since: it is running again
-                self._fold_logs(run_id)
-                write_atomic(self._runs / f"{run_id}.json", dumps({"seq": self._last_seq(run_id), "run": run}))
-                self._journals.pop(run_id, None)
+            with self._run_lock(run_id):
                 self._close_journal(run_id)
+                fd, _ = self._open_journal(run_id, create=False, wait=0)
+                if fd < 0:
+                    continue  # folded meanwhile, or another process has it open: a later pass folds it
                 try:
-                    (self._runs / f"{run_id}.journal").unlink(missing_ok=True)
-                except OSError as exc:
-                    # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
-                    logger.warning("cannot remove the journal of %s: %s", run_id, exc)
+                    run = self.get_run(run_id)
+                    if run is None or run.get("status") not in finished:
+                        continue  # retried since: it is running again
+                    self._fold_logs(run_id)
+                    write_atomic(self._runs / f"{run_id}.json", dumps({"seq": self._last_seq(run_id), "run": run}))
+                    self._journals.pop(run_id, None)
+                    try:
+                        (self._runs / f"{run_id}.journal").unlink()
+                    except OSError as exc:
+                        # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
+                        logger.warning("cannot remove the journal of %s: %s", run_id, exc)
+                    folded += 1
+                finally:
+                    os.close(fd)
         self._checkpoint()
-        return len(done)
+        return folded
 
     def close(self) -> None:
         with self._deferred_lock:
@@ -394,16 +407,21 @@ class JsonStore(Store):
                 and parse_time(entry["finished_at"]) < older_than
             }
         for run_id, key in doomed.items():
-            with self._run_mutex(run_id):
+            with self._run_lock(run_id):
                 self._journals.pop(run_id, None)
                 with self._deferred_lock:
                     self._deferred.pop(run_id, None)
                 self._close_journal(run_id)
-                for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
-                    try:
-                        path.unlink(missing_ok=True)
-                    except OSError as exc:
-                        raise storage_error("remove", path, exc) from exc
+                fd, _ = self._open_journal(run_id, create=False)  # no other process appends while it goes
+                try:
+                    for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
+                        try:
+                            path.unlink(missing_ok=True)
+                        except OSError as exc:
+                            raise storage_error("remove", path, exc) from exc
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
             if key:
                 self._remove_key(key, run_id)
         with self._index.lock:
@@ -515,8 +533,8 @@ class JsonStore(Store):
                 raise storage_error("remove", folder, exc) from exc
 
     # -- run files ------------------------------------------------------------
-    def _run_mutex(self, run_id: str) -> Mutex:
-        return self._run_mutexes[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
+    def _run_lock(self, run_id: str) -> threading.Lock:
+        return self._run_locks[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
 
     def _create(self, run: dict, key: str | None) -> None:
         run_id = run["id"]
@@ -535,6 +553,8 @@ class JsonStore(Store):
         if key is not None:
             entry["key"] = key
         try:
+            if not _lock_journal(fd, journal, 0):  # a new file: no other process knows it yet
+                raise StorageError(f"cannot lock {journal}: another process holds it")
             write_all(fd, line, journal, 0)
             # The index line is deferred, as soon as the log has the creation: a checkpoint writes the deferred
             # lines before it drops the log, and a replay of a dead process's log restores those it lost.
@@ -547,7 +567,7 @@ class JsonStore(Store):
             raise
         self._flush_soon()
         self._keep_journal(run_id, fd)
-        self._journals[run_id] = (os.fstat(fd).st_ino, len(line), 1)
+        self._journals[run_id] = (None, len(line), 1)  # its inode matters only once the descriptor was closed
         self._checkpoint_if_full()
 
     def _journal_lines(self, run_id: str) -> list[dict]:
@@ -561,7 +581,7 @@ class JsonStore(Store):
             raise storage_error("read", journal, exc) from exc
 
     def _fold_logs(self, run_id: str) -> None:
-        """Copy the log lines of a run's journal, with their seq, to its log file. Call with the run's mutex held."""
+        """Copy the log lines of a run's journal, with their seq, to its log file. Call with the journal locked."""
         logs = [line for line in self._journal_lines(run_id) if "log" in line]
         if not logs:
             return
@@ -579,7 +599,7 @@ class JsonStore(Store):
             write_atomic(path, saved[:end] + new)
 
     def _renote(self, run_id: str) -> None:
-        """After a failed save, give the index the status the run's files still have. Call with its mutex held."""
+        """After a failed save, give the index the status the run's files still have. Call with its lock held."""
         try:
             stored = self.get_run(run_id)
             if stored is not None:
@@ -598,18 +618,15 @@ class JsonStore(Store):
 
     def _change(self, run_id: str, body: bytes, durable: bool, defer: bool) -> None:
         """Record one change of a run: deferred, else durable or written (see Store)."""
-        mutex = self._run_mutex(run_id)
-        if defer:
-            with mutex.threads:  # no file is touched: other processes need not wait
-                if self._defer(run_id, body):
-                    return
-        with mutex:
+        with self._run_lock(run_id):
+            if defer and self._defer(run_id, body):
+                return
             self._append(run_id, body, durable)
 
     def _defer(self, run_id: str, body: bytes) -> bool:
         """Keep a change for the run's next append; False when this process does not know the run's last seq.
 
-        Call with the run's mutex (its threads lock at least) held.
+        Call with the run's lock held.
         """
         with self._deferred_lock:
             pending = self._deferred.get(run_id)
@@ -645,7 +662,8 @@ class JsonStore(Store):
             run_ids = list(self._deferred)
         for run_id in run_ids:
             try:
-                self.flush(run_id)
+                with self._run_lock(run_id):
+                    self._write_deferred(run_id)
             except Exception as exc:  # kept: the run's next change or flush writes them or reports why not
                 logger.warning("cannot write the deferred changes of run %s: %s", run_id, exc)
         try:
@@ -653,22 +671,28 @@ class JsonStore(Store):
         except Exception as exc:
             logger.warning("cannot write the deferred lines of %s: %s", self._index.path, exc)
 
+    def _write_deferred(self, run_id: str) -> None:
+        """Append the run's deferred changes, if any. Call with the run's lock held."""
+        if self._deferred.get(run_id):
+            self._append(run_id, None, durable=False)
+
     def _append(self, run_id: str, body: bytes | None, durable: bool, then: Callable[[], None] | None = None) -> None:
         """Append the run's deferred changes and ``body`` to its journal with one os.write.
 
         ``then`` runs once the change is written (to the write-ahead log too when ``durable``).
-        Call with the run's mutex held.
+        Call with the run's lock held.
         """
         path = self._runs / f"{run_id}.journal"
-        fd, stat = self._journal_fd(run_id, path)
+        fd, stat = self._journal_fd(run_id)
         pending = self._deferred.get(run_id, [])
         try:
             cached = self._journals.pop(run_id, None)
-            if cached is not None and cached[:2] == (stat.st_ino, stat.st_size):
-                seq, size = cached[2], stat.st_size
+            if cached is not None and (stat is None or cached[:2] == (stat.st_ino, stat.st_size)):
+                inode, size, seq = cached if stat is None else (stat.st_ino, *cached[1:])
             else:
                 # First append of this process, or another process appended or saved: read what is there.
                 seq, size = self._resync(run_id, fd)
+                inode = (stat or os.fstat(fd)).st_ino
             lines = []
             for change in [*(body for _, body in pending), *([body] if body else [])]:
                 seq += 1
@@ -688,7 +712,7 @@ class JsonStore(Store):
                 then()
             if len(self._journals) >= _MAX_CACHED_JOURNALS:
                 self._journals.clear()
-            self._journals[run_id] = (stat.st_ino, size + len(data), seq)
+            self._journals[run_id] = (inode, size + len(data), seq)
         except NotFound:
             self._close_journal(run_id, fd)
             with self._deferred_lock:
@@ -706,20 +730,48 @@ class JsonStore(Store):
         if durable:
             self._checkpoint_if_full()
 
-    def _journal_fd(self, run_id: str, path: Path) -> tuple[int, os.stat_result]:
-        """The run's journal open for appending, reused while it is live; opened anew once unlinked."""
+    def _journal_fd(self, run_id: str) -> tuple[int, os.stat_result | None]:
+        """The run's journal open for appending and locked: the one this process kept (stat None), else opened."""
         with self._fds_lock:
             fd = self._journal_fds.pop(run_id, -1)
         if fd >= 0:
-            stat = os.fstat(fd)
-            if stat.st_nlink:
+            # Kept with its lock since our last append: no other process wrote to it or replaced it meanwhile.
+            return fd, None
+        return self._open_journal(run_id, create=True)
+
+    def _open_journal(
+        self, run_id: str, *, create: bool, wait: float = _JOURNAL_WAIT
+    ) -> tuple[int, os.stat_result | None]:
+        """Open the run's journal and take its lock (held until the descriptor is closed): (-1, None) when it
+        has none, or another process held it for ``wait`` s (0: do not wait; else that is a StorageError).
+
+        Call with the run's lock held and no descriptor of this process open on the journal.
+        """
+        path = self._runs / f"{run_id}.journal"
+        flags = _APPEND if create else _APPEND & ~os.O_CREAT
+        while True:
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError as exc:
+                if create:  # its folder is gone
+                    raise storage_error("write", path, exc) from exc
+                return -1, None
+            except OSError as exc:
+                raise storage_error("write", path, exc) from exc
+            try:
+                locked = _lock_journal(fd, path, wait)
+                stat = os.fstat(fd) if locked else None
+            except BaseException:
+                os.close(fd)
+                raise
+            if stat is not None and stat.st_nlink:
                 return fd, stat
-            os.close(fd)  # compacted or pruned, here or by another process: append to the live file
-        try:
-            fd = os.open(path, _APPEND, 0o644)
-            return fd, os.fstat(fd)
-        except OSError as exc:
-            raise storage_error("write", path, exc) from exc
+            os.close(fd)
+            if not locked:
+                if wait:
+                    raise StorageError(f"cannot lock {path}: another process has held it for {wait:g} s")
+                return -1, None
+            # Unlinked (folded or pruned by another process) while we waited: the live file is another one.
 
     def _keep_journal(self, run_id: str, fd: int) -> None:
         # Reopening a journal for every step cost two system calls per change; keep the busiest open.
@@ -767,7 +819,7 @@ class JsonStore(Store):
         return seq, end, snapshot is not None or any("run" in line for line in lines)
 
     def _last_seq(self, run_id: str) -> int:
-        """The seq of the run's newest change. Call with the run's mutex held."""
+        """The seq of the run's newest change. Call with the journal locked."""
         cached = self._journals.get(run_id)
         if cached is not None:
             try:
@@ -825,24 +877,29 @@ class JsonStore(Store):
         restored = 0
         for run_id, logged in changes.items():
             path = self._runs / f"{run_id}.journal"
-            with self._run_mutex(run_id):
-                seq, end, exists = self._scan(run_id)
-                missing = [line for line in logged if line["seq"] > seq]
-                if not missing or (not exists and "run" not in missing[0]):
-                    continue  # all there, or pruned since
-                data = b"".join(dumps(line) + b"\n" for line in missing)
+            with self._run_lock(run_id):
                 self._journals.pop(run_id, None)
                 self._close_journal(run_id)
+                fd, _ = self._open_journal(run_id, create=False)
                 try:
-                    fd = os.open(path, _APPEND, 0o644)
+                    seq, end, exists = self._scan(run_id)
+                    missing = [line for line in logged if line["seq"] > seq]
+                    if not missing or (not exists and "run" not in missing[0]):
+                        continue  # all there, or pruned since
+                    if fd < 0:  # a lost creation: the journal is made again
+                        fd, _ = self._open_journal(run_id, create=True)
+                        if os.fstat(fd).st_size:
+                            continue  # another process made it meanwhile: not a dead one's to restore
+                    data = b"".join(dumps(line) + b"\n" for line in missing)
                     try:
                         os.ftruncate(fd, end)  # a torn last line must not swallow ours
                         write_all(fd, data, path, end)
                         os.fsync(fd)
-                    finally:
+                    except OSError as exc:
+                        raise storage_error("write", path, exc) from exc
+                finally:
+                    if fd >= 0:
                         os.close(fd)
-                except OSError as exc:
-                    raise storage_error("write", path, exc) from exc
                 restored += 1
         if restored:
             fsync_folder(self._runs)
@@ -874,6 +931,19 @@ class JsonStore(Store):
                         with suppress(OSError):
                             if entry.stat().st_mtime < cutoff:
                                 os.unlink(entry.path)
+
+
+def _lock_journal(fd: int, path: Path, wait: float = _JOURNAL_WAIT) -> bool:
+    """Take a journal's lock on ``fd``; False when another process held it for ``wait`` s."""
+    deadline = time.monotonic() + wait
+    try:
+        while not lock_descriptor(fd, blocking=False):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+    except OSError as exc:
+        raise storage_error("lock", path, exc) from exc
+    return True
 
 
 def _check_name(what: str, name: str) -> str:

@@ -260,10 +260,47 @@ def test_torn_last_journal_line_is_ignored_and_cut(json_store):
     expected = {**run, "steps": [done_step("s0"), run["steps"][1]]}
     assert JsonStore(json_store.root).get_run(run["id"]) == expected
 
+    json_store.flush(run["id"])  # lets go of the run, as a crashed process would
     other = JsonStore(json_store.root)  # another process: it must read the journal before appending
     other.update_step(run["id"], 1, done_step("s1"))
     assert other.get_run(run["id"]) == {**run, "steps": [done_step("s0"), done_step("s1")]}
     assert [json.loads(line)["seq"] for line in journal.read_text().splitlines()] == [1, 2, 3]
+
+
+CHILD_APPENDS = """
+import sys
+from app.runs import new_step
+from app.store import JsonStore
+
+store = JsonStore(sys.argv[1])
+print("ready", flush=True)
+store.update_step(sys.argv[2], 1, {**new_step("s1", "noop"), "status": "succeeded"})
+print("appended", flush=True)
+"""
+
+
+def test_another_process_waits_for_the_run_this_one_holds(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    json_store.update_step(run["id"], 0, done_step("s0"))  # this process keeps the run's journal, locked
+    child = run_child(CHILD_APPENDS, str(json_store.root), run["id"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        assert child.poll() is None, "the other process appended to a run this one holds"
+        assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
+        json_store.flush(run["id"])  # lets go of it (as a paused or finished run does)
+        assert child.stdout.readline().strip() == "appended"
+        assert child.wait(10) == 0
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    json_store.update_run(run["id"], {"status": "running"})  # reads what the other process appended first
+    assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2, 3, 4]
+    stored = json_store.get_run(run["id"])
+    assert [step["status"] for step in stored["steps"]] == ["succeeded", "succeeded"]
+    assert stored["status"] == "running"
 
 
 def test_stale_journal_after_a_snapshot_is_harmless(json_store):
@@ -690,6 +727,7 @@ def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_stor
     run = make_run()
     json_store.create_run(run)
     json_store.flush()  # its index line
+    json_store.flush(run["id"])  # and the run itself, which another process may then change
     writer = JsonStore(json_store.root)  # knows no seq of the run: its change is written at once
     writer.update_run(run["id"], {"status": "running"}, defer=True)
     deadline = time.monotonic() + 5
@@ -780,6 +818,7 @@ def test_full_disk_gives_storage_error_and_keeps_what_was_stored(json_store):
     json_store.create_run(run)
     json_store.update_step(run["id"], 1, done_step("s1"))
     json_store.save_trigger_state("wf", {"cursor": 1})
+    json_store.flush(run["id"])  # lets go of the run: the child may append to it
     stored = json_store.get_run(run["id"])
     files = {path: path.read_bytes() for path in json_store.root.rglob("*") if path.parent.name in ("runs", "triggers")}
 
