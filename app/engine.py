@@ -280,7 +280,7 @@ class Engine:
                 return
             if self._idle or self._active >= self.max_concurrent or not self._may_run(execution):
                 self._pending.append(execution)
-                self._lock.notify_all()  # an idle worker takes it
+                self._lock.notify()  # one idle worker takes it (waking them all cost each run a dozen switches)
                 return
             self._active += 1
             self._take(execution)
