@@ -882,14 +882,12 @@ class JsonStore(Store):
                 self._close_journal(run_id)
                 fd, _ = self._open_journal(run_id, create=False)
                 try:
-                    seq, end, exists = self._scan(run_id)
-                    missing = [line for line in logged if line["seq"] > seq]
-                    if not missing or (not exists and "run" not in missing[0]):
-                        continue  # all there, or pruned since
-                    if fd < 0:  # a lost creation: the journal is made again
+                    end, missing = self._missing(run_id, logged)
+                    if missing and fd < 0:  # no journal: a lost creation, or changes made after a compaction
                         fd, _ = self._open_journal(run_id, create=True)
-                        if os.fstat(fd).st_size:
-                            continue  # another process made it meanwhile: not a dead one's to restore
+                        end, missing = self._missing(run_id, logged)  # again, now that no one else appends
+                    if not missing:
+                        continue
                     data = b"".join(dumps(line) + b"\n" for line in missing)
                     try:
                         os.ftruncate(fd, end)  # a torn last line must not swallow ours
@@ -910,6 +908,14 @@ class JsonStore(Store):
             if run is not None:
                 self._index.note(run_id, run, keys.get(run_id))
         self._index.sync()
+
+    def _missing(self, run_id: str, logged: list[dict]) -> tuple[int, list[dict]]:
+        """The length of the journal's whole lines, and which ``logged`` lines it lacks ([] for a pruned run)."""
+        seq, end, exists = self._scan(run_id)
+        missing = [line for line in logged if line["seq"] > seq]
+        if missing and not exists and "run" not in missing[0]:
+            return end, []  # pruned since
+        return end, missing
 
     def _remove_key(self, key: str, run_id: str) -> None:
         path = self._keys / f"{key}.json"

@@ -634,6 +634,15 @@ def test_a_rotation_waits_for_what_follows_a_write(tmp_path):
     WriteAheadLog.drop(rotated[0])
 
 
+def test_a_power_loss_that_took_a_whole_new_journal_restores_it(json_store):
+    run_id = commit_and_die(json_store.root)
+    (json_store.root / "runs" / f"{run_id}.journal").unlink()  # its directory entry was never synced
+    store = JsonStore(json_store.root)
+    run = store.get_run(run_id)
+    assert [(step["status"], step["result"]) for step in run["steps"]] == [("succeeded", k) for k in range(3)]
+    assert [listed["id"] for listed in all_runs(store)] == [run_id]
+
+
 def test_a_live_process_log_is_left_alone_and_dropped_at_close(json_store):
     run = make_run()
     json_store.create_run(run)
