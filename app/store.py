@@ -18,8 +18,7 @@ from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
-from filelock import lock_descriptor
-
+from app import journal_files
 from app.errors import NotFound, StorageError
 from app.files import (
     Mutex,
@@ -33,6 +32,7 @@ from app.files import (
     write_all,
     write_atomic,
 )
+from app.journal_files import JournalFiles
 from app.run_index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
 from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.wal import WriteAheadLog, replay_orphans
@@ -183,16 +183,12 @@ class Store(ABC):
 #   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
 #   triggers/<wf>.json   trigger state
 #   workflows.json       {"started": [names]}
-#   locks/               lock files: index, keys, workflows (a run's journal is its own lock file, see _open_journal)
+#   locks/               lock files: index, keys, workflows (a run's journal is its own: see app/journal_files.py)
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # run ids and workflow names become file names
 _SHARDS = 64
-# Seconds to wait for a run's journal while another process holds it (a run executing there) before giving up.
-_JOURNAL_WAIT = 30.0
-# Journals kept open between appends: about the runs executing at once, with room to spare.
-_MAX_OPEN_JOURNALS = 32
 _MAX_CACHED_JOURNALS = 10_000
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 # A write-ahead log this big is checkpointed (its journals fsync'd) in the background and dropped.
@@ -224,9 +220,7 @@ class JsonStore(Store):
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
         self._journals: dict[str, tuple[int | None, int, int]] = {}
-        # run id -> an open append descriptor of its journal, holding its lock (the most recent _MAX_OPEN_JOURNALS)
-        self._journal_fds: dict[str, int] = {}
-        self._fds_lock = threading.Lock()
+        self._files = JournalFiles(self._runs)
         # run id -> [(seq, body)] of deferred changes, oldest first; the run's lock guards a run's list,
         # _deferred_lock the dict and the flush timer
         self._deferred: dict[str, list[tuple[int, bytes]]] = {}
@@ -272,7 +266,7 @@ class JsonStore(Store):
             return
         with self._run_lock(run_id):
             self._write_deferred(run_id)
-            self._close_journal(run_id)  # and with it its lock: another process may take the run over
+            self._files.close(run_id)  # and with it its lock: another process may take the run over
 
     def save_run(self, run: dict) -> None:
         run_id = _check_name("run id", run["id"])
@@ -287,7 +281,7 @@ class JsonStore(Store):
             except BaseException:
                 self._renote(run_id)
                 raise
-            self._close_journal(run_id)
+            self._files.close(run_id)
         self._flush_soon()
 
     def compact(self) -> int:
@@ -304,8 +298,8 @@ class JsonStore(Store):
         folded = 0
         for run_id in done:
             with self._run_lock(run_id):
-                self._close_journal(run_id)
-                fd, _ = self._open_journal(run_id, create=False, wait=0)
+                self._files.close(run_id)
+                fd, _ = self._files.open(run_id, create=False, wait=0)
                 if fd < 0:
                     continue  # folded meanwhile, or another process has it open: a later pass folds it
                 try:
@@ -333,11 +327,7 @@ class JsonStore(Store):
                 self._flush_timer = None
         self._flush_deferred()
         self._checkpoint()
-        with self._fds_lock:
-            descriptors, self._journal_fds = list(self._journal_fds.values()), {}
-        for fd in descriptors:
-            with suppress(OSError):
-                os.close(fd)
+        self._files.close_all()
         self._index.close()
 
     def get_run(self, run_id: str) -> dict | None:
@@ -411,8 +401,8 @@ class JsonStore(Store):
                 self._journals.pop(run_id, None)
                 with self._deferred_lock:
                     self._deferred.pop(run_id, None)
-                self._close_journal(run_id)
-                fd, _ = self._open_journal(run_id, create=False)  # no other process appends while it goes
+                self._files.close(run_id)
+                fd, _ = self._files.open(run_id, create=False)  # no other process appends while it goes
                 try:
                     for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
                         try:
@@ -553,7 +543,7 @@ class JsonStore(Store):
         if key is not None:
             entry["key"] = key
         try:
-            if not _lock_journal(fd, journal, 0):  # a new file: no other process knows it yet
+            if not journal_files.lock(fd, journal, 0):  # a new file: no other process knows it yet
                 raise StorageError(f"cannot lock {journal}: another process holds it")
             write_all(fd, line, journal, 0)
             # The index line is deferred, as soon as the log has the creation: a checkpoint writes the deferred
@@ -566,7 +556,7 @@ class JsonStore(Store):
             self._index.withdraw(run_id)
             raise
         self._flush_soon()
-        self._keep_journal(run_id, fd)
+        self._files.keep(run_id, fd)
         self._journals[run_id] = (None, len(line), 1)  # its inode matters only once the descriptor was closed
         self._checkpoint_if_full()
 
@@ -683,7 +673,7 @@ class JsonStore(Store):
         Call with the run's lock held.
         """
         path = self._runs / f"{run_id}.journal"
-        fd, stat = self._journal_fd(run_id)
+        fd, stat = self._files.take(run_id)
         pending = self._deferred.get(run_id, [])
         try:
             cached = self._journals.pop(run_id, None)
@@ -714,79 +704,21 @@ class JsonStore(Store):
                 self._journals.clear()
             self._journals[run_id] = (inode, size + len(data), seq)
         except NotFound:
-            self._close_journal(run_id, fd)
+            self._files.close(run_id, fd)
             with self._deferred_lock:
                 self._deferred.pop(run_id, None)  # the run is gone: so are its changes
             raise
         except BaseException:
-            self._close_journal(run_id, fd)
+            self._files.close(run_id, fd)
             raise
         if pending:
             with self._deferred_lock:
                 del pending[: len(lines) - bool(body)]
                 if not pending:
                     self._deferred.pop(run_id, None)
-        self._keep_journal(run_id, fd)
+        self._files.keep(run_id, fd)
         if durable:
             self._checkpoint_if_full()
-
-    def _journal_fd(self, run_id: str) -> tuple[int, os.stat_result | None]:
-        """The run's journal open for appending and locked: the one this process kept (stat None), else opened."""
-        with self._fds_lock:
-            fd = self._journal_fds.pop(run_id, -1)
-        if fd >= 0:
-            # Kept with its lock since our last append: no other process wrote to it or replaced it meanwhile.
-            return fd, None
-        return self._open_journal(run_id, create=True)
-
-    def _open_journal(
-        self, run_id: str, *, create: bool, wait: float = _JOURNAL_WAIT
-    ) -> tuple[int, os.stat_result | None]:
-        """Open the run's journal and take its lock (held until the descriptor is closed): (-1, None) when it
-        has none, or another process held it for ``wait`` s (0: do not wait; else that is a StorageError).
-
-        Call with the run's lock held and no descriptor of this process open on the journal.
-        """
-        path = self._runs / f"{run_id}.journal"
-        flags = _APPEND if create else _APPEND & ~os.O_CREAT
-        while True:
-            try:
-                fd = os.open(path, flags, 0o644)
-            except FileNotFoundError as exc:
-                if create:  # its folder is gone
-                    raise storage_error("write", path, exc) from exc
-                return -1, None
-            except OSError as exc:
-                raise storage_error("write", path, exc) from exc
-            try:
-                locked = _lock_journal(fd, path, wait)
-                stat = os.fstat(fd) if locked else None
-            except BaseException:
-                os.close(fd)
-                raise
-            if stat is not None and stat.st_nlink:
-                return fd, stat
-            os.close(fd)
-            if not locked:
-                if wait:
-                    raise StorageError(f"cannot lock {path}: another process has held it for {wait:g} s")
-                return -1, None
-            # Unlinked (folded or pruned by another process) while we waited: the live file is another one.
-
-    def _keep_journal(self, run_id: str, fd: int) -> None:
-        # Reopening a journal for every step cost two system calls per change; keep the busiest open.
-        with self._fds_lock:
-            self._journal_fds[run_id] = fd
-            if len(self._journal_fds) > _MAX_OPEN_JOURNALS:
-                oldest = next(iter(self._journal_fds))
-                os.close(self._journal_fds.pop(oldest))
-
-    def _close_journal(self, run_id: str, fd: int = -1) -> None:
-        with self._fds_lock:
-            cached = self._journal_fds.pop(run_id, -1)
-        for descriptor in {fd, cached} - {-1}:
-            with suppress(OSError):
-                os.close(descriptor)
 
     def _resync(self, run_id: str, fd: int) -> tuple[int, int]:
         """The last seq of a run and the size of its journal, with a torn last line cut off."""
@@ -879,12 +811,12 @@ class JsonStore(Store):
             path = self._runs / f"{run_id}.journal"
             with self._run_lock(run_id):
                 self._journals.pop(run_id, None)
-                self._close_journal(run_id)
-                fd, _ = self._open_journal(run_id, create=False)
+                self._files.close(run_id)
+                fd, _ = self._files.open(run_id, create=False)
                 try:
                     end, missing = self._missing(run_id, logged)
                     if missing and fd < 0:  # no journal: a lost creation, or changes made after a compaction
-                        fd, _ = self._open_journal(run_id, create=True)
+                        fd, _ = self._files.open(run_id, create=True)
                         end, missing = self._missing(run_id, logged)  # again, now that no one else appends
                     if not missing:
                         continue
@@ -937,19 +869,6 @@ class JsonStore(Store):
                         with suppress(OSError):
                             if entry.stat().st_mtime < cutoff:
                                 os.unlink(entry.path)
-
-
-def _lock_journal(fd: int, path: Path, wait: float = _JOURNAL_WAIT) -> bool:
-    """Take a journal's lock on ``fd``; False when another process held it for ``wait`` s."""
-    deadline = time.monotonic() + wait
-    try:
-        while not lock_descriptor(fd, blocking=False):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)
-    except OSError as exc:
-        raise storage_error("lock", path, exc) from exc
-    return True
 
 
 def _check_name(what: str, name: str) -> str:
