@@ -76,15 +76,16 @@ class WriteAheadLog:
         # system call queue up behind each other, each handing the GIL back and forth.
         written = 0
         try:
-            written = os.write(segment.fd, data)
-            if written < len(data):  # the disk is full: end the torn line, so the next one stays whole
-                with suppress(OSError):
-                    os.write(segment.fd, b"\n")
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            try:
+                written = os.write(segment.fd, data)
+                if written < len(data):  # the disk is full: end the torn line, so the next one stays whole
+                    with suppress(OSError):
+                        os.write(segment.fd, b"\n")
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                raise storage_error("write", segment.path, exc) from exc
             if then is not None:
                 then()
-        except OSError as exc:
-            raise storage_error("write", segment.path, exc) from exc
         finally:
             with self._changed:
                 self._writing -= 1
