@@ -417,7 +417,7 @@ class JsonStore(Store):
         with self._index.lock:
             if doomed or self._index.needs_rewrite():
                 self._index.rewrite(drop=set(doomed))
-        self._remove_stale_temp_files()
+        self._remove_litter()
         if doomed:
             logger.info("pruned %d runs from %s", len(doomed), self.root)
         return len(doomed)
@@ -859,8 +859,9 @@ class JsonStore(Store):
                 except OSError as exc:
                     raise storage_error("remove", path, exc) from exc
 
-    def _remove_stale_temp_files(self) -> None:
-        # Temporary files that a killed process left behind; a live writer replaces its own within seconds.
+    def _remove_litter(self) -> None:
+        """Remove what a killed process left behind: temporary files, and journals it made but never wrote to."""
+        # A live writer replaces its temporary file, and writes its new journal, within seconds.
         cutoff = time.time() - _STALE_TEMP_SECONDS
         for folder in (self.root, self._runs, self._keys, self._triggers):
             with suppress(OSError), os.scandir(folder) as entries:
@@ -869,6 +870,26 @@ class JsonStore(Store):
                         with suppress(OSError):
                             if entry.stat().st_mtime < cutoff:
                                 os.unlink(entry.path)
+        empty = []
+        with suppress(OSError), os.scandir(self._runs) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    if entry.name.endswith(".journal") and _NAME.fullmatch(entry.name[: -len(".journal")]):
+                        stat = entry.stat()
+                        if not stat.st_size and stat.st_mtime < cutoff:
+                            empty.append(entry.name[: -len(".journal")])
+        for run_id in empty:
+            with self._run_lock(run_id):
+                fd, stat = self._files.open(run_id, create=False, wait=0)  # -1 when someone holds it after all
+                if fd < 0:
+                    continue
+                try:
+                    if not stat.st_size:
+                        os.unlink(self._runs / f"{run_id}.journal")
+                except OSError as exc:
+                    logger.warning("cannot remove the empty journal of %s: %s", run_id, exc)
+                finally:
+                    os.close(fd)
 
 
 def _check_name(what: str, name: str) -> str:

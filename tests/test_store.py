@@ -303,6 +303,25 @@ def test_another_process_waits_for_the_run_this_one_holds(json_store):
     assert stored["status"] == "running"
 
 
+def test_prune_removes_what_a_killed_process_left_behind(json_store):
+    run = make_run()
+    json_store.create_run(run)
+    runs = json_store.root / "runs"
+    hour_ago = time.time() - 2 * 3600
+    litter = [runs / "run_0000000000000001abcdef.journal", runs / ".run_x.json.1234.tmp", json_store.root / ".w.tmp"]
+    for path in litter:
+        path.write_bytes(b"" if path.suffix == ".journal" else b'{"half')  # killed between create and write
+        os.utime(path, (hour_ago, hour_ago))
+    os.utime(runs / f"{run['id']}.journal", (hour_ago, hour_ago))  # old, but written: a run
+    fresh_empty = runs / "run_0000000000000002abcdef.journal"  # a creation under way right now
+    fresh_empty.write_bytes(b"")
+    json_store.prune(time.time() - 86400)
+    assert not any(path.exists() for path in litter)
+    assert fresh_empty.exists()
+    assert json_store.get_run(run["id"]) == run  # a written journal stays, whatever its age
+    assert [listed["id"] for listed in json_store.list_runs()[0]] == [run["id"]]
+
+
 def test_stale_journal_after_a_snapshot_is_harmless(json_store):
     run = make_run()
     json_store.create_run(run)
