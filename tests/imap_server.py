@@ -26,12 +26,14 @@ import imaplib
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -86,8 +88,11 @@ def pdf_message(
 class IMAPServer:
     """pymap's in-memory IMAP server on 127.0.0.1, with one user and helpers to fill its mailboxes."""
 
-    def __init__(self, user: str = "bob", password: str = "secret", port: int | None = None):
+    def __init__(
+        self, user: str = "bob", password: str = "secret", port: int | None = None, tls: tuple[str, str] | None = None
+    ):
         self.host = HOST
+        self.tls = tls  # (certificate chain, key) PEM files: the server then offers STARTTLS
         self.port = port or free_port()
         self.user = user
         self.password = password
@@ -107,7 +112,7 @@ class IMAPServer:
             self.host,
             "--port",
             str(self.port),
-            "--no-tls",
+            *(["--cert", self.tls[0], "--key", self.tls[1]] if self.tls else ["--no-tls"]),
             "dict",
             "--demo-user",
             self.user,
@@ -247,3 +252,68 @@ def imap_server() -> Iterator[IMAPServer]:
     """A fresh server per test (reuse with ``pytest_plugins = ["tests.imap_server"]`` in a conftest)."""
     with IMAPServer() as server:
         yield server
+
+
+class TLSProxy:
+    """Implicit TLS (IMAPS, port 993 style) on its own port in front of a plain server, which pymap lacks."""
+
+    def __init__(self, target_port: int, context: ssl.SSLContext):
+        self._target = target_port
+        self._context = context
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> TLSProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._keep(self._listener.accept()[0])
+            except OSError:
+                return  # closed
+            self._spawn(self._serve, client)
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            secure = self._keep(self._context.wrap_socket(client, server_side=True))
+        except (OSError, ssl.SSLError):
+            return  # the client did not trust us: its error is what the test looks at
+        upstream = self._keep(socket.create_connection((HOST, self._target)))
+        self._spawn(self._pump, upstream, secure)
+        self._pump(secure, upstream)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 import triggers.email as email_trigger
-from tests.imap_server import PDF_BYTES, IMAPServer, free_port, pdf_message
+from tests.imap_server import PDF_BYTES, IMAPServer, TLSProxy, free_port, pdf_message
 from triggers.email import EmailTrigger, EmailTriggerError
 
 FOLDER = "Applications"
@@ -307,6 +309,68 @@ def test_tls_failures_name_the_server(imap_server, make_trigger, security, messa
         trigger.poll()
 
     assert str(error.value).startswith(message.format(port=imap_server.port))
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[str, str, str]:
+    """(certificate chain, key, CA bundle) PEM files: a certificate for 127.0.0.1 from a private CA."""
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    chain, key, bundle = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    return str(chain), str(key), str(bundle)
+
+
+def poll_once(settings: dict, **options) -> list[dict]:
+    trigger = EmailTrigger("inbox", **options)
+    trigger.setup(settings)
+    try:
+        return trigger.poll()
+    finally:
+        trigger.close()
+
+
+def test_starttls_with_a_private_ca(tls_files, tmp_path):
+    chain, key, bundle = tls_files
+    with IMAPServer(tls=(chain, key)) as server:
+        server.create_folder(FOLDER)
+        server.append(pdf_message(subject="over STARTTLS"), FOLDER)
+        events = poll_once(server.settings(tmp_path, folder=FOLDER), security="starttls", ca_file=bundle)
+    assert subjects(events) == ["over STARTTLS"]
+
+
+def test_implicit_tls_with_a_private_ca(imap_server, tls_files, tmp_path):
+    chain, key, bundle = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain, key)
+    imap_server.append(pdf_message(subject="over TLS"), FOLDER)
+    with TLSProxy(imap_server.port, context) as proxy:
+        settings = {**imap_server.settings(tmp_path, folder=FOLDER), "IMAP_PORT": proxy.port, "IMAP_SSL": True}
+        events = poll_once(settings, ca_file=bundle)  # IMAP_SSL: implicit TLS, the default
+    assert subjects(events) == ["over TLS"]
+
+
+def test_an_untrusted_certificate_is_named(tls_files, tmp_path):
+    chain, key, _ = tls_files
+    with IMAPServer(tls=(chain, key)) as server:
+        with pytest.raises(EmailTriggerError) as error:
+            poll_once(server.settings(tmp_path), security="starttls")  # the system's CAs do not know ours
+    assert str(error.value).startswith(f"STARTTLS with IMAP server 127.0.0.1:{server.port} failed: "
+                                       "[SSL: CERTIFICATE_VERIFY_FAILED]")
+
+
+def test_an_unreadable_ca_file_is_named(imap_server, tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(EmailTriggerError) as error:
+        poll_once(imap_server.settings(tmp_path), security="starttls", ca_file=str(missing))
+    reason = "[Errno 2] No such file or directory"
+    assert str(error.value) == f"email trigger 'inbox': cannot read ca_file {missing}: {reason}"
 
 
 def test_a_hung_server_times_out(tmp_path, monkeypatch):

@@ -75,6 +75,7 @@ class EmailTrigger(BaseTrigger):
         security: str | None = None,
         poll_interval: float | str | None = None,
         attachment_types: Iterable[str] = ("application/pdf",),
+        ca_file: str | None = None,
     ):
         super().__init__(name)
         if isinstance(security, str) and "{" not in security:
@@ -90,6 +91,7 @@ class EmailTrigger(BaseTrigger):
         self.security = security
         self.poll_interval = poll_interval
         self.attachment_types = list(attachment_types)
+        self.ca_file = ca_file  # a PEM bundle to trust instead of the system's (a private CA), as send_email's
         # Private, so describe() and the API never show it.
         self._password = password
         self._default_interval = 30.0
@@ -343,11 +345,17 @@ class EmailTrigger(BaseTrigger):
             self._drop()
             raise EmailTriggerError(f"IMAP server {self._address} failed: {_text(exc)}") from exc
 
+    def _tls(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file or None)
+        except OSError as exc:
+            raise EmailTriggerError(f"{self._where}: cannot read ca_file {self.ca_file}: {_text(exc)}") from exc
+
     def _connect(self) -> imaplib.IMAP4:
+        context = self._tls() if self.security != "none" else None
         try:
             if self.security == "ssl":
-                conn = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=ssl.create_default_context(),
-                                         timeout=TIMEOUT)
+                conn = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=TIMEOUT)
             else:
                 conn = imaplib.IMAP4(self.host, self.port, timeout=TIMEOUT)
         except ssl.SSLError as exc:
@@ -359,7 +367,7 @@ class EmailTrigger(BaseTrigger):
         try:
             if self.security == "starttls":
                 try:
-                    conn.starttls(ssl.create_default_context())
+                    conn.starttls(context)
                 except (imaplib.IMAP4.error, ssl.SSLError) as exc:
                     raise EmailTriggerError(f"STARTTLS with IMAP server {self._address} failed: {_text(exc)}") from exc
             try:
