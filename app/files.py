@@ -192,11 +192,6 @@ class Mutex:
         self._thread_lock = threading.Lock()  # threads wait here instead of polling the file lock
         self._fd = -1
 
-    @property
-    def threads(self) -> threading.Lock:
-        """The mutex's hold on this process's threads alone: enough for work that touches no shared file."""
-        return self._thread_lock
-
     def __enter__(self) -> None:
         self._thread_lock.acquire()
         try:
