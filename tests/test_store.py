@@ -322,6 +322,22 @@ def test_prune_removes_what_a_killed_process_left_behind(json_store):
     assert [listed["id"] for listed in json_store.list_runs()[0]] == [run["id"]]
 
 
+def test_runs_past_the_open_journals_limit_are_let_go_and_reopened(json_store):
+    runs = [make_run() for _ in range(40)]  # more than the journals this process keeps open (and locked)
+    for run in runs:
+        json_store.create_run(run)
+        json_store.update_run(run["id"], {"status": "running"})
+    oldest, newest = runs[0]["id"], runs[-1]["id"]
+    other = JsonStore(json_store.root)
+    other.update_step(oldest, 0, done_step("s0"))  # let go of: no wait
+    with pytest.raises(StorageError, match="another process has held it"):
+        other._files.open(newest, create=False, wait=0.2)  # still held by json_store
+    other.close()
+    json_store.update_step(oldest, 1, done_step("s1"))  # reopened, and it reads what the other wrote first
+    assert [line["seq"] for line in journal_lines(json_store, oldest)] == [1, 2, 3, 4]
+    assert [step["status"] for step in json_store.get_run(oldest)["steps"]] == ["succeeded", "succeeded"]
+
+
 def test_stale_journal_after_a_snapshot_is_harmless(json_store):
     run = make_run()
     json_store.create_run(run)
