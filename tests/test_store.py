@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from app.errors import NotFound, StorageError
+from app.files import Mutex
 from app.memory_store import MemoryStore
+from app.run_index import INDEX_FIELDS, RunIndex
 from app.runs import format_time, new_run, new_step
 from app.store import FLUSH_DELAY, JsonStore
 from app.wal import WriteAheadLog
@@ -336,6 +338,18 @@ def test_runs_past_the_open_journals_limit_are_let_go_and_reopened(json_store):
     json_store.update_step(oldest, 1, done_step("s1"))  # reopened, and it reads what the other wrote first
     assert [line["seq"] for line in journal_lines(json_store, oldest)] == [1, 2, 3, 4]
     assert [step["status"] for step in json_store.get_run(oldest)["steps"]] == ["succeeded", "succeeded"]
+
+
+def test_a_withdrawn_index_line_is_neither_listed_nor_written(tmp_path):
+    index = RunIndex(tmp_path / "index.jsonl", Mutex(tmp_path / "index.lock"))
+    kept, failed = make_run(), make_run()
+    for run in (kept, failed):
+        index.append({"id": run["id"], **{field: run.get(field) for field in INDEX_FIELDS}}, defer=True)
+    index.withdraw(failed["id"])  # its creation failed after the line was deferred
+    assert index.ids == [kept["id"]]
+    index.flush()
+    assert [json.loads(line)["id"] for line in (tmp_path / "index.jsonl").read_text().splitlines()] == [kept["id"]]
+    index.close()
 
 
 def test_stale_journal_after_a_snapshot_is_harmless(json_store):
