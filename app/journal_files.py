@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import lock_descriptor
@@ -64,6 +65,23 @@ class JournalFiles:
             descriptors, self._kept = list(self._kept.values()), {}
         for fd in descriptors:
             with suppress(OSError):
+                os.close(fd)
+
+    @contextmanager
+    def locked(
+        self, run_id: str, *, create: bool = False, wait: float = WAIT_SECONDS
+    ) -> Iterator[tuple[int, os.stat_result | None]]:
+        """The journal locked for work beside the appends (compaction, pruning, replay), as ``open`` gives it.
+
+        This process's kept descriptor is closed first (a second one of ours would wait for it); the
+        journal is closed, and let go, at the end.
+        """
+        self.close(run_id)
+        fd, stat = self.open(run_id, create=create, wait=wait)
+        try:
+            yield fd, stat
+        finally:
+            if fd >= 0:
                 os.close(fd)
 
     def open(self, run_id: str, *, create: bool, wait: float = WAIT_SECONDS) -> tuple[int, os.stat_result | None]:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from app.files import Mutex, dumps, fsync_file, fsync_folder, parse_lines, storage_error, write_atomic
@@ -32,7 +33,7 @@ class RunIndex:
     guarded by ``lock``.
     """
 
-    def __init__(self, path: Path, mutex: Mutex):
+    def __init__(self, path: Path, mutex: Mutex, on_defer: Callable[[], None] = lambda: None):
         self.path = path
         self._mutex = mutex
         self.lock = threading.Lock()
@@ -46,6 +47,7 @@ class RunIndex:
         # Deferred lines: in ``entries`` at once, in the file with the next append or flush.
         self._pending: list[dict] = []
         self._pending_lock = threading.Lock()
+        self._on_defer = on_defer  # called with each deferred line: whoever owns the index schedules a flush
 
     def needs_rewrite(self) -> bool:
         """Whether the file has more lines than runs (status lines, pruned runs). Call with ``lock`` held."""
@@ -100,6 +102,7 @@ class RunIndex:
                 self._merge(dict(entry))
                 with self._pending_lock:
                     self._pending.append(entry)
+            self._on_defer()
         else:
             self._write(entry)
         # Remember what this process wrote while the run goes (bounded: forgotten when it finishes).

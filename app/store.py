@@ -213,7 +213,6 @@ class JsonStore(Store):
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
-        self._index = RunIndex(self.root / "index.jsonl", Mutex(locks / "index.lock"))
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
@@ -226,6 +225,7 @@ class JsonStore(Store):
         self._deferred: dict[str, list[tuple[int, bytes]]] = {}
         self._deferred_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
+        self._index = RunIndex(self.root / "index.jsonl", Mutex(locks / "index.lock"), on_defer=self._flush_soon)
         self._wal = WriteAheadLog(self.root / "wal")
         self._checkpointing = threading.Lock()
         self._replay_orphans()
@@ -252,8 +252,6 @@ class JsonStore(Store):
         if any(field in fields for field in STATUS_FIELDS):
             # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
             self._index.note(run_id, fields, defer=defer)
-            if defer:
-                self._flush_soon()  # the index line, even if the change itself could not be deferred
 
     def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
         if index < 0:
@@ -282,7 +280,6 @@ class JsonStore(Store):
                 self._renote(run_id)
                 raise
             self._files.close(run_id)
-        self._flush_soon()
 
     def compact(self) -> int:
         self._flush_deferred()
@@ -297,26 +294,21 @@ class JsonStore(Store):
             done = [run_id for run_id in journals if (self._index.entries.get(run_id) or {}).get("status") in finished]
         folded = 0
         for run_id in done:
-            with self._run_lock(run_id):
-                self._files.close(run_id)
-                fd, _ = self._files.open(run_id, create=False, wait=0)
+            with self._run_lock(run_id), self._files.locked(run_id, wait=0) as (fd, _):
                 if fd < 0:
                     continue  # folded meanwhile, or another process has it open: a later pass folds it
+                run = self.get_run(run_id)
+                if run is None or run.get("status") not in finished:
+                    continue  # retried since: it is running again
+                self._fold_logs(run_id)
+                write_atomic(self._runs / f"{run_id}.json", dumps({"seq": self._last_seq(run_id), "run": run}))
+                self._journals.pop(run_id, None)
                 try:
-                    run = self.get_run(run_id)
-                    if run is None or run.get("status") not in finished:
-                        continue  # retried since: it is running again
-                    self._fold_logs(run_id)
-                    write_atomic(self._runs / f"{run_id}.json", dumps({"seq": self._last_seq(run_id), "run": run}))
-                    self._journals.pop(run_id, None)
-                    try:
-                        (self._runs / f"{run_id}.journal").unlink()
-                    except OSError as exc:
-                        # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
-                        logger.warning("cannot remove the journal of %s: %s", run_id, exc)
-                    folded += 1
-                finally:
-                    os.close(fd)
+                    (self._runs / f"{run_id}.journal").unlink()
+                except OSError as exc:
+                    # Harmless: the snapshot's seq tells readers the journal's lines are already in it.
+                    logger.warning("cannot remove the journal of %s: %s", run_id, exc)
+                folded += 1
         self._checkpoint()
         return folded
 
@@ -401,17 +393,12 @@ class JsonStore(Store):
                 self._journals.pop(run_id, None)
                 with self._deferred_lock:
                     self._deferred.pop(run_id, None)
-                self._files.close(run_id)
-                fd, _ = self._files.open(run_id, create=False)  # no other process appends while it goes
-                try:
+                with self._files.locked(run_id):  # no other process appends while it goes
                     for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
                         try:
                             path.unlink(missing_ok=True)
                         except OSError as exc:
                             raise storage_error("remove", path, exc) from exc
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
             if key:
                 self._remove_key(key, run_id)
         with self._index.lock:
@@ -555,7 +542,6 @@ class JsonStore(Store):
                 journal.unlink()  # a failed creation leaves nothing behind
             self._index.withdraw(run_id)
             raise
-        self._flush_soon()
         self._files.keep(run_id, fd)
         self._journals[run_id] = (None, len(line), 1)  # its inode matters only once the descriptor was closed
         self._checkpoint_if_full()
@@ -808,29 +794,9 @@ class JsonStore(Store):
                     keys[run_id] = line.pop("key")  # on the creation line of a run made with an Idempotency-Key
         restored = 0
         for run_id, logged in changes.items():
-            path = self._runs / f"{run_id}.journal"
             with self._run_lock(run_id):
                 self._journals.pop(run_id, None)
-                self._files.close(run_id)
-                fd, _ = self._files.open(run_id, create=False)
-                try:
-                    end, missing = self._missing(run_id, logged)
-                    if missing and fd < 0:  # no journal: a lost creation, or changes made after a compaction
-                        fd, _ = self._files.open(run_id, create=True)
-                        end, missing = self._missing(run_id, logged)  # again, now that no one else appends
-                    if not missing:
-                        continue
-                    data = b"".join(dumps(line) + b"\n" for line in missing)
-                    try:
-                        os.ftruncate(fd, end)  # a torn last line must not swallow ours
-                        write_all(fd, data, path, end)
-                        os.fsync(fd)
-                    except OSError as exc:
-                        raise storage_error("write", path, exc) from exc
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
-                restored += 1
+                restored += self._restore(run_id, logged)
         if restored:
             fsync_folder(self._runs)
             logger.warning("restored lost changes of %d runs in %s from a write-ahead log", restored, self.root)
@@ -840,6 +806,30 @@ class JsonStore(Store):
             if run is not None:
                 self._index.note(run_id, run, keys.get(run_id))
         self._index.sync()
+
+    def _restore(self, run_id: str, logged: list[dict]) -> bool:
+        """Append the ``logged`` lines the run's journal lacks; whether it lacked any. Call with the run's lock held."""
+        with self._files.locked(run_id) as (fd, _):
+            end, missing = self._missing(run_id, logged)
+            if fd >= 0 or not missing:
+                if missing:
+                    self._write_missing(run_id, fd, end, missing)
+                return bool(missing)
+        # No journal: a lost creation, or changes made after a compaction. Made anew, and read again under its lock.
+        with self._files.locked(run_id, create=True) as (fd, _):
+            end, missing = self._missing(run_id, logged)
+            if missing:
+                self._write_missing(run_id, fd, end, missing)
+        return bool(missing)
+
+    def _write_missing(self, run_id: str, fd: int, end: int, missing: list[dict]) -> None:
+        path = self._runs / f"{run_id}.journal"
+        try:
+            os.ftruncate(fd, end)  # a torn last line must not swallow ours
+            write_all(fd, b"".join(dumps(line) + b"\n" for line in missing), path, end)
+            os.fsync(fd)
+        except OSError as exc:
+            raise storage_error("write", path, exc) from exc
 
     def _missing(self, run_id: str, logged: list[dict]) -> tuple[int, list[dict]]:
         """The length of the journal's whole lines, and which ``logged`` lines it lacks ([] for a pruned run)."""
@@ -879,17 +869,13 @@ class JsonStore(Store):
                         if not stat.st_size and stat.st_mtime < cutoff:
                             empty.append(entry.name[: -len(".journal")])
         for run_id in empty:
-            with self._run_lock(run_id):
-                fd, stat = self._files.open(run_id, create=False, wait=0)  # -1 when someone holds it after all
-                if fd < 0:
-                    continue
+            with self._run_lock(run_id), self._files.locked(run_id, wait=0) as (fd, stat):
+                if fd < 0 or stat.st_size:
+                    continue  # someone holds it, or wrote to it, after all
                 try:
-                    if not stat.st_size:
-                        os.unlink(self._runs / f"{run_id}.journal")
+                    os.unlink(self._runs / f"{run_id}.journal")
                 except OSError as exc:
                     logger.warning("cannot remove the empty journal of %s: %s", run_id, exc)
-                finally:
-                    os.close(fd)
 
 
 def _check_name(what: str, name: str) -> str:
