@@ -108,7 +108,7 @@ def receive(name: str) -> tuple[Response, int, dict]:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     if awaited:
-        run = rt.engine.outcome(run["id"], RESULT_WAIT_SECONDS) or rt.store.get_run(run["id"]) or run
+        run = rt.outcome(run, RESULT_WAIT_SECONDS)
         if run["status"] == RunStatus.SUCCEEDED.value:
             return jsonify(_step_result(run, trigger.response_step)), 200, headers
         if run["status"] in _FINISHED:

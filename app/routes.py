@@ -179,7 +179,7 @@ def create_run(name: str) -> tuple[Response, int, dict]:
         raise BadRequest("Idempotency-Key must be at most 255 characters")
     run, created = rt.submit(name, _run_inputs(), source="api", idempotency_key=key, awaited=wait is not None)
     if wait is not None:
-        run = rt.engine.outcome(run["id"], wait) or rt.store.get_run(run["id"]) or run
+        run = rt.outcome(run, wait)
     headers = {"Location": url_for("api.get_run", run_id=run["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"

@@ -251,6 +251,10 @@ class Runtime:
         self.check_inputs(bound, inputs)
         return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key, awaited=awaited)
 
+    def outcome(self, run: dict, timeout: float) -> dict:
+        """A run submitted ``awaited``: as it ended within ``timeout``, else as it stands in the store."""
+        return self.engine.outcome(run["id"], timeout) or self.store.get_run(run["id"]) or run
+
     def check_inputs(self, bound: BoundWorkflow, inputs: dict) -> None:
         """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise."""
         schema = bound.workflow.inputs_schema
