@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -65,6 +66,17 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    """Comma-separated CIDR ranges or addresses; kept as text, checked here."""
+    names = _names(value)
+    for name in names:
+        ipaddress.ip_network(name, strict=False)  # ValueError for a malformed range
+    return names
+
+
+# Link-local (where cloud metadata services answer: 169.254.169.254) and the other metadata addresses.
+DEFAULT_HTTP_DENY = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+
 # name -> (default, parser, what a valid value looks like)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "HOST": ("127.0.0.1", None, ""),
@@ -101,6 +113,22 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "UPTIME_URL": ("http://127.0.0.1:5001/api/health", None, ""),
     "UPTIME_INTERVAL": (60.0, _positive_float, "a number of seconds > 0"),
     "UPTIME_ALERT_TO": ("", None, ""),
+    # Exposure (DESIGN section 10): who may reach the server and what a posted definition may do.
+    "WORKFLOW_TRUSTED_HOSTS": ((), _names, "comma-separated host names"),  # empty: loopback names and HOST
+    "WORKFLOW_ALLOW_OPEN": (False, _bool, "true or false"),
+    "WORKFLOW_HTTP_DENY": (DEFAULT_HTTP_DENY, _networks, "comma-separated CIDR ranges such as 169.254.0.0/16"),
+    "WORKFLOW_SESSION_HOURS": (12.0, _positive_float, "a number of hours > 0"),
+    # Bounds on what one request or one step may cost.
+    "WORKFLOW_MAX_PARALLEL": (16, _positive_int, "a positive integer"),
+    "WORKFLOW_MAX_LOOP_ITEMS": (10000, _positive_int, "a positive integer"),
+    "WORKFLOW_MAX_WAIT": (3600.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_MAX_STEP_TIMEOUT": (86400.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_REGEX_TIMEOUT": (1.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_TEMPLATE_TIMEOUT": (2.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_MAX_JSON_DEPTH": (64, _positive_int, "a positive integer"),
+    "WORKFLOW_POLL_TIMEOUT": (60.0, _positive_float, "a number of seconds > 0"),
+    "WORKFLOW_MAX_CONNECTIONS": (1000, _positive_int, "a positive integer"),
+    "WORKFLOW_SHUTDOWN_GRACE": (30.0, _positive_float, "a number of seconds > 0"),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
