@@ -1,0 +1,90 @@
+"""Trusted Host names: the server answers only the names it is reached by, which closes DNS rebinding.
+
+A page on ``rebind.evil.example`` whose DNS name is switched to 127.0.0.1
+makes the visitor's browser talk to a local PyFlow as if it were the same site
+(so Origin checks pass), but the browser still sends ``Host:
+rebind.evil.example``. Refusing unknown Host names refuses those requests.
+
+Werkzeug's own ``TRUSTED_HOSTS`` check would do, but it cannot match a
+bracketed IPv6 name (``[::1]`` is cut at its first colon) and compares case
+sensitively, so ``http://[::1]:5001`` would be refused by the default list.
+This module applies the same rules (an entry with a leading dot also accepts
+every subdomain; ports are ignored) to a parsed, lower-cased host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from app.errors import error_body
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _bare(name: str) -> str:
+    """A host name without port or IPv6 brackets, lower-cased; "" when it does not parse."""
+    name = name.strip()
+    if not name:
+        return ""
+    try:
+        host = urlsplit(f"//{name}").hostname  # handles "[::1]:5001", "Example.org:80", "::1" fails -> below
+    except ValueError:
+        host = None
+    if host is None and name.count(":") > 1 and not name.startswith("["):
+        host = name.lower()  # a bare IPv6 address written in a setting, like ::1
+    return (host or "").rstrip(".")
+
+
+def trusted_hosts(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """WORKFLOW_TRUSTED_HOSTS, bare and lower-cased; by default the loopback names and HOST."""
+    configured = tuple(settings.get("WORKFLOW_TRUSTED_HOSTS") or ())
+    if not configured:
+        configured = (*LOOPBACK_NAMES, str(settings.get("HOST") or ""))
+    names = []
+    for entry in configured:
+        dot = "." if entry.strip().startswith(".") else ""
+        bare = _bare(entry.strip().lstrip("."))
+        if bare:
+            names.append(dot + bare)
+    return tuple(dict.fromkeys(names))
+
+
+def host_is_trusted(host_header: str, trusted: Iterable[str]) -> bool:
+    """True when the Host header's name is one of ``trusted`` (".example.org" also matches subdomains)."""
+    host = _bare(host_header)
+    if not host:
+        return False
+    for entry in trusted:
+        if entry.startswith("."):
+            if host == entry[1:] or host.endswith(entry):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def check_host() -> Response | tuple[Response | str, int, dict] | None:
+    """The first before_request hook: 400 for a Host name not in the trusted list (JSON under /api)."""
+    header = request.environ.get("HTTP_HOST")
+    if header is None:
+        return None  # HTTP/1.0 without Host: not a browser, so not a rebinding attack
+    if host_is_trusted(header, current_app.extensions["pyflow_trusted_hosts"]):
+        return None
+    shown = header if len(header) <= 100 else header[:100] + "..."
+    message = f"host {shown!r} is not one this server answers to; if it is yours, add it to WORKFLOW_TRUSTED_HOSTS"
+    if request.path.startswith("/api"):
+        return jsonify(error_body(400, "untrusted_host", message)), 400, {}
+    # Plain text, not a dashboard page: no template, no session, nothing a rebinding page could read.
+    return message + "\n", 400, {"Content-Type": "text/plain; charset=utf-8",
+                                  "X-Content-Type-Options": "nosniff"}
+
+
+def init_app(app: Flask) -> None:
+    """Check every request's Host before anything else looks at the request."""
+    app.extensions["pyflow_trusted_hosts"] = trusted_hosts(app.config)
+    # First of all hooks, whoever registered theirs earlier: no other hook may act for an untrusted host.
+    app.before_request_funcs.setdefault(None, []).insert(0, check_host)
