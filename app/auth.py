@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from flask import Flask, Response, current_app, jsonify, redirect, request, sess
 
 from app import hosts
 from app.errors import error_body
+from app.hosts import is_loopback
 from app.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
 from app.throttle import FailureLimiter
 
@@ -77,17 +77,6 @@ def exposure_problem(settings: Mapping[str, Any]) -> str | None:
         return None
     return (f"HOST is {host!r}, which other machines can reach, and WORKFLOW_API_TOKEN is not set, so anyone "
             f"there could run workflows; set WORKFLOW_API_TOKEN, or WORKFLOW_ALLOW_OPEN=true to serve it open")
-
-
-def is_loopback(host: str) -> bool:
-    """True for a name or address only this machine reaches (localhost, 127.0.0.0/8, ::1)."""
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name resolves to whatever DNS says: not assumed local
 
 
 def api_token() -> str:

@@ -14,29 +14,45 @@ every subdomain; ports are ignored) to a parsed, lower-cased host.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, request
 
 from app.errors import error_body
 
+logger = logging.getLogger(__name__)
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+# What a Host header may be (werkzeug's own pattern): a name or IPv4 address, or a bracketed IPv6 one, and a port.
+_HOST = re.compile(r"([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(?::([1-9][0-9]{0,4}))?", re.ASCII | re.IGNORECASE)
+
+
 def _bare(name: str) -> str:
-    """A host name without port or IPv6 brackets, lower-cased; "" when it does not parse."""
+    """A host name without port or IPv6 brackets, lower-cased; "" when it is not a valid Host value."""
     name = name.strip()
-    if not name:
+    if name.count(":") > 1 and not name.startswith("["):
+        name = f"[{name}]"  # a bare IPv6 address written in a setting, like ::1
+    match = _HOST.fullmatch(name)
+    if match is None or (match.group(2) and int(match.group(2)) > 65535):
         return ""
+    return match.group(1).strip("[]").lower().rstrip(".")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address only this machine reaches (localhost, 127.0.0.0/8, ::1)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
     try:
-        host = urlsplit(f"//{name}").hostname  # handles "[::1]:5001", "Example.org:80", "::1" fails -> below
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        host = None
-    if host is None and name.count(":") > 1 and not name.startswith("["):
-        host = name.lower()  # a bare IPv6 address written in a setting, like ::1
-    return (host or "").rstrip(".")
+        return False  # a host name resolves to whatever DNS says: not assumed local
 
 
 def trusted_hosts(settings: Mapping[str, Any]) -> tuple[str, ...]:
@@ -86,5 +102,11 @@ def check_host() -> Response | tuple[Response | str, int, dict] | None:
 def init_app(app: Flask) -> None:
     """Check every request's Host before anything else looks at the request."""
     app.extensions["pyflow_trusted_hosts"] = trusted_hosts(app.config)
+    host = str(app.config.get("HOST") or "")
+    if not app.config.get("WORKFLOW_TRUSTED_HOSTS") and not is_loopback(host):
+        # Serving on 0.0.0.0 or a LAN address, but only loopback names (and HOST) are answered.
+        logger.warning("HOST is %s but WORKFLOW_TRUSTED_HOSTS is not set: requests are answered only for the "
+                       "Host names %s; set WORKFLOW_TRUSTED_HOSTS to the names clients use",
+                       host, ", ".join(app.extensions["pyflow_trusted_hosts"]))
     # First of all hooks, whoever registered theirs earlier: no other hook may act for an untrusted host.
     app.before_request_funcs.setdefault(None, []).insert(0, check_host)
