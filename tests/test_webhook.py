@@ -279,6 +279,16 @@ def test_a_replayed_github_delivery_is_409_whatever_its_delivery_id_says(client)
     assert len(runs_of(client, "signed_hook")) == 1
 
 
+def test_a_delivery_that_starts_no_run_is_not_remembered(client):
+    started(client, "signed_hook")
+    body = b'{"broken": '
+    for _ in range(2):  # the sender's retry is answered the same way, not as a replay
+        response = client.post("/api/hooks/signed_hook", data=body, content_type="application/json",
+                               headers={"X-Hub-Signature-256": sign(body)})
+        assert response.status_code == 400
+    assert runs_of(client, "signed_hook") == []
+
+
 def test_a_replay_is_refused_after_a_restart(storage):
     settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": TRIGGER_WORKFLOWS}
     body, at = b'{"id": "evt_1"}', int(time.time())

@@ -145,3 +145,11 @@ def remember(state: dict[str, Any], delivery: Delivery, now: float) -> None:
     if len(seen) > MAX_REMEMBERED:
         seen = dict(sorted(seen.items(), key=lambda item: item[1])[-MAX_REMEMBERED:])
     state[STATE_KEY] = seen
+
+
+def forget(state: dict[str, Any], delivery: Delivery) -> None:
+    """Drop ``delivery`` from a trigger's ``state``: it was remembered, but no run came of it."""
+    seen = state.get(STATE_KEY)
+    if isinstance(seen, dict):
+        for key in delivery.keys:
+            seen.pop(key, None)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from triggers.base import BaseTrigger
-from triggers.signatures import STYLES, Delivery, remember
+from triggers.signatures import STYLES, Delivery, forget, remember
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class WebhookTrigger(BaseTrigger):
         Call with ``replay_lock`` held, and save ``self.state`` before answering.
         """
         remember(self.state, delivery, time.time() if now is None else now)
+
+    def forget(self, delivery: Delivery) -> None:
+        """Drop a remembered delivery that started no run, so its sender may send it again."""
+        forget(self.state, delivery)
 
     def is_triggered(self) -> bool:
         """Never by polling: runs come from requests."""
