@@ -270,7 +270,10 @@ def test_a_replayed_github_delivery_is_409_whatever_its_delivery_id_says(client)
     same_id = client.post("/api/hooks/signed_hook", data=other_body, content_type="application/json",
                           headers={**headers, "X-Hub-Signature-256": sign(other_body)})
 
-    for response, what in ((again, "signature"), (new_id, "signature"), (same_id, "delivery id")):
+    shouted = client.post("/api/hooks/signed_hook", data=body, content_type="application/json",
+                          headers={"X-Hub-Signature-256": sign(body).upper().replace("SHA256=", "sha256=")})
+    for response, what in ((again, "signature"), (new_id, "signature"), (same_id, "delivery id"),
+                           (shouted, "signature")):
         assert response.status_code == 409
         error = response.get_json()["error"]
         assert error["code"] == "replayed_delivery"
@@ -317,9 +320,12 @@ def test_stripe_style_accepts_a_fresh_signature_once(client):
                            headers={"Stripe-Signature": rolled})
     assert response.status_code == 202
     assert finished_run(client, response)["trigger_data"]["body"] == {"type": "charge.succeeded"}
-    replay = client.post("/api/hooks/stripe_hook", data=body, content_type="application/json",
-                         headers={"Stripe-Signature": stripe_signature(body, now)})
-    assert replay.status_code == 409
+    good = stripe_signature(body, now)
+    t_part, v1_part = good.split(",")
+    for header in (good, f"{v1_part}, {t_part}", f"{t_part},v1={'0' * 64},{v1_part},v0=x"):
+        replay = client.post("/api/hooks/stripe_hook", data=body, content_type="application/json",
+                             headers={"Stripe-Signature": header})
+        assert replay.status_code == 409, header
     # The same body signed at another moment is another delivery (Stripe's own retries look like this).
     later = client.post("/api/hooks/stripe_hook", data=body, content_type="application/json",
                         headers={"Stripe-Signature": stripe_signature(body, now - 1)})

@@ -74,6 +74,23 @@ def test_a_rebound_host_cannot_start_runs_or_read_the_csrf_token(open_server):
     assert open_server.get("/api/health", headers={"Host": f"localhost:{port_of(open_server.url)}"}).status_code == 200
 
 
+@pytest.mark.parametrize("name", ["localhost.rebind.evil.example", "127.0.0.1.nip.io", "LOCALHOST.evil.example",
+                                  "evil.example@localhost", "[::1].evil.example"])
+def test_host_names_that_merely_contain_a_trusted_name_are_refused(open_server, name):
+    response = open_server.get("/api/workflows", headers={"Host": name})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "untrusted_host"
+
+
+def test_a_rebound_host_cannot_read_the_login_page_of_a_locked_server(servers):
+    server = token_server(servers)
+    evil = {"Host": f"rebind.evil.example:{port_of(server.url)}"}
+    for path in ("/login", "/"):
+        response = server.get(path, headers=evil, allow_redirects=False)
+        assert response.status_code == 400 and "csrf_token" not in response.text
+    assert server.get("/api/runs", headers={**evil, **auth()}).status_code == 400  # a token does not help
+
+
 # -- exposure ---------------------------------------------------------------------------------------------
 
 
@@ -110,6 +127,13 @@ def test_eleven_wrong_bearer_tokens_lock_the_address_out(servers):
     assert 1 <= int(right.headers["Retry-After"]) <= 60
     assert right.json()["error"]["code"] == "too_many_failed_authentications"
     assert server.get("/api/health").status_code == 200
+
+
+def test_a_forged_forwarded_for_header_does_not_escape_the_lockout(servers):
+    server = token_server(servers)
+    answers = [server.get("/api/runs", headers={**auth(f"guess-{n}"), "X-Forwarded-For": f"198.51.100.{n}",
+                                                 "X-Real-IP": f"198.51.100.{n}"}).status_code for n in range(12)]
+    assert answers == [401] * 10 + [429] * 2
 
 
 def test_login_brute_force_is_locked_out_with_a_clear_page(servers):
