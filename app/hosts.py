@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from app.errors import error_body
+from app.errors import ConfigError, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +56,23 @@ def is_loopback(host: str) -> bool:
 
 
 def trusted_hosts(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    """WORKFLOW_TRUSTED_HOSTS, bare and lower-cased; by default the loopback names and HOST."""
+    """WORKFLOW_TRUSTED_HOSTS, bare and lower-cased; by default the loopback names and HOST.
+
+    ConfigError names an entry of WORKFLOW_TRUSTED_HOSTS that is not a host name.
+    """
     configured = tuple(settings.get("WORKFLOW_TRUSTED_HOSTS") or ())
-    if not configured:
-        configured = (*LOOPBACK_NAMES, str(settings.get("HOST") or ""))
     names = []
     for entry in configured:
         dot = "." if entry.strip().startswith(".") else ""
-        bare = _bare(entry.strip().lstrip("."))
-        if bare:
-            names.append(dot + bare)
+        bare = _bare(entry.strip().removeprefix("."))
+        if not bare:
+            raise ConfigError(f"setting WORKFLOW_TRUSTED_HOSTS: {entry!r} is not a host name; write names such as "
+                              f"pyflow.example.org, 192.0.2.7 or .example.org (a domain and its subdomains), "
+                              f"without scheme or path")
+        names.append(dot + bare)
+    if not configured:
+        host = _bare(str(settings.get("HOST") or ""))
+        names = [*LOOPBACK_NAMES, *([host] if host else [])]
     return tuple(dict.fromkeys(names))
 
 

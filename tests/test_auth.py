@@ -11,6 +11,7 @@ import pytest
 import app.auth
 from app import create_app
 from app.auth import exposure_problem
+from app.errors import ConfigError
 from app.hosts import host_is_trusted, is_loopback, trusted_hosts
 from app.sessions import FILENAME, LoginRegistry
 from app.throttle import FailureLimiter, client_key
@@ -49,6 +50,12 @@ def test_the_default_trusted_hosts_are_the_loopback_names_and_host():
     assert trusted_hosts({"HOST": "0.0.0.0", "WORKFLOW_TRUSTED_HOSTS": ("Flow.Example.org:443", ".corp.example",
                                                                         "[::1]")}) == (
         "flow.example.org", ".corp.example", "::1")
+
+
+@pytest.mark.parametrize("entry", ["http://pyflow.example.org", "*", "pyflow.example.org/api", "a b", "..", "."])
+def test_a_trusted_host_that_is_not_a_host_name_stops_start_up_naming_it(entry):
+    with pytest.raises(ConfigError, match=rf"setting WORKFLOW_TRUSTED_HOSTS: {re.escape(repr(entry))} is not a host"):
+        trusted_hosts({"HOST": "127.0.0.1", "WORKFLOW_TRUSTED_HOSTS": ("localhost", entry)})
 
 
 @pytest.mark.parametrize("header, trusted", [

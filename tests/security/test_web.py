@@ -107,6 +107,16 @@ def test_run_py_refuses_a_reachable_host_without_a_token(tmp_path):
     assert not (tmp_path / "data").exists()  # refused before anything was opened
 
 
+def test_run_py_refuses_a_trusted_host_that_is_a_url(tmp_path):
+    env = server_env(tmp_path / "data", {"WORKFLOW_TRUSTED_HOSTS": "localhost,https://pyflow.example.org"})
+
+    result = run_py(env=env, timeout=30)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "run.py: setting WORKFLOW_TRUSTED_HOSTS: 'https://pyflow.example.org' is not a host name")
+
+
 def test_run_py_serves_a_reachable_host_when_allowed_open(servers):
     server = servers.start(env={"HOST": "0.0.0.0", "WORKFLOW_ALLOW_OPEN": "true"})
     assert server.get("/api/health").status_code == 200
