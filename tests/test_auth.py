@@ -177,6 +177,16 @@ def test_eleven_wrong_bearer_tokens_lock_the_address_out_even_for_the_right_toke
     assert client.get("/api/health").status_code == 200  # liveness is never locked
 
 
+def test_a_session_logged_in_before_the_lockout_keeps_working(locked):
+    client = locked.test_client()
+    log_in(client)
+    for _ in range(11):
+        client.get("/api/runs", headers=bearer("guess"))
+    assert client.get("/api/runs", headers=bearer(TOKEN)).status_code == 429
+    assert client.get("/api/runs").status_code == 200  # the session presents no token to guess with
+    assert client.get("/").status_code == 200
+
+
 def test_the_lockout_ends_when_the_minute_has_passed(locked, monkeypatch):
     client = locked.test_client()
     clock = Clock()
