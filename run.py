@@ -79,6 +79,10 @@ def _inputs(raw: str | None) -> dict[str, Any]:
 
 def serve() -> int:
     """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly."""
+    from app.auth import exposure_problem
+    if problem := exposure_problem(load_settings()):
+        print(f"run.py: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     from waitress import create_server
 
     from app import create_app

@@ -12,6 +12,7 @@ from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthori
 from app.routes import parse_json, present, runtime
 from app.runs import FINISHED_RUN, RunStatus
 from app.uploads import save_uploads
+from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
 from triggers.webhook import WebhookTrigger
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,20 @@ class RunFailed(PyFlowError):
 
     status = 502
     code = "run_failed"
+
+
+class Replayed(PyFlowError):
+    """A signed delivery that was accepted before."""
+
+    status = 409
+    code = "replayed_delivery"
+
+
+class UploadsNotAllowed(PyFlowError):
+    """Files posted to an unsigned webhook that does not allow uploads."""
+
+    status = 415
+    code = "uploads_not_allowed"
 
 
 def _plain(values: MultiDict) -> dict[str, Any]:
@@ -88,22 +103,62 @@ def _step_result(run: dict, step_name: str | None) -> Any:
     return done[-1]["result"] if done else None
 
 
+def _check_delivery(name: str, trigger: WebhookTrigger, raw: bytes) -> Delivery | None:
+    """Verify the signature and refuse a replay; the delivery is remembered durably before the run starts."""
+    headers = {header.lower(): value for header, value in request.headers.items()}
+    try:
+        delivery = trigger.check(raw, headers)
+    except SignatureError as error:
+        raise Unauthorized(str(error)) from None
+    if delivery is None:
+        return None
+    store = runtime().store
+    with trigger.replay_lock:
+        # Read from the store each time: what a restart or a rebound trigger must still know.
+        trigger.state = store.load_trigger_state(name)
+        try:
+            trigger.remember(delivery)
+        except ReplayedDelivery as error:
+            logger.warning("refused a replayed delivery to webhook %s from %s", name, request.remote_addr)
+            raise Replayed(f"webhook {name!r}: {error}") from None
+        store.save_trigger_state(name, trigger.state)
+    return delivery
+
+
+def _forget_delivery(name: str, trigger: WebhookTrigger, delivery: Delivery) -> None:
+    """Undo ``_check_delivery`` for a delivery that started no run (bad inputs, storage failure)."""
+    store = runtime().store
+    try:
+        with trigger.replay_lock:
+            trigger.state = store.load_trigger_state(name)
+            trigger.forget(delivery)
+            store.save_trigger_state(name, trigger.state)
+    except PyFlowError as error:
+        # The sender's retry of this very delivery will be refused as a replay; nothing worse.
+        logger.warning("webhook %s: could not forget a delivery that started no run: %s", name, error.message)
+
+
 @bp.post("/<name>")
 def receive(name: str) -> tuple[Response, int, dict]:
     """Start a run with the request as trigger data; answer as the trigger's ``response`` says."""
     trigger = _webhook(name)  # 404 and 409 before reading a body that may be large
     raw = request.get_data(cache=True)  # the raw bytes are what was signed
-    header = trigger.signature_header
-    if not trigger.verify(raw, request.headers.get(header)):
-        problem = "is missing" if not request.headers.get(header) else "does not match the body"
-        raise Unauthorized(f"signature header {header} {problem}; sign the raw body with HMAC-SHA256 "
-                           f"and the workflow's secret")
+    if not trigger.accepts_uploads and request.files:
+        # Anyone can post to an unsigned hook: it must not become a way to put files on the server.
+        raise UploadsNotAllowed(f"workflow {name!r} has an unsigned webhook, which does not accept file uploads; "
+                                f"give its trigger a secret, or set allow_uploads: true on it")
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise BadRequest("Idempotency-Key must be at most 255 characters")
+    delivery = _check_delivery(name, trigger, raw)
     rt = runtime()
     awaited = trigger.response == "result"
-    run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key, awaited=awaited)
+    try:
+        run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key, awaited=awaited)
+    except Exception:
+        if delivery is not None:
+            _forget_delivery(name, trigger, delivery)
+        raise
     headers = {"Location": url_for("api.get_run", run_id=run["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"

@@ -496,6 +496,27 @@ class CustomHeaderHookWorkflow(Workflow):
     actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
 
 
+class UploadHookWorkflow(Workflow):
+    name = "upload_hook"
+    description = "An unsigned webhook that accepts file uploads because its definition says so."
+    trigger = WebhookTrigger("hook", allow_uploads=True)
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
+class StripeHookWorkflow(Workflow):
+    name = "stripe_hook"
+    description = "A webhook signed Stripe style (t=...,v1=...) with a literal secret."
+    trigger = WebhookTrigger("hook", secret="s3cret", signature_style="stripe")
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
+class SlackHookWorkflow(Workflow):
+    name = "slack_hook"
+    description = "A webhook signed Slack style (v0=...) with a literal secret."
+    trigger = WebhookTrigger("hook", secret="s3cret", signature_style="slack")
+    actions = [EchoAction("echo", value="{{ trigger_data.body }}")]
+
+
 class ResultHookWorkflow(Workflow):
     name = "result_hook"
     description = "Answers the webhook with its last step's result."
@@ -543,6 +564,9 @@ TRIGGER_WORKFLOWS = [
     HookWorkflow,
     SignedHookWorkflow,
     CustomHeaderHookWorkflow,
+    UploadHookWorkflow,
+    StripeHookWorkflow,
+    SlackHookWorkflow,
     ResultHookWorkflow,
     StepResultHookWorkflow,
     FailingHookWorkflow,

@@ -14,18 +14,23 @@ logger = logging.getLogger(__name__)
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str | tuple[str, int]:
+def login() -> Response | str | tuple[str, int] | tuple[str, int, dict]:
     """Ask for the API token; a right one sets a signed session cookie."""
     target = auth.safe_next(request.values.get("next"))
     if not auth.api_token():
         return redirect(target)  # access is open: nothing to log in to
     if request.method == "GET":
         return render_template("login.html", next=target, error="")
+    wait = auth.locked_out()
+    if wait is not None:
+        # Checked before the token, so guessing on stops even for a right guess until the minute has passed.
+        message = f"Too many failed logins from your address. Try again in {wait} seconds."
+        return render_template("login.html", next=target, error=message), 429, {"Retry-After": str(wait)}
     if auth.token_matches(request.form.get("token", "")):
         auth.log_in()
         logger.info("dashboard login from %s", request.remote_addr)
         return redirect(target)
-    logger.warning("failed dashboard login from %s", request.remote_addr)
+    auth.authentication_failed("dashboard login")
     return render_template("login.html", next=target, error="That token is not right."), 401
 
 
