@@ -76,7 +76,7 @@ def secret_values(value: Any) -> set[str]:
                 collect(inner, hidden)
         elif hidden and isinstance(item, (str, int, float)) and not isinstance(item, bool):
             text = str(item)
-            if text != REDACTED:
+            if text and text != REDACTED:
                 found.add(text)
 
     collect(value, False)
