@@ -127,7 +127,8 @@ class Engine:
 
     def _scrubber_for(self, bound: BoundWorkflow, trigger_data: dict) -> Scrubber:
         """The settings' secrets plus every value redacted by key in the run's inputs and its definition."""
-        return self._scrubber.extended(secret_values(trigger_data) | secret_values(bound.workflow.definition))
+        definition, trigger = bound.workflow.definition, bound.trigger.describe()
+        return self._scrubber.extended(secret_values(trigger_data) | secret_values(definition) | secret_values(trigger))
 
     def wait(self, run_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a run of this process to finish; True when it has."""

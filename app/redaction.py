@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_key, redact, secret_values
 from app.config import SECRET_SETTINGS
 
 __all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
-           "settings_scrubber", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter"]
+           "settings_scrubber", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter", "scrubbing"]
+
+_local = threading.local()
 
 
 def settings_scrubber(settings: Mapping[str, Any]) -> Scrubber:
@@ -38,8 +42,19 @@ def keep_redacted(new: Any, old: Any) -> Any:
     return new
 
 
+@contextmanager
+def scrubbing(scrubber: Scrubber) -> Iterator[None]:
+    """Inside the block, log records this thread emits are also scrubbed of ``scrubber``'s values (a run's own)."""
+    previous = getattr(_local, "scrubber", None)
+    _local.scrubber = scrubber
+    try:
+        yield
+    finally:
+        _local.scrubber = previous
+
+
 class ScrubFilter(logging.Filter):
-    """Replaces secret settings' values in a log record's final message and traceback text.
+    """Replaces secret settings' values (and the current run's, see ``scrubbing``) in a record's message and traceback.
 
     Installed on handlers, so records of every logger that reach them are scrubbed.
     """
@@ -49,22 +64,25 @@ class ScrubFilter(logging.Filter):
         self.scrubber = scrubber or Scrubber()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        scrubber = self.scrubber
-        if not scrubber:
+        scrubbers = [scrubber for scrubber in (self.scrubber, getattr(_local, "scrubber", None)) if scrubber]
+        if not scrubbers:
             return True
         try:
             message = record.getMessage()
         except Exception:  # a broken format: logging reports it; keep what it would show scrubbed
             message = str(record.msg)
-        scrubbed = scrubber.text(message)
+        scrubbed = message
+        for scrubber in scrubbers:
+            scrubbed = scrubber.text(scrubbed)
         if scrubbed is not message or record.args:
             record.msg, record.args = scrubbed, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = scrubber.text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = scrubber.text(record.stack_info)
+        for scrubber in scrubbers:
+            if record.exc_text:
+                record.exc_text = scrubber.text(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrubber.text(record.stack_info)
         return True
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.redaction import Scrubber
+from app.redaction import Scrubber, scrubbing
 from app.runs import format_time
 from app.store import Store
 
@@ -23,7 +23,8 @@ def run_scope(store: Store, run_id: str, step: str | None, scrubber: Scrubber | 
     previous = getattr(_scope, "current", None)
     _scope.current = (store, run_id, step, scrubber or Scrubber())
     try:
-        yield
+        with scrubbing(_scope.current[3]):  # the console log is scrubbed of the run's secrets too
+            yield
     finally:
         _scope.current = previous
 
