@@ -233,3 +233,13 @@ def test_a_json_answer_keeps_no_secret_in_its_text(server):
     result = run(url=f"{server}/echo", headers={"X-Token": "tok-abcdef"})
     assert result["json"]["x_token"] == "tok-abcdef"  # templates of later steps still see it
     assert "tok-abcdef" not in result["text"] and json.loads(result["text"])["x_token"] == "***"
+
+
+def test_through_a_proxy_the_proxys_address_is_checked(monkeypatch):
+    with recording("127.0.0.2") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.2:{proxy.port}")
+        with pytest.raises(ActionError, match="resolves to 127.0.0.2, which WORKFLOW_HTTP_DENY refuses"):
+            guarded(("127.0.0.2/32",), url="http://example.invalid/").execute({})
+        assert proxy.received == []
+        guarded((), url="http://example.invalid/").execute({})
+    assert proxy.received[0].startswith(b"GET http://example.invalid/ ")
