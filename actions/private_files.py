@@ -7,6 +7,7 @@ process's umask says: modes are set explicitly once a file or folder exists.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -19,12 +20,10 @@ def make_private_dir(path: Path | str) -> Path:
     path = Path(path)
     missing = []
     current = path
-    while not current.is_dir():
+    while not current.exists() and current.parent != current:
         missing.append(current)
-        if current.parent == current:
-            break
         current = current.parent
-    for folder in reversed(missing):
+    for folder in reversed(missing):  # below a regular file, the first mkdir fails "Not a directory"
         try:
             folder.mkdir(mode=DIR_MODE)
         except FileExistsError:
@@ -32,6 +31,8 @@ def make_private_dir(path: Path | str) -> Path:
                 raise
             continue  # made by another thread or process meanwhile: it sets the mode
         os.chmod(folder, DIR_MODE)  # mkdir's mode is filtered by the umask
+    if not path.is_dir():
+        raise FileExistsError(errno.EEXIST, f"{os.strerror(errno.EEXIST)} and is not a folder", str(path))
     return path
 
 
