@@ -22,7 +22,8 @@ class HttpCheckAction(BaseAction):
 
     An unreachable site is a result (``"ok": false`` with an ``error``), not a
     step failure, so the workflow can go on to alert about it. Redirects are
-    followed; latency covers the whole exchange, body included.
+    followed; latency covers the whole exchange, body included. An address in
+    WORKFLOW_HTTP_DENY (after DNS, on every redirect) fails the step instead.
     """
 
     type = "http_check"

@@ -34,7 +34,9 @@ class HttpRequestAction(BaseAction):
     ``json`` sends a JSON body, ``data`` a form (a mapping) or a raw text body.
     The result has ``status_code``, ``headers``, ``json`` (the parsed body when
     it is JSON, else null), ``text`` (null for a binary body, which comes as
-    ``body_base64`` instead) and ``elapsed_ms``. Redirects are followed.
+    ``body_base64`` instead) and ``elapsed_ms``. Redirects are followed; a host
+    or redirect that resolves to an address in WORKFLOW_HTTP_DENY fails the step
+    before anything is sent (actions/http_policy.py).
     """
 
     type = "http_request"

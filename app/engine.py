@@ -126,7 +126,7 @@ class Engine:
         self._schedule(execution)
 
     def _scrubber_for(self, bound: BoundWorkflow, trigger_data: dict) -> Scrubber:
-        """The settings' secrets plus every value redacted by key in the run's inputs and its definition."""
+        """The settings' secrets plus every value redacted by key in the run's inputs, definition and trigger."""
         definition, trigger = bound.workflow.definition, bound.trigger.describe()
         return self._scrubber.extended(secret_values(trigger_data) | secret_values(definition) | secret_values(trigger))
 
