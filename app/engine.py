@@ -16,7 +16,7 @@ from app import run_logs
 from app.binding import BoundWorkflow
 from app.config import public_settings
 from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
-from app.redaction import Scrubber, redact, secret_values, settings_scrubber
+from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.store import Store
 from app.templating import Renderer, RenderError, is_truthy
@@ -518,8 +518,9 @@ class Engine:
             if not self._release(execution, index, token):
                 return None
             if not isinstance(error, ActionError):
-                logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
-                               exc_info=True)
+                with scrubbing(execution.scrubber):  # the traceback may quote the run's secrets
+                    logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
+                                   exc_info=True)
             return error
         if not self._release(execution, index, token):
             return None

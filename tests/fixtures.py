@@ -874,6 +874,11 @@ DURABLE_WORKFLOWS = [
 ]
 
 
+def careless_call(token: str) -> dict:
+    """A careless module: fails quoting the token it was given (the traceback goes to the console)."""
+    raise RuntimeError(f"remote refused token {token}")
+
+
 def careless_login() -> dict:
     """A careless module: logs the SMTP password and fails with it in the message (tests/security replays it)."""
     password = os.environ.get("SMTP_PASSWORD", "")

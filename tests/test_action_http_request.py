@@ -243,3 +243,10 @@ def test_through_a_proxy_the_proxys_address_is_checked(monkeypatch):
         assert proxy.received == []
         guarded((), url="http://example.invalid/").execute({})
     assert proxy.received[0].startswith(b"GET http://example.invalid/ ")
+
+
+def test_an_ipv4_mapped_ipv6_literal_is_refused_like_its_ipv4_address():
+    with pytest.raises(ActionError) as caught:
+        run(url="http://[::ffff:169.254.169.254]/latest")
+    assert str(caught.value) == ("http_request: http://[::ffff:169.254.169.254]/latest resolves to "
+                                 "::ffff:169.254.169.254, which WORKFLOW_HTTP_DENY refuses")

@@ -248,6 +248,17 @@ def test_a_module_that_logs_and_raises_the_password_leaks_nothing(server):
     assert leaks(server, list(SETTING_SECRETS.values())) == {}
 
 
+def test_a_module_that_raises_an_input_token_leaks_it_nowhere(server):
+    token = "inTok-4848-theta"
+    create(server, {"name": "careless_call", "steps": [
+        {"name": "call", "type": "python", "retries": 0,
+         "config": {"function": "tests.fixtures:careless_call", "kwargs": {"token": "{{ inputs.api_token }}"}}}]})
+    finished = run(server, "careless_call", {"api_token": token})
+    assert finished["steps"][0]["error"] == "RuntimeError: remote refused token ***"
+    assert "RuntimeError: remote refused token ***" in server.stderr  # the traceback on the console
+    assert leaks(server, [token, *SETTING_SECRETS.values()]) == {}
+
+
 def test_everything_under_the_storage_folder_is_the_owners_only(server, target):
     files = server.post("/api/workflows/tokened/runs", params=WAIT, headers=AUTH,
                         files={"report": ("report.txt", b"data")}, data={"inputs": json.dumps({"api_token": "x"})})
