@@ -13,6 +13,8 @@ from urllib.parse import quote
 REDACTED = "***"
 # Shorter values are not scrubbed by value: "on" or "123" would blank out ordinary text everywhere.
 MIN_SCRUB_LENGTH = 4
+# With more values than this, one regular expression scans a text once instead of once per value.
+_MANY_VALUES = 16
 
 # Key names are compared in snake_case (camelCase split, "-", "." and spaces read as "_", lower-cased).
 # A key names a secret when its last word (or words) is one of these; Slack's and most webhook URLs
@@ -107,6 +109,7 @@ class Scrubber:
     def __init__(self, values: Iterable[Any] = ()):
         self._lock = threading.Lock()
         self._values: tuple[str, ...] = ()
+        self._pattern: re.Pattern[str] | None = None
         self.add(values)
 
     def __bool__(self) -> bool:
@@ -122,17 +125,24 @@ class Scrubber:
             new -= set(self._values)
             if new:
                 # Longest first, so a secret that contains another is replaced whole.
-                self._values = tuple(sorted({*self._values, *new}, key=len, reverse=True))
+                values = tuple(sorted({*self._values, *new}, key=len, reverse=True))
+                # An alternation takes the first alternative that matches: longest first replaces a secret whole.
+                self._pattern = re.compile("|".join(map(re.escape, values))) if len(values) > _MANY_VALUES else None
+                self._values = values
 
     def extended(self, values: Iterable[Any]) -> Scrubber:
         """A new scrubber with this one's values and ``values``."""
         scrubber = Scrubber()
-        scrubber._values = self._values
+        scrubber._values, scrubber._pattern = self._values, self._pattern
         scrubber.add(values)
         return scrubber
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``***``."""
+        pattern = self._pattern
+        if pattern is not None:
+            scrubbed = pattern.sub(REDACTED, text)
+            return text if scrubbed == text else scrubbed
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)

@@ -199,3 +199,11 @@ def test_install_log_filter_reaches_root_handlers():
         root.removeHandler(handler)
         install_log_filter({})
     assert handler.stream.getvalue() == "token ***\n"
+
+
+def test_a_scrubber_with_many_values_replaces_each_whole():
+    values = [f"secret-number-{index:03d}" for index in range(40)] + ["secret-number-001-and-more"]
+    scrubber = Scrubber(values)
+    assert scrubber.text("a secret-number-007 b secret-number-001-and-more c") == "a *** b *** c"
+    text = "nothing to hide"
+    assert scrubber.text(text) is text
