@@ -211,6 +211,18 @@ def test_an_input_token_echoed_in_an_http_error_is_scrubbed(server, target):
     assert key not in json.dumps(record["steps"]) + record["error"] + logs
 
 
+def test_an_input_token_echoed_in_a_header_error_is_scrubbed(server, target):
+    """requests refuses a header value with a newline and quotes it in its error."""
+    token = "inTok-7777-eta"
+    create(server, {"name": "bad_header", "steps": [
+        {"name": "call", "type": "http_request",
+         "config": {"url": f"{target}/ok", "headers": {"Authorization": "Bearer {{ inputs.api_token }}"}}}]})
+    finished = run(server, "bad_header", {"api_token": token + "\n"})
+    error = finished["steps"][0]["error"]
+    assert finished["status"] == "failed" and error.endswith("in header value: '***'"), error
+    assert leaks(server, [token, *SETTING_SECRETS.values()]) == {}
+
+
 def test_a_failing_slack_webhook_url_input_is_hidden_everywhere(server, target):
     url = f"{target}/services/T0001/B0001/slackSecret1357"
     create(server, {
