@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 
 import pytest
 
-from app.config import SECRET_SETTINGS
+from actions.base import ActionError, BaseAction
+from app.binding import BoundWorkflow
+from app.config import SECRET_SETTINGS, load_settings
+from app.engine import Engine
 from app.redaction import (
     LOG_FILTER,
     REDACTED,
@@ -21,6 +25,9 @@ from app.redaction import (
     secret_values,
     settings_scrubber,
 )
+from app.store import JsonStore
+from tests.conftest import TEST_SETTINGS
+from workflows.base import Workflow
 
 
 @pytest.mark.parametrize(
@@ -207,3 +214,47 @@ def test_a_scrubber_with_many_values_replaces_each_whole():
     assert scrubber.text("a secret-number-007 b secret-number-001-and-more c") == "a *** b *** c"
     text = "nothing to hide"
     assert scrubber.text(text) is text
+
+
+# -- the engine scrubs every record it writes -----------------------------------------
+class _Quote(BaseAction):
+    """Returns, or fails with, a text quoting whatever it was given."""
+
+    def __init__(self, name: str, text: str = "", fail: bool = False, **options):
+        super().__init__(name, **options)
+        self.text, self.fail = text, fail
+
+    def execute(self, data_store: dict) -> dict:
+        logging.getLogger("tests.redaction.quote").warning("saw %s", self.text)
+        if self.fail:
+            raise ActionError(f"remote said: {self.text}", retryable=False)
+        return {"echo": self.text, "token": "fetched-token-55"}
+
+
+class _Quoting(Workflow):
+    name = "quoting"
+    actions = [
+        _Quote("fetch", text="plain"),
+        _Quote("show", text="{{ steps.fetch.token }} / {{ inputs.user_password }} / {{ settings.MAIL_FROM }}"),
+        _Quote("fail", text="{{ inputs.user_password }} and the token {{ steps.fetch.token }}", fail=True),
+    ]
+
+
+def test_the_engine_scrubs_results_errors_and_logs(tmp_path):
+    settings = {**load_settings({}), **TEST_SETTINGS, "SMTP_PASSWORD": "smtp-secret-31"}
+    engine = Engine(JsonStore(tmp_path / "data"), settings)
+    bound = BoundWorkflow.bind(_Quoting, settings, engine.renderer)
+    run, _ = engine.submit(bound, {"user_password": "in-pw-8642", "note": "smtp-secret-31"})
+    assert engine.wait(run["id"], 10)
+    stored = engine.store.get_run(run["id"])
+    steps = {step["name"]: step for step in stored["steps"]}
+    assert stored["trigger_data"] == {"user_password": "***", "note": "***"}
+    assert steps["fetch"]["result"] == {"echo": "plain", "token": "***"}
+    assert steps["show"]["result"]["echo"] == "*** / *** / pyflow@localhost"
+    assert steps["fail"]["error"] == "remote said: *** and the token ***"
+    assert stored["error"] == "step 'fail' failed: remote said: *** and the token ***"
+    logs = json.dumps(engine.store.get_logs(run["id"]))
+    assert "saw *** / ***" in logs
+    for secret in ("in-pw-8642", "fetched-token-55", "smtp-secret-31"):
+        assert secret not in json.dumps(stored) + logs
+    engine.shutdown()
