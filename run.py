@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -58,6 +59,9 @@ def _configure_logging(level: str | None, default: str) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(name)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from app.redaction import LOG_FILTER, settings_scrubber
+    LOG_FILTER.scrubber = settings_scrubber(os.environ)  # create_app sets it again from its settings
+    console.addFilter(LOG_FILTER)  # secret settings' values never reach the console
     # The root logger passes INFO on even when the console shows less: runs keep their own logs.
     logging.basicConfig(level=min(logging.INFO, logging.getLevelName(name)), handlers=[console])
     if logging.getLevelName(name) > logging.DEBUG:

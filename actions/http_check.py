@@ -12,6 +12,7 @@ import requests
 
 from actions.base import ActionError, BaseAction
 from actions.http_errors import describe
+from actions.http_policy import PolicyError, session
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ class HttpCheckAction(BaseAction):
 
     An unreachable site is a result (``"ok": false`` with an ``error``), not a
     step failure, so the workflow can go on to alert about it. Redirects are
-    followed; latency covers the whole exchange, body included.
+    followed; latency covers the whole exchange, body included. An address in
+    WORKFLOW_HTTP_DENY (after DNS, on every redirect) fails the step instead.
     """
 
     type = "http_check"
@@ -68,11 +70,13 @@ class HttpCheckAction(BaseAction):
         status_code = None
         started = time.perf_counter()
         try:
-            with requests.Session() as session:
-                response = session.request(method, url, timeout=timeout, allow_redirects=True)
+            with session(self.context.settings) as guarded:
+                response = guarded.request(method, url, timeout=timeout, allow_redirects=True)
                 status_code = response.status_code
                 response.close()
             error = None
+        except PolicyError as exc:
+            raise ActionError(f"http_check: {exc}", retryable=False) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise ActionError(f"http_check: invalid url {url!r}: {exc}", retryable=False)
         except requests.RequestException as exc:

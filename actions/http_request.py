@@ -15,6 +15,8 @@ import requests
 
 from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
+from actions.http_policy import PolicyError, session
+from actions.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,9 @@ class HttpRequestAction(BaseAction):
     ``json`` sends a JSON body, ``data`` a form (a mapping) or a raw text body.
     The result has ``status_code``, ``headers``, ``json`` (the parsed body when
     it is JSON, else null), ``text`` (null for a binary body, which comes as
-    ``body_base64`` instead) and ``elapsed_ms``. Redirects are followed.
+    ``body_base64`` instead) and ``elapsed_ms``. Redirects are followed; a host
+    or redirect that resolves to an address in WORKFLOW_HTTP_DENY fails the step
+    before anything is sent (actions/http_policy.py).
     """
 
     type = "http_request"
@@ -89,9 +93,13 @@ class HttpRequestAction(BaseAction):
 
         started = time.perf_counter()
         try:
-            with requests.request(method, url, headers=headers, params=self.params, json=self.json, data=data,
-                                  timeout=timeout, stream=True) as response:
+            with session(self.context.settings) as guarded, guarded.request(
+                method, url, headers=headers, params=self.params, json=self.json, data=data, timeout=timeout,
+                stream=True,
+            ) as response:
                 content = _read(response, shown)
+        except PolicyError as error:
+            raise ActionError(f"http_request: {error}", retryable=False) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.InvalidHeader) as error:
             raise ActionError(f"http_request: {shown}: {error}", retryable=False)
@@ -110,6 +118,9 @@ class HttpRequestAction(BaseAction):
                 retryable=status >= 500 or status in _RETRY_4XX,
             )
         parsed, text, encoded = _body(content, response.headers.get("Content-Type", ""))
+        if parsed is not None and redact(parsed) is not parsed:
+            # The run record shows ``json`` with its secrets as "***": the raw text beside it must not show them.
+            text = jsonlib.dumps(redact(parsed), ensure_ascii=False)
         logger.info("http_request %s: %s -> %d in %d ms", self.name, shown, status, elapsed_ms)
         result = {
             "status_code": status,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.base import ActionError, BaseAction, seconds
+from actions.private_files import make_private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def _write_outbox(message: EmailMessage, outbox: Path) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", message["Message-ID"]).strip("-")[:80]
     path = outbox / f"{stamp}-{slug}.eml"
     try:
-        outbox.mkdir(parents=True, exist_ok=True)
+        make_private_dir(outbox)  # mkstemp's file is 0600; the folder is the owner's only too
         # A dot-prefixed temporary name, so readers of *.eml never see a partial message.
         fd, temp = tempfile.mkstemp(dir=outbox, prefix=".", suffix=".tmp")
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from actions.base import ActionError, BaseAction, seconds
+from actions.redaction import is_secret_key
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ KILL_GRACE_SECONDS = 1.0
 class ShellAction(BaseAction):
     """Runs ``command``: a string through ``/bin/sh -c``, a list as argv without a shell.
 
-    Refused unless the setting WORKFLOW_ALLOW_SHELL is true. ``env`` is merged
-    over the server's environment; ``cwd`` is the working directory. On
+    Refused unless the setting WORKFLOW_ALLOW_SHELL is true. The command gets
+    the server's environment without any variable whose name looks secret
+    (every secret setting among them: SMTP_PASSWORD, WORKFLOW_API_TOKEN...),
+    then ``env`` on top; ``cwd`` is the working directory. On
     ``timeout`` (seconds; else the step's ``step_timeout`` when set) or when the
     run is cancelled, the command's whole process group is terminated, then
     killed. A non-zero exit fails the step, naming the code and the last line
@@ -113,12 +116,14 @@ class ShellAction(BaseAction):
         raise ActionError(f"shell: command must be a string or a list of arguments, got {command!r}",
                           retryable=False)
 
-    def _env(self) -> dict[str, str] | None:
-        if self.env in (None, {}):
-            return None  # the server's own environment
-        if not isinstance(self.env, Mapping):
+    def _env(self) -> dict[str, str]:
+        if self.env is not None and not isinstance(self.env, Mapping):
             raise ActionError(f"shell: env must be a mapping of names to values, got {self.env!r}", retryable=False)
-        return {**os.environ, **{str(key): "" if value is None else str(value) for key, value in self.env.items()}}
+        # The secret settings all have secret-looking names (tests/test_redaction.py holds it), so
+        # the key rule removes them with any other credential the server was started with.
+        inherited = {name: value for name, value in os.environ.items() if not is_secret_key(name)}
+        own = {str(key): "" if value is None else str(value) for key, value in (self.env or {}).items()}
+        return {**inherited, **own}
 
     def _timeout(self) -> float | None:
         """The command's own timeout, else the step timeout: the engine gives up on a step but cannot kill it."""

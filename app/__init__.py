@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import auth, dashboard
 from app.config import load_settings
 from app.errors import PyFlowError, error_body
 from app.hooks import bp as webhooks
+from app.redaction import install_log_filter, settings_scrubber
 from app.routes import bp as api
 from app.runtime import Runtime
 
@@ -51,6 +52,26 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify(error_body(500, "internal_error", "internal error; the server log has the details")), 500
 
 
+def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
+    """No answer (API or dashboard) carries a secret setting's value, whatever put it there."""
+    scrubber = settings_scrubber(settings)
+    if not scrubber:
+        return
+
+    @app.after_request
+    def scrub(response: Response) -> Response:
+        if response.direct_passthrough or response.is_streamed or response.mimetype not in _TEXT_ANSWERS:
+            return response  # files (send_file) and streams are the user's own bytes
+        text = response.get_data(as_text=True)
+        scrubbed = scrubber.text(text)
+        if scrubbed is not text:
+            response.set_data(scrubbed)
+        return response
+
+
+_TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/csv", "application/problem+json"})
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the app: settings from the environment, then ``test_config`` on top.
 
@@ -66,6 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = int(float(settings["WORKFLOW_MAX_UPLOAD_MB"]) * 1024 * 1024)
     app.json.sort_keys = False  # run records read in their natural order
+    install_log_filter(settings)  # the server log never shows a secret setting's value
 
     runtime = Runtime(settings, store=store, workflows=workflows)
     app.extensions["pyflow"] = runtime
@@ -75,5 +97,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
     app.register_blueprint(webhooks)
     register_error_handlers(app)
+    scrub_answers(app, settings)
     auth.init_app(app)  # WORKFLOW_API_TOKEN: bearer for /api, login for the dashboard
     return app

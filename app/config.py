@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# DEFAULT_HTTP_DENY (link-local and cloud metadata addresses) lives beside the check that uses it.
+from actions.http_policy import DEFAULT_HTTP_DENY
 from app.errors import ConfigError
 
 
@@ -73,9 +75,6 @@ def _networks(value: str) -> tuple[str, ...]:
         ipaddress.ip_network(name, strict=False)  # ValueError for a malformed range
     return names
 
-
-# Link-local (where cloud metadata services answer: 169.254.169.254) and the other metadata addresses.
-DEFAULT_HTTP_DENY = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
 
 # name -> (default, parser, what a valid value looks like)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {

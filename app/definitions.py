@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.binding import BoundWorkflow
 from app.errors import ConfigError, Conflict, InvalidInput
+from app.redaction import keep_redacted
 from workflows.declarative import DefinitionError, build_workflow, definition_files, load_file
 from workflows.registry import WorkflowLoadError
 
@@ -86,6 +87,7 @@ class Definitions:
                 if definition["name"] != name:
                     raise InvalidInput(f"the definition is named {definition['name']!r}, the URL {name!r}",
                                        details=[{"path": "name", "message": f"must be {name!r}"}])
+            definition = keep_redacted(definition, bound.workflow.definition)  # "***" read back keeps the secret
             version = (bound.workflow.version or 0) + 1
             workflow = self._checked(definition, "request body", version)
             self._versions[(name, bound.workflow.version)] = bound

@@ -14,9 +14,9 @@ from typing import Any
 from actions.base import ActionError, BaseAction, RunContext
 from app import run_logs
 from app.binding import BoundWorkflow
-from app.config import SECRET_SETTINGS, public_settings
+from app.config import public_settings
 from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
-from app.redaction import redact
+from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.store import Store
 from app.templating import Renderer, RenderError, is_truthy
@@ -48,7 +48,8 @@ class Engine:
         self._outcomes: OrderedDict[str, dict] = OrderedDict()
         self._closing = False
         self._watchdog = Watchdog(self._on_timeout)
-        self._secrets = tuple(str(settings[name]) for name in SECRET_SETTINGS if settings.get(name))
+        # Secret settings' values, scrubbed from every record, error and log line of every run.
+        self._scrubber = settings_scrubber(settings)
         # Environment variables templates may read as {{ env.NAME }}: only those allow-listed.
         allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
@@ -80,7 +81,8 @@ class Engine:
             new_step(action.name, action.type, bound.graph.depends_on(names, index))
             for index, action in enumerate(bound.actions)
         ]
-        run = new_run(bound.name, steps, redact(trigger_data), source)
+        scrubber = self._scrubber_for(bound, trigger_data)
+        run = new_run(bound.name, steps, scrubber.scrub(redact(trigger_data)), source)
         run["version"] = bound.workflow.version
         if call_stack:
             run["call_stack"] = list(call_stack)
@@ -89,6 +91,7 @@ class Engine:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
             execution = Execution(bound, run, {"trigger_data": trigger_data}, {})
+            execution.scrubber = scrubber
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = True
@@ -108,6 +111,7 @@ class Engine:
             if step["status"] in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
                 data_store[step["name"]] = results[step["name"]] = step["result"]
         execution = Execution(bound, run, data_store, results)
+        execution.scrubber = self._scrubber_for(bound, run["trigger_data"])
         for index, step in enumerate(steps):
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
@@ -120,6 +124,11 @@ class Engine:
         where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
         self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
+
+    def _scrubber_for(self, bound: BoundWorkflow, trigger_data: dict) -> Scrubber:
+        """The settings' secrets plus every value redacted by key in the run's inputs, definition and trigger."""
+        definition, trigger = bound.workflow.definition, bound.trigger.describe()
+        return self._scrubber.extended(secret_values(trigger_data) | secret_values(definition) | secret_values(trigger))
 
     def wait(self, run_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a run of this process to finish; True when it has."""
@@ -496,20 +505,22 @@ class Engine:
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
         self.store.update_step(run_id, index, step, durable=False, defer=execution.bound.actions[index].idempotent)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
+        execution.scrubber.add(secret_values(vars(action)))  # the rendered config: a header's token, a password
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()
             token = self._watchdog.arm(Attempt(execution, index, branch), self._timeout_of(execution, index))
             execution.tokens[index] = token
         try:
-            with run_logs.run_scope(self.store, run_id, action.name, self._secrets):
+            with run_logs.run_scope(self.store, run_id, action.name, execution.scrubber):
                 result: Any = action.execute(execution.data_store)
         except Exception as error:  # any failure of user code fails the attempt
             if not self._release(execution, index, token):
                 return None
             if not isinstance(error, ActionError):
-                logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
-                               exc_info=True)
+                with scrubbing(execution.scrubber):  # the traceback may quote the run's secrets
+                    logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
+                                   exc_info=True)
             return error
         if not self._release(execution, index, token):
             return None
@@ -564,13 +575,14 @@ class Engine:
         results: dict[str, Any] = {}
         scope = ChainMap({**extra, "steps": ChainMap(results, execution.results)}, names)
         # A loop may call this from its own worker threads: their log records belong to the run too.
-        with run_logs.run_scope(self.store, execution.run["id"], parent.name, self._secrets):
+        with run_logs.run_scope(self.store, execution.run["id"], parent.name, execution.scrubber):
             for action in actions:
                 rendered = self.renderer.render_object(action, scope, f"step {parent.name!r}: {action.name!r}")
                 if action.when is not None and not is_truthy(rendered.when):
                     results[action.name] = None
                     continue
                 rendered.context = self._context(execution, rendered, 1, timeout)
+                execution.scrubber.add(secret_values(vars(rendered)))
                 results[action.name] = self._as_result(rendered.execute({**execution.data_store, **results}))
         return results
 
@@ -587,7 +599,7 @@ class Engine:
         if isinstance(error, StepInterrupted):
             step["attempts"] -= 1  # the attempt never started
             return False
-        message = one_line(error)
+        message = execution.scrubber.text(one_line(error))
         action = execution.bound.actions[index]
         retries = execution.bound.max_retries if action.retries is None else action.retries
         if not getattr(error, "retryable", True) or step["attempts"] > retries:
@@ -668,7 +680,8 @@ class Engine:
 
     def _succeed_step(self, execution: Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]
-        step["result"] = redact(result)
+        execution.scrubber.add(secret_values(result))  # a token a step fetched is hidden wherever it shows up
+        step["result"] = execution.scrubber.scrub(redact(result))
         step["error"] = None
         execution.data_store[step["name"]] = execution.results[step["name"]] = result
         self._close_step(execution, index, StepStatus.SUCCEEDED)
@@ -681,6 +694,7 @@ class Engine:
 
     def _fail_step(self, execution: Execution, index: int, message: str) -> None:
         step = execution.run["steps"][index]
+        message = execution.scrubber.text(message)
         self._log(execution, logging.ERROR, f"failed: {message}", step["name"])
         step["error"] = message
         self._close_step(execution, index, StepStatus.FAILED)
@@ -730,9 +744,10 @@ class Engine:
 
     def _log(self, execution: Execution, level: int, message: str, step: str | None = None) -> None:
         """Log to the server log and to the run's own log."""
+        message = execution.scrubber.text(message)
         logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
         # Deferred: written with the run's next change; an action's own log lines are written at once.
-        run_logs.write(self.store, execution.run["id"], level, message, step, self._secrets, defer=True)
+        run_logs.write(self.store, execution.run["id"], level, message, step, defer=True)
 
     @staticmethod
     def _timeout_of(execution: Execution, index: int) -> float:

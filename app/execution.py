@@ -7,6 +7,7 @@ import threading
 from collections import deque
 
 from actions.base import ActionError
+from actions.redaction import Scrubber
 from app.binding import BoundWorkflow
 from app.runs import FINISHED_STEP
 from app.templating import RenderError
@@ -92,6 +93,8 @@ class Execution:
         self.slotless = False
         # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.
         self.awaited = False
+        # Secret values hidden from its records, errors and logs (the engine adds the run's own).
+        self.scrubber = Scrubber()
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']}>"

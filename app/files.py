@@ -13,6 +13,7 @@ from typing import Any
 
 from filelock import lock_descriptor, unlock_descriptor
 
+from actions.private_files import FILE_MODE, open_private
 from app.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     temp = None
     try:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide these files from other users, unlike the journals
+        os.fchmod(fd, FILE_MODE)  # the owner's only, whatever the umask: records hold inputs and results
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
@@ -196,7 +197,7 @@ class Mutex:
         self._thread_lock.acquire()
         try:
             if self._fd < 0:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
             lock_descriptor(self._fd, poll_interval=0.001)
         except BaseException as exc:
             self._thread_lock.release()

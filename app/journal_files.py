@@ -11,6 +11,7 @@ from pathlib import Path
 
 from filelock import lock_descriptor
 
+from actions.private_files import open_private
 from app.errors import StorageError
 from app.files import storage_error
 
@@ -95,7 +96,7 @@ class JournalFiles:
         flags = _APPEND if create else _APPEND & ~os.O_CREAT
         while True:
             try:
-                fd = os.open(path, flags, 0o644)
+                fd = open_private(path, flags)
             except FileNotFoundError as exc:
                 if create:  # its folder is gone
                     raise storage_error("write", path, exc) from exc

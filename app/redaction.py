@@ -1,46 +1,98 @@
-"""Keeps secrets out of run records, summaries and logs."""
+"""Keeps secrets out of run records, summaries, answers and logs (the rules live in actions/redaction.py)."""
 
 from __future__ import annotations
 
-import re
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-REDACTED = "***"
+from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_key, redact, secret_values
+from app.config import SECRET_SETTINGS
 
-# A key names a secret when it is, or ends in, one of these words. Webhook URLs count: Slack's
-# and most others' carry their credential in the path.
-_SECRET_KEY = re.compile(
-    r"(?:^|[_\-.])(?:password|passwd|pwd|secret|token|(?:api|private|secret|access)[_\-]?key|authorization"
-    r"|credentials?|cookie|webhook[_\-]?url)$",
-    re.IGNORECASE,
-)
-# camelCase keys (accessToken, clientSecret) are split into words first.
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+__all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
+           "settings_scrubber", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter", "scrubbing"]
+
+_local = threading.local()
 
 
-def is_secret_key(key: Any) -> bool:
-    """True for keys such as ``password``, ``SMTP_PASSWORD``, ``access_token``, ``accessToken``."""
-    return isinstance(key, str) and bool(_SECRET_KEY.search(_CAMEL_BOUNDARY.sub("_", key)))
+def settings_scrubber(settings: Mapping[str, Any]) -> Scrubber:
+    """A scrubber holding the value of every secret setting (SECRET_SETTINGS) that is set."""
+    return Scrubber(settings.get(name) for name in sorted(SECRET_SETTINGS))
 
 
-def redact(value: Any) -> Any:
-    """``value`` with every secret-named key's value replaced by ``"***"``.
+def keep_redacted(new: Any, old: Any) -> Any:
+    """``new`` with every secret-named field that reads ``"***"`` given its value in ``old``.
 
-    Returns the same object when nothing needed redacting, so the common case
-    costs one walk and no copy.
+    A client that edits a definition it read back (where secrets show as
+    ``***``) and PUTs it keeps the stored secrets, as n8n does with credentials.
+    A ``***`` with nothing stored at that place stays as it is.
     """
-    if isinstance(value, dict):
-        changed = False
+    if isinstance(new, dict) and isinstance(old, dict):
         result = {}
-        for key, item in value.items():
-            if is_secret_key(key) and item not in (None, ""):
-                new = REDACTED
+        for key, item in new.items():
+            if item == REDACTED and is_secret_key(key) and key in old:
+                result[key] = old[key]
             else:
-                new = redact(item)
-            changed = changed or new is not item
-            result[key] = new
-        return result if changed else value
-    if isinstance(value, (list, tuple)):  # a tuple is a JSON array too
-        items = [redact(item) for item in value]
-        return items if any(new is not old for new, old in zip(items, value, strict=True)) else value
-    return value
+                result[key] = keep_redacted(item, old.get(key))
+        return result
+    if isinstance(new, list) and isinstance(old, list):
+        return [keep_redacted(item, old[index] if index < len(old) else None) for index, item in enumerate(new)]
+    return new
+
+
+@contextmanager
+def scrubbing(scrubber: Scrubber) -> Iterator[None]:
+    """Inside the block, log records this thread emits are also scrubbed of ``scrubber``'s values (a run's own)."""
+    previous = getattr(_local, "scrubber", None)
+    _local.scrubber = scrubber
+    try:
+        yield
+    finally:
+        _local.scrubber = previous
+
+
+class ScrubFilter(logging.Filter):
+    """Replaces secret settings' values (and the current run's, see ``scrubbing``) in a record's message and traceback.
+
+    Installed on handlers, so records of every logger that reach them are scrubbed.
+    """
+
+    def __init__(self, scrubber: Scrubber | None = None):
+        super().__init__()
+        self.scrubber = scrubber or Scrubber()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrubbers = [scrubber for scrubber in (self.scrubber, getattr(_local, "scrubber", None)) if scrubber]
+        if not scrubbers:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: logging reports it; keep what it would show scrubbed
+            message = str(record.msg)
+        scrubbed = message
+        for scrubber in scrubbers:
+            scrubbed = scrubber.text(scrubbed)
+        if scrubbed is not message or record.args:
+            record.msg, record.args = scrubbed, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        for scrubber in scrubbers:
+            if record.exc_text:
+                record.exc_text = scrubber.text(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrubber.text(record.stack_info)
+        return True
+
+
+# One filter per process: run.py installs it on the console, create_app on the root logger's handlers.
+LOG_FILTER = ScrubFilter()
+
+
+def install_log_filter(settings: Mapping[str, Any]) -> None:
+    """Scrub the secret settings' values from every record the root logger's handlers emit (idempotent)."""
+    LOG_FILTER.scrubber = settings_scrubber(settings)
+    for handler in logging.getLogger().handlers:
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
+from app.redaction import redact
 from app.runs import FINISHED_RUN, RunStatus, progress
 from app.runtime import Runtime
 from app.uploads import save_uploads
@@ -165,7 +166,8 @@ def _definition_body() -> dict:
 
 def _with_definition(summary: dict) -> dict:
     workflow = runtime().get(summary["name"]).workflow
-    summary["definition"] = workflow.definition
+    # Secrets show as "***"; a PUT that sends "***" back keeps the stored value (Definitions.update).
+    summary["definition"] = redact(workflow.definition)
     return summary
 
 

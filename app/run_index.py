@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from actions.private_files import open_private
 from app.files import Mutex, dumps, fsync_file, fsync_folder, parse_lines, storage_error, write_atomic
 from app.runs import FINISHED_RUN
 
@@ -143,7 +144,7 @@ class RunIndex:
                     if fd >= 0:
                         os.close(fd)
                     self._fd = -1
-                    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    fd = open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC)
                     self._fd = fd
                     size = os.fstat(fd).st_size
                     # A line torn by a crash must not swallow ours. Live writers write whole lines, so once is enough.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.redaction import REDACTED
+from app.redaction import Scrubber, scrubbing
 from app.runs import format_time
 from app.store import Store
 
@@ -18,29 +18,22 @@ _scope = threading.local()
 
 
 @contextmanager
-def run_scope(store: Store, run_id: str, step: str | None, secrets: Iterable[str] = ()) -> Iterator[None]:
-    """Log records emitted by this thread inside the block also go to the run's log."""
+def run_scope(store: Store, run_id: str, step: str | None, scrubber: Scrubber | None = None) -> Iterator[None]:
+    """Log records emitted by this thread inside the block also go to the run's log, secrets scrubbed."""
     previous = getattr(_scope, "current", None)
-    _scope.current = (store, run_id, step, tuple(secrets))
+    _scope.current = (store, run_id, step, scrubber or Scrubber())
     try:
-        yield
+        with scrubbing(_scope.current[3]):  # the console log is scrubbed of the run's secrets too
+            yield
     finally:
         _scope.current = previous
 
 
-def scrub(message: str, secrets: Iterable[str]) -> str:
-    """``message`` with every secret value replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, REDACTED)
-    return message
-
-
 def write(store: Store, run_id: str, level: int, message: str, step: str | None = None,
-          secrets: Iterable[str] = (), *, defer: bool = False) -> None:
+          scrubber: Scrubber | None = None, *, defer: bool = False) -> None:
     """Add one line to a run's log (``defer``: see Store); errors are logged, not raised: a log must not fail a run."""
     entry = {"at": format_time(time.time()), "level": logging.getLevelName(level).lower(), "step": step,
-             "message": scrub(message, secrets)}
+             "message": scrubber.text(message) if scrubber else message}
     try:
         store.append_log(run_id, entry, defer=defer)
     except Exception:
@@ -54,13 +47,13 @@ class RunLogHandler(logging.Handler):
         current = getattr(_scope, "current", None)
         if current is None or record.name.startswith(__name__):
             return
-        store, run_id, step, secrets = current
+        store, run_id, step, scrubber = current
         try:
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
         entry = {"at": format_time(record.created), "level": record.levelname.lower(), "step": step,
-                 "message": scrub(message, secrets)}
+                 "message": scrubber.text(message)}
         try:
             store.append_log(run_id, entry)
         except Exception:

@@ -18,6 +18,7 @@ from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
+from actions.private_files import DIR_MODE, make_private_dir, open_private
 from app import journal_files
 from app.errors import NotFound, StorageError
 from app.files import (
@@ -164,7 +165,7 @@ class Store(ABC):
         """A folder under the store's root, created when missing."""
         path = self.root.joinpath(*parts)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path)
         except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
             raise storage_error("create", path, exc) from exc
         return path
@@ -210,9 +211,13 @@ class JsonStore(Store):
         locks = self.root / "locks"
         for folder in (self._runs, self._keys, self._triggers, locks):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
+        try:
+            os.chmod(self.root, DIR_MODE)  # runs, definitions and uploads are the owner's only
+        except OSError as exc:
+            logger.warning("cannot make %s private (mode 0700): %s", self.root, exc)
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
@@ -475,7 +480,7 @@ class JsonStore(Store):
         folder = self._definition_folder(name)
         with self._workflows_mutex:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
             version = (self._versions(folder) or [0])[-1] + 1
@@ -521,7 +526,7 @@ class JsonStore(Store):
         # One new file per run: the journal, whose first line is the whole record.
         line = b'{"seq":1,%s\n' % dumps({"run": run})[1:]
         try:
-            fd = os.open(journal, _APPEND | os.O_EXCL, 0o644)
+            fd = open_private(journal, _APPEND | os.O_EXCL)
         except FileExistsError:
             raise ValueError(f"run {run_id!r} already exists") from None
         except OSError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
+from actions.private_files import make_private_dir, open_private
 from app.errors import StorageError
 
 CHUNK = 1024 * 1024
@@ -26,7 +27,8 @@ def save_upload(upload: FileStorage, folder: Path) -> dict:
     temporary = folder / f".{filename}.{uuid.uuid4().hex}.part"
     size = 0
     try:
-        with open(temporary, "wb") as handle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        with os.fdopen(open_private(temporary, flags), "wb") as handle:  # uploads are the owner's only
             while chunk := upload.stream.read(CHUNK):
                 handle.write(chunk)
                 size += len(chunk)
@@ -48,7 +50,7 @@ def save_uploads(uploads: list[FileStorage], attachments_root: Path) -> list[dic
         return []
     folder = attachments_root / uuid.uuid4().hex
     try:
-        folder.mkdir(parents=True)
+        make_private_dir(folder)
     except OSError as error:
         raise StorageError(f"cannot create {folder}: {error}") from None
     return [save_upload(upload, folder) for upload in uploads]

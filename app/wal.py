@@ -14,6 +14,7 @@ from pathlib import Path
 
 from filelock import lock_descriptor
 
+from actions.private_files import make_private_dir, open_private
 from app.files import fsync_folder, parse_lines, storage_error
 
 logger = logging.getLogger(__name__)
@@ -149,10 +150,10 @@ class WriteAheadLog:
 
     def _open(self) -> Segment:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.folder)
             # Named by creation time, so replaying a dead process's logs in name order replays them in order.
             path = self.folder / f"{time.time_ns():020d}-{os.getpid()}.wal"
-            fd = os.open(path, _OPEN, 0o644)
+            fd = open_private(path, _OPEN)
         except OSError as exc:
             raise storage_error("write", self.folder, exc) from exc
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -894,3 +896,15 @@ DURABLE_WORKFLOWS = [
     OneAtATimeWorkflow,
     NoOverlapWorkflow,
 ]
+
+
+def careless_call(token: str) -> dict:
+    """A careless module: fails quoting the token it was given (the traceback goes to the console)."""
+    raise RuntimeError(f"remote refused token {token}")
+
+
+def careless_login() -> dict:
+    """A careless module: logs the SMTP password and fails with it in the message (tests/security replays it)."""
+    password = os.environ.get("SMTP_PASSWORD", "")
+    logging.getLogger("tests.fixtures").warning("logging in with password %s", password)
+    raise RuntimeError(f"login refused for password {password}")

@@ -13,7 +13,7 @@ import pytest
 
 from actions.base import ActionError, RunContext
 from actions.http_request import HttpRequestAction
-from tests.http_server import base_url, serving
+from tests.http_server import base_url, recording, redirecting, serving
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
 
@@ -166,3 +166,87 @@ def test_json_and_data_together_are_refused():
 ])
 def test_only_idempotent_methods_are_repeated_after_a_crash(method, idempotent):
     assert HttpRequestAction("call", url="http://127.0.0.1/", method=method).idempotent is idempotent
+
+
+# -- WORKFLOW_HTTP_DENY: checked after DNS and on every redirect ---------------------
+def guarded(deny, **config) -> HttpRequestAction:
+    action = HttpRequestAction("call", **config)
+    action.context = RunContext(settings={"WORKFLOW_HTTP_DENY": deny})
+    return action
+
+
+def test_a_redirect_to_the_metadata_address_is_refused_without_connecting():
+    with serving(redirecting("http://169.254.169.254/latest/meta-data/?x=1")) as httpd:
+        with pytest.raises(ActionError) as caught:
+            run(url=f"{base_url(httpd)}/start")
+    assert str(caught.value) == ("http_request: http://169.254.169.254/latest/meta-data/ resolves to "
+                                 "169.254.169.254, which WORKFLOW_HTTP_DENY refuses")
+    assert not caught.value.retryable
+
+
+def test_a_denied_address_receives_nothing_even_through_a_redirect():
+    with recording("127.0.0.2") as target, serving(redirecting(f"http://127.0.0.2:{target.port}/x")) as httpd:
+        with pytest.raises(ActionError, match="resolves to 127.0.0.2, which WORKFLOW_HTTP_DENY refuses"):
+            guarded(("127.0.0.2/32",), url=f"{base_url(httpd)}/start").execute({})
+        with pytest.raises(ActionError, match=rf"^http_request: http://127.0.0.2:{target.port}/ resolves"):
+            guarded("127.0.0.2/32", url=f"http://127.0.0.2:{target.port}/?token=t").execute({})
+    assert target.received == []
+
+
+def test_an_allowed_address_is_reached_when_the_deny_list_is_empty():
+    with recording("127.0.0.2") as target:
+        result = guarded((), url=f"http://127.0.0.2:{target.port}/hello").execute({})
+    assert result["text"] == "ok" and target.received[0].startswith(b"GET /hello ")
+
+
+def test_a_host_name_is_checked_after_dns_and_resolved_once(monkeypatch):
+    with recording("127.0.0.1") as target:
+        with pytest.raises(ActionError, match=r"http://localhost:\d+/ resolves to (127\.0\.0\.1|::1), which"):
+            guarded(("127.0.0.0/8", "::1/128"), url=f"http://localhost:{target.port}/").execute({})
+        assert target.received == []
+        lookups = []
+        real = socket.getaddrinfo
+
+        def counting(host, *args, **kwargs):
+            lookups.append(host)
+            return real(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", counting)
+        guarded((), url=f"http://localhost:{target.port}/").execute({})
+    # The name is looked up once; the connection goes to the address that was checked (a literal).
+    assert lookups.count("localhost") == 1
+    assert target.received and target.received[0].startswith(b"GET / ")
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [("169.254.169.254", True), ("::ffff:169.254.169.254", True), ("fe80::1%eth0", True),
+     ("100.100.100.200", True), ("127.0.0.1", False), ("10.0.0.1", False), ("::1", False), ("8.8.8.8", False)],
+)
+def test_default_deny_list(address, refused):
+    from actions.http_policy import denied, networks
+
+    assert denied(address, networks(None)) is refused
+
+
+def test_a_json_answer_keeps_no_secret_in_its_text(server):
+    result = run(url=f"{server}/echo", headers={"X-Token": "tok-abcdef"})
+    assert result["json"]["x_token"] == "tok-abcdef"  # templates of later steps still see it
+    assert "tok-abcdef" not in result["text"] and json.loads(result["text"])["x_token"] == "***"
+
+
+def test_through_a_proxy_the_proxys_address_is_checked(monkeypatch):
+    with recording("127.0.0.2") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.2:{proxy.port}")
+        with pytest.raises(ActionError, match="resolves to 127.0.0.2, which WORKFLOW_HTTP_DENY refuses"):
+            guarded(("127.0.0.2/32",), url="http://example.invalid/").execute({})
+        assert proxy.received == []
+        guarded((), url="http://example.invalid/").execute({})
+    assert proxy.received[0].startswith(b"GET http://example.invalid/ ")
+
+
+def test_an_ipv4_mapped_ipv6_literal_is_refused_like_its_ipv4_address():
+    with pytest.raises(ActionError) as caught:
+        run(url="http://[::ffff:169.254.169.254]/latest")
+    assert str(caught.value) == ("http_request: http://[::ffff:169.254.169.254]/latest resolves to "
+                                 "::ffff:169.254.169.254, which WORKFLOW_HTTP_DENY refuses")

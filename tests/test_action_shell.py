@@ -107,3 +107,21 @@ def test_output_is_truncated(monkeypatch):
 def test_bad_command_is_refused_at_definition(command):
     with pytest.raises(ValueError, match="command must be"):
         ShellAction("cmd", command=command)
+
+
+def test_the_child_gets_no_secret_setting_nor_secret_looking_variable(monkeypatch):
+    secrets = {"SMTP_PASSWORD": "smtp-pw-1", "IMAP_PASSWORD": "imap-pw-2", "WORKFLOW_API_TOKEN": "api-tok-3",
+               "WORKFLOW_SECRET_KEY": "sess-key-4", "AWS_SECRET_ACCESS_KEY": "aws-5", "DATABASE_URL": "pg://u:p@h/db"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PLAIN_SETTING", "visible")
+    result = shell(command="env").execute({})
+    for name, value in secrets.items():
+        assert name not in result["stdout"] and value not in result["stdout"]
+    assert "PLAIN_SETTING=visible" in result["stdout"]
+
+
+def test_a_step_may_hand_its_own_secret_to_the_child(monkeypatch):
+    monkeypatch.setenv("SMTP_PASSWORD", "server-pw")
+    result = shell(command="echo $API_TOKEN $SMTP_PASSWORD", env={"API_TOKEN": "mine"}).execute({})
+    assert result["stdout"] == "mine\n"

@@ -12,7 +12,7 @@ import trustme
 
 from actions.base import ActionError, RunContext
 from actions.http_check import HttpCheckAction
-from tests.http_server import base_url, serving
+from tests.http_server import base_url, recording, redirecting, serving
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -181,3 +181,21 @@ def test_bad_number_in_constructor():
 def test_step_options_pass_through():
     action = HttpCheckAction("check", url="http://127.0.0.1/", step_timeout=5, retries=0)
     assert (action.step_timeout, action.retries, action.type) == (5, 0, "http_check")
+
+
+def test_a_redirect_to_a_denied_address_fails_the_check_without_connecting():
+    with recording("127.0.0.2") as target, serving(redirecting(f"http://127.0.0.2:{target.port}/")) as httpd:
+        action = HttpCheckAction("check", url=f"{base_url(httpd)}/health")
+        action.context = RunContext(settings={"WORKFLOW_HTTP_DENY": ("169.254.0.0/16", "127.0.0.2/32")})
+        with pytest.raises(ActionError) as caught:
+            action.execute({})
+    assert str(caught.value) == (f"http_check: http://127.0.0.2:{target.port}/ resolves to 127.0.0.2, "
+                                 "which WORKFLOW_HTTP_DENY refuses")
+    assert not caught.value.retryable and target.received == []
+
+
+def test_the_metadata_address_is_refused_by_default():
+    action = HttpCheckAction("check", url="http://169.254.169.254/")
+    action.context = RunContext()
+    with pytest.raises(ActionError, match="169.254.169.254, which WORKFLOW_HTTP_DENY refuses"):
+        action.execute({})

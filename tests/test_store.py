@@ -948,3 +948,50 @@ def test_durable_update_step_costs_about_one_fsynced_append(json_store, tmp_path
     bare.sort()
     # Medians; the 100 µs allow for Python's own cost on a disk whose fsync is nearly free.
     assert ours[50] < 2 * bare[50] + 100e-6, (ours[50], bare[50])
+
+
+# -- file modes: the store is the owner's only --------------------------------
+@pytest.fixture
+def open_umask():
+    """The most permissive umask: modes must not depend on it."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_every_file_is_0600_and_every_folder_0700(tmp_path, open_umask):
+    from io import BytesIO
+
+    from werkzeug.datastructures import FileStorage
+
+    from app.uploads import save_uploads
+
+    store = JsonStore(tmp_path / "data")
+    run = make_run()
+    store.create_run(run, idempotency_key="k-1")
+    store.update_step(run["id"], 0, done_step("s0", {"x": 1}))
+    store.append_log(run["id"], {"at": "2026-01-01T00:00:00.000Z", "level": "info", "step": None, "message": "hi"})
+    store.save_run(finished(run))
+    store.compact()
+    store.save_trigger_state("wf", {"cursor": 1})
+    store.set_started("wf", True)
+    store.save_definition("wf", {"name": "wf", "steps": []})
+    save_uploads([FileStorage(BytesIO(b"data"), filename="a.txt")], store.files_path("attachments"))
+    store.flush()
+    store.close()
+    modes = {path.relative_to(tmp_path): path.stat().st_mode & 0o777 for path in (tmp_path / "data").rglob("*")}
+    assert modes  # runs, keys, locks, index, triggers, definitions, attachments
+    wrong = {str(path): oct(mode) for path, mode in modes.items()
+             if mode != (0o700 if (tmp_path / path).is_dir() else 0o600)}
+    assert wrong == {}
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_existing_storage_root_is_made_private(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    JsonStore(root).close()
+    assert root.stat().st_mode & 0o777 == 0o700

@@ -22,6 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
+from actions.private_files import make_private_dir
 from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import parse_seconds
 
@@ -303,7 +304,7 @@ class EmailTrigger(BaseTrigger):
     def _save(self, folder: Path, parts: list[tuple[str | None, str, bytes]]) -> list[dict]:
         saved: list[dict] = []
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_dir(folder)  # mail attachments: readable by the owner only
             for index, (filename, content_type, data) in enumerate(parts, 1):
                 name = _safe_filename(filename, index, content_type, {item["filename"] for item in saved})
                 path = folder / name
