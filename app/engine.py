@@ -386,9 +386,12 @@ class Engine:
                     execution.inline = ready[0]
                 else:
                     execution.inline = None
-                    for index in ready[: max(limit - len(execution.in_flight), 0)]:
+                    free = max(limit - len(execution.in_flight), 0)
+                    for index in ready[:free]:
                         execution.in_flight.add(index)
                         self._start_branch(execution, index)
+                    # The rest wait for a branch to end: dropped here, they were later taken for skipped.
+                    execution.candidates.extendleft(reversed(ready[free:]))
                     execution.changed.wait()
                     continue
             if self._run_step(execution, execution.inline, branch=False) is None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from actions.base import BaseAction
 from app.binding import BoundWorkflow
 from app.config import load_settings
 from app.engine import Engine
@@ -38,6 +39,7 @@ from tests.fixtures import (
     UnprintableWorkflow,
     side_effect_lines,
 )
+from workflows.base import Workflow
 
 SETTINGS = {**load_settings({}), **TEST_SETTINGS, "SMTP_PASSWORD": "smtp-secret"}
 UTC_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -436,3 +438,42 @@ def test_runs_of_many_threads_are_all_recorded(engine):
     assert len(set(ids)) == 8
     results = sorted(step(finish(engine, {"id": run_id}), "echo")["result"]["value"] for run_id in ids)
     assert results == sorted(f"t{n}" for n in range(8))
+
+
+# -- parallel branches ----------------------------------------------------------------------------
+
+class _Gauge:
+    """Counts the steps executing at once, and the most it saw."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+
+class GaugedAction(BaseAction):
+    """Holds a branch for a moment while the gauge counts it."""
+
+    gauge = _Gauge()
+
+    def execute(self, data_store: dict) -> dict:
+        with self.gauge.lock:
+            self.gauge.now += 1
+            self.gauge.peak = max(self.gauge.peak, self.gauge.now)
+        time.sleep(0.05)
+        with self.gauge.lock:
+            self.gauge.now -= 1
+        return {"ran": self.name}
+
+
+def test_every_independent_step_runs_with_at_most_max_parallel_steps_at_once(engine):
+    class SixWide(Workflow):
+        name = "six_wide"
+        max_parallel_steps = 2
+        actions = [GaugedAction(f"s{i}", depends_on=[]) for i in range(6)]
+
+    GaugedAction.gauge = _Gauge()
+    finished = run_once(engine, SixWide)
+    assert finished["status"] == "succeeded"
+    assert [record["status"] for record in finished["steps"]] == ["succeeded"] * 6
+    assert [record["result"] for record in finished["steps"]] == [{"ran": f"s{i}"} for i in range(6)]
+    assert GaugedAction.gauge.peak == 2
