@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -107,3 +109,64 @@ def test_run_beside_a_live_server_is_refused_and_read_only_commands_work(servers
 
     assert first.get(f"/api/runs/{running['id']}").json()["status"] == "running"
     assert first.post(f"/api/runs/{running['id']}/cancel").json()["status"] == "cancelled"
+
+
+class HungServer:
+    """A TCP server that accepts connections and never says a word (a hung IMAP server)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # kept open, never answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def hung_imap():
+    server = HungServer()
+    yield server
+    server.close()
+
+
+def test_nine_hung_mail_servers_neither_stop_other_triggers_nor_sigterm(servers, hung_imap):
+    server = servers.make(env={"WORKFLOW_POLL_TIMEOUT": "2", "WORKFLOW_SHUTDOWN_GRACE": "5"}).start()
+    log = [{"name": "note", "type": "log", "config": {"message": "polled"}}]
+    for number in range(9):  # more than the scheduler's 8 pool threads
+        trigger = {"type": "email", "host": "127.0.0.1", "port": hung_imap.port, "user": "pyflow",
+                   "password": "imap-pass", "security": "none", "poll_interval": 1}
+        assert server.post("/api/workflows", json={"name": f"mail{number}", "trigger": trigger,
+                                                   "steps": log}).status_code == 201
+        assert server.post(f"/api/workflows/mail{number}/start").status_code == 200
+    assert server.post("/api/workflows", json={"name": "ticker", "trigger": {"type": "interval", "seconds": 0.3},
+                                               "steps": log}).status_code == 201
+    assert server.post("/api/workflows/ticker/start").status_code == 200
+
+    def ticks() -> int:
+        return len(server.get("/api/runs", params={"workflow": "ticker", "limit": "200"}).json()["runs"])
+
+    # Every mail poll hangs; the ticker keeps firing (once the hung polls pass their 2 s deadline at worst).
+    assert wait_for(lambda: len(hung_imap.accepted) >= 9, 20), "the nine mail polls never connected"
+    first = wait_for(ticks, 10)
+    assert wait_for(lambda: ticks() >= first + 5, 20), "the interval trigger stopped firing"
+    summary = server.get("/api/workflows/mail0").json()
+    # Whichever came first, the socket timeout or the poll's deadline, the workflow says why.
+    error = (summary["last_poll"] or {}).get("error") or ""
+    assert "timed out" in error or "WORKFLOW_POLL_TIMEOUT" in error, summary["last_poll"]
+    assert server.get("/api/health", timeout=5).status_code == 200
+
+    # SIGTERM ends the process, exit 0, within the grace period (stop() asserts both).
+    server.stop(timeout=15)
