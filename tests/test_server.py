@@ -245,3 +245,95 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     assert "RuntimeError: no config here" in error
     assert "Traceback" not in error
     assert error.strip().count("\n") == 0, error
+
+
+# -- under load and at shutdown --------------------------------------------------------------------------------
+
+def test_two_hundred_concurrent_clients_all_get_an_answer(servers):
+    server = servers.start()
+    answers: list[int] = []
+    failures: list[str] = []
+    start = threading.Barrier(200)
+
+    def client(number: int) -> None:
+        start.wait(30)
+        try:
+            # A fresh connection each: 200 connections open at once (waitress's default limit was 100).
+            response = requests.post(f"{server.url}/api/workflows/echo/runs?wait=60",
+                                     json={"inputs": {"text": f"c{number}"}}, timeout=120,
+                                     headers={"Connection": "close"})
+            answers.append(response.status_code)
+        except requests.RequestException as error:
+            failures.append(f"client {number}: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)  # a generous overall deadline, not a timing assertion
+
+    assert failures == []
+    assert Counter(answers) == {200: 200}
+    # Queued requests are not one warning line each: at most one per busy period.
+    assert server.stderr.count("Task queue depth") <= 1
+
+
+def test_sigterm_answers_a_waiting_request_with_the_run_as_it_stands_and_exits_0(servers):
+    server = servers.make(env={"WORKFLOW_SHUTDOWN_GRACE": "5"}).start()
+    answer: list[requests.Response] = []
+    waiting = threading.Thread(target=lambda: answer.append(requests.post(
+        f"{server.url}/api/workflows/slow/runs?wait=30", json={"inputs": {"seconds": 20}}, timeout=60)))
+    waiting.start()
+
+    def running() -> list[dict]:
+        return [run for run in server.get("/api/runs", params={"workflow": "slow"}).json()["runs"]
+                if run["status"] == "running"]
+
+    assert wait_for(running, 10), "the slow run never started"
+    assert server.stop(timeout=15) == 0  # asserts exit 0 and "PyFlow stopped"
+    waiting.join(15)
+
+    assert len(answer) == 1
+    assert answer[0].status_code == 202
+    assert answer[0].headers["Content-Type"] == "application/json"
+    assert answer[0].json()["status"] == "running"
+    assert "Traceback" not in server.stderr
+
+    # The run was left as stored; the next start resumes it.
+    run_id = answer[0].json()["id"]
+    server.start()
+    assert server.get(f"/api/runs/{run_id}").json()["status"] in {"queued", "running", "succeeded"}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own: it can be filled or remounted read-only (mounting needs root)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root: the storage-fault tests run as root (CI container)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
+    import subprocess
+
+    server = servers.make(env={"WORKFLOW_STORAGE_PATH": str(small_disk / "data"), "WORKFLOW_SHUTDOWN_GRACE": "5"})
+    server.storage = small_disk / "data"
+    server.start()
+    done = server.post("/api/workflows/echo/runs?wait=10", json={"inputs": {"text": "before"}}).json()
+    server.stop()
+    # A disk that turned read-only (remounted after an error, as ext4 does): the server starts and reads.
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    server.start()
+    assert server.get(f"/api/runs/{done['id']}").json()["status"] == "succeeded"
+    refused = server.post("/api/workflows/echo/runs", json={"inputs": {"text": "late"}})
+    assert refused.status_code == 503, refused.text
+
+    assert server.stop(timeout=15) == 0  # exit 0 within the grace period, "PyFlow stopped" printed
+    assert "Traceback" not in server.stdout
