@@ -337,3 +337,44 @@ def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
 
     assert server.stop(timeout=15) == 0  # exit 0 within the grace period, "PyFlow stopped" printed
     assert "Traceback" not in server.stdout
+
+
+# -- app/server.py's parts --------------------------------------------------------------------------------------
+
+def test_listen_on_a_busy_port_is_one_line_naming_host_and_port():
+    from app.errors import ConfigError
+    from app.server import listen
+
+    taken = listen("127.0.0.1", 0, backlog=8)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as refused:
+            listen("127.0.0.1", port, backlog=8)
+        assert refused.value.message == (f"cannot listen on 127.0.0.1:{port}: the address is already in use "
+                                         f"(another server listens there); stop it or set PORT")
+        with pytest.raises(ConfigError, match=r"^cannot listen on no-such-host\.invalid:5001: HOST "):
+            listen("no-such-host.invalid", 5001, backlog=8)
+    finally:
+        taken.close()
+
+
+def test_the_queue_depth_warning_is_one_line_per_busy_period(caplog):
+    import logging
+
+    from app.server import QueueDepthLog
+
+    log = logging.getLogger("waitress.queue.test")
+    quiet = QueueDepthLog(quiet_seconds=3600)
+    log.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.WARNING, logger="waitress.queue.test"):
+            for depth in range(1, 500):
+                log.warning("Task queue depth is %d", depth)
+        assert [record.getMessage().split(" (")[0] for record in caplog.records] == ["Task queue depth is 1"]
+        assert quiet.dropped == 498
+        quiet.quiet_seconds = 0  # a period without any: the next busy period gets its line
+        with caplog.at_level(logging.WARNING, logger="waitress.queue.test"):
+            log.warning("Task queue depth is %d", 7)
+        assert caplog.records[-1].getMessage().startswith("Task queue depth is 7")
+    finally:
+        log.removeFilter(quiet)
