@@ -19,7 +19,7 @@ import jsonschema
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
-from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
+from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
 from app.execution import RunStateError, one_line
 from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
@@ -124,8 +124,12 @@ class Runtime:
     def maintain(self) -> int:
         """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
-        pruned = self.store.prune(cutoff)
-        self.store.compact()
+        try:
+            pruned = self.store.prune(cutoff)
+            self.store.compact()
+        except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
+            logger.warning("maintenance skipped: %s", error)
+            return 0
         self._prune_attachments(cutoff)
         if pruned:
             logger.info("pruned %d runs older than %s days", pruned, self.settings["WORKFLOW_RETENTION_DAYS"])

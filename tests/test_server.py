@@ -336,7 +336,7 @@ def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
     assert refused.status_code == 503, refused.text
 
     assert server.stop(timeout=15) == 0  # exit 0 within the grace period, "PyFlow stopped" printed
-    assert "Traceback" not in server.stdout
+    assert "Traceback" not in server.stderr
 
 
 # -- app/server.py's parts --------------------------------------------------------------------------------------
