@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,66 +52,102 @@ def _stop(process: subprocess.Popen) -> int:
         return -9
 
 
-def load(url: str, clients: int, seconds: float) -> dict:
-    """``clients`` threads POSTing back to back for ``seconds``: runs/s, answers and errors."""
+def _group(url: str, clients: int, start_at: float, stop_at: float) -> tuple[int, dict[int, int], int]:
+    """One client process: ``clients`` threads POSTing back to back between two wall-clock times."""
     counts = [0] * clients
-    errors: list[str] = []
     statuses: dict[int, int] = {}
+    errors = [0]
     lock = threading.Lock()
-    ready = threading.Barrier(clients + 1)
-    stop = [0.0]
 
     def client(index: int) -> None:
         with requests.Session() as session:
-            ready.wait()
-            while time.monotonic() < stop[0]:
+            time.sleep(max(start_at - time.time(), 0))
+            while time.time() < stop_at:
                 try:
                     response = session.post(url, json={}, timeout=120)
-                except requests.RequestException as error:
+                except requests.RequestException:
                     with lock:
-                        errors.append(type(error).__name__)
+                        errors[0] += 1
                     continue
                 with lock:
                     statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                if response.status_code == 200:
-                    counts[index] += 1
+                counts[index] += response.status_code == 200
 
     threads = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(clients)]
     for thread in threads:
         thread.start()
-    stop[0] = time.monotonic() + seconds
-    ready.wait()
-    start = time.monotonic()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - start  # the last requests end after ``seconds``: they count too
-    return {"clients": clients, "runs_per_s": round(sum(counts) / elapsed, 1), "answers": statuses,
-            "errors": len(errors), "seconds": round(elapsed, 1)}
+    return sum(counts), statuses, errors[0]
+
+
+def load(url: str, clients: int, seconds: float, processes: int = 4) -> dict:
+    """``clients`` clients, spread over ``processes`` (one Python's GIL would be the bottleneck): runs/s."""
+    start_at = time.time() + 3.0  # every process has started its threads by then
+    stop_at = start_at + seconds
+    shares = [clients // processes + (index < clients % processes) for index in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        groups = pool.starmap(_group, [(url, share, start_at, stop_at) for share in shares])
+    elapsed = max(time.time() - start_at, seconds)  # the last requests end after ``seconds``: they count too
+    statuses: dict[int, int] = {}
+    for _, answered, _ in groups:
+        for status, count in answered.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return {"clients": clients, "runs_per_s": round(sum(group[0] for group in groups) / elapsed, 1),
+            "answers": statuses, "errors": sum(group[2] for group in groups), "seconds": round(elapsed, 1)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _summary(rounds: list[dict], cpu: list[float]) -> dict:
+    statuses: dict[int, int] = {}
+    for measured in rounds:
+        for status, count in measured["answers"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    answered = sum(statuses.values())
+    return {"clients": rounds[0]["clients"], "runs_per_s": statistics.median(r["runs_per_s"] for r in rounds),
+            "rounds_runs_per_s": [r["runs_per_s"] for r in rounds], "answers": statuses,
+            "errors": sum(r["errors"] for r in rounds),
+            "server_cpu_ms_per_request": round(sum(cpu) * 1000 / answered, 2) if answered else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a shorter load per level")
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     args = parser.parse_args()
-    seconds = 5.0 if args.quick else 15.0
+    rounds, seconds = (2, 4.0) if args.quick else (3, 10.0)
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": "0", "WORKFLOW_STORAGE_PATH": str(Path(folder) / "data"),
                "WORKFLOW_MODULES": "bench.noop_workflows", "PYTHONPATH": str(ROOT), "WORKFLOW_API_TOKEN": "",
                "WORKFLOW_MAX_CONCURRENT": "8"}
         server, base, stderr = _start(env)
+        measured: dict[int, list[dict]] = {50: [], 200: []}
+        cpu: dict[int, list[float]] = {50: [], 200: []}
         try:
             url = f"{base}/api/workflows/three_noops/runs?wait=60"
             load(url, 8, 2.0)  # warm-up: imports, first files
-            fifty = load(url, 50, seconds)
-            two_hundred = load(url, 200, seconds)
+            # Alternating rounds, medians compared: this machine is shared and its speed drifts.
+            for _ in range(rounds):
+                for clients in (50, 200):
+                    before = _cpu_seconds(server.pid)
+                    measured[clients].append(load(url, clients, seconds))
+                    cpu[clients].append(_cpu_seconds(server.pid) - before)
         finally:
             exit_code = _stop(server)
         queue_lines = stderr.read_text(errors="replace").count("Task queue depth")
+    fifty, two_hundred = _summary(measured[50], cpu[50]), _summary(measured[200], cpu[200])
     result = {
         "benchmark": "load",
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "workflow": "three_noops (3 no-op steps), POST ?wait=60, one keep-alive connection per client",
+        "client_processes": 4,
+        "rounds": rounds,
+        "seconds_per_round": seconds,
         "at_50": fifty,
         "at_200": two_hundred,
         "ratio_200_to_50": round(two_hundred["runs_per_s"] / fifty["runs_per_s"], 3) if fifty["runs_per_s"] else None,
