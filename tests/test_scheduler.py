@@ -13,6 +13,7 @@ from app.runs import parse_time
 from app.scheduler import Scheduler
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
+from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
 
@@ -253,3 +254,42 @@ def test_a_failing_trigger_is_polled_again_after_its_backoff(runtime):
     runtime.poll_scheduled("broken_trigger")
     assert runtime.bound["broken_trigger"].failures == 2
     assert runtime.poll_scheduled("unknown") is None
+
+
+class HungTrigger(BaseTrigger):
+    """A trigger whose poll waits until the test releases it (a mail server that never answers)."""
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def is_triggered(self) -> bool:
+        HungTrigger.entered.set()
+        HungTrigger.release.wait(30)
+        return False
+
+
+class HungWorkflow(Workflow):
+    name = "hung_poll"
+    trigger = HungTrigger("hung")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storage):
+    HungTrigger.release.clear()
+    HungTrigger.entered.clear()
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_POLL_TIMEOUT": 0.5,
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, HungWorkflow]})
+    client = app.test_client()
+    first = threading.Thread(target=lambda: client.post("/api/workflows/hung_poll/poll"))
+    first.start()
+    try:
+        assert HungTrigger.entered.wait(5)
+        response = client.post("/api/workflows/hung_poll/poll")
+        assert response.status_code == 409
+        assert response.get_json()["error"]["message"] == (
+            "workflow 'hung_poll': a poll has been under way for more than 0.5 s (WORKFLOW_POLL_TIMEOUT); "
+            "try again later")
+    finally:
+        HungTrigger.release.set()
+        first.join(10)
+        app.extensions["pyflow"].shutdown(timeout=2)
