@@ -378,3 +378,28 @@ def test_the_queue_depth_warning_is_one_line_per_busy_period(caplog):
         assert caplog.records[-1].getMessage().startswith("Task queue depth is 7")
     finally:
         log.removeFilter(quiet)
+
+
+def test_a_run_stopped_by_a_full_disk_finishes_by_itself_once_there_is_room(servers, small_disk):
+    server = servers.make(env={"WORKFLOW_STORAGE_PATH": str(small_disk / "data")})
+    server.storage = small_disk / "data"
+    server.start()
+    # Its inputs make the final record larger than what is left of a journal's last page.
+    run = server.post("/api/workflows/slow/runs", json={"inputs": {"seconds": 1.5, "padding": "x" * 65536}}).json()
+    filler = small_disk / "filler.bin"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError:
+            pass  # the disk is full
+
+    assert wait_for(lambda: "could not record it" in server.stderr, 20), "the full disk never stopped the run"
+    assert server.get(f"/api/runs/{run['id']}").json()["status"] in {"queued", "running"}
+    filler.unlink()  # room again; nobody restarts anything
+
+    finished = wait_for(lambda: (got := server.get(f"/api/runs/{run['id']}").json())["status"] in FINISHED and got, 60)
+    assert finished, "the run did not resume once the disk had room"
+    assert finished["status"] == "succeeded"
+    assert {listed["id"]: listed["status"] for listed in server.all_runs()}[run["id"]] == "succeeded"
+    assert server.stop() == 0
