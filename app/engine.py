@@ -15,6 +15,7 @@ from actions.base import ActionError, BaseAction, RunContext
 from app import run_logs
 from app.binding import BoundWorkflow
 from app.config import SECRET_SETTINGS, public_settings
+from app.errors import StorageError
 from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.redaction import redact
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
@@ -317,17 +318,15 @@ class Engine:
         if execution is not None and execution.slotless:
             try:
                 self._execute(execution)
-            except Exception:
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._stall(execution)
+            except Exception as error:
+                self._stall(execution, error)
             return
         while execution is not None:
             try:
                 if not self._execute(execution):
                     return  # a timed-out step handed this run (and the slot) to another thread
-            except Exception:  # a store failure: the run stays as stored until the store writes again
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._stall(execution)
+            except Exception as error:  # a store failure: the run stays as stored until the store writes again
+                self._stall(execution, error)
             execution = self._next()
 
     def _next(self) -> Execution | None:
@@ -371,9 +370,8 @@ class Engine:
                     self._branch_done(execution, index)
                     return
                 goes_on = True
-            except Exception:
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._stall(execution)
+            except Exception as failure:
+                self._stall(execution, failure)
                 goes_on = False
             self._work(execution if goes_on else self._next())
 
@@ -755,8 +753,11 @@ class Engine:
         execution.answer.set()
 
     # -- runs a store failure stopped ---------------------------------------------
-    def _stall(self, execution: Execution) -> None:
+    def _stall(self, execution: Execution, error: Exception) -> None:
         """Drop a run the store failed to record, and try to resume it later (the disk may be freed)."""
+        # A storage error says all in one line (path and errno); anything else is a bug: its traceback.
+        logger.error("run %s stopped: the engine could not record it: %s", execution.run["id"], one_line(error),
+                     exc_info=not isinstance(error, StorageError))
         self._forget(execution)
         if execution.slotless:
             return  # a sub-workflow's parent step waits for it and fails on its own timeout
