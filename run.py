@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -82,36 +81,15 @@ def _inputs(raw: str | None) -> dict[str, Any]:
 
 
 def serve() -> int:
-    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly."""
+    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly (app/server.py)."""
     from app.auth import exposure_problem
-    if problem := exposure_problem(load_settings()):
+    from app.server import serve as serve_forever
+
+    settings = load_settings()
+    if problem := exposure_problem(settings):
         print(f"run.py: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    from waitress import create_server
-
-    from app import create_app
-
-    app = create_app()
-    runtime = app.extensions["pyflow"]
-    settings = runtime.settings
-    server = create_server(app, host=settings["HOST"], port=settings["PORT"], threads=8, ident="PyFlow")
-
-    def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # leave server.run() the way Ctrl-C does
-
-    signal.signal(signal.SIGTERM, stop)
-    host, port = settings["HOST"], server.effective_port  # type: ignore[union-attr]
-    print(f"PyFlow serving {len(runtime.bound)} workflows on http://{host}:{port} (Ctrl-C to stop)", flush=True)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        logging.getLogger("run").info("shutting down")
-        server.close()
-        runtime.shutdown()
-    print("PyFlow stopped", flush=True)
-    return 0
+    return serve_forever(settings)
 
 
 def list_workflows() -> int:
@@ -125,14 +103,30 @@ def list_workflows() -> int:
 
 
 def run_once(name: str, raw_inputs: str | None) -> int:
-    """Run a workflow in this process, print the run as JSON; non-zero when it failed."""
-    from app.runtime import Runtime
+    """Run a workflow in this process, print the run as JSON; non-zero when it failed.
 
-    runtime = Runtime(load_settings())
+    It holds the store's lock as a server does: beside a running server it is refused (run it
+    there: POST /api/workflows/NAME/runs), and no server starts on the store while it runs.
+    """
+    from app.runtime import Runtime
+    from app.store_lock import StoreLock, StoreLocked
+
+    settings = load_settings()
+    inputs = _inputs(raw_inputs)
+    lock = StoreLock(settings["WORKFLOW_STORAGE_PATH"])
     try:
-        run = runtime.run_sync(name, _inputs(raw_inputs))
+        lock.acquire()
+    except StoreLocked as error:
+        raise PyFlowError(f"{error.message}; or start the run on that server: "
+                          f"POST /api/workflows/{name}/runs") from None
+    try:
+        runtime = Runtime(settings)
+        try:
+            run = runtime.run_sync(name, inputs)
+        finally:
+            runtime.shutdown(timeout=1.0)
     finally:
-        runtime.shutdown(timeout=1.0)
+        lock.release()
     print(json.dumps(run, indent=2))
     return 0 if run["status"] == RunStatus.SUCCEEDED else EXIT_FAILED_RUN
 

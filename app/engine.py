@@ -15,6 +15,7 @@ from actions.base import ActionError, BaseAction, RunContext
 from app import run_logs
 from app.binding import BoundWorkflow
 from app.config import public_settings
+from app.errors import StorageError
 from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
@@ -25,6 +26,9 @@ from app.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 IDLE_WORKER_SECONDS = 5.0
+# Backoff between attempts to resume runs a store failure stopped (a full disk), first and longest.
+RESUME_FIRST_DELAY = 1.0
+RESUME_MAX_DELAY = 30.0
 # Records of awaited runs that ended here, until their waiter reads them (oldest dropped first).
 _MAX_OUTCOMES = 256
 
@@ -47,6 +51,12 @@ class Engine:
         self._executions: dict[str, Execution] = {}
         self._outcomes: OrderedDict[str, dict] = OrderedDict()
         self._closing = False
+        # Set at shutdown: waiters (?wait, a webhook's result) answer with the run as it stands.
+        self._released = False
+        # Runs a store failure stopped here (run id -> bound workflow), resumed once the store writes again.
+        self._stalled: dict[str, BoundWorkflow] = {}
+        self._resume_timer: threading.Timer | None = None
+        self._resume_delay = RESUME_FIRST_DELAY
         self._watchdog = Watchdog(self._on_timeout)
         # Secret settings' values, scrubbed from every record, error and log line of every run.
         self._scrubber = settings_scrubber(settings)
@@ -115,7 +125,7 @@ class Engine:
         for index, step in enumerate(steps):
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
-                self._fail_step(execution, index, "interrupted by restart")
+                self._fail_step(execution, index, f"interrupted by {by}")
             elif step["status"] == StepStatus.FAILED:
                 self._on_failure(execution, index, step["error"] or "failed")
         if run["status"] != RunStatus.QUEUED:
@@ -143,7 +153,8 @@ class Engine:
         """
         with self._lock:
             execution = self._executions.get(run_id)
-        finished = execution is None or execution.done.wait(timeout)
+        # ``answer`` is set when it ends, or earlier by release_waiters (shutdown): then it is not finished.
+        finished = execution is None or (execution.answer.wait(timeout) and execution.done.is_set())
         with self._lock:
             if not finished and execution is not None:
                 execution.awaited = False  # its waiter gives up: nobody will read the record
@@ -254,10 +265,20 @@ class Engine:
         execution.done.wait(timeout)
         return snapshot(execution.run)
 
+    def release_waiters(self) -> None:
+        """Let everyone waiting for a run's outcome answer now, with the run as it stands (shutdown)."""
+        with self._lock:
+            self._released = True
+            for execution in self._executions.values():
+                execution.answer.set()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop starting steps, wait up to ``timeout`` for running steps; the rest resume on restart."""
+        self.release_waiters()
         with self._lock:
             self._closing = True
+            if self._resume_timer is not None:
+                self._resume_timer.cancel()
             self._lock.notify_all()  # idle workers end now
             for execution in self._executions.values():
                 execution.stop.set()
@@ -285,6 +306,8 @@ class Engine:
     def _schedule(self, execution: Execution) -> None:
         with self._lock:
             self._executions[execution.run["id"]] = execution
+            if self._released:
+                execution.answer.set()
             if self._closing:
                 return
             if self._idle or self._active >= self.max_concurrent or not self._may_run(execution):
@@ -304,17 +327,15 @@ class Engine:
         if execution is not None and execution.slotless:
             try:
                 self._execute(execution)
-            except Exception:
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._forget(execution)
+            except Exception as error:
+                self._stall(execution, error)
             return
         while execution is not None:
             try:
                 if not self._execute(execution):
                     return  # a timed-out step handed this run (and the slot) to another thread
-            except Exception:  # a store failure: the run stays as stored and resumes on restart
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._forget(execution)
+            except Exception as error:  # a store failure: the run stays as stored until the store writes again
+                self._stall(execution, error)
             execution = self._next()
 
     def _next(self) -> Execution | None:
@@ -358,9 +379,8 @@ class Engine:
                     self._branch_done(execution, index)
                     return
                 goes_on = True
-            except Exception:
-                logger.exception("run %s stopped: the engine could not record it", execution.run["id"])
-                self._forget(execution)
+            except Exception as failure:
+                self._stall(execution, failure)
                 goes_on = False
             self._work(execution if goes_on else self._next())
 
@@ -395,9 +415,12 @@ class Engine:
                     execution.inline = ready[0]
                 else:
                     execution.inline = None
-                    for index in ready[: max(limit - len(execution.in_flight), 0)]:
+                    free = max(limit - len(execution.in_flight), 0)
+                    for index in ready[:free]:
                         execution.in_flight.add(index)
                         self._start_branch(execution, index)
+                    # The rest wait for a branch to end: dropped here, they were later taken for skipped.
+                    execution.candidates.extendleft(reversed(ready[free:]))
                     execution.changed.wait()
                     continue
             if self._run_step(execution, execution.inline, branch=False) is None:
@@ -741,6 +764,49 @@ class Engine:
                 execution.counted = False
                 self._running[execution.bound.name] -= 1
         execution.done.set()
+        execution.answer.set()
+
+    # -- runs a store failure stopped ---------------------------------------------
+    def _stall(self, execution: Execution, error: Exception) -> None:
+        """Drop a run the store failed to record, and try to resume it later (the disk may be freed)."""
+        # A storage error says all in one line (path and errno); anything else is a bug: its traceback.
+        logger.error("run %s stopped: the engine could not record it: %s", execution.run["id"], one_line(error),
+                     exc_info=not isinstance(error, StorageError))
+        self._forget(execution)
+        if execution.slotless:
+            return  # a sub-workflow's parent step waits for it and fails on its own timeout
+        with self._lock:
+            self._stalled[execution.run["id"]] = execution.bound
+            self._arm_resume()
+
+    def _arm_resume(self) -> None:
+        """Schedule the next attempt to resume stalled runs (call with the lock held)."""
+        if self._closing or self._resume_timer is not None or not self._stalled:
+            return
+        self._resume_timer = threading.Timer(self._resume_delay, self._resume_stalled)
+        self._resume_timer.daemon = True
+        self._resume_timer.start()
+
+    def _resume_stalled(self) -> None:
+        """Resume the stalled runs as stored; while the store still fails, try again after a longer wait."""
+        with self._lock:
+            self._resume_timer = None
+            stalled = list(self._stalled.items())
+        failed = False
+        for run_id, bound in stalled:
+            try:
+                run = self.store.get_run(run_id)
+                if run is not None and run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
+                    self.resume(bound, run, "a storage error")
+            except Exception as error:
+                logger.warning("run %s still cannot be resumed: %s", run_id, one_line(error))
+                failed = True
+                break
+            with self._lock:
+                self._stalled.pop(run_id, None)
+        with self._lock:
+            self._resume_delay = min(self._resume_delay * 2, RESUME_MAX_DELAY) if failed else RESUME_FIRST_DELAY
+            self._arm_resume()
 
     def _log(self, execution: Execution, level: int, message: str, step: str | None = None) -> None:
         """Log to the server log and to the run's own log."""

@@ -62,6 +62,8 @@ class Execution:
         self.data_store = data_store
         self.results = results
         self.done = threading.Event()
+        # Set with ``done``, or earlier at shutdown: whoever waits for the outcome answers now.
+        self.answer = threading.Event()
         # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
         # "shutdown" (resume after a restart), "pause" or "cancel".
         self.stop = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -10,7 +11,7 @@ import shutil
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
@@ -18,7 +19,7 @@ import jsonschema
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
-from app.errors import ConfigError, Conflict, InvalidInput, NotFound, TriggerFailed
+from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
 from app.execution import RunStateError, one_line
 from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
@@ -62,7 +63,9 @@ class Runtime:
                       for workflow in self.registry}
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.run_child = self.run_child
-        self.scheduler = Scheduler(self.poll_scheduled, self.maintain)
+        self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
+                                   poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
+                                   on_overdue=self._poll_overdue)
         self._started = False
         self._lock = threading.Lock()
         self._control_lock = threading.Lock()
@@ -85,6 +88,10 @@ class Runtime:
                 logger.warning("workflow %s cannot be polled: %s", name, bound.error)
             elif bound.trigger.pollable:
                 self._schedule(bound)
+
+    def release_waiters(self) -> None:
+        """Requests waiting for a run (``?wait``, a webhook's result) answer now with the run as it stands."""
+        self.engine.release_waiters()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
@@ -117,8 +124,12 @@ class Runtime:
     def maintain(self) -> int:
         """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
-        pruned = self.store.prune(cutoff)
-        self.store.compact()
+        try:
+            pruned = self.store.prune(cutoff)
+            self.store.compact()
+        except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
+            logger.warning("maintenance skipped: %s", error)
+            return 0
         self._prune_attachments(cutoff)
         if pruned:
             logger.info("pruned %d runs older than %s days", pruned, self.settings["WORKFLOW_RETENTION_DAYS"])
@@ -378,7 +389,11 @@ class Runtime:
 
     def _poll(self, bound: BoundWorkflow, source: str) -> list[dict]:
         runs: list[dict] = []
-        with bound.poll_lock:
+        # One poll of a workflow at a time; a request must not queue behind a hung one for ever.
+        if not bound.poll_lock.acquire(timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"])):
+            raise Conflict(f"workflow {bound.name!r}: a poll has been under way for more than "
+                           f"{self.settings['WORKFLOW_POLL_TIMEOUT']:g} s (WORKFLOW_POLL_TIMEOUT); try again later")
+        with _held(bound.poll_lock):
             before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
             try:
                 for event in bound.trigger.poll():
@@ -408,6 +423,13 @@ class Runtime:
         return (source == "schedule" and workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
                 and self.engine.unfinished_count(bound.name) >= workflow.max_concurrent_runs)
 
+    def _poll_overdue(self, name: str, seconds: float) -> None:
+        """The scheduler gave up waiting for a poll: say so on the workflow (the poll may still return)."""
+        bound = self.bound.get(name)
+        if bound is not None:
+            bound.last_poll = {"at": format_time(time.time()), "events": 0,
+                               "error": f"poll did not return within {seconds:g} s (WORKFLOW_POLL_TIMEOUT)"}
+
     def _poll_failed(self, bound: BoundWorkflow, error: Exception) -> None:
         bound.failures += 1
         delay = min(bound.check_interval * 2 ** (bound.failures - 1), MAX_POLL_BACKOFF_SECONDS)
@@ -418,3 +440,12 @@ class Runtime:
         logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
                        bound.name, bound.failures, delay, message,
                        exc_info=not isinstance(error, (TriggerError, OSError, ValueError)))
+
+
+@contextlib.contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """Release a lock acquired with a timeout at the end of the block."""
+    try:
+        yield
+    finally:
+        lock.release()

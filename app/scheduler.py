@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,14 +48,25 @@ class Scheduler:
     is polled at that moment instead of up to an interval late. One scheduler
     thread plus a small pool runs every poll, so a thousand started workflows
     cost no thousand threads, and a slow mailbox does not delay the others.
-    A poll never overlaps itself (``max_instances=1``).
+
+    A poll has a deadline (``poll_timeout``): it runs in a thread of its own,
+    and the pool thread waiting for it gives up at the deadline, so a hung
+    mail server holds a pool thread for at most that long. A workflow has at
+    most one poll in flight: while an abandoned poll has not returned, the
+    workflow's turns are skipped (``on_overdue`` is told once per deadline).
     """
 
     def __init__(
-        self, poll: Callable[[str], float | None], maintenance: Callable[[], object], pool_size: int = 8
+        self, poll: Callable[[str], float | None], maintenance: Callable[[], object], pool_size: int = 8,
+        poll_timeout: float = 60.0, on_overdue: Callable[[str, float], object] | None = None,
     ):
         self._poll = poll
         self._maintenance = maintenance
+        self._poll_timeout = poll_timeout
+        self._on_overdue = on_overdue
+        # name -> Event set when its poll returns (or the scheduler stops): the polls in flight.
+        self._in_flight: dict[str, threading.Event] = {}
+        self._flight_lock = threading.Lock()
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=pool_size)},
             # A poll that was late (busy pool, suspended laptop) runs once, not once per missed beat.
@@ -78,8 +90,41 @@ class Scheduler:
         """Poll ``name`` now, then when each poll asks, else every ``interval`` seconds."""
         trigger = self._triggers[name] = _NextPoll(interval)
         self._scheduler.add_job(
-            self._poll, trigger, args=[name], id=name, replace_existing=True, next_run_time=datetime.now(UTC),
+            self._bounded_poll, trigger, args=[name], id=name, replace_existing=True, next_run_time=datetime.now(UTC),
         )
+
+    def _bounded_poll(self, name: str) -> float | None:
+        """Poll ``name`` in a thread of its own and wait for it until the deadline; what the poll returned."""
+        with self._flight_lock:
+            if name in self._in_flight:
+                return None  # its last poll, abandoned at its deadline, has not returned yet
+            returned = self._in_flight[name] = threading.Event()
+        answer: list[float | None] = [None]
+
+        def poll() -> None:
+            try:
+                answer[0] = self._poll(name)
+            finally:
+                with self._flight_lock:
+                    self._in_flight.pop(name, None)
+                returned.set()
+
+        # A daemon: a poll stuck in a read must not keep the process alive after SIGTERM.
+        threading.Thread(target=poll, name=f"pyflow-poll-{name}", daemon=True).start()
+        if returned.wait(self._poll_timeout):
+            return answer[0]
+        if self._scheduler.running:
+            logger.warning("polling %s did not return within %g s (WORKFLOW_POLL_TIMEOUT); its pool thread "
+                           "moves on, and %s is not polled again until that poll returns",
+                           name, self._poll_timeout, name)
+            if self._on_overdue is not None:
+                self._on_overdue(name, self._poll_timeout)
+        return None
+
+    def polling(self) -> set[str]:
+        """Names of workflows with a poll in flight."""
+        with self._flight_lock:
+            return set(self._in_flight)
 
     def _polled(self, event: JobExecutionEvent) -> None:
         """Move a workflow's next poll to the time its last poll returned."""
@@ -113,6 +158,9 @@ class Scheduler:
         return {job.id for job in self._scheduler.get_jobs() if job.id != _MAINTENANCE_JOB}
 
     def shutdown(self) -> None:
-        """Stop the scheduler; polls under way are not waited for."""
+        """Stop the scheduler; polls under way are not waited for (their pool threads end now)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        with self._flight_lock:
+            for returned in self._in_flight.values():
+                returned.set()

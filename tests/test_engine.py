@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from actions.base import BaseAction
 from app.binding import BoundWorkflow
 from app.config import load_settings
 from app.engine import Engine
@@ -21,6 +26,7 @@ from tests.fixtures import (
     BackoffWorkflow,
     BadTemplateWorkflow,
     DataFlowWorkflow,
+    EchoAction,
     EchoWorkflow,
     FailingWorkflow,
     FlakyWorkflow,
@@ -38,6 +44,7 @@ from tests.fixtures import (
     UnprintableWorkflow,
     side_effect_lines,
 )
+from workflows.base import Workflow
 
 SETTINGS = {**load_settings({}), **TEST_SETTINGS, "SMTP_PASSWORD": "smtp-secret"}
 UTC_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -436,3 +443,115 @@ def test_runs_of_many_threads_are_all_recorded(engine):
     assert len(set(ids)) == 8
     results = sorted(step(finish(engine, {"id": run_id}), "echo")["result"]["value"] for run_id in ids)
     assert results == sorted(f"t{n}" for n in range(8))
+
+
+# -- parallel branches ----------------------------------------------------------------------------
+
+class _Gauge:
+    """Counts the steps executing at once, and the most it saw."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+
+class GaugedAction(BaseAction):
+    """Holds a branch for a moment while the gauge counts it."""
+
+    gauge = _Gauge()
+
+    def execute(self, data_store: dict) -> dict:
+        with self.gauge.lock:
+            self.gauge.now += 1
+            self.gauge.peak = max(self.gauge.peak, self.gauge.now)
+        time.sleep(0.05)
+        with self.gauge.lock:
+            self.gauge.now -= 1
+        return {"ran": self.name}
+
+
+def test_every_independent_step_runs_with_at_most_max_parallel_steps_at_once(engine):
+    class SixWide(Workflow):
+        name = "six_wide"
+        max_parallel_steps = 2
+        actions = [GaugedAction(f"s{i}", depends_on=[]) for i in range(6)]
+
+    GaugedAction.gauge = _Gauge()
+    finished = run_once(engine, SixWide)
+    assert finished["status"] == "succeeded"
+    assert [record["status"] for record in finished["steps"]] == ["succeeded"] * 6
+    assert [record["result"] for record in finished["steps"]] == [{"ran": f"s{i}"} for i in range(6)]
+    assert GaugedAction.gauge.peak == 2
+
+
+# -- a full disk ----------------------------------------------------------------------------------
+
+class GateAction(BaseAction):
+    """Waits until the test opens ``gate``; the step then ends while the test has filled the disk."""
+
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def execute(self, data_store: dict) -> dict:
+        GateAction.entered.set()
+        assert GateAction.gate.wait(30), "the test never opened the gate"
+        return {"passed": True, "page": "x" * 16384}  # bigger than the free end of a journal's page
+
+
+class GatedWorkflow(Workflow):
+    name = "gated"
+    actions = [GateAction("gate"), EchoAction("after", value="{{ steps.gate.passed }}")]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs: a real disk that fills up (mounting needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root: the full-disk tests run as root (CI container)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the disk is full; the file, whose removal frees the disk."""
+    filler = folder / "filler.bin"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_run_stopped_by_a_full_disk_resumes_by_itself_once_the_disk_has_room(small_disk, caplog):
+    GateAction.gate.clear()
+    GateAction.entered.clear()
+    engine = make_engine(JsonStore(small_disk / "data"), WORKFLOW_RETRY_DELAY=0.01)
+    try:
+        run, _ = engine.submit(bind(engine, GatedWorkflow), {})
+        assert GateAction.entered.wait(10)
+        filler = fill(small_disk)
+        GateAction.gate.set()  # the step ends; recording it fails: the disk is full
+        deadline = time.monotonic() + 10
+        while "could not record it" not in caplog.text:
+            assert time.monotonic() < deadline, "the full disk never stopped the run"
+            time.sleep(0.05)
+        assert engine.store.get_run(run["id"])["status"] == "running"
+
+        filler.unlink()  # the disk has room again: nobody restarts anything
+
+        deadline = time.monotonic() + 60
+        while (stored := engine.store.get_run(run["id"]))["status"] != "succeeded":
+            assert time.monotonic() < deadline, f"the run did not resume: {stored['status']}"
+            time.sleep(0.1)
+        assert [record["status"] for record in stored["steps"]] == ["succeeded", "succeeded"]
+        assert step(stored, "after")["result"] == {"value": True}
+    finally:
+        GateAction.gate.set()
+        engine.shutdown(timeout=2)

@@ -90,6 +90,28 @@ def test_independent_steps_run_in_parallel(client):
     assert timings["side_by_side"] < 0.85 * timings["one_after_another"]
 
 
+def test_independent_steps_beyond_max_parallel_steps_all_run(client, storage):
+    # Six independent steps, four at a time: the last two used to be marked skipped and the run "succeeded".
+    # Each writes a file of its own (appends to one file from parallel branches may race).
+    define(client, "six_wide", [{"name": f"s{i}", "type": "file", "depends_on": [], "config": {
+        "operation": "write", "path": f"wide/s{i}.txt", "content": "done"}} for i in range(6)],
+        max_parallel_steps=4)
+    finished = run(client, "six_wide")
+    assert finished["status"] == "succeeded"
+    assert statuses(finished) == {f"s{i}": "succeeded" for i in range(6)}
+    assert sorted(path.name for path in (storage / "files" / "wide").iterdir()) == [f"s{i}.txt" for i in range(6)]
+
+
+def test_steps_beyond_max_parallel_steps_wait_for_a_free_branch(client, storage):
+    wait = {"type": "wait", "config": {"seconds": 0.05}}
+    define(client, "one_at_a_time", [{"name": f"w{i}", "depends_on": [], **wait} for i in range(3)],
+           max_parallel_steps=1)
+    finished = run(client, "one_at_a_time")
+    assert statuses(finished) == {f"w{i}": "succeeded" for i in range(3)}
+    spans = sorted((step["started_at"], step["finished_at"]) for step in finished["steps"])
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
+
+
 def test_the_run_record_keeps_each_steps_dependencies(client):
     define(client, "diamond", [log("top"), log("left"), log("right", depends_on=["top"]),
                                log("bottom", depends_on=["left", "right"])])

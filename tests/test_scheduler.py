@@ -13,6 +13,7 @@ from app.runs import parse_time
 from app.scheduler import Scheduler
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
+from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
 
@@ -133,10 +134,66 @@ def test_many_workflows_share_one_scheduler_thread_and_a_small_pool(make_schedul
         scheduler.add(f"wf{number}", interval=1.0)
     wait_until(lambda: all(recorder.count(f"wf{number}") >= 3 for number in range(200)), timeout=5,
                message="3 polls of each of 200 workflows")
-    # One scheduler thread plus at most 8 pool threads, however many workflows.
-    assert threading.active_count() - before <= 9
+    # One scheduler thread plus at most 8 pool threads, each waiting for one poll's own thread, however many workflows.
+    assert threading.active_count() - before <= 1 + 8 + 8
     for number in range(200):
         scheduler.remove(f"wf{number}")
+
+
+def test_hung_polls_are_abandoned_at_their_deadline_and_cannot_starve_the_others():
+    release = threading.Event()
+    overdue: list[str] = []
+
+    def poll(name: str) -> float | None:
+        if name.startswith("hung"):
+            release.wait(30)  # a mail server that never answers
+        return None
+
+    recorder = Recorder(lambda name, now: poll(name))
+    scheduler = Scheduler(recorder, maintenance=lambda: None, poll_timeout=0.5,
+                          on_overdue=lambda name, seconds: overdue.append(name))
+    scheduler.start()
+    try:
+        for number in range(9):  # more hung workflows than the pool has threads
+            scheduler.add(f"hung{number}", interval=0.1)
+        scheduler.add("healthy", interval=0.1)
+        wait_until(lambda: recorder.count("healthy") >= 10, timeout=15,
+                   message="10 polls of the healthy workflow while nine others hang")
+        # A hung workflow is polled once: its next turns are skipped while that poll has not returned.
+        assert all(recorder.count(f"hung{number}") == 1 for number in range(9))
+        assert sorted(set(overdue)) == sorted(f"hung{number}" for number in range(9))
+        assert scheduler.polling() >= {f"hung{number}" for number in range(9)}
+        release.set()
+        wait_until(lambda: all(recorder.count(f"hung{number}") >= 2 for number in range(9)), timeout=10,
+                   message="the hung workflows polled again once their polls returned")
+    finally:
+        release.set()
+        scheduler.shutdown()
+
+
+def test_shutdown_does_not_wait_for_a_hung_poll():
+    release = threading.Event()
+    scheduler = Scheduler(lambda name: release.wait(30), maintenance=lambda: None, poll_timeout=60)
+    scheduler.start()
+    try:
+        scheduler.add("hung", interval=1.0)
+        wait_until(lambda: scheduler.polling() == {"hung"}, timeout=5, message="the poll under way")
+        scheduler.shutdown()
+        # The pool thread that waited for it is free: the process can exit (pool threads are joined at exit).
+        wait_until(lambda: not [thread for thread in threading.enumerate()
+                                if thread.name.startswith("ThreadPoolExecutor") and thread.is_alive()
+                                and not thread.daemon and _waiting_in_bounded_poll(thread)],
+                   timeout=5, message="the pool thread to leave the hung poll")
+    finally:
+        release.set()
+
+
+def _waiting_in_bounded_poll(thread: threading.Thread) -> bool:
+    import sys
+    import traceback
+
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and any(entry.name == "_bounded_poll" for entry in traceback.extract_stack(frame))
 
 
 # -- through the runtime ----------------------------------------------------------------------------------
@@ -197,3 +254,42 @@ def test_a_failing_trigger_is_polled_again_after_its_backoff(runtime):
     runtime.poll_scheduled("broken_trigger")
     assert runtime.bound["broken_trigger"].failures == 2
     assert runtime.poll_scheduled("unknown") is None
+
+
+class HungTrigger(BaseTrigger):
+    """A trigger whose poll waits until the test releases it (a mail server that never answers)."""
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def is_triggered(self) -> bool:
+        HungTrigger.entered.set()
+        HungTrigger.release.wait(30)
+        return False
+
+
+class HungWorkflow(Workflow):
+    name = "hung_poll"
+    trigger = HungTrigger("hung")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storage):
+    HungTrigger.release.clear()
+    HungTrigger.entered.clear()
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_POLL_TIMEOUT": 0.5,
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, HungWorkflow]})
+    client = app.test_client()
+    first = threading.Thread(target=lambda: client.post("/api/workflows/hung_poll/poll"))
+    first.start()
+    try:
+        assert HungTrigger.entered.wait(5)
+        response = client.post("/api/workflows/hung_poll/poll")
+        assert response.status_code == 409
+        assert response.get_json()["error"]["message"] == (
+            "workflow 'hung_poll': a poll has been under way for more than 0.5 s (WORKFLOW_POLL_TIMEOUT); "
+            "try again later")
+    finally:
+        HungTrigger.release.set()
+        first.join(10)
+        app.extensions["pyflow"].shutdown(timeout=2)

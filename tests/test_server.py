@@ -245,3 +245,161 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     assert "RuntimeError: no config here" in error
     assert "Traceback" not in error
     assert error.strip().count("\n") == 0, error
+
+
+# -- under load and at shutdown --------------------------------------------------------------------------------
+
+def test_two_hundred_concurrent_clients_all_get_an_answer(servers):
+    server = servers.start()
+    answers: list[int] = []
+    failures: list[str] = []
+    start = threading.Barrier(200)
+
+    def client(number: int) -> None:
+        start.wait(30)
+        try:
+            # A fresh connection each: 200 connections open at once (waitress's default limit was 100).
+            response = requests.post(f"{server.url}/api/workflows/echo/runs?wait=60",
+                                     json={"inputs": {"text": f"c{number}"}}, timeout=120,
+                                     headers={"Connection": "close"})
+            answers.append(response.status_code)
+        except requests.RequestException as error:
+            failures.append(f"client {number}: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)  # a generous overall deadline, not a timing assertion
+
+    assert failures == []
+    assert Counter(answers) == {200: 200}
+    # Queued requests are not one warning line each: at most one per busy period.
+    assert server.stderr.count("Task queue depth") <= 1
+
+
+def test_sigterm_answers_a_waiting_request_with_the_run_as_it_stands_and_exits_0(servers):
+    server = servers.make(env={"WORKFLOW_SHUTDOWN_GRACE": "5"}).start()
+    answer: list[requests.Response] = []
+    waiting = threading.Thread(target=lambda: answer.append(requests.post(
+        f"{server.url}/api/workflows/slow/runs?wait=30", json={"inputs": {"seconds": 20}}, timeout=60)))
+    waiting.start()
+
+    def running() -> list[dict]:
+        return [run for run in server.get("/api/runs", params={"workflow": "slow"}).json()["runs"]
+                if run["status"] == "running"]
+
+    assert wait_for(running, 10), "the slow run never started"
+    assert server.stop(timeout=15) == 0  # asserts exit 0 and "PyFlow stopped"
+    waiting.join(15)
+
+    assert len(answer) == 1
+    assert answer[0].status_code == 202
+    assert answer[0].headers["Content-Type"] == "application/json"
+    assert answer[0].json()["status"] == "running"
+    assert "Traceback" not in server.stderr
+
+    # The run was left as stored; the next start resumes it.
+    run_id = answer[0].json()["id"]
+    server.start()
+    assert server.get(f"/api/runs/{run_id}").json()["status"] in {"queued", "running", "succeeded"}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own: it can be filled or remounted read-only (mounting needs root)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root: the storage-fault tests run as root (CI container)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
+    import subprocess
+
+    server = servers.make(env={"WORKFLOW_STORAGE_PATH": str(small_disk / "data"), "WORKFLOW_SHUTDOWN_GRACE": "5"})
+    server.storage = small_disk / "data"
+    server.start()
+    done = server.post("/api/workflows/echo/runs?wait=10", json={"inputs": {"text": "before"}}).json()
+    server.stop()
+    # A disk that turned read-only (remounted after an error, as ext4 does): the server starts and reads.
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    server.start()
+    assert server.get(f"/api/runs/{done['id']}").json()["status"] == "succeeded"
+    refused = server.post("/api/workflows/echo/runs", json={"inputs": {"text": "late"}})
+    assert refused.status_code == 503, refused.text
+
+    assert server.stop(timeout=15) == 0  # exit 0 within the grace period, "PyFlow stopped" printed
+    assert "Traceback" not in server.stderr
+
+
+# -- app/server.py's parts --------------------------------------------------------------------------------------
+
+def test_listen_on_a_busy_port_is_one_line_naming_host_and_port():
+    from app.errors import ConfigError
+    from app.server import listen
+
+    taken = listen("127.0.0.1", 0, backlog=8)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as refused:
+            listen("127.0.0.1", port, backlog=8)
+        assert refused.value.message == (f"cannot listen on 127.0.0.1:{port}: the address is already in use "
+                                         f"(another server listens there); stop it or set PORT")
+        with pytest.raises(ConfigError, match=r"^cannot listen on no-such-host\.invalid:5001: HOST "):
+            listen("no-such-host.invalid", 5001, backlog=8)
+    finally:
+        taken.close()
+
+
+def test_the_queue_depth_warning_is_one_line_per_busy_period(caplog):
+    import logging
+
+    from app.server import QueueDepthLog
+
+    log = logging.getLogger("waitress.queue.test")
+    quiet = QueueDepthLog(quiet_seconds=3600)
+    log.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.WARNING, logger="waitress.queue.test"):
+            for depth in range(1, 500):
+                log.warning("Task queue depth is %d", depth)
+        assert [record.getMessage().split(" (")[0] for record in caplog.records] == ["Task queue depth is 1"]
+        assert quiet.dropped == 498
+        quiet.quiet_seconds = 0  # a period without any: the next busy period gets its line
+        with caplog.at_level(logging.WARNING, logger="waitress.queue.test"):
+            log.warning("Task queue depth is %d", 7)
+        assert caplog.records[-1].getMessage().startswith("Task queue depth is 7")
+    finally:
+        log.removeFilter(quiet)
+
+
+def test_a_run_stopped_by_a_full_disk_finishes_by_itself_once_there_is_room(servers, small_disk):
+    server = servers.make(env={"WORKFLOW_STORAGE_PATH": str(small_disk / "data")})
+    server.storage = small_disk / "data"
+    server.start()
+    # Its inputs make the final record larger than what is left of a journal's last page.
+    run = server.post("/api/workflows/slow/runs", json={"inputs": {"seconds": 1.5, "padding": "x" * 65536}}).json()
+    filler = small_disk / "filler.bin"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError:
+            pass  # the disk is full
+
+    assert wait_for(lambda: "could not record it" in server.stderr, 20), "the full disk never stopped the run"
+    assert server.get(f"/api/runs/{run['id']}").json()["status"] in {"queued", "running"}
+    filler.unlink()  # room again; nobody restarts anything
+
+    finished = wait_for(lambda: (got := server.get(f"/api/runs/{run['id']}").json())["status"] in FINISHED and got, 60)
+    assert finished, "the run did not resume once the disk had room"
+    assert finished["status"] == "succeeded"
+    assert {listed["id"]: listed["status"] for listed in server.all_runs()}[run["id"]] == "succeeded"
+    assert server.stop() == 0

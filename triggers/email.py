@@ -96,6 +96,7 @@ class EmailTrigger(BaseTrigger):
         # Private, so describe() and the API never show it.
         self._password = password
         self._default_interval = 30.0
+        self._timeout = TIMEOUT
         self._attachments_root: Path | None = None
         self._conn: imaplib.IMAP4 | None = None
         self._selected_uidvalidity: int | None = None
@@ -145,6 +146,8 @@ class EmailTrigger(BaseTrigger):
         if self.poll_interval is not None:
             self.poll_interval = self.default_check_interval
         self._default_interval = parse_seconds(settings.get("EMAIL_POLL_INTERVAL", 30), "EMAIL_POLL_INTERVAL")
+        # The poll's deadline bounds each socket operation too, so an abandoned poll ends about then.
+        self._timeout = float(settings.get("WORKFLOW_POLL_TIMEOUT") or TIMEOUT)
         storage = Path(settings.get("WORKFLOW_STORAGE_PATH") or "./data")
         self._attachments_root = storage.resolve() / "attachments"
 
@@ -356,9 +359,9 @@ class EmailTrigger(BaseTrigger):
         context = self._tls() if self.security != "none" else None
         try:
             if self.security == "ssl":
-                conn = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=TIMEOUT)
+                conn = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=self._timeout)
             else:
-                conn = imaplib.IMAP4(self.host, self.port, timeout=TIMEOUT)
+                conn = imaplib.IMAP4(self.host, self.port, timeout=self._timeout)
         except ssl.SSLError as exc:
             raise EmailTriggerError(f"TLS with IMAP server {self._address} failed: {_text(exc)}") from exc
         except OSError as exc:
