@@ -329,7 +329,8 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[str, str, str]:
 
 def poll_once(settings: dict, **options) -> list[dict]:
     trigger = EmailTrigger("inbox", **options)
-    trigger.setup(settings)
+    # The test's folder (the storage) holds the CA files: the files root the trigger may read them from.
+    trigger.setup({"WORKFLOW_FILES_ROOT": settings["WORKFLOW_STORAGE_PATH"], **settings})
     try:
         return trigger.poll()
     finally:

@@ -37,8 +37,9 @@ def clock() -> FakeClock:
 
 
 def watcher(inbox: Path, clock: FakeClock, **options) -> FileTrigger:
+    """A set-up trigger on ``inbox``, with WORKFLOW_FILES_ROOT the test's folder that holds it."""
     trigger = FileTrigger("drop", folder=str(inbox), clock=clock, **options)
-    trigger.setup({})
+    trigger.setup({"WORKFLOW_FILES_ROOT": str(inbox.parent)})
     return trigger
 
 
@@ -205,7 +206,53 @@ def test_bad_options_are_refused_naming_the_field(tmp_path, options, message):
 
 def test_the_processed_folder_must_differ_from_the_folder(tmp_path):
     with pytest.raises(ValueError, match="processed_folder must differ from folder"):
-        FileTrigger("drop", folder=str(tmp_path), processed_folder=str(tmp_path)).setup({})
+        FileTrigger("drop", folder=str(tmp_path), processed_folder=str(tmp_path)).setup(
+            {"WORKFLOW_FILES_ROOT": str(tmp_path)})
+
+
+# -- the files root -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"folder": "/etc"}, "folder"),
+    ({"folder": "../outside"}, "folder"),
+    ({"folder": "~"}, "folder"),
+    ({"folder": "in\0box"}, "folder"),
+    ({"folder": "inbox", "processed_folder": "/tmp"}, "processed_folder"),
+    ({"folder": "inbox", "processed_folder": "inbox/../../outside"}, "processed_folder"),
+])
+def test_folders_outside_the_files_root_are_refused_naming_the_field(tmp_path, options, field):
+    root = tmp_path / "files"
+    trigger = FileTrigger("drop", **options)
+    with pytest.raises(ValueError, match=rf"^trigger 'drop': {field} '.*' (is outside WORKFLOW_FILES_ROOT \({root}\)|"
+                                         rf"contains a NUL byte)"):
+        trigger.setup({"WORKFLOW_FILES_ROOT": str(root)})
+    with pytest.raises(RuntimeError, match="setup"):  # never polled unchecked
+        trigger.poll()
+
+
+def test_the_default_root_is_files_in_the_storage_and_relative_folders_are_under_it(tmp_path):
+    trigger = FileTrigger("drop", folder="inbox")
+    trigger.setup({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")})
+    assert trigger.folder == str(tmp_path / "data" / "files" / "inbox")
+    assert trigger.processed_folder == str(tmp_path / "data" / "files" / "inbox" / "processed")
+    with pytest.raises(ValueError, match=r"folder '/etc' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="/etc").setup({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")})
+
+
+def test_a_symlink_inside_the_root_that_points_out_is_refused(tmp_path):
+    root, secret = tmp_path / "files", tmp_path / "secret"
+    root.mkdir()
+    secret.mkdir()
+    (secret / "id_rsa").write_text("KEY", encoding="utf-8")
+    (root / "inbox").symlink_to(secret)
+    (root / "done").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"folder 'inbox' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="inbox").setup({"WORKFLOW_FILES_ROOT": str(root)})
+    (root / "real").mkdir()
+    with pytest.raises(ValueError, match=r"processed_folder 'done' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="real", processed_folder="done").setup({"WORKFLOW_FILES_ROOT": str(root)})
+    assert (secret / "id_rsa").read_text(encoding="utf-8") == "KEY"
 
 
 # -- through the app -------------------------------------------------------------------------------------
@@ -220,12 +267,12 @@ def client(storage):
 
 
 def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
-    inbox = storage / "inbox"
+    inbox = storage / "files" / "inbox"
     assert client.post("/api/workflows/file_drop/start").status_code == 200
     # The folder does not exist yet: the workflow says so, and keeps trying.
     summary = wait_until(lambda: (client.get("/api/workflows/file_drop").get_json()["last_poll"] or {}).get("error"))
     assert summary.endswith(f"folder {inbox} does not exist; create it or fix the trigger's folder")
-    inbox.mkdir()
+    inbox.mkdir(parents=True)
     drop(inbox, "hello.txt", "hello from a file")
     drop(inbox, "ignored.pdf")
 

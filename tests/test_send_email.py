@@ -90,7 +90,9 @@ def send(tmp_path, settings=None, **config) -> dict:
     config.setdefault("to", "alice@example.org")
     config.setdefault("smtp_timeout", 5)
     action = SendEmailAction("mail", **config)
-    action.context = RunContext(settings=settings or {}, storage_path=str(tmp_path))
+    # The test's folder holds the attachments and CA files: the files root the action may read.
+    settings = {"WORKFLOW_FILES_ROOT": str(tmp_path), **(settings or {})}
+    action.context = RunContext(settings=settings, storage_path=str(tmp_path))
     return action.execute({})
 
 
