@@ -171,8 +171,8 @@ class SendEmailAction(BaseAction):
             (field, value) for field, value, named, configured in (
                 ("smtp_host", host, self.smtp_host, str(setting(None, "SMTP_HOST") or "").strip().lower()),
                 ("smtp_port", port, self.smtp_port, _int(setting(None, "SMTP_PORT"), "SMTP_PORT")),
-                ("smtp_security", security, self.smtp_security, str(setting(None, "SMTP_SECURITY")).strip().lower()),
                 ("smtp_user", own_user, self.smtp_user, str(setting(None, "SMTP_USER") or "")),
+                ("smtp_security", security, self.smtp_security, str(setting(None, "SMTP_SECURITY")).strip().lower()),
             )
             if named not in (None, "") and (value.lower() if field == "smtp_host" else value) != configured
             # TLS where the settings have none still sends the password only to SMTP_HOST:SMTP_PORT.
