@@ -137,20 +137,24 @@ def code_paths(modules: Iterable[str] = ()) -> list[Path]:
 
 
 def check_root_apart(root: Path, code: Iterable[Path], storage: str | os.PathLike | None = None) -> None:
-    """PathError unless ``root`` is apart from every code path and does not hold the store.
+    """PathError unless ``root`` is apart from every code path and the store, and the store is not in the code.
 
     A files root inside, equal to or above a code folder would let a file
     step write a module that a python step then imports; one that holds the
     store would let it rewrite the store's definitions and state.
     """
     root = Path(root).resolve()
+    store = None if storage is None else Path(storage).resolve()
     for path in code:
         path = Path(path).resolve()
         if path.is_relative_to(root) or root.is_relative_to(path):
             raise PathError(f"{ROOT_SETTING} ({root}) must be apart from the code in {path}: a files root inside, "
                             f"equal to or above a code folder would let a posted definition change the code")
-    if storage is not None:
-        store = Path(storage).resolve()
+        # Uploads keep their names: inside a package folder they would be importable modules.
+        if store is not None and store.is_relative_to(path):
+            raise PathError(f"WORKFLOW_STORAGE_PATH ({store}) must not be inside the code in {path}: uploads saved "
+                            f"there would be importable modules")
+    if store is not None:
         if store.is_relative_to(root):
             raise PathError(f"{ROOT_SETTING} ({root}) must not hold the store, WORKFLOW_STORAGE_PATH ({store}); "
                             f"the default is {store / 'files'}")

@@ -166,3 +166,13 @@ def test_the_default_and_a_separate_root_start(tmp_path):
     for extra in ({}, {"WORKFLOW_FILES_ROOT": str(tmp_path / "elsewhere")}):
         app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), **extra})
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_store_inside_the_code_stops_start_up(tmp_path):
+    storage = REPO / "workflows" / "library" / f"data-{tmp_path.name}"
+    with pytest.raises(ConfigError) as caught:
+        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_FILES_ROOT": str(tmp_path / "files")})
+    assert str(caught.value) == (f"WORKFLOW_STORAGE_PATH ({storage}) must not be inside the code in {REPO}/workflows: "
+                                 f"uploads saved there would be importable modules")
+    assert not storage.exists()  # refused before the store made its folder
