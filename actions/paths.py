@@ -42,12 +42,13 @@ def attachments_folder(settings: Mapping[str, Any], storage_path: str | os.PathL
     return (Path(storage_path) / "attachments").resolve()
 
 
-def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = ()) -> Path:
+def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = (), confine: bool = True) -> Path:
     """``value`` resolved under ``root`` (``..`` and symlinks followed); PathError when it leads elsewhere.
 
     A relative path is taken under ``root``; an absolute one must lead into
     ``root`` or one of ``also``. ``~`` is expanded, so ``~/.ssh`` is refused
-    as the home folder it names.
+    as the home folder it names. ``confine=False`` (trusted code only)
+    resolves the same way without refusing.
     """
     root = Path(root).resolve()
     raw = str(value if value is not None else ".").strip() or "."
@@ -59,7 +60,7 @@ def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = ()) -> 
     except (OSError, RuntimeError) as error:  # a symlink loop; an unknown ~user
         raise PathError(f"{field} {raw!r} cannot be resolved: {error}") from None
     folders = [root, *(Path(folder).resolve() for folder in also)]
-    if any(resolved.is_relative_to(folder) for folder in folders):
+    if not confine or any(resolved.is_relative_to(folder) for folder in folders):
         return resolved
     where = f"{ROOT_SETTING} ({root})"
     if len(folders) > 1:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from actions.log import LogAction
 from app import create_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
 from triggers.base import TriggerError
 from triggers.file import FileTrigger
+from workflows.base import Workflow
 
 
 class FakeClock:
@@ -288,3 +290,30 @@ def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
     assert os.listdir(inbox / "processed") == ["hello.txt"]
     client.post("/api/workflows/file_drop/stop")
     assert len(client.get("/api/runs?workflow=file_drop").get_json()["runs"]) == 1
+
+
+def test_a_workflow_written_in_python_may_watch_any_folder_a_definition_may_not(tmp_path):
+    """A Python workflow is trusted code (DESIGN section 10); a posted definition is confined to the root."""
+    outside = tmp_path / "drop"
+    outside.mkdir()
+
+    class Watcher(Workflow):
+        name = "watcher"
+        trigger = FileTrigger("drop", folder=str(outside), settle_seconds=0)
+        actions = [LogAction("log", message="{{ trigger_data.filename }}")]
+
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": [Watcher]})
+    try:
+        client = app.test_client()
+        drop(outside, "a.txt")
+        [run] = client.post("/api/workflows/watcher/poll").get_json()["runs"]
+        assert run["trigger_data"]["path"] == str(outside / "processed" / "a.txt")
+        definition = {"name": "copycat", "trigger": {"type": "file", "folder": str(outside), "settle_seconds": 0},
+                      "steps": [{"name": "log", "type": "log", "config": {"message": "x"}}]}
+        assert client.post("/api/workflows", json=definition).status_code in (201, 422)
+        refused = client.post("/api/workflows/copycat/poll")
+        assert refused.status_code in (404, 409)
+        if refused.status_code == 409:
+            assert f"folder '{outside}' is outside WORKFLOW_FILES_ROOT" in refused.get_json()["error"]["message"]
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)

@@ -64,6 +64,8 @@ class EmailTrigger(BaseTrigger):
     """
 
     type = "email"
+    # Set by the runtime for a workflow class written in Python (trusted code): its ca_file may lie anywhere.
+    _trusted_code = False
 
     def __init__(
         self,
@@ -142,7 +144,7 @@ class EmailTrigger(BaseTrigger):
             self.security = "ssl" if _true(settings.get("IMAP_SSL", True)) else "none"
         self.security = _check_security(self.security, self._where)
         self._password = self._credential(named, settings)
-        if _given(self.ca_file) is not None:
+        if _given(self.ca_file) is not None and not self._trusted_code:
             try:
                 self.ca_file = str(readable(settings, None, self.ca_file, "ca_file"))
             except PathError as error:

@@ -29,8 +29,9 @@ class FileTrigger(BaseTrigger):
     a file still being written does not. Once its run is stored, the file is
     moved into ``processed_folder`` (default ``<folder>/processed``; a name
     already taken there gets a ``-1``, ``-2``... suffix), so it is not seen
-    again. Both folders must be inside WORKFLOW_FILES_ROOT (a relative path is
-    taken under it), since the trigger removes what it finds. Like the shell,
+    again. A relative folder is taken under WORKFLOW_FILES_ROOT; in a
+    definition both folders must be inside it, since the trigger removes what
+    it finds (a workflow class written in Python may name any). Like the shell,
     ``*`` does not match names that start with a dot, which writers often use
     for partial files.
 
@@ -45,6 +46,9 @@ class FileTrigger(BaseTrigger):
     """
 
     type = "file"
+    # Set by the runtime for a workflow class written in Python (trusted code, DESIGN section 10): its
+    # folders may lie outside WORKFLOW_FILES_ROOT. A definition's trigger never has it.
+    _trusted_code = False
 
     def __init__(
         self,
@@ -96,9 +100,11 @@ class FileTrigger(BaseTrigger):
         where = f"trigger {self.name!r}"
         # The trigger deletes what it finds and links it elsewhere: both folders must be the files root's.
         root = files_root(settings)
+        confine = not self._trusted_code
         try:
-            folder = inside(root, self.folder, "folder")
-            processed = inside(root, self.processed_folder or folder / "processed", "processed_folder")
+            folder = inside(root, self.folder, "folder", confine=confine)
+            processed = inside(root, self.processed_folder or folder / "processed", "processed_folder",
+                               confine=confine)
         except PathError as error:
             raise ValueError(f"{where}: {error}") from None
         if processed == folder:
