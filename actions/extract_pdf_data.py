@@ -14,8 +14,9 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 from pypdf.generic import NameObject
 
-from actions.base import ActionError, BaseAction
-from actions.pdf_templates import PdfTemplate, TemplateError, load_templates
+from actions.base import ActionError, BaseAction, RunContext
+from actions.paths import PathError, readable
+from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class ExtractPDFDataAction(BaseAction):
 
     def execute(self, data_store: dict) -> dict:
         """Pick the PDF and its template, then read the template's fields from the form or the text."""
-        path, filename = _choose_file(self.file)
+        path, filename = _choose_file(self.file, self.context, self.type)
         try:
-            templates = load_templates(self.templates_dir or None)
+            templates = load_templates(templates_folder(self.templates_dir, self.context, self.type))
         except TemplateError as exc:
             raise ActionError(str(exc), retryable=False)
         company = (self.company or "").strip()
@@ -85,8 +86,11 @@ class ExtractPDFDataAction(BaseAction):
         }
 
 
-def _choose_file(spec: Any) -> tuple[Path, str]:
-    """The path to read and the file name to report, from a path, an attachment or a list of attachments."""
+def _choose_file(spec: Any, context: RunContext, action: str) -> tuple[Path, str]:
+    """The path to read and the file name to report, from a path, an attachment or a list of attachments.
+
+    The path must lead into WORKFLOW_FILES_ROOT or the server's attachments folder.
+    """
     if isinstance(spec, list):
         attachments = [_as_attachment(item) for item in spec]
         pdfs = [item for item in attachments if _is_pdf(item)]
@@ -98,8 +102,11 @@ def _choose_file(spec: Any) -> tuple[Path, str]:
     path = spec.get("path")
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ActionError(f"attachment {spec.get('filename') or spec!r} has no 'path' to read", retryable=False)
-    path = Path(str(path).strip())
-    return path, str(spec.get("filename") or path.name)
+    try:
+        checked = readable(context.settings, context.storage_path, path, "file")
+    except PathError as error:
+        raise ActionError(f"{action}: {error}", retryable=False) from None
+    return checked, str(spec.get("filename") or Path(str(path).strip()).name)
 
 
 def _as_attachment(item: Any) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.base import ActionError, BaseAction
+from actions.paths import PathError, files_root, inside
 
 logger = logging.getLogger(__name__)
 
@@ -111,22 +112,19 @@ class FileAction(BaseAction):
 
     def _root(self) -> Path:
         """The resolved sandbox folder, created when missing."""
-        configured = str(self.context.settings.get("WORKFLOW_FILES_ROOT") or "").strip()
-        root = Path(configured) if configured else Path(self.context.storage_path) / "files"
+        root = files_root(self.context.settings, self.context.storage_path)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ActionError(f"file: cannot create WORKFLOW_FILES_ROOT {root}: {error.strerror or error}")
-        return root.resolve()
+        return root
 
     def _inside(self, root: Path, value: Any, key: str) -> Path:
         """``value`` resolved under ``root`` (symlinks followed); ActionError when that leads outside."""
-        raw = str(value if value is not None else ".").strip() or "."
-        # An absolute path stays itself: root / "/etc/passwd" is "/etc/passwd", then refused.
-        resolved = (root / Path(raw).expanduser()).resolve()
-        if not resolved.is_relative_to(root):
-            raise ActionError(f"file: {key} {raw!r} is outside WORKFLOW_FILES_ROOT ({root})", retryable=False)
-        return resolved
+        try:
+            return inside(root, value, key)
+        except PathError as error:
+            raise ActionError(f"file: {error}", retryable=False) from None
 
     def _shown(self, error: OSError, root: Path) -> str:
         """The path an OS error is about, relative to the root when inside it."""

@@ -15,6 +15,9 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import Draft202012Validator, validator_for
 
+from actions.base import ActionError, RunContext
+from actions.paths import PathError, readable
+
 logger = logging.getLogger(__name__)
 
 # The shipped templates live in the repository's top-level pdf_templates/ folder.
@@ -59,6 +62,16 @@ def check_schema(schema: Any) -> type[Validator]:
         validator_class = Draft202012Validator
     validator_class.check_schema(schema)
     return validator_class
+
+
+def templates_folder(value: Any, context: RunContext, action: str) -> Path | None:
+    """A step's ``templates_dir``, which must be readable (inside WORKFLOW_FILES_ROOT); None: the shipped ones."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return readable(context.settings, context.storage_path, value, "templates_dir")
+    except PathError as error:
+        raise ActionError(f"{action}: {error}", retryable=False) from None
 
 
 def load_templates(folder: str | Path | None = None) -> dict[str, PdfTemplate]:

@@ -34,7 +34,7 @@ class PdfTextAction(BaseAction):
         """Read the PDF's pages in order."""
         if not self.file:
             raise ActionError("pdf_text: no file to read (did its template find nothing?)", retryable=False)
-        path, filename = _choose_file(self.file)
+        path, filename = _choose_file(self.file, self.context, self.type)
         with _open_pdf(path, filename) as pdf:
             texts = [pdf.text(index) for index in range(len(pdf))]
         text = PAGE_BREAK.join(texts)

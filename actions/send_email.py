@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.base import ActionError, BaseAction, seconds
+from actions.paths import PathError, readable
 from actions.private_files import make_private_dir
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,38 @@ class SendEmailAction(BaseAction):
             return override
         return self.context.settings.get(name, _DEFAULTS[name])
 
+    def _credentials(self, host: str, port: int, security: str) -> tuple[str, str]:
+        """User and password to log in with: SMTP_USER and SMTP_PASSWORD go only to the server they were set for.
+
+        A step that names its own host, port, user or security (one that differs
+        from the settings; TLS where they have none is no difference) brings its
+        own smtp_password, else it fails here, before anything is sent anywhere.
+        """
+        own_user = str(self.smtp_user or "")
+        own_password = str(self._smtp_password or "")
+        setting = self._setting
+        differs = [
+            (field, value) for field, value, named, configured in (
+                ("smtp_host", host, self.smtp_host, str(setting(None, "SMTP_HOST") or "").strip().lower()),
+                ("smtp_port", port, self.smtp_port, _int(setting(None, "SMTP_PORT"), "SMTP_PORT")),
+                ("smtp_user", own_user, self.smtp_user, str(setting(None, "SMTP_USER") or "")),
+                ("smtp_security", security, self.smtp_security, str(setting(None, "SMTP_SECURITY")).strip().lower()),
+            )
+            if named not in (None, "") and (value.lower() if field == "smtp_host" else value) != configured
+            # TLS where the settings have none still sends the password only to SMTP_HOST:SMTP_PORT.
+            and not (field == "smtp_security" and configured == "none")
+        ]
+        if not differs:
+            user = setting(self.smtp_user, "SMTP_USER")
+            return str(user or ""), str(setting(self._smtp_password, "SMTP_PASSWORD") or "")
+        if own_password or not (setting(None, "SMTP_USER") or setting(None, "SMTP_PASSWORD")):
+            return own_user, own_password  # nothing configured could leak
+        field, value = differs[0]
+        raise ActionError(
+            f"send_email: {field} {value!r} differs from the settings; a step that names its own smtp_host, smtp_port, "
+            f"smtp_user or smtp_security must bring its own smtp_password (SMTP_USER and SMTP_PASSWORD are sent only "
+            f"to SMTP_HOST:SMTP_PORT with SMTP_SECURITY)", retryable=False)
+
     def _attachment_files(self) -> list[tuple[bytes, str, str]]:
         """(content, filename, content type) of every attachment; ActionError naming a missing file."""
         items = self.attachments
@@ -165,11 +198,16 @@ class SendEmailAction(BaseAction):
         if isinstance(items, str | Mapping):
             items = [items]
         files = []
-        for item in items:
+        for index, item in enumerate(items):
             record = item if isinstance(item, Mapping) else {"path": item}
             if not record.get("path"):
                 raise ActionError(f"send_email: attachment without a path: {item!r}", retryable=False)
-            path = Path(str(record["path"]))
+            try:
+                # A path from a run's inputs is trusted only when the server made it (an upload, an e-mail).
+                path = readable(self.context.settings, self.context.storage_path, record["path"],
+                                f"attachments[{index}]")
+            except PathError as error:
+                raise ActionError(f"send_email: {error}", retryable=False) from None
             try:
                 content = path.read_bytes()
             except FileNotFoundError:
@@ -192,12 +230,16 @@ class SendEmailAction(BaseAction):
             raise ActionError(
                 f"send_email: smtp_security must be starttls, ssl or none, got {security!r}", retryable=False
             )
-        user = str(self._setting(self.smtp_user, "SMTP_USER") or "")
-        password = str(self._setting(self._smtp_password, "SMTP_PASSWORD") or "")
+        user, password = self._credentials(host, port, security)
         timeout = seconds(self.smtp_timeout, "smtp_timeout", "send_email")
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            context = ssl.create_default_context(cafile=self.smtp_ca_file or None)
+            ca_file = readable(self.context.settings, self.context.storage_path, self.smtp_ca_file,
+                               "smtp_ca_file") if self.smtp_ca_file else None
+        except PathError as error:
+            raise ActionError(f"send_email: {error}", retryable=False) from None
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
         except OSError as error:
             message_text = f"send_email: cannot read smtp_ca_file {self.smtp_ca_file}: {error.strerror or error}"
             raise ActionError(message_text, retryable=False)

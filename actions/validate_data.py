@@ -10,7 +10,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from referencing.exceptions import Unresolvable
 
 from actions.base import ActionError, BaseAction
-from actions.pdf_templates import TemplateError, check_schema, load_templates
+from actions.pdf_templates import TemplateError, check_schema, load_templates, templates_folder
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ValidateDataAction(BaseAction):
                 )
             return self.schema, "the step's schema"
         try:
-            templates = load_templates(self.templates_dir or None)
+            templates = load_templates(templates_folder(self.templates_dir, self.context, self.type))
         except TemplateError as exc:
             raise ActionError(str(exc), retryable=False)
         template = templates.get(str(self.template).strip())

@@ -61,6 +61,8 @@ class BoundWorkflow:
         except ValueError as problem:
             raise ConfigError(f"{where}: {problem}") from None
         trigger.state = {}  # the copy must not share the class-level trigger's dict
+        # A workflow class written in Python is trusted code; a definition's trigger stays in WORKFLOW_FILES_ROOT.
+        trigger._trusted_code = workflow.origin == "python" and workflow.__module__ != "workflows.declarative"
         try:
             trigger.setup(settings)
             check_interval = workflow.check_interval or trigger.default_check_interval

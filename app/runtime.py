@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from actions import paths
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -37,6 +38,16 @@ MAX_POLL_BACKOFF_SECONDS = 300.0
 MAX_IDLE_SECONDS = 60.0
 
 
+def check_files_root(settings: Mapping[str, Any]) -> None:
+    """ConfigError unless WORKFLOW_FILES_ROOT is apart from the code and does not hold the store (DESIGN 10)."""
+    modules = [*settings.get("WORKFLOW_MODULES", ()), *settings.get("WORKFLOW_PYTHON_MODULES", ())]
+    try:
+        paths.check_root_apart(paths.files_root(settings), paths.code_paths(modules),
+                               settings.get("WORKFLOW_STORAGE_PATH") or "./data")
+    except paths.PathError as error:
+        raise ConfigError(str(error)) from None
+
+
 class Runtime:
     """Everything a PyFlow process runs; the Flask app and the CLI both drive one."""
 
@@ -48,6 +59,7 @@ class Runtime:
         workflows: Iterable[type[Workflow]] = (),
     ):
         self.settings = dict(settings)
+        check_files_root(self.settings)
         self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
         self.renderer = Renderer()
         self.registry = WorkflowRegistry()

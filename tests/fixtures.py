@@ -556,8 +556,8 @@ class SlowHookWorkflow(Workflow):
 
 class FileDropWorkflow(Workflow):
     name = "file_drop"
-    description = "Reads each .txt file dropped into <storage>/inbox."
-    trigger = FileTrigger("drop", folder="{{ settings.WORKFLOW_STORAGE_PATH }}/inbox", pattern="*.txt",
+    description = "Reads each .txt file dropped into <WORKFLOW_FILES_ROOT>/inbox."
+    trigger = FileTrigger("drop", folder="inbox", pattern="*.txt",
                           settle_seconds=0.1, poll_interval=0.05)
     actions = [ReadTextAction("read", path="{{ trigger_data.path }}")]
 

@@ -92,7 +92,7 @@ def test_missing_file_names_the_path(tmp_path):
     assert not caught.value.retryable
 
 
-@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "link/passwd"])
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "link/passwd", "~", "~/x", "/proc/self/environ"])
 @pytest.mark.parametrize("operation", ["read", "write", "delete"])
 def test_paths_outside_the_root_are_refused(tmp_path, root, path, operation):
     root.mkdir()
@@ -102,6 +102,14 @@ def test_paths_outside_the_root_are_refused(tmp_path, root, path, operation):
         run(tmp_path, operation=operation, path=path, **config)
     assert not caught.value.retryable
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("operation", ["read", "write", "delete", "list"])
+def test_a_nul_byte_is_a_clear_refusal(tmp_path, operation):
+    config = {"content": "x"} if operation == "write" else {}
+    with pytest.raises(ActionError, match=r"^file: path 'a\\x00b' contains a NUL byte$") as caught:
+        run(tmp_path, operation=operation, path="a\0b", **config)
+    assert not caught.value.retryable
 
 
 def test_destination_and_glob_stay_inside(tmp_path, root):

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.pdf_text import PdfTextAction
 from tests import pdf_factory
 from workflows.catalog import action_types
 
+# The test's tmp_path, which these tests make WORKFLOW_FILES_ROOT: the action reads only inside it.
+ROOT: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def files_root(tmp_path):
+    ROOT[:] = [tmp_path]
+    return tmp_path
+
 
 def read(file) -> dict:
-    return PdfTextAction("text", file=file).execute({})
+    action = PdfTextAction("text", file=file)
+    action.context = RunContext(settings={"WORKFLOW_FILES_ROOT": str(ROOT[0])})
+    return action.execute({})
 
 
 def test_every_page_in_order(tmp_path):

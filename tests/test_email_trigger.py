@@ -329,7 +329,8 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[str, str, str]:
 
 def poll_once(settings: dict, **options) -> list[dict]:
     trigger = EmailTrigger("inbox", **options)
-    trigger.setup(settings)
+    # The test's folder (the storage) holds the CA files: the files root the trigger may read them from.
+    trigger.setup({"WORKFLOW_FILES_ROOT": settings["WORKFLOW_STORAGE_PATH"], **settings})
     try:
         return trigger.poll()
     finally:
@@ -470,3 +471,49 @@ def test_setup_names_what_is_missing(settings, message):
 def test_constructor_rejects_bad_options(options):
     with pytest.raises(ValueError, match="email trigger 'inbox'"):
         EmailTrigger("inbox", **options)
+
+
+# -- IMAP_PASSWORD goes only to the mailbox it was configured for ------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"host": "localhost"}, "host"),
+    ({"port": "OTHER"}, "port"),
+    ({"user": "mallory"}, "user"),
+])
+def test_a_trigger_naming_its_own_mailbox_must_bring_its_own_password(imap_server, tmp_path, options, field):
+    settings = imap_server.settings(tmp_path, folder=FOLDER)
+    options = {key: (free_port() if value == "OTHER" else value) for key, value in options.items()}
+    trigger = EmailTrigger("inbox", **options)
+    with pytest.raises(ValueError) as caught:
+        trigger.setup(settings)
+    message = str(caught.value)
+    assert message.startswith(f"email trigger 'inbox': {field} ")
+    assert "must bring its own password" in message and imap_server.password not in message
+
+
+def test_plain_imap_where_the_settings_say_tls_must_bring_its_own_password(imap_server, tmp_path):
+    settings = {**imap_server.settings(tmp_path), "IMAP_SSL": True}
+    with pytest.raises(ValueError, match=r"^email trigger 'inbox': security 'none' differs from the IMAP_\* settings"):
+        EmailTrigger("inbox", security="none").setup(settings)
+
+
+def test_the_configured_mailbox_written_out_keeps_the_configured_password(imap_server, tmp_path):
+    imap_server.append(pdf_message(subject="same mailbox"), FOLDER)
+    settings = imap_server.settings(tmp_path, folder=FOLDER)
+    events = poll_once(settings, host=imap_server.host.upper(), port=str(imap_server.port), user=imap_server.user,
+                       security="none")
+    assert subjects(events) == ["same mailbox"]
+
+
+def test_a_trigger_with_its_own_password_may_name_another_address(imap_server, tmp_path):
+    imap_server.append(pdf_message(subject="own password"), FOLDER)
+    settings = {**imap_server.settings(tmp_path, folder=FOLDER), "IMAP_PASSWORD": "the-configured-one"}
+    events = poll_once(settings, host="localhost", password=imap_server.password)
+    assert subjects(events) == ["own password"]
+
+
+def test_a_ca_file_outside_the_files_root_is_refused(imap_server, tmp_path):
+    settings = {**imap_server.settings(tmp_path), "WORKFLOW_FILES_ROOT": str(tmp_path / "files")}
+    with pytest.raises(ValueError, match=r"^email trigger 'inbox': ca_file '/dev/zero' is outside WORKFLOW_FILES_ROOT"):
+        EmailTrigger("inbox", security="starttls", ca_file="/dev/zero").setup(settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.extract_pdf_data import ExtractPDFDataAction
 from actions.pdf_templates import DEFAULT_TEMPLATES_DIR, TemplateError, load_templates
 from tests import pdf_factory
@@ -17,9 +17,21 @@ from tests.pdf_factory import VALID, nested
 COMPANIES = ["company_a", "company_b"]
 
 
+# The test's tmp_path, which these tests make WORKFLOW_FILES_ROOT: the action reads only inside it.
+ROOT: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def files_root(tmp_path):
+    ROOT[:] = [tmp_path]
+    return tmp_path
+
+
 def extract(file, **config) -> dict:
     """Run the action once, as the engine would after rendering its config."""
-    return ExtractPDFDataAction("extract", file=file, **config).execute({})
+    action = ExtractPDFDataAction("extract", file=file, **config)
+    action.context = RunContext(settings={"WORKFLOW_FILES_ROOT": str(ROOT[0])})
+    return action.execute({})
 
 
 def assert_complete(result: dict, company: str, method: str = "text") -> None:

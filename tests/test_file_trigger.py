@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from actions.log import LogAction
 from app import create_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
 from triggers.base import TriggerError
 from triggers.file import FileTrigger
+from workflows.base import Workflow
 
 
 class FakeClock:
@@ -37,8 +39,9 @@ def clock() -> FakeClock:
 
 
 def watcher(inbox: Path, clock: FakeClock, **options) -> FileTrigger:
+    """A set-up trigger on ``inbox``, with WORKFLOW_FILES_ROOT the test's folder that holds it."""
     trigger = FileTrigger("drop", folder=str(inbox), clock=clock, **options)
-    trigger.setup({})
+    trigger.setup({"WORKFLOW_FILES_ROOT": str(inbox.parent)})
     return trigger
 
 
@@ -205,7 +208,53 @@ def test_bad_options_are_refused_naming_the_field(tmp_path, options, message):
 
 def test_the_processed_folder_must_differ_from_the_folder(tmp_path):
     with pytest.raises(ValueError, match="processed_folder must differ from folder"):
-        FileTrigger("drop", folder=str(tmp_path), processed_folder=str(tmp_path)).setup({})
+        FileTrigger("drop", folder=str(tmp_path), processed_folder=str(tmp_path)).setup(
+            {"WORKFLOW_FILES_ROOT": str(tmp_path)})
+
+
+# -- the files root -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"folder": "/etc"}, "folder"),
+    ({"folder": "../outside"}, "folder"),
+    ({"folder": "~"}, "folder"),
+    ({"folder": "in\0box"}, "folder"),
+    ({"folder": "inbox", "processed_folder": "/tmp"}, "processed_folder"),
+    ({"folder": "inbox", "processed_folder": "inbox/../../outside"}, "processed_folder"),
+])
+def test_folders_outside_the_files_root_are_refused_naming_the_field(tmp_path, options, field):
+    root = tmp_path / "files"
+    trigger = FileTrigger("drop", **options)
+    with pytest.raises(ValueError, match=rf"^trigger 'drop': {field} '.*' (is outside WORKFLOW_FILES_ROOT \({root}\)|"
+                                         rf"contains a NUL byte)"):
+        trigger.setup({"WORKFLOW_FILES_ROOT": str(root)})
+    with pytest.raises(RuntimeError, match="setup"):  # never polled unchecked
+        trigger.poll()
+
+
+def test_the_default_root_is_files_in_the_storage_and_relative_folders_are_under_it(tmp_path):
+    trigger = FileTrigger("drop", folder="inbox")
+    trigger.setup({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")})
+    assert trigger.folder == str(tmp_path / "data" / "files" / "inbox")
+    assert trigger.processed_folder == str(tmp_path / "data" / "files" / "inbox" / "processed")
+    with pytest.raises(ValueError, match=r"folder '/etc' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="/etc").setup({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")})
+
+
+def test_a_symlink_inside_the_root_that_points_out_is_refused(tmp_path):
+    root, secret = tmp_path / "files", tmp_path / "secret"
+    root.mkdir()
+    secret.mkdir()
+    (secret / "id_rsa").write_text("KEY", encoding="utf-8")
+    (root / "inbox").symlink_to(secret)
+    (root / "done").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"folder 'inbox' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="inbox").setup({"WORKFLOW_FILES_ROOT": str(root)})
+    (root / "real").mkdir()
+    with pytest.raises(ValueError, match=r"processed_folder 'done' is outside WORKFLOW_FILES_ROOT"):
+        FileTrigger("drop", folder="real", processed_folder="done").setup({"WORKFLOW_FILES_ROOT": str(root)})
+    assert (secret / "id_rsa").read_text(encoding="utf-8") == "KEY"
 
 
 # -- through the app -------------------------------------------------------------------------------------
@@ -220,12 +269,12 @@ def client(storage):
 
 
 def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
-    inbox = storage / "inbox"
+    inbox = storage / "files" / "inbox"
     assert client.post("/api/workflows/file_drop/start").status_code == 200
     # The folder does not exist yet: the workflow says so, and keeps trying.
     summary = wait_until(lambda: (client.get("/api/workflows/file_drop").get_json()["last_poll"] or {}).get("error"))
     assert summary.endswith(f"folder {inbox} does not exist; create it or fix the trigger's folder")
-    inbox.mkdir()
+    inbox.mkdir(parents=True)
     drop(inbox, "hello.txt", "hello from a file")
     drop(inbox, "ignored.pdf")
 
@@ -241,3 +290,30 @@ def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
     assert os.listdir(inbox / "processed") == ["hello.txt"]
     client.post("/api/workflows/file_drop/stop")
     assert len(client.get("/api/runs?workflow=file_drop").get_json()["runs"]) == 1
+
+
+def test_a_workflow_written_in_python_may_watch_any_folder_a_definition_may_not(tmp_path):
+    """A Python workflow is trusted code (DESIGN section 10); a posted definition is confined to the root."""
+    outside = tmp_path / "drop"
+    outside.mkdir()
+
+    class Watcher(Workflow):
+        name = "watcher"
+        trigger = FileTrigger("drop", folder=str(outside), settle_seconds=0)
+        actions = [LogAction("log", message="{{ trigger_data.filename }}")]
+
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": [Watcher]})
+    try:
+        client = app.test_client()
+        drop(outside, "a.txt")
+        [run] = client.post("/api/workflows/watcher/poll").get_json()["runs"]
+        assert run["trigger_data"]["path"] == str(outside / "processed" / "a.txt")
+        definition = {"name": "copycat", "trigger": {"type": "file", "folder": str(outside), "settle_seconds": 0},
+                      "steps": [{"name": "log", "type": "log", "config": {"message": "x"}}]}
+        assert client.post("/api/workflows", json=definition).status_code in (201, 422)
+        refused = client.post("/api/workflows/copycat/poll")
+        assert refused.status_code in (404, 409)
+        if refused.status_code == 409:
+            assert f"folder '{outside}' is outside WORKFLOW_FILES_ROOT" in refused.get_json()["error"]["message"]
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)

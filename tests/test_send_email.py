@@ -6,6 +6,7 @@ import email
 import socket
 import ssl
 from email import policy
+from pathlib import Path
 
 import pytest
 import trustme
@@ -90,7 +91,9 @@ def send(tmp_path, settings=None, **config) -> dict:
     config.setdefault("to", "alice@example.org")
     config.setdefault("smtp_timeout", 5)
     action = SendEmailAction("mail", **config)
-    action.context = RunContext(settings=settings or {}, storage_path=str(tmp_path))
+    # The test's folder holds the attachments and CA files: the files root the action may read.
+    settings = {"WORKFLOW_FILES_ROOT": str(tmp_path), **(settings or {})}
+    action.context = RunContext(settings=settings, storage_path=str(tmp_path))
     return action.execute({})
 
 
@@ -324,3 +327,108 @@ def test_bad_security_setting(tmp_path):
 def test_not_idempotent():
     assert SendEmailAction.idempotent is False
     assert SendEmailAction.type == "send_email"
+
+
+# -- a configured credential goes only to the server it was configured for --------------------------------
+
+
+class Recorder:
+    """An aiosmtpd authenticator that accepts anything and keeps every login it was sent."""
+
+    def __init__(self):
+        self.logins: list[tuple[bytes, bytes]] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        self.logins.append(tuple(auth_data))
+        return AuthResult(success=True, auth_data=auth_data)
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"smtp_host": "localhost"}, "smtp_host"),  # the impostor listens on 127.0.0.1, reached by another name
+    ({"smtp_port": "IMPOSTOR"}, "smtp_port"),
+    ({"smtp_user": "mallory"}, "smtp_user"),
+    ({"smtp_security": "none"}, "smtp_security"),
+])
+def test_a_step_naming_its_own_server_does_not_get_the_configured_password(smtp_server, tmp_path, override, field):
+    recorder = Recorder()
+    handler, impostor = smtp_server(authenticator=recorder, auth_require_tls=False)
+    # The settings name the impostor's address with STARTTLS as bob (for smtp_port: another port), so each
+    # case differs from them by one field only.
+    port = free_port() if field == "smtp_port" else impostor
+    configured = smtp_settings(port, "starttls", SMTP_USER="bob", SMTP_PASSWORD=PASSWORD)
+    config = {key: (impostor if value == "IMPOSTOR" else value) for key, value in override.items()}
+    with pytest.raises(ActionError) as caught:
+        send(tmp_path, configured, **config)
+    message = str(caught.value)
+    assert message.startswith(f"send_email: {field} ")
+    assert "must bring its own smtp_password" in message and PASSWORD not in message
+    assert not caught.value.retryable
+    assert recorder.logins == [] and handler.envelopes == []
+
+
+def test_a_step_with_its_own_password_uses_it_and_not_the_configured_one(smtp_server, tmp_path):
+    recorder = Recorder()
+    handler, impostor = smtp_server(authenticator=recorder, auth_require_tls=False)
+    configured = smtp_settings(free_port(), "starttls", SMTP_USER="bob", SMTP_PASSWORD=PASSWORD)
+    result = send(tmp_path, configured, smtp_host="127.0.0.1", smtp_port=impostor, smtp_security="none",
+                  smtp_user="team", smtp_password="their-own")
+    assert result["delivery"] == "smtp" and len(handler.envelopes) == 1
+    assert recorder.logins == [(b"team", b"their-own")]
+
+
+def test_a_step_naming_another_server_without_any_configured_credential_sends_without_login(smtp_server, tmp_path):
+    recorder = Recorder()
+    handler, port = smtp_server(authenticator=recorder, auth_require_tls=False)
+    result = send(tmp_path, smtp_settings(free_port(), "starttls"), smtp_port=port, smtp_security="none")
+    assert result["delivery"] == "smtp" and len(handler.envelopes) == 1
+    assert recorder.logins == []
+
+
+def test_naming_the_configured_server_or_more_security_keeps_the_configured_password(
+        smtp_server, server_tls, ca_file, tmp_path):
+    handler, port = smtp_server(tls_context=server_tls, authenticator=authenticate, auth_require_tls=True)
+    plain = smtp_settings(port, "none", SMTP_USER="bob", SMTP_PASSWORD=PASSWORD)
+    # The same host, port and user written out, in other case; and STARTTLS where the settings have none.
+    result = send(tmp_path, plain, smtp_host="127.0.0.1", smtp_port=str(port), smtp_user="bob",
+                  smtp_security="STARTTLS", smtp_ca_file=ca_file)
+    assert result["delivery"] == "smtp" and len(handler.envelopes) == 1
+
+
+# -- attachments and CA files: only inside WORKFLOW_FILES_ROOT or the server's attachments folder ----------
+
+
+@pytest.mark.parametrize("attachment", [
+    "/proc/self/environ", "/etc/passwd", {"path": "/etc/passwd", "filename": "passwd.txt"}, "../outside.txt",
+    "~/.bash_history", "a\0b",
+])
+def test_attachments_outside_the_files_root_are_refused_before_sending(smtp_server, tmp_path, attachment):
+    handler, port = smtp_server()
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "ok.txt").write_text("fine", encoding="utf-8")
+    with pytest.raises(ActionError) as caught:
+        send(tmp_path, smtp_settings(port, "none", WORKFLOW_FILES_ROOT=str(root)), attachments=["ok.txt", attachment])
+    assert str(caught.value).startswith("send_email: attachments[1] ")
+    assert f"WORKFLOW_FILES_ROOT ({root}) or the server's attachments folder ({tmp_path / 'attachments'})" in str(
+        caught.value) or "NUL byte" in str(caught.value)
+    assert not caught.value.retryable
+    assert handler.envelopes == []
+
+
+def test_an_upload_saved_by_the_server_can_be_attached(tmp_path):
+    upload = tmp_path / "attachments" / "4f2a" / "form.pdf"  # where the server saves uploads (storage = tmp_path)
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"%PDF-1.4 upload")
+    result = send(tmp_path, {"WORKFLOW_FILES_ROOT": str(tmp_path / "files")},
+                  attachments=[{"path": str(upload), "filename": "form.pdf", "content_type": "application/pdf"}])
+    message = email.message_from_bytes(Path(result["path"]).read_bytes(), policy=policy.default)
+    [part] = list(message.iter_attachments())
+    assert part.get_content() == b"%PDF-1.4 upload"
+
+
+def test_a_ca_file_outside_the_files_root_is_refused(smtp_server, tmp_path):
+    handler, port = smtp_server()
+    with pytest.raises(ActionError, match=r"^send_email: smtp_ca_file '/etc/shadow' is outside WORKFLOW_FILES_ROOT"):
+        send(tmp_path, smtp_settings(port, "none", WORKFLOW_FILES_ROOT=str(tmp_path / "files")),
+             smtp_security="starttls", smtp_ca_file="/etc/shadow")
+    assert handler.envelopes == []

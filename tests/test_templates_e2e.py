@@ -91,7 +91,7 @@ def test_the_templates_are_loaded_from_their_files(client, storage):
         assert summary["error"] is None
     trigger = client.get("/api/workflows/document_processing").get_json()["trigger"]
     assert trigger["type"] == "file"
-    assert trigger["folder"] == f"{storage}/documents/inbox"
+    assert trigger["folder"] == f"{storage}/files/documents/inbox"  # WORKFLOW_FILES_ROOT's default, <storage>/files
 
 
 # -- data_pipeline ----------------------------------------------------------------------------------
@@ -105,11 +105,11 @@ USERS = [
 ]
 
 
-def test_data_pipeline_appends_and_replaces(client, tmp_path):
-    db = tmp_path / "pipeline.sqlite3"
+def test_data_pipeline_appends_and_replaces(client, storage):
+    db = storage / "files" / "db" / "pipeline.sqlite3"
     with Site() as source:
         source.pages = {"/users": USERS, "/v2/users": [{"id": 9, "name": "Eve", "email": "eve@example.org"}]}
-        inputs = {"url": f"{source.url}/users", "db_path": str(db), "table": "people"}
+        inputs = {"url": f"{source.url}/users", "db_path": "db/pipeline.sqlite3", "table": "people"}
         first = run(client, "data_pipeline", inputs)
         assert first["status"] == "succeeded", first["error"]
         found = steps(first)
@@ -186,13 +186,15 @@ PAGES = [
 ]
 
 
-def test_document_processing_uploads_analyses_and_stores(client, tmp_path):
-    pdf = pdf_factory.lines_pdf(tmp_path / "invoice.pdf", PAGES)
-    db = tmp_path / "documents.sqlite3"
+def test_document_processing_uploads_analyses_and_stores(client, storage):
+    root = storage / "files"  # WORKFLOW_FILES_ROOT's default: the inputs' paths are inside it
+    root.mkdir(parents=True)
+    pdf = pdf_factory.lines_pdf(root / "invoice.pdf", PAGES)
+    db = root / "documents.sqlite3"
     with pdf.open("rb") as handle:
         uploaded = run(client, "document_processing", data={
             "file": (handle, "invoice.pdf", "application/pdf"), "inputs": json.dumps({"db_path": str(db)})})
-    by_path = run(client, "document_processing", {"file": str(pdf), "db_path": str(db)})
+    by_path = run(client, "document_processing", {"file": "invoice.pdf"})  # relative: under the root
 
     assert uploaded["status"] == "succeeded", uploaded["error"]
     found = steps(uploaded)
@@ -214,6 +216,32 @@ def test_document_processing_uploads_analyses_and_stores(client, tmp_path):
     assert json.loads(stored[0][5]) == analysis["dates"]
     assert json.loads(stored[0][6]) == analysis["amounts"]
     assert stored[0][7].split("\f")[1].startswith("Questions?")
+
+
+def test_data_pipeline_and_document_processing_keep_their_databases_in_the_files_root(client, storage, tmp_path):
+    """The defaults land in WORKFLOW_FILES_ROOT; a db_path elsewhere is refused naming it, and nothing is made."""
+    with Site() as source:
+        source.pages = {"/users": USERS}
+        loaded = run(client, "data_pipeline", {"url": f"{source.url}/users"})
+        assert loaded["status"] == "succeeded", loaded["error"]
+        assert rows(storage / "files" / "pipeline.sqlite3", "SELECT count(*) FROM users") == [(2,)]
+        outside = tmp_path / "elsewhere.sqlite3"
+        refused = run(client, "data_pipeline", {"url": f"{source.url}/users", "db_path": str(outside)})
+    assert refused["status"] == "failed"
+    assert refused["error"] == (
+        f"step 'load' failed: python: workflows.library.sqlite_store:load_rows: db_path '{outside}' is outside "
+        f"WORKFLOW_FILES_ROOT ({storage / 'files'})")
+    assert steps(refused)["load"]["attempts"] == 1  # not retried
+    assert not outside.exists()
+
+
+def test_document_processing_reads_only_inside_the_files_root(client, storage, tmp_path):
+    pdf = pdf_factory.lines_pdf(tmp_path / "elsewhere.pdf", PAGES)
+    result = run(client, "document_processing", {"file": str(pdf)})
+    assert result["status"] == "failed"
+    assert result["error"] == (
+        f"step 'extract' failed: pdf_text: file '{pdf}' is outside WORKFLOW_FILES_ROOT ({storage / 'files'}) "
+        f"or the server's attachments folder ({storage / 'attachments'})")
 
 
 def test_document_processing_without_a_file_says_so(client):

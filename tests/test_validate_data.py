@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.extract_pdf_data import ExtractPDFDataAction
 from actions.pdf_templates import DEFAULT_TEMPLATES_DIR
 from actions.validate_data import ValidateDataAction
@@ -18,9 +18,25 @@ from tests.pdf_factory import VALID, nested
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
+# The test's tmp_path, which these tests make WORKFLOW_FILES_ROOT: the action reads only inside it.
+ROOT: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def files_root(tmp_path):
+    ROOT[:] = [tmp_path]
+    return tmp_path
+
+
+def context() -> RunContext:
+    return RunContext(settings={"WORKFLOW_FILES_ROOT": str(ROOT[0])})
+
+
 def validate(data, **config) -> dict:
     """Run the action once, as the engine would after rendering its config."""
-    return ValidateDataAction("validate", data=data, **config).execute({})
+    action = ValidateDataAction("validate", data=data, **config)
+    action.context = context()
+    return action.execute({})
 
 
 def company_b(**changes) -> dict:
@@ -213,7 +229,11 @@ def test_type_name():
 
 
 def extract_then_validate(path: Path) -> tuple[dict, dict]:
-    extracted = ExtractPDFDataAction("extract", file=str(path)).execute({})
+    # A shipped sample is put where the action may read it.
+    copy = path if path.is_relative_to(ROOT[0]) else Path(shutil.copy(path, ROOT[0]))
+    extract = ExtractPDFDataAction("extract", file=str(copy))
+    extract.context = context()
+    extracted = extract.execute({})
     return extracted, validate(extracted["extracted_data"], template=extracted["template"])
 
 

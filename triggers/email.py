@@ -22,6 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
+from actions.paths import PathError, attachments_folder, readable
 from actions.private_files import make_private_dir
 from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import parse_seconds
@@ -64,6 +65,8 @@ class EmailTrigger(BaseTrigger):
     """
 
     type = "email"
+    # Set by the runtime for a workflow class written in Python (trusted code): its ca_file may lie anywhere.
+    _trusted_code = False
 
     def __init__(
         self,
@@ -124,6 +127,7 @@ class EmailTrigger(BaseTrigger):
 
     def setup(self, settings: Mapping[str, Any]) -> None:
         """Fill unset options from the IMAP_* settings; ValueError names a missing or wrong one."""
+        named = {field: _given(getattr(self, field)) for field in ("host", "port", "user", "security")}
         self.host = _given(self.host) or settings.get("IMAP_HOST")
         if not self.host:
             raise ValueError(f"{self._where}: IMAP_HOST is not set")
@@ -137,19 +141,57 @@ class EmailTrigger(BaseTrigger):
             raise ValueError(f"{self._where}: port must be a port number, got {port!r}")
         if not 0 < self.port < 65536:
             raise ValueError(f"{self._where}: port must be a port number, got {port!r}")
-        if self._password is None:
-            self._password = settings.get("IMAP_PASSWORD") or ""
         self.folder = _given(self.folder) or settings.get("IMAP_FOLDER") or "INBOX"
         if _given(self.security) is None:
             self.security = "ssl" if _true(settings.get("IMAP_SSL", True)) else "none"
         self.security = _check_security(self.security, self._where)
+        self._password = self._credential(named, settings)
+        if _given(self.ca_file) is not None and not self._trusted_code:
+            try:
+                self.ca_file = str(readable(settings, None, self.ca_file, "ca_file"))
+            except PathError as error:
+                raise ValueError(f"{self._where}: {error}") from None
         if self.poll_interval is not None:
             self.poll_interval = self.default_check_interval
         self._default_interval = parse_seconds(settings.get("EMAIL_POLL_INTERVAL", 30), "EMAIL_POLL_INTERVAL")
         # The poll's deadline bounds each socket operation too, so an abandoned poll ends about then.
         self._timeout = float(settings.get("WORKFLOW_POLL_TIMEOUT") or TIMEOUT)
-        storage = Path(settings.get("WORKFLOW_STORAGE_PATH") or "./data")
-        self._attachments_root = storage.resolve() / "attachments"
+        self._attachments_root = attachments_folder(settings)
+
+    def _credential(self, named: dict[str, Any], settings: Mapping[str, Any]) -> str:
+        """The password to log in with: IMAP_PASSWORD only for the mailbox it was set for.
+
+        A trigger that names its own host, port, user or security (one that
+        differs from the IMAP_* settings; TLS where they have none is no
+        difference) brings its own ``password``.
+        """
+        if _given(self._password) is not None:
+            return str(self._password)
+        try:
+            configured_port = int(settings.get("IMAP_PORT", 993))
+        except (TypeError, ValueError):
+            configured_port = None
+        configured = {
+            "host": str(settings.get("IMAP_HOST") or "").strip().lower(),
+            "port": configured_port,
+            "user": settings.get("IMAP_USER") or "",
+            "security": "ssl" if _true(settings.get("IMAP_SSL", True)) else "none",
+        }
+        actual = {"host": str(self.host).strip().lower(), "port": self.port, "user": self.user,
+                  "security": self.security}
+        # TLS where the settings have none still sends the password only to IMAP_HOST:IMAP_PORT; "none" where
+        # they have TLS would show it to the network.
+        differs = [field for field, value in named.items() if value is not None and actual[field] != configured[field]
+                   and not (field == "security" and configured["security"] == "none")]
+        if not differs:
+            return settings.get("IMAP_PASSWORD") or ""
+        if settings.get("IMAP_PASSWORD"):
+            field = differs[0]
+            raise ValueError(
+                f"{self._where}: {field} {getattr(self, field)!r} differs from the IMAP_* settings; a trigger that "
+                f"names its own host, port, user or security must bring its own password (IMAP_PASSWORD is sent "
+                f"only to IMAP_HOST:IMAP_PORT as IMAP_USER)")
+        return ""
 
     def poll(self) -> list[dict]:
         """Events for the messages not handled yet; the cursor moves only in acknowledge()."""

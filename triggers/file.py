@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from actions.paths import PathError, files_root, inside
 from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import _iso, parse_seconds
 
@@ -28,8 +29,11 @@ class FileTrigger(BaseTrigger):
     a file still being written does not. Once its run is stored, the file is
     moved into ``processed_folder`` (default ``<folder>/processed``; a name
     already taken there gets a ``-1``, ``-2``... suffix), so it is not seen
-    again. Like the shell, ``*`` does not match names that start with a dot,
-    which writers often use for partial files.
+    again. A relative folder is taken under WORKFLOW_FILES_ROOT; in a
+    definition both folders must be inside it, since the trigger removes what
+    it finds (a workflow class written in Python may name any). Like the shell,
+    ``*`` does not match names that start with a dot, which writers often use
+    for partial files.
 
     The event's ``path`` is where the file is while its run works on it: the
     file is linked into the processed folder before the run is created (copied
@@ -42,6 +46,9 @@ class FileTrigger(BaseTrigger):
     """
 
     type = "file"
+    # Set by the runtime for a workflow class written in Python (trusted code, DESIGN section 10): its
+    # folders may lie outside WORKFLOW_FILES_ROOT. A definition's trigger never has it.
+    _trusted_code = False
 
     def __init__(
         self,
@@ -66,6 +73,8 @@ class FileTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         # Tests pass a fake clock (epoch seconds) to settle files without sleeping.
         self._clock = clock or time.time
+        # Set by setup(), which confines both folders to WORKFLOW_FILES_ROOT: no poll before that.
+        self._checked = False
         if not any(isinstance(value, str) and "{" in value for value in (settle_seconds, poll_interval)):
             self._check_numbers()
 
@@ -86,10 +95,22 @@ class FileTrigger(BaseTrigger):
         return float(self.poll_interval)
 
     def setup(self, settings: Mapping[str, Any]) -> None:
+        """Check the numbers; resolve both folders inside WORKFLOW_FILES_ROOT (ValueError naming the field)."""
         self._check_numbers()
-        if self.processed.resolve() == Path(self.folder).resolve():
-            raise ValueError(f"trigger {self.name!r}: processed_folder must differ from folder, "
-                             f"got {self.processed_folder!r}")
+        where = f"trigger {self.name!r}"
+        # The trigger deletes what it finds and links it elsewhere: both folders must be the files root's.
+        root = files_root(settings)
+        confine = not self._trusted_code
+        try:
+            folder = inside(root, self.folder, "folder", confine=confine)
+            processed = inside(root, self.processed_folder or folder / "processed", "processed_folder",
+                               confine=confine)
+        except PathError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if processed == folder:
+            raise ValueError(f"{where}: processed_folder must differ from folder, got {self.processed_folder!r}")
+        self.folder, self.processed_folder = str(folder), str(processed)
+        self._checked = True
 
     @property
     def processed(self) -> Path:
@@ -124,6 +145,8 @@ class FileTrigger(BaseTrigger):
 
     def _settled(self) -> list[tuple[str, os.stat_result]]:
         """Files whose size and mtime held for settle_seconds; notes new and changed files as pending."""
+        if not self._checked:
+            raise RuntimeError(f"trigger {self.name!r}: setup() must be called before polling")
         now = float(self._clock())
         files = self._listing()
         pending: dict = self.state.setdefault("pending", {})
@@ -195,7 +218,7 @@ class FileTrigger(BaseTrigger):
                     return None
                 except OSError:
                     # Another file system, or one without hard links: copy instead.
-                    if not target.exists():
+                    if not (target.exists() or target.is_symlink()):  # never write through a link
                         shutil.copy2(source, target)
                         return target
                 copies += 1

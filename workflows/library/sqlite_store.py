@@ -1,4 +1,7 @@
-"""Store workflow results in SQLite with the standard library: one analysed document, or a batch of rows."""
+"""Store workflow results in SQLite with the standard library: one analysed document, or a batch of rows.
+
+Called by a python step, ``db_path`` must lead into WORKFLOW_FILES_ROOT (a relative path is taken under it).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from actions.paths import confine
 
 # Table and column names go into SQL text (placeholders cannot stand for them): only plain identifiers.
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -38,9 +43,8 @@ def _cell(value: Any) -> Any:
 
 
 @contextmanager
-def _connect(db_path: str | Path) -> Iterator[sqlite3.Connection]:
-    """A connection to ``db_path`` (its folder created), committed on success, always closed."""
-    path = Path(db_path)
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to ``path`` (its folder created), committed on success, always closed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=LOCK_TIMEOUT)) as connection, connection:
         # sqlite3 opens transactions only before INSERT and the like; a replace's DROP must be undone too.
@@ -65,7 +69,8 @@ def insert_document(db_path: str, source: str, text: str, analysis: Mapping[str,
     row = {"source": source, "pages": pages, "word_count": analysis.get("word_count"),
            **{key: analysis.get(key, []) for key in ("emails", "phone_numbers", "dates", "amounts")},
            "text": text, "created_at": _now()}
-    with _connect(db_path) as connection:
+    path = confine(db_path, "db_path")
+    with _connect(path) as connection:
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {quoted} (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, pages INTEGER, "
             "word_count INTEGER, emails TEXT, phone_numbers TEXT, dates TEXT, amounts TEXT, text TEXT, "
@@ -75,7 +80,7 @@ def insert_document(db_path: str, source: str, text: str, analysis: Mapping[str,
             f"INSERT INTO {quoted} ({', '.join(_DOCUMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_DOCUMENT_COLUMNS))})",
             [_cell(row[column]) for column in _DOCUMENT_COLUMNS],
         )
-    return {"id": cursor.lastrowid, "db_path": str(db_path), "table": table}
+    return {"id": cursor.lastrowid, "db_path": str(path), "table": table}
 
 
 def load_rows(db_path: str, table: str, rows: Sequence[Mapping[str, Any]], mode: str = "append") -> dict[str, Any]:
@@ -92,7 +97,7 @@ def load_rows(db_path: str, table: str, rows: Sequence[Mapping[str, Any]], mode:
         raise ValueError("rows must be a list of objects")
     columns = [_identifier(key, "column") for key in dict.fromkeys(key for row in rows for key in row)]
     quoted, names = _quoted(table), ", ".join(map(_quoted, columns))
-    with _connect(db_path) as connection:
+    with _connect(confine(db_path, "db_path")) as connection:
         if mode == "replace":
             connection.execute(f"DROP TABLE IF EXISTS {quoted}")
         if columns:

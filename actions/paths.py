@@ -1,0 +1,161 @@
+"""The one path check: a path a definition or a run's inputs name stays inside WORKFLOW_FILES_ROOT.
+
+Every action, trigger and library function that opens a path it was given
+asks here (DESIGN section 10). Writing, moving, deleting and linking happen
+only inside the files root; reading may also reach the server's own
+attachments folder, where uploads and e-mailed files are saved, since a
+path into it was made by the server. Imports nothing of app/, so
+triggers/, actions/ and workflows/ share it with the runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+ROOT_SETTING = "WORKFLOW_FILES_ROOT"
+
+
+class PathError(ValueError):
+    """A path that leads outside the folders it may name; the message names the field, the value and the root."""
+
+
+def files_root(settings: Mapping[str, Any], storage_path: str | os.PathLike | None = None) -> Path:
+    """WORKFLOW_FILES_ROOT resolved (symlinks followed); default ``<storage>/files``."""
+    configured = str(settings.get(ROOT_SETTING) or "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if storage_path is None:
+        storage_path = settings.get("WORKFLOW_STORAGE_PATH") or "./data"
+    return (Path(storage_path) / "files").resolve()
+
+
+def attachments_folder(settings: Mapping[str, Any], storage_path: str | os.PathLike | None = None) -> Path:
+    """Where the server saves uploads and e-mail attachments: ``<storage>/attachments``, resolved."""
+    if storage_path is None:
+        storage_path = settings.get("WORKFLOW_STORAGE_PATH") or "./data"
+    return (Path(storage_path) / "attachments").resolve()
+
+
+def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = (), confine: bool = True) -> Path:
+    """``value`` resolved under ``root`` (``..`` and symlinks followed); PathError when it leads elsewhere.
+
+    A relative path is taken under ``root``; an absolute one must lead into
+    ``root`` or one of ``also``. ``~`` is expanded, so ``~/.ssh`` is refused
+    as the home folder it names. ``confine=False`` (trusted code only)
+    resolves the same way without refusing.
+    """
+    root = Path(root).resolve()
+    raw = str(value if value is not None else ".").strip() or "."
+    if "\0" in raw:
+        raise PathError(f"{field} {raw!r} contains a NUL byte")
+    try:
+        # An absolute path stays itself: root / "/etc/passwd" is "/etc/passwd", then refused.
+        resolved = (root / Path(raw).expanduser()).resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop; an unknown ~user
+        raise PathError(f"{field} {raw!r} cannot be resolved: {error}") from None
+    folders = [root, *(Path(folder).resolve() for folder in also)]
+    if not confine or any(resolved.is_relative_to(folder) for folder in folders):
+        return resolved
+    where = f"{ROOT_SETTING} ({root})"
+    if len(folders) > 1:
+        where += "".join(f" or the server's attachments folder ({folder})" for folder in folders[1:])
+    raise PathError(f"{field} {raw!r} is outside {where}")
+
+
+def writable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None, value: Any, field: str) -> Path:
+    """A path to write, move, delete or link: inside the files root only."""
+    return inside(files_root(settings, storage_path), value, field)
+
+
+def readable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None, value: Any, field: str) -> Path:
+    """A path to read: inside the files root or the server's attachments folder."""
+    return inside(files_root(settings, storage_path), value, field,
+                  also=(attachments_folder(settings, storage_path),))
+
+
+# -- library functions called by python steps ------------------------------------------------------
+#
+# A function such as workflows.library.sqlite_store:load_rows gets its path as a plain argument and
+# knows nothing of the settings: the python step tells it the folders here, for the time of the call.
+_confinement: ContextVar[tuple[Mapping[str, Any], str | None] | None] = ContextVar("pyflow_paths", default=None)
+
+
+@contextmanager
+def confined(settings: Mapping[str, Any], storage_path: str | os.PathLike | None) -> Iterator[None]:
+    """Within the block, ``confine`` checks paths against these settings' files root."""
+    token = _confinement.set((settings, None if storage_path is None else str(storage_path)))
+    try:
+        yield
+    finally:
+        _confinement.reset(token)
+
+
+def confine(value: Any, field: str, *, write: bool = True) -> Path:
+    """``value`` checked as ``writable`` (or ``readable``) inside a python step; as given in a plain call.
+
+    Outside a python step the caller is Python code, which is trusted as the
+    workflows in workflows/ are, so its path is taken as it is.
+    """
+    current = _confinement.get()
+    if current is None:
+        return Path(str(value))
+    settings, storage_path = current
+    return (writable if write else readable)(settings, storage_path, value, field)
+
+
+# -- start-up --------------------------------------------------------------------------------------
+# The project's own packages; a python step may import from workflows.library, and the rest is the server.
+PROJECT = Path(__file__).resolve().parent.parent
+CODE_FOLDERS = ("app", "actions", "triggers", "workflows")
+
+
+def code_paths(modules: Iterable[str] = ()) -> list[Path]:
+    """The code a files root must stay apart from: the project's packages and the named modules.
+
+    A package counts as its folder; a single-file module as the file, the
+    package folder and ``__pycache__`` beside it that would shadow it.
+    """
+    found = [PROJECT / name for name in CODE_FOLDERS]
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue  # start-up names a module that cannot be imported on its own
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            found.extend(Path(folder) for folder in spec.submodule_search_locations)
+        elif spec.origin and os.path.isabs(spec.origin):
+            module = Path(spec.origin)
+            found.extend((module, module.parent / module.stem, module.parent / "__pycache__"))
+    return [path.resolve() for path in found]
+
+
+def check_root_apart(root: Path, code: Iterable[Path], storage: str | os.PathLike | None = None) -> None:
+    """PathError unless ``root`` is apart from every code path and the store, and the store is not in the code.
+
+    A files root inside, equal to or above a code folder would let a file
+    step write a module that a python step then imports; one that holds the
+    store would let it rewrite the store's definitions and state.
+    """
+    root = Path(root).resolve()
+    store = None if storage is None else Path(storage).resolve()
+    for path in code:
+        path = Path(path).resolve()
+        if path.is_relative_to(root) or root.is_relative_to(path):
+            raise PathError(f"{ROOT_SETTING} ({root}) must be apart from the code in {path}: a files root inside, "
+                            f"equal to or above a code folder would let a posted definition change the code")
+        # Uploads keep their names: inside a package folder they would be importable modules.
+        if store is not None and store.is_relative_to(path):
+            raise PathError(f"WORKFLOW_STORAGE_PATH ({store}) must not be inside the code in {path}: uploads saved "
+                            f"there would be importable modules")
+    if store is not None:
+        if store.is_relative_to(root):
+            raise PathError(f"{ROOT_SETTING} ({root}) must not hold the store, WORKFLOW_STORAGE_PATH ({store}); "
+                            f"the default is {store / 'files'}")
