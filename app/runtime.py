@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
+from actions.patterns import PatternTimeout
+from actions.schemas import make_validator
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -262,11 +265,19 @@ class Runtime:
             return
         validator = self._validators.get(bound.workflow)
         if validator is None:  # compiled once per workflow (version), not per run
-            validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"],
+                                       format_checker=jsonschema.FormatChecker(),
+                                       validator_class=jsonschema.Draft202012Validator)
             self._validators[bound.workflow] = validator
+        try:
+            errors = sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
+        except (PatternTimeout, Unresolvable) as error:  # a pattern that runs away is the inputs' problem here
+            message = str(error) if isinstance(error, PatternTimeout) else f"cannot resolve $ref {error.ref!r}"
+            raise InvalidInput(f"invalid inputs for {bound.name!r}: {message}",
+                               details=[{"path": "inputs", "message": message}]) from None
         problems = [
             {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
-            for error in sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
+            for error in errors
         ]
         if problems:
             listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)

@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from actions.base import BaseAction
+from actions.schemas import check_schema
 from triggers.base import BaseTrigger
 from workflows.base import NAME_PATTERN, Workflow
 from workflows.catalog import action_types, trigger_types
@@ -180,7 +181,7 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     inputs = definition.get("inputs")
     if inputs is not None:
         try:
-            jsonschema.validators.validator_for(inputs).check_schema(inputs)
+            check_schema(inputs)
         except jsonschema.SchemaError as error:
             where = ".".join(str(part) for part in error.absolute_path)
             problems.add(f"inputs.{where}" if where else "inputs", f"not a valid JSON Schema: {error.message}")
