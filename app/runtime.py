@@ -51,7 +51,7 @@ class Runtime:
     ):
         self.settings = dict(settings)
         self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
-        self.renderer = Renderer()
+        self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
         self.registry = WorkflowRegistry()
         try:
             discover(self.registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
