@@ -15,6 +15,7 @@ import requests
 
 from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
+from actions.limits import capped
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class HttpRequestAction(BaseAction):
         """Send the request; returns the response as data."""
         url = _check_url(self.url)
         method = _check_method(self.method)
-        timeout = seconds(self.timeout, "timeout", "http_request")
+        timeout = capped(seconds(self.timeout, "timeout", "http_request"), "WORKFLOW_MAX_STEP_TIMEOUT",
+                         self.context.settings, "http_request: timeout")
         expected = _statuses(self.expect_status)
         for field in ("headers", "params"):
             if getattr(self, field) is not None and not isinstance(getattr(self, field), Mapping):

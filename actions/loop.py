@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from actions.base import ActionError, BaseAction
+from actions.jsontext import load_json
+from actions.limits import ITEMS_SETTING, capped
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ class LoopAction(BaseAction):
             raise ActionError("loop needs the PyFlow engine to run nested steps (no run_steps service)",
                               retryable=False)
         items = _items(self.items)
-        parallel = _max_parallel(self.max_parallel)
+        parallel = capped(_max_parallel(self.max_parallel), "WORKFLOW_MAX_PARALLEL", self.context.settings,
+                          "loop: max_parallel")
+        capped(len(items), ITEMS_SETTING, self.context.settings, "loop: the item count")
         length = len(items)
 
         def run_one(index: int) -> dict:
@@ -90,7 +93,7 @@ def _items(value: Any) -> list:
     """The list to loop over: a list, a mapping's pairs, or JSON text of either."""
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value.strip() else []
+            value = load_json(value) if value.strip() else []
         except ValueError:
             raise ActionError(f"loop: items must be a list, got text {value[:80]!r}", retryable=False)
     if isinstance(value, Mapping):

@@ -183,20 +183,20 @@ class Runtime:
         started = self.store.started_workflows()
         return [self.summary(name, started) for name in sorted(self.bound)]
 
-    def add_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
-        """Register and bind a workflow while serving (a definition created through the API)."""
+    def add_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
+        """Register and bind a workflow while serving (a definition created through the API; ``bound``: bound)."""
         try:
             self.registry.register(workflow, workflow.source)
         except WorkflowLoadError as error:
             raise Conflict(str(error)) from None
-        bound = self.bound[workflow.name] = BoundWorkflow.bind(workflow, self.settings, self.renderer)
+        bound = self.bound[workflow.name] = bound or BoundWorkflow.bind(workflow, self.settings, self.renderer)
         return bound
 
-    def replace_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
+    def replace_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
         """Put a new version in place; runs under way keep their own, a started trigger is re-scheduled."""
         old = self.get(workflow.name)
         self.registry.unregister(workflow.name)
-        bound = self.add_workflow(workflow)
+        bound = self.add_workflow(workflow, bound)
         if workflow.name in self.scheduler.scheduled():
             old.trigger.close()
             if bound.trigger.pollable and not bound.error:
