@@ -109,3 +109,30 @@ def test_steps_are_checked_at_definition_and_never_rendered_by_the_engine():
     with pytest.raises(ValueError, match=r"steps\[0\] must be a mapping with a name and a type"):
         LoopAction("each", items=[], steps=[{"type": "log"}])
     assert LoopAction.raw_fields == ("steps",)
+
+
+def test_max_parallel_past_the_cap_fails_naming_the_setting():
+    action = LoopAction("each", items=[1, 2, 3], steps=[{"name": "s", "type": "condition", "config": {
+        "condition": {"type": "eq", "left": 1, "right": 1}}}], max_parallel="{{ 1500 }}")
+    action.max_parallel = "1500"  # as a template would have rendered it
+    action.context = RunContext(run_steps=run_steps, settings={"WORKFLOW_MAX_PARALLEL": 16})
+    threads = threading.active_count()
+    with pytest.raises(ActionError) as caught:
+        action.execute({})
+    assert str(caught.value) == "loop: max_parallel 1500 is more than WORKFLOW_MAX_PARALLEL (16)"
+    assert not caught.value.retryable
+    assert threading.active_count() <= threads  # refused before a pool was made
+
+
+def test_more_items_than_the_cap_fails_naming_the_setting():
+    action = LoopAction("each", items=list(range(11)), steps=[{"name": "s", "type": "condition", "config": {
+        "condition": {"type": "eq", "left": 1, "right": 1}}}])
+    action.context = RunContext(run_steps=run_steps, settings={"WORKFLOW_MAX_LOOP_ITEMS": 10})
+    with pytest.raises(ActionError, match=r"loop: the item count 11 is more than WORKFLOW_MAX_LOOP_ITEMS \(10\)"):
+        action.execute({})
+
+
+def test_items_as_deeply_nested_json_text_is_a_step_error():
+    with pytest.raises(ActionError, match="loop: items must be a list"):
+        loop("[" * 100000 + "]" * 100000, [{"name": "s", "type": "condition", "config": {
+            "condition": {"type": "eq", "left": 1, "right": 1}}}])
