@@ -144,7 +144,8 @@ class TransformAction(BaseAction):
         checked = [_rule(rule) for rule in rules]
         timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
         try:
-            return [item for item in self._items() if all(_holds(item, *rule, timeout) for rule in checked)]
+            with patterns.budget(timeout):
+                return [item for item in self._items() if all(_holds(item, *rule, timeout) for rule in checked)]
         except patterns.PatternTimeout as error:
             raise ActionError(f"transform filter: {error}", retryable=False) from None
 

@@ -74,7 +74,8 @@ class ValidateDataAction(BaseAction):
         timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
         validator = make_validator(schema, timeout=timeout, validator_class=validator_class)
         try:
-            errors = describe_errors(validator.iter_errors(self.data))
+            with patterns.budget(timeout):
+                errors = describe_errors(validator.iter_errors(self.data))
         except Unresolvable as exc:
             raise ActionError(f"invalid JSON Schema in {where}: cannot resolve $ref {exc.ref!r}", retryable=False)
         except patterns.PatternTimeout as exc:

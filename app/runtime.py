@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 from referencing.exceptions import Unresolvable
 
-from actions.patterns import PatternTimeout
+from actions.patterns import PatternTimeout, budget
 from actions.schemas import make_validator
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
@@ -270,7 +270,8 @@ class Runtime:
                                        validator_class=jsonschema.Draft202012Validator)
             self._validators[bound.workflow] = validator
         try:
-            errors = sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
+            with budget(self.settings["WORKFLOW_REGEX_TIMEOUT"]):  # all the schema's patterns together
+                errors = sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
         except (PatternTimeout, Unresolvable) as error:  # a pattern that runs away is the inputs' problem here
             message = str(error) if isinstance(error, PatternTimeout) else f"cannot resolve $ref {error.ref!r}"
             raise InvalidInput(f"invalid inputs for {bound.name!r}: {message}",

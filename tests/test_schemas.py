@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jsonschema.exceptions import SchemaError
 
-from actions.patterns import PatternTimeout
+from actions.patterns import PatternTimeout, budget
 from actions.schemas import check_schema, make_validator
 
 SLOW = r"^(a|a)*$"
