@@ -58,3 +58,12 @@ def test_bounded_keywords_answer_as_jsonschema_does():
         "'A1' does not match '^[a-z]+$'", "'other' does not match any of the regexes: '^x-'",
         "'s' is not of type 'integer'"]
     assert list(validator.iter_errors({"id": "abc", "x-n": 1})) == []
+
+
+def test_the_time_limit_is_shared_by_every_pattern_of_one_validation():
+    # Each search alone stays well under the limit; a hundred thousand of them would not.
+    schema = {"type": "array", "items": {"type": "string", "pattern": SLOW}}
+    validator = make_validator(schema, timeout=0.5)
+    text = "a" * 18 + "!"  # a few milliseconds each
+    with pytest.raises(PatternTimeout, match="did not finish within 0.5 s"), budget(0.5):
+        list(validator.iter_errors([text] * 100000))
