@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -12,6 +13,8 @@ from actions.jsontext import load_json
 from actions.limits import ITEMS_SETTING, capped
 
 logger = logging.getLogger(__name__)
+
+_THREAD_PREFIX = "pyflow-loop"
 
 
 class LoopAction(BaseAction):
@@ -67,7 +70,9 @@ class LoopAction(BaseAction):
                 raise ActionError(f"loop item {index + 1} of {length}: {_one_line(error)}",
                                   retryable=getattr(error, "retryable", True)) from error
 
-        if parallel == 1 or length <= 1:
+        # A loop inside a parallel loop's item runs one item at a time: threads would multiply per level.
+        nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+        if parallel == 1 or length <= 1 or nested:
             results = [run_one(index) for index in range(length)]
         else:
             results = _run_parallel(run_one, length, parallel)
@@ -77,7 +82,7 @@ class LoopAction(BaseAction):
 
 def _run_parallel(run_one: Any, length: int, parallel: int) -> list[dict]:
     """Run items ``parallel`` at a time; results in item order; the lowest failing item's error wins."""
-    with ThreadPoolExecutor(max_workers=min(parallel, length), thread_name_prefix="pyflow-loop") as pool:
+    with ThreadPoolExecutor(max_workers=min(parallel, length), thread_name_prefix=_THREAD_PREFIX) as pool:
         futures: list[Future] = [pool.submit(run_one, index) for index in range(length)]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(future.exception() for future in done):
