@@ -152,7 +152,9 @@ class Definitions:
         try:
             return BoundWorkflow.bind(workflow, self.runtime.settings, self.runtime.renderer)
         except (ConfigError, ValueError, TypeError) as error:
-            message = str(error).removeprefix(f"workflow {workflow.name!r}: ")
+            message = str(error)
+            for prefix in (f"workflow {workflow.name!r}: ", f"workflow {workflow.name!r}: ", "trigger: "):
+                message = message.removeprefix(prefix)  # the path says where
             raise DefinitionError(source, [{"path": "trigger", "message": message}]) from None
 
     def _editable(self, bound: BoundWorkflow) -> None:
