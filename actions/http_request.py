@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json as jsonlib
 import logging
 import re
 import time
@@ -15,6 +14,7 @@ import requests
 
 from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
+from actions.jsontext import load_json
 from actions.limits import capped
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _body(content: bytes, content_type: str) -> tuple[Any, str | None, str | Non
     parsed = None
     if mime == "application/json" or mime.endswith("+json"):
         try:
-            parsed = jsonlib.loads(text)
+            parsed = load_json(text)  # bounded: a server's JSON 100,000 levels deep must not break the run
         except ValueError:
-            pass  # a server that says JSON and sends something else: the text is still there
+            pass  # a server that says JSON and sends something else (or too deep, NaN): the text is still there
     return parsed, text, None

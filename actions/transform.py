@@ -13,6 +13,7 @@ from actions import patterns
 from actions.base import ActionError, BaseAction
 from actions.condition import OPERATORS as CONDITION_OPERATORS
 from actions.condition import as_number, compare
+from actions.jsontext import JSONLimitError, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,9 @@ class TransformAction(BaseAction):
         data = self.data
         if isinstance(data, str):
             try:
-                data = json.loads(data)
+                data = load_json(data)
+            except JSONLimitError as error:
+                raise ActionError(f"transform {self.operation}: data refused: {error}", retryable=False) from None
             except ValueError:
                 raise ActionError(f"transform {self.operation}: data is text but not JSON", retryable=False)
         if not isinstance(data, (list, tuple)):

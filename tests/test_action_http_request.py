@@ -37,6 +37,10 @@ class Handler(BaseHTTPRequestHandler):
             content_type, payload = "image/png", PNG
         elif url.path == "/slow":
             time.sleep(1)
+        elif url.path == "/deep":  # a hostile server: JSON 100,000 levels deep, and NaN
+            payload = b"[" * 100000 + b"]" * 100000
+        elif url.path == "/nan":
+            payload = b'{"n": NaN}'
         elif url.path.startswith("/status/"):
             status, content_type, payload = int(url.path[8:]), "text/plain", b"nope"
         self.send_response(status)
@@ -166,3 +170,12 @@ def test_json_and_data_together_are_refused():
 ])
 def test_only_idempotent_methods_are_repeated_after_a_crash(method, idempotent):
     assert HttpRequestAction("call", url="http://127.0.0.1/", method=method).idempotent is idempotent
+
+
+@pytest.mark.parametrize("path", ["/deep", "/nan"])
+def test_json_a_server_should_not_send_is_kept_as_text_only(server, path):
+    result = HttpRequestAction("get", url=server + path).execute({})
+    assert result["status_code"] == 200
+    assert result["json"] is None
+    assert result["text"].startswith("[[[" if path == "/deep" else '{"n": NaN}')
+    json.dumps(result, allow_nan=False)  # storable and answerable as it is
