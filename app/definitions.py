@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.binding import BoundWorkflow
 from app.errors import ConfigError, Conflict, InvalidInput
 from app.limits import definition_problems
+from app.templating import Renderer
 from workflows.declarative import DefinitionError, build_workflow, definition_files, load_file
 from workflows.registry import WorkflowLoadError
 
@@ -25,6 +27,25 @@ DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "workflows" / "definit
 def _relative(path: Path) -> str:
     relative = os.path.relpath(path)
     return str(path) if relative.startswith("..") else relative
+
+
+def bindable(workflow: Any, definition: Any, source: str, settings: Mapping[str, Any],
+             renderer: Renderer) -> BoundWorkflow:
+    """The workflow bound to ``settings``; DefinitionError when a cap (app/limits.py) or the binding refuses it.
+
+    Binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here), so a definition
+    that could not be served is never stored.
+    """
+    problems = definition_problems(definition, settings)
+    if problems:
+        raise DefinitionError(source, problems)
+    try:
+        return BoundWorkflow.bind(workflow, settings, renderer)
+    except (ConfigError, ValueError, TypeError) as error:
+        message = str(error)
+        for prefix in (f"workflow {workflow.name!r}: ", f"workflow {workflow.name!r}: ", "trigger: "):
+            message = message.removeprefix(prefix)  # the path says where
+        raise DefinitionError(source, [{"path": "trigger", "message": message}]) from None
 
 
 class Definitions:
@@ -141,21 +162,7 @@ class Definitions:
             raise InvalidInput(f"invalid workflow definition: {error}", details=error.problems) from None
 
     def _bindable(self, workflow: Any, definition: Any, source: str) -> BoundWorkflow:
-        """The workflow bound to this runtime's settings; DefinitionError when a cap or the binding refuses it.
-
-        Binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here), so a definition
-        that could not be served is never stored.
-        """
-        problems = definition_problems(definition, self.runtime.settings)
-        if problems:
-            raise DefinitionError(source, problems)
-        try:
-            return BoundWorkflow.bind(workflow, self.runtime.settings, self.runtime.renderer)
-        except (ConfigError, ValueError, TypeError) as error:
-            message = str(error)
-            for prefix in (f"workflow {workflow.name!r}: ", f"workflow {workflow.name!r}: ", "trigger: "):
-                message = message.removeprefix(prefix)  # the path says where
-            raise DefinitionError(source, [{"path": "trigger", "message": message}]) from None
+        return bindable(workflow, definition, source, self.runtime.settings, self.runtime.renderer)
 
     def _editable(self, bound: BoundWorkflow) -> None:
         if bound.workflow.origin != "api":

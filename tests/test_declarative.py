@@ -169,6 +169,22 @@ def test_run_py_validate(tmp_path):
     ]
 
 
+def test_run_py_validate_checks_caps_and_binding_as_the_server_does(tmp_path):
+    greedy = write(tmp_path, "name: x\nstep_timeout: 1000000000000\n"
+                   "steps: [{name: s, type: log, config: {message: m}}]",
+                   "greedy.yaml")
+    unbound = write(tmp_path, "name: y\ntrigger: {type: interval, seconds: '{{ 1/0 }}'}\n"
+                    "steps: [{name: s, type: log, config: {message: m}}]", "unbound.yaml")
+    checked = run_py("validate", str(greedy), str(unbound), env=server_env(tmp_path / "data"))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        f"{greedy}: invalid",
+        "  step_timeout: 1000000000000 is more than WORKFLOW_MAX_STEP_TIMEOUT (86400)",
+        f"{unbound}: invalid",
+        "  trigger: field 'seconds': template failed: ZeroDivisionError: division by zero",
+    ]
+
+
 def test_run_py_runs_a_yaml_workflow(tmp_path):
     folder = tmp_path / "definitions"
     folder.mkdir()
