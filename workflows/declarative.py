@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ class _Problems:
         self.items.append({"path": path, "message": message})
 
 
-def _accepted(cls: type) -> tuple[set[str], set[str]]:
+@lru_cache(maxsize=256)  # inspect.signature was most of the cost of a large definition
+def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The constructor's setting names and the required ones."""
     names: set[str] = set()
     required: set[str] = set()
@@ -57,7 +60,7 @@ def _accepted(cls: type) -> tuple[set[str], set[str]]:
         names.add(parameter.name)
         if parameter.default is parameter.empty:
             required.add(parameter.name)
-    return names, required
+    return frozenset(names), frozenset(required)
 
 
 def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
@@ -150,12 +153,13 @@ def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
         problems.add(path, "must be a non-empty list of steps")
         return []
     names = [step.get("name") for step in steps if isinstance(step, Mapping)]
+    counts = Counter(name for name in names if isinstance(name, Hashable))  # names.count() per step was O(n²)
     actions: list[BaseAction] = []
     for index, step in enumerate(steps):
         action = _step(f"{path}[{index}]", step, names, problems)
         if action is not None:
             actions.append(action)
-        if isinstance(step, Mapping) and names.count(step.get("name")) > 1:
+        if isinstance(step, Mapping) and isinstance(step.get("name"), Hashable) and counts[step.get("name")] > 1:
             problems.add(f"{path}[{index}].name", f"duplicate step name {step.get('name')!r}")
     return actions
 
