@@ -193,8 +193,10 @@ class _Environment(ImmutableSandboxedEnvironment):
                     count * len(sequence) > MAX_OUTPUT):
                 raise TemplateLimit(f"a repeated value of {count * len(sequence):,} items is larger than the "
                                     f"limit of {MAX_OUTPUT:,}")
-        if operator_ == "%" and isinstance(left, str) and _BIG_WIDTH.search(left):
-            raise TemplateLimit(f"a width in {left[:40]!r} is larger than the limit of {MAX_OUTPUT:,}")
+        if operator_ == "%" and isinstance(left, str):
+            if _BIG_WIDTH.search(left):
+                raise TemplateLimit(f"a width in {left[:40]!r} is larger than the limit of {MAX_OUTPUT:,}")
+            _check_width(right if isinstance(right, tuple) else [right], "%")  # '%*s' % (10**9, 'x')
         return _check_size(_BINOPS[operator_](left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
@@ -203,9 +205,11 @@ class _Environment(ImmutableSandboxedEnvironment):
         text = getattr(target, "__self__", None)
         if isinstance(text, str):
             method = getattr(target, "__name__", "")
-            if method in _SIZED_METHODS:
+            if method in _SIZED_METHODS or method == "format":  # "{0:{1}}".format("x", 10**9) too
                 _check_width([*args, *kwargs.values()], f"str.{method}")
-            elif method in ("format", "format_map") and _BIG_WIDTH.search(text):
+            if method == "format_map" and args and isinstance(args[0], Mapping):
+                _check_width(args[0].values(), "str.format_map")
+            if method in ("format", "format_map") and _BIG_WIDTH.search(text):
                 raise TemplateLimit(f"a width in {text[:40]!r} is larger than the limit of {MAX_OUTPUT:,}")
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
