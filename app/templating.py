@@ -14,7 +14,7 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, nodes
+from jinja2 import ChainableUndefined, TemplateError, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -76,6 +76,21 @@ def _check_width(args: Iterable[Any], what: str) -> None:
             raise TemplateLimit(f"{what}: a width of {arg:,} is larger than the limit of {MAX_OUTPUT:,}")
 
 
+@pass_context
+def _counted_output(context: Any, parts: list[Any]) -> str:
+    """What one ``{{ }}``/text run inside a loop or macro writes, counted against MAX_OUTPUT for the render.
+
+    A macro's text is counted when it is made and again where it is written, which errs on the safe side.
+    """
+    text = "".join(map(str, parts))
+    limit = getattr(_render, "limit", None)
+    if limit is not None:
+        _render.written = getattr(_render, "written", 0) + len(text)
+        if _render.written > MAX_OUTPUT:
+            raise TemplateLimit(f"the rendered text is larger than the limit of {MAX_OUTPUT:,} characters")
+    return text
+
+
 def _joined(chunks: Iterable[str]) -> str:
     """A template's output pieces joined, refused as soon as they pass MAX_OUTPUT (loops yield as they go)."""
     parts, size = [], 0
@@ -120,11 +135,38 @@ def _bounded_filter(name: str, function: Any) -> Any:
 
 
 class _Bounds(NodeTransformer):
-    """Rewrites a parsed template: loops take their items through _bounded_iter, ``~`` is size-checked."""
+    """Rewrites a parsed template: loops take their items through _bounded_iter, ``~`` is size-checked.
+
+    What a loop writes at the top level is counted as the render yields it (_joined); what a
+    loop writes inside a macro, ``{% set %}``, ``{% filter %}`` or ``{% call %}`` block is
+    gathered out of sight, so those outputs are counted one by one (_counted_output).
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+
+    def _inside(self, node: nodes.Node, kind: str) -> nodes.Node:
+        self.stack.append(kind)
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.stack.pop()
+
+    def _captured(self, node: nodes.Node) -> nodes.Node:
+        return self._inside(node, "captured")
+
+    visit_Macro = visit_CallBlock = visit_FilterBlock = visit_AssignBlock = _captured
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        node = self._inside(node, "loop")
         node.iter = nodes.Filter(node.iter, "_pyflow_items", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Node:
+        node = self.generic_visit(node)
+        if "captured" in self.stack and "loop" in self.stack[self.stack.index("captured"):]:
+            node.nodes = [nodes.Filter(nodes.List(node.nodes, lineno=node.lineno), "_pyflow_output", [], [], None,
+                                       None, lineno=node.lineno)]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -172,6 +214,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                         for name, function in self.filters.items()}
         self.filters["_pyflow_items"] = _bounded_iter
         self.filters["_pyflow_concat"] = _bounded_concat
+        self.filters["_pyflow_output"] = _counted_output
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         return _Bounds().visit(super()._parse(source, name, filename))
@@ -249,6 +292,7 @@ class Renderer:
         outer = getattr(_render, "limit", None)
         if outer is None:  # a nested render (a loop's steps) keeps the deadline of the one around it
             _render.limit = (time.monotonic() + self.timeout, self.timeout)
+            _render.written = 0
         try:
             match = _SINGLE_EXPRESSION.match(text)
             if match:

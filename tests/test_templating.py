@@ -241,6 +241,13 @@ def test_a_render_past_its_deadline_fails_naming_the_setting(template):
     ("{% for a in range(100000) %}{% for b in range(100) %}{{ 'x' * 100 }}{% endfor %}{% endfor %}",
      "the rendered text is larger than the limit of 10,000,000 characters"),
     ("{{ lipsum(1000000) }}", "'lipsum' is undefined"),
+    # What a loop writes inside a macro or a {% set %} block is gathered out of sight: counted as it is written.
+    ("{% set big = 'x' * 9000000 %}{% macro m() %}{% for i in range(1000) %}{{ big }}{% endfor %}{% endmacro %}"
+     "{{ m() | length }}", "the rendered text is larger than the limit of 10,000,000 characters"),
+    ("{% set big = 'x' * 9000000 %}{% set all %}{% for i in range(1000) %}{{ big }}{% endfor %}{% endset %}"
+     "{{ all | length }}", "the rendered text is larger than the limit of 10,000,000 characters"),
+    ("{% set big = 'x' * 9000000 %}{% for i in range(1000) %}{{ big }}{% endfor %}",
+     "the rendered text is larger than the limit of 10,000,000 characters"),
 ])
 def test_a_render_that_would_grow_past_the_limits_fails(renderer, template, words):
     with pytest.raises(RenderError) as caught:
@@ -259,6 +266,8 @@ def test_a_render_that_would_grow_past_the_limits_fails(renderer, template, word
      "1/2,2/2"),
     ("{{ 'x' | center(5) }}", "  x  "),
     ("{{ range(100000) | join(',') | length }}", 588889),
+    ("{% macro row(x) %}{% for i in range(x) %}{{ i }}{% endfor %}{% endmacro %}{{ row(3) }}-{{ row(2) }}", "012-01"),
+    ("{% set all %}{% for x in inputs.payload.a %}[{{ x }}]{% endfor %}{% endset %}{{ all }}", "[1][2]"),
 ])
 def test_bounded_operations_still_work_within_the_limits(renderer, template, expected):
     assert render(renderer, template) == expected
