@@ -205,6 +205,13 @@ def test_a_yaml_alias_bomb_is_refused_with_a_small_answer(server):
     assert server.get("/api/workflows/lol").status_code == 404
 
 
+def started_hook(server: Server) -> None:
+    """An unsigned webhook workflow, json_hook, made and started once per server."""
+    if server.get("/api/workflows/json_hook").status_code == 404:
+        assert create(server, {"name": "json_hook", "trigger": {"type": "webhook"}, "steps": [LOG]}).status_code == 201
+        assert server.post("/api/workflows/json_hook/start").status_code == 200
+
+
 @pytest.mark.parametrize(("body", "words"), [
     (b"[" * 100000 + b"]" * 100000, "nested deeper than 64 levels (WORKFLOW_MAX_JSON_DEPTH)"),
     (b'{"inputs": ' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"}", "nested deeper than 64 levels"),
@@ -214,9 +221,8 @@ def test_a_yaml_alias_bomb_is_refused_with_a_small_answer(server):
 ])
 @pytest.mark.parametrize("where", ["runs", "hook", "definition"])
 def test_json_past_a_bound_is_400(server, body, words, where):
-    if where == "hook" and server.get("/api/workflows/json_hook").status_code == 404:
-        assert create(server, {"name": "json_hook", "trigger": {"type": "webhook"}, "steps": [LOG]}).status_code == 201
-        assert server.post("/api/workflows/json_hook/start").status_code == 200
+    if where == "hook":
+        started_hook(server)
     url = {"runs": "/api/workflows/echo/runs", "hook": "/api/hooks/json_hook", "definition": "/api/workflows"}[where]
     response = server.post(url, data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
@@ -308,3 +314,13 @@ def test_an_unbindable_trigger_is_422_not_stored_and_the_server_restarts(tmp_pat
         server.restart()  # exits 0, starts again (it exited 2 when the definition stayed on disk)
         assert server.get("/api/workflows/divide").status_code == 404
         assert server.get("/api/health").status_code == 200
+
+
+# -- request metadata ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["/api/workflows/echo/runs", "/api/hooks/json_hook"])
+def test_a_giant_idempotency_key_is_400(server, url):
+    if "hooks" in url:
+        started_hook(server)
+    response = server.post(url, json={}, headers={"Idempotency-Key": "k" * 10000})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Idempotency-Key must be at most 255 characters"
