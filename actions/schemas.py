@@ -22,9 +22,13 @@ from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
-from actions.patterns import DEFAULT_TIMEOUT, PatternError, compile_pattern, search
+from actions.patterns import DEFAULT_TIMEOUT, PatternError, PatternTimeout, budget, compile_pattern, search
 
-__all__ = ["SchemaError", "Unresolvable", "check_schema", "make_validator"]
+__all__ = ["SchemaError", "SchemaFailure", "Unresolvable", "check_schema", "errors_of", "make_validator"]
+
+
+class SchemaFailure(ValueError):
+    """Validation could not finish (a pattern past its time, a $ref loop or one left unresolved); says which."""
 
 
 def _refuse(uri: str) -> Any:
@@ -100,6 +104,21 @@ def _walk(node: Any, base: str, path: list[Any], ids: set[str], refs: list) -> N
             _walk(value, base, [*path, key], ids, refs)
 
 
+def _canonical(value: Any) -> Any:
+    """A hashable key equal for JSON-equal values: true is not 1, 1 is 1.0, key order does not matter."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, Mapping):
+        return ("object", frozenset((key, _canonical(item)) for key, item in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(_canonical(item) for item in value))
+    return ("other", repr(value))
+
+
 @lru_cache(maxsize=64)
 def _bounded(base: type[Validator], timeout: float) -> type[Validator]:
     """``base`` whose pattern keywords run with the time limit."""
@@ -133,8 +152,22 @@ def _bounded(base: type[Validator], timeout: float) -> type[Validator]:
             listed = ", ".join(repr(each) for each in sorted(patterns))
             yield ValidationError(f"{joined} {verb} not match any of the regexes: {listed}")
 
+    def unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+        # jsonschema compares unhashable items pairwise: 8,000 objects took 54 s. One canonical key each.
+        if not unique or not validator.is_type(instance, "array"):
+            return
+        seen: set[Any] = set()
+        for index, item in enumerate(instance):
+            key = _canonical(item)
+            if key in seen:
+                # Naming the item, not the whole list (jsonschema repeats the list: 300 KB for 20,000 rows).
+                shown = repr(item) if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+                yield ValidationError(f"has non-unique elements: item {index} ({shown}) repeats an earlier one")
+                return
+            seen.add(key)
+
     keywords = {"pattern": pattern, "patternProperties": pattern_properties,
-                "additionalProperties": additional_properties}
+                "additionalProperties": additional_properties, "uniqueItems": unique_items}
     return validators.extend(base, {key: keywords[key] for key in keywords if key in base.VALIDATORS})
 
 
@@ -148,3 +181,17 @@ def make_validator(schema: Any, *, timeout: float = DEFAULT_TIMEOUT, format_chec
     cls = _bounded(base, float(timeout))
     checker = base.FORMAT_CHECKER if format_checker is None else format_checker
     return cls(schema, registry=NO_RETRIEVAL, format_checker=checker)
+
+
+def errors_of(validator: Validator, instance: Any, timeout: float = DEFAULT_TIMEOUT) -> list[ValidationError]:
+    """Every error of ``instance``, all patterns sharing ``timeout`` seconds; SchemaFailure when it cannot finish."""
+    try:
+        with budget(timeout):
+            return list(validator.iter_errors(instance))
+    except PatternTimeout as error:
+        raise SchemaFailure(str(error)) from None
+    except Unresolvable as error:
+        raise SchemaFailure(f"cannot resolve $ref {error.ref!r}") from None
+    except RecursionError:
+        # {"$ref": "#"} refers to itself without going into the data: jsonschema recurses for ever.
+        raise SchemaFailure("the schema's $refs lead back to themselves without end") from None

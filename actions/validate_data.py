@@ -7,12 +7,11 @@ import os
 from typing import Any
 
 from jsonschema.exceptions import SchemaError, ValidationError
-from referencing.exceptions import Unresolvable
 
 from actions import patterns
 from actions.base import ActionError, BaseAction
 from actions.pdf_templates import TemplateError, check_schema, load_templates
-from actions.schemas import make_validator
+from actions.schemas import SchemaFailure, errors_of, make_validator
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +73,9 @@ class ValidateDataAction(BaseAction):
         timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
         validator = make_validator(schema, timeout=timeout, validator_class=validator_class)
         try:
-            with patterns.budget(timeout):
-                errors = describe_errors(validator.iter_errors(self.data))
-        except Unresolvable as exc:
-            raise ActionError(f"invalid JSON Schema in {where}: cannot resolve $ref {exc.ref!r}", retryable=False)
-        except patterns.PatternTimeout as exc:
-            raise ActionError(f"validating against {where}: {exc}", retryable=False)
+            errors = describe_errors(errors_of(validator, self.data, timeout))
+        except SchemaFailure as exc:
+            raise ActionError(f"validating against {where}: {exc}", retryable=False) from None
         logger.info("%s: %d validation problem(s) against %s", self.name, len(errors), where)
         return {"validation_result": "failure" if errors else "success", "errors": errors}
 

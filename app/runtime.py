@@ -14,10 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
-from referencing.exceptions import Unresolvable
 
-from actions.patterns import PatternTimeout, budget
-from actions.schemas import make_validator
+from actions.schemas import SchemaFailure, errors_of, make_validator
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -270,12 +268,11 @@ class Runtime:
                                        validator_class=jsonschema.Draft202012Validator)
             self._validators[bound.workflow] = validator
         try:
-            with budget(self.settings["WORKFLOW_REGEX_TIMEOUT"]):  # all the schema's patterns together
-                errors = sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
-        except (PatternTimeout, Unresolvable) as error:  # a pattern that runs away is the inputs' problem here
-            message = str(error) if isinstance(error, PatternTimeout) else f"cannot resolve $ref {error.ref!r}"
-            raise InvalidInput(f"invalid inputs for {bound.name!r}: {message}",
-                               details=[{"path": "inputs", "message": message}]) from None
+            errors = sorted(errors_of(validator, inputs, self.settings["WORKFLOW_REGEX_TIMEOUT"]),
+                            key=lambda error: list(map(str, error.path)))
+        except SchemaFailure as error:  # a pattern that runs away is the inputs' problem here
+            raise InvalidInput(f"invalid inputs for {bound.name!r}: {error}",
+                               details=[{"path": "inputs", "message": str(error)}]) from None
         problems = [
             {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
             for error in errors

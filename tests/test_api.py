@@ -681,3 +681,12 @@ def test_an_inputs_schema_pattern_that_runs_away_is_422_and_health_answers(stora
         assert client.post("/api/workflows/slow_schema/runs", json={"inputs": {"code": "aaa"}}).status_code == 202
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_an_inputs_schema_whose_refs_loop_is_422_not_500(client):
+    definition = {"name": "loops", "inputs": {"$ref": "#"},
+                  "steps": [{"name": "say", "type": "log", "config": {"message": "x"}}]}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    response = client.post("/api/workflows/loops/runs", json={"inputs": {"a": 1}})
+    assert response.status_code == 422
+    assert "the schema's $refs lead back to themselves without end" in error_of(response)["message"]
