@@ -133,12 +133,16 @@ def run_once(name: str, raw_inputs: str | None) -> int:
 
 def validate(files: list[str]) -> int:
     """Check definition files; one line per file, each problem with its path."""
+    from app.definitions import bindable
+    from app.templating import Renderer
     from workflows.declarative import DefinitionError, load_file
 
+    settings, renderer = load_settings(), Renderer()
     failed = 0
     for name in files:
         try:
             workflow = load_file(name)
+            bindable(workflow, workflow.definition, name, settings, renderer)  # as the server would
         except DefinitionError as error:
             failed += 1
             print(f"{name}: invalid")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from actions import patterns
 from actions.base import ActionError, BaseAction
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ OPERATORS = ("eq", "ne", "gt", "ge", "lt", "le", "contains", "matches", "in", "e
 class ConditionAction(BaseAction):
     """Evaluates ``condition: {type, left, right}`` and returns ``{"result": bool, "value"}``.
 
-    Types: eq, ne, gt, ge, lt, le, contains, matches (``re.search(right, left)``),
+    Types: eq, ne, gt, ge, lt, le, contains, matches (``re.search(right, left)``, at most
+    WORKFLOW_REGEX_TIMEOUT seconds),
     in (left is in right), exists (left is neither null nor ""; right is ignored).
     Both sides compare as numbers when both look like numbers, since templates
     often render numbers as text ("10" > "9"). ``value`` is ``true_value`` or
@@ -43,7 +44,11 @@ class ConditionAction(BaseAction):
     def execute(self, data_store: dict) -> dict:
         """Compare; the outcome is the result, never a failure."""
         op = _check(self.condition)
-        result = compare(op, self.condition.get("left"), self.condition.get("right"))
+        timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
+        try:
+            result = compare(op, self.condition.get("left"), self.condition.get("right"), regex_timeout=timeout)
+        except patterns.PatternTimeout as error:
+            raise ActionError(f"condition matches: {error}", retryable=False) from None
         logger.info("condition %s: %s -> %s", self.name, op, result)
         return {"result": result, "value": self.true_value if result else self.false_value}
 
@@ -104,8 +109,8 @@ def equal(left: Any, right: Any) -> bool:
     return left == right
 
 
-def compare(op: str, left: Any, right: Any) -> bool:
-    """Apply operator ``op`` (one of OPERATORS) to ``left`` and ``right``."""
+def compare(op: str, left: Any, right: Any, *, regex_timeout: float = patterns.DEFAULT_TIMEOUT) -> bool:
+    """Apply operator ``op`` (one of OPERATORS) to ``left`` and ``right``; ``matches`` may raise PatternTimeout."""
     if op == "eq":
         return equal(left, right)
     if op == "ne":
@@ -124,9 +129,9 @@ def compare(op: str, left: Any, right: Any) -> bool:
         return _contains(right, left)
     if op == "matches":
         try:
-            return re.search(_text(right), _text(left)) is not None
-        except re.error as error:
-            raise ActionError(f"condition: invalid regular expression {right!r}: {error}", retryable=False)
+            return patterns.search(_text(right), _text(left), regex_timeout) is not None
+        except patterns.PatternError as error:
+            raise ActionError(f"condition: {error}", retryable=False) from None
     if op == "exists":
         return left is not None and left != ""
     raise ActionError(f"condition: unknown type {op!r}", retryable=False)

@@ -13,6 +13,7 @@ import requests
 from actions.base import ActionError, BaseAction
 from actions.http_errors import describe
 from actions.http_policy import PolicyError, session
+from actions.limits import capped
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class HttpCheckAction(BaseAction):
         expected = self._number("expected_status", self.expected_status)
         limit = self._number("max_latency_ms", self.max_latency_ms)
         timeout = self._number("request_timeout", self.request_timeout)
+        capped(timeout, "WORKFLOW_MAX_STEP_TIMEOUT", self.context.settings, "http_check: request_timeout")
         method = _check_method(self.method)
 
         status_code = None

@@ -16,6 +16,8 @@ import requests
 from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
 from actions.http_policy import PolicyError, session
+from actions.jsontext import load_json
+from actions.limits import capped
 from actions.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ class HttpRequestAction(BaseAction):
         """Send the request; returns the response as data."""
         url = _check_url(self.url)
         method = _check_method(self.method)
-        timeout = seconds(self.timeout, "timeout", "http_request")
+        timeout = capped(seconds(self.timeout, "timeout", "http_request"), "WORKFLOW_MAX_STEP_TIMEOUT",
+                         self.context.settings, "http_request: timeout")
         expected = _statuses(self.expect_status)
         for field in ("headers", "params"):
             if getattr(self, field) is not None and not isinstance(getattr(self, field), Mapping):
@@ -220,7 +223,7 @@ def _body(content: bytes, content_type: str) -> tuple[Any, str | None, str | Non
     parsed = None
     if mime == "application/json" or mime.endswith("+json"):
         try:
-            parsed = jsonlib.loads(text)
+            parsed = load_json(text)  # bounded: a server's JSON 100,000 levels deep must not break the run
         except ValueError:
-            pass  # a server that says JSON and sends something else: the text is still there
+            pass  # a server that says JSON and sends something else (or too deep, NaN): the text is still there
     return parsed, text, None

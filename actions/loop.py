@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from actions.base import ActionError, BaseAction
+from actions.jsontext import load_json
+from actions.limits import ITEMS_SETTING, capped
 
 logger = logging.getLogger(__name__)
+
+_THREAD_PREFIX = "pyflow-loop"
 
 
 class LoopAction(BaseAction):
@@ -49,7 +53,9 @@ class LoopAction(BaseAction):
             raise ActionError("loop needs the PyFlow engine to run nested steps (no run_steps service)",
                               retryable=False)
         items = _items(self.items)
-        parallel = _max_parallel(self.max_parallel)
+        parallel = capped(_max_parallel(self.max_parallel), "WORKFLOW_MAX_PARALLEL", self.context.settings,
+                          "loop: max_parallel")
+        capped(len(items), ITEMS_SETTING, self.context.settings, "loop: the item count")
         length = len(items)
 
         def run_one(index: int) -> dict:
@@ -64,7 +70,9 @@ class LoopAction(BaseAction):
                 raise ActionError(f"loop item {index + 1} of {length}: {_one_line(error)}",
                                   retryable=getattr(error, "retryable", True)) from error
 
-        if parallel == 1 or length <= 1:
+        # A loop inside a parallel loop's item runs one item at a time: threads would multiply per level.
+        nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+        if parallel == 1 or length <= 1 or nested:
             results = [run_one(index) for index in range(length)]
         else:
             results = _run_parallel(run_one, length, parallel)
@@ -74,7 +82,7 @@ class LoopAction(BaseAction):
 
 def _run_parallel(run_one: Any, length: int, parallel: int) -> list[dict]:
     """Run items ``parallel`` at a time; results in item order; the lowest failing item's error wins."""
-    with ThreadPoolExecutor(max_workers=min(parallel, length), thread_name_prefix="pyflow-loop") as pool:
+    with ThreadPoolExecutor(max_workers=min(parallel, length), thread_name_prefix=_THREAD_PREFIX) as pool:
         futures: list[Future] = [pool.submit(run_one, index) for index in range(length)]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(future.exception() for future in done):
@@ -90,7 +98,7 @@ def _items(value: Any) -> list:
     """The list to loop over: a list, a mapping's pairs, or JSON text of either."""
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value.strip() else []
+            value = load_json(value) if value.strip() else []
         except ValueError:
             raise ActionError(f"loop: items must be a list, got text {value[:80]!r}", retryable=False)
     if isinstance(value, Mapping):

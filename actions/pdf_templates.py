@@ -13,8 +13,8 @@ from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
-from jsonschema.validators import Draft202012Validator, validator_for
 
+from actions import schemas
 from actions.base import ActionError, RunContext
 from actions.paths import PathError, readable
 
@@ -50,18 +50,8 @@ class PdfTemplate:
 
 
 def check_schema(schema: Any) -> type[Validator]:
-    """Check a JSON Schema against its draft's metaschema and return that draft's validator class.
-
-    Raises ``jsonschema.SchemaError``. A schema without ``$schema`` is taken as draft 2020-12.
-    """
-    validator_class = validator_for(schema, default=None)
-    if validator_class is None:
-        # jsonschema would silently fall back to the latest draft for a misspelt $schema; say so instead.
-        if isinstance(schema, dict) and "$schema" in schema:
-            raise SchemaError(f"$schema {schema['$schema']!r} names no JSON Schema draft known to jsonschema")
-        validator_class = Draft202012Validator
-    validator_class.check_schema(schema)
-    return validator_class
+    """Check a JSON Schema (actions/schemas.py: metaschema, patterns, no outside $ref); its validator class."""
+    return schemas.check_schema(schema)
 
 
 def templates_folder(value: Any, context: RunContext, action: str) -> Path | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from actions.base import ActionError, BaseAction, seconds
+from actions.limits import capped
 from actions.redaction import is_secret_key
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,10 @@ class ShellAction(BaseAction):
     def _timeout(self) -> float | None:
         """The command's own timeout, else the step timeout: the engine gives up on a step but cannot kill it."""
         value = self.timeout if self.timeout not in (None, "") else self.context.step_timeout
-        return None if value is None else seconds(value, "timeout", "shell")
+        if value is None:
+            return None
+        return capped(seconds(value, "timeout", "shell"), "WORKFLOW_MAX_STEP_TIMEOUT", self.context.settings,
+                      "shell: timeout")
 
     def _wait(self, process: subprocess.Popen, started: float, limit: float | None) -> str | None:
         """Wait for the process; "timeout" or "cancelled" when it had to be killed."""

@@ -6,13 +6,14 @@ import csv
 import io
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from actions import patterns
 from actions.base import ActionError, BaseAction
 from actions.condition import OPERATORS as CONDITION_OPERATORS
 from actions.condition import as_number, compare
+from actions.jsontext import JSONLimitError, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,12 @@ class TransformAction(BaseAction):
     def _filter(self) -> list:
         rules = self.where if isinstance(self.where, (list, tuple)) else [self.where]
         checked = [_rule(rule) for rule in rules]
-        return [item for item in self._items() if all(_holds(item, *rule) for rule in checked)]
+        timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
+        try:
+            with patterns.budget(timeout):
+                return [item for item in self._items() if all(_holds(item, *rule, timeout) for rule in checked)]
+        except patterns.PatternTimeout as error:
+            raise ActionError(f"transform filter: {error}", retryable=False) from None
 
     def _map(self) -> list[dict]:
         if not isinstance(self.fields, Mapping) or not self.fields:
@@ -206,7 +212,9 @@ class TransformAction(BaseAction):
         data = self.data
         if isinstance(data, str):
             try:
-                data = json.loads(data)
+                data = load_json(data)
+            except JSONLimitError as error:
+                raise ActionError(f"transform {self.operation}: data refused: {error}", retryable=False) from None
             except ValueError:
                 raise ActionError(f"transform {self.operation}: data is text but not JSON", retryable=False)
         if not isinstance(data, (list, tuple)):
@@ -317,20 +325,20 @@ def _rule(rule: Any) -> tuple[str, str, Any]:
     value = rule.get("value", True if op == "exists" else None)
     if op == "matches":
         try:
-            re.compile(str(value))
-        except re.error as error:
-            raise ActionError(f"transform filter: invalid regular expression {value!r}: {error}", retryable=False)
+            patterns.compile_pattern(str(value))
+        except patterns.PatternError as error:
+            raise ActionError(f"transform filter: {error}", retryable=False) from None
     return _path(rule["field"], "field"), op, value
 
 
-def _holds(item: Any, path: str, op: str, value: Any) -> bool:
+def _holds(item: Any, path: str, op: str, value: Any, timeout: float = patterns.DEFAULT_TIMEOUT) -> bool:
     found = _get(item, path)
     if op == "exists":
         return compare("exists", None if found is _MISSING else found, None) == _flag(value, "value")
     if found is _MISSING:
         return op == "ne"
     try:
-        return compare(op, found, value)
+        return compare(op, found, value, regex_timeout=timeout)
     except ActionError:
         return False  # an item whose value cannot be ordered against ``value`` does not match
 

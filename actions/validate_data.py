@@ -7,10 +7,11 @@ import os
 from typing import Any
 
 from jsonschema.exceptions import SchemaError, ValidationError
-from referencing.exceptions import Unresolvable
 
+from actions import patterns
 from actions.base import ActionError, BaseAction
 from actions.pdf_templates import TemplateError, check_schema, load_templates, templates_folder
+from actions.schemas import SchemaFailure, errors_of, make_validator
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,12 @@ class ValidateDataAction(BaseAction):
             validator_class = check_schema(schema)
         except SchemaError as exc:
             raise ActionError(f"invalid JSON Schema in {where}: {_schema_error(exc)}", retryable=False)
-        validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+        timeout = self.context.settings.get(patterns.SETTING, patterns.DEFAULT_TIMEOUT)
+        validator = make_validator(schema, timeout=timeout, validator_class=validator_class)
         try:
-            errors = describe_errors(validator.iter_errors(self.data))
-        except Unresolvable as exc:
-            raise ActionError(f"invalid JSON Schema in {where}: cannot resolve $ref {exc.ref!r}", retryable=False)
+            errors = describe_errors(errors_of(validator, self.data, timeout))
+        except SchemaFailure as exc:
+            raise ActionError(f"validating against {where}: {exc}", retryable=False) from None
         logger.info("%s: %d validation problem(s) against %s", self.name, len(errors), where)
         return {"validation_result": "failure" if errors else "success", "errors": errors}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction
 from actions.base import seconds as parse_seconds
+from actions.limits import capped
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class WaitAction(BaseAction):
     def execute(self, data_store: dict) -> dict:
         """Sleep on the run's cancel event, so a cancel wakes it."""
         seconds = parse_seconds(self.seconds, "seconds", "wait", allow_zero=True)
+        capped(seconds, "WORKFLOW_MAX_WAIT", self.context.settings, "wait: seconds")
         started = time.monotonic()
         if self.context.cancel_event.wait(seconds):
             raise ActionError(f"cancelled after {time.monotonic() - started:.1f} s of a {seconds:g} s wait",

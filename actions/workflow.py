@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, seconds
+from actions.limits import capped
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class SubWorkflowAction(BaseAction):
         inputs = {} if self.inputs is None else self.inputs
         if not isinstance(inputs, Mapping):
             raise ActionError(f"workflow: inputs must be a mapping, got {inputs!r}", retryable=False)
-        timeout = seconds(self.timeout, "timeout", "workflow")
+        timeout = capped(seconds(self.timeout, "timeout", "workflow"), "WORKFLOW_MAX_STEP_TIMEOUT",
+                         self.context.settings, "workflow: timeout")
 
         run = self.context.run_workflow(name, dict(inputs), timeout)
         run_id, status, error = run.get("id"), run.get("status"), run.get("error")

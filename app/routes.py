@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from actions.jsontext import JSONLimitError, load_json
 from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
 from app.redaction import redact
 from app.runs import FINISHED_RUN, RunStatus, progress
@@ -46,14 +47,16 @@ def present(run: dict) -> dict:
     return run
 
 
-def parse_json(raw: bytes) -> Any:
-    """A JSON request body; BadRequest saying where it is malformed."""
+def parse_json(raw: bytes | str, what: str = "JSON body") -> Any:
+    """A JSON request body (or form part); BadRequest saying where it is malformed or which bound it crosses."""
     try:
-        return json.loads(raw)
+        return load_json(raw, runtime().settings["WORKFLOW_MAX_JSON_DEPTH"])
     except UnicodeDecodeError:
-        raise BadRequest("request body is not UTF-8 encoded JSON") from None
+        raise BadRequest(f"{what} is not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as error:
-        raise BadRequest(f"malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise BadRequest(f"malformed {what}: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except JSONLimitError as error:
+        raise BadRequest(f"{what} refused: {error}") from None
 
 
 def _json_body() -> Any:
@@ -75,10 +78,7 @@ def _run_inputs() -> dict:
         raw = request.form.get("inputs", "")
         inputs: dict = {}
         if raw.strip():
-            try:
-                inputs = _object(json.loads(raw), "inputs")
-            except json.JSONDecodeError as error:
-                raise BadRequest(f"form part 'inputs' is not valid JSON: {error.msg} at column {error.colno}") from None
+            inputs = _object(parse_json(raw, "form part 'inputs'"), "inputs")
         uploads = [upload for _, upload in request.files.items(multi=True)]
         attachments = save_uploads(uploads, runtime().store.files_path("attachments"))
         if attachments:
@@ -151,7 +151,8 @@ def _definition_body() -> dict:
     """A definition posted as JSON, or as YAML (application/yaml, text/yaml)."""
     if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
-            return _object(parse(request.get_data(as_text=True), "request.yaml"), "body")
+            text = request.get_data(as_text=True)
+            return _object(parse(text, "request.yaml", runtime().settings["WORKFLOW_MAX_JSON_DEPTH"]), "body")
         except DefinitionError as error:
             raise BadRequest(str(error)) from None
     if request.mimetype not in ("application/json", "") and not request.mimetype.endswith("+json"):

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from actions import paths
+from actions.schemas import SchemaFailure, errors_of, make_validator
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -61,7 +62,7 @@ class Runtime:
         self.settings = dict(settings)
         check_files_root(self.settings)
         self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
-        self.renderer = Renderer()
+        self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
         self.registry = WorkflowRegistry()
         try:
             discover(self.registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
@@ -203,20 +204,20 @@ class Runtime:
         started = self.store.started_workflows()
         return [self.summary(name, started) for name in sorted(self.bound)]
 
-    def add_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
-        """Register and bind a workflow while serving (a definition created through the API)."""
+    def add_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
+        """Register and bind a workflow while serving (a definition created through the API; ``bound``: bound)."""
         try:
             self.registry.register(workflow, workflow.source)
         except WorkflowLoadError as error:
             raise Conflict(str(error)) from None
-        bound = self.bound[workflow.name] = BoundWorkflow.bind(workflow, self.settings, self.renderer)
+        bound = self.bound[workflow.name] = bound or BoundWorkflow.bind(workflow, self.settings, self.renderer)
         return bound
 
-    def replace_workflow(self, workflow: type[Workflow]) -> BoundWorkflow:
+    def replace_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
         """Put a new version in place; runs under way keep their own, a started trigger is re-scheduled."""
         old = self.get(workflow.name)
         self.registry.unregister(workflow.name)
-        bound = self.add_workflow(workflow)
+        bound = self.add_workflow(workflow, bound)
         if workflow.name in self.scheduler.scheduled():
             old.trigger.close()
             if bound.trigger.pollable and not bound.error:
@@ -285,11 +286,19 @@ class Runtime:
             return
         validator = self._validators.get(bound.workflow)
         if validator is None:  # compiled once per workflow (version), not per run
-            validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"],
+                                       format_checker=jsonschema.FormatChecker(),
+                                       validator_class=jsonschema.Draft202012Validator)
             self._validators[bound.workflow] = validator
+        try:
+            errors = sorted(errors_of(validator, inputs, self.settings["WORKFLOW_REGEX_TIMEOUT"]),
+                            key=lambda error: list(map(str, error.path)))
+        except SchemaFailure as error:  # a pattern that runs away is the inputs' problem here
+            raise InvalidInput(f"invalid inputs for {bound.name!r}: {error}",
+                               details=[{"path": "inputs", "message": str(error)}]) from None
         problems = [
             {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
-            for error in sorted(validator.iter_errors(inputs), key=lambda error: list(map(str, error.path)))
+            for error in errors
         ]
         if problems:
             listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.condition import ConditionAction
 
 
@@ -76,3 +76,23 @@ def test_templates_are_checked_once_rendered():
     action = ConditionAction("c", condition={"type": "{{ inputs.op }}", "left": 1, "right": 1})
     action.condition = {"type": "eq", "left": 1, "right": 1}  # as the engine renders it
     assert action.execute({})["result"] is True
+
+
+# A pattern that backtracks exponentially in re and in regex alike: (a|a)* on "aaa...!".
+CATASTROPHIC = r"^(a|a)*$"
+
+
+def test_a_runaway_pattern_fails_the_step_naming_the_regex_timeout():
+    action = ConditionAction("c", condition={"type": "matches", "left": "a" * 30 + "!", "right": CATASTROPHIC})
+    action.context = RunContext(settings={"WORKFLOW_REGEX_TIMEOUT": 0.2})
+    with pytest.raises(ActionError) as caught:
+        action.execute({})
+    assert "did not finish within 0.2 s" in str(caught.value)
+    assert "WORKFLOW_REGEX_TIMEOUT" in str(caught.value)
+    assert not caught.value.retryable
+
+
+def test_the_pattern_that_stalled_the_server_in_issue_12_now_answers():
+    # ^(a+)+$ is the measured attack: regex answers it at once, re backtracked for minutes.
+    assert check("matches", "a" * 30 + "!", r"^(a+)+$") is False
+    assert check("matches", "a" * 30, r"^(a+)+$") is True

@@ -37,6 +37,10 @@ class Handler(BaseHTTPRequestHandler):
             content_type, payload = "image/png", PNG
         elif url.path == "/slow":
             time.sleep(1)
+        elif url.path == "/deep":  # a hostile server: JSON 100,000 levels deep, and NaN
+            payload = b"[" * 100000 + b"]" * 100000
+        elif url.path == "/nan":
+            payload = b'{"n": NaN}'
         elif url.path.startswith("/status/"):
             status, content_type, payload = int(url.path[8:]), "text/plain", b"nope"
         self.send_response(status)
@@ -250,3 +254,12 @@ def test_an_ipv4_mapped_ipv6_literal_is_refused_like_its_ipv4_address():
         run(url="http://[::ffff:169.254.169.254]/latest")
     assert str(caught.value) == ("http_request: http://[::ffff:169.254.169.254]/latest resolves to "
                                  "::ffff:169.254.169.254, which WORKFLOW_HTTP_DENY refuses")
+
+
+@pytest.mark.parametrize("path", ["/deep", "/nan"])
+def test_json_a_server_should_not_send_is_kept_as_text_only(server, path):
+    result = HttpRequestAction("get", url=server + path).execute({})
+    assert result["status_code"] == 200
+    assert result["json"] is None
+    assert result["text"].startswith("[[[" if path == "/deep" else '{"n": NaN}')
+    json.dumps(result, allow_nan=False)  # storable and answerable as it is

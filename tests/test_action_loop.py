@@ -13,7 +13,7 @@ from actions.loop import LoopAction
 from actions.python import PythonAction
 from app.templating import Renderer
 
-TYPES = {"condition": ConditionAction, "python": PythonAction}
+TYPES = {"condition": ConditionAction, "python": PythonAction, "loop": LoopAction}
 _running = {"now": 0, "most": 0}
 _lock = threading.Lock()
 
@@ -37,7 +37,7 @@ def run_steps(definitions, names):
     for definition in definitions:
         config = Renderer().render_value(definition.get("config", {}), {**names, "steps": results})
         action = TYPES[definition["type"]](definition["name"], **config)
-        action.context = RunContext(settings={"WORKFLOW_PYTHON_MODULES": ("tests",)})
+        action.context = RunContext(settings={"WORKFLOW_PYTHON_MODULES": ("tests",)}, run_steps=run_steps)
         results[definition["name"]] = action.execute({})
     return results
 
@@ -109,3 +109,40 @@ def test_steps_are_checked_at_definition_and_never_rendered_by_the_engine():
     with pytest.raises(ValueError, match=r"steps\[0\] must be a mapping with a name and a type"):
         LoopAction("each", items=[], steps=[{"type": "log"}])
     assert LoopAction.raw_fields == ("steps",)
+
+
+def test_max_parallel_past_the_cap_fails_naming_the_setting():
+    action = LoopAction("each", items=[1, 2, 3], steps=[{"name": "s", "type": "condition", "config": {
+        "condition": {"type": "eq", "left": 1, "right": 1}}}], max_parallel="{{ 1500 }}")
+    action.max_parallel = "1500"  # as a template would have rendered it
+    action.context = RunContext(run_steps=run_steps, settings={"WORKFLOW_MAX_PARALLEL": 16})
+    threads = threading.active_count()
+    with pytest.raises(ActionError) as caught:
+        action.execute({})
+    assert str(caught.value) == "loop: max_parallel 1500 is more than WORKFLOW_MAX_PARALLEL (16)"
+    assert not caught.value.retryable
+    assert threading.active_count() <= threads  # refused before a pool was made
+
+
+def test_more_items_than_the_cap_fails_naming_the_setting():
+    action = LoopAction("each", items=list(range(11)), steps=[{"name": "s", "type": "condition", "config": {
+        "condition": {"type": "eq", "left": 1, "right": 1}}}])
+    action.context = RunContext(run_steps=run_steps, settings={"WORKFLOW_MAX_LOOP_ITEMS": 10})
+    with pytest.raises(ActionError, match=r"loop: the item count 11 is more than WORKFLOW_MAX_LOOP_ITEMS \(10\)"):
+        action.execute({})
+
+
+def test_items_as_deeply_nested_json_text_is_a_step_error():
+    with pytest.raises(ActionError, match="loop: items must be a list"):
+        loop("[" * 100000 + "]" * 100000, [{"name": "s", "type": "condition", "config": {
+            "condition": {"type": "eq", "left": 1, "right": 1}}}])
+
+
+def test_a_loop_inside_a_parallel_loop_runs_its_items_one_at_a_time():
+    _running.update(now=0, most=0)
+    inner = {"name": "inner", "type": "loop", "config": {"items": ["a", "b", "c"], "max_parallel": 3, "steps": [
+        {"name": "echo", "type": "python", "config": {"function": "tests.test_action_loop:slow_echo",
+                                                      "kwargs": {"value": "{{ item }}", "delay": 0.05}}}]}}
+    result = loop([1, 2, 3, 4], [inner], max_parallel=4)
+    assert [len(item["inner"]["results"]) for item in result["results"]] == [3, 3, 3, 3]
+    assert _running["most"] <= 4  # the outer loop's 4, not 4 x 3

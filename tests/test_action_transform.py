@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actions.base import ActionError
+from actions.base import ActionError, RunContext
 from actions.transform import TransformAction
 
 PEOPLE = [
@@ -118,4 +118,12 @@ def test_data_rendered_to_null_is_explained():
     action = TransformAction("t", operation="dedupe", data="{{ steps.read.rows }}")
     action.data = None  # what the engine's rendering gives for a name that does not exist
     with pytest.raises(ActionError, match="'data' is null"):
+        action.execute({})
+
+
+def test_a_runaway_filter_pattern_fails_the_step_naming_the_regex_timeout():
+    action = TransformAction("t", operation="filter", data=[{"name": "a" * 30 + "!"}],
+                             where={"field": "name", "op": "matches", "value": r"^(a|a)*$"})
+    action.context = RunContext(settings={"WORKFLOW_REGEX_TIMEOUT": 0.2})
+    with pytest.raises(ActionError, match=r"transform filter: regular expression .* \(WORKFLOW_REGEX_TIMEOUT\)"):
         action.execute({})

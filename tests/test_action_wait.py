@@ -31,3 +31,13 @@ def test_cancel_interrupts():
 def test_bad_seconds(seconds):
     with pytest.raises(ValueError, match="seconds must be a number >= 0"):
         WaitAction("pause", seconds=seconds)
+
+
+def test_a_wait_past_the_cap_fails_naming_the_setting():
+    action = WaitAction("pause", seconds="{{ inputs.s }}")
+    action.seconds = "1e12"  # as the template rendered it
+    action.context = RunContext(settings={"WORKFLOW_MAX_WAIT": 3600.0})
+    with pytest.raises(ActionError) as caught:
+        action.execute({})
+    assert str(caught.value) == "wait: seconds 1000000000000.0 is more than WORKFLOW_MAX_WAIT (3600)"
+    assert not caught.value.retryable

@@ -627,3 +627,66 @@ def test_inputs_left_out_take_their_schema_defaults(storage):
         assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["path"] == "times"
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+# -- bounded bodies (issue 12 item 6): each is a 400 naming the bound, never a 500 --------------------------
+@pytest.mark.parametrize(("body", "words"), [
+    (b'{"inputs": {"a": ' + b"[" * 100000 + b"]" * 100000 + b"}}",
+     "JSON body refused: JSON nested deeper than 64 levels (WORKFLOW_MAX_JSON_DEPTH)"),
+    (b'{"inputs": ' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"}", "nested deeper than 64 levels"),
+    (b'{"inputs": {"n": ' + b"7" * 5000 + b"}}", "an integer of 5000 digits is too long"),
+    (b'{"inputs": {"n": NaN}}', "NaN is not a JSON number"),
+    (b'{"inputs": {"n": -Infinity}}', "-Infinity is not a JSON number"),
+])
+def test_a_body_past_a_bound_answers_400(client, body, words):
+    response = client.post("/api/workflows/echo/runs", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "bad_request"
+    assert words in error_of(response)["message"]
+
+
+def test_the_depth_bound_is_a_setting(storage):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_MAX_JSON_DEPTH": 3})
+    try:
+        client = app.test_client()
+        assert client.post("/api/workflows/echo/runs", json={"inputs": {"a": [1]}}).status_code == 202
+        response = client.post("/api/workflows/echo/runs", json={"inputs": {"a": [[1]]}})
+        assert response.status_code == 400
+        assert "nested deeper than 3 levels" in error_of(response)["message"]
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_multipart_inputs_past_a_bound_answer_400(client):
+    response = client.post("/api/workflows/echo/runs", content_type="multipart/form-data",
+                           data={"inputs": '{"a": ' + "[" * 900 + "]" * 900 + "}"})
+    assert response.status_code == 400
+    assert "form part 'inputs' refused: JSON nested deeper than 64 levels" in error_of(response)["message"]
+
+
+def test_an_inputs_schema_pattern_that_runs_away_is_422_and_health_answers(storage):
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_REGEX_TIMEOUT": 0.3})
+    try:
+        client = app.test_client()
+        definition = {"name": "slow_schema", "inputs": {"type": "object", "properties": {
+            "code": {"type": "string", "pattern": "^(a|a)*$"}}},
+            "steps": [{"name": "say", "type": "log", "config": {"message": "{{ inputs.code }}"}}]}
+        assert client.post("/api/workflows", json=definition).status_code == 201
+        response = client.post("/api/workflows/slow_schema/runs", json={"inputs": {"code": "a" * 30 + "!"}})
+        assert response.status_code == 422
+        assert "did not finish within 0.3 s" in error_of(response)["message"]
+        assert "WORKFLOW_REGEX_TIMEOUT" in error_of(response)["message"]
+        assert client.post("/api/workflows/slow_schema/runs", json={"inputs": {"code": "aaa"}}).status_code == 202
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_an_inputs_schema_whose_refs_loop_is_422_not_500(client):
+    definition = {"name": "loops", "inputs": {"$ref": "#"},
+                  "steps": [{"name": "say", "type": "log", "config": {"message": "x"}}]}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    response = client.post("/api/workflows/loops/runs", json={"inputs": {"a": 1}})
+    assert response.status_code == 422
+    assert "the schema's $refs lead back to themselves without end" in error_of(response)["message"]

@@ -14,7 +14,7 @@ from app import create_app
 from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 from tests.server import REPO, server_env
-from workflows.declarative import DefinitionError, load_file
+from workflows.declarative import DefinitionError, load_file, parse
 
 VALID_YAML = """\
 name: fetch_and_report
@@ -169,6 +169,22 @@ def test_run_py_validate(tmp_path):
     ]
 
 
+def test_run_py_validate_checks_caps_and_binding_as_the_server_does(tmp_path):
+    greedy = write(tmp_path, "name: x\nstep_timeout: 1000000000000\n"
+                   "steps: [{name: s, type: log, config: {message: m}}]",
+                   "greedy.yaml")
+    unbound = write(tmp_path, "name: y\ntrigger: {type: interval, seconds: '{{ 1/0 }}'}\n"
+                    "steps: [{name: s, type: log, config: {message: m}}]", "unbound.yaml")
+    checked = run_py("validate", str(greedy), str(unbound), env=server_env(tmp_path / "data"))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        f"{greedy}: invalid",
+        "  step_timeout: 1000000000000 is more than WORKFLOW_MAX_STEP_TIMEOUT (86400)",
+        f"{unbound}: invalid",
+        "  trigger: field 'seconds': template failed: ZeroDivisionError: division by zero",
+    ]
+
+
 def test_run_py_runs_a_yaml_workflow(tmp_path):
     folder = tmp_path / "definitions"
     folder.mkdir()
@@ -208,3 +224,22 @@ def test_a_definition_file_taking_a_python_workflows_name_stops_start_up(tmp_pat
     with pytest.raises(ConfigError, match=r"echo\.yaml: workflow name 'echo' is already used by tests/fixtures\.py"):
         create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
                     "WORKFLOW_DEFINITIONS_PATH": str(folder), "WORKFLOW_MODULES": ("tests.fixtures",)})
+
+
+# -- YAML without anchors and aliases, nesting bounded (issue 12 item 6) -------------------------------------
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ('a: &a ["x", "x"]\nb: [*a, *a]\n', "line 1 column 4", "YAML aliases are not accepted"),
+    ("base: &base {type: log}\nother:\n  <<: *base\n", "line 1 column 7", "YAML aliases are not accepted"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "line 1 column 67", "YAML nested deeper than 64 levels"),
+])
+def test_yaml_aliases_and_deep_nesting_are_refused(text, where, words):
+    with pytest.raises(DefinitionError) as caught:
+        parse(text, "request.yaml")
+    [problem] = caught.value.problems
+    assert problem["path"] == where
+    assert problem["message"].startswith(f"not valid YAML: {words}")
+
+
+def test_a_json_definition_is_parsed_with_the_json_bounds():
+    with pytest.raises(DefinitionError, match="NaN is not a JSON number"):
+        parse('{"name": "x", "retry_delay": NaN}', "x.json")

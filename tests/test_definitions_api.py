@@ -193,3 +193,106 @@ def test_the_inputs_schema_is_enforced(client):
     assert missing.status_code == 422
     assert "'count' is a required property" in missing.get_json()["error"]["message"]
     assert run(client, "typed", {"count": 3})["steps"][0]["result"] == {"message": "6"}
+
+
+# -- a definition that cannot be bound is refused and never stored (issue 12 item 7) ---------------------------
+UNBINDABLE = {"name": "ticker", "trigger": {"type": "interval", "seconds": "{{ 1/0 }}"},
+              "steps": [{"name": "say", "type": "log", "config": {"message": "tick"}}]}
+
+
+def test_a_trigger_that_cannot_be_bound_is_refused_and_not_stored(client, runtime, storage):
+    response = client.post("/api/workflows", json=UNBINDABLE)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["details"][0]["path"] == "trigger"
+    assert "ZeroDivisionError" in error["details"][0]["message"]
+    assert runtime.store.get_definition("ticker") is None
+    assert client.get("/api/workflows/ticker").status_code == 404
+    # A PUT of a good definition cannot bring it in either.
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    put = client.put("/api/workflows/hello", json={**UNBINDABLE, "name": "hello"})
+    assert put.status_code == 422
+    assert runtime.store.get_definition("hello")["version"] == 1
+
+
+def test_a_stored_definition_that_no_longer_binds_is_skipped_and_can_be_deleted(storage, caplog):
+    with started_app(storage) as first:
+        first.extensions["pyflow"].store.save_definition("ticker", UNBINDABLE)  # stored before binding was checked
+        assert first.test_client().post("/api/workflows", json=HELLO).status_code == 201
+    with started_app(storage) as second:  # starts: the bad one is skipped, naming it
+        client = second.test_client()
+        assert "stored definition ticker v1 is not loaded" in caplog.text
+        assert client.get("/api/workflows/ticker").status_code == 404
+        assert run(client, "hello", {"who": "Bo"})["status"] == "succeeded"
+        assert client.delete("/api/workflows/ticker").status_code == 204
+        assert second.extensions["pyflow"].store.get_definition("ticker") is None
+        assert client.delete("/api/workflows/ticker").status_code == 404
+
+
+@pytest.mark.parametrize(("change", "path", "setting"), [
+    ({"step_timeout": 1e12}, "step_timeout", "WORKFLOW_MAX_STEP_TIMEOUT"),
+    ({"max_parallel_steps": 1500}, "max_parallel_steps", "WORKFLOW_MAX_PARALLEL"),
+    ({"max_retries": 10**9}, "max_retries", "WORKFLOW_MAX_RETRIES"),
+    ({"steps": [{"name": "w", "type": "wait", "config": {"seconds": 1e12}}]}, "steps[0].config.seconds",
+     "WORKFLOW_MAX_WAIT"),
+    ({"steps": [{"name": "w", "type": "wait", "config": {"seconds": "1e12"}}]}, "steps[0].config.seconds",
+     "WORKFLOW_MAX_WAIT"),
+    ({"steps": [{"name": "w", "type": "log", "timeout": 1e12, "config": {"message": "x"}}]}, "steps[0].timeout",
+     "WORKFLOW_MAX_STEP_TIMEOUT"),
+    ({"steps": [{"name": "w", "type": "log", "retries": 1000, "config": {"message": "x"}}]}, "steps[0].retries",
+     "WORKFLOW_MAX_RETRIES"),
+    ({"steps": [{"name": "h", "type": "http_request", "config": {"url": "http://127.0.0.1:9", "timeout": 1e12}}]},
+     "steps[0].config.timeout", "WORKFLOW_MAX_STEP_TIMEOUT"),
+    ({"steps": [{"name": "l", "type": "loop", "config": {"items": [1, 2], "max_parallel": 1500, "steps": [
+        {"name": "s", "type": "log", "config": {"message": "x"}}]}}]}, "steps[0].config.max_parallel",
+     "WORKFLOW_MAX_PARALLEL"),
+    ({"steps": [{"name": "l", "type": "loop", "config": {"items": list(range(10001)), "steps": [
+        {"name": "s", "type": "log", "config": {"message": "x"}}]}}]}, "steps[0].config.items",
+     "WORKFLOW_MAX_LOOP_ITEMS"),
+    ({"steps": [{"name": "l", "type": "loop", "config": {"items": [1], "steps": [
+        {"name": "s", "type": "wait", "config": {"seconds": 1e9}}]}}]}, "steps[0].config.steps[0].config.seconds",
+     "WORKFLOW_MAX_WAIT"),
+])
+def test_a_value_past_its_cap_is_refused_with_its_path(client, runtime, change, path, setting):
+    response = client.post("/api/workflows", json={**HELLO, **change})
+    assert response.status_code == 422, response.get_json()
+    details = response.get_json()["error"]["details"]
+    assert [detail["path"] for detail in details] == [path]
+    assert setting in details[0]["message"]
+    assert runtime.store.get_definition("hello") is None
+
+
+def test_a_stored_definition_past_a_lowered_cap_is_skipped(storage, caplog):
+    with started_app(storage) as first:
+        assert first.test_client().post("/api/workflows", json={**HELLO, "max_parallel_steps": 8}).status_code == 201
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_MAX_PARALLEL": 4})
+    try:
+        assert app.test_client().get("/api/workflows/hello").status_code == 404
+        assert "stored definition hello v1 is not loaded" in caplog.text
+        assert "WORKFLOW_MAX_PARALLEL (4)" in caplog.text
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_yaml_alias_bomb_is_refused_small(client, runtime):
+    bomb = "\n".join(["name: bomb", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+                     + [f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8)])
+    response = client.post("/api/workflows", data=bomb, content_type="application/yaml")
+    assert response.status_code == 400
+    assert "YAML aliases are not accepted" in response.get_json()["error"]["message"]
+    assert "line 2 column 4" in response.get_json()["error"]["message"]
+    assert len(response.data) < 1000
+    assert runtime.store.get_definition("bomb") is None
+
+
+@pytest.mark.parametrize(("ref", "words"), [
+    ("http://127.0.0.1:9/schema.json", "$ref 'http://127.0.0.1:9/schema.json' points outside the schema"),
+    ("file:///etc/passwd", "never fetches a remote or file $ref"),
+])
+def test_an_inputs_schema_with_an_outside_ref_is_refused(client, ref, words):
+    response = client.post("/api/workflows", json={**HELLO, "inputs": {"properties": {"who": {"$ref": ref}}}})
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]
+    assert details[0]["path"] == "inputs.properties.who.$ref"
+    assert words in details[0]["message"]

@@ -205,3 +205,76 @@ def test_compiled_templates_are_reused_with_new_contexts(renderer):
     assert render(renderer, "{{ inputs.n }}!", {"inputs": {"n": 1}}) == "1!"
     assert render(renderer, "{{ inputs.n }}!", {"inputs": {"n": 2}}) == "2!"
     assert render(renderer, "{{ inputs.n }}", {"inputs": {"n": 3}}) == 3
+
+
+# -- bounds: one render cannot run for ever or fill the memory (issue 12 item 6) -----------------------------
+@pytest.mark.parametrize("template", [
+    "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+])
+def test_a_render_past_its_deadline_fails_naming_the_setting(template):
+    with pytest.raises(RenderError) as caught:
+        render(Renderer(timeout=0.3), template)
+    assert str(caught.value) == "field 'value': rendering took longer than 0.3 s (WORKFLOW_TEMPLATE_TIMEOUT)"
+
+
+@pytest.mark.parametrize(("template", "words"), [
+    ("{{ 'a' * 10**9 }}", "a repeated value of 1,000,000,000 items is larger than the limit of 10,000,000"),
+    ("x{{ [1] * 10**8 }}", "a repeated value of 100,000,000 items"),
+    ("{{ 10 ** (10 ** 10) }}", "10 ** 10000000000 is larger than the limit of 100,000 bits"),
+    ("{{ 2 ** 99999 * 2 ** 99999 }}", "a template number is larger than the limit of 100,000 bits"),
+    ("{{ 'x' | center(999999999) }}", "filter center: a width of 999,999,999"),
+    ("{{ 'x'.ljust(999999999) }}", "str.ljust: a width of 999,999,999"),
+    ("{{ '{:>999999999}'.format('x') }}", "a width in '{:>999999999}'"),
+    ("{{ '%999999999s' % 'x' }}", "a width in '%999999999s'"),
+    ("{{ '%999999999s' | format('x') }}", "filter format: a width"),
+    ("{{ '{0:{1}}'.format('x', 999999999) }}", "str.format: a width of 999,999,999"),
+    ("{{ '%*s' % (999999999, 'x') }}", "%: a width of 999,999,999"),
+    ("{{ '{a:{w}}'.format_map({'a': 'x', 'w': 999999999}) }}", "str.format_map: a width of 999,999,999"),
+    ("{{ '%*s' | format(999999999, 'x') }}", "filter format: a width of 999,999,999"),
+    ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+     "a template value of 16,777,216 items"),
+    ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+     "a template value of 16,777,216 items"),
+    ("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s | replace('a', 'aaaa') %}"
+     "{% endfor %}", "a template value of 16,777,216 items"),
+    ("{% for a in range(100000) %}{% for b in range(100) %}{{ 'x' * 100 }}{% endfor %}{% endfor %}",
+     "the rendered text is larger than the limit of 10,000,000 characters"),
+    ("{{ lipsum(1000000) }}", "'lipsum' is undefined"),
+    # What a loop writes inside a macro or a {% set %} block is gathered out of sight: counted as it is written.
+    ("{% set big = 'x' * 9000000 %}{% macro m() %}{% for i in range(1000) %}{{ big }}{% endfor %}{% endmacro %}"
+     "{{ m() | length }}", "the rendered text is larger than the limit of 10,000,000 characters"),
+    ("{% set big = 'x' * 9000000 %}{% set all %}{% for i in range(1000) %}{{ big }}{% endfor %}{% endset %}"
+     "{{ all | length }}", "the rendered text is larger than the limit of 10,000,000 characters"),
+    ("{% set big = 'x' * 9000000 %}{% for i in range(1000) %}{{ big }}{% endfor %}",
+     "the rendered text is larger than the limit of 10,000,000 characters"),
+])
+def test_a_render_that_would_grow_past_the_limits_fails(renderer, template, words):
+    with pytest.raises(RenderError) as caught:
+        render(renderer, template)
+    assert words in str(caught.value)
+    assert str(caught.value).startswith("field 'value': ")
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{% for i in range(40) %}{{ i % 10 }}{% endfor %}", "0123456789" * 4),
+    ("{{ 'ab' ~ inputs.n ~ 'cd' }}", "ab41cd"),
+    ("{{ 'ab' * 3 }}", "ababab"),
+    ("{{ 2 ** 10 }}", 1024),
+    ("{{ (inputs.payload.a | list) + [3] }}", [1, 2, 3]),
+    ("{% for x in steps.fetch.json %}{{ loop.index }}/{{ loop.length }}{{ ',' if not loop.last }}{% endfor %}",
+     "1/2,2/2"),
+    ("{{ 'x' | center(5) }}", "  x  "),
+    ("{{ range(100000) | join(',') | length }}", 588889),
+    ("{% macro row(x) %}{% for i in range(x) %}{{ i }}{% endfor %}{% endmacro %}{{ row(3) }}-{{ row(2) }}", "012-01"),
+    ("{% set all %}{% for x in inputs.payload.a %}[{{ x }}]{% endfor %}{% endset %}{{ all }}", "[1][2]"),
+])
+def test_bounded_operations_still_work_within_the_limits(renderer, template, expected):
+    assert render(renderer, template) == expected
+
+
+def test_a_loop_does_not_slow_a_render_without_one():
+    # The bounded iteration is only wired into {% for %}: an expression compiles as before.
+    renderer = Renderer()
+    source = renderer.env.compile("{{ inputs.n }}{{ inputs.name | upper }}", raw=True)
+    assert "_pyflow" not in source

@@ -172,7 +172,9 @@ def test_the_schemas_own_draft_is_used():
     [
         ({"type": "strnig"}, "invalid JSON Schema in the step's schema"),
         ({"$schema": "https://example.org/not-a-draft"}, "names no JSON Schema draft"),
-        ({"$ref": "https://example.org/elsewhere.json"}, "cannot resolve $ref"),
+        ({"$ref": "https://example.org/elsewhere.json"}, "$ref 'https://example.org/elsewhere.json' points outside"),
+        ({"properties": {"a": {"$ref": "file:///etc/passwd"}}}, "never fetches a remote or file $ref"),
+        ({"pattern": "(unclosed"}, "invalid JSON Schema in the step's schema"),
         ("{{ not rendered }}", "schema must be a JSON Schema object, got str"),
     ],
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import jsonschema
 import yaml
 
 from actions.base import BaseAction
+from actions.jsontext import DEFAULT_MAX_DEPTH, JSONLimitError, load_json
+from actions.schemas import check_schema
 from triggers.base import BaseTrigger
 from workflows.base import NAME_PATTERN, Workflow
 from workflows.catalog import action_types, trigger_types
@@ -45,7 +49,8 @@ class _Problems:
         self.items.append({"path": path, "message": message})
 
 
-def _accepted(cls: type) -> tuple[set[str], set[str]]:
+@lru_cache(maxsize=256)  # inspect.signature was most of the cost of a large definition
+def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The constructor's setting names and the required ones."""
     names: set[str] = set()
     required: set[str] = set()
@@ -55,7 +60,7 @@ def _accepted(cls: type) -> tuple[set[str], set[str]]:
         names.add(parameter.name)
         if parameter.default is parameter.empty:
             required.add(parameter.name)
-    return names, required
+    return frozenset(names), frozenset(required)
 
 
 def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
@@ -148,12 +153,13 @@ def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
         problems.add(path, "must be a non-empty list of steps")
         return []
     names = [step.get("name") for step in steps if isinstance(step, Mapping)]
+    counts = Counter(name for name in names if isinstance(name, Hashable))  # names.count() per step was O(n²)
     actions: list[BaseAction] = []
     for index, step in enumerate(steps):
         action = _step(f"{path}[{index}]", step, names, problems)
         if action is not None:
             actions.append(action)
-        if isinstance(step, Mapping) and names.count(step.get("name")) > 1:
+        if isinstance(step, Mapping) and isinstance(step.get("name"), Hashable) and counts[step.get("name")] > 1:
             problems.add(f"{path}[{index}].name", f"duplicate step name {step.get('name')!r}")
     return actions
 
@@ -180,7 +186,7 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     inputs = definition.get("inputs")
     if inputs is not None:
         try:
-            jsonschema.validators.validator_for(inputs).check_schema(inputs)
+            check_schema(inputs)
         except jsonschema.SchemaError as error:
             where = ".".join(str(part) for part in error.absolute_path)
             problems.add(f"inputs.{where}" if where else "inputs", f"not a valid JSON Schema: {error.message}")
@@ -214,10 +220,46 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     return workflow
 
 
-def parse(text: str, source: str) -> Any:
-    """YAML or JSON text (JSON is YAML) to data; DefinitionError with the line of a syntax error."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases, and with a nesting limit.
+
+    An alias repeats a node without repeating its text: a 449-byte body of nested
+    aliases became a 66 MB definition. Definitions do not need them.
+    """
+
+    max_depth = DEFAULT_MAX_DEPTH
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted (nor anchors)",
+                                              event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        if self._depth > self.max_depth:
+            raise yaml.composer.ComposerError(None, None, f"YAML nested deeper than {self.max_depth} levels",
+                                              event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse(text: str, source: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """YAML or JSON text (JSON is YAML) to data; DefinitionError with the line of a syntax error.
+
+    YAML anchors and aliases are refused, and nesting deeper than ``max_depth`` (WORKFLOW_MAX_JSON_DEPTH).
+    """
     try:
-        return yaml.safe_load(text) if not source.endswith(".json") else json.loads(text)
+        if source.endswith(".json"):
+            return load_json(text, max_depth)
+        loader = _Loader(text)
+        loader.max_depth = max_depth
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except JSONLimitError as error:
+        raise DefinitionError(source, [{"path": "", "message": str(error)}]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""

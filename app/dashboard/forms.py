@@ -9,6 +9,8 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from actions.jsontext import JSONLimitError, load_json
+
 logger = logging.getLogger(__name__)
 
 # The inputs property that carries uploaded files (DESIGN.md section 4: trigger_data["attachments"]).
@@ -111,9 +113,11 @@ def _convert(item: Field, raw: str) -> tuple[bool, Any]:
         raise ValueError(f"must be one of {', '.join(_choice_value(choice) for choice in item.choices)}")
     if item.kind == "json":
         try:
-            return True, json.loads(raw)
+            return True, load_json(raw)
         except json.JSONDecodeError as error:
             raise ValueError(f"is not valid JSON: {error.msg} at column {error.colno}") from None
+        except JSONLimitError as error:
+            raise ValueError(f"is refused: {error}") from None
     return True, raw
 
 
@@ -128,10 +132,13 @@ def read_form(form: RunForm, posted: MultiDict) -> dict[str, Any]:
         form.raw_value = posted.get(RAW_INPUTS, "")
         if form.raw_value.strip():
             try:
-                parsed = json.loads(form.raw_value)
+                parsed = load_json(form.raw_value)
             except json.JSONDecodeError as error:
                 where = f"line {error.lineno} column {error.colno}"
                 form.errors.append(f"Inputs are not valid JSON: {error.msg} at {where}")
+                return {}
+            except JSONLimitError as error:
+                form.errors.append(f"Inputs are refused: {error}")
                 return {}
             if not isinstance(parsed, dict):
                 form.errors.append(f"Inputs must be a JSON object, got {type(parsed).__name__}")

@@ -1,0 +1,55 @@
+"""Caps on what one step may ask for (threads, waits, timeouts), by setting name.
+
+A definition is checked against them when it is posted (app/limits.py); a value
+that a template makes is checked when the step runs, with ``capped``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from actions.base import ActionError
+
+# step type -> config key -> the setting that caps it.
+CONFIG_CAPS: dict[str, dict[str, str]] = {
+    "loop": {"max_parallel": "WORKFLOW_MAX_PARALLEL"},
+    "wait": {"seconds": "WORKFLOW_MAX_WAIT"},
+    "http_request": {"timeout": "WORKFLOW_MAX_STEP_TIMEOUT"},
+    "http_check": {"request_timeout": "WORKFLOW_MAX_STEP_TIMEOUT"},
+    "shell": {"timeout": "WORKFLOW_MAX_STEP_TIMEOUT"},
+    "workflow": {"timeout": "WORKFLOW_MAX_STEP_TIMEOUT"},
+}
+# A step's own keys.
+STEP_CAPS: dict[str, str] = {"timeout": "WORKFLOW_MAX_STEP_TIMEOUT", "retries": "WORKFLOW_MAX_RETRIES"}
+# A definition's top-level keys.
+TOP_CAPS: dict[str, str] = {"step_timeout": "WORKFLOW_MAX_STEP_TIMEOUT", "max_parallel_steps": "WORKFLOW_MAX_PARALLEL",
+                            "max_retries": "WORKFLOW_MAX_RETRIES"}
+# How many items a loop may have.
+ITEMS_SETTING = "WORKFLOW_MAX_LOOP_ITEMS"
+
+
+def over(value: Any, setting: str, settings: Mapping[str, Any]) -> str | None:
+    """Why ``value`` is past ``setting`` ("1500 is more than WORKFLOW_MAX_PARALLEL (16)"), else None.
+
+    A setting that is absent (an action run on its own) caps nothing; text that is no number is left
+    to the step's own checks.
+    """
+    limit = settings.get(setting)
+    if limit is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number > limit:
+        return f"{value!r} is more than {setting} ({limit:g})"
+    return None
+
+
+def capped(value: Any, setting: str, settings: Mapping[str, Any], what: str) -> Any:
+    """``value`` when within ``setting``; a non-retryable ActionError naming ``what`` and the setting otherwise."""
+    problem = over(value, setting, settings)
+    if problem:
+        raise ActionError(f"{what} {problem}", retryable=False)
+    return value

@@ -1,0 +1,47 @@
+"""A definition's numbers checked against the caps (actions/limits.py) when it is posted or loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from actions.limits import CONFIG_CAPS, ITEMS_SETTING, STEP_CAPS, TOP_CAPS, over
+
+
+def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every value of ``definition`` past its cap, as ``{"path", "message"}`` (templates are checked at run time)."""
+    problems: list[dict[str, str]] = []
+    if not isinstance(definition, Mapping):
+        return problems
+    for key, setting in TOP_CAPS.items():
+        _check(problems, key, definition.get(key), setting, settings)
+    _steps(definition.get("steps"), "steps", settings, problems)
+    return problems
+
+
+def _check(problems: list, path: str, value: Any, setting: str, settings: Mapping[str, Any]) -> None:
+    problem = None if value is None else over(value, setting, settings)
+    if problem:
+        problems.append({"path": path, "message": problem})
+
+
+def _steps(steps: Any, path: str, settings: Mapping[str, Any], problems: list) -> None:
+    if not isinstance(steps, list):
+        return
+    for index, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            continue
+        where = f"{path}[{index}]"
+        for key, setting in STEP_CAPS.items():
+            _check(problems, f"{where}.{key}", step.get(key), setting, settings)
+        config = step.get("config")
+        if not isinstance(config, Mapping):
+            continue
+        kind = step.get("type")
+        for key, setting in CONFIG_CAPS.get(kind if isinstance(kind, str) else "", {}).items():
+            _check(problems, f"{where}.config.{key}", config.get(key), setting, settings)
+        if kind == "loop":
+            items = config.get("items")
+            if isinstance(items, (list, Mapping)):
+                _check(problems, f"{where}.config.items", len(items), ITEMS_SETTING, settings)
+            _steps(config.get("steps"), f"{where}.config.steps", settings, problems)
