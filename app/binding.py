@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actions.base import BaseAction
+from actions.paths import PathError
 from app.config import public_settings
 from app.errors import ConfigError
 from app.templating import Renderer
@@ -66,6 +67,9 @@ class BoundWorkflow:
         try:
             trigger.setup(settings)
             check_interval = workflow.check_interval or trigger.default_check_interval
+        except PathError as problem:
+            # A folder outside WORKFLOW_FILES_ROOT is the definition's fault, not a missing setting: refuse it.
+            raise ConfigError(f"{where}: {problem}") from None
         except ValueError as problem:
             # Still usable through the API (a run with posted inputs); only polling is refused.
             error, check_interval = str(problem), 60.0

@@ -150,7 +150,7 @@ class EmailTrigger(BaseTrigger):
             try:
                 self.ca_file = str(readable(settings, None, self.ca_file, "ca_file"))
             except PathError as error:
-                raise ValueError(f"{self._where}: {error}") from None
+                raise PathError(f"{self._where}: {error}") from None  # the definition is refused, not stored
         if self.poll_interval is not None:
             self.poll_interval = self.default_check_interval
         self._default_interval = parse_seconds(settings.get("EMAIL_POLL_INTERVAL", 30), "EMAIL_POLL_INTERVAL")

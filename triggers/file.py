@@ -106,7 +106,7 @@ class FileTrigger(BaseTrigger):
             processed = inside(root, self.processed_folder or folder / "processed", "processed_folder",
                                confine=confine)
         except PathError as error:
-            raise ValueError(f"{where}: {error}") from None
+            raise PathError(f"{where}: {error}") from None  # a PathError: the definition is refused, not stored
         if processed == folder:
             raise ValueError(f"{where}: processed_folder must differ from folder, got {self.processed_folder!r}")
         self.folder, self.processed_folder = str(folder), str(processed)

@@ -113,20 +113,14 @@ def failed_step(run: dict) -> dict:
     return failed
 
 
-def refused_or_unpollable(server, definition: dict, field: str) -> None:
-    """A definition whose trigger names a forbidden folder is refused (422), or stored but never polled (409)."""
+def refused_and_not_stored(server, definition: dict, field: str) -> None:
+    """A definition whose trigger names a forbidden folder is refused (422) and not stored (DESIGN section 10)."""
     created = define(server, definition)
-    if created.status_code == 422:
-        assert field in created.text
-        return
-    assert created.status_code == 201, created.text
-    name = definition["name"]
-    for action in ("start", "poll"):
-        answer = server.post(f"/api/workflows/{name}/{action}")
-        assert answer.status_code == 409, answer.text
-        assert f"{field} " in answer.json()["error"]["message"]
-        assert "is outside WORKFLOW_FILES_ROOT" in answer.json()["error"]["message"]
-    assert server.get(f"/api/runs?workflow={name}").json()["runs"] == []
+    assert created.status_code == 422, created.text
+    problem = created.json()["error"]["details"][0]
+    assert problem["path"] == "trigger"
+    assert f"{field} " in problem["message"] and "is outside WORKFLOW_FILES_ROOT" in problem["message"]
+    assert server.get(f"/api/workflows/{definition['name']}").status_code == 404
 
 
 # -- the attack chain of the issue ------------------------------------------------------------------------
@@ -151,7 +145,7 @@ def test_the_attack_chain_of_the_issue_cannot_plant_and_run_code(server, root):
         # 2. A file trigger whose processed_folder is the library links the file into the code tree.
         relative = os.path.relpath(LIBRARY, root)
         for processed in (str(LIBRARY), os.path.relpath(LIBRARY, root / "drop"), f"drop/../{relative}"):
-            refused_or_unpollable(server, {
+            refused_and_not_stored(server, {
                 "name": unique("pwn_link"),
                 "trigger": {"type": "file", "folder": "drop", "pattern": "*.py", "settle_seconds": 0,
                             "processed_folder": processed},
@@ -170,13 +164,13 @@ def test_the_attack_chain_of_the_issue_cannot_plant_and_run_code(server, root):
 
 
 def test_a_file_trigger_cannot_empty_a_folder_outside_the_root(server, outside):
-    refused_or_unpollable(server, {
+    refused_and_not_stored(server, {
         "name": unique("steal"), "trigger": {"type": "file", "folder": str(outside), "settle_seconds": 0},
         "steps": [step("read", "file", operation="read", path="{{ trigger_data.path }}")],
     }, "folder")
     # Through a relative path and through the home folder too.
     for folder in (os.path.relpath(outside, Path.cwd()), "../../../../../../../../" + str(outside), "~/.ssh"):
-        refused_or_unpollable(server, {
+        refused_and_not_stored(server, {
             "name": unique("steal"), "trigger": {"type": "file", "folder": folder, "settle_seconds": 0},
             "steps": [step("log", "log", message="x")],
         }, "folder")
