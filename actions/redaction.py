@@ -7,6 +7,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -36,8 +37,13 @@ _AUTH_SCHEME = re.compile(r"^\s*(?:bearer|basic|token|bot|digest)\s+(\S+)\s*$", 
 
 def is_secret_key(key: Any) -> bool:
     """True for keys such as ``password2``, ``SMTP_PASSWORD``, ``accessToken``, ``X-Api-Key``, ``database_url``."""
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _is_secret_name(key)
+
+
+# Every step's config and result are walked, and their keys repeat run after run: three regex passes
+# per key cost more than the rest of a no-op step. Bounded, so a flood of distinct keys cannot grow it.
+@lru_cache(maxsize=8192)
+def _is_secret_name(key: str) -> bool:
     words = _SEPARATORS.sub("_", _CAMEL_BOUNDARY.sub("_", key)).lower()
     return bool(_SECRET_KEY.search(words))
 
@@ -121,6 +127,8 @@ class Scrubber:
         for value in values:
             if value is not None and not isinstance(value, bool) and str(value):
                 new |= _variants(str(value))
+        if not new:
+            return  # the common case, once per step: nothing secret in its config or result
         with self._lock:
             new -= set(self._values)
             if new:

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import ChainMap, Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,6 +61,7 @@ class Engine:
         self._watchdog = Watchdog(self._on_timeout)
         # Secret settings' values, scrubbed from every record, error and log line of every run.
         self._scrubber = settings_scrubber(settings)
+        self._fixed_secrets: weakref.WeakKeyDictionary[BaseAction, frozenset[str]] = weakref.WeakKeyDictionary()
         # Environment variables templates may read as {{ env.NAME }}: only those allow-listed.
         allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
@@ -134,6 +136,18 @@ class Engine:
         where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
         self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
+
+    def _config_secrets(self, original: BaseAction, rendered: BaseAction) -> frozenset[str]:
+        """Secret values in a step's config: its fixed attributes' (found once per action) and its rendered fields'."""
+        fields = self.renderer.template_fields(original)
+        fixed = self._fixed_secrets.get(original)
+        if fixed is None:
+            # Walking every attribute of every step cost a third of a no-op step; most never change.
+            fixed = frozenset(secret_values({key: value for key, value in vars(original).items() if key not in fields}))
+            self._fixed_secrets[original] = fixed
+        if not fields:
+            return fixed
+        return fixed | secret_values({field: getattr(rendered, field) for field in fields})
 
     def _scrubber_for(self, bound: BoundWorkflow, trigger_data: dict) -> Scrubber:
         """The settings' secrets plus every value redacted by key in the run's inputs, definition and trigger."""
@@ -528,7 +542,8 @@ class Engine:
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
         self.store.update_step(run_id, index, step, durable=False, defer=execution.bound.actions[index].idempotent)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
-        execution.scrubber.add(secret_values(vars(action)))  # the rendered config: a header's token, a password
+        # The rendered config: a header's token, a password.
+        execution.scrubber.add(self._config_secrets(execution.bound.actions[index], action))
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()

@@ -42,15 +42,21 @@ def keep_redacted(new: Any, old: Any) -> Any:
     return new
 
 
+def swap_scrubber(scrubber: Scrubber | None) -> Scrubber | None:
+    """Make ``scrubber`` this thread's run scrubber (see ``scrubbing``); the previous one, to put back."""
+    previous = getattr(_local, "scrubber", None)
+    _local.scrubber = scrubber
+    return previous
+
+
 @contextmanager
 def scrubbing(scrubber: Scrubber) -> Iterator[None]:
     """Inside the block, log records this thread emits are also scrubbed of ``scrubber``'s values (a run's own)."""
-    previous = getattr(_local, "scrubber", None)
-    _local.scrubber = scrubber
+    previous = swap_scrubber(scrubber)
     try:
         yield
     finally:
-        _local.scrubber = previous
+        swap_scrubber(previous)
 
 
 class ScrubFilter(logging.Filter):

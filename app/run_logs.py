@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.redaction import Scrubber, scrubbing
+from app.redaction import Scrubber, swap_scrubber
 from app.runs import format_time
 from app.store import Store
 
@@ -21,11 +21,14 @@ _scope = threading.local()
 def run_scope(store: Store, run_id: str, step: str | None, scrubber: Scrubber | None = None) -> Iterator[None]:
     """Log records emitted by this thread inside the block also go to the run's log, secrets scrubbed."""
     previous = getattr(_scope, "current", None)
-    _scope.current = (store, run_id, step, scrubber or Scrubber())
+    scrubber = scrubber or Scrubber()
+    _scope.current = (store, run_id, step, scrubber)
+    # The console log is scrubbed of the run's secrets too (one generator, not two nested: it runs per step).
+    previous_scrubber = swap_scrubber(scrubber)
     try:
-        with scrubbing(_scope.current[3]):  # the console log is scrubbed of the run's secrets too
-            yield
+        yield
     finally:
+        swap_scrubber(previous_scrubber)
         _scope.current = previous
 
 
