@@ -194,10 +194,22 @@ class Runtime:
         summary["inputs_schema"] = bound.workflow.inputs_schema
         summary["error"] = bound.error
         summary["last_poll"] = bound.last_poll or None
+        summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
         summary["origin"] = bound.workflow.origin
         summary["source"] = bound.workflow.source or self.registry.source(name)
         summary["version"] = bound.workflow.version
         return summary
+
+    @staticmethod
+    def _next_fire_time(bound: BoundWorkflow) -> str | None:
+        """When a started workflow's schedule (cron, interval) fires next, UTC ISO; None for other triggers."""
+        if bound.error or not bound.trigger.pollable:
+            return None
+        try:
+            at = bound.trigger.next_fire_time()
+        except Exception:  # the Summary must answer; the scheduler logs the same failure when it polls
+            return None
+        return None if at is None else format_time(float(at))
 
     def summaries(self) -> list[dict]:
         """Summaries of all workflows, by name."""
