@@ -305,7 +305,7 @@ def test_started_workflow_watches_the_mailbox_until_stopped(make_app, imap, smtp
 
     assert client.post(f"{WORKFLOW}/stop").get_json()["status"] == "stopped"
     [run] = client.get("/api/runs?workflow=insurance_application").get_json()["runs"]
-    assert run["source"] == "schedule"
+    assert run["source"] == "email", "a mail brought the event"
 
 
 def test_imap_login_failure_answers_502_and_shows_in_the_summary(make_app, imap, storage):
