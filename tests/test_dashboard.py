@@ -86,6 +86,20 @@ def test_static_assets_are_served(client):
         response.close()
 
 
+@pytest.mark.parametrize("fixture", ["client", "locked"])
+def test_a_favicon_is_linked_and_favicon_ico_leads_to_it_also_before_login(request, fixture):
+    client = request.getfixturevalue(fixture)
+    client = client if fixture == "client" else client.test_client()
+
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301 and answer.headers["Location"] == "/static/dashboard/favicon.svg"
+    icon = client.get("/static/dashboard/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+    icon.close()
+    page = client.get("/login" if fixture == "locked" else "/").text
+    assert '<link rel="icon" type="image/svg+xml" href="/static/dashboard/favicon.svg">' in page
+
+
 def test_workflows_page_shows_last_run_and_success_rate(client):
     api_run(client, "echo", {"text": "a"})
     api_run(client, "failing")
