@@ -251,9 +251,20 @@
     });
   }
 
+  // The step graph's hint shows only while the drawing is wider than its box (it scrolls sideways).
+  function watchGraph(wrap, hint) {
+    function check() {
+      hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1;
+    }
+    check();
+    window.addEventListener("resize", check);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const main = document.querySelector("main[data-run-id]");
     if (main) watchRun(main);
+    const graph = document.getElementById("graph-wrap");
+    if (graph) watchGraph(graph, document.getElementById("graph-hint"));
     const runs = document.querySelector("#runs-table[data-poll]");
     if (runs) watchRuns(runs);
   });
