@@ -133,17 +133,17 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
 
 
 def validate(files: list[str]) -> int:
-    """Check definition files; one line per file, each problem with its path."""
-    from app.definitions import bindable
+    """Check definition files as the server would; one line per file, then each of its problems with its path."""
+    from app.definitions import checked
     from app.templating import Renderer
-    from workflows.declarative import DefinitionError, load_file
+    from workflows.declarative import DefinitionError, read_definition
 
-    settings, renderer = load_settings(), Renderer()
+    settings = load_settings()
+    renderer = Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])
     failed = 0
     for name in files:
         try:
-            workflow = load_file(name)
-            bindable(workflow, workflow.definition, name, settings, renderer)  # as the server would
+            workflow, _ = checked(read_definition(name), name, settings, renderer)
         except DefinitionError as error:
             failed += 1
             print(f"{name}: invalid")
