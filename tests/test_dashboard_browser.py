@@ -152,12 +152,18 @@ def test_stop_and_start_a_persistent_workflow(server, page):
     row.get_by_role("button", name="Start tick").click()
     expect(page.locator(".flash-success")).to_have_text("tick is running.")
     expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("running")
+    # An interval trigger says when it fires next, under its status.
+    expect(page.locator('tr[data-workflow="tick"] .next-fire time')).to_have_attribute(
+        "datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
     wait_until(lambda: len(side_effect_lines(ticks)) >= 2, timeout=5, message="tick runs")  # every 0.2 s
     shoot(page, "workflows-tick-running")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator('tr[data-workflow="tick"]').screenshot(path=str(ARTIFACTS / "workflows-tick-row.png"))
 
     page.locator('tr[data-workflow="tick"]').get_by_role("button", name="Stop tick").click()
     expect(page.locator(".flash-success")).to_have_text("tick is stopped.")
     expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("stopped")
+    expect(page.locator('tr[data-workflow="tick"] .next-fire')).to_have_count(0)
     expect(page.locator('tr[data-workflow="tick"] td[data-label="Last run"] .badge')).to_be_visible()
 
 
@@ -188,9 +194,14 @@ def test_step_graph_failed_run_and_phone_layout(server, browser):
         expect(page.locator('#step-graph g[data-step="store"]')).to_contain_text("succeeded")
         shoot(page, "run-graph")
         page.goto(server.url + f"/runs/{failed['id']}")
+        # Not a full bar in the success colour: the share of steps that succeeded, in the failure colour.
+        expect(page.locator("#run-progress .progress-text")).to_have_text("1/3 succeeded")
+        bar = page.locator("#run-progress .progress-bar")
+        assert bar.evaluate("bar => getComputedStyle(bar).backgroundColor") == "rgb(240, 154, 148)"
         shoot(page, "run-failed")
         page.locator('tr[data-step="boom"]').get_by_role("button", name="Skip and continue").click()
         expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+        expect(page.locator("#run-progress .progress-text")).to_have_text("100%")
         expect(page.locator('tr[data-step="boom"] .step-status')).to_have_text("skipped")
     finally:
         wide.close()
