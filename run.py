@@ -68,15 +68,16 @@ def _configure_logging(level: str | None, default: str) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def _inputs(raw: str | None) -> dict[str, Any]:
+def _inputs(raw: str | None, option: str = "--input") -> dict[str, Any]:
+    """The run's inputs from ``option``'s JSON; errors name the option the user typed."""
     if not raw:
         return {}
     try:
         inputs = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise PyFlowError(f"--input is not valid JSON: {error.msg} at column {error.colno}") from None
+        raise PyFlowError(f"{option} is not valid JSON: {error.msg} at column {error.colno}") from None
     if not isinstance(inputs, dict):
-        raise PyFlowError(f"--input must be a JSON object, got {type(inputs).__name__}")
+        raise PyFlowError(f"{option} must be a JSON object, got {type(inputs).__name__}")
     return inputs
 
 
@@ -102,7 +103,7 @@ def list_workflows() -> int:
     return 0
 
 
-def run_once(name: str, raw_inputs: str | None) -> int:
+def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
     """Run a workflow in this process, print the run as JSON; non-zero when it failed.
 
     It holds the store's lock as a server does: beside a running server it is refused (run it
@@ -112,7 +113,7 @@ def run_once(name: str, raw_inputs: str | None) -> int:
     from app.store_lock import StoreLock, StoreLocked
 
     settings = load_settings()
-    inputs = _inputs(raw_inputs)
+    inputs = _inputs(raw_inputs, option)
     lock = StoreLock(settings["WORKFLOW_STORAGE_PATH"])
     try:
         lock.acquire()
@@ -132,17 +133,17 @@ def run_once(name: str, raw_inputs: str | None) -> int:
 
 
 def validate(files: list[str]) -> int:
-    """Check definition files; one line per file, each problem with its path."""
-    from app.definitions import bindable
+    """Check definition files as the server would; one line per file, then each of its problems with its path."""
+    from app.definitions import checked
     from app.templating import Renderer
-    from workflows.declarative import DefinitionError, load_file
+    from workflows.declarative import DefinitionError, read_definition
 
-    settings, renderer = load_settings(), Renderer()
+    settings = load_settings()
+    renderer = Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])
     failed = 0
     for name in files:
         try:
-            workflow = load_file(name)
-            bindable(workflow, workflow.definition, name, settings, renderer)  # as the server would
+            workflow, _ = checked(read_definition(name), name, settings, renderer)
         except DefinitionError as error:
             failed += 1
             print(f"{name}: invalid")
@@ -192,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         if command in CONTROL_OPERATIONS:
             return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name
-        return run_once(name, args.context if args.workflow else args.input)
+        if args.workflow:
+            return run_once(name, args.context, "--context")
+        return run_once(name, args.input)
     except PyFlowError as error:
         print(f"run.py: {error.message}", file=sys.stderr)
         return EXIT_USAGE

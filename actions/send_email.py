@@ -34,6 +34,8 @@ _DEFAULTS = {
 }
 _SECURITY = ("starttls", "ssl", "none")
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+# A Message-ID as RFC 5322 writes it (<left@right>), angle brackets optional on input.
+_MESSAGE_ID = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
 
 Recipients = str | Sequence[str] | None
 
@@ -49,7 +51,10 @@ class SendEmailAction(BaseAction):
     or only against the PEM bundle ``smtp_ca_file`` names (a private CA or a
     self-signed server); there is deliberately no switch to turn checks off.
     The outbox copy keeps the Bcc header, as a mail client's "Sent" copy does;
-    over SMTP, Bcc addresses go only into the envelope.
+    over SMTP, Bcc addresses go only into the envelope. ``in_reply_to`` (one
+    Message-ID) and ``references`` (Message-IDs, a list or space-separated) make
+    the message a reply that mail clients thread with the one it answers; empty
+    values add no header.
     """
 
     type = "send_email"
@@ -75,6 +80,8 @@ class SendEmailAction(BaseAction):
         smtp_security: str | None = None,
         smtp_ca_file: str | None = None,
         smtp_timeout: float = 30,
+        in_reply_to: str | None = None,
+        references: str | Sequence[str] | None = None,
         **options: Any,
     ):
         super().__init__(name, **options)
@@ -88,6 +95,8 @@ class SendEmailAction(BaseAction):
         self.body = body
         self.html = html
         self.attachments = attachments
+        self.in_reply_to = in_reply_to
+        self.references = references
         self.from_addr = from_addr
         self.smtp_host = smtp_host
         self.smtp_port = smtp_port
@@ -125,6 +134,13 @@ class SendEmailAction(BaseAction):
         message["Date"] = formatdate(localtime=False, usegmt=True)
         # An explicit domain: the default asks the resolver for this host's FQDN.
         message["Message-ID"] = make_msgid(domain=sender_addr[0][1].rpartition("@")[2])
+        in_reply_to = _message_ids(self.in_reply_to, "in_reply_to")[:1]  # a reply answers one message
+        if in_reply_to:
+            message["In-Reply-To"] = in_reply_to[0]
+        # RFC 5322 3.6.4: the parent's references, then the parent itself; given only the parent, that is all.
+        references = list(dict.fromkeys(_message_ids(self.references, "references") + in_reply_to))
+        if references:
+            message["References"] = " ".join(references)
         message.set_content(str(self.body or ""))
         if self.html:
             message.add_alternative(str(self.html), subtype="html")
@@ -281,6 +297,26 @@ def _addresses(value: Recipients, field: str) -> list[tuple[str, str]]:
             # Line breaks in a display name would break the header.
             pairs.append((" ".join(display.split()), addr))
     return pairs
+
+
+def _message_ids(value: str | Sequence[str] | None, field: str) -> list[str]:
+    """Message-IDs from a string (space- or comma-separated) or a list, each as ``<left@right>``; [] for none.
+
+    The ids usually come from a received mail, whose sender wrote them: one that is
+    not a Message-ID is left out with a warning, since the reply matters more than its threading.
+    """
+    if value is None:
+        return []
+    parts = value.replace(",", " ").split() if isinstance(value, str) else [str(part).strip() for part in value]
+    ids = []
+    for part in parts:
+        found = _MESSAGE_ID.fullmatch(part) if part else None
+        if found is None:
+            if part:
+                logger.warning("send_email: %s: %r is not a Message-ID such as <id@host>; left out", field, part)
+            continue
+        ids.append(f"<{found.group(1)}>")
+    return ids
 
 
 def _write_outbox(message: EmailMessage, outbox: Path) -> str:

@@ -36,7 +36,7 @@ from app.throttle import FailureLimiter
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/api/health", "/login"})
+OPEN_PATHS = frozenset({"/api/health", "/login", "/favicon.ico"})
 OPEN_PREFIXES = ("/api/hooks/", "/static/")
 # Paths answered with a 401 JSON error rather than a redirect to the login page.
 API_PREFIXES = ("/api/", "/metrics")

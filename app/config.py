@@ -130,6 +130,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_SHUTDOWN_GRACE": (30.0, _positive_float, "a number of seconds > 0"),
     # Most retries a definition may ask for (max_retries, a step's retries); added with the other bounds.
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
+    # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
+    "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).

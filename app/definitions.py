@@ -14,7 +14,7 @@ from app.errors import ConfigError, Conflict, InvalidInput
 from app.limits import definition_problems
 from app.redaction import keep_redacted
 from app.templating import Renderer
-from workflows.declarative import DefinitionError, build_workflow, definition_files, load_file
+from workflows.declarative import DefinitionError, build_workflow, definition_files, read_definition
 from workflows.registry import WorkflowLoadError
 
 if TYPE_CHECKING:
@@ -30,16 +30,80 @@ def _relative(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def bindable(workflow: Any, definition: Any, source: str, settings: Mapping[str, Any],
-             renderer: Renderer) -> BoundWorkflow:
-    """The workflow bound to ``settings``; DefinitionError when a cap (app/limits.py) or the binding refuses it.
+# Keys of a step that are names, never rendered: a "{{" there is not a template.
+_PLAIN_STEP_KEYS = frozenset({"name", "type", "depends_on", "on_failure"})
 
-    Binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here), so a definition
-    that could not be served is never stored.
+
+def checked(definition: Any, source: str, settings: Mapping[str, Any], renderer: Renderer, *,
+            version: int | None = None) -> tuple[Any, BoundWorkflow]:
+    """Build a definition and bind it as the server serves it (the API, start-up and ``run.py validate``).
+
+    DefinitionError lists every problem at once: its structure, the caps (app/limits.py) and
+    the syntax of each template; then binding renders the trigger's settings (``seconds:
+    "{{ 1/0 }}"`` fails here), so a definition that could not be served is never stored.
     """
-    problems = definition_problems(definition, settings)
+    problems = definition_problems(definition, settings) + template_problems(definition, renderer)
+    try:
+        workflow = build_workflow(definition, source, version=version)
+    except DefinitionError as error:
+        raise DefinitionError(source, [*error.problems, *problems]) from None
     if problems:
         raise DefinitionError(source, problems)
+    return workflow, _bind(workflow, source, settings, renderer)
+
+
+def template_problems(definition: Any, renderer: Renderer) -> list[dict[str, str]]:
+    """Each template string of ``definition`` that does not compile in the app's sandbox, with its path.
+
+    Without this a typo such as ``{{ inputs.x | }}`` passes validation and fails every run.
+    """
+    problems: list[dict[str, str]] = []
+    if not isinstance(definition, Mapping):
+        return problems
+    trigger = definition.get("trigger")
+    if isinstance(trigger, Mapping):
+        for key, value in trigger.items():
+            if key != "type":
+                _templates(value, f"trigger.{key}", renderer, problems)
+    _step_templates(definition.get("steps"), "steps", renderer, problems)
+    return problems
+
+
+def _step_templates(steps: Any, path: str, renderer: Renderer, problems: list[dict[str, str]]) -> None:
+    if not isinstance(steps, list):
+        return
+    for index, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            continue
+        for key, value in step.items():
+            where = f"{path}[{index}].{key}"
+            if key in _PLAIN_STEP_KEYS:
+                continue
+            if key == "config" and step.get("type") == "loop" and isinstance(value, Mapping):
+                for option, item in value.items():  # a loop's steps are steps: their names are not templates
+                    if option == "steps":
+                        _step_templates(item, f"{where}.steps", renderer, problems)
+                    else:
+                        _templates(item, f"{where}.{option}", renderer, problems)
+                continue
+            _templates(value, where, renderer, problems)
+
+
+def _templates(value: Any, path: str, renderer: Renderer, problems: list[dict[str, str]]) -> None:
+    if isinstance(value, str):
+        message = renderer.syntax_error(value)
+        if message:
+            problems.append({"path": path, "message": f"template syntax error: {message}"})
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _templates(item, f"{path}.{key}", renderer, problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _templates(item, f"{path}[{index}]", renderer, problems)
+
+
+def _bind(workflow: Any, source: str, settings: Mapping[str, Any], renderer: Renderer) -> BoundWorkflow:
+    """The built workflow bound to ``settings``; DefinitionError at "trigger" when binding refuses it."""
     try:
         return BoundWorkflow.bind(workflow, settings, renderer)
     except (ConfigError, ValueError, TypeError) as error:
@@ -70,17 +134,15 @@ class Definitions:
         for path in definition_files(self.folder):
             source = _relative(path)
             try:
-                workflow = load_file(path)
+                workflow, _ = self._checked_as(read_definition(path), str(path))
                 workflow.origin, workflow.source = "file", source
-                self._bindable(workflow, workflow.definition, source)
                 self.runtime.registry.register(workflow, source)
             except (DefinitionError, WorkflowLoadError) as error:
                 raise ConfigError(str(error)) from None
         for record in self.runtime.store.list_definitions():
             name, version = record["name"], record["version"]
             try:
-                workflow = self._build(record["definition"], f"api:{name} v{version}", version)
-                self._bindable(workflow, record["definition"], workflow.source)
+                workflow, _ = self._checked_as(record["definition"], f"api:{name} v{version}", version)
                 self.runtime.registry.register(workflow, workflow.source)
             except (DefinitionError, WorkflowLoadError) as error:
                 # One stored definition that no longer builds must not keep the server down;
@@ -88,11 +150,12 @@ class Definitions:
                 self.unloaded[name] = str(error)
                 logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
 
-    @staticmethod
-    def _build(definition: Any, source: str, version: int) -> Any:
-        workflow = build_workflow(definition, source, version=version)
-        workflow.origin = "api"
-        return workflow
+    def _checked_as(self, definition: Any, source: str, version: int | None = None) -> tuple[Any, BoundWorkflow]:
+        """:func:`checked` with this runtime's settings; an API-made workflow (``version``) says so."""
+        workflow, bound = checked(definition, source, self.runtime.settings, self.runtime.renderer, version=version)
+        if version is not None:
+            workflow.origin = "api"
+        return workflow, bound
 
     def create(self, definition: Any) -> dict:
         """Register a new definition (version 1); 409 when the name is taken, 422 when invalid."""
@@ -147,8 +210,7 @@ class Definitions:
             if record is None:
                 return None
             try:
-                workflow = self._build(record["definition"], f"api:{name} v{version}", version)
-                old = self._bindable(workflow, record["definition"], workflow.source)
+                _, old = self._checked_as(record["definition"], f"api:{name} v{version}", version)
             except DefinitionError as error:
                 logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
                 return None
@@ -158,13 +220,9 @@ class Definitions:
     def _checked(self, definition: Any, source: str, version: int) -> tuple[Any, BoundWorkflow]:
         """The workflow and its binding; InvalidInput (422) listing each problem with its path."""
         try:
-            workflow = self._build(definition, source, version)
-            return workflow, self._bindable(workflow, definition, source)
+            return self._checked_as(definition, source, version)
         except DefinitionError as error:
             raise InvalidInput(f"invalid workflow definition: {error}", details=error.problems) from None
-
-    def _bindable(self, workflow: Any, definition: Any, source: str) -> BoundWorkflow:
-        return bindable(workflow, definition, source, self.runtime.settings, self.runtime.renderer)
 
     def _editable(self, bound: BoundWorkflow) -> None:
         if bound.workflow.origin != "api":

@@ -67,6 +67,7 @@ class Engine:
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
         run_logs.install()
 
     # -- starting runs ------------------------------------------------------
@@ -104,6 +105,7 @@ class Engine:
             stored = snapshot(run)
             execution = Execution(bound, run, {"trigger_data": trigger_data}, {})
             execution.scrubber = scrubber
+            execution.log = self._run_log(run["id"], scrubber)
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = True
@@ -124,6 +126,8 @@ class Engine:
                 data_store[step["name"]] = results[step["name"]] = step["result"]
         execution = Execution(bound, run, data_store, results)
         execution.scrubber = self._scrubber_for(bound, run["trigger_data"])
+        # The cap counts the lines an earlier process or execution of this run already wrote.
+        execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
         for index, step in enumerate(steps):
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
@@ -136,6 +140,9 @@ class Engine:
         where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
         self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
+
+    def _run_log(self, run_id: str, scrubber: Scrubber, kept: int = 0) -> run_logs.RunLog:
+        return run_logs.RunLog(self.store, run_id, scrubber, self._max_log_lines, kept)
 
     def _config_secrets(self, original: BaseAction, rendered: BaseAction) -> frozenset[str]:
         """Secret values in a step's config: its fixed attributes' (found once per action) and its rendered fields'."""
@@ -550,7 +557,7 @@ class Engine:
             token = self._watchdog.arm(Attempt(execution, index, branch), self._timeout_of(execution, index))
             execution.tokens[index] = token
         try:
-            with run_logs.run_scope(self.store, run_id, action.name, execution.scrubber):
+            with run_logs.run_scope(execution.log, action.name):
                 result: Any = action.execute(execution.data_store)
         except Exception as error:  # any failure of user code fails the attempt
             if not self._release(execution, index, token):
@@ -613,7 +620,7 @@ class Engine:
         results: dict[str, Any] = {}
         scope = ChainMap({**extra, "steps": ChainMap(results, execution.results)}, names)
         # A loop may call this from its own worker threads: their log records belong to the run too.
-        with run_logs.run_scope(self.store, execution.run["id"], parent.name, execution.scrubber):
+        with run_logs.run_scope(execution.log, parent.name):
             for action in actions:
                 rendered = self.renderer.render_object(action, scope, f"step {parent.name!r}: {action.name!r}")
                 if action.when is not None and not is_truthy(rendered.when):
@@ -661,6 +668,7 @@ class Engine:
     def _halt(self, execution: Execution) -> None:
         """Stop a run for its ``control``: cancel, pause, or shutdown (left for the restart)."""
         run, by = execution.run, execution.control_by
+        execution.log.close()
         if execution.control == "cancel":
             with self._lock:
                 for token in execution.tokens.values():
@@ -762,6 +770,7 @@ class Engine:
         run["error"] = execution.failure
         run["started_at"] = run["started_at"] or utcnow()
         level = logging.INFO if status == RunStatus.SUCCEEDED else logging.WARNING
+        execution.log.close()  # a pending repeat count and the dropped lines, before the last line
         # Logged first: the line is written with the run's last change instead of after it.
         self._log(execution, level, f"run {status.value}" + (f": {run['error']}" if run["error"] else ""))
         self._transition(run, status, "engine", finished=True)
@@ -828,7 +837,8 @@ class Engine:
         message = execution.scrubber.text(message)
         logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
         # Deferred: written with the run's next change; an action's own log lines are written at once.
-        run_logs.write(self.store, execution.run["id"], level, message, step, defer=True)
+        # Kept past the cap: the engine's lines are few (per step and attempt) and say how the run went.
+        execution.log.write(level, message, step, defer=True, keep=True)
 
     @staticmethod
     def _timeout_of(execution: Execution, index: int) -> float:

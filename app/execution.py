@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from actions.base import ActionError
 from actions.redaction import Scrubber
@@ -12,6 +13,9 @@ from app.binding import BoundWorkflow
 from app.runs import FINISHED_STEP
 from app.templating import RenderError
 from triggers.base import TriggerError
+
+if TYPE_CHECKING:
+    from app.run_logs import RunLog
 
 MAX_BACKOFF_SECONDS = 600.0
 MAX_ERROR_LENGTH = 500
@@ -97,6 +101,8 @@ class Execution:
         self.awaited = False
         # Secret values hidden from its records, errors and logs (the engine adds the run's own).
         self.scrubber = Scrubber()
+        # Its own log, repeats folded and capped (set by the engine, which knows the store and the cap).
+        self.log: RunLog | None = None
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']}>"

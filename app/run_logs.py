@@ -1,4 +1,4 @@
-"""Each run's own log lines: the engine's messages and whatever its actions log."""
+"""Each run's own log lines: the engine's messages and whatever its actions log, repeats folded, capped."""
 
 from __future__ import annotations
 
@@ -14,33 +14,99 @@ from app.store import Store
 
 logger = logging.getLogger(__name__)
 
+# Lines one run keeps when WORKFLOW_RUN_LOG_LINES is not set.
+DEFAULT_MAX_LINES = 1000
+
 _scope = threading.local()
 
 
+class RunLog:
+    """One run's log as it is written: consecutive repeats become one line, at most ``max_lines`` are kept.
+
+    A step that logs the same warning for every object of a PDF writes it once,
+    then "... repeated 312 more times" when another line comes (or the run ends).
+    Past ``max_lines`` an action's lines are counted, not kept, and ``close()``
+    says how many were dropped; the engine's own lines (``keep``) are always kept,
+    so a run's log still ends with how it ended. Errors are logged, never raised:
+    a log must not fail a run.
+    """
+
+    def __init__(self, store: Store, run_id: str, scrubber: Scrubber | None = None,
+                 max_lines: int = DEFAULT_MAX_LINES, kept: int = 0):
+        self.store = store
+        self.run_id = run_id
+        self.scrubber = scrubber or Scrubber()
+        self.max_lines = max_lines
+        self.kept = kept  # lines in the store, also those of an earlier process (a resumed run)
+        self.dropped = 0
+        self._lock = threading.Lock()  # a loop's worker threads log into the same run
+        self._last: tuple[str, str | None, str] | None = None
+        self._last_defer = False
+        self._repeats = 0
+        self._repeated_at = 0.0
+
+    def write(self, level: int | str, message: str, step: str | None = None, *, at: float | None = None,
+              defer: bool = False, keep: bool = False) -> None:
+        """Add one line (``defer``: see Store; ``keep``: also past the cap), or count it as a repeat."""
+        name = (logging.getLevelName(level) if isinstance(level, int) else level).lower()
+        key = (name, step, self.scrubber.text(message))
+        at = time.time() if at is None else at
+        with self._lock:
+            if key == self._last:
+                self._repeats += 1
+                self._repeated_at = at
+                return
+            self._flush_repeats()
+            self._last, self._last_defer = key, defer
+            self._append(key, at, defer, keep)
+
+    def close(self) -> None:
+        """At the run's end (or halt): write a pending repeat count and how many lines were dropped."""
+        with self._lock:
+            self._flush_repeats()
+            self._last = None
+            if self.dropped:
+                message = (f"{self.dropped} more log lines of this run were dropped: a run keeps at most "
+                           f"{self.max_lines} (WORKFLOW_RUN_LOG_LINES)")
+                self._append(("warning", None, message), time.time(), False, True)
+                self.dropped = 0
+
+    def _flush_repeats(self) -> None:
+        if self._repeats and self._last is not None:
+            level, step, _ = self._last
+            times = "once more" if self._repeats == 1 else f"{self._repeats} more times"
+            self._append((level, step, f"... repeated {times}"), self._repeated_at, self._last_defer, False)
+        self._repeats = 0
+
+    def _append(self, key: tuple[str, str | None, str], at: float, defer: bool, keep: bool) -> None:
+        if not keep and self.kept >= self.max_lines:
+            if not self.dropped:  # said at once, for whoever watches the run live; close() gives the count
+                self._append(("warning", None, f"the log reached {self.max_lines} lines (WORKFLOW_RUN_LOG_LINES): "
+                                               "later lines of this run's steps are counted, not kept"),
+                             at, False, True)
+            self.dropped += 1
+            return
+        self.kept += 1
+        level, step, message = key
+        entry = {"at": format_time(at), "level": level, "step": step, "message": message}
+        try:
+            self.store.append_log(self.run_id, entry, defer=defer)
+        except Exception:
+            logger.warning("cannot write the log of run %s", self.run_id, exc_info=True)
+
+
 @contextmanager
-def run_scope(store: Store, run_id: str, step: str | None, scrubber: Scrubber | None = None) -> Iterator[None]:
+def run_scope(log: RunLog, step: str | None) -> Iterator[None]:
     """Log records emitted by this thread inside the block also go to the run's log, secrets scrubbed."""
     previous = getattr(_scope, "current", None)
-    scrubber = scrubber or Scrubber()
-    _scope.current = (store, run_id, step, scrubber)
+    _scope.current = (log, step)
     # The console log is scrubbed of the run's secrets too (one generator, not two nested: it runs per step).
-    previous_scrubber = swap_scrubber(scrubber)
+    previous_scrubber = swap_scrubber(log.scrubber)
     try:
         yield
     finally:
         swap_scrubber(previous_scrubber)
         _scope.current = previous
-
-
-def write(store: Store, run_id: str, level: int, message: str, step: str | None = None,
-          scrubber: Scrubber | None = None, *, defer: bool = False) -> None:
-    """Add one line to a run's log (``defer``: see Store); errors are logged, not raised: a log must not fail a run."""
-    entry = {"at": format_time(time.time()), "level": logging.getLevelName(level).lower(), "step": step,
-             "message": scrubber.text(message) if scrubber else message}
-    try:
-        store.append_log(run_id, entry, defer=defer)
-    except Exception:
-        logger.warning("cannot write the log of run %s", run_id, exc_info=True)
 
 
 class RunLogHandler(logging.Handler):
@@ -50,15 +116,13 @@ class RunLogHandler(logging.Handler):
         current = getattr(_scope, "current", None)
         if current is None or record.name.startswith(__name__):
             return
-        store, run_id, step, scrubber = current
+        log, step = current
         try:
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        entry = {"at": format_time(record.created), "level": record.levelname.lower(), "step": step,
-                 "message": scrubber.text(message)}
         try:
-            store.append_log(run_id, entry)
+            log.write(record.levelname, message, step, at=record.created)
         except Exception:
             self.handleError(record)
 

@@ -194,10 +194,22 @@ class Runtime:
         summary["inputs_schema"] = bound.workflow.inputs_schema
         summary["error"] = bound.error
         summary["last_poll"] = bound.last_poll or None
+        summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
         summary["origin"] = bound.workflow.origin
         summary["source"] = bound.workflow.source or self.registry.source(name)
         summary["version"] = bound.workflow.version
         return summary
+
+    @staticmethod
+    def _next_fire_time(bound: BoundWorkflow) -> str | None:
+        """When a started workflow's schedule (cron, interval) fires next, UTC ISO; None for other triggers."""
+        if bound.error or not bound.trigger.pollable:
+            return None
+        try:
+            at = bound.trigger.next_fire_time()
+        except Exception:  # the Summary must answer; the scheduler logs the same failure when it polls
+            return None
+        return None if at is None else format_time(float(at))
 
     def summaries(self) -> list[dict]:
         """Summaries of all workflows, by name."""
@@ -373,8 +385,8 @@ class Runtime:
         return run
 
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:
-        """Poll the trigger once now; one durable run per event, then the cursor moves."""
-        return self._poll(self._able(name, "polled"), source)
+        """Poll the trigger once now (asked through the API); one durable run per event, then the cursor moves."""
+        return self._poll(self._able(name, "polled"), source, scheduled=False)
 
     def poll_scheduled(self, name: str) -> float | None:
         """The scheduler's poll: errors are recorded on the workflow, never raised; returns when to poll next."""
@@ -383,7 +395,7 @@ class Runtime:
             return None
         if time.monotonic() >= bound.retry_at:
             try:
-                self._poll(bound, "schedule")
+                self._poll(bound, bound.trigger.run_source, scheduled=True)
             except Exception:
                 pass  # _poll recorded it; the scheduler must keep going
         return self._next_poll_at(bound)
@@ -408,7 +420,7 @@ class Runtime:
         # A wall-clock jump (NTP, a suspended laptop) delays a far-off fire by at most this much.
         return min(float(at), now + MAX_IDLE_SECONDS)
 
-    def _poll(self, bound: BoundWorkflow, source: str) -> list[dict]:
+    def _poll(self, bound: BoundWorkflow, source: str, *, scheduled: bool) -> list[dict]:
         runs: list[dict] = []
         # One poll of a workflow at a time; a request must not queue behind a hung one for ever.
         if not bound.poll_lock.acquire(timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"])):
@@ -418,7 +430,7 @@ class Runtime:
             before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
             try:
                 for event in bound.trigger.poll():
-                    if self._overlaps(bound, source):
+                    if scheduled and self._overlaps(bound):
                         # Not acknowledged: a trigger with a cursor offers the event again later.
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
                                     bound.name, self.engine.unfinished_count(bound.name))
@@ -438,10 +450,10 @@ class Runtime:
             bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
         return runs
 
-    def _overlaps(self, bound: BoundWorkflow, source: str) -> bool:
+    def _overlaps(self, bound: BoundWorkflow) -> bool:
         """True when a scheduled event must be skipped: overlap="skip" and the workflow is at its limit."""
         workflow = bound.workflow
-        return (source == "schedule" and workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
+        return (workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
                 and self.engine.unfinished_count(bound.name) >= workflow.max_concurrent_runs)
 
     def _poll_overdue(self, name: str, seconds: float) -> None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, nodes, pass_context
+from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -305,6 +305,28 @@ class Renderer:
         finally:
             if outer is None:
                 _render.limit = None
+
+    def syntax_error(self, text: str) -> str | None:
+        """Jinja's message when ``text`` does not compile as render_string would compile it; None when it does."""
+        if "{{" not in text and "{%" not in text:
+            return None
+        try:
+            match = _SINGLE_EXPRESSION.match(text)
+            if match:
+                try:
+                    self._compile_expression(match.group("expr").strip())
+                except TemplateSyntaxError:
+                    # Parsed as the whole template, the message speaks of the text the user wrote
+                    # ("got 'end of print statement'", not "unexpected end of template").
+                    self.env.parse(text)
+                    raise
+            else:
+                self._compile_template(text)  # cached: the runs that follow compile nothing
+        except TemplateSyntaxError as error:
+            return f"{error.message} (line {error.lineno})" if "\n" in text.strip() else str(error.message)
+        except TemplateError as error:
+            return str(error)
+        return None
 
     def render_value(self, value: Any, context: Mapping[str, Any], where: str = "value") -> Any:
         """Render every template string inside ``value`` (dicts and lists too)."""

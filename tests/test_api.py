@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def test_start_and_stop_answer_the_summary(client):
     stopped = client.post("/api/workflows/tick/stop")
     assert stopped.status_code == 200
     assert stopped.get_json()["status"] == "stopped"
+
+
+def test_a_started_interval_workflow_says_when_it_fires_next_and_others_say_null(client):
+    assert client.get("/api/workflows/tick").get_json()["next_fire_time"] is None
+    started = client.post("/api/workflows/tick/start").get_json()
+    # A 0.2 s interval: the next fire is a moment away, UTC with milliseconds and Z.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", started["next_fire_time"])
+    listed = {summary["name"]: summary for summary in client.get("/api/workflows").get_json()["workflows"]}
+    assert listed["tick"]["next_fire_time"]
+    assert listed["echo"]["next_fire_time"] is None, "a manual trigger has no schedule"
+    assert client.post("/api/workflows/tick/stop").get_json()["next_fire_time"] is None
 
 
 def test_poll_answers_one_run_per_event(client):

@@ -278,3 +278,30 @@ def test_a_cron_workflow_runs_once_per_scheduled_time_through_the_api(storage):
         assert run == {"value": z("2026-01-05T07:00:00Z")}
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_the_summary_and_the_dashboard_show_when_a_started_cron_workflow_fires_next(storage):
+    clock = FakeClock(utc(2026, 1, 5, 7, 59, 30))  # a Monday, 08:59:30 in Berlin
+
+    class Morning(MorningWorkflow):
+        trigger = CronTrigger("morning", "0 8 * * 1-5", timezone="Europe/Berlin", clock=clock)
+
+    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [Morning]})
+    try:
+        client = app.test_client()
+        assert client.get("/api/workflows/morning").get_json()["next_fire_time"] is None, "stopped: no next fire"
+
+        assert client.post("/api/workflows/morning/start").status_code == 200
+        client.post("/api/workflows/morning/poll")  # the first poll sets the cursor: today's 08:00 has passed
+        tomorrow = "2026-01-06T07:00:00.000Z"  # 08:00 in Berlin
+        assert client.get("/api/workflows/morning").get_json()["next_fire_time"] == tomorrow
+        listed = {summary["name"]: summary for summary in client.get("/api/workflows").get_json()["workflows"]}
+        assert listed["morning"]["next_fire_time"] == tomorrow
+        row = client.get("/").text.split('<tr data-workflow="morning">')[1].split("</tr>")[0]
+        assert f'next <time datetime="{tomorrow}"' in row and "2026-01-06 07:00:00" in row
+
+        assert client.post("/api/workflows/morning/stop").status_code == 200
+        assert client.get("/api/workflows/morning").get_json()["next_fire_time"] is None
+        assert "next <time" not in client.get("/").text
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)

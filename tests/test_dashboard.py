@@ -86,6 +86,20 @@ def test_static_assets_are_served(client):
         response.close()
 
 
+@pytest.mark.parametrize("fixture", ["client", "locked"])
+def test_a_favicon_is_linked_and_favicon_ico_leads_to_it_also_before_login(request, fixture):
+    client = request.getfixturevalue(fixture)
+    client = client if fixture == "client" else client.test_client()
+
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301 and answer.headers["Location"] == "/static/dashboard/favicon.svg"
+    icon = client.get("/static/dashboard/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+    icon.close()
+    page = client.get("/login" if fixture == "locked" else "/").text
+    assert '<link rel="icon" type="image/svg+xml" href="/static/dashboard/favicon.svg">' in page
+
+
 def test_workflows_page_shows_last_run_and_success_rate(client):
     api_run(client, "echo", {"text": "a"})
     api_run(client, "failing")
@@ -146,6 +160,29 @@ def test_run_page_shows_steps_errors_logs_and_controls(client):
     assert "run started" in html and "failed: this step always fails" in html  # the run's log lines
     assert "<svg" not in html  # a plain chain needs no drawing
     assert client.get(f"/api/runs/{run['id']}/logs").get_json()["logs"]
+
+
+def test_a_failed_runs_progress_bar_shows_the_steps_that_succeeded_in_the_failure_colour(client):
+    run = api_run(client, "failing")  # first succeeds, boom fails, never is not reached
+
+    for html in (client.get(f"/runs/{run['id']}").text, client.get("/runs").text):
+        bar = html.split('class="progress status-failed"')[1].split("</div></div>")[0]
+        assert 'aria-valuenow="33"' in bar and 'style="width: 33%"' in bar
+        assert '<span class="progress-text">1/3 succeeded</span>' in bar
+    succeeded = api_run(client, "echo", {"text": "hi"})
+    page = client.get(f"/runs/{succeeded['id']}").text
+    assert 'class="progress status-succeeded"' in page and '<span class="progress-text">100%</span>' in page
+
+
+def test_the_runs_list_shows_what_started_each_run(client, runtime):
+    api_run(client, "echo", {"text": "from the API"})
+    runtime.run_sync("echo", {"text": "from the command line"})  # run.py run's path
+
+    html = client.get("/runs").text
+    assert '<th scope="col">Source</th>' in html
+    sources = re.findall(r'<td data-label="Source"><code class="tag">(\w+)</code></td>', html)
+    assert sources == ["cli", "api"], "newest first"
+    assert [run["source"] for run in client.get("/api/runs").get_json()["runs"]] == ["cli", "api"]
 
 
 def test_run_page_shows_results_as_json_and_a_timeline(client):

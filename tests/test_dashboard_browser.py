@@ -152,12 +152,18 @@ def test_stop_and_start_a_persistent_workflow(server, page):
     row.get_by_role("button", name="Start tick").click()
     expect(page.locator(".flash-success")).to_have_text("tick is running.")
     expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("running")
+    # An interval trigger says when it fires next, under its status.
+    expect(page.locator('tr[data-workflow="tick"] .next-fire time')).to_have_attribute(
+        "datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"))
     wait_until(lambda: len(side_effect_lines(ticks)) >= 2, timeout=5, message="tick runs")  # every 0.2 s
     shoot(page, "workflows-tick-running")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator('tr[data-workflow="tick"]').screenshot(path=str(ARTIFACTS / "workflows-tick-row.png"))
 
     page.locator('tr[data-workflow="tick"]').get_by_role("button", name="Stop tick").click()
     expect(page.locator(".flash-success")).to_have_text("tick is stopped.")
     expect(page.locator('tr[data-workflow="tick"]')).to_contain_text("stopped")
+    expect(page.locator('tr[data-workflow="tick"] .next-fire')).to_have_count(0)
     expect(page.locator('tr[data-workflow="tick"] td[data-label="Last run"] .badge')).to_be_visible()
 
 
@@ -188,9 +194,14 @@ def test_step_graph_failed_run_and_phone_layout(server, browser):
         expect(page.locator('#step-graph g[data-step="store"]')).to_contain_text("succeeded")
         shoot(page, "run-graph")
         page.goto(server.url + f"/runs/{failed['id']}")
+        # Not a full bar in the success colour: the share of steps that succeeded, in the failure colour.
+        expect(page.locator("#run-progress .progress-text")).to_have_text("1/3 succeeded")
+        bar = page.locator("#run-progress .progress-bar")
+        assert bar.evaluate("bar => getComputedStyle(bar).backgroundColor") == "rgb(240, 154, 148)"
         shoot(page, "run-failed")
         page.locator('tr[data-step="boom"]').get_by_role("button", name="Skip and continue").click()
         expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+        expect(page.locator("#run-progress .progress-text")).to_have_text("100%")
         expect(page.locator('tr[data-step="boom"] .step-status')).to_have_text("skipped")
     finally:
         wide.close()
@@ -220,5 +231,62 @@ def test_login_then_live_updates_through_the_session(servers, browser):
 
         page.get_by_role("button", name="Log out").click()
         expect(page).to_have_url(re.compile(r"/login$"))
+    finally:
+        context.close()
+
+
+def define(server: Server, name: str, steps: list[dict]) -> dict:
+    """Create a definition (once per server) and run it to its end; the run."""
+    if server.get(f"/api/workflows/{name}").status_code == 404:
+        assert server.post("/api/workflows", json={"name": name, "steps": steps}).status_code == 201
+    return server.post(f"/api/workflows/{name}/runs?wait=10").json()
+
+
+def test_a_long_error_wraps_at_phone_width(server, browser):
+    # One unbroken 500-character token, as a URL or a path in an error would be.
+    run = define(server, "long_error", [{"name": "check", "type": "validate_data",
+                                         "config": {"data": {}, "template": "no_such_template_" + "x" * 480}}])
+    assert run["status"] == "failed" and len(run["error"]) >= 500
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        phone = context.new_page()
+        for name, path in (("run-long-error", f"/runs/{run['id']}"), ("runs-long-error", "/runs?workflow=long_error")):
+            phone.goto(server.url + path)
+            expect(phone.locator(".error-text").first).to_contain_text("no_such_template_xxx")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390, name
+            shoot(phone, f"phone-{name}")
+    finally:
+        context.close()
+
+
+def log_steps(names: list[str], depends: dict[str, list[str]]) -> list[dict]:
+    return [{"name": name, "type": "log", "config": {"message": f"{name} ran"},
+             **({"depends_on": depends[name]} if name in depends else {})} for name in names]
+
+
+def test_a_14_step_graph_fits_at_1280_or_scrolls_inside_its_box_with_a_hint(server, browser):
+    names = [f"step_{index:02d}" for index in range(14)]
+    # Deep: a chain of 13 with a side branch: 13 columns, wider than any window.
+    deep = define(server, "deep14", log_steps(names, {names[13]: [names[0]], names[1]: [names[0]]}))
+    # Wide: one root, twelve branches, one join: three columns.
+    wide = define(server, "wide14", log_steps(names, {**{name: [names[0]] for name in names[1:13]},
+                                                      names[13]: names[1:13]}))
+    context = browser.new_context(viewport=WIDE)
+    try:
+        page = context.new_page()
+        page.goto(server.url + f"/runs/{deep['id']}")
+        expect(page.locator("#step-graph g.node")).to_have_count(14)
+        assert page.evaluate("document.documentElement.scrollWidth") <= WIDE["width"], "the page never scrolls"
+        assert page.evaluate("(w => w.scrollWidth > w.clientWidth)(document.getElementById('graph-wrap'))")
+        expect(page.locator("#graph-hint")).to_be_visible()
+        expect(page.locator("#graph-hint")).to_contain_text("scroll sideways to see all 14 steps")
+        shoot(page, "run-graph-deep14")
+
+        page.goto(server.url + f"/runs/{wide['id']}")
+        expect(page.locator("#step-graph g.node")).to_have_count(14)
+        assert page.evaluate("document.documentElement.scrollWidth") <= WIDE["width"]
+        assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)(document.getElementById('graph-wrap'))")
+        expect(page.locator("#graph-hint")).to_be_hidden()
+        shoot(page, "run-graph-wide14")
     finally:
         context.close()

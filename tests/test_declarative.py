@@ -140,6 +140,76 @@ def test_every_problem_is_listed_at_once(tmp_path):
         "name", "steps[0].type", "steps[1].config.sekonds", "steps[1].config.seconds"]
 
 
+def test_every_problem_of_one_step_is_listed_not_only_the_first(tmp_path):
+    text = """\
+        name: x
+        steps:
+          - {name: a, type: log, config: {message: hi}}
+          - name: b
+            type: log
+            retry: 2
+            retries: -1
+            timeout: soon
+            depends_on: [nope]
+            on_failure: rescue
+            config: {message: hi, level: loud, colour: red}
+        """
+    with pytest.raises(DefinitionError) as caught:
+        load_file(write(tmp_path, text))
+    assert [(problem["path"], problem["message"]) for problem in caught.value.problems] == [
+        ("steps[1].retry",
+         "unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, when"),
+        ("steps[1].depends_on", "unknown step(s): nope"),
+        ("steps[1].retries", "must be a number >= 0, got -1"),
+        ("steps[1].timeout", "must be a number >= 0, got 'soon'"),
+        ("steps[1].on_failure", "must be 'fail', 'continue' or the name of another step, got 'rescue'"),
+        ("steps[1].config.colour", "unknown setting for type 'log'; known: level, message"),
+        ("steps[1].config", "action 'b': log: level must be one of debug, info, warning, error, got 'loud'"),
+    ]
+
+
+# -- template syntax, checked with the app's sandbox as the server does -------------------------------
+
+BROKEN_TEMPLATES = """\
+    name: typos
+    trigger: {type: interval, seconds: "{{ settings.UPTIME_INTERVAL | }}"}
+    steps:
+      - {name: fine, type: log, config: {message: "{{ inputs.x | upper }} {% if inputs.y %}y{% endif %}"}}
+      - {name: pipe, type: log, config: {message: "{{ inputs.x | }}"}}
+      - {name: cond, type: log, when: "{{ inputs.x == }}", config: {message: "hi"}}
+      - name: each
+        type: loop
+        config:
+          items: [1, 2]
+          steps:
+            - {name: inner, type: log, config: {message: "{% for a in item %}{{ a }}"}}
+      - name: deep
+        type: http_request
+        config: {url: "http://a.example", headers: {X-Team: "{{ inputs.team ) }}"}}
+      - {name: lines, type: log, config: {message: "Dear {{ name }},\\nyour {{ thing + }} is ready"}}
+    """
+BROKEN_PROBLEMS = [
+    ("trigger.seconds", "template syntax error: expected token 'name', got 'end of print statement'"),
+    ("steps[1].config.message", "template syntax error: expected token 'name', got 'end of print statement'"),
+    ("steps[2].when", "template syntax error: unexpected 'end of print statement'"),
+    ("steps[3].config.steps[0].config.message", "template syntax error: Unexpected end of template. Jinja was "
+     "looking for the following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'."),
+    ("steps[4].config.headers.X-Team", "template syntax error: unexpected ')'"),
+    ("steps[5].config.message", "template syntax error: unexpected 'end of print statement' (line 2)"),
+]
+
+
+def test_template_syntax_errors_are_found_when_the_file_is_validated(tmp_path):
+    from app.definitions import checked
+    from app.templating import Renderer
+
+    path = write(tmp_path, BROKEN_TEMPLATES)
+    with pytest.raises(DefinitionError) as caught:
+        checked(yaml.safe_load(path.read_text()), str(path), {**TEST_SETTINGS, "WORKFLOW_MAX_RETRIES": 100,
+                                                                "WORKFLOW_MAX_STEP_TIMEOUT": 86400.0}, Renderer())
+    assert [(problem["path"], problem["message"]) for problem in caught.value.problems] == BROKEN_PROBLEMS
+
+
 # -- run.py -------------------------------------------------------------------------------------------
 
 def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -182,6 +252,23 @@ def test_run_py_validate_checks_caps_and_binding_as_the_server_does(tmp_path):
         "  step_timeout: 1000000000000 is more than WORKFLOW_MAX_STEP_TIMEOUT (86400)",
         f"{unbound}: invalid",
         "  trigger: field 'seconds': template failed: ZeroDivisionError: division by zero",
+    ]
+
+
+def test_run_py_validate_lists_every_problem_with_template_syntax_errors(tmp_path):
+    typos = write(tmp_path, BROKEN_TEMPLATES, "typos.yaml")
+    # Structure and templates at once: an unknown key does not hide the broken template beside it.
+    mixed = write(tmp_path, 'name: y\nsteps: [{name: s, type: log, colour: red, config: {message: "{{ a | }}"}}]',
+                  "mixed.yaml")
+    checked = run_py("validate", str(typos), str(mixed), env=server_env(tmp_path / "data"))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        f"{typos}: invalid",
+        *(f"  {path}: {message}" for path, message in BROKEN_PROBLEMS),
+        f"{mixed}: invalid",
+        "  steps[0].colour: unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, "
+        "when",
+        "  steps[0].config.message: template syntax error: expected token 'name', got 'end of print statement'",
     ]
 
 

@@ -74,6 +74,28 @@ def test_an_invalid_definition_lists_its_problems(client):
     assert client.get("/api/workflows/broken").status_code == 404
 
 
+def test_a_template_syntax_error_is_refused_at_post_and_put_not_at_run_time(client, runtime):
+    typo = {"name": "typo", "steps": [{"name": "say", "type": "log", "config": {"message": "{{ inputs.x | }}"}},
+                                      {"name": "bad", "type": "log", "colour": "red", "config": {"message": "x"}}]}
+    response = client.post("/api/workflows", json=typo)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "steps[1].colour",
+         "message": "unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, when"},
+        {"path": "steps[0].config.message",
+         "message": "template syntax error: expected token 'name', got 'end of print statement'"},
+    ]
+    assert runtime.store.get_definition("typo") is None
+
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    broken = {**HELLO, "steps": [{"name": "say", "type": "log", "when": "{% if %}", "config": {"message": "hi"}}]}
+    response = client.put("/api/workflows/hello", json=broken)
+    assert response.status_code == 422
+    [problem] = response.get_json()["error"]["details"]
+    assert problem["path"] == "steps[0].when" and problem["message"].startswith("template syntax error: ")
+    assert client.get("/api/workflows/hello").get_json()["version"] == 1
+
+
 @pytest.mark.parametrize(("body", "content_type", "status"), [
     ("name: [x", "application/yaml", 400),
     ('{"name": ', "application/json", 400),

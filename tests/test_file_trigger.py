@@ -285,6 +285,7 @@ def test_a_started_file_workflow_runs_once_per_dropped_file(client, storage):
     # Failed polls back off (0.05 s doubling), so the first run may take a moment.
     [run] = wait_until(finished, timeout=5, message="a run for hello.txt")
     assert run["trigger_data"]["filename"] == "hello.txt"
+    assert run["source"] == "file", "a dropped file brought the event"
     assert run["steps"][0]["result"] == {"text": "hello from a file"}
     assert sorted(os.listdir(inbox)) == ["ignored.pdf", "processed"]
     assert os.listdir(inbox / "processed") == ["hello.txt"]

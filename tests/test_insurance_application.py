@@ -119,6 +119,7 @@ def test_valid_upload_is_detected_and_the_reply_arrives_over_smtp(make_app, smtp
     body = body_of(message)
     assert "Full Name: Jane Doe\n" in body and "Date of Birth: 1985-03-15\n" in body
     assert "cannot process" not in body
+    assert message["In-Reply-To"] is None and message["References"] is None, "an upload answers no mail"
 
 
 @pytest.mark.parametrize(
@@ -265,6 +266,21 @@ def test_poll_runs_one_workflow_per_pdf_mail_and_replies_to_the_sender(make_app,
     assert len(smtp.envelopes) == 2
 
 
+def test_the_reply_threads_with_the_applicants_mail(make_app, imap, smtp, storage, tmp_path):
+    applicant_id = "<application-42@alice.example>"
+    imap.append(application_mail(tmp_path, "alice@example.org", "My application", message_id=applicant_id))
+    client = make_app(**imap.settings(storage), **smtp.settings)
+
+    [run] = [finished(client, run["id"]) for run in client.post(f"{WORKFLOW}/poll").get_json()["runs"]]
+
+    assert run["status"] == "succeeded", run["error"]
+    [reply] = smtp.messages()
+    assert reply["To"] == "alice@example.org"
+    assert reply["In-Reply-To"] == applicant_id
+    assert reply["References"] == applicant_id
+    assert reply["Message-ID"] != applicant_id
+
+
 def test_the_reply_goes_to_the_mails_reply_to_address_when_it_has_one(make_app, imap, smtp, storage, tmp_path):
     mail = application_mail(tmp_path, "Office <noreply@broker.example>", "Application for Dana")
     mail["Reply-To"] = "dana@example.org"
@@ -305,7 +321,7 @@ def test_started_workflow_watches_the_mailbox_until_stopped(make_app, imap, smtp
 
     assert client.post(f"{WORKFLOW}/stop").get_json()["status"] == "stopped"
     [run] = client.get("/api/runs?workflow=insurance_application").get_json()["runs"]
-    assert run["source"] == "schedule"
+    assert run["source"] == "email", "a mail brought the event"
 
 
 def test_imap_login_failure_answers_502_and_shows_in_the_summary(make_app, imap, storage):

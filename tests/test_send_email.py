@@ -432,3 +432,32 @@ def test_a_ca_file_outside_the_files_root_is_refused(smtp_server, tmp_path):
         send(tmp_path, smtp_settings(port, "none", WORKFLOW_FILES_ROOT=str(tmp_path / "files")),
              smtp_security="starttls", smtp_ca_file="/etc/shadow")
     assert handler.envelopes == []
+
+
+def test_a_reply_carries_in_reply_to_and_references_so_it_threads(smtp_server, tmp_path):
+    handler, port = smtp_server()
+
+    send(tmp_path, smtp_settings(port), subject="Re: question", in_reply_to="<q1@mail.example>",
+         references=["<root@mail.example>", "q0@mail.example"])
+
+    message = email.message_from_bytes(handler.envelopes[0].original_content, policy=policy.default)
+    assert message["In-Reply-To"] == "<q1@mail.example>"
+    # The parent's references, then the parent itself (RFC 5322 3.6.4).
+    assert message["References"] == "<root@mail.example> <q0@mail.example> <q1@mail.example>"
+
+
+@pytest.mark.parametrize("value", ["", None, "   "])
+def test_no_message_id_adds_no_threading_header(tmp_path, value):
+    result = send(tmp_path, in_reply_to=value, references=value)  # the outbox: no SMTP_HOST
+
+    message = email.message_from_bytes(Path(result["path"]).read_bytes(), policy=policy.default)
+    assert message["In-Reply-To"] is None and message["References"] is None
+
+
+def test_a_malformed_message_id_is_left_out_and_the_mail_still_goes(tmp_path, caplog):
+    result = send(tmp_path, in_reply_to="not an id", references="<ok@mail.example> also-bad")
+
+    message = email.message_from_bytes(Path(result["path"]).read_bytes(), policy=policy.default)
+    assert message["In-Reply-To"] is None
+    assert message["References"] == "<ok@mail.example>"
+    assert "in_reply_to: 'not' is not a Message-ID such as <id@host>; left out" in caplog.text

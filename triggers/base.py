@@ -38,6 +38,8 @@ class BaseTrigger:
     startable: bool = True
     # Seconds between polls when the workflow does not set check_interval.
     default_check_interval: float = 1.0
+    # A run's ``source`` when the scheduler's poll brought its event: "schedule", "email", "file".
+    run_source: str = "schedule"
 
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:

@@ -65,6 +65,7 @@ class EmailTrigger(BaseTrigger):
     """
 
     type = "email"
+    run_source = "email"
     # Set by the runtime for a workflow class written in Python (trusted code): its ca_file may lie anywhere.
     _trusted_code = False
 

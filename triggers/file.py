@@ -46,6 +46,7 @@ class FileTrigger(BaseTrigger):
     """
 
     type = "file"
+    run_source = "file"
     # Set by the runtime for a workflow class written in Python (trusted code, DESIGN section 10): its
     # folders may lie outside WORKFLOW_FILES_ROOT. A definition's trigger never has it.
     _trusted_code = False

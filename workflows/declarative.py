@@ -65,7 +65,11 @@ def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
 
 def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
            problems: _Problems) -> Any:
-    """``cls(name, **config, **extra)`` with unknown and missing keys reported at ``path``."""
+    """``cls(name, **config, **extra)`` with unknown and missing keys reported at ``path``.
+
+    With unknown keys (but none missing) the constructor still checks the known ones, so a
+    file's every problem is listed at once; the object is then None all the same.
+    """
     names, required = _accepted(cls)
     unknown = sorted(set(config) - names)
     missing = sorted(required - set(config))
@@ -73,13 +77,14 @@ def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any
         problems.add(f"{path}.{key}", f"unknown setting for type {cls.type!r}; known: {', '.join(sorted(names))}")
     for key in missing:
         problems.add(f"{path}.{key}", "is required")
-    if unknown or missing:
+    if missing:
         return None
     try:
-        return cls(name, **config, **extra)
+        built = cls(name, **{key: value for key, value in config.items() if key in names}, **extra)
     except (TypeError, ValueError) as error:
         problems.add(path, str(error))
         return None
+    return None if unknown else built
 
 
 def _check_type(value: Any, expected: type, path: str, what: str, problems: _Problems) -> bool:
@@ -110,15 +115,16 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
         return None
     for key in sorted(set(data) - _STEP_KEYS):
         problems.add(f"{path}.{key}", f"unknown key; a step has {', '.join(sorted(_STEP_KEYS))}")
+    # Every key is checked whatever the others hold, so one run of validate lists a step's every problem.
+    before = len(problems.items)
     name, kind, config = data.get("name"), data.get("type"), data.get("config", {})
-    ok = _check_type(name, str, f"{path}.name", "a step name", problems)
-    if ok and not NAME_PATTERN.match(name):
+    named = _check_type(name, str, f"{path}.name", "a step name", problems)
+    if named and not NAME_PATTERN.match(name):
         problems.add(f"{path}.name", f"must match [a-z0-9_]+, got {name!r}")
     cls = action_types().get(kind) if isinstance(kind, str) else None
     if cls is None:
         problems.add(f"{path}.type", f"unknown step type {kind!r}; known: {', '.join(action_types().names())}")
-    if not _check_type(config, Mapping, f"{path}.config", "a mapping", problems) or cls is None or not ok:
-        return None
+    configured = _check_type(config, Mapping, f"{path}.config", "a mapping", problems)
     extra: dict[str, Any] = {}
     for key, option in (("when", "when"), ("retries", "retries"), ("timeout", "step_timeout"),
                         ("depends_on", "depends_on"), ("on_failure", "on_failure")):
@@ -130,21 +136,26 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
         unknown = [dep for dep in extra["depends_on"] if dep not in known_names]
         if unknown:
             problems.add(f"{path}.depends_on", f"unknown step(s): {', '.join(map(str, unknown))}")
-            return None
-    for key in ("retries", "timeout"):
+            extra["depends_on"] = [dep for dep in extra["depends_on"] if dep in known_names]
+    for key, option in (("retries", "retries"), ("timeout", "step_timeout")):
         value = data.get(key)
         if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             # Reported at the step's own key: BaseAction's message would otherwise land on the config.
             problems.add(f"{path}.{key}", f"must be a number >= 0, got {value!r}")
-            return None
+            del extra[option]
     target = data.get("on_failure")
     if isinstance(target, str) and target not in ("fail", "continue") and (target not in known_names or target == name):
         # Reported here, like depends_on, so the path names the step and not just "steps".
         problems.add(f"{path}.on_failure", f"must be 'fail', 'continue' or the name of another step, got {target!r}")
+        del extra["on_failure"]
+    if cls is None or not configured:
         return None
     if cls.type == "loop" and isinstance(config.get("steps"), list):
         _steps(config["steps"], f"{path}.config.steps", problems)  # checked now, built per item later
-    return _build(cls, name, config, extra, f"{path}.config", problems)
+    # A step whose name is wrong still has its config checked, under a stand-in name.
+    action = _build(cls, name if named and NAME_PATTERN.match(name) else "step", config, extra, f"{path}.config",
+                    problems)
+    return None if len(problems.items) > before else action
 
 
 def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
@@ -270,15 +281,20 @@ def parse(text: str, source: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
                                         "message": f"not valid JSON: {error.msg}"}]) from None
 
 
-def load_file(path: str | Path) -> type[Workflow]:
-    """A Workflow class from a .yaml/.yml/.json definition file."""
+def read_definition(path: str | Path) -> Any:
+    """The parsed content of a .yaml/.yml/.json definition file; DefinitionError when unreadable or malformed."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DefinitionError(source, [{"path": "", "message": f"cannot read: {error.strerror or error}"}]) from None
-    return build_workflow(parse(text, source), source)
+    return parse(text, source)
+
+
+def load_file(path: str | Path) -> type[Workflow]:
+    """A Workflow class from a .yaml/.yml/.json definition file."""
+    return build_workflow(read_definition(path), str(path))
 
 
 def definition_files(folder: str | Path) -> list[Path]:

@@ -67,6 +67,9 @@ class InsuranceApplication(Workflow):
                 "else 'Application incomplete' }}"
             ),
             body=REPLY_BODY,
+            # Threads the reply with the applicant's mail; an upload has no Message-ID, and adds no header.
+            in_reply_to="{{ trigger_data.message_id or '' }}",
+            references="{{ trigger_data.message_id or '' }}",
             when=HAS_RECIPIENT,
         ),
     ]

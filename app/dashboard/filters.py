@@ -71,6 +71,22 @@ def percent(rate: float | None) -> str:
     return f"{value:.0f}%" if value.is_integer() else f"{value:.1f}%"
 
 
+def progress_view(run: dict) -> dict[str, Any]:
+    """How a run's progress bar reads: width in percent, label and status (the bar's colour).
+
+    A failed or cancelled run shows the share of its steps that succeeded, in the
+    failure colour, never a full bar that would read as success (dashboard.js mirrors this).
+    """
+    status = run.get("status") or "queued"
+    if status in ("failed", "cancelled"):
+        steps = run.get("steps") or []
+        succeeded = sum(1 for step in steps if step.get("status") == "succeeded")
+        value = succeeded * 100 // len(steps) if steps else 0
+        return {"value": value, "label": f"{succeeded}/{len(steps)} succeeded", "status": status}
+    value = int(run.get("progress") or 0)
+    return {"value": value, "label": f"{value}%", "status": status}
+
+
 def pretty_json(value: Any) -> str:
     """Indented JSON; anything JSON cannot hold is shown as its string."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
@@ -84,4 +100,5 @@ FILTERS = {
     "run_duration": run_duration,
     "percent": percent,
     "pretty_json": pretty_json,
+    "progress_view": progress_view,
 }

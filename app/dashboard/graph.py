@@ -13,6 +13,8 @@ COLUMN_GAP = 56
 ROW_GAP = 18
 MARGIN = 8
 LABEL_CHARS = 18
+# The page shrinks a wide drawing to fit its box, but not below this share of its size (labels stay legible).
+MIN_SCALE = 0.7
 
 
 @dataclass
@@ -48,6 +50,11 @@ class Layout:
     height: int = 0
     box_width: int = BOX_WIDTH
     box_height: int = BOX_HEIGHT
+
+    @property
+    def min_width(self) -> int:
+        """The narrowest the page may draw it; wider boxes than this show it whole."""
+        return int(self.width * MIN_SCALE)
 
 
 def is_chain(steps: list[dict]) -> bool:

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from flask import abort, render_template, request
+from flask import Response, abort, redirect, render_template, request, url_for
 
 from app.dashboard.blueprint import bp
 from app.dashboard.graph import is_chain, layout
@@ -51,6 +51,12 @@ def workflows() -> str:
 def _totals(metrics: dict, label: str) -> dict[str, int]:
     windows = [windows[label] for windows in metrics.values()]
     return {key: sum(window[key] for window in windows) for key in ("runs", "succeeded", "failed")}
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico whatever the page links: send them to the SVG icon."""
+    return redirect(url_for("dashboard.static", filename="favicon.svg"), 301)
 
 
 @bp.get("/runs")

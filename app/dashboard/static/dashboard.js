@@ -51,17 +51,32 @@
     parent.replaceChildren(child);
   }
 
-  function setProgress(container, value) {
-    if (!container) return;
-    container.setAttribute("aria-valuenow", String(value));
-    container.querySelector(".progress-bar").style.width = value + "%";
-    container.querySelector(".progress-text").textContent = value + "%";
+  // As filters.progress_view: a failed or cancelled run shows how many steps succeeded, never a full bar.
+  function progressView(run) {
+    if (run.status === "failed" || run.status === "cancelled") {
+      const steps = run.steps || [];
+      const succeeded = steps.filter((step) => step.status === "succeeded").length;
+      const value = steps.length ? Math.floor((succeeded * 100) / steps.length) : 0;
+      return { value: value, label: succeeded + "/" + steps.length + " succeeded" };
+    }
+    const value = run.progress || 0;
+    return { value: value, label: value + "%" };
   }
 
-  function progressEl(value) {
+  function setProgress(container, run) {
+    if (!container) return;
+    const view = progressView(run);
+    container.setAttribute("class", "progress status-" + run.status);
+    container.setAttribute("aria-valuenow", String(view.value));
+    container.setAttribute("aria-valuetext", view.label);
+    container.querySelector(".progress-bar").style.width = view.value + "%";
+    container.querySelector(".progress-text").textContent = view.label;
+  }
+
+  function progressEl(run) {
     const box = el("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" });
     box.append(el("div", { class: "progress-bar" }), el("span", { class: "progress-text" }));
-    setProgress(box, value);
+    setProgress(box, run);
     return box;
   }
 
@@ -139,7 +154,7 @@
   function updateRun(main, run) {
     main.dataset.runStatus = run.status;
     setChild(document.getElementById("run-status"), badge(run.status));
-    setProgress(document.getElementById("run-progress"), run.progress);
+    setProgress(document.getElementById("run-progress"), run);
     setChild(document.getElementById("run-started"), timeEl(run.started_at));
     setChild(document.getElementById("run-finished"), timeEl(run.finished_at));
     document.getElementById("run-duration").textContent = runDuration(run);
@@ -209,12 +224,15 @@
     const status = el("td", { "data-label": "Status" });
     status.append(badge(run.status));
     const progress = el("td", { "data-label": "Progress" });
-    progress.append(progressEl(run.progress));
+    progress.append(progressEl(run));
+    const source = el("td", { "data-label": "Source" });
+    source.append(el("code", { class: "tag" }, run.source || "—"));
     const created = el("td", { "data-label": "Created" });
     created.append(timeEl(run.created_at));
     row.append(
       id,
       el("td", { "data-label": "Workflow" }, run.workflow),
+      source,
       status,
       progress,
       created,
@@ -233,9 +251,20 @@
     });
   }
 
+  // The step graph's hint shows only while the drawing is wider than its box (it scrolls sideways).
+  function watchGraph(wrap, hint) {
+    function check() {
+      hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1;
+    }
+    check();
+    window.addEventListener("resize", check);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const main = document.querySelector("main[data-run-id]");
     if (main) watchRun(main);
+    const graph = document.getElementById("graph-wrap");
+    if (graph) watchGraph(graph, document.getElementById("graph-hint"));
     const runs = document.querySelector("#runs-table[data-poll]");
     if (runs) watchRuns(runs);
   });
