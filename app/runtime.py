@@ -14,8 +14,6 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import jsonschema
-
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator
 from app.binding import BoundWorkflow
@@ -286,9 +284,8 @@ class Runtime:
             return
         validator = self._validators.get(bound.workflow)
         if validator is None:  # compiled once per workflow (version), not per run
-            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"],
-                                       format_checker=jsonschema.FormatChecker(),
-                                       validator_class=jsonschema.Draft202012Validator)
+            # The schema's draft and that draft's formats: the ones check_schema let through when it loaded.
+            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"])
             self._validators[bound.workflow] = validator
         try:
             errors = sorted(errors_of(validator, inputs, self.settings["WORKFLOW_REGEX_TIMEOUT"]),

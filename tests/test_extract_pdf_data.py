@@ -343,6 +343,8 @@ BROKEN = [
     ({"fields": {"a": {"field": "a", "label": "Name:"}, "b": {"field": "b", "label": "name:"}}}, "share a label"),
     ({"schema": {"type": "strnig"}}, "key 'schema.type'"),
     ({"schema": {"$schema": "https://example.org/my-draft"}}, "key 'schema'"),
+    ({"schema": {"properties": {"since": {"format": "duration"}}}},
+     "key 'schema.properties.since.format': format 'duration' is not checked"),
     ({"id": "company_b"}, "already used by company_a.json"),
 ]
 
