@@ -28,7 +28,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 
 from actions.patterns import DEFAULT_TIMEOUT, PatternError, PatternTimeout, budget, compile_pattern, search
 
-__all__ = ["SchemaError", "SchemaFailure", "Unresolvable", "check_schema", "errors_of", "make_validator"]
+__all__ = ["SchemaError", "SchemaFailure", "Unresolvable", "check_schema", "errors_of", "make_validator", "message_of"]
 
 
 class SchemaFailure(ValueError):
@@ -213,3 +213,10 @@ def errors_of(validator: Validator, instance: Any, timeout: float = DEFAULT_TIME
     except RecursionError:
         # {"$ref": "#"} refers to itself without going into the data: jsonschema recurses for ever.
         raise SchemaFailure("the schema's $refs lead back to themselves without end") from None
+
+
+def message_of(error: ValidationError) -> str:
+    """jsonschema's message, with the reason a format check gave ("... is not a 'date': day is out of range")."""
+    if error.validator == "format" and error.cause is not None and str(error.cause):
+        return f"{error.message}: {' '.join(str(error.cause).split())}"
+    return error.message

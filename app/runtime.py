@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from actions import paths
-from actions.schemas import SchemaFailure, errors_of, make_validator
+from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -294,7 +294,7 @@ class Runtime:
             raise InvalidInput(f"invalid inputs for {bound.name!r}: {error}",
                                details=[{"path": "inputs", "message": str(error)}]) from None
         problems = [
-            {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
+            {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": message_of(error)}
             for error in errors
         ]
         if problems:

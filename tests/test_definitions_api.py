@@ -316,3 +316,12 @@ def test_inputs_formats_are_checked(client):
     assert {(detail["path"], detail["message"]) for detail in response.get_json()["error"]["details"]} == {
         ("who", "'not a uri' is not a 'uri'"), ("at", "'today' is not a 'date-time'")}
     assert run(client, "hello", {"who": "https://example.org/", "at": "2026-12-05T01:00:00Z"})["status"] == "succeeded"
+
+
+def test_an_input_date_that_does_not_exist_says_why(client):
+    inputs = {"properties": {"day": {"type": "string", "format": "date"}}}
+    assert client.post("/api/workflows", json={**HELLO, "inputs": inputs}).status_code == 201
+    response = client.post("/api/workflows/hello/runs", json={"inputs": {"day": "2021-02-30"}})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "day", "message": "'2021-02-30' is not a 'date': day is out of range for month"}]
