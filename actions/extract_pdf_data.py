@@ -127,6 +127,8 @@ def _is_pdf(attachment: dict) -> bool:
     return content_type == "application/pdf" or name.lower().endswith(".pdf")
 
 
+# insurance_application's reply to an unreadable file (workflows/templates/application_unreadable.txt) quotes
+# the errors that begin "cannot read PDF <file>: ", "no PDF attachment among: " and "no template matches <file>".
 @contextmanager
 def _reading(filename: str) -> Iterator[None]:
     """Turn a failure inside pypdf into one ActionError naming the file."""

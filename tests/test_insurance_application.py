@@ -234,6 +234,20 @@ def test_an_unreadable_pdf_gets_a_reply_saying_so_and_the_run_fails_with_the_cau
     assert f"Reference: {run['id']}" in body
 
 
+def test_an_upload_without_a_pdf_gets_a_reply_naming_what_came(make_app, smtp, tmp_path):
+    client = make_app(**smtp.settings)
+    letter = tmp_path / "letter.docx"
+    letter.write_bytes(b"PK\x03\x04 a word document")
+    response = client.post(f"{WORKFLOW}/runs?wait=20", content_type="multipart/form-data", data={
+        "file": (letter.open("rb"), letter.name, "application/msword"), "inputs": json.dumps({"reply_to": "a@ex.org"})})
+    run = response.get_json()
+
+    assert run["status"] == "failed"
+    assert run["error"] == "step 'extract' failed: no PDF attachment among: letter.docx"
+    [message] = smtp.messages()
+    assert "We could not read your application: no PDF was attached (we received letter.docx).\n" in body_of(message)
+
+
 def test_a_readable_application_sends_no_unreadable_reply(make_app, smtp, tmp_path):
     client = make_app(**smtp.settings)
     run = upload(client, text_pdf(tmp_path / "a.pdf"), reply_to="jane@example.org")
