@@ -1,4 +1,4 @@
-"""Read an application PDF into data: AcroForm field values first, else the text printed after labels."""
+"""Read an application PDF into data: its AcroForm fields when it has the template's, else the text after labels."""
 
 from __future__ import annotations
 
@@ -66,9 +66,13 @@ class ExtractPDFDataAction(BaseAction):
         with _open_pdf(path, filename) as pdf:
             form = pdf.form_values()
             template = templates[company] if company else _detect(templates, form, pdf)
-            values = {out: form[spec.field] for out, spec in template.fields.items() if spec.field in form}
-            method = "form" if values else "text"
-            if not values:
+            if any(spec.field in form for spec in template.fields.values()):
+                # The form has the fields: an empty one is unanswered. Reading the printed text instead would
+                # take whatever follows its label (the next label, a button's caption) as the answer.
+                method = "form"
+                values = {out: form[spec.field] for out, spec in template.fields.items() if form.get(spec.field)}
+            else:
+                method = "text"
                 values = _read_labels(pdf, template)
 
         missing = [out for out in template.fields if out not in values]
@@ -123,6 +127,8 @@ def _is_pdf(attachment: dict) -> bool:
     return content_type == "application/pdf" or name.lower().endswith(".pdf")
 
 
+# insurance_application's reply to an unreadable file (workflows/templates/application_unreadable.txt) quotes
+# the errors that begin "cannot read PDF <file>: ", "no PDF attachment among: " and "no template matches <file>".
 @contextmanager
 def _reading(filename: str) -> Iterator[None]:
     """Turn a failure inside pypdf into one ActionError naming the file."""
@@ -188,17 +194,17 @@ class _Pdf:
         return text
 
     def form_values(self) -> dict[str, str]:
-        """Non-empty AcroForm values by field name, both fully qualified and by their last part."""
+        """AcroForm values ("" when empty) by field name, both fully qualified and by their last part."""
         with _reading(self.filename):
             fields = self.reader.get_fields() or {}
             raw = {name: field.get("/V") for name, field in fields.items()}
         values: dict[str, str] = {}
         for name, value in raw.items():
             text = _field_text(value)
-            if text:
-                values.setdefault(name, text)
-                # Form designers qualify names ("form1[0].page1[0].email[0]"); templates name the last part.
-                values.setdefault(re.sub(r"\[\d+\]$", "", name.rsplit(".", 1)[-1]), text)
+            # Form designers qualify names ("form1[0].page1[0].email[0]"); templates name the last part.
+            for key in (name, re.sub(r"\[\d+\]$", "", name.rsplit(".", 1)[-1])):
+                if not values.get(key):  # a value wins over an empty field of the same short name
+                    values[key] = text
         return values
 
 

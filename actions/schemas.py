@@ -4,6 +4,10 @@ Schemas come from posted definitions and inputs. jsonschema runs ``pattern`` and
 ``patternProperties`` with Python's ``re`` (no time limit) and, by default, fetches
 an unknown ``$ref`` over the network or from a ``file://`` URL. Every schema in
 PyFlow is checked and compiled here instead.
+
+jsonschema passes any ``format`` it has no checker for, so ``format: uri`` would let
+"not a uri" through. The light checkers in requirements.txt cover the common formats;
+a schema naming any other format is refused when it loads, never silently left unchecked.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 
 from actions.patterns import DEFAULT_TIMEOUT, PatternError, PatternTimeout, budget, compile_pattern, search
 
-__all__ = ["SchemaError", "SchemaFailure", "Unresolvable", "check_schema", "errors_of", "make_validator"]
+__all__ = ["SchemaError", "SchemaFailure", "Unresolvable", "check_schema", "errors_of", "make_validator", "message_of"]
 
 
 class SchemaFailure(ValueError):
@@ -44,8 +48,8 @@ def check_schema(schema: Any) -> type[Validator]:
     """Check a JSON Schema and return its draft's validator class; SchemaError naming the problem.
 
     A schema without ``$schema`` is taken as draft 2020-12. Besides the draft's
-    metaschema: every pattern must compile, and every ``$ref`` must point inside
-    the schema.
+    metaschema: every pattern must compile, every ``$ref`` must point inside
+    the schema, and every ``format`` must be one the draft's format checker checks.
     """
     validator_class = validator_for(schema, default=None)
     if validator_class is None:
@@ -56,13 +60,25 @@ def check_schema(schema: Any) -> type[Validator]:
     validator_class.check_schema(schema)
     ids: set[str] = {""}
     refs: list[tuple[list[Any], str, str]] = []
-    _walk(schema, "", [], ids, refs)
+    formats: list[tuple[list[Any], str]] = []
+    _walk(schema, "", [], ids, refs, formats)
+    checked = validator_class.FORMAT_CHECKER.checkers
+    for path, name in formats:
+        if name not in checked:
+            raise SchemaError(f"format {name!r} is not checked, so any text would pass; formats checked "
+                              f"({_draft(validator_class)}): {', '.join(sorted(checked))}", path=path)
     for path, base, ref in refs:
         target = urldefrag(urljoin(base, ref)).url
         if target not in ids and not _is_metaschema(target):
             raise SchemaError(f"$ref {ref!r} points outside the schema; PyFlow never fetches a remote or file "
                               f"$ref (put the definition under $defs)", path=path)
     return validator_class
+
+
+def _draft(validator_class: type[Validator]) -> str:
+    """ "draft 2020-12" for Draft202012Validator, for messages."""
+    digits = validator_class.__name__.removeprefix("Draft").removesuffix("Validator")
+    return f"draft {digits[:4]}-{digits[4:]}" if len(digits) == 6 else f"draft {digits}"
 
 
 def _is_metaschema(uri: str) -> bool:
@@ -73,11 +89,11 @@ def _is_metaschema(uri: str) -> bool:
     return True
 
 
-def _walk(node: Any, base: str, path: list[Any], ids: set[str], refs: list) -> None:
-    """Collect the schema's $id URIs, its $refs (with their base URI), and check its patterns."""
+def _walk(node: Any, base: str, path: list[Any], ids: set[str], refs: list, formats: list) -> None:
+    """Collect the schema's $id URIs, its $refs (with their base URI) and formats, and check its patterns."""
     if isinstance(node, list):
         for index, item in enumerate(node):
-            _walk(item, base, [*path, index], ids, refs)
+            _walk(item, base, [*path, index], ids, refs, formats)
         return
     if not isinstance(node, Mapping):
         return
@@ -87,6 +103,8 @@ def _walk(node: Any, base: str, path: list[Any], ids: set[str], refs: list) -> N
     for keyword in ("$ref", "$dynamicRef"):
         if isinstance(node.get(keyword), str):
             refs.append(([*path, keyword], base, node[keyword]))
+    if isinstance(node.get("format"), str):
+        formats.append(([*path, "format"], node["format"]))
     patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
     if isinstance(node.get("patternProperties"), Mapping):
         patterns += list(node["patternProperties"])
@@ -101,7 +119,7 @@ def _walk(node: Any, base: str, path: list[Any], ids: set[str], refs: list) -> N
             raise SchemaError(str(error), path=[*path, "pattern"]) from None
     for key, value in node.items():
         if key not in ("const", "enum", "default", "examples"):  # data, not schemas
-            _walk(value, base, [*path, key], ids, refs)
+            _walk(value, base, [*path, key], ids, refs, formats)
 
 
 def _canonical(value: Any) -> Any:
@@ -195,3 +213,10 @@ def errors_of(validator: Validator, instance: Any, timeout: float = DEFAULT_TIME
     except RecursionError:
         # {"$ref": "#"} refers to itself without going into the data: jsonschema recurses for ever.
         raise SchemaFailure("the schema's $refs lead back to themselves without end") from None
+
+
+def message_of(error: ValidationError) -> str:
+    """jsonschema's message, with the reason a format check gave ("... is not a 'date': day is out of range")."""
+    if error.validator == "format" and error.cause is not None and str(error.cause):
+        return f"{error.message}: {' '.join(str(error.cause).split())}"
+    return error.message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from datetime import date
 from typing import Any
 
 from jsonschema.exceptions import SchemaError, ValidationError
@@ -17,14 +19,27 @@ logger = logging.getLogger(__name__)
 
 _FORMATS = {
     "date": "must be a date written as YYYY-MM-DD",
-    "date-time": "must be a date and time written as YYYY-MM-DDTHH:MM:SSZ",
-    "time": "must be a time written as HH:MM:SS",
+    "date-time": "must be a date and time written as YYYY-MM-DDTHH:MM:SS with a time zone (Z or +02:00)",
+    "time": "must be a time written as HH:MM:SS with a time zone (Z or +02:00)",
     "email": "must be a valid e-mail address",
     "idn-email": "must be a valid e-mail address",
-    "uri": "must be a full web address (URL)",
+    "uri": "must be a full address with its scheme, such as https://example.org/",
+    "uri-reference": "must be an address or a relative path",
+    "uri-template": "must be an address template (RFC 6570)",
     "ipv4": "must be an IPv4 address",
     "ipv6": "must be an IPv6 address",
     "hostname": "must be a host name",
+    "idn-hostname": "must be a host name",
+    "uuid": "must be a UUID such as 123e4567-e89b-12d3-a456-426614174000",
+    "json-pointer": "must be a JSON pointer such as /a/b",
+    "relative-json-pointer": "must be a relative JSON pointer such as 1/a",
+    "regex": "must be a regular expression",
+}
+# A date (or date and time) written the right way round may still not exist: 2021-02-30.
+_DATE_SHAPES = {
+    "date": (re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII), date.fromisoformat),
+    "date-time": (re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII),
+                  lambda text: date.fromisoformat(text[:10])),
 }
 _TYPES = {
     "string": "text",
@@ -119,7 +134,7 @@ def _message(error: ValidationError) -> str:
     """A customer-friendly message for the common keywords, else jsonschema's own."""
     keyword, expected = error.validator, error.validator_value
     if keyword == "format":
-        return _FORMATS.get(expected, f"must be a valid {expected}")
+        return _impossible(expected, error.instance) or _FORMATS.get(expected, f"must be a valid {expected}")
     if keyword == "pattern":
         # Templates pair a format with a pattern (dates: the format checks the calendar, the pattern the
         # digits); the format's words describe both.
@@ -144,6 +159,18 @@ def _message(error: ValidationError) -> str:
     if keyword in ("exclusiveMinimum", "exclusiveMaximum"):
         return f"must be {_BOUNDS[keyword[9:].lower()][1]} {expected}"
     return " ".join(error.message.split())
+
+
+def _impossible(format_name: str, instance: Any) -> str | None:
+    """"2021-02-30 is not a valid date: day is out of range for month" for a well-written day that does not exist."""
+    shape = _DATE_SHAPES.get(format_name)
+    if shape is None or not isinstance(instance, str) or not shape[0].fullmatch(instance):
+        return None
+    try:
+        shape[1](instance)
+    except ValueError as exc:
+        return f"{instance} is not a valid date: {exc}"
+    return None
 
 
 def _schema_error(exc: SchemaError) -> str:

@@ -14,10 +14,8 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import jsonschema
-
 from actions import paths
-from actions.schemas import SchemaFailure, errors_of, make_validator
+from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.binding import BoundWorkflow
 from app.definitions import Definitions
 from app.engine import Engine
@@ -298,9 +296,8 @@ class Runtime:
             return
         validator = self._validators.get(bound.workflow)
         if validator is None:  # compiled once per workflow (version), not per run
-            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"],
-                                       format_checker=jsonschema.FormatChecker(),
-                                       validator_class=jsonschema.Draft202012Validator)
+            # The schema's draft and that draft's formats: the ones check_schema let through when it loaded.
+            validator = make_validator(schema, timeout=self.settings["WORKFLOW_REGEX_TIMEOUT"])
             self._validators[bound.workflow] = validator
         try:
             errors = sorted(errors_of(validator, inputs, self.settings["WORKFLOW_REGEX_TIMEOUT"]),
@@ -309,7 +306,7 @@ class Runtime:
             raise InvalidInput(f"invalid inputs for {bound.name!r}: {error}",
                                details=[{"path": "inputs", "message": str(error)}]) from None
         problems = [
-            {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": error.message}
+            {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": message_of(error)}
             for error in errors
         ]
         if problems:

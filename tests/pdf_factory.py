@@ -167,8 +167,8 @@ def form_pdf(
 ) -> Path:
     """Write an AcroForm application: labels printed on the page, answers in the text fields.
 
-    ``filled=False`` leaves the fields empty and prints the answers after the labels instead, like a form
-    filled in and then printed to PDF.
+    ``filled=False`` leaves every field empty, as a form sent back unanswered. Under the fields a "Submit"
+    caption is printed, as LaTeX (hyperref) forms print their buttons' captions.
     """
     title, fields = FORMS[company]
     values = answers(company, overrides)
@@ -179,8 +179,9 @@ def form_pdf(
     rows = []
     for number, (out, label, name) in enumerate(fields):
         y = 45 + number * 12
-        pdf.text(20, y, label if filled else f"{label} {values[out] or ''}".rstrip())
+        pdf.text(20, y, label)
         rows.append((name, values[out] if filled else None, y))
+    pdf.text(20, 45 + len(fields) * 12, "Submit")
 
     writer = PdfWriter(clone_from=io.BytesIO(bytes(pdf.output())))
     page_height = float(writer.pages[0].mediabox.height)

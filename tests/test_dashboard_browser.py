@@ -98,9 +98,10 @@ def test_run_now_with_an_uploaded_pdf_to_a_finished_run(server, page):
     expect(page.locator("#run-progress .progress-text")).to_have_text("100%", timeout=20_000)
     expect(page.locator("#run-status")).to_have_text("succeeded")
     steps = page.locator("#steps-table tbody tr")
-    expect(steps).to_have_count(3)
+    expect(steps).to_have_count(4)
     expect(page.locator('tr[data-step="extract"] .step-status')).to_have_text("succeeded")
     expect(page.locator('tr[data-step="validate"] .step-status')).to_have_text("succeeded")
+    expect(page.locator('tr[data-step="unreadable"] .step-status')).to_have_text("skipped")  # extract's handler
     page.locator('tr[data-step="extract"] details.result summary').click()
     expect(page.locator('tr[data-step="extract"] details.result pre')).to_contain_text('"template": "company_a"')
     expect(page.locator("#logs")).to_contain_text("run started")

@@ -318,3 +318,32 @@ def test_an_inputs_schema_with_an_outside_ref_is_refused(client, ref, words):
     details = response.get_json()["error"]["details"]
     assert details[0]["path"] == "inputs.properties.who.$ref"
     assert words in details[0]["message"]
+
+
+def test_an_inputs_format_nothing_checks_is_refused_with_its_path(client, runtime):
+    inputs = {"properties": {"who": {"type": "string", "format": "duration"}}}
+    response = client.post("/api/workflows", json={**HELLO, "inputs": inputs})
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]
+    assert details[0]["path"] == "inputs.properties.who.format"
+    assert "format 'duration' is not checked, so any text would pass" in details[0]["message"]
+    assert runtime.store.get_definition("hello") is None
+
+
+def test_inputs_formats_are_checked(client):
+    inputs = {"properties": {"who": {"type": "string", "format": "uri"}, "at": {"format": "date-time"}}}
+    assert client.post("/api/workflows", json={**HELLO, "inputs": inputs}).status_code == 201
+    response = client.post("/api/workflows/hello/runs", json={"inputs": {"who": "not a uri", "at": "today"}})
+    assert response.status_code == 422
+    assert {(detail["path"], detail["message"]) for detail in response.get_json()["error"]["details"]} == {
+        ("who", "'not a uri' is not a 'uri'"), ("at", "'today' is not a 'date-time'")}
+    assert run(client, "hello", {"who": "https://example.org/", "at": "2026-12-05T01:00:00Z"})["status"] == "succeeded"
+
+
+def test_an_input_date_that_does_not_exist_says_why(client):
+    inputs = {"properties": {"day": {"type": "string", "format": "date"}}}
+    assert client.post("/api/workflows", json={**HELLO, "inputs": inputs}).status_code == 201
+    response = client.post("/api/workflows/hello/runs", json={"inputs": {"day": "2021-02-30"}})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "day", "message": "'2021-02-30' is not a 'date': day is out of range for month"}]

@@ -140,9 +140,13 @@ def test_form_fields_come_first(tmp_path, company):
 
 
 @pytest.mark.parametrize("company", COMPANIES)
-def test_a_form_without_values_falls_back_to_the_printed_text(tmp_path, company):
-    path = pdf_factory.form_pdf(tmp_path / "printed.pdf", company, filled=False)
-    assert_complete(extract(str(path)), company, method="text")
+def test_a_form_with_empty_fields_is_read_as_unanswered_not_from_the_printed_labels(tmp_path, company):
+    # Read as text, the last label would take the "Submit" caption below it as its answer.
+    path = pdf_factory.form_pdf(tmp_path / "blank.pdf", company, filled=False)
+    result = extract(str(path))
+    assert result["method"] == "form"
+    assert result["extracted_data"] == {}
+    assert result["missing"] == [out for out, _, _ in pdf_factory.FORMS[company][1]]
 
 
 def test_a_partly_filled_form_reports_the_empty_fields(tmp_path):
@@ -343,6 +347,8 @@ BROKEN = [
     ({"fields": {"a": {"field": "a", "label": "Name:"}, "b": {"field": "b", "label": "name:"}}}, "share a label"),
     ({"schema": {"type": "strnig"}}, "key 'schema.type'"),
     ({"schema": {"$schema": "https://example.org/my-draft"}}, "key 'schema'"),
+    ({"schema": {"properties": {"since": {"format": "duration"}}}},
+     "key 'schema.properties.since.format': format 'duration' is not checked"),
     ({"id": "company_b"}, "already used by company_a.json"),
 ]
 

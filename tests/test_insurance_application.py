@@ -14,7 +14,7 @@ from app import create_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import wait_until
 from tests.imap_server import IMAPServer, free_port, pdf_message
-from tests.pdf_factory import corrupt_pdf, form_pdf, text_pdf
+from tests.pdf_factory import FORMS, corrupt_pdf, empty_file, encrypted_pdf, form_pdf, lines_pdf, not_a_pdf, text_pdf
 
 WORKFLOW = "/api/workflows/insurance_application"
 FOLDER = "Applications"
@@ -193,15 +193,92 @@ def test_smtp_down_fails_notify_after_the_retries_naming_the_server(make_app, tm
     assert steps(run)["validate"]["status"] == "succeeded"
 
 
-def test_a_corrupt_pdf_fails_extract_naming_the_file(make_app, tmp_path):
-    client = make_app()
-    run = upload(client, corrupt_pdf(tmp_path / "broken.pdf"), reply_to="jane@example.org")
+def unreadable(tmp_path: Path, kind: str) -> Path:
+    """An application.pdf that cannot be read, of the given kind."""
+    path = tmp_path / "application.pdf"
+    if kind == "encrypted":
+        return encrypted_pdf(path, user_password="s3cret")
+    if kind == "no form":
+        return lines_pdf(path, [["Dear Sir or Madam,", "please find my details below."]])
+    return {"corrupt": corrupt_pdf, "not a pdf": not_a_pdf, "empty": empty_file}[kind](path)
 
+
+@pytest.mark.parametrize(("kind", "line"), [
+    ("corrupt", "We could not read your application application.pdf: "),
+    ("encrypted", "We could not read your application application.pdf: it is protected by a password."),
+    ("not a pdf", "We could not read your application application.pdf: not a PDF file (no %PDF header)."),
+    ("empty", "We could not read your application application.pdf: the file is empty."),
+    ("no form", "We could not read your application application.pdf: it is not one of our application forms."),
+])
+def test_an_unreadable_pdf_gets_a_reply_saying_so_and_the_run_fails_with_the_cause(make_app, smtp, tmp_path,
+                                                                                    kind, line):
+    client = make_app(**smtp.settings)
+    run = upload(client, unreadable(tmp_path, kind), reply_to="jane@example.org")
+
+    # The application was not processed: the run fails with extract's error, and the handler's reply is recorded.
     assert run["status"] == "failed"
     extract = steps(run)["extract"]
     assert extract["status"] == "failed" and extract["attempts"] == 1  # damage does not heal on retry
-    assert extract["error"].startswith("cannot read PDF broken.pdf: ")
+    assert run["error"] == f"step 'extract' failed: {extract['error']}"
     assert [steps(run)[name]["status"] for name in ("validate", "notify")] == ["pending", "pending"]
+    reply = steps(run)["unreadable"]
+    assert reply["status"] == "succeeded"
+    assert reply["result"]["recipient"] == "jane@example.org"
+
+    [message] = smtp.messages()
+    assert message["Subject"] == "We could not read your application"
+    assert message["Message-ID"] == reply["result"]["message_id"]
+    body = body_of(message)
+    [said] = [text for text in body.splitlines() if text.startswith("We could not read your application")]
+    assert said.startswith(line) and said.endswith(".")
+    assert "Traceback" not in body and "known templates" not in body and str(tmp_path) not in body
+    assert f"Reference: {run['id']}" in body
+
+
+def test_an_upload_without_a_pdf_gets_a_reply_naming_what_came(make_app, smtp, tmp_path):
+    client = make_app(**smtp.settings)
+    letter = tmp_path / "letter.docx"
+    letter.write_bytes(b"PK\x03\x04 a word document")
+    response = client.post(f"{WORKFLOW}/runs?wait=20", content_type="multipart/form-data", data={
+        "file": (letter.open("rb"), letter.name, "application/msword"), "inputs": json.dumps({"reply_to": "a@ex.org"})})
+    run = response.get_json()
+
+    assert run["status"] == "failed"
+    assert run["error"] == "step 'extract' failed: no PDF attachment among: letter.docx"
+    [message] = smtp.messages()
+    assert "We could not read your application: no PDF was attached (we received letter.docx).\n" in body_of(message)
+
+
+def test_a_readable_application_sends_no_unreadable_reply(make_app, smtp, tmp_path):
+    client = make_app(**smtp.settings)
+    run = upload(client, text_pdf(tmp_path / "a.pdf"), reply_to="jane@example.org")
+    assert run["status"] == "succeeded"
+    assert steps(run)["unreadable"]["status"] == "skipped"
+    assert [message["Subject"] for message in smtp.messages()] == ["Application received"]
+
+
+def test_a_form_sent_back_blank_is_incomplete_not_read_from_its_labels(make_app, tmp_path):
+    client = make_app()
+    run = upload(client, form_pdf(tmp_path / "blank.pdf", "company_a", filled=False), reply_to="a@example.org")
+
+    assert run["status"] == "succeeded", run["error"]
+    assert steps(run)["extract"]["result"]["extracted_data"] == {}
+    notify = steps(run)["notify"]["result"]
+    assert notify["subject"] == "Application incomplete"
+    body = body_of(email.message_from_bytes(Path(notify["path"]).read_bytes(), policy=policy.default))
+    assert [line for line in body.splitlines() if line.startswith("  - ")] == [
+        f"  - {label.rstrip(':')}: not filled in" for _, label, _ in FORMS["company_a"][1]]
+    assert "Submit" not in body
+
+
+def test_a_day_that_does_not_exist_is_named_in_the_reply(make_app, tmp_path):
+    client = make_app()
+    run = upload(client, text_pdf(tmp_path / "a.pdf", overrides={"date_of_birth": "2021-02-30"}),
+                 reply_to="a@example.org")
+    notify = steps(run)["notify"]["result"]
+    body = body_of(email.message_from_bytes(Path(notify["path"]).read_bytes(), policy=policy.default))
+    assert [line for line in body.splitlines() if line.startswith("  - ")] == [
+        "  - Date of Birth: 2021-02-30 is not a valid date: day is out of range for month"]
 
 
 def test_without_a_recipient_notify_is_skipped(make_app, storage, tmp_path):
@@ -279,6 +356,25 @@ def test_the_reply_threads_with_the_applicants_mail(make_app, imap, smtp, storag
     assert reply["In-Reply-To"] == applicant_id
     assert reply["References"] == applicant_id
     assert reply["Message-ID"] != applicant_id
+
+
+def test_a_mailed_pdf_that_cannot_be_read_gets_a_reply_to_the_sender(make_app, imap, smtp, storage, tmp_path):
+    mail = pdf_message(subject="My application", sender="Alice Applicant <alice@example.org>",
+                       attachments=[("scan.pdf", b"%PDF-1.7\n\x00 not really a PDF", "application/pdf")])
+    imap.append(mail)
+    client = make_app(**imap.settings(storage), **smtp.settings)
+
+    [run] = [finished(client, run["id"]) for run in client.post(f"{WORKFLOW}/poll").get_json()["runs"]]
+
+    assert run["status"] == "failed"
+    assert run["error"].startswith("step 'extract' failed: cannot read PDF scan.pdf: ")
+    assert steps(run)["unreadable"]["status"] == "succeeded"
+    [envelope] = smtp.envelopes
+    assert envelope.rcpt_tos == ["alice@example.org"]
+    [message] = smtp.messages()
+    assert message["Subject"] == "We could not read your application"
+    assert "We could not read your application scan.pdf: " in body_of(message)
+    assert message["In-Reply-To"] == mail["Message-ID"]  # it threads like the other replies
 
 
 def test_the_reply_goes_to_the_mails_reply_to_address_when_it_has_one(make_app, imap, smtp, storage, tmp_path):

@@ -91,3 +91,44 @@ def test_unique_items_of_many_objects_is_linear():
 def test_a_ref_loop_is_a_schema_failure_not_a_recursion_error(schema):
     with pytest.raises(SchemaFailure, match=r"the schema's \$refs lead back to themselves without end"):
         errors_of(make_validator(schema), {"x": 1})
+
+
+@pytest.mark.parametrize(("schema", "path", "name"), [
+    ({"properties": {"a": {"format": "duration"}}}, ["properties", "a", "format"], "duration"),
+    ({"items": {"anyOf": [{"format": "iri"}]}}, ["items", "anyOf", 0, "format"], "iri"),
+    ({"$schema": "http://json-schema.org/draft-07/schema#", "format": "uuid"}, ["format"], "uuid"),
+])
+def test_a_format_left_unchecked_is_refused_when_the_schema_loads(schema, path, name):
+    with pytest.raises(SchemaError) as caught:
+        check_schema(schema)
+    assert caught.value.message.startswith(f"format {name!r} is not checked, so any text would pass")
+    assert list(caught.value.path) == path
+
+
+def test_format_words_inside_data_are_not_formats():
+    check_schema({"properties": {"format": {"type": "string"}}, "default": {"format": "anything"},
+                  "enum": [{"format": "x"}, None]})
+
+
+@pytest.mark.parametrize(("name", "good", "bad"), [
+    ("uri", "https://example.org/path?q=1", "not a uri"),
+    ("uri-reference", "../relative#part", "bad reference\\"),
+    ("date-time", "2026-12-05T01:30:00+01:00", "2026-12-05 01:30"),
+    ("time", "01:30:00Z", "1:30"),
+    ("hostname", "mail.example.org", "under_score.example.org"),
+    ("json-pointer", "/a/~1b", "a/b"),
+    ("uri-template", "/users/{id}", "/users/{id"),
+])
+def test_the_common_formats_are_checked(name, good, bad):
+    schema = {"format": name}
+    validator = make_validator(schema, validator_class=check_schema(schema))
+    assert list(validator.iter_errors(good)) == []
+    assert [error.validator for error in validator.iter_errors(bad)] == ["format"]
+
+
+def test_the_shipped_python_workflows_declare_only_checked_formats():
+    from workflows.insurance_application import InsuranceApplication
+    from workflows.uptime_monitor import UptimeMonitor
+
+    for workflow in (InsuranceApplication, UptimeMonitor):
+        check_schema(workflow.inputs_schema)

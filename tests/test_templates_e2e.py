@@ -177,6 +177,15 @@ def test_notification_flow_without_webhooks_only_mails(client, storage, site):
     assert site.posts == []
 
 
+def test_notification_flow_refuses_a_webhook_that_is_not_an_address(client, site):
+    response = client.post("/api/workflows/notification_flow/runs",
+                           json={"inputs": {"slack_webhook_url": "not a uri", "webhook_url": f"{site.url}/hook"}})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "slack_webhook_url", "message": "'not a uri' is not a 'uri'"}]
+    assert site.posts == []
+
+
 # -- document_processing ----------------------------------------------------------------------------
 
 PAGES = [

@@ -84,20 +84,23 @@ def test_missing_groups_are_named():
     assert [error["path"] for error in result["errors"]] == ["insuranceInfo", "personalInfo"]
 
 
+WRITTEN_AS = "must be a date written as YYYY-MM-DD"
+
+
 @pytest.mark.parametrize(
-    ("value", "failing"),
+    ("value", "message"),
     [
-        ("1985-03-15", False),
-        ("2025-02-30", True),  # no such day: the format check knows the calendar
-        ("19850315", True),  # ISO basic form: Python reads it as a date, the pattern does not
-        ("15/03/1985", True),
-        ("1985-3-15", True),
+        ("1985-03-15", None),
+        ("2025-02-30", "2025-02-30 is not a valid date: day is out of range for month"),  # no such day
+        ("2021-13-01", "2021-13-01 is not a valid date: month must be in 1..12"),
+        ("19850315", WRITTEN_AS),  # ISO basic form: Python reads it as a date, the pattern does not
+        ("15/03/1985", WRITTEN_AS),
+        ("1985-3-15", WRITTEN_AS),
     ],
 )
-def test_dates_must_be_written_as_yyyy_mm_dd(value, failing):
+def test_a_date_is_written_as_yyyy_mm_dd_and_exists(value, message):
     result = validate(nested({**VALID["company_a"], "date_of_birth": value}), template="company_a")
-    expected = [{"path": "date_of_birth", "message": "must be a date written as YYYY-MM-DD"}] if failing else []
-    assert result["errors"] == expected
+    assert result["errors"] == ([{"path": "date_of_birth", "message": message}] if message else [])
 
 
 @pytest.mark.parametrize("email", ["jane.doe", "jane@", "jane doe@example.com", "@example.com"])
@@ -142,6 +145,56 @@ def test_messages_for_a_schema_given_directly(data, errors):
     result = validate(data, schema=SCHEMA)
     assert result["validation_result"] == "failure"
     assert [(error["path"], error["message"]) for error in result["errors"]] == errors
+
+
+FORMATS = {
+    "type": "object",
+    "properties": {
+        "site": {"format": "uri"},
+        "at": {"format": "date-time"},
+        "opens": {"format": "time"},
+        "host": {"format": "hostname"},
+        "pointer": {"format": "json-pointer"},
+        "link": {"format": "uri-template"},
+        "day": {"format": "date"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "errors"),
+    [
+        ({"site": "https://example.org/a?b=1", "at": "2024-02-29T10:30:00Z", "opens": "09:00:00+02:00",
+          "host": "mail.example.org", "pointer": "/a/0", "link": "https://example.org/{id}", "day": "2024-02-29"}, []),
+        ({"site": "not a uri"}, [("site", "must be a full address with its scheme, such as https://example.org/")]),
+        ({"site": "/relative/path"}, [("site", "must be a full address with its scheme, such as https://example.org/")]),
+        ({"at": "2024-02-29 10:30"},
+         [("at", "must be a date and time written as YYYY-MM-DDTHH:MM:SS with a time zone (Z or +02:00)")]),
+        ({"at": "2021-02-30T10:30:00Z"}, [("at", "2021-02-30T10:30:00Z is not a valid date: day is out of range "
+                                                 "for month")]),
+        ({"opens": "9 o'clock"}, [("opens", "must be a time written as HH:MM:SS with a time zone (Z or +02:00)")]),
+        ({"host": "-bad-.example"}, [("host", "must be a host name")]),
+        ({"pointer": "a/b"}, [("pointer", "must be a JSON pointer such as /a/b")]),
+        ({"link": "https://example.org/{id"}, [("link", "must be an address template (RFC 6570)")]),
+        ({"day": "2023-02-29"}, [("day", "2023-02-29 is not a valid date: day is out of range for month")]),
+    ],
+)
+def test_the_standard_formats_are_checked(data, errors):
+    result = validate(data, schema=FORMATS)
+    assert [(error["path"], error["message"]) for error in result["errors"]] == errors
+
+
+@pytest.mark.parametrize(("schema", "words"), [
+    ({"properties": {"a": {"format": "duration"}}}, "format 'duration' is not checked"),
+    ({"properties": {"a": {"format": "phone-number"}}}, "format 'phone-number' is not checked"),
+    ({"$schema": "http://json-schema.org/draft-04/schema#", "properties": {"a": {"format": "date"}}},
+     "format 'date' is not checked, so any text would pass; formats checked (draft 4)"),
+])
+def test_a_format_nothing_checks_is_refused_naming_its_path(schema, words):
+    with pytest.raises(ActionError) as excinfo:
+        validate({"a": "anything"}, schema=schema)
+    assert words in str(excinfo.value)
+    assert "(at properties.a.format)" in str(excinfo.value)
 
 
 def test_list_indexes_sort_as_numbers():

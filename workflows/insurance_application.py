@@ -1,4 +1,9 @@
-"""insurance_application: reads a PDF application from an e-mail or an upload, checks it and replies."""
+"""insurance_application: reads a PDF application from an e-mail or an upload, checks it and replies.
+
+A PDF that cannot be read (damaged, encrypted, not a PDF, not one of the forms) fails the extract step, and
+its failure handler ``unreadable`` replies saying which file and why. The run still ends failed, with
+extract's error: the application was not processed, and an operator sees it among the failed runs.
+"""
 
 from pathlib import Path
 from typing import Any
@@ -12,6 +17,8 @@ from workflows.base import Workflow
 
 # Read once: every run renders the same Jinja2 text with its own results.
 REPLY_BODY = (Path(__file__).resolve().parent / "templates" / "application_reply.txt").read_text(encoding="utf-8")
+UNREADABLE_BODY = (Path(__file__).resolve().parent / "templates" / "application_unreadable.txt").read_text(
+    encoding="utf-8")
 
 # `from` is a Jinja2 keyword, hence the subscript; an upload has no sender, only the reply_to input.
 RECIPIENT = "{{ inputs.reply_to or trigger_data['from'] }}"
@@ -55,7 +62,8 @@ class InsuranceApplication(Workflow):
     inputs_schema = _InputsSchema()
     actions = [
         # The e-mail trigger and the upload both put files in trigger_data.attachments.
-        ExtractPDFDataAction("extract", file="{{ trigger_data.attachments or [] }}", company="{{ inputs.company }}"),
+        ExtractPDFDataAction("extract", file="{{ trigger_data.attachments or [] }}", company="{{ inputs.company }}",
+                             on_failure="unreadable"),
         ValidateDataAction(
             "validate", data="{{ steps.extract.extracted_data }}", template="{{ steps.extract.template }}"
         ),
@@ -68,6 +76,16 @@ class InsuranceApplication(Workflow):
             ),
             body=REPLY_BODY,
             # Threads the reply with the applicant's mail; an upload has no Message-ID, and adds no header.
+            in_reply_to="{{ trigger_data.message_id or '' }}",
+            references="{{ trigger_data.message_id or '' }}",
+            when=HAS_RECIPIENT,
+        ),
+        # Runs only when extract fails: the applicant hears that the file could not be read, not silence.
+        SendEmailAction(
+            "unreadable",
+            to=RECIPIENT,
+            subject="We could not read your application",
+            body=UNREADABLE_BODY,
             in_reply_to="{{ trigger_data.message_id or '' }}",
             references="{{ trigger_data.message_id or '' }}",
             when=HAS_RECIPIENT,
