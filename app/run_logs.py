@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from app.redaction import Scrubber, swap_scrubber
 from app.runs import format_time
-from app.store import Store
+from app.store import Durability, Store
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ def run_scope(store: Store, run_id: str, step: str | None, scrubber: Scrubber | 
 
 
 def write(store: Store, run_id: str, level: int, message: str, step: str | None = None,
-          scrubber: Scrubber | None = None, *, defer: bool = False) -> None:
-    """Add one line to a run's log (``defer``: see Store); errors are logged, not raised: a log must not fail a run."""
+          scrubber: Scrubber | None = None, *, mode: Durability = Durability.WRITTEN) -> None:
+    """Add one line to a run's log (``mode``: see Durability); errors are logged, not raised: logs never fail runs."""
     entry = {"at": format_time(time.time()), "level": logging.getLevelName(level).lower(), "step": step,
              "message": scrubber.text(message) if scrubber else message}
     try:
-        store.append_log(run_id, entry, defer=defer)
+        store.append_log(run_id, entry, mode=mode)
     except Exception:
         logger.warning("cannot write the log of run %s", run_id, exc_info=True)
 
@@ -58,7 +58,7 @@ class RunLogHandler(logging.Handler):
         entry = {"at": format_time(record.created), "level": record.levelname.lower(), "step": step,
                  "message": scrubber.text(message)}
         try:
-            store.append_log(run_id, entry)
+            store.append_log(run_id, entry, mode=Durability.WRITTEN)
         except Exception:
             self.handleError(record)
 

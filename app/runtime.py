@@ -26,7 +26,7 @@ from app.execution import RunStateError, one_line
 from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
 from app.scheduler import Scheduler
-from app.store import JsonStore, Store
+from app.store import Durability, JsonStore, Store
 from app.templating import Renderer
 from triggers.base import TriggerError
 from workflows.base import Workflow
@@ -362,7 +362,7 @@ class Runtime:
             raise Conflict(f"run {run_id} is {run['status']}; only a paused run's variables can change")
         # Stored and answered like a run's inputs: secrets redacted (a Run never shows one).
         run["trigger_data"].update(redact(variables))
-        self.store.update_run(run_id, {"trigger_data": run["trigger_data"]})
+        self.store.update_run(run_id, {"trigger_data": run["trigger_data"]}, mode=Durability.SYNC)
         return run
 
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:
