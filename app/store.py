@@ -184,18 +184,7 @@ class Store(ABC):
 
 # -- the durable JSON store ---------------------------------------------------
 #
-# Layout under root:
-#   runs/<id>.journal    JSON lines: {"seq": 1, "run": {...}} when created, then {"seq": n, "fields": {...}},
-#                        {"seq": n, "step": i, "record": {...}} or {"seq": n, "run": {...}} (the whole record)
-#   runs/<id>.json       snapshot {"seq": n, "run": {...}} that compaction folds a finished run's journal into;
-#                        journal lines with seq <= the snapshot's are already in it
-#   wal/<time>-<pid>.wal each process's write-ahead log: its durable journal lines with the run id, fsync'd in
-#                        groups; dropped once the journals are fsync'd, replayed when its process died
-#   index.jsonl          one line per run creation and status change: id, workflow, status, created_at, finished_at
-#   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
-#   triggers/<wf>.json   trigger state
-#   workflows.json       {"started": [names]}
-#   locks/               lock files: index, keys, workflows (a run's journal is its own: see app/journal_files.py)
+# Its files, its lock order, what is durable when and how a crash is recovered: app/storage/json/README.md.
 
 logger = logging.getLogger(__name__)
 
