@@ -20,7 +20,7 @@ from app.errors import StorageError
 from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
-from app.store import Store
+from app.store import Durability, Store
 from app.templating import Renderer, RenderError, is_truthy
 from app.watchdog import Watchdog
 
@@ -547,7 +547,8 @@ class Engine:
         execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
         # A step that must not run twice is written as running before it starts (with whatever was deferred):
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
-        self.store.update_step(run_id, index, step, durable=False, defer=execution.bound.actions[index].idempotent)
+        idempotent = execution.bound.actions[index].idempotent
+        self.store.update_step(run_id, index, step, mode=Durability.DEFERRED if idempotent else Durability.WRITTEN)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
         # The rendered config: a header's token, a password.
         execution.scrubber.add(self._config_secrets(execution.bound.actions[index], action))
@@ -651,7 +652,7 @@ class Engine:
             self._fail_step(execution, index, message)
             return False
         step["error"] = message
-        self.store.update_step(execution.run["id"], index, step, durable=False, defer=True)
+        self.store.update_step(execution.run["id"], index, step, mode=Durability.DEFERRED)
         delay = backoff(execution.bound.retry_delay, step["attempts"])
         self._log(execution, logging.WARNING,
                   f"attempt {step['attempts']} failed: {message}; retrying in {delay:.1f} s", action.name)
@@ -687,7 +688,7 @@ class Engine:
             for index, step in enumerate(run["steps"]):
                 if step["status"] == StepStatus.RUNNING:
                     step["status"] = StepStatus.PENDING.value
-                    self.store.update_step(run["id"], index, step)
+                    self.store.update_step(run["id"], index, step, mode=Durability.SYNC)
             if execution.control == "pause":
                 self._transition(run, RunStatus.PAUSED, by)
                 self._log(execution, logging.INFO, f"run paused ({by})")
@@ -706,7 +707,7 @@ class Engine:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
             # queued -> running may even be deferred: after a crash a queued and a running run recover alike.
             running = status == RunStatus.RUNNING
-            self.store.update_run(run["id"], fields, durable=not running, defer=running)
+            self.store.update_run(run["id"], fields, mode=Durability.DEFERRED if running else Durability.SYNC)
 
     # -- records --------------------------------------------------------------
     def _close_step(self, execution: Execution, index: int, status: StepStatus) -> None:
@@ -718,7 +719,9 @@ class Engine:
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
         # Written at once, so a killed process never runs a finished step again; synced at once when a
         # repetition could act twice, else with the next synced change (only a power loss can undo it).
-        self.store.update_step(execution.run["id"], index, step, durable=not execution.bound.actions[index].idempotent)
+        idempotent = execution.bound.actions[index].idempotent
+        self.store.update_step(execution.run["id"], index, step,
+                               mode=Durability.WRITTEN if idempotent else Durability.SYNC)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
@@ -838,7 +841,7 @@ class Engine:
         logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
         # Deferred: written with the run's next change; an action's own log lines are written at once.
         # Kept past the cap: the engine's lines are few (per step and attempt) and say how the run went.
-        execution.log.write(level, message, step, defer=True, keep=True)
+        execution.log.write(level, message, step, mode=Durability.DEFERRED, keep=True)
 
     @staticmethod
     def _timeout_of(execution: Execution, index: int) -> float:

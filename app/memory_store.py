@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.errors import NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
-from app.store import Store
+from app.store import Durability, Store
 
 
 class MemoryStore(Store):
@@ -47,11 +47,11 @@ class MemoryStore(Store):
             raise NotFound(f"no run with id {run_id!r}")
         return run
 
-    def update_run(self, run_id: str, fields: dict, *, durable: bool = True, defer: bool = False) -> None:
+    def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
         with self._lock:
             self._stored(run_id).update(copy.deepcopy(fields))
 
-    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
+    def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         # A shallow copy: the engine replaces a step's values, it never mutates them in place.
         with self._lock:
             self._stored(run_id)["steps"][index] = dict(step)
@@ -107,7 +107,7 @@ class MemoryStore(Store):
         return [{field: run.get(field) for field in fields} for run in runs
                 if since is None or (run.get("created_at") or "") >= since]
 
-    def append_log(self, run_id: str, entry: dict, *, defer: bool = False) -> None:
+    def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
         with self._lock:
             self._logs.setdefault(run_id, []).append(dict(entry))
 

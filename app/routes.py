@@ -127,7 +127,7 @@ def list_workflows() -> Response:
 
 @bp.post("/workflows")
 def create_workflow() -> tuple[Response, int, dict]:
-    summary = runtime().definitions.create(_definition_body())
+    summary = runtime().create_definition(_definition_body())
     return jsonify(_with_definition(summary)), 201, {"Location": url_for("api.get_workflow", name=summary["name"])}
 
 
@@ -138,12 +138,12 @@ def get_workflow(name: str) -> Response:
 
 @bp.put("/workflows/<name>")
 def update_workflow(name: str) -> Response:
-    return jsonify(_with_definition(runtime().definitions.update(name, _definition_body())))
+    return jsonify(_with_definition(runtime().update_definition(name, _definition_body())))
 
 
 @bp.delete("/workflows/<name>")
 def delete_workflow(name: str) -> tuple[str, int]:
-    runtime().definitions.delete(name)
+    runtime().delete_definition(name)
     return "", 204
 
 
@@ -167,7 +167,7 @@ def _definition_body() -> dict:
 
 def _with_definition(summary: dict) -> dict:
     workflow = runtime().get(summary["name"]).workflow
-    # Secrets show as "***"; a PUT that sends "***" back keeps the stored value (Definitions.update).
+    # Secrets show as "***"; a PUT that sends "***" back keeps the stored value (Catalog.replace).
     summary["definition"] = redact(workflow.definition)
     return summary
 

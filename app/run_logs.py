@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from app.redaction import Scrubber, swap_scrubber
 from app.runs import format_time
-from app.store import Store
+from app.store import Durability, Store
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ class RunLog:
         self.dropped = 0
         self._lock = threading.Lock()  # a loop's worker threads log into the same run
         self._last: tuple[str, str | None, str] | None = None
-        self._last_defer = False
+        self._last_mode = Durability.WRITTEN
         self._repeats = 0
         self._repeated_at = 0.0
 
     def write(self, level: int | str, message: str, step: str | None = None, *, at: float | None = None,
-              defer: bool = False, keep: bool = False) -> None:
-        """Add one line (``defer``: see Store; ``keep``: also past the cap), or count it as a repeat."""
+              mode: Durability = Durability.WRITTEN, keep: bool = False) -> None:
+        """Add one line (``mode``: see Durability; ``keep``: also past the cap), or count it as a repeat."""
         name = (logging.getLevelName(level) if isinstance(level, int) else level).lower()
         key = (name, step, self.scrubber.text(message))
         at = time.time() if at is None else at
@@ -57,8 +57,8 @@ class RunLog:
                 self._repeated_at = at
                 return
             self._flush_repeats()
-            self._last, self._last_defer = key, defer
-            self._append(key, at, defer, keep)
+            self._last, self._last_mode = key, mode
+            self._append(key, at, mode, keep)
 
     def close(self) -> None:
         """At the run's end (or halt): write a pending repeat count and how many lines were dropped."""
@@ -68,29 +68,29 @@ class RunLog:
             if self.dropped:
                 message = (f"{self.dropped} more log lines of this run were dropped: a run keeps at most "
                            f"{self.max_lines} (WORKFLOW_RUN_LOG_LINES)")
-                self._append(("warning", None, message), time.time(), False, True)
+                self._append(("warning", None, message), time.time(), Durability.WRITTEN, True)
                 self.dropped = 0
 
     def _flush_repeats(self) -> None:
         if self._repeats and self._last is not None:
             level, step, _ = self._last
             times = "once more" if self._repeats == 1 else f"{self._repeats} more times"
-            self._append((level, step, f"... repeated {times}"), self._repeated_at, self._last_defer, False)
+            self._append((level, step, f"... repeated {times}"), self._repeated_at, self._last_mode, False)
         self._repeats = 0
 
-    def _append(self, key: tuple[str, str | None, str], at: float, defer: bool, keep: bool) -> None:
+    def _append(self, key: tuple[str, str | None, str], at: float, mode: Durability, keep: bool) -> None:
         if not keep and self.kept >= self.max_lines:
             if not self.dropped:  # said at once, for whoever watches the run live; close() gives the count
                 self._append(("warning", None, f"the log reached {self.max_lines} lines (WORKFLOW_RUN_LOG_LINES): "
                                                "later lines of this run's steps are counted, not kept"),
-                             at, False, True)
+                             at, Durability.WRITTEN, True)
             self.dropped += 1
             return
         self.kept += 1
         level, step, message = key
         entry = {"at": format_time(at), "level": level, "step": step, "message": message}
         try:
-            self.store.append_log(self.run_id, entry, defer=defer)
+            self.store.append_log(self.run_id, entry, mode=mode)
         except Exception:
             logger.warning("cannot write the log of run %s", self.run_id, exc_info=True)
 

@@ -1,4 +1,4 @@
-"""One PyFlow process: registry, store, engine and scheduler, without Flask."""
+"""One PyFlow process: catalog, store, engine and scheduler, without Flask."""
 
 from __future__ import annotations
 
@@ -17,18 +17,17 @@ from typing import Any
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.binding import BoundWorkflow
-from app.definitions import Definitions
+from app.catalog import Catalog
 from app.engine import Engine
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
 from app.execution import RunStateError, one_line
 from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
 from app.scheduler import Scheduler
-from app.store import JsonStore, Store
+from app.store import Durability, JsonStore, Store
 from app.templating import Renderer
 from triggers.base import TriggerError
 from workflows.base import Workflow
-from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +60,8 @@ class Runtime:
         check_files_root(self.settings)
         self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
         self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
-        self.registry = WorkflowRegistry()
-        try:
-            discover(self.registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
-            for workflow in workflows:
-                self.registry.register(workflow)
-        except WorkflowLoadError as error:
-            raise ConfigError(str(error)) from None
-        self.definitions = Definitions(self)
-        self.definitions.load()
-        self.bound = {workflow.name: BoundWorkflow.bind(workflow, self.settings, self.renderer)
-                      for workflow in self.registry}
+        self.catalog = Catalog(self.store, self.settings, self.renderer)
+        self.catalog.load(workflows)
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.run_child = self.run_child
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
@@ -80,7 +70,14 @@ class Runtime:
         self._started = False
         self._lock = threading.Lock()
         self._control_lock = threading.Lock()
+        # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
+        self._definitions_lock = threading.Lock()
         self._validators: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def bound(self) -> Mapping[str, BoundWorkflow]:
+        """The bound workflow of every served name (the catalog's read-only view)."""
+        return self.catalog.bound
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
@@ -122,7 +119,7 @@ class Runtime:
             run = self.store.get_run(run_id)
             if run is None or run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
                 continue  # the index's status lines are hints; the run's own file decides
-            bound = self.definitions.bound_for(run["workflow"], run.get("version"))
+            bound = self.catalog.version(run["workflow"], run.get("version"))
             if bound is None:
                 run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
                            error=f"workflow {run['workflow']!r} is no longer registered"
@@ -171,10 +168,7 @@ class Runtime:
     # -- workflows --------------------------------------------------------------
     def get(self, name: str) -> BoundWorkflow:
         """The bound workflow called ``name``; NotFound otherwise."""
-        bound = self.bound.get(name)
-        if bound is None:
-            raise NotFound(f"no workflow named {name!r}")
-        return bound
+        return self.catalog.get(name)
 
     def is_started(self, name: str) -> bool:
         """True when ``name`` is polled persistently."""
@@ -194,7 +188,7 @@ class Runtime:
         summary["last_poll"] = bound.last_poll or None
         summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
         summary["origin"] = bound.workflow.origin
-        summary["source"] = bound.workflow.source or self.registry.source(name)
+        summary["source"] = self.catalog.source(name)
         summary["version"] = bound.workflow.version
         return summary
 
@@ -214,33 +208,30 @@ class Runtime:
         started = self.store.started_workflows()
         return [self.summary(name, started) for name in sorted(self.bound)]
 
-    def add_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
-        """Register and bind a workflow while serving (a definition created through the API; ``bound``: bound)."""
-        try:
-            self.registry.register(workflow, workflow.source)
-        except WorkflowLoadError as error:
-            raise Conflict(str(error)) from None
-        bound = self.bound[workflow.name] = bound or BoundWorkflow.bind(workflow, self.settings, self.renderer)
-        return bound
+    def create_definition(self, definition: Any) -> dict:
+        """Store and serve a definition posted to the API; its Summary (Conflict: name taken, InvalidInput)."""
+        with self._definitions_lock:
+            bound = self.catalog.create(definition)
+        return self.summary(bound.name)
 
-    def replace_workflow(self, workflow: type[Workflow], bound: BoundWorkflow | None = None) -> BoundWorkflow:
-        """Put a new version in place; runs under way keep their own, a started trigger is re-scheduled."""
-        old = self.get(workflow.name)
-        self.registry.unregister(workflow.name)
-        bound = self.add_workflow(workflow, bound)
-        if workflow.name in self.scheduler.scheduled():
-            old.trigger.close()
-            if bound.trigger.pollable and not bound.error:
-                self._schedule(bound)
-            else:
-                self.scheduler.remove(workflow.name)
-        return bound
+    def update_definition(self, name: str, definition: Any) -> dict:
+        """A new version of an API-made definition; runs under way keep theirs, a polled trigger is re-scheduled."""
+        with self._definitions_lock:
+            old, new = self.catalog.replace(name, definition)
+            if name in self.scheduler.scheduled():
+                old.trigger.close()
+                if new.trigger.pollable and not new.error:
+                    self._schedule(new)
+                else:
+                    self.scheduler.remove(name)
+        return self.summary(name)
 
-    def remove_workflow(self, name: str) -> None:
-        """Stop and unregister a workflow (a definition deleted through the API)."""
-        self.stop_workflow(name)
-        self.registry.unregister(name)
-        self.bound.pop(name, None)
+    def delete_definition(self, name: str) -> None:
+        """Stop and forget an API-made definition and every version of it (also one that no longer loads)."""
+        with self._definitions_lock:
+            bound = self.catalog.remove(name)
+            if bound is not None:
+                self._stop(bound)
 
     def start_workflow(self, name: str) -> dict:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
@@ -252,11 +243,13 @@ class Runtime:
 
     def stop_workflow(self, name: str) -> dict:
         """Stop polling ``name``."""
-        bound = self.get(name)
-        self.store.set_started(name, False)
-        self.scheduler.remove(name)
-        bound.trigger.close()
+        self._stop(self.get(name))
         return self.summary(name)
+
+    def _stop(self, bound: BoundWorkflow) -> None:
+        self.store.set_started(bound.name, False)
+        self.scheduler.remove(bound.name)
+        bound.trigger.close()
 
     def _able(self, name: str, what: str) -> BoundWorkflow:
         """The workflow when its trigger can be ``what`` ("started" or "polled"); Conflict saying why not."""
@@ -354,7 +347,7 @@ class Runtime:
             if operation == "pause":
                 return self.engine.pause(run, by)
             # A run keeps the definition version it started with, also after a PUT made a newer one.
-            bound = self.definitions.bound_for(run["workflow"], run.get("version")) or self.get(run["workflow"])
+            bound = self.catalog.version(run["workflow"], run.get("version")) or self.get(run["workflow"])
             if operation == "resume":
                 if run["status"] != RunStatus.PAUSED:
                     raise RunStateError(run, "resumed (only a paused run can be)")
@@ -378,7 +371,7 @@ class Runtime:
             raise Conflict(f"run {run_id} is {run['status']}; only a paused run's variables can change")
         # Stored and answered like a run's inputs: secrets redacted (a Run never shows one).
         run["trigger_data"].update(redact(variables))
-        self.store.update_run(run_id, {"trigger_data": run["trigger_data"]})
+        self.store.update_run(run_id, {"trigger_data": run["trigger_data"]}, mode=Durability.SYNC)
         return run
 
     def poll(self, name: str, *, source: str = "poll") -> list[dict]:

@@ -15,6 +15,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import suppress
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +40,19 @@ from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.wal import WriteAheadLog, replay_orphans
 
 
+class Durability(StrEnum):
+    """How far a change has gone when the Store method that records it returns."""
+
+    #: On disk: fsync'd through the write-ahead log (its fsync shared by the threads committing at once),
+    #: so a power loss keeps it.
+    SYNC = "sync"
+    #: Written to the file, not fsync'd: in the kernel, so a kill -9 of the process keeps it, a power loss may not.
+    WRITTEN = "written"
+    #: Kept in this process, which reads it at once; its file gets it with the run's next written change or
+    #: within FLUSH_DELAY, so a kill -9 may lose it. Written at once when this process does not know the run yet.
+    DEFERRED = "deferred"
+
+
 class Store(ABC):
     """Where runs, trigger state and started workflows live.
 
@@ -59,16 +73,13 @@ class Store(ABC):
         nothing and return ``(first_run, False)``; else ``(run, True)``.
         """
 
-    # A change is durable (on disk when the call returns: a power loss keeps it), written (durable=False:
-    # in the kernel, so a kill -9 of the process keeps it) or, with ``defer`` (whatever ``durable`` says),
-    # deferred: this process reads it at once, its file gets it with the run's next written change or
-    # within FLUSH_DELAY, and a kill -9 may lose it.
+    # A change goes as far as its ``mode`` says (see Durability); creations and saves are always SYNC.
     @abstractmethod
-    def update_run(self, run_id: str, fields: dict, *, durable: bool = True, defer: bool = False) -> None:
+    def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
         """Record changed run-level fields (status, started_at, error, progress...)."""
 
     @abstractmethod
-    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
+    def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         """Record the whole record of the step at ``index``; cost does not grow with the run."""
 
     def flush(self, run_id: str | None = None) -> None:
@@ -119,8 +130,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def append_log(self, run_id: str, entry: dict, *, defer: bool = False) -> None:
-        """Add one log line (``{"at", "level", "step", "message"}``) to a run; written, not fsync'd (or deferred)."""
+    def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
+        """Add one log line (``{"at", "level", "step", "message"}``) to a run."""
 
     @abstractmethod
     def get_logs(self, run_id: str) -> list[dict]:
@@ -173,18 +184,7 @@ class Store(ABC):
 
 # -- the durable JSON store ---------------------------------------------------
 #
-# Layout under root:
-#   runs/<id>.journal    JSON lines: {"seq": 1, "run": {...}} when created, then {"seq": n, "fields": {...}},
-#                        {"seq": n, "step": i, "record": {...}} or {"seq": n, "run": {...}} (the whole record)
-#   runs/<id>.json       snapshot {"seq": n, "run": {...}} that compaction folds a finished run's journal into;
-#                        journal lines with seq <= the snapshot's are already in it
-#   wal/<time>-<pid>.wal each process's write-ahead log: its durable journal lines with the run id, fsync'd in
-#                        groups; dropped once the journals are fsync'd, replayed when its process died
-#   index.jsonl          one line per run creation and status change: id, workflow, status, created_at, finished_at
-#   keys/<hash>.json     idempotency keys: {"workflow", "key", "run_id"}
-#   triggers/<wf>.json   trigger state
-#   workflows.json       {"started": [names]}
-#   locks/               lock files: index, keys, workflows (a run's journal is its own: see app/journal_files.py)
+# Its files, its lock order, what is durable when and how a crash is recovered: app/storage/json/README.md.
 
 logger = logging.getLogger(__name__)
 
@@ -252,16 +252,16 @@ class JsonStore(Store):
             self._create(run, digest)
         return run, True
 
-    def update_run(self, run_id: str, fields: dict, *, durable: bool = True, defer: bool = False) -> None:
-        self._change(run_id, dumps({"fields": fields}), durable, defer)
+    def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
+        self._change(run_id, dumps({"fields": fields}), mode)
         if any(field in fields for field in STATUS_FIELDS):
             # Status lines of the index are hints (a run's own file has the truth): not fsync'd.
-            self._index.note(run_id, fields, defer=defer)
+            self._index.note(run_id, fields, defer=mode == Durability.DEFERRED)
 
-    def update_step(self, run_id: str, index: int, step: dict, *, durable: bool = True, defer: bool = False) -> None:
+    def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index!r}")
-        self._change(run_id, dumps({"step": index, "record": step}), durable, defer)
+        self._change(run_id, dumps({"step": index, "record": step}), mode)
 
     def flush(self, run_id: str | None = None) -> None:
         if run_id is None:
@@ -425,9 +425,9 @@ class JsonStore(Store):
             if since is None or (entry.get("created_at") or "") >= since
         ]
 
-    def append_log(self, run_id: str, entry: dict, *, defer: bool = False) -> None:
+    def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
         # A journal line, like a change: a run's log costs no file of its own until compaction.
-        self._change(run_id, dumps({"log": entry}), False, defer)
+        self._change(run_id, dumps({"log": entry}), mode)
 
     def get_logs(self, run_id: str) -> list[dict]:
         if not _NAME.fullmatch(run_id):
@@ -597,12 +597,12 @@ class JsonStore(Store):
             return self._wal.write(head + b'"key":"%s",' % key.encode() + lines[0][1:], run_id, then)
         return self._wal.write(b"".join(head + line[1:] for line in lines), run_id, then)
 
-    def _change(self, run_id: str, body: bytes, durable: bool, defer: bool) -> None:
-        """Record one change of a run: deferred, else durable or written (see Store)."""
+    def _change(self, run_id: str, body: bytes, mode: Durability) -> None:
+        """Record one change of a run as far as ``mode`` says (see Durability)."""
         with self._run_lock(run_id):
-            if defer and self._defer(run_id, body):
+            if mode == Durability.DEFERRED and self._defer(run_id, body):
                 return
-            self._append(run_id, body, durable)
+            self._append(run_id, body, durable=mode == Durability.SYNC)
 
     def _defer(self, run_id: str, body: bytes) -> bool:
         """Keep a change for the run's next append; False when this process does not know the run's last seq.

@@ -80,6 +80,7 @@ def engine_overhead(store_factory, steps: int, rounds: int, action: type[NoopAct
         action.execute({})
     bare = (time.perf_counter() - start) / steps
     engine.shutdown(1)
+    engine.store.close()  # its flush timer must not write into a folder being removed
     return {"us_per_step": round((_median(per_step[1:] or per_step) - bare) * 1e6, 1), "steps": steps}
 
 
@@ -107,6 +108,7 @@ def runs_per_second(store_factory, runs: int) -> float:
         engine.wait(run_id, 600)
     elapsed = time.perf_counter() - start
     engine.shutdown(1)
+    engine.store.close()  # its flush timer must not write into a folder being removed
     return runs / elapsed
 
 

@@ -21,7 +21,7 @@ from app.files import Mutex
 from app.memory_store import MemoryStore
 from app.run_index import INDEX_FIELDS, RunIndex
 from app.runs import format_time, new_run, new_step
-from app.store import FLUSH_DELAY, JsonStore
+from app.store import FLUSH_DELAY, Durability, JsonStore
 from app.wal import WriteAheadLog
 from tests.fixtures import wait_until
 
@@ -78,7 +78,7 @@ def test_update_run_merges_fields(store):
     run = make_run()
     store.create_run(run)
     store.update_run(run["id"], {"status": "running", "started_at": "2026-01-01T10:00:00.000Z"})
-    store.update_run(run["id"], {"progress": 50}, durable=False)
+    store.update_run(run["id"], {"progress": 50}, mode=Durability.WRITTEN)
     assert store.get_run(run["id"]) == {
         **run,
         "status": "running",
@@ -92,7 +92,8 @@ def test_update_step_keeps_the_last_record(store):
     run = make_run(steps=3)
     store.create_run(run)
     for attempt in range(1, 4):
-        store.update_step(run["id"], 1, {**done_step("s1"), "attempts": attempt}, durable=attempt % 2 == 0)
+        store.update_step(run["id"], 1, {**done_step("s1"), "attempts": attempt},
+                          mode=Durability.SYNC if attempt % 2 == 0 else Durability.WRITTEN)
     store.update_step(run["id"], 2, done_step("s2", {"text": "ünïcode"}))
     steps = store.get_run(run["id"])["steps"]
     assert steps == [run["steps"][0], {**done_step("s1"), "attempts": 3}, done_step("s2", {"text": "ünïcode"})]
@@ -221,7 +222,8 @@ def test_a_run_is_one_journal_and_each_change_one_line(json_store):
     journal = snapshot.with_suffix(".journal")
     assert [json.loads(line) for line in journal.read_text().splitlines()] == [{"seq": 1, "run": run}]
     for index in range(50):
-        json_store.update_step(run["id"], index, done_step(f"s{index}"), durable=index % 2 == 0)
+        json_store.update_step(run["id"], index, done_step(f"s{index}"),
+                                  mode=Durability.SYNC if index % 2 == 0 else Durability.WRITTEN)
     assert not snapshot.exists()
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [line["seq"] for line in lines] == list(range(1, 52))
@@ -409,7 +411,7 @@ def test_index_is_compacted_at_load(json_store):
     for run in runs:
         json_store.create_run(run)
         for status in ["running", "paused"] * 8:
-            json_store.update_run(run["id"], {"status": status}, durable=False)
+            json_store.update_run(run["id"], {"status": status}, mode=Durability.WRITTEN)
     index = json_store.root / "index.jsonl"
     assert len(index.read_text().splitlines()) == 10 * 17
     assert JsonStore(json_store.root).find_run_ids({"paused"}) == sorted(run["id"] for run in runs)
@@ -426,8 +428,10 @@ def test_many_threads_update_runs(json_store):
 
     def work(number: int) -> None:
         for index in range(20):
-            json_store.update_step(own[number]["id"], index, done_step(f"s{index}", number), durable=index % 5 == 0)
-            json_store.update_step(shared["id"], number * 5 + index % 5, done_step("x", [number, index]), durable=False)
+            json_store.update_step(own[number]["id"], index, done_step(f"s{index}", number),
+                                  mode=Durability.SYNC if index % 5 == 0 else Durability.WRITTEN)
+            json_store.update_step(shared["id"], number * 5 + index % 5, done_step("x", [number, index]),
+                                  mode=Durability.WRITTEN)
         json_store.update_run(own[number]["id"], {"status": "running"})
 
     threads = [threading.Thread(target=work, args=(number,)) for number in range(6)]
@@ -450,7 +454,7 @@ def test_no_data_file_stays_open(json_store):
     for _ in range(20):
         run = make_run()
         json_store.create_run(run, run["id"])
-        json_store.update_step(run["id"], 0, done_step("s0"), durable=False)
+        json_store.update_step(run["id"], 0, done_step("s0"), mode=Durability.WRITTEN)
         json_store.update_run(run["id"], {"status": "running"})
         json_store.list_runs()
     json_store.save_run(finished(run))
@@ -524,7 +528,7 @@ def test_two_processes_create_runs_at_once(json_store):
 CHILD_LOOPS = """
 import random, sys
 from app.runs import new_run, new_step
-from app.store import JsonStore
+from app.store import Durability, JsonStore
 
 store = JsonStore(sys.argv[1])
 print("ready", flush=True)
@@ -534,13 +538,13 @@ for n in range(100_000):
     print("created", run["id"], flush=True)
     for k in range(3):
         step = {**new_step(f"s{k}", "noop"), "status": "succeeded", "result": "x" * random.randrange(5000)}
-        store.update_step(run["id"], k, step, durable=k != 1)
+        store.update_step(run["id"], k, step, mode=Durability.SYNC if k != 1 else Durability.WRITTEN)
         print("step", run["id"], k, flush=True)
     if n % 2:
         store.save_run({**store.get_run(run["id"]), "status": "succeeded", "finished_at": run["created_at"]})
         print("saved", run["id"], flush=True)
     else:
-        store.update_run(run["id"], {"status": "running"}, durable=False)
+        store.update_run(run["id"], {"status": "running"}, mode=Durability.WRITTEN)
 """
 
 
@@ -749,9 +753,9 @@ def journal_lines(store: JsonStore, run_id: str) -> list[dict]:
 def test_deferred_changes_are_read_at_once_and_written_with_the_next_change(json_store):
     run = make_run()
     json_store.create_run(run)
-    json_store.update_run(run["id"], {"status": "running"}, defer=True)
-    json_store.update_step(run["id"], 0, {**done_step("s0"), "status": "running"}, defer=True)
-    json_store.append_log(run["id"], {"message": "started"}, defer=True)
+    json_store.update_run(run["id"], {"status": "running"}, mode=Durability.DEFERRED)
+    json_store.update_step(run["id"], 0, {**done_step("s0"), "status": "running"}, mode=Durability.DEFERRED)
+    json_store.append_log(run["id"], {"message": "started"}, mode=Durability.DEFERRED)
     assert json_store.get_run(run["id"])["status"] == "running"
     assert json_store.get_run(run["id"])["steps"][0]["status"] == "running"
     assert json_store.get_logs(run["id"]) == [{"message": "started"}]
@@ -771,7 +775,7 @@ def test_deferred_changes_are_read_at_once_and_written_with_the_next_change(json
 def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
     run = make_run()
     json_store.create_run(run)
-    json_store.update_step(run["id"], 1, done_step("s1"), defer=True)
+    json_store.update_step(run["id"], 1, done_step("s1"), mode=Durability.DEFERRED)
     other = JsonStore(json_store.root)
     assert other.get_run(run["id"])["steps"][1]["status"] == "pending"
     deadline = time.monotonic() + 5
@@ -787,7 +791,7 @@ def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_stor
     json_store.flush()  # its index line
     json_store.flush(run["id"])  # and the run itself, which another process may then change
     writer = JsonStore(json_store.root)  # knows no seq of the run: its change is written at once
-    writer.update_run(run["id"], {"status": "running"}, defer=True)
+    writer.update_run(run["id"], {"status": "running"}, mode=Durability.DEFERRED)
     deadline = time.monotonic() + 5
     while json_store.find_run_ids({"running"}) != [run["id"]] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -797,8 +801,8 @@ def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_stor
 def test_close_writes_deferred_changes(json_store):
     run = make_run()
     json_store.create_run(run)
-    json_store.update_run(run["id"], {"status": "running"}, defer=True)
-    json_store.append_log(run["id"], {"message": "last words"}, defer=True)
+    json_store.update_run(run["id"], {"status": "running"}, mode=Durability.DEFERRED)
+    json_store.append_log(run["id"], {"message": "last words"}, mode=Durability.DEFERRED)
     json_store.close()
     fresh = JsonStore(json_store.root)
     assert fresh.get_run(run["id"])["status"] == "running"

@@ -1,0 +1,179 @@
+"""The catalog of workflows: Python classes, definition files and API-made definitions, bound and versioned."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from app.binding import BoundWorkflow
+from app.definitions import checked, definitions_folder, load_definition_file, posted
+from app.errors import ConfigError, Conflict, InvalidInput, NotFound
+from app.redaction import keep_redacted
+from app.store import Store
+from app.templating import Renderer
+from workflows.base import Workflow
+from workflows.declarative import DefinitionError, definition_files
+from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names
+
+logger = logging.getLogger(__name__)
+
+
+class Catalog:
+    """Workflows by name, each bound to one process's settings, and the older versions runs still need.
+
+    It knows nothing of scheduling or runs: the runtime asks it, then tells the scheduler and the engine.
+    Definitions made through the API are stored (``store``'s definition methods) before they are served.
+    """
+
+    def __init__(self, store: Store, settings: Mapping[str, Any], renderer: Renderer):
+        self.store = store
+        self.settings = settings
+        self.renderer = renderer
+        self._registry = WorkflowRegistry()
+        self._bound: dict[str, BoundWorkflow] = {}
+        #: The bound workflow of every served name (a live, read-only view).
+        self.bound: Mapping[str, BoundWorkflow] = MappingProxyType(self._bound)
+        # Older versions still needed by runs that started with them: (name, version) -> bound.
+        self._versions: dict[tuple[str, int], BoundWorkflow] = {}
+        #: Stored definitions that no longer build or bind (name -> why): not served, but deletable.
+        self.unloaded: dict[str, str] = {}
+        # One change at a time: a version number is read, then stored.
+        self._lock = threading.Lock()
+
+    # -- start-up ---------------------------------------------------------------
+    def load(self, workflows: Iterable[type[Workflow]] = ()) -> None:
+        """Register and bind the Python workflows, ``workflows``, every definition file, then every stored definition.
+
+        A bad module, class or file raises ConfigError (start-up stops); a stored definition
+        that no longer builds is logged and left in ``unloaded``.
+        """
+        try:
+            discover(self._registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
+            for workflow in workflows:
+                self._registry.register(workflow)
+        except WorkflowLoadError as error:
+            raise ConfigError(str(error)) from None
+        checked_bound: dict[str, BoundWorkflow] = {}
+        for path in definition_files(definitions_folder(self.settings)):
+            try:
+                workflow, bound = load_definition_file(path, self.settings, self.renderer)
+                checked_bound[workflow.name] = bound
+                self._registry.register(workflow, workflow.source)
+            except (DefinitionError, WorkflowLoadError) as error:
+                raise ConfigError(str(error)) from None
+        for record in self.store.list_definitions():
+            name, version = record["name"], record["version"]
+            try:
+                workflow, bound = self._stored(record)
+                self._registry.register(workflow, workflow.source)
+                checked_bound[name] = bound
+            except (DefinitionError, WorkflowLoadError) as error:
+                # One stored definition that no longer builds must not keep the server down;
+                # it stays deletable through the API.
+                self.unloaded[name] = str(error)
+                logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
+        for workflow in self._registry:  # by name
+            self._bound[workflow.name] = (checked_bound.get(workflow.name)
+                                          or BoundWorkflow.bind(workflow, self.settings, self.renderer))
+
+    # -- reading ----------------------------------------------------------------
+    def get(self, name: str) -> BoundWorkflow:
+        """The bound workflow called ``name``; NotFound otherwise."""
+        bound = self._bound.get(name)
+        if bound is None:
+            raise NotFound(f"no workflow named {name!r}")
+        return bound
+
+    def source(self, name: str) -> str | None:
+        """Where the workflow called ``name`` was defined (a file, or ``api:NAME vN``)."""
+        bound = self._bound.get(name)
+        return (bound.workflow.source if bound else None) or self._registry.source(name)
+
+    def version(self, name: str, version: int | None) -> BoundWorkflow | None:
+        """The bound workflow a run of ``version`` needs (the current one, or a stored older version)."""
+        bound = self._bound.get(name)
+        if bound is None or version is None or bound.workflow.version in (None, version):
+            return bound
+        old = self._versions.get((name, version))
+        if old is None:
+            record = self.store.get_definition(name, version)
+            if record is None:
+                return None
+            try:
+                _, old = self._stored(record)
+            except DefinitionError as error:
+                logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
+                return None
+            self._versions[(name, version)] = old
+        return old
+
+    # -- definitions made through the API ------------------------------------------
+    def create(self, definition: Any) -> BoundWorkflow:
+        """Check, store and serve a new definition (version 1); Conflict: the name is taken; InvalidInput."""
+        with self._lock:
+            name = definition.get("name") if isinstance(definition, dict) else None
+            if isinstance(name, str) and name in self._bound:
+                raise Conflict(f"a workflow named {name!r} exists; change it with PUT /api/workflows/{name}")
+            workflow, bound = posted(definition, "request body", 1, self.settings, self.renderer)
+            workflow.version = self.store.save_definition(workflow.name, definition)
+            self.unloaded.pop(workflow.name, None)
+            self._serve(workflow, bound)
+        return bound
+
+    def replace(self, name: str, definition: Any) -> tuple[BoundWorkflow, BoundWorkflow]:
+        """Check, store and serve a new version of an API-made definition; (the old binding, the new one).
+
+        The old version stays available to ``version()``: runs under way keep the version they started with.
+        """
+        with self._lock:
+            old = self.get(name)
+            self._editable(old)
+            if isinstance(definition, dict):
+                definition.setdefault("name", name)
+                if definition["name"] != name:
+                    raise InvalidInput(f"the definition is named {definition['name']!r}, the URL {name!r}",
+                                       details=[{"path": "name", "message": f"must be {name!r}"}])
+            definition = keep_redacted(definition, old.workflow.definition)  # "***" read back keeps the secret
+            workflow, new = posted(definition, "request body", (old.workflow.version or 0) + 1,
+                                   self.settings, self.renderer)
+            self._versions[(name, old.workflow.version)] = old
+            workflow.version = self.store.save_definition(name, definition)
+            self._registry.unregister(name)
+            self._serve(workflow, new)
+        return old, new
+
+    def remove(self, name: str) -> BoundWorkflow | None:
+        """Forget an API-made definition and every version of it; the binding it had (None if it did not load)."""
+        with self._lock:
+            if name in self.unloaded and name not in self._bound:
+                self.store.delete_definition(name)
+                del self.unloaded[name]
+                return None
+            bound = self.get(name)
+            self._editable(bound)
+            self.store.delete_definition(name)
+            self._registry.unregister(name)
+            del self._bound[name]
+            for key in [key for key in self._versions if key[0] == name]:
+                del self._versions[key]
+        return bound
+
+    def _serve(self, workflow: type[Workflow], bound: BoundWorkflow) -> None:
+        try:
+            self._registry.register(workflow, workflow.source)
+        except WorkflowLoadError as error:
+            raise Conflict(str(error)) from None
+        self._bound[workflow.name] = bound
+
+    def _stored(self, record: dict) -> tuple[type[Workflow], BoundWorkflow]:
+        """A stored version of an API-made definition, checked and bound as when it was posted."""
+        name, version = record["name"], record["version"]
+        return checked(record["definition"], f"api:{name} v{version}", self.settings, self.renderer, version=version)
+
+    def _editable(self, bound: BoundWorkflow) -> None:
+        if bound.workflow.origin != "api":
+            raise Conflict(f"workflow {bound.name!r} is defined in {self.source(bound.name)}; only workflows "
+                           f"created through the API can be changed or deleted through it")

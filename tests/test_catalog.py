@@ -1,0 +1,79 @@
+"""The catalog on its own: no runtime, no scheduler, no threads; a memory store keeps the definitions."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from app.catalog import Catalog
+from app.config import load_settings
+from app.errors import Conflict, InvalidInput, NotFound
+from app.memory_store import MemoryStore
+from app.templating import Renderer
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import EchoWorkflow
+
+HELLO = {
+    "name": "hello",
+    "steps": [{"name": "call", "type": "http_request",
+               "config": {"url": "https://example.com/hello", "headers": {"Authorization": "Bearer s3cret"}}}],
+}
+
+
+def make_catalog(tmp_path, **settings) -> tuple[Catalog, MemoryStore]:
+    settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_DEFINITIONS_PATH": str(tmp_path / "none"),
+                "WORKFLOW_FILES_ROOT": str(tmp_path / "files"), **settings}
+    store = MemoryStore(tmp_path / "data")
+    return Catalog(store, settings, Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])), store
+
+
+def test_versions_are_stored_served_and_kept_for_runs_that_need_them(tmp_path):
+    catalog, store = make_catalog(tmp_path)
+
+    first = catalog.create(copy.deepcopy(HELLO))
+    assert (first.name, first.workflow.version, first.workflow.origin) == ("hello", 1, "api")
+    # A client that read the definition back (secrets as "***") and PUTs it keeps the stored secret.
+    edited = copy.deepcopy(HELLO)
+    edited["steps"][0]["config"].update(url="https://example.com/v2", headers={"Authorization": "***"})
+    old, new = catalog.replace("hello", edited)
+
+    assert old is first and catalog.get("hello") is new and new.workflow.version == 2
+    assert store.get_definition("hello")["definition"]["steps"][0]["config"] == {
+        "url": "https://example.com/v2", "headers": {"Authorization": "Bearer s3cret"}}
+    assert catalog.version("hello", 1) is first  # a run that started with v1 finishes with v1
+    assert catalog.version("hello", 2) is new
+
+    assert catalog.remove("hello") is new
+    assert "hello" not in catalog.bound and store.get_definition("hello") is None
+    with pytest.raises(NotFound, match="no workflow named 'hello'"):
+        catalog.get("hello")
+    assert catalog.version("hello", 1) is None
+
+
+def test_nothing_invalid_or_taken_is_stored(tmp_path):
+    catalog, store = make_catalog(tmp_path)
+    catalog.load([EchoWorkflow])
+
+    with pytest.raises(InvalidInput) as invalid:
+        catalog.create({"name": "tick", "trigger": {"type": "interval", "seconds": "{{ 1/0 }}"},
+                        "steps": [{"name": "say", "type": "log", "config": {"message": "tick"}}]})
+    assert invalid.value.details[0]["path"] == "trigger" and "ZeroDivisionError" in invalid.value.details[0]["message"]
+    with pytest.raises(Conflict, match="a workflow named 'echo' exists"):
+        catalog.create({**HELLO, "name": "echo"})
+    with pytest.raises(Conflict, match="only workflows created through the API can be changed"):
+        catalog.replace("echo", {**HELLO, "name": "echo"})
+    with pytest.raises(Conflict, match="only workflows created through the API can be changed"):
+        catalog.remove("echo")
+    assert store.list_definitions() == []
+    assert "echo" in catalog.bound and "tick" not in catalog.bound
+
+
+def test_a_stored_definition_that_no_longer_builds_is_not_served_but_deletable(tmp_path):
+    catalog, store = make_catalog(tmp_path)
+    store.save_definition("broken", {"name": "broken", "steps": [{"name": "x", "type": "no_such_action"}]})
+    catalog.load()
+
+    assert "broken" not in catalog.bound and "no_such_action" in catalog.unloaded["broken"]
+    assert catalog.remove("broken") is None
+    assert "broken" not in catalog.unloaded and store.get_definition("broken") is None
