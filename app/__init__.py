@@ -8,13 +8,14 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import auth, dashboard
-from app.config import load_settings
+from app import dashboard
+from app.api import auth
+from app.api.hooks import bp as webhooks
+from app.api.routes import bp as api_blueprint
+from app.core.config import load_settings
+from app.core.redaction import install_log_filter, settings_scrubber
+from app.core.runtime import Runtime
 from app.errors import PyFlowError, error_body
-from app.hooks import bp as webhooks
-from app.redaction import install_log_filter, settings_scrubber
-from app.routes import bp as api
-from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pyflow"] = runtime
     runtime.start()
 
-    app.register_blueprint(api)
+    app.register_blueprint(api_blueprint)
     dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
     app.register_blueprint(webhooks)
     register_error_handlers(app)

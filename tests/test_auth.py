@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import app.auth
+import app.api.auth
 from app import create_app
-from app.auth import exposure_problem
+from app.api.auth import exposure_problem
+from app.api.hosts import host_is_trusted, is_loopback, trusted_hosts
+from app.api.sessions import FILENAME, LoginRegistry
+from app.api.throttle import FailureLimiter, client_key
 from app.errors import ConfigError
-from app.hosts import host_is_trusted, is_loopback, trusted_hosts
-from app.sessions import FILENAME, LoginRegistry
-from app.throttle import FailureLimiter, client_key
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 
@@ -190,7 +190,7 @@ def test_a_session_logged_in_before_the_lockout_keeps_working(locked):
 def test_the_lockout_ends_when_the_minute_has_passed(locked, monkeypatch):
     client = locked.test_client()
     clock = Clock()
-    monkeypatch.setattr(locked.extensions[app.auth.LIMITER_KEY], "_clock", clock)
+    monkeypatch.setattr(locked.extensions[app.api.auth.LIMITER_KEY], "_clock", clock)
     for _ in range(10):
         client.get("/api/runs", headers=bearer("guess"))
     assert client.get("/api/runs", headers=bearer(TOKEN)).status_code == 429
@@ -270,7 +270,7 @@ def test_a_login_older_than_the_session_hours_is_refused_on_the_server(locked, m
     log_in(client)
     assert client.get("/api/runs").status_code == 200
     later = time.time() + 12 * 3600 + 1
-    monkeypatch.setattr(app.auth, "time", SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(app.api.auth, "time", SimpleNamespace(time=lambda: later))
     assert client.get("/api/runs").status_code == 401
 
 
@@ -286,7 +286,7 @@ def test_the_login_registry_expires_closes_and_stays_bounded(tmp_path, monkeypat
     registry.close(second)
     assert not registry.is_live(second) and not registry.is_live(None) and not registry.is_live("")
     assert not LoginRegistry(tmp_path / FILENAME, lifetime=60, clock=clock).is_live(second)
-    monkeypatch.setattr("app.sessions.MAX_LOGINS", 3)
+    monkeypatch.setattr("app.api.sessions.MAX_LOGINS", 3)
     ids = [registry.open() for _ in range(5)]
     assert len(registry) == 3 and registry.is_live(ids[-1])
 

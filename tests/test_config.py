@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.config import SECRET_SETTINGS, load_settings, public_settings
+from app.core.config import SECRET_SETTINGS, load_settings, public_settings
 from app.errors import ConfigError
 
 # DESIGN.md section 5, as a user reads it.

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import app.hooks
+import app.api.hooks
 import triggers.webhook
 from app import create_app
 from tests.conftest import TEST_SETTINGS
@@ -447,7 +447,7 @@ def test_result_mode_answers_502_with_the_runs_error_when_it_fails(client):
 
 
 def test_result_mode_answers_202_when_the_run_takes_longer_than_the_wait(client, monkeypatch):
-    monkeypatch.setattr(app.hooks, "RESULT_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(app.api.hooks, "RESULT_WAIT_SECONDS", 0.05)
     started(client, "slow_hook")
     response = client.post("/api/hooks/slow_hook", json={})
     assert response.status_code == 202

@@ -19,9 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from actions.private_files import DIR_MODE, make_private_dir, open_private
-from app import journal_files
+from app.core.runs import FINISHED_RUN, parse_time, utcnow
 from app.errors import NotFound, StorageError
-from app.files import (
+from app.storage.json import journal_files
+from app.storage.json.files import (
     Mutex,
     dumps,
     fsync_file,
@@ -33,10 +34,9 @@ from app.files import (
     write_all,
     write_atomic,
 )
-from app.journal_files import JournalFiles
-from app.run_index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
-from app.runs import FINISHED_RUN, parse_time, utcnow
-from app.wal import WriteAheadLog, replay_orphans
+from app.storage.json.index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
+from app.storage.json.journal_files import JournalFiles
+from app.storage.json.wal import WriteAheadLog, replay_orphans
 
 
 class Store(ABC):

@@ -22,7 +22,7 @@ from typing import Any
 from waitress import create_server, wasyncore
 
 from app.errors import ConfigError, PyFlowError
-from app.store_lock import StoreLock
+from app.storage.lock import StoreLock
 
 logger = logging.getLogger("run")
 

@@ -13,16 +13,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, RunContext
-from app import run_logs
-from app.binding import BoundWorkflow
-from app.config import public_settings
+from app.core import run_logs
+from app.core.binding import BoundWorkflow
+from app.core.config import public_settings
+from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
+from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
+from app.core.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
+from app.core.templating import Renderer, RenderError, is_truthy
+from app.core.watchdog import Watchdog
 from app.errors import StorageError
-from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
-from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
-from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
-from app.store import Store
-from app.templating import Renderer, RenderError, is_truthy
-from app.watchdog import Watchdog
+from app.storage.json.store import Store
 
 logger = logging.getLogger(__name__)
 

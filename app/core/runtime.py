@@ -18,16 +18,16 @@ import jsonschema
 
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator
-from app.binding import BoundWorkflow
-from app.definitions import Definitions
-from app.engine import Engine
+from app.core.binding import BoundWorkflow
+from app.core.definitions import Definitions
+from app.core.engine import Engine
+from app.core.execution import RunStateError, one_line
+from app.core.redaction import redact
+from app.core.runs import RunStatus, format_time, snapshot
+from app.core.scheduler import Scheduler
+from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
-from app.execution import RunStateError, one_line
-from app.redaction import redact
-from app.runs import RunStatus, format_time, snapshot
-from app.scheduler import Scheduler
-from app.store import JsonStore, Store
-from app.templating import Renderer
+from app.storage.json.store import JsonStore, Store
 from triggers.base import TriggerError
 from workflows.base import Workflow
 from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names

@@ -9,20 +9,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.binding import BoundWorkflow
+from app.core.binding import BoundWorkflow
+from app.core.limits import definition_problems
+from app.core.redaction import keep_redacted
+from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput
-from app.limits import definition_problems
-from app.redaction import keep_redacted
-from app.templating import Renderer
 from workflows.declarative import DefinitionError, build_workflow, definition_files, load_file
 from workflows.registry import WorkflowLoadError
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.core.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "workflows" / "definitions"
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "workflows" / "definitions"
 
 
 def _relative(path: Path) -> str:

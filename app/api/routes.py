@@ -10,11 +10,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from actions.jsontext import JSONLimitError, load_json
+from app.api.uploads import save_uploads
+from app.core.redaction import redact
+from app.core.runs import FINISHED_RUN, RunStatus, progress
+from app.core.runtime import Runtime
 from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
-from app.redaction import redact
-from app.runs import FINISHED_RUN, RunStatus, progress
-from app.runtime import Runtime
-from app.uploads import save_uploads
 from workflows.declarative import DefinitionError, parse
 
 logger = logging.getLogger(__name__)

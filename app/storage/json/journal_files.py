@@ -13,7 +13,7 @@ from filelock import lock_descriptor
 
 from actions.private_files import open_private
 from app.errors import StorageError
-from app.files import storage_error
+from app.storage.json.files import storage_error
 
 #: Seconds to wait for a journal another process holds (a run executing there) before giving up.
 WAIT_SECONDS = 30.0

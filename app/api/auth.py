@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
 
-from app import hosts
+from app.api import hosts
+from app.api.hosts import is_loopback
+from app.api.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
+from app.api.throttle import FailureLimiter
 from app.errors import error_body
-from app.hosts import is_loopback
-from app.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
-from app.throttle import FailureLimiter
 
 logger = logging.getLogger(__name__)
 
