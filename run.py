@@ -19,8 +19,8 @@ import sys
 from typing import Any
 
 from app.core.config import load_settings
-from app.core.runs import RunStatus
 from app.errors import PyFlowError
+from app.runs import RunStatus
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -81,7 +81,7 @@ def _inputs(raw: str | None) -> dict[str, Any]:
 
 
 def serve() -> int:
-    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly (app/server.py)."""
+    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly (app/api/server.py)."""
     from app.api.auth import exposure_problem
     from app.api.server import serve as serve_forever
 

@@ -23,7 +23,7 @@ from actions.private_files import make_private_dir
 
 logger = logging.getLogger(__name__)
 
-# Mirrors app/config.py, for actions run without the app's settings.
+# Mirrors app/core/config.py, for actions run without the app's settings.
 _DEFAULTS = {
     "SMTP_HOST": "",
     "SMTP_PORT": 587,

@@ -27,8 +27,8 @@ import requests  # noqa: E402
 from app.core.binding import BoundWorkflow  # noqa: E402
 from app.core.config import load_settings  # noqa: E402
 from app.core.engine import Engine  # noqa: E402
-from app.core.runs import new_run, new_run_id, new_step  # noqa: E402
 from app.core.templating import Renderer  # noqa: E402
+from app.runs import new_run, new_run_id, new_step  # noqa: E402
 from app.storage.json.store import JsonStore  # noqa: E402
 from app.storage.memory import MemoryStore  # noqa: E402
 from bench.noop_workflows import NoopAction, SyncedNoopAction, ThreeNoops  # noqa: E402

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app import create_app
-from app.core.runs import parse_time
+from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import EchoAction, wait_until
 from triggers.cron import CronTrigger

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.core.metrics import percentile, workflow_metrics
-from app.core.runs import format_time
 from app.dashboard import pages
 from app.dashboard.graph import is_chain, layers, layout
+from app.runs import format_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 

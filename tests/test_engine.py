@@ -17,7 +17,7 @@ from actions.base import BaseAction
 from app.core.binding import BoundWorkflow
 from app.core.config import load_settings
 from app.core.engine import Engine
-from app.core.runs import new_run, new_step
+from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS

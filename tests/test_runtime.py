@@ -9,8 +9,8 @@ import time
 import pytest
 
 from app import create_app
-from app.core.runs import new_run, new_step, parse_time
 from app.errors import PyFlowError, StorageError
+from app.runs import new_run, new_step, parse_time
 from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from app import create_app
-from app.core.runs import parse_time
 from app.core.scheduler import Scheduler
+from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
 from triggers.base import BaseTrigger

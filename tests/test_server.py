@@ -339,7 +339,7 @@ def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
     assert "Traceback" not in server.stderr
 
 
-# -- app/server.py's parts --------------------------------------------------------------------------------------
+# -- app/api/server.py's parts --------------------------------------------------------------------------------------
 
 def test_listen_on_a_busy_port_is_one_line_naming_host_and_port():
     from app.api.server import listen

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.runs import format_time, new_run, new_step
 from app.errors import NotFound, StorageError
+from app.runs import format_time, new_run, new_step
 from app.storage.json.files import Mutex
 from app.storage.json.index import INDEX_FIELDS, RunIndex
 from app.storage.json.store import FLUSH_DELAY, JsonStore
@@ -271,7 +271,7 @@ def test_torn_last_journal_line_is_ignored_and_cut(json_store):
 
 CHILD_APPENDS = """
 import sys
-from app.core.runs import new_step
+from app.runs import new_step
 from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
@@ -467,7 +467,7 @@ def test_no_data_file_stays_open(json_store):
 
 CHILD_CREATES = """
 import sys
-from app.core.runs import new_run
+from app.runs import new_run
 from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
@@ -523,7 +523,7 @@ def test_two_processes_create_runs_at_once(json_store):
 
 CHILD_LOOPS = """
 import random, sys
-from app.core.runs import new_run, new_step
+from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
@@ -574,7 +574,7 @@ def test_kill_9_loses_nothing_reported(json_store, tmp_path):
 
 CHILD_COMMITS = """
 import sys
-from app.core.runs import new_run, new_step
+from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
@@ -629,7 +629,7 @@ def test_a_power_loss_that_spares_the_journals_still_restores_the_index(json_sto
 CHILD_CHECKPOINTS = """
 import sys, time
 import app.storage.json.store
-from app.core.runs import new_run
+from app.runs import new_run
 from app.storage.json.store import JsonStore
 
 app.storage.json.store._WAL_LIMIT = 0  # every durable write checkpoints (in the background)
@@ -846,7 +846,7 @@ def test_read_only_folder_gives_storage_error(json_store):
 CHILD_DISK_FULL = """
 import json, resource, sys
 from app.errors import StorageError
-from app.core.runs import new_run, new_step
+from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])

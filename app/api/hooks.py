@@ -10,8 +10,8 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.routes import parse_json, present, runtime
 from app.api.uploads import save_uploads
-from app.core.runs import FINISHED_RUN, RunStatus
 from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
+from app.runs import FINISHED_RUN, RunStatus
 from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
 from triggers.webhook import WebhookTrigger
 

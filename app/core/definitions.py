@@ -32,7 +32,7 @@ def _relative(path: Path) -> str:
 
 def bindable(workflow: Any, definition: Any, source: str, settings: Mapping[str, Any],
              renderer: Renderer) -> BoundWorkflow:
-    """The workflow bound to ``settings``; DefinitionError when a cap (app/limits.py) or the binding refuses it.
+    """The workflow bound to ``settings``; DefinitionError when a cap (app/core/limits.py) or the binding refuses it.
 
     Binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here), so a definition
     that could not be served is never stored.

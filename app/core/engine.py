@@ -18,11 +18,11 @@ from app.core.binding import BoundWorkflow
 from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
-from app.core.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
 from app.errors import StorageError
-from app.storage.json.store import Store
+from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
+from app.storage.base import Store
 
 logger = logging.getLogger(__name__)
 

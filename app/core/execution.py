@@ -9,8 +9,8 @@ from collections import deque
 from actions.base import ActionError
 from actions.redaction import Scrubber
 from app.core.binding import BoundWorkflow
-from app.core.runs import FINISHED_STEP
 from app.core.templating import RenderError
+from app.runs import FINISHED_STEP
 from triggers.base import TriggerError
 
 MAX_BACKOFF_SECONDS = 600.0

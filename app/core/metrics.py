@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.core.runs import FINISHED_RUN, RunStatus, format_time, parse_time
+from app.runs import FINISHED_RUN, RunStatus, format_time, parse_time
 
 if TYPE_CHECKING:
     from app.core.runtime import Runtime

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from app.core.redaction import Scrubber, swap_scrubber
-from app.core.runs import format_time
-from app.storage.json.store import Store
+from app.runs import format_time
+from app.storage.base import Store
 
 logger = logging.getLogger(__name__)
 

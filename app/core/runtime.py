@@ -23,11 +23,12 @@ from app.core.definitions import Definitions
 from app.core.engine import Engine
 from app.core.execution import RunStateError, one_line
 from app.core.redaction import redact
-from app.core.runs import RunStatus, format_time, snapshot
 from app.core.scheduler import Scheduler
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
-from app.storage.json.store import JsonStore, Store
+from app.runs import RunStatus, format_time, snapshot
+from app.storage.base import Store
+from app.storage.json.store import JsonStore
 from triggers.base import TriggerError
 from workflows.base import Workflow
 from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from app.core.runs import parse_time
+from app.runs import parse_time
 
 logger = logging.getLogger(__name__)
 

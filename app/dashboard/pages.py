@@ -10,9 +10,9 @@ from flask import abort, render_template, request
 
 from app.api.routes import RUN_ID, present, runtime
 from app.core.metrics import last_runs, workflow_metrics
-from app.core.runs import RunStatus, parse_time
 from app.dashboard.blueprint import bp
 from app.dashboard.graph import is_chain, layout
+from app.runs import RunStatus, parse_time
 
 logger = logging.getLogger(__name__)
 

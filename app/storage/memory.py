@@ -8,9 +8,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from app.core.runs import FINISHED_RUN, parse_time, snapshot, utcnow
 from app.errors import NotFound
-from app.storage.json.store import Store
+from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
+from app.storage.base import Store
 
 
 class MemoryStore(Store):

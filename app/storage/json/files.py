@@ -14,7 +14,7 @@ from typing import Any
 from filelock import lock_descriptor, unlock_descriptor
 
 from actions.private_files import FILE_MODE, open_private
-from app.errors import StorageError
+from app.errors import StorageError, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,6 @@ logger = logging.getLogger(__name__)
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def storage_error(verb: str, path: Path | str, exc: OSError) -> StorageError:
-    """A StorageError naming what could not be done, the path and the cause."""
-    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
-    return StorageError(f"cannot {verb} {path}: {reason}")
 
 
 class DirectorySync:
