@@ -74,10 +74,12 @@ _TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Create the app: settings from the environment, then ``test_config`` on top.
+    """Create the app: settings from the environment, then ``test_config`` on top; nothing starts.
 
     ``test_config`` may also carry ``STORE`` (a Store instance) and
-    ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register).
+    ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register). The runtime is
+    built but not started (no recovery, no polling, no thread), so ``flask routes``
+    or a test of one page costs nothing: ``start_app`` starts it.
     """
     app = Flask(__name__)
     settings = load_settings()
@@ -92,7 +94,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     runtime = Runtime(settings, store=store, workflows=workflows)
     app.extensions["pyflow"] = runtime
-    runtime.start()
 
     app.register_blueprint(api_blueprint)
     dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
@@ -100,4 +101,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     scrub_answers(app, settings)
     auth.init_app(app)  # WORKFLOW_API_TOKEN: bearer for /api, login for the dashboard
+    return app
+
+
+def start_app(app: Flask) -> Flask:
+    """Start what ``create_app`` built: resume interrupted runs, then poll the started workflows; ``app``."""
+    app.extensions["pyflow"].start()
     return app

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 import app.api.auth
-from app import create_app
+from app import create_app, start_app
 from app.api.auth import exposure_problem
 from app.api.hosts import host_is_trusted, is_loopback, trusted_hosts
 from app.api.sessions import FILENAME, LoginRegistry
@@ -25,8 +25,8 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 @pytest.fixture
 def locked(storage):
     """An app with WORKFLOW_API_TOKEN and a fixed secret key."""
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -88,8 +88,8 @@ def test_an_untrusted_host_is_400_json_under_api_and_plain_text_elsewhere(client
 
 
 def test_trusted_hosts_can_be_configured_with_a_wildcard(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                      "WORKFLOW_TRUSTED_HOSTS": ("pyflow.example.org", ".corp.example")})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_TRUSTED_HOSTS": ("pyflow.example.org", ".corp.example")}))
     try:
         client = app.test_client()
         assert client.get("/api/health", headers={"Host": "pyflow.example.org"}).status_code == 200
@@ -235,7 +235,7 @@ def test_a_session_cookie_copied_before_logout_is_refused_after_it(locked):
 def test_a_logout_holds_across_a_restart_and_a_login_survives_it(storage):
     settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_API_TOKEN": TOKEN,
                 "WORKFLOW_SECRET_KEY": "s" * 32}
-    first = create_app(settings)
+    first = start_app(create_app(settings))
     try:
         stays, leaves = first.test_client(), first.test_client()
         log_in(stays), log_in(leaves)
@@ -244,7 +244,7 @@ def test_a_logout_holds_across_a_restart_and_a_login_survives_it(storage):
     finally:
         first.extensions["pyflow"].shutdown(timeout=2)
     assert (storage / FILENAME).exists() and TOKEN not in (storage / FILENAME).read_text()
-    second = create_app(settings)
+    second = start_app(create_app(settings))
     try:
         client = second.test_client()
         client.set_cookie("session", kept)
@@ -292,8 +292,8 @@ def test_the_login_registry_expires_closes_and_stays_bounded(tmp_path, monkeypat
 
 
 def test_serving_on_all_interfaces_without_trusted_hosts_warns_naming_the_setting(storage, caplog):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "HOST": "0.0.0.0",
-                      "WORKFLOW_API_TOKEN": TOKEN})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "HOST": "0.0.0.0",
+                      "WORKFLOW_API_TOKEN": TOKEN}))
     try:
         assert "HOST is 0.0.0.0 but WORKFLOW_TRUSTED_HOSTS is not set" in caplog.text
         assert app.test_client().get("/api/health", headers={"Host": "myserver.lan:5001"}).status_code == 400
