@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actions.text import shown_path
 from app.core.binding import BoundWorkflow
 from app.core.limits import definition_problems
 from app.core.redaction import keep_redacted
@@ -23,11 +23,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "workflows" / "definitions"
-
-
-def _relative(path: Path) -> str:
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
 
 
 def bindable(workflow: Any, definition: Any, source: str, settings: Mapping[str, Any],
@@ -68,7 +63,7 @@ class Definitions:
     def load(self) -> None:
         """Register every definition file, then every stored definition; a bad file stops start-up."""
         for path in definition_files(self.folder):
-            source = _relative(path)
+            source = shown_path(path)
             try:
                 workflow = load_file(path)
                 workflow.origin, workflow.source = "file", source

@@ -6,6 +6,7 @@ import random
 import threading
 from collections import deque
 
+from actions import text
 from actions.base import ActionError
 from actions.redaction import Scrubber
 from app.core.binding import BoundWorkflow
@@ -34,17 +35,8 @@ class RunStateError(Exception):
 
 
 def one_line(error: BaseException) -> str:
-    """A human one-line message for an exception (no traceback)."""
-    try:
-        message = str(error)
-    except Exception:  # a broken __str__ must not stop the engine from recording the failure
-        message = ""
-    if isinstance(error, (ActionError, RenderError, StepTimeout, TriggerError)):
-        text = message
-    else:  # an unexpected exception: its class name is part of the story
-        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+    """A step's or a run's error message: one line, at most MAX_ERROR_LENGTH characters, no traceback."""
+    return text.one_line(error, (ActionError, RenderError, StepTimeout, TriggerError), MAX_ERROR_LENGTH)
 
 
 def backoff(base: float, attempt: int) -> float:
