@@ -20,6 +20,8 @@ from app.core.execution import Attempt, Execution, RunStateError, StepInterrupte
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
+from app.dispatch.base import Dispatcher
+from app.dispatch.local import LocalDispatcher
 from app.errors import StorageError
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.storage.base import Store
@@ -67,6 +69,8 @@ class Engine:
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        # How queued runs reach an executor: this engine's threads (a queue and workers later).
+        self.dispatcher: Dispatcher = LocalDispatcher(self)
         run_logs.install()
 
     # -- starting runs ------------------------------------------------------
@@ -106,7 +110,7 @@ class Engine:
             execution.scrubber = scrubber
             execution.awaited = awaited
             if call_stack:
-                execution.slotless = True
+                execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -247,8 +251,9 @@ class Engine:
         """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned, holds_slot).
 
         ``owned`` is True when the caller must halt the run itself: it was
-        queued, or a cancel disarmed its inline attempt (as the watchdog does
-        on a timeout). Otherwise the run thread halts it at its next boundary.
+        queued (waiting for a slot, or not yet handed over by the dispatcher),
+        or a cancel disarmed its inline attempt (as the watchdog does on a
+        timeout). Otherwise the run thread halts it at its next boundary.
         ``holds_slot``: the caller took over the abandoned run thread's slot and must hand it on.
         """
         with self._lock:
@@ -262,6 +267,9 @@ class Engine:
             owned = holds_slot = False
             if execution in self._pending:
                 self._pending.remove(execution)
+                owned = True
+            elif not execution.dispatched:
+                execution.dispatched = True  # not handed to the engine yet (a queue holds it): it never starts
                 owned = True
             elif control == "cancel" and execution.inline is not None:
                 token = execution.tokens.get(execution.inline)
@@ -318,12 +326,22 @@ class Engine:
         return execution
 
     def _schedule(self, execution: Execution) -> None:
+        """Register a queued run here and hand it to the dispatcher, which has it executed (execute_here)."""
         with self._lock:
             self._executions[execution.run["id"]] = execution
             if self._released:
                 execution.answer.set()
             if self._closing:
                 return
+        self.dispatcher.submit(execution.run["id"])
+
+    def execute_here(self, run_id: str) -> None:
+        """Execute a run registered here on a thread holding a slot, or queue it for the next free slot."""
+        with self._lock:
+            execution = self._executions.get(run_id)
+            if execution is None or execution.dispatched or self._closing:
+                return  # a cancel or pause claimed it first, or this process is stopping: a restart resumes it
+            execution.dispatched = True
             if self._idle or self._active >= self.max_concurrent or not self._may_run(execution):
                 self._pending.append(execution)
                 self._lock.notify()  # one idle worker takes it (waking them all cost each run a dozen switches)

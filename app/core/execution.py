@@ -85,6 +85,8 @@ class Execution:
         self.counted = False
         # A sub-workflow's run: its thread holds no concurrency slot.
         self.slotless = False
+        # Set once the dispatcher handed the run to the engine, or a cancel or pause claimed it before.
+        self.dispatched = False
         # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.
         self.awaited = False
         # Secret values hidden from its records, errors and logs (the engine adds the run's own).

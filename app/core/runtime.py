@@ -77,6 +77,7 @@ class Runtime:
                       for workflow in self.registry}
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.run_child = self.run_child
+        self.dispatcher = self.engine.dispatcher
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
                                    on_overdue=self._poll_overdue)
@@ -92,6 +93,7 @@ class Runtime:
             if self._started:
                 return
             self._started = True
+        self.dispatcher.start()
         self.recover()
         self.scheduler.start()
         for name in sorted(self.store.started_workflows()):
@@ -110,7 +112,7 @@ class Runtime:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
         self.scheduler.shutdown()
-        self.engine.shutdown(timeout)
+        self.dispatcher.shutdown(timeout)
         for bound in self.bound.values():
             try:
                 bound.trigger.close()
