@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from app.config import load_settings
+from app.core.config import load_settings
 from app.errors import PyFlowError
 from app.runs import RunStatus
 
@@ -58,7 +58,7 @@ def _configure_logging(level: str | None, default: str) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(name)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    from app.redaction import LOG_FILTER, settings_scrubber
+    from app.core.redaction import LOG_FILTER, settings_scrubber
     LOG_FILTER.scrubber = settings_scrubber(os.environ)  # create_app sets it again from its settings
     console.addFilter(LOG_FILTER)  # secret settings' values never reach the console
     # The root logger passes INFO on even when the console shows less: runs keep their own logs.
@@ -82,9 +82,9 @@ def _inputs(raw: str | None, option: str = "--input") -> dict[str, Any]:
 
 
 def serve() -> int:
-    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly (app/server.py)."""
-    from app.auth import exposure_problem
-    from app.server import serve as serve_forever
+    """Serve the API with waitress until SIGTERM or Ctrl-C, then shut down cleanly (app/api/server.py)."""
+    from app.api.auth import exposure_problem
+    from app.api.server import serve as serve_forever
 
     settings = load_settings()
     if problem := exposure_problem(settings):
@@ -95,7 +95,7 @@ def serve() -> int:
 
 def list_workflows() -> int:
     """Print one line per registered workflow."""
-    from app.runtime import Runtime
+    from app.core.runtime import Runtime
 
     runtime = Runtime(load_settings())
     for summary in runtime.summaries():
@@ -109,8 +109,8 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
     It holds the store's lock as a server does: beside a running server it is refused (run it
     there: POST /api/workflows/NAME/runs), and no server starts on the store while it runs.
     """
-    from app.runtime import Runtime
-    from app.store_lock import StoreLock, StoreLocked
+    from app.core.runtime import Runtime
+    from app.storage.lock import StoreLock, StoreLocked
 
     settings = load_settings()
     inputs = _inputs(raw_inputs, option)
@@ -134,8 +134,8 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
 
 def validate(files: list[str]) -> int:
     """Check definition files as the server would; one line per file, then each of its problems with its path."""
-    from app.definitions import checked
-    from app.templating import Renderer
+    from app.core.definitions import checked
+    from app.core.templating import Renderer
     from workflows.declarative import DefinitionError, read_definition
 
     settings = load_settings()

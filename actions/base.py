@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from actions.text import snake
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) ->
     return number
 
 
-def _snake(name: str) -> str:
-    name = re.sub(r"Action$", "", name) or name
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
 class BaseAction:
     """One step of a workflow: configured by its constructor, run by ``execute``.
 
@@ -126,7 +122,7 @@ class BaseAction:
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("type"):
-            cls.type = _snake(cls.__name__)
+            cls.type = snake(cls.__name__, "Action")
 
     def execute(self, data_store: dict) -> dict:
         """Do the work and return a JSON-serialisable result."""

@@ -9,11 +9,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction
 from actions.paths import PathError, files_root, inside
 
@@ -262,18 +262,6 @@ class FileAction(BaseAction):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Replace ``path`` atomically, creating its folder; a replaced file keeps its mode, a new one is 0644."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600: keep a replaced file's mode, else the usual 0644.
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), mode)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=0o644, keep_mode=True)

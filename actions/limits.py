@@ -1,6 +1,6 @@
 """Caps on what one step may ask for (threads, waits, timeouts), by setting name.
 
-A definition is checked against them when it is posted (app/limits.py); a value
+A definition is checked against them when it is posted (app/core/limits.py); a value
 that a template makes is checked when the step runs, with ``capped``.
 """
 

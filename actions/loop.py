@@ -11,6 +11,7 @@ from typing import Any
 from actions.base import ActionError, BaseAction
 from actions.jsontext import load_json
 from actions.limits import ITEMS_SETTING, capped
+from actions.text import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class LoopAction(BaseAction):
                 return run_steps(self.steps, names)
             except Exception as error:
                 # Keep the inner verdict: a refused config stays refused, a timeout may be retried.
-                raise ActionError(f"loop item {index + 1} of {length}: {_one_line(error)}",
+                raise ActionError(f"loop item {index + 1} of {length}: {one_line(error, (ActionError,))}",
                                   retryable=getattr(error, "retryable", True)) from error
 
         # A loop inside a parallel loop's item runs one item at a time: threads would multiply per level.
@@ -117,8 +118,3 @@ def _max_parallel(value: Any) -> int:
     return int(text)
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, ActionError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

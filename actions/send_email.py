@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import os
 import re
 import smtplib
 import socket
 import ssl
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -17,13 +15,14 @@ from email.utils import formataddr, formatdate, getaddresses, make_msgid
 from pathlib import Path
 from typing import Any
 
+from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction, seconds
 from actions.paths import PathError, readable
 from actions.private_files import make_private_dir
 
 logger = logging.getLogger(__name__)
 
-# Mirrors app/config.py, for actions run without the app's settings.
+# Mirrors app/core/config.py, for actions run without the app's settings.
 _DEFAULTS = {
     "SMTP_HOST": "",
     "SMTP_PORT": 587,
@@ -325,18 +324,8 @@ def _write_outbox(message: EmailMessage, outbox: Path) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", message["Message-ID"]).strip("-")[:80]
     path = outbox / f"{stamp}-{slug}.eml"
     try:
-        make_private_dir(outbox)  # mkstemp's file is 0600; the folder is the owner's only too
-        # A dot-prefixed temporary name, so readers of *.eml never see a partial message.
-        fd, temp = tempfile.mkstemp(dir=outbox, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(bytes(message))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        make_private_dir(outbox)  # the message is 0600; the folder is the owner's only too
+        write_atomic(path, bytes(message))  # readers of *.eml never see a partial message
     except OSError as error:
         raise ActionError(f"send_email: cannot write {path}: {error.strerror or error}")
     return str(path)

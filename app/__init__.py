@@ -8,13 +8,14 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import auth, dashboard
-from app.config import load_settings
+from app import dashboard
+from app.api import auth
+from app.api.hooks import bp as webhooks
+from app.api.routes import bp as api_blueprint
+from app.core.config import load_settings
+from app.core.redaction import install_log_filter, settings_scrubber
+from app.core.runtime import Runtime
 from app.errors import PyFlowError, error_body
-from app.hooks import bp as webhooks
-from app.redaction import install_log_filter, settings_scrubber
-from app.routes import bp as api
-from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,12 @@ _TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Create the app: settings from the environment, then ``test_config`` on top.
+    """Create the app: settings from the environment, then ``test_config`` on top; nothing starts.
 
     ``test_config`` may also carry ``STORE`` (a Store instance) and
-    ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register).
+    ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register). The runtime is
+    built but not started (no recovery, no polling, no thread), so ``flask routes``
+    or a test of one page costs nothing: ``start_app`` starts it.
     """
     app = Flask(__name__)
     settings = load_settings()
@@ -91,12 +94,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     runtime = Runtime(settings, store=store, workflows=workflows)
     app.extensions["pyflow"] = runtime
-    runtime.start()
 
-    app.register_blueprint(api)
+    app.register_blueprint(api_blueprint)
     dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
     app.register_blueprint(webhooks)
     register_error_handlers(app)
     scrub_answers(app, settings)
     auth.init_app(app)  # WORKFLOW_API_TOKEN: bearer for /api, login for the dashboard
+    return app
+
+
+def start_app(app: Flask) -> Flask:
+    """Start what ``create_app`` built: resume interrupted runs, then poll the started workflows; ``app``."""
+    app.extensions["pyflow"].start()
     return app

@@ -6,6 +6,7 @@ these errors.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +66,13 @@ class InvalidInput(PyFlowError):
     code = "invalid_input"
 
 
+class UnsupportedMediaType(PyFlowError):
+    """The request body has a content type the endpoint does not take."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class TriggerFailed(PyFlowError):
     """Polling a trigger failed (mail server down, login refused)."""
 
@@ -83,6 +91,12 @@ class StorageError(PyFlowError):
 
     status = 503
     code = "storage_error"
+
+
+def storage_error(verb: str, path: Path | str, exc: OSError) -> StorageError:
+    """A StorageError naming what could not be done, the path and the cause."""
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+    return StorageError(f"cannot {verb} {path}: {reason}")
 
 
 def error_body(status: int, code: str, message: str) -> dict:

@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from app.binding import BoundWorkflow  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.engine import Engine  # noqa: E402
-from app.memory_store import MemoryStore  # noqa: E402
+from app.core.binding import BoundWorkflow  # noqa: E402
+from app.core.config import load_settings  # noqa: E402
+from app.core.engine import Engine  # noqa: E402
+from app.core.templating import Renderer  # noqa: E402
 from app.runs import new_run, new_run_id, new_step  # noqa: E402
-from app.store import JsonStore  # noqa: E402
-from app.templating import Renderer  # noqa: E402
+from app.storage.json.store import JsonStore  # noqa: E402
+from app.storage.memory import MemoryStore  # noqa: E402
 from bench.noop_workflows import NoopAction, SyncedNoopAction, ThreeNoops  # noqa: E402
 from workflows.base import Workflow  # noqa: E402
 

@@ -23,7 +23,7 @@ import time  # noqa: E402
 
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from app import create_app  # noqa: E402
+from app import create_app, start_app  # noqa: E402
 from tests.imap_server import IMAPServer, free_port, pdf_message  # noqa: E402
 from tests.pdf_factory import text_pdf  # noqa: E402
 
@@ -64,11 +64,11 @@ def main() -> None:
     try:
         with IMAPServer() as imap, tempfile.TemporaryDirectory() as folder:
             pdf = text_pdf(Path(folder) / "application.pdf").read_bytes()
-            app = create_app({
+            app = start_app(create_app({
                 **imap.settings(Path(folder) / "data"),
                 "EMAIL_POLL_INTERVAL": POLL_INTERVAL,
                 "SMTP_HOST": "127.0.0.1", "SMTP_PORT": smtp.port, "SMTP_SECURITY": "none",
-            })
+            }))
             runtime = app.extensions["pyflow"]
             try:
                 runtime.start_workflow("insurance_application")

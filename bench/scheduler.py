@@ -29,10 +29,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent), *(entry for entry in sys.path if Path(entry or ".").resolve() != HERE)]
 
 from actions.base import BaseAction  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.memory_store import MemoryStore  # noqa: E402
+from app.core.config import load_settings  # noqa: E402
+from app.core.runtime import Runtime  # noqa: E402
 from app.runs import parse_time  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
+from app.storage.memory import MemoryStore  # noqa: E402
 from triggers.cron import CronTrigger  # noqa: E402
 from triggers.interval import IntervalTrigger  # noqa: E402
 from workflows.base import Workflow  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from tests.fixtures import WORKFLOWS
 
 # Settings every test starts from, whatever the developer's environment says.
@@ -25,7 +25,7 @@ def storage(tmp_path):
 
 @pytest.fixture
 def app(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 

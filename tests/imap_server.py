@@ -164,7 +164,7 @@ class IMAPServer:
         self.stop()
 
     def settings(self, storage_path: str | Path, folder: str = "INBOX") -> dict[str, Any]:
-        """Runtime settings (app/config.py names) pointing at this server."""
+        """Runtime settings (app/core/config.py names) pointing at this server."""
         return {
             "IMAP_HOST": self.host,
             "IMAP_PORT": self.port,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from app.config import SETTINGS
+from app.core.config import SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 SERVING = re.compile(r"serving .* on (http://\S+:\d+)")

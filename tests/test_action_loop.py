@@ -11,7 +11,7 @@ from actions.base import ActionError, RunContext
 from actions.condition import ConditionAction
 from actions.loop import LoopAction
 from actions.python import PythonAction
-from app.templating import Renderer
+from app.core.templating import Renderer
 
 TYPES = {"condition": ConditionAction, "python": PythonAction, "loop": LoopAction}
 _running = {"now": 0, "most": 0}

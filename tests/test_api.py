@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import CORE_WORKFLOWS, WORKFLOWS, QueueTrigger, wait_until
 
@@ -21,7 +21,9 @@ ALL_WORKFLOWS = [*WORKFLOWS, *CORE_WORKFLOWS]
 @pytest.fixture
 def app(storage):
     """The conftest app, with the core tests' workflows registered too."""
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": ALL_WORKFLOWS})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": ALL_WORKFLOWS}
+    ))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -263,8 +265,8 @@ def test_an_unsupported_content_type_answers_415(client, content_type):
 
 
 def test_a_body_over_the_upload_limit_answers_413(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_MAX_UPLOAD_MB": 0.001})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_MAX_UPLOAD_MB": 0.001}))
     try:
         client = app.test_client()
         big = {"inputs": {"text": "x" * 5000}}
@@ -550,7 +552,7 @@ def test_an_action_raising_a_weird_exception_fails_its_run_without_a_traceback(c
 
 
 def test_an_unexpected_error_answers_a_json_500_and_logs_the_traceback(storage, caplog):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS}))
 
     class WeirdError(Exception):
         def __str__(self):
@@ -629,7 +631,9 @@ def test_inputs_left_out_take_their_schema_defaults(storage):
             "greeting": {"type": "string", "default": "hello"}, "times": {"type": "integer", "default": 2}}}
         actions = [EchoAction("say", value="{{ (inputs.greeting ~ ' ') * inputs.times }}")]
 
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [Greeting]})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [Greeting]}
+    ))
     try:
         client = app.test_client()
         run = client.post("/api/workflows/greeting/runs?wait=5", json={"inputs": {"times": 3}}).get_json()
@@ -658,8 +662,8 @@ def test_a_body_past_a_bound_answers_400(client, body, words):
 
 
 def test_the_depth_bound_is_a_setting(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_MAX_JSON_DEPTH": 3})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_MAX_JSON_DEPTH": 3}))
     try:
         client = app.test_client()
         assert client.post("/api/workflows/echo/runs", json={"inputs": {"a": [1]}}).status_code == 202
@@ -678,8 +682,8 @@ def test_multipart_inputs_past_a_bound_answer_400(client):
 
 
 def test_an_inputs_schema_pattern_that_runs_away_is_422_and_health_answers(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_REGEX_TIMEOUT": 0.3})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_REGEX_TIMEOUT": 0.3}))
     try:
         client = app.test_client()
         definition = {"name": "slow_schema", "inputs": {"type": "object", "properties": {

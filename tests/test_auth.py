@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import app.auth
-from app import create_app
-from app.auth import exposure_problem
+import app.api.auth
+from app import create_app, start_app
+from app.api.auth import exposure_problem
+from app.api.hosts import host_is_trusted, is_loopback, trusted_hosts
+from app.api.sessions import FILENAME, LoginRegistry
+from app.api.throttle import FailureLimiter, client_key
 from app.errors import ConfigError
-from app.hosts import host_is_trusted, is_loopback, trusted_hosts
-from app.sessions import FILENAME, LoginRegistry
-from app.throttle import FailureLimiter, client_key
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 
@@ -25,8 +25,8 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 @pytest.fixture
 def locked(storage):
     """An app with WORKFLOW_API_TOKEN and a fixed secret key."""
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -88,8 +88,8 @@ def test_an_untrusted_host_is_400_json_under_api_and_plain_text_elsewhere(client
 
 
 def test_trusted_hosts_can_be_configured_with_a_wildcard(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                      "WORKFLOW_TRUSTED_HOSTS": ("pyflow.example.org", ".corp.example")})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_TRUSTED_HOSTS": ("pyflow.example.org", ".corp.example")}))
     try:
         client = app.test_client()
         assert client.get("/api/health", headers={"Host": "pyflow.example.org"}).status_code == 200
@@ -190,7 +190,7 @@ def test_a_session_logged_in_before_the_lockout_keeps_working(locked):
 def test_the_lockout_ends_when_the_minute_has_passed(locked, monkeypatch):
     client = locked.test_client()
     clock = Clock()
-    monkeypatch.setattr(locked.extensions[app.auth.LIMITER_KEY], "_clock", clock)
+    monkeypatch.setattr(locked.extensions[app.api.auth.LIMITER_KEY], "_clock", clock)
     for _ in range(10):
         client.get("/api/runs", headers=bearer("guess"))
     assert client.get("/api/runs", headers=bearer(TOKEN)).status_code == 429
@@ -235,7 +235,7 @@ def test_a_session_cookie_copied_before_logout_is_refused_after_it(locked):
 def test_a_logout_holds_across_a_restart_and_a_login_survives_it(storage):
     settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_API_TOKEN": TOKEN,
                 "WORKFLOW_SECRET_KEY": "s" * 32}
-    first = create_app(settings)
+    first = start_app(create_app(settings))
     try:
         stays, leaves = first.test_client(), first.test_client()
         log_in(stays), log_in(leaves)
@@ -244,7 +244,7 @@ def test_a_logout_holds_across_a_restart_and_a_login_survives_it(storage):
     finally:
         first.extensions["pyflow"].shutdown(timeout=2)
     assert (storage / FILENAME).exists() and TOKEN not in (storage / FILENAME).read_text()
-    second = create_app(settings)
+    second = start_app(create_app(settings))
     try:
         client = second.test_client()
         client.set_cookie("session", kept)
@@ -270,7 +270,7 @@ def test_a_login_older_than_the_session_hours_is_refused_on_the_server(locked, m
     log_in(client)
     assert client.get("/api/runs").status_code == 200
     later = time.time() + 12 * 3600 + 1
-    monkeypatch.setattr(app.auth, "time", SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(app.api.auth, "time", SimpleNamespace(time=lambda: later))
     assert client.get("/api/runs").status_code == 401
 
 
@@ -286,14 +286,14 @@ def test_the_login_registry_expires_closes_and_stays_bounded(tmp_path, monkeypat
     registry.close(second)
     assert not registry.is_live(second) and not registry.is_live(None) and not registry.is_live("")
     assert not LoginRegistry(tmp_path / FILENAME, lifetime=60, clock=clock).is_live(second)
-    monkeypatch.setattr("app.sessions.MAX_LOGINS", 3)
+    monkeypatch.setattr("app.api.sessions.MAX_LOGINS", 3)
     ids = [registry.open() for _ in range(5)]
     assert len(registry) == 3 and registry.is_live(ids[-1])
 
 
 def test_serving_on_all_interfaces_without_trusted_hosts_warns_naming_the_setting(storage, caplog):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "HOST": "0.0.0.0",
-                      "WORKFLOW_API_TOKEN": TOKEN})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "HOST": "0.0.0.0",
+                      "WORKFLOW_API_TOKEN": TOKEN}))
     try:
         assert "HOST is 0.0.0.0 but WORKFLOW_TRUSTED_HOSTS is not set" in caplog.text
         assert app.test_client().get("/api/health", headers={"Host": "myserver.lan:5001"}).status_code == 400

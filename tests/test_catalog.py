@@ -6,11 +6,11 @@ import copy
 
 import pytest
 
-from app.catalog import Catalog
-from app.config import load_settings
+from app.core.catalog import Catalog
+from app.core.config import load_settings
+from app.core.templating import Renderer
 from app.errors import Conflict, InvalidInput, NotFound
-from app.memory_store import MemoryStore
-from app.templating import Renderer
+from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import EchoWorkflow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
-from app.config import SECRET_SETTINGS, load_settings, public_settings
+from app import create_app, start_app
+from app.core.config import SECRET_SETTINGS, load_settings, public_settings
 from app.errors import ConfigError
 
 # DESIGN.md section 5, as a user reads it.
@@ -115,7 +115,7 @@ def test_create_app_reads_the_environment_and_refuses_bad_values(tmp_path, monke
     monkeypatch.setenv("WORKFLOW_STORAGE_PATH", str(tmp_path / "data"))
     monkeypatch.setenv("WORKFLOW_MAX_CONCURRENT", "zero")
     with pytest.raises(ConfigError, match="WORKFLOW_MAX_CONCURRENT must be a positive integer, got 'zero'"):
-        create_app()
+        start_app(create_app())
 
 
 def test_create_app_takes_settings_from_the_environment_and_test_config_on_top(tmp_path, monkeypatch):
@@ -123,7 +123,7 @@ def test_create_app_takes_settings_from_the_environment_and_test_config_on_top(t
     monkeypatch.setenv("WORKFLOW_MAX_CONCURRENT", "7")
     monkeypatch.setenv("WORKFLOW_MAX_UPLOAD_MB", "2")
     monkeypatch.setenv("WORKFLOW_MODULES", "")
-    app = create_app({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")})
+    app = start_app(create_app({"WORKFLOW_STORAGE_PATH": str(tmp_path / "data")}))
     try:
         assert app.config["WORKFLOW_MAX_CONCURRENT"] == 7
         assert app.config["WORKFLOW_STORAGE_PATH"] == str(tmp_path / "data")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (
     DURABLE_WORKFLOWS,
@@ -29,13 +29,13 @@ OPERATIONS = ("cancel", "pause", "resume", "retry", "skip")
 def app(storage):
     """One run executes at a time, so a second run waits queued; shell commands are allowed."""
     reset_gates()
-    app = create_app({
+    app = start_app(create_app({
         **TEST_SETTINGS,
         "WORKFLOW_STORAGE_PATH": str(storage),
         "WORKFLOW_CLASSES": DURABLE_WORKFLOWS,
         "WORKFLOW_MAX_CONCURRENT": 1,
         "WORKFLOW_ALLOW_SHELL": True,
-    })
+    }))
     yield app
     release_gates()  # steps still held at a gate go on, so the shutdown need not wait for them
     app.extensions["pyflow"].shutdown(timeout=5)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import EchoAction, wait_until
@@ -259,7 +259,9 @@ class MorningWorkflow(Workflow):
 
 
 def test_a_cron_workflow_runs_once_per_scheduled_time_through_the_api(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [MorningWorkflow]})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": [MorningWorkflow]}
+    ))
     try:
         client = app.test_client()
         summary = client.get("/api/workflows/morning").get_json()

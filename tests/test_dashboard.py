@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
+from app import create_app, start_app
+from app.core.metrics import percentile, workflow_metrics
 from app.dashboard import pages
 from app.dashboard.graph import is_chain, layers, layout
-from app.metrics import percentile, workflow_metrics
 from app.runs import format_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
@@ -49,8 +49,8 @@ def log_step(name: str, **keys) -> dict:
 @pytest.fixture
 def locked(storage):
     """An app with WORKFLOW_API_TOKEN set."""
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_API_TOKEN": TOKEN, "WORKFLOW_SECRET_KEY": "k" * 32}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -408,8 +408,8 @@ def test_login_never_redirects_off_site(locked, target):
 
 def test_a_new_token_ends_old_sessions(storage):
     settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_SECRET_KEY": "s" * 32}
-    first = create_app({**settings, "WORKFLOW_API_TOKEN": "one"})
-    second = create_app({**settings, "WORKFLOW_API_TOKEN": "two"})
+    first = start_app(create_app({**settings, "WORKFLOW_API_TOKEN": "one"}))
+    second = start_app(create_app({**settings, "WORKFLOW_API_TOKEN": "two"}))
     try:
         client = first.test_client()
         token = CSRF_FIELD.search(client.get("/login").text).group(1)
@@ -507,8 +507,8 @@ def test_prometheus_metrics_parse_and_count_runs(client):
 
 def test_each_app_has_its_own_metrics(client, storage, tmp_path):
     api_run(client, "echo", {"text": "a"})
-    other = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "other"),
-                        "WORKFLOW_CLASSES": WORKFLOWS})
+    other = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "other"),
+                        "WORKFLOW_CLASSES": WORKFLOWS}))
     try:
         other_samples = _samples(other.test_client())
     finally:
@@ -543,7 +543,9 @@ def test_only_non_chains_are_drawn():
 
 
 def test_a_browser_post_from_another_site_is_refused_but_same_site_and_non_browsers_pass(tmp_path):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": WORKFLOWS})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": WORKFLOWS}
+    ))
     try:
         client = app.test_client()
         url = "/api/workflows/echo/runs"

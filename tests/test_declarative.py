@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from app import create_app
+from app import create_app, start_app
 from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 from tests.server import REPO, server_env
@@ -200,8 +200,8 @@ BROKEN_PROBLEMS = [
 
 
 def test_template_syntax_errors_are_found_when_the_file_is_validated(tmp_path):
-    from app.definitions import checked
-    from app.templating import Renderer
+    from app.core.definitions import checked
+    from app.core.templating import Renderer
 
     path = write(tmp_path, BROKEN_TEMPLATES)
     with pytest.raises(DefinitionError) as caught:
@@ -298,8 +298,8 @@ def test_an_invalid_file_stops_start_up(tmp_path):
     bad = write(folder, "name: broken\nsteps: [{name: get, type: http_request, config: {url: 'http://a', uri: x}}]",
                 "broken.yaml")
     with pytest.raises(ConfigError) as caught:
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
-                    "WORKFLOW_DEFINITIONS_PATH": str(folder)})
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                    "WORKFLOW_DEFINITIONS_PATH": str(folder)}))
     assert str(bad) in caught.value.message
     assert "steps[0].config.uri: unknown setting for type 'http_request'" in caught.value.message
 
@@ -309,8 +309,8 @@ def test_a_definition_file_taking_a_python_workflows_name_stops_start_up(tmp_pat
     folder.mkdir()
     write(folder, f"name: echo\n{ONE_STEP}", "echo.yaml")
     with pytest.raises(ConfigError, match=r"echo\.yaml: workflow name 'echo' is already used by tests/fixtures\.py"):
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
-                    "WORKFLOW_DEFINITIONS_PATH": str(folder), "WORKFLOW_MODULES": ("tests.fixtures",)})
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                    "WORKFLOW_DEFINITIONS_PATH": str(folder), "WORKFLOW_MODULES": ("tests.fixtures",)}))
 
 
 # -- YAML without anchors and aliases, nesting bounded (issue 12 item 6) -------------------------------------

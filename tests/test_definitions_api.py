@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, wait_until
 
@@ -27,7 +27,7 @@ def run(client, name: str, inputs: dict | None = None) -> dict:
 @contextmanager
 def started_app(storage):
     """An app on ``storage``, shut down when the block ends (for tests that restart it)."""
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS}))
     try:
         yield app
     finally:
@@ -287,8 +287,8 @@ def test_a_value_past_its_cap_is_refused_with_its_path(client, runtime, change, 
 def test_a_stored_definition_past_a_lowered_cap_is_skipped(storage, caplog):
     with started_app(storage) as first:
         assert first.test_client().post("/api/workflows", json={**HELLO, "max_parallel_steps": 8}).status_code == 201
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
-                      "WORKFLOW_MAX_PARALLEL": 4})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                      "WORKFLOW_MAX_PARALLEL": 4}))
     try:
         assert app.test_client().get("/api/workflows/hello").status_code == 404
         assert "stored definition hello v1 is not loaded" in caplog.text

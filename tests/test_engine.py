@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from actions.base import BaseAction
-from app.binding import BoundWorkflow
-from app.config import load_settings
-from app.engine import Engine
-from app.memory_store import MemoryStore
+from app.core.binding import BoundWorkflow
+from app.core.config import load_settings
+from app.core.engine import Engine
 from app.runs import new_run, new_step
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
+from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (
     ATTEMPT_TIMES,

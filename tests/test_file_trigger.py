@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actions.log import LogAction
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
 from triggers.base import TriggerError
@@ -262,8 +262,8 @@ def test_a_symlink_inside_the_root_that_points_out_is_refused(tmp_path):
 
 @pytest.fixture
 def client(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                      "WORKFLOW_CLASSES": [*WORKFLOWS, *TRIGGER_WORKFLOWS]})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, *TRIGGER_WORKFLOWS]}))
     yield app.test_client()
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -303,7 +303,9 @@ def test_a_workflow_written_in_python_may_watch_any_folder_a_definition_may_not(
         trigger = FileTrigger("drop", folder=str(outside), settle_seconds=0)
         actions = [LogAction("log", message="{{ trigger_data.filename }}")]
 
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": [Watcher]})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_CLASSES": [Watcher]}
+    ))
     try:
         client = app.test_client()
         drop(outside, "a.txt")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import wait_until
 from tests.imap_server import IMAPServer, free_port, pdf_message
@@ -60,7 +60,7 @@ def make_app(storage):
     apps = []
 
     def make(**settings):
-        app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), **settings})
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), **settings}))
         apps.append(app)
         return app.test_client()
 

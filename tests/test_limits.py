@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (
     DURABLE_WORKFLOWS,
@@ -30,8 +30,8 @@ def make_client(storage):
     apps = []
 
     def make(**settings):
-        app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                          "WORKFLOW_CLASSES": DURABLE_WORKFLOWS, **settings})
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                          "WORKFLOW_CLASSES": DURABLE_WORKFLOWS, **settings}))
         apps.append(app)
         return app.test_client()
 

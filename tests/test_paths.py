@@ -9,7 +9,7 @@ import pytest
 
 from actions import paths
 from actions.paths import PathError, confine, confined, inside, readable, writable
-from app import create_app
+from app import create_app, start_app
 from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 
@@ -121,7 +121,9 @@ def test_confine_checks_only_inside_a_python_step(tmp_path):
 def test_a_files_root_in_or_above_the_code_stops_start_up(tmp_path, folder):
     root = (REPO / folder).resolve()
     with pytest.raises(ConfigError) as caught:
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_FILES_ROOT": str(root)})
+        start_app(create_app(
+            {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_FILES_ROOT": str(root)}
+        ))
     message = str(caught.value)
     assert message.startswith(f"WORKFLOW_FILES_ROOT ({root}) must be apart from the code in {REPO}/")
     assert "would let a posted definition change the code" in message
@@ -143,11 +145,11 @@ def test_a_files_root_in_a_listed_module_stops_start_up(tmp_path):
             settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
                         "WORKFLOW_FILES_ROOT": str(root), setting: module}
             with pytest.raises(ConfigError, match=rf"^WORKFLOW_FILES_ROOT \({root}\) must be apart from the code in "):
-                create_app(settings)
+                start_app(create_app(settings))
         # Beside the module, in a folder of its own, is fine.
-        app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
                           "WORKFLOW_FILES_ROOT": str(tmp_path / "code" / "data"),
-                          "WORKFLOW_PYTHON_MODULES": ("single",)})
+                          "WORKFLOW_PYTHON_MODULES": ("single",)}))
         app.extensions["pyflow"].shutdown(timeout=2)
     finally:
         sys.path.remove(str(tmp_path / "code"))
@@ -156,23 +158,23 @@ def test_a_files_root_in_a_listed_module_stops_start_up(tmp_path):
 
 def test_a_files_root_that_holds_the_store_stops_start_up(tmp_path):
     with pytest.raises(ConfigError) as caught:
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
-                    "WORKFLOW_FILES_ROOT": str(tmp_path)})
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                    "WORKFLOW_FILES_ROOT": str(tmp_path)}))
     assert str(caught.value) == (f"WORKFLOW_FILES_ROOT ({tmp_path}) must not hold the store, WORKFLOW_STORAGE_PATH "
                                  f"({tmp_path / 'data'}); the default is {tmp_path / 'data' / 'files'}")
 
 
 def test_the_default_and_a_separate_root_start(tmp_path):
     for extra in ({}, {"WORKFLOW_FILES_ROOT": str(tmp_path / "elsewhere")}):
-        app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), **extra})
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), **extra}))
         app.extensions["pyflow"].shutdown(timeout=2)
 
 
 def test_a_store_inside_the_code_stops_start_up(tmp_path):
     storage = REPO / "workflows" / "library" / f"data-{tmp_path.name}"
     with pytest.raises(ConfigError) as caught:
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_FILES_ROOT": str(tmp_path / "files")})
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_FILES_ROOT": str(tmp_path / "files")}))
     assert str(caught.value) == (f"WORKFLOW_STORAGE_PATH ({storage}) must not be inside the code in {REPO}/workflows: "
                                  f"uploads saved there would be importable modules")
     assert not storage.exists()  # refused before the store made its folder

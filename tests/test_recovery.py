@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 from tests.fixtures import side_effect_lines, wait_until
 from tests.server import Server, Servers
 

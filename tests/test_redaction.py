@@ -10,10 +10,10 @@ import logging
 import pytest
 
 from actions.base import ActionError, BaseAction
-from app.binding import BoundWorkflow
-from app.config import SECRET_SETTINGS, load_settings
-from app.engine import Engine
-from app.redaction import (
+from app.core.binding import BoundWorkflow
+from app.core.config import SECRET_SETTINGS, load_settings
+from app.core.engine import Engine
+from app.core.redaction import (
     LOG_FILTER,
     REDACTED,
     Scrubber,
@@ -25,7 +25,7 @@ from app.redaction import (
     secret_values,
     settings_scrubber,
 )
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
 from workflows.base import Workflow
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from actions.base import BaseAction
-from app import create_app
+from app import create_app, start_app
 from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import EchoAction, EchoWorkflow, FailingWorkflow
@@ -185,7 +185,7 @@ def app_config(tmp_path, **settings) -> dict:
 def test_create_app_with_a_broken_workflow_module_stops_naming_the_file(tmp_path, package):
     name = package({"good": workflow_module("good"), "broken": HEADER + "\n\nraise RuntimeError('boom')\n"})
     with pytest.raises(ConfigError, match=rf"cannot load {name}/broken\.py: line 5: RuntimeError: boom"):
-        create_app(app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.good", f"{name}.broken")))
+        start_app(create_app(app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.good", f"{name}.broken"))))
 
 
 def test_create_app_reads_workflow_modules_from_the_environment(tmp_path, package, monkeypatch):
@@ -194,13 +194,15 @@ def test_create_app_reads_workflow_modules_from_the_environment(tmp_path, packag
     config = app_config(tmp_path)
     del config["WORKFLOW_MODULES"]
     with pytest.raises(ConfigError, match=rf"{name}/broken\.py: line 1: ImportError: cannot find libfoo"):
-        create_app(config)
+        start_app(create_app(config))
 
 
 def test_create_app_with_a_duplicate_name_across_modules_and_classes_stops(tmp_path, package):
     name = package({"echo_twin": workflow_module("echo", "EchoTwin")})
     with pytest.raises(ConfigError) as caught:
-        create_app(app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.echo_twin",), WORKFLOW_CLASSES=[EchoWorkflow]))
+        start_app(create_app(
+            app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.echo_twin",), WORKFLOW_CLASSES=[EchoWorkflow])
+        ))
     message = str(caught.value)
     assert "workflow name 'echo' is already used" in message
     assert f"{name}/echo_twin.py" in message
@@ -209,7 +211,7 @@ def test_create_app_with_a_duplicate_name_across_modules_and_classes_stops(tmp_p
 
 def test_create_app_registers_workflows_of_extra_modules(tmp_path, package):
     name = package({"extra": workflow_module("extra_one")})
-    app = create_app(app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.extra",)))
+    app = start_app(create_app(app_config(tmp_path, WORKFLOW_MODULES=(f"{name}.extra",))))
     try:
         response = app.test_client().get("/api/workflows/extra_one")
         assert response.status_code == 200
@@ -227,7 +229,7 @@ def test_a_workflow_with_a_bad_trigger_template_stops_start_up(tmp_path):
         actions = [EchoAction("echo", value=1)]
 
     with pytest.raises(ConfigError, match=r"workflow 'bad_interval': .*trigger.*nope"):
-        create_app(app_config(tmp_path, WORKFLOW_CLASSES=[BadInterval]))
+        start_app(create_app(app_config(tmp_path, WORKFLOW_CLASSES=[BadInterval])))
 
 
 def test_a_manual_workflow_and_a_base_action_are_valid_defaults():

@@ -8,8 +8,8 @@ import pytest
 
 from actions.base import BaseAction
 from app import create_app
-from app.memory_store import MemoryStore
-from app.run_logs import RunLog
+from app.core.run_logs import RunLog
+from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
 from workflows.base import Workflow
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
 from app.errors import PyFlowError, StorageError
 from app.runs import new_run, new_step, parse_time
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (
     WORKFLOWS,
@@ -39,12 +39,12 @@ def make_app(storage):
     apps = []
 
     def make(*extra_workflows, **settings):
-        app = create_app({
+        app = start_app(create_app({
             **TEST_SETTINGS,
             "WORKFLOW_STORAGE_PATH": str(storage),
             "WORKFLOW_CLASSES": [*WORKFLOWS, *extra_workflows],
             **settings,
-        })
+        }))
         apps.append(app)
         return app
 
@@ -385,7 +385,7 @@ def test_a_storage_folder_below_a_regular_file_stops_start_up_naming_the_path(tm
     blocker.write_text("I am a file", encoding="utf-8")
     storage = blocker / "data"
     with pytest.raises(PyFlowError) as caught:
-        create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage)})
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage)}))
     assert isinstance(caught.value, StorageError)
     assert str(storage) in str(caught.value)
     assert "Not a directory" in str(caught.value)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from app import create_app
+from app import create_app, start_app
+from app.core.scheduler import Scheduler
 from app.runs import parse_time
-from app.scheduler import Scheduler
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
 from triggers.base import BaseTrigger
@@ -216,8 +216,8 @@ class DueLaterWorkflow(Workflow):
 
 @pytest.fixture
 def runtime(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                      "WORKFLOW_CLASSES": [*WORKFLOWS, FastIntervalWorkflow, DueLaterWorkflow]})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, FastIntervalWorkflow, DueLaterWorkflow]}))
     yield app.extensions["pyflow"]
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -277,8 +277,8 @@ class HungWorkflow(Workflow):
 def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storage):
     HungTrigger.release.clear()
     HungTrigger.entered.clear()
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_POLL_TIMEOUT": 0.5,
-                      "WORKFLOW_CLASSES": [*WORKFLOWS, HungWorkflow]})
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_POLL_TIMEOUT": 0.5,
+                      "WORKFLOW_CLASSES": [*WORKFLOWS, HungWorkflow]}))
     client = app.test_client()
     first = threading.Thread(target=lambda: client.post("/api/workflows/hung_poll/poll"))
     first.start()

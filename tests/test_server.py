@@ -339,11 +339,11 @@ def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):
     assert "Traceback" not in server.stderr
 
 
-# -- app/server.py's parts --------------------------------------------------------------------------------------
+# -- app/api/server.py's parts --------------------------------------------------------------------------------------
 
 def test_listen_on_a_busy_port_is_one_line_naming_host_and_port():
+    from app.api.server import listen
     from app.errors import ConfigError
-    from app.server import listen
 
     taken = listen("127.0.0.1", 0, backlog=8)
     try:
@@ -361,7 +361,7 @@ def test_listen_on_a_busy_port_is_one_line_naming_host_and_port():
 def test_the_queue_depth_warning_is_one_line_per_busy_period(caplog):
     import logging
 
-    from app.server import QueueDepthLog
+    from app.api.server import QueueDepthLog
 
     log = logging.getLogger("waitress.queue.test")
     quiet = QueueDepthLog(quiet_seconds=3600)

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from app.errors import NotFound, StorageError
-from app.files import Mutex
-from app.memory_store import MemoryStore
-from app.run_index import INDEX_FIELDS, RunIndex
 from app.runs import format_time, new_run, new_step
-from app.store import FLUSH_DELAY, Durability, JsonStore
-from app.wal import WriteAheadLog
+from app.storage.base import Durability
+from app.storage.json.files import Mutex
+from app.storage.json.index import INDEX_FIELDS, RunIndex
+from app.storage.json.store import FLUSH_DELAY, JsonStore
+from app.storage.json.wal import WriteAheadLog
+from app.storage.memory import MemoryStore
 from tests.fixtures import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,7 +275,7 @@ def test_torn_last_journal_line_is_ignored_and_cut(json_store):
 CHILD_APPENDS = """
 import sys
 from app.runs import new_step
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
 print("ready", flush=True)
@@ -472,7 +473,7 @@ def test_no_data_file_stays_open(json_store):
 CHILD_CREATES = """
 import sys
 from app.runs import new_run
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
 store.list_runs(limit=1)  # load the index before the other process writes
@@ -528,7 +529,8 @@ def test_two_processes_create_runs_at_once(json_store):
 CHILD_LOOPS = """
 import random, sys
 from app.runs import new_run, new_step
-from app.store import Durability, JsonStore
+from app.storage.base import Durability
+from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
 print("ready", flush=True)
@@ -579,7 +581,7 @@ def test_kill_9_loses_nothing_reported(json_store, tmp_path):
 CHILD_COMMITS = """
 import sys
 from app.runs import new_run, new_step
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
 run = new_run("wf", [new_step(f"s{k}", "noop") for k in range(3)], {}, "api")
@@ -632,12 +634,12 @@ def test_a_power_loss_that_spares_the_journals_still_restores_the_index(json_sto
 
 CHILD_CHECKPOINTS = """
 import sys, time
-import app.store
+import app.storage.json.store
 from app.runs import new_run
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 
-app.store._WAL_LIMIT = 0  # every durable write checkpoints (in the background)
-app.store.FLUSH_DELAY = 3600  # and no timer writes the deferred index lines: only the checkpoint may
+app.storage.json.store._WAL_LIMIT = 0  # every durable write checkpoints (in the background)
+app.storage.json.store.FLUSH_DELAY = 3600  # and no timer writes the deferred index lines: only the checkpoint may
 store = JsonStore(sys.argv[1])
 runs = [new_run("wf", [], {"n": n}, "api") for n in range(3)]
 for run in runs:
@@ -710,7 +712,7 @@ def test_a_live_process_log_is_left_alone_and_dropped_at_close(json_store):
 
 
 def test_a_full_write_ahead_log_is_checkpointed_in_the_background(json_store, monkeypatch):
-    monkeypatch.setattr("app.store._WAL_LIMIT", 4096)
+    monkeypatch.setattr("app.storage.json.store._WAL_LIMIT", 4096)
     runs = [make_run() for _ in range(30)]
     for run in runs:
         json_store.create_run(run)
@@ -851,7 +853,7 @@ CHILD_DISK_FULL = """
 import json, resource, sys
 from app.errors import StorageError
 from app.runs import new_run, new_step
-from app.store import JsonStore
+from app.storage.json.store import JsonStore
 
 store = JsonStore(sys.argv[1])
 run = json.loads(sys.argv[2])
@@ -970,7 +972,7 @@ def test_every_file_is_0600_and_every_folder_0700(tmp_path, open_umask):
 
     from werkzeug.datastructures import FileStorage
 
-    from app.uploads import save_uploads
+    from app.api.uploads import save_uploads
 
     store = JsonStore(tmp_path / "data")
     run = make_run()

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from app.store_lock import StoreLock, StoreLocked
+from app.storage.lock import StoreLock, StoreLocked
 from tests.server import REPO
 
 HOLD = """
 import sys, time
-from app.store_lock import StoreLock
+from app.storage.lock import StoreLock
 StoreLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from app.templating import Renderer, RenderError, is_truthy, needs_rendering
+from app.core.templating import Renderer, RenderError, is_truthy, needs_rendering
 from tests.fixtures import EchoAction
 
 CONTEXT = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import base_url, serving
@@ -68,7 +68,7 @@ def smtp():
 def mail_app(storage, smtp):
     """The app with outgoing mail going to the aiosmtpd server."""
     _, port = smtp
-    app = create_app({
+    app = start_app(create_app({
         **TEST_SETTINGS,
         "WORKFLOW_STORAGE_PATH": str(storage),
         "WORKFLOW_CLASSES": WORKFLOWS,
@@ -77,7 +77,7 @@ def mail_app(storage, smtp):
         "SMTP_SECURITY": "none",
         "MAIL_FROM": "monitor@example.org",
         "UPTIME_ALERT_TO": "ops@example.org",
-    })
+    }))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -188,12 +188,12 @@ def test_bad_inputs_are_refused_before_a_run_starts(client):
 
 
 def test_started_it_checks_uptime_url_every_uptime_interval(storage, target):
-    app = create_app({
+    app = start_app(create_app({
         **TEST_SETTINGS,
         "WORKFLOW_STORAGE_PATH": str(storage),
         "UPTIME_INTERVAL": 0.5,
         "UPTIME_URL": target.url,
-    })
+    }))
     client = app.test_client()
     try:
         summary = client.post("/api/workflows/uptime_monitor/start").get_json()

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import app.hooks
+import app.api.hooks
 import triggers.webhook
-from app import create_app
+from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
 from triggers import signatures
@@ -26,13 +26,13 @@ SECRET = "It's a Secret to Everybody"
 
 @pytest.fixture
 def hook_app(storage):
-    app = create_app({
+    app = start_app(create_app({
         **TEST_SETTINGS,
         "WORKFLOW_STORAGE_PATH": str(storage),
         "WORKFLOW_CLASSES": [*WORKFLOWS, *TRIGGER_WORKFLOWS],
         "HOOK_SECRET": SECRET,
         "WORKFLOW_MAX_UPLOAD_MB": 0.01,
-    })
+    }))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -215,7 +215,9 @@ def test_the_secret_never_appears_in_a_summary(client):
 
 
 def test_a_secret_setting_that_is_not_set_keeps_the_workflow_from_starting(storage):
-    app = create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": TRIGGER_WORKFLOWS})
+    app = start_app(create_app(
+        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": TRIGGER_WORKFLOWS}
+    ))
     try:
         client = app.test_client()
         assert "secret refers to setting HOOK_SECRET, which is not set" in (
@@ -296,13 +298,13 @@ def test_a_replay_is_refused_after_a_restart(storage):
     settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": TRIGGER_WORKFLOWS}
     body, at = b'{"id": "evt_1"}', int(time.time())
     headers = {"Stripe-Signature": stripe_signature(body, at)}
-    first = create_app(settings)
+    first = start_app(create_app(settings))
     try:
         client = started(first.test_client(), "stripe_hook")
         assert client.post("/api/hooks/stripe_hook", data=body, headers=headers).status_code == 202
     finally:
         first.extensions["pyflow"].shutdown(timeout=2)
-    second = create_app(settings)
+    second = start_app(create_app(settings))
     try:
         response = second.test_client().post("/api/hooks/stripe_hook", data=body, headers=headers)
         assert response.status_code == 409
@@ -447,7 +449,7 @@ def test_result_mode_answers_502_with_the_runs_error_when_it_fails(client):
 
 
 def test_result_mode_answers_202_when_the_run_takes_longer_than_the_wait(client, monkeypatch):
-    monkeypatch.setattr(app.hooks, "RESULT_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(app.api.hooks, "RESULT_WAIT_SECONDS", 0.05)
     started(client, "slow_hook")
     response = client.post("/api/hooks/slow_hook", json={})
     assert response.status_code == 202

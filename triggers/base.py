@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from actions.text import snake
 
 logger = logging.getLogger(__name__)
 
@@ -15,11 +16,6 @@ class TriggerError(RuntimeError):
 
     The runtime logs it without a traceback and retries with backoff.
     """
-
-
-def _snake(name: str) -> str:
-    name = re.sub(r"Trigger$", "", name) or name
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 class BaseTrigger:
@@ -50,7 +46,7 @@ class BaseTrigger:
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("type"):
-            cls.type = _snake(cls.__name__)
+            cls.type = snake(cls.__name__, "Trigger")
 
     def setup(self, settings: Mapping[str, Any]) -> None:
         """Check and complete the configuration once the runtime binds the trigger.

@@ -13,7 +13,6 @@ import mimetypes
 import os
 import re
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from datetime import UTC
@@ -22,6 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
+from actions.atomic import write_atomic
 from actions.paths import PathError, attachments_folder, readable
 from actions.private_files import make_private_dir
 from triggers.base import BaseTrigger, TriggerError
@@ -354,7 +354,7 @@ class EmailTrigger(BaseTrigger):
             for index, (filename, content_type, data) in enumerate(parts, 1):
                 name = _safe_filename(filename, index, content_type, {item["filename"] for item in saved})
                 path = folder / name
-                _write_atomic(path, data)
+                write_atomic(path, data)  # 0600, and no reader sees half a file
                 saved.append({"filename": name, "content_type": content_type, "size": len(data), "path": str(path)})
         except OSError as exc:
             raise EmailTriggerError(f"{self._where}: cannot save attachments in {folder}: {exc}") from exc
@@ -618,16 +618,3 @@ def _safe_filename(filename: str | None, index: int, content_type: str, taken: s
     return name
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and os.replace, so no reader sees half a file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise

@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import os
 import pkgutil
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 
+from actions.text import shown_path
 from workflows.base import Workflow
 
 logger = logging.getLogger(__name__)
@@ -24,14 +24,9 @@ class WorkflowLoadError(Exception):
     """A workflow module or class cannot be registered; the message names the file."""
 
 
-def _relative(path: str) -> str:
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
-
-
 def _source_of(workflow: type[Workflow]) -> str:
     path = getattr(sys.modules.get(workflow.__module__), "__file__", None)
-    return _relative(path) if path else workflow.__module__
+    return shown_path(path) if path else workflow.__module__
 
 
 class WorkflowRegistry:

@@ -8,13 +8,13 @@ from flask import Blueprint, Flask, Response, render_template
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from app import auth
+from app.api import auth
+from app.core.metrics import StoreCollector
 from app.dashboard.csrf import FIELD, check_csrf, csrf_token
 from app.dashboard.filters import FILTERS
 from app.dashboard.metrics_api import REGISTRY_KEY
 from app.dashboard.metrics_api import bp as metrics_bp
 from app.errors import PyFlowError
-from app.metrics import StoreCollector
 
 logger = logging.getLogger(__name__)
 

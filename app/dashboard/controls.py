@@ -11,11 +11,11 @@ import logging
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from app.api.routes import RUN_ID, runtime
+from app.api.uploads import save_uploads
 from app.dashboard.blueprint import bp
 from app.dashboard.forms import attach_errors, build_form, read_form
 from app.errors import Conflict, InvalidInput, NotFound, PyFlowError
-from app.routes import RUN_ID, runtime
-from app.uploads import save_uploads
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import auth
+from app.api import auth
 from app.dashboard.blueprint import bp
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.metrics import collect_metrics
+from app.core.metrics import collect_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from flask import Response, abort, redirect, render_template, request, url_for
 
+from app.api.routes import RUN_ID, present, runtime
+from app.core.metrics import last_runs, workflow_metrics
 from app.dashboard.blueprint import bp
 from app.dashboard.graph import is_chain, layout
-from app.metrics import last_runs, workflow_metrics
-from app.routes import RUN_ID, present, runtime
 from app.runs import RunStatus, parse_time
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.errors import NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
-from app.store import Durability, Store
+from app.storage.base import Durability, Store
 
 
 class MemoryStore(Store):

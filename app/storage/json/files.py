@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from contextlib import suppress
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from actions.private_files import FILE_MODE, open_private
-from app.errors import StorageError
+from actions import atomic
+from actions.private_files import open_private
+from app.errors import StorageError, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,6 @@ logger = logging.getLogger(__name__)
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def storage_error(verb: str, path: Path | str, exc: OSError) -> StorageError:
-    """A StorageError naming what could not be done, the path and the cause."""
-    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
-    return StorageError(f"cannot {verb} {path}: {reason}")
 
 
 class DirectorySync:
@@ -99,20 +93,10 @@ fsync_dir = _directories.sync
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a part."""
-    temp = None
+    """Replace ``path`` with ``data`` durably (its folder fsync'd too); the owner's only: records hold inputs."""
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, FILE_MODE)  # the owner's only, whatever the umask: records hold inputs and results
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+        atomic.write_atomic(path, data)  # 0600 whatever the umask
     except OSError as exc:
-        if temp is not None:
-            with suppress(OSError):
-                os.unlink(temp)
         raise storage_error("write", path, exc) from exc
     fsync_dir(path.parent)
 

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from app.runs import FINISHED_RUN, RunStatus, format_time, parse_time
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.core.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

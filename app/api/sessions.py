@@ -23,7 +23,7 @@ from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 
 from app.errors import StorageError
-from app.files import dumps, read_json, write_atomic
+from app.storage.json.files import dumps, read_json, write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -7,15 +7,16 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
+from actions import text
 from actions.base import ActionError
 from actions.redaction import Scrubber
-from app.binding import BoundWorkflow
+from app.core.binding import BoundWorkflow
+from app.core.templating import RenderError
 from app.runs import FINISHED_STEP
-from app.templating import RenderError
 from triggers.base import TriggerError
 
 if TYPE_CHECKING:
-    from app.run_logs import RunLog
+    from app.core.run_logs import RunLog
 
 MAX_BACKOFF_SECONDS = 600.0
 MAX_ERROR_LENGTH = 500
@@ -38,17 +39,8 @@ class RunStateError(Exception):
 
 
 def one_line(error: BaseException) -> str:
-    """A human one-line message for an exception (no traceback)."""
-    try:
-        message = str(error)
-    except Exception:  # a broken __str__ must not stop the engine from recording the failure
-        message = ""
-    if isinstance(error, (ActionError, RenderError, StepTimeout, TriggerError)):
-        text = message
-    else:  # an unexpected exception: its class name is part of the story
-        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+    """A step's or a run's error message: one line, at most MAX_ERROR_LENGTH characters, no traceback."""
+    return text.one_line(error, (ActionError, RenderError, StepTimeout, TriggerError), MAX_ERROR_LENGTH)
 
 
 def backoff(base: float, attempt: int) -> float:
@@ -97,6 +89,8 @@ class Execution:
         self.counted = False
         # A sub-workflow's run: its thread holds no concurrency slot.
         self.slotless = False
+        # Set once the dispatcher handed the run to the engine, or a cancel or pause claimed it before.
+        self.dispatched = False
         # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.
         self.awaited = False
         # Secret values hidden from its records, errors and logs (the engine adds the run's own).

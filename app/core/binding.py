@@ -9,9 +9,9 @@ from typing import Any
 
 from actions.base import BaseAction
 from actions.paths import PathError
-from app.config import public_settings
+from app.core.config import public_settings
+from app.core.templating import Renderer
 from app.errors import ConfigError
-from app.templating import Renderer
 from triggers.base import BaseTrigger
 from workflows.base import Workflow
 from workflows.graph import StepGraph, build_graph

@@ -13,16 +13,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, RunContext
-from app import run_logs
-from app.binding import BoundWorkflow
-from app.config import public_settings
+from app.core import run_logs
+from app.core.binding import BoundWorkflow
+from app.core.config import public_settings
+from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
+from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
+from app.core.templating import Renderer, RenderError, is_truthy
+from app.core.watchdog import Watchdog
+from app.dispatch.base import Dispatcher
+from app.dispatch.local import LocalDispatcher
 from app.errors import StorageError
-from app.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
-from app.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
-from app.store import Durability, Store
-from app.templating import Renderer, RenderError, is_truthy
-from app.watchdog import Watchdog
+from app.storage.base import Durability, Store
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class Engine:
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
+        # How queued runs reach an executor: this engine's threads (a queue and workers later).
+        self.dispatcher: Dispatcher = LocalDispatcher(self)
         run_logs.install()
 
     # -- starting runs ------------------------------------------------------
@@ -108,7 +112,7 @@ class Engine:
             execution.log = self._run_log(run["id"], scrubber)
             execution.awaited = awaited
             if call_stack:
-                execution.slotless = True
+                execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -254,8 +258,9 @@ class Engine:
         """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned, holds_slot).
 
         ``owned`` is True when the caller must halt the run itself: it was
-        queued, or a cancel disarmed its inline attempt (as the watchdog does
-        on a timeout). Otherwise the run thread halts it at its next boundary.
+        queued (waiting for a slot, or not yet handed over by the dispatcher),
+        or a cancel disarmed its inline attempt (as the watchdog does on a
+        timeout). Otherwise the run thread halts it at its next boundary.
         ``holds_slot``: the caller took over the abandoned run thread's slot and must hand it on.
         """
         with self._lock:
@@ -269,6 +274,9 @@ class Engine:
             owned = holds_slot = False
             if execution in self._pending:
                 self._pending.remove(execution)
+                owned = True
+            elif not execution.dispatched:
+                execution.dispatched = True  # not handed to the engine yet (a queue holds it): it never starts
                 owned = True
             elif control == "cancel" and execution.inline is not None:
                 token = execution.tokens.get(execution.inline)
@@ -325,12 +333,22 @@ class Engine:
         return execution
 
     def _schedule(self, execution: Execution) -> None:
+        """Register a queued run here and hand it to the dispatcher, which has it executed (execute_here)."""
         with self._lock:
             self._executions[execution.run["id"]] = execution
             if self._released:
                 execution.answer.set()
             if self._closing:
                 return
+        self.dispatcher.submit(execution.run["id"])
+
+    def execute_here(self, run_id: str) -> None:
+        """Execute a run registered here on a thread holding a slot, or queue it for the next free slot."""
+        with self._lock:
+            execution = self._executions.get(run_id)
+            if execution is None or execution.dispatched or self._closing:
+                return  # a cancel or pause claimed it first, or this process is stopping: a restart resumes it
+            execution.dispatched = True
             if self._idle or self._active >= self.max_concurrent or not self._may_run(execution):
                 self._pending.append(execution)
                 self._lock.notify()  # one idle worker takes it (waking them all cost each run a dozen switches)

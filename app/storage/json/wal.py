@@ -15,7 +15,8 @@ from pathlib import Path
 from filelock import lock_descriptor
 
 from actions.private_files import make_private_dir, open_private
-from app.files import fsync_folder, parse_lines, storage_error
+from app.errors import storage_error
+from app.storage.json.files import fsync_folder, parse_lines
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from actions.jsontext import JSONLimitError, load_json
-from app.errors import BadRequest, InvalidInput, NotFound, PyFlowError
-from app.redaction import redact
+from app.api.uploads import save_uploads
+from app.core.redaction import redact
+from app.core.runtime import Runtime
+from app.errors import BadRequest, InvalidInput, NotFound, UnsupportedMediaType
 from app.runs import FINISHED_RUN, RunStatus, progress
-from app.runtime import Runtime
-from app.uploads import save_uploads
 from workflows.declarative import DefinitionError, parse
 
 logger = logging.getLogger(__name__)
@@ -26,13 +26,6 @@ MAX_PAGE = 500
 _FINISHED = {status.value for status in FINISHED_RUN}
 _STATUSES = {status.value for status in RunStatus}
 RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
-
-
-class UnsupportedMediaType(PyFlowError):
-    """The request body has a content type the endpoint does not take."""
-
-    status = 415
-    code = "unsupported_media_type"
 
 
 def runtime() -> Runtime:

@@ -12,8 +12,7 @@ from pathlib import Path
 from filelock import lock_descriptor
 
 from actions.private_files import open_private
-from app.errors import StorageError
-from app.files import storage_error
+from app.errors import StorageError, storage_error
 
 #: Seconds to wait for a journal another process holds (a run executing there) before giving up.
 WAIT_SECONDS = 30.0

@@ -10,7 +10,7 @@ Guessing is bounded: after 10 failed authentications (a wrong bearer token or
 a wrong token on the login form) from one address within a minute, that
 address gets 429 with Retry-After, even with the right token, until the minute
 has passed. A login lasts WORKFLOW_SESSION_HOURS and ends for good at logout
-(app/sessions.py keeps the live logins on the server).
+(app/api/sessions.py keeps the live logins on the server).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
 
-from app import hosts
+from app.api import hosts
+from app.api.hosts import is_loopback
+from app.api.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
+from app.api.throttle import FailureLimiter
 from app.errors import error_body
-from app.hosts import is_loopback
-from app.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
-from app.throttle import FailureLimiter
 
 logger = logging.getLogger(__name__)
 

@@ -6,29 +6,24 @@ the caps (app/limits.py) and the syntax of each template, every problem at once;
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.binding import BoundWorkflow
+from actions.text import shown_path
+from app.core.binding import BoundWorkflow
+from app.core.limits import definition_problems
+from app.core.templating import Renderer
 from app.errors import ConfigError, InvalidInput
-from app.limits import definition_problems
-from app.templating import Renderer
 from workflows.base import Workflow
 from workflows.declarative import DefinitionError, build_workflow, read_definition
 
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "workflows" / "definitions"
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "workflows" / "definitions"
 
 
 def definitions_folder(settings: Mapping[str, Any]) -> Path:
     """Where definition files are read from (WORKFLOW_DEFINITIONS_PATH)."""
     return Path(settings.get("WORKFLOW_DEFINITIONS_PATH") or DEFAULT_FOLDER)
-
-
-def _relative(path: Path) -> str:
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
 
 
 def checked(definition: Any, source: str, settings: Mapping[str, Any], renderer: Renderer, *,
@@ -64,7 +59,7 @@ def load_definition_file(path: Path, settings: Mapping[str, Any],
                          renderer: Renderer) -> tuple[type[Workflow], BoundWorkflow]:
     """The workflow of a definition file and its binding; DefinitionError naming the file."""
     workflow, bound = checked(read_definition(path), str(path), settings, renderer)
-    workflow.origin, workflow.source = "file", _relative(path)
+    workflow.origin, workflow.source = "file", shown_path(path)
     return workflow, bound
 
 

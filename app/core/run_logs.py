@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.redaction import Scrubber, swap_scrubber
+from app.core.redaction import Scrubber, swap_scrubber
 from app.runs import format_time
-from app.store import Durability, Store
+from app.storage.base import Durability, Store
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from app.api.routes import parse_json, present, runtime
+from app.api.uploads import save_uploads
 from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
-from app.routes import parse_json, present, runtime
 from app.runs import FINISHED_RUN, RunStatus
-from app.uploads import save_uploads
 from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
 from triggers.webhook import WebhookTrigger
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_key, redact, secret_values
-from app.config import SECRET_SETTINGS
+from app.core.config import SECRET_SETTINGS
 
 __all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
            "settings_scrubber", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter", "scrubbing"]

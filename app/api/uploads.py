@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import mimetypes
-import os
 import uuid
 from pathlib import Path
 
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
-from actions.private_files import make_private_dir, open_private
+from actions.atomic import write_atomic
+from actions.private_files import make_private_dir
 from app.errors import StorageError
-
-CHUNK = 1024 * 1024
 
 
 def save_upload(upload: FileStorage, folder: Path) -> dict:
@@ -24,19 +22,9 @@ def save_upload(upload: FileStorage, folder: Path) -> dict:
     while target.exists():  # two parts with one name keep both files
         copies += 1
         target = folder / f"{copies}-{filename}"
-    temporary = folder / f".{filename}.{uuid.uuid4().hex}.part"
-    size = 0
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        with os.fdopen(open_private(temporary, flags), "wb") as handle:  # uploads are the owner's only
-            while chunk := upload.stream.read(CHUNK):
-                handle.write(chunk)
-                size += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        size = write_atomic(target, upload.stream)  # uploads are the owner's only (0600)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise StorageError(f"cannot save upload {filename!r} to {folder}: {error}") from None
     content_type = upload.mimetype
     if not content_type or content_type == "application/octet-stream":

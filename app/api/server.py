@@ -3,7 +3,7 @@
 Order matters: a second server on the same storage must fail before its
 runtime recovers anything, since recovery would take over the live server's
 runs. So: lock the storage folder, bind the port, and only then create the
-app (whose runtime resumes interrupted runs).
+app and start it (its runtime resumes interrupted runs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from waitress import create_server, wasyncore
 
 from app.errors import ConfigError, PyFlowError
-from app.store_lock import StoreLock
+from app.storage.lock import StoreLock
 
 logger = logging.getLogger("run")
 
@@ -103,9 +103,9 @@ class Server:
             lock.release()
 
     def _serve(self, sock: socket.socket, limit: int) -> int:
-        from app import create_app  # Flask and the runtime load only once the store and port are ours
+        from app import create_app, start_app  # Flask and the runtime load only once the store and port are ours
 
-        app = create_app()
+        app = start_app(create_app())  # recovery runs here, with the store's lock and the port held
         runtime = app.extensions["pyflow"]
         logging.getLogger("waitress.queue").addFilter(QueueDepthLog())
         # poll() instead of select(): select() cannot watch descriptors past 1024.

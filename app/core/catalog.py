@@ -8,12 +8,12 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from app.binding import BoundWorkflow
-from app.definitions import checked, definitions_folder, load_definition_file, posted
+from app.core.binding import BoundWorkflow
+from app.core.definitions import checked, definitions_folder, load_definition_file, posted
+from app.core.redaction import keep_redacted
+from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
-from app.redaction import keep_redacted
-from app.store import Store
-from app.templating import Renderer
+from app.storage.base import Store
 from workflows.base import Workflow
 from workflows.declarative import DefinitionError, definition_files
 from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from actions.private_files import open_private
-from app.files import Mutex, dumps, fsync_file, fsync_folder, parse_lines, storage_error, write_atomic
+from app.errors import storage_error
 from app.runs import FINISHED_RUN
+from app.storage.json.files import Mutex, dumps, fsync_file, fsync_folder, parse_lines, write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from app.errors import ConfigError
-from app.files import storage_error
+from app.errors import ConfigError, storage_error
 
 LOCK_NAME = "server.lock"
 

@@ -16,16 +16,17 @@ from typing import Any
 
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
-from app.binding import BoundWorkflow
-from app.catalog import Catalog
-from app.engine import Engine
+from app.core.binding import BoundWorkflow
+from app.core.catalog import Catalog
+from app.core.engine import Engine
+from app.core.execution import RunStateError, one_line
+from app.core.redaction import redact
+from app.core.scheduler import Scheduler
+from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
-from app.execution import RunStateError, one_line
-from app.redaction import redact
 from app.runs import RunStatus, format_time, snapshot
-from app.scheduler import Scheduler
-from app.store import Durability, JsonStore, Store
-from app.templating import Renderer
+from app.storage.base import Durability, Store
+from app.storage.json.store import JsonStore
 from triggers.base import TriggerError
 from workflows.base import Workflow
 
@@ -64,6 +65,7 @@ class Runtime:
         self.catalog.load(workflows)
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.run_child = self.run_child
+        self.dispatcher = self.engine.dispatcher
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
                                    on_overdue=self._poll_overdue)
@@ -86,6 +88,7 @@ class Runtime:
             if self._started:
                 return
             self._started = True
+        self.dispatcher.start()
         self.recover()
         self.scheduler.start()
         for name in sorted(self.store.started_workflows()):
@@ -104,7 +107,7 @@ class Runtime:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
         self.scheduler.shutdown()
-        self.engine.shutdown(timeout)
+        self.dispatcher.shutdown(timeout)
         for bound in self.bound.values():
             try:
                 bound.trigger.close()

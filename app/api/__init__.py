@@ -1,0 +1,1 @@
+"""The HTTP face: the /api blueprint, webhook deliveries, authentication and the server."""

@@ -1,0 +1,1 @@
+"""The runtime without Flask: registry, engine, scheduler, definitions, templating, settings."""

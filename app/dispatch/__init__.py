@@ -1,0 +1,1 @@
+"""How runs reach an executor: threads of this process now (local.py); queue-backed workers later."""

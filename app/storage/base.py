@@ -1,0 +1,152 @@
+"""The Store interface: what the runtime needs from wherever runs and state are kept."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from pathlib import Path
+
+from actions.private_files import make_private_dir
+from app.errors import storage_error
+
+
+class Durability(StrEnum):
+    """How far a change has gone when the Store method that records it returns."""
+
+    #: On disk: fsync'd through the write-ahead log (its fsync shared by the threads committing at once),
+    #: so a power loss keeps it.
+    SYNC = "sync"
+    #: Written to the file, not fsync'd: in the kernel, so a kill -9 of the process keeps it, a power loss may not.
+    WRITTEN = "written"
+    #: Kept in this process, which reads it at once; its file gets it with the run's next written change or
+    #: within FLUSH_DELAY, so a kill -9 may lose it. Written at once when this process does not know the run yet.
+    DEFERRED = "deferred"
+
+
+class Store(ABC):
+    """Where runs, trigger state and started workflows live.
+
+    Every method is safe to call from several threads at once. Records are
+    plain JSON dicts (see app/runs.py); the store never interprets a run
+    beyond its id, workflow, status and timestamps.
+    """
+
+    #: Folder for files that belong to runs (attachments, outbox).
+    root: Path
+
+    # -- runs ---------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        """Store a new run before it is answered.
+
+        With an ``idempotency_key`` already used for the run's workflow, store
+        nothing and return ``(first_run, False)``; else ``(run, True)``.
+        """
+
+    # A change goes as far as its ``mode`` says (see Durability); creations and saves are always SYNC.
+    @abstractmethod
+    def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
+        """Record changed run-level fields (status, started_at, error, progress...)."""
+
+    @abstractmethod
+    def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
+        """Record the whole record of the step at ``index``; cost does not grow with the run."""
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Write deferred changes now: a run's (a halted run's, before another process takes it over), or all."""
+        return None
+
+    @abstractmethod
+    def save_run(self, run: dict) -> None:
+        """Replace the whole record (used when a run finishes)."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> dict | None:
+        """One run, or None."""
+
+    @abstractmethod
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict], str | None]:
+        """Runs newest first and the cursor of the next page (None on the last)."""
+
+    @abstractmethod
+    def find_run_ids(self, statuses: set[str]) -> list[str]:
+        """Ids of runs in any of ``statuses``, oldest first (crash recovery)."""
+
+    @abstractmethod
+    def prune(self, older_than: float) -> int:
+        """Delete finished runs that finished before the epoch ``older_than``."""
+
+    def compact(self) -> int:
+        """Fold finished runs' change logs into their records (maintenance); how many were folded."""
+        return 0
+
+    def close(self) -> None:
+        """Make everything durable where it belongs and release the store's files (at shutdown)."""
+        return None
+
+    @abstractmethod
+    def index_entries(self, *, since: str | None = None) -> list[dict]:
+        """Index lines of runs created at or after ISO time ``since``, oldest first (metrics).
+
+        Each is ``{"id", "workflow", "status", "created_at", "started_at", "finished_at"}``;
+        no run file is read.
+        """
+
+    @abstractmethod
+    def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
+        """Add one log line (``{"at", "level", "step", "message"}``) to a run."""
+
+    @abstractmethod
+    def get_logs(self, run_id: str) -> list[dict]:
+        """A run's log lines, oldest first."""
+
+    # -- trigger state and started workflows --------------------------------
+    @abstractmethod
+    def load_trigger_state(self, workflow: str) -> dict:
+        """The trigger state saved for ``workflow`` ({} when none)."""
+
+    @abstractmethod
+    def save_trigger_state(self, workflow: str, state: dict) -> None:
+        """Durably replace the trigger state of ``workflow``."""
+
+    @abstractmethod
+    def started_workflows(self) -> set[str]:
+        """Names of workflows that were started and not stopped."""
+
+    @abstractmethod
+    def set_started(self, workflow: str, started: bool) -> None:
+        """Durably remember that ``workflow`` is started (or no longer)."""
+
+    # -- workflow definitions made through the API -----------------------------
+    @abstractmethod
+    def save_definition(self, name: str, definition: dict) -> int:
+        """Store a new version of a definition; returns its version number (1, 2, ...)."""
+
+    @abstractmethod
+    def get_definition(self, name: str, version: int | None = None) -> dict | None:
+        """``{"name", "version", "definition", "saved_at"}`` of a version (default: the newest), or None."""
+
+    @abstractmethod
+    def list_definitions(self) -> list[dict]:
+        """The newest version of every stored definition."""
+
+    @abstractmethod
+    def delete_definition(self, name: str) -> None:
+        """Forget every version of a definition."""
+
+    # -- files ----------------------------------------------------------------
+    def files_path(self, *parts: str) -> Path:
+        """A folder under the store's root, created when missing."""
+        path = self.root.joinpath(*parts)
+        try:
+            make_private_dir(path)
+        except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
+            raise storage_error("create", path, exc) from exc
+        return path

@@ -1,0 +1,1 @@
+"""The durable JSON store: files, a write-ahead log, an index of runs and run journals."""
