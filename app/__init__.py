@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
-
-from app import auth, dashboard
-from app.config import load_settings
 from app.errors import PyFlowError, error_body
-from app.hooks import bp as webhooks
-from app.redaction import install_log_filter, settings_scrubber
-from app.routes import bp as api
-from app.runtime import Runtime
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+# Flask, the blueprints and the runtime are imported by the functions that use them: importing any
+# module of app/ runs this file, and `run.py list` or `run.py run` should not pay for a web server.
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +22,8 @@ def _slug(name: str) -> str:
 
 def register_error_handlers(app: Flask) -> None:
     """JSON errors under /api: no HTML page and no traceback, ever."""
+    from flask import jsonify, request
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(PyFlowError)
     def pyflow_error(error: PyFlowError):
@@ -54,6 +53,8 @@ def register_error_handlers(app: Flask) -> None:
 
 def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
     """No answer (API or dashboard) carries a secret setting's value, whatever put it there."""
+    from app.redaction import settings_scrubber
+
     scrubber = settings_scrubber(settings)
     if not scrubber:
         return
@@ -78,6 +79,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ``test_config`` may also carry ``STORE`` (a Store instance) and
     ``WORKFLOW_CLASSES`` (extra Workflow subclasses to register).
     """
+    from flask import Flask
+
+    from app import auth, dashboard
+    from app.config import load_settings
+    from app.hooks import bp as webhooks
+    from app.redaction import install_log_filter
+    from app.routes import bp as api
+    from app.runtime import Runtime
+
     app = Flask(__name__)
     settings = load_settings()
     extras = dict(test_config or {})
