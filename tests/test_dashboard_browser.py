@@ -39,7 +39,7 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(servers) -> Server:
-    """run.py with the test workflows (tests.fixtures) and a branching definition to draw."""
+    """run.py with the test workflows (tests.fixtures.workflows) and a branching definition to draw."""
     server = servers.start("open")
     diamond = {"name": "diamond", "description": "Two branches that meet again.", "steps": [
         {"name": "fetch", "type": "wait", "config": {"seconds": 0.2}},

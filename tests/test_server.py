@@ -232,7 +232,7 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     modules = tmp_path / "modules"
     modules.mkdir()
     (modules / "broken_flows.py").write_text('import os\n\nraise RuntimeError("no config here")\n', encoding="utf-8")
-    server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures,broken_flows"}, pythonpath=(str(modules),))
+    server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures.workflows,broken_flows"}, pythonpath=(str(modules),))
 
     started = time.monotonic()
     with pytest.raises(AssertionError, match="run.py exited with 2 while starting"):
