@@ -913,41 +913,31 @@ def test_listing_50_of_100k_runs_reads_only_those(json_store):
     newest = [make_run() for _ in range(60)]
     for run in newest:
         json_store.create_run(run)
+    json_store.flush()  # their index lines, else written within FLUSH_DELAY: the reader below must see them
 
     store = JsonStore(json_store.root)
-    store.list_runs(limit=1)  # loads the index
-    timings = []
-    for _ in range(3):
-        began = time.perf_counter()
-        page, cursor = store.list_runs(limit=50)
-        timings.append(time.perf_counter() - began)
+    # The older runs have no files: a listing that opened them would fail. Its speed: bench/core.py (listing).
+    page, cursor = store.list_runs(limit=50)
     assert [run["id"] for run in page] == sorted((run["id"] for run in newest), reverse=True)[:50]
     assert cursor == page[-1]["id"]
-    assert min(timings) < 0.020
 
 
-def test_durable_update_step_costs_about_one_fsynced_append(json_store, tmp_path):
+def test_durable_update_step_costs_one_journal_line_and_one_logged_line(json_store):
+    # Its cost against a bare fsynced append is measured in bench/core.py (durable step).
     run = make_run(steps=1)
     json_store.create_run(run)
     step = done_step("s0", {"text": "x" * 200})
-    line = json.dumps({"seq": 1, "step": 0, "record": step}).encode() + b"\n"
-    fd = os.open(tmp_path / "bare.journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    ours, bare = [], []
-    try:
-        for _ in range(100):  # interleaved, so both see the same disk
-            began = time.perf_counter()
-            json_store.update_step(run["id"], 0, step)
-            ours.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            os.write(fd, line)
-            os.fsync(fd)
-            bare.append(time.perf_counter() - began)
-    finally:
-        os.close(fd)
-    ours.sort()
-    bare.sort()
-    # Medians; the 100 µs allow for Python's own cost on a disk whose fsync is nearly free.
-    assert ours[50] < 2 * bare[50] + 100e-6, (ours[50], bare[50])
+    journal = json_store.root / "runs" / f"{run['id']}.journal"
+
+    def lines() -> tuple[int, int]:
+        logged = sum(len(path.read_bytes().splitlines()) for path in (json_store.root / "wal").glob("*.wal"))
+        return len(journal.read_bytes().splitlines()), logged
+
+    json_store.update_step(run["id"], 0, step)
+    before = lines()
+    for _ in range(100):
+        json_store.update_step(run["id"], 0, step)
+    assert lines() == (before[0] + 100, before[1] + 100)  # appends, whatever the run's size: nothing rewritten
 
 
 # -- file modes: the store is the owner's only --------------------------------
