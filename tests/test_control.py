@@ -495,6 +495,7 @@ def test_a_skipped_step_stays_skipped_when_a_later_failure_is_retried(client, st
 # -- run.py against a real server -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real run.py server
 def test_run_py_cancel_controls_the_running_server(tmp_path):
     with Servers(tmp_path) as servers:
         server = servers.start()

@@ -98,7 +98,7 @@ def test_a_far_answer_is_kept_and_a_past_one_means_now(make_scheduler):
 
 def test_a_slow_poll_that_is_due_again_at_once_never_overlaps_itself(make_scheduler):
     def slow(name, now):
-        time.sleep(0.05)
+        time.sleep(0.05)  # the behaviour under test: a poll slower than its interval
         return now  # due again before this poll has even finished
 
     scheduler, recorder = make_scheduler(slow)

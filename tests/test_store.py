@@ -288,6 +288,7 @@ def test_another_process_waits_for_the_run_this_one_holds(json_store):
     child = run_child(CHILD_APPENDS, str(json_store.root), run["id"], stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline().strip() == "ready"
+        # An absence, which no event marks: the child gets half a second to append where it must not.
         time.sleep(0.5)
         assert child.poll() is None, "the other process appended to a run this one holds"
         assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
@@ -544,15 +545,14 @@ for n in range(100_000):
 """
 
 
+@pytest.mark.slow  # child processes killed at random moments, twice
 def test_kill_9_loses_nothing_reported(json_store, tmp_path):
     for round_ in range(2):  # the second round starts on what the first kill left
         out = tmp_path / f"out{round_}.txt"
         with out.open("w") as stdout:
             child = run_child(CHILD_LOOPS, str(json_store.root), str(round_), stdout=stdout)
-            deadline = time.monotonic() + 30
-            while not out.read_text() and time.monotonic() < deadline:  # imports take a while
-                time.sleep(0.01)
-            time.sleep(random.uniform(0.2, 0.6))
+            wait_until(out.read_text, timeout=30, interval=0.01, message="the child ready")  # imports take a while
+            time.sleep(random.uniform(0.2, 0.6))  # the behaviour under test: a kill at any moment of its work
             child.send_signal(signal.SIGKILL)
             child.wait()
         lines = out.read_text().split("\n")[1:-1]  # after "ready"; the last piece may be cut mid-line
@@ -711,10 +711,8 @@ def test_a_full_write_ahead_log_is_checkpointed_in_the_background(json_store, mo
     for run in runs:
         json_store.create_run(run)
         json_store.update_step(run["id"], 0, done_step("s0", "x" * 200))
-    deadline = time.monotonic() + 10
-    while sum(path.stat().st_size for path in (json_store.root / "wal").glob("*.wal")) > 8192:
-        assert time.monotonic() < deadline, "the write-ahead log was never checkpointed"
-        time.sleep(0.01)
+    wait_until(lambda: sum(path.stat().st_size for path in (json_store.root / "wal").glob("*.wal")) <= 8192,
+               timeout=10, interval=0.01, message="the write-ahead log checkpointed")
     fresh = JsonStore(json_store.root)
     assert [fresh.get_run(run["id"])["steps"][0] for run in runs] == [done_step("s0", "x" * 200)] * 30
 
@@ -774,9 +772,8 @@ def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
     json_store.update_step(run["id"], 1, done_step("s1"), defer=True)
     other = JsonStore(json_store.root)
     assert other.get_run(run["id"])["steps"][1]["status"] == "pending"
-    deadline = time.monotonic() + 5
-    while other.get_run(run["id"])["steps"][1]["status"] == "pending" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: other.get_run(run["id"])["steps"][1]["status"] != "pending", timeout=5,
+               message="the deferred step written")
     assert other.get_run(run["id"])["steps"][1] == done_step("s1")
     assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
 
@@ -788,9 +785,8 @@ def test_a_deferred_index_line_reaches_the_file_within_the_flush_delay(json_stor
     json_store.flush(run["id"])  # and the run itself, which another process may then change
     writer = JsonStore(json_store.root)  # knows no seq of the run: its change is written at once
     writer.update_run(run["id"], {"status": "running"}, defer=True)
-    deadline = time.monotonic() + 5
-    while json_store.find_run_ids({"running"}) != [run["id"]] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: json_store.find_run_ids({"running"}) == [run["id"]], timeout=5,
+               message="the deferred index line written")
     assert json_store.find_run_ids({"running"}) == [run["id"]]
 
 

@@ -20,6 +20,8 @@ import requests
 from tests.http_server import base_url, serving
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 SETTING_SECRETS = {
     "SMTP_PASSWORD": "smtpPw-7731-zeta",
     "IMAP_PASSWORD": "imapPw-5512-kappa",
