@@ -40,3 +40,18 @@ def test_the_pdf_action_imports_pypdf_only_to_read_a_pdf(tmp_path):
         [sys.executable, "-c", "import sys, actions.extract_pdf_data; print('pypdf' in sys.modules)"],
         cwd=REPO, env=server_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert checked.stdout.strip() == "False", checked.stderr
+
+
+def test_the_catalog_imports_the_module_of_the_type_a_definition_names_and_all_of_them_to_list(tmp_path):
+    script = (
+        "import json, sys\n"
+        "from workflows.catalog import action_types\n"
+        "found = action_types().get('log').__module__\n"
+        "before = 'actions.send_email' in sys.modules\n"
+        "names = action_types().names()\n"
+        "print(json.dumps([found, before, 'send_email' in names, 'actions.send_email' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=server_env(tmp_path), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '["actions.log", false, true, true]'
