@@ -9,8 +9,8 @@ import pytest
 
 from tests.server import REPO, server_env
 
-# Packages only the server (Flask and its dashboard) or a PDF step needs.
-NOT_NEEDED = {"flask", "werkzeug", "waitress", "pypdf", "app.dashboard", "app.routes"}
+# Packages only the server (Flask, its dashboard, the scheduler that polls) or a PDF or HTTP step needs.
+NOT_NEEDED = {"flask", "werkzeug", "waitress", "pypdf", "requests", "apscheduler", "app.dashboard", "app.routes"}
 
 
 def imported_modules(*args: str, env: dict[str, str]) -> set[str]:
