@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from pypdf import PasswordType, PdfReader
-from pypdf.generic import NameObject
+from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, BaseAction, RunContext
 from actions.paths import PathError, readable
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader  # imported when a PDF is read: listing or starting workflows skips it
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,8 @@ def _open_pdf(path: Path, filename: str) -> Iterator[_Pdf]:
                 raise ActionError(f"cannot read PDF {filename}: not a PDF file (no %PDF header)", retryable=False)
             handle.seek(0)
             # Given a path, PdfReader reads the whole file into memory; given an open file it reads what it needs.
+            from pypdf import PasswordType, PdfReader
+
             reader = PdfReader(handle)
             if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
                 raise ActionError(f"cannot read PDF {filename}: it is protected by a password", retryable=False)
@@ -213,6 +215,8 @@ def _field_text(value: Any) -> str:
         return ", ".join(filter(None, (_field_text(item) for item in value)))
     if value is None or value == "/Off":
         return ""
+    from pypdf.generic import NameObject
+
     # Check boxes and radio buttons hold names such as /Yes.
     text = str(value)[1:] if isinstance(value, NameObject) else str(value)
     return " ".join(text.split())

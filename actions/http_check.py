@@ -8,8 +8,6 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from actions.base import ActionError, BaseAction
 from actions.http_errors import describe
 from actions.http_policy import PolicyError, session
@@ -61,6 +59,8 @@ class HttpCheckAction(BaseAction):
 
     def execute(self, data_store: dict) -> dict:
         """Probe the URL; returns ``{"url", "status_code", "latency_ms", "ok", "error"}``."""
+        import requests  # here, not at the top: listing or starting workflows does not need it
+
         url = str(self.url).strip()
         _check_url(url)
         expected = self._number("expected_status", self.expected_status)

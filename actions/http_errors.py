@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 
 def host_port(url: str) -> str:
@@ -32,6 +34,8 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 def describe(error: requests.RequestException, url: str, timeout: float) -> tuple[str, bool]:
     """One line naming host:port and why no answer came, and whether another attempt may help."""
+    import requests
+
     # After a redirect, the failing request is not the one to ``url``.
     url = getattr(error.request, "url", None) or url
     where = host_port(url)

@@ -8,10 +8,8 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from actions.base import ActionError, BaseAction, seconds
 from actions.http_errors import describe
@@ -19,6 +17,9 @@ from actions.http_policy import PolicyError, session
 from actions.jsontext import load_json
 from actions.limits import capped
 from actions.redaction import redact
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class HttpRequestAction(BaseAction):
 
     def execute(self, data_store: dict) -> dict:
         """Send the request; returns the response as data."""
+        import requests  # here, not at the top: listing or starting workflows does not need it
+
         url = _check_url(self.url)
         method = _check_method(self.method)
         timeout = capped(seconds(self.timeout, "timeout", "http_request"), "WORKFLOW_MAX_STEP_TIMEOUT",

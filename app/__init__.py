@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
-
-from app import dashboard
-from app.api import auth
-from app.api.hooks import bp as webhooks
-from app.api.routes import bp as api_blueprint
-from app.core.config import load_settings
-from app.core.redaction import install_log_filter, settings_scrubber
-from app.core.runtime import Runtime
 from app.errors import PyFlowError, error_body
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+# Flask, the blueprints and the runtime are imported by the functions that use them: importing any
+# module of app/ runs this file, and `run.py list` or `run.py run` should not pay for a web server.
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +22,8 @@ def _slug(name: str) -> str:
 
 def register_error_handlers(app: Flask) -> None:
     """JSON errors under /api: no HTML page and no traceback, ever."""
+    from flask import jsonify, request
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(PyFlowError)
     def pyflow_error(error: PyFlowError):
@@ -55,6 +53,8 @@ def register_error_handlers(app: Flask) -> None:
 
 def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
     """No answer (API or dashboard) carries a secret setting's value, whatever put it there."""
+    from app.core.redaction import settings_scrubber
+
     scrubber = settings_scrubber(settings)
     if not scrubber:
         return
@@ -81,6 +81,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     built but not started (no recovery, no polling, no thread), so ``flask routes``
     or a test of one page costs nothing: ``start_app`` starts it.
     """
+    from flask import Flask
+
+    from app import dashboard
+    from app.api import auth
+    from app.api.hooks import bp as webhooks
+    from app.api.routes import bp as api_blueprint
+    from app.core.config import load_settings
+    from app.core.redaction import install_log_filter
+    from app.core.runtime import Runtime
+
     app = Flask(__name__)
     settings = load_settings()
     extras = dict(test_config or {})

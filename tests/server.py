@@ -31,7 +31,7 @@ SERVING = re.compile(r"serving .* on (http://\S+:\d+)")
 BASE_ENV = {
     "HOST": "127.0.0.1",
     "PORT": "0",
-    "WORKFLOW_MODULES": "tests.fixtures",
+    "WORKFLOW_MODULES": "tests.fixtures.workflows",
     "WORKFLOW_RETRY_DELAY": "0.01",
     "WORKFLOW_STEP_TIMEOUT": "10",
     "SMTP_HOST": "",

@@ -36,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/bytes":
             content_type, payload = "image/png", PNG
         elif url.path == "/slow":
-            time.sleep(1)
+            time.sleep(1)  # the behaviour under test: a server slower than the request's timeout
         elif url.path == "/deep":  # a hostile server: JSON 100,000 levels deep, and NaN
             payload = b"[" * 100000 + b"]" * 100000
         elif url.path == "/nan":
@@ -115,11 +115,10 @@ def test_binary_response_comes_as_base64(server):
 
 
 def test_timeout_is_a_retryable_error(server):
-    started = time.monotonic()
+    # /slow answers after 1 s: a request that waited for it would not fail.
     with pytest.raises(ActionError, match=r"no response from 127\.0\.0\.1:\d+ within 0\.2 s") as caught:
         run(url=f"{server}/slow", timeout="0.2")
     assert caught.value.retryable
-    assert time.monotonic() - started < 0.9
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(404, False), (503, True), (429, True)])

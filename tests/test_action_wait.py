@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -13,17 +12,16 @@ from actions.wait import WaitAction
 
 def test_waits():
     action = WaitAction("pause", seconds="0.05")
-    assert 0.05 <= action.execute({})["waited_s"] < 1
+    assert action.execute({})["waited_s"] >= 0.05
 
 
 def test_cancel_interrupts():
     action = WaitAction("pause", seconds=30)
     action.context = RunContext(cancel_event=threading.Event())
     threading.Timer(0.1, action.context.cancel_event.set).start()
-    started = time.monotonic()
+    # Uncancelled, it would return after 30 s without raising.
     with pytest.raises(ActionError, match="cancelled") as caught:
         action.execute({})
-    assert time.monotonic() - started < 2
     assert not caught.value.retryable
 
 

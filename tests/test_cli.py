@@ -12,6 +12,8 @@ import pytest
 
 from tests.server import REPO, server_env
 
+pytestmark = pytest.mark.slow  # runs run.py in processes of its own
+
 # Real processes, each with its own storage folder, all running at once: start-up costs a second or two.
 COMMANDS = {
     "list": ["list"],

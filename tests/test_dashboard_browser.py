@@ -25,8 +25,9 @@ WIDE = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TOKEN = "browser-test-token"
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                 reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
 
@@ -39,7 +40,7 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(servers) -> Server:
-    """run.py with the test workflows (tests.fixtures) and a branching definition to draw."""
+    """run.py with the test workflows (tests.fixtures.workflows) and a branching definition to draw."""
     server = servers.start("open")
     diamond = {"name": "diamond", "description": "Two branches that meet again.", "steps": [
         {"name": "fetch", "type": "wait", "config": {"seconds": 0.2}},

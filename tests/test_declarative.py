@@ -308,9 +308,11 @@ def test_a_definition_file_taking_a_python_workflows_name_stops_start_up(tmp_pat
     folder = tmp_path / "definitions"
     folder.mkdir()
     write(folder, f"name: echo\n{ONE_STEP}", "echo.yaml")
-    with pytest.raises(ConfigError, match=r"echo\.yaml: workflow name 'echo' is already used by tests/fixtures\.py"):
+    with pytest.raises(ConfigError,
+                       match=r"echo\.yaml: workflow name 'echo' is already used by tests/fixtures/workflows\.py"):
         start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
-                    "WORKFLOW_DEFINITIONS_PATH": str(folder), "WORKFLOW_MODULES": ("tests.fixtures",)}))
+                              "WORKFLOW_DEFINITIONS_PATH": str(folder),
+                              "WORKFLOW_MODULES": ("tests.fixtures.workflows",)}))
 
 
 # -- YAML without anchors and aliases, nesting bounded (issue 12 item 6) -------------------------------------

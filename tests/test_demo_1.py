@@ -14,6 +14,8 @@ from tests.fixtures import wait_until
 from tests.imap_server import IMAPServer, pdf_message
 from tests.server import REPO, Servers, free_port
 
+pytestmark = pytest.mark.slow  # runs the demo against real run.py servers
+
 
 @pytest.fixture
 def servers(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 
 from tests.server import REPO, Servers, free_port
 
+pytestmark = pytest.mark.slow  # runs the demo against real run.py servers
+
 
 @pytest.fixture
 def servers(tmp_path):

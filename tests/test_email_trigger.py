@@ -346,6 +346,7 @@ def test_starttls_with_a_private_ca(tls_files, tmp_path):
     assert subjects(events) == ["over STARTTLS"]
 
 
+@pytest.mark.slow  # seconds of TLS set-up with a private CA
 def test_implicit_tls_with_a_private_ca(imap_server, tls_files, tmp_path):
     chain, key, bundle = tls_files
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -44,6 +44,7 @@ from tests.fixtures import (
     UnprintableWorkflow,
     side_effect_lines,
 )
+from tests.waiting import threads_in, wait_until
 from workflows.base import Workflow
 
 SETTINGS = {**load_settings({}), **TEST_SETTINGS, "SMTP_PASSWORD": "smtp-secret"}
@@ -260,7 +261,7 @@ def test_a_hanging_step_times_out_while_other_runs_complete(engine):
     hang = step(run, "hang")
     assert hang["error"] == "timed out after 0.3 s"
     assert hang["attempts"] == 1
-    assert 250 <= hang["duration_ms"] < 2000
+    assert hang["duration_ms"] >= 250  # it ran until its timeout
     assert run["error"] == "step 'hang' failed: timed out after 0.3 s"
 
 
@@ -284,15 +285,15 @@ def test_at_most_max_concurrent_runs_execute_and_the_rest_wait_queued(tmp_path):
         bound = bind(engine, ProbeWorkflow)
         runs = [engine.submit(bound, {})[0] for _ in range(5)]
         peak_running, seen_queued = 0, 0
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def all_succeeded() -> bool:
+            nonlocal peak_running, seen_queued
             statuses = [store.get_run(run["id"])["status"] for run in runs]
             peak_running = max(peak_running, statuses.count("running"))
             seen_queued = max(seen_queued, statuses.count("queued"))
-            if all(status == "succeeded" for status in statuses):
-                break
-            time.sleep(0.01)
-        assert all(store.get_run(run["id"])["status"] == "succeeded" for run in runs)
+            return all(status == "succeeded" for status in statuses)
+
+        wait_until(all_succeeded, timeout=10, interval=0.01, message="five runs, two at a time")
         assert peak_running == 2
         assert seen_queued >= 2
         assert ProbeAction.peak == 2
@@ -407,7 +408,7 @@ def test_resume_of_a_non_idempotent_step_that_had_not_started_runs_it(engine, st
 def test_shutdown_stops_at_a_step_boundary_and_a_new_engine_finishes_the_run(tmp_path):
     engine = make_engine(JsonStore(tmp_path / "data"))
     run, _ = engine.submit(bind(engine, SlowThenEchoWorkflow), {})
-    time.sleep(0.1)  # the 0.3 s step is executing
+    wait_until(lambda: threads_in("SleepAction.execute", f"pyflow-{run['id']}"), message="the 0.3 s step executing")
     engine.shutdown(timeout=2)
     stored = JsonStore(tmp_path / "data").get_run(run["id"])
     assert stored["status"] == "running"
@@ -464,7 +465,7 @@ class GaugedAction(BaseAction):
         with self.gauge.lock:
             self.gauge.now += 1
             self.gauge.peak = max(self.gauge.peak, self.gauge.now)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the behaviour under test: a branch that takes a moment, so others overlap it
         with self.gauge.lock:
             self.gauge.now -= 1
         return {"ran": self.name}
@@ -538,18 +539,14 @@ def test_a_run_stopped_by_a_full_disk_resumes_by_itself_once_the_disk_has_room(s
         assert GateAction.entered.wait(10)
         filler = fill(small_disk)
         GateAction.gate.set()  # the step ends; recording it fails: the disk is full
-        deadline = time.monotonic() + 10
-        while "could not record it" not in caplog.text:
-            assert time.monotonic() < deadline, "the full disk never stopped the run"
-            time.sleep(0.05)
+        wait_until(lambda: "could not record it" in caplog.text, timeout=10, message="the full disk stopping the run")
         assert engine.store.get_run(run["id"])["status"] == "running"
 
         filler.unlink()  # the disk has room again: nobody restarts anything
 
-        deadline = time.monotonic() + 60
-        while (stored := engine.store.get_run(run["id"]))["status"] != "succeeded":
-            assert time.monotonic() < deadline, f"the run did not resume: {stored['status']}"
-            time.sleep(0.1)
+        wait_until(lambda: engine.store.get_run(run["id"])["status"] == "succeeded", timeout=60, interval=0.1,
+                   message="the run resuming by itself")
+        stored = engine.store.get_run(run["id"])
         assert [record["status"] for record in stored["steps"]] == ["succeeded", "succeeded"]
         assert step(stored, "after")["result"] == {"value": True}
     finally:

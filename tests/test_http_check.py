@@ -20,7 +20,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/slow":
-            time.sleep(0.3)
+            time.sleep(0.3)  # the behaviour under test: a server slower than the check's latency limit
         status = 503 if self.path == "/down" else 200
         body = b"fine" if status == 200 else b"unavailable"
         self.send_response(status)

@@ -16,6 +16,8 @@ from app.storage.json.store import JsonStore
 from tests.fixtures import side_effect_lines, wait_until
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # starts real run.py servers and kills them mid-run
+
 FINISHED = ("succeeded", "failed", "cancelled")
 CRASH_LINES = ["one", "two", "three", "four"]
 

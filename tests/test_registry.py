@@ -68,7 +68,7 @@ def test_register_get_iterate_and_source():
     assert registry.get("nope") is None
     assert [workflow.name for workflow in registry] == ["echo", "failing"]
     assert len(registry) == 2
-    assert registry.source("echo").endswith("tests/fixtures.py")
+    assert registry.source("echo").endswith("tests/fixtures/workflows.py")
     registry.unregister("echo")
     assert "echo" not in registry
 
@@ -87,7 +87,8 @@ def test_a_duplicate_of_a_class_registered_in_code_is_refused():
     registry = WorkflowRegistry()
     registry.register(EchoWorkflow)
     twin = make_workflow(name="echo")
-    with pytest.raises(WorkflowLoadError, match=r"workflow name 'echo' is already used by .*tests/fixtures\.py"):
+    with pytest.raises(WorkflowLoadError,
+                       match=r"workflow name 'echo' is already used by .*tests/fixtures/workflows\.py"):
         registry.register(twin)
     assert registry.get("echo") is EchoWorkflow
 
@@ -206,7 +207,7 @@ def test_create_app_with_a_duplicate_name_across_modules_and_classes_stops(tmp_p
     message = str(caught.value)
     assert "workflow name 'echo' is already used" in message
     assert f"{name}/echo_twin.py" in message
-    assert "tests/fixtures.py" in message
+    assert "tests/fixtures/workflows.py" in message
 
 
 def test_create_app_registers_workflows_of_extra_modules(tmp_path, package):

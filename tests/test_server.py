@@ -11,6 +11,8 @@ import requests
 
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # starts real run.py servers, restarts and kills them
+
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
@@ -211,15 +213,17 @@ def test_started_workflow_stays_started_across_restarts_and_stopped_stays_stoppe
     assert wait_for(lambda: tick_count(server) >= before + 3, timeout=5), "ticks stopped after the restart"
 
     assert server.post("/api/workflows/tick/stop").json()["status"] == "stopped"
-    time.sleep(0.4)  # a run that had started before the stop may still append its line
+    # A run that had started before the stop may still append its line.
+    assert wait_for(lambda: all(run["status"] not in ("queued", "running") for run in server.all_runs(workflow="tick")),
+                    timeout=10), "tick runs still unfinished after the stop"
     stopped_at = tick_count(server)
-    time.sleep(0.6)
+    time.sleep(0.6)  # an absence, which no event marks: three intervals in which no tick may come
     assert tick_count(server) == stopped_at
 
     server.restart()
 
     assert server.get("/api/workflows/tick").json()["status"] == "stopped"
-    time.sleep(0.6)
+    time.sleep(0.6)  # an absence, which no event marks: three intervals in which no tick may come
     assert tick_count(server) == stopped_at
     # Every line is one succeeded run, and no run wrote twice.
     lines = (server.storage / "ticks.txt").read_text(encoding="utf-8").splitlines()
@@ -232,7 +236,7 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     modules = tmp_path / "modules"
     modules.mkdir()
     (modules / "broken_flows.py").write_text('import os\n\nraise RuntimeError("no config here")\n', encoding="utf-8")
-    server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures,broken_flows"}, pythonpath=(str(modules),))
+    server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures.workflows,broken_flows"}, pythonpath=(str(modules),))
 
     started = time.monotonic()
     with pytest.raises(AssertionError, match="run.py exited with 2 while starting"):

@@ -291,6 +291,7 @@ def test_another_process_waits_for_the_run_this_one_holds(json_store):
     child = run_child(CHILD_APPENDS, str(json_store.root), run["id"], stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline().strip() == "ready"
+        # An absence, which no event marks: the child gets half a second to append where it must not.
         time.sleep(0.5)
         assert child.poll() is None, "the other process appended to a run this one holds"
         assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
@@ -550,15 +551,14 @@ for n in range(100_000):
 """
 
 
+@pytest.mark.slow  # child processes killed at random moments, twice
 def test_kill_9_loses_nothing_reported(json_store, tmp_path):
     for round_ in range(2):  # the second round starts on what the first kill left
         out = tmp_path / f"out{round_}.txt"
         with out.open("w") as stdout:
             child = run_child(CHILD_LOOPS, str(json_store.root), str(round_), stdout=stdout)
-            deadline = time.monotonic() + 30
-            while not out.read_text() and time.monotonic() < deadline:  # imports take a while
-                time.sleep(0.01)
-            time.sleep(random.uniform(0.2, 0.6))
+            wait_until(out.read_text, timeout=30, interval=0.01, message="the child ready")  # imports take a while
+            time.sleep(random.uniform(0.2, 0.6))  # the behaviour under test: a kill at any moment of its work
             child.send_signal(signal.SIGKILL)
             child.wait()
         lines = out.read_text().split("\n")[1:-1]  # after "ready"; the last piece may be cut mid-line
@@ -717,10 +717,8 @@ def test_a_full_write_ahead_log_is_checkpointed_in_the_background(json_store, mo
     for run in runs:
         json_store.create_run(run)
         json_store.update_step(run["id"], 0, done_step("s0", "x" * 200))
-    deadline = time.monotonic() + 10
-    while sum(path.stat().st_size for path in (json_store.root / "wal").glob("*.wal")) > 8192:
-        assert time.monotonic() < deadline, "the write-ahead log was never checkpointed"
-        time.sleep(0.01)
+    wait_until(lambda: sum(path.stat().st_size for path in (json_store.root / "wal").glob("*.wal")) <= 8192,
+               timeout=10, interval=0.01, message="the write-ahead log checkpointed")
     fresh = JsonStore(json_store.root)
     assert [fresh.get_run(run["id"])["steps"][0] for run in runs] == [done_step("s0", "x" * 200)] * 30
 
@@ -780,9 +778,8 @@ def test_deferred_changes_reach_the_file_within_the_flush_delay(json_store):
     json_store.update_step(run["id"], 1, done_step("s1"), mode=Durability.DEFERRED)
     other = JsonStore(json_store.root)
     assert other.get_run(run["id"])["steps"][1]["status"] == "pending"
-    deadline = time.monotonic() + 5
-    while other.get_run(run["id"])["steps"][1]["status"] == "pending" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: other.get_run(run["id"])["steps"][1]["status"] != "pending", timeout=5,
+               message="the deferred step written")
     assert other.get_run(run["id"])["steps"][1] == done_step("s1")
     assert [line["seq"] for line in journal_lines(json_store, run["id"])] == [1, 2]
 
@@ -919,41 +916,31 @@ def test_listing_50_of_100k_runs_reads_only_those(json_store):
     newest = [make_run() for _ in range(60)]
     for run in newest:
         json_store.create_run(run)
+    json_store.flush()  # their index lines, else written within FLUSH_DELAY: the reader below must see them
 
     store = JsonStore(json_store.root)
-    store.list_runs(limit=1)  # loads the index
-    timings = []
-    for _ in range(3):
-        began = time.perf_counter()
-        page, cursor = store.list_runs(limit=50)
-        timings.append(time.perf_counter() - began)
+    # The older runs have no files: a listing that opened them would fail. Its speed: bench/core.py (listing).
+    page, cursor = store.list_runs(limit=50)
     assert [run["id"] for run in page] == sorted((run["id"] for run in newest), reverse=True)[:50]
     assert cursor == page[-1]["id"]
-    assert min(timings) < 0.020
 
 
-def test_durable_update_step_costs_about_one_fsynced_append(json_store, tmp_path):
+def test_durable_update_step_costs_one_journal_line_and_one_logged_line(json_store):
+    # Its cost against a bare fsynced append is measured in bench/core.py (durable step).
     run = make_run(steps=1)
     json_store.create_run(run)
     step = done_step("s0", {"text": "x" * 200})
-    line = json.dumps({"seq": 1, "step": 0, "record": step}).encode() + b"\n"
-    fd = os.open(tmp_path / "bare.journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    ours, bare = [], []
-    try:
-        for _ in range(100):  # interleaved, so both see the same disk
-            began = time.perf_counter()
-            json_store.update_step(run["id"], 0, step)
-            ours.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            os.write(fd, line)
-            os.fsync(fd)
-            bare.append(time.perf_counter() - began)
-    finally:
-        os.close(fd)
-    ours.sort()
-    bare.sort()
-    # Medians; the 100 µs allow for Python's own cost on a disk whose fsync is nearly free.
-    assert ours[50] < 2 * bare[50] + 100e-6, (ours[50], bare[50])
+    journal = json_store.root / "runs" / f"{run['id']}.journal"
+
+    def lines() -> tuple[int, int]:
+        logged = sum(len(path.read_bytes().splitlines()) for path in (json_store.root / "wal").glob("*.wal"))
+        return len(journal.read_bytes().splitlines()), logged
+
+    json_store.update_step(run["id"], 0, step)
+    before = lines()
+    for _ in range(100):
+        json_store.update_step(run["id"], 0, step)
+    assert lines() == (before[0] + 100, before[1] + 100)  # appends, whatever the run's size: nothing rewritten
 
 
 # -- file modes: the store is the owner's only --------------------------------

@@ -7,19 +7,19 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
 from app.storage.lock import StoreLock, StoreLocked
 from tests.server import REPO
+from tests.waiting import wait_until
 
 HOLD = """
 import sys, time
 from app.storage.lock import StoreLock
 StoreLock(sys.argv[1]).acquire()
 print("locked", flush=True)
-time.sleep(600)
+time.sleep(600)  # holds the lock until the test kills it
 """
 
 
@@ -56,15 +56,16 @@ def test_a_second_process_is_refused_naming_the_folder_and_the_holders_pid(tmp_p
 def test_the_lock_is_free_again_once_its_holder_is_killed(tmp_path, holder):
     holder.send_signal(signal.SIGKILL)
     holder.wait(10)
-    deadline = time.monotonic() + 5
     lock = StoreLock(tmp_path / "data")
-    while True:
+
+    def acquired() -> bool:
         try:
             lock.acquire()
-            break
         except StoreLocked:
-            assert time.monotonic() < deadline, "the lock of a killed process was not released"
-            time.sleep(0.05)
+            return False
+        return True
+
+    wait_until(acquired, timeout=5, interval=0.05, message="the lock of a killed process released")
     assert lock.path.read_text() == f"{os.getpid()}\n"
     lock.release()
 

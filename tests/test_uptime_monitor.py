@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import time
 from email import policy
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -16,6 +15,7 @@ from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import base_url, serving
 from tests.server import free_port
+from tests.waiting import wait_until
 
 
 class Target(BaseHTTPRequestHandler):
@@ -202,16 +202,18 @@ def test_started_it_checks_uptime_url_every_uptime_interval(storage, target):
         def listed() -> list[dict]:
             return client.get("/api/runs?workflow=uptime_monitor").get_json()["runs"]
 
-        deadline = time.monotonic() + 5
-        while sum(run["status"] == "succeeded" for run in listed()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: sum(run["status"] == "succeeded" for run in listed()) >= 3, timeout=10,
+                   message="three checks")
         assert client.post("/api/workflows/uptime_monitor/stop").get_json()["status"] == "stopped"
+        runtime = app.extensions["pyflow"]
         # A run that a poll started just before the stop still finishes.
-        while any(run["status"] in ("queued", "running") for run in listed()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "uptime_monitor" not in runtime.scheduler.polling()
+                   and not any(run["status"] in ("queued", "running") for run in listed()),
+                   timeout=10, message="the last check finished")
         runs = listed()
         assert len(runs) >= 3
-        time.sleep(0.7)
+        # No longer scheduled: no run can start after the stop.
+        assert "uptime_monitor" not in runtime.scheduler.scheduled()
         assert len(listed()) == len(runs), "a run started after the stop"
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)

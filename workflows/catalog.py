@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
+import threading
 from functools import cache
 from typing import Generic, TypeVar
 
@@ -15,11 +17,21 @@ T = TypeVar("T")
 
 
 class TypeRegistry(Generic[T]):
-    """Classes by type name; refuses a second class with a taken name."""
+    """Classes by type name; refuses a second class with a taken name.
 
-    def __init__(self, kind: str):
+    Given a ``package``, it imports that package's modules when a type is asked for: first the
+    module named after the type (actions/shell.py holds "shell"), all of them only for a type
+    found in no such module or for ``names()``. So a run imports the actions it uses, not every
+    library every action needs.
+    """
+
+    def __init__(self, kind: str, package: str | None = None, base: type | None = None):
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
+        self._package = package
+        self._base = base
+        self._scanned: set[str] = set()
+        self._lock = threading.RLock()
 
     def register(self, cls: type[T]) -> type[T]:
         """Add ``cls`` under its ``type``; ValueError when another class has that name."""
@@ -33,30 +45,44 @@ class TypeRegistry(Generic[T]):
 
     def get(self, name: str) -> type[T] | None:
         """The class registered as ``name``, or None."""
+        if name not in self._classes and self._package:
+            module = f"{self._package}.{name}"
+            if name.isidentifier() and importlib.util.find_spec(module) is not None:
+                self._scan(module)
+            if name not in self._classes:
+                self._scan_all()
         return self._classes.get(name)
 
     def names(self) -> list[str]:
         """Every registered type name, sorted."""
+        self._scan_all()
         return sorted(self._classes)
 
+    def _scan(self, name: str) -> None:
+        """Import the module ``name`` and register the ``base`` subclasses it defines."""
+        with self._lock:
+            if name in self._scanned:
+                return
+            module = importlib.import_module(name)
+            for _, member in inspect.getmembers(module, inspect.isclass):
+                if issubclass(member, self._base) and member is not self._base and member.__module__ == module.__name__:
+                    self.register(member)
+            self._scanned.add(name)
 
-def _collect(package: str, base: type, registry: TypeRegistry) -> TypeRegistry:
-    root = importlib.import_module(package)
-    for info in pkgutil.iter_modules(root.__path__):
-        module = importlib.import_module(f"{package}.{info.name}")
-        for _, member in inspect.getmembers(module, inspect.isclass):
-            if issubclass(member, base) and member is not base and member.__module__ == module.__name__:
-                registry.register(member)
-    return registry
+    def _scan_all(self) -> None:
+        if self._package:
+            root = importlib.import_module(self._package)
+            for info in pkgutil.iter_modules(root.__path__):
+                self._scan(f"{self._package}.{info.name}")
 
 
 @cache
 def action_types() -> TypeRegistry[BaseAction]:
     """Every action class of the actions/ package, by type."""
-    return _collect("actions", BaseAction, TypeRegistry("action"))
+    return TypeRegistry("action", "actions", BaseAction)
 
 
 @cache
 def trigger_types() -> TypeRegistry[BaseTrigger]:
     """Every trigger class of the triggers/ package, by type."""
-    return _collect("triggers", BaseTrigger, TypeRegistry("trigger"))
+    return TypeRegistry("trigger", "triggers", BaseTrigger)

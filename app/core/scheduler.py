@@ -7,19 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
+# APScheduler is imported when polling starts (_background_scheduler), not by every process that
+# builds a runtime: `run.py list` and `run.py run` never poll.
+if TYPE_CHECKING:
+    from apscheduler.events import JobExecutionEvent
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 logger = logging.getLogger(__name__)
 
 _MAINTENANCE_JOB = "pyflow:maintenance"
 
 
-class _NextPoll(BaseTrigger):
+class _NextPoll:  # an APScheduler BaseTrigger by registration (_background_scheduler), so defined without it
     """An APScheduler trigger: the time the last poll asked for, else ``interval`` after the previous poll."""
 
     def __init__(self, interval: float):
@@ -38,6 +39,26 @@ class _NextPoll(BaseTrigger):
 
     def __str__(self) -> str:  # APScheduler's log lines name the trigger
         return f"when due, else every {self.interval.total_seconds():g} s"
+
+
+def _background_scheduler(pool_size: int, polled: Callable[[JobExecutionEvent], None]) -> BackgroundScheduler:
+    """The APScheduler behind a Scheduler: one thread, a pool of ``pool_size``, ``polled`` told of every poll."""
+    from apscheduler.events import EVENT_JOB_EXECUTED
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.base import BaseTrigger
+
+    BaseTrigger.register(_NextPoll)  # an ABC: APScheduler takes any registered class for a trigger
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=pool_size)},
+        # A poll that was late (busy pool, suspended laptop) runs once, not once per missed beat.
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        timezone=UTC,
+    )
+    # Listeners run after the executor has counted the poll as finished, so moving the job
+    # to a time that is already due cannot be refused as a second instance.
+    scheduler.add_listener(polled, EVENT_JOB_EXECUTED)
+    return scheduler
 
 
 class Scheduler:
@@ -67,16 +88,18 @@ class Scheduler:
         # name -> Event set when its poll returns (or the scheduler stops): the polls in flight.
         self._in_flight: dict[str, threading.Event] = {}
         self._flight_lock = threading.Lock()
-        self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=pool_size)},
-            # A poll that was late (busy pool, suspended laptop) runs once, not once per missed beat.
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=UTC,
-        )
-        # Listeners run after the executor has counted the poll as finished, so moving the job
-        # to a time that is already due cannot be refused as a second instance.
-        self._scheduler.add_listener(self._polled, EVENT_JOB_EXECUTED)
+        self._pool_size = pool_size
+        self._apscheduler: BackgroundScheduler | None = None
+        self._made_lock = threading.Lock()
         self._triggers: dict[str, _NextPoll] = {}
+
+    @property
+    def _scheduler(self) -> BackgroundScheduler:
+        """The APScheduler, made at its first use."""
+        with self._made_lock:
+            if self._apscheduler is None:
+                self._apscheduler = _background_scheduler(self._pool_size, self._polled)
+            return self._apscheduler
 
     def start(self, maintenance_interval: float = 3600.0) -> None:
         """Start the scheduler thread and the periodic maintenance (pruning)."""
@@ -128,6 +151,8 @@ class Scheduler:
 
     def _polled(self, event: JobExecutionEvent) -> None:
         """Move a workflow's next poll to the time its last poll returned."""
+        from apscheduler.jobstores.base import JobLookupError
+
         trigger = self._triggers.get(event.job_id)
         if trigger is None or event.retval is None:
             return
@@ -143,6 +168,10 @@ class Scheduler:
     def remove(self, name: str) -> None:
         """Stop polling ``name``."""
         self._triggers.pop(name, None)
+        if self._apscheduler is None:
+            return  # nothing was ever polled
+        from apscheduler.jobstores.base import JobLookupError
+
         try:
             self._scheduler.remove_job(name)
         except JobLookupError:
@@ -150,17 +179,18 @@ class Scheduler:
 
     def next_poll(self, name: str) -> float | None:
         """Epoch seconds of ``name``'s next poll; None when it is not polled."""
-        job = self._scheduler.get_job(name)
+        job = self._apscheduler.get_job(name) if self._apscheduler is not None else None
         return None if job is None or job.next_run_time is None else job.next_run_time.timestamp()
 
     def scheduled(self) -> set[str]:
         """Names of workflows being polled."""
-        return {job.id for job in self._scheduler.get_jobs() if job.id != _MAINTENANCE_JOB}
+        jobs = self._apscheduler.get_jobs() if self._apscheduler is not None else []
+        return {job.id for job in jobs if job.id != _MAINTENANCE_JOB}
 
     def shutdown(self) -> None:
         """Stop the scheduler; polls under way are not waited for (their pool threads end now)."""
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        if self._apscheduler is not None and self._apscheduler.running:
+            self._apscheduler.shutdown(wait=False)
         with self._flight_lock:
             for returned in self._in_flight.values():
                 returned.set()

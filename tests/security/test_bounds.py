@@ -21,6 +21,8 @@ import requests
 from tests.fixtures import wait_until
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 # Backtracks exponentially in re and in regex alike; regex gives up after WORKFLOW_REGEX_TIMEOUT.
 SLOW_PATTERN = r"^(a|a)*$"
 SLOW_TEXT = "a" * 30 + "!"

@@ -20,6 +20,8 @@ from aiosmtpd.smtp import AuthResult
 
 from tests.server import Servers, free_port
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 SMTP_PASSWORD = "smtp-Pa55-" + uuid.uuid4().hex
 IMAP_PASSWORD = "imap-Pa55-" + uuid.uuid4().hex
 

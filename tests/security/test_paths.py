@@ -20,6 +20,8 @@ from aiosmtpd.smtp import AuthResult
 from tests import pdf_factory
 from tests.server import REPO, Servers, free_port, run_py, server_env
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 SMTP_PASSWORD = "smtp-Pa55-" + uuid.uuid4().hex
 LIBRARY = REPO / "workflows" / "library"
 PWN = "import os\n\ndef run():\n    return {'id': os.popen('id').read()}\n"

@@ -20,6 +20,8 @@ import requests
 from tests.http_server import base_url, serving
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 SETTING_SECRETS = {
     "SMTP_PASSWORD": "smtpPw-7731-zeta",
     "IMAP_PASSWORD": "imapPw-5512-kappa",
@@ -253,7 +255,8 @@ def test_a_shell_step_running_env_sees_no_secret_setting(server):
 
 def test_a_module_that_logs_and_raises_the_password_leaks_nothing(server):
     create(server, {"name": "careless", "steps": [
-        {"name": "login", "type": "python", "retries": 0, "config": {"function": "tests.fixtures:careless_login"}}]})
+        {"name": "login", "type": "python", "retries": 0,
+         "config": {"function": "tests.fixtures.functions:careless_login"}}]})
     finished = run(server, "careless")
     assert finished["steps"][0]["error"] == "RuntimeError: login refused for password ***"
     assert "logging in with password ***" in server.stderr  # the console log is scrubbed too
@@ -264,7 +267,8 @@ def test_a_module_that_raises_an_input_token_leaks_it_nowhere(server):
     token = "inTok-4848-theta"
     create(server, {"name": "careless_call", "steps": [
         {"name": "call", "type": "python", "retries": 0,
-         "config": {"function": "tests.fixtures:careless_call", "kwargs": {"token": "{{ inputs.api_token }}"}}}]})
+         "config": {"function": "tests.fixtures.functions:careless_call",
+                    "kwargs": {"token": "{{ inputs.api_token }}"}}}]})
     finished = run(server, "careless_call", {"api_token": token})
     assert finished["steps"][0]["error"] == "RuntimeError: remote refused token ***"
     assert "RuntimeError: remote refused token ***" in server.stderr  # the traceback on the console

@@ -12,6 +12,8 @@ import pytest
 
 from tests.server import REPO, Servers, free_port, run_py
 
+pytestmark = pytest.mark.slow  # starts real run.py servers
+
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 

@@ -13,6 +13,8 @@ import pytest
 from tests.http_server import base_url, recording, redirecting, serving
 from tests.server import Server, Servers
 
+pytestmark = pytest.mark.slow  # replays attacks on a real run.py server
+
 WAIT = {"wait": "30"}
 DENY_LOCAL = "169.254.0.0/16,fe80::/10,127.0.0.2/32"
 

@@ -15,6 +15,8 @@ import requests
 
 from tests.server import Servers, run_py, server_env
 
+pytestmark = pytest.mark.slow  # replays attacks on real run.py servers
+
 TOKEN = "s3cret-admin-token"
 HOOK_SECRET = "s3cret"  # the literal secret of tests.fixtures' custom_header_hook and stripe_hook
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -1,0 +1,92 @@
+"""The requests Session behind actions/http_policy.py's ``session()``: connections that check the deny list.
+
+Kept apart from the policy so that importing the policy (the settings do) does not import requests.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+
+from actions.http_policy import Network, PolicyError, denied
+
+
+class _GuardedConnection:
+    """Resolves the host itself, refuses a denied address, and connects to the addresses it checked."""
+
+    deny: tuple[Network, ...] = ()
+
+    def _new_conn(self) -> socket.socket:
+        host = self._dns_host  # type: ignore[attr-defined]
+        try:
+            infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)  # type: ignore[attr-defined]
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error  # type: ignore[attr-defined,arg-type]
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            if denied(address, self.deny):
+                raise PolicyError(self.host, address)  # type: ignore[attr-defined]
+        last: Exception | None = None
+        for address in addresses:
+            # A literal address: urllib3 connects to it without another lookup; TLS still checks the name.
+            self._dns_host = address
+            try:
+                return super()._new_conn()  # type: ignore[misc]
+            except NewConnectionError as error:
+                last = error
+            finally:
+                self._dns_host = host
+        raise last or NewConnectionError(self, f"Failed to establish a new connection: {host} has no address")  # type: ignore[arg-type]
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose pools make guarded connections; a refusal names the request's URL."""
+
+    def __init__(self, deny: tuple[Network, ...]):
+        self._deny = deny
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self._deny)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS managers bring connection classes of their own
+            manager.pool_classes_by_scheme = _pool_classes(self._deny)  # the proxy's address is checked
+        return manager
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().send(request, *args, **kwargs)
+        except PolicyError as error:
+            error.url = request.url
+            raise
+
+
+@lru_cache(maxsize=32)
+def _pool_classes(deny: tuple[Network, ...]) -> dict[str, type]:
+    """Connection pool classes whose connections check ``deny`` (one set per deny list)."""
+    http = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection), {"deny": deny})
+    https = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {"deny": deny})
+    return {
+        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+    }
+
+
+def guarded_session(deny: tuple[Network, ...]) -> requests.Session:
+    """A requests Session whose connections, the proxy's included, refuse the addresses in ``deny``."""
+    guarded = requests.Session()
+    adapter = _GuardedAdapter(deny)
+    guarded.mount("http://", adapter)
+    guarded.mount("https://", adapter)
+    return guarded
