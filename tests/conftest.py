@@ -6,6 +6,7 @@ import pytest
 
 from app import create_app, start_app
 from tests.fixtures import WORKFLOWS
+from tests.services import postgres_url  # noqa: F401  (a fixture: a PostgreSQL database of the test's own)
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {

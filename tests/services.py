@@ -1,0 +1,76 @@
+"""Real PostgreSQL, Redis and RabbitMQ on loopback for the tests that need them (DESIGN section 11).
+
+Each service's URL comes from PYFLOW_TEST_POSTGRES_URL, PYFLOW_TEST_REDIS_URL or
+PYFLOW_TEST_AMQP_URL (defaults: this project's machines). Where a service cannot
+be reached the test is skipped with a message saying what to start, except under
+PYFLOW_REQUIRE_SERVICES=1 (CI), where it fails: a skip must not hide a broken setup.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+POSTGRES_URL = os.environ.get("PYFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("PYFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("PYFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+HOW_TO_START = {
+    "postgresql": "start PostgreSQL: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "redis": 'start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ""',
+    "amqp": "start RabbitMQ: rabbitmq-server -detached",
+}
+
+
+def required() -> bool:
+    """True under PYFLOW_REQUIRE_SERVICES=1 (CI): an unreachable service fails the test instead of skipping it."""
+    return os.environ.get("PYFLOW_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str, url: str, why: str) -> None:
+    """Skip (under PYFLOW_REQUIRE_SERVICES=1: fail) naming the service, where it was looked for, how to start it."""
+    parts = urlsplit(url)
+    message = f"{what} is not reachable at {parts.hostname}:{parts.port} ({why}); {HOW_TO_START[what]}"
+    if required():
+        pytest.fail(f"PYFLOW_REQUIRE_SERVICES=1: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def reachable(url: str, default_port: int) -> str | None:
+    """None when a TCP connection to the URL's host and port opens, else why not."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=2):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
+    try:
+        import psycopg
+    except ImportError:
+        if required():
+            pytest.fail("PYFLOW_REQUIRE_SERVICES=1: psycopg is missing; pip install -r requirements-distributed.txt",
+                        pytrace=False)
+        pytest.skip("psycopg is missing: pip install -r requirements-distributed.txt")
+    why = reachable(POSTGRES_URL, 5432)
+    if why:
+        unavailable("postgresql", POSTGRES_URL, why)
+    name = f"pyflow_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        unavailable("postgresql", POSTGRES_URL, str(error).strip().splitlines()[0])
+    parts = urlsplit(POSTGRES_URL)
+    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
