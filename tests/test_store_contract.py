@@ -148,6 +148,16 @@ def test_a_created_run_reads_back_equal(store, runs):
     assert ids(everything(store)) == [run["id"]]
 
 
+def test_a_run_id_is_stored_once(store, runs):
+    run = runs.make()
+    store.create_run(run)
+    store.update_step(run["id"], 0, done_step("s0"))
+    with pytest.raises(ValueError):
+        store.create_run({**runs.make("wf_b"), "id": run["id"]})
+    assert store.get_run(run["id"]) == {**run, "steps": [done_step("s0"), run["steps"][1]]}
+    assert ids(everything(store)) == [run["id"]]
+
+
 def test_an_unknown_run_is_none(store, runs):
     store.create_run(runs.make())
     assert store.get_run(runs.make()["id"]) is None  # well formed, never created
@@ -371,6 +381,21 @@ def test_runs_created_between_pages_do_not_shift_the_pages(store, runs):
     assert seen == ids(made)[::-1]
 
 
+def test_a_run_pruned_between_pages_does_not_shift_the_pages(store, runs):
+    made = [runs.make() for _ in range(9)]
+    for run in made:
+        store.create_run(run)
+    page, cursor = store.list_runs(limit=3)
+    seen = ids(page)
+    while cursor is not None:
+        # The run the cursor names goes (WORKFLOW_RETENTION_DAYS) before the next page is asked for.
+        store.save_run(finished(store.get_run(cursor), at=time.time() - 100))
+        assert store.prune(time.time() - 10) == 1
+        page, cursor = store.list_runs(limit=3, before=cursor)
+        seen += ids(page)
+    assert seen == ids(made)[::-1]
+
+
 def test_list_runs_filters_by_workflow_and_status(store, runs):
     made = [runs.make("wf_a" if n % 3 else "wf_b") for n in range(12)]
     for run in made:
@@ -429,10 +454,10 @@ def test_index_entries_since_list_created_runs_with_their_fields(store, runs):
 
 # -- pruning ----------------------------------------------------------------------------------
 def test_prune_removes_finished_runs_older_than_the_cutoff(store, runs):
-    now = time.time()
-    old_done, old_failed, old_cancelled, old_by_fields, new_done, running, paused, queued = (
-        runs.make() for _ in range(8))
-    made = [old_done, old_failed, old_cancelled, old_by_fields, new_done, running, paused, queued]
+    now = parse_time(format_time(time.time()))  # on the millisecond, as finished_at is
+    old_done, old_failed, old_cancelled, old_by_fields, new_done, at_cutoff, running, paused, queued = (
+        runs.make() for _ in range(9))
+    made = [old_done, old_failed, old_cancelled, old_by_fields, new_done, at_cutoff, running, paused, queued]
     for run in made:
         store.create_run(run, f"key-{run['id']}")
         store.append_log(run["id"], log_line(f"created {run['id']}"))
@@ -441,6 +466,7 @@ def test_prune_removes_finished_runs_older_than_the_cutoff(store, runs):
     store.save_run(finished(old_cancelled, "cancelled", at=now - 100))
     store.update_run(old_by_fields["id"], {"status": "failed", "finished_at": format_time(now - 100)})
     store.save_run(finished(new_done, at=now))
+    store.save_run(finished(at_cutoff, at=now - 10))  # "before the cutoff" is strictly before
     long_ago = format_time(now - 100)
     store.update_run(running["id"], {"status": "running", "started_at": long_ago})
     store.update_run(paused["id"], {"status": "paused", "started_at": long_ago})
@@ -456,7 +482,7 @@ def test_prune_removes_finished_runs_older_than_the_cutoff(store, runs):
     assert {run["id"]: store.get_run(run["id"]) for run in kept} == kept_records
     assert {run["id"]: store.get_logs(run["id"]) for run in kept} == kept_logs
     assert ids(everything(store)) == ids(kept)[::-1]
-    assert store.find_run_ids({"succeeded", "failed", "cancelled"}) == [new_done["id"]]
+    assert store.find_run_ids({"succeeded", "failed", "cancelled"}) == ids([new_done, at_cutoff])
     assert [entry["id"] for entry in store.index_entries()] == ids(kept)
 
     # A pruned run's key is free again; a kept run's still holds.
@@ -656,3 +682,51 @@ def test_records_survive_close_and_a_new_store(backend, runs):
         # MemoryStore keeps nothing beyond its own life, by design (tests and benchmarks).
         assert found == {"runs": [None, None], "logs": [], "listed": ([], None), "running": [], "index": [],
                          "trigger": {}, "started": set(), "definitions": []}
+
+
+def test_another_store_on_the_same_place_sees_what_one_recorded(backend, runs):
+    # Several processes (servers, workers, `run.py run`) open one place; a run changes hands after flush(run_id).
+    first, second = backend.open(), backend.open()
+    run = runs.make(steps=2)
+    first.create_run(run, "key-1")
+    first.update_run(run["id"], {"status": "running", "started_at": format_time(time.time())},
+                     mode=Durability.DEFERRED)
+    first.update_step(run["id"], 0, done_step("s0"), mode=Durability.DEFERRED)
+    first.append_log(run["id"], log_line("by the first"), mode=Durability.DEFERRED)
+    first.save_trigger_state("wf_a", {"cursor": 1})
+    first.set_started("wf_a", True)
+    first.save_definition("alpha", definition("alpha", 1))
+    first.flush(run["id"])  # lets go of the run, as a paused or handed-over run is
+    first.flush()
+    if not backend.durable:
+        # Each MemoryStore has dicts of its own, by design (tests and benchmarks): nothing is shared.
+        assert second.get_run(run["id"]) is None and second.list_runs() == ([], None)
+        return
+
+    assert second.get_run(run["id"]) == first.get_run(run["id"])
+    assert second.get_logs(run["id"]) == first.get_logs(run["id"])
+    assert ids(second.list_runs(status="running")[0]) == [run["id"]]
+    assert second.find_run_ids({"running"}) == [run["id"]]
+    assert second.index_entries() == first.index_entries()
+    assert second.create_run(runs.make(), "key-1") == (first.get_run(run["id"]), False)
+    assert second.load_trigger_state("wf_a") == {"cursor": 1}
+    assert second.started_workflows() == {"wf_a"}
+    assert second.get_definition("alpha") == first.get_definition("alpha")
+
+    # The second takes the run over; the first sees its changes.
+    second.update_step(run["id"], 1, done_step("s1"))
+    second.append_log(run["id"], log_line("by the second"))
+    second.update_run(run["id"], {"status": "paused"})
+    second.save_trigger_state("wf_a", {"cursor": 2})
+    second.set_started("wf_a", False)
+    assert second.save_definition("alpha", definition("alpha", 2)) == 2
+    second.flush(run["id"])
+    second.flush()
+    assert first.get_run(run["id"]) == second.get_run(run["id"])
+    assert first.get_run(run["id"])["steps"] == [done_step("s0"), done_step("s1")]
+    assert [line["message"] for line in first.get_logs(run["id"])] == ["by the first", "by the second"]
+    assert first.find_run_ids({"paused"}) == [run["id"]] and first.find_run_ids({"running"}) == []
+    assert ids(first.list_runs(status="paused")[0]) == [run["id"]]
+    assert first.load_trigger_state("wf_a") == {"cursor": 2}
+    assert first.started_workflows() == set()
+    assert first.get_definition("alpha")["version"] == 2
