@@ -542,6 +542,17 @@ def test_concurrent_changes_of_one_run_lose_nothing(store, runs):
     assert len(messages) == threads * rounds
 
 
+def test_concurrent_saves_of_definitions_and_started_workflows_lose_nothing(store):
+    # Two API requests at once (PUT a definition, start a workflow) must not take one version number or
+    # overwrite each other's started workflow.
+    versions = at_once(lambda n: (n, store.save_definition("alpha", definition("alpha", n))), list(range(8)))
+    assert sorted(version for _, version in versions) == list(range(1, 9))
+    assert {version: store.get_definition("alpha", version)["definition"] for _, version in versions} == {
+        version: definition("alpha", n) for n, version in versions}
+    at_once(lambda n: store.set_started(f"wf_{n}", True), list(range(8)))
+    assert store.started_workflows() == {f"wf_{n}" for n in range(8)}
+
+
 # -- trigger state, started workflows ----------------------------------------------------------------
 def test_trigger_state(store):
     assert store.load_trigger_state("mail") == {}
