@@ -146,7 +146,10 @@ def test_a_created_run_reads_back_equal(store, runs):
     run = runs.make()
     assert store.create_run(run) == (run, True)
     assert store.get_run(run["id"]) == run
-    assert ids(everything(store)) == [run["id"]]
+    no_steps = runs.make(steps=0, version=3, variables={"x": 1})  # a workflow without steps; more fields
+    assert store.create_run(no_steps) == (no_steps, True)
+    assert store.get_run(no_steps["id"]) == no_steps
+    assert ids(everything(store)) == [no_steps["id"], run["id"]]
 
 
 def test_a_run_id_is_stored_once(store, runs):
