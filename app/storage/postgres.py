@@ -102,6 +102,7 @@ class PostgresStore(Store):
     def __init__(self, url: str, root: str | Path, *, max_connections: int = 10, wait: float = _POOL_TIMEOUT):
         self.root = Path(root)
         self.where = where(url)
+        self._wait = wait
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
                 migrate(conn, self.where)
@@ -128,7 +129,9 @@ class PostgresStore(Store):
             with self._pool.connection() as conn:
                 yield conn
         except PoolTimeout:
-            raise StorageError(f"cannot {verb}: the database at {self.where} cannot be reached") from None
+            # The database is down or unreachable, or every connection stayed busy that long.
+            raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
+                               f"within {self._wait:g} s") from None
         except psycopg.OperationalError as error:
             raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error)}") from None
 
