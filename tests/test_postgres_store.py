@@ -311,3 +311,22 @@ def test_a_database_that_goes_away_answers_503_and_recovers(postgres_url, tmp_pa
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
         proxy.close()
+
+
+def test_records_keep_their_key_order_and_nul_characters(postgres_url, tmp_path):
+    """json, not jsonb: an answer reads as on the JSON store, and text with NUL in it (from a PDF) is kept."""
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {"zebra": 1, "apple": "a\u0000b"}, "api")
+        store.create_run(run)
+        store.update_run(run["id"], {"status": "running", "variables": {"z": 1, "a": 2}})
+        store.update_step(run["id"], 0, {"status": "succeeded", "result": {"y": "\u0000", "b": 2}, "name": "s0"})
+        stored = store.get_run(run["id"])
+        assert list(stored) == [*run, "variables"]
+        assert list(stored["trigger_data"].items()) == [("zebra", 1), ("apple", "a\u0000b")]
+        assert list(stored["variables"]) == ["z", "a"]
+        assert list(stored["steps"][0]) == ["status", "result", "name"] and stored["steps"][0]["result"]["y"] == "\0"
+    finally:
+        store.close()
