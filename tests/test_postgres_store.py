@@ -16,7 +16,7 @@ from app.errors import ConfigError
 from app.storage.migrate import migrate, migrations
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, wait_until
-from tests.server import free_port, run_py, server_env
+from tests.server import Servers, free_port, run_py, server_env
 from tests.services import required
 
 try:
@@ -224,6 +224,23 @@ def test_a_workflow_runs_end_to_end_and_a_restart_keeps_its_runs(postgres_url, t
         assert [found["id"] for found in client.get("/api/runs").get_json()["runs"]] == [run["id"]]
     finally:
         again.extensions["pyflow"].shutdown(timeout=2)
+
+
+@pytest.mark.slow
+def test_run_py_on_postgres_keeps_runs_across_a_restart_and_never_logs_the_password(postgres_url, tmp_path):
+    with Servers(tmp_path) as servers:
+        server = servers.start(env={"WORKFLOW_DATABASE_URL": with_password(postgres_url)})
+        answer = server.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "hello"}})
+        assert answer.status_code == 200 and answer.json()["status"] == "succeeded"
+        run = answer.json()
+        logs = server.stdout + server.stderr
+        server.restart()
+        assert server.get(f"/api/runs/{run['id']}").json() == run
+        assert [found["id"] for found in server.all_runs()] == [run["id"]]
+        logs += server.stdout + server.stderr
+        server.stop()
+        logs += server.stdout + server.stderr
+    assert "PyFlow serving" in logs and PASSWORD not in logs
 
 
 # -- a database that goes away -----------------------------------------------------
