@@ -185,6 +185,15 @@ def test_a_missing_database_stops_start_up(tmp_path, postgres_url):
     assert 'database "pyflow_no_such_database" does not exist' in line
 
 
+@pytest.mark.parametrize(("url", "cause"), [
+    (f"mysql://pyflow:{PASSWORD}@127.0.0.1/pyflow", "setting WORKFLOW_DATABASE_URL must be a postgresql://"),
+    (f"postgresql://pyflow:{PASSWORD}@127.0.0.1:notaport/pyflow", 'invalid integer value "notaport"'),
+    (f"postgresql://pyflow:{PASSWORD}@[bad/pyflow", "WORKFLOW_DATABASE_URL: cannot use the database at "),
+])
+def test_a_malformed_url_stops_start_up(tmp_path, driver, url, cause):
+    assert cause in start_up_error(tmp_path, url)
+
+
 def test_without_psycopg_start_up_says_what_to_install(tmp_path):
     fake = tmp_path / "nopsycopg"
     fake.mkdir()

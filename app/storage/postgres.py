@@ -46,16 +46,23 @@ def where(url: str) -> str:
     """``host:port/database`` of a URL: how messages name a database, never with its password."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        parts = urlsplit(url)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    except psycopg.ProgrammingError:  # not a URL libpq reads: name what can be read of it, never all of it
+        try:
+            parts = urlsplit(url)
+            return f"{parts.hostname or 'localhost'}{parts.path or ''}"
+        except ValueError:
+            return "(a malformed URL)"
     database = info.get("dbname") or info.get("user") or ""
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{database}"
 
 
-def _cause(error: BaseException) -> str:
-    """The first line of a driver error, without libpq's 'connection failed:' prefixes."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+def _cause(error: BaseException, url: str) -> str:
+    """The first line of a driver error, without libpq's 'connection failed:' prefixes, nor the URL."""
+    text = str(error).replace(url, "the URL")  # libpq quotes a URL it cannot parse, password and all
+    password = re.search(r"://[^:/@\s]*:([^@\s]+)@", url)
+    if password:
+        text = text.replace(password.group(1), "***")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
     # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
     text = text.split(" failed: ")[-1] if " failed: " in text else text
@@ -106,12 +113,13 @@ class PostgresStore(Store):
     def __init__(self, url: str, root: str | Path, *, max_connections: int = 10, wait: float = _POOL_TIMEOUT):
         self.root = Path(root)
         self.where = where(url)
+        self._url = url
         self._wait = wait
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
                 migrate(conn, self.where)
         except psycopg.Error as error:
-            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: {_cause(error)}") \
+            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: {_cause(error, url)}") \
                 from None
         self._pool = ConnectionPool(
             url,
@@ -137,7 +145,7 @@ class PostgresStore(Store):
             raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
                                f"within {self._wait:g} s") from None
         except psycopg.OperationalError as error:
-            raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error)}") from None
+            raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
 
     # -- runs ---------------------------------------------------------------
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
