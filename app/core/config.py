@@ -132,10 +132,14 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
+    # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).
+    "WORKFLOW_DATABASE_URL": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
-SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN"})
+# WORKFLOW_DATABASE_URL may carry a password (postgresql://user:password@host/db).
+SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
+                             "WORKFLOW_DATABASE_URL"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:

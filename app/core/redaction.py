@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_key, redact, secret_values
 from app.core.config import SECRET_SETTINGS
@@ -19,7 +20,17 @@ _local = threading.local()
 
 def settings_scrubber(settings: Mapping[str, Any]) -> Scrubber:
     """A scrubber holding the value of every secret setting (SECRET_SETTINGS) that is set."""
-    return Scrubber(settings.get(name) for name in sorted(SECRET_SETTINGS))
+    values = [settings.get(name) for name in sorted(SECRET_SETTINGS)]
+    # The database URL's password alone too: a driver's message may quote it without the rest of the URL.
+    values.append(_url_password(settings.get("WORKFLOW_DATABASE_URL")))
+    return Scrubber(values)
+
+
+def _url_password(url: Any) -> str | None:
+    try:
+        return urlsplit(url).password if isinstance(url, str) and url else None
+    except ValueError:  # a malformed port: no password to find
+        return None
 
 
 def keep_redacted(new: Any, old: Any) -> Any:

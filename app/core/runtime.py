@@ -47,6 +47,22 @@ def check_files_root(settings: Mapping[str, Any]) -> None:
         raise ConfigError(str(error)) from None
 
 
+def open_store(settings: Mapping[str, Any]) -> Store:
+    """The store the settings name: PostgreSQL when WORKFLOW_DATABASE_URL is set, else the JSON store."""
+    url = settings.get("WORKFLOW_DATABASE_URL")
+    if not url:
+        return JsonStore(settings["WORKFLOW_STORAGE_PATH"])
+    if not str(url).startswith(("postgresql://", "postgres://")):
+        raise ConfigError("setting WORKFLOW_DATABASE_URL must be a postgresql://user@host:port/database URL")
+    try:  # psycopg only then: the embedded install runs without it
+        from app.storage.postgres import PostgresStore
+    except ImportError as error:
+        raise ConfigError(f"WORKFLOW_DATABASE_URL is set but {error.name or 'psycopg'} is not installed: "
+                          "pip install -r requirements-distributed.txt") from None
+    # Uploads and e-mail attachments still live in files under WORKFLOW_STORAGE_PATH.
+    return PostgresStore(url, settings["WORKFLOW_STORAGE_PATH"])
+
+
 class Runtime:
     """Everything a PyFlow process runs; the Flask app and the CLI both drive one."""
 
@@ -59,7 +75,7 @@ class Runtime:
     ):
         self.settings = dict(settings)
         check_files_root(self.settings)
-        self.store = store or JsonStore(self.settings["WORKFLOW_STORAGE_PATH"])
+        self.store = store or open_store(self.settings)
         self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
         self.catalog = Catalog(self.store, self.settings, self.renderer)
         self.catalog.load(workflows)

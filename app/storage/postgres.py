@@ -1,0 +1,410 @@
+"""The PostgreSQL store: runs, steps, logs and state in tables, shared by every process that uses the database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.types.json import set_json_dumps
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from app.errors import ConfigError, NotFound, StorageError
+from app.runs import FINISHED_RUN, parse_time
+from app.storage.base import Durability, Store
+from app.storage.migrate import migrate
+
+# Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
+
+logger = logging.getLogger(__name__)
+
+_ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
+_CONNECT_TIMEOUT = 10
+_POOL_TIMEOUT = 10.0
+_PRUNE_BATCH = 1000
+# index_entries' columns, formatted as the run records hold them (UTC ISO with ms and Z).
+_ENTRY_COLUMNS = ", ".join(
+    ["id", "workflow", "status"]
+    + [f"to_char({column} AT TIME ZONE 'UTC', {_ISO})" for column in ("created_at", "started_at", "finished_at")]
+)
+_RUN_COLUMNS = ("workflow", "status", "created_at", "started_at", "finished_at", "version", "worker")
+
+
+def _dumps(value: Any) -> str:
+    # allow_nan=False: PostgreSQL's json refuses NaN, so say which value at the call, not in the server's words.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def where(url: str) -> str:
+    """``host:port/database`` of a URL: how messages name a database, never with its password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # not a URL libpq reads: name what can be read of it, never all of it
+        try:
+            parts = urlsplit(url)
+            return f"{parts.hostname or 'localhost'}{parts.path or ''}"
+        except ValueError:
+            return "(a malformed URL)"
+    database = info.get("dbname") or info.get("user") or ""
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{database}"
+
+
+def _cause(error: BaseException, url: str) -> str:
+    """The first line of a driver error, without libpq's 'connection failed:' prefixes, nor the URL."""
+    text = str(error).replace(url, "the URL")  # libpq quotes a URL it cannot parse, password and all
+    password = re.search(r"://[^:/@\s]*:([^@\s]+)@", url)
+    if password:
+        text = text.replace(password.group(1), "***")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    text = text.split(" failed: ")[-1] if " failed: " in text else text
+    return re.sub(r"^(FATAL|ERROR):\s+", "", text)
+
+
+def _timestamp(text: Any) -> datetime | None:
+    """A record's ISO time as a timestamptz column (None stays None)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromtimestamp(parse_time(text), UTC)
+    except (TypeError, ValueError):
+        raise ValueError(f"run times must be UTC ISO 8601 such as 2026-01-01T10:00:00.000Z, got {text!r}") from None
+
+
+def _columns(run: dict) -> dict[str, Any]:
+    """The columns of a run's row that listing, filters and pruning read."""
+    version = run.get("version")
+    return {
+        "workflow": run["workflow"],
+        "status": run["status"],
+        "created_at": _timestamp(run.get("created_at")),
+        "started_at": _timestamp(run.get("started_at")),
+        "finished_at": _timestamp(run.get("finished_at")),
+        "version": version if isinstance(version, int) else None,
+        "worker": run.get("worker") if isinstance(run.get("worker"), str) else None,
+    }
+
+
+def _without_steps(run: dict) -> str:
+    # "steps" keeps its place in the record (null), so get_run gives the keys back in the order they came.
+    return _dumps({**run, "steps": None})
+
+
+class PostgresStore(Store):
+    """The Store interface over PostgreSQL (psycopg 3, a connection pool); ``root`` holds the runs' files.
+
+    Every change is committed before its method returns, whatever its ``mode``:
+    SYNC, WRITTEN and DEFERRED are all durable once PostgreSQL's commit is (its
+    WAL, fsync'd, and with a standby as ``synchronous_commit`` says).
+    """
+
+    # synchronous_commit = off for WRITTEN and DEFERRED changes was measured (2026-12-05, local SSD): a commit's
+    # flush costs ~0.13 ms, and SET LOCAL in a pipelined transaction, or SET around the change, cost as much
+    # or more than they saved. Worth trying again where a flush is slow (network disks).
+
+    def __init__(self, url: str, root: str | Path, *, max_connections: int = 10, wait: float = _POOL_TIMEOUT):
+        self.root = Path(root)
+        self.where = where(url)
+        self._url = url
+        self._wait = wait
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
+                migrate(conn, self.where)
+        except psycopg.Error as error:
+            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: {_cause(error, url)}") \
+                from None
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT},
+            configure=_configure,
+            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
+            timeout=wait,  # a caller waits this long for a connection, then gets a 503
+            reconnect_timeout=float("inf"),  # a database that went away is tried again until it is back
+            name="pyflow-store",
+            open=True,
+        )
+
+    @contextmanager
+    def _conn(self, verb: str) -> Iterator[psycopg.Connection]:
+        """A pooled connection; a database that cannot be reached is a StorageError (503) naming it."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            # The database is down or unreachable, or every connection stayed busy that long.
+            raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
+                               f"within {self._wait:g} s") from None
+        except psycopg.OperationalError as error:
+            raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
+
+    # -- runs ---------------------------------------------------------------
+    def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        row = {**_columns(run), "id": run["id"], "key": idempotency_key, "record": _without_steps(run),
+               "steps": _dumps(run.get("steps") or [])}
+        with self._conn("store a run") as conn:
+            while True:
+                try:
+                    # The run and its steps in one statement: one round trip, one commit.
+                    created = conn.execute(
+                        "WITH new AS ("
+                        " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at,"
+                        "  version, worker, idempotency_key, record)"
+                        " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s, %(finished_at)s,"
+                        "  %(version)s, %(worker)s, %(key)s, %(record)s)"
+                        " ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                        " RETURNING id),"
+                        " steps AS (INSERT INTO pyflow_steps (run_id, index, record)"
+                        "  SELECT new.id, s.ord - 1, s.value FROM new,"
+                        "  json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord))"
+                        " SELECT id FROM new",
+                        row,
+                    ).fetchone()
+                except psycopg.errors.UniqueViolation:
+                    raise ValueError(f"run id {run['id']!r} is already stored") from None
+                if created is not None:
+                    return run, True
+                found = conn.execute(
+                    "SELECT id FROM pyflow_runs WHERE workflow = %s AND idempotency_key = %s",
+                    (run["workflow"], idempotency_key),
+                ).fetchone()
+                first = self._read_run(conn, found[0]) if found else None
+                if first is not None:
+                    return first, False
+                # The first run was pruned in between: its key is free again, so try once more.
+
+    def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
+        with self._conn("update a run") as conn, conn.transaction():
+            found = conn.execute("SELECT record FROM pyflow_runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
+            if found is None:
+                raise NotFound(f"no run with id {run_id!r}")
+            run = {**found[0], **fields}
+            if "steps" in fields:
+                self._write_steps(conn, run_id, fields["steps"])
+            conn.execute(
+                "UPDATE pyflow_runs SET workflow = %(workflow)s, status = %(status)s, created_at = %(created_at)s,"
+                " started_at = %(started_at)s, finished_at = %(finished_at)s, version = %(version)s,"
+                " worker = %(worker)s, record = %(record)s WHERE id = %(id)s",
+                {**_columns(run), "id": run_id, "record": _without_steps(run)},
+            )
+
+    def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
+        if index < 0:
+            raise ValueError(f"step index must be >= 0, got {index!r}")
+        with self._conn("record a step") as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record",
+                    (run_id, index, _dumps(step)),
+                )
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound(f"no run with id {run_id!r}") from None
+
+    def save_run(self, run: dict) -> None:
+        row = {**_columns(run), "id": run["id"], "record": _without_steps(run)}
+        with self._conn("save a run") as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker,"
+                " record) VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
+                " %(finished_at)s, %(version)s, %(worker)s, %(record)s)"
+                " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
+                " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at,"
+                " finished_at = EXCLUDED.finished_at, version = EXCLUDED.version, worker = EXCLUDED.worker,"
+                " record = EXCLUDED.record",
+                row,
+            )
+            self._write_steps(conn, run["id"], run.get("steps") or [])
+
+    @staticmethod
+    def _write_steps(conn: psycopg.Connection, run_id: str, steps: list[dict]) -> None:
+        """Replace every step of a run. Call inside a transaction."""
+        with conn.pipeline():
+            conn.execute("DELETE FROM pyflow_steps WHERE run_id = %s", (run_id,))
+            conn.execute(
+                "INSERT INTO pyflow_steps (run_id, index, record)"
+                " SELECT %s, s.ord - 1, s.value FROM json_array_elements(%s::json) WITH ORDINALITY AS s(value, ord)",
+                (run_id, _dumps(steps)),
+            )
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._conn("read a run") as conn:
+            return self._read_run(conn, run_id)
+
+    def _read_run(self, conn: psycopg.Connection, run_id: str) -> dict | None:
+        # One statement, so the record and its steps come from one snapshot.
+        found = conn.execute(
+            "SELECT r.record, (SELECT json_agg(json_build_array(s.index, s.record) ORDER BY s.index)"
+            " FROM pyflow_steps s WHERE s.run_id = r.id) FROM pyflow_runs r WHERE r.id = %s",
+            (run_id,),
+        ).fetchone()
+        return None if found is None else _assemble(run_id, found[0], found[1])
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict], str | None]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        where_sql, params = [], {"limit": limit + 1}
+        for column, value in (("workflow", workflow), ("status", status)):
+            if value is not None:
+                where_sql.append(f"r.{column} = %({column})s")
+                params[column] = value
+        if before is not None:
+            where_sql.append("r.id < %(before)s")
+            params["before"] = before
+        condition = f"WHERE {' AND '.join(where_sql)}" if where_sql else ""
+        with self._conn("list runs") as conn:
+            rows = conn.execute(
+                "SELECT r.id, r.record, (SELECT json_agg(json_build_array(s.index, s.record) ORDER BY s.index)"
+                f" FROM pyflow_steps s WHERE s.run_id = r.id) FROM pyflow_runs r {condition}"
+                " ORDER BY r.id DESC LIMIT %(limit)s",
+                params,
+            ).fetchall()
+        runs = [_assemble(run_id, record, steps) for run_id, record, steps in rows[:limit]]
+        return runs, (runs[-1]["id"] if len(rows) > limit else None)
+
+    def find_run_ids(self, statuses: set[str]) -> list[str]:
+        with self._conn("find runs") as conn:
+            rows = conn.execute("SELECT id FROM pyflow_runs WHERE status = ANY(%s) ORDER BY id",
+                                (sorted(statuses),)).fetchall()
+        return [row[0] for row in rows]
+
+    def prune(self, older_than: float) -> int:
+        finished = sorted(status.value for status in FINISHED_RUN)
+        cutoff = datetime.fromtimestamp(older_than, UTC)
+        pruned = 0
+        with self._conn("prune runs") as conn:
+            while True:  # in batches: no transaction holds thousands of rows' locks for long
+                count = conn.execute(
+                    "DELETE FROM pyflow_runs WHERE id IN (SELECT id FROM pyflow_runs WHERE status = ANY(%s)"
+                    " AND finished_at < %s LIMIT %s)",
+                    (finished, cutoff, _PRUNE_BATCH),
+                ).rowcount
+                pruned += count
+                if count < _PRUNE_BATCH:
+                    break
+        if pruned:
+            logger.info("pruned %d runs from the database at %s", pruned, self.where)
+        return pruned
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def index_entries(self, *, since: str | None = None) -> list[dict]:
+        condition, params = "", ()
+        if since is not None:
+            condition, params = "WHERE created_at >= %s", (_timestamp(since),)
+        with self._conn("read the index of runs") as conn:
+            rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM pyflow_runs {condition} ORDER BY id", params).fetchall()
+        keys = ("id", "workflow", "status", "created_at", "started_at", "finished_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
+        with self._conn("add a log line") as conn:
+            try:
+                conn.execute("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)))
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound(f"no run with id {run_id!r}") from None
+
+    def get_logs(self, run_id: str) -> list[dict]:
+        with self._conn("read a run's log") as conn:
+            rows = conn.execute("SELECT entry FROM pyflow_logs WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
+        return [row[0] for row in rows]
+
+    # -- trigger state and started workflows --------------------------------
+    def load_trigger_state(self, workflow: str) -> dict:
+        with self._conn("read trigger state") as conn:
+            found = conn.execute("SELECT state FROM pyflow_trigger_state WHERE workflow = %s", (workflow,)).fetchone()
+        return found[0] if found else {}
+
+    def save_trigger_state(self, workflow: str, state: dict) -> None:
+        with self._conn("save trigger state") as conn:
+            conn.execute(
+                "INSERT INTO pyflow_trigger_state (workflow, state) VALUES (%s, %s)"
+                " ON CONFLICT (workflow) DO UPDATE SET state = EXCLUDED.state, saved_at = now()",
+                (workflow, _dumps(state)),
+            )
+
+    def started_workflows(self) -> set[str]:
+        with self._conn("read started workflows") as conn:
+            return {row[0] for row in conn.execute("SELECT workflow FROM pyflow_started_workflows")}
+
+    def set_started(self, workflow: str, started: bool) -> None:
+        with self._conn("start or stop a workflow") as conn:
+            if started:
+                conn.execute("INSERT INTO pyflow_started_workflows VALUES (%s) ON CONFLICT DO NOTHING", (workflow,))
+            else:
+                conn.execute("DELETE FROM pyflow_started_workflows WHERE workflow = %s", (workflow,))
+
+    # -- workflow definitions ---------------------------------------------------
+    def save_definition(self, name: str, definition: dict) -> int:
+        with self._conn("save a definition") as conn:
+            while True:
+                try:
+                    return conn.execute(
+                        "INSERT INTO pyflow_definitions (name, version, definition, saved_at)"
+                        " SELECT %(name)s, COALESCE(max(version), 0) + 1, %(definition)s,"
+                        " date_trunc('milliseconds', now()) FROM pyflow_definitions WHERE name = %(name)s"
+                        " RETURNING version",
+                        {"name": name, "definition": _dumps(definition)},
+                    ).fetchone()[0]
+                except psycopg.errors.UniqueViolation:
+                    continue  # another process saved a version of it at the same moment: take the next number
+
+    def get_definition(self, name: str, version: int | None = None) -> dict | None:
+        condition = "AND version = %s" if version is not None else ""
+        with self._conn("read a definition") as conn:
+            found = conn.execute(
+                f"SELECT name, version, definition, to_char(saved_at AT TIME ZONE 'UTC', {_ISO})"
+                f" FROM pyflow_definitions WHERE name = %s {condition} ORDER BY version DESC LIMIT 1",
+                (name, version) if version is not None else (name,),
+            ).fetchone()
+        return _definition(found) if found else None
+
+    def list_definitions(self) -> list[dict]:
+        with self._conn("list definitions") as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT ON (name) name, version, definition, to_char(saved_at AT TIME ZONE 'UTC', {_ISO})"
+                " FROM pyflow_definitions ORDER BY name, version DESC"
+            ).fetchall()
+        return [_definition(row) for row in rows]
+
+    def delete_definition(self, name: str) -> None:
+        with self._conn("delete a definition") as conn:
+            conn.execute("DELETE FROM pyflow_definitions WHERE name = %s", (name,))
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """Each pooled connection writes JSON as the store does (compact, no NaN)."""
+    set_json_dumps(_dumps, conn)
+
+
+def _definition(row: tuple) -> dict:
+    return {"name": row[0], "version": row[1], "definition": row[2], "saved_at": row[3]}
+
+
+def _assemble(run_id: str, record: dict, steps: list | None) -> dict:
+    """A run record from its row and its step rows ([index, record], by index)."""
+    listed: list[dict] = []
+    for index, step in steps or ():
+        if index != len(listed):
+            logger.warning("skipping step %d of run %s: the run has %d steps before it", index, run_id, len(listed))
+            continue
+        listed.append(step)
+    record["steps"] = listed
+    return record

@@ -1,0 +1,358 @@
+"""The PostgreSQL store beyond the store contract: migrations, start-up errors, a whole app on it, faults."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import create_app, start_app
+from app.errors import ConfigError
+from app.storage.migrate import migrate, migrations
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS, wait_until
+from tests.server import Servers, free_port, run_py, server_env
+from tests.services import required
+
+try:
+    import psycopg
+
+    from app.storage.postgres import PostgresStore, where
+except ImportError:  # the fixtures below skip, or under PYFLOW_REQUIRE_SERVICES=1 fail, the tests that need it
+    psycopg = None
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def driver() -> None:
+    """psycopg, which run.py needs for WORKFLOW_DATABASE_URL (postgres_url checks it too)."""
+    if psycopg is None:
+        if required():
+            pytest.fail("PYFLOW_REQUIRE_SERVICES=1: psycopg is missing; pip install -r requirements-distributed.txt",
+                        pytrace=False)
+        pytest.skip("psycopg is missing: pip install -r requirements-distributed.txt")
+PASSWORD = "n0t-the-real-passw0rd"  # trust auth on the test server accepts any
+
+
+def with_password(url: str) -> str:
+    """``url`` with PASSWORD in it (postgresql://user:PASSWORD@host...)."""
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user.split(':')[0]}:{PASSWORD}@{host}"
+
+
+def schema_versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT version FROM pyflow_schema ORDER BY version")]
+
+
+# -- migrations -------------------------------------------------------------------
+def test_a_fresh_database_gets_the_schema_and_a_second_start_changes_nothing(postgres_url, tmp_path):
+    PostgresStore(postgres_url, tmp_path).close()
+    newest = migrations()[-1][0]
+    assert schema_versions(postgres_url) == list(range(1, newest + 1))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert migrate(conn, "here") == []  # re-run: a no-op
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"pyflow_runs", "pyflow_steps", "pyflow_logs", "pyflow_definitions", "pyflow_trigger_state",
+            "pyflow_started_workflows", "pyflow_schema"} <= tables
+    PostgresStore(postgres_url, tmp_path).close()
+    assert schema_versions(postgres_url) == list(range(1, newest + 1))
+
+
+def test_two_processes_migrating_at_once_apply_each_migration_once(postgres_url):
+    applied: list[list[int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def migrator() -> None:
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                start.wait()
+                applied.append(migrate(conn, "here"))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrator) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(applied) == [[], [version for version, _ in migrations()]]
+    assert schema_versions(postgres_url) == [version for version, _ in migrations()]
+
+
+def test_a_newer_schema_stops_start_up_with_a_clear_message(postgres_url, tmp_path):
+    PostgresStore(postgres_url, tmp_path).close()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("INSERT INTO pyflow_schema (version, name) VALUES (3, '0003_future.sql')")
+    newest = migrations()[-1][0]
+    expected = (f"the database at {where(postgres_url)} has schema version 3; this PyFlow knows up to {newest}: "
+                "upgrade PyFlow")
+    with pytest.raises(ConfigError, match="WORKFLOW_DATABASE_URL") as raised:
+        PostgresStore(postgres_url, tmp_path)
+    assert expected in raised.value.message
+
+    result = run_py("list", env=server_env(tmp_path / "data", {"WORKFLOW_DATABASE_URL": with_password(postgres_url)}))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"run.py: WORKFLOW_DATABASE_URL: {expected}"]
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+# -- start-up errors through run.py ----------------------------------------------
+class FakePostgres:
+    """A server on loopback that asks for a password, then refuses it as PostgreSQL does (SQLSTATE 28P01)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = b""
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                with conn:
+                    self._session(conn)
+
+    def _session(self, conn: socket.socket) -> None:
+        while True:
+            head = conn.recv(4, socket.MSG_WAITALL)
+            if len(head) < 4:
+                return
+            body = conn.recv(struct.unpack("!i", head)[0] - 4, socket.MSG_WAITALL)
+            if len(body) == 4 and struct.unpack("!i", body)[0] in (80877103, 80877104):  # SSL or GSS request
+                conn.sendall(b"N")
+                continue
+            self.received += body
+            conn.sendall(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+            kind = conn.recv(1)
+            length = struct.unpack("!i", conn.recv(4, socket.MSG_WAITALL))[0]
+            self.received += kind + conn.recv(length - 4, socket.MSG_WAITALL)
+            fields = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"pyflow\"\0\0"
+            conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def fake_postgres() -> Iterator[FakePostgres]:
+    server = FakePostgres()
+    yield server
+    server.close()
+
+
+def start_up_error(tmp_path: Path, url: str, pythonpath: tuple[str, ...] = ()) -> str:
+    """run.py's one line on stderr when started with WORKFLOW_DATABASE_URL=url (it must exit 2)."""
+    env = server_env(tmp_path / "data", {"WORKFLOW_DATABASE_URL": url}, pythonpath)
+    result = run_py(env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    return lines[0]
+
+
+def test_an_unreachable_database_stops_start_up(tmp_path, driver):
+    port = free_port()
+    line = start_up_error(tmp_path, f"postgresql://pyflow:{PASSWORD}@127.0.0.1:{port}/pyflow")
+    assert line.startswith(f"run.py: WORKFLOW_DATABASE_URL: cannot use the database at 127.0.0.1:{port}/pyflow: ")
+    assert "refused" in line.lower()
+
+
+def test_a_wrong_password_stops_start_up(tmp_path, driver, fake_postgres):
+    url = f"postgresql://pyflow:{PASSWORD}@127.0.0.1:{fake_postgres.port}/pyflow"
+    line = start_up_error(tmp_path, url)
+    assert PASSWORD.encode() in fake_postgres.received  # it was sent, and refused
+    assert line == (f"run.py: WORKFLOW_DATABASE_URL: cannot use the database at 127.0.0.1:{fake_postgres.port}/pyflow:"
+                    ' password authentication failed for user "pyflow"')
+
+
+def test_a_missing_database_stops_start_up(tmp_path, postgres_url):
+    missing = postgres_url.rsplit("/", 1)[0] + "/pyflow_no_such_database"
+    line = start_up_error(tmp_path, with_password(missing))
+    assert line.startswith("run.py: WORKFLOW_DATABASE_URL: cannot use the database at ")
+    assert 'database "pyflow_no_such_database" does not exist' in line
+
+
+@pytest.mark.parametrize(("url", "cause"), [
+    (f"mysql://pyflow:{PASSWORD}@127.0.0.1/pyflow", "setting WORKFLOW_DATABASE_URL must be a postgresql://"),
+    (f"postgresql://pyflow:{PASSWORD}@127.0.0.1:notaport/pyflow", 'invalid integer value "notaport"'),
+    (f"postgresql://pyflow:{PASSWORD}@[bad/pyflow", "WORKFLOW_DATABASE_URL: cannot use the database at "),
+])
+def test_a_malformed_url_stops_start_up(tmp_path, driver, url, cause):
+    assert cause in start_up_error(tmp_path, url)
+
+
+def test_without_psycopg_start_up_says_what_to_install(tmp_path):
+    fake = tmp_path / "nopsycopg"
+    fake.mkdir()
+    (fake / "psycopg.py").write_text("raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n")
+    line = start_up_error(tmp_path, f"postgresql://pyflow:{PASSWORD}@127.0.0.1:5432/pyflow", (str(fake),))
+    assert line == ("run.py: WORKFLOW_DATABASE_URL is set but psycopg is not installed: "
+                    "pip install -r requirements-distributed.txt")
+
+
+# -- a whole app on PostgreSQL ----------------------------------------------------
+def make_app(url: str, storage: Path, **settings):
+    return start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                                 "WORKFLOW_DATABASE_URL": url, **settings}))
+
+
+def test_a_workflow_runs_end_to_end_and_a_restart_keeps_its_runs(postgres_url, tmp_path):
+    url = with_password(postgres_url)
+    app = make_app(url, tmp_path / "data")
+    try:
+        assert isinstance(app.extensions["pyflow"].store, PostgresStore)
+        client = app.test_client()
+        answer = client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "hello"}})
+        assert answer.status_code == 200
+        run = answer.get_json()
+        assert run["status"] == "succeeded"
+        assert [step["result"] for step in run["steps"]] == [{"value": "hello"}, {"value": "HELLO"}]
+        assert client.get("/api/runs?workflow=echo").get_json()["runs"] == [run]
+        assert client.get(f"/api/runs/{run['id']}/logs").status_code == 200
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+    assert not (tmp_path / "data" / "runs").exists()  # the runs are in the database, not in files
+
+    again = make_app(url, tmp_path / "data")
+    try:
+        client = again.test_client()
+        assert client.get(f"/api/runs/{run['id']}").get_json() == run
+        assert [found["id"] for found in client.get("/api/runs").get_json()["runs"]] == [run["id"]]
+    finally:
+        again.extensions["pyflow"].shutdown(timeout=2)
+
+
+@pytest.mark.slow
+def test_run_py_on_postgres_keeps_runs_across_a_restart_and_never_logs_the_password(postgres_url, tmp_path):
+    with Servers(tmp_path) as servers:
+        server = servers.start(env={"WORKFLOW_DATABASE_URL": with_password(postgres_url)})
+        answer = server.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "hello"}})
+        assert answer.status_code == 200 and answer.json()["status"] == "succeeded"
+        run = answer.json()
+        logs = server.stdout + server.stderr
+        server.restart()
+        assert server.get(f"/api/runs/{run['id']}").json() == run
+        assert [found["id"] for found in server.all_runs()] == [run["id"]]
+        logs += server.stdout + server.stderr
+        server.stop()
+        logs += server.stdout + server.stderr
+    assert "PyFlow serving" in logs and PASSWORD not in logs
+
+
+# -- a database that goes away -----------------------------------------------------
+class Proxy:
+    """A TCP forwarder to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                if not self.up:
+                    client.close()
+                    continue
+                server = socket.create_connection(self.upstream)
+                with self.lock:
+                    self.pairs.append((client, server))
+                for source, target in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_a_database_that_goes_away_answers_503_and_recovers(postgres_url, tmp_path):
+    info = psycopg.conninfo.conninfo_to_dict(postgres_url)
+    proxy = Proxy(info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
+    url = with_password(postgres_url).replace(f":{info.get('port') or 5432}/", f":{proxy.port}/")
+    store = PostgresStore(url, tmp_path / "data", wait=1.0)
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                                "WORKFLOW_CLASSES": WORKFLOWS, "STORE": store}))
+    client = app.test_client()
+    try:
+        answered = client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "kept"}}).get_json()
+        assert answered["status"] == "succeeded"
+        sleeping = client.post("/api/workflows/slow/runs", json={"inputs": {"seconds": 1}})
+        assert sleeping.status_code == 202  # answered: stored, and its step under way when the database goes
+
+        proxy.cut()
+        down = client.get("/api/runs")
+        assert down.status_code == 503
+        message = down.get_json()["error"]["message"]
+        assert f"the database at 127.0.0.1:{proxy.port}/" in message and PASSWORD not in message
+        assert client.post("/api/workflows/echo/runs", json={"inputs": {"text": "x"}}).status_code == 503
+
+        proxy.restore()
+        wait_until(lambda: client.get("/api/runs").status_code == 200, timeout=15)
+        assert client.get(f"/api/runs/{answered['id']}").get_json() == answered
+        # The run the engine could not record stalled; it resumes once the database is back.
+        run_id = sleeping.get_json()["id"]
+        wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "succeeded", timeout=30)
+        again = client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "back"}}).get_json()
+        assert again["status"] == "succeeded"
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+        proxy.close()
+
+
+def test_records_keep_their_key_order_and_nul_characters(postgres_url, tmp_path):
+    """json, not jsonb: an answer reads as on the JSON store, and text with NUL in it (from a PDF) is kept."""
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {"zebra": 1, "apple": "a\u0000b"}, "api")
+        store.create_run(run)
+        store.update_run(run["id"], {"status": "running", "variables": {"z": 1, "a": 2}})
+        store.update_step(run["id"], 0, {"status": "succeeded", "result": {"y": "\u0000", "b": 2}, "name": "s0"})
+        stored = store.get_run(run["id"])
+        assert list(stored) == [*run, "variables"]
+        assert list(stored["trigger_data"].items()) == [("zebra", 1), ("apple", "a\u0000b")]
+        assert list(stored["variables"]) == ["z", "a"]
+        assert list(stored["steps"][0]) == ["status", "result", "name"] and stored["steps"][0]["result"]["y"] == "\0"
+    finally:
+        store.close()

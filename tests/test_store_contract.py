@@ -1,0 +1,768 @@
+"""The Store contract (app/storage/base.py), one suite over every backend: memory, JSON and PostgreSQL.
+
+Each test uses the store as the runtime does and checks what it relies on. A backend that legitimately
+differs gets its own expectation (``Backend``), with why beside it; nothing is skipped by backend.
+Backend-specific behaviour (files, crash recovery, the WAL) is tested beside each backend.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app.errors import NotFound
+from app.runs import format_time, new_run, new_step, parse_time
+from app.storage.base import Durability, Store
+from app.storage.json.store import JsonStore
+from app.storage.memory import MemoryStore
+
+# What GET /api/runs accepts back as ?cursor= (app/api/routes.py): a page's `next` must be a run id.
+RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
+MODES = list(Durability)
+INDEX_FIELDS = ("id", "workflow", "status", "created_at", "started_at", "finished_at")
+
+
+# -- the backends ----------------------------------------------------------------
+@dataclass
+class Backend:
+    """One kind of store, opened (and reopened) on one place; every store it opened is closed at the end."""
+
+    name: str
+    make: Callable[[], Store]
+    #: Whether what a store recorded is there for a new store on the same place. MemoryStore keeps
+    #: everything in its own dicts by design (tests and benchmarks), so a new one starts empty.
+    durable: bool
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self) -> Store:
+        store = self.make()
+        self.opened.append(store)
+        return store
+
+    def reopen(self, store: Store) -> Store:
+        """Close ``store`` (as a server does at shutdown) and open a new one on the same place."""
+        self.opened.remove(store)
+        store.close()
+        return self.open()
+
+    def close_all(self) -> None:
+        while self.opened:
+            self.opened.pop().close()
+
+
+@pytest.fixture(params=["memory", "json", pytest.param("postgres", marks=pytest.mark.services)])
+def backend(request, tmp_path) -> Iterator[Backend]:
+    if request.param == "memory":
+        # Its files under tmp_path (MemoryStore() would make a folder in /tmp that nothing removes).
+        found = Backend("memory", lambda: MemoryStore(tmp_path / "files"), durable=False)
+    elif request.param == "json":
+        found = Backend("json", lambda: JsonStore(tmp_path / "data"), durable=True)
+    else:
+        url = request.getfixturevalue("postgres_url")  # a fresh database of this test's own
+        from app.storage.postgres import PostgresStore  # psycopg is an optional dependency
+
+        found = Backend("postgres", lambda: PostgresStore(url, tmp_path / "files"), durable=True)
+    try:
+        yield found
+    finally:
+        found.close_all()
+
+
+@pytest.fixture
+def store(backend) -> Store:
+    return backend.open()
+
+
+# -- records ---------------------------------------------------------------------
+class Runs:
+    """Run records as the runtime makes them, each created after the one before.
+
+    Ids and created_at move 2 ms per run, so "newest first" has one answer whatever a backend sorts by
+    (the id, which sorts by creation time, or created_at), even when a fast store creates two runs in
+    the same millisecond.
+    """
+
+    def __init__(self):
+        self.clock = time.time() - 3600
+
+    def make(self, workflow: str = "wf_a", steps: int = 2, **fields) -> dict:
+        self.clock += 0.002
+        run = new_run(workflow, [new_step(f"s{n}", "noop") for n in range(steps)], {"n": 1}, "api")
+        created_at = format_time(self.clock)
+        run.update(id=f"run_{int(self.clock * 1_000_000):016x}{random.getrandbits(24):06x}", created_at=created_at)
+        run["history"][0]["at"] = created_at
+        run.update(fields)
+        return run
+
+
+@pytest.fixture
+def runs() -> Runs:
+    return Runs()
+
+
+def done_step(name: str, result: object = None, attempts: int = 1) -> dict:
+    return {**new_step(name, "noop"), "status": "succeeded", "attempts": attempts, "result": result}
+
+
+def finished(run: dict, status: str = "succeeded", at: float | None = None) -> dict:
+    """The whole record of a run that ended ``at`` (default now), as the engine saves it."""
+    return {**run, "status": status, "finished_at": format_time(time.time() if at is None else at), "progress": 100}
+
+
+def log_line(message: str, level: str = "info", step: str | None = None) -> dict:
+    return {"at": format_time(time.time()), "level": level, "step": step, "message": message}
+
+
+def ids(records: list[dict]) -> list[str]:
+    return [record["id"] for record in records]
+
+
+def all_pages(store: Store, limit: int, **filters) -> list[list[dict]]:
+    """Every page of a listing, following `next` as GET /api/runs?cursor= does."""
+    page, cursor = store.list_runs(limit=limit, **filters)
+    pages = [page]
+    while cursor is not None:
+        assert RUN_ID.match(cursor), f"next {cursor!r} is not a run id"
+        assert len(pages) < 100, "the listing never ends"
+        page, cursor = store.list_runs(limit=limit, before=cursor, **filters)
+        pages.append(page)
+    return pages
+
+
+def everything(store: Store, **filters) -> list[dict]:
+    return [run for page in all_pages(store, 50, **filters) for run in page]
+
+
+# -- creating and reading runs ------------------------------------------------------
+def test_a_created_run_reads_back_equal(store, runs):
+    run = runs.make()
+    assert store.create_run(run) == (run, True)
+    assert store.get_run(run["id"]) == run
+    no_steps = runs.make(steps=0, version=3, variables={"x": 1})  # a workflow without steps; more fields
+    assert store.create_run(no_steps) == (no_steps, True)
+    assert store.get_run(no_steps["id"]) == no_steps
+    assert ids(everything(store)) == [no_steps["id"], run["id"]]
+
+
+def test_a_run_id_is_stored_once(store, runs):
+    run = runs.make()
+    store.create_run(run)
+    store.update_step(run["id"], 0, done_step("s0"))
+    with pytest.raises(ValueError):
+        store.create_run({**runs.make("wf_b"), "id": run["id"]})
+    assert store.get_run(run["id"]) == {**run, "steps": [done_step("s0"), run["steps"][1]]}
+    assert ids(everything(store)) == [run["id"]]
+
+
+def test_an_unknown_run_is_none(store, runs):
+    store.create_run(runs.make())
+    assert store.get_run(runs.make()["id"]) is None  # well formed, never created
+    assert store.get_run("run_unknown") is None
+    assert store.get_run("not a run id/..") is None  # what a URL may carry: not an error
+
+
+def test_any_json_value_round_trips(store, runs):
+    run = runs.make()
+    run["trigger_data"] = {
+        "text": "ünïcödé ✓ 日本語 \U0001f600",
+        "quotes": "'\"\\ \n\t",
+        "numbers": [0, -1, 2**63 + 1, 0.1, 1.5e300, -2.25],
+        "flags": [True, False, None],
+        "nested": {"a": [{"b": {"c": []}}], "": "empty key"},
+        "empty": {},
+    }
+    store.create_run(run)
+    assert store.get_run(run["id"]) == run
+
+
+def test_a_nul_character_in_text_round_trips(store, runs):
+    # "\u0000" is valid JSON, and a webhook body or an e-mail may carry it; a store must keep it, not fail.
+    run = runs.make()
+    run["trigger_data"] = {"body": "before\u0000after"}
+    store.create_run(run)
+    store.update_step(run["id"], 0, done_step("s0", {"text": "a\u0000b"}))
+    store.append_log(run["id"], log_line("nul \u0000 here"))
+    assert store.get_run(run["id"])["trigger_data"] == {"body": "before\u0000after"}
+    assert store.get_run(run["id"])["steps"][0]["result"] == {"text": "a\u0000b"}
+    assert store.get_logs(run["id"])[0]["message"] == "nul \u0000 here"
+
+
+def test_the_store_keeps_its_own_copy(store, runs):
+    # The engine keeps changing its run dict and step dicts after recording them.
+    run = runs.make()
+    kept = {**run, "steps": [dict(step) for step in run["steps"]], "history": list(run["history"])}
+    store.create_run(run)
+    run["status"] = "running"
+    run["steps"][0]["status"] = "running"
+    run["history"].append({"at": format_time(time.time()), "from": "queued", "to": "running", "by": "engine"})
+    step = done_step("s1")
+    store.update_step(run["id"], 1, step)
+    step["status"] = "changed later"
+    read = store.get_run(run["id"])
+    read["status"] = "changed by a reader"
+    read["steps"][0]["status"] = "changed by a reader"
+    assert store.get_run(run["id"]) == {**kept, "steps": [kept["steps"][0], done_step("s1")]}
+
+
+# -- idempotency keys -----------------------------------------------------------------
+def test_a_repeated_idempotency_key_returns_the_first_run_and_stores_nothing(store, runs):
+    first = runs.make("wf_a")
+    assert store.create_run(first, "key-1") == (first, True)
+    again = runs.make("wf_a")
+    assert store.create_run(again, "key-1") == (first, False)
+    assert store.get_run(again["id"]) is None
+    assert ids(everything(store)) == [first["id"]]
+
+    # The first run as it is now: the answer to a repeated request shows how far it got.
+    store.update_run(first["id"], {"status": "running", "started_at": format_time(time.time())})
+    assert store.create_run(runs.make("wf_a"), "key-1") == (store.get_run(first["id"]), False)
+
+
+def test_an_idempotency_key_belongs_to_one_workflow(store, runs):
+    first, other_workflow, other_key, no_key = runs.make("wf_a"), runs.make("wf_b"), runs.make("wf_a"), runs.make()
+    assert store.create_run(first, "key-1") == (first, True)
+    assert store.create_run(other_workflow, "key-1") == (other_workflow, True)
+    assert store.create_run(other_key, "key-2") == (other_key, True)
+    assert store.create_run(no_key) == (no_key, True)
+    assert store.create_run(runs.make("wf_b"), "key-1") == (other_workflow, False)
+    assert sorted(ids(everything(store))) == sorted(ids([first, other_workflow, other_key, no_key]))
+
+
+def at_once(call: Callable, arguments: list) -> list:
+    """``call(argument)`` for each argument, on a thread of its own, all let go together; a thread's error re-raised."""
+    start = threading.Barrier(len(arguments))
+
+    def together(argument):
+        start.wait(10)
+        return call(argument)
+
+    with ThreadPoolExecutor(len(arguments)) as pool:
+        return list(pool.map(together, arguments))
+
+
+def test_concurrent_creations_with_one_key_make_one_run(store, runs):
+    for round_ in range(4):
+        candidates = [runs.make("wf_a") for _ in range(8)]
+        results = at_once(lambda run, key=f"key-{round_}": store.create_run(run, key), candidates)
+        created = [run for run, new in results if new]
+        assert len(created) == 1, f"round {round_}: {len(created)} runs created for one key"
+        assert all(run == created[0] for run, _ in results)
+        assert [candidate["id"] for candidate in candidates if store.get_run(candidate["id"])] == [created[0]["id"]]
+    assert len(everything(store)) == 4
+
+
+def test_two_stores_creating_with_one_key_at_once_make_one_run(backend, runs):
+    # Two servers on one database (or two processes on one folder) take one request each, repeated.
+    stores = [backend.open(), backend.open()]
+    for round_ in range(4):
+        candidates = [(stores[n % 2], runs.make("wf_a")) for n in range(8)]
+        results = at_once(lambda job, key=f"key-{round_}": job[0].create_run(job[1], key), candidates)
+        created = [run for run, new in results if new]
+        if backend.durable:
+            assert len(created) == 1, f"round {round_}: {len(created)} runs created for one key"
+            assert all(run == created[0] for run, _ in results)
+        else:
+            # Each MemoryStore has dicts of its own, by design (tests and benchmarks): a key per store.
+            assert len(created) == 2 and {run["id"] for run, _ in results} == {run["id"] for run in created}
+    for store in stores:
+        store.flush()  # the JSON store lists another process's creations once written (within FLUSH_DELAY)
+    if backend.durable:
+        assert len(everything(stores[0])) == 4 and everything(stores[0]) == everything(stores[1])
+    else:
+        assert len(everything(stores[0])) + len(everything(stores[1])) == 8
+
+
+# -- changing runs ------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_update_run_is_read_back_at_once(store, runs, mode):
+    run = runs.make()
+    store.create_run(run)
+    started = format_time(time.time())
+    store.update_run(run["id"], {"status": "running", "started_at": started}, mode=mode)
+    store.update_run(run["id"], {"progress": 50, "error": None, "variables": {"x": [1, 2]}}, mode=mode)
+    expected = {**run, "status": "running", "started_at": started, "progress": 50, "variables": {"x": [1, 2]}}
+    assert store.get_run(run["id"]) == expected
+    assert ids(store.list_runs(status="running")[0]) == [run["id"]]
+    assert store.list_runs(status="queued")[0] == []
+    assert store.find_run_ids({"running"}) == [run["id"]]
+    assert [(entry["status"], entry["started_at"]) for entry in store.index_entries()] == [("running", started)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_update_step_is_read_back_at_once(store, runs, mode):
+    run = runs.make(steps=3)
+    store.create_run(run)
+    for attempt in range(1, 4):
+        store.update_step(run["id"], 1, {**done_step("s1"), "attempts": attempt}, mode=mode)
+    store.update_step(run["id"], 2, done_step("s2", {"text": "ünïcode"}), mode=mode)
+    assert store.get_run(run["id"]) == {
+        **run, "steps": [run["steps"][0], done_step("s1", attempts=3), done_step("s2", {"text": "ünïcode"})]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_step_1000_reads_back(store, runs, mode):
+    run = runs.make(steps=1001)
+    store.create_run(run)
+    store.update_step(run["id"], 1000, done_step("s1000", {"n": 1000}), mode=mode)
+    store.update_step(run["id"], 999, done_step("s999"), mode=mode)
+    steps = store.get_run(run["id"])["steps"]
+    assert len(steps) == 1001
+    assert steps[1000] == done_step("s1000", {"n": 1000}) and steps[999] == done_step("s999")
+    assert steps[:999] == run["steps"][:999]
+
+
+def test_changes_in_every_mode_keep_their_order(store, runs):
+    run = runs.make(steps=1)
+    store.create_run(run)
+    for n, mode in enumerate(MODES * 3):
+        store.update_step(run["id"], 0, done_step("s0", attempts=n), mode=mode)
+        store.update_run(run["id"], {"progress": n}, mode=mode)
+    last = len(MODES) * 3 - 1
+    assert store.get_run(run["id"]) == {**run, "progress": last, "steps": [done_step("s0", attempts=last)]}
+
+
+def test_changes_to_an_unknown_run_raise_not_found(store, runs):
+    # A change must never make up half a record (a run pruned or never created).
+    unknown = runs.make()["id"]
+    with pytest.raises(NotFound):
+        store.update_run(unknown, {"status": "running"})
+    with pytest.raises(NotFound):
+        store.update_step(unknown, 0, done_step("s0"))
+    assert store.get_run(unknown) is None
+    assert everything(store) == []
+
+
+def test_save_run_replaces_the_record(store, runs):
+    run = runs.make()
+    store.create_run(run)
+    store.update_step(run["id"], 0, done_step("s0"))
+    store.update_run(run["id"], {"status": "running", "scratch": "only until the save"})
+    final = finished({**run, "steps": [done_step("s0"), done_step("s1")]})
+    store.save_run(final)
+    assert store.get_run(run["id"]) == final  # no "scratch": replaced, not merged
+    store.update_run(run["id"], {"error": "late"})  # changes after a save still count
+    assert store.get_run(run["id"]) == {**final, "error": "late"}
+    assert store.find_run_ids({"succeeded"}) == [run["id"]]
+    assert ids(store.list_runs(status="succeeded")[0]) == [run["id"]]
+    assert store.list_runs(status="running")[0] == []
+
+    # The engine saves a halted run's reset steps, queued again (app/core/engine.py).
+    queued = {**final, "status": "queued", "finished_at": None, "steps": [run["steps"][0], done_step("s1")]}
+    store.save_run(queued)
+    assert store.get_run(run["id"]) == queued
+    assert store.find_run_ids({"queued"}) == [run["id"]]
+
+
+# -- listing -------------------------------------------------------------------------------
+def test_list_runs_newest_first_and_limited(store, runs):
+    made = [runs.make() for _ in range(6)]
+    for run in made:
+        store.create_run(run)
+    newest_first = ids(made)[::-1]
+    assert ids(store.list_runs()[0]) == newest_first and store.list_runs()[1] is None
+    assert store.list_runs()[0][0] == made[-1]  # whole records
+    page, cursor = store.list_runs(limit=1)
+    assert ids(page) == newest_first[:1] and cursor is not None
+    assert ids(store.list_runs(limit=6)[0]) == newest_first and store.list_runs(limit=6)[1] is None
+    assert store.list_runs(limit=100) == (store.list_runs()[0], None)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_bad_limit_raises_value_error(store, runs, limit):
+    store.create_run(runs.make())
+    with pytest.raises(ValueError):
+        store.list_runs(limit=limit)
+
+
+@pytest.mark.parametrize("limit", [1, 4, 5, 12, 13])
+def test_pages_neither_repeat_nor_skip_a_run(store, runs, limit):
+    made = [runs.make() for _ in range(12)]
+    for run in made:
+        store.create_run(run)
+    pages = all_pages(store, limit)
+    assert [run["id"] for page in pages for run in page] == ids(made)[::-1]
+    assert all(len(page) == limit for page in pages[:-1]) and 0 < len(pages[-1]) <= limit
+    assert len(pages) == -(-12 // limit)  # no empty last page when the runs fill the pages exactly
+
+
+def test_runs_created_between_pages_do_not_shift_the_pages(store, runs):
+    made = [runs.make() for _ in range(10)]
+    for run in made:
+        store.create_run(run)
+    page, cursor = store.list_runs(limit=4)
+    seen = ids(page)
+    while cursor is not None:
+        store.create_run(runs.make())  # newer than every page: on page 1 of the next listing
+        page, cursor = store.list_runs(limit=4, before=cursor)
+        seen += ids(page)
+    assert seen == ids(made)[::-1]
+
+
+def test_a_run_pruned_between_pages_does_not_shift_the_pages(store, runs):
+    made = [runs.make() for _ in range(9)]
+    for run in made:
+        store.create_run(run)
+    page, cursor = store.list_runs(limit=3)
+    seen = ids(page)
+    while cursor is not None:
+        # The run the cursor names goes (WORKFLOW_RETENTION_DAYS) before the next page is asked for.
+        store.save_run(finished(store.get_run(cursor), at=time.time() - 100))
+        assert store.prune(time.time() - 10) == 1
+        page, cursor = store.list_runs(limit=3, before=cursor)
+        seen += ids(page)
+    assert seen == ids(made)[::-1]
+
+
+def test_list_runs_filters_by_workflow_and_status(store, runs):
+    made = [runs.make("wf_a" if n % 3 else "wf_b") for n in range(12)]
+    for run in made:
+        store.create_run(run)
+    for run in made[2:9:2]:
+        store.update_run(run["id"], {"status": "running", "started_at": format_time(time.time())})
+    store.save_run(finished(made[4]))
+
+    def expected(workflow: str | None = None, status: str | None = None) -> list[str]:
+        return [run["id"] for run in reversed(made)
+                if workflow in (None, run["workflow"]) and status in (None, store.get_run(run["id"])["status"])]
+
+    for workflow in (None, "wf_a", "wf_b", "wf_missing"):
+        for status in (None, "queued", "running", "succeeded", "failed"):
+            for limit in (2, 50):
+                pages = all_pages(store, limit, workflow=workflow, status=status)
+                found = [run for page in pages for run in page]
+                assert ids(found) == expected(workflow, status), (workflow, status, limit)
+                assert all(run == store.get_run(run["id"]) for run in found)
+    assert expected("wf_b", "running") and expected("wf_a", "succeeded")  # the filters had something to find
+
+
+def test_find_run_ids_oldest_first(store, runs):
+    made = [runs.make() for _ in range(6)]
+    for run in made:
+        store.create_run(run)
+    for run in made[1:5]:
+        store.update_run(run["id"], {"status": "running"})
+    store.update_run(made[2]["id"], {"status": "paused"})
+    store.save_run(finished(made[3]))
+    assert store.find_run_ids({"queued", "running"}) == ids([made[0], made[1], made[4], made[5]])
+    assert store.find_run_ids({"running", "paused"}) == ids([made[1], made[2], made[4]])
+    assert store.find_run_ids({"succeeded"}) == [made[3]["id"]]
+    assert store.find_run_ids({"failed"}) == []
+    assert store.find_run_ids(set()) == []
+
+
+def test_index_entries_since_list_created_runs_with_their_fields(store, runs):
+    made = [runs.make("wf_a" if n % 2 else "wf_b") for n in range(5)]
+    for run in made:
+        store.create_run(run)
+    started = format_time(time.time())
+    store.update_run(made[1]["id"], {"status": "running", "started_at": started})
+    store.save_run(finished({**made[3], "started_at": started}, "failed"))
+
+    def entry(run_id: str) -> dict:
+        run = store.get_run(run_id)
+        return {name: run[name] for name in INDEX_FIELDS}
+
+    assert store.index_entries() == [entry(run["id"]) for run in made]
+    assert store.index_entries(since=made[2]["created_at"]) == [entry(run["id"]) for run in made[2:]]  # at or after
+    assert store.index_entries(since=format_time(runs.clock + 1)) == []
+    assert store.index_entries()[1]["status"] == "running" and store.index_entries()[1]["started_at"] == started
+    assert store.index_entries()[3]["status"] == "failed" and store.index_entries()[3]["finished_at"] is not None
+
+
+# -- pruning ----------------------------------------------------------------------------------
+def test_prune_removes_finished_runs_older_than_the_cutoff(store, runs):
+    now = parse_time(format_time(time.time()))  # on the millisecond, as finished_at is
+    old_done, old_failed, old_cancelled, old_by_fields, new_done, at_cutoff, running, paused, queued = (
+        runs.make() for _ in range(9))
+    made = [old_done, old_failed, old_cancelled, old_by_fields, new_done, at_cutoff, running, paused, queued]
+    for run in made:
+        store.create_run(run, f"key-{run['id']}")
+        store.append_log(run["id"], log_line(f"created {run['id']}"))
+    store.save_run(finished(old_done, at=now - 100))
+    store.save_run(finished(old_failed, "failed", at=now - 100))
+    store.save_run(finished(old_cancelled, "cancelled", at=now - 100))
+    store.update_run(old_by_fields["id"], {"status": "failed", "finished_at": format_time(now - 100)})
+    store.save_run(finished(new_done, at=now))
+    store.save_run(finished(at_cutoff, at=now - 10))  # "before the cutoff" is strictly before
+    long_ago = format_time(now - 100)
+    store.update_run(running["id"], {"status": "running", "started_at": long_ago})
+    store.update_run(paused["id"], {"status": "paused", "started_at": long_ago})
+    pruned, kept = made[:4], made[4:]
+    kept_records = {run["id"]: store.get_run(run["id"]) for run in kept}
+    kept_logs = {run["id"]: store.get_logs(run["id"]) for run in kept}
+    assert all(len(lines) == 1 for lines in kept_logs.values())
+
+    assert store.prune(now - 10) == 4
+    for run in pruned:
+        assert store.get_run(run["id"]) is None
+        assert store.get_logs(run["id"]) == []
+    assert {run["id"]: store.get_run(run["id"]) for run in kept} == kept_records
+    assert {run["id"]: store.get_logs(run["id"]) for run in kept} == kept_logs
+    assert ids(everything(store)) == ids(kept)[::-1]
+    assert store.find_run_ids({"succeeded", "failed", "cancelled"}) == ids([new_done, at_cutoff])
+    assert [entry["id"] for entry in store.index_entries()] == ids(kept)
+
+    # A pruned run's key is free again; a kept run's still holds.
+    again = runs.make()
+    assert store.create_run(again, f"key-{old_done['id']}") == (again, True)
+    assert store.create_run(runs.make(), f"key-{new_done['id']}") == (kept_records[new_done["id"]], False)
+    assert store.prune(now - 10) == 0
+
+
+# -- logs -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_logs_read_back_in_order(store, runs, mode):
+    run, other = runs.make(), runs.make()
+    store.create_run(run)
+    store.create_run(other)
+    lines = [log_line(f"line {n}", step="s0" if n % 2 else None) for n in range(5)]
+    for line in lines:
+        store.append_log(run["id"], line, mode=mode)
+    store.append_log(other["id"], log_line("other run"), mode=mode)
+    assert store.get_logs(run["id"]) == lines
+    assert [line["message"] for line in store.get_logs(other["id"])] == ["other run"]
+    assert store.get_logs(runs.make()["id"]) == []
+
+
+def test_logs_in_mixed_modes_keep_their_order(store, runs):
+    run = runs.make()
+    store.create_run(run)
+    lines = []
+    for n, mode in enumerate(MODES * 3):
+        lines.append(log_line(f"line {n} ({mode})"))
+        store.append_log(run["id"], lines[-1], mode=mode)
+        store.update_step(run["id"], 0, done_step("s0", attempts=n), mode=MODES[(n + 1) % len(MODES)])
+    assert store.get_logs(run["id"]) == lines
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+def test_concurrent_changes_of_one_run_lose_nothing(store, runs):
+    threads, rounds = 8, 20
+    run = runs.make(steps=threads)
+    store.create_run(run)
+
+    def work(index: int) -> None:
+        for n in range(1, rounds + 1):
+            mode = MODES[(index + n) % len(MODES)]
+            store.update_step(run["id"], index, done_step(f"s{index}", {"thread": index}, attempts=n), mode=mode)
+            store.update_run(run["id"], {f"note_{index}": n}, mode=mode)
+            store.append_log(run["id"], log_line(f"{index}:{n}"), mode=mode)
+
+    at_once(work, list(range(threads)))
+    stored = store.get_run(run["id"])
+    assert stored["steps"] == [done_step(f"s{index}", {"thread": index}, attempts=rounds) for index in range(threads)]
+    assert {name: stored[name] for name in stored if name.startswith("note_")} == {
+        f"note_{index}": rounds for index in range(threads)}
+    messages = [line["message"] for line in store.get_logs(run["id"])]
+    for index in range(threads):  # every line, each thread's in the order it wrote them
+        assert [m for m in messages if m.split(":")[0] == str(index)] == [f"{index}:{n}" for n in range(1, rounds + 1)]
+    assert len(messages) == threads * rounds
+
+
+def test_concurrent_saves_of_definitions_and_started_workflows_lose_nothing(store):
+    # Two API requests at once (PUT a definition, start a workflow) must not take one version number or
+    # overwrite each other's started workflow.
+    versions = at_once(lambda n: (n, store.save_definition("alpha", definition("alpha", n))), list(range(8)))
+    assert sorted(version for _, version in versions) == list(range(1, 9))
+    assert {version: store.get_definition("alpha", version)["definition"] for _, version in versions} == {
+        version: definition("alpha", n) for n, version in versions}
+    at_once(lambda n: store.set_started(f"wf_{n}", True), list(range(8)))
+    assert store.started_workflows() == {f"wf_{n}" for n in range(8)}
+
+
+# -- trigger state, started workflows ----------------------------------------------------------------
+def test_trigger_state(store):
+    assert store.load_trigger_state("mail") == {}
+    store.save_trigger_state("mail", {"last_uid": 41, "seen": ["a"], "uidvalidity": 7})
+    store.save_trigger_state("poll", {"etag": "x"})
+    store.save_trigger_state("mail", {"last_uid": 42, "seen": ["a", "b"]})
+    assert store.load_trigger_state("mail") == {"last_uid": 42, "seen": ["a", "b"]}  # replaced, not merged
+    assert store.load_trigger_state("poll") == {"etag": "x"}
+    store.load_trigger_state("poll")["etag"] = "changed by a reader"
+    assert store.load_trigger_state("poll") == {"etag": "x"}
+    store.save_trigger_state("poll", {})
+    assert store.load_trigger_state("poll") == {}
+    assert store.load_trigger_state("never_saved") == {}
+
+
+def test_started_workflows(store):
+    assert store.started_workflows() == set()
+    store.set_started("wf_a", True)
+    store.set_started("wf_b", True)
+    store.set_started("wf_a", True)
+    assert store.started_workflows() == {"wf_a", "wf_b"}
+    store.set_started("wf_a", False)
+    store.set_started("wf_c", False)  # never started: nothing to forget
+    assert store.started_workflows() == {"wf_b"}
+
+
+# -- definitions ---------------------------------------------------------------------------------------
+def definition(name: str, n: int) -> dict:
+    return {"name": name, "description": f"version {n}", "steps": [{"name": "s", "type": "log", "message": n}]}
+
+
+def test_definition_versions(store):
+    assert [store.save_definition("alpha", definition("alpha", n)) for n in (1, 2, 3)] == [1, 2, 3]
+    assert store.save_definition("beta", definition("beta", 1)) == 1  # versions count per name
+
+    newest = store.get_definition("alpha")
+    assert {name: newest[name] for name in ("name", "version", "definition")} == {
+        "name": "alpha", "version": 3, "definition": definition("alpha", 3)}
+    assert parse_time(newest["saved_at"]) <= time.time()  # an ISO time
+    assert set(newest) == {"name", "version", "definition", "saved_at"}
+    assert [store.get_definition("alpha", n)["definition"] for n in (1, 2, 3)] == [
+        definition("alpha", n) for n in (1, 2, 3)]
+    assert store.get_definition("alpha", 2)["version"] == 2
+    assert store.get_definition("alpha", 4) is None
+    assert store.get_definition("alpha", 0) is None
+    assert store.get_definition("gamma") is None
+    assert store.get_definition("gamma", 1) is None
+
+    listed = {record["name"]: record for record in store.list_definitions()}
+    assert listed == {"alpha": store.get_definition("alpha"), "beta": store.get_definition("beta")}
+
+
+def test_delete_definition_forgets_every_version(store):
+    for n in (1, 2):
+        store.save_definition("alpha", definition("alpha", n))
+    store.save_definition("beta", definition("beta", 1))
+    store.delete_definition("alpha")
+    assert store.get_definition("alpha") is None
+    assert store.get_definition("alpha", 1) is None and store.get_definition("alpha", 2) is None
+    assert [record["name"] for record in store.list_definitions()] == ["beta"]
+    store.delete_definition("never_saved")  # nothing to forget: no error
+    store.delete_definition("beta")
+    assert store.list_definitions() == []
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+def test_files_path_makes_a_folder_under_the_root(store):
+    path = store.files_path("attachments", "run_1")
+    assert path == Path(store.root) / "attachments" / "run_1" and path.is_dir()
+    (path / "a.txt").write_text("kept")
+    assert store.files_path("attachments", "run_1") == path and (path / "a.txt").read_text() == "kept"
+    assert store.files_path("outbox").is_dir()
+
+
+# -- maintenance, shutdown and a new store on the same place --------------------------------------------------
+def test_maintenance_keeps_every_record(store, runs):
+    active, done = runs.make(), runs.make()
+    for run in (active, done):
+        store.create_run(run)
+        store.append_log(run["id"], log_line("one"), mode=Durability.DEFERRED)
+        store.update_step(run["id"], 0, done_step("s0"), mode=Durability.DEFERRED)
+    store.save_run(finished({**done, "steps": [done_step("s0"), done_step("s1")]}))
+    store.append_log(done["id"], log_line("two"))
+    before = {run["id"]: (store.get_run(run["id"]), store.get_logs(run["id"])) for run in (active, done)}
+    listed = store.list_runs()
+
+    assert store.compact() >= 0
+    store.flush(active["id"])
+    store.flush()
+    assert {run["id"]: (store.get_run(run["id"]), store.get_logs(run["id"])) for run in (active, done)} == before
+    assert store.list_runs() == listed
+    store.update_step(active["id"], 1, done_step("s1"))  # a run flushed (let go of) still takes changes
+    assert store.get_run(active["id"])["steps"][1] == done_step("s1")
+
+
+def test_records_survive_close_and_a_new_store(backend, runs):
+    store = backend.open()
+    run, done = runs.make(steps=3), runs.make()
+    store.create_run(run, "key-1")
+    store.create_run(done)
+    for index, mode in enumerate(MODES):  # DEFERRED too: close() writes it
+        store.update_step(run["id"], index, done_step(f"s{index}", mode.value), mode=mode)
+        store.append_log(run["id"], log_line(f"line {index}"), mode=mode)
+    store.update_run(run["id"], {"status": "running", "started_at": format_time(time.time())},
+                     mode=Durability.DEFERRED)
+    store.save_run(finished(done))
+    store.save_trigger_state("wf_a", {"cursor": 3})
+    store.set_started("wf_a", True)
+    store.save_definition("alpha", definition("alpha", 1))
+    store.save_definition("alpha", definition("alpha", 2))
+    recorded = {
+        "runs": [store.get_run(run["id"]), store.get_run(done["id"])],
+        "logs": store.get_logs(run["id"]),
+        "listed": store.list_runs(),
+        "running": store.find_run_ids({"running"}),
+        "index": store.index_entries(),
+        "trigger": store.load_trigger_state("wf_a"),
+        "started": store.started_workflows(),
+        "definitions": store.list_definitions(),
+    }
+
+    again = backend.reopen(store)
+    found = {
+        "runs": [again.get_run(run["id"]), again.get_run(done["id"])],
+        "logs": again.get_logs(run["id"]),
+        "listed": again.list_runs(),
+        "running": again.find_run_ids({"running"}),
+        "index": again.index_entries(),
+        "trigger": again.load_trigger_state("wf_a"),
+        "started": again.started_workflows(),
+        "definitions": again.list_definitions(),
+    }
+    if backend.durable:
+        assert found == recorded
+        assert again.create_run(runs.make(), "key-1") == (recorded["runs"][0], False)
+        assert again.save_definition("alpha", definition("alpha", 3)) == 3
+    else:
+        # MemoryStore keeps nothing beyond its own life, by design (tests and benchmarks).
+        assert found == {"runs": [None, None], "logs": [], "listed": ([], None), "running": [], "index": [],
+                         "trigger": {}, "started": set(), "definitions": []}
+
+
+def test_another_store_on_the_same_place_sees_what_one_recorded(backend, runs):
+    # Several processes (servers, workers, `run.py run`) open one place; a run changes hands after flush(run_id).
+    first, second = backend.open(), backend.open()
+    run = runs.make(steps=2)
+    first.create_run(run, "key-1")
+    first.update_run(run["id"], {"status": "running", "started_at": format_time(time.time())},
+                     mode=Durability.DEFERRED)
+    first.update_step(run["id"], 0, done_step("s0"), mode=Durability.DEFERRED)
+    first.append_log(run["id"], log_line("by the first"), mode=Durability.DEFERRED)
+    first.save_trigger_state("wf_a", {"cursor": 1})
+    first.set_started("wf_a", True)
+    first.save_definition("alpha", definition("alpha", 1))
+    first.flush(run["id"])  # lets go of the run, as a paused or handed-over run is
+    first.flush()
+    if not backend.durable:
+        # Each MemoryStore has dicts of its own, by design (tests and benchmarks): nothing is shared.
+        assert second.get_run(run["id"]) is None and second.list_runs() == ([], None)
+        return
+
+    assert second.get_run(run["id"]) == first.get_run(run["id"])
+    assert second.get_logs(run["id"]) == first.get_logs(run["id"])
+    assert ids(second.list_runs(status="running")[0]) == [run["id"]]
+    assert second.find_run_ids({"running"}) == [run["id"]]
+    assert second.index_entries() == first.index_entries()
+    assert second.create_run(runs.make(), "key-1") == (first.get_run(run["id"]), False)
+    assert second.load_trigger_state("wf_a") == {"cursor": 1}
+    assert second.started_workflows() == {"wf_a"}
+    assert second.get_definition("alpha") == first.get_definition("alpha")
+
+    # The second takes the run over; the first sees its changes.
+    second.update_step(run["id"], 1, done_step("s1"))
+    second.append_log(run["id"], log_line("by the second"))
+    second.update_run(run["id"], {"status": "paused"})
+    second.save_trigger_state("wf_a", {"cursor": 2})
+    second.set_started("wf_a", False)
+    assert second.save_definition("alpha", definition("alpha", 2)) == 2
+    second.flush(run["id"])
+    second.flush()
+    assert first.get_run(run["id"]) == second.get_run(run["id"])
+    assert first.get_run(run["id"])["steps"] == [done_step("s0"), done_step("s1")]
+    assert [line["message"] for line in first.get_logs(run["id"])] == ["by the first", "by the second"]
+    assert first.find_run_ids({"paused"}) == [run["id"]] and first.find_run_ids({"running"}) == []
+    assert ids(first.list_runs(status="paused")[0]) == [run["id"]]
+    assert first.load_trigger_state("wf_a") == {"cursor": 2}
+    assert first.started_workflows() == set()
+    assert first.get_definition("alpha")["version"] == 2
