@@ -774,13 +774,13 @@ LONG = 60.0  # a lease that never ends during a test
 SHORT = 0.2  # a lease that ends almost at once
 
 
-def started(runs: Runs, status: str = "running") -> dict:
+def started(runs: Runs, status: str = "running", **fields) -> dict:
     """A run a worker executes."""
-    return runs.make(status=status, started_at=format_time(time.time()))
+    return runs.make(status=status, started_at=format_time(time.time()), **fields)
 
 
 def test_a_claim_succeeds_once_and_the_record_names_the_worker(store, runs):
-    run = started(runs)
+    run = started(runs, trigger_data={"text": "a\u0000b é", "worker": None})  # the claim rewrites the record
     store.create_run(run)
     assert store.claim_run(run["id"], "host-a:1", LONG) is True
     claimed = store.get_run(run["id"])

@@ -327,24 +327,26 @@ class PostgresStore(Store):
         return [row[0] for row in rows]
 
     # -- leases ----------------------------------------------------------------
-    # One statement each, timed by the database's now(): two hosts claiming at once are serialised on the
-    # run's row, and the second sees the first's lease (READ COMMITTED re-checks the WHERE on the new row).
+    # Each decided by one UPDATE timed by the database's now(): two hosts claiming at once are serialised on
+    # the run's row, and the second sees the first's lease (READ COMMITTED re-checks the WHERE on the new row).
     def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
         check_lease(owner, seconds)
-        with self._conn("claim a run") as conn:
+        with self._conn("claim a run") as conn, conn.transaction():
             claimed = conn.execute(
                 "UPDATE pyflow_runs SET lease_owner = %(owner)s,"
-                " lease_expires = now() + make_interval(secs => %(seconds)s), worker = %(owner)s,"
-                " record = pyflow_json_set(record, 'worker', to_json(%(owner)s::text))"
+                " lease_expires = now() + make_interval(secs => %(seconds)s), worker = %(owner)s"
                 " WHERE id = %(id)s AND (lease_owner IS NULL OR lease_expires <= now() OR lease_owner = %(owner)s)"
-                " RETURNING id",
+                " RETURNING record",
                 {"id": run_id, "owner": owner, "seconds": float(seconds)},
             ).fetchone()
-            if claimed is not None:
-                return True
-            if conn.execute("SELECT 1 FROM pyflow_runs WHERE id = %s", (run_id,)).fetchone() is None:
-                raise NotFound(f"no run with id {run_id!r}")
-        return False
+            if claimed is None:
+                if conn.execute("SELECT 1 FROM pyflow_runs WHERE id = %s", (run_id,)).fetchone() is None:
+                    raise NotFound(f"no run with id {run_id!r}")
+                return False
+            # The record names its worker; the row stays locked by the UPDATE until this commits.
+            conn.execute("UPDATE pyflow_runs SET record = %s WHERE id = %s",
+                         (_dumps({**claimed[0], "worker": owner}), run_id))
+        return True
 
     def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
         check_lease(owner, seconds)
