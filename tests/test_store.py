@@ -988,3 +988,41 @@ def test_an_existing_storage_root_is_made_private(tmp_path):
     root.chmod(0o755)
     JsonStore(root).close()
     assert root.stat().st_mode & 0o777 == 0o700
+
+
+# -- leases on the JSON store (the contract is in test_store_contract.py) ------------------------
+def test_a_lease_is_a_file_that_release_and_prune_remove(json_store):
+    run = make_run(status="running")
+    json_store.create_run(run)
+    lease = json_store.root / "leases" / f"{run['id']}.json"
+    assert json_store.claim_run(run["id"], "host-a:1", 60)
+    assert json.loads(lease.read_text())["owner"] == "host-a:1"
+    assert oct(lease.stat().st_mode & 0o777) == "0o600"
+    json_store.release_run(run["id"], "host-a:1")
+    assert not lease.exists()
+    assert json_store.claim_run(run["id"], "host-a:1", 60)
+    json_store.save_run(finished(json_store.get_run(run["id"]), at=time.time() - 100))
+    assert json_store.prune(time.time() - 10) == 1
+    assert not lease.exists()
+
+
+def test_the_lease_of_a_killed_process_is_taken_over_once_it_ends(json_store):
+    run = make_run(status="running")
+    json_store.create_run(run)
+    json_store.flush(run["id"])  # handed over to the worker process
+    with run_child("""
+        import sys
+        from app.storage.json.store import JsonStore
+        store = JsonStore(sys.argv[1])
+        print(store.claim_run(sys.argv[2], "child:1", 3), flush=True)
+        sys.stdin.read()
+    """, str(json_store.root), run["id"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+        try:
+            assert child.stdout.readline().strip() == "True"
+            assert json_store.claim_run(run["id"], "parent:2", 60) is False  # a live lease of another process
+            assert json_store.get_run(run["id"])["worker"] == "child:1"
+        finally:
+            child.kill()  # kill -9: its journal's lock goes with it, its lease file stays until it ends
+    wait_until(lambda: json_store.claim_run(run["id"], "parent:2", 60), timeout=15)
+    assert json_store.get_run(run["id"])["worker"] == "parent:2"
+    assert json_store.expired_leases(now=time.time() + 3600) == [run["id"]]

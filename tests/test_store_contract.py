@@ -23,6 +23,7 @@ from app.runs import format_time, new_run, new_step, parse_time
 from app.storage.base import Durability, Store
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
+from tests.waiting import wait_until
 
 # What GET /api/runs accepts back as ?cursor= (app/api/routes.py): a page's `next` must be a run id.
 RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
@@ -766,3 +767,117 @@ def test_another_store_on_the_same_place_sees_what_one_recorded(backend, runs):
     assert first.load_trigger_state("wf_a") == {"cursor": 2}
     assert first.started_workflows() == set()
     assert first.get_definition("alpha")["version"] == 2
+
+
+# -- leases: which worker executes a run (DESIGN section 11) -------------------------------------
+LONG = 60.0  # a lease that never ends during a test
+SHORT = 0.2  # a lease that ends almost at once
+
+
+def started(runs: Runs, status: str = "running", **fields) -> dict:
+    """A run a worker executes."""
+    return runs.make(status=status, started_at=format_time(time.time()), **fields)
+
+
+def test_a_claim_succeeds_once_and_the_record_names_the_worker(store, runs):
+    run = started(runs, trigger_data={"text": "a\u0000b é", "worker": None})  # the claim rewrites the record
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG) is True
+    claimed = store.get_run(run["id"])
+    assert claimed == {**run, "worker": "host-a:1"}
+    assert list(claimed)[: len(run)] == list(run)  # the record keeps its keys' order
+    assert store.claim_run(run["id"], "host-b:2", LONG) is False  # a duplicate job does nothing
+    assert store.get_run(run["id"])["worker"] == "host-a:1"
+    assert store.claim_run(run["id"], "host-a:1", LONG) is True  # the holder's redelivered job: a renewal
+
+
+def test_a_claim_of_an_unknown_run_or_with_bad_arguments_raises(store, runs):
+    with pytest.raises(NotFound):
+        store.claim_run("run_0000000000000001abcdef", "host-a:1", LONG)
+    run = started(runs)
+    store.create_run(run)
+    for owner, seconds in (("", LONG), ("host-a:1", 0), ("host-a:1", -1), ("host-a:1", float("nan"))):
+        with pytest.raises(ValueError, match="lease"):
+            store.claim_run(run["id"], owner, seconds)
+    assert store.claim_run(run["id"], "host-a:1", LONG) is True
+
+
+def test_the_holder_renews_and_nobody_else_does(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", SHORT)
+    later = time.time() + 10  # past the short lease, well before a renewed long one
+    assert store.expired_leases(now=later) == [run["id"]]
+    assert store.renew_lease(run["id"], "host-b:2", LONG) is False
+    assert store.expired_leases(now=later) == [run["id"]]
+    assert store.renew_lease(run["id"], "host-a:1", LONG) is True
+    assert store.expired_leases(now=later) == []
+    assert store.claim_run(run["id"], "host-b:2", LONG) is False
+
+
+def test_an_expired_lease_is_taken_over_and_the_record_names_the_new_worker(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", SHORT)
+    wait_until(lambda: store.claim_run(run["id"], "host-b:2", LONG), timeout=10,
+               message="host-b:2 takes the run over once host-a:1's lease ended")
+    assert store.get_run(run["id"])["worker"] == "host-b:2"
+    assert store.renew_lease(run["id"], "host-a:1", LONG) is False  # the old worker learns it lost the run
+    assert store.claim_run(run["id"], "host-a:1", LONG) is False
+    store.release_run(run["id"], "host-a:1")  # not the holder: nothing happens
+    assert store.claim_run(run["id"], "host-c:3", LONG) is False
+    assert store.get_run(run["id"])["worker"] == "host-b:2"
+
+
+def test_release_lets_another_claim_at_once_and_only_the_holder_releases(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG)
+    store.release_run(run["id"], "host-b:2")
+    assert store.claim_run(run["id"], "host-b:2", LONG) is False
+    store.release_run(run["id"], "host-a:1")
+    assert store.renew_lease(run["id"], "host-a:1", LONG) is False
+    assert store.claim_run(run["id"], "host-b:2", LONG) is True
+    assert store.get_run(run["id"])["worker"] == "host-b:2"
+
+
+def test_expired_leases_lists_exactly_the_expired_queued_or_running_runs(store, runs):
+    running, queued, live, done, paused, unleased, released = (
+        started(runs), started(runs, "queued"), started(runs), started(runs), started(runs, "paused"),
+        started(runs), started(runs),
+    )
+    for run in (running, queued, live, done, paused, unleased, released):
+        store.create_run(run)
+    for run in (running, queued, done, paused, released):
+        assert store.claim_run(run["id"], "host-a:1", SHORT)
+    assert store.claim_run(live["id"], "host-a:1", LONG)
+    store.save_run(finished(store.get_run(done["id"])))
+    store.release_run(released["id"], "host-a:1")
+    assert store.expired_leases(now=time.time() + 3600) == [running["id"], queued["id"], live["id"]]  # oldest first
+
+    wait_until(lambda: len(store.expired_leases()) >= 2, timeout=10, message="two short leases end")
+    assert store.expired_leases() == [running["id"], queued["id"]]
+    assert store.claim_run(running["id"], "host-b:2", LONG)
+    assert store.expired_leases() == [queued["id"]]
+
+
+def test_threads_and_stores_racing_to_claim_one_run_make_one_winner(backend, runs):
+    # For JSON and PostgreSQL a second store on the same place stands for another process (another host).
+    stores = [backend.open(), backend.open()] if backend.durable else [backend.open()]
+    run = started(runs, "queued")
+    stores[0].create_run(run)
+    stores[0].flush(run["id"])  # handed over, as the server does before a worker takes a run
+    owners = [f"host-{n % len(stores)}:{n}" for n in range(8 * len(stores))]
+    ready = threading.Barrier(len(owners))
+
+    def claim(n: int) -> bool:
+        ready.wait()
+        return stores[n % len(stores)].claim_run(run["id"], owners[n], LONG)
+
+    with ThreadPoolExecutor(len(owners)) as pool:
+        won = list(pool.map(claim, range(len(owners))))
+    assert won.count(True) == 1
+    winner = owners[won.index(True)]
+    for store in stores:
+        assert store.get_run(run["id"])["worker"] == winner
+        assert store.claim_run(run["id"], "host-z:9", LONG) is False

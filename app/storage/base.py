@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from enum import StrEnum
 from pathlib import Path
@@ -107,6 +108,32 @@ class Store(ABC):
     def get_logs(self, run_id: str) -> list[dict]:
         """A run's log lines, oldest first."""
 
+    # -- leases: which worker executes a run (DESIGN section 11) ------------------
+    # Times are the store's clock: the database's now() on PostgreSQL (hosts with skewed clocks agree),
+    # time.time() on memory and JSON (one host). A lease is kept beside the run, never in its record.
+    @abstractmethod
+    def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
+        """Take the run's lease for ``seconds`` when it has none, it expired or ``owner`` holds it (a renewal).
+
+        False when another owner holds a live lease. A claim names ``owner`` in the record's ``"worker"``.
+        NotFound for an unknown run; ValueError for an empty owner or seconds that are not > 0.
+        """
+
+    @abstractmethod
+    def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s lease to ``seconds`` from now; False when it lost it (released, or taken over)."""
+
+    @abstractmethod
+    def release_run(self, run_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease, so another may claim the run at once; nothing when another holds it."""
+
+    @abstractmethod
+    def expired_leases(self, now: float | None = None) -> list[str]:
+        """Ids of queued or running runs whose lease ended by epoch ``now`` (default: the store's now), oldest first.
+
+        Candidates for takeover: their worker stopped renewing (it died, or lost the database).
+        """
+
     # -- trigger state and started workflows --------------------------------
     @abstractmethod
     def load_trigger_state(self, workflow: str) -> dict:
@@ -150,3 +177,15 @@ class Store(ABC):
         except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
             raise storage_error("create", path, exc) from exc
         return path
+
+
+#: Run statuses whose expired lease makes the run a candidate for takeover.
+LEASED_STATUSES = frozenset({"queued", "running"})
+
+
+def check_lease(owner: str, seconds: float) -> None:
+    """A ValueError naming the argument when a lease's owner or length cannot be used."""
+    if not isinstance(owner, str) or not owner.strip():
+        raise ValueError(f"a lease's owner must be a non-empty string such as 'host:pid', got {owner!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (0 < seconds < math.inf):
+        raise ValueError(f"a lease's seconds must be a number > 0, got {seconds!r}")

@@ -6,11 +6,12 @@ import bisect
 import copy
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from app.errors import NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
-from app.storage.base import Durability, Store
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
 
 
 class MemoryStore(Store):
@@ -26,6 +27,7 @@ class MemoryStore(Store):
         self._started: set[str] = set()
         self._logs: dict[str, list[dict]] = {}
         self._definitions: dict[str, list[dict]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # run id -> (owner, epoch when it ends)
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -96,6 +98,7 @@ class MemoryStore(Store):
             for run_id in doomed:
                 del self._runs[run_id]
                 self._logs.pop(run_id, None)
+                self._leases.pop(run_id, None)
             self._ids = [run_id for run_id in self._ids if run_id in self._runs]
             self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
         return len(doomed)
@@ -114,6 +117,37 @@ class MemoryStore(Store):
     def get_logs(self, run_id: str) -> list[dict]:
         with self._lock:
             return [dict(entry) for entry in self._logs.get(run_id, [])]
+
+    def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        with self._lock:
+            run = self._stored(run_id)
+            now = time.time()
+            held = self._leases.get(run_id)
+            if held is not None and held[0] != owner and held[1] > now:
+                return False
+            self._leases[run_id] = (owner, now + seconds)
+            run["worker"] = owner
+            return True
+
+    def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        with self._lock:
+            if self._leases.get(run_id, ("",))[0] != owner:
+                return False
+            self._leases[run_id] = (owner, time.time() + seconds)
+            return True
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        with self._lock:
+            if self._leases.get(run_id, ("",))[0] == owner:
+                del self._leases[run_id]
+
+    def expired_leases(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        with self._lock:
+            return sorted(run_id for run_id, (_, ends) in self._leases.items()
+                          if ends <= now and self._runs[run_id]["status"] in LEASED_STATUSES)
 
     def save_definition(self, name: str, definition: dict) -> int:
         with self._lock:

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.errors import ConfigError, NotFound, StorageError
 from app.runs import FINISHED_RUN, parse_time
-from app.storage.base import Durability, Store
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
 from app.storage.migrate import migrate
 
 # Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
@@ -324,6 +324,52 @@ class PostgresStore(Store):
     def get_logs(self, run_id: str) -> list[dict]:
         with self._conn("read a run's log") as conn:
             rows = conn.execute("SELECT entry FROM pyflow_logs WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
+        return [row[0] for row in rows]
+
+    # -- leases ----------------------------------------------------------------
+    # Each decided by one UPDATE timed by the database's now(): two hosts claiming at once are serialised on
+    # the run's row, and the second sees the first's lease (READ COMMITTED re-checks the WHERE on the new row).
+    def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        with self._conn("claim a run") as conn, conn.transaction():
+            claimed = conn.execute(
+                "UPDATE pyflow_runs SET lease_owner = %(owner)s,"
+                " lease_expires = now() + make_interval(secs => %(seconds)s), worker = %(owner)s"
+                " WHERE id = %(id)s AND (lease_owner IS NULL OR lease_expires <= now() OR lease_owner = %(owner)s)"
+                " RETURNING record",
+                {"id": run_id, "owner": owner, "seconds": float(seconds)},
+            ).fetchone()
+            if claimed is None:
+                if conn.execute("SELECT 1 FROM pyflow_runs WHERE id = %s", (run_id,)).fetchone() is None:
+                    raise NotFound(f"no run with id {run_id!r}")
+                return False
+            # The record names its worker; the row stays locked by the UPDATE until this commits.
+            conn.execute("UPDATE pyflow_runs SET record = %s WHERE id = %s",
+                         (_dumps({**claimed[0], "worker": owner}), run_id))
+        return True
+
+    def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        with self._conn("renew a lease") as conn:
+            return conn.execute(
+                "UPDATE pyflow_runs SET lease_expires = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND lease_owner = %s RETURNING id",
+                (float(seconds), run_id, owner),
+            ).fetchone() is not None
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        with self._conn("release a run") as conn:
+            conn.execute("UPDATE pyflow_runs SET lease_owner = NULL, lease_expires = NULL"
+                         " WHERE id = %s AND lease_owner = %s", (run_id, owner))
+
+    def expired_leases(self, now: float | None = None) -> list[str]:
+        at = None if now is None else datetime.fromtimestamp(now, UTC)
+        with self._conn("find expired leases") as conn:
+            rows = conn.execute(
+                "SELECT id FROM pyflow_runs WHERE lease_owner IS NOT NULL"
+                " AND lease_expires <= COALESCE(%s::timestamptz, now()) AND status = ANY(%s) ORDER BY id",
+                (at, sorted(LEASED_STATUSES)),
+            ).fetchall()
         return [row[0] for row in rows]
 
     # -- trigger state and started workflows --------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from actions.private_files import DIR_MODE, make_private_dir, open_private
 from app.errors import NotFound, StorageError, storage_error
 from app.runs import FINISHED_RUN, parse_time, utcnow
-from app.storage.base import Durability, Store
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
 from app.storage.json import journal_files
 from app.storage.json.files import (
     Mutex,
@@ -60,9 +60,10 @@ class JsonStore(Store):
         self._runs = self.root / "runs"
         self._keys = self.root / "keys"
         self._triggers = self.root / "triggers"
+        self._leases = self.root / "leases"
         self._workflows_path = self.root / "workflows.json"
         locks = self.root / "locks"
-        for folder in (self._runs, self._keys, self._triggers, locks):
+        for folder in (self._runs, self._keys, self._triggers, self._leases, locks):
             try:
                 make_private_dir(folder)
             except OSError as exc:
@@ -73,6 +74,7 @@ class JsonStore(Store):
             logger.warning("cannot make %s private (mode 0700): %s", self.root, exc)
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
+        self._leases_mutex = Mutex(locks / "leases.lock")  # taken alone, around a lease's read and replace
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
@@ -252,7 +254,8 @@ class JsonStore(Store):
                 with self._deferred_lock:
                     self._deferred.pop(run_id, None)
                 with self._files.locked(run_id):  # no other process appends while it goes
-                    for path in (self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")):
+                    paths = [self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")]
+                    for path in [*paths, self._leases / f"{run_id}.json"]:
                         try:
                             path.unlink(missing_ok=True)
                         except OSError as exc:
@@ -300,6 +303,76 @@ class JsonStore(Store):
         logs = saved + [line["log"] for line in lines if "log" in line and line["seq"] not in seen]
         top = max((seq for seq in [*seen, *(line.get("seq") for line in lines)] if isinstance(seq, int)), default=0)
         return logs + [line["log"] for line in deferred if "log" in line and line["seq"] > top]
+
+    # -- leases ----------------------------------------------------------------
+    def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        run_id = _check_name("run id", run_id)
+        if not any((self._runs / f"{run_id}.{suffix}").exists() for suffix in ("journal", "json")):
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        with self._leases_mutex:
+            lease, now = self._lease(run_id), time.time()
+            if lease is not None and lease["owner"] != owner and lease["expires"] > now:
+                return False
+            write_atomic(self._lease_path(run_id), dumps({"owner": owner, "expires": now + seconds}))
+        # The record names its worker. Checked again under the journal's lock: a claimer that lost the
+        # lease meanwhile writes nothing, so the last claimer's name is the one that stays.
+        try:
+            with self._run_lock(run_id):
+                self._append(run_id, dumps({"fields": {"worker": owner}}), durable=False,
+                             unless=lambda: (self._lease(run_id) or {}).get("owner") != owner)
+        except BaseException:
+            self.release_run(run_id, owner)
+            raise
+        return True
+
+    def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
+        check_lease(owner, seconds)
+        if not _NAME.fullmatch(run_id):
+            return False
+        with self._leases_mutex:
+            if (self._lease(run_id) or {}).get("owner") != owner:
+                return False
+            write_atomic(self._lease_path(run_id), dumps({"owner": owner, "expires": time.time() + seconds}))
+        return True
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        if not _NAME.fullmatch(run_id):
+            return
+        with self._leases_mutex:
+            if (self._lease(run_id) or {}).get("owner") == owner:
+                path = self._lease_path(run_id)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise storage_error("remove", path, exc) from exc
+
+    def expired_leases(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        try:
+            with os.scandir(self._leases) as entries:
+                names = [entry.name[: -len(".json")] for entry in entries if entry.name.endswith(".json")]
+        except OSError as exc:
+            raise storage_error("read", self._leases, exc) from exc
+        expired = set()
+        for run_id in names:
+            lease = self._lease(run_id) if _NAME.fullmatch(run_id) else None
+            if lease is not None and lease["expires"] <= now:
+                expired.add(run_id)
+        # The index is a hint: each candidate's own file says whether it is still queued or running.
+        return [run_id for run_id in self.find_run_ids(set(LEASED_STATUSES))
+                if run_id in expired and (self.get_run(run_id) or {}).get("status") in LEASED_STATUSES]
+
+    def _lease_path(self, run_id: str) -> Path:
+        return self._leases / f"{run_id}.json"
+
+    def _lease(self, run_id: str) -> dict | None:
+        """The run's lease, ``{"owner", "expires"}`` (an epoch), or None; replaced whole, so read without a lock."""
+        lease = read_json(self._lease_path(run_id), None)
+        if lease is not None and not (isinstance(lease, dict) and isinstance(lease.get("owner"), str)
+                                      and isinstance(lease.get("expires"), int | float)):
+            raise StorageError(f"cannot read {self._lease_path(run_id)}: not a lease ({{'owner', 'expires'}})")
+        return lease
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:
@@ -510,14 +583,30 @@ class JsonStore(Store):
         if self._deferred.get(run_id):
             self._append(run_id, None, durable=False)
 
-    def _append(self, run_id: str, body: bytes | None, durable: bool, then: Callable[[], None] | None = None) -> None:
+    def _append(
+        self,
+        run_id: str,
+        body: bytes | None,
+        durable: bool,
+        then: Callable[[], None] | None = None,
+        unless: Callable[[], bool] | None = None,
+    ) -> None:
         """Append the run's deferred changes and ``body`` to its journal with one os.write.
 
-        ``then`` runs once the change is written (to the write-ahead log too when ``durable``).
+        ``then`` runs once the change is written (to the write-ahead log too when ``durable``); when
+        ``unless``, asked with the journal locked, is true, nothing is written and the journal let go.
         Call with the run's lock held.
         """
         path = self._runs / f"{run_id}.journal"
         fd, stat = self._files.take(run_id)
+        try:
+            skip = unless is not None and unless()
+        except BaseException:
+            self._files.close(run_id, fd)
+            raise
+        if skip:
+            self._files.close(run_id, fd)
+            return
         pending = self._deferred.get(run_id, [])
         try:
             cached = self._journals.pop(run_id, None)
