@@ -75,12 +75,13 @@ def test_exactly_one_server_polls_and_the_other_takes_over_when_it_shuts_down(se
     assert response.status_code == 200, response.text
     wait_until(lambda: len(ticks(leader_storage)) >= 5, timeout=TAKEOVER, message="the leader polling tick")
     assert ticks(follower_storage) == []
-    assert follower.scheduler.scheduled() == set()
+    assert (leader.summary("tick")["polled_here"], follower.summary("tick")["polled_here"]) == (True, False)
+    assert follower.summary("tick")["next_fire_time"] is not None  # from the cursor the leader keeps in the store
 
     leader.shutdown(timeout=2)
     wait_until(lambda: follower.polling and len(ticks(follower_storage)) >= 3, timeout=TAKEOVER,
                message="the other server polling tick after the leader shut down")
-    assert follower.scheduler.scheduled() == {"tick"}
+    assert follower.summary("tick")["polled_here"] is True
 
 
 def test_a_manual_poll_works_on_a_server_that_is_not_the_leader(servers):
@@ -134,3 +135,27 @@ def test_killing_the_leader_process_hands_triggers_to_the_other_server(postgres_
         runs = other.all_runs(workflow="tick")
         times = Counter(other.get(f"/api/runs/{run['id']}").json()["trigger_data"]["scheduled_time"] for run in runs)
         assert [time for time, count in times.items() if count > 1] == []
+
+
+def test_a_leader_whose_connection_is_cut_stops_polling_and_one_server_polls_again(servers, postgres_url):
+    import psycopg
+
+    (app_a, storage_a), (app_b, storage_b) = servers("a"), servers("b")
+    a, b = app_a.extensions["pyflow"], app_b.extensions["pyflow"]
+    leader = leader_of(a, b)
+    leader.start_workflow("tick")
+    wait_until(lambda: ticks(storage_a) or ticks(storage_b), timeout=TAKEOVER, message="the leader polling tick")
+
+    # As when the database restarts or the network drops: PostgreSQL ends the session that holds the lock.
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks"
+                              " WHERE locktype = 'advisory' AND granted AND database ="
+                              " (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    assert ended == [(True,)]
+
+    wait_until(lambda: not leader.polling, timeout=TAKEOVER, message="the cut-off leader to stop polling")
+    assert leader.scheduler.scheduled() == set()
+    before = len(ticks(storage_a)) + len(ticks(storage_b))
+    leader_of(a, b)
+    wait_until(lambda: len(ticks(storage_a)) + len(ticks(storage_b)) >= before + 3, timeout=TAKEOVER,
+               message="tick polled again after the leader's connection was cut")

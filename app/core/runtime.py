@@ -252,18 +252,23 @@ class Runtime:
         summary["error"] = bound.error
         summary["last_poll"] = bound.last_poll or None
         summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
+        # With several servers on one database only the leader polls (docs/postgres.md).
+        summary["polled_here"] = name in self.scheduler.scheduled()
         summary["origin"] = bound.workflow.origin
         summary["source"] = self.catalog.source(name)
         summary["version"] = bound.workflow.version
         return summary
 
-    @staticmethod
-    def _next_fire_time(bound: BoundWorkflow) -> str | None:
+    def _next_fire_time(self, bound: BoundWorkflow) -> str | None:
         """When a started workflow's schedule (cron, interval) fires next, UTC ISO; None for other triggers."""
         if bound.error or not bound.trigger.pollable:
             return None
+        trigger = bound.trigger
+        if not self._leading:  # the leader polls it: its cursor is in the store, not in this process
+            trigger = copy.copy(trigger)
+            trigger.state = self.store.load_trigger_state(bound.name)
         try:
-            at = bound.trigger.next_fire_time()
+            at = trigger.next_fire_time()
         except Exception:  # the Summary must answer; the scheduler logs the same failure when it polls
             return None
         return None if at is None else format_time(float(at))
