@@ -44,6 +44,7 @@ class Leadership:
         self._every = every
         self._conn: Any = None  # a psycopg.Connection while one is open
         self._leading = False
+        self._unreachable = False  # said once per outage, not every CHECK_SECONDS
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -83,10 +84,16 @@ class Leadership:
                                              **_KEEPALIVE)
             got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
         except psycopg.Error as error:
-            logger.warning("cannot try for trigger leadership (retrying every %g s): %s",
-                           self._every, str(error).strip().splitlines()[0] if str(error).strip() else error)
+            if not self._unreachable:
+                self._unreachable = True
+                # The store's helpers name the database and the cause without the URL's password.
+                from app.storage.postgres import _cause, where
+
+                logger.warning("cannot try for trigger leadership in the database at %s, retrying every %g s: %s",
+                               where(self._url), self._every, _cause(error, self._url))
             self._close()
             return
+        self._unreachable = False
         if got and not self._stopping.is_set():
             self._leading = True
             logger.info("this server now polls triggers (it holds the leader lock of the database)")
@@ -101,7 +108,9 @@ class Leadership:
         try:
             self._conn.execute("SELECT 1")
         except psycopg.Error as error:
-            self._lose(f"its database connection failed: {str(error).strip() or type(error).__name__}")
+            from app.storage.postgres import _cause
+
+            self._lose(f"its database connection failed: {_cause(error, self._url)}")
             return
         if self._on_check is not None:
             self._call(self._on_check, "following the started workflows")
