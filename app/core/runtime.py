@@ -146,7 +146,7 @@ class Runtime:
         self._leading = False
         with self._definitions_lock:
             for name in self.scheduler.scheduled():
-                self.scheduler.remove(name)
+                self._unschedule(name)
 
     def _follow_started(self) -> None:
         """The leader follows starts and stops made through the other servers (they share the store)."""
@@ -158,7 +158,14 @@ class Runtime:
                 if self._leading and bound is not None and not bound.error and bound.trigger.pollable:
                     self._schedule(bound)
             for name in scheduled - started:
-                self.scheduler.remove(name)
+                self._unschedule(name)
+
+    def _unschedule(self, name: str) -> None:
+        """Stop polling ``name`` here and close its trigger (an IMAP connection); it stays started in the store."""
+        self.scheduler.remove(name)
+        bound = self.bound.get(name)
+        if bound is not None:
+            bound.trigger.close()
 
     def release_waiters(self) -> None:
         """Requests waiting for a run (``?wait``, a webhook's result) answer now with the run as it stands."""
