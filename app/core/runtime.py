@@ -20,6 +20,7 @@ from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
 from app.core.execution import RunStateError, one_line
+from app.core.leader import Leadership
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
 from app.core.templating import Renderer
@@ -86,6 +87,10 @@ class Runtime:
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
                                    on_overdue=self._poll_overdue)
         self._started = False
+        # With several servers on one database only the leader polls triggers (app/core/leader.py);
+        # the JSON store has one server per folder, which always polls.
+        self._leadership: Leadership | None = None
+        self._leading = not self.settings.get("WORKFLOW_DATABASE_URL")
         self._lock = threading.Lock()
         self._control_lock = threading.Lock()
         # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
@@ -107,6 +112,20 @@ class Runtime:
         self.dispatcher.start()
         self.recover()
         self.scheduler.start()
+        if self._leading:
+            self._poll_started()
+        else:
+            self._leadership = Leadership(self.settings["WORKFLOW_DATABASE_URL"], self._lead, self._follow,
+                                          on_check=self._follow_started)
+            self._leadership.start()
+
+    @property
+    def polling(self) -> bool:
+        """True when this server polls triggers: always on the JSON store, when leader on PostgreSQL."""
+        return self._leading
+
+    def _poll_started(self) -> None:
+        """Poll every started workflow (at start, or when this server becomes the leader)."""
         for name in sorted(self.store.started_workflows()):
             bound = self.bound.get(name)
             if bound is None:
@@ -114,7 +133,39 @@ class Runtime:
             elif bound.error:
                 logger.warning("workflow %s cannot be polled: %s", name, bound.error)
             elif bound.trigger.pollable:
-                self._schedule(bound)
+                with self._definitions_lock:
+                    self._schedule(bound)
+
+    def _lead(self) -> None:
+        """This server became the leader: poll the started workflows, from the cursors in the store."""
+        self._leading = True
+        self._poll_started()
+
+    def _follow(self) -> None:
+        """This server is no longer the leader: stop polling (a poll under way ends; event keys stop a twin)."""
+        self._leading = False
+        with self._definitions_lock:
+            for name in self.scheduler.scheduled():
+                self._unschedule(name)
+
+    def _follow_started(self) -> None:
+        """The leader follows starts and stops made through the other servers (they share the store)."""
+        started = self.store.started_workflows()
+        scheduled = self.scheduler.scheduled()
+        with self._definitions_lock:
+            for name in sorted(started - scheduled):
+                bound = self.bound.get(name)
+                if self._leading and bound is not None and not bound.error and bound.trigger.pollable:
+                    self._schedule(bound)
+            for name in scheduled - started:
+                self._unschedule(name)
+
+    def _unschedule(self, name: str) -> None:
+        """Stop polling ``name`` here and close its trigger (an IMAP connection); it stays started in the store."""
+        self.scheduler.remove(name)
+        bound = self.bound.get(name)
+        if bound is not None:
+            bound.trigger.close()
 
     def release_waiters(self) -> None:
         """Requests waiting for a run (``?wait``, a webhook's result) answer now with the run as it stands."""
@@ -122,6 +173,8 @@ class Runtime:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
+        if self._leadership is not None:
+            self._leadership.stop()  # another server takes over the triggers now
         self.scheduler.shutdown()
         self.dispatcher.shutdown(timeout)
         for bound in self.bound.values():
@@ -206,18 +259,23 @@ class Runtime:
         summary["error"] = bound.error
         summary["last_poll"] = bound.last_poll or None
         summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
+        # With several servers on one database only the leader polls (docs/postgres.md).
+        summary["polled_here"] = name in self.scheduler.scheduled()
         summary["origin"] = bound.workflow.origin
         summary["source"] = self.catalog.source(name)
         summary["version"] = bound.workflow.version
         return summary
 
-    @staticmethod
-    def _next_fire_time(bound: BoundWorkflow) -> str | None:
+    def _next_fire_time(self, bound: BoundWorkflow) -> str | None:
         """When a started workflow's schedule (cron, interval) fires next, UTC ISO; None for other triggers."""
         if bound.error or not bound.trigger.pollable:
             return None
+        trigger = bound.trigger
+        if not self._leading:  # the leader polls it: its cursor is in the store, not in this process
+            trigger = copy.copy(trigger)
+            trigger.state = self.store.load_trigger_state(bound.name)
         try:
-            at = bound.trigger.next_fire_time()
+            at = trigger.next_fire_time()
         except Exception:  # the Summary must answer; the scheduler logs the same failure when it polls
             return None
         return None if at is None else format_time(float(at))
@@ -256,7 +314,8 @@ class Runtime:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
         bound = self._able(name, "started")
         self.store.set_started(name, True)
-        if self._started and bound.trigger.pollable:
+        # Not the leader: the leader picks it up from the store within a few seconds (_follow_started).
+        if self._started and self._leading and bound.trigger.pollable:
             self._schedule(bound)
         return self.summary(name)
 
