@@ -12,7 +12,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+
+from actions.text import shown_url
 
 if TYPE_CHECKING:
     import requests
@@ -36,20 +37,8 @@ class PolicyError(Exception):
         self.url: str | None = None  # the request's URL (a redirect's hop), set by the adapter
 
     def __str__(self) -> str:
-        return f"{_shown(self.url) if self.url else self.host} resolves to {self.address}, " \
+        return f"{shown_url(self.url) if self.url else self.host} resolves to {self.address}, " \
                f"which WORKFLOW_HTTP_DENY refuses"
-
-
-def _shown(url: str) -> str:
-    """The URL for messages: no user:password, query or fragment, which may hold secrets."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def networks(deny: Iterable[str] | str | None) -> tuple[Network, ...]:

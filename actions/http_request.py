@@ -17,6 +17,7 @@ from actions.http_policy import PolicyError, session
 from actions.jsontext import load_json
 from actions.limits import capped
 from actions.redaction import redact
+from actions.text import shown_url
 
 if TYPE_CHECKING:
     import requests
@@ -95,7 +96,7 @@ class HttpRequestAction(BaseAction):
         headers = {str(key): str(value) for key, value in (self.headers or {}).items()}
         # http.client would encode a text body as Latin-1 and fail on anything else.
         data = self.data.encode("utf-8") if isinstance(self.data, str) else self.data
-        shown = f"{method} {_safe(url)}"
+        shown = f"{method} {shown_url(url)}"
 
         started = time.perf_counter()
         try:
@@ -149,7 +150,7 @@ def _check_url(url: Any) -> str:
     except ValueError:  # a port out of range or not a number
         valid = False
     if not valid:
-        raise ActionError(f"http_request: url must be an http:// or https:// URL, got {_safe(text)!r}",
+        raise ActionError(f"http_request: url must be an http:// or https:// URL, got {shown_url(text)!r}",
                           retryable=False)
     return text
 
@@ -175,18 +176,6 @@ def _statuses(value: Any) -> set[int]:
                               retryable=False)
         statuses.add(int(text))
     return statuses
-
-
-def _safe(url: str) -> str:
-    """The URL for messages: no user:password, query or fragment, which may hold secrets."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?", 1)[0]
 
 
 def _read(response: requests.Response, shown: str) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -34,3 +35,15 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     """``path`` relative to the working folder when it lies below it, else as given: short names in messages."""
     relative = os.path.relpath(path)
     return str(path) if relative.startswith("..") else relative
+
+
+def shown_url(url: str) -> str:
+    """The URL for messages: no user:password, query or fragment, which may hold secrets."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?", 1)[0]
