@@ -64,6 +64,17 @@ def _security(value: str) -> str:
     return lowered
 
 
+def _executor(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in EXECUTORS:
+        raise ValueError
+    return lowered
+
+
+#: WORKFLOW_EXECUTOR's values: threads of the serving process, or workers behind a queue (DESIGN section 11).
+EXECUTORS = ("local", "procrastinate", "celery")
+
+
 def _names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -134,12 +145,17 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
     # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).
     "WORKFLOW_DATABASE_URL": ("", None, ""),
+    # Distributed mode (DESIGN section 11, docs/distributed.md): who executes runs, and a worker's claim on one.
+    "WORKFLOW_EXECUTOR": ("local", _executor, "local, procrastinate or celery"),
+    "CELERY_BROKER_URL": ("", None, ""),
+    "WORKFLOW_WORKER_CONCURRENCY": (4, _positive_int, "a positive integer"),
+    "WORKFLOW_LEASE_SECONDS": (30.0, _positive_float, "a number of seconds > 0"),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
-# WORKFLOW_DATABASE_URL may carry a password (postgresql://user:password@host/db).
+# WORKFLOW_DATABASE_URL and CELERY_BROKER_URL may carry a password (postgresql://user:password@host/db).
 SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
-                             "WORKFLOW_DATABASE_URL"})
+                             "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:

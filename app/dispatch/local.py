@@ -12,6 +12,8 @@ class LocalDispatcher:
     executes runs on a runtime it never starts.
     """
 
+    remote = False
+
     def __init__(self, executor: Executor):
         self.executor = executor
         self.started = False

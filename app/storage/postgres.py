@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,27 +149,33 @@ class PostgresStore(Store):
             raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
 
     # -- runs ---------------------------------------------------------------
-    def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+    def create_run(
+        self, run: dict, idempotency_key: str | None = None, *, also: Callable[[psycopg.Connection], None] | None = None
+    ) -> tuple[dict, bool]:
+        """Store a new run (see Store); ``also(conn)`` runs in its transaction when it is created (a queue's job)."""
         row = {**_columns(run), "id": run["id"], "key": idempotency_key, "record": _without_steps(run),
                "steps": _dumps(run.get("steps") or [])}
         with self._conn("store a run") as conn:
             while True:
                 try:
-                    # The run and its steps in one statement: one round trip, one commit.
-                    created = conn.execute(
-                        "WITH new AS ("
-                        " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at,"
-                        "  version, worker, idempotency_key, record)"
-                        " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s, %(finished_at)s,"
-                        "  %(version)s, %(worker)s, %(key)s, %(record)s)"
-                        " ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-                        " RETURNING id),"
-                        " steps AS (INSERT INTO pyflow_steps (run_id, index, record)"
-                        "  SELECT new.id, s.ord - 1, s.value FROM new,"
-                        "  json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord))"
-                        " SELECT id FROM new",
-                        row,
-                    ).fetchone()
+                    # The run and its steps in one statement: one round trip, one commit (with ``also``: two).
+                    with conn.transaction() if also is not None else contextlib.nullcontext():
+                        created = conn.execute(
+                            "WITH new AS ("
+                            " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at,"
+                            "  version, worker, idempotency_key, record)"
+                            " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
+                            "  %(finished_at)s, %(version)s, %(worker)s, %(key)s, %(record)s)"
+                            " ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                            " RETURNING id),"
+                            " steps AS (INSERT INTO pyflow_steps (run_id, index, record)"
+                            "  SELECT new.id, s.ord - 1, s.value FROM new,"
+                            "  json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord))"
+                            " SELECT id FROM new",
+                            row,
+                        ).fetchone()
+                        if created is not None and also is not None:
+                            also(conn)
                 except psycopg.errors.UniqueViolation:
                     raise ValueError(f"run id {run['id']!r} is already stored") from None
                 if created is not None:
