@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,21 @@ from app.errors import ConfigError
 from triggers.base import BaseTrigger
 from workflows.base import Workflow
 from workflows.graph import StepGraph, build_graph
+
+# A trigger's credential field may be exactly this: the stored secret's value replaces it when the trigger binds.
+_SECRET_REF = re.compile(r"^\s*\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+
+
+def _resolve_secrets(trigger: BaseTrigger, secrets: Mapping[str, str] | None) -> None:
+    """Put the value of each ``{{ secrets.NAME }}`` the trigger's ``secret_fields`` hold in their place."""
+    for attribute in trigger.secret_fields:
+        value = getattr(trigger, attribute, None)
+        match = _SECRET_REF.match(value) if isinstance(value, str) else None
+        if match:
+            if secrets is None:
+                raise ValueError(f"{attribute.lstrip('_')} names secret {match.group(1)!r}, "
+                                 "but no secrets are available here")
+            setattr(trigger, attribute, secrets[match.group(1)])
 
 
 @dataclass
@@ -62,6 +78,10 @@ class BoundWorkflow:
         except ValueError as problem:
             raise ConfigError(f"{where}: {problem}") from None
         trigger.state = {}  # the copy must not share the class-level trigger's dict
+        try:
+            _resolve_secrets(trigger, renderer.provided("secrets"))
+        except ValueError as problem:  # an unknown secret, or a key that cannot read it
+            raise ConfigError(f"{where}: trigger: {problem}") from None
         # A workflow class written in Python is trusted code; a definition's trigger stays in WORKFLOW_FILES_ROOT.
         trigger._trusted_code = workflow.origin == "python" and workflow.__module__ != "workflows.declarative"
         try:

@@ -286,6 +286,10 @@ class Renderer:
         """Let every template read ``name`` (the runtime's ``secrets``); a render's own names come first."""
         self.env.globals[name] = value
 
+    def provided(self, name: str) -> Any:
+        """What ``provide`` gave for ``name``; None when nothing was."""
+        return self.env.globals.get(name)
+
     def _expression(self, source: str):
         return self.env.compile_expression(source, undefined_to_none=True)
 
