@@ -188,6 +188,13 @@ def test_an_unknown_secret_fails_the_step_naming_it(client):
     error = run["steps"][0]["error"]
     assert "step 'say'" in error and "no secret named 'NOT_STORED'" in error
     assert "PUT /api/secrets/NOT_STORED" in error
+    # A credential field the engine never renders (send_email's password) takes exactly {{ secrets.NAME }}.
+    mail = [{"name": "mail", "type": "send_email", "config": {
+        "to": "a@example.org", "smtp_host": "127.0.0.1", "smtp_port": 1, "smtp_password": "{{ secrets.NO_MAIL }}"}}]
+    assert define(client, "unknown_mail_secret", mail).status_code == 201
+    run = run_to_end(client, "unknown_mail_secret")
+    assert run["status"] == "failed"
+    assert run["steps"][0]["error"].startswith("step 'mail': field 'smtp_password': no secret named 'NO_MAIL'")
 
 
 def test_a_webhook_secret_from_the_store_signs_deliveries(client):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,26 +10,12 @@ from typing import Any
 from actions.base import BaseAction
 from actions.paths import PathError
 from app.core.config import public_settings
+from app.core.secrets import resolve_secret_fields
 from app.core.templating import Renderer
 from app.errors import ConfigError
 from triggers.base import BaseTrigger
 from workflows.base import Workflow
 from workflows.graph import StepGraph, build_graph
-
-# A trigger's credential field may be exactly this: the stored secret's value replaces it when the trigger binds.
-_SECRET_REF = re.compile(r"^\s*\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
-
-
-def _resolve_secrets(trigger: BaseTrigger, secrets: Mapping[str, str] | None) -> None:
-    """Put the value of each ``{{ secrets.NAME }}`` the trigger's ``secret_fields`` hold in their place."""
-    for attribute in trigger.secret_fields:
-        value = getattr(trigger, attribute, None)
-        match = _SECRET_REF.match(value) if isinstance(value, str) else None
-        if match:
-            if secrets is None:
-                raise ValueError(f"{attribute.lstrip('_')} names secret {match.group(1)!r}, "
-                                 "but no secrets are available here")
-            setattr(trigger, attribute, secrets[match.group(1)])
 
 
 @dataclass
@@ -79,9 +64,9 @@ class BoundWorkflow:
             raise ConfigError(f"{where}: {problem}") from None
         trigger.state = {}  # the copy must not share the class-level trigger's dict
         try:
-            _resolve_secrets(trigger, renderer.provided("secrets"))
+            resolve_secret_fields(trigger, renderer.provided("secrets"), "trigger")
         except ValueError as problem:  # an unknown secret, or a key that cannot read it
-            raise ConfigError(f"{where}: trigger: {problem}") from None
+            raise ConfigError(f"{where}: {problem}") from None
         # A workflow class written in Python is trusted code; a definition's trigger stays in WORKFLOW_FILES_ROOT.
         trigger._trusted_code = workflow.origin == "python" and workflow.__module__ != "workflows.declarative"
         try:

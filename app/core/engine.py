@@ -19,7 +19,7 @@ from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
-from app.core.secrets import Secrets
+from app.core.secrets import Secrets, resolve_secret_fields
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
@@ -645,10 +645,14 @@ class Engine:
         return False
 
     def _render(self, execution: Execution, action: BaseAction) -> BaseAction:
-        """A per-run copy of ``action`` with its templates rendered."""
+        """A per-run copy of ``action`` with its templates rendered (and its credential fields' secrets read)."""
         if self.renderer.template_fields(action):
-            return self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
-        return self.renderer.render_object(action, {}, "")
+            rendered = self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
+        else:
+            rendered = self.renderer.render_object(action, {}, "")
+        if action.secret_fields:
+            resolve_secret_fields(rendered, self._names(execution).get("secrets"), f"step {action.name!r}")
+        return rendered
 
     def _names(self, execution: Execution) -> Mapping[str, Any]:
         """What templates see: the data store plus inputs, steps, run, settings, env and secrets."""
@@ -754,6 +758,7 @@ class Engine:
         with run_logs.run_scope(execution.log, parent.name):
             for action in actions:
                 rendered = self.renderer.render_object(action, scope, f"step {parent.name!r}: {action.name!r}")
+                resolve_secret_fields(rendered, scope.get("secrets"), f"step {parent.name!r}: {action.name!r}")
                 if action.when is not None and not is_truthy(rendered.when):
                     results[action.name] = None
                     continue

@@ -35,8 +35,34 @@ DEFAULT_KEY_FILE = "~/.config/pyflow/encryption.key"
 _KEY_HELP = ("Fernet keys (32 url-safe base64-encoded bytes each; make one with: python -c "
              "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
 
+#: What a private credential field (``secret_fields`` of an action or trigger) may hold: exactly one secret's name.
+SECRET_REF = re.compile(r"^\s*\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+
+
 class UnknownSecret(RenderError):
     """A template named a secret that is not stored."""
+
+
+def resolve_secret_fields(obj: Any, secrets: Mapping[str, str] | None, where: str) -> None:
+    """Put the value of each ``{{ secrets.NAME }}`` that ``obj``'s ``secret_fields`` hold in its place.
+
+    Those fields are private (never rendered as templates, never shown), so only this exact form is
+    read there. ``obj`` is a per-run or per-binding copy: the shared original keeps the reference.
+    RenderError naming ``where`` and the field for an unknown secret.
+    """
+    for attribute in getattr(obj, "secret_fields", ()):
+        value = getattr(obj, attribute, None)
+        match = SECRET_REF.match(value) if isinstance(value, str) else None
+        if match is None:
+            continue
+        field = attribute.lstrip("_")
+        if secrets is None:
+            raise RenderError(f"{where}: field {field!r} names secret {match.group(1)!r}, but no secrets are "
+                              "available here")
+        try:
+            setattr(obj, attribute, secrets[match.group(1)])
+        except RenderError as error:
+            raise RenderError(f"{where}: field {field!r}: {error}") from None
 
 
 def check_name(name: Any, field: str = "name") -> str:
