@@ -149,6 +149,7 @@ def test_a_secret_password_survives_pause_and_restart_and_is_never_written(tmp_p
                     "to": "alice@example.org", "subject": "hello", "body": "sent with a stored password",
                     "smtp_host": "127.0.0.1", "smtp_port": controller.port, "smtp_security": "none",
                     "smtp_user": "bob", "smtp_password": "{{ secrets.SMTP }}"}},
+                {"name": "careless", "type": "log", "config": {"message": "logged in with {{ secrets.SMTP }}"}},
             ]}
             assert keep(server.post("/api/workflows", json=definition)).status_code == 201
             started = keep(server.post("/api/workflows/mail_with_secret/runs", json={"inputs": {}}))
@@ -173,6 +174,7 @@ def test_a_secret_password_survives_pause_and_restart_and_is_never_written(tmp_p
                 "succeeded", "failed") and r, timeout=15, message="the resumed run ends")
             assert run["status"] == "succeeded", (run["steps"][1]["error"], mailbox.logins)
             assert mailbox.logins == [(b"bob", PASSWORD.encode())] and len(mailbox.envelopes) == 1
+            assert run["steps"][2]["result"] == {"message": "logged in with ***"}
 
             for path in (f"/api/runs/{run_id}", f"/api/runs/{run_id}/logs", "/api/runs", "/api/workflows",
                          "/api/workflows/mail_with_secret", "/api/secrets", f"/runs/{run_id}", "/secrets"):
@@ -185,5 +187,5 @@ def test_a_secret_password_survives_pause_and_restart_and_is_never_written(tmp_p
 
     assert b"gAAAA" in (storage / "secrets.json").read_bytes()
     assert PASSWORD.encode() not in everything_under(storage)
-    assert PASSWORD not in logs
+    assert PASSWORD not in logs and "logged in with ***" in logs
     assert all(PASSWORD not in answer for answer in answers) and len(answers) > 10
