@@ -16,6 +16,7 @@ from typing import Any
 
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
+from app.core import files
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
@@ -62,7 +63,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
     except ImportError as error:
         raise ConfigError(f"WORKFLOW_DATABASE_URL is set but {error.name or 'psycopg'} is not installed: "
                           "pip install -r requirements-distributed.txt") from None
-    # Uploads and e-mail attachments still live in files under WORKFLOW_STORAGE_PATH.
+    # Uploads and e-mail attachments are saved under WORKFLOW_STORAGE_PATH and shared through the store (files.py).
     return PostgresStore(url, settings["WORKFLOW_STORAGE_PATH"])
 
 
@@ -311,6 +312,7 @@ class Runtime:
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         try:
             pruned = self.store.prune(cutoff)
+            self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)
@@ -626,6 +628,7 @@ class Runtime:
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
                                     bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
                         continue
+                    files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
                     )
