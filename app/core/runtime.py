@@ -246,11 +246,14 @@ class Runtime:
         """The workflow version the run started with; None after failing the run when it is gone."""
         bound = self.catalog.version(run["workflow"], run.get("version"))
         if bound is None:
-            run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
-                       error=f"workflow {run['workflow']!r} is no longer registered"
-                       + (f" (version {run['version']})" if run.get("version") else ""))
-            self.store.save_run(run)
+            self._fail_run(run, f"workflow {run['workflow']!r} is no longer registered"
+                           + (f" (version {run['version']})" if run.get("version") else ""))
         return bound
+
+    def _fail_run(self, run: dict, error: str) -> None:
+        """End a run that cannot execute here or anywhere, saying why."""
+        run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()), error=error)
+        self.store.save_run(run)
 
     # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------
     def take_run(self, run_id: str, by: str = "worker") -> bool:
@@ -272,7 +275,15 @@ class Runtime:
                 leases.release(run_id)
                 return False
             lost = run["status"] == RunStatus.RUNNING
-            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by)
+            # Uploads and mail attachments saved on another host come through the store (docs/files.md).
+            try:
+                inputs = None if self.store.local_files else files.fetch(
+                    self.store, run["trigger_data"], paths.attachments_folder(self.settings))
+            except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
+                self._fail_run(run, f"its attachments cannot be read: {one_line(error)}")
+                leases.release(run_id)
+                return False
+            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by, inputs)
         except BaseException:
             leases.release(run_id)
             raise
