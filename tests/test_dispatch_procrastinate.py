@@ -21,6 +21,7 @@ from app.dispatch.procrastinate import TASK, ProcrastinateDispatcher  # noqa: E4
 from app.errors import ConfigError, StorageError  # noqa: E402
 from app.runs import new_run, new_step  # noqa: E402
 from app.storage.postgres import PostgresStore  # noqa: E402
+from tests.services import POSTGRES_URL  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.services
@@ -233,6 +234,56 @@ def test_an_execute_that_raises_fails_its_job_and_the_worker_goes_on(postgres_ur
     assert all(not r.exc_info for r in caplog.records if r.name.startswith("procrastinate"))
     with psycopg.connect(postgres_url) as conn:  # not retried by procrastinate: the store and the lease decide
         assert conn.execute("SELECT attempts FROM procrastinate_jobs").fetchall() == [(1,)]
+
+
+def test_work_on_a_database_that_cannot_be_reached_is_one_line_without_the_password():
+    dispatcher = ProcrastinateDispatcher("postgresql://pyflow:s3cret@127.0.0.1:1/pyflow")
+    with pytest.raises(ConfigError) as raised:
+        dispatcher.work(lambda run_id: None, 1)
+    message = str(raised.value)
+    assert message.startswith("WORKFLOW_DATABASE_URL: cannot use the database at 127.0.0.1:1/pyflow: ")
+    assert "s3cret" not in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_worker_that_loses_its_connections_takes_jobs_again(postgres_url, store, dispatcher):
+    done = []
+    worker = Worker(dispatcher, done.append, concurrency=2)
+    first = dispatcher.create(store, a_run(), None)[0]["id"]
+    wait_until(lambda: done == [first], timeout=20, message="a run executed")
+    cut_connections(postgres_url)  # what a PostgreSQL restart does to a worker
+    second = dispatcher.create(store, a_run(), None)[0]["id"]
+    wait_until(lambda: done == [first, second], timeout=30, message="a run executed after the connections were cut")
+    worker.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_whose_database_stays_away_starts_again_when_it_is_back(postgres_url, store, dispatcher, caplog):
+    done = []
+    worker = Worker(dispatcher, done.append, concurrency=1)
+    wait_until(lambda: workers(postgres_url) == 1, timeout=20, message="the worker registered")
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        cut_connections(postgres_url)
+        wait_until(lambda: any("procrastinate worker" in r.getMessage() and "stopped" in r.getMessage()
+                               for r in caplog.records), timeout=60, message="the worker noticed")
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    run_id = dispatcher.create(store, a_run(), None)[0]["id"]
+    wait_until(lambda: done == [run_id], timeout=60, message="a run executed once the database was back")
+    worker.stop()
+
+
+def workers(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
+
+
+def cut_connections(url: str) -> None:
+    """Terminate every connection to the test's database (from the server's admin database)."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                      (url.rsplit("/", 1)[1],))
 
 
 # -- stalled jobs -----------------------------------------------------------------

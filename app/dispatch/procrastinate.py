@@ -32,7 +32,7 @@ _CONNECT_TIMEOUT = 10
 _SCHEMA_LOCK = int.from_bytes(b"PyFlowPq", "big", signed=True)
 # The objects of procrastinate's schema.sql: a database lacking one has an older schema.
 _OBJECT = re.compile(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX|FUNCTION|TYPE|TRIGGER) ((?:idx_)?procrastinate_\w+)")
-_RESTART_DELAY = 1.0
+_RESTART_DELAY, _RESTART_MAX = 1.0, 30.0  # seconds before a worker that lost the database starts again
 
 
 class _ExecuteFailed(Exception):
@@ -70,22 +70,31 @@ class ProcrastinateDispatcher:
         self._stalled_after = stalled_after
         # The server's side (create, submit) is synchronous: procrastinate's sync connector and its pool.
         self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(
-            conninfo=database_url, min_size=1, max_size=4, name="pyflow-procrastinate",
+            conninfo=database_url, min_size=1, max_size=4, timeout=_CONNECT_TIMEOUT, name="pyflow-procrastinate",
             kwargs={"connect_timeout": _CONNECT_TIMEOUT}))
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._worker: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+        self._opened = False  # whether work()'s last attempt reached the database
 
     # -- the server's side ------------------------------------------------------
     def start(self) -> None:
         """Create procrastinate's schema when missing (refuse an older one), then open the pool."""
+        self._connect(self._ensure_schema)
+        try:
+            self._app.open()
+        except procrastinate_errors.ConnectorException as error:
+            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: "
+                              f"{_cause(error.__cause__ or error, self._url)}") from None
+
+    def _connect(self, then: Callable[[psycopg.Connection], None] = lambda conn: None) -> None:
+        """Connect once and call ``then(conn)``; a database that cannot be reached is a one-line ConfigError."""
         try:
             with psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
-                self._ensure_schema(conn)
-            self._app.open()
-        except (psycopg.Error, procrastinate_errors.ConnectorException) as error:
-            cause = _cause(error.__cause__ or error, self._url)
-            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: {cause}") from None
+                then(conn)
+        except psycopg.Error as error:
+            raise ConfigError(f"WORKFLOW_DATABASE_URL: cannot use the database at {self.where}: "
+                              f"{_cause(error, self._url)}") from None
 
     def _ensure_schema(self, conn: psycopg.Connection) -> None:
         schema = SchemaManager.get_schema()
@@ -170,17 +179,22 @@ class ProcrastinateDispatcher:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
         one_line = _OneLine()
         logging.getLogger("procrastinate.worker").addFilter(one_line)
+        delay = _RESTART_DELAY
         try:
+            self._connect()  # a wrong setting says so at once; later losses of the database are waited out
             while not self._stopping.is_set():
+                self._opened = False
                 try:
                     asyncio.run(self._work(execute, concurrency))
                 except (OSError, procrastinate_errors.ProcrastinateException, psycopg.Error) as error:
-                    logger.warning("the procrastinate worker on %s stopped (%s); starting it again in %g s",
-                                   self.where, _cause(error.__cause__ or error, self._url), _RESTART_DELAY)
+                    logger.warning("the procrastinate worker on %s stopped (%s)", self.where,
+                                   _cause(error.__cause__ or error, self._url))
                 else:
                     if not self._stopping.is_set():  # procrastinate stopped it: a side task lost the database
-                        logger.warning("the procrastinate worker on %s stopped; starting it again", self.where)
-                self._stopping.wait(_RESTART_DELAY)
+                        logger.warning("the procrastinate worker on %s stopped", self.where)
+                # Started again at once after a loss, then less and less often while the database stays away.
+                delay = _RESTART_DELAY if self._opened else min(delay * 2, _RESTART_MAX)
+                self._stopping.wait(delay)
         finally:
             logging.getLogger("procrastinate.worker").removeFilter(one_line)
             self._stopping.clear()
@@ -201,6 +215,7 @@ class ProcrastinateDispatcher:
                 raise _ExecuteFailed(run_id) from None
 
         async with app.open_async():
+            self._opened = True
             task = asyncio.create_task(app.run_worker_async(
                 queues=[self.queue], concurrency=concurrency, install_signal_handlers=False,
                 update_heartbeat_interval=self._heartbeat, stalled_worker_timeout=self._stalled_after,
@@ -229,5 +244,5 @@ class ProcrastinateDispatcher:
 
     def _async_connector(self, max_size: int) -> procrastinate.PsycopgConnector:
         return procrastinate.PsycopgConnector(conninfo=self._url, min_size=1, max_size=max_size,
-                                              name="pyflow-procrastinate-worker",
+                                              timeout=_CONNECT_TIMEOUT, name="pyflow-procrastinate-worker",
                                               kwargs={"connect_timeout": _CONNECT_TIMEOUT})
