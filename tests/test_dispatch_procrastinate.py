@@ -71,7 +71,7 @@ class Worker:
 
 
 # -- the schema -------------------------------------------------------------------
-def test_two_processes_starting_together_create_the_schema_once(postgres_url):
+def test_dispatchers_starting_together_create_the_schema_once(postgres_url):
     dispatchers = [ProcrastinateDispatcher(postgres_url) for _ in range(3)]
     errors = []
 

@@ -71,6 +71,7 @@ class ProcrastinateDispatcher:
         # The server's side (create, submit) is synchronous: procrastinate's sync connector and its pool.
         self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(
             conninfo=database_url, min_size=1, max_size=4, timeout=_CONNECT_TIMEOUT, name="pyflow-procrastinate",
+            reconnect_timeout=float("inf"),  # as the store's pool: a database that went away is tried until it is back
             kwargs={"connect_timeout": _CONNECT_TIMEOUT}))
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -243,6 +244,7 @@ class ProcrastinateDispatcher:
                 loop.call_soon_threadsafe(task.cancel)
 
     def _async_connector(self, max_size: int) -> procrastinate.PsycopgConnector:
-        return procrastinate.PsycopgConnector(conninfo=self._url, min_size=1, max_size=max_size,
-                                              timeout=_CONNECT_TIMEOUT, name="pyflow-procrastinate-worker",
-                                              kwargs={"connect_timeout": _CONNECT_TIMEOUT})
+        return procrastinate.PsycopgConnector(
+            conninfo=self._url, min_size=1, max_size=max_size, timeout=_CONNECT_TIMEOUT,
+            name="pyflow-procrastinate-worker", reconnect_timeout=float("inf"),
+            kwargs={"connect_timeout": _CONNECT_TIMEOUT})
