@@ -191,8 +191,10 @@ def test_work_executes_each_run_with_concurrency_runs_at_once(postgres_url, stor
 def test_stop_returns_once_the_jobs_it_holds_are_done(postgres_url, store, dispatcher):
     run_id = dispatcher.create(store, a_run(), None)[0]["id"]
     started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    held = []
 
     def execute(run_id):
+        held.append(run_id)
         started.set()
         release.wait(20)
         finished.set()
@@ -204,8 +206,8 @@ def test_stop_returns_once_the_jobs_it_holds_are_done(postgres_url, store, dispa
     release.set()
     worker.stop()
     assert finished.is_set()
+    assert held == [run_id]
     assert jobs(postgres_url) == []  # the job finished (succeeded, deleted), not aborted
-    assert run_id
 
 
 def test_stop_before_work_starts_makes_work_return(dispatcher):
