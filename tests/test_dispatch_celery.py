@@ -241,3 +241,18 @@ def test_start_with_a_wrong_password_is_a_config_error(amqp_url):
     message = str(caught.value)
     assert message.startswith(f"CELERY_BROKER_URL: cannot use the broker at {parts.hostname}:{parts.port}: ")
     assert "ACCESS_REFUSED" in message and "s3cret-pw" not in message
+
+
+def test_runs_submitted_from_many_threads_at_once_all_arrive(broker, dispatchers):
+    """The server sends from its request threads: celery's producer pool must keep their sends apart."""
+    sender = dispatchers(broker)
+    ids = [f"run_{n:02d}" for n in range(40)]
+    senders = [threading.Thread(target=lambda chunk=ids[n::4]: [sender.submit(i) for i in chunk]) for n in range(4)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(30)
+    executed = []
+    dispatchers(broker, execute=executed.append, concurrency=4)
+    wait_until(lambda: len(executed) >= len(ids), timeout=20, message="every run executed")
+    assert sorted(executed) == ids

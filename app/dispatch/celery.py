@@ -61,12 +61,14 @@ class CeleryDispatcher:
             task_acks_late=True,  # acknowledged when execute returns: a worker lost mid-run leaves the message
             task_reject_on_worker_lost=True,
             worker_prefetch_multiplier=1,  # a worker holds no more messages than it has free threads
+            # RabbitMQ has its own limit: it closes the channel of a consumer that holds a message unacknowledged
+            # longer than its consumer_timeout (30 min by default); runs that long need it raised in rabbitmq.conf.
             broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
             broker_connection_timeout=_TIMEOUT,
             broker_connection_retry_on_startup=True,  # a worker started before its broker waits for it
             # A send tries briefly, then gives up: the run is committed and the sweeper sends it again,
             # so a request never hangs on a broker that is down.
-            task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+            task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                        "interval_max": 0.5},
             # A worker that loses its connection lets its runs finish: the broker hands their messages to
             # another worker, whose execute finds the lease held and does nothing.
