@@ -56,6 +56,8 @@ def dispatchers():
     if made:
         with made[0][0].app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
+            if conn.transport_cls == "redis":  # kombu keeps the queue's bindings in keys of their own
+                conn.default_channel.client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         for dispatcher, _ in made:
             dispatcher.shutdown(5)
 
