@@ -1,4 +1,4 @@
-"""A server whose runs execute on a worker (WORKFLOW_EXECUTOR=procrastinate), both in this test process.
+"""A server whose runs execute on a worker (procrastinate; celery on Redis and RabbitMQ), both in this process.
 
 The worker is a ``Runtime(worker=True)`` working on a thread, as ``run.py worker`` runs one; each has its
 own storage folder and lease owner. tests/test_cluster.py does the same with separate processes.
@@ -17,6 +17,7 @@ from app.runs import RunStatus
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
+from tests.services import unique_queue
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -24,8 +25,17 @@ pytestmark = pytest.mark.services
 WORKFLOWS = [EchoWorkflow, GatedWorkflow]
 
 
+@pytest.fixture(params=["procrastinate", "celery-redis", "celery-amqp"])
+def executor(request) -> dict:
+    """The settings of one executor: procrastinate, or celery on Redis or RabbitMQ (a queue of the test's own)."""
+    if request.param == "procrastinate":
+        return {"WORKFLOW_EXECUTOR": "procrastinate"}
+    broker = request.getfixturevalue("redis_url" if request.param == "celery-redis" else "amqp_url")
+    return {"WORKFLOW_EXECUTOR": "celery", "CELERY_BROKER_URL": broker, "WORKFLOW_QUEUE": unique_queue()}
+
+
 @pytest.fixture
-def cluster(postgres_url, tmp_path):
+def cluster(postgres_url, tmp_path, executor):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
     reset_gates()
     made: list[tuple[Runtime, threading.Thread | None]] = []
@@ -34,7 +44,7 @@ def cluster(postgres_url, tmp_path):
         storage = tmp_path / name
         storage.mkdir()
         settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
+                    "WORKFLOW_DATABASE_URL": postgres_url, **executor,
                     "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
         runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
         thread = None
@@ -105,6 +115,7 @@ def waiting_jobs(url: str) -> int:
         return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()[0]
 
 
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)  # reads procrastinate's job table
 def test_a_cancel_of_a_queued_run_no_worker_took_is_made_by_the_server(cluster, postgres_url):
     server = cluster("server")  # no worker yet: the job waits
     run, _ = server.submit("echo", {"text": "never"})
@@ -116,16 +127,19 @@ def test_a_cancel_of_a_queued_run_no_worker_took_is_made_by_the_server(cluster, 
     assert server.get_run(run["id"])["steps"][0]["attempts"] == 0
 
 
+# A Celery worker's shutdown stops every Celery worker of its process: tests/test_cluster.py stops
+# Celery workers in processes of their own.
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)
 def test_a_stopping_worker_hands_its_run_to_another(cluster):
     server, first = cluster("server"), cluster("first", worker=True)
     run, _ = server.submit("gated", {"text": "x"})
     wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the first worker reaching the gate")
-    second = cluster("second", worker=True)
     stopping = threading.Thread(target=first.stop_work, args=(10,))
     stopping.start()  # the step under way finishes first; then the run is sent on
     wait_until(lambda: first.stopping, message="the first worker stopping")
     gate("gated").set()
     stopping.join(15)
+    second = cluster("second", worker=True)
     done = server.outcome(run, 30)
     assert done["status"] == RunStatus.SUCCEEDED, done
     assert done["worker"] == second.engine.leases.owner

@@ -291,6 +291,10 @@ class Runtime:
 
     def execute_job(self, run_id: str) -> None:
         """A queue's job: execute the run here, returning once it stopped executing here (``run.py worker``)."""
+        if self._stopping.is_set():
+            # A job taken while this worker stops (celery looks for the stop twice a second): pass it on.
+            self.queue.submit(run_id)
+            return
         if not self.take_run(run_id):
             return
         self.engine.wait(run_id, None)  # type: ignore[arg-type]
@@ -313,8 +317,8 @@ class Runtime:
     def stop_work(self, timeout: float) -> None:
         """Take no more jobs; halt runs at their step's end within ``timeout`` (others take them), then close."""
         self._stopping.set()
+        self.queue.stop()  # first: no new job while the runs under way halt
         self.engine.shutdown(timeout)  # each run halts; its job returns and the run is sent on
-        self.queue.stop()
 
     def _resend(self, run_id: str) -> None:
         """The sweeper's way to get a run without a live lease executed: a new job, or this server's threads."""
