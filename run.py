@@ -6,6 +6,7 @@
     python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
     python run.py validate FILE...      check workflow definitions (YAML or JSON)
     python run.py cancel|pause|resume|retry RUN_ID   (skip RUN_ID STEP) on the running server
+    python run.py audit verify          check the audit log's hash chain (exit 1 naming the first broken entry)
 
 The seed's spellings work too: --list, --workflow NAME --context JSON.
 """
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", default=None, metavar="JSON", help="the run's inputs as a JSON object")
     validate = commands.add_parser("validate", help="check workflow definition files (YAML or JSON)")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    audit = commands.add_parser("audit", help="the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="check the hash chain; exit 1 naming the first broken entry")
     for operation in CONTROL_OPERATIONS:
         control = commands.add_parser(operation, help=f"{operation} a run of the server at WORKFLOW_API_URL")
         control.add_argument("run_id")
@@ -217,6 +221,23 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     return EXIT_FAILED_RUN
 
 
+def audit_verify() -> int:
+    """Walk the audit log of the configured store (JSON or PostgreSQL); 0 when the chain holds, 1 naming where not."""
+    from app.core.audit import verify
+    from app.core.runtime import open_store
+
+    store = open_store(load_settings())
+    try:
+        checked, broken = verify(store.audit_entries())
+    finally:
+        store.close()
+    if broken is not None:
+        print(f"run.py: audit verify: {broken} ({checked} entries before it hold)", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    print(f"audit log: {checked} entries, the chain holds")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "list" if args.list else "run" if args.workflow else args.command or "serve"
@@ -230,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_workflows()
         if command == "validate":
             return validate(args.files)
+        if command == "audit":
+            return audit_verify()
         if command in CONTROL_OPERATIONS:
             return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name

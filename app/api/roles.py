@@ -46,7 +46,6 @@ REQUIRED: dict[str, Role] = {
     "api.list_runs": Role.VIEWER,
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
-    "api.catalog": Role.VIEWER,
     "metrics.api_metrics": Role.VIEWER,
     "metrics.prometheus_metrics": Role.VIEWER,
     "dashboard.workflows": Role.VIEWER,
@@ -71,7 +70,6 @@ REQUIRED: dict[str, Role] = {
     "api.create_workflow": Role.ADMIN,
     "api.update_workflow": Role.ADMIN,
     "api.delete_workflow": Role.ADMIN,
-    "api.validate_workflow": Role.ADMIN,
     "api.create_token": Role.ADMIN,
     "api.list_tokens": Role.ADMIN,
     "api.delete_token": Role.ADMIN,
@@ -79,7 +77,7 @@ REQUIRED: dict[str, Role] = {
     "dashboard.tokens": Role.ADMIN,
     "dashboard.create_token": Role.ADMIN,
     "dashboard.delete_token": Role.ADMIN,
-    "dashboard.audit": Role.ADMIN,
+    "dashboard.audit_log": Role.ADMIN,
     # Secrets (issue 15 item 1) are admin-only, as every endpoint not listed.
 }
 
