@@ -169,7 +169,7 @@ def may(endpoint: str) -> bool:
     return allows(principal().role, endpoint)
 
 
-def _login_marker(who: Principal | None = None, record: dict | None = None) -> str:
+def _login_marker(record: dict | None = None) -> str:
     # Bound to the token: changing WORKFLOW_API_TOKEN, or deleting (or remaking) a stored token, logs its sessions out.
     bound = api_token() if record is None else f"token\0{record['name']}\0{record['hash']}"
     return hmac.new(current_app.secret_key.encode(), bound.encode(), hashlib.sha256).hexdigest()  # type: ignore[union-attr]
@@ -222,6 +222,8 @@ def session_principal() -> Principal | None:
 
 def logged_in() -> bool:
     """True when access is open or the session holds a live login."""
+    if g.get("pyflow_principal") is not None:
+        return True  # checked by require_login for this request already
     return session_principal() is not None
 
 
