@@ -880,8 +880,11 @@ class JsonStore(Store):
             self._checkpoint()
         except Exception:
             logger.exception("checkpoint of %s failed; the next start replays its write-ahead log", self.root)
+            return
         finally:
             self._checkpointing.release()
+        # Writes that came in meanwhile may have filled the new segment: no later write may come to notice.
+        self._checkpoint_if_full()
 
     def _checkpoint(self) -> None:
         """fsync the journals (and index) the write-ahead log's current segment covers, then drop it."""
