@@ -74,11 +74,11 @@ class Client:
     # -- workflows ----------------------------------------------------------------------------------
     def list_workflows(self) -> list[Json]:
         """Every workflow's Summary."""
-        return self._call("GET", "/api/workflows")["workflows"]
+        return self.request("GET", "/api/workflows")["workflows"]
 
     def get_workflow(self, name: str) -> Json:
         """One workflow's Summary, with its ``definition`` when it is declarative."""
-        return self._call("GET", f"/api/workflows/{_part(name)}")
+        return self.request("GET", f"/api/workflows/{_part(name)}")
 
     def create_workflow(self, definition: Mapping[str, Any] | str | None = None, *, name: str | None = None,
                         template: str | None = None) -> Json:
@@ -102,15 +102,15 @@ class Client:
             if not isinstance(definition, Mapping):
                 raise ValueError("name=... renames a definition given as a mapping; put the name in the YAML text")
             definition = {**definition, "name": name}
-        return self._call("POST", "/api/workflows", **_definition_body(definition))
+        return self.request("POST", "/api/workflows", **_definition_body(definition))
 
     def update_workflow(self, name: str, definition: Mapping[str, Any] | str) -> Json:
         """A new version of an API-made workflow; runs already started keep theirs."""
-        return self._call("PUT", f"/api/workflows/{_part(name)}", **_definition_body(definition))
+        return self.request("PUT", f"/api/workflows/{_part(name)}", **_definition_body(definition))
 
     def delete_workflow(self, name: str) -> None:
         """Delete an API-made workflow."""
-        self._call("DELETE", f"/api/workflows/{_part(name)}")
+        self.request("DELETE", f"/api/workflows/{_part(name)}")
 
     # -- runs -----------------------------------------------------------------------------------------
     def execute_workflow(self, name: str, inputs: Mapping[str, Any] | None = None,
@@ -120,12 +120,12 @@ class Client:
         A repeated call with the same ``idempotency_key`` answers the first run and starts nothing.
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._call("POST", f"/api/workflows/{_part(name)}/runs", json={"inputs": dict(inputs or {})},
+        return self.request("POST", f"/api/workflows/{_part(name)}/runs", json={"inputs": dict(inputs or {})},
                           headers=headers)
 
     def get_execution_status(self, run_id: str) -> Json:
         """The Run as it stands: ``status``, ``steps``, ``progress``, ``error``..."""
-        return self._call("GET", f"/api/runs/{_part(run_id)}")
+        return self.request("GET", f"/api/runs/{_part(run_id)}")
 
     def wait_for_completion(self, run_id: str, timeout: float = 300, on_step_complete: Callable[[Json], Any] | None
                             = None, poll: float = 0.5) -> Json:
@@ -205,21 +205,25 @@ class Client:
             body["key"] = key
         if id is not None:
             body["id"] = id
-        return self._call("POST", "/api/events", json=body)
+        return self.request("POST", "/api/events", json=body)
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _control(self, run_id: str, operation: str, body: Json | None = None) -> Json:
-        return self._call("POST", f"/api/runs/{_part(run_id)}/{operation}", json=body or {})
+        return self.request("POST", f"/api/runs/{_part(run_id)}/{operation}", json=body or {})
 
     def _answer(self, run_id: str, operation: str, step: str | None, comment: str | None) -> Json:
         body = {key: value for key, value in (("step", step), ("comment", comment)) if value is not None}
-        return self._call("POST", f"/api/runs/{_part(run_id)}/{operation}", json=body)
+        return self.request("POST", f"/api/runs/{_part(run_id)}/{operation}", json=body)
 
     def _url(self, path: str) -> str:
         return self.base_url + path
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; its JSON answer (None for 204), or PyFlowAPIError naming the URL."""
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any endpoint (``GET /api/runs``, a trigger's ``/start``, an upload): its JSON answer, None for a 204.
+
+        ``path`` starts with ``/api``; ``kwargs`` go to requests (params, json, data, files, headers,
+        timeout). An error answer or a failed connection raises PyFlowAPIError naming the URL.
+        """
         url = self._url(path)
         shown, server = _without_credentials(url), _without_credentials(self.base_url)
         kwargs.setdefault("timeout", self.timeout)
