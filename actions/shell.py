@@ -109,7 +109,7 @@ class ShellAction(BaseAction):
             crossing = stopped if stopped == "output_kb" else None
             if stopped is None:
                 # A quick command may have ended before the wait loop looked at its output.
-                crossing = crossed(limits, exit_code, isinstance(self.command, str), _last_line(err)) or (
+                crossing = crossed(limits, exit_code, _last_line(err)) or (
                     "output_kb" if _over(limits.output_bytes, (out, err)) else None)
                 if crossing:
                     # Whatever the command started must not outlive the step.

@@ -171,15 +171,12 @@ def preexec(limits: Limits) -> Callable[[], None] | None:
     return apply
 
 
-def crossed(limits: Limits, exit_code: int, through_shell: bool, last_line: str) -> str | None:
-    """The limit a command that ended with ``exit_code`` crossed, judged by how it died; else None.
-
-    ``/bin/sh -c`` reports a child killed by signal N as exit code 128 + N.
-    """
-    signals = {-exit_code} if exit_code < 0 else set()
-    if through_shell and exit_code > 128:
-        signals.add(exit_code - 128)
-    if limits.cpu_seconds is not None and signals & {signal.SIGXCPU, signal.SIGKILL}:
+def crossed(limits: Limits, exit_code: int, last_line: str) -> str | None:
+    """The limit a command that ended with ``exit_code`` crossed, judged by how it died; else None."""
+    # A shell (``/bin/sh -c``, a script) reports a child killed by signal N as exit code 128 + N.
+    # SIGKILL counts only when it hit the command itself: the hard limit, a second after SIGXCPU.
+    if limits.cpu_seconds is not None and (-exit_code in (signal.SIGXCPU, signal.SIGKILL)
+                                           or exit_code == 128 + signal.SIGXCPU):
         return "cpu_seconds"
     if exit_code == 0:
         return None

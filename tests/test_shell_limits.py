@@ -61,6 +61,14 @@ def test_cpu_seconds_through_the_shell_kills_the_process_group(tmp_path):
     wait_until(lambda: not _alive(pid), timeout=5, message=f"the background child {pid} to die")
 
 
+def test_cpu_seconds_in_a_script_run_without_a_shell(tmp_path):
+    script = tmp_path / "busy.sh"
+    script.write_text(f"#!/bin/sh\n{sys.executable} -c 'while True: pass'\n")
+    script.chmod(0o755)
+    with pytest.raises(ActionError, match=r"^shell: killed: cpu_seconds limit of 1 s exceeded"):
+        shell(command=[str(script)], limits={"cpu_seconds": 1}).execute({})
+
+
 def test_a_command_within_its_limits_succeeds():
     result = shell(command=[sys.executable, "-c", "print(sum(range(1000)))"],
                    limits={"cpu_seconds": 30, "memory_mb": 512, "output_kb": 4}).execute({})
