@@ -230,7 +230,7 @@ class Client:
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.Timeout:
-            raise PyFlowAPIError(None, "timeout", f"no answer within {kwargs['timeout']:g} s", method=method,
+            raise PyFlowAPIError(None, "timeout", f"no answer within {kwargs['timeout']} s", method=method,
                                  url=shown) from None
         except requests.RequestException as error:
             raise PyFlowAPIError(None, "connection_error", f"cannot reach PyFlow at {server} "

@@ -256,3 +256,20 @@ def test_emit_event_fails_cleanly_or_is_accepted(client):
         assert (error.status, error.code) == (404, "not_found")
     else:
         assert answer["event"]["type"] == "client.test"
+
+
+# -- any other endpoint --------------------------------------------------------------------------------
+
+def test_request_reaches_any_endpoint(client):
+    run = client.wait_for_completion(client.execute_workflow("echo", inputs={"n": 2})["id"], timeout=30, poll=0.05)
+    listed = client.request("GET", "/api/runs", params={"workflow": "echo", "limit": 500})
+    assert run["id"] in [item["id"] for item in listed["runs"]]
+
+
+def test_a_request_without_an_answer_in_time_is_a_timeout(client):
+    client.create_workflow(definition("slow_answer_flow", wait("long", 60)))
+    with pytest.raises(PyFlowAPIError, match=r"no answer within 0.3 s") as caught:
+        client.request("POST", "/api/workflows/slow_answer_flow/runs?wait=30", json={}, timeout=0.3)
+    assert (caught.value.status, caught.value.code) == (None, "timeout")
+    for run in client.request("GET", "/api/runs", params={"workflow": "slow_answer_flow"})["runs"]:
+        client.cancel_execution(run["id"])
