@@ -256,10 +256,14 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     """Ask the running server to cancel/pause/resume/retry/skip a run; print the run as JSON."""
     import requests
 
-    base = load_settings()["WORKFLOW_API_URL"].rstrip("/")
+    settings = load_settings()
+    base = settings["WORKFLOW_API_URL"].rstrip("/")
     url = f"{base}/api/runs/{run_id}/{operation}"
+    # The token the server's settings name, or one of the operator tokens made with POST /api/tokens.
+    token = settings["WORKFLOW_API_TOKEN"]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.post(url, json={"step": step} if step else None, timeout=30)
+        response = requests.post(url, json={"step": step} if step else None, headers=headers, timeout=30)
     except requests.ConnectionError:
         print(f"run.py: PyFlow is not running at {base}; start it with: python run.py", file=sys.stderr)
         return EXIT_USAGE
