@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, BaseAction, RunContext
-from actions.ocr import PageReader, ocr_mode
+from actions.ocr import PageReader, check_ocr_option, ocr_mode
 from actions.paths import PathError, readable
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
 
@@ -56,8 +56,7 @@ class ExtractPDFDataAction(BaseAction):
         # Empty or None: the template is detected from the form's header text.
         self.company = company
         self.templates_dir = templates_dir
-        if "{{" not in str(ocr):  # a template is checked once rendered
-            ocr_mode(ocr, f"action {name!r}")
+        check_ocr_option(ocr, name)
         self.ocr = ocr
 
     def execute(self, data_store: dict) -> dict:

@@ -38,11 +38,17 @@ _PDFIUM = threading.Lock()
 
 
 def ocr_mode(value: Any, action: str) -> str:
-    """``value`` as one of MODES; ActionError naming the field otherwise."""
+    """``value`` as one of MODES; a non-retryable ActionError naming the field otherwise."""
     mode = str(value or "auto").strip().lower()
     if mode not in MODES:
         raise ActionError(f"{action}: ocr must be auto, always or never, got {value!r}", retryable=False)
     return mode
+
+
+def check_ocr_option(value: Any, name: str) -> None:
+    """At definition time: ValueError unless ``value`` is one of MODES or a template, checked once rendered."""
+    if "{{" not in str(value) and str(value or "auto").strip().lower() not in MODES:
+        raise ValueError(f"action {name!r}: ocr must be auto, always or never, got {value!r}")
 
 
 class PageReader:
@@ -154,7 +160,9 @@ class PageReader:
         if stopped == "timeout":
             raise ActionError(f"{self.action}: OCR of {where} passed the step timeout ({limit:g} s); Tesseract "
                               f"was stopped", retryable=False)
-        if process.returncode != 0:
+        # With one of several languages missing Tesseract warns and goes on with the others; a language
+        # the setting asks for is not dropped silently.
+        if process.returncode != 0 or b"Failed loading language" in problem:
             raise ActionError(f"{self.action}: {_failure(problem, self.languages, where)}", retryable=False)
         return text.decode("utf-8", errors="replace")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction
 from actions.extract_pdf_data import FileSpec, _choose_file, _open_pdf  # same attachment rules and errors
-from actions.ocr import PageReader, ocr_mode
+from actions.ocr import PageReader, check_ocr_option, ocr_mode
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,7 @@ class PdfTextAction(BaseAction):
         super().__init__(name, **options)
         if isinstance(file, str) and not file.strip():
             raise ValueError(f"action {name!r}: file must be a path or an attachment, got {file!r}")
-        if "{{" not in str(ocr):  # a template is checked once rendered
-            ocr_mode(ocr, f"action {name!r}")
+        check_ocr_option(ocr, name)
         self.file = file
         self.ocr = ocr
 
@@ -49,7 +48,7 @@ class PdfTextAction(BaseAction):
             raise ActionError(f"pdf_text: no text layer was found in {filename} and ocr is 'never' "
                               f"(set ocr to auto to read scanned pages with Tesseract)", retryable=False)
         if not text.strip():
-            logger.warning("pdf_text %s: %s has no text, not even by OCR", self.name, filename)
+            logger.warning("pdf_text %s: %s has no text", self.name, filename)
         logger.info("pdf_text %s: %d page(s), %d by OCR, %d characters from %s", self.name, len(texts),
                     len(ocr_pages), len(text), filename)
         return {"text": text, "pages": len(texts), "source": filename, "ocr_pages": ocr_pages}
