@@ -134,3 +134,12 @@ def test_ocr_languages_setting():
     assert load_settings({"OCR_LANGUAGES": "chi_sim+script/Latin"})["OCR_LANGUAGES"] == "chi_sim+script/Latin"
     with pytest.raises(ConfigError, match=r"OCR_LANGUAGES must be Tesseract language names .* got 'eng; rm'"):
         load_settings({"OCR_LANGUAGES": "eng; rm"})
+
+
+def test_a_definition_with_an_unknown_ocr_mode_is_refused_naming_the_step(client):
+    response = client.post("/api/workflows", json={"name": "scans", "steps": [
+        {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.file }}", "ocr": "sometimes"}}]})
+    assert response.status_code == 422
+    [problem] = response.get_json()["error"]["details"]
+    assert problem["path"].startswith("steps[0]")
+    assert "ocr must be auto, always or never, got 'sometimes'" in problem["message"]
