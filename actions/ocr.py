@@ -89,9 +89,9 @@ class PageReader:
             raise ActionError(f"{self.action}: cancelled during OCR of {self.filename}", retryable=False)
         tesseract = shutil.which("tesseract")
         if tesseract is None:
-            raise ActionError(
-                f"{self.action}: page {index + 1} of {self.filename} has no text layer and needs OCR, but Tesseract "
-                f"is not installed: {INSTALL}", retryable=False)
+            why = "has no text layer and needs OCR" if self.mode == "auto" else "is to be read by OCR (ocr: always)"
+            raise ActionError(f"{self.action}: page {index + 1} of {self.filename} {why}, but Tesseract is not "
+                              f"installed: {INSTALL}", retryable=False)
         image = self._draw(index)
         text = self._tesseract(tesseract, image, index)
         self.pages_read += 1
