@@ -342,7 +342,8 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store.
+        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS, expired cache entries;
+        compact the store.
 
         A worker prunes only its own copies of attachments: the servers prune the shared store.
         """
@@ -353,6 +354,7 @@ class Runtime:
         try:
             pruned = self.store.prune(cutoff)
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
+            self.store.prune_cache()  # step cache entries past their ttl (docs/step-cache.md)
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)

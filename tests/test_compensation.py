@@ -1,0 +1,214 @@
+"""Compensation: a failed or cancelled run undoes its succeeded steps, last completed first (docs/compensation.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.binding import BoundWorkflow
+from app.core.config import load_settings
+from app.core.engine import Engine
+from app.runs import RunStatus
+from app.storage.json.store import JsonStore
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import AppendLineAction, EchoAction, FailAction, FlakyAction, GateAction, side_effect_lines
+from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
+from tests.fixtures.triggers import QueueTrigger
+from tests.waiting import wait_until
+from workflows.base import Workflow
+
+SETTINGS = {**load_settings({}), **TEST_SETTINGS}
+ENTRY_FIELDS = {"step", "type", "status", "attempts", "result", "error", "started_at", "finished_at"}
+
+
+def undo(step: str) -> AppendLineAction:
+    """A compensation that writes what it saw: its step's result and the run's error."""
+    return AppendLineAction(f"undo_{step}", path="undone.txt",
+                            line=f"undo {step}: {{{{ steps.{step}.value }}}} ({{{{ run.error }}}})")
+
+
+class BookingWorkflow(Workflow):
+    """Books two things, then fails: both bookings are undone, the last one first."""
+
+    name = "booking"
+    trigger = QueueTrigger("queue")
+    max_retries = 0
+    actions = [
+        EchoAction("hotel", value="room 12", compensate=undo("hotel")),
+        EchoAction("note", value="no undo"),
+        EchoAction("flight", value="seat 3A", compensate=undo("flight")),
+        FailAction("pay"),
+    ]
+
+
+class FailingUndoWorkflow(Workflow):
+    """A compensation that fails for good and one that fails once: both recorded, the run's error kept."""
+
+    name = "failing_undo"
+    trigger = QueueTrigger("queue")
+    max_retries = 0
+    actions = [
+        EchoAction("first", value=1, compensate=FlakyAction("undo_first", failures=1, retries=2)),
+        EchoAction("second", value=2, compensate=FailAction("undo_second")),
+        FailAction("pay"),
+    ]
+
+
+class CancelledWorkflow(Workflow):
+    """A booking, then a step that waits at a gate: cancelling the run undoes the booking."""
+
+    name = "cancelled_booking"
+    trigger = QueueTrigger("queue")
+    actions = [
+        EchoAction("hotel", value="room 7", compensate=undo("hotel")),
+        GateAction("wait", gate="cancel-me"),
+    ]
+
+
+class SlowUndoWorkflow(Workflow):
+    """Two compensations; the first (of the last step) waits at a gate: a shutdown lands in between."""
+
+    name = "slow_undo"
+    trigger = QueueTrigger("queue")
+    max_retries = 0
+    actions = [
+        EchoAction("hotel", value="room 1", compensate=undo("hotel")),
+        EchoAction("flight", value="seat 1", compensate=GateAction("undo_flight", gate="undo-flight")),
+        FailAction("pay"),
+    ]
+
+
+class SucceedingWorkflow(Workflow):
+    """A run that succeeds compensates nothing."""
+
+    name = "succeeding"
+    trigger = QueueTrigger("queue")
+    actions = [EchoAction("hotel", value="room 2", compensate=undo("hotel"))]
+
+
+def make_engine(store) -> Engine:
+    return Engine(store, SETTINGS)
+
+
+def bind(engine: Engine, workflow) -> BoundWorkflow:
+    return BoundWorkflow.bind(workflow, engine.settings, engine.renderer)
+
+
+def run_once(engine: Engine, workflow, timeout: float = 10.0) -> dict:
+    run, created = engine.submit(bind(engine, workflow), {})
+    assert created and engine.wait(run["id"], timeout), f"run {run['id']} did not end within {timeout} s"
+    return engine.store.get_run(run["id"])
+
+
+@pytest.fixture
+def engine(tmp_path):
+    reset_gates()
+    engine = make_engine(JsonStore(tmp_path / "data"))
+    yield engine
+    release_gates()
+    engine.shutdown(timeout=2)
+    reset_gates()
+
+
+def test_a_failed_run_undoes_its_succeeded_steps_last_first(engine):
+    run = run_once(engine, BookingWorkflow)
+    assert run["status"] == RunStatus.FAILED
+    assert run["error"] == "step 'pay' failed: this step always fails"  # the run's own error, kept
+    assert [entry["step"] for entry in run["compensations"]] == ["flight", "hotel"]
+    for entry in run["compensations"]:
+        assert set(entry) == ENTRY_FIELDS
+        assert entry["status"] == "succeeded" and entry["attempts"] == 1 and entry["error"] is None
+        assert entry["type"] == "append_line" and entry["started_at"] <= entry["finished_at"]
+    error = "step 'pay' failed: this step always fails"
+    assert side_effect_lines(engine.store.root / "undone.txt") == [
+        f"undo flight: seat 3A ({error})", f"undo hotel: room 12 ({error})"]
+    assert run["compensations"][0]["result"] == {"written": f"undo flight: seat 3A ({error})"}
+    assert "compensating" not in run
+    logs = [line["message"] for line in engine.store.get_logs(run["id"])]
+    assert "compensating 2 step(s), last completed first: flight, hotel" in logs
+
+
+def test_a_failing_compensation_is_retried_then_recorded_and_the_next_runs(engine):
+    run = run_once(engine, FailingUndoWorkflow)
+    assert run["status"] == RunStatus.FAILED
+    assert run["error"] == "step 'pay' failed: this step always fails"
+    second, first = run["compensations"]
+    assert second["step"] == "second" and second["status"] == "failed"
+    assert second["error"] == "this step always fails" and second["attempts"] == 1
+    assert first["step"] == "first" and first["status"] == "succeeded"
+    assert first["attempts"] == 2 and first["result"] == {"attempt": 2}
+
+
+def test_a_succeeded_run_compensates_nothing(engine):
+    run = run_once(engine, SucceedingWorkflow)
+    assert run["status"] == RunStatus.SUCCEEDED and "compensations" not in run
+    assert not (engine.store.root / "undone.txt").exists()
+
+
+def test_cancelling_a_run_undoes_what_it_did(engine):
+    run, _ = engine.submit(bind(engine, CancelledWorkflow), {})
+    wait_until(lambda: arrivals("cancel-me") == 1, timeout=10, message="the run reaches its gate")
+    engine.cancel(engine.store.get_run(run["id"]), by="tester")
+    assert engine.wait(run["id"], 10)
+    done = engine.store.get_run(run["id"])
+    assert done["status"] == RunStatus.CANCELLED and done["error"] is None
+    assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [("hotel", "succeeded")]
+    assert side_effect_lines(engine.store.root / "undone.txt") == ["undo hotel: room 7 (cancelled)"]
+    assert done["history"][-1]["by"] == "tester"
+
+
+def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path):
+    reset_gates()
+    first = make_engine(JsonStore(tmp_path / "data"))
+    try:
+        run, _ = first.submit(bind(first, SlowUndoWorkflow), {})
+        wait_until(lambda: arrivals("undo-flight") == 1, timeout=10, message="the first compensation starts")
+        stored = first.store.get_run(run["id"])
+        assert stored["status"] == RunStatus.RUNNING and stored["compensating"] == "failed"
+        assert [entry["status"] for entry in stored["compensations"]] == ["running", "pending"]
+        first.shutdown(timeout=0.1)  # the compensation under way goes on; the next one is left to the restart
+        gate("undo-flight").set()
+        assert first.wait(run["id"], 10)
+    finally:
+        release_gates()
+    stored = first.store.get_run(run["id"])
+    assert stored["status"] == RunStatus.RUNNING  # recovery picks it up
+    assert [entry["status"] for entry in stored["compensations"]] == ["succeeded", "pending"]
+    assert not (tmp_path / "data" / "undone.txt").exists()
+
+    second = make_engine(JsonStore(tmp_path / "data"))
+    try:
+        second.resume(bind(second, SlowUndoWorkflow), second.store.get_run(run["id"]))
+        assert second.wait(run["id"], 10)
+        done = second.store.get_run(run["id"])
+    finally:
+        second.shutdown(timeout=2)
+        reset_gates()
+    assert done["status"] == RunStatus.FAILED and done["error"] == "step 'pay' failed: this step always fails"
+    assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "succeeded"]
+    assert done["compensations"][0]["attempts"] == 1  # the one that ended before the shutdown never ran again
+    assert side_effect_lines(tmp_path / "data" / "undone.txt") == [
+        "undo hotel: room 1 (step 'pay' failed: this step always fails)"]
+    assert "compensating" not in done
+
+
+def test_a_retried_run_runs_the_undone_steps_again(engine):
+    run = run_once(engine, BookingWorkflow)
+    retried = engine.retry(bind(engine, BookingWorkflow), run)
+    assert "compensations" not in retried
+    assert engine.wait(run["id"], 10)
+    again = engine.store.get_run(run["id"])
+    # pay fails again: flight and hotel ran again (new attempts) and were undone again.
+    assert again["status"] == RunStatus.FAILED
+    assert [entry["step"] for entry in again["compensations"]] == ["flight", "hotel"]
+    assert len(side_effect_lines(engine.store.root / "undone.txt")) == 4
+
+
+def test_the_completion_order_is_recorded(engine):
+    run = run_once(engine, BookingWorkflow)
+    orders = {step["name"]: step.get("completion_order") for step in run["steps"]}
+    assert orders == {"hotel": 1, "note": None, "flight": 2, "pay": None}
+
+
+def test_compensate_must_be_an_action():
+    with pytest.raises(ValueError, match="compensate must be an action, got dict"):
+        EchoAction("x", compensate={"type": "log"})
