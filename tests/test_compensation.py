@@ -212,3 +212,60 @@ def test_the_completion_order_is_recorded(engine):
 def test_compensate_must_be_an_action():
     with pytest.raises(ValueError, match="compensate must be an action, got dict"):
         EchoAction("x", compensate={"type": "log"})
+
+
+# -- declarative definitions through the API ----------------------------------------------------------
+ORDER = {
+    "name": "order",
+    "steps": [
+        {"name": "reserve", "type": "log", "config": {"message": "reserved {{ inputs.item }}"},
+         "compensate": {"type": "log", "message": "released {{ steps.reserve.message }} after: {{ run.error }}"}},
+        {"name": "charge", "type": "log", "config": {"message": "charged"},
+         "compensate": {"name": "refund", "type": "log", "config": {"message": "refunded"}, "retries": 1}},
+        # Commands are off in tests (WORKFLOW_ALLOW_SHELL): this step fails at once.
+        {"name": "ship", "type": "shell", "config": {"command": "true"}},
+    ],
+}
+
+
+def test_a_definition_compensates_through_the_api(client):
+    assert client.post("/api/workflows", json=ORDER).status_code == 201
+    response = client.post("/api/workflows/order/runs?wait=10", json={"inputs": {"item": "lamp"}})
+    run = response.get_json()
+    assert run["status"] == "failed", run
+    assert run["error"].startswith("step 'ship' failed: shell: commands are disabled")
+    assert [(entry["step"], entry["type"], entry["status"]) for entry in run["compensations"]] == [
+        ("charge", "log", "succeeded"), ("reserve", "log", "succeeded")]
+    assert run["compensations"][0]["result"] == {"message": "refunded"}
+    assert run["compensations"][1]["result"] == {"message": f"released reserved lamp after: {run['error']}"}
+    page = client.get(f"/runs/{run['id']}").get_data(as_text=True)
+    assert 'id="compensations-table"' in page and "released reserved lamp" in page
+
+
+@pytest.mark.parametrize(("compensate", "path", "message"), [
+    ("undo it", "steps[0].compensate", "must be a step definition with a type"),
+    ({"config": {}}, "steps[0].compensate", "must be a step definition with a type"),
+    ({"type": "telepathy"}, "steps[0].compensate.type", "unknown step type 'telepathy'"),
+    ({"type": "log", "config": {"message": "x"}, "when": "{{ 1 }}"}, "steps[0].compensate.when",
+     "unknown key; a compensation has config, name, retries, timeout, type"),
+    ({"type": "log", "config": {"message": "x"}, "retries": -1}, "steps[0].compensate.retries",
+     "must be a number >= 0, got -1"),
+    ({"type": "log", "colour": "red"}, "steps[0].compensate.colour", "unknown setting for type 'log'"),
+    ({"type": "log", "config": {"message": "x"}, "timeout": 10 ** 9}, "steps[0].compensate.timeout",
+     "is more than WORKFLOW_MAX_STEP_TIMEOUT"),
+])
+def test_a_bad_compensate_is_refused_naming_the_field(client, compensate, path, message):
+    definition = {"name": "bad", "steps": [{"name": "a", "type": "log", "config": {"message": "a"},
+                                            "compensate": compensate}]}
+    response = client.post("/api/workflows", json=definition)
+    assert response.status_code == 422, response.get_json()
+    details = response.get_json()["error"]["details"]
+    assert any(problem["path"] == path and message in problem["message"] for problem in details), details
+
+
+def test_a_loops_nested_step_cannot_compensate(client):
+    definition = {"name": "bad", "steps": [{"name": "each", "type": "loop", "config": {"items": [1], "steps": [
+        {"name": "a", "type": "log", "config": {"message": "a"}, "compensate": {"type": "log", "message": "b"}}]}}]}
+    response = client.post("/api/workflows", json=definition)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"][0]["path"] == "steps[0].config.steps[0].compensate"

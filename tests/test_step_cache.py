@@ -184,3 +184,53 @@ def test_a_new_workflow_version_misses(engine):
 def test_a_malformed_cache_option_is_refused(cache, message):
     with pytest.raises(ValueError, match=message):
         EchoAction("x", cache=cache)
+
+
+# -- declarative definitions through the API ----------------------------------------------------------
+GREETING = {"name": "greeting", "steps": [
+    {"name": "greet", "type": "log", "config": {"message": "hello {{ inputs.who }}"}, "cache": {"ttl": 600}}]}
+
+
+def test_a_definition_caches_through_the_api(client):
+    assert client.post("/api/workflows", json=GREETING).status_code == 201
+    runs = [client.post("/api/workflows/greeting/runs?wait=10", json={"inputs": {"who": "Ada"}}).get_json()
+            for _ in range(2)]
+    assert [run["status"] for run in runs] == ["succeeded", "succeeded"]
+    hit = runs[1]["steps"][0]
+    assert hit["cached"] is True and hit["cached_from"] == runs[0]["id"]
+    assert hit["result"] == runs[0]["steps"][0]["result"] == {"message": "hello Ada"}
+    page = client.get(f"/runs/{runs[1]['id']}").get_data(as_text=True)
+    assert '<span class="cached">cached</span>' in page and runs[0]["id"] in page
+    # A new version of the definition is another cache.
+    changed = {**GREETING, "description": "v2"}
+    assert client.put("/api/workflows/greeting", json=changed).status_code == 200
+    third = client.post("/api/workflows/greeting/runs?wait=10", json={"inputs": {"who": "Ada"}}).get_json()
+    assert "cached" not in third["steps"][0]
+
+
+@pytest.mark.parametrize(("cache", "path", "message"), [
+    ("1h", "steps[0].cache", "must be a mapping {ttl: seconds, key: template}, got str"),
+    ({"key": "{{ inputs.x }}"}, "steps[0].cache.ttl", "must be a number of seconds > 0, got None"),
+    ({"ttl": -5}, "steps[0].cache.ttl", "must be a number of seconds > 0, got -5"),
+    ({"ttl": 10 ** 9}, "steps[0].cache.ttl", "1000000000 is more than WORKFLOW_MAX_CACHE_TTL (2.592e+06)"),
+    ({"ttl": 60, "key": ["a"]}, "steps[0].cache.key", "must be a template string, got list"),
+    ({"ttl": 60, "key": "{{ inputs.x | }}"}, "steps[0].cache.key", "template syntax error"),
+    ({"ttl": 60, "scope": "global"}, "steps[0].cache.scope", "unknown key; cache has ttl and key"),
+])
+def test_a_bad_cache_is_refused_naming_the_field(client, cache, path, message):
+    definition = {"name": "bad", "steps": [{"name": "a", "type": "log", "config": {"message": "a"}, "cache": cache}]}
+    response = client.post("/api/workflows", json=definition)
+    assert response.status_code == 422, response.get_json()
+    details = response.get_json()["error"]["details"]
+    assert any(problem["path"] == path and message in problem["message"] for problem in details), details
+
+
+def test_maintenance_prunes_expired_entries(runtime):
+    now = time.time()
+    entry = {"key": "ab" * 32, "workflow": "greeting", "step": "greet", "run_id": "run_x", "result": {},
+             "created_at": now - 120, "expires_at": now - 60}
+    runtime.store.put_cache(entry)
+    runtime.store.put_cache({**entry, "key": "cd" * 32, "expires_at": now + 600})
+    runtime.maintain()
+    assert runtime.store.get_cache("ab" * 32, now=now - 61) is None  # gone, not just expired
+    assert runtime.store.get_cache("cd" * 32) is not None
