@@ -10,79 +10,19 @@ from app.core.engine import Engine
 from app.runs import RunStatus
 from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import AppendLineAction, EchoAction, FailAction, FlakyAction, GateAction, side_effect_lines
+from tests.fixtures import EchoAction, side_effect_lines
+from tests.fixtures.compensation import (
+    BookingWorkflow,
+    CancelledWorkflow,
+    FailingUndoWorkflow,
+    SlowUndoWorkflow,
+    SucceedingWorkflow,
+)
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
-from tests.fixtures.triggers import QueueTrigger
 from tests.waiting import wait_until
-from workflows.base import Workflow
 
 SETTINGS = {**load_settings({}), **TEST_SETTINGS}
 ENTRY_FIELDS = {"step", "type", "status", "attempts", "result", "error", "started_at", "finished_at"}
-
-
-def undo(step: str) -> AppendLineAction:
-    """A compensation that writes what it saw: its step's result and the run's error."""
-    return AppendLineAction(f"undo_{step}", path="undone.txt",
-                            line=f"undo {step}: {{{{ steps.{step}.value }}}} ({{{{ run.error }}}})")
-
-
-class BookingWorkflow(Workflow):
-    """Books two things, then fails: both bookings are undone, the last one first."""
-
-    name = "booking"
-    trigger = QueueTrigger("queue")
-    max_retries = 0
-    actions = [
-        EchoAction("hotel", value="room 12", compensate=undo("hotel")),
-        EchoAction("note", value="no undo"),
-        EchoAction("flight", value="seat 3A", compensate=undo("flight")),
-        FailAction("pay"),
-    ]
-
-
-class FailingUndoWorkflow(Workflow):
-    """A compensation that fails for good and one that fails once: both recorded, the run's error kept."""
-
-    name = "failing_undo"
-    trigger = QueueTrigger("queue")
-    max_retries = 0
-    actions = [
-        EchoAction("first", value=1, compensate=FlakyAction("undo_first", failures=1, retries=2)),
-        EchoAction("second", value=2, compensate=FailAction("undo_second")),
-        FailAction("pay"),
-    ]
-
-
-class CancelledWorkflow(Workflow):
-    """A booking, then a step that waits at a gate: cancelling the run undoes the booking."""
-
-    name = "cancelled_booking"
-    trigger = QueueTrigger("queue")
-    actions = [
-        EchoAction("hotel", value="room 7", compensate=undo("hotel")),
-        GateAction("wait", gate="cancel-me"),
-    ]
-
-
-class SlowUndoWorkflow(Workflow):
-    """Two compensations; the first (of the last step) waits at a gate: a shutdown lands in between."""
-
-    name = "slow_undo"
-    trigger = QueueTrigger("queue")
-    max_retries = 0
-    actions = [
-        EchoAction("hotel", value="room 1", compensate=undo("hotel")),
-        EchoAction("flight", value="seat 1", compensate=GateAction("undo_flight", gate="undo-flight")),
-        FailAction("pay"),
-    ]
-
-
-class SucceedingWorkflow(Workflow):
-    """A run that succeeds compensates nothing."""
-
-    name = "succeeding"
-    trigger = QueueTrigger("queue")
-    actions = [EchoAction("hotel", value="room 2", compensate=undo("hotel"))]
 
 
 def make_engine(store) -> Engine:
