@@ -15,6 +15,7 @@ from tests.fixtures.compensation import (
     BookingWorkflow,
     CancelledWorkflow,
     FailingUndoWorkflow,
+    PausedBookingWorkflow,
     SlowUndoWorkflow,
     SucceedingWorkflow,
 )
@@ -209,3 +210,28 @@ def test_a_loops_nested_step_cannot_compensate(client):
     response = client.post("/api/workflows", json=definition)
     assert response.status_code == 422
     assert response.get_json()["error"]["details"][0]["path"] == "steps[0].config.steps[0].compensate"
+
+
+def test_cancelling_a_paused_run_undoes_what_it_did(engine):
+    bound = bind(engine, PausedBookingWorkflow)
+    engine.bound_for = lambda run: bound  # as the runtime sets it: the workflow a stored run executes with
+    run, _ = engine.submit(bound, {})
+    wait_until(lambda: arrivals("pause-here") == 1, timeout=10, message="the run reaches its gate")
+    engine.pause(engine.store.get_run(run["id"]), by="tester")
+    gate("pause-here").set()  # the step under way finishes, the next does not start
+    wait_until(lambda: engine.store.get_run(run["id"])["status"] == RunStatus.PAUSED, timeout=10,
+               message="the run pausing")
+    assert not engine.executes(run["id"])
+    answered = engine.cancel(engine.store.get_run(run["id"]), by="tester")
+    assert answered["compensating"] == "cancelled"
+    wait_until(lambda: engine.store.get_run(run["id"])["status"] == RunStatus.CANCELLED, timeout=10,
+               message="the run ending cancelled")
+    done = engine.store.get_run(run["id"])
+    assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [("hotel", "succeeded")]
+    assert side_effect_lines(engine.store.root / "undone.txt") == ["undo hotel: room 5 (cancelled)"]
+    assert step_statuses(done) == {"hotel": "succeeded", "wait": "succeeded", "after": "pending"}
+    assert done["history"][-1]["by"] == "tester" and "compensating" not in done
+
+
+def step_statuses(run: dict) -> dict:
+    return {step["name"]: step["status"] for step in run["steps"]}

@@ -1,11 +1,12 @@
 """Compensation: a failed or cancelled run undoes its succeeded steps, the last completed first (DESIGN section 12).
 
 The methods of ``Compensating`` are Engine methods (app/core/engine.py mixes it in), kept here apart from
-the step loop. The engine calls them at five points: ``_note_completion`` when a step succeeds,
+the step loop. The engine calls them at six points: ``_note_completion`` when a step succeeds,
 ``_compensated`` in ``_finish`` before a run ends failed, ``_compensate_on_cancel`` in ``_halt`` before a
-run ends cancelled, ``_resume_compensating`` at the start of ``_execute`` for a run recovered while it
-compensated, and ``_reopen_compensated`` when a retry or a skip reopens a run. docs/compensation.md has the
-behaviour; in short:
+run executing here ends cancelled, ``_plan_cancel_elsewhere`` in ``cancel`` for a run that executes nowhere
+(paused, queued: it is resumed to compensate), ``_resume_compensating`` at the start of ``_execute`` for a
+run resumed while it compensated, and ``_reopen_compensated`` when a retry or a skip reopens a run.
+docs/compensation.md has the behaviour; in short:
 
 - The plan (one ``compensations`` entry per step to undo, newest completion first) and the run's
   ``compensating`` (the status it ends with: failed or cancelled) are stored before the first compensation
@@ -36,6 +37,7 @@ from app.runs import RunStatus, StepStatus, new_step, utcnow
 from app.storage.base import Durability
 
 if TYPE_CHECKING:
+    from app.core.binding import BoundWorkflow
     from app.core.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -51,9 +53,9 @@ def new_compensation(step: dict, action: BaseAction) -> dict[str, Any]:
             "result": None, "error": None, "started_at": None, "finished_at": None}
 
 
-def due(execution: Execution) -> list[int]:
+def due(run: dict, actions: tuple[BaseAction, ...]) -> list[int]:
     """Indices of the steps to compensate, the last completed first: succeeded, not from the cache, with one."""
-    steps, actions = execution.run["steps"], execution.bound.actions
+    steps = run["steps"]
     chosen = [index for index, step in enumerate(steps)
               if step["status"] == StepStatus.SUCCEEDED and not step.get("cached")
               and getattr(actions[index], "compensate", None) is not None]
@@ -113,7 +115,7 @@ class Compensating:
                 return True
             if not self._run_compensations(execution):
                 return True
-            by = execution.control_by if execution.control == "cancel" else "engine"
+            by = run.pop("cancelled_by", None) or "engine"
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             self._log(execution, logging.WARNING, f"run cancelled ({by}), compensated")
             self.store.flush(run["id"])
@@ -129,8 +131,8 @@ class Compensating:
         for step in run["steps"]:
             if step["name"] in undone and step["status"] == StepStatus.SUCCEEDED:
                 step.update(new_step(step["name"], step["type"], step["depends_on"]))
-        run.pop("compensations", None)
-        run.pop("compensating", None)
+        for field in ("compensations", "compensating", "cancelled_by"):
+            run.pop(field, None)
 
     # -- the work ---------------------------------------------------------------------------
     def _plan_compensations(self: Engine, execution: Execution, ending: RunStatus) -> bool:
@@ -138,19 +140,44 @@ class Compensating:
         run = execution.run
         if run.get("compensating"):
             return True  # planned by an earlier execution: recovery continues it
-        indices = due(execution)
+        names = self._store_plan(run, execution.bound, ending, execution.failure, execution.control_by)
+        if names:
+            self._log(execution, logging.WARNING, f"compensating {len(names)} step(s), last completed first: "
+                      + ", ".join(names))
+        return bool(names)
+
+    def _store_plan(self: Engine, run: dict, bound: BoundWorkflow, ending: RunStatus, error: str | None,
+                    by: str) -> list[str]:
+        """Put the compensation plan in ``run`` and the store (synced); the names of the steps to undo, maybe none.
+
+        ``error``: a failing run's; ``by``: who cancelled a cancelled one (its history names them at the end).
+        """
+        steps = run["steps"]
+        indices = due(run, bound.actions)
         if not indices:
-            return False
-        steps, actions = run["steps"], execution.bound.actions
+            return []
         run["compensating"] = ending.value
-        run["compensations"] = [new_compensation(steps[index], actions[index]) for index in indices]
+        run["compensations"] = [new_compensation(steps[index], bound.actions[index]) for index in indices]
         fields = {"compensating": run["compensating"], "compensations": run["compensations"]}
         if ending == RunStatus.FAILED:
-            run["error"] = fields["error"] = execution.failure  # what recovery ends the run with
+            run["error"] = fields["error"] = error  # what recovery ends the run with
+        else:
+            run["cancelled_by"] = fields["cancelled_by"] = by
         self.store.update_run(run["id"], fields, mode=Durability.SYNC)
-        names = ", ".join(steps[index]["name"] for index in indices)
-        self._log(execution, logging.WARNING, f"compensating {len(indices)} step(s), last completed first: {names}")
-        return True
+        return [steps[index]["name"] for index in indices]
+
+    def _plan_cancel_elsewhere(self: Engine, run: dict, by: str) -> BoundWorkflow | None:
+        """A cancel of a run that does not execute here (paused, or queued in the store): plan its compensations.
+
+        The workflow it runs with when there is something to compensate (the caller then resumes the run,
+        which compensates and ends cancelled wherever it executes); None when it ends cancelled at once.
+        """
+        if run.get("compensating"):
+            return None  # planned already: a cancel changes nothing while compensations are due
+        bound = self.bound_for(run) if self.bound_for is not None else None
+        if bound is None or not self._store_plan(run, bound, RunStatus.CANCELLED, None, by):
+            return None
+        return bound
 
     def _run_compensations(self: Engine, execution: Execution) -> bool:
         """Run the plan's entries not yet ended, in order; False when a shutdown or a lost lease stopped them."""

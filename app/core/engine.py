@@ -78,6 +78,8 @@ class Engine(Compensating, Caching):
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
+        self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
         #: Set by the runtime: what templates read as {{ secrets.NAME }}, decrypted when a step renders.
         self.secrets: Secrets | None = None
@@ -229,12 +231,18 @@ class Engine(Compensating, Caching):
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "cancel", by)
         if execution is None:
+            compensating = None
             try:
                 run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
-                self._transition(run, RunStatus.CANCELLED, by, finished=True)
+                compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
+                if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
+                    self._transition(run, RunStatus.CANCELLED, by, finished=True)
             finally:
                 if self.leases is not None:
                     self.leases.release(run["id"])  # taken by _elsewhere while the status changed
+            if compensating is not None:
+                self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
+                return snapshot(run)
             return run
         if owned:
             try:
@@ -281,8 +289,8 @@ class Engine(Compensating, Caching):
         fresh = run
         while time.monotonic() < deadline:
             fresh = self.store.get_run(run["id"]) or fresh
-            if fresh["status"] in done:
-                break
+            if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
+                break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
             time.sleep(0.05)
         return fresh
 

@@ -105,6 +105,7 @@ class Runtime:
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
+        self.engine.bound_for = self._bound_of
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
         self.shared = bool(self.settings.get("WORKFLOW_DATABASE_URL"))
@@ -251,6 +252,10 @@ class Runtime:
             if bound is not None:
                 self.engine.resume(bound, run)
         return len(ids)
+
+    def _bound_of(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with (or the current one), None when it is gone; no side effect."""
+        return self.catalog.version(run["workflow"], run.get("version")) or self.bound.get(run["workflow"])
 
     def _bound_for(self, run: dict) -> BoundWorkflow | None:
         """The workflow version the run started with; None after failing the run when it is gone."""
