@@ -194,6 +194,9 @@ def test_a_definition_compensates_through_the_api(client):
     ({"type": "log", "colour": "red"}, "steps[0].compensate.colour", "unknown setting for type 'log'"),
     ({"type": "log", "config": {"message": "x"}, "timeout": 10 ** 9}, "steps[0].compensate.timeout",
      "is more than WORKFLOW_MAX_STEP_TIMEOUT"),
+    ({"type": "wait", "seconds": 10 ** 9}, "steps[0].compensate.seconds", "is more than WORKFLOW_MAX_WAIT"),
+    ({"type": "wait", "config": {"seconds": 10 ** 9}}, "steps[0].compensate.config.seconds",
+     "is more than WORKFLOW_MAX_WAIT"),
 ])
 def test_a_bad_compensate_is_refused_naming_the_field(client, compensate, path, message):
     definition = {"name": "bad", "steps": [{"name": "a", "type": "log", "config": {"message": "a"},

@@ -33,7 +33,9 @@ def _steps(steps: Any, path: str, settings: Mapping[str, Any], problems: list) -
             _step(step, f"{path}[{index}]", settings, problems)
 
 
-def _step(step: Mapping[str, Any], where: str, settings: Mapping[str, Any], problems: list) -> None:
+def _step(step: Mapping[str, Any], where: str, settings: Mapping[str, Any], problems: list,
+          config_where: str | None = None) -> None:
+    """``config_where``: where the step's config is, when not at ``<where>.config`` (a short compensate)."""
     for key, setting in STEP_CAPS.items():
         _check(problems, f"{where}.{key}", step.get(key), setting, settings)
     for (key, inner), setting in NESTED_STEP_CAPS.items():
@@ -43,16 +45,20 @@ def _step(step: Mapping[str, Any], where: str, settings: Mapping[str, Any], prob
     compensate = step.get("compensate")
     if isinstance(compensate, Mapping):
         # Written as a step (with config) or as its type plus config keys: checked as a step either way.
-        as_step = compensate if "config" in compensate else {"type": compensate.get("type"), "config": compensate}
-        _step(as_step, f"{where}.compensate", settings, problems)
+        if "config" in compensate:
+            _step(compensate, f"{where}.compensate", settings, problems)
+        else:
+            as_step = {"type": compensate.get("type"), "config": compensate}
+            _step(as_step, f"{where}.compensate", settings, problems, config_where=f"{where}.compensate")
     config = step.get("config")
     if not isinstance(config, Mapping):
         return
     kind = step.get("type")
+    config_where = config_where or f"{where}.config"
     for key, setting in CONFIG_CAPS.get(kind if isinstance(kind, str) else "", {}).items():
-        _check(problems, f"{where}.config.{key}", config.get(key), setting, settings)
+        _check(problems, f"{config_where}.{key}", config.get(key), setting, settings)
     if kind == "loop":
         items = config.get("items")
         if isinstance(items, (list, Mapping)):
-            _check(problems, f"{where}.config.items", len(items), ITEMS_SETTING, settings)
-        _steps(config.get("steps"), f"{where}.config.steps", settings, problems)
+            _check(problems, f"{config_where}.items", len(items), ITEMS_SETTING, settings)
+        _steps(config.get("steps"), f"{config_where}.steps", settings, problems)
