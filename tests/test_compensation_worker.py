@@ -1,4 +1,5 @@
-"""Compensation in distributed mode: it runs where the run executes (a worker), also after a takeover.
+"""Compensation and the step cache in distributed mode: compensations run where the run executes (a worker),
+also after a takeover; cached results are shared through the database.
 
 A server and workers as tests/test_worker.py makes them (procrastinate on the test's PostgreSQL database).
 """
@@ -13,13 +14,24 @@ from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus
 from tests.conftest import TEST_SETTINGS
+from tests.fixtures.actions import AppendLineAction
 from tests.fixtures.compensation import BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.waiting import wait_until
+from workflows.base import Workflow
 
 pytestmark = pytest.mark.services
 
-WORKFLOWS = [BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow]
+
+
+class CachedLookupWorkflow(Workflow):
+    """A step whose result any worker reuses for a minute."""
+
+    name = "cached_lookup"
+    actions = [AppendLineAction("lookup", path="lookups.txt", line="{{ inputs.city }}", cache={"ttl": 60})]
+
+
+WORKFLOWS = [BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow, CachedLookupWorkflow]
 ERROR = "step 'pay' failed: this step always fails"
 
 
@@ -100,3 +112,17 @@ def test_compensation_a_stopping_worker_left_is_finished_by_another(cluster):
     assert [(entry["status"], entry["attempts"]) for entry in done["compensations"]] == [
         ("succeeded", 1), ("succeeded", 1)]
     assert (second.store.root / "undone.txt").exists() and not (first.store.root / "undone.txt").exists()
+
+
+def test_workers_share_the_step_cache(cluster):
+    server, first = cluster("server"), cluster("first", worker=True)
+    made, _ = server.submit("cached_lookup", {"city": "Oslo"}, awaited=True)
+    assert server.outcome(made, 30)["status"] == RunStatus.SUCCEEDED
+    first.stop_work(5)
+    second = cluster("second", worker=True)
+    reused, _ = server.submit("cached_lookup", {"city": "Oslo"}, awaited=True)
+    done = server.outcome(reused, 30)
+    assert done["status"] == RunStatus.SUCCEEDED and done["worker"] == second.engine.leases.owner
+    assert done["steps"][0]["cached"] is True and done["steps"][0]["cached_from"] == made["id"]
+    assert done["steps"][0]["result"] == {"written": "Oslo"}
+    assert not (second.store.root / "lookups.txt").exists()  # not executed on the second worker
