@@ -347,8 +347,7 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS, expired cache entries;
-        compact the store.
+        """Prune runs and attachments older than WORKFLOW_RETENTION_DAYS and expired cache entries; compact the store.
 
         A worker prunes only its own copies of attachments: the servers prune the shared store.
         """
