@@ -69,6 +69,32 @@ def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) ->
     return number
 
 
+def cache_problem(cache: Any) -> tuple[str, str] | None:
+    """What is wrong with a step's ``cache`` option, as (sub-key, message); None when it is well formed."""
+    if not isinstance(cache, Mapping):
+        return "", f"must be a mapping {{ttl: seconds, key: template}}, got {type(cache).__name__}"
+    unknown = sorted(set(cache) - {"ttl", "key"})
+    if unknown:
+        return f".{unknown[0]}", "unknown key; cache has ttl and key"
+    ttl = cache.get("ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+        return ".ttl", f"must be a number of seconds > 0, got {ttl!r}"
+    key = cache.get("key")
+    if key is not None and not isinstance(key, str):
+        return ".key", f"must be a template string, got {type(key).__name__}"
+    return None
+
+
+def check_cache(cache: Any, where: str) -> dict | None:
+    """A step's ``cache`` option as ``{"ttl": seconds, "key": template or None}``; ValueError naming ``where``."""
+    if cache is None:
+        return None
+    problem = cache_problem(cache)
+    if problem is not None:
+        raise ValueError(f"{where}{problem[0]} {problem[1]}")
+    return {"ttl": float(cache["ttl"]), "key": cache.get("key")}
+
+
 class BaseAction:
     """One step of a workflow: configured by its constructor, run by ``execute``.
 
@@ -97,6 +123,8 @@ class BaseAction:
         step_timeout: float | None = None,
         depends_on: list[str] | None = None,
         on_failure: str = "fail",
+        compensate: BaseAction | None = None,
+        cache: Mapping[str, Any] | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"action name must be a non-empty string, got {name!r}")
@@ -120,6 +148,12 @@ class BaseAction:
             raise ValueError(f"action {name!r}: on_failure must be 'fail', 'continue' or a step name, "
                              f"got {on_failure!r}")
         self.on_failure = on_failure
+        # The action that undoes this one when the run fails or is cancelled (docs/compensation.md).
+        if compensate is not None and not isinstance(compensate, BaseAction):
+            raise ValueError(f"action {name!r}: compensate must be an action, got {type(compensate).__name__}")
+        self.compensate = compensate
+        # {"ttl": seconds, "key": template}: reuse a recent result of the same step (docs/step-cache.md).
+        self.cache = check_cache(cache, f"action {name!r}: cache")
         self.context = RunContext()
 
     def __init_subclass__(cls, **kwargs: Any):

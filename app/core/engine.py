@@ -15,11 +15,13 @@ from typing import Any
 from actions.base import ActionError, BaseAction, RunContext
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
+from app.core.compensation import Compensating
 from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.core.secrets import Secrets, resolve_secret_fields
+from app.core.step_cache import Caching
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
@@ -40,8 +42,11 @@ _MAX_OUTCOMES = 256
 CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
 
-class Engine:
-    """Executes runs with at most ``WORKFLOW_MAX_CONCURRENT`` at once; the rest wait queued."""
+class Engine(Compensating, Caching):
+    """Executes runs with at most ``WORKFLOW_MAX_CONCURRENT`` at once; the rest wait queued.
+
+    Compensation (app/core/compensation.py) and step caching (app/core/step_cache.py) are mixed in.
+    """
 
     def __init__(self, store: Store, settings: Mapping[str, Any], renderer: Renderer | None = None):
         self.store = store
@@ -73,6 +78,8 @@ class Engine:
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
+        self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
         #: Set by the runtime: what templates read as {{ secrets.NAME }}, decrypted when a step renders.
         self.secrets: Secrets | None = None
@@ -225,12 +232,18 @@ class Engine:
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "cancel", by)
         if execution is None:
+            compensating = None
             try:
                 run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
-                self._transition(run, RunStatus.CANCELLED, by, finished=True)
+                compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
+                if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
+                    self._transition(run, RunStatus.CANCELLED, by, finished=True)
             finally:
                 if self.leases is not None:
                     self.leases.release(run["id"])  # taken by _elsewhere while the status changed
+            if compensating is not None:
+                self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
+                return snapshot(run)
             return run
         if owned:
             try:
@@ -277,8 +290,8 @@ class Engine:
         fresh = run
         while time.monotonic() < deadline:
             fresh = self.store.get_run(run["id"]) or fresh
-            if fresh["status"] in done:
-                break
+            if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
+                break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
             time.sleep(0.05)
         return fresh
 
@@ -341,6 +354,7 @@ class Engine:
         return self._reopen(bound, run, by)
 
     def _reopen(self, bound: BoundWorkflow, run: dict, by: str) -> dict:
+        self._reopen_compensated(run)  # compensation: undone steps run again
         run.update(error=None, finished_at=None)
         run["progress"] = progress(run["steps"])
         self.store.save_run(run)  # the reset steps, before the run is queued again
@@ -550,7 +564,10 @@ class Engine:
             run["started_at"] = run["started_at"] or utcnow()
             self._transition(run, RunStatus.RUNNING, "engine")
             self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
+        if run.get("compensating"):  # compensation: recovered while it compensated
+            return self._resume_compensating(execution)
         limit = execution.bound.workflow.max_parallel_steps
+        finished = False
         while True:
             with execution.changed:
                 if execution.stop.is_set():
@@ -560,8 +577,9 @@ class Engine:
                     break
                 ready = self._ready(execution)
                 if not ready and not execution.in_flight:
-                    self._finish(execution)
-                    return True
+                    # Finished outside ``changed``: compensations may take long, and a cancel notifies on it.
+                    finished = True
+                    break
                 if not execution.in_flight and len(ready) == 1:
                     execution.inline = ready[0]
                 else:
@@ -576,7 +594,10 @@ class Engine:
                     continue
             if self._run_step(execution, execution.inline, branch=False) is None:
                 return False
-        self._halt(execution)
+        if finished:
+            self._finish(execution)
+        else:
+            self._halt(execution)
         return True
 
     def _ready(self, execution: Execution) -> list[int]:
@@ -639,6 +660,9 @@ class Engine:
             if step["attempts"] == 0 and action.when is not None and not is_truthy(rendered.when):
                 self._skip_step(execution, index, "skipped: its condition (when) is false")
                 return True
+            cached = step["attempts"] == 0 and getattr(action, "cache", None)
+            if cached and self._from_cache(execution, index, rendered):
+                return True  # step cache: a recent result reused
             outcome = self._attempt(execution, index, rendered, branch)
             if outcome is None:
                 return None
@@ -821,6 +845,8 @@ class Engine:
                 if step["status"] == StepStatus.RUNNING:
                     step["error"] = "cancelled while running"
                     self._close_step(execution, index, StepStatus.CANCELLED)
+            if self._compensate_on_cancel(execution):  # compensation: a thread of its own ends the run
+                return
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             self._log(execution, logging.WARNING, f"run cancelled ({by})")
         else:
@@ -875,6 +901,8 @@ class Engine:
         step["result"] = execution.scrubber.scrub(redact(result))
         step["error"] = None
         execution.data_store[step["name"]] = execution.results[step["name"]] = result
+        self._note_completion(execution, index)  # compensation: completion order
+        self._remember(execution, index)  # step cache: keep the result of a step that missed
         self._close_step(execution, index, StepStatus.SUCCEEDED)
 
     def _skip_step(self, execution: Execution, index: int, reason: str) -> None:
@@ -907,6 +935,8 @@ class Engine:
         """End the run: failed when a step failed (on_failure: fail or a handler), else succeeded."""
         run = execution.run
         status = RunStatus.FAILED if execution.failure else RunStatus.SUCCEEDED
+        if status == RunStatus.FAILED and not self._compensated(execution, status):
+            return  # compensation: stopped by a shutdown, the run is left running for the restart
         if status == RunStatus.SUCCEEDED:
             for index, step in enumerate(run["steps"]):
                 if step["status"] == StepStatus.PENDING:  # a failure handler that no failure called

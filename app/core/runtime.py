@@ -105,6 +105,7 @@ class Runtime:
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
+        self.engine.bound_for = self._bound_of
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
         self.shared = bool(self.settings.get("WORKFLOW_DATABASE_URL"))
@@ -252,6 +253,10 @@ class Runtime:
                 self.engine.resume(bound, run)
         return len(ids)
 
+    def _bound_of(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with (or the current one), None when it is gone; no side effect."""
+        return self.catalog.version(run["workflow"], run.get("version")) or self.bound.get(run["workflow"])
+
     def _bound_for(self, run: dict) -> BoundWorkflow | None:
         """The workflow version the run started with; None after failing the run when it is gone."""
         bound = self.catalog.version(run["workflow"], run.get("version"))
@@ -342,7 +347,7 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store.
+        """Prune runs and attachments older than WORKFLOW_RETENTION_DAYS and expired cache entries; compact the store.
 
         A worker prunes only its own copies of attachments: the servers prune the shared store.
         """
@@ -353,6 +358,7 @@ class Runtime:
         try:
             pruned = self.store.prune(cutoff)
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
+            self.store.prune_cache()  # step cache entries past their ttl (docs/step-cache.md)
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -262,6 +263,21 @@ class Store(ABC):
         """Every entry, oldest first, as stored (``audit verify`` checks them); an unreadable line is
         ``{"unreadable": "<where>"}``."""
 
+    # -- the step cache (docs/step-cache.md): results of cached steps, by a sha256 key ----------------
+    # An entry is {"key", "workflow", "step", "run_id", "result", "created_at", "expires_at"} (times: epoch
+    # seconds). The key is a hash (check_cache_key): the rendered config it stands for is never stored.
+    @abstractmethod
+    def put_cache(self, entry: dict) -> None:
+        """Store ``entry`` under its ``key``, replacing any entry of that key."""
+
+    @abstractmethod
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        """The entry of ``key`` unless it expired by ``now`` (default: the time now), or None."""
+
+    @abstractmethod
+    def prune_cache(self, now: float | None = None) -> int:
+        """Delete the entries expired by ``now`` (maintenance); how many were deleted."""
+
     # -- files ----------------------------------------------------------------
     def files_path(self, *parts: str) -> Path:
         """A folder under the store's root, created when missing."""
@@ -347,6 +363,29 @@ def check_file_key(key: str) -> str:
         raise ValueError(f"a file key must be a relative name such as 'attachments/<folder>/<name>', "
                          f"without '..', '.' or a leading '/', got {key!r}")
     return key
+
+
+_CACHE_KEY = re.compile(r"[0-9a-f]{64}")
+_CACHE_FIELDS = ("key", "workflow", "step", "run_id", "result", "created_at", "expires_at")
+
+
+def check_cache_key(key: str) -> str:
+    """``key`` when it is a cache key (64 lower-case hex digits, a sha256); else ValueError."""
+    if not isinstance(key, str) or not _CACHE_KEY.fullmatch(key):
+        raise ValueError(f"a cache key is a sha256 in 64 lower-case hex digits, got {key!r}")
+    return key
+
+
+def check_cache_entry(entry: dict) -> dict:
+    """``entry`` with exactly the fields of a cache entry (check_cache_key, numeric times); else ValueError."""
+    missing = [field for field in _CACHE_FIELDS if field not in entry]
+    if missing:
+        raise ValueError(f"a cache entry needs {', '.join(_CACHE_FIELDS)}; missing {', '.join(missing)}")
+    check_cache_key(entry["key"])
+    for field in ("created_at", "expires_at"):
+        if isinstance(entry[field], bool) or not isinstance(entry[field], int | float):
+            raise ValueError(f"a cache entry's {field} is epoch seconds, got {entry[field]!r}")
+    return {field: entry[field] for field in _CACHE_FIELDS}
 
 
 #: Run statuses whose expired lease makes the run a candidate for takeover.

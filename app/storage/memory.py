@@ -14,7 +14,16 @@ from pathlib import Path
 from app.errors import Conflict, NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
 from app.storage.audit_chain import GENESIS, check_entry, check_page, matches, seal
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
+from app.storage.base import (
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_lease,
+    replaces,
+)
 
 
 class MemoryStore(Store):
@@ -34,6 +43,7 @@ class MemoryStore(Store):
         self._controls: dict[str, tuple[str, str]] = {}  # run id -> (operation, by) of its pending request
         self._secrets: dict[str, dict] = {}
 
+        self._cache: dict[str, dict] = {}
         self._tokens: dict[str, dict] = {}
         self._audit: list[dict] = []
 
@@ -204,6 +214,26 @@ class MemoryStore(Store):
     def delete_definition(self, name: str) -> None:
         with self._lock:
             self._definitions.pop(name, None)
+
+    def put_cache(self, entry: dict) -> None:
+        entry = copy.deepcopy(check_cache_entry(entry))
+        with self._lock:
+            self._cache[entry["key"]] = entry
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        check_cache_key(key)
+        now = time.time() if now is None else now
+        with self._lock:
+            entry = self._cache.get(key)
+            return copy.deepcopy(entry) if entry is not None and entry["expires_at"] > now else None
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self._lock:
+            expired = [key for key, entry in self._cache.items() if entry["expires_at"] <= now]
+            for key in expired:
+                del self._cache[key]
+        return len(expired)
 
     def put_secret(self, name: str, ciphertext: str) -> bool:
         now = utcnow()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from app.errors import ConfigError, Conflict, NotFound, StorageError
 from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.storage.audit_chain import FILTERS, GENESIS, check_entry, check_page, seal
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_file_key, check_lease
+from app.storage.base import (
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_file_key,
+    check_lease,
+)
 from app.storage.migrate import migrate
 
 # Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
@@ -563,6 +573,47 @@ class PostgresStore(Store):
             logger.info("pruned %d files from the database at %s", pruned, self.where)
         return pruned
 
+
+    # -- the step cache ------------------------------------------------------------
+    def put_cache(self, entry: dict) -> None:
+        entry = check_cache_entry(entry)
+        with self._conn("store a cache entry") as conn:
+            conn.execute(
+                "INSERT INTO pyflow_cache (key, workflow, step, run_id, result, created_at, expires_at)"
+                " VALUES (%(key)s, %(workflow)s, %(step)s, %(run_id)s, %(result)s, %(created_at)s, %(expires_at)s)"
+                " ON CONFLICT (key) DO UPDATE SET workflow = EXCLUDED.workflow, step = EXCLUDED.step,"
+                " run_id = EXCLUDED.run_id, result = EXCLUDED.result, created_at = EXCLUDED.created_at,"
+                " expires_at = EXCLUDED.expires_at",
+                {**entry, "result": _dumps(entry["result"])},
+            )
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        check_cache_key(key)
+        now = time.time() if now is None else now
+        with self._conn("read a cache entry") as conn:
+            row = conn.execute(
+                "SELECT key, workflow, step, run_id, result, created_at, expires_at FROM pyflow_cache"
+                " WHERE key = %s AND expires_at > %s", (key, now),
+            ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("key", "workflow", "step", "run_id", "result", "created_at", "expires_at"), row, strict=True))
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        pruned = 0
+        with self._conn("prune the cache") as conn:
+            while True:  # in batches, as prune: no transaction holds thousands of rows for long
+                count = conn.execute(
+                    "DELETE FROM pyflow_cache WHERE key IN (SELECT key FROM pyflow_cache WHERE expires_at <= %s"
+                    " LIMIT %s)", (now, _PRUNE_BATCH),
+                ).rowcount
+                pruned += count
+                if count < _PRUNE_BATCH:
+                    break
+        if pruned:
+            logger.info("pruned %d expired cache entries from the database at %s", pruned, self.where)
+        return pruned
 
     # -- API tokens ----------------------------------------------------------------
     def add_token(self, name: str, role: str, token_hash: str) -> dict:

@@ -21,7 +21,17 @@ from pathlib import Path
 from actions.private_files import DIR_MODE, make_private_dir, open_private
 from app.errors import Conflict, NotFound, StorageError, storage_error
 from app.runs import FINISHED_RUN, parse_time, utcnow
-from app.storage.base import CONTROLS, LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
+from app.storage.base import (
+    CONTROLS,
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_lease,
+    replaces,
+)
 from app.storage.json import journal_files
 from app.storage.json.audit_file import AuditFile
 from app.storage.json.files import (
@@ -64,10 +74,11 @@ class JsonStore(Store):
         self._triggers = self.root / "triggers"
         self._leases = self.root / "leases"
         self._controls = self.root / "controls"
+        self._cache = self.root / "cache"  # one file per cache entry, <sha256 key>.json
         self._workflows_path = self.root / "workflows.json"
         self._secrets_path = self.root / "secrets.json"  # ciphertext only: the key lives elsewhere
         locks = self.root / "locks"
-        for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, locks):
+        for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, self._cache, locks):
             try:
                 make_private_dir(folder)
             except OSError as exc:
@@ -479,6 +490,43 @@ class JsonStore(Store):
             changed = (names | {workflow}) if started else (names - {workflow})
             if changed != names:
                 write_atomic(self._workflows_path, dumps({"started": sorted(changed)}))
+
+    # -- the step cache: one file per entry, replaced whole (the last writer of a key wins) ------------
+    def put_cache(self, entry: dict) -> None:
+        entry = check_cache_entry(entry)
+        write_atomic(self._cache / f"{entry['key']}.json", dumps(entry))
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        try:
+            entry = read_json(self._cache / f"{check_cache_key(key)}.json", None)
+        except StorageError as error:  # a torn or foreign file is a miss, not a failed step
+            logger.warning("cache entry %s is unreadable, taken for a miss: %s", key, error)
+            return None
+        now = time.time() if now is None else now
+        return entry if isinstance(entry, dict) and entry.get("expires_at", 0) > now else None
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        pruned = 0
+        try:
+            with os.scandir(self._cache) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(".json")]
+        except OSError as exc:
+            raise storage_error("list", self._cache, exc) from exc
+        for name in names:
+            path = self._cache / name
+            try:
+                entry = read_json(path, None)
+            except StorageError:
+                entry = None  # unreadable: as good as expired
+            if entry is not None and isinstance(entry, dict) and entry.get("expires_at", 0) > now:
+                continue
+            with suppress(FileNotFoundError):  # another process pruned it first
+                path.unlink()
+                pruned += 1
+        if pruned:
+            logger.info("pruned %d expired cache entries from %s", pruned, self._cache)
+        return pruned
 
     # -- secrets: one small file, replaced whole under its lock ------------------------
     def _secrets(self) -> dict[str, dict]:
