@@ -22,6 +22,7 @@ from app.core.catalog import Catalog
 from app.core.engine import Engine
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
+from app.core.plugins import load_plugins
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
@@ -101,7 +102,9 @@ class Runtime:
             raise
         self.renderer.provide("secrets", self.secrets.view())  # triggers' settings: {{ secrets.NAME }}
         self.catalog = Catalog(self.store, self.settings, self.renderer)
-        self.catalog.load(workflows)
+        # Installed plugins' types and workflows; a broken one is logged and listed, never fatal.
+        self.plugins = load_plugins()
+        self.catalog.load(workflows, self.plugins)
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
