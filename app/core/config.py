@@ -166,13 +166,16 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENCRYPTION_KEY": ("", None, ""),
     "WORKFLOW_KEY_FILE": ("~/.config/pyflow/encryption.key", None, ""),
     "WORKFLOW_NEW_ENCRYPTION_KEY": ("", None, ""),  # what `run.py secrets rotate-key` re-encrypts with
+    # Traces (app/core/tracing.py, docs/tracing.md): set, spans of runs and steps go there over OTLP/HTTP.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
 # WORKFLOW_DATABASE_URL and CELERY_BROKER_URL may carry a password (postgresql://user:password@host/db).
 SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
                              "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL", "WORKFLOW_ENCRYPTION_KEY",
-                             "WORKFLOW_NEW_ENCRYPTION_KEY", "LLM_API_KEY"})
+                             "WORKFLOW_NEW_ENCRYPTION_KEY", "LLM_API_KEY",
+                             "OTEL_EXPORTER_OTLP_ENDPOINT"})  # a collector's URL may carry a password too
 
 
 def parse_setting(name: str, raw: Any) -> Any:
