@@ -58,14 +58,15 @@ def load_plugins() -> Plugins:
     Registering the same classes again (a second runtime in one process) changes nothing.
     """
     plugins = Plugins()
+    installed = entry_points()  # read once: each group=... call would scan every distribution again
     for group, registry, base in ((ACTIONS, action_types(), BaseAction), (TRIGGERS, trigger_types(), BaseTrigger)):
-        points = sorted(entry_points(group=group), key=lambda point: point.name)
+        points = sorted(installed.select(group=group), key=lambda point: point.name)
         if points:
             # Every built-in is known before a plugin can take a name (they are imported lazily otherwise).
             builtin = {name for name in registry.names() if registry.origin(name) == "builtin"}
             for point in points:
                 _register(point, registry, base, builtin, plugins)
-    for point in sorted(entry_points(group=WORKFLOWS), key=lambda point: point.name):
+    for point in sorted(installed.select(group=WORKFLOWS), key=lambda point: point.name):
         try:
             module = point.load()
         except Exception as error:
