@@ -174,8 +174,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
 # WORKFLOW_DATABASE_URL and CELERY_BROKER_URL may carry a password (postgresql://user:password@host/db).
 SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
                              "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL", "WORKFLOW_ENCRYPTION_KEY",
-                             "WORKFLOW_NEW_ENCRYPTION_KEY", "LLM_API_KEY",
-                             "OTEL_EXPORTER_OTLP_ENDPOINT"})  # a collector's URL may carry a password too
+                             "WORKFLOW_NEW_ENCRYPTION_KEY", "LLM_API_KEY"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:
