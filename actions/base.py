@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,9 @@ class BaseAction:
     # Private attributes holding a credential (never rendered, never shown) that may be exactly
     # ``{{ secrets.NAME }}``: the engine puts the stored secret's value there when the step executes.
     secret_fields: tuple[str, ...] = ()
+    # Config fields limited to a set of values: {field: the values}. The same constants the
+    # constructor checks against, so GET /api/catalog's enums cannot drift from the code.
+    config_choices: Mapping[str, Sequence[str]] = {}
 
     def __init__(
         self,

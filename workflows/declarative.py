@@ -54,14 +54,19 @@ class _Problems:
         self.items.append({"path": path, "message": message})
 
 
+def config_parameters(cls: type) -> list[inspect.Parameter]:
+    """The constructor parameters a definition's config sets: the one source of a type's settings."""
+    return [parameter for parameter in inspect.signature(cls.__init__).parameters.values()
+            if parameter.name not in _RESERVED
+            and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+
+
 @lru_cache(maxsize=256)  # inspect.signature was most of the cost of a large definition
 def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The constructor's setting names and the required ones."""
     names: set[str] = set()
     required: set[str] = set()
-    for parameter in inspect.signature(cls.__init__).parameters.values():
-        if parameter.name in _RESERVED or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
+    for parameter in config_parameters(cls):
         names.add(parameter.name)
         if parameter.default is parameter.empty:
             required.add(parameter.name)

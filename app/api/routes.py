@@ -13,6 +13,7 @@ from actions.jsontext import JSONLimitError, load_json
 from app.api import audit
 from app.api.uploads import save_uploads
 from app.core.files import share
+from app.core.plugins import type_catalog
 from app.core.redaction import redact
 from app.core.runtime import Runtime
 from app.errors import BadRequest, InvalidInput, NotFound, UnsupportedMediaType
@@ -114,6 +115,11 @@ def _number_arg(name: str, default: float | None, low: float, high: float) -> fl
 @bp.get("/health")
 def health() -> Response:
     return jsonify(status="ok")
+
+
+@bp.get("/catalog")
+def get_catalog() -> Response:
+    return jsonify(type_catalog(runtime().plugins))
 
 
 @bp.get("/workflows")

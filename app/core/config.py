@@ -181,6 +181,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENCRYPTION_KEY": ("", None, ""),
     "WORKFLOW_KEY_FILE": ("~/.config/pyflow/encryption.key", None, ""),
     "WORKFLOW_NEW_ENCRYPTION_KEY": ("", None, ""),  # what `run.py secrets rotate-key` re-encrypts with
+    # Traces (app/core/tracing.py, docs/tracing.md): set, spans of runs and steps go there over OTLP/HTTP.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).

@@ -23,6 +23,7 @@ from app.core.redaction import Scrubber, redact, scrubbing, secret_values, setti
 from app.core.secrets import Secrets, resolve_secret_fields
 from app.core.step_cache import Caching
 from app.core.templating import Renderer, RenderError, is_truthy
+from app.core.tracing import RunObserver
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
 from app.dispatch.local import LocalDispatcher
@@ -89,6 +90,8 @@ class Engine(Compensating, Caching):
         self.queue: Queue | None = None
         #: Set by ``use_leases`` when processes share the store: a run executes where its lease is held.
         self.leases: Leases | None = None
+        #: Set by the runtime when tracing is on (app/core/tracing.py): told of runs and steps; None costs nothing.
+        self.observer: RunObserver | None = None
         run_logs.install()
 
     def use_leases(self, seconds: float) -> Leases:
@@ -560,6 +563,8 @@ class Engine(Compensating, Caching):
         (at most the workflow's max_parallel_steps), this thread waiting for them.
         """
         run = execution.run
+        if self.observer is not None:
+            self.observer.run_started(run)
         if run["status"] != RunStatus.RUNNING:
             run["started_at"] = run["started_at"] or utcnow()
             self._transition(run, RunStatus.RUNNING, "engine")
@@ -706,6 +711,8 @@ class Engine(Compensating, Caching):
         step["attempts"] += 1
         if step["started_at"] is None:
             step["started_at"] = utcnow()
+        if self.observer is not None:
+            self.observer.step_started(execution.run, step)
         execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
         # A step that must not run twice is written as running before it starts (with whatever was deferred):
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
@@ -890,6 +897,8 @@ class Engine(Compensating, Caching):
         idempotent = execution.bound.actions[index].idempotent
         self.store.update_step(execution.run["id"], index, step,
                                mode=Durability.WRITTEN if idempotent else Durability.SYNC)
+        if self.observer is not None:
+            self.observer.step_ended(execution.run, step)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
@@ -964,6 +973,8 @@ class Engine(Compensating, Caching):
                 self._running[execution.bound.name] -= 1
         if self.leases is not None:
             self.leases.release(execution.run["id"])
+        if self.observer is not None:
+            self.observer.run_ended(execution.run)
         execution.done.set()
         execution.answer.set()
 

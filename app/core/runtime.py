@@ -22,11 +22,13 @@ from app.core.catalog import Catalog
 from app.core.engine import Engine
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
+from app.core.plugins import load_plugins
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
 from app.core.templating import Renderer
+from app.core.tracing import observer_for
 from app.dispatch.queues import open_queue
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
 from app.runs import FINISHED_RUN, RunStatus, format_time, snapshot
@@ -87,6 +89,7 @@ class Runtime:
         check_files_root(self.settings)
         # Checked before the store opens: a typo in the executor's settings is one line, not a connection.
         self.queue = open_queue(self.settings)
+        observer = observer_for(self.settings)  # OpenTelemetry, only when OTEL_EXPORTER_OTLP_ENDPOINT is set
         if worker and self.queue is None:
             raise ConfigError("run.py worker needs WORKFLOW_EXECUTOR=procrastinate or celery (and "
                               "WORKFLOW_DATABASE_URL); with WORKFLOW_EXECUTOR=local the server executes its runs")
@@ -101,11 +104,14 @@ class Runtime:
             raise
         self.renderer.provide("secrets", self.secrets.view())  # triggers' settings: {{ secrets.NAME }}
         self.catalog = Catalog(self.store, self.settings, self.renderer)
-        self.catalog.load(workflows)
+        # Installed plugins' types and workflows; a broken one is logged and listed, never fatal.
+        self.plugins = load_plugins()
+        self.catalog.load(workflows, self.plugins)
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
         self.engine.bound_for = self._bound_of
+        self.engine.observer = observer
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
         self.shared = bool(self.settings.get("WORKFLOW_DATABASE_URL"))
@@ -230,6 +236,8 @@ class Runtime:
                 bound.trigger.close()
             except Exception:
                 logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+        if self.engine.observer is not None:
+            self.engine.observer.shutdown()  # the spans still buffered are sent
         self.store.close()
 
     def recover(self) -> int:
