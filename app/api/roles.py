@@ -62,7 +62,7 @@ REQUIRED: dict[str, Role] = {
     "api.stop_workflow": Role.OPERATOR,
     "api.control_run": Role.OPERATOR,
     "api.patch_variables": Role.OPERATOR,
-    # Later issue: "api.publish_event": Role.OPERATOR, "api.answer_approval": Role.OPERATOR (and their dashboard forms).
+    "api.publish_event": Role.OPERATOR,
     "dashboard.run_now": Role.OPERATOR,
     "dashboard.start_stop": Role.OPERATOR,
     "dashboard.control": Role.OPERATOR,

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from actions.jsontext import JSONLimitError, load_json
 from app.api import audit
 from app.api.uploads import save_uploads
+from app.core.events import parse_event
 from app.core.files import share
 from app.core.redaction import redact
 from app.core.runtime import Runtime
@@ -262,8 +263,13 @@ def patch_variables(run_id: str) -> Response:
     return jsonify(present(run))
 
 
-# Approvals (a later issue): POST /api/runs/<id>/approve and /reject call
-# audit.record("approval.approve" or "approval.reject", run_id, {"step": ...}) once answered.
+@bp.post("/events")
+def publish_event() -> tuple[Response, int]:
+    """Publish an event: start the matching started workflows, wake the runs waiting for it (docs/events.md)."""
+    body = _json_body()
+    answer = runtime().publish(parse_event(body if body is not None else {}))
+    return jsonify(event=answer["event"], duplicate=answer["duplicate"], started=answer["started"],
+                   runs=answer["started"], resumed=answer["resumed"]), 202
 
 
 @bp.get("/runs/<run_id>/logs")

@@ -20,8 +20,10 @@ from app.core import files
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
+from app.core.events import Events, run_ended
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
+from app.core.parking import Parking, Waker
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
@@ -115,6 +117,12 @@ class Runtime:
                                    tidy=self.queue.recover if self.queue is not None else None)
         if self.queue is not None and not worker:
             self.engine.queue = self.queue  # this server creates and controls runs; workers execute them
+        # Events and parked runs (DESIGN section 12): a run's end publishes run.<status>; the polling
+        # server's waker continues parked runs whose time came.
+        self.parking = Parking(self)
+        self.events = Events(self)
+        self.waker = Waker(self.parking)
+        self.engine.on_finished = self._run_ended
         self._stopping = threading.Event()
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
@@ -125,7 +133,8 @@ class Runtime:
         self._leadership: Leadership | None = None
         self._leading = not self.settings.get("WORKFLOW_DATABASE_URL")
         self._lock = threading.Lock()
-        self._control_lock = threading.Lock()
+        # Re-entrant: a cancel publishes run.cancelled, whose delivery may wake another run under it.
+        self._control_lock = threading.RLock()
         # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
         self._definitions_lock = threading.Lock()
         self._validators: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -151,6 +160,7 @@ class Runtime:
         self.scheduler.start()
         if self._leading:
             self._poll_started()
+            self._wake_parked()
         else:
             self._leadership = Leadership(self.settings["WORKFLOW_DATABASE_URL"], self._lead, self._follow,
                                           on_check=self._follow_started)
@@ -179,12 +189,14 @@ class Runtime:
         self._poll_started()
         if self.sweeper is not None:
             self.sweeper.start()
+        self._wake_parked()
 
     def _follow(self) -> None:
         """This server is no longer the leader: stop polling (a poll under way ends; event keys stop a twin)."""
         self._leading = False
         if self.sweeper is not None:
             self.sweeper.stop()
+        self.waker.stop()
         with self._definitions_lock:
             for name in self.scheduler.scheduled():
                 self._unschedule(name)
@@ -216,6 +228,7 @@ class Runtime:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
         self._stopping.set()
+        self.waker.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self._leadership is not None:
@@ -251,6 +264,38 @@ class Runtime:
             if bound is not None:
                 self.engine.resume(bound, run)
         return len(ids)
+
+    def _wake_parked(self) -> None:
+        """On the polling server: index waiting runs a crash left unindexed, then wake parked runs when due."""
+        try:
+            self.parking.reindex()
+        except StorageError as error:
+            logger.warning("indexing waiting runs failed (the waker tries the indexed ones): %s", error)
+        self.waker.start()
+
+    @property
+    def control_lock(self) -> threading.RLock:
+        """Held while a run is controlled or woken in this process: one change of a run at a time."""
+        return self._control_lock
+
+    def bound_for(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with; None after failing the run when it is gone."""
+        return self._bound_for(run)
+
+    # -- events (app/core/events.py) ----------------------------------------------------
+    def publish(self, event: dict) -> dict:
+        """Publish an event (parsed by app.core.events.parse_event): runs started, waiting runs resumed."""
+        return self.events.publish(event)
+
+    def submit_event_run(self, bound: BoundWorkflow, event: dict) -> tuple[dict, bool]:
+        """Start a run of ``bound`` with ``event`` as its trigger data (once per event id and workflow)."""
+        # A worker publishing a run's end sends the runs it starts to the queue, as a server would.
+        queue = self.queue if self.worker else None
+        return self.engine.submit(bound, event, source="event", idempotency_key=f"event:{event['id']}", queue=queue)
+
+    def _run_ended(self, run: dict) -> None:
+        """The engine's word that a run ended: publish run.<status> (its runs and wakes happen here and now)."""
+        self.events.publish(run_ended(run))
 
     def _bound_for(self, run: dict) -> BoundWorkflow | None:
         """The workflow version the run started with; None after failing the run when it is gone."""
@@ -352,6 +397,7 @@ class Runtime:
             return 0
         try:
             pruned = self.store.prune(cutoff)
+            self.store.prune_events(cutoff)  # an event id is remembered as long as runs are
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
@@ -518,7 +564,7 @@ class Runtime:
         delay = 0.01
         while True:
             stored = self.store.get_run(run["id"]) or run
-            if stored["status"] in FINISHED_RUN or stored["status"] == RunStatus.PAUSED:
+            if stored["status"] in FINISHED_RUN or stored["status"] in (RunStatus.PAUSED, RunStatus.WAITING):
                 return stored
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stopping.wait(min(delay, remaining)):
