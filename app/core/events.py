@@ -63,7 +63,8 @@ def run_ended(run: dict) -> dict:
     depth = 0
     if run.get("source") == "event" and isinstance(trigger_data.get("depth"), int):
         depth = trigger_data["depth"]
-    return {"id": f"{run['id']}:{run['status']}", "type": f"run.{run['status']}",
+    # The end's time in the id: a retried run that fails again publishes its second end too.
+    return {"id": f"{run['id']}:{run['status']}:{run.get('finished_at')}", "type": f"run.{run['status']}",
             "data": {"run_id": run["id"], "workflow": run["workflow"], "status": run["status"],
                      "error": run.get("error")},
             "key": run["id"], "at": utcnow(), "depth": depth + 1}
@@ -88,6 +89,19 @@ class Events:
         logger.info("event %s (%s): started %d runs, resumed %d", event["id"], event["type"],
                     len(answer["started"]), len(answer["resumed"]))
         return answer
+
+    def heard(self, event: dict) -> bool:
+        """Whether anyone listens for ``event``: a started workflow whose trigger takes its type, or a waiting run.
+
+        A run's end is published only then, so runs nobody follows cost no store write for it.
+        """
+        rt = self.runtime
+        for name in rt.store.started_workflows():
+            bound = rt.bound.get(name)
+            trigger = bound.trigger if bound is not None else None
+            if isinstance(trigger, EventTrigger) and trigger.matches_type(event["type"]):
+                return True
+        return bool(rt.store.parked_for(event["type"], event.get("key")))
 
     def _start(self, event: dict) -> list[str]:
         """One run of each started workflow whose event trigger matches (type, filter), its own run ends aside."""

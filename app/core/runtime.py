@@ -295,7 +295,9 @@ class Runtime:
 
     def _run_ended(self, run: dict) -> None:
         """The engine's word that a run ended: publish run.<status> (its runs and wakes happen here and now)."""
-        self.events.publish(run_ended(run))
+        event = run_ended(run)
+        if self.events.heard(event):
+            self.events.publish(event)
 
     def _bound_for(self, run: dict) -> BoundWorkflow | None:
         """The workflow version the run started with; None after failing the run when it is gone."""
