@@ -79,6 +79,8 @@ class RunContext:
     can_park: bool = False
     # The step's earlier park record when it is executed again after a restart ({"for", "since", "until", ...}).
     parked: Mapping[str, Any] | None = None
+    # approval_links(until_epoch, nonce) -> {"approve": url, "reject": url}: signed one-click links to this step.
+    approval_links: Callable[[float, str], dict] | None = None
 
 
 def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) -> float:

@@ -63,6 +63,11 @@ REQUIRED: dict[str, Role] = {
     "api.control_run": Role.OPERATOR,
     "api.patch_variables": Role.OPERATOR,
     "api.publish_event": Role.OPERATOR,
+    "api.answer_approval": Role.OPERATOR,
+    "dashboard.approvals": Role.VIEWER,
+    "dashboard.answer_approval": Role.OPERATOR,
+    # The signed link is the credential (its path is open, app/api/auth.py OPEN_PREFIXES): anyone holding it.
+    "dashboard.approval_link": Role.VIEWER,
     "dashboard.run_now": Role.OPERATOR,
     "dashboard.start_stop": Role.OPERATOR,
     "dashboard.control": Role.OPERATOR,

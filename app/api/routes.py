@@ -263,6 +263,21 @@ def patch_variables(run_id: str) -> Response:
     return jsonify(present(run))
 
 
+@bp.post("/runs/<run_id>/<any(approve, reject):decision>")
+def answer_approval(run_id: str, decision: str) -> Response:
+    """Answer the run's waiting approval step: ``{"step"?, "comment"?}`` (docs/approvals.md)."""
+    _stored_run(run_id)
+    body = _json_body() if request.get_data(cache=True).strip() else {}
+    body = _object(body, "body") if body is not None else {}
+    step = body.get("step")
+    if step is not None and not isinstance(step, str):
+        raise InvalidInput("step must be a step name", details=[{"path": "step", "message": "must be a string"}])
+    who = audit.actor()
+    run = runtime().approvals.answer(run_id, decision == "approve", who, step=step, comment=body.get("comment"))
+    audit.record(f"approval.{decision}", run_id, {"step": step, "comment": body.get("comment")})
+    return jsonify(present(run))
+
+
 @bp.post("/events")
 def publish_event() -> tuple[Response, int]:
     """Publish an event: start the matching started workflows, wake the runs waiting for it (docs/events.md)."""

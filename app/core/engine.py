@@ -96,6 +96,8 @@ class Engine:
         self.leases: Leases | None = None
         #: Set by the runtime: called with a run's record once it ended (publishes run.succeeded|failed|cancelled).
         self.on_finished: Callable[[dict], None] | None = None
+        #: Set by the runtime: (run id, step, until epoch, nonce) -> signed approve and reject links (approvals).
+        self.approval_links: Callable[[str, str, float, str], dict] | None = None
         run_logs.install()
 
     def use_leases(self, seconds: float) -> Leases:
@@ -760,6 +762,13 @@ class Engine:
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)
 
+        approval_links = None
+        if self.approval_links is not None:
+            links, run_id = self.approval_links, execution.run["id"]
+
+            def approval_links(until: float, nonce: str) -> dict:
+                return links(run_id, action.name, until, nonce)
+
         return RunContext(
             run_id=execution.run["id"],
             workflow=execution.bound.name,
@@ -774,6 +783,7 @@ class Engine:
             run_steps=run_steps,
             run_workflow=run_workflow,
             call_stack=tuple(execution.run.get("call_stack", ())),
+            approval_links=approval_links,
         )
 
     def _run_nested(self, execution: Execution, parent: BaseAction, definitions: list[dict],

@@ -17,6 +17,7 @@ from typing import Any
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.core import files
+from app.core.approvals import Approvals
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
@@ -123,6 +124,8 @@ class Runtime:
         self.events = Events(self)
         self.waker = Waker(self.parking)
         self.engine.on_finished = self._run_ended
+        self.approvals = Approvals(self)
+        self.engine.approval_links = self.approvals.links
         self._stopping = threading.Event()
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
