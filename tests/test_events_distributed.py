@@ -105,3 +105,22 @@ def test_a_waiting_run_is_cancelled_through_the_server(cluster):
     assert server.store.parked(run["id"]) is None
     assert server.publish({"id": "late", "type": "order.paid", "data": {}, "key": "B-2", "at": "",
                            "depth": 0})["resumed"] == []
+
+
+def test_a_run_ending_on_the_worker_starts_its_follower_through_the_queue(cluster):
+    server = cluster("server")
+    server.create_definition({"name": "leads", "steps": [{"name": "say", "type": "log", "config": {"message": "hi"}}]})
+    server.create_definition({"name": "follows", "trigger": {"type": "event", "event": "run.succeeded",
+                                                             "filter": "{{ event.data.workflow == 'leads' }}"},
+                              "steps": [{"name": "note", "type": "log",
+                                         "config": {"message": "{{ inputs.data.run_id }}"}}]})
+    server.start_workflow("follows")
+    worker = cluster("worker", worker=True)
+    run, _ = server.submit("leads", {})
+
+    def followed() -> list[dict]:
+        return [r for r in server.store.list_runs(workflow="follows", limit=5)[0] if r["status"] == "succeeded"]
+
+    done = wait_until(followed, 30, message="the follower run finishing")
+    assert done[0]["steps"][0]["result"] == {"message": run["id"]}
+    assert done[0]["source"] == "event" and done[0]["worker"] == worker.engine.leases.owner
