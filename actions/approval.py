@@ -48,8 +48,8 @@ class ApprovalAction(BaseAction):
         """Send the request (first time only), then park until the answer or the timeout."""
         context = self.context
         if not context.can_park:
-            raise ActionError("approval can only wait in a step of a run (not in a loop's steps or a sub-workflow)",
-                              retryable=False)
+            raise ActionError("approval can only wait in a step of a run on a server (not in a loop's steps, "
+                              "a sub-workflow, or python run.py run)", retryable=False)
         timeout = parse_seconds(self.timeout, "timeout", "approval")
         parked = context.parked or {}
         if parked.get("for") == "approval" and parked.get("nonce"):  # executed again: the mail went already

@@ -43,8 +43,8 @@ class WaitForEventAction(BaseAction):
     def execute(self, data_store: dict) -> dict:
         """Park the run; the engine resumes it with the event or the timeout's outcome."""
         if not self.context.can_park:
-            raise ActionError("wait_for_event can only wait in a step of a run (not in a loop's steps or a "
-                              "sub-workflow)", retryable=False)
+            raise ActionError("wait_for_event can only wait in a step of a run on a server (not in a loop's steps, "
+                              "a sub-workflow, or python run.py run)", retryable=False)
         timeout = parse_seconds(self.timeout, "timeout", "wait_for_event")
         key = None if self.key is None or self.key == "" else str(self.key)
         parked = self.context.parked or {}

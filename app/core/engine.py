@@ -96,6 +96,9 @@ class Engine:
         self.leases: Leases | None = None
         #: Set by the runtime: called with a run's record once it ended (publishes run.succeeded|failed|cancelled).
         self.on_finished: Callable[[dict], None] | None = None
+        #: Set by a started server or worker runtime: steps may park (a waker continues them); ``run.py run``
+        #: executes without one, so its long waits sleep on their thread.
+        self.parking = False
         #: Set by the runtime: (run id, step, until epoch, nonce) -> signed approve and reject links (approvals).
         self.approval_links: Callable[[str, str, float, str], dict] | None = None
         run_logs.install()
@@ -717,7 +720,7 @@ class Engine:
         self.store.update_step(run_id, index, step, mode=Durability.DEFERRED if idempotent else Durability.WRITTEN)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
         # A step of a run with a thread of its own may park; a sub-workflow's parent waits on a thread for it.
-        action.context.can_park = not execution.slotless
+        action.context.can_park = self.parking and not execution.slotless
         action.context.parked = step.get("wait")
         # The rendered config: a header's token, a password.
         execution.scrubber.add(self._config_secrets(execution.bound.actions[index], action))
@@ -1000,13 +1003,13 @@ class Engine:
             execution.changed.notify_all()
 
     def _park_run(self, execution: Execution) -> None:
-        """The run halts ``waiting``: stored, then indexed to wake (app/core/parking.py re-indexes a run a crash
-        left unindexed); its slot and lease are released by ``_forget``."""
+        """The run halts ``waiting``: indexed to wake, then stored ``waiting`` (whoever sees it waiting can wake it;
+        a waker that finds it indexed but still running parks it again); ``_forget`` releases its slot and lease."""
         run = execution.run
-        self._transition(run, RunStatus.WAITING, "engine")
         waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
         if waiting:
             self.park_index(run["id"], waiting[0])
+        self._transition(run, RunStatus.WAITING, "engine")
         self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
 
     def park_index(self, run_id: str, step: dict) -> None:

@@ -1,10 +1,10 @@
 """Parked runs: what their waiting step becomes when it wakes (time, event, answer), and the waker thread.
 
-A step parks by raising actions.base.Park; the engine records it ``waiting`` and the store's wake index
-(``park``) says when and on what it continues. Whoever takes the run out of the index (``unpark``,
+A step parks by raising actions.base.Park; the engine indexes it in the store's wake index (``park``: when
+and on what it continues), then stores the run ``waiting``. Whoever takes the run out of the index (``unpark``,
 atomic) wakes it: that caller records the step's outcome and continues the run the normal way
-(Engine.wake: resumed here, or sent to a worker). A run a crash left waiting but unindexed is indexed
-again at start-up (``reindex``).
+(Engine.wake: resumed here, or sent to a worker). A run a crash left waiting but unindexed (a wake that
+died half-way) is indexed again at start-up (``reindex``).
 """
 
 from __future__ import annotations
@@ -79,11 +79,14 @@ class Parking:
                         return None
                     claimed = True
                 run = self.store.get_run(run_id)
-                if run is None or run["status"] != RunStatus.WAITING:
+                if run is None:
                     return None
                 waiting = next((s for s in run["steps"] if s["name"] == entry["step"]
                                 and s["status"] == StepStatus.WAITING), None)
-                if waiting is None:
+                if run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING) and waiting is not None:
+                    self._repark(entry)  # indexed, not yet stored waiting (it is halting): the next look wakes it
+                    return None
+                if run["status"] != RunStatus.WAITING or waiting is None:
                     return None
                 bound = rt.bound_for(run)
                 if bound is None:

@@ -156,6 +156,7 @@ class Runtime:
             self._started = True
         if self.worker:
             raise RuntimeError("a worker's runtime runs with work(), not start()")
+        self.engine.parking = True  # a server: its waker (or the leader's) continues parked runs
         if self.queue is not None:
             self.queue.start()
         self.dispatcher.start()
@@ -371,6 +372,7 @@ class Runtime:
 
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
+        self.engine.parking = True  # the leading server's waker continues the runs parked here
         self.queue.start()
         self.scheduler.start()  # no trigger: the hourly maintenance only (its copies of attachments)
         try:
