@@ -26,6 +26,26 @@ class ActionError(Exception):
         self.retryable = retryable
 
 
+class Park(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by an action to park its run: the step waits, holding no thread and no slot (DESIGN section 12).
+
+    The engine records the step ``waiting`` with ``details`` and wakes the run at epoch ``until``
+    (a wait's end, a timeout), on an event of type ``event`` (with ``key``; None: any key), or on
+    an answer (an approval). When the wake is a timeout, ``on_timeout`` says what the step becomes.
+    Only a step the engine runs itself may park (``RunContext.can_park``); others wait on their thread.
+    """
+
+    def __init__(self, kind: str, *, until: float | None = None, event: str | None = None, key: str | None = None,
+                 on_timeout: str = "fail", details: Mapping[str, Any] | None = None):
+        super().__init__(f"parked for {kind}")
+        self.kind = kind
+        self.until = until
+        self.event = event
+        self.key = key
+        self.on_timeout = on_timeout
+        self.details = dict(details or {})
+
+
 @dataclass
 class RunContext:
     """What the runtime tells an action about the run it executes in."""
@@ -55,6 +75,12 @@ class RunContext:
     run_workflow: Callable[[str, dict, float], dict] | None = None
     # Names of the workflows that called this run (sub-workflows), to refuse cycles.
     call_stack: tuple[str, ...] = ()
+    # True when the action may raise Park (a step of a run, not a loop's nested step nor a run of its own).
+    can_park: bool = False
+    # The step's earlier park record when it is executed again after a restart ({"for", "since", "until", ...}).
+    parked: Mapping[str, Any] | None = None
+    # approval_links(until_epoch, nonce) -> {"approve": url, "reject": url}: signed one-click links to this step.
+    approval_links: Callable[[float, str], dict] | None = None
 
 
 def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) -> float:

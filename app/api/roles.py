@@ -63,7 +63,12 @@ REQUIRED: dict[str, Role] = {
     "api.stop_workflow": Role.OPERATOR,
     "api.control_run": Role.OPERATOR,
     "api.patch_variables": Role.OPERATOR,
-    # Later issue: "api.publish_event": Role.OPERATOR, "api.answer_approval": Role.OPERATOR (and their dashboard forms).
+    "api.publish_event": Role.OPERATOR,
+    "api.answer_approval": Role.OPERATOR,
+    "dashboard.approvals": Role.VIEWER,
+    "dashboard.answer_approval": Role.OPERATOR,
+    # The signed link is the credential (its path is open, app/api/auth.py OPEN_PREFIXES): anyone holding it.
+    "dashboard.approval_link": Role.VIEWER,
     "dashboard.run_now": Role.OPERATOR,
     "dashboard.start_stop": Role.OPERATOR,
     "dashboard.control": Role.OPERATOR,

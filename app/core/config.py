@@ -123,6 +123,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENV_ALLOWLIST": ((), _names, "comma-separated variable names"),
     "WORKFLOW_SECRET_KEY": ("", None, ""),  # signs dashboard session cookies; random per process if unset
     "WORKFLOW_API_TOKEN": ("", None, ""),  # when set: Bearer token for /api, login for the dashboard
+    "WORKFLOW_PUBLIC_URL": ("", None, ""),  # base of the approval links in e-mails; http://HOST:PORT if unset
     "IMAP_HOST": ("", None, ""),
     "IMAP_PORT": (993, _port, "a port number 0-65535"),
     "IMAP_USER": ("", None, ""),

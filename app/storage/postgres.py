@@ -30,6 +30,7 @@ from app.storage.base import (
     check_control,
     check_file_key,
     check_lease,
+    parked_entry,
 )
 from app.storage.migrate import migrate
 
@@ -616,6 +617,60 @@ class PostgresStore(Store):
         return pruned
 
     # -- API tokens ----------------------------------------------------------------
+    # -- events seen and parked runs (migration 0007) ------------------------------------
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        with self._conn("record an event") as conn:
+            return conn.execute("INSERT INTO pyflow_events (id, type) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                (event_id, event_type)).rowcount == 1
+
+    def prune_events(self, older_than: float) -> int:
+        with self._conn("prune events") as conn:
+            return conn.execute("DELETE FROM pyflow_events WHERE at < %s",
+                                (datetime.fromtimestamp(older_than, UTC),)).rowcount
+
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        entry = parked_entry(run_id, step, due, event, key)
+        when = None if due is None else datetime.fromtimestamp(entry["due"], UTC)
+        try:
+            with self._conn("park a run") as conn:
+                conn.execute(
+                    "INSERT INTO pyflow_parked (run_id, step, due, event, key) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (run_id) DO UPDATE SET step = EXCLUDED.step, due = EXCLUDED.due,"
+                    " event = EXCLUDED.event, key = EXCLUDED.key, parked_at = now()",
+                    (run_id, step, when, event, key))
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"no run {run_id!r} in the database at {self.where}") from None
+
+    _PARKED = "run_id, step, extract(epoch FROM due)::float8, event, key"
+
+    def unpark(self, run_id: str) -> dict | None:
+        with self._conn("unpark a run") as conn:
+            row = conn.execute(f"DELETE FROM pyflow_parked WHERE run_id = %s RETURNING {self._PARKED}",
+                               (run_id,)).fetchone()
+        return _parked(row) if row else None
+
+    def parked(self, run_id: str) -> dict | None:
+        with self._conn("read a parked run") as conn:
+            row = conn.execute(f"SELECT {self._PARKED} FROM pyflow_parked WHERE run_id = %s", (run_id,)).fetchone()
+        return _parked(row) if row else None
+
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        with self._conn("find parked runs that are due") as conn:
+            if now is None:
+                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= now() ORDER BY due LIMIT %s",
+                                    (limit,)).fetchall()
+            else:
+                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= %s ORDER BY due LIMIT %s",
+                                    (datetime.fromtimestamp(now, UTC), limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        with self._conn("find runs waiting for an event") as conn:
+            rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE event = %s"
+                                " AND (key IS NULL OR key = %s) ORDER BY run_id", (event, key)).fetchall()
+        return [row[0] for row in rows]
+
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._conn("add a token") as conn:
             try:
@@ -701,6 +756,10 @@ class PostgresStore(Store):
                 cursor.execute("SELECT id, entry FROM pyflow_audit ORDER BY id")
                 for row_id, entry in cursor:
                     yield entry if isinstance(entry, dict) else {"unreadable": f"row {row_id} of pyflow_audit"}
+
+
+def _parked(row: tuple) -> dict:
+    return {"run_id": row[0], "step": row[1], "due": row[2], "event": row[3], "key": row[4]}
 
 
 def _token(row: tuple) -> dict:

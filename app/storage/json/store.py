@@ -30,7 +30,9 @@ from app.storage.base import (
     check_cache_key,
     check_control,
     check_lease,
+    parked_entry,
     replaces,
+    waits_for,
 )
 from app.storage.json import journal_files
 from app.storage.json.audit_file import AuditFile
@@ -47,6 +49,7 @@ from app.storage.json.files import (
 )
 from app.storage.json.index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
 from app.storage.json.journal_files import JournalFiles
+from app.storage.json.parking import EventIds, WakeIndex
 from app.storage.json.wal import WriteAheadLog, replay_orphans
 
 # Its files, its lock order, what is durable when and how a crash is recovered: app/storage/json/README.md.
@@ -96,6 +99,12 @@ class JsonStore(Store):
         self._tokens_path = self.root / "tokens.json"
         self._tokens_mutex = Mutex(locks / "tokens.lock")
         self._audit = AuditFile(self.root / "audit.jsonl", Mutex(locks / "audit.lock"))
+        # Event ids seen (deduplication) and the wake index of parked runs (app/storage/json/parking.py).
+        try:
+            self._events = EventIds(self.root / "events")
+            self._parked = WakeIndex(self.root / "parked")
+        except OSError as exc:
+            raise storage_error("create", self.root / "parked", exc) from exc
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
@@ -283,6 +292,7 @@ class JsonStore(Store):
                             raise storage_error("remove", path, exc) from exc
             if key:
                 self._remove_key(key, run_id)
+        self._parked.drop(set(doomed))
         with self._index.lock:
             if doomed or self._index.needs_rewrite():
                 self._index.rewrite(drop=set(doomed))
@@ -602,6 +612,35 @@ class JsonStore(Store):
                 pass
             except OSError as exc:
                 raise storage_error("remove", folder, exc) from exc
+
+    # -- events seen and parked runs (app/storage/json/parking.py) ------------------------
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        return self._events.record(event_id, event_type)
+
+    def prune_events(self, older_than: float) -> int:
+        return self._events.prune(older_than)
+
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        run_id = _check_name("run id", run_id)
+        if not any((self._runs / f"{run_id}.{suffix}").exists() for suffix in ("journal", "json")):
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        self._parked.put(parked_entry(run_id, step, due, event, key))
+
+    def unpark(self, run_id: str) -> dict | None:
+        return self._parked.take(_check_name("run id", run_id))
+
+    def parked(self, run_id: str) -> dict | None:
+        return self._parked.get(_check_name("run id", run_id))
+
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        due = [entry for entry in self._parked.entries()
+               if isinstance(entry.get("due"), int | float) and entry["due"] <= now]
+        return [entry["run_id"] for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
+
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        return sorted(entry["run_id"] for entry in self._parked.entries() if waits_for(entry, event, key))
 
     # -- API tokens --------------------------------------------------------------
     def _read_tokens(self) -> dict[str, dict]:
