@@ -53,10 +53,16 @@ def mailbox():
 def orders():
     """The purchasing system the approved action posts to."""
     received: list[dict] = []
+    cancelled: list[dict] = []
 
     class Orders(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/ledger":  # the bookkeeping system, down
+                self.send_response(500)
+                self.end_headers()
+                return
+            (cancelled if self.path == "/orders/cancel" else received).append(body)
             self.send_response(201)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -66,7 +72,7 @@ def orders():
             pass
 
     with serving(Orders) as httpd:
-        yield base_url(httpd) + "/orders", received
+        yield base_url(httpd) + "/orders", received, cancelled
 
 
 @pytest.fixture
@@ -104,7 +110,7 @@ def follow(link: str, comment: str = "") -> requests.Response:
 
 def test_an_approval_by_e_mail_link_lets_the_action_run(server, mailbox, orders):
     handler, _ = mailbox
-    action_url, received = orders
+    action_url, received, _ = orders
     run_id = start(server, action_url)
     waiting = status(server, run_id, "waiting")
     assert waiting["steps"][1]["wait"]["to"] == [APPROVER]
@@ -125,7 +131,8 @@ def test_an_approval_by_e_mail_link_lets_the_action_run(server, mailbox, orders)
     assert approval["comment"] == "within budget" and approval["at"]
     assert received == [{"request": "Buy 3 laptops", "amount": 4200, "approved_by": f"{APPROVER} (e-mail link)",
                          "comment": "within budget"}]
-    assert run["steps"][3]["result"]["message"].endswith("action answered 201")
+    assert run["steps"][4]["result"]["message"].endswith("action answered 201")
+    assert run["steps"][3]["status"] == "skipped"  # no record_url: nothing to book
 
     again = follow(links["approve"])
     assert again.status_code == 409 and "no longer waits" in again.text
@@ -140,7 +147,7 @@ def test_an_approval_by_e_mail_link_lets_the_action_run(server, mailbox, orders)
 
 def test_a_rejection_by_link_fails_the_run_before_the_action(server, mailbox, orders):
     handler, _ = mailbox
-    action_url, received = orders
+    action_url, received, _ = orders
     run_id = start(server, action_url, request="Buy a yacht")
     status(server, run_id, "waiting")
     links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
@@ -153,7 +160,7 @@ def test_a_rejection_by_link_fails_the_run_before_the_action(server, mailbox, or
 
 def test_no_answer_within_the_timeout_rejects_and_the_link_expires(server, mailbox, orders):
     handler, _ = mailbox
-    action_url, received = orders
+    action_url, received, _ = orders
     run_id = start(server, action_url, timeout=1)
     links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
     run = status(server, run_id, "failed")
@@ -161,3 +168,18 @@ def test_no_answer_within_the_timeout_rejects_and_the_link_expires(server, mailb
     expired = requests.get(links["approve"], timeout=10)
     assert expired.status_code == 400 and "expired" in expired.text
     assert received == []
+
+
+def test_a_failure_after_the_action_undoes_it(server, mailbox, orders):
+    handler, _ = mailbox
+    action_url, received, cancelled = orders
+    ledger = action_url.rsplit("/", 1)[0] + "/ledger"  # answers 500
+    run_id = start(server, action_url, record_url=ledger)
+    status(server, run_id, "waiting")
+    links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
+    assert follow(links["approve"], "ok").status_code == 200
+    run = status(server, run_id, "failed")
+    assert len(received) == 1  # the action ran once
+    assert [(entry["step"], entry["status"]) for entry in run["compensations"]] == [("act", "succeeded")]
+    assert "step 'record' failed" in run["error"]
+    assert cancelled == [{"order": 1, "request": "Buy 3 laptops", "reason": run["error"]}]
