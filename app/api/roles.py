@@ -46,6 +46,7 @@ REQUIRED: dict[str, Role] = {
     "api.list_runs": Role.VIEWER,
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
+    "api.openapi": Role.VIEWER,
     "metrics.api_metrics": Role.VIEWER,
     "metrics.prometheus_metrics": Role.VIEWER,
     "dashboard.workflows": Role.VIEWER,
