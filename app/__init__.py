@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.errors import PyFlowError, error_body
@@ -66,8 +67,37 @@ def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
         text = response.get_data(as_text=True)
         scrubbed = KNOWN_SECRETS.text(scrubber.text(text))
         if scrubbed is not text:
+            if response.mimetype.endswith("json"):
+                # Replaced in the serialized text, a secret such as "00e9" would cut an escape ("\u00e9") in
+                # two and leave invalid JSON: scrub the decoded values and serialize again.
+                scrubbed = _scrub_json(text, lambda value: KNOWN_SECRETS.text(scrubber.text(value)), scrubbed)
             response.set_data(scrubbed)
         return response
+
+
+def _scrub_json(text: str, scrub: Callable[[str], str], fallback: str) -> str:
+    """The JSON ``text`` with ``scrub`` applied to every string (keys too) and number; ``fallback`` if not JSON."""
+    import json
+
+    from app.core.redaction import REDACTED
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, dict):
+            return {walk(key): walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = json.dumps(value)
+            return REDACTED if scrub(number) != number else value
+        return value
+
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return fallback
+    return json.dumps(walk(document), ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 _TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/csv", "application/problem+json"})

@@ -184,6 +184,19 @@ def test_a_step_reads_a_secret_and_its_value_is_scrubbed_everywhere(client, stor
     assert VALUE.encode() not in everything_under(storage)
 
 
+def test_a_secret_that_is_part_of_a_json_escape_leaves_answers_valid_json(client):
+    # Found by tests/test_openapi_fuzz.py: replaced in the serialized text, "u00e9" cut "\u00e9" (é) in two.
+    assert put(client, "ESCAPE", "u00e9").status_code == 201
+    secret = {"note": "it is u00e9 here", "count": 12345}
+    assert put(client, "NUMBER", "12345").status_code == 201
+    response = client.post("/api/workflows/echo/runs", json={"inputs": {"city": "Besançon, café", **secret}})
+    assert response.status_code == 202
+    answer = json.loads(answered(response))  # valid JSON
+    assert answer["trigger_data"]["city"] == "Besançon, café"
+    assert answer["trigger_data"]["note"] == "it is *** here"
+    assert answer["trigger_data"]["count"] == "***"
+
+
 def test_an_unknown_secret_fails_the_step_naming_it(client):
     steps = [{"name": "say", "type": "log", "config": {"message": "{{ secrets.NOT_STORED }}"}}]
     assert define(client, "unknown_secret", steps).status_code == 201
