@@ -18,6 +18,9 @@ from app.api.auth import is_open
 from app.api.roles import required
 from app.api.routes import MAX_PAGE, MAX_WAIT_SECONDS, bp
 from app.api.schemas import RUN_ID_PATTERN, components, ref
+from app.api.tokens import NAME as TOKEN_NAME
+from app.core.secrets import NAME as SECRET_NAME
+from workflows.base import NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +83,10 @@ def query(name: str, description: str, schema: dict) -> dict:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
-WORKFLOW = path_param("name", "the workflow's name")
-RUN = path_param("run_id", "the run's id", {"type": "string"})
+WORKFLOW = path_param("name", "the workflow's name", {"type": "string", "pattern": NAME_PATTERN.pattern})
+RUN = path_param("run_id", "the run's id", {"type": "string", "pattern": RUN_ID_PATTERN})
+SECRET = path_param("name", "the secret's name", {"type": "string", "pattern": f"^{SECRET_NAME.pattern}$"})
+TOKEN = path_param("name", "the token's name", {"type": "string", "pattern": TOKEN_NAME.pattern})
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "a repeated request with the same key answers the first run and starts nothing",
                    "schema": {"type": "string", "maxLength": 255}}
@@ -163,7 +168,7 @@ def paths() -> dict[str, dict[str, dict]]:
             200: answer("by name", {"type": "object", "required": ["secrets"],
                                     "properties": {"secrets": {"type": "array", "items": ref("Secret")}}})})},
         "/api/secrets/{name}": {
-            "parameters": [path_param("name", "the secret's name")],
+            "parameters": [SECRET],
             "put": operation("secrets.put_secret", "store a secret, encrypted", {
                 201: answer("new", ref("Secret")), 200: answer("replaced", ref("Secret"))}, errors=(422,),
                 body=_json({"type": "object", "required": ["value"],
@@ -182,7 +187,7 @@ def paths() -> dict[str, dict[str, dict]]:
                             "properties": {"name": {"type": "string"},
                                            "role": {"$ref": "#/components/schemas/Token/properties/role"}}})),
         },
-        "/api/tokens/{name}": {"parameters": [path_param("name", "the token's name")], "delete": operation(
+        "/api/tokens/{name}": {"parameters": [TOKEN], "delete": operation(
             "api.delete_token", "delete a token: it opens nothing from now on", {204: answer("deleted")},
             errors=(404,))},
         "/api/audit": {"get": operation("api.list_audit", "the audit log, newest first", {
@@ -232,6 +237,8 @@ def document() -> dict[str, Any]:
                 op["description"] = f"Needs the {role} role once WORKFLOW_API_TOKEN is set."
                 for status in (401, 403, 429):
                     responses.setdefault(str(status), {"$ref": f"#/components/responses/{ERRORS[status][0]}"})
+            if any(parameter["in"] == "query" for parameter in op.get("parameters", ())):
+                responses.setdefault("400", {"$ref": "#/components/responses/BadRequest"})
             if "requestBody" in op:
                 for status in (400, 413, 415):
                     responses.setdefault(str(status), {"$ref": f"#/components/responses/{ERRORS[status][0]}"})

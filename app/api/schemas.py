@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.roles import NAMES
+from app.api.routes import RUN_ID
 from app.core.audit import ACTIONS
 from app.runs import RunStatus, StepStatus
 from workflows.declarative import TOP_KEYS
 
 TIME = {"type": "string", "format": "date-time", "description": "UTC ISO 8601 with Z"}
 MAYBE_TIME = {"type": ["string", "null"], "format": "date-time"}
-# A run id as app/api/routes.py RUN_ID accepts it.
-RUN_ID_PATTERN = "^run_[0-9a-f]{1,64}$"
+RUN_ID_PATTERN = RUN_ID.pattern
 
 
 def ref(name: str) -> dict[str, str]:
