@@ -195,7 +195,9 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         problems.add("name", f"must match [a-z0-9_]+, got {name!r}")
     inputs = definition.get("inputs")
-    if inputs is not None:
+    if inputs is not None and not isinstance(inputs, Mapping):
+        problems.add("inputs", f"must be a JSON Schema object, got {type(inputs).__name__}")
+    elif inputs is not None:
         try:
             check_schema(inputs)
         except jsonschema.SchemaError as error:
