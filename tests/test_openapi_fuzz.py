@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "fuzz-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES = 50  # per operation and phase; the whole module takes well under the timeout below
+EXAMPLES = 50  # per operation and mode: about two minutes for the module on two busy cores
 ERROR = jsonschema.Draft202012Validator({**document()["components"]["schemas"]["Error"],
                                          "$schema": "https://json-schema.org/draft/2020-12/schema"})
 SERVER: dict[str, object] = {}
