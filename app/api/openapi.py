@@ -44,7 +44,8 @@ ERRORS = {
 LOCATION = {"Location": {"description": "the created resource", "schema": {"type": "string"}}}
 
 
-def _json(schema: dict) -> dict:
+def json_content(schema: dict) -> dict:
+    """A JSON media type with ``schema``."""
     return {"application/json": {"schema": schema}}
 
 
@@ -52,7 +53,7 @@ def answer(description: str, schema: dict | None = None, headers: dict | None = 
     """A success response: JSON ``schema``, or no body when None."""
     response: dict[str, Any] = {"description": description}
     if schema is not None:
-        response["content"] = _json(schema)
+        response["content"] = json_content(schema)
     if headers:
         response["headers"] = headers
     return response
@@ -98,17 +99,17 @@ REPLAYED = {"Idempotent-Replayed": {"description": "true when an earlier request
 def paths() -> dict[str, dict[str, dict]]:
     """Every /api path and method: what it takes and answers (one entry per Flask route and method)."""
     runs = {"type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": ref("Run")}}}
-    definition_body = {**_json(ref("Definition")),
+    definition_body = {**json_content(ref("Definition")),
                        "application/yaml": {"schema": {"type": "string", "description": "the definition as YAML"}}}
     run_body = {
-        **_json({"type": "object", "additionalProperties": False,
+        **json_content({"type": "object", "additionalProperties": False,
                  "properties": {"inputs": {"type": ["object", "null"], "description": "the run's trigger data"}}}),
         "multipart/form-data": {"schema": {
             "type": "object", "description": "file parts are saved and listed in trigger_data.attachments",
             "properties": {"inputs": {"type": "string", "description": "a JSON object of inputs"},
                            "file": {"type": "string", "format": "binary"}}}},
     }
-    control_body = _json({"type": "object", "properties": {"step": {"type": "string",
+    control_body = json_content({"type": "object", "properties": {"step": {"type": "string",
                                                                     "description": "the step to act on"}}})
     document: dict[str, dict[str, dict]] = {
         "/api/health": {"get": operation("api.health", "liveness", {
@@ -163,7 +164,8 @@ def paths() -> dict[str, dict[str, dict]]:
             errors=(404,))},
         "/api/runs/{run_id}/variables": {"parameters": [RUN], "patch": operation(
             "api.patch_variables", "change a paused run's inputs", {200: answer("the run", ref("Run"))},
-            errors=(404, 409, 422), body=_json({"type": "object", "properties": {"variables": {"type": "object"}}}))},
+            errors=(404, 409, 422),
+            body=json_content({"type": "object", "properties": {"variables": {"type": "object"}}}))},
         "/api/secrets": {"get": operation("secrets.list_secrets", "every secret's name and times, never a value", {
             200: answer("by name", {"type": "object", "required": ["secrets"],
                                     "properties": {"secrets": {"type": "array", "items": ref("Secret")}}})})},
@@ -171,7 +173,7 @@ def paths() -> dict[str, dict[str, dict]]:
             "parameters": [SECRET],
             "put": operation("secrets.put_secret", "store a secret, encrypted", {
                 201: answer("new", ref("Secret")), 200: answer("replaced", ref("Secret"))}, errors=(422,),
-                body=_json({"type": "object", "required": ["value"],
+                body=json_content({"type": "object", "required": ["value"],
                             "properties": {"value": {"type": "string", "writeOnly": True}}})),
             "delete": operation("secrets.delete_secret", "forget a secret", {204: answer("deleted")},
                                 errors=(404, 422)),
@@ -183,7 +185,7 @@ def paths() -> dict[str, dict[str, dict]]:
                                                                                "items": ref("Token")}}})}),
             "post": operation("api.create_token", "make a token with a role; answered this once", {
                 201: answer("the token, this once", ref("NewToken"))}, errors=(409, 422),
-                body=_json({"type": "object", "required": ["name", "role"], "additionalProperties": False,
+                body=json_content({"type": "object", "required": ["name", "role"], "additionalProperties": False,
                             "properties": {"name": {"type": "string"},
                                            "role": {"$ref": "#/components/schemas/Token/properties/role"}}})),
         },
@@ -257,7 +259,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "WORKFLOW_API_TOKEN (admin) or one made with POST "
                                                           "/api/tokens; not needed while it is unset"}},
-            "responses": {name: {"description": description, "content": _json(ref("Error"))}
+            "responses": {name: {"description": description, "content": json_content(ref("Error"))}
                           for name, description in ERRORS.values()},
         },
     }
