@@ -107,6 +107,9 @@ INVALID = {
                              "the name of another step, got 's'"),
     "invalid inputs schema": (f"name: x\ninputs: {{properties: {{n: {{type: integr}}}}}}\n{ONE_STEP}",
                               ["inputs.properties.n.type"], "not a valid JSON Schema: 'integr' is not valid"),
+    # Found by tests/test_openapi_fuzz.py: a number here was a TypeError, so POST /api/workflows answered 500.
+    "inputs schema not an object": (f"name: x\ninputs: 0\n{ONE_STEP}", ["inputs"],
+                                    "must be a JSON Schema object, got int"),
     "bad workflow setting": (f"name: x\nmax_parallel_steps: 0\n{ONE_STEP}", ["max_parallel_steps"],
                              "max_parallel_steps must be an integer >= 1, got 0"),
     "invalid nested loop step": ("name: x\nsteps: [{name: each, type: loop, config: {items: [1],"

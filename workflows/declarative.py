@@ -22,8 +22,8 @@ from workflows.catalog import action_types, trigger_types
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
-_TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
-             "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
+TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
+            "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
 _STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure", "compensate", "cache",
               "limits"}
 # A compensation written as a step (with ``config``); without ``config`` every key but type and name is its config.
@@ -256,13 +256,15 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     problems = _Problems()
     if not isinstance(definition, Mapping):
         raise DefinitionError(source, [{"path": "", "message": "a definition is a mapping with name, trigger, steps"}])
-    for key in sorted(set(definition) - _TOP_KEYS):
-        problems.add(key, f"unknown key; a definition has {', '.join(sorted(_TOP_KEYS))}")
+    for key in sorted(set(definition) - TOP_KEYS):
+        problems.add(key, f"unknown key; a definition has {', '.join(sorted(TOP_KEYS))}")
     name = definition.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         problems.add("name", f"must match [a-z0-9_]+, got {name!r}")
     inputs = definition.get("inputs")
-    if inputs is not None:
+    if inputs is not None and not isinstance(inputs, Mapping):
+        problems.add("inputs", f"must be a JSON Schema object, got {type(inputs).__name__}")
+    elif inputs is not None:
         try:
             check_schema(inputs)
         except jsonschema.SchemaError as error:
@@ -294,7 +296,7 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
         message = str(error).removeprefix(f"workflow {workflow.__qualname__}: ")
         # A top-level setting's message starts with its name (max_parallel_steps must be...).
         key = message.split(" ", 1)[0]
-        raise DefinitionError(source, [{"path": key if key in _TOP_KEYS else "steps", "message": message}]) from None
+        raise DefinitionError(source, [{"path": key if key in TOP_KEYS else "steps", "message": message}]) from None
     return workflow
 
 

@@ -47,6 +47,8 @@ REQUIRED: dict[str, Role] = {
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
     "api.get_catalog": Role.VIEWER,
+
+    "api.openapi": Role.VIEWER,
     "metrics.api_metrics": Role.VIEWER,
     "metrics.prometheus_metrics": Role.VIEWER,
     "dashboard.workflows": Role.VIEWER,
