@@ -267,7 +267,8 @@ def test_request_reaches_any_endpoint(client):
 
 
 def test_a_request_without_an_answer_in_time_is_a_timeout(client):
-    client.create_workflow(definition("slow_answer_flow", wait("long", 60)))
+    # 4 s: a wait over 5 s parks the run (no thread), and ?wait then answers at once with the waiting run.
+    client.create_workflow(definition("slow_answer_flow", wait("long", 4)))
     with pytest.raises(PyFlowAPIError, match=r"no answer within 0.3 s") as caught:
         client.request("POST", "/api/workflows/slow_answer_flow/runs?wait=30", json={}, timeout=0.3)
     assert (caught.value.status, caught.value.code) == (None, "timeout")
