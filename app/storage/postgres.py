@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,6 +33,11 @@ _ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 _CONNECT_TIMEOUT = 10
 _POOL_TIMEOUT = 10.0
 _PRUNE_BATCH = 1000
+# A connection back in the pool for less than this is handed out again without a check's round trip.
+_FRESH = 5.0
+# DEFERRED changes wait at most this long for their run's next written change (the JSON store's FLUSH_DELAY).
+FLUSH_DELAY = 0.2
+_KNOWN = 10_000  # run ids remembered as stored, the most recent (a DEFERRED change to another is written at once)
 # index_entries' columns, formatted as the run records hold them (UTC ISO with ms and Z).
 _ENTRY_COLUMNS = ", ".join(
     ["id", "workflow", "status"]
@@ -109,12 +116,74 @@ def _without_steps(run: dict) -> str:
     return _dumps({**run, "steps": None})
 
 
+def _merged(param: str) -> str:
+    """SQL for ``record`` with the keys of the json parameter ``param`` set, as ``{**record, **fields}`` orders them.
+
+    A record with a NUL (``\\u0000``) in it stays as it is: PostgreSQL's json functions refuse to read one
+    (see _MERGED_SQL: the caller merges in Python then).
+    """
+    # json, not jsonb: kept keys keep their place, new ones follow in their order.
+    return (
+        f"CASE WHEN {_NO_NUL} THEN"
+        " (SELECT json_object_agg(m.key, m.value ORDER BY m.ord) FROM ("
+        " SELECT r.key, COALESCE(f.value, r.value) AS value, r.ord"
+        "  FROM json_each(record) WITH ORDINALITY AS r(key, value, ord)"
+        f"  LEFT JOIN json_each(%({param})s::json) AS f ON f.key = r.key"
+        " UNION ALL SELECT f.key, f.value, 1000000 + f.ord"
+        f"  FROM json_each(%({param})s::json) WITH ORDINALITY AS f(key, value, ord)"
+        "  WHERE NOT EXISTS (SELECT FROM json_each(record) AS r WHERE r.key = f.key)) AS m)"
+        " ELSE record END"
+    )
+
+
+# True when a record has no NUL escape (an escaped backslash before "u0000" counts too: merged in Python).
+_NO_NUL = "strpos(record::text, '\\u0000') = 0"
+
+
+def _merge_in_python(conn: psycopg.Connection, run_id: str, fields: dict) -> None:
+    """A record PostgreSQL's json functions cannot read (a NUL in it): read, merge and write it back."""
+    with conn.transaction():
+        found = conn.execute("SELECT record FROM pyflow_runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
+        if found is not None:
+            conn.execute("UPDATE pyflow_runs SET record = %s WHERE id = %s", (_dumps({**found[0], **fields}), run_id))
+
+
+def _changed_columns(fields: dict) -> dict[str, Any]:
+    """The row's columns among ``fields`` (see _columns), and only those."""
+    present = _columns({"workflow": None, "status": None, **fields})
+    return {name: value for name, value in present.items() if name in fields}
+
+
+def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
+    """Replace every step of a run (in a transaction)."""
+    return [
+        ("DELETE FROM pyflow_steps WHERE run_id = %s", (run_id,), None),
+        ("INSERT INTO pyflow_steps (run_id, index, record)"
+         " SELECT %s, s.ord - 1, s.value FROM json_array_elements(%s::json) WITH ORDINALITY AS s(value, ord)",
+         (run_id, _dumps(steps)), None),
+    ]
+
+
+# A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
+_Statement = tuple[str, Any, Callable[[psycopg.Connection, tuple | None], None] | None]
+
+
+class _Deferred:
+    """A run's DEFERRED changes not sent yet, and the lock held while a change of the run is sent."""
+
+    def __init__(self) -> None:
+        self.statements: list[_Statement] = []
+        self.sending = threading.Lock()
+
+
 class PostgresStore(Store):
     """The Store interface over PostgreSQL (psycopg 3, a connection pool); ``root`` holds the runs' files.
 
-    Every change is committed before its method returns, whatever its ``mode``:
-    SYNC, WRITTEN and DEFERRED are all durable once PostgreSQL's commit is (its
-    WAL, fsync'd, and with a standby as ``synchronous_commit`` says).
+    SYNC and WRITTEN changes are committed before their method returns (durable
+    as PostgreSQL's commit is: its WAL, fsync'd, and with a standby as
+    ``synchronous_commit`` says). A DEFERRED change of a run this process stored
+    is kept here, read back at once, and sent with the run's next other change
+    (one pipelined transaction) or within FLUSH_DELAY.
     """
 
     local_files = False  # a file lives in pyflow_files, so every host reads it
@@ -128,6 +197,12 @@ class PostgresStore(Store):
         self.where = where(url)
         self._url = url
         self._wait = wait
+        self._returned_at: dict[int, float] = {}  # id(connection) -> when it came back to the pool
+        self._broken_at = 0.0  # when a connection last failed: every one returned before is checked
+        self._deferred: dict[str, _Deferred] = {}
+        self._known: dict[str, None] = {}  # run ids stored (by this process or read back), oldest first
+        self._deferred_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
                 migrate(conn, self.where)
@@ -140,7 +215,8 @@ class PostgresStore(Store):
             max_size=max_connections,
             kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT},
             configure=_configure,
-            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
+            check=self._check,  # a connection the server dropped is replaced, not handed out
+            reset=self._returned,
             timeout=wait,  # a caller waits this long for a connection, then gets a 503
             reconnect_timeout=float("inf"),  # a database that went away is tried again until it is back
             name="pyflow-store",
@@ -158,7 +234,105 @@ class PostgresStore(Store):
             raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
                                f"within {self._wait:g} s") from None
         except psycopg.OperationalError as error:
+            self._broken_at = time.monotonic()  # the others may be dead too (a restart): check them all again
             raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
+
+    # The pool's check costs a round trip: only a connection idle for a while, or returned before the last
+    # failure, gets it. A dead one that slips through fails its query once (a 503) and is replaced.
+    def _returned(self, conn: psycopg.Connection) -> None:
+        self._returned_at[id(conn)] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        returned = self._returned_at.pop(id(conn), None)
+        if returned is None or returned <= self._broken_at or time.monotonic() - returned > _FRESH:
+            ConnectionPool.check_connection(conn)
+
+    # -- changes: sent at once, or (DEFERRED) with the run's next one -------------
+    def _change(self, run_id: str, verb: str, statements: list[_Statement], mode: Durability) -> None:
+        """Send a change of a run, with its earlier deferred ones; or keep it, DEFERRED, for the next."""
+        if mode == Durability.DEFERRED and run_id in self._known:
+            with self._deferred_lock:
+                self._deferred.setdefault(run_id, _Deferred()).statements.extend(statements)
+                if self._flush_timer is None:
+                    self._flush_timer = threading.Timer(FLUSH_DELAY, self._flush_deferred)
+                    self._flush_timer.daemon = True
+                    self._flush_timer.start()
+            return
+        self._send(run_id, verb, statements)
+
+    def _send(self, run_id: str, verb: str, statements: list[_Statement]) -> None:
+        """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``."""
+        deferred = self._deferred.get(run_id)
+        with deferred.sending if deferred is not None else contextlib.nullcontext():
+            with self._deferred_lock:
+                earlier = deferred.statements if deferred is not None else []
+                if deferred is not None:
+                    deferred.statements = []
+                    if self._deferred.get(run_id) is deferred:
+                        del self._deferred[run_id]
+            todo = earlier + statements
+            if not todo:
+                return
+            try:
+                with self._conn(verb) as conn:
+                    try:
+                        # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
+                        with conn.pipeline():
+                            if len(todo) > 1:
+                                conn.execute("BEGIN")
+                            cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
+                            if len(todo) > 1:
+                                conn.execute("COMMIT")
+                    except psycopg.Error as error:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.rollback()  # a failed statement left the transaction open (aborted)
+                        if isinstance(error, psycopg.errors.ForeignKeyViolation):
+                            raise NotFound(f"no run with id {run_id!r}") from None
+                        raise
+                    earlier = []  # committed
+                    for cursor, after in cursors:
+                        if after is not None:
+                            after(conn, cursor.fetchone())
+            except NotFound:
+                self._forget_run(run_id)  # pruned or never stored: its deferred changes go with it
+                raise
+            except BaseException:
+                if earlier:  # kept, before any deferred since: the next change or flush sends them
+                    with self._deferred_lock:
+                        again = self._deferred.setdefault(run_id, _Deferred())
+                        again.statements[:0] = earlier
+                raise
+        self._remember(run_id)
+
+    def _remember(self, run_id: str) -> None:
+        with self._deferred_lock:
+            self._known.pop(run_id, None)
+            self._known[run_id] = None
+            while len(self._known) > _KNOWN:
+                del self._known[next(iter(self._known))]
+
+    def _forget_run(self, run_id: str) -> None:
+        with self._deferred_lock:
+            self._known.pop(run_id, None)
+            self._deferred.pop(run_id, None)
+
+    def _flush_deferred(self) -> None:
+        """Send every run's deferred changes (the timer, flush(), close())."""
+        with self._deferred_lock:
+            self._flush_timer = None
+            run_ids = list(self._deferred)
+        for run_id in run_ids:
+            try:
+                self._send(run_id, "write deferred changes", [])
+            except Exception as exc:  # kept (unless the run is gone): its next change or flush sends them
+                logger.warning("cannot write the deferred changes of run %s: %s", run_id, exc)
+
+    def flush(self, run_id: str | None = None) -> None:
+        if run_id is None:
+            if self._deferred:
+                self._flush_deferred()
+        elif run_id in self._deferred:
+            self._send(run_id, "write deferred changes", [])
 
     # -- runs ---------------------------------------------------------------
     def create_run(
@@ -191,6 +365,7 @@ class PostgresStore(Store):
                 except psycopg.errors.UniqueViolation:
                     raise ValueError(f"run id {run['id']!r} is already stored") from None
                 if created is not None:
+                    self._remember(run["id"])
                     return run, True
                 found = conn.execute(
                     "SELECT id FROM pyflow_runs WHERE workflow = %s AND idempotency_key = %s",
@@ -202,60 +377,54 @@ class PostgresStore(Store):
                 # The first run was pruned in between: its key is free again, so try once more.
 
     def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
-        with self._conn("update a run") as conn, conn.transaction():
-            found = conn.execute("SELECT record FROM pyflow_runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
-            if found is None:
+        # One UPDATE: the fields merged into the record in SQL (so it can wait in a pipeline), columns as given.
+        columns = _changed_columns(fields)
+        merge = {**fields, "steps": None} if "steps" in fields else fields
+        text = _dumps(merge)
+        fast = "\\u0000" not in text  # else PostgreSQL's json functions cannot read it: merged in Python
+        assignments = "".join(f"{name} = %({name})s, " for name in columns)
+
+        def merged(conn: psycopg.Connection, row: tuple | None) -> None:
+            if row is None:
                 raise NotFound(f"no run with id {run_id!r}")
-            run = {**found[0], **fields}
-            if "steps" in fields:
-                self._write_steps(conn, run_id, fields["steps"])
-            conn.execute(
-                "UPDATE pyflow_runs SET workflow = %(workflow)s, status = %(status)s, created_at = %(created_at)s,"
-                " started_at = %(started_at)s, finished_at = %(finished_at)s, version = %(version)s,"
-                " worker = %(worker)s, record = %(record)s WHERE id = %(id)s",
-                {**_columns(run), "id": run_id, "record": _without_steps(run)},
-            )
+            if not row[0]:
+                _merge_in_python(conn, run_id, merge)
+
+        statements = _steps_statements(run_id, fields["steps"]) if "steps" in fields else []
+        statements.append((f"UPDATE pyflow_runs SET {assignments}record = {_merged('fields') if fast else 'record'}"
+                           f" WHERE id = %(id)s RETURNING {_NO_NUL} AND %(fast)s",
+                           {**columns, "fields": text, "id": run_id, "fast": fast}, merged))
+        self._change(run_id, "update a run", statements, mode)
 
     def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index!r}")
-        with self._conn("record a step") as conn:
-            try:
-                conn.execute(
-                    "INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record",
-                    (run_id, index, _dumps(step)),
-                )
-            except psycopg.errors.ForeignKeyViolation:
-                raise NotFound(f"no run with id {run_id!r}") from None
+        self._change(run_id, "record a step", [(
+            "INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
+            " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record",
+            (run_id, index, _dumps(step)), None)], mode)
 
     def save_run(self, run: dict) -> None:
         row = {**_columns(run), "id": run["id"], "record": _without_steps(run)}
-        with self._conn("save a run") as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker,"
-                " record) VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
-                " %(finished_at)s, %(version)s, %(worker)s, %(record)s)"
-                " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
-                " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at,"
-                " finished_at = EXCLUDED.finished_at, version = EXCLUDED.version, worker = EXCLUDED.worker,"
-                " record = EXCLUDED.record",
-                row,
-            )
-            self._write_steps(conn, run["id"], run.get("steps") or [])
+        self._send(run["id"], "save a run", [(
+            "INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker,"
+            " record) VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
+            " %(finished_at)s, %(version)s, %(worker)s, %(record)s)"
+            " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
+            " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at,"
+            " finished_at = EXCLUDED.finished_at, version = EXCLUDED.version, worker = EXCLUDED.worker,"
+            " record = EXCLUDED.record",
+            row, None), *_steps_statements(run["id"], run.get("steps") or [])])
 
     @staticmethod
     def _write_steps(conn: psycopg.Connection, run_id: str, steps: list[dict]) -> None:
         """Replace every step of a run. Call inside a transaction."""
         with conn.pipeline():
-            conn.execute("DELETE FROM pyflow_steps WHERE run_id = %s", (run_id,))
-            conn.execute(
-                "INSERT INTO pyflow_steps (run_id, index, record)"
-                " SELECT %s, s.ord - 1, s.value FROM json_array_elements(%s::json) WITH ORDINALITY AS s(value, ord)",
-                (run_id, _dumps(steps)),
-            )
+            for sql, params, _ in _steps_statements(run_id, steps):
+                conn.execute(sql, params)
 
     def get_run(self, run_id: str) -> dict | None:
+        self.flush(run_id)  # this process reads its deferred changes at once
         with self._conn("read a run") as conn:
             return self._read_run(conn, run_id)
 
@@ -287,6 +456,7 @@ class PostgresStore(Store):
             where_sql.append("r.id < %(before)s")
             params["before"] = before
         condition = f"WHERE {' AND '.join(where_sql)}" if where_sql else ""
+        self.flush()
         with self._conn("list runs") as conn:
             rows = conn.execute(
                 "SELECT r.id, r.record, (SELECT json_agg(json_build_array(s.index, s.record) ORDER BY s.index)"
@@ -298,6 +468,7 @@ class PostgresStore(Store):
         return runs, (runs[-1]["id"] if len(rows) > limit else None)
 
     def find_run_ids(self, statuses: set[str]) -> list[str]:
+        self.flush()
         with self._conn("find runs") as conn:
             rows = conn.execute("SELECT id FROM pyflow_runs WHERE status = ANY(%s) ORDER BY id",
                                 (sorted(statuses),)).fetchall()
@@ -322,25 +493,29 @@ class PostgresStore(Store):
         return pruned
 
     def close(self) -> None:
+        with self._deferred_lock:
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        self._flush_deferred()
         self._pool.close()
 
     def index_entries(self, *, since: str | None = None) -> list[dict]:
         condition, params = "", ()
         if since is not None:
             condition, params = "WHERE created_at >= %s", (_timestamp(since),)
+        self.flush()
         with self._conn("read the index of runs") as conn:
             rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM pyflow_runs {condition} ORDER BY id", params).fetchall()
         keys = ("id", "workflow", "status", "created_at", "started_at", "finished_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
-        with self._conn("add a log line") as conn:
-            try:
-                conn.execute("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)))
-            except psycopg.errors.ForeignKeyViolation:
-                raise NotFound(f"no run with id {run_id!r}") from None
+        self._change(run_id, "add a log line", [
+            ("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)), None)], mode)
 
     def get_logs(self, run_id: str) -> list[dict]:
+        self.flush(run_id)
         with self._conn("read a run's log") as conn:
             rows = conn.execute("SELECT entry FROM pyflow_logs WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
         return [row[0] for row in rows]
@@ -350,21 +525,23 @@ class PostgresStore(Store):
     # the run's row, and the second sees the first's lease (READ COMMITTED re-checks the WHERE on the new row).
     def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
         check_lease(owner, seconds)
-        with self._conn("claim a run") as conn, conn.transaction():
+        with self._conn("claim a run") as conn:
+            # One statement: the lease, and the record naming its worker (merged in SQL, keys in place).
             claimed = conn.execute(
                 "UPDATE pyflow_runs SET lease_owner = %(owner)s,"
-                " lease_expires = now() + make_interval(secs => %(seconds)s), worker = %(owner)s"
+                " lease_expires = now() + make_interval(secs => %(seconds)s), worker = %(owner)s,"
+                f" record = {_merged('fields')}"
                 " WHERE id = %(id)s AND (lease_owner IS NULL OR lease_expires <= now() OR lease_owner = %(owner)s)"
-                " RETURNING record",
-                {"id": run_id, "owner": owner, "seconds": float(seconds)},
+                f" RETURNING {_NO_NUL}",
+                {"id": run_id, "owner": owner, "seconds": float(seconds), "fields": _dumps({"worker": owner})},
             ).fetchone()
             if claimed is None:
                 if conn.execute("SELECT 1 FROM pyflow_runs WHERE id = %s", (run_id,)).fetchone() is None:
                     raise NotFound(f"no run with id {run_id!r}")
                 return False
-            # The record names its worker; the row stays locked by the UPDATE until this commits.
-            conn.execute("UPDATE pyflow_runs SET record = %s WHERE id = %s",
-                         (_dumps({**claimed[0], "worker": owner}), run_id))
+            if not claimed[0]:
+                _merge_in_python(conn, run_id, {"worker": owner})
+        self._remember(run_id)
         return True
 
     def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
