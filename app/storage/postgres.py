@@ -240,6 +240,8 @@ class PostgresStore(Store):
     # The pool's check costs a round trip: only a connection idle for a while, or returned before the last
     # failure, gets it. A dead one that slips through fails its query once (a 503) and is replaced.
     def _returned(self, conn: psycopg.Connection) -> None:
+        if len(self._returned_at) > 4 * self._pool.max_size:
+            self._returned_at.clear()  # connections the pool closed meanwhile: the others get one check more
         self._returned_at[id(conn)] = time.monotonic()
 
     def _check(self, conn: psycopg.Connection) -> None:
