@@ -173,6 +173,7 @@ class _Deferred:
 
     def __init__(self) -> None:
         self.statements: list[_Statement] = []
+        self.steps: dict[int, _Statement] = {}  # each step's last write among them: a later one replaces it
         self.sending = threading.Lock()
 
 
@@ -250,29 +251,40 @@ class PostgresStore(Store):
             ConnectionPool.check_connection(conn)
 
     # -- changes: sent at once, or (DEFERRED) with the run's next one -------------
-    def _change(self, run_id: str, verb: str, statements: list[_Statement], mode: Durability) -> None:
-        """Send a change of a run, with its earlier deferred ones; or keep it, DEFERRED, for the next."""
+    def _change(self, run_id: str, verb: str, statements: list[_Statement], mode: Durability,
+                step: int | None = None) -> None:
+        """Send a change of a run, with its earlier deferred ones; or keep it, DEFERRED, for the next.
+
+        ``step``: the change is the whole record of that step, so a deferred earlier one of it is dropped.
+        """
         if mode == Durability.DEFERRED and run_id in self._known:
             with self._deferred_lock:
-                self._deferred.setdefault(run_id, _Deferred()).statements.extend(statements)
+                deferred = self._deferred.setdefault(run_id, _Deferred())
+                if step is not None:
+                    replaced = deferred.steps.pop(step, None)
+                    if replaced is not None:
+                        deferred.statements.remove(replaced)
+                    deferred.steps[step] = statements[-1]
+                deferred.statements.extend(statements)
                 if self._flush_timer is None:
                     self._flush_timer = threading.Timer(FLUSH_DELAY, self._flush_deferred)
                     self._flush_timer.daemon = True
                     self._flush_timer.start()
             return
-        self._send(run_id, verb, statements)
+        self._send(run_id, verb, statements, step)
 
-    def _send(self, run_id: str, verb: str, statements: list[_Statement]) -> None:
+    def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None) -> None:
         """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``."""
         deferred = self._deferred.get(run_id)
         with deferred.sending if deferred is not None else contextlib.nullcontext():
             with self._deferred_lock:
                 earlier = deferred.statements if deferred is not None else []
+                replaced = deferred.steps.get(step) if deferred is not None and step is not None else None
                 if deferred is not None:
-                    deferred.statements = []
+                    deferred.statements, deferred.steps = [], {}
                     if self._deferred.get(run_id) is deferred:
                         del self._deferred[run_id]
-            todo = earlier + statements
+            todo = [statement for statement in earlier if statement is not replaced] + statements
             if not todo:
                 return
             try:
@@ -302,7 +314,7 @@ class PostgresStore(Store):
                 if earlier:  # kept, before any deferred since: the next change or flush sends them
                     with self._deferred_lock:
                         again = self._deferred.setdefault(run_id, _Deferred())
-                        again.statements[:0] = earlier
+                        again.statements[:0] = earlier  # (its steps map is left out: no replacing across)
                 raise
         self._remember(run_id)
 
@@ -404,7 +416,7 @@ class PostgresStore(Store):
         self._change(run_id, "record a step", [(
             "INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
             " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record",
-            (run_id, index, _dumps(step)), None)], mode)
+            (run_id, index, _dumps(step)), None)], mode, step=index)
 
     def save_run(self, run: dict) -> None:
         row = {**_columns(run), "id": run["id"], "record": _without_steps(run)}
