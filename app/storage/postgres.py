@@ -120,7 +120,7 @@ def _merged(param: str) -> str:
     """SQL for ``record`` with the keys of the json parameter ``param`` set, as ``{**record, **fields}`` orders them.
 
     A record with a NUL (``\\u0000``) in it stays as it is: PostgreSQL's json functions refuse to read one
-    (see _MERGED_SQL: the caller merges in Python then).
+    (the caller merges it with _merge_in_python then).
     """
     # json, not jsonb: kept keys keep their place, new ones follow in their order.
     return (
