@@ -125,13 +125,10 @@ def _merged(param: str) -> str:
     # json, not jsonb: kept keys keep their place, new ones follow in their order.
     return (
         f"CASE WHEN {_NO_NUL} THEN"
-        " (SELECT json_object_agg(m.key, m.value ORDER BY m.ord) FROM ("
-        " SELECT r.key, COALESCE(f.value, r.value) AS value, r.ord"
-        "  FROM json_each(record) WITH ORDINALITY AS r(key, value, ord)"
-        f"  LEFT JOIN json_each(%({param})s::json) AS f ON f.key = r.key"
-        " UNION ALL SELECT f.key, f.value, 1000000 + f.ord"
-        f"  FROM json_each(%({param})s::json) WITH ORDINALITY AS f(key, value, ord)"
-        "  WHERE NOT EXISTS (SELECT FROM json_each(record) AS r WHERE r.key = f.key)) AS m)"
+        " (SELECT json_object_agg(COALESCE(r.key, f.key), COALESCE(f.value, r.value)"
+        "  ORDER BY COALESCE(r.ord, 1000000 + f.ord))"
+        " FROM json_each(record) WITH ORDINALITY AS r(key, value, ord)"
+        f" FULL JOIN json_each(%({param})s::json) WITH ORDINALITY AS f(key, value, ord) ON f.key = r.key)"
         " ELSE record END"
     )
 
