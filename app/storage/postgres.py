@@ -171,7 +171,8 @@ class _Deferred:
     def __init__(self) -> None:
         self.statements: list[_Statement] = []
         self.steps: dict[int, _Statement] = {}  # each step's last write among them: a later one replaces it
-        self.sending = threading.Lock()
+        self.sending = threading.Lock()  # a run's changes go one after the other: none overtakes a deferred one
+        self.senders = 0  # threads sending or waiting to: the entry stays while there are any
 
 
 class PostgresStore(Store):
@@ -272,47 +273,59 @@ class PostgresStore(Store):
 
     def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None) -> None:
         """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``."""
-        deferred = self._deferred.get(run_id)
-        with deferred.sending if deferred is not None else contextlib.nullcontext():
+        with self._deferred_lock:
+            deferred = self._deferred.setdefault(run_id, _Deferred())
+            deferred.senders += 1
+        try:
+            with deferred.sending:
+                self._send_locked(run_id, verb, deferred, statements, step)
+        finally:
             with self._deferred_lock:
-                earlier = deferred.statements if deferred is not None else []
-                replaced = deferred.steps.get(step) if deferred is not None and step is not None else None
-                if deferred is not None:
-                    deferred.statements, deferred.steps = [], {}
-                    if self._deferred.get(run_id) is deferred:
-                        del self._deferred[run_id]
-            todo = [statement for statement in earlier if statement is not replaced] + statements
-            if not todo:
-                return
-            try:
-                with self._conn(verb) as conn:
-                    try:
-                        # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
-                        with conn.pipeline():
-                            if len(todo) > 1:
-                                conn.execute("BEGIN")
-                            cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
-                            if len(todo) > 1:
-                                conn.execute("COMMIT")
-                    except psycopg.Error as error:
-                        with contextlib.suppress(psycopg.Error):
-                            conn.rollback()  # a failed statement left the transaction open (aborted)
-                        if isinstance(error, psycopg.errors.ForeignKeyViolation):
-                            raise NotFound(f"no run with id {run_id!r}") from None
-                        raise
-                    earlier = []  # committed
-                    for cursor, after in cursors:
-                        if after is not None:
-                            after(conn, cursor.fetchone())
-            except NotFound:
-                self._forget_run(run_id)  # pruned or never stored: its deferred changes go with it
-                raise
-            except BaseException:
-                if earlier:  # kept, before any deferred since: the next change or flush sends them
-                    with self._deferred_lock:
-                        again = self._deferred.setdefault(run_id, _Deferred())
-                        again.statements[:0] = earlier  # (its steps map is left out: no replacing across)
-                raise
+                deferred.senders -= 1
+                if not deferred.senders and not deferred.statements and self._deferred.get(run_id) is deferred:
+                    del self._deferred[run_id]
+
+    def _send_locked(self, run_id: str, verb: str, deferred: _Deferred, statements: list[_Statement],
+                     step: int | None) -> None:
+        """_send with the run's sending lock held."""
+        with self._deferred_lock:
+            earlier = deferred.statements
+            replaced = deferred.steps.get(step) if step is not None else None
+            deferred.statements, deferred.steps = [], {}
+        todo = [statement for statement in earlier if statement is not replaced] + statements
+        if not todo:
+            return
+        try:
+            with self._conn(verb) as conn:
+                try:
+                    # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
+                    with conn.pipeline():
+                        if len(todo) > 1:
+                            conn.execute("BEGIN")
+                            # The run's row first: two changes of one run at once, each on several rows,
+                            # then wait in line instead of locking rows in opposite orders (a deadlock).
+                            conn.execute("SELECT FROM pyflow_runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
+                        cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
+                        if len(todo) > 1:
+                            conn.execute("COMMIT")
+                except psycopg.Error as error:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()  # a failed statement left the transaction open (aborted)
+                    if isinstance(error, psycopg.errors.ForeignKeyViolation):
+                        raise NotFound(f"no run with id {run_id!r}") from None
+                    raise
+                earlier = []  # committed
+                for cursor, after in cursors:
+                    if after is not None:
+                        after(conn, cursor.fetchone())
+        except NotFound:
+            self._forget_run(run_id)  # pruned or never stored: its deferred changes go with it
+            raise
+        except BaseException:
+            if earlier:  # kept, before any deferred since: the next change or flush sends them
+                with self._deferred_lock:
+                    deferred.statements[:0] = earlier  # (its steps map is left out: no replacing across)
+            raise
         self._remember(run_id)
 
     def _remember(self, run_id: str) -> None:
