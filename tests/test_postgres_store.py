@@ -358,3 +358,50 @@ def test_records_keep_their_key_order_and_nul_characters(postgres_url, tmp_path)
         assert list(stored["steps"][0]) == ["status", "result", "name"] and stored["steps"][0]["result"]["y"] == "\0"
     finally:
         store.close()
+
+
+def test_deferred_changes_go_with_the_next_written_one_or_within_the_delay(postgres_url, tmp_path):
+    from app.errors import NotFound
+    from app.runs import new_run, new_step
+    from app.storage.base import Durability
+
+    first, second = PostgresStore(postgres_url, tmp_path / "a"), PostgresStore(postgres_url, tmp_path / "b")
+    try:
+        run = new_run("wf", [new_step("s0", "noop"), new_step("s1", "noop")], {}, "api")
+        first.create_run(run)
+        first.update_run(run["id"], {"status": "running"}, mode=Durability.DEFERRED)
+        first.append_log(run["id"], {"message": "started"}, mode=Durability.DEFERRED)
+        assert first.get_run(run["id"])["status"] == "running"  # this process reads it at once
+        assert first.get_logs(run["id"]) == [{"message": "started"}]
+        # Another process sees it once the timer sent it (FLUSH_DELAY), with no other change of the run.
+        wait_until(lambda: second.get_run(run["id"])["status"] == "running", timeout=10)
+
+        first.update_step(run["id"], 0, {"name": "s0", "status": "running"}, mode=Durability.DEFERRED)
+        first.update_step(run["id"], 0, {"name": "s0", "status": "succeeded"}, mode=Durability.WRITTEN)
+        assert second.get_run(run["id"])["steps"][0] == {"name": "s0", "status": "succeeded"}  # in order
+
+        unknown = new_run("wf", [], {}, "api")["id"]  # a run this process never stored: written at once
+        with pytest.raises(NotFound):
+            first.update_step(unknown, 0, {"name": "s0"}, mode=Durability.DEFERRED)
+        with pytest.raises(NotFound):
+            first.append_log(unknown, {"message": "x"}, mode=Durability.DEFERRED)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_claim_names_its_worker_in_a_record_with_a_nul_character(postgres_url, tmp_path):
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {"text": "a\u0000b", "z": 1}, "api")
+        store.create_run(run)
+        assert store.claim_run(run["id"], "host:1", 30)
+        store.update_run(run["id"], {"variables": {"nul": "\u0000"}, "status": "running"})
+        stored = store.get_run(run["id"])
+        assert list(stored) == [*run, *([] if "worker" in run else ["worker"]), "variables"]
+        assert stored["worker"] == "host:1"
+        assert stored["trigger_data"] == {"text": "a\u0000b", "z": 1} and stored["variables"] == {"nul": "\u0000"}
+    finally:
+        store.close()
