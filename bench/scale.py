@@ -480,19 +480,55 @@ def celery_figures(database_url: str, broker: str, folder: Path, server: WaitSer
 
 
 # -- the durable cost of a step, in this process --------------------------------------------------------------
-def _sequential_runs(store, runs: int) -> dict:
-    """3-step no-op runs one after the other on ``store`` (local executor): µs per run and per step."""
+STEP_RECORD = json.dumps({"name": "second", "type": "noop", "depends_on": [], "status": "succeeded", "attempts": 1,
+                          "started_at": "2026-12-05T03:00:00.000Z", "finished_at": "2026-12-05T03:00:00.001Z",
+                          "duration_ms": 0.1, "result": {}, "error": None})
+
+
+class BareInserts:
+    """One INSERT of a step-sized row and its COMMIT, on a connection of its own: the floor of a durable step."""
+
+    def __init__(self, database_url: str):
+        import psycopg
+
+        self.conn = psycopg.connect(database_url, autocommit=True)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_baseline (run_id text, index integer, record json,"
+                          " PRIMARY KEY (run_id, index))")
+        self.count = 0
+
+    def time_one(self) -> float:
+        self.count += 1
+        began = time.perf_counter()
+        self.conn.execute("INSERT INTO bench_baseline VALUES (%s, %s, %s)", ("run_bench", self.count, STEP_RECORD))
+        return time.perf_counter() - began
+
+    def close(self) -> None:
+        self.conn.execute("DROP TABLE bench_baseline")
+        self.conn.close()
+
+
+def _sequential_runs(store, runs: int, *, leases: bool = False, baseline: BareInserts | None = None) -> dict:
+    """3-step no-op runs one after the other on ``store`` (local executor): µs per run and per step.
+
+    ``leases``: each run claims and releases its lease, as on a server sharing the database.
+    ``baseline``: after each run, three bare INSERT+COMMITs are timed, so both see the machine alike.
+    """
     settings = load_settings({"WORKFLOW_STORAGE_PATH": str(getattr(store, "root", ""))})
     renderer = Renderer()
     engine = Engine(store, settings, renderer)
+    if leases:
+        engine.use_leases(float(settings["WORKFLOW_LEASE_SECONDS"]))
     bound = BoundWorkflow.bind(ThreeNoops, settings, renderer)
-    timings = []
+    timings, inserts = [], []
     try:
-        for _ in range(runs + 10):  # the first 10 warm up: connections, caches
+        for number in range(runs + 10):  # the first 10 warm up: connections, caches
             began = time.perf_counter()
             run, _ = engine.submit(bound, {})
             engine.wait(run["id"], 60)
-            timings.append(time.perf_counter() - began)
+            if number >= 10:
+                timings.append(time.perf_counter() - began)
+                if baseline is not None:
+                    inserts.extend(baseline.time_one() for _ in range(3))
         finished = store.get_run(run["id"])
         if finished["status"] != RunStatus.SUCCEEDED:
             raise BenchError(f"a three_noops run ended {finished['status']}: {finished.get('error')}")
@@ -504,67 +540,58 @@ def _sequential_runs(store, runs: int) -> dict:
         batch = time.perf_counter() - began
     finally:
         engine.shutdown(5)
-    per_run = statistics.median(timings[10:])
-    return {"runs": runs, "us_per_run": round(per_run * 1e6), "us_per_step": round(per_run / 3 * 1e6),
-            "runs_per_s_submitted_at_once": round(runs / batch, 1)}
-
-
-def bare_insert_commit_us(database_url: str, count: int) -> float:
-    """µs of one INSERT of a step-sized row and its COMMIT, on one connection: the floor of a durable step."""
-    import psycopg
-
-    record = json.dumps({"name": "second", "type": "noop", "depends_on": [], "status": "succeeded", "attempts": 1,
-                         "started_at": "2026-12-05T03:00:00.000Z", "finished_at": "2026-12-05T03:00:00.001Z",
-                         "duration_ms": 0.1, "result": {}, "error": None})
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bench_baseline (run_id text, index integer, record json,"
-                     " PRIMARY KEY (run_id, index))")
-        timings = []
-        for number in range(count + 20):
-            began = time.perf_counter()
-            conn.execute("INSERT INTO bench_baseline VALUES (%s, %s, %s)", ("run_bench", number, record))
-            timings.append(time.perf_counter() - began)
-        conn.execute("DROP TABLE bench_baseline")
-    return statistics.median(timings[20:]) * 1e6
+    per_step = statistics.median(timings) / 3
+    measured = {"us_per_step": round(per_step * 1e6), "runs_per_s_submitted_at_once": round(runs / batch, 1)}
+    if inserts:
+        floor = statistics.median(inserts)
+        measured.update(insert_commit_us=round(floor * 1e6), ratio=round(per_step / floor, 2))
+    return measured
 
 
 def durable_figures(database_url: str, folder: Path, quick: bool) -> dict:
-    """3-step no-op runs on PostgresStore beside a bare INSERT+COMMIT, alternating; the JSON store for comparison."""
+    """3-step no-op runs on PostgresStore beside bare INSERT+COMMITs, interleaved; the JSON store for comparison."""
     from app.storage.postgres import PostgresStore
 
-    runs, inserts = (100, 300) if quick else (200, 500)
-    postgres, baseline, local = [], [], []
-    for round_number in range(3):  # alternating: the machine's speed drifts
-        baseline.append(bare_insert_commit_us(database_url, inserts))
-        store = PostgresStore(database_url, folder / f"pg-files-{round_number}")
-        try:
-            postgres.append(_sequential_runs(store, runs))
-        finally:
-            store.close()
-        store = JsonStore(folder / f"json-{round_number}")
-        try:
-            local.append(_sequential_runs(store, runs))
-        finally:
-            store.close()
-    pg_step = statistics.median(result["us_per_step"] for result in postgres)
-    floor = statistics.median(baseline)
+    runs = 100 if quick else 200
+    plain, leased, local = [], [], []
+    baseline = BareInserts(database_url)
+    try:
+        for round_number in range(3):  # rounds of each in turn: the machine's speed drifts
+            store = PostgresStore(database_url, folder / f"pg-files-{round_number}")
+            try:
+                plain.append(_sequential_runs(store, runs, baseline=baseline))
+                leased.append(_sequential_runs(store, runs, leases=True, baseline=baseline))
+            finally:
+                store.close()
+            store = JsonStore(folder / f"json-{round_number}")
+            try:
+                local.append(_sequential_runs(store, runs))
+            finally:
+                store.close()
+    finally:
+        baseline.close()
+
+    def median(results: list[dict], key: str) -> float:
+        return statistics.median(result[key] for result in results)
+
+    def summary(results: list[dict]) -> dict:
+        return {"us_per_step": median(results, "us_per_step"), "bare_insert_commit_us": median(results,
+                "insert_commit_us"), "ratio_to_insert_commit": median(results, "ratio"),
+                "rounds_ratio": [result["ratio"] for result in results],
+                "runs_per_s_submitted_at_once": median(results, "runs_per_s_submitted_at_once")}
+
     return {
         "durable_postgres": {
-            "us_per_step": pg_step,
-            "us_per_run": statistics.median(result["us_per_run"] for result in postgres),
-            "bare_insert_commit_us": round(floor),
-            "ratio_to_insert_commit": round(pg_step / floor, 2),
+            **summary(plain),
             "target_ratio": TARGETS["durable_ratio"],
-            "rounds_us_per_step": [result["us_per_step"] for result in postgres],
-            "rounds_insert_commit_us": [round(value) for value in baseline],
-            "runs_per_s_submitted_at_once": statistics.median(r["runs_per_s_submitted_at_once"] for r in postgres),
             "runs_per_round": runs,
+            # As a server or worker sharing the database executes it: the run's lease claimed and released too.
+            "with_leases": summary(leased),
         },
         "local_json": {
-            "us_per_step": statistics.median(result["us_per_step"] for result in local),
-            "us_per_run": statistics.median(result["us_per_run"] for result in local),
+            "us_per_step": median(local, "us_per_step"),
             "rounds_us_per_step": [result["us_per_step"] for result in local],
-            "runs_per_s_submitted_at_once": statistics.median(r["runs_per_s_submitted_at_once"] for r in local),
+            "runs_per_s_submitted_at_once": median(local, "runs_per_s_submitted_at_once"),
         },
     }
 
