@@ -64,6 +64,9 @@ WAIT_MS = 50
 # Runs one worker executes at once. Small on purpose: each slot spends its run waiting on HTTP, so
 # N workers have N times the slots, and the ratio measures workers, as long as the cores keep up.
 CONCURRENCY = 4
+# The scaling is measured at the default and at 1 too: on a small machine 4 workers of 4 slots need
+# more cores than it has, while 4 workers of 1 slot fit, showing whether anything but cores limits them.
+CONCURRENCIES = (CONCURRENCY, 1)
 FINISHED = sorted(status.value for status in FINISHED_RUN)
 SERVICE_CLIENTS = ("psycopg", "psycopg_pool", "redis", "kombu", "celery", "procrastinate")
 PARTS = ("durable", "local", "procrastinate", "celery")
@@ -228,6 +231,14 @@ def cpu_use(out: dict, pids: Callable[[], list[int]] = list) -> Iterator[None]:
     out["bench_process_cpu_s"] = round(time.process_time() - bench, 2)
 
 
+def background_busy(seconds: float = 2.0) -> float:
+    """The machine's busy share (of all its cores) over ``seconds`` before the benchmark starts: its neighbours."""
+    busy, total = _cpu_times()
+    time.sleep(seconds)
+    busy_after, total_after = _cpu_times()
+    return round((busy_after - busy) / max(total_after - total, 1), 3)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -287,13 +298,14 @@ class Workers:
         return codes
 
 
-def _worker_env(database_url: str, executor: str, storage: Path, broker: str | None = None) -> dict[str, str]:
+def _worker_env(database_url: str, executor: str, storage: Path, concurrency: int = CONCURRENCY,
+                broker: str | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("WORKFLOW_", "CELERY_", "PYTHON"))}
     env.update(
         PYTHONPATH=str(ROOT), WORKFLOW_MODULES=MODULES, WORKFLOW_STORAGE_PATH=str(storage),
         WORKFLOW_DATABASE_URL=database_url, WORKFLOW_EXECUTOR=executor,
-        WORKFLOW_WORKER_CONCURRENCY=str(CONCURRENCY), WORKFLOW_MAX_CONCURRENT=str(CONCURRENCY),
+        WORKFLOW_WORKER_CONCURRENCY=str(concurrency), WORKFLOW_MAX_CONCURRENT=str(concurrency),
         SMTP_HOST="", IMAP_HOST="",
     )
     if broker:
@@ -361,6 +373,7 @@ class Cluster:
         self.records = Records(env["WORKFLOW_DATABASE_URL"])
         self.server = server
         self.inputs = {"base": server.base, "ms": WAIT_MS}
+        self.concurrency = int(env["WORKFLOW_WORKER_CONCURRENCY"])
 
     def close(self) -> None:
         try:
@@ -377,7 +390,7 @@ class Cluster:
         wanted = len(self.workers.processes)
         deadline = time.monotonic() + timeout
         while True:
-            run_ids = self.submit(2 * CONCURRENCY * wanted)
+            run_ids = self.submit(2 * self.concurrency * wanted)
             self.records.wait(run_ids, timeout, self.workers)
             seen = {row["worker"].rsplit(":", 1)[-1] for row in self.records.rows(run_ids) if row["worker"]}
             if seen >= {str(pid) for pid in self.workers.pids()}:
@@ -398,7 +411,9 @@ class Cluster:
             per_worker[row["worker"]] = per_worker.get(row["worker"], 0) + 1
         return {"workers": len(self.workers.processes), "runs": runs, "seconds": round(elapsed, 2),
                 "runs_per_s": round(runs / elapsed, 1), "runs_per_worker": sorted(per_worker.values()),
-                **_failures(rows), **measured}
+                **_failures(rows), **measured,
+                "workers_cpu_ms_per_run": round(measured["workers_cpu_s"] * 1000 / runs, 1),
+                "bench_process_cpu_ms_per_run": round(measured["bench_process_cpu_s"] * 1000 / runs, 1)}
 
     def latency(self, runs: int, spacing: float) -> dict:
         """Runs created ``spacing`` s apart (no queue builds up): how soon each one's first step starts."""
@@ -421,36 +436,42 @@ class Cluster:
                 "enqueue_call_to_first_request": _summary_ms(arrived), **_failures(rows)}
 
 
-def procrastinate_figures(database_url: str, folder: Path, server: WaitServer, quick: bool) -> dict:
-    """Latency on one worker, then runs/s on 1, 2 and 4 workers (procrastinate)."""
-    per_worker = 60 if quick else 150
-    cluster = Cluster(_worker_env(database_url, "procrastinate", folder / "data"), folder, server)
-    try:
-        cluster.workers.add(1)
+def _scaling(cluster: Cluster, concurrency: int, per_slot: int) -> dict:
+    """Runs/s on 1, 2, then 4 workers of ``concurrency`` slots; ``per_slot`` runs per slot in each round."""
+    rounds = []
+    for total in (1, 2, 4):
+        cluster.workers.add(total - len(cluster.workers.processes))
         cluster.warm_up()
-        latency = cluster.latency(50 if quick else 100, 0.06)
-        rounds = []
-        for total in (1, 2, 4):
-            cluster.workers.add(total - len(cluster.workers.processes))
-            cluster.warm_up()
-            rounds.append(cluster.throughput(per_worker * total))
-        exit_codes = cluster.workers.stop()
-    finally:
-        cluster.close()
-    one, four = rounds[0]["runs_per_s"], rounds[-1]["runs_per_s"]
+        rounds.append(cluster.throughput(per_slot * concurrency * total))
+    one = rounds[0]["runs_per_s"]
     return {
-        "latency": latency,
-        "workers": {
-            "concurrency_per_worker": CONCURRENCY,
-            "wait_ms_per_step": WAIT_MS,
-            "rounds": rounds,
-            "ratio_2_to_1": round(rounds[1]["runs_per_s"] / one, 2),
-            "ratio_4_to_1": round(four / one, 2),
-            "target_ratio_4_to_1": TARGETS["ratio_4_to_1"],
-            "ideal_runs_per_s_per_worker": round(CONCURRENCY / (3 * WAIT_MS / 1000), 1),
-            "exit_codes_after_sigterm": exit_codes,
-        },
+        "concurrency_per_worker": concurrency,
+        "rounds": rounds,
+        "ratio_2_to_1": round(rounds[1]["runs_per_s"] / one, 2),
+        "ratio_4_to_1": round(rounds[2]["runs_per_s"] / one, 2),
+        "target_ratio_4_to_1": TARGETS["ratio_4_to_1"],
+        # What slots alone allow: each run waits 3 x WAIT_MS on the server.
+        "slot_bound_runs_per_s_per_worker": round(concurrency / (3 * WAIT_MS / 1000), 1),
+        "exit_codes_after_sigterm": cluster.workers.stop(),
     }
+
+
+def procrastinate_figures(database_url: str, folder: Path, server: WaitServer, quick: bool) -> dict:
+    """Latency on one worker, then runs/s on 1, 2 and 4 workers (procrastinate), at two concurrencies."""
+    per_slot = 12 if quick else 30
+    figures: dict = {"wait_ms_per_step": WAIT_MS}
+    for concurrency in CONCURRENCIES:
+        cluster = Cluster(_worker_env(database_url, "procrastinate", folder / "data", concurrency),
+                          folder / f"concurrency-{concurrency}", server)
+        try:
+            if concurrency == CONCURRENCY:
+                cluster.workers.add(1)
+                cluster.warm_up()
+                figures["latency"] = cluster.latency(50 if quick else 100, 0.06)
+            figures[f"workers_at_concurrency_{concurrency}"] = _scaling(cluster, concurrency, per_slot)
+        finally:
+            cluster.close()
+    return figures
 
 
 def local_figures(database_url: str, folder: Path, server: WaitServer, quick: bool) -> dict:
@@ -461,13 +482,14 @@ def local_figures(database_url: str, folder: Path, server: WaitServer, quick: bo
         throughput = cluster.throughput(60 if quick else 150)
     finally:
         cluster.close()
-    del throughput["workers"], throughput["runs_per_worker"], throughput["workers_cpu_s"]
+    for key in ("workers", "runs_per_worker", "workers_cpu_s", "workers_cpu_ms_per_run"):
+        del throughput[key]
     return {"latency": latency, "throughput": {"concurrency": CONCURRENCY, **throughput}}
 
 
 def celery_figures(database_url: str, broker: str, folder: Path, server: WaitServer, quick: bool) -> dict:
     """Latency on one celery worker (Redis broker)."""
-    cluster = Cluster(_worker_env(database_url, "celery", folder / "data", broker), folder, server)
+    cluster = Cluster(_worker_env(database_url, "celery", folder / "data", broker=broker), folder, server)
     try:
         cluster.workers.add(1)
         cluster.warm_up()
@@ -612,6 +634,7 @@ def measure(quick: bool, parts: set[str], postgres_url: str, redis_url: str) -> 
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
+        "machine_cpu_busy_before": background_busy(),  # other processes' load: the figures below share the cores
     }
     with tempfile.TemporaryDirectory(prefix="pyflow-scale-") as tmp, fresh_database(postgres_url) as database_url:
         folder = Path(tmp)
