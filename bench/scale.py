@@ -338,8 +338,10 @@ class Records:
             if time.monotonic() > deadline:
                 statuses = dict(self.conn.execute(
                     "SELECT status, count(*) FROM pyflow_runs WHERE id = ANY(%s) GROUP BY status", (run_ids,)))
+                said = "".join(f"; worker {number} last said: {workers.last_line(number)}"
+                               for number in range(1, len(workers.processes) + 1)) if workers else ""
                 raise BenchError(f"{len(run_ids) - done} of {len(run_ids)} runs did not finish within "
-                                 f"{timeout:g} s (statuses: {statuses})")
+                                 f"{timeout:g} s (statuses: {statuses}){said}")
             time.sleep(0.02)
 
     def rows(self, run_ids: list[str]) -> list[dict]:
