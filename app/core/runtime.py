@@ -624,7 +624,7 @@ class Runtime:
                     if scheduled and self._overlaps(bound):
                         # Not acknowledged: a trigger with a cursor offers the event again later.
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
-                                    bound.name, self.engine.unfinished_count(bound.name))
+                                    bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
                         continue
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
@@ -645,7 +645,18 @@ class Runtime:
         """True when a scheduled event must be skipped: overlap="skip" and the workflow is at its limit."""
         workflow = bound.workflow
         return (workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
-                and self.engine.unfinished_count(bound.name) >= workflow.max_concurrent_runs)
+                and self._unfinished(bound.name, workflow.max_concurrent_runs) >= workflow.max_concurrent_runs)
+
+    def _unfinished(self, name: str, up_to: int | None) -> int:
+        """Runs of ``name`` queued or running (paused ones excluded), counted up to ``up_to``.
+
+        On a shared database they may execute in any process, so the store counts them, not this engine.
+        """
+        if not self.shared:
+            return self.engine.unfinished_count(name)
+        limit = max(up_to or 1, 1)
+        return sum(len(self.store.list_runs(workflow=name, status=status, limit=limit)[0])
+                   for status in (RunStatus.QUEUED.value, RunStatus.RUNNING.value))
 
     def _poll_overdue(self, name: str, seconds: float) -> None:
         """The scheduler gave up waiting for a poll: say so on the workflow (the poll may still return)."""
