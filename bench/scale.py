@@ -1,22 +1,25 @@
 """Benchmark of distributed mode: runs/s with 1, 2 and 4 workers, enqueue-to-first-step latency, durable step cost.
 
-Run as ``python bench/scale.py`` from the repository root (``--quick`` for fewer runs); prints one JSON
-object. It needs PostgreSQL (PYFLOW_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres:
-it creates a database of its own and drops it at the end) and, for the celery figure, Redis
-(PYFLOW_TEST_REDIS_URL, default redis://127.0.0.1:6379; it takes an empty database number and empties it after).
+Run as ``python bench/scale.py`` from the repository root (``--quick`` for fewer runs, ``--only`` for some
+parts); prints one JSON object, in about 2.5 minutes. It needs PostgreSQL (PYFLOW_TEST_POSTGRES_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres: it creates a database of its own and drops it at the end) and,
+for celery, Redis (PYFLOW_TEST_REDIS_URL, default redis://127.0.0.1:6379: it takes an empty database number
+among 1-15 and empties it again at the end).
 
-- ``workers``: three_waits runs (bench/scale_workflows.py: three steps, each a GET that this process's
-  HTTP server answers after 50 ms) on 1, then 2, then 4 ``run.py worker`` processes (procrastinate),
-  each with WORKFLOW_WORKER_CONCURRENCY slots; runs/s from the first run's creation to the last one's
-  end in the stored records, and the ratio of 4 workers to 1 (target >= 3.5). The machine's CPU use
-  during each window says whether slots or cores were the limit.
-- ``latency``: runs created one at a time, spaced so that no queue builds up, on one worker: from the
-  run's ``created_at`` to its first step's ``started_at`` (stored records), and from the enqueue call to
-  the first step's request reaching the HTTP server (this process's clock); p50 (target <= 25 ms) and p99,
-  for procrastinate and celery.
+- ``procrastinate.workers_at_concurrency_N``: three_waits runs (bench/scale_workflows.py: three steps,
+  each a GET that this process's HTTP server answers after 50 ms) on 1, then 2, then 4 ``run.py worker``
+  processes, each with WORKFLOW_WORKER_CONCURRENCY=N (4, the default, then 1); runs/s from the first run's
+  creation to the last one's end in the stored records, and the ratio of 4 workers to 1 (target >= 3.5).
+  The machine's CPU use and the workers' CPU per run say whether slots or cores were the limit.
+- ``latency``: runs created one at a time, about one in flight, on one worker: from the run's
+  ``created_at`` to its first step's ``started_at`` (stored records), and from the enqueue call to the
+  first step's request reaching the HTTP server (this process's clock); p50 (target <= 25 ms) and p99,
+  for procrastinate, celery (Redis broker) and, for comparison, the local executor on PostgreSQL.
 - ``durable_postgres``: 3-step no-op runs (bench/noop_workflows.py) one after the other in this process,
-  the Engine on PostgresStore: time per step beside one bare INSERT+COMMIT of a step-sized row on the same
-  server in the same run (target <= 2x); ``local_json`` is the same on the JSON store (local mode).
+  the Engine on PostgresStore, each followed by three bare INSERT+COMMITs of a step-sized row on the same
+  server: time per step over one INSERT+COMMIT (target <= 2x); ``local_json`` is the same run on the JSON
+  store (local mode).
+- ``machine_cpu_busy_before``: how busy the cores were before it started (other processes: neighbours).
 Not a test: timings belong here.
 """
 
@@ -67,6 +70,9 @@ CONCURRENCY = 4
 # The scaling is measured at the default and at 1 too: on a small machine 4 workers of 4 slots need
 # more cores than it has, while 4 workers of 1 slot fit, showing whether anything but cores limits them.
 CONCURRENCIES = (CONCURRENCY, 1)
+# Latency: (runs, seconds between them) by --quick. About one run in flight at a time (each waits 3 x 50 ms),
+# so a queue builds up only if the worker is starved of CPU, and then the figure says so.
+LATENCY_RUNS = {False: (80, 0.15), True: (40, 0.15)}
 FINISHED = sorted(status.value for status in FINISHED_RUN)
 SERVICE_CLIENTS = ("psycopg", "psycopg_pool", "redis", "kombu", "celery", "procrastinate")
 PARTS = ("durable", "local", "procrastinate", "celery")
@@ -460,7 +466,7 @@ def _scaling(cluster: Cluster, concurrency: int, per_slot: int) -> dict:
 
 def procrastinate_figures(database_url: str, folder: Path, server: WaitServer, quick: bool) -> dict:
     """Latency on one worker, then runs/s on 1, 2 and 4 workers (procrastinate), at two concurrencies."""
-    per_slot = 12 if quick else 30
+    per_slot = 10 if quick else 20
     figures: dict = {"wait_ms_per_step": WAIT_MS}
     for concurrency in CONCURRENCIES:
         cluster = Cluster(_worker_env(database_url, "procrastinate", folder / "data", concurrency),
@@ -469,7 +475,7 @@ def procrastinate_figures(database_url: str, folder: Path, server: WaitServer, q
             if concurrency == CONCURRENCY:
                 cluster.workers.add(1)
                 cluster.warm_up()
-                figures["latency"] = cluster.latency(50 if quick else 100, 0.06)
+                figures["latency"] = cluster.latency(*LATENCY_RUNS[quick])
             figures[f"workers_at_concurrency_{concurrency}"] = _scaling(cluster, concurrency, per_slot)
         finally:
             cluster.close()
@@ -480,8 +486,8 @@ def local_figures(database_url: str, folder: Path, server: WaitServer, quick: bo
     """The same runs executed in this process (WORKFLOW_EXECUTOR=local on PostgreSQL), for comparison."""
     cluster = Cluster(_worker_env(database_url, "local", folder / "data"), folder, server)
     try:
-        latency = cluster.latency(50 if quick else 100, 0.06)
-        throughput = cluster.throughput(60 if quick else 150)
+        latency = cluster.latency(*LATENCY_RUNS[quick])
+        throughput = cluster.throughput((10 if quick else 20) * CONCURRENCY)
     finally:
         cluster.close()
     for key in ("workers", "runs_per_worker", "workers_cpu_s", "workers_cpu_ms_per_run"):
@@ -495,7 +501,7 @@ def celery_figures(database_url: str, broker: str, folder: Path, server: WaitSer
     try:
         cluster.workers.add(1)
         cluster.warm_up()
-        latency = cluster.latency(50 if quick else 100, 0.06)
+        latency = cluster.latency(*LATENCY_RUNS[quick])
         exit_codes = cluster.workers.stop()
     finally:
         cluster.close()
@@ -576,7 +582,7 @@ def durable_figures(database_url: str, folder: Path, quick: bool) -> dict:
     """3-step no-op runs on PostgresStore beside bare INSERT+COMMITs, interleaved; the JSON store for comparison."""
     from app.storage.postgres import PostgresStore
 
-    runs = 100 if quick else 200
+    runs = 50 if quick else 100
     plain, leased, local = [], [], []
     baseline = BareInserts(database_url)
     try:
