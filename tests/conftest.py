@@ -6,7 +6,9 @@ import pytest
 
 from app import create_app, start_app
 from tests.fixtures import WORKFLOWS
-from tests.services import postgres_url  # noqa: F401  (a fixture: a PostgreSQL database of the test's own)
+
+# Fixtures: a PostgreSQL database of the test's own; the test brokers (Redis, RabbitMQ) for celery.
+from tests.services import amqp_url, postgres_url, redis_url  # noqa: F401
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {

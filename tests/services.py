@@ -74,3 +74,39 @@ def postgres_url() -> Iterator[str]:
     yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _celery_installed() -> None:
+    """Skip (under PYFLOW_REQUIRE_SERVICES=1: fail) when celery, which the broker tests drive, is missing."""
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        if required():
+            pytest.fail("PYFLOW_REQUIRE_SERVICES=1: celery is missing; pip install -r requirements-distributed.txt",
+                        pytrace=False)
+        pytest.skip("celery is missing: pip install -r requirements-distributed.txt")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The URL of the test Redis; tests keep apart by queue name (``unique_queue``)."""
+    _celery_installed()
+    why = reachable(REDIS_URL, 6379)
+    if why:
+        unavailable("redis", REDIS_URL, why)
+    return REDIS_URL
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    """The URL of the test RabbitMQ; tests keep apart by queue name (``unique_queue``)."""
+    _celery_installed()
+    why = reachable(AMQP_URL, 5672)
+    if why:
+        unavailable("amqp", AMQP_URL, why)
+    return AMQP_URL
+
+
+def unique_queue() -> str:
+    """A queue name no other test (nor helper) uses."""
+    return f"pyflow-test-{uuid.uuid4().hex[:12]}"

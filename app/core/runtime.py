@@ -16,6 +16,7 @@ from typing import Any
 
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
+from app.core import files
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
@@ -62,7 +63,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
     except ImportError as error:
         raise ConfigError(f"WORKFLOW_DATABASE_URL is set but {error.name or 'psycopg'} is not installed: "
                           "pip install -r requirements-distributed.txt") from None
-    # Uploads and e-mail attachments still live in files under WORKFLOW_STORAGE_PATH.
+    # Uploads and e-mail attachments are saved under WORKFLOW_STORAGE_PATH and shared through the store (files.py).
     return PostgresStore(url, settings["WORKFLOW_STORAGE_PATH"])
 
 
@@ -245,11 +246,14 @@ class Runtime:
         """The workflow version the run started with; None after failing the run when it is gone."""
         bound = self.catalog.version(run["workflow"], run.get("version"))
         if bound is None:
-            run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
-                       error=f"workflow {run['workflow']!r} is no longer registered"
-                       + (f" (version {run['version']})" if run.get("version") else ""))
-            self.store.save_run(run)
+            self._fail_run(run, f"workflow {run['workflow']!r} is no longer registered"
+                           + (f" (version {run['version']})" if run.get("version") else ""))
         return bound
+
+    def _fail_run(self, run: dict, error: str) -> None:
+        """End a run that cannot execute here or anywhere, saying why."""
+        run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()), error=error)
+        self.store.save_run(run)
 
     # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------
     def take_run(self, run_id: str, by: str = "worker") -> bool:
@@ -271,7 +275,15 @@ class Runtime:
                 leases.release(run_id)
                 return False
             lost = run["status"] == RunStatus.RUNNING
-            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by)
+            # Uploads and mail attachments saved on another host come through the store (docs/files.md).
+            try:
+                inputs = None if self.store.local_files else files.fetch(
+                    self.store, run["trigger_data"], paths.attachments_folder(self.settings))
+            except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
+                self._fail_run(run, f"its attachments cannot be read: {one_line(error)}")
+                leases.release(run_id)
+                return False
+            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by, inputs)
         except BaseException:
             leases.release(run_id)
             raise
@@ -279,6 +291,10 @@ class Runtime:
 
     def execute_job(self, run_id: str) -> None:
         """A queue's job: execute the run here, returning once it stopped executing here (``run.py worker``)."""
+        if self._stopping.is_set():
+            # A job taken while this worker stops (celery looks for the stop twice a second): pass it on.
+            self.queue.submit(run_id)
+            return
         if not self.take_run(run_id):
             return
         self.engine.wait(run_id, None)  # type: ignore[arg-type]
@@ -288,6 +304,11 @@ class Runtime:
             if run is not None and run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
                 self.queue.submit(run_id)
 
+    @property
+    def stopping(self) -> bool:
+        """True once this process began to stop (it takes no more runs)."""
+        return self._stopping.is_set()
+
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
         self.queue.start()
@@ -296,8 +317,8 @@ class Runtime:
     def stop_work(self, timeout: float) -> None:
         """Take no more jobs; halt runs at their step's end within ``timeout`` (others take them), then close."""
         self._stopping.set()
+        self.queue.stop()  # first: no new job while the runs under way halt
         self.engine.shutdown(timeout)  # each run halts; its job returns and the run is sent on
-        self.queue.stop()
 
     def _resend(self, run_id: str) -> None:
         """The sweeper's way to get a run without a live lease executed: a new job, or this server's threads."""
@@ -311,6 +332,7 @@ class Runtime:
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         try:
             pruned = self.store.prune(cutoff)
+            self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)
@@ -626,6 +648,7 @@ class Runtime:
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
                                     bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
                         continue
+                    files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
                     )
