@@ -6,11 +6,16 @@ own storage folder and lease owner. tests/test_cluster.py does the same with sep
 
 from __future__ import annotations
 
+import io
+import shutil
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from actions.base import BaseAction
+from app import create_app, start_app
 from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus
@@ -19,6 +24,7 @@ from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
 from tests.services import unique_queue
 from tests.waiting import wait_until
+from workflows.base import Workflow
 
 pytestmark = pytest.mark.services
 
@@ -144,3 +150,43 @@ def test_a_stopping_worker_hands_its_run_to_another(cluster):
     assert done["status"] == RunStatus.SUCCEEDED, done
     assert done["worker"] == second.engine.leases.owner
     assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
+
+
+class ReadUpload(BaseAction):
+    """Returns the text of the run's first attachment, read where ``path`` says on the host executing it."""
+
+    def execute(self, data_store: dict) -> dict:
+        attachment = data_store["trigger_data"]["attachments"][0]
+        return {"text": Path(attachment["path"]).read_text(encoding="utf-8"), "path": attachment["path"]}
+
+
+class ReadUploadWorkflow(Workflow):
+    name = "read_upload"
+    description = "Reads its uploaded file."
+    actions = [ReadUpload("read")]
+
+
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)
+def test_an_upload_to_the_server_reaches_a_worker_with_another_disk(postgres_url, tmp_path, executor):
+    settings = {**TEST_SETTINGS, "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_LEASE_SECONDS": 2.0, **executor}
+    server_storage, worker_storage = tmp_path / "server", tmp_path / "worker"
+    app = start_app(create_app({**settings, "WORKFLOW_STORAGE_PATH": str(server_storage),
+                                "WORKFLOW_CLASSES": [ReadUploadWorkflow]}))
+    worker = Runtime({**load_settings({}), **settings, "WORKFLOW_STORAGE_PATH": str(worker_storage)},
+                     workflows=[ReadUploadWorkflow], worker=True)
+    thread = threading.Thread(target=worker.work, daemon=True)
+    try:
+        posted = app.test_client().post("/api/workflows/read_upload/runs",
+                                        data={"file": (io.BytesIO(b"across hosts"), "note.txt")})
+        assert posted.status_code == 202, posted.text
+        shutil.rmtree(server_storage / "attachments")  # nothing on the server's disk helps the worker
+        thread.start()
+        done = app.extensions["pyflow"].outcome(posted.get_json(), 30)
+        assert done["status"] == RunStatus.SUCCEEDED, done
+        assert done["steps"][0]["result"]["text"] == "across hosts"
+        assert Path(done["steps"][0]["result"]["path"]).is_relative_to(worker_storage.resolve())
+    finally:
+        worker.stop_work(2)
+        thread.join(10)
+        worker.shutdown(timeout=2)
+        app.extensions["pyflow"].shutdown(timeout=2)

@@ -312,7 +312,11 @@ class Runtime:
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
         self.queue.start()
-        self.queue.work(self.execute_job, int(self.settings["WORKFLOW_WORKER_CONCURRENCY"]))
+        self.scheduler.start()  # no trigger: the hourly maintenance only (its copies of attachments)
+        try:
+            self.queue.work(self.execute_job, int(self.settings["WORKFLOW_WORKER_CONCURRENCY"]))
+        finally:
+            self.scheduler.shutdown()
 
     def stop_work(self, timeout: float) -> None:
         """Take no more jobs; halt runs at their step's end within ``timeout`` (others take them), then close."""
@@ -328,8 +332,14 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
+        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store.
+
+        A worker prunes only its own copies of attachments: the servers prune the shared store.
+        """
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
+        if self.worker:
+            self._prune_attachments(cutoff)
+            return 0
         try:
             pruned = self.store.prune(cutoff)
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
