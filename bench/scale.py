@@ -692,6 +692,9 @@ def main() -> int:
     except (BenchError, PyFlowError) as error:
         print(f"bench/scale.py: {getattr(error, 'message', None) or error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the workers were stopped and the database dropped on the way out
+        print("bench/scale.py: interrupted", file=sys.stderr)
+        return 130
     except Exception as error:
         # A service that went away in the middle: one line naming the client that saw it, not a traceback.
         if type(error).__module__.split(".")[0] not in SERVICE_CLIENTS:
