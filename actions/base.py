@@ -84,6 +84,9 @@ class BaseAction:
     idempotent: bool = True
     # Attributes the engine must not render before execute (a loop renders its steps per item).
     raw_fields: tuple[str, ...] = ()
+    # Private attributes holding a credential (never rendered, never shown) that may be exactly
+    # ``{{ secrets.NAME }}``: the engine puts the stored secret's value there when the step executes.
+    secret_fields: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -127,6 +130,10 @@ class BaseAction:
     def execute(self, data_store: dict) -> dict:
         """Do the work and return a JSON-serialisable result."""
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    def config_secrets(self) -> set[str]:
+        """Secret values in config fields whose names do not say so (a token in a URL), for the engine to scrub."""
+        return set()
 
     def describe(self) -> dict:
         """A summary for the API: name and type."""

@@ -24,6 +24,7 @@ from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
+from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
 from app.core.templating import Renderer
 from app.dispatch.queues import open_queue
@@ -91,9 +92,18 @@ class Runtime:
                               "WORKFLOW_DATABASE_URL); with WORKFLOW_EXECUTOR=local the server executes its runs")
         self.store = store or open_store(self.settings)
         self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
+        self.secrets = Secrets(self.store, self.settings)
+        try:
+            self.secrets.check()  # a wrong or missing key stops start-up here, in one line naming it
+        except ConfigError:
+            if store is None:
+                self.store.close()
+            raise
+        self.renderer.provide("secrets", self.secrets.view())  # triggers' settings: {{ secrets.NAME }}
         self.catalog = Catalog(self.store, self.settings, self.renderer)
         self.catalog.load(workflows)
         self.engine = Engine(self.store, self.settings, self.renderer)
+        self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
