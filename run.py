@@ -188,11 +188,13 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
 def validate(files: list[str]) -> int:
     """Check definition files as the server would; one line per file, then each of its problems with its path."""
     from app.core.definitions import checked
+    from app.core.plugins import load_plugins
     from app.core.secrets import Placeholders
     from app.core.templating import Renderer
     from workflows.declarative import DefinitionError, read_definition
 
     settings = load_settings()
+    load_plugins()  # plugins' step and trigger types; a broken plugin is logged and skipped
     renderer = Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])
     renderer.provide("secrets", Placeholders())  # the shape is checked here, not the store's secrets
     failed = 0
@@ -256,10 +258,14 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     """Ask the running server to cancel/pause/resume/retry/skip a run; print the run as JSON."""
     import requests
 
-    base = load_settings()["WORKFLOW_API_URL"].rstrip("/")
+    settings = load_settings()
+    base = settings["WORKFLOW_API_URL"].rstrip("/")
     url = f"{base}/api/runs/{run_id}/{operation}"
+    # The token the server's settings name, or one of the operator tokens made with POST /api/tokens.
+    token = settings["WORKFLOW_API_TOKEN"]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.post(url, json={"step": step} if step else None, timeout=30)
+        response = requests.post(url, json={"step": step} if step else None, headers=headers, timeout=30)
     except requests.ConnectionError:
         print(f"run.py: PyFlow is not running at {base}; start it with: python run.py", file=sys.stderr)
         return EXIT_USAGE

@@ -8,7 +8,7 @@ from app import create_app, start_app
 from tests.fixtures import WORKFLOWS
 
 # Fixtures: a PostgreSQL database of the test's own; the test brokers (Redis, RabbitMQ) for celery.
-from tests.services import amqp_url, postgres_url, redis_url  # noqa: F401
+from tests.services import amqp_url, postgres_url, redis_url, tesseract  # noqa: F401
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {

@@ -110,3 +110,17 @@ def amqp_url() -> str:
 def unique_queue() -> str:
     """A queue name no other test (nor helper) uses."""
     return f"pyflow-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def tesseract() -> str:
+    """The path of the tesseract program the OCR tests run; skipped (CI: failed) when it is not installed."""
+    import shutil
+
+    found = shutil.which("tesseract")
+    if found is None:
+        message = "tesseract is not installed: apt-get install tesseract-ocr"
+        if required():
+            pytest.fail(f"PYFLOW_REQUIRE_SERVICES=1: {message}", pytrace=False)
+        pytest.skip(message)
+    return found

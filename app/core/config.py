@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -78,6 +79,14 @@ def _queue_name(value: str) -> str:
     return name
 
 
+def _languages(value: str) -> str:
+    """Tesseract's language list, "eng+deu"; commas are taken as "+" too."""
+    names = [part.strip() for part in re.split(r"[+,]", value)]
+    if not names or not all(re.fullmatch(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?", name) for name in names):
+        raise ValueError
+    return "+".join(names)
+
+
 #: WORKFLOW_EXECUTOR's values: threads of the serving process, or workers behind a queue (DESIGN section 11).
 EXECUTORS = ("local", "procrastinate", "celery")
 
@@ -114,6 +123,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENV_ALLOWLIST": ((), _names, "comma-separated variable names"),
     "WORKFLOW_SECRET_KEY": ("", None, ""),  # signs dashboard session cookies; random per process if unset
     "WORKFLOW_API_TOKEN": ("", None, ""),  # when set: Bearer token for /api, login for the dashboard
+    "WORKFLOW_PUBLIC_URL": ("", None, ""),  # base of the approval links in e-mails; http://HOST:PORT if unset
     "IMAP_HOST": ("", None, ""),
     "IMAP_PORT": (993, _port, "a port number 0-65535"),
     "IMAP_USER": ("", None, ""),
@@ -150,8 +160,14 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_POLL_TIMEOUT": (60.0, _positive_float, "a number of seconds > 0"),
     "WORKFLOW_MAX_CONNECTIONS": (1000, _positive_int, "a positive integer"),
     "WORKFLOW_SHUTDOWN_GRACE": (30.0, _positive_float, "a number of seconds > 0"),
+    # Pages one pdf_text or extract_pdf_data step may read with Tesseract (a second or two each).
+    "WORKFLOW_MAX_OCR_PAGES": (100, _positive_int, "a positive integer"),
+    # Tesseract's languages for scanned PDFs; each needs its Debian package (tesseract-ocr-deu, ...).
+    "OCR_LANGUAGES": ("eng", _languages, "Tesseract language names joined by '+', such as eng+deu"),
     # Most retries a definition may ask for (max_retries, a step's retries); added with the other bounds.
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
+    # Longest a step's result may be reused (cache: {ttl}); a posted definition asking more is refused.
+    "WORKFLOW_MAX_CACHE_TTL": (2_592_000.0, _positive_float, "a number of seconds > 0"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
     # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).
@@ -166,6 +182,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENCRYPTION_KEY": ("", None, ""),
     "WORKFLOW_KEY_FILE": ("~/.config/pyflow/encryption.key", None, ""),
     "WORKFLOW_NEW_ENCRYPTION_KEY": ("", None, ""),  # what `run.py secrets rotate-key` re-encrypts with
+    # Traces (app/core/tracing.py, docs/tracing.md): set, spans of runs and steps go there over OTLP/HTTP.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
