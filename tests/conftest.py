@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app import create_app, start_app
+from tests.cluster import pytest_runtest_makereport  # noqa: F401  (a hook: cluster logs in failure reports)
 from tests.fixtures import WORKFLOWS
-from tests.services import postgres_url  # noqa: F401  (a fixture: a PostgreSQL database of the test's own)
+from tests.services import amqp_url, postgres_url, redis_url  # noqa: F401  (fixtures: a database, vhost of the test's own)
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {
