@@ -1,6 +1,7 @@
 """PyFlow's entry point: serve (default), list, run.
 
     python run.py                       serve the API on HOST:PORT with waitress
+    python run.py worker                execute queued runs (WORKFLOW_EXECUTOR=procrastinate or celery)
     python run.py list                  list registered workflows
     python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
     python run.py validate FILE...      check workflow definitions (YAML or JSON)
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", metavar="JSON", help="inputs for --workflow (same as --input)")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the REST API (the default)")
+    commands.add_parser("worker", help="execute the runs of a queue's jobs (WORKFLOW_EXECUTOR=procrastinate|celery)")
     commands.add_parser("list", help="list the registered workflows")
     run = commands.add_parser("run", help="run a workflow once in this process and print the run as JSON")
     run.add_argument("name", help="the workflow's name")
@@ -93,6 +95,40 @@ def serve() -> int:
     return serve_forever(settings)
 
 
+def worker() -> int:
+    """Execute queued runs until SIGTERM or Ctrl-C; then halt them at a step's end for other workers."""
+    import signal
+    import threading
+
+    from app.core.leases import process_owner
+    from app.core.redaction import install_log_filter
+    from app.core.runtime import Runtime
+
+    settings = load_settings()
+    install_log_filter(settings)
+    runtime = Runtime(settings, worker=True)
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        logging.getLogger("pyflow.worker").info("%s: stopping; runs halt at their step's end",
+                                                signal.Signals(signum).name)
+        grace = float(settings["WORKFLOW_SHUTDOWN_GRACE"])
+        threading.Thread(target=runtime.stop_work, args=(grace,), name="pyflow-stop", daemon=True).start()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    logging.getLogger("pyflow.worker").info("worker %s: up to %s runs at once, from %s", process_owner(),
+                                            settings["WORKFLOW_WORKER_CONCURRENCY"], settings["WORKFLOW_EXECUTOR"])
+    try:
+        runtime.work()
+    finally:
+        runtime.shutdown(timeout=1.0)
+    return 0
+
+
 def list_workflows() -> int:
     """Print one line per registered workflow."""
     from app.core.runtime import Runtime
@@ -113,6 +149,8 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
     from app.storage.lock import StoreLock, StoreLocked
 
     settings = load_settings()
+    # This process executes the run itself, whatever executes the server's runs.
+    settings["WORKFLOW_EXECUTOR"] = "local"
     inputs = _inputs(raw_inputs, option)
     lock = StoreLock(settings["WORKFLOW_STORAGE_PATH"])
     try:
@@ -182,10 +220,12 @@ def control(operation: str, run_id: str, step: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "list" if args.list else "run" if args.workflow else args.command or "serve"
-    _configure_logging(args.log_level, "INFO" if command == "serve" else "WARNING")
+    _configure_logging(args.log_level, "INFO" if command in ("serve", "worker") else "WARNING")
     try:
         if command == "serve":
             return serve()
+        if command == "worker":
+            return worker()
         if command == "list":
             return list_workflows()
         if command == "validate":

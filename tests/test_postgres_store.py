@@ -91,11 +91,12 @@ def test_two_processes_migrating_at_once_apply_each_migration_once(postgres_url)
 
 def test_a_newer_schema_stops_start_up_with_a_clear_message(postgres_url, tmp_path):
     PostgresStore(postgres_url, tmp_path).close()
-    with psycopg.connect(postgres_url) as conn:
-        conn.execute("INSERT INTO pyflow_schema (version, name) VALUES (3, '0003_future.sql')")
     newest = migrations()[-1][0]
-    expected = (f"the database at {where(postgres_url)} has schema version 3; this PyFlow knows up to {newest}: "
-                "upgrade PyFlow")
+    future = newest + 1
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("INSERT INTO pyflow_schema (version, name) VALUES (%s, %s)", (future, f"{future:04d}_future.sql"))
+    expected = (f"the database at {where(postgres_url)} has schema version {future}; this PyFlow knows up to "
+                f"{newest}: upgrade PyFlow")
     with pytest.raises(ConfigError, match="WORKFLOW_DATABASE_URL") as raised:
         PostgresStore(postgres_url, tmp_path)
     assert expected in raised.value.message

@@ -881,3 +881,117 @@ def test_threads_and_stores_racing_to_claim_one_run_make_one_winner(backend, run
     for store in stores:
         assert store.get_run(run["id"])["worker"] == winner
         assert store.claim_run(run["id"], "host-z:9", LONG) is False
+
+
+# -- control requests: cancel or pause a run executing in another process ----------------------------
+def test_a_pending_cancel_is_not_replaced_by_a_pause_and_a_cancel_replaces_a_pause(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG)
+    store.request_control(run["id"], "pause", "alice")
+    store.request_control(run["id"], "cancel", "bob")  # replaces the pause
+    store.request_control(run["id"], "pause", "carol")  # a cancel is pending: changes nothing
+    assert store.take_controls("host-a:1") == [(run["id"], "cancel", "bob")]
+    assert store.take_controls("host-a:1") == []  # taken once
+    store.request_control(run["id"], "pause", "dave")
+    assert store.take_controls("host-a:1") == [(run["id"], "pause", "dave")]  # a new request after the take
+
+
+def test_requests_are_taken_by_the_holder_only_oldest_run_first(store, runs):
+    first, second, others, unleased = started(runs), started(runs, "queued"), started(runs), started(runs, "queued")
+    for run in (first, second, others, unleased):
+        store.create_run(run)
+    assert store.claim_run(first["id"], "host-a:1", LONG)
+    assert store.claim_run(second["id"], "host-a:1", LONG)
+    assert store.claim_run(others["id"], "host-b:2", LONG)
+    for run in (unleased, others, second, first):  # asked newest run first
+        store.request_control(run["id"], "cancel", "api")
+    assert store.take_controls("host-c:3") == []
+    assert store.take_controls("host-a:1") == [(first["id"], "cancel", "api"), (second["id"], "cancel", "api")]
+    assert store.take_controls("host-a:1") == []
+    assert store.take_controls("host-b:2") == [(others["id"], "cancel", "api")]
+    # A request made before any claim waits for the run's worker.
+    assert store.claim_run(unleased["id"], "host-a:1", LONG)
+    assert store.take_controls("host-a:1") == [(unleased["id"], "cancel", "api")]
+
+
+def test_releasing_a_run_drops_its_request_and_only_the_holder_releases(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG)
+    store.request_control(run["id"], "pause", "api")
+    store.release_run(run["id"], "host-b:2")  # not the holder: the lease and the request stay
+    store.release_run(run["id"], "host-a:1")
+    assert store.claim_run(run["id"], "host-b:2", LONG)
+    assert store.take_controls("host-b:2") == []
+
+
+def test_a_request_outlives_an_ended_lease_and_reaches_the_worker_that_takes_over(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", SHORT)
+    store.request_control(run["id"], "cancel", "api")
+    wait_until(lambda: store.expired_leases() == [run["id"]], timeout=10, message="host-a:1's short lease ends")
+    assert store.take_controls("host-a:1") == []  # its lease ended: not its request any more
+    assert store.claim_run(run["id"], "host-b:2", LONG)
+    store.request_control(run["id"], "pause", "api")  # the cancel made while host-a:1 died still wins
+    assert store.take_controls("host-a:1") == []
+    assert store.take_controls("host-b:2") == [(run["id"], "cancel", "api")]
+
+
+@pytest.mark.parametrize("operation", ["resume", "", "CANCEL", None])
+def test_a_request_with_a_bad_operation_raises_value_error_naming_it(store, runs, operation):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG)
+    with pytest.raises(ValueError, match=re.escape(repr(operation))) as raised:
+        store.request_control(run["id"], operation, "api")
+    assert run["id"] in str(raised.value) and "'cancel' or 'pause'" in str(raised.value)
+    assert store.take_controls("host-a:1") == []
+
+
+def test_a_request_of_an_unknown_run_raises_not_found(store, runs):
+    with pytest.raises(NotFound, match="run_0000000000000001abcdef"):
+        store.request_control("run_0000000000000001abcdef", "cancel", "api")
+
+
+def test_threads_and_stores_racing_to_take_requests_take_each_once(backend, runs):
+    # For JSON and PostgreSQL a second store on the same place stands for another process.
+    stores = [backend.open(), backend.open()] if backend.durable else [backend.open()]
+    leased = [started(runs) for _ in range(5)]
+    for run in leased:
+        stores[0].create_run(run)
+        assert stores[0].claim_run(run["id"], "host-a:1", LONG)
+        stores[0].request_control(run["id"], "cancel", "api")
+    callers = 8 * len(stores)
+    ready = threading.Barrier(callers)
+
+    def take(n: int) -> list[tuple[str, str, str]]:
+        ready.wait()
+        return stores[n % len(stores)].take_controls("host-a:1")
+
+    with ThreadPoolExecutor(callers) as pool:
+        taken = [request for found in pool.map(take, range(callers)) for request in found]
+    assert sorted(taken) == [(run["id"], "cancel", "api") for run in leased]
+    assert all(store.take_controls("host-a:1") == [] for store in stores)
+
+
+def test_unleased_runs_lists_queued_or_running_runs_without_a_live_lease(store, runs):
+    queued, running, released, expired, live, done, paused = (
+        started(runs, "queued"), started(runs), started(runs), started(runs), started(runs), started(runs),
+        started(runs, "paused"),
+    )
+    for run in (queued, running, released, expired, live, done, paused):
+        store.create_run(run)
+    assert store.claim_run(released["id"], "host-a:1", LONG)
+    store.release_run(released["id"], "host-a:1")
+    assert store.claim_run(expired["id"], "host-a:1", SHORT)
+    assert store.claim_run(live["id"], "host-a:1", LONG)
+    store.save_run(finished(store.get_run(done["id"])))
+    wait_until(lambda: expired["id"] in store.unleased_runs(), timeout=10, message="a short lease ends")
+    assert store.unleased_runs() == [queued["id"], running["id"], released["id"], expired["id"]]  # oldest first
+    # Created strictly before the released run: the two before it.
+    assert store.unleased_runs(older_than=parse_time(released["created_at"])) == [queued["id"], running["id"]]
+    assert store.unleased_runs(older_than=parse_time(queued["created_at"])) == []
+    assert store.claim_run(queued["id"], "host-b:2", LONG)
+    assert store.unleased_runs() == [running["id"], released["id"], expired["id"]]

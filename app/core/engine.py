@@ -17,13 +17,14 @@ from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
+from app.core.leases import Leases
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
-from app.dispatch.base import Dispatcher
+from app.dispatch.base import Dispatcher, Queue
 from app.dispatch.local import LocalDispatcher
 from app.errors import StorageError
-from app.runs import FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
+from app.runs import FINISHED_RUN, FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
 from app.storage.base import Durability, Store
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ RESUME_FIRST_DELAY = 1.0
 RESUME_MAX_DELAY = 30.0
 # Records of awaited runs that ended here, until their waiter reads them (oldest dropped first).
 _MAX_OUTCOMES = 256
+# How long a cancel or pause asked of another process waits for it to act (it looks every 0.5 s).
+CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
 
 class Engine:
@@ -70,9 +73,18 @@ class Engine:
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
-        # How queued runs reach an executor: this engine's threads (a queue and workers later).
+        # How queued runs reach an executor: this engine's threads; with a ``queue``, workers elsewhere.
         self.dispatcher: Dispatcher = LocalDispatcher(self)
+        #: Set by the runtime of a server whose runs execute on ``run.py worker`` processes (DESIGN section 11).
+        self.queue: Queue | None = None
+        #: Set by ``use_leases`` when processes share the store: a run executes where its lease is held.
+        self.leases: Leases | None = None
         run_logs.install()
+
+    def use_leases(self, seconds: float) -> Leases:
+        """Execute a run only while holding its lease in the store (processes sharing a PostgreSQL database)."""
+        self.leases = Leases(self.store, seconds, on_lost=self._lost, on_control=self._on_control)
+        return self.leases
 
     # -- starting runs ------------------------------------------------------
     def submit(
@@ -103,6 +115,10 @@ class Engine:
         run["version"] = bound.workflow.version
         if call_stack:
             run["call_stack"] = list(call_stack)
+        if self.queue is not None and not call_stack:
+            # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
+            stored, created = self.queue.create(self.store, run, idempotency_key)
+            return (snapshot(run) if created else stored), created
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
@@ -113,6 +129,8 @@ class Engine:
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
+                if self.leases is not None and self.leases.claim(run["id"]):  # a new run: nobody else holds it
+                    run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -141,8 +159,9 @@ class Engine:
         if run["status"] != RunStatus.QUEUED:
             self._transition(execution.run, RunStatus.QUEUED, by)
         index = next((i for i, step in enumerate(steps) if step["status"] not in FINISHED_STEP), len(steps))
-        where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
-        self._log(execution, logging.INFO, f"continues {where} ({by})")
+        if index or run.get("started_at"):  # not a worker's first look at a run that never started
+            where = f"at step {index + 1} of {len(steps)}" if index < len(steps) else "after its last step"
+            self._log(execution, logging.INFO, f"continues {where} ({by})")
         self._schedule(execution)
 
     def _run_log(self, run_id: str, scrubber: Scrubber, kept: int = 0) -> run_logs.RunLog:
@@ -164,6 +183,11 @@ class Engine:
         """The settings' secrets plus every value redacted by key in the run's inputs, definition and trigger."""
         definition, trigger = bound.workflow.definition, bound.trigger.describe()
         return self._scrubber.extended(secret_values(trigger_data) | secret_values(definition) | secret_values(trigger))
+
+    def executes(self, run_id: str) -> bool:
+        """True while the run executes here or waits here for a slot."""
+        with self._lock:
+            return run_id in self._executions
 
     def wait(self, run_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a run of this process to finish; True when it has."""
@@ -191,9 +215,15 @@ class Engine:
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
             raise RunStateError(run, "cancelled")
         execution, owned, holds_slot = self._claim(run["id"], "cancel", by)
+        if execution is None and self._elsewhere(run["id"]):
+            return self._ask_elsewhere(run, "cancel", by)
         if execution is None:
-            run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
-            self._transition(run, RunStatus.CANCELLED, by, finished=True)
+            try:
+                run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
+                self._transition(run, RunStatus.CANCELLED, by, finished=True)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(run["id"])  # taken by _elsewhere while the status changed
             return run
         if owned:
             try:
@@ -210,13 +240,69 @@ class Engine:
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise RunStateError(run, "paused")
         execution, owned, _ = self._claim(run["id"], "pause", by)
+        if execution is None and self._elsewhere(run["id"]):
+            return self._ask_elsewhere(run, "pause", by)
         if execution is None:
-            run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING))
-            self._transition(run, RunStatus.PAUSED, by)
+            try:
+                run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING))
+                self._transition(run, RunStatus.PAUSED, by)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(run["id"])  # taken by _elsewhere while the status changed
             return run
         if owned:
             self._halt(execution)
         return self._settled(execution, timeout=2.0)
+
+    def _elsewhere(self, run_id: str) -> bool:
+        """True when another process holds the run's lease: it executes the run, so it must act on a control.
+
+        Otherwise this process takes the lease (released once the control's change is stored), so no
+        worker starts the run while its status changes here.
+        """
+        return self.leases is not None and not self.leases.claim(run_id)
+
+    def _ask_elsewhere(self, run: dict, control: str, by: str) -> dict:
+        """Have the process executing the run cancel or pause it; the run once it did (or as it stands)."""
+        self.store.request_control(run["id"], control, by)
+        deadline = time.monotonic() + CONTROL_WAIT_SECONDS[control]
+        done = FINISHED_RUN | {RunStatus.PAUSED}
+        fresh = run
+        while time.monotonic() < deadline:
+            fresh = self.store.get_run(run["id"]) or fresh
+            if fresh["status"] in done:
+                break
+            time.sleep(0.05)
+        return fresh
+
+    def _on_control(self, run_id: str, control: str, by: str) -> None:
+        """A cancel or pause asked through another process, for a run executing here (Leases hands it over)."""
+        with self._lock:
+            execution = self._executions.get(run_id)
+        if execution is None:
+            return  # it stopped executing here meanwhile
+        act = self.cancel if control == "cancel" else self.pause
+
+        def apply() -> None:
+            try:
+                act(execution.run, by)
+            except RunStateError:
+                pass  # it finished or paused in between: nothing to do
+            except Exception:
+                logger.exception("run %s: the %s asked by %s failed", run_id, control, by)
+
+        threading.Thread(target=apply, name=f"pyflow-{control}-{run_id}", daemon=True).start()
+
+    def _lost(self, run_id: str) -> None:
+        """This process lost the run's lease: stop executing it, writing nothing more (another owns it now)."""
+        with self._lock:
+            execution = self._executions.get(run_id)
+            if execution is None:
+                return
+            execution.control, execution.control_by = "lost", "lease lost"
+            execution.stop.set()
+        with execution.changed:
+            execution.changed.notify_all()
 
     def _current(self, run: dict, wanted: str, allowed: tuple[RunStatus, ...]) -> dict:
         """The run as stored now: it may have finished (and left this process) since the caller read it."""
@@ -315,6 +401,8 @@ class Engine:
             while self._active and time.monotonic() < deadline:
                 self._lock.wait(deadline - time.monotonic())
         self._watchdog.stop()
+        if self.leases is not None:
+            self.leases.stop()
 
     # -- workers --------------------------------------------------------------
     def unfinished_count(self, workflow: str) -> int:
@@ -333,14 +421,31 @@ class Engine:
         return execution
 
     def _schedule(self, execution: Execution) -> None:
-        """Register a queued run here and hand it to the dispatcher, which has it executed (execute_here)."""
+        """Register a queued run here and hand it to the dispatcher, which has it executed (execute_here).
+
+        With a queue, a worker executes it instead; with leases, only while this process holds the run's.
+        """
+        run_id = execution.run["id"]
+        if self.queue is not None:
+            execution.log.close()
+            self.store.flush(run_id)  # the worker reads the run as it stands now
+            self.queue.submit(run_id)
+            return
+        if self.leases is not None:
+            if not self.leases.claim(run_id):
+                logger.info("run %s is executed by another process (it holds the run's lease)", run_id)
+                return
+            execution.run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
         with self._lock:
-            self._executions[execution.run["id"]] = execution
+            self._executions[run_id] = execution
             if self._released:
                 execution.answer.set()
-            if self._closing:
-                return
-        self.dispatcher.submit(execution.run["id"])
+            closing = self._closing
+        if closing:
+            if self.leases is not None:
+                self._forget(execution)  # left as stored, for another process (the sweeper sends it on)
+            return
+        self.dispatcher.submit(run_id)
 
     def execute_here(self, run_id: str) -> None:
         """Execute a run registered here on a thread holding a slot, or queue it for the next free slot."""
@@ -687,6 +792,9 @@ class Engine:
     def _halt(self, execution: Execution) -> None:
         """Stop a run for its ``control``: cancel, pause, or shutdown (left for the restart)."""
         run, by = execution.run, execution.control_by
+        if execution.control == "lost":
+            self._forget(execution)  # another process owns the run now: nothing more is written from here
+            return
         execution.log.close()
         if execution.control == "cancel":
             with self._lock:
@@ -808,6 +916,8 @@ class Engine:
             if execution.counted:
                 execution.counted = False
                 self._running[execution.bound.name] -= 1
+        if self.leases is not None:
+            self.leases.release(execution.run["id"])
         execution.done.set()
         execution.answer.set()
 

@@ -23,9 +23,11 @@ from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
+from app.core.sweeper import Sweeper
 from app.core.templating import Renderer
+from app.dispatch.queues import open_queue
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
-from app.runs import RunStatus, format_time, snapshot
+from app.runs import FINISHED_RUN, RunStatus, format_time, snapshot
 from app.storage.base import Durability, Store
 from app.storage.json.store import JsonStore
 from triggers.base import TriggerError
@@ -73,9 +75,19 @@ class Runtime:
         *,
         store: Store | None = None,
         workflows: Iterable[type[Workflow]] = (),
+        worker: bool = False,
     ):
+        """``worker``: a ``run.py worker`` process, which executes the runs of a queue's jobs (``work``)."""
         self.settings = dict(settings)
+        self.worker = worker
+        if worker:
+            self.settings["WORKFLOW_MAX_CONCURRENT"] = self.settings["WORKFLOW_WORKER_CONCURRENCY"]
         check_files_root(self.settings)
+        # Checked before the store opens: a typo in the executor's settings is one line, not a connection.
+        self.queue = open_queue(self.settings)
+        if worker and self.queue is None:
+            raise ConfigError("run.py worker needs WORKFLOW_EXECUTOR=procrastinate or celery (and "
+                              "WORKFLOW_DATABASE_URL); with WORKFLOW_EXECUTOR=local the server executes its runs")
         self.store = store or open_store(self.settings)
         self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
         self.catalog = Catalog(self.store, self.settings, self.renderer)
@@ -83,6 +95,16 @@ class Runtime:
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.run_child = self.run_child
         self.dispatcher = self.engine.dispatcher
+        # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
+        self.shared = bool(self.settings.get("WORKFLOW_DATABASE_URL"))
+        self.sweeper: Sweeper | None = None
+        if self.shared:
+            self.engine.use_leases(float(self.settings["WORKFLOW_LEASE_SECONDS"]))
+            self.sweeper = Sweeper(self.store, float(self.settings["WORKFLOW_LEASE_SECONDS"]), self._resend,
+                                   tidy=self.queue.recover if self.queue is not None else None)
+        if self.queue is not None and not worker:
+            self.engine.queue = self.queue  # this server creates and controls runs; workers execute them
+        self._stopping = threading.Event()
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
                                    on_overdue=self._poll_overdue)
@@ -109,6 +131,10 @@ class Runtime:
             if self._started:
                 return
             self._started = True
+        if self.worker:
+            raise RuntimeError("a worker's runtime runs with work(), not start()")
+        if self.queue is not None:
+            self.queue.start()
         self.dispatcher.start()
         self.recover()
         self.scheduler.start()
@@ -140,10 +166,14 @@ class Runtime:
         """This server became the leader: poll the started workflows, from the cursors in the store."""
         self._leading = True
         self._poll_started()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     def _follow(self) -> None:
         """This server is no longer the leader: stop polling (a poll under way ends; event keys stop a twin)."""
         self._leading = False
+        if self.sweeper is not None:
+            self.sweeper.stop()
         with self._definitions_lock:
             for name in self.scheduler.scheduled():
                 self._unschedule(name)
@@ -169,14 +199,20 @@ class Runtime:
 
     def release_waiters(self) -> None:
         """Requests waiting for a run (``?wait``, a webhook's result) answer now with the run as it stands."""
+        self._stopping.set()
         self.engine.release_waiters()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
+        self._stopping.set()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         if self._leadership is not None:
             self._leadership.stop()  # another server takes over the triggers now
         self.scheduler.shutdown()
         self.dispatcher.shutdown(timeout)
+        if self.queue is not None:
+            self.queue.shutdown(timeout)
         for bound in self.bound.values():
             try:
                 bound.trigger.close()
@@ -185,21 +221,90 @@ class Runtime:
         self.store.close()
 
     def recover(self) -> int:
-        """Resume runs that were queued or running when the last process stopped."""
+        """Resume runs that were queued or running when the last process stopped.
+
+        With a queue, workers execute them: the leader's sweeper sends on those no worker holds.
+        On a shared database only runs no other live process holds a lease on are taken.
+        """
+        if self.queue is not None:
+            return 0
         ids = self.store.find_run_ids({RunStatus.QUEUED.value, RunStatus.RUNNING.value})
         for run_id in ids:
+            if self.shared:
+                self.take_run(run_id, "restart")
+                continue
             run = self.store.get_run(run_id)
             if run is None or run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
                 continue  # the index's status lines are hints; the run's own file decides
-            bound = self.catalog.version(run["workflow"], run.get("version"))
-            if bound is None:
-                run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
-                           error=f"workflow {run['workflow']!r} is no longer registered"
-                           + (f" (version {run['version']})" if run.get("version") else ""))
-                self.store.save_run(run)
-                continue
-            self.engine.resume(bound, run)
+            bound = self._bound_for(run)
+            if bound is not None:
+                self.engine.resume(bound, run)
         return len(ids)
+
+    def _bound_for(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with; None after failing the run when it is gone."""
+        bound = self.catalog.version(run["workflow"], run.get("version"))
+        if bound is None:
+            run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
+                       error=f"workflow {run['workflow']!r} is no longer registered"
+                       + (f" (version {run['version']})" if run.get("version") else ""))
+            self.store.save_run(run)
+        return bound
+
+    # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------
+    def take_run(self, run_id: str, by: str = "worker") -> bool:
+        """Claim a queued or running run's lease and execute it here from its first unfinished step.
+
+        False, doing nothing, when another live process holds the lease (a duplicate or redelivered
+        job) or the run no longer waits to be executed. A run that was running when its lease was
+        taken over lost its worker: its interrupted non-idempotent step fails "interrupted by worker loss".
+        """
+        leases = self.engine.leases
+        if leases is None or self._stopping.is_set() or not leases.claim(run_id):
+            return False
+        try:
+            run = self.store.get_run(run_id)
+            bound = None
+            if run is not None and run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
+                bound = self._bound_for(run)
+            if bound is None:
+                leases.release(run_id)
+                return False
+            lost = run["status"] == RunStatus.RUNNING
+            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by)
+        except BaseException:
+            leases.release(run_id)
+            raise
+        return self.engine.executes(run_id)
+
+    def execute_job(self, run_id: str) -> None:
+        """A queue's job: execute the run here, returning once it stopped executing here (``run.py worker``)."""
+        if not self.take_run(run_id):
+            return
+        self.engine.wait(run_id, None)  # type: ignore[arg-type]
+        if self._stopping.is_set() and self.queue is not None:
+            # This worker stops: its runs halted at a step's end; another worker continues them now.
+            run = self.store.get_run(run_id)
+            if run is not None and run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
+                self.queue.submit(run_id)
+
+    def work(self) -> None:
+        """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
+        self.queue.start()
+        self.queue.work(self.execute_job, int(self.settings["WORKFLOW_WORKER_CONCURRENCY"]))
+
+    def stop_work(self, timeout: float) -> None:
+        """Take no more jobs; halt runs at their step's end within ``timeout`` (others take them), then close."""
+        self._stopping.set()
+        self.engine.shutdown(timeout)  # each run halts; its job returns and the run is sent on
+        self.queue.stop()
+
+    def _resend(self, run_id: str) -> None:
+        """The sweeper's way to get a run without a live lease executed: a new job, or this server's threads."""
+        if self.queue is not None:
+            self.queue.submit(run_id)
+        else:
+            self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
         """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
@@ -358,7 +463,25 @@ class Runtime:
 
     def outcome(self, run: dict, timeout: float) -> dict:
         """A run submitted ``awaited``: as it ended within ``timeout``, else as it stands in the store."""
-        return self.engine.outcome(run["id"], timeout) or self.store.get_run(run["id"]) or run
+        deadline = time.monotonic() + timeout
+        ended = self.engine.outcome(run["id"], timeout)
+        if ended is not None:
+            return ended
+        if not self.shared:
+            return self.store.get_run(run["id"]) or run
+        return self._watch(run, deadline)
+
+    def _watch(self, run: dict, deadline: float) -> dict:
+        """The run once it ended or paused in whichever process executes it, or as it stands at ``deadline``."""
+        delay = 0.01
+        while True:
+            stored = self.store.get_run(run["id"]) or run
+            if stored["status"] in FINISHED_RUN or stored["status"] == RunStatus.PAUSED:
+                return stored
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.wait(min(delay, remaining)):
+                return stored
+            delay = min(delay * 2, 0.2)  # quick for short runs, a few reads a second for long ones
 
     def check_inputs(self, bound: BoundWorkflow, inputs: dict) -> None:
         """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise."""
@@ -393,7 +516,7 @@ class Runtime:
         bound = self.get(name)
         self.check_inputs(bound, inputs)
         run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack)
-        if not self.engine.wait(run["id"], timeout):
+        if not self.engine.wait(run["id"], timeout):  # a child runs in its parent's process, whatever the executor
             raise TimeoutError(f"sub-workflow {name!r} (run {run['id']}) did not finish within {timeout:g} s")
         return self.store.get_run(run["id"]) or run
 

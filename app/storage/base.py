@@ -134,6 +134,21 @@ class Store(ABC):
         Candidates for takeover: their worker stopped renewing (it died, or lost the database).
         """
 
+    @abstractmethod
+    def unleased_runs(self, older_than: float | None = None) -> list[str]:
+        """Ids of queued or running runs with no live lease (created before epoch ``older_than``), oldest first."""
+
+    # -- control requests: cancel or pause a run executing in another process ----------
+    # One pending request per run: a pause never replaces a pending cancel, a cancel replaces a pending pause.
+    # A request outlives its lease (a worker taking the run over still honours it); release_run drops it.
+    @abstractmethod
+    def request_control(self, run_id: str, operation: str, by: str) -> None:
+        """Ask the run's executing process to ``operation`` ("cancel" or "pause") it; NotFound, ValueError."""
+
+    @abstractmethod
+    def take_controls(self, owner: str) -> list[tuple[str, str, str]]:
+        """Take the pending ``(run_id, operation, by)`` of runs ``owner`` holds a live lease on, oldest run first."""
+
     # -- trigger state and started workflows --------------------------------
     @abstractmethod
     def load_trigger_state(self, workflow: str) -> dict:
@@ -181,6 +196,8 @@ class Store(ABC):
 
 #: Run statuses whose expired lease makes the run a candidate for takeover.
 LEASED_STATUSES = frozenset({"queued", "running"})
+#: What request_control may ask of a run, the stronger first (a pending cancel is never replaced by a pause).
+CONTROLS = ("cancel", "pause")
 
 
 def check_lease(owner: str, seconds: float) -> None:
@@ -189,3 +206,14 @@ def check_lease(owner: str, seconds: float) -> None:
         raise ValueError(f"a lease's owner must be a non-empty string such as 'host:pid', got {owner!r}")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (0 < seconds < math.inf):
         raise ValueError(f"a lease's seconds must be a number > 0, got {seconds!r}")
+
+
+def check_control(run_id: str, operation: str) -> None:
+    """A ValueError naming the run and the value when ``operation`` is not one of CONTROLS."""
+    if operation not in CONTROLS:
+        raise ValueError(f"cannot request {operation!r} of run {run_id!r}: the operation must be 'cancel' or 'pause'")
+
+
+def replaces(operation: str, pending: str | None) -> bool:
+    """Whether a request for ``operation`` replaces the ``pending`` one (cancel wins over pause)."""
+    return not (pending == "cancel" and operation == "pause")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.errors import NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
 
 
 class MemoryStore(Store):
@@ -28,6 +28,7 @@ class MemoryStore(Store):
         self._logs: dict[str, list[dict]] = {}
         self._definitions: dict[str, list[dict]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # run id -> (owner, epoch when it ends)
+        self._controls: dict[str, tuple[str, str]] = {}  # run id -> (operation, by) of its pending request
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -99,6 +100,7 @@ class MemoryStore(Store):
                 del self._runs[run_id]
                 self._logs.pop(run_id, None)
                 self._leases.pop(run_id, None)
+                self._controls.pop(run_id, None)
             self._ids = [run_id for run_id in self._ids if run_id in self._runs]
             self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
         return len(doomed)
@@ -142,12 +144,37 @@ class MemoryStore(Store):
         with self._lock:
             if self._leases.get(run_id, ("",))[0] == owner:
                 del self._leases[run_id]
+                self._controls.pop(run_id, None)
 
     def expired_leases(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         with self._lock:
             return sorted(run_id for run_id, (_, ends) in self._leases.items()
                           if ends <= now and self._runs[run_id]["status"] in LEASED_STATUSES)
+
+    def unleased_runs(self, older_than: float | None = None) -> list[str]:
+        now = time.time()
+        with self._lock:
+            return [
+                run_id for run_id in self._ids
+                if self._runs[run_id]["status"] in LEASED_STATUSES
+                and self._leases.get(run_id, ("", now))[1] <= now
+                and (older_than is None or _created_before(self._runs[run_id], older_than))
+            ]
+
+    def request_control(self, run_id: str, operation: str, by: str) -> None:
+        check_control(run_id, operation)
+        with self._lock:
+            self._stored(run_id)
+            if replaces(operation, self._controls.get(run_id, (None,))[0]):
+                self._controls[run_id] = (operation, by)
+
+    def take_controls(self, owner: str) -> list[tuple[str, str, str]]:
+        now = time.time()
+        with self._lock:
+            mine = sorted(run_id for run_id in self._controls
+                          if (lease := self._leases.get(run_id)) is not None and lease[0] == owner and lease[1] > now)
+            return [(run_id, *self._controls.pop(run_id)) for run_id in mine]
 
     def save_definition(self, name: str, definition: dict) -> int:
         with self._lock:
@@ -186,3 +213,7 @@ class MemoryStore(Store):
     def set_started(self, workflow: str, started: bool) -> None:
         with self._lock:
             (self._started.add if started else self._started.discard)(workflow)
+
+
+def _created_before(run: dict, epoch: float) -> bool:
+    return bool(run.get("created_at")) and parse_time(run["created_at"]) < epoch

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.errors import ConfigError, NotFound, StorageError
 from app.runs import FINISHED_RUN, parse_time
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease
 from app.storage.migrate import migrate
 
 # Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
@@ -35,6 +35,8 @@ _ENTRY_COLUMNS = ", ".join(
     ["id", "workflow", "status"]
     + [f"to_char({column} AT TIME ZONE 'UTC', {_ISO})" for column in ("created_at", "started_at", "finished_at")]
 )
+# request_control: a pending request stays when a pause meets a pending cancel (cancel wins).
+_KEEP = "(control = 'cancel' AND %(operation)s::text = 'pause')"
 _RUN_COLUMNS = ("workflow", "status", "created_at", "started_at", "finished_at", "version", "worker")
 
 
@@ -366,7 +368,8 @@ class PostgresStore(Store):
 
     def release_run(self, run_id: str, owner: str) -> None:
         with self._conn("release a run") as conn:
-            conn.execute("UPDATE pyflow_runs SET lease_owner = NULL, lease_expires = NULL"
+            conn.execute("UPDATE pyflow_runs SET lease_owner = NULL, lease_expires = NULL,"
+                         " control = NULL, control_by = NULL, control_at = NULL"
                          " WHERE id = %s AND lease_owner = %s", (run_id, owner))
 
     def expired_leases(self, now: float | None = None) -> list[str]:
@@ -378,6 +381,46 @@ class PostgresStore(Store):
                 (at, sorted(LEASED_STATUSES)),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def unleased_runs(self, older_than: float | None = None) -> list[str]:
+        before = None if older_than is None else datetime.fromtimestamp(older_than, UTC)
+        with self._conn("find unleased runs") as conn:
+            rows = conn.execute(
+                "SELECT id FROM pyflow_runs WHERE status = ANY(%s)"
+                " AND (lease_owner IS NULL OR lease_expires <= now())"
+                " AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz) ORDER BY id",
+                (sorted(LEASED_STATUSES), before, before),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- control requests ---------------------------------------------------------
+    def request_control(self, run_id: str, operation: str, by: str) -> None:
+        check_control(run_id, operation)
+        # One statement: the row comes back whenever the run exists, changed unless a pause meets a pending cancel.
+        with self._conn("request a run's cancel or pause") as conn:
+            found = conn.execute(
+                f"UPDATE pyflow_runs SET control = CASE WHEN {_KEEP} THEN control ELSE %(operation)s END,"
+                f" control_by = CASE WHEN {_KEEP} THEN control_by ELSE %(by)s END,"
+                f" control_at = CASE WHEN {_KEEP} THEN control_at ELSE now() END"
+                " WHERE id = %(id)s RETURNING id",
+                {"id": run_id, "operation": operation, "by": by},
+            ).fetchone()
+        if found is None:
+            raise NotFound(f"no run with id {run_id!r}")
+
+    def take_controls(self, owner: str) -> list[tuple[str, str, str]]:
+        # RETURNING gives the new (NULL) values before PostgreSQL 18, so the old ones come from a locking
+        # sub-select: a second caller waits on the rows (locked in id order: no deadlock), then (READ COMMITTED)
+        # finds them taken and skips them.
+        with self._conn("take control requests") as conn:
+            rows = conn.execute(
+                "WITH pending AS (SELECT id, control, control_by FROM pyflow_runs"
+                "  WHERE lease_owner = %s AND control IS NOT NULL AND lease_expires > now() ORDER BY id FOR UPDATE)"
+                " UPDATE pyflow_runs r SET control = NULL, control_by = NULL, control_at = NULL"
+                " FROM pending WHERE r.id = pending.id RETURNING r.id, pending.control, pending.control_by",
+                (owner,),
+            ).fetchall()
+        return sorted((run_id, operation, by) for run_id, operation, by in rows)
 
     # -- trigger state and started workflows --------------------------------
     def load_trigger_state(self, workflow: str) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 from actions.private_files import DIR_MODE, make_private_dir, open_private
 from app.errors import NotFound, StorageError, storage_error
 from app.runs import FINISHED_RUN, parse_time, utcnow
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_lease
+from app.storage.base import CONTROLS, LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
 from app.storage.json import journal_files
 from app.storage.json.files import (
     Mutex,
@@ -61,9 +61,10 @@ class JsonStore(Store):
         self._keys = self.root / "keys"
         self._triggers = self.root / "triggers"
         self._leases = self.root / "leases"
+        self._controls = self.root / "controls"
         self._workflows_path = self.root / "workflows.json"
         locks = self.root / "locks"
-        for folder in (self._runs, self._keys, self._triggers, self._leases, locks):
+        for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, locks):
             try:
                 make_private_dir(folder)
             except OSError as exc:
@@ -74,7 +75,8 @@ class JsonStore(Store):
             logger.warning("cannot make %s private (mode 0700): %s", self.root, exc)
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
-        self._leases_mutex = Mutex(locks / "leases.lock")  # taken alone, around a lease's read and replace
+        # Taken alone, around a lease's or a control request's read and replace.
+        self._leases_mutex = Mutex(locks / "leases.lock")
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
@@ -255,7 +257,7 @@ class JsonStore(Store):
                     self._deferred.pop(run_id, None)
                 with self._files.locked(run_id):  # no other process appends while it goes
                     paths = [self._runs / f"{run_id}.{suffix}" for suffix in ("json", "journal", "log")]
-                    for path in [*paths, self._leases / f"{run_id}.json"]:
+                    for path in [*paths, self._lease_path(run_id), self._control_path(run_id)]:
                         try:
                             path.unlink(missing_ok=True)
                         except OSError as exc:
@@ -341,11 +343,12 @@ class JsonStore(Store):
             return
         with self._leases_mutex:
             if (self._lease(run_id) or {}).get("owner") == owner:
-                path = self._lease_path(run_id)
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError as exc:
-                    raise storage_error("remove", path, exc) from exc
+                # The lease first: a request left behind by a failed second unlink is harmless (taken later).
+                for path in (self._lease_path(run_id), self._control_path(run_id)):
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as exc:
+                        raise storage_error("remove", path, exc) from exc
 
     def expired_leases(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
@@ -362,6 +365,83 @@ class JsonStore(Store):
         # The index is a hint: each candidate's own file says whether it is still queued or running.
         return [run_id for run_id in self.find_run_ids(set(LEASED_STATUSES))
                 if run_id in expired and (self.get_run(run_id) or {}).get("status") in LEASED_STATUSES]
+
+    def unleased_runs(self, older_than: float | None = None) -> list[str]:
+        # Costs a pass over the index in memory, then a lease file read per queued or running run (and a
+        # read of the run's own file for those without a live lease): not a file read per run stored.
+        with self._index.lock:
+            self._index.refresh()
+            candidates = [
+                run_id for run_id in self._index.ids
+                if (entry := self._index.entries[run_id]).get("status") in LEASED_STATUSES
+                and (older_than is None or _created_before(entry, older_than))
+            ]
+        now = time.time()
+        found = []
+        for run_id in candidates:
+            if (self._lease(run_id) or {}).get("expires", now) > now:
+                continue
+            run = self.get_run(run_id)  # the index is a hint: the run's own file has its status
+            if run is not None and run.get("status") in LEASED_STATUSES and (
+                older_than is None or _created_before(run, older_than)
+            ):
+                found.append(run_id)
+        return found
+
+    # -- control requests ---------------------------------------------------------
+    # controls/<id>.json beside the leases, read and replaced under locks/leases.lock: a request is taken
+    # by one caller, and checked against the lease it is taken under.
+    def request_control(self, run_id: str, operation: str, by: str) -> None:
+        check_control(run_id, operation)
+        run_id = _check_name("run id", run_id)
+        if not any((self._runs / f"{run_id}.{suffix}").exists() for suffix in ("journal", "json")):
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        with self._leases_mutex:
+            if replaces(operation, (self._control(run_id) or {}).get("operation")):
+                write_atomic(self._control_path(run_id),
+                             dumps({"operation": operation, "by": by, "at": time.time()}))
+
+    def take_controls(self, owner: str) -> list[tuple[str, str, str]]:
+        # Polled about once a second by every worker: a listing of the pending requests (usually none) and
+        # a lease read for each, without the lock; the lock only when one of them is ``owner``'s.
+        try:
+            with os.scandir(self._controls) as entries:
+                names = sorted(entry.name[: -len(".json")] for entry in entries if entry.name.endswith(".json"))
+        except OSError as exc:
+            raise storage_error("read", self._controls, exc) from exc
+        mine = [run_id for run_id in names if _NAME.fullmatch(run_id) and self._holds(run_id, owner)]
+        if not mine:
+            return []
+        taken = []
+        with self._leases_mutex:
+            for run_id in mine:
+                control = self._control(run_id)
+                if control is None or not self._holds(run_id, owner):
+                    continue  # taken by another caller meanwhile, or the lease was lost
+                path = self._control_path(run_id)
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    raise storage_error("remove", path, exc) from exc
+                taken.append((run_id, control["operation"], control["by"]))
+        return taken
+
+    def _holds(self, run_id: str, owner: str) -> bool:
+        """Whether ``owner`` holds a live lease on the run."""
+        lease = self._lease(run_id)
+        return lease is not None and lease["owner"] == owner and lease["expires"] > time.time()
+
+    def _control_path(self, run_id: str) -> Path:
+        return self._controls / f"{run_id}.json"
+
+    def _control(self, run_id: str) -> dict | None:
+        """The run's pending request, ``{"operation", "by", "at"}``, or None; replaced whole, so read without a lock."""
+        control = read_json(self._control_path(run_id), None)
+        if control is not None and not (isinstance(control, dict) and control.get("operation") in CONTROLS
+                                        and isinstance(control.get("by"), str)):
+            raise StorageError(f"cannot read {self._control_path(run_id)}: not a control request "
+                               "({'operation', 'by', 'at'})")
+        return control
 
     def _lease_path(self, run_id: str) -> Path:
         return self._leases / f"{run_id}.json"
@@ -800,7 +880,7 @@ class JsonStore(Store):
         """Remove what a killed process left behind: temporary files, and journals it made but never wrote to."""
         # A live writer replaces its temporary file, and writes its new journal, within seconds.
         cutoff = time.time() - _STALE_TEMP_SECONDS
-        for folder in (self.root, self._runs, self._keys, self._triggers):
+        for folder in (self.root, self._runs, self._keys, self._triggers, self._leases, self._controls):
             with suppress(OSError), os.scandir(folder) as entries:
                 for entry in entries:
                     if entry.name.startswith(".") and entry.name.endswith(".tmp"):
@@ -829,6 +909,11 @@ def _check_name(what: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"{what} must be 1-128 letters, digits, '_' or '-', got {name!r}")
     return name
+
+
+def _created_before(entry: dict, epoch: float) -> bool:
+    """Whether a run (or its index entry) was created before ``epoch``."""
+    return bool(entry.get("created_at")) and parse_time(entry["created_at"]) < epoch
 
 
 def _apply(run: dict, line: dict, journal: Path) -> None:

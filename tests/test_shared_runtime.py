@@ -1,0 +1,136 @@
+"""Two servers on one PostgreSQL database, runs on their own threads: leases, control across processes, takeover.
+
+The multi-process tests (tests/test_cluster.py) kill real processes; these drive two runtimes of one
+test process, each with its own lease owner and storage folder, through the same code paths.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.core.config import load_settings
+from app.core.runtime import Runtime
+from app.runs import RunStatus, StepStatus, new_run, new_step
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
+from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow, SendSlowlyWorkflow
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.services
+
+LEASE = 2.0
+
+
+@pytest.fixture
+def pair(postgres_url, tmp_path):
+    """Two started runtimes sharing one database, each with its own folder."""
+    reset_gates()
+    runtimes = []
+    for name in ("a", "b"):
+        storage = tmp_path / name
+        storage.mkdir()
+        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_LEASE_SECONDS": LEASE,
+                    "WORKFLOW_STEP_TIMEOUT": 60.0}
+        runtime = Runtime(settings, workflows=[EchoWorkflow, GatedWorkflow, SendSlowlyWorkflow])
+        runtime.start()
+        runtimes.append(runtime)
+    yield runtimes
+    release_gates()
+    for runtime in runtimes:
+        runtime.shutdown(timeout=2)
+    reset_gates()
+
+
+def status_of(runtime: Runtime, run_id: str) -> str:
+    return runtime.get_run(run_id)["status"]
+
+
+def test_a_run_executes_where_it_was_started_and_names_that_process(pair):
+    a, b = pair
+    run, _ = a.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, message="the run reaching its gate")
+    assert a.get_run(run["id"])["worker"] == a.engine.leases.owner
+    assert b.take_run(run["id"]) is False  # a duplicate: the lease is a's
+    gate("gated").set()
+    wait_until(lambda: status_of(b, run["id"]) == RunStatus.SUCCEEDED, message="the run finishing")
+    assert arrivals("gated") == 1
+    assert b.get_run(run["id"])["worker"] == a.engine.leases.owner
+
+
+def test_cancel_through_another_server_reaches_the_run_within_two_seconds(pair):
+    a, b = pair
+    run, _ = a.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, message="the run reaching its gate")
+    answered = b.control(run["id"], "cancel", by="api")
+    assert answered["status"] == RunStatus.CANCELLED
+    stored = b.get_run(run["id"])
+    assert [step["status"] for step in stored["steps"]] == ["succeeded", "cancelled", "pending"]
+    wait_until(lambda: not a.engine.executes(run["id"]), timeout=2, message="a's execution ending")
+
+
+def test_pause_through_another_server_then_resume_there_runs_each_step_once(pair, tmp_path):
+    a, b = pair
+    run, _ = a.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, message="the run reaching its gate")
+    threading.Timer(0.5, gate("gated").set).start()  # the step under way finishes; the pause takes effect after
+    b.control(run["id"], "pause", by="api")
+    wait_until(lambda: status_of(b, run["id"]) == RunStatus.PAUSED, message="the run pausing")
+    assert [step["status"] for step in b.get_run(run["id"])["steps"]] == ["succeeded", "succeeded", "pending"]
+
+    b.control(run["id"], "resume", by="api")  # b takes the lease and executes the rest
+    wait_until(lambda: status_of(a, run["id"]) == RunStatus.SUCCEEDED, message="the resumed run finishing")
+    lines = [line for folder in ("a", "b") if (tmp_path / folder / "gated.txt").exists()
+             for line in (tmp_path / folder / "gated.txt").read_text().splitlines()]
+    assert sorted(line.split()[0] for line in lines) == ["first", "last"]
+    assert arrivals("gated") == 1
+    assert b.get_run(run["id"])["worker"] == b.engine.leases.owner
+
+
+def test_waiting_for_a_run_executing_on_another_server(pair):
+    a, b = pair
+    run, _ = a.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, message="the run reaching its gate")
+    assert b.outcome(run, 0.2)["status"] == RunStatus.RUNNING  # as it stands when the wait ends
+    threading.Timer(0.2, gate("gated").set).start()
+    assert b.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
+
+
+def ghost_run(runtime: Runtime, workflow: str, running: int) -> str:
+    """A run left running by a process that died: steps before ``running`` done, that one under way."""
+    bound = runtime.get(workflow)
+    steps = [new_step(action.name, action.type, []) for action in bound.actions]
+    for step in steps[:running]:
+        step.update(status=StepStatus.SUCCEEDED.value, attempts=1, result={"value": "ready"})
+    steps[running].update(status=StepStatus.RUNNING.value, attempts=1)
+    run = new_run(workflow, steps, {"text": "x"}, "api")
+    run.update(status=RunStatus.RUNNING.value, started_at=run["created_at"])
+    runtime.store.create_run(run)
+    assert runtime.store.claim_run(run["id"], "ghost-host:1", 0.2)
+    return run["id"]
+
+
+def test_a_run_whose_process_died_is_taken_over_and_its_non_idempotent_step_fails(pair):
+    a, b = pair
+    run_id = ghost_run(a, "send_slowly", running=1)
+    wait_until(lambda: run_id in b.store.expired_leases(), message="the ghost's lease expiring")
+    b.sweeper.sweep()  # or the leader's own sweeper got there first: either server may take it
+    wait_until(lambda: status_of(b, run_id) == RunStatus.FAILED, message="the taken-over run ending")
+    stored = b.get_run(run_id)
+    assert stored["steps"][1]["error"] == "interrupted by worker loss"
+    assert stored["steps"][0]["attempts"] == 1  # a finished step never runs again
+    assert stored["worker"] in (a.engine.leases.owner, b.engine.leases.owner)
+
+
+def test_a_run_whose_process_died_continues_its_idempotent_step_elsewhere(pair):
+    a, b = pair
+    release_gates()
+    run_id = ghost_run(a, "gated", running=1)
+    wait_until(lambda: run_id in a.store.expired_leases(), message="the ghost's lease expiring")
+    a.sweeper.sweep()
+    wait_until(lambda: status_of(a, run_id) == RunStatus.SUCCEEDED, message="the taken-over run finishing")
+    stored = a.get_run(run_id)
+    assert [step["attempts"] for step in stored["steps"]] == [1, 2, 1]
+
