@@ -32,8 +32,8 @@ import requests
 from tests.server import REPO, Server, free_port, server_env
 from tests.waiting import wait_until
 
-# What `run.py worker` prints once it takes jobs.
-WORKER_READY = re.compile(r"worker .*(ready|takes|taking|consum|waiting for|started)", re.IGNORECASE)
+# What `run.py worker` logs as it starts taking jobs.
+WORKER_READY = re.compile(r"worker \S+: up to \d+ runs at once")
 # Settings every process of a cluster starts from: short leases, so a takeover takes seconds, not minutes.
 CLUSTER_ENV = {
     "WORKFLOW_MODULES": "tests.fixtures.cluster_workflows",

@@ -226,14 +226,14 @@ def test_killing_the_leader_hands_triggers_over_and_no_tick_runs_twice(cluster, 
     assert [run for run, count in finished.items() if count > 1] == [], "a tick's step ran twice"
 
 
-def procrastinate_jobs(url: str, run_id: str) -> list[str]:
-    """The statuses of the procrastinate jobs that carry ``run_id``, oldest first."""
+def procrastinate_jobs(url: str) -> tuple[int, dict[int, str]]:
+    """The last job id procrastinate gave out, and the jobs it keeps (id -> status); done jobs are deleted."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT status FROM procrastinate_jobs WHERE args::text LIKE %s ORDER BY id",
-                            (f"%{run_id}%",)).fetchall()
-    return [str(status) for (status,) in rows]
+        (last,) = conn.execute("SELECT last_value FROM procrastinate_jobs_id_seq").fetchone()
+        jobs = dict(conn.execute("SELECT id, status FROM procrastinate_jobs").fetchall())
+    return last, {job: str(status) for job, status in jobs.items()}
 
 
 def test_a_duplicate_job_for_a_leased_run_does_nothing(cluster, ledger, postgres_url):
@@ -246,15 +246,21 @@ def test_a_duplicate_job_for_a_leased_run_does_nothing(cluster, ledger, postgres
     run_id = post_run(server, hold="duplicate")
     (first,) = holding(ledger, [run_id], 1)
     owner = nodes.worker_of(first.pid, first.pgid)
+    before, jobs = procrastinate_jobs(postgres_url)
+    assert list(jobs.values()) == ["doing"], jobs
 
     dispatcher = ProcrastinateDispatcher(postgres_url)
+    dispatcher.start()
     try:
         dispatcher.submit(run_id)
     finally:
         dispatcher.shutdown(5)
-    # The second job is taken and done while the first still holds the run's lease.
-    wait_until(lambda: procrastinate_jobs(postgres_url, run_id) == ["doing", "succeeded"], timeout=TAKEOVER,
-               interval=0.1, message=f"the duplicate job of {run_id} done while the first job runs")
+    # The second job was made, taken and done (procrastinate deletes a job that succeeded) while the first
+    # still executes the run: a worker took it, found the run's lease held, and did nothing.
+    after, jobs = wait_until(lambda: (found := procrastinate_jobs(postgres_url)) and len(found[1]) == 1 and found,
+                             timeout=TAKEOVER, interval=0.1, message=f"the duplicate job of {run_id} done")
+    assert after == before + 1 and list(jobs.values()) == ["doing"], (before, after, jobs)
+    assert events(ledger, run_id) == {"one": ["started", "finished"], "two": ["started"]}
     ledger.release("duplicate")
 
     run = settled(server, [run_id])[run_id]
