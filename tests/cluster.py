@@ -106,6 +106,13 @@ class ClusterServer(Server):
         _wait_started(self, self._healthy, "answer /api/health", timeout)
         return self
 
+    def _healthy(self) -> bool:
+        # A server still starting on a busy machine may take longer than the check's second to answer.
+        try:
+            return requests.get(f"{self.url}/api/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     def kill(self) -> None:
         """kill -9 of its process group: the crash case; nothing gets a chance to clean up."""
         _kill_group(self.process)

@@ -236,16 +236,19 @@ def procrastinate_jobs(url: str) -> tuple[int, dict[int, str]]:
     return last, {job: str(status) for job, status in jobs.items()}
 
 
-def test_a_duplicate_job_for_a_leased_run_does_nothing(cluster, ledger, postgres_url):
+@pytest.mark.parametrize("taker", ["the same worker", "another worker"])
+def test_a_duplicate_job_for_a_leased_run_does_nothing(cluster, ledger, postgres_url, taker):
     from app.dispatch.procrastinate import ProcrastinateDispatcher
 
     nodes = cluster()
     server = nodes.server("a")
-    nodes.worker("w1")
-    nodes.worker("w2")
+    # The owner has a free slot for the duplicate, or none: then only the second worker can take it.
+    owner = nodes.worker("w1", {"WORKFLOW_WORKER_CONCURRENCY": "2" if taker == "the same worker" else "1"})
     run_id = post_run(server, hold="duplicate")
     (first,) = holding(ledger, [run_id], 1)
-    owner = nodes.worker_of(first.pid, first.pgid)
+    assert nodes.worker_of(first.pid, first.pgid) is owner
+    if taker == "another worker":
+        nodes.worker("w2")
     before, jobs = procrastinate_jobs(postgres_url)
     assert list(jobs.values()) == ["doing"], jobs
 
