@@ -11,6 +11,7 @@ Two tests restart a shared service (Redis, PostgreSQL) and bring it back up what
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ import requests
 
 from tests.cluster import Cluster, ClusterServer, cluster_report
 from tests.fixtures.cluster_workflows import TICK_SECONDS
+from tests.fixtures.fast_clock import FAST_CLOCK, FastClock
 from tests.fixtures.ledger import LEDGER_URL, Entry, Ledger
 from tests.services import POSTGRES_URL, REDIS_URL, reachable
 from tests.waiting import wait_until
@@ -34,6 +36,8 @@ TAKEOVER = 30.0
 FAILOVER = 15.0
 # Issue 14: a cancel on any server reaches the run on any worker within 2 s.
 CONTROL = 2.0
+# Seconds two servers get to start before a fast clock reaches the times a test watches.
+STARTUP_ALLOWANCE = 12.0
 # Every run of a test reaching its end.
 SETTLE = 60.0
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -48,14 +52,15 @@ def ledger(postgres_url) -> Ledger:
 
 @pytest.fixture
 def cluster(request, tmp_path, postgres_url, ledger):
-    """``cluster(executor, broker_url)``: a Cluster on the test's database; its processes are killed after the test.
+    """``cluster(executor, broker_url, env)``: a Cluster on the test's database.
 
-    A failed test's report shows every process's output.
+    Its processes are killed after the test; a failed test's report shows their output.
     """
     made: list[Cluster] = []
 
-    def make(executor: str = "procrastinate", broker: str = "") -> Cluster:
-        env = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": executor, LEDGER_URL: postgres_url}
+    def make(executor: str = "procrastinate", broker: str = "", env: dict[str, str] | None = None) -> Cluster:
+        env = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": executor, LEDGER_URL: postgres_url,
+               **(env or {})}
         if broker:
             env["CELERY_BROKER_URL"] = broker
         cluster = Cluster(tmp_path / f"cluster-{len(made)}", env)
@@ -217,13 +222,59 @@ def test_killing_the_leader_hands_triggers_over_and_no_tick_runs_twice(cluster, 
     runs = ticks()
     times = Counter(get_run(other, run["id"])["trigger_data"]["scheduled_time"] for run in runs)  # type: ignore[index]
     assert len(times) >= 100
-    assert [time for time, count in times.items() if count > 1] == [], "a tick became two runs"
+    assert [at for at, count in times.items() if count > 1] == [], "a tick became two runs"
     # No catching up after the gap either: the new leader fires the first missed tick, then the grid restarts.
-    moments = sorted(datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp() for time in times)
+    moments = sorted(epoch(at) for at in times)
     assert [round(later - earlier, 3) for earlier, later in zip(moments, moments[1:], strict=False)
             if later - earlier < TICK_SECONDS - 0.002] == [], "ticks closer than the interval"
     finished = Counter(entry.run for entry in ledger.entries(step="tick") if entry.event == "finished")
     assert [run for run, count in finished.items() if count > 1] == [], "a tick's step ran twice"
+
+
+def scheduled(server: ClusterServer, workflow: str) -> list[str]:
+    """The scheduled times of the workflow's runs, oldest first."""
+    runs = server.all_runs(workflow=workflow)
+    return sorted(get_run(server, run["id"])["trigger_data"]["scheduled_time"] for run in runs)  # type: ignore[index]
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_cron_dst_and_misfire_policies_hold_across_a_leader_failover(cluster, ledger):
+    # 2026-10-25 in Berlin: at 03:00 CEST clocks go back to 02:00 CET, so 02:30 comes twice, at 00:30Z and 01:30Z.
+    # The fast clock (ten minutes a second) reaches the first 02:30 once the servers had time to start.
+    first, second = epoch("2026-10-25T00:30:00Z"), epoch("2026-10-25T01:30:00Z")
+    clock = FastClock(fake=first - 60, real=time.time() + STARTUP_ALLOWANCE, speed=600)
+    nodes = cluster("local", env={FAST_CLOCK: clock.env()})
+    a, b = nodes.server("a"), nodes.server("b")
+    for workflow in ("dst_daily", "dst_frequent"):
+        assert a.post(f"/api/workflows/{workflow}/start").status_code == 200
+    leader = nodes.leader("dst_daily")
+    other = b if leader is a else a
+    assert clock.now() < first - 30, "the servers took longer to start than STARTUP_ALLOWANCE"
+
+    # Fixed minute and hour: only the first pass of the repeated hour fires (Vixie cron).
+    wait_until(lambda: scheduled(other, "dst_daily"), timeout=STARTUP_ALLOWANCE + SETTLE, interval=0.1,
+               message="02:30 CEST firing")
+    leader.kill()
+    wait_until(lambda: other.polls("dst_daily"), timeout=FAILOVER, interval=0.1,
+               message=f"{other.name} polling after kill -9 of the leader {leader.name}")
+    assert clock.now() < second, "the failover took longer than the hour between the two 02:30s"
+    later = epoch("2026-10-25T01:50:00Z")
+    wait_until(lambda: any(epoch(at) >= later for at in scheduled(other, "dst_frequent")),
+               timeout=(clock.real_time(later) - time.time()) + SETTLE, interval=0.2,
+               message=f"{other.name} firing dst_frequent after 02:50 CET")
+
+    assert scheduled(other, "dst_daily") == ["2026-10-25T00:30:00.000Z"]
+    # Minute "*/10": real time through both passes, each time once; a fire missed in the failover runs once
+    # (misfire run_once), never as a burst.
+    times = scheduled(other, "dst_frequent")
+    assert len(set(times)) == len(times), "a fire became two runs"
+    moments = [epoch(at) for at in times]
+    gaps = [after - before for before, after in zip(moments, moments[1:], strict=False)]
+    assert [gap for gap in gaps if gap < 600] == [], "fires closer than the schedule's ten minutes"
+    assert any(first <= moment < second for moment in moments) and any(second <= moment for moment in moments)
 
 
 def procrastinate_jobs(url: str) -> tuple[int, dict[int, str]]:
