@@ -7,6 +7,7 @@ Backend-specific behaviour (files, crash recovery, the WAL) is tested beside eac
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import threading
@@ -995,3 +996,69 @@ def test_unleased_runs_lists_queued_or_running_runs_without_a_live_lease(store, 
     assert store.unleased_runs(older_than=parse_time(queued["created_at"])) == []
     assert store.claim_run(queued["id"], "host-b:2", LONG)
     assert store.unleased_runs() == [running["id"], released["id"], expired["id"]]
+
+# -- files: what runs need on any host (uploads, e-mail attachments; app/core/files.py) ---------------
+KEY = "attachments/f1/form.pdf"
+DATA = b"%PDF-1.4\n" + bytes(range(256)) * 64
+
+
+def test_a_file_put_is_got_back_identical_also_by_another_store_on_the_same_place(backend):
+    # A second PostgreSQL store on its own folder stands for another host.
+    store = backend.open()
+    store.put_file(KEY, DATA)
+    store.put_file("attachments/f1/notes.txt", io.BytesIO(b"read from a stream"))
+    other = backend.open() if backend.durable else store
+    assert other.get_file(KEY) == DATA
+    assert other.get_file("attachments/f1/notes.txt") == b"read from a stream"
+    if store.local_files:  # memory and JSON: the store's file is the file under its root, not a copy
+        assert (store.root / KEY).read_bytes() == DATA
+
+
+def test_put_file_replaces_and_a_missing_file_is_not_found(store):
+    store.put_file(KEY, b"first")
+    store.put_file(KEY, b"second")
+    assert store.get_file(KEY) == b"second"
+    store.put_file("attachments/f1/empty", b"")
+    assert store.get_file("attachments/f1/empty") == b""
+    with pytest.raises(NotFound, match="attachments/f1/missing.pdf"):
+        store.get_file("attachments/f1/missing.pdf")
+
+
+@pytest.mark.parametrize("key", [
+    "attachments/../runs/x.json", "../attachments/f1/a", "/etc/passwd", "attachments/f1/../../x", "attachments",
+    "attachments/", "attachments//f1", "attachments/./f1", "runs/x.json", "attachments\\f1", "attachments/f1\0",
+    "", None,
+])
+def test_a_key_that_is_not_a_relative_name_in_the_attachments_area_is_refused(store, key):
+    for call in (lambda: store.put_file(key, b"x"), lambda: store.get_file(key), lambda: store.delete_files(key)):
+        with pytest.raises(ValueError, match=re.escape(repr(key))):
+            call()
+
+
+def test_delete_files_removes_a_folder_of_files_and_nothing_beside_it(store):
+    for key in ("attachments/ab/1", "attachments/ab/2", "attachments/abc/1", "attachments/x/ab"):
+        store.put_file(key, b"x")
+    assert store.delete_files("attachments/ab") == 2
+    assert store.delete_files("attachments/ab") == 0
+    assert store.delete_files("attachments/x/ab") == 1
+    for key in ("attachments/ab/1", "attachments/ab/2", "attachments/x/ab"):
+        with pytest.raises(NotFound):
+            store.get_file(key)
+    assert store.get_file("attachments/abc/1") == b"x"
+
+
+def test_prune_files_removes_files_stored_before_the_cutoff_only(store):
+    store.put_file("attachments/old/a", b"old")
+    # File times can be as coarse as a clock tick (~4 ms): leave a clear gap on both sides of the cutoff.
+    cutoff = time.time() + 0.05
+    wait_until(lambda: time.time() > cutoff, message="time passed")
+    wait_until(lambda: time.time() > cutoff + 0.05, message="time passed")
+    store.put_file("attachments/new/b", b"new")
+    assert store.prune_files(cutoff - 3600) == 0
+    assert store.prune_files(cutoff) == 1
+    with pytest.raises(NotFound):
+        store.get_file("attachments/old/a")
+    assert store.get_file("attachments/new/b") == b"new"
+    assert store.prune_files(time.time() + 3600) == 1
+    with pytest.raises(NotFound):
+        store.get_file("attachments/new/b")

@@ -10,6 +10,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.routes import parse_json, present, runtime
 from app.api.uploads import save_uploads
+from app.core.files import share
 from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
 from app.runs import FINISHED_RUN, RunStatus
 from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
@@ -73,6 +74,7 @@ def _event(raw: bytes) -> dict[str, Any]:
     uploads = [upload for _, upload in request.files.items(multi=True)]
     if uploads:
         event["attachments"] = save_uploads(uploads, runtime().store.files_path("attachments"))
+        share(runtime().store, event)  # keys, so a worker on another host gets the files
     return event
 
 

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from actions.jsontext import JSONLimitError, load_json
 from app.api.uploads import save_uploads
+from app.core.files import share
 from app.core.redaction import redact
 from app.core.runtime import Runtime
 from app.errors import BadRequest, InvalidInput, NotFound, UnsupportedMediaType
@@ -76,6 +77,7 @@ def _run_inputs() -> dict:
         attachments = save_uploads(uploads, runtime().store.files_path("attachments"))
         if attachments:
             inputs["attachments"] = attachments
+            share(runtime().store, inputs)  # keys, so a worker on another host gets the files
         return inputs
     if request.content_length in (None, 0) and not request.get_data(cache=True):
         return {}

@@ -138,9 +138,12 @@ class Engine:
                 self._schedule(execution)
         return stored, created
 
-    def resume(self, bound: BoundWorkflow, run: dict, by: str = "restart") -> None:
-        """Continue a stored run from its first unfinished step (recovery, resume, retry)."""
-        data_store: dict[str, Any] = {"trigger_data": run["trigger_data"]}
+    def resume(self, bound: BoundWorkflow, run: dict, by: str = "restart", inputs: dict | None = None) -> None:
+        """Continue a stored run from its first unfinished step (recovery, resume, retry).
+
+        ``inputs``: what the steps see as the run's inputs when not its record's (files fetched to this host).
+        """
+        data_store: dict[str, Any] = {"trigger_data": run["trigger_data"] if inputs is None else inputs}
         results: dict[str, Any] = {}
         steps = run["steps"]
         for step in steps:

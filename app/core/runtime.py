@@ -16,6 +16,7 @@ from typing import Any
 
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
+from app.core import files
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
@@ -62,7 +63,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
     except ImportError as error:
         raise ConfigError(f"WORKFLOW_DATABASE_URL is set but {error.name or 'psycopg'} is not installed: "
                           "pip install -r requirements-distributed.txt") from None
-    # Uploads and e-mail attachments still live in files under WORKFLOW_STORAGE_PATH.
+    # Uploads and e-mail attachments are saved under WORKFLOW_STORAGE_PATH and shared through the store (files.py).
     return PostgresStore(url, settings["WORKFLOW_STORAGE_PATH"])
 
 
@@ -245,11 +246,14 @@ class Runtime:
         """The workflow version the run started with; None after failing the run when it is gone."""
         bound = self.catalog.version(run["workflow"], run.get("version"))
         if bound is None:
-            run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()),
-                       error=f"workflow {run['workflow']!r} is no longer registered"
-                       + (f" (version {run['version']})" if run.get("version") else ""))
-            self.store.save_run(run)
+            self._fail_run(run, f"workflow {run['workflow']!r} is no longer registered"
+                           + (f" (version {run['version']})" if run.get("version") else ""))
         return bound
+
+    def _fail_run(self, run: dict, error: str) -> None:
+        """End a run that cannot execute here or anywhere, saying why."""
+        run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()), error=error)
+        self.store.save_run(run)
 
     # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------
     def take_run(self, run_id: str, by: str = "worker") -> bool:
@@ -273,7 +277,15 @@ class Runtime:
                 leases.release(run_id)
                 return False
             lost = run["status"] == RunStatus.RUNNING
-            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by)
+            # Uploads and mail attachments saved on another host come through the store (docs/files.md).
+            try:
+                inputs = None if self.store.local_files else files.fetch(
+                    self.store, run["trigger_data"], paths.attachments_folder(self.settings))
+            except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
+                self._fail_run(run, f"its attachments cannot be read: {one_line(error)}")
+                leases.release(run_id)
+                return False
+            self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by, inputs)
         except BaseException:
             leases.release(run_id)
             raise
@@ -313,6 +325,7 @@ class Runtime:
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         try:
             pruned = self.store.prune(cutoff)
+            self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)
@@ -626,8 +639,9 @@ class Runtime:
                     if scheduled and self._overlaps(bound):
                         # Not acknowledged: a trigger with a cursor offers the event again later.
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
-                                    bound.name, self.engine.unfinished_count(bound.name))
+                                    bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
                         continue
+                    files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
                     run, _ = self.engine.submit(
                         bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
                     )
@@ -647,7 +661,18 @@ class Runtime:
         """True when a scheduled event must be skipped: overlap="skip" and the workflow is at its limit."""
         workflow = bound.workflow
         return (workflow.overlap == "skip" and workflow.max_concurrent_runs is not None
-                and self.engine.unfinished_count(bound.name) >= workflow.max_concurrent_runs)
+                and self._unfinished(bound.name, workflow.max_concurrent_runs) >= workflow.max_concurrent_runs)
+
+    def _unfinished(self, name: str, up_to: int | None) -> int:
+        """Runs of ``name`` queued or running (paused ones excluded), counted up to ``up_to``.
+
+        On a shared database they may execute in any process, so the store counts them, not this engine.
+        """
+        if not self.shared:
+            return self.engine.unfinished_count(name)
+        limit = max(up_to or 1, 1)
+        return sum(len(self.store.list_runs(workflow=name, status=status, limit=limit)[0])
+                   for status in (RunStatus.QUEUED.value, RunStatus.RUNNING.value))
 
     def _poll_overdue(self, name: str, seconds: float) -> None:
         """The scheduler gave up waiting for a poll: say so on the workflow (the poll may still return)."""

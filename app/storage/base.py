@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import shutil
 from abc import ABC, abstractmethod
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+from actions.atomic import write_atomic
 from actions.private_files import make_private_dir
-from app.errors import storage_error
+from app.errors import NotFound, storage_error
 
 
 class Durability(StrEnum):
@@ -34,6 +39,9 @@ class Store(ABC):
 
     #: Folder for files that belong to runs (attachments, outbox).
     root: Path
+    #: True when a file put under a key is the file ``root/key`` on this host's disk (memory, JSON), so a
+    #: file saved there is in the store already; False when the store keeps its own copy (PostgreSQL).
+    local_files: bool = True
 
     # -- runs ---------------------------------------------------------------
     @abstractmethod
@@ -192,6 +200,82 @@ class Store(ABC):
         except OSError as exc:  # a file in the way, a read-only disk: a 503, not a 500
             raise storage_error("create", path, exc) from exc
         return path
+
+    # Files that runs need on any host (uploads, e-mail attachments), under keys such as
+    # "attachments/<folder>/<name>" (check_file_key). Here: the files under ``root`` themselves, so
+    # nothing is copied twice; PostgreSQL overrides these with a table (DESIGN section 11).
+    def put_file(self, key: str, data: bytes | BinaryIO) -> None:
+        """Store ``data`` (bytes, or a binary file read to its end) under ``key``, replacing what was there."""
+        path = self.root / check_file_key(key)
+        try:
+            make_private_dir(path.parent)
+            write_atomic(path, data)  # 0600, and no reader sees half a file
+        except OSError as exc:
+            raise storage_error("store", path, exc) from exc
+
+    def get_file(self, key: str) -> bytes:
+        """The bytes stored under ``key``; NotFound when there are none."""
+        path = self.root / check_file_key(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"no file {key!r} in the store at {self.root}") from None
+        except OSError as exc:
+            raise storage_error("read", path, exc) from exc
+
+    def delete_files(self, prefix: str) -> int:
+        """Delete the file ``prefix`` and every file under the folder ``prefix/``; how many."""
+        path = self.root / check_file_key(prefix)
+        try:
+            if path.is_dir():
+                count = sum(len(files) for _, _, files in os.walk(path))
+                shutil.rmtree(path)
+                return count
+            path.unlink()
+            return 1
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise storage_error("delete", path, exc) from exc
+
+    def prune_files(self, older_than: float) -> int:
+        """Delete files stored before the epoch ``older_than`` (and folders they leave empty); how many."""
+        pruned = 0
+        for area in FILE_AREAS:
+            top = self.root / area
+            for folder, _, names in os.walk(top, topdown=False):
+                for name in names:
+                    path = Path(folder, name)
+                    try:
+                        if path.stat().st_mtime < older_than:
+                            path.unlink()
+                            pruned += 1
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise storage_error("delete", path, exc) from exc
+                if Path(folder) != top:
+                    try:
+                        os.rmdir(folder)  # only an emptied folder goes
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                            raise storage_error("delete", Path(folder), exc) from exc
+        return pruned
+
+
+#: The folders under a store's root whose files have keys (check_file_key).
+FILE_AREAS = ("attachments",)
+
+
+def check_file_key(key: str) -> str:
+    """``key`` when it names a file inside a file area, such as ``attachments/<folder>/<name>``; else ValueError."""
+    parts = PurePosixPath(key).parts if isinstance(key, str) else ()
+    if (not isinstance(key, str) or not key or "\\" in key or "\0" in key or key.startswith("/")
+            or len(parts) < 2 or parts[0] not in FILE_AREAS or key != "/".join(parts)
+            or any(part in (".", "..") for part in parts)):
+        raise ValueError(f"a file key must be a relative name such as 'attachments/<folder>/<name>', "
+                         f"without '..', '.' or a leading '/', got {key!r}")
+    return key
 
 
 #: Run statuses whose expired lease makes the run a candidate for takeover.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import psycopg
@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.errors import ConfigError, NotFound, StorageError
 from app.runs import FINISHED_RUN, parse_time
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease
+from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_file_key, check_lease
 from app.storage.migrate import migrate
 
 # Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
@@ -108,6 +108,8 @@ class PostgresStore(Store):
     SYNC, WRITTEN and DEFERRED are all durable once PostgreSQL's commit is (its
     WAL, fsync'd, and with a standby as ``synchronous_commit`` says).
     """
+
+    local_files = False  # a file lives in pyflow_files, so every host reads it
 
     # synchronous_commit = off for WRITTEN and DEFERRED changes was measured (2026-12-05, local SSD): a commit's
     # flush costs ~0.13 ms, and SET LOCAL in a pipelined transaction, or SET around the change, cost as much
@@ -483,6 +485,50 @@ class PostgresStore(Store):
     def delete_definition(self, name: str) -> None:
         with self._conn("delete a definition") as conn:
             conn.execute("DELETE FROM pyflow_definitions WHERE name = %s", (name,))
+
+
+    # -- files ------------------------------------------------------------------
+    # Binary parameters and results (%b, binary=True): the bytes go over the wire as they are, without a hex
+    # copy twice their size, so a file costs its size in memory once.
+    def put_file(self, key: str, data: bytes | BinaryIO) -> None:
+        check_file_key(key)
+        content = data if isinstance(data, bytes | bytearray | memoryview) else data.read()
+        with self._conn("store a file") as conn:
+            conn.execute(
+                "INSERT INTO pyflow_files (key, content, size) VALUES (%s, %b, %s) ON CONFLICT (key) DO UPDATE"
+                " SET content = excluded.content, size = excluded.size, created_at = excluded.created_at",
+                (key, content, len(content)),
+            )
+
+    def get_file(self, key: str) -> bytes:
+        check_file_key(key)
+        with self._conn("read a file") as conn:
+            row = conn.execute("SELECT content FROM pyflow_files WHERE key = %s", (key,), binary=True).fetchone()
+        if row is None:
+            raise NotFound(f"no file {key!r} in the database at {self.where}")
+        return bytes(row[0])
+
+    def delete_files(self, prefix: str) -> int:
+        check_file_key(prefix)
+        with self._conn("delete files") as conn:
+            return conn.execute("DELETE FROM pyflow_files WHERE key = %s OR starts_with(key, %s)",
+                                (prefix, prefix + "/")).rowcount
+
+    def prune_files(self, older_than: float) -> int:
+        cutoff = datetime.fromtimestamp(older_than, UTC)
+        pruned = 0
+        with self._conn("prune files") as conn:
+            while True:  # in batches, as prune: no transaction holds thousands of rows for long
+                count = conn.execute(
+                    "DELETE FROM pyflow_files WHERE key IN (SELECT key FROM pyflow_files WHERE created_at < %s"
+                    " LIMIT %s)", (cutoff, _PRUNE_BATCH),
+                ).rowcount
+                pruned += count
+                if count < _PRUNE_BATCH:
+                    break
+        if pruned:
+            logger.info("pruned %d files from the database at %s", pruned, self.where)
+        return pruned
 
 
 def _configure(conn: psycopg.Connection) -> None:

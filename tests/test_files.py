@@ -1,0 +1,228 @@
+"""Files across hosts (app/core/files.py): uploads and e-mail attachments reach another host through the store.
+
+A second folder under tmp_path stands for another host's disk: it starts empty, and
+the server's own attachments folder is removed before ``fetch``, so nothing can come
+through a shared disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from app import create_app, start_app
+from app.core.files import fetch, share
+from app.errors import NotFound
+from app.storage.json.store import JsonStore
+from app.storage.memory import MemoryStore
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS
+from tests.fixtures.actions import EchoAction
+from tests.imap_server import IMAPServer, pdf_message
+from tests.waiting import wait_until
+from triggers.email import EmailTrigger
+from workflows.base import Workflow
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400  # ~100 kB with every byte value
+
+
+class MailFilesWorkflow(Workflow):
+    name = "mail_files"
+    description = "Counts the attachments of a mail."
+    trigger = EmailTrigger("inbox", attachment_types=["application/pdf", "text/plain"])
+    actions = [EchoAction("count", value="{{ trigger_data.attachments | length }}")]
+
+
+@pytest.fixture
+def make_app(tmp_path) -> Iterator[Callable[..., FlaskClient]]:
+    """Apps on this test's server folder with extra settings; shut down afterwards."""
+    apps = []
+
+    def make(**settings) -> FlaskClient:
+        classes = [*WORKFLOWS, *TRIGGER_WORKFLOWS, MailFilesWorkflow]
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "server"),
+                                    "WORKFLOW_CLASSES": classes, **settings}))
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def runtime_of(client: FlaskClient):
+    return client.application.extensions["pyflow"]
+
+
+def finished(client: FlaskClient, run_id: str) -> dict:
+    def done():
+        run = client.get(f"/api/runs/{run_id}").get_json()
+        return run if run["status"] in ("succeeded", "failed") else None
+    return wait_until(done, timeout=10, message=f"run {run_id} finished")
+
+
+def other_host(client: FlaskClient, tmp_path: Path) -> Path:
+    """An empty attachments folder of another host, after the server's own is gone."""
+    shutil.rmtree(runtime_of(client).store.root / "attachments")
+    return tmp_path / "worker" / "attachments"
+
+
+def assert_fetched(client: FlaskClient, inputs: dict, folder: Path, expected: dict[str, bytes]) -> None:
+    """``fetch`` on another host gives every attachment's identical bytes there, keeping ``inputs`` as it was."""
+    before = json.loads(json.dumps(inputs))
+    fetched = fetch(runtime_of(client).store, inputs, folder)
+    assert inputs == before  # the run's record keeps what it had
+    records = fetched["attachments"]
+    assert {record["filename"] for record in records} == set(expected)
+    for record in records:
+        path = Path(record["path"])
+        assert path == folder.resolve() / record["key"].removeprefix("attachments/")
+        assert path.read_bytes() == expected[record["filename"]]
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.services
+def test_an_upload_to_a_server_on_postgresql_reaches_another_host_through_the_database(make_app, postgres_url,
+                                                                                         tmp_path):
+    client = make_app(WORKFLOW_DATABASE_URL=postgres_url)
+    response = client.post("/api/workflows/echo/runs?wait=5", content_type="multipart/form-data", data={
+        "inputs": json.dumps({"text": "files"}),
+        "form": (io.BytesIO(PDF), "application.pdf", "application/pdf"),
+        "notes": (io.BytesIO(b"hello\n"), "notes.txt"),
+    })
+    assert response.status_code == 200, response.get_json()
+    inputs = response.get_json()["trigger_data"]
+    for record in inputs["attachments"]:
+        folder = Path(record["path"]).parent.name
+        assert record["key"] == f"attachments/{folder}/{record['filename']}"
+
+    assert_fetched(client, inputs, other_host(client, tmp_path), {"application.pdf": PDF, "notes.txt": b"hello\n"})
+
+
+@pytest.mark.services
+def test_an_e_mail_attachment_polled_on_postgresql_reaches_another_host_through_the_database(make_app, postgres_url,
+                                                                                              tmp_path):
+    with IMAPServer() as imap:
+        imap.append(pdf_message(attachments=[("form.pdf", PDF, "application/pdf"),
+                                             ("note.txt", b"see the form", "text/plain")]))
+        client = make_app(WORKFLOW_DATABASE_URL=postgres_url, **imap.settings(tmp_path / "server"))
+        response = client.post("/api/workflows/mail_files/poll")
+        assert response.status_code == 200, response.get_json()
+        (run,) = response.get_json()["runs"]
+    run = finished(client, run["id"])
+    assert run["status"] == "succeeded", run["error"]
+    inputs = run["trigger_data"]
+    assert all(record["key"].startswith("attachments/email-") for record in inputs["attachments"])
+
+    assert_fetched(client, inputs, other_host(client, tmp_path), {"form.pdf": PDF, "note.txt": b"see the form"})
+
+
+@pytest.mark.services
+def test_maintenance_prunes_the_databases_copies_of_old_attachments(make_app, postgres_url):
+    import psycopg
+
+    client = make_app(WORKFLOW_DATABASE_URL=postgres_url)
+    response = client.post("/api/workflows/echo/runs?wait=5", content_type="multipart/form-data",
+                           data={"form": (io.BytesIO(PDF), "old.pdf")})
+    (old,) = response.get_json()["trigger_data"]["attachments"]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE pyflow_files SET created_at = now() - interval '31 days'")
+    response = client.post("/api/workflows/echo/runs?wait=5", content_type="multipart/form-data",
+                           data={"form": (io.BytesIO(b"new"), "new.pdf")})
+    (new,) = response.get_json()["trigger_data"]["attachments"]
+
+    runtime_of(client).maintain()  # WORKFLOW_RETENTION_DAYS: 30 by default
+
+    store = runtime_of(client).store
+    with pytest.raises(NotFound, match=old["key"]):
+        store.get_file(old["key"])
+    assert store.get_file(new["key"]) == b"new"
+
+
+def test_on_the_json_store_an_upload_gets_its_key_and_stays_the_one_file(make_app, tmp_path):
+    client = make_app()
+    response = client.post("/api/workflows/echo/runs?wait=5", content_type="multipart/form-data",
+                           data={"form": (io.BytesIO(PDF), "application.pdf")})
+    (record,) = response.get_json()["trigger_data"]["attachments"]
+    store = runtime_of(client).store
+    assert isinstance(store, JsonStore)
+    assert Path(record["path"]) == (store.root / record["key"]).resolve()
+    # On the host that saved it, fetch finds the file where the key says and writes nothing.
+    before = Path(record["path"]).stat()
+    fetched = fetch(store, {"attachments": [record]}, store.root / "attachments")
+    assert fetched["attachments"][0]["path"] == record["path"]
+    after = Path(record["path"]).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [path.name for path in (store.root / "attachments").rglob("*") if path.is_file()] == ["application.pdf"]
+
+
+def test_a_webhook_upload_gets_its_key(make_app):
+    client = make_app()
+    assert client.post("/api/workflows/upload_hook/start").status_code == 200
+    response = client.post("/api/hooks/upload_hook", content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(b"a,b\n"), "t.csv")})
+    run = wait_until(lambda: (run := client.get(response.headers["Location"]).get_json())["status"] in (
+        "succeeded", "failed") and run, message="the webhook's run finished")
+    (record,) = run["trigger_data"]["attachments"]
+    assert record["key"] == f"attachments/{Path(record['path']).parent.name}/t.csv"
+
+
+def test_share_gives_keys_only_to_files_in_the_stores_attachments_folder(tmp_path):
+    store = MemoryStore(tmp_path / "store")
+    saved = store.root / "attachments" / "f1" / "a.pdf"
+    store.put_file("attachments/f1/a.pdf", b"saved by the server")
+    elsewhere = tmp_path / "files" / "b.pdf"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"named in posted inputs")
+    inputs = {"attachments": [{"path": str(saved)}, {"path": str(elsewhere)}, {"path": str(store.root)}, "text"],
+              "other": 1}
+    assert share(store, inputs) is inputs
+    assert inputs["attachments"] == [{"path": str(saved), "key": "attachments/f1/a.pdf"}, {"path": str(elsewhere)},
+                                     {"path": str(store.root)}, "text"]
+    assert share(store, {"attachments": "not a list"}) == {"attachments": "not a list"}
+
+
+@pytest.mark.services
+def test_share_keeps_a_file_above_the_bound_on_its_host_and_says_so(postgres_url, tmp_path, caplog):
+    from app.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url, tmp_path / "server")
+    try:
+        path = store.files_path("attachments", "f1") / "big.pdf"
+        path.write_bytes(b"x" * 2000)
+        record = {"filename": "big.pdf", "path": str(path)}
+        with caplog.at_level(logging.WARNING, "app.core.files"):
+            share(store, {"attachments": [record]}, max_bytes=1000)
+        assert "key" not in record
+        assert "WORKFLOW_MAX_UPLOAD_MB" in caplog.text and str(path) in caplog.text
+        with pytest.raises(NotFound):
+            store.get_file("attachments/f1/big.pdf")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("key", ["attachments/../runs/x.json", "/etc/passwd", "runs/x.json", "attachments/a/../../b"])
+def test_fetch_refuses_a_key_that_leads_outside_the_attachments_area(tmp_path, key):
+    store = MemoryStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="file key"):
+        fetch(store, {"attachments": [{"key": key, "path": "/x"}]}, tmp_path / "worker")
+    assert not (tmp_path / "worker").exists()
+
+
+def test_fetch_of_a_file_the_store_no_longer_has_is_not_found_naming_it(tmp_path):
+    store = MemoryStore(tmp_path / "store")
+    with pytest.raises(NotFound, match="attachments/f1/gone.pdf"):
+        fetch(store, {"attachments": [{"key": "attachments/f1/gone.pdf"}]}, tmp_path / "worker")
+
+
+def test_fetch_without_keys_returns_the_inputs_as_they_are(tmp_path):
+    inputs = {"attachments": [{"path": "/somewhere/a.pdf"}], "n": 1}
+    assert fetch(MemoryStore(tmp_path / "store"), inputs, tmp_path / "worker") is inputs
