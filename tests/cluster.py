@@ -4,6 +4,7 @@
     a, b = cluster.server("a"), cluster.server("b")   # started: GET /api/health answers 200
     w1 = cluster.worker("w1")                          # started: `python run.py worker` says it takes jobs
     w1.kill()                                          # kill -9 of its process group: a host that died
+    w1.freeze(); w1.thaw()                             # SIGSTOP, SIGCONT: a host paused past its lease
     cluster.worker_of(pid)                             # the worker whose process group holds a pid
     cluster.report()                                   # every process's output, for a failure message
     cluster.close()                                    # kills whatever still runs
@@ -173,6 +174,14 @@ class Worker:
         """kill -9 of its process group: a worker host that died mid-step."""
         _kill_group(self.process)
         self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP to its process group: a host paused (a VM suspended, a long GC pause, a partition)."""
+        os.killpg(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT to its process group: the paused host goes on where it stopped."""
+        os.killpg(self.pid, signal.SIGCONT)
 
     @property
     def pid(self) -> int:

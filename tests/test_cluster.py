@@ -195,6 +195,36 @@ def test_a_worker_killed_mid_step_hands_its_run_to_another(cluster, ledger, work
         assert events(ledger, run_id) == {"one": ["started", "finished"], "two": ["started"]}
 
 
+def test_a_worker_paused_past_its_lease_stops_its_step_and_writes_nothing_more(cluster, ledger):
+    nodes = cluster()
+    server = nodes.server("a")
+    frozen = nodes.worker("w1")
+    run_id = post_run(server, hold="pause")
+    holding(ledger, [run_id], 1)
+    other = nodes.worker("w2")
+
+    frozen.freeze()
+    try:
+        again = wait_until(lambda: [e for e in ledger.entries(run_id, "two") if e.event == "started"][1:],
+                           timeout=TAKEOVER, interval=0.1, message=f"{run_id} taken over from the paused worker")
+        assert nodes.worker_of(again[0].pid, again[0].pgid) is other
+    finally:
+        frozen.thaw()
+    # Awake, the first worker finds its lease gone: it stops the step it was in, before the step goes on.
+    wait_until(lambda: [(e.event, e.pid) for e in ledger.entries(run_id, "two")][2:], timeout=TAKEOVER,
+               interval=0.1, message=f"the awoken worker {frozen.name} stopping step two of {run_id}")
+    ledger.release("pause")
+
+    run = settled(server, [run_id])[run_id]
+    assert run["status"] == "succeeded", run
+    assert run["worker"] == other.worker_id
+    assert events(ledger, run_id) == {"one": ["started", "finished"], "two": ["started", "started", "stopped",
+                                                                           "finished"],
+                                      "three": ["started", "finished"]}
+    two = ledger.entries(run_id, "two")
+    assert [(entry.event, entry.pid) for entry in two[2:]] == [("stopped", frozen.pid), ("finished", other.pid)]
+
+
 def test_killing_the_leader_hands_triggers_over_and_no_tick_runs_twice(cluster, ledger):
     nodes = cluster()
     a, b = nodes.server("a"), nodes.server("b")
