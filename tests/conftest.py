@@ -7,7 +7,10 @@ import pytest
 from app import create_app, start_app
 from tests.cluster import pytest_runtest_makereport  # noqa: F401  (a hook: cluster logs in failure reports)
 from tests.fixtures import WORKFLOWS
-from tests.services import amqp_url, postgres_url, redis_url  # noqa: F401  (fixtures: a database, vhost of the test's own)
+
+# Fixtures: a PostgreSQL database of the test's own; the test brokers (Redis, RabbitMQ) for celery, shared
+# (tests keep apart by queue name) or a Redis database and a RabbitMQ vhost of the test's own (for run.py workers).
+from tests.services import amqp_url, amqp_vhost_url, postgres_url, redis_database_url, redis_url  # noqa: F401
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {

@@ -77,21 +77,56 @@ def postgres_url() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _celery_installed() -> None:
+    """Skip (under PYFLOW_REQUIRE_SERVICES=1: fail) when celery, which the broker tests drive, is missing."""
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        if required():
+            pytest.fail("PYFLOW_REQUIRE_SERVICES=1: celery is missing; pip install -r requirements-distributed.txt",
+                        pytrace=False)
+        pytest.skip("celery is missing: pip install -r requirements-distributed.txt")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The URL of the test Redis; tests keep apart by queue name (``unique_queue``)."""
+    _celery_installed()
+    why = reachable(REDIS_URL, 6379)
+    if why:
+        unavailable("redis", REDIS_URL, why)
+    return REDIS_URL
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    """The URL of the test RabbitMQ; tests keep apart by queue name (``unique_queue``)."""
+    _celery_installed()
+    why = reachable(AMQP_URL, 5672)
+    if why:
+        unavailable("amqp", AMQP_URL, why)
+    return AMQP_URL
+
+
+def unique_queue() -> str:
+    """A queue name no other test (nor helper) uses."""
+    return f"pyflow-test-{uuid.uuid4().hex[:12]}"
+
+
 # Redis databases 1-15 that tests may take; a test claims one with a key in database 0 (SET NX) and frees it after.
 _REDIS_DATABASES = range(1, 16)
 _REDIS_CLAIM = "pyflow:test-database:{}"
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The URL of a Redis database (1-15) of this test's own, empty, flushed afterwards."""
-    try:
-        import redis
-    except ImportError:
-        if required():
-            pytest.fail("PYFLOW_REQUIRE_SERVICES=1: redis is missing; pip install -r requirements-distributed.txt",
-                        pytrace=False)
-        pytest.skip("redis is missing: pip install -r requirements-distributed.txt")
+def redis_database_url() -> Iterator[str]:
+    """The URL of a Redis database (1-15) of this test's own, empty, flushed afterwards.
+
+    For processes whose queue name the test cannot choose (``run.py worker``): they keep apart by database.
+    """
+    _celery_installed()
+    import redis
+
     why = reachable(REDIS_URL, 6379)
     if why:
         unavailable("redis", REDIS_URL, why)
@@ -123,8 +158,12 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def amqp_url() -> Iterator[str]:
-    """The URL of a RabbitMQ virtual host of this test's own (made with rabbitmqctl), deleted afterwards."""
+def amqp_vhost_url() -> Iterator[str]:
+    """The URL of a RabbitMQ virtual host of this test's own (made with rabbitmqctl), deleted afterwards.
+
+    For processes whose queue name the test cannot choose (``run.py worker``): they keep apart by virtual host.
+    """
+    _celery_installed()
     why = reachable(AMQP_URL, 5672)
     if why:
         unavailable("amqp", AMQP_URL, why)

@@ -377,8 +377,8 @@ def test_cancel_through_one_server_reaches_the_run_on_a_worker_and_wait_answers_
 
 # -- celery ---------------------------------------------------------------------------------------------------------
 
-def test_celery_on_rabbitmq_spreads_runs_and_survives_a_killed_worker(cluster, ledger, amqp_url):
-    nodes = cluster("celery", amqp_url)
+def test_celery_on_rabbitmq_spreads_runs_and_survives_a_killed_worker(cluster, ledger, amqp_vhost_url):
+    nodes = cluster("celery", amqp_vhost_url)
     server = nodes.server("a")
     w1, w2 = nodes.worker("w1"), nodes.worker("w2")
     run_ids = [post_run(server, hold="amqp") for _ in range(4)]
@@ -411,8 +411,8 @@ def restart_redis() -> None:
         wait_until(lambda: reachable(REDIS_URL, 6379) is None, timeout=30, message="Redis answering again")
 
 
-def test_celery_on_redis_finishes_every_run_once_across_a_redis_restart(cluster, ledger, redis_url):
-    nodes = cluster("celery", redis_url)
+def test_celery_on_redis_finishes_every_run_once_across_a_redis_restart(cluster, ledger, redis_database_url):
+    nodes = cluster("celery", redis_database_url)
     server = nodes.server("a")
     nodes.worker("w1")
     nodes.worker("w2")

@@ -302,6 +302,11 @@ class Runtime:
             if run is not None and run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
                 self.queue.submit(run_id)
 
+    @property
+    def stopping(self) -> bool:
+        """True once this process began to stop (it takes no more runs)."""
+        return self._stopping.is_set()
+
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
         self.queue.start()

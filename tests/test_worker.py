@@ -1,0 +1,132 @@
+"""A server whose runs execute on a worker (WORKFLOW_EXECUTOR=procrastinate), both in this test process.
+
+The worker is a ``Runtime(worker=True)`` working on a thread, as ``run.py worker`` runs one; each has its
+own storage folder and lease owner. tests/test_cluster.py does the same with separate processes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from app.core.config import load_settings
+from app.core.runtime import Runtime
+from app.runs import RunStatus
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
+from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.services
+
+WORKFLOWS = [EchoWorkflow, GatedWorkflow]
+
+
+@pytest.fixture
+def cluster(postgres_url, tmp_path):
+    """``make(name, worker=False)``: a started server or a working worker on the test's database."""
+    reset_gates()
+    made: list[tuple[Runtime, threading.Thread | None]] = []
+
+    def make(name: str, worker: bool = False) -> Runtime:
+        storage = tmp_path / name
+        storage.mkdir()
+        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
+                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
+        runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
+        thread = None
+        if worker:
+            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
+            thread.start()
+        else:
+            runtime.start()
+        made.append((runtime, thread))
+        return runtime
+
+    yield make
+    release_gates()
+    for runtime, thread in reversed(made):
+        if thread is not None:
+            runtime.stop_work(2)
+            thread.join(10)
+        runtime.shutdown(timeout=2)
+    reset_gates()
+
+
+def test_a_run_created_on_the_server_executes_on_the_worker(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    run, created = server.submit("echo", {"text": "hi"}, awaited=True)
+    assert created and run["status"] == RunStatus.QUEUED
+    done = server.outcome(run, 30)  # ?wait for a run executing elsewhere
+    assert done["status"] == RunStatus.SUCCEEDED, done
+    assert done["steps"][1]["result"] == {"value": "HI"}
+    assert done["worker"] == worker.engine.leases.owner
+    assert not server.engine.executes(run["id"])
+
+
+def test_an_idempotency_key_makes_one_run_and_one_execution(cluster):
+    server, _ = cluster("server"), cluster("worker", worker=True)
+    first, created = server.submit("gated", {"text": "once"}, idempotency_key="k-1")
+    again, created_again = server.submit("gated", {"text": "once"}, idempotency_key="k-1")
+    assert (created, created_again) == (True, False) and again["id"] == first["id"]
+    gate("gated").set()
+    assert server.outcome(first, 30)["status"] == RunStatus.SUCCEEDED
+    assert arrivals("gated") == 1
+
+
+def test_cancel_through_the_server_reaches_the_run_on_the_worker(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    run, _ = server.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
+    answered = server.control(run["id"], "cancel", by="api")
+    assert answered["status"] == RunStatus.CANCELLED
+    wait_until(lambda: not worker.engine.executes(run["id"]), timeout=2, message="the worker letting the run go")
+
+
+def test_a_paused_run_resumed_through_the_server_continues_on_a_worker(cluster):
+    server, _ = cluster("server"), cluster("worker", worker=True)
+    run, _ = server.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
+    threading.Timer(0.5, gate("gated").set).start()
+    server.control(run["id"], "pause", by="api")
+    wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    server.control(run["id"], "resume", by="api")  # a new job
+    done = server.outcome(run, 30)
+    assert done["status"] == RunStatus.SUCCEEDED
+    assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
+
+
+def waiting_jobs(url: str) -> int:
+    """Jobs no worker took yet (procrastinate's table)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()[0]
+
+
+def test_a_cancel_of_a_queued_run_no_worker_took_is_made_by_the_server(cluster, postgres_url):
+    server = cluster("server")  # no worker yet: the job waits
+    run, _ = server.submit("echo", {"text": "never"})
+    assert server.control(run["id"], "cancel", by="api")["status"] == RunStatus.CANCELLED
+    cluster("worker", worker=True)
+    # The job reaches the worker, which finds the run cancelled and leaves it so.
+    wait_until(lambda: waiting_jobs(postgres_url) == 0, timeout=30, message="the worker taking the job")
+    assert server.get_run(run["id"])["status"] == RunStatus.CANCELLED
+    assert server.get_run(run["id"])["steps"][0]["attempts"] == 0
+
+
+def test_a_stopping_worker_hands_its_run_to_another(cluster):
+    server, first = cluster("server"), cluster("first", worker=True)
+    run, _ = server.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the first worker reaching the gate")
+    second = cluster("second", worker=True)
+    stopping = threading.Thread(target=first.stop_work, args=(10,))
+    stopping.start()  # the step under way finishes first; then the run is sent on
+    wait_until(lambda: first.stopping, message="the first worker stopping")
+    gate("gated").set()
+    stopping.join(15)
+    done = server.outcome(run, 30)
+    assert done["status"] == RunStatus.SUCCEEDED, done
+    assert done["worker"] == second.engine.leases.owner
+    assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
