@@ -59,11 +59,9 @@ def cluster(request, tmp_path, postgres_url, ledger):
     made: list[Cluster] = []
 
     def make(executor: str = "procrastinate", broker: str = "", env: dict[str, str] | None = None) -> Cluster:
-        env = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": executor, LEDGER_URL: postgres_url,
-               **(env or {})}
-        if broker:
-            env["CELERY_BROKER_URL"] = broker
-        cluster = Cluster(tmp_path / f"cluster-{len(made)}", env)
+        settings = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": executor, LEDGER_URL: postgres_url,
+                    **({"CELERY_BROKER_URL": broker} if broker else {}), **(env or {})}
+        cluster = Cluster(tmp_path / f"cluster-{len(made)}", settings)
         made.append(cluster)
         cluster_report(request.node, cluster.report)
         return cluster
