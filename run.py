@@ -5,6 +5,8 @@
     python run.py list                  list registered workflows
     python run.py run NAME --input '{"url": "http://127.0.0.1:5001/api/health"}'
     python run.py validate FILE...      check workflow definitions (YAML or JSON)
+    python run.py secrets set NAME      store a secret, its value read from standard input (list, delete NAME,
+                                        rotate-key)
     python run.py cancel|pause|resume|retry RUN_ID   (skip RUN_ID STEP) on the running server
 
 The seed's spellings work too: --list, --workflow NAME --context JSON.
@@ -43,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", default=None, metavar="JSON", help="the run's inputs as a JSON object")
     validate = commands.add_parser("validate", help="check workflow definition files (YAML or JSON)")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    secrets = commands.add_parser("secrets", help="manage the encrypted secrets templates read as {{ secrets.NAME }}")
+    actions = secrets.add_subparsers(dest="action", required=True)
+    put = actions.add_parser("set", help="store a secret; its value is read from standard input, never argv")
+    put.add_argument("name")
+    actions.add_parser("list", help="list the secrets' names and times (never their values)")
+    delete = actions.add_parser("delete", help="forget a secret")
+    delete.add_argument("name")
+    actions.add_parser("rotate-key", help="re-encrypt every secret with a new key (docs/security/secrets.md)")
     for operation in CONTROL_OPERATIONS:
         control = commands.add_parser(operation, help=f"{operation} a run of the server at WORKFLOW_API_URL")
         control.add_argument("run_id")
@@ -173,11 +183,13 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
 def validate(files: list[str]) -> int:
     """Check definition files as the server would; one line per file, then each of its problems with its path."""
     from app.core.definitions import checked
+    from app.core.secrets import Placeholders
     from app.core.templating import Renderer
     from workflows.declarative import DefinitionError, read_definition
 
     settings = load_settings()
     renderer = Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])
+    renderer.provide("secrets", Placeholders())  # the shape is checked here, not the store's secrets
     failed = 0
     for name in files:
         try:
@@ -190,6 +202,46 @@ def validate(files: list[str]) -> int:
             continue
         print(f"{name}: ok ({workflow.name}: {len(workflow.actions)} steps, {workflow.trigger.type} trigger)")
     return EXIT_FAILED_RUN if failed else 0
+
+
+def secrets_command(action: str, name: str) -> int:
+    """``secrets set|list|delete|rotate-key`` on the store the settings name (a running server sees it at once)."""
+    from app.core.runtime import open_store
+    from app.core.secrets import Secrets, check_name
+
+    settings = load_settings()
+    if action in ("set", "delete"):
+        check_name(name, "NAME")
+    store = open_store(settings)
+    try:
+        secrets = Secrets(store, settings)
+        secrets.check()
+        if action == "set":
+            if sys.stdin.isatty():
+                import getpass
+
+                value = getpass.getpass(f"value of secret {name} (not shown): ")
+            else:
+                value = sys.stdin.read().rstrip("\r\n")  # `echo ... |` and files end with a newline
+            if not value:
+                raise PyFlowError(f"secrets set {name}: the value read from standard input is empty; "
+                                  f"pipe it in: printf %s \"$VALUE\" | python run.py secrets set {name}")
+            created = secrets.set(name, value)
+            print(f"secret {name} {'stored' if created else 'replaced'}")
+        elif action == "list":
+            for record in secrets.names():
+                print(f"{record['name']:<28} created {record['created_at']}  updated {record['updated_at']}")
+        elif action == "delete":
+            secrets.delete(name)
+            print(f"secret {name} deleted")
+        else:
+            count = secrets.rotate()
+            where = (f"WORKFLOW_KEY_FILE {secrets.key_file}" if not settings.get("WORKFLOW_ENCRYPTION_KEY")
+                     else "WORKFLOW_NEW_ENCRYPTION_KEY; now set WORKFLOW_ENCRYPTION_KEY to it on every process")
+            print(f"re-encrypted {count} secrets with the new key in {where}")
+    finally:
+        store.close()
+    return 0
 
 
 def control(operation: str, run_id: str, step: str | None) -> int:
@@ -230,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_workflows()
         if command == "validate":
             return validate(args.files)
+        if command == "secrets":
+            return secrets_command(args.action, getattr(args, "name", ""))
         if command in CONTROL_OPERATIONS:
             return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name

@@ -84,6 +84,9 @@ class BaseAction:
     idempotent: bool = True
     # Attributes the engine must not render before execute (a loop renders its steps per item).
     raw_fields: tuple[str, ...] = ()
+    # Private attributes holding a credential (never rendered, never shown) that may be exactly
+    # ``{{ secrets.NAME }}``: the engine puts the stored secret's value there when the step executes.
+    secret_fields: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ class SendEmailAction(BaseAction):
     """
 
     type = "send_email"
+    secret_fields = ("_smtp_password",)
     # Re-running an attempt cut short by a crash could mail the recipients twice.
     idempotent = False
 

@@ -52,19 +52,19 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
-    """No answer (API or dashboard) carries a secret setting's value, whatever put it there."""
-    from app.core.redaction import settings_scrubber
+    """No answer (API or dashboard) carries a secret setting's or a stored secret's value, whatever put it there."""
+    from app.core.redaction import KNOWN_SECRETS, settings_scrubber
 
     scrubber = settings_scrubber(settings)
-    if not scrubber:
-        return
 
     @app.after_request
     def scrub(response: Response) -> Response:
+        if not scrubber and not KNOWN_SECRETS:  # no secret setting, and no stored secret read yet
+            return response
         if response.direct_passthrough or response.is_streamed or response.mimetype not in _TEXT_ANSWERS:
             return response  # files (send_file) and streams are the user's own bytes
         text = response.get_data(as_text=True)
-        scrubbed = scrubber.text(text)
+        scrubbed = KNOWN_SECRETS.text(scrubber.text(text))
         if scrubbed is not text:
             response.set_data(scrubbed)
         return response
@@ -87,6 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.api import auth
     from app.api.hooks import bp as webhooks
     from app.api.routes import bp as api_blueprint
+    from app.api.secrets import bp as secrets_blueprint
     from app.core.config import load_settings
     from app.core.redaction import install_log_filter
     from app.core.runtime import Runtime
@@ -106,6 +107,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["pyflow"] = runtime
 
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(secrets_blueprint)
     dashboard.init_app(app)  # pages at /, metrics at /api/metrics and /metrics
     app.register_blueprint(webhooks)
     register_error_handlers(app)

@@ -29,8 +29,15 @@ def storage(tmp_path):
 
 
 @pytest.fixture
-def app(storage):
-    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS}))
+def key_file(tmp_path):
+    """The secrets' key file of this test (beside the store, never in the developer's home)."""
+    return tmp_path / "encryption.key"
+
+
+@pytest.fixture
+def app(storage, key_file):
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 

@@ -51,16 +51,19 @@ def server_env(storage: Path, extra: dict[str, str] | None = None, pythonpath: t
     env = {key: value for key, value in os.environ.items() if key not in SETTINGS}
     env.update(BASE_ENV)
     env["WORKFLOW_STORAGE_PATH"] = str(storage)
+    env["WORKFLOW_KEY_FILE"] = str(storage.parent / "encryption.key")  # beside the store, never in the home folder
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *pythonpath])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
 
 
-def run_py(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``python run.py ARGS`` to the end; stdout and stderr as text."""
+def run_py(*args: str, env: dict[str, str], timeout: float = 30, stdin: str | None = None
+           ) -> subprocess.CompletedProcess:
+    """Run ``python run.py ARGS`` to the end (``stdin``: text for its standard input); stdout and stderr as text."""
     return subprocess.run(
-        [sys.executable, "run.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "run.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        input=stdin,
     )
 
 

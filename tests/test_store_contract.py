@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import NotFound
-from app.runs import format_time, new_run, new_step, parse_time
+from app.runs import format_time, new_run, new_step, parse_time, utcnow
 from app.storage.base import Durability, Store
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
@@ -996,6 +996,41 @@ def test_unleased_runs_lists_queued_or_running_runs_without_a_live_lease(store, 
     assert store.unleased_runs(older_than=parse_time(queued["created_at"])) == []
     assert store.claim_run(queued["id"], "host-b:2", LONG)
     assert store.unleased_runs() == [running["id"], released["id"], expired["id"]]
+
+
+# -- secrets: the store keeps ciphertext and times, nothing else ------------------------------------------
+
+
+def test_a_secret_is_created_replaced_listed_and_deleted(backend, store):
+    assert store.get_secret("SMTP") is None and store.list_secrets() == []
+    assert store.put_secret("SMTP", "gAAAA-first") is True
+    first = store.get_secret("SMTP")
+    assert first["name"] == "SMTP" and first["ciphertext"] == "gAAAA-first"
+    assert first["created_at"] == first["updated_at"] and first["created_at"].endswith("Z")
+    wait_until(lambda: utcnow() > first["updated_at"], timeout=5, message="the clock moves past the first put")
+    assert store.put_secret("SMTP", "gAAAA-second") is False  # replaced: created_at stays
+    second = store.get_secret("SMTP")
+    assert second["ciphertext"] == "gAAAA-second" and second["created_at"] == first["created_at"]
+    assert second["updated_at"] > first["updated_at"]
+    store.put_secret("API_KEY", "gAAAA-other")
+    assert [record["name"] for record in store.list_secrets()] == ["API_KEY", "SMTP"]
+    if backend.durable:
+        store = backend.reopen(store)
+        assert store.get_secret("SMTP") == second
+    assert store.delete_secret("SMTP") is True
+    assert store.delete_secret("SMTP") is False
+    assert store.get_secret("SMTP") is None
+    assert [record["name"] for record in store.list_secrets()] == ["API_KEY"]
+
+
+def test_concurrent_puts_of_secrets_lose_none(store):
+    names = [f"S{n}" for n in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(lambda name: store.put_secret(name, f"cipher-{name}"), names))
+    assert created == [True] * len(names)
+    assert {record["name"]: record["ciphertext"] for record in store.list_secrets()} == {
+        name: f"cipher-{name}" for name in names}
+
 
 # -- files: what runs need on any host (uploads, e-mail attachments; app/core/files.py) ---------------
 KEY = "attachments/f1/form.pdf"

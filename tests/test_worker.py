@@ -1,4 +1,4 @@
-"""A server whose runs execute on a worker (WORKFLOW_EXECUTOR=procrastinate), both in this test process.
+"""A server whose runs execute on a worker (procrastinate; celery on Redis and RabbitMQ), both in this process.
 
 The worker is a ``Runtime(worker=True)`` working on a thread, as ``run.py worker`` runs one; each has its
 own storage folder and lease owner. tests/test_cluster.py does the same with separate processes.
@@ -6,26 +6,42 @@ own storage folder and lease owner. tests/test_cluster.py does the same with sep
 
 from __future__ import annotations
 
+import io
+import shutil
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from actions.base import BaseAction
+from app import create_app, start_app
 from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
+from tests.services import unique_queue
 from tests.waiting import wait_until
+from workflows.base import Workflow
 
 pytestmark = pytest.mark.services
 
 WORKFLOWS = [EchoWorkflow, GatedWorkflow]
 
 
+@pytest.fixture(params=["procrastinate", "celery-redis", "celery-amqp"])
+def executor(request) -> dict:
+    """The settings of one executor: procrastinate, or celery on Redis or RabbitMQ (a queue of the test's own)."""
+    if request.param == "procrastinate":
+        return {"WORKFLOW_EXECUTOR": "procrastinate"}
+    broker = request.getfixturevalue("redis_url" if request.param == "celery-redis" else "amqp_url")
+    return {"WORKFLOW_EXECUTOR": "celery", "CELERY_BROKER_URL": broker, "WORKFLOW_QUEUE": unique_queue()}
+
+
 @pytest.fixture
-def cluster(postgres_url, tmp_path):
+def cluster(postgres_url, tmp_path, executor):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
     reset_gates()
     made: list[tuple[Runtime, threading.Thread | None]] = []
@@ -34,7 +50,7 @@ def cluster(postgres_url, tmp_path):
         storage = tmp_path / name
         storage.mkdir()
         settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
+                    "WORKFLOW_DATABASE_URL": postgres_url, **executor,
                     "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
         runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
         thread = None
@@ -105,6 +121,7 @@ def waiting_jobs(url: str) -> int:
         return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()[0]
 
 
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)  # reads procrastinate's job table
 def test_a_cancel_of_a_queued_run_no_worker_took_is_made_by_the_server(cluster, postgres_url):
     server = cluster("server")  # no worker yet: the job waits
     run, _ = server.submit("echo", {"text": "never"})
@@ -116,17 +133,60 @@ def test_a_cancel_of_a_queued_run_no_worker_took_is_made_by_the_server(cluster, 
     assert server.get_run(run["id"])["steps"][0]["attempts"] == 0
 
 
+# A Celery worker's shutdown stops every Celery worker of its process: tests/test_cluster.py stops
+# Celery workers in processes of their own.
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)
 def test_a_stopping_worker_hands_its_run_to_another(cluster):
     server, first = cluster("server"), cluster("first", worker=True)
     run, _ = server.submit("gated", {"text": "x"})
     wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the first worker reaching the gate")
-    second = cluster("second", worker=True)
     stopping = threading.Thread(target=first.stop_work, args=(10,))
     stopping.start()  # the step under way finishes first; then the run is sent on
     wait_until(lambda: first.stopping, message="the first worker stopping")
     gate("gated").set()
     stopping.join(15)
+    second = cluster("second", worker=True)
     done = server.outcome(run, 30)
     assert done["status"] == RunStatus.SUCCEEDED, done
     assert done["worker"] == second.engine.leases.owner
     assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
+
+
+class ReadUpload(BaseAction):
+    """Returns the text of the run's first attachment, read where ``path`` says on the host executing it."""
+
+    def execute(self, data_store: dict) -> dict:
+        attachment = data_store["trigger_data"]["attachments"][0]
+        return {"text": Path(attachment["path"]).read_text(encoding="utf-8"), "path": attachment["path"]}
+
+
+class ReadUploadWorkflow(Workflow):
+    name = "read_upload"
+    description = "Reads its uploaded file."
+    actions = [ReadUpload("read")]
+
+
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)
+def test_an_upload_to_the_server_reaches_a_worker_with_another_disk(postgres_url, tmp_path, executor):
+    settings = {**TEST_SETTINGS, "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_LEASE_SECONDS": 2.0, **executor}
+    server_storage, worker_storage = tmp_path / "server", tmp_path / "worker"
+    app = start_app(create_app({**settings, "WORKFLOW_STORAGE_PATH": str(server_storage),
+                                "WORKFLOW_CLASSES": [ReadUploadWorkflow]}))
+    worker = Runtime({**load_settings({}), **settings, "WORKFLOW_STORAGE_PATH": str(worker_storage)},
+                     workflows=[ReadUploadWorkflow], worker=True)
+    thread = threading.Thread(target=worker.work, daemon=True)
+    try:
+        posted = app.test_client().post("/api/workflows/read_upload/runs",
+                                        data={"file": (io.BytesIO(b"across hosts"), "note.txt")})
+        assert posted.status_code == 202, posted.text
+        shutil.rmtree(server_storage / "attachments")  # nothing on the server's disk helps the worker
+        thread.start()
+        done = app.extensions["pyflow"].outcome(posted.get_json(), 30)
+        assert done["status"] == RunStatus.SUCCEEDED, done
+        assert done["steps"][0]["result"]["text"] == "across hosts"
+        assert Path(done["steps"][0]["result"]["path"]).is_relative_to(worker_storage.resolve())
+    finally:
+        worker.stop_work(2)
+        thread.join(10)
+        worker.shutdown(timeout=2)
+        app.extensions["pyflow"].shutdown(timeout=2)

@@ -36,6 +36,9 @@ class BaseTrigger:
     default_check_interval: float = 1.0
     # A run's ``source`` when the scheduler's poll brought its event: "schedule", "email", "file".
     run_source: str = "schedule"
+    # Private attributes holding a credential (never rendered, never described) that may be exactly
+    # ``{{ secrets.NAME }}``: the runtime puts the stored secret's value there before setup().
+    secret_fields: tuple[str, ...] = ()
 
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:

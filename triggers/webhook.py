@@ -41,6 +41,7 @@ class WebhookTrigger(BaseTrigger):
     type = "webhook"
     # Requests arrive by themselves; there is nothing to poll.
     pollable = False
+    secret_fields = ("_secret",)
 
     def __init__(
         self,

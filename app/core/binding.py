@@ -10,6 +10,7 @@ from typing import Any
 from actions.base import BaseAction
 from actions.paths import PathError
 from app.core.config import public_settings
+from app.core.secrets import resolve_secret_fields
 from app.core.templating import Renderer
 from app.errors import ConfigError
 from triggers.base import BaseTrigger
@@ -62,6 +63,10 @@ class BoundWorkflow:
         except ValueError as problem:
             raise ConfigError(f"{where}: {problem}") from None
         trigger.state = {}  # the copy must not share the class-level trigger's dict
+        try:
+            resolve_secret_fields(trigger, renderer.provided("secrets"), "trigger")
+        except ValueError as problem:  # an unknown secret, or a key that cannot read it
+            raise ConfigError(f"{where}: {problem}") from None
         # A workflow class written in Python is trusted code; a definition's trigger stays in WORKFLOW_FILES_ROOT.
         trigger._trusted_code = workflow.origin == "python" and workflow.__module__ != "workflows.declarative"
         try:

@@ -71,6 +71,13 @@ def _executor(value: str) -> str:
     return lowered
 
 
+def _queue_name(value: str) -> str:
+    name = value.strip()
+    if not name or len(name) > 100 or not all(char.isalnum() or char in "._-" for char in name):
+        raise ValueError
+    return name
+
+
 #: WORKFLOW_EXECUTOR's values: threads of the serving process, or workers behind a queue (DESIGN section 11).
 EXECUTORS = ("local", "procrastinate", "celery")
 
@@ -148,14 +155,20 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     # Distributed mode (DESIGN section 11, docs/distributed.md): who executes runs, and a worker's claim on one.
     "WORKFLOW_EXECUTOR": ("local", _executor, "local, procrastinate or celery"),
     "CELERY_BROKER_URL": ("", None, ""),
+    "WORKFLOW_QUEUE": ("pyflow", _queue_name, "a queue name of letters, digits, '.', '_' or '-'"),
     "WORKFLOW_WORKER_CONCURRENCY": (4, _positive_int, "a positive integer"),
     "WORKFLOW_LEASE_SECONDS": (30.0, _positive_float, "a number of seconds > 0"),
+    # Secrets at rest (DESIGN section 10, app/core/secrets.py): the Fernet key, never stored beside them.
+    "WORKFLOW_ENCRYPTION_KEY": ("", None, ""),
+    "WORKFLOW_KEY_FILE": ("~/.config/pyflow/encryption.key", None, ""),
+    "WORKFLOW_NEW_ENCRYPTION_KEY": ("", None, ""),  # what `run.py secrets rotate-key` re-encrypts with
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).
 # WORKFLOW_DATABASE_URL and CELERY_BROKER_URL may carry a password (postgresql://user:password@host/db).
 SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
-                             "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL"})
+                             "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL", "WORKFLOW_ENCRYPTION_KEY",
+                             "WORKFLOW_NEW_ENCRYPTION_KEY"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:

@@ -19,6 +19,7 @@ from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
+from app.core.secrets import Secrets, resolve_secret_fields
 from app.core.templating import Renderer, RenderError, is_truthy
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
@@ -73,6 +74,8 @@ class Engine:
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
+        #: Set by the runtime: what templates read as {{ secrets.NAME }}, decrypted when a step renders.
+        self.secrets: Secrets | None = None
         # How queued runs reach an executor: this engine's threads; with a ``queue``, workers elsewhere.
         self.dispatcher: Dispatcher = LocalDispatcher(self)
         #: Set by the runtime of a server whose runs execute on ``run.py worker`` processes (DESIGN section 11).
@@ -646,20 +649,28 @@ class Engine:
         return False
 
     def _render(self, execution: Execution, action: BaseAction) -> BaseAction:
-        """A per-run copy of ``action`` with its templates rendered."""
+        """A per-run copy of ``action`` with its templates rendered (and its credential fields' secrets read)."""
         if self.renderer.template_fields(action):
-            return self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
-        return self.renderer.render_object(action, {}, "")
+            rendered = self.renderer.render_object(action, self._names(execution), f"step {action.name!r}")
+        else:
+            rendered = self.renderer.render_object(action, {}, "")
+        if action.secret_fields:
+            resolve_secret_fields(rendered, self._names(execution).get("secrets"), f"step {action.name!r}")
+        return rendered
 
     def _names(self, execution: Execution) -> Mapping[str, Any]:
-        """What templates see: the data store plus inputs, steps, run, settings and env."""
-        return ChainMap({
+        """What templates see: the data store plus inputs, steps, run, settings, env and secrets."""
+        names = {
             "inputs": execution.data_store["trigger_data"],
             "steps": execution.results,
             "run": {"id": execution.run["id"], "workflow": execution.bound.name, "error": execution.failure},
             "settings": self._public_settings,
             "env": self._env,
-        }, execution.data_store)
+        }
+        if self.secrets is not None:
+            # Read when a template names one, never kept in the run: its value joins the run's scrubber.
+            names["secrets"] = self.secrets.view(lambda value: execution.scrubber.add([value]))
+        return ChainMap(names, execution.data_store)
 
     def _attempt(
         self, execution: Execution, index: int, action: BaseAction, branch: bool
@@ -751,6 +762,7 @@ class Engine:
         with run_logs.run_scope(execution.log, parent.name):
             for action in actions:
                 rendered = self.renderer.render_object(action, scope, f"step {parent.name!r}: {action.name!r}")
+                resolve_secret_fields(rendered, scope.get("secrets"), f"step {parent.name!r}: {action.name!r}")
                 if action.when is not None and not is_truthy(rendered.when):
                     results[action.name] = None
                     continue

@@ -13,9 +13,14 @@ from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_ke
 from app.core.config import SECRET_SETTINGS
 
 __all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
-           "settings_scrubber", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter", "scrubbing"]
+           "settings_scrubber", "KNOWN_SECRETS", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter",
+           "scrubbing"]
 
 _local = threading.local()
+
+#: Values of the secrets store (app/core/secrets.py) this process decrypted or stored: scrubbed from every
+#: log line (ScrubFilter) and answer (app/__init__.py), whichever run or request they came through.
+KNOWN_SECRETS = Scrubber()
 
 
 def settings_scrubber(settings: Mapping[str, Any]) -> Scrubber:
@@ -23,6 +28,8 @@ def settings_scrubber(settings: Mapping[str, Any]) -> Scrubber:
     values = [settings.get(name) for name in sorted(SECRET_SETTINGS)]
     # The database URL's password alone too: a driver's message may quote it without the rest of the URL.
     values.append(_url_password(settings.get("WORKFLOW_DATABASE_URL")))
+    # Each key of a list (new,old) alone too: a message may quote one of them.
+    values.extend(str(settings.get("WORKFLOW_ENCRYPTION_KEY") or "").split(","))
     return Scrubber(values)
 
 
@@ -81,7 +88,8 @@ class ScrubFilter(logging.Filter):
         self.scrubber = scrubber or Scrubber()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        scrubbers = [scrubber for scrubber in (self.scrubber, getattr(_local, "scrubber", None)) if scrubber]
+        scrubbers = [scrubber for scrubber in (self.scrubber, getattr(_local, "scrubber", None), KNOWN_SECRETS)
+                     if scrubber]
         if not scrubbers:
             return True
         try:

@@ -24,6 +24,7 @@ from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
+from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
 from app.core.templating import Renderer
 from app.dispatch.queues import open_queue
@@ -91,9 +92,18 @@ class Runtime:
                               "WORKFLOW_DATABASE_URL); with WORKFLOW_EXECUTOR=local the server executes its runs")
         self.store = store or open_store(self.settings)
         self.renderer = Renderer(self.settings["WORKFLOW_TEMPLATE_TIMEOUT"])
+        self.secrets = Secrets(self.store, self.settings)
+        try:
+            self.secrets.check()  # a wrong or missing key stops start-up here, in one line naming it
+        except ConfigError:
+            if store is None:
+                self.store.close()
+            raise
+        self.renderer.provide("secrets", self.secrets.view())  # triggers' settings: {{ secrets.NAME }}
         self.catalog = Catalog(self.store, self.settings, self.renderer)
         self.catalog.load(workflows)
         self.engine = Engine(self.store, self.settings, self.renderer)
+        self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
@@ -293,6 +303,10 @@ class Runtime:
 
     def execute_job(self, run_id: str) -> None:
         """A queue's job: execute the run here, returning once it stopped executing here (``run.py worker``)."""
+        if self._stopping.is_set():
+            # A job taken while this worker stops (celery looks for the stop twice a second): pass it on.
+            self.queue.submit(run_id)
+            return
         if not self.take_run(run_id):
             return
         self.engine.wait(run_id, None)  # type: ignore[arg-type]
@@ -310,13 +324,17 @@ class Runtime:
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
         self.queue.start()
-        self.queue.work(self.execute_job, int(self.settings["WORKFLOW_WORKER_CONCURRENCY"]))
+        self.scheduler.start()  # no trigger: the hourly maintenance only (its copies of attachments)
+        try:
+            self.queue.work(self.execute_job, int(self.settings["WORKFLOW_WORKER_CONCURRENCY"]))
+        finally:
+            self.scheduler.shutdown()
 
     def stop_work(self, timeout: float) -> None:
         """Take no more jobs; halt runs at their step's end within ``timeout`` (others take them), then close."""
         self._stopping.set()
+        self.queue.stop()  # first: no new job while the runs under way halt
         self.engine.shutdown(timeout)  # each run halts; its job returns and the run is sent on
-        self.queue.stop()
 
     def _resend(self, run_id: str) -> None:
         """The sweeper's way to get a run without a live lease executed: a new job, or this server's threads."""
@@ -326,8 +344,14 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store."""
+        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store.
+
+        A worker prunes only its own copies of attachments: the servers prune the shared store.
+        """
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
+        if self.worker:
+            self._prune_attachments(cutoff)
+            return 0
         try:
             pruned = self.store.prune(cutoff)
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below

@@ -282,6 +282,14 @@ class Renderer:
         self._compile_expression = lru_cache(maxsize=2048)(self._expression)
         self._template_fields: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
+    def provide(self, name: str, value: Any) -> None:
+        """Let every template read ``name`` (the runtime's ``secrets``); a render's own names come first."""
+        self.env.globals[name] = value
+
+    def provided(self, name: str) -> Any:
+        """What ``provide`` gave for ``name``; None when nothing was."""
+        return self.env.globals.get(name)
+
     def _expression(self, source: str):
         return self.env.compile_expression(source, undefined_to_none=True)
 
@@ -333,7 +341,7 @@ class Renderer:
         if isinstance(value, str):
             try:
                 return self.render_string(value, context)
-            except TemplateLimit as error:
+            except (TemplateLimit, RenderError) as error:  # a RenderError from a name's lookup (an unknown secret)
                 raise RenderError(f"{where}: {error}") from None
             except TemplateError as error:
                 raise RenderError(f"{where}: template error: {error}") from None

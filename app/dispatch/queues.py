@@ -18,11 +18,12 @@ def open_queue(settings: Mapping[str, Any]) -> Queue | None:
     if not database_url:
         raise ConfigError(f"WORKFLOW_EXECUTOR={executor} needs WORKFLOW_DATABASE_URL: its workers share runs "
                           "through the PostgreSQL store (docs/distributed.md)")
+    queue = settings.get("WORKFLOW_QUEUE") or "pyflow"
     try:
         if executor == "procrastinate":
             from app.dispatch.procrastinate import ProcrastinateDispatcher
 
-            return ProcrastinateDispatcher(database_url)
+            return ProcrastinateDispatcher(database_url, queue=queue)
         if executor == "celery":
             broker = settings.get("CELERY_BROKER_URL")
             if not broker:
@@ -30,7 +31,7 @@ def open_queue(settings: Mapping[str, Any]) -> Queue | None:
                                   "amqp://user:password@host:5672//")
             from app.dispatch.celery import CeleryDispatcher
 
-            return CeleryDispatcher(broker)
+            return CeleryDispatcher(broker, queue=queue)
     except ImportError as error:
         raise ConfigError(f"WORKFLOW_EXECUTOR={executor} but {error.name or executor} is not installed: "
                           "pip install -r requirements-distributed.txt") from None

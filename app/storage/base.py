@@ -191,6 +191,24 @@ class Store(ABC):
     def delete_definition(self, name: str) -> None:
         """Forget every version of a definition."""
 
+    # -- secrets: ciphertext only (app/core/secrets.py encrypts; the key is never in the store) -------
+    # A record is {"name", "ciphertext", "created_at", "updated_at"} (UTC ISO times, as runs have).
+    @abstractmethod
+    def put_secret(self, name: str, ciphertext: str) -> bool:
+        """Store a secret's ciphertext: True when the name is new, False when it replaced one (created_at kept)."""
+
+    @abstractmethod
+    def get_secret(self, name: str) -> dict | None:
+        """A secret's record, or None."""
+
+    @abstractmethod
+    def list_secrets(self) -> list[dict]:
+        """Every secret's record, by name."""
+
+    @abstractmethod
+    def delete_secret(self, name: str) -> bool:
+        """Forget a secret; False when there was none of that name."""
+
     # -- files ----------------------------------------------------------------
     def files_path(self, *parts: str) -> Path:
         """A folder under the store's root, created when missing."""

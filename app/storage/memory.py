@@ -29,6 +29,7 @@ class MemoryStore(Store):
         self._definitions: dict[str, list[dict]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # run id -> (owner, epoch when it ends)
         self._controls: dict[str, tuple[str, str]] = {}  # run id -> (operation, by) of its pending request
+        self._secrets: dict[str, dict] = {}
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -197,6 +198,27 @@ class MemoryStore(Store):
     def delete_definition(self, name: str) -> None:
         with self._lock:
             self._definitions.pop(name, None)
+
+    def put_secret(self, name: str, ciphertext: str) -> bool:
+        now = utcnow()
+        with self._lock:
+            old = self._secrets.get(name)
+            self._secrets[name] = {"name": name, "ciphertext": ciphertext,
+                                   "created_at": old["created_at"] if old else now, "updated_at": now}
+            return old is None
+
+    def get_secret(self, name: str) -> dict | None:
+        with self._lock:
+            found = self._secrets.get(name)
+            return dict(found) if found else None
+
+    def list_secrets(self) -> list[dict]:
+        with self._lock:
+            return [dict(self._secrets[name]) for name in sorted(self._secrets)]
+
+    def delete_secret(self, name: str) -> bool:
+        with self._lock:
+            return self._secrets.pop(name, None) is not None
 
     def load_trigger_state(self, workflow: str) -> dict:
         with self._lock:

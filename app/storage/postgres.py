@@ -37,6 +37,8 @@ _ENTRY_COLUMNS = ", ".join(
 )
 # request_control: a pending request stays when a pause meets a pending cancel (cancel wins).
 _KEEP = "(control = 'cancel' AND %(operation)s::text = 'pause')"
+_SECRET_COLUMNS = (f"name, ciphertext, to_char(created_at AT TIME ZONE 'UTC', {_ISO}),"
+                   f" to_char(updated_at AT TIME ZONE 'UTC', {_ISO})")
 _RUN_COLUMNS = ("workflow", "status", "created_at", "started_at", "finished_at", "version", "worker")
 
 
@@ -449,6 +451,31 @@ class PostgresStore(Store):
             else:
                 conn.execute("DELETE FROM pyflow_started_workflows WHERE workflow = %s", (workflow,))
 
+    # -- secrets (ciphertext only) ----------------------------------------------------
+    def put_secret(self, name: str, ciphertext: str) -> bool:
+        with self._conn("store a secret") as conn:
+            # xmax is 0 on a row this statement inserted, set on one it updated.
+            return conn.execute(
+                "INSERT INTO pyflow_secrets (name, ciphertext) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET ciphertext = EXCLUDED.ciphertext,"
+                " updated_at = date_trunc('milliseconds', now()) RETURNING (xmax = 0)",
+                (name, ciphertext),
+            ).fetchone()[0]
+
+    def get_secret(self, name: str) -> dict | None:
+        with self._conn("read a secret") as conn:
+            found = conn.execute(f"SELECT {_SECRET_COLUMNS} FROM pyflow_secrets WHERE name = %s", (name,)).fetchone()
+        return _secret(found) if found else None
+
+    def list_secrets(self) -> list[dict]:
+        with self._conn("list secrets") as conn:
+            rows = conn.execute(f"SELECT {_SECRET_COLUMNS} FROM pyflow_secrets ORDER BY name").fetchall()
+        return [_secret(row) for row in rows]
+
+    def delete_secret(self, name: str) -> bool:
+        with self._conn("delete a secret") as conn:
+            return conn.execute("DELETE FROM pyflow_secrets WHERE name = %s", (name,)).rowcount > 0
+
     # -- workflow definitions ---------------------------------------------------
     def save_definition(self, name: str, definition: dict) -> int:
         with self._conn("save a definition") as conn:
@@ -534,6 +561,10 @@ class PostgresStore(Store):
 def _configure(conn: psycopg.Connection) -> None:
     """Each pooled connection writes JSON as the store does (compact, no NaN)."""
     set_json_dumps(_dumps, conn)
+
+
+def _secret(row: tuple) -> dict:
+    return {"name": row[0], "ciphertext": row[1], "created_at": row[2], "updated_at": row[3]}
 
 
 def _definition(row: tuple) -> dict:

@@ -63,6 +63,7 @@ class JsonStore(Store):
         self._leases = self.root / "leases"
         self._controls = self.root / "controls"
         self._workflows_path = self.root / "workflows.json"
+        self._secrets_path = self.root / "secrets.json"  # ciphertext only: the key lives elsewhere
         locks = self.root / "locks"
         for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, locks):
             try:
@@ -75,6 +76,7 @@ class JsonStore(Store):
             logger.warning("cannot make %s private (mode 0700): %s", self.root, exc)
         self._keys_mutex = Mutex(locks / "keys.lock")
         self._workflows_mutex = Mutex(locks / "workflows.lock")
+        self._secrets_mutex = Mutex(locks / "secrets.lock")
         # Taken alone, around a lease's or a control request's read and replace.
         self._leases_mutex = Mutex(locks / "leases.lock")
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
@@ -471,6 +473,33 @@ class JsonStore(Store):
             changed = (names | {workflow}) if started else (names - {workflow})
             if changed != names:
                 write_atomic(self._workflows_path, dumps({"started": sorted(changed)}))
+
+    # -- secrets: one small file, replaced whole under its lock ------------------------
+    def _secrets(self) -> dict[str, dict]:
+        return read_json(self._secrets_path, {})
+
+    def put_secret(self, name: str, ciphertext: str) -> bool:
+        with self._secrets_mutex:
+            secrets = self._secrets()
+            now, old = utcnow(), secrets.get(name)
+            secrets[name] = {"name": name, "ciphertext": ciphertext,
+                             "created_at": old["created_at"] if old else now, "updated_at": now}
+            write_atomic(self._secrets_path, dumps(dict(sorted(secrets.items()))))
+        return old is None
+
+    def get_secret(self, name: str) -> dict | None:
+        return self._secrets().get(name)
+
+    def list_secrets(self) -> list[dict]:
+        return [record for _, record in sorted(self._secrets().items())]
+
+    def delete_secret(self, name: str) -> bool:
+        with self._secrets_mutex:
+            secrets = self._secrets()
+            if secrets.pop(name, None) is None:
+                return False
+            write_atomic(self._secrets_path, dumps(secrets))
+        return True
 
     # -- workflow definitions ---------------------------------------------------
     def _definition_folder(self, name: str) -> Path:
