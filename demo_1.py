@@ -1,4 +1,4 @@
-"""Demo 1: insurance applications, driven through PyFlow's REST API.
+"""Demo 1: insurance applications, driven through PyFlow's REST API with pyflow_client.py.
 
 Start the server in one terminal (no mail server needed: replies go to the outbox folder):
 
@@ -14,7 +14,7 @@ samples/application_company_b_invalid.pdf (three mistakes) to the
 insurance_application workflow and prints what was read, whether it is valid
 and where the reply went. When the server has IMAP_* settings, the demo also
 starts the mailbox-watching workflow and says how to stop it.
-WORKFLOW_API_URL says where the server is (default http://127.0.0.1:5001).
+WORKFLOW_API_URL says where the server is (default http://127.0.0.1:5001), WORKFLOW_API_TOKEN its token.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from demo_client import FINISHED, DemoError, api_base, call, require_server, steps_of
+from demo_client import FINISHED, DemoError, call, require_server, steps_of
+from pyflow_client import Client
 
 WORKFLOW = "insurance_application"
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -103,16 +102,16 @@ def show_reply(step: dict | None) -> None:
             print(f"    sent over SMTP, Message-ID {result.get('message_id')}")
 
 
-def submit(session: requests.Session, base: str, sample: Path) -> dict:
+def submit(client: Client, sample: Path) -> dict:
     """Upload one sample as a multipart form and print the finished run."""
     path = f"/api/workflows/{WORKFLOW}/runs?wait={WAIT_SECONDS}"
     print(f"\nUploading {sample.name} (POST {path}, reply_to {REPLY_TO}) ...")
     with sample.open("rb") as handle:
         files = {"file": (sample.name, handle, "application/pdf")}
         data = {"inputs": json.dumps({"reply_to": REPLY_TO})}
-        status, run = call(session, base, "POST", path, files=files, data=data, timeout=WAIT_SECONDS + 10)
+        run = call(client, "POST", path, files=files, data=data, timeout=WAIT_SECONDS + 10)
     print(f"  run {run['id']}: {run['status']}")
-    if status == 202:
+    if run["status"] not in FINISHED:  # 202: still running after the wait
         print(f"  still running after {WAIT_SECONDS} s; see GET /api/runs/{run['id']}")
         return run
     steps = steps_of(run)
@@ -127,19 +126,19 @@ def submit(session: requests.Session, base: str, sample: Path) -> dict:
     return run
 
 
-def watch(session: requests.Session, base: str) -> None:
+def watch(client: Client) -> None:
     """Start the workflow, print each run the mailbox starts, and stop it on Ctrl-C."""
-    call(session, base, "POST", f"/api/workflows/{WORKFLOW}/start")
+    call(client, "POST", f"/api/workflows/{WORKFLOW}/start")
     print(f"\nStarted {WORKFLOW} (POST /api/workflows/{WORKFLOW}/start): the server now reads the mailbox.")
     print("Send an e-mail with a PDF application to it. Stop with Ctrl-C here (which stops the workflow),")
-    print(f"or with POST {base}/api/workflows/{WORKFLOW}/stop.", flush=True)
-    _, body = call(session, base, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": 50})
+    print(f"or with POST {client.base_url}/api/workflows/{WORKFLOW}/stop.", flush=True)
+    body = call(client, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": 50})
     seen = {run["id"] for run in body["runs"]}
     try:
         while True:
             time.sleep(POLL_EVERY)
-            _, summary = call(session, base, "GET", f"/api/workflows/{WORKFLOW}")
-            _, body = call(session, base, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": 20})
+            summary = call(client, "GET", f"/api/workflows/{WORKFLOW}")
+            body = call(client, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": 20})
             for run in reversed(body["runs"]):
                 if run["id"] not in seen and run["status"] in FINISHED:
                     seen.add(run["id"])
@@ -151,17 +150,17 @@ def watch(session: requests.Session, base: str) -> None:
                 print(f"\n{WORKFLOW} was stopped (POST .../stop); done watching.")
                 return
     except KeyboardInterrupt:
-        _, summary = call(session, base, "POST", f"/api/workflows/{WORKFLOW}/stop")
+        summary = call(client, "POST", f"/api/workflows/{WORKFLOW}/stop")
         print(f"\nStopped {WORKFLOW} (POST /api/workflows/{WORKFLOW}/stop): status {summary['status']}.")
 
 
-def start_watching(session: requests.Session, base: str) -> None:
+def start_watching(client: Client) -> None:
     """IMAP is configured on the server: start the mailbox-watching workflow and say how to stop it."""
-    _, summary = call(session, base, "POST", f"/api/workflows/{WORKFLOW}/start")
+    summary = call(client, "POST", f"/api/workflows/{WORKFLOW}/start")
     every = summary.get("check_interval")
     print(f"\nThe mailbox is configured, so {WORKFLOW} is now started: the server checks it every {every:g} s")
     print("and replies to each e-mail with a PDF application. It stays started across restarts; stop it with")
-    print(f"  curl -X POST {base}/api/workflows/{WORKFLOW}/stop")
+    print(f"  curl -X POST {client.base_url}/api/workflows/{WORKFLOW}/stop")
     print("or watch it handle mail with: python demo_1.py --watch (Ctrl-C there stops it).")
 
 
@@ -171,22 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch", action="store_true",
                         help="after the uploads, start the workflow so it reads the mailbox (needs IMAP_* settings)")
     args = parser.parse_args(argv)
-    base = api_base()
-    with requests.Session() as session:
-        if not require_server(session, base):
+    with Client(timeout=10) as client:
+        if not require_server(client):
             return 1
         try:
-            _, summary = call(session, base, "GET", f"/api/workflows/{WORKFLOW}")
+            summary = call(client, "GET", f"/api/workflows/{WORKFLOW}")
             show_summary(summary)
-            submit(session, base, SAMPLES / "application_company_a.pdf")
-            submit(session, base, SAMPLES / "application_company_b_invalid.pdf")
+            submit(client, SAMPLES / "application_company_a.pdf")
+            submit(client, SAMPLES / "application_company_b_invalid.pdf")
             if summary.get("error"):
                 if args.watch:
                     print(f"\nCannot watch the mailbox: {summary['error']}")
             elif args.watch:
-                watch(session, base)
+                watch(client)
             else:
-                start_watching(session, base)
+                start_watching(client)
         except DemoError as error:
             print(f"demo_1.py: {error}", file=sys.stderr)
             return 1

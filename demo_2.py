@@ -1,4 +1,4 @@
-"""Demo 2: the uptime monitor, driven through PyFlow's REST API.
+"""Demo 2: the uptime monitor, driven through PyFlow's REST API with pyflow_client.py.
 
 Start the server in one terminal; a short interval makes the demo lively:
 
@@ -11,7 +11,7 @@ then, in another:
 The demo shows the uptime_monitor workflow, runs one check right away, starts
 the monitor so the server checks on its own every UPTIME_INTERVAL seconds,
 prints each scheduled check as it lands, and stops the monitor again.
-WORKFLOW_API_URL says where the server is (default http://127.0.0.1:5001).
+WORKFLOW_API_URL says where the server is (default http://127.0.0.1:5001), WORKFLOW_API_TOKEN its token.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import sys
 import time
 from datetime import datetime
 
-import requests
-
-from demo_client import FINISHED, DemoError, api_base, call, require_server, steps_of
+from demo_client import FINISHED, DemoError, call, require_server, steps_of
+from pyflow_client import Client
 
 WORKFLOW = "uptime_monitor"
 MAX_DEFAULT_WAIT = 20.0
@@ -109,14 +108,14 @@ def show_summary(summary: dict) -> None:
     print(f"  status: {summary['status']}")
 
 
-def check_once(session: requests.Session, base: str) -> dict:
+def check_once(client: Client) -> dict:
     """Run one check now and print it."""
     print("\nChecking once right away (POST /api/workflows/uptime_monitor/runs?wait=30) ...")
-    status, run = call(session, base, "POST", f"/api/workflows/{WORKFLOW}/runs?wait=30", json={}, timeout=40)
+    run = call(client, "POST", f"/api/workflows/{WORKFLOW}/runs?wait=30", json={}, timeout=40)
     steps = steps_of(run)
     check = (steps.get("check") or {}).get("result") or {}
     print(f"  run {run['id']}: {run['status']}")
-    if status == 202:
+    if run["status"] not in FINISHED:  # 202: still running after the wait
         print(f"  still running after 30 s; see GET /api/runs/{run['id']}")
         return run
     print(f"  url:     {check.get('url')}")
@@ -136,18 +135,18 @@ def default_wait(summary: dict) -> float:
     return min(3 * interval, MAX_DEFAULT_WAIT)
 
 
-def recent_runs(session: requests.Session, base: str, limit: int = 50) -> list[dict]:
+def recent_runs(client: Client, limit: int = 50) -> list[dict]:
     """The newest runs of the workflow, newest first."""
-    _, body = call(session, base, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": limit})
+    body = call(client, "GET", "/api/runs", params={"workflow": WORKFLOW, "limit": limit})
     return body["runs"]
 
 
-def watch(session: requests.Session, base: str, seconds: float, seen: set[str]) -> int:
+def watch(client: Client, seconds: float, seen: set[str]) -> int:
     """Print each new finished run for ``seconds``; the number printed."""
     printed = 0
     deadline = time.monotonic() + seconds
     while True:
-        for run in reversed(recent_runs(session, base, 20)):
+        for run in reversed(recent_runs(client, 20)):
             if run["id"] not in seen and run["status"] in FINISHED:
                 seen.add(run["id"])
                 print(run_line(run), flush=True)
@@ -157,23 +156,23 @@ def watch(session: requests.Session, base: str, seconds: float, seen: set[str]) 
         time.sleep(min(POLL_EVERY, max(deadline - time.monotonic(), 0)))
 
 
-def monitor(session: requests.Session, base: str, seconds: float, was_running: bool) -> None:
+def monitor(client: Client, seconds: float, was_running: bool) -> None:
     """Start the monitor, show scheduled checks for ``seconds``, then stop it (unless it was running before)."""
-    seen = {run["id"] for run in recent_runs(session, base)}
-    call(session, base, "POST", f"/api/workflows/{WORKFLOW}/start")
+    seen = {run["id"] for run in recent_runs(client)}
+    call(client, "POST", f"/api/workflows/{WORKFLOW}/start")
     print(f"\nStarted {WORKFLOW} (POST /api/workflows/{WORKFLOW}/start): the server now checks on its own.")
     print(f"Watching its scheduled checks for {seconds:g} s:")
     print("  time      status     code  latency  alert")
     printed = 0
     try:
-        printed = watch(session, base, seconds, seen)
+        printed = watch(client, seconds, seen)
     except KeyboardInterrupt:
         print("  interrupted")
     finally:
         if was_running:
             print(f"\n{WORKFLOW} was already running before the demo, so it is left running.")
         else:
-            _, summary = call(session, base, "POST", f"/api/workflows/{WORKFLOW}/stop")
+            summary = call(client, "POST", f"/api/workflows/{WORKFLOW}/stop")
             print(f"\nStopped {WORKFLOW} (POST /api/workflows/{WORKFLOW}/stop): status {summary['status']}.")
     if printed == 0:
         print("No scheduled check finished in that time. The server checks every UPTIME_INTERVAL seconds")
@@ -185,16 +184,15 @@ def monitor(session: requests.Session, base: str, seconds: float, was_running: b
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 on success, 1 when the server is missing or refuses something."""
     args = parse_args(argv)
-    base = api_base()
-    with requests.Session() as session:
-        if not require_server(session, base):
+    with Client(timeout=10) as client:
+        if not require_server(client):
             return 1
         try:
-            _, summary = call(session, base, "GET", f"/api/workflows/{WORKFLOW}")
+            summary = call(client, "GET", f"/api/workflows/{WORKFLOW}")
             show_summary(summary)
-            check_once(session, base)
+            check_once(client)
             seconds = args.wait if args.wait is not None else default_wait(summary)
-            monitor(session, base, seconds, was_running=summary["status"] == "running")
+            monitor(client, seconds, was_running=summary["status"] == "running")
         except DemoError as error:
             print(f"demo_2.py: {error}", file=sys.stderr)
             return 1

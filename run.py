@@ -8,6 +8,7 @@
     python run.py secrets set NAME      store a secret, its value read from standard input (list, delete NAME,
                                         rotate-key)
     python run.py cancel|pause|resume|retry RUN_ID   (skip RUN_ID STEP) on the running server
+    python run.py audit verify          check the audit log's hash chain (exit 1 naming the first broken entry)
 
 The seed's spellings work too: --list, --workflow NAME --context JSON.
 """
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="forget a secret")
     delete.add_argument("name")
     actions.add_parser("rotate-key", help="re-encrypt every secret with a new key (docs/security/secrets.md)")
+
+    audit = commands.add_parser("audit", help="the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="check the hash chain; exit 1 naming the first broken entry")
     for operation in CONTROL_OPERATIONS:
         control = commands.add_parser(operation, help=f"{operation} a run of the server at WORKFLOW_API_URL")
         control.add_argument("run_id")
@@ -206,6 +211,7 @@ def validate(files: list[str]) -> int:
 
 def secrets_command(action: str, name: str) -> int:
     """``secrets set|list|delete|rotate-key`` on the store the settings name (a running server sees it at once)."""
+    from app.core import audit
     from app.core.runtime import open_store
     from app.core.secrets import Secrets, check_name
 
@@ -227,12 +233,14 @@ def secrets_command(action: str, name: str) -> int:
                 raise PyFlowError(f"secrets set {name}: the value read from standard input is empty; "
                                   f"pipe it in: printf %s \"$VALUE\" | python run.py secrets set {name}")
             created = secrets.set(name, value)
+            audit.record(store, "cli", "secret.set", name)
             print(f"secret {name} {'stored' if created else 'replaced'}")
         elif action == "list":
             for record in secrets.names():
                 print(f"{record['name']:<28} created {record['created_at']}  updated {record['updated_at']}")
         elif action == "delete":
             secrets.delete(name)
+            audit.record(store, "cli", "secret.delete", name)
             print(f"secret {name} deleted")
         else:
             count = secrets.rotate()
@@ -248,10 +256,14 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     """Ask the running server to cancel/pause/resume/retry/skip a run; print the run as JSON."""
     import requests
 
-    base = load_settings()["WORKFLOW_API_URL"].rstrip("/")
+    settings = load_settings()
+    base = settings["WORKFLOW_API_URL"].rstrip("/")
     url = f"{base}/api/runs/{run_id}/{operation}"
+    # The token the server's settings name, or one of the operator tokens made with POST /api/tokens.
+    token = settings["WORKFLOW_API_TOKEN"]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.post(url, json={"step": step} if step else None, timeout=30)
+        response = requests.post(url, json={"step": step} if step else None, headers=headers, timeout=30)
     except requests.ConnectionError:
         print(f"run.py: PyFlow is not running at {base}; start it with: python run.py", file=sys.stderr)
         return EXIT_USAGE
@@ -269,6 +281,23 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     return EXIT_FAILED_RUN
 
 
+def audit_verify() -> int:
+    """Walk the audit log of the configured store (JSON or PostgreSQL); 0 when the chain holds, 1 naming where not."""
+    from app.core.audit import verify
+    from app.core.runtime import open_store
+
+    store = open_store(load_settings())
+    try:
+        checked, broken = verify(store.audit_entries())
+    finally:
+        store.close()
+    if broken is not None:
+        print(f"run.py: audit verify: {broken} ({checked} entries before it hold)", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    print(f"audit log: {checked} entries, the chain holds")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "list" if args.list else "run" if args.workflow else args.command or "serve"
@@ -284,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             return validate(args.files)
         if command == "secrets":
             return secrets_command(args.action, getattr(args, "name", ""))
+
+        if command == "audit":
+            return audit_verify()
         if command in CONTROL_OPERATIONS:
             return control(command, args.run_id, getattr(args, "step", None))
         name = args.workflow or args.name

@@ -131,6 +131,10 @@ class BaseAction:
         """Do the work and return a JSON-serialisable result."""
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
 
+    def config_secrets(self) -> set[str]:
+        """Secret values in config fields whose names do not say so (a token in a URL), for the engine to scrub."""
+        return set()
+
     def describe(self) -> dict:
         """A summary for the API: name and type."""
         return {"name": self.name, "type": self.type}

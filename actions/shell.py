@@ -15,6 +15,7 @@ from typing import IO, Any
 from actions.base import ActionError, BaseAction, seconds
 from actions.limits import capped
 from actions.redaction import is_secret_key
+from actions.shell_limits import Limits, check, crossed, preexec
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,11 @@ class ShellAction(BaseAction):
     run is cancelled, the command's whole process group is terminated, then
     killed. A non-zero exit fails the step, naming the code and the last line
     of stderr. Result: ``{"exit_code", "stdout", "stderr"}``, each stream cut
-    to 1 MB.
+    to 1 MB. ``limits`` (``cpu_seconds``, ``memory_mb``, ``output_kb``,
+    ``processes``; actions/shell_limits.py says what each binds) are set with
+    setrlimit in the child; a command that crosses one is killed with its
+    process group and the step fails naming the limit. A limit this platform
+    cannot apply is refused when the step is defined.
     """
 
     type = "shell"
@@ -52,6 +57,7 @@ class ShellAction(BaseAction):
         cwd: str | None = None,
         env: Mapping[str, Any] | None = None,
         timeout: float | str | None = None,
+        limits: Mapping[str, Any] | None = None,
         **options: Any,
     ):
         super().__init__(name, **options)
@@ -62,6 +68,12 @@ class ShellAction(BaseAction):
         self.env = env
         # The command's own limit; BaseAction.step_timeout is the engine's.
         self.timeout = timeout
+        try:
+            check(limits, allow_templates=True)
+        except ValueError as error:
+            raise ValueError(f"action {name!r}: {error}") from None
+        # Rendered per run (a value may be a template), then checked again in execute.
+        self.limits = dict(limits) if limits is not None else None
 
     def execute(self, data_store: dict) -> dict:
         """Run the command to its end, its timeout or the run's cancellation."""
@@ -75,20 +87,33 @@ class ShellAction(BaseAction):
         if cwd is not None and not Path(cwd).is_dir():
             raise ActionError(f"shell: cwd {cwd!r} is not a directory", retryable=False)
         limit = self._timeout()
+        try:
+            limits = check(self.limits, allow_templates=False)
+        except ValueError as error:
+            raise ActionError(f"shell: {error}", retryable=False) from None
 
         started = time.monotonic()
         # Files, not pipes: a chatty command can't fill a pipe and hang, and memory stays flat.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 # A session of its own, so a timeout can kill the command's children too.
+                # preexec_fn sets the rlimits in the child before exec (see shell_limits.preexec).
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                           start_new_session=True)
+                                           start_new_session=True, preexec_fn=preexec(limits))
             except FileNotFoundError:
                 raise ActionError(f"shell: command not found: {argv[0]!r}", retryable=False)
             except PermissionError:
                 raise ActionError(f"shell: permission denied: {argv[0]!r}", retryable=False)
-            stopped = self._wait(process, started, limit)
+            stopped = self._wait(process, started, limit, limits, (out, err))
             exit_code = process.returncode
+            crossing = stopped if stopped == "output_kb" else None
+            if stopped is None:
+                # A quick command may have ended before the wait loop looked at its output.
+                crossing = crossed(limits, exit_code, _last_line(err)) or (
+                    "output_kb" if _over(limits.output_bytes, (out, err)) else None)
+                if crossing:
+                    # Whatever the command started must not outlive the step.
+                    _kill_group(process)
             stdout, stderr = _output(out), _output(err)
             last_line = _last_line(err)
 
@@ -97,6 +122,10 @@ class ShellAction(BaseAction):
             raise ActionError(f"shell: cancelled after {elapsed:.1f} s; the command was killed", retryable=False)
         if stopped == "timeout":
             raise ActionError(f"shell: command timed out after {limit:g} s and was killed")
+        if crossing:
+            # Another attempt would cross the same limit.
+            raise ActionError(f"shell: killed: {limits.describe(crossing)} exceeded"
+                              + (f": {last_line}" if last_line and crossing != "output_kb" else ""), retryable=False)
         logger.info("shell %s: exit code %d after %.1f s", self.name, exit_code, elapsed)
         if exit_code != 0:
             how = (f"was killed by signal {_signal_name(-exit_code)}" if exit_code < 0
@@ -134,8 +163,9 @@ class ShellAction(BaseAction):
         return capped(seconds(value, "timeout", "shell"), "WORKFLOW_MAX_STEP_TIMEOUT", self.context.settings,
                       "shell: timeout")
 
-    def _wait(self, process: subprocess.Popen, started: float, limit: float | None) -> str | None:
-        """Wait for the process; "timeout" or "cancelled" when it had to be killed."""
+    def _wait(self, process: subprocess.Popen, started: float, limit: float | None, limits: Limits,
+              streams: tuple[IO[bytes], IO[bytes]]) -> str | None:
+        """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
         while True:
             try:
@@ -147,6 +177,9 @@ class ShellAction(BaseAction):
                 reason = "cancelled"
             elif limit is not None and time.monotonic() - started >= limit:
                 reason = "timeout"
+            elif _over(limits.output_bytes, streams):
+                # Checked every POLL_SECONDS: a fast writer gets somewhat past it before it is killed.
+                reason = "output_kb"
             else:
                 continue
             logger.warning("shell %s: %s; killing process group %d", self.name, reason, process.pid)
@@ -165,6 +198,11 @@ def _kill_group(process: subprocess.Popen) -> None:
             process.wait(timeout=KILL_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             continue
+
+
+def _over(most: int | None, streams: tuple[IO[bytes], ...]) -> bool:
+    """Whether the streams together hold more than ``most`` bytes."""
+    return most is not None and sum(os.fstat(stream.fileno()).st_size for stream in streams) > most
 
 
 def _output(file: IO[bytes]) -> str:

@@ -84,7 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from app import dashboard
-    from app.api import auth
+    from app.api import audit_log, auth, tokens  # noqa: F401  (audit_log's and tokens' views attach to the API)
     from app.api.hooks import bp as webhooks
     from app.api.routes import bp as api_blueprint
     from app.api.secrets import bp as secrets_blueprint

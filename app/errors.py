@@ -45,6 +45,13 @@ class Unauthorized(PyFlowError):
     code = "unauthorized"
 
 
+class Forbidden(PyFlowError):
+    """The caller's role may not make this call; the message names the role it needs."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(PyFlowError):
     """An unknown workflow or run."""
 

@@ -515,3 +515,19 @@ def test_run_py_cancel_controls_the_running_server(tmp_path):
     assert f"run {run_id} is cancelled; it cannot be cancelled" in again.stderr
     assert nobody.returncode == 2
     assert "not running" in nobody.stderr
+
+
+@pytest.mark.slow  # a real run.py server
+def test_run_py_cancel_sends_the_token_of_a_server_that_needs_one(tmp_path):
+    token = "control-token-0123456789"
+    with Servers(tmp_path) as servers:
+        server = servers.start(env={"WORKFLOW_API_TOKEN": token})
+        auth = {"Authorization": f"Bearer {token}"}
+        run_id = server.post("/api/workflows/slow/runs", json={"inputs": {"seconds": 30}}, headers=auth).json()["id"]
+        wait_until(lambda: server.get(f"/api/runs/{run_id}", headers=auth).json()["status"] == "running", timeout=10)
+        env = {**server.env, "WORKFLOW_API_URL": server.url}  # WORKFLOW_API_TOKEN as the server has it
+        refused = run_py("cancel", run_id, env={**env, "WORKFLOW_API_TOKEN": ""})
+        cancelled = run_py("cancel", run_id, env=env)
+    assert refused.returncode == 1 and f"cancel {run_id}:" in refused.stderr
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"

@@ -81,7 +81,8 @@ INVALID = {
     "unknown step type": ("name: x\nsteps: [{name: s, type: telepathy}]", ["steps[0].type"],
                           "unknown step type 'telepathy'; known: condition,"),
     "unknown step key": (f"name: x\nsteps: [{{name: s, retry: 2, {LOG}}}]", ["steps[0].retry"],
-                         "unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, when"),
+                         "unknown key; a step has config, depends_on, limits, name, on_failure, retries, timeout, "
+                         "type, when"),
     "unknown config key": ("name: x\nsteps: [{name: get, type: http_request, config: {uri: 'http://a.example'}}]",
                            ["steps[0].config.uri", "steps[0].config.url"],
                            "unknown setting for type 'http_request'; known: data, expect_status, headers, json"),
@@ -158,7 +159,7 @@ def test_every_problem_of_one_step_is_listed_not_only_the_first(tmp_path):
         load_file(write(tmp_path, text))
     assert [(problem["path"], problem["message"]) for problem in caught.value.problems] == [
         ("steps[1].retry",
-         "unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, when"),
+         "unknown key; a step has config, depends_on, limits, name, on_failure, retries, timeout, type, when"),
         ("steps[1].depends_on", "unknown step(s): nope"),
         ("steps[1].retries", "must be a number >= 0, got -1"),
         ("steps[1].timeout", "must be a number >= 0, got 'soon'"),
@@ -266,8 +267,8 @@ def test_run_py_validate_lists_every_problem_with_template_syntax_errors(tmp_pat
         f"{typos}: invalid",
         *(f"  {path}: {message}" for path, message in BROKEN_PROBLEMS),
         f"{mixed}: invalid",
-        "  steps[0].colour: unknown key; a step has config, depends_on, name, on_failure, retries, timeout, type, "
-        "when",
+        "  steps[0].colour: unknown key; a step has config, depends_on, limits, name, on_failure, retries, "
+        "timeout, type, when",
         "  steps[0].config.message: template syntax error: expected token 'name', got 'end of print statement'",
     ]
 

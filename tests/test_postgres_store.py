@@ -61,7 +61,8 @@ def test_a_fresh_database_gets_the_schema_and_a_second_start_changes_nothing(pos
         assert migrate(conn, "here") == []  # re-run: a no-op
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"pyflow_runs", "pyflow_steps", "pyflow_logs", "pyflow_definitions", "pyflow_trigger_state",
-            "pyflow_started_workflows", "pyflow_files", "pyflow_secrets", "pyflow_schema"} <= tables
+            "pyflow_started_workflows", "pyflow_files", "pyflow_secrets", "pyflow_tokens", "pyflow_audit",
+            "pyflow_schema"} <= tables
     PostgresStore(postgres_url, tmp_path).close()
     assert schema_versions(postgres_url) == known
 

@@ -718,7 +718,7 @@ def test_a_full_write_ahead_log_is_checkpointed_in_the_background(json_store, mo
         json_store.create_run(run)
         json_store.update_step(run["id"], 0, done_step("s0", "x" * 200))
     wait_until(lambda: sum(path.stat().st_size for path in (json_store.root / "wal").glob("*.wal")) <= 8192,
-               timeout=10, interval=0.01, message="the write-ahead log checkpointed")
+               timeout=60, interval=0.01, message="the write-ahead log checkpointed")
     fresh = JsonStore(json_store.root)
     assert [fresh.get_run(run["id"])["steps"][0] for run in runs] == [done_step("s0", "x" * 200)] * 30
 

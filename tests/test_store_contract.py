@@ -7,6 +7,7 @@ Backend-specific behaviour (files, crash recovery, the WAL) is tested beside eac
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import re
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import NotFound
+from app.core.audit import verify
+from app.errors import Conflict, NotFound
 from app.runs import format_time, new_run, new_step, parse_time, utcnow
+from app.storage.audit_chain import GENESIS, entry_hash
 from app.storage.base import Durability, Store
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
@@ -1097,3 +1100,100 @@ def test_prune_files_removes_files_stored_before_the_cutoff_only(store):
     assert store.prune_files(time.time() + 3600) == 1
     with pytest.raises(NotFound):
         store.get_file("attachments/new/b")
+
+# -- API tokens -------------------------------------------------------------------------
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_a_token_is_stored_by_its_hash_and_found_by_it(store):
+    record = store.add_token("ci", "operator", digest("secret-ci"))
+    assert record == {"name": "ci", "role": "operator", "hash": digest("secret-ci"), "created": record["created"],
+                      "last_used": None}
+    assert parse_time(record["created"]) == pytest.approx(time.time(), abs=60)
+    store.add_token("grafana", "viewer", digest("secret-grafana"))
+    assert store.find_token(digest("secret-ci")) == record
+    assert store.find_token(digest("secret-grafana"))["name"] == "grafana"
+    assert store.find_token(digest("wrong")) is None
+    assert store.get_token("ci") == record and store.get_token("nobody") is None
+    assert [token["name"] for token in store.list_tokens()] == ["ci", "grafana"]
+
+
+def test_a_token_name_is_taken_once(store):
+    store.add_token("ci", "viewer", digest("one"))
+    with pytest.raises(Conflict, match="a token named 'ci' exists"):
+        store.add_token("ci", "admin", digest("two"))
+    assert store.get_token("ci")["role"] == "viewer"
+
+
+def test_touch_records_the_last_use_and_delete_forgets(store):
+    store.add_token("ci", "operator", digest("secret-ci"))
+    store.touch_token("ci", "2026-12-05T10:00:00.123Z")
+    assert store.get_token("ci")["last_used"] == "2026-12-05T10:00:00.123Z"
+    store.touch_token("nobody", "2026-12-05T10:00:00.123Z")  # gone meanwhile: nothing
+    assert store.delete_token("ci") is True
+    assert store.delete_token("ci") is False
+    assert store.find_token(digest("secret-ci")) is None and store.list_tokens() == []
+
+
+def test_tokens_survive_a_new_store_on_the_same_place(backend):
+    store = backend.open()
+    store.add_token("ci", "admin", digest("secret-ci"))
+    reopened = backend.reopen(store)
+    assert [token["name"] for token in reopened.list_tokens()] == (["ci"] if backend.durable else [])
+
+
+# -- the audit log ----------------------------------------------------------------------
+def test_audit_entries_are_chained_and_listed_newest_first(store):
+    first = store.append_audit("admin", "token.create", "ci", {"role": "operator"})
+    second = store.append_audit("ci", "run.cancel", "run_0abc", {})
+    assert first == {"id": 1, "at": first["at"], "actor": "admin", "action": "token.create", "target": "ci",
+                     "details": {"role": "operator"}, "prev": GENESIS, "hash": first["hash"]}
+    assert second["id"] == 2 and second["prev"] == first["hash"]
+    assert [first["hash"], second["hash"]] == [entry_hash(first), entry_hash(second)]
+    assert store.list_audit() == ([second, first], None)
+    assert list(store.audit_entries()) == [first, second]
+    assert verify(store.audit_entries()) == (2, None)
+
+
+def test_audit_pages_filter_and_neither_repeat_nor_skip(store):
+    for n in range(7):
+        store.append_audit(f"user{n % 2}", "run.cancel" if n % 3 else "workflow.start", f"t{n}", {"n": n})
+    pages, cursor = [], None
+    while True:
+        page, cursor = store.list_audit(limit=3, before=cursor)
+        pages.append([entry["id"] for entry in page])
+        if cursor is None:
+            break
+    assert pages == [[7, 6, 5], [4, 3, 2], [1]]
+    assert [e["id"] for e in store.list_audit(actor="user0")[0]] == [7, 5, 3, 1]
+    assert [e["id"] for e in store.list_audit(action="workflow.start")[0]] == [7, 4, 1]
+    assert [e["id"] for e in store.list_audit(action="run.cancel", actor="user1", limit=1)[0]] == [6]
+    assert store.list_audit(action="run.cancel", actor="user1", limit=1)[1] == 6
+    assert [e["id"] for e in store.list_audit(target="t3")[0]] == [4]
+    assert store.list_audit(target="nothing") == ([], None)
+    with pytest.raises(ValueError, match="limit"):
+        store.list_audit(limit=0)
+    with pytest.raises(ValueError, match="actor"):
+        store.append_audit("", "run.cancel", "x", {})
+
+
+def test_concurrent_appends_from_two_stores_keep_one_chain(backend):
+    stores = [backend.open(), backend.open()] if backend.durable else [backend.open()] * 2
+    at_once(lambda n: stores[n % 2].append_audit(f"writer{n % 2}", "run.cancel", f"run_{n}", {"n": n}),
+            list(range(16)))
+    entries = list(stores[0].audit_entries())
+    assert [entry["id"] for entry in entries] == list(range(1, 17))
+    assert verify(entries) == (16, None)
+    assert sorted(entry["details"]["n"] for entry in entries) == list(range(16))
+
+
+def test_the_audit_log_survives_a_new_store(backend):
+    store = backend.open()
+    store.append_audit("admin", "token.delete", "ci", {})
+    reopened = backend.reopen(store)
+    appended = reopened.append_audit("admin", "token.create", "ci", {"role": "viewer"})
+    if backend.durable:
+        assert appended["id"] == 2 and verify(reopened.audit_entries()) == (2, None)
+    else:
+        assert appended["id"] == 1

@@ -140,9 +140,9 @@ def test_data_pipeline_refuses_a_bad_mode_before_running(client):
 
 # -- notification_flow ------------------------------------------------------------------------------
 
-def test_notification_flow_mails_then_posts_to_both_webhooks_at_once(client, storage, site):
+def test_notification_flow_mails_then_notifies_and_posts_to_the_webhook_at_once(client, storage, site):
     inputs = {"subject": "Deploy", "message": "v2 is live", "to": "team@example.org",
-              "slack_webhook_url": f"{site.url}/slack", "webhook_url": f"{site.url}/hook"}
+              "notify_urls": [site.url.replace("http://", "json://", 1) + "/notify"], "webhook_url": f"{site.url}/hook"}
     result = run(client, "notification_flow", inputs)
 
     assert result["status"] == "succeeded", result["error"]
@@ -154,17 +154,21 @@ def test_notification_flow_mails_then_posts_to_both_webhooks_at_once(client, sto
     assert "Subject: Deploy" in mail and "To: team@example.org" in mail and "Deploy: v2 is live" in mail
 
     posts = {post["path"]: post for post in site.posts}
-    assert posts["/slack"]["json"] == {"text": "Deploy: v2 is live"}
+    # Apprise's JSON notification: title and message as given.
+    assert {key: posts["/notify"]["json"][key] for key in ("title", "message", "type")} == {
+        "title": "Deploy", "message": "v2 is live", "type": "info"}
+    assert found["notify"]["result"]["failed"] == []
+    assert [sent["service"] for sent in found["notify"]["result"]["sent"]] == ["JSON"]
     hook = posts["/hook"]["json"]
     assert {key: hook[key] for key in ("event", "workflow", "run_id", "subject", "message")} == {
         "event": "notification", "workflow": "notification_flow", "run_id": result["id"], "subject": "Deploy",
         "message": "Deploy: v2 is live"}
     assert hook["email"]["recipient"] == "team@example.org"
     assert hook["email"]["message_id"] == found["email"]["result"]["message_id"]
-    assert all(post["content_type"] == "application/json" for post in site.posts)
+    assert all(post["content_type"].startswith("application/json") for post in site.posts)
 
-    # Both posts wait only for the e-mail, so each began before the other ended.
-    assert found["slack"]["depends_on"] == found["webhook"]["depends_on"] == ["email"]
+    # Both wait only for the e-mail, so each post began before the other ended.
+    assert found["notify"]["depends_on"] == found["webhook"]["depends_on"] == ["email"]
     assert max(post["started"] for post in site.posts) < min(post["ended"] for post in site.posts)
 
 
@@ -172,18 +176,28 @@ def test_notification_flow_without_webhooks_only_mails(client, storage, site):
     result = run(client, "notification_flow", {})
     assert result["status"] == "succeeded", result["error"]
     assert {name: step["status"] for name, step in steps(result).items()} == {
-        "render": "succeeded", "email": "succeeded", "slack": "skipped", "webhook": "skipped"}
+        "render": "succeeded", "email": "succeeded", "notify": "skipped", "webhook": "skipped"}
     assert steps(result)["render"]["result"]["message"] == "PyFlow notification: Hello from PyFlow"
     assert site.posts == []
 
 
 def test_notification_flow_refuses_a_webhook_that_is_not_an_address(client, site):
     response = client.post("/api/workflows/notification_flow/runs",
-                           json={"inputs": {"slack_webhook_url": "not a uri", "webhook_url": f"{site.url}/hook"}})
+                           json={"inputs": {"notify_urls": ["not a uri"], "webhook_url": f"{site.url}/hook"}})
     assert response.status_code == 422
     assert response.get_json()["error"]["details"] == [
-        {"path": "slack_webhook_url", "message": "'not a uri' is not a 'uri'"}]
+        {"path": "notify_urls.0", "message": "'not a uri' is not a 'uri'"}]
     assert site.posts == []
+
+
+def test_notification_flow_fails_on_a_url_apprise_cannot_read_naming_it_without_its_token(client, site):
+    inputs = {"notify_urls": ["slak://T1JJ3T3L2/B0123/s3cr3tT0ken"], "webhook_url": f"{site.url}/hook"}
+    result = run(client, "notification_flow", inputs)
+    assert result["status"] == "failed"
+    error = steps(result)["notify"]["error"]
+    assert error.startswith("notify: urls[0]: Apprise cannot read the URL 'slak://t1jj3t3l2/...'")
+    assert "s3cr3tT0ken" not in error
+    assert steps(result)["notify"]["attempts"] == 1  # a URL that cannot be read is not tried again
 
 
 # -- document_processing ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 _TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
              "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
-_STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure"}
+_STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure", "limits"}
 # Parameters a definition cannot set through config: the engine owns them.
 _RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure"}
 
@@ -148,6 +148,14 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
         # Reported here, like depends_on, so the path names the step and not just "steps".
         problems.add(f"{path}.on_failure", f"must be 'fail', 'continue' or the name of another step, got {target!r}")
         del extra["on_failure"]
+    if "limits" in data and cls is not None:
+        # DESIGN section 9: a shell step carries limits beside its config; the constructor takes them.
+        if "limits" not in inspect.signature(cls.__init__).parameters:
+            problems.add(f"{path}.limits", f"only shell steps take limits, not type {cls.type!r}")
+        elif configured and "limits" in config:
+            problems.add(f"{path}.limits", "given both on the step and in its config; keep one")
+        else:
+            extra["limits"] = data["limits"]
     if cls is None or not configured:
         return None
     if cls.type == "loop" and isinstance(config.get("steps"), list):

@@ -1,10 +1,13 @@
-"""Access control: a bearer token for /api and /metrics, a login session for the dashboard.
+"""Access control: a bearer token for /api and /metrics, a login session for the dashboard, roles for both.
 
 Everything is open while WORKFLOW_API_TOKEN is unset (a local tool on
-127.0.0.1). Once it is set, /api and /metrics need ``Authorization: Bearer
-<token>`` or a logged-in dashboard session, and dashboard pages redirect to the
-login page. /api/health (liveness probes) and /api/hooks/ (webhooks carry
-their own HMAC signature) stay open.
+127.0.0.1): every caller is the admin "anonymous". Once it is set, /api and
+/metrics need ``Authorization: Bearer <token>`` or a logged-in dashboard
+session, and dashboard pages redirect to the login page. The token is
+WORKFLOW_API_TOKEN (the admin "admin") or one made with POST /api/tokens,
+whose role (app/api/roles.py) decides which endpoints it may call; others get
+403 naming the role they need. /api/health (liveness probes) and /api/hooks/
+(webhooks carry their own HMAC signature) stay open.
 
 Guessing is bounded: after 10 failed authentications (a wrong bearer token or
 a wrong token on the login form) from one address within a minute, that
@@ -21,18 +24,22 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, session, url_for
 
 from app.api import hosts
 from app.api.hosts import is_loopback
+from app.api.roles import Role, allows, required
 from app.api.sessions import FILENAME, LoginRegistry, TLSAwareSessionInterface
 from app.api.throttle import FailureLimiter
-from app.errors import error_body
+from app.core import audit
+from app.errors import Forbidden, error_body
+from app.runs import format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ OPEN_PREFIXES = ("/api/hooks/", "/static/")
 API_PREFIXES = ("/api/", "/metrics")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_KEY = "login"
+TOKEN_NAME_KEY = "token_name"  # the stored token a session logged in with; absent for WORKFLOW_API_TOKEN
 LOGIN_ID_KEY = "login_id"
 LOGIN_AT_KEY = "login_at"
 CSRF_HEADER = "X-CSRF-Token"
@@ -50,6 +58,21 @@ FAILURE_LIMIT = 10
 FAILURE_WINDOW = 60.0
 LIMITER_KEY = "pyflow_auth_failures"
 LOGINS_KEY = "pyflow_logins"
+#: The actor name of WORKFLOW_API_TOKEN, and of every caller while access is open.
+ADMIN_ACTOR = "admin"
+OPEN_ACTOR = "anonymous"
+# A token's last_used is written at most this often (seconds): not a store write per request.
+LAST_USED_RESOLUTION = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's name (the audit log's actor) and its role."""
+
+    name: str
+    role: Role
+    #: The stored token's record (None for WORKFLOW_API_TOKEN and open access).
+    token: dict | None = None
 
 
 def init_app(app: Flask) -> None:
@@ -84,28 +107,87 @@ def api_token() -> str:
     return str(current_app.config.get("WORKFLOW_API_TOKEN") or "")
 
 
+def digest(token: str) -> str:
+    """How a token is stored and compared: its sha256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def token_matches(candidate: str | None) -> bool:
-    """True when ``candidate`` is the configured token, compared in constant time."""
+    """True when ``candidate`` is WORKFLOW_API_TOKEN, compared in constant time (over the hashes: equal lengths)."""
     token = api_token()
-    return bool(token) and candidate is not None and hmac.compare_digest(candidate.encode(), token.encode())
+    return bool(token) and candidate is not None and hmac.compare_digest(digest(candidate), digest(token))
 
 
-def _login_marker() -> str:
-    # Bound to the token: changing WORKFLOW_API_TOKEN logs every session out.
-    return hmac.new(current_app.secret_key.encode(), api_token().encode(), hashlib.sha256).hexdigest()  # type: ignore[union-attr]
+def authenticate(candidate: str | None) -> Principal | None:
+    """The caller ``candidate`` names: WORKFLOW_API_TOKEN's admin, a stored token, or None."""
+    if not candidate:
+        return None
+    if token_matches(candidate):
+        return Principal(ADMIN_ACTOR, Role.ADMIN)
+    record = _store().find_token(digest(candidate))
+    if record is None or not hmac.compare_digest(record["hash"], digest(candidate)):
+        return None
+    return _token_principal(record)
+
+
+def _token_principal(record: dict) -> Principal | None:
+    try:
+        role = Role.parse(record.get("role"))
+    except ValueError:
+        logger.warning("token %r has an unknown role %r: refused", record.get("name"), record.get("role"))
+        return None
+    _note_use(record)
+    return Principal(record["name"], role, record)
+
+
+def _note_use(record: dict) -> None:
+    """Record the token's use, at most once a LAST_USED_RESOLUTION."""
+    now = time.time()
+    last = record.get("last_used")
+    try:
+        fresh = last is not None and now - parse_time(last) < LAST_USED_RESOLUTION
+    except ValueError:
+        fresh = False
+    if not fresh:
+        _store().touch_token(record["name"], format_time(now))
+
+
+def _store():
+    return current_app.extensions["pyflow"].store
+
+
+def principal() -> Principal:
+    """This request's caller (open access: the admin "anonymous")."""
+    found = g.get("pyflow_principal")
+    if found is not None:
+        return found
+    return Principal(OPEN_ACTOR, Role.ADMIN) if not api_token() else Principal("webhook", Role.VIEWER)
+
+
+def may(endpoint: str) -> bool:
+    """Whether this request's caller may call ``endpoint`` (the dashboard shows only what it may do)."""
+    return allows(principal().role, endpoint)
+
+
+def _login_marker(record: dict | None = None) -> str:
+    # Bound to the token: changing WORKFLOW_API_TOKEN, or deleting (or remaking) a stored token, logs its sessions out.
+    bound = api_token() if record is None else f"token\0{record['name']}\0{record['hash']}"
+    return hmac.new(current_app.secret_key.encode(), bound.encode(), hashlib.sha256).hexdigest()  # type: ignore[union-attr]
 
 
 def _logins() -> LoginRegistry:
     return current_app.extensions[LOGINS_KEY]
 
 
-def log_in() -> None:
-    """Mark the session as logged in (the caller checked the token) for WORKFLOW_SESSION_HOURS."""
+def log_in(who: Principal) -> None:
+    """Mark the session as logged in as ``who`` (the caller checked the token) for WORKFLOW_SESSION_HOURS."""
     csrf = session.get("csrf")
     session.clear()  # a fresh session on login: nothing from before carries over
     if csrf:
         session["csrf"] = csrf
-    session[SESSION_KEY] = _login_marker()
+    session[SESSION_KEY] = _login_marker(record=who.token)
+    if who.token is not None:
+        session[TOKEN_NAME_KEY] = who.name
     session[LOGIN_ID_KEY] = _logins().open()
     session[LOGIN_AT_KEY] = time.time()
     session.permanent = True  # the cookie expires after PERMANENT_SESSION_LIFETIME instead of living on
@@ -117,17 +199,32 @@ def log_out() -> None:
     session.clear()
 
 
-def logged_in() -> bool:
-    """True when access is open or the session holds a live login younger than WORKFLOW_SESSION_HOURS."""
+def session_principal() -> Principal | None:
+    """Who the session is logged in as, while its login is live and younger than WORKFLOW_SESSION_HOURS."""
     if not api_token():
-        return True
+        return Principal(OPEN_ACTOR, Role.ADMIN)
     marker, at = session.get(SESSION_KEY), session.get(LOGIN_AT_KEY)
-    if not isinstance(marker, str) or not hmac.compare_digest(marker, _login_marker()):
-        return False
+    if not isinstance(marker, str):
+        return None
     lifetime = float(current_app.config["WORKFLOW_SESSION_HOURS"]) * 3600
     if not isinstance(at, (int, float)) or not time.time() - lifetime < at <= time.time() + 60:
-        return False
-    return _logins().is_live(session.get(LOGIN_ID_KEY))
+        return None
+    name = session.get(TOKEN_NAME_KEY)
+    record = _store().get_token(name) if isinstance(name, str) else None
+    if name is not None and record is None:
+        return None  # the token was deleted: so is every login made with it
+    if not hmac.compare_digest(marker, _login_marker(record=record)):
+        return None
+    if not _logins().is_live(session.get(LOGIN_ID_KEY)):
+        return None
+    return _token_principal(record) if record is not None else Principal(ADMIN_ACTOR, Role.ADMIN)
+
+
+def logged_in() -> bool:
+    """True when access is open or the session holds a live login."""
+    if g.get("pyflow_principal") is not None:
+        return True  # checked by require_login for this request already
+    return session_principal() is not None
 
 
 def _limiter() -> FailureLimiter:
@@ -139,10 +236,11 @@ def locked_out() -> int | None:
     return _limiter().retry_after(request.remote_addr)
 
 
-def authentication_failed(what: str) -> None:
-    """Count a failed authentication from this request's address (and log it without the credential)."""
+def authentication_failed(what: str, via: str) -> None:
+    """Count a failed authentication from this request's address, log and audit it (without the credential)."""
     _limiter().failed(request.remote_addr)
     logger.warning("failed %s from %s", what, request.remote_addr)
+    audit.record(_store(), OPEN_ACTOR, "login.failure", via, {"address": request.remote_addr or ""})
 
 
 def too_many_failures_message(wait: int) -> str:
@@ -156,14 +254,13 @@ def _bearer() -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def _session_may_call_api() -> bool:
-    """A dashboard session may read the API; writes also need the session's CSRF token in a header."""
-    if not logged_in():
-        return False
-    if request.method in SAFE_METHODS:
-        return True
+def _session_api_principal() -> Principal | None:
+    """A dashboard session may call the API as its login; writes also need the session's CSRF token in a header."""
+    who = session_principal()
+    if who is None or request.method in SAFE_METHODS:
+        return who
     expected, sent = session.get("csrf"), request.headers.get(CSRF_HEADER)
-    return bool(expected and sent) and hmac.compare_digest(str(expected), sent)
+    return who if bool(expected and sent) and hmac.compare_digest(str(expected), sent) else None
 
 
 def is_open(path: str) -> bool:
@@ -196,39 +293,46 @@ def refuse_cross_site() -> tuple[Response, int] | None:
     return jsonify(body), 403
 
 
-def require_login() -> Response | tuple[Response, int, dict] | None:
-    """The before_request hook: None lets the request through."""
+def require_login() -> Response | tuple[Response, int] | tuple[Response, int, dict] | None:
+    """The before_request hook: who calls (``principal()``), and whether its role may; None lets the request through."""
     if not api_token() or is_open(request.path):
         return None
     if request.path.startswith(API_PREFIXES):
         bearer = _bearer()
+        who = None
         if bearer is not None:
             # Checked before the token: during a lockout even the right one is refused, which stops guessing.
             wait = locked_out()
             if wait is not None:
                 body = error_body(429, "too_many_failed_authentications", too_many_failures_message(wait))
                 return jsonify(body), 429, {"Retry-After": str(wait)}
-            if token_matches(bearer):
-                return None
-            authentication_failed("bearer authentication")
-        elif _session_may_call_api():
-            return None
-        body = error_body(401, "unauthorized", "send Authorization: Bearer <WORKFLOW_API_TOKEN>")
-        return jsonify(body), 401, {"WWW-Authenticate": 'Bearer realm="PyFlow"'}
-    if logged_in():
-        return None
+            who = authenticate(bearer)
+            if who is None:
+                authentication_failed("bearer authentication", "api")
+        else:
+            who = _session_api_principal()
+        if who is None:
+            body = error_body(401, "unauthorized", "send Authorization: Bearer <token> (WORKFLOW_API_TOKEN or "
+                                                   "one made with POST /api/tokens)")
+            return jsonify(body), 401, {"WWW-Authenticate": 'Bearer realm="PyFlow"'}
+        g.pyflow_principal = who
+        return _forbidden_answer(who)
+    who = session_principal()
+    if who is not None:
+        g.pyflow_principal = who
+        return _forbidden_answer(who)
     full_path = request.full_path if request.query_string else request.path
     return redirect(url_for("dashboard.login", next=full_path))
 
 
-def requires_role(role: str):
-    """Mark a view as needing ``role`` (DESIGN section 10: viewer, operator, admin); read as ``view.required_role``.
-
-    Today WORKFLOW_API_TOKEN, the one token, is an admin, so the mark changes nothing yet; tokens with roles
-    map it onto a 403 naming the role.
-    """
-    def mark(view):
-        view.required_role = role
-        return view
-
-    return mark
+def _forbidden_answer(who: Principal) -> tuple[Response, int] | None:
+    """403 naming the role needed when ``who`` may not call this endpoint (a dashboard page: an HTML 403)."""
+    if request.endpoint is None or allows(who.role, request.endpoint):
+        return None  # no such endpoint: the 404 or 405 says so
+    need = required(request.endpoint)
+    message = (f"{request.method} {request.path} needs the {need.label} role; "
+               f"token {who.name!r} is a{'n' if who.role.label[0] in 'aeiou' else ''} {who.role.label}")
+    if not request.path.startswith(API_PREFIXES):
+        abort(403, description=message)
+    error = Forbidden(message, details={"required_role": need.label, "role": who.role.label})
+    return jsonify(error.to_dict()), 403

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from actions.jsontext import JSONLimitError, load_json
+from app.api import audit
 from app.api.uploads import save_uploads
 from app.core.files import share
 from app.core.redaction import redact
@@ -123,6 +124,7 @@ def list_workflows() -> Response:
 @bp.post("/workflows")
 def create_workflow() -> tuple[Response, int, dict]:
     summary = runtime().create_definition(_definition_body())
+    audit.record("definition.create", summary["name"], {"version": summary.get("version")})
     return jsonify(_with_definition(summary)), 201, {"Location": url_for("api.get_workflow", name=summary["name"])}
 
 
@@ -133,12 +135,15 @@ def get_workflow(name: str) -> Response:
 
 @bp.put("/workflows/<name>")
 def update_workflow(name: str) -> Response:
-    return jsonify(_with_definition(runtime().update_definition(name, _definition_body())))
+    summary = runtime().update_definition(name, _definition_body())
+    audit.record("definition.update", name, {"version": summary.get("version")})
+    return jsonify(_with_definition(summary))
 
 
 @bp.delete("/workflows/<name>")
 def delete_workflow(name: str) -> tuple[str, int]:
     runtime().delete_definition(name)
+    audit.record("definition.delete", name)
     return "", 204
 
 
@@ -192,12 +197,16 @@ def poll_workflow(name: str) -> Response:
 
 @bp.post("/workflows/<name>/start")
 def start_workflow(name: str) -> Response:
-    return jsonify(runtime().start_workflow(name))
+    summary = runtime().start_workflow(name)
+    audit.record("workflow.start", name)
+    return jsonify(summary)
 
 
 @bp.post("/workflows/<name>/stop")
 def stop_workflow(name: str) -> Response:
-    return jsonify(runtime().stop_workflow(name))
+    summary = runtime().stop_workflow(name)
+    audit.record("workflow.stop", name)
+    return jsonify(summary)
 
 
 @bp.get("/runs")
@@ -237,7 +246,9 @@ def control_run(run_id: str, operation: str) -> Response:
     step = body.get("step")
     if step is not None and not isinstance(step, str):
         raise InvalidInput("step must be a step name", details=[{"path": "step", "message": "must be a string"}])
-    return jsonify(present(runtime().control(run_id, operation, by="api", step=step)))
+    run = runtime().control(run_id, operation, by="api", step=step)
+    audit.record(f"run.{operation}", run_id, {"step": step} if step else None)
+    return jsonify(present(run))
 
 
 @bp.patch("/runs/<run_id>/variables")
@@ -245,7 +256,14 @@ def patch_variables(run_id: str) -> Response:
     _stored_run(run_id)
     body = _object(_json_body(), "body")
     variables = _object(body.get("variables", body), "variables")
-    return jsonify(present(runtime().set_variables(run_id, variables)))
+    run = runtime().set_variables(run_id, variables)
+    # The names only: a variable's value may be anything, a credential included.
+    audit.record("run.variables", run_id, {"names": sorted(variables)})
+    return jsonify(present(run))
+
+
+# Approvals (a later issue): POST /api/runs/<id>/approve and /reject call
+# audit.record("approval.approve" or "approval.reject", run_id, {"step": ...}) once answered.
 
 
 @bp.get("/runs/<run_id>/logs")

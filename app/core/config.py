@@ -130,6 +130,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "UPTIME_URL": ("http://127.0.0.1:5001/api/health", None, ""),
     "UPTIME_INTERVAL": (60.0, _positive_float, "a number of seconds > 0"),
     "UPTIME_ALERT_TO": ("", None, ""),
+    # The llm step's defaults (actions/llm.py): an OpenAI-compatible server; the key goes only to LLM_BASE_URL.
+    "LLM_BASE_URL": ("", None, ""),
+    "LLM_API_KEY": ("", None, ""),
+    "LLM_MODEL": ("", None, ""),
     # Exposure (DESIGN section 10): who may reach the server and what a posted definition may do.
     "WORKFLOW_TRUSTED_HOSTS": ((), _names, "comma-separated host names"),  # empty: loopback names and HOST
     "WORKFLOW_ALLOW_OPEN": (False, _bool, "true or false"),
@@ -168,7 +172,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
 # WORKFLOW_DATABASE_URL and CELERY_BROKER_URL may carry a password (postgresql://user:password@host/db).
 SECRET_SETTINGS = frozenset({"IMAP_PASSWORD", "SMTP_PASSWORD", "WORKFLOW_SECRET_KEY", "WORKFLOW_API_TOKEN",
                              "WORKFLOW_DATABASE_URL", "CELERY_BROKER_URL", "WORKFLOW_ENCRYPTION_KEY",
-                             "WORKFLOW_NEW_ENCRYPTION_KEY"})
+                             "WORKFLOW_NEW_ENCRYPTION_KEY", "LLM_API_KEY"})
 
 
 def parse_setting(name: str, raw: Any) -> Any:

@@ -180,10 +180,11 @@ class Engine:
         if fixed is None:
             # Walking every attribute of every step cost a third of a no-op step; most never change.
             fixed = frozenset(secret_values({key: value for key, value in vars(original).items() if key not in fields}))
+            fixed |= original.config_secrets()  # a token inside a URL: its field's name does not say so
             self._fixed_secrets[original] = fixed
         if not fields:
             return fixed
-        return fixed | secret_values({field: getattr(rendered, field) for field in fields})
+        return fixed | secret_values({field: getattr(rendered, field) for field in fields}) | rendered.config_secrets()
 
     def _scrubber_for(self, bound: BoundWorkflow, trigger_data: dict) -> Scrubber:
         """The settings' secrets plus every value redacted by key in the run's inputs, definition and trigger."""
@@ -767,7 +768,7 @@ class Engine:
                     results[action.name] = None
                     continue
                 rendered.context = self._context(execution, rendered, 1, timeout)
-                execution.scrubber.add(secret_values(vars(rendered)))
+                execution.scrubber.add(secret_values(vars(rendered)) | rendered.config_secrets())
                 results[action.name] = self._as_result(rendered.execute({**execution.data_store, **results}))
         return results
 

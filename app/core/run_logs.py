@@ -35,7 +35,8 @@ class RunLog:
                  max_lines: int = DEFAULT_MAX_LINES, kept: int = 0):
         self.store = store
         self.run_id = run_id
-        self.scrubber = scrubber or Scrubber()
+        # Not ``scrubber or Scrubber()``: an empty scrubber is falsy, and the run's secrets are added to it later.
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.max_lines = max_lines
         self.kept = kept  # lines in the store, also those of an earlier process (a resumed run)
         self.dropped = 0

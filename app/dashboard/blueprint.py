@@ -46,7 +46,7 @@ def security_headers(response: Response) -> Response:
 def template_globals() -> dict:
     """What every dashboard template may use."""
     return {"csrf_token": csrf_token, "csrf_field": FIELD, "login_required": bool(auth.api_token()),
-            "logged_in": auth.logged_in}
+            "logged_in": auth.logged_in, "may": auth.may, "principal": auth.principal}
 
 
 @bp.errorhandler(PyFlowError)

@@ -11,6 +11,7 @@ import logging
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from app.api import audit
 from app.api.routes import RUN_ID, runtime
 from app.api.uploads import save_uploads
 from app.dashboard.blueprint import bp
@@ -32,6 +33,7 @@ def start_stop(name: str, operation: str) -> Response:
     except Conflict as error:
         flash(error.message, "error")
     else:
+        audit.record(f"workflow.{operation}", name, {"via": "dashboard"})
         flash(f"{name} is {summary['status']}.", "success")
     return redirect(url_for("dashboard.workflows"))
 
@@ -78,6 +80,7 @@ def control(run_id: str, operation: str) -> Response:
             raise
         flash(error.message, "error")
     else:
+        audit.record(f"run.{operation}", run_id, {"via": "dashboard", **({"step": step} if step else {})})
         done = {"cancel": "Cancelled", "pause": "Paused", "resume": "Resumed", "retry": "Retrying",
                 "skip": f"Skipped {step} and continuing"}[operation]
         flash(f"{done} run {run_id}.", "success")

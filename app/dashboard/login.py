@@ -7,7 +7,7 @@ import logging
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app.api import auth
+from app.api import audit, auth
 from app.dashboard.blueprint import bp
 
 logger = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int] | tuple[str, int, dict]:
-    """Ask for the API token; a right one sets a signed session cookie."""
+    """Ask for a token (WORKFLOW_API_TOKEN or a stored one); a right one sets a signed session cookie."""
     target = auth.safe_next(request.values.get("next"))
     if not auth.api_token():
         return redirect(target)  # access is open: nothing to log in to
@@ -26,11 +26,14 @@ def login() -> Response | str | tuple[str, int] | tuple[str, int, dict]:
         # Checked before the token, so guessing on stops even for a right guess until the minute has passed.
         message = f"Too many failed logins from your address. Try again in {wait} seconds."
         return render_template("login.html", next=target, error=message), 429, {"Retry-After": str(wait)}
-    if auth.token_matches(request.form.get("token", "")):
-        auth.log_in()
-        logger.info("dashboard login from %s", request.remote_addr)
+    who = auth.authenticate(request.form.get("token", ""))
+    if who is not None:
+        auth.log_in(who)
+        logger.info("dashboard login of %s from %s", who.name, request.remote_addr)
+        audit.record("login.success", "dashboard", {"address": request.remote_addr or "", "role": who.role.label},
+                     actor=who.name)
         return redirect(target)
-    auth.authentication_failed("dashboard login")
+    auth.authentication_failed("dashboard login", "dashboard")
     return render_template("login.html", next=target, error="That token is not right."), 401
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -208,6 +209,58 @@ class Store(ABC):
     @abstractmethod
     def delete_secret(self, name: str) -> bool:
         """Forget a secret; False when there was none of that name."""
+
+    # -- API tokens (DESIGN section 10): a token is kept as its sha256 (hex), never itself --------
+    # A record is {"name", "role", "hash", "created", "last_used"} (times UTC ISO with Z, last_used None until used).
+    @abstractmethod
+    def add_token(self, name: str, role: str, token_hash: str) -> dict:
+        """Store a new token's record and return it; Conflict when ``name`` is taken."""
+
+    @abstractmethod
+    def get_token(self, name: str) -> dict | None:
+        """The record of the token named ``name``, or None."""
+
+    @abstractmethod
+    def find_token(self, token_hash: str) -> dict | None:
+        """The record whose hash is ``token_hash`` (compared in constant time where the store compares), or None."""
+
+    @abstractmethod
+    def list_tokens(self) -> list[dict]:
+        """Every token's record, by name."""
+
+    @abstractmethod
+    def delete_token(self, name: str) -> bool:
+        """Forget a token; False when there was none of that name."""
+
+    @abstractmethod
+    def touch_token(self, name: str, at: str) -> None:
+        """Record that the token was used at ISO time ``at`` (nothing when it is gone)."""
+
+    # -- the audit log: append-only, hash-chained (app/storage/audit_chain.py) -------------------
+    @abstractmethod
+    def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:
+        """Append an entry after the newest one and return it (its id, at, prev and hash set here).
+
+        Appends are serialised across threads and processes (and, on PostgreSQL, hosts): the chain
+        never forks. ValueError for an empty actor, action or target.
+        """
+
+    @abstractmethod
+    def list_audit(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[list[dict], int | None]:
+        """Entries newest first with ids below ``before``, filtered; and the next page's cursor (None on the last)."""
+
+    @abstractmethod
+    def audit_entries(self) -> Iterator[dict]:
+        """Every entry, oldest first, as stored (``audit verify`` checks them); an unreadable line is
+        ``{"unreadable": "<where>"}``."""
 
     # -- files ----------------------------------------------------------------
     def files_path(self, *parts: str) -> Path:

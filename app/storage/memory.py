@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import bisect
 import copy
+import hmac
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
+from app.storage.audit_chain import GENESIS, check_entry, check_page, matches, seal
 from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
 
 
@@ -30,6 +33,9 @@ class MemoryStore(Store):
         self._leases: dict[str, tuple[str, float]] = {}  # run id -> (owner, epoch when it ends)
         self._controls: dict[str, tuple[str, str]] = {}  # run id -> (operation, by) of its pending request
         self._secrets: dict[str, dict] = {}
+
+        self._tokens: dict[str, dict] = {}
+        self._audit: list[dict] = []
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -235,6 +241,67 @@ class MemoryStore(Store):
     def set_started(self, workflow: str, started: bool) -> None:
         with self._lock:
             (self._started.add if started else self._started.discard)(workflow)
+
+    def add_token(self, name: str, role: str, token_hash: str) -> dict:
+        with self._lock:
+            if name in self._tokens:
+                raise Conflict(f"a token named {name!r} exists; delete it first or choose another name")
+            record = {"name": name, "role": role, "hash": token_hash, "created": utcnow(), "last_used": None}
+            self._tokens[name] = record
+            return dict(record)
+
+    def get_token(self, name: str) -> dict | None:
+        with self._lock:
+            record = self._tokens.get(name)
+            return dict(record) if record is not None else None
+
+    def find_token(self, token_hash: str) -> dict | None:
+        with self._lock:
+            found = None
+            for record in self._tokens.values():  # every one compared: the time does not depend on which matched
+                if hmac.compare_digest(record["hash"], token_hash):
+                    found = record
+            return dict(found) if found is not None else None
+
+    def list_tokens(self) -> list[dict]:
+        with self._lock:
+            return [dict(self._tokens[name]) for name in sorted(self._tokens)]
+
+    def delete_token(self, name: str) -> bool:
+        with self._lock:
+            return self._tokens.pop(name, None) is not None
+
+    def touch_token(self, name: str, at: str) -> None:
+        with self._lock:
+            if name in self._tokens:
+                self._tokens[name]["last_used"] = at
+
+    def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:
+        check_entry(actor, action, target)
+        with self._lock:
+            last = self._audit[-1] if self._audit else None
+            entry = seal(last["id"] + 1 if last else 1, utcnow(), actor, action, target, copy.deepcopy(details),
+                         last["hash"] if last else GENESIS)
+            self._audit.append(entry)
+            return copy.deepcopy(entry)
+
+    def list_audit(self, *, action=None, actor=None, target=None, limit=50, before=None):
+        check_page(limit, before)
+        filters = {"action": action, "actor": actor, "target": target}
+        with self._lock:
+            found: list[dict] = []
+            for entry in reversed(self._audit):
+                if (before is not None and entry["id"] >= before) or not matches(entry, filters):
+                    continue
+                if len(found) == limit:
+                    return found, found[-1]["id"]
+                found.append(copy.deepcopy(entry))
+            return found, None
+
+    def audit_entries(self) -> Iterator[dict]:
+        with self._lock:
+            entries = copy.deepcopy(self._audit)
+        yield from entries
 
 
 def _created_before(run: dict, epoch: float) -> bool:

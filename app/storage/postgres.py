@@ -17,8 +17,9 @@ import psycopg
 from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from app.errors import ConfigError, NotFound, StorageError
-from app.runs import FINISHED_RUN, parse_time
+from app.errors import ConfigError, Conflict, NotFound, StorageError
+from app.runs import FINISHED_RUN, parse_time, utcnow
+from app.storage.audit_chain import FILTERS, GENESIS, check_entry, check_page, seal
 from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_file_key, check_lease
 from app.storage.migrate import migrate
 
@@ -39,6 +40,11 @@ _ENTRY_COLUMNS = ", ".join(
 _KEEP = "(control = 'cancel' AND %(operation)s::text = 'pause')"
 _SECRET_COLUMNS = (f"name, ciphertext, to_char(created_at AT TIME ZONE 'UTC', {_ISO}),"
                    f" to_char(updated_at AT TIME ZONE 'UTC', {_ISO})")
+
+# pg_advisory_xact_lock's key around an audit append ("PyFlowAu" as 8 bytes): one chain across hosts.
+AUDIT_LOCK_KEY = int.from_bytes(b"PyFlowAu", "big") - (1 << 63)
+_TOKEN_COLUMNS = (f"name, role, hash, to_char(created AT TIME ZONE 'UTC', {_ISO}),"
+                  f" to_char(last_used AT TIME ZONE 'UTC', {_ISO})")
 _RUN_COLUMNS = ("workflow", "status", "created_at", "started_at", "finished_at", "version", "worker")
 
 
@@ -557,6 +563,97 @@ class PostgresStore(Store):
             logger.info("pruned %d files from the database at %s", pruned, self.where)
         return pruned
 
+
+    # -- API tokens ----------------------------------------------------------------
+    def add_token(self, name: str, role: str, token_hash: str) -> dict:
+        with self._conn("add a token") as conn:
+            try:
+                row = conn.execute(
+                    f"INSERT INTO pyflow_tokens (name, role, hash, created) VALUES (%s, %s, %s, %s)"
+                    f" RETURNING {_TOKEN_COLUMNS}",
+                    (name, role, token_hash, _timestamp(utcnow())),
+                ).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise Conflict(f"a token named {name!r} exists; delete it first or choose another name") from None
+        return _token(row)
+
+    def get_token(self, name: str) -> dict | None:
+        with self._conn("read a token") as conn:
+            row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM pyflow_tokens WHERE name = %s", (name,)).fetchone()
+        return _token(row) if row else None
+
+    def find_token(self, token_hash: str) -> dict | None:
+        # An index lookup by the hash: its timing tells nothing about a token, only about a hash nobody can invert.
+        with self._conn("read a token") as conn:
+            row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM pyflow_tokens WHERE hash = %s", (token_hash,)).fetchone()
+        return _token(row) if row else None
+
+    def list_tokens(self) -> list[dict]:
+        with self._conn("list tokens") as conn:
+            rows = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM pyflow_tokens ORDER BY name").fetchall()
+        return [_token(row) for row in rows]
+
+    def delete_token(self, name: str) -> bool:
+        with self._conn("delete a token") as conn:
+            return conn.execute("DELETE FROM pyflow_tokens WHERE name = %s", (name,)).rowcount > 0
+
+    def touch_token(self, name: str, at: str) -> None:
+        with self._conn("record a token's use") as conn:
+            conn.execute("UPDATE pyflow_tokens SET last_used = %s WHERE name = %s", (_timestamp(at), name))
+
+    # -- the audit log ---------------------------------------------------------------
+    def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:
+        check_entry(actor, action, target)
+        with self._conn("append to the audit log") as conn, conn.transaction():
+            # Held to the commit: the next appender, on any host, reads this entry as its last.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+            last = conn.execute(
+                f"SELECT (SELECT entry FROM pyflow_audit ORDER BY id DESC LIMIT 1),"
+                f" to_char(clock_timestamp() AT TIME ZONE 'UTC', {_ISO})"
+            ).fetchone()
+            previous, at = last[0], last[1]
+            entry = seal(previous["id"] + 1 if previous else 1, at, actor, action, target, details,
+                         previous["hash"] if previous else GENESIS)
+            conn.execute("INSERT INTO pyflow_audit (id, actor, action, target, entry) VALUES (%s, %s, %s, %s, %s)",
+                         (entry["id"], actor, action, target, _dumps(entry)))
+        return entry
+
+    def list_audit(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[list[dict], int | None]:
+        check_page(limit, before)
+        conditions, params = [], {"limit": limit + 1}
+        for column, value in zip(FILTERS, (action, actor, target), strict=True):
+            if value is not None:
+                conditions.append(f"{column} = %({column})s")
+                params[column] = value
+        if before is not None:
+            conditions.append("id < %(before)s")
+            params["before"] = before
+        condition = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._conn("read the audit log") as conn:
+            rows = conn.execute(f"SELECT entry FROM pyflow_audit {condition} ORDER BY id DESC LIMIT %(limit)s",
+                                params).fetchall()
+        entries = [row[0] for row in rows[:limit]]
+        return entries, (entries[-1]["id"] if len(rows) > limit else None)
+
+    def audit_entries(self) -> Iterator[dict]:
+        # A server-side cursor in one transaction: a long log is read in batches, from one snapshot.
+        with self._conn("read the audit log") as conn, conn.transaction():
+            with conn.cursor(name="pyflow_audit_verify") as cursor:
+                cursor.execute("SELECT id, entry FROM pyflow_audit ORDER BY id")
+                for row_id, entry in cursor:
+                    yield entry if isinstance(entry, dict) else {"unreadable": f"row {row_id} of pyflow_audit"}
+
+
+def _token(row: tuple) -> dict:
+    return {"name": row[0], "role": row[1], "hash": row[2], "created": row[3], "last_used": row[4]}
 
 def _configure(conn: psycopg.Connection) -> None:
     """Each pooled connection writes JSON as the store does (compact, no NaN)."""

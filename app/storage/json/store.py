@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -12,16 +13,17 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
 from actions.private_files import DIR_MODE, make_private_dir, open_private
-from app.errors import NotFound, StorageError, storage_error
+from app.errors import Conflict, NotFound, StorageError, storage_error
 from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.storage.base import CONTROLS, LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
 from app.storage.json import journal_files
+from app.storage.json.audit_file import AuditFile
 from app.storage.json.files import (
     Mutex,
     dumps,
@@ -79,6 +81,10 @@ class JsonStore(Store):
         self._secrets_mutex = Mutex(locks / "secrets.lock")
         # Taken alone, around a lease's or a control request's read and replace.
         self._leases_mutex = Mutex(locks / "leases.lock")
+        # API tokens (their hashes) in one small file, replaced whole under its lock; the audit log beside it.
+        self._tokens_path = self.root / "tokens.json"
+        self._tokens_mutex = Mutex(locks / "tokens.lock")
+        self._audit = AuditFile(self.root / "audit.jsonl", Mutex(locks / "audit.lock"))
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
@@ -549,6 +555,66 @@ class JsonStore(Store):
             except OSError as exc:
                 raise storage_error("remove", folder, exc) from exc
 
+    # -- API tokens --------------------------------------------------------------
+    def _read_tokens(self) -> dict[str, dict]:
+        tokens = read_json(self._tokens_path, {}).get("tokens", {})
+        if not isinstance(tokens, dict):
+            raise StorageError(f"cannot read {self._tokens_path}: not a token file ({{'tokens': {{name: record}}}})")
+        return tokens
+
+    def _write_tokens(self, tokens: dict[str, dict]) -> None:
+        write_atomic(self._tokens_path, dumps({"tokens": tokens}))
+
+    def add_token(self, name: str, role: str, token_hash: str) -> dict:
+        with self._tokens_mutex:
+            tokens = self._read_tokens()
+            if name in tokens:
+                raise Conflict(f"a token named {name!r} exists; delete it first or choose another name")
+            record = {"name": name, "role": role, "hash": token_hash, "created": utcnow(), "last_used": None}
+            tokens[name] = record
+            self._write_tokens(tokens)
+        return dict(record)
+
+    def get_token(self, name: str) -> dict | None:
+        record = self._read_tokens().get(name)
+        return dict(record) if isinstance(record, dict) else None
+
+    def find_token(self, token_hash: str) -> dict | None:
+        found = None
+        for record in self._read_tokens().values():  # every one compared: the time does not depend on which matched
+            if isinstance(record, dict) and hmac.compare_digest(str(record.get("hash", "")), token_hash):
+                found = record
+        return dict(found) if found is not None else None
+
+    def list_tokens(self) -> list[dict]:
+        tokens = self._read_tokens()
+        return [dict(tokens[name]) for name in sorted(tokens)]
+
+    def delete_token(self, name: str) -> bool:
+        with self._tokens_mutex:
+            tokens = self._read_tokens()
+            if tokens.pop(name, None) is None:
+                return False
+            self._write_tokens(tokens)
+        return True
+
+    def touch_token(self, name: str, at: str) -> None:
+        with self._tokens_mutex:
+            tokens = self._read_tokens()
+            if name in tokens:
+                tokens[name]["last_used"] = at
+                self._write_tokens(tokens)
+
+    # -- the audit log (app/storage/json/audit_file.py) ----------------------------
+    def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:
+        return self._audit.append(actor, action, target, details)
+
+    def list_audit(self, *, action=None, actor=None, target=None, limit=50, before=None):
+        return self._audit.page({"action": action, "actor": actor, "target": target}, limit, before)
+
+    def audit_entries(self) -> Iterator[dict]:
+        return self._audit.entries()
+
     # -- run files ------------------------------------------------------------
     def _run_lock(self, run_id: str) -> threading.Lock:
         return self._run_locks[zlib.crc32(_check_name("run id", run_id).encode()) % _SHARDS]
@@ -814,8 +880,11 @@ class JsonStore(Store):
             self._checkpoint()
         except Exception:
             logger.exception("checkpoint of %s failed; the next start replays its write-ahead log", self.root)
+            return
         finally:
             self._checkpointing.release()
+        # Writes that came in meanwhile may have filled the new segment: no later write may come to notice.
+        self._checkpoint_if_full()
 
     def _checkpoint(self) -> None:
         """fsync the journals (and index) the write-ahead log's current segment covers, then drop it."""

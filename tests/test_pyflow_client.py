@@ -1,0 +1,275 @@
+"""pyflow_client against a real ``run.py`` server."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyflow_client import Client, PyFlowAPIError
+from tests.server import Servers, free_port
+from tests.waiting import wait_until
+
+TOKEN = "client-test-token"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with Servers(tmp_path_factory.mktemp("client")) as servers:
+        yield servers.start(env={"WORKFLOW_API_TOKEN": TOKEN})
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.url, token=TOKEN, timeout=15) as client:
+        yield client
+
+
+def definition(name: str, *steps: dict) -> dict:
+    return {"name": name, "steps": list(steps)}
+
+
+def log(name: str, message: str = "hi", **step) -> dict:
+    return {"name": name, "type": "log", "config": {"message": message}, **step}
+
+
+def wait(name: str, seconds: float, **step) -> dict:
+    return {"name": name, "type": "wait", "config": {"seconds": seconds}, **step}
+
+
+# -- settings and errors ------------------------------------------------------------------------------
+
+def test_url_and_token_come_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("WORKFLOW_API_URL", server.url + "/")
+    monkeypatch.setenv("WORKFLOW_API_TOKEN", TOKEN)
+    with Client() as client:
+        assert client.base_url == server.url
+        assert "echo" in [workflow["name"] for workflow in client.list_workflows()]
+
+
+def test_without_the_token_the_error_is_the_apis(server, monkeypatch):
+    monkeypatch.delenv("WORKFLOW_API_TOKEN", raising=False)
+    with Client(server.url) as client, pytest.raises(PyFlowAPIError) as caught:
+        client.list_workflows()
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+    assert "Authorization: Bearer" in caught.value.message
+    assert str(caught.value).startswith(f"GET {server.url}/api/workflows: 401 unauthorized: ")
+
+
+def test_an_unknown_run_is_not_found(client):
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.get_execution_status("run_doesnotexist")
+    assert (caught.value.status, caught.value.code) == (404, "not_found")
+    assert "run_doesnotexist" in caught.value.message
+
+
+def test_no_server_is_a_connection_error_naming_the_url_without_its_password():
+    port = free_port()
+    with Client(f"http://admin:hunter2@127.0.0.1:{port}", timeout=5) as client, \
+            pytest.raises(PyFlowAPIError) as caught:
+        client.get_workflow("echo")
+    error = caught.value
+    assert (error.status, error.code) == (None, "connection_error")
+    assert error.url == f"http://127.0.0.1:{port}/api/workflows/echo"
+    assert f"cannot reach PyFlow at http://127.0.0.1:{port}" in str(error)
+    assert "hunter2" not in str(error)
+
+
+# -- workflows ----------------------------------------------------------------------------------------
+
+def test_create_get_update_delete(client):
+    created = client.create_workflow(definition("crud_flow", log("one")))
+    assert created["name"] == "crud_flow" and [a["name"] for a in created["actions"]] == ["one"]
+    assert client.get_workflow("crud_flow")["definition"]["steps"][0]["name"] == "one"
+    assert "crud_flow" in [workflow["name"] for workflow in client.list_workflows()]
+
+    # YAML text works as well as a mapping.
+    updated = client.update_workflow("crud_flow", "name: crud_flow\nsteps:\n  - {name: two, type: log, "
+                                                  "config: {message: yaml}}\n")
+    assert [action["name"] for action in updated["actions"]] == ["two"]
+
+    assert client.delete_workflow("crud_flow") is None
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.get_workflow("crud_flow")
+    assert caught.value.status == 404
+
+
+def test_a_taken_name_and_an_invalid_definition(client):
+    client.create_workflow(definition("taken_flow", log("one")))
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.create_workflow(definition("taken_flow", log("one")))
+    assert (caught.value.status, caught.value.code) == (409, "conflict")
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.create_workflow(definition("invalid_flow", {"name": "x", "type": "telepathy"}))
+    assert caught.value.status == 422
+    assert [problem["path"] for problem in caught.value.details] == ["steps[0].type"]
+
+
+def test_create_from_a_template(client):
+    created = client.create_workflow(name="my_pipeline", template="data_pipeline")
+    assert created["name"] == "my_pipeline"
+    mine, shipped = client.get_workflow("my_pipeline"), client.get_workflow("data_pipeline")
+    assert mine["definition"]["steps"] == shipped["definition"]["steps"]
+
+
+def test_a_python_workflow_is_no_template(client):
+    with pytest.raises(PyFlowAPIError, match="has no definition to copy") as caught:
+        client.create_workflow(name="copy", template="echo")
+    assert caught.value.code == "not_declarative"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"template": "data_pipeline"},
+                                    {"definition": {"name": "x", "steps": []}, "template": "data_pipeline"}])
+def test_create_workflow_needs_one_source(client, kwargs):
+    with pytest.raises(ValueError, match="create_workflow"):
+        client.create_workflow(**kwargs)
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+def test_execute_and_wait_reports_each_step_once_in_order(client):
+    client.create_workflow(definition("chain_flow", log("first", "{{ inputs.word }}"), wait("pause", 0.2),
+                                      log("last")))
+    run = client.execute_workflow("chain_flow", inputs={"word": "hello"})
+    assert run["status"] in ("queued", "running")
+    seen: list[str] = []
+    done = client.wait_for_completion(run["id"], timeout=30, on_step_complete=lambda step: seen.append(step["name"]),
+                                      poll=0.05)
+    assert done["status"] == "succeeded"
+    assert seen == ["first", "pause", "last"]
+    assert done["steps"][0]["result"]["message"] == "hello"
+
+
+def test_parallel_steps_are_reported_in_the_order_they_finished(client):
+    client.create_workflow({**definition("fan_flow", wait("slow", 0.3, depends_on=[]), log("quick", depends_on=[]),
+                                         log("both", depends_on=["slow", "quick"]))})
+    run = client.execute_workflow("fan_flow")
+    seen: list[dict] = []
+    done = client.wait_for_completion(run["id"], timeout=30, on_step_complete=seen.append, poll=0.05)
+    by_finish = sorted(range(3), key=lambda index: (done["steps"][index]["finished_at"], index))
+    assert [step["name"] for step in seen] == [done["steps"][index]["name"] for index in by_finish]
+    assert seen[-1]["name"] == "both"
+
+
+def test_steps_are_reported_while_the_run_goes_on(client):
+    client.create_workflow(definition("long_flow", log("first"), wait("long", 60), log("never")))
+    run = client.execute_workflow("long_flow")
+    seen: list[tuple[str, str]] = []
+
+    def step_done(step: dict) -> None:
+        # The run still waits in "long": cancelling it here ends the wait below.
+        seen.append((step["name"], step["status"]))
+        if step["name"] == "first":
+            # A long wait may park the run ("waiting") once parked runs exist.
+            assert client.get_execution_status(run["id"])["status"] in ("running", "waiting")
+            client.cancel_execution(run["id"])
+
+    done = client.wait_for_completion(run["id"], timeout=30, on_step_complete=step_done, poll=0.05)
+    assert done["status"] == "cancelled"
+    assert seen[0] == ("first", "succeeded")
+    assert [name for name, _ in seen].count("first") == 1
+
+
+def test_an_idempotency_key_makes_one_run(client):
+    first = client.execute_workflow("echo", inputs={"n": 1}, idempotency_key="client-key-1")
+    again = client.execute_workflow("echo", inputs={"n": 1}, idempotency_key="client-key-1")
+    other = client.execute_workflow("echo", inputs={"n": 1}, idempotency_key="client-key-2")
+    assert again["id"] == first["id"] != other["id"]
+
+
+def test_wait_gives_up_after_its_timeout(client):
+    client.create_workflow(definition("stuck_flow", wait("long", 60)))
+    run = client.execute_workflow("stuck_flow")
+    try:
+        still = rf"run {run['id']} is still (queued|running|waiting) after 0.2 s"
+        with pytest.raises(PyFlowAPIError, match=still) as caught:
+            client.wait_for_completion(run["id"], timeout=0.2, poll=0.05)
+        assert (caught.value.status, caught.value.code) == (None, "timeout")
+    finally:
+        client.cancel_execution(run["id"])
+
+
+def test_pause_and_resume(client):
+    client.create_workflow(definition("pausing_flow", wait("hold", 1), log("after")))
+    run = client.execute_workflow("pausing_flow")
+    wait_until(lambda: client.get_execution_status(run["id"])["status"] == "running", timeout=10,
+               message="the run to start")
+    client.pause_execution(run["id"])
+    paused = wait_until(lambda: (state := client.get_execution_status(run["id"]))["status"] == "paused" and state,
+                        timeout=15, message="the run to pause")
+    assert paused["steps"][1]["status"] == "pending"
+    client.resume_execution(run["id"])
+    assert client.wait_for_completion(run["id"], timeout=30, poll=0.05)["status"] == "succeeded"
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.resume_execution(run["id"])
+    assert caught.value.status == 409
+
+
+def test_retry_a_failed_step(client, server):
+    client.create_workflow(definition("retry_flow", log("before"),
+                                      {"name": "read", "type": "file", "retries": 0,
+                                       "config": {"operation": "read", "path": "client-flag.txt"}}))
+    run = client.wait_for_completion(client.execute_workflow("retry_flow")["id"], timeout=30, poll=0.05)
+    assert run["status"] == "failed" and run["steps"][1]["status"] == "failed"
+    with pytest.raises(PyFlowAPIError, match="step 'before' .* cannot be retried: it is succeeded") as caught:
+        client.retry_step(run["id"], step="before")
+    assert caught.value.status == 409
+
+    files = server.storage / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "client-flag.txt").write_text("there now")
+    client.retry_step(run["id"], step="read")
+    done = client.wait_for_completion(run["id"], timeout=30, poll=0.05)
+    assert done["status"] == "succeeded"
+    assert done["steps"][1]["result"]["content"] == "there now"
+
+
+def test_skip_a_failed_step(client):
+    client.create_workflow(definition("skip_flow", {"name": "read", "type": "file", "retries": 0,
+                                                    "config": {"operation": "read", "path": "never-there.txt"}},
+                                      log("after")))
+    run = client.wait_for_completion(client.execute_workflow("skip_flow")["id"], timeout=30, poll=0.05)
+    assert run["status"] == "failed"
+    client.skip_step(run["id"], "read")
+    done = client.wait_for_completion(run["id"], timeout=30, poll=0.05)
+    assert [step["status"] for step in done["steps"]] == ["skipped", "succeeded"]
+
+
+# -- approvals and events (their endpoints come with the rest of issue 16) -----------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda client, run_id: client.approve(run_id, comment="ok"),
+    lambda client, run_id: client.reject(run_id, step="gate", comment="no"),
+])
+def test_approve_and_reject_fail_cleanly_where_nothing_waits(client, call):
+    run = client.wait_for_completion(client.execute_workflow("echo")["id"], timeout=30, poll=0.05)
+    with pytest.raises(PyFlowAPIError) as caught:
+        call(client, run["id"])
+    # 404 until the approval endpoints exist; then 409: nothing waits for an answer.
+    assert caught.value.status in (404, 409)
+    assert caught.value.code and caught.value.message
+
+
+def test_emit_event_fails_cleanly_or_is_accepted(client):
+    try:
+        answer = client.emit_event("client.test", {"id": 7}, key="7", id="client-event-1")
+    except PyFlowAPIError as error:
+        # Until POST /api/events exists (issue 16, item 1).
+        assert (error.status, error.code) == (404, "not_found")
+    else:
+        assert answer["event"]["type"] == "client.test"
+
+
+# -- any other endpoint --------------------------------------------------------------------------------
+
+def test_request_reaches_any_endpoint(client):
+    run = client.wait_for_completion(client.execute_workflow("echo", inputs={"n": 2})["id"], timeout=30, poll=0.05)
+    listed = client.request("GET", "/api/runs", params={"workflow": "echo", "limit": 500})
+    assert run["id"] in [item["id"] for item in listed["runs"]]
+
+
+def test_a_request_without_an_answer_in_time_is_a_timeout(client):
+    client.create_workflow(definition("slow_answer_flow", wait("long", 60)))
+    with pytest.raises(PyFlowAPIError, match=r"no answer within 0.3 s") as caught:
+        client.request("POST", "/api/workflows/slow_answer_flow/runs?wait=30", json={}, timeout=0.3)
+    assert (caught.value.status, caught.value.code) == (None, "timeout")
+    for run in client.request("GET", "/api/runs", params={"workflow": "slow_answer_flow"})["runs"]:
+        client.cancel_execution(run["id"])
