@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, BaseAction, RunContext
+from actions.ocr import PageReader, check_ocr_option, ocr_mode
 from actions.paths import PathError, readable
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
 
@@ -30,7 +31,10 @@ _COLUMN_SLACK = 2
 
 
 class ExtractPDFDataAction(BaseAction):
-    """Extracts an application's fields from a PDF, as the matching PDF template describes them."""
+    """Extracts an application's fields from a PDF, as the matching PDF template describes them.
+
+    ``ocr`` (auto, always, never): pages without a text layer are read with Tesseract under auto.
+    """
 
     type = "extract_pdf_data"
 
@@ -40,6 +44,7 @@ class ExtractPDFDataAction(BaseAction):
         file: FileSpec,
         company: str | None = None,
         templates_dir: str | os.PathLike | None = None,
+        ocr: str = "auto",
         **options: Any,
     ):
         super().__init__(name, **options)
@@ -51,10 +56,13 @@ class ExtractPDFDataAction(BaseAction):
         # Empty or None: the template is detected from the form's header text.
         self.company = company
         self.templates_dir = templates_dir
+        check_ocr_option(ocr, name)
+        self.ocr = ocr
 
     def execute(self, data_store: dict) -> dict:
         """Pick the PDF and its template, then read the template's fields from the form or the text."""
         path, filename = _choose_file(self.file, self.context, self.type)
+        mode = ocr_mode(self.ocr, self.type)
         try:
             templates = load_templates(templates_folder(self.templates_dir, self.context, self.type))
         except TemplateError as exc:
@@ -63,7 +71,7 @@ class ExtractPDFDataAction(BaseAction):
         if company and company not in templates:
             raise ActionError(f"unknown company {company!r}; known templates: {', '.join(templates)}", retryable=False)
 
-        with _open_pdf(path, filename) as pdf:
+        with _open_pdf(path, filename, PageReader(path, filename, self.context, self.type, mode)) as pdf:
             form = pdf.form_values()
             template = templates[company] if company else _detect(templates, form, pdf)
             if any(spec.field in form for spec in template.fields.values()):
@@ -72,8 +80,8 @@ class ExtractPDFDataAction(BaseAction):
                 method = "form"
                 values = {out: form[spec.field] for out, spec in template.fields.items() if form.get(spec.field)}
             else:
-                method = "text"
                 values = _read_labels(pdf, template)
+                method = "ocr" if pdf.ocr_pages else "text"
 
         missing = [out for out in template.fields if out not in values]
         logger.info(
@@ -85,6 +93,7 @@ class ExtractPDFDataAction(BaseAction):
             "method": method,
             "extracted_data": _nest({out: values[out] for out in template.fields if out in values}),
             "missing": missing,
+            "ocr_pages": pdf.ocr_pages,
             # The form's own words for each output path, so a reply can say "Date of Birth:" and not a path.
             "labels": {out: spec.label for out, spec in template.fields.items()},
         }
@@ -147,8 +156,11 @@ def _reading(filename: str) -> Iterator[None]:
 
 
 @contextmanager
-def _open_pdf(path: Path, filename: str) -> Iterator[_Pdf]:
-    """Open the PDF from its file, without reading it all into memory, and decrypt it if it has no password."""
+def _open_pdf(path: Path, filename: str, ocr: PageReader | None = None) -> Iterator[_Pdf]:
+    """Open the PDF from its file, without reading it all into memory, and decrypt it if it has no password.
+
+    With ``ocr``, pages are read by it as its mode says; it is closed with the file.
+    """
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -169,23 +181,41 @@ def _open_pdf(path: Path, filename: str) -> Iterator[_Pdf]:
             if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
                 raise ActionError(f"cannot read PDF {filename}: it is protected by a password", retryable=False)
         # Outside _reading: a failure in the caller's block is not the file's fault.
-        yield _Pdf(reader, filename)
+        try:
+            yield _Pdf(reader, filename, ocr)
+        finally:
+            if ocr is not None:
+                ocr.close()
 
 
 class _Pdf:
-    """An open PDF whose pages' text is extracted once each, when first needed."""
+    """An open PDF whose pages' text is extracted (or read by OCR) once each, when first needed."""
 
-    def __init__(self, reader: PdfReader, filename: str):
+    def __init__(self, reader: PdfReader, filename: str, ocr: PageReader | None = None):
         self.reader = reader
         self.filename = filename
+        self.ocr = ocr
         self._plain: dict[int, str] = {}
+        self._ocr_text: dict[int, str] = {}
+
+    @property
+    def ocr_pages(self) -> list[int]:
+        """The numbers (from 1) of the pages read by OCR so far."""
+        return [index + 1 for index in sorted(self._ocr_text)]
 
     def __len__(self) -> int:
         with _reading(self.filename):
             return len(self.reader.pages)
 
     def text(self, index: int, layout: bool = False) -> str:
-        """Page ``index``'s text; ``layout`` keeps columns apart at some extra cost."""
+        """Page ``index``'s text; ``layout`` keeps columns apart at some extra cost.
+
+        OCR has one text for both: Tesseract already prints a page's columns apart, as blocks.
+        """
+        if index in self._ocr_text:
+            return self._ocr_text[index]
+        if self.ocr is not None and self.ocr.mode == "always":
+            return self._read_by_ocr(index)
         if not layout and index in self._plain:
             return self._plain[index]
         with _reading(self.filename):
@@ -193,6 +223,17 @@ class _Pdf:
             text = page.extract_text(extraction_mode="layout") if layout else page.extract_text()
         if not layout:
             self._plain[index] = text
+        if not text.strip() and self.ocr is not None and self.ocr.mode == "auto" and self.ocr.has_marks(index):
+            return self._read_by_ocr(index)
+        return text
+
+    def has_text(self) -> bool:
+        """Whether any page has a text layer (or was read by OCR)."""
+        return any(self.text(index).strip() for index in range(len(self)))
+
+    def _read_by_ocr(self, index: int) -> str:
+        text = self._ocr_text[index] = self.ocr.read(index)
+        logger.info("%s: page %d read by OCR, %d characters", self.filename, index + 1, len(text))
         return text
 
     def form_values(self) -> dict[str, str]:
@@ -238,6 +279,13 @@ def _detect(templates: dict[str, PdfTemplate], form: dict[str, str], pdf: _Pdf) 
         if hits:
             # The header comes first; a later mention of another company's form is not its header.
             return templates[min(hits)[1]]
+    if not pdf.has_text():
+        # Before "no template matches": the cause is the missing text, not the form.
+        if pdf.ocr is None or pdf.ocr.mode == "never":
+            how = "ocr is 'never'"
+        else:
+            how = "OCR found no words either" if pdf.ocr_pages else "its pages are blank"
+        raise ActionError(f"cannot read PDF {pdf.filename}: no text layer was found ({how})", retryable=False)
     raise ActionError(f"no template matches {pdf.filename}; known templates: {', '.join(templates)}", retryable=False)
 
 

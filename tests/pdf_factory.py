@@ -252,3 +252,21 @@ def lines_pdf(path: Path, pages: list[list[str]]) -> Path:
             pdf.text(20, 25 + number * 8, line)
     pdf.output(str(path))
     return path
+
+
+def scanned_pdf(path: Path, source: Path, dpi: int = 300) -> Path:
+    """Write ``source``'s pages as pictures only, as a scanner makes them: no text layer, no form fields."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(str(source))
+    pdf = FPDF(format="A4")
+    pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=UTC))
+    try:
+        for page in document:
+            picture = page.render(scale=dpi / 72, grayscale=True).to_pil()
+            pdf.add_page()
+            pdf.image(picture, x=0, y=0, w=pdf.w, h=pdf.h)
+    finally:
+        document.close()
+    pdf.output(str(path))
+    return path

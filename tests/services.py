@@ -184,3 +184,17 @@ def amqp_vhost_url() -> Iterator[str]:
         yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", parts.query, parts.fragment))
     finally:
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def tesseract() -> str:
+    """The path of the tesseract program the OCR tests run; skipped (CI: failed) when it is not installed."""
+    import shutil
+
+    found = shutil.which("tesseract")
+    if found is None:
+        message = "tesseract is not installed: apt-get install tesseract-ocr"
+        if required():
+            pytest.fail(f"PYFLOW_REQUIRE_SERVICES=1: {message}", pytrace=False)
+        pytest.skip(message)
+    return found

@@ -41,12 +41,12 @@ def test_the_first_pdf_attachment_is_read(tmp_path):
     path = pdf_factory.lines_pdf(tmp_path / "upload-1.pdf", [["Uploaded"]])
     attachments = [{"filename": "notes.txt", "content_type": "text/plain", "path": str(tmp_path / "notes.txt")},
                    {"filename": "scan.pdf", "content_type": "application/pdf", "path": str(path)}]
-    assert read(attachments) == {"text": "Uploaded", "pages": 1, "source": "scan.pdf"}
+    assert read(attachments) == {"text": "Uploaded", "pages": 1, "source": "scan.pdf", "ocr_pages": []}
 
 
 def test_a_page_without_text_is_empty(tmp_path):
     path = pdf_factory.lines_pdf(tmp_path / "blank.pdf", [[]])
-    assert read(str(path)) == {"text": "", "pages": 1, "source": "blank.pdf"}
+    assert read(str(path)) == {"text": "", "pages": 1, "source": "blank.pdf", "ocr_pages": []}
 
 
 @pytest.mark.parametrize(("make", "words"), [

@@ -12,7 +12,8 @@ from tests.server import REPO, server_env
 # Packages only the server (Flask, its dashboard, the scheduler that polls) or a PDF or HTTP step needs.
 NOT_NEEDED = {"flask", "werkzeug", "waitress", "pypdf", "requests", "apscheduler", "app.dashboard", "app.api.routes",
               "psycopg", "psycopg_pool",  # the PostgreSQL store loads only with WORKFLOW_DATABASE_URL
-              "apprise"}  # a notify step imports it when it sends
+              "apprise",  # a notify step imports it when it sends
+              "pypdfium2"}  # drawn pages for OCR, only when a scanned page is read
 
 
 def imported_modules(*args: str, env: dict[str, str]) -> set[str]:

@@ -14,7 +14,19 @@ from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import wait_until
 from tests.imap_server import IMAPServer, free_port, pdf_message
-from tests.pdf_factory import FORMS, corrupt_pdf, empty_file, encrypted_pdf, form_pdf, lines_pdf, not_a_pdf, text_pdf
+from tests.pdf_factory import (
+    FORMS,
+    VALID,
+    corrupt_pdf,
+    empty_file,
+    encrypted_pdf,
+    form_pdf,
+    lines_pdf,
+    nested,
+    not_a_pdf,
+    scanned_pdf,
+    text_pdf,
+)
 
 WORKFLOW = "/api/workflows/insurance_application"
 FOLDER = "Applications"
@@ -146,6 +158,23 @@ def test_both_templates_from_forms_and_text_with_or_without_company(make_app, st
     # Nested company_b data is listed flat, under the form's own labels.
     expected = "First Name: John\n" if company == "company_b" else "Full Name: Jane Doe\n"
     assert expected in body_of(message)
+
+
+def test_a_scanned_application_is_read_by_ocr_with_the_typed_ones_fields(make_app, storage, tmp_path, tesseract):
+    client = make_app()
+    typed = text_pdf(tmp_path / "typed.pdf", "company_a")
+    run = upload(client, scanned_pdf(tmp_path / "scan.pdf", typed), reply_to="jane@example.org")
+
+    assert run["status"] == "succeeded", run["error"]
+    extract = steps(run)["extract"]["result"]
+    assert (extract["template"], extract["method"], extract["ocr_pages"], extract["missing"]) == (
+        "company_a", "ocr", [1], [])
+    assert extract["extracted_data"] == nested(VALID["company_a"])
+    assert steps(run)["validate"]["result"] == {"validation_result": "success", "errors": []}
+    message = email.message_from_bytes(Path(steps(run)["notify"]["result"]["path"]).read_bytes(),
+                                       policy=policy.default)
+    assert message["Subject"] == "Application received"
+    assert "Email: jane.doe@example.com\n" in body_of(message)
 
 
 def test_invalid_application_gets_an_incomplete_reply_listing_each_problem(make_app, tmp_path):

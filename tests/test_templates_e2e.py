@@ -241,6 +241,23 @@ def test_document_processing_uploads_analyses_and_stores(client, storage):
     assert stored[0][7].split("\f")[1].startswith("Questions?")
 
 
+def test_document_processing_reads_a_scanned_pdf_as_the_typed_one(client, storage, tesseract):
+    root = storage / "files"
+    root.mkdir(parents=True)
+    typed = pdf_factory.lines_pdf(root / "typed.pdf", PAGES)
+    pdf_factory.scanned_pdf(root / "scanned.pdf", typed)
+    from_text = steps(run(client, "document_processing", {"file": "typed.pdf"}))
+    scanned = run(client, "document_processing", {"file": "scanned.pdf"})
+
+    assert scanned["status"] == "succeeded", scanned["error"]
+    from_scan = steps(scanned)
+    assert from_scan["extract"]["result"]["ocr_pages"] == [1, 2]
+    assert from_text["extract"]["result"]["ocr_pages"] == []
+    assert from_scan["extract"]["result"]["text"] == from_text["extract"]["result"]["text"]
+    assert from_scan["analyse"]["result"] == from_text["analyse"]["result"]
+    assert from_scan["analyse"]["result"]["emails"] == ["billing@acme.example", "support@acme.example"]
+
+
 def test_data_pipeline_and_document_processing_keep_their_databases_in_the_files_root(client, storage, tmp_path):
     """The defaults land in WORKFLOW_FILES_ROOT; a db_path elsewhere is refused naming it, and nothing is made."""
     with Site() as source:

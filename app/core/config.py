@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,6 +77,14 @@ def _queue_name(value: str) -> str:
     if not name or len(name) > 100 or not all(char.isalnum() or char in "._-" for char in name):
         raise ValueError
     return name
+
+
+def _languages(value: str) -> str:
+    """Tesseract's language list, "eng+deu"; commas are taken as "+" too."""
+    names = [part.strip() for part in re.split(r"[+,]", value)]
+    if not names or not all(re.fullmatch(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?", name) for name in names):
+        raise ValueError
+    return "+".join(names)
 
 
 #: WORKFLOW_EXECUTOR's values: threads of the serving process, or workers behind a queue (DESIGN section 11).
@@ -150,6 +159,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_POLL_TIMEOUT": (60.0, _positive_float, "a number of seconds > 0"),
     "WORKFLOW_MAX_CONNECTIONS": (1000, _positive_int, "a positive integer"),
     "WORKFLOW_SHUTDOWN_GRACE": (30.0, _positive_float, "a number of seconds > 0"),
+    # Pages one pdf_text or extract_pdf_data step may read with Tesseract (a second or two each).
+    "WORKFLOW_MAX_OCR_PAGES": (100, _positive_int, "a positive integer"),
+    # Tesseract's languages for scanned PDFs; each needs its Debian package (tesseract-ocr-deu, ...).
+    "OCR_LANGUAGES": ("eng", _languages, "Tesseract language names joined by '+', such as eng+deu"),
     # Most retries a definition may ask for (max_retries, a step's retries); added with the other bounds.
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
