@@ -188,11 +188,13 @@ def run_once(name: str, raw_inputs: str | None, option: str = "--input") -> int:
 def validate(files: list[str]) -> int:
     """Check definition files as the server would; one line per file, then each of its problems with its path."""
     from app.core.definitions import checked
+    from app.core.plugins import load_plugins
     from app.core.secrets import Placeholders
     from app.core.templating import Renderer
     from workflows.declarative import DefinitionError, read_definition
 
     settings = load_settings()
+    load_plugins()  # plugins' step and trigger types; a broken plugin is logged and skipped
     renderer = Renderer(settings["WORKFLOW_TEMPLATE_TIMEOUT"])
     renderer.provide("secrets", Placeholders())  # the shape is checked here, not the store's secrets
     failed = 0

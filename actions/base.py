@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,26 @@ class ActionError(Exception):
     def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message)
         self.retryable = retryable
+
+
+class Park(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by an action to park its run: the step waits, holding no thread and no slot (DESIGN section 12).
+
+    The engine records the step ``waiting`` with ``details`` and wakes the run at epoch ``until``
+    (a wait's end, a timeout), on an event of type ``event`` (with ``key``; None: any key), or on
+    an answer (an approval). When the wake is a timeout, ``on_timeout`` says what the step becomes.
+    Only a step the engine runs itself may park (``RunContext.can_park``); others wait on their thread.
+    """
+
+    def __init__(self, kind: str, *, until: float | None = None, event: str | None = None, key: str | None = None,
+                 on_timeout: str = "fail", details: Mapping[str, Any] | None = None):
+        super().__init__(f"parked for {kind}")
+        self.kind = kind
+        self.until = until
+        self.event = event
+        self.key = key
+        self.on_timeout = on_timeout
+        self.details = dict(details or {})
 
 
 @dataclass
@@ -55,6 +75,12 @@ class RunContext:
     run_workflow: Callable[[str, dict, float], dict] | None = None
     # Names of the workflows that called this run (sub-workflows), to refuse cycles.
     call_stack: tuple[str, ...] = ()
+    # True when the action may raise Park (a step of a run, not a loop's nested step nor a run of its own).
+    can_park: bool = False
+    # The step's earlier park record when it is executed again after a restart ({"for", "since", "until", ...}).
+    parked: Mapping[str, Any] | None = None
+    # approval_links(until_epoch, nonce) -> {"approve": url, "reject": url}: signed one-click links to this step.
+    approval_links: Callable[[float, str], dict] | None = None
 
 
 def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) -> float:
@@ -67,6 +93,32 @@ def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) ->
         bound = ">= 0" if allow_zero else "of seconds > 0"
         raise ActionError(f"{action}: {field} must be a number {bound}, got {value!r}", retryable=False)
     return number
+
+
+def cache_problem(cache: Any) -> tuple[str, str] | None:
+    """What is wrong with a step's ``cache`` option, as (sub-key, message); None when it is well formed."""
+    if not isinstance(cache, Mapping):
+        return "", f"must be a mapping {{ttl: seconds, key: template}}, got {type(cache).__name__}"
+    unknown = sorted(set(cache) - {"ttl", "key"})
+    if unknown:
+        return f".{unknown[0]}", "unknown key; cache has ttl and key"
+    ttl = cache.get("ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+        return ".ttl", f"must be a number of seconds > 0, got {ttl!r}"
+    key = cache.get("key")
+    if key is not None and not isinstance(key, str):
+        return ".key", f"must be a template string, got {type(key).__name__}"
+    return None
+
+
+def check_cache(cache: Any, where: str) -> dict | None:
+    """A step's ``cache`` option as ``{"ttl": seconds, "key": template or None}``; ValueError naming ``where``."""
+    if cache is None:
+        return None
+    problem = cache_problem(cache)
+    if problem is not None:
+        raise ValueError(f"{where}{problem[0]} {problem[1]}")
+    return {"ttl": float(cache["ttl"]), "key": cache.get("key")}
 
 
 class BaseAction:
@@ -87,6 +139,9 @@ class BaseAction:
     # Private attributes holding a credential (never rendered, never shown) that may be exactly
     # ``{{ secrets.NAME }}``: the engine puts the stored secret's value there when the step executes.
     secret_fields: tuple[str, ...] = ()
+    # Config fields limited to a set of values: {field: the values}. The same constants the
+    # constructor checks against, so GET /api/catalog's enums cannot drift from the code.
+    config_choices: Mapping[str, Sequence[str]] = {}
 
     def __init__(
         self,
@@ -97,6 +152,8 @@ class BaseAction:
         step_timeout: float | None = None,
         depends_on: list[str] | None = None,
         on_failure: str = "fail",
+        compensate: BaseAction | None = None,
+        cache: Mapping[str, Any] | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"action name must be a non-empty string, got {name!r}")
@@ -120,6 +177,12 @@ class BaseAction:
             raise ValueError(f"action {name!r}: on_failure must be 'fail', 'continue' or a step name, "
                              f"got {on_failure!r}")
         self.on_failure = on_failure
+        # The action that undoes this one when the run fails or is cancelled (docs/compensation.md).
+        if compensate is not None and not isinstance(compensate, BaseAction):
+            raise ValueError(f"action {name!r}: compensate must be an action, got {type(compensate).__name__}")
+        self.compensate = compensate
+        # {"ttl": seconds, "key": template}: reuse a recent result of the same step (docs/step-cache.md).
+        self.cache = check_cache(cache, f"action {name!r}: cache")
         self.context = RunContext()
 
     def __init_subclass__(cls, **kwargs: Any):

@@ -55,6 +55,7 @@ class FileAction(BaseAction):
     """
 
     type = "file"
+    config_choices = {"operation": tuple(REQUIRED)}
 
     def __init__(
         self,

@@ -22,6 +22,8 @@ CONFIG_CAPS: dict[str, dict[str, str]] = {
 }
 # A step's own keys.
 STEP_CAPS: dict[str, str] = {"timeout": "WORKFLOW_MAX_STEP_TIMEOUT", "retries": "WORKFLOW_MAX_RETRIES"}
+# A step's nested keys (cache: {ttl}).
+NESTED_STEP_CAPS: dict[tuple[str, str], str] = {("cache", "ttl"): "WORKFLOW_MAX_CACHE_TTL"}
 # A definition's top-level keys.
 TOP_CAPS: dict[str, str] = {"step_timeout": "WORKFLOW_MAX_STEP_TIMEOUT", "max_parallel_steps": "WORKFLOW_MAX_PARALLEL",
                             "max_retries": "WORKFLOW_MAX_RETRIES"}

@@ -42,6 +42,7 @@ class LlmAction(BaseAction):
     """
 
     type = "llm"
+    config_choices = {"response_format": RESPONSE_FORMATS}
 
     def __init__(
         self,

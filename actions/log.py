@@ -20,6 +20,8 @@ class LogAction(BaseAction):
 
     type = "log"
 
+    config_choices = {"level": tuple(LEVELS)}
+
     def __init__(self, name: str, *, message: Any, level: str = "info", **options: Any):
         super().__init__(name, **options)
         if isinstance(level, str) and "{{" not in level:

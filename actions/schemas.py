@@ -51,6 +51,8 @@ def check_schema(schema: Any) -> type[Validator]:
     metaschema: every pattern must compile, every ``$ref`` must point inside
     the schema, and every ``format`` must be one the draft's format checker checks.
     """
+    if not isinstance(schema, (dict, bool)):  # validator_for would raise TypeError on a number or a list
+        raise SchemaError(f"a JSON Schema is an object or a boolean, got {type(schema).__name__}")
     validator_class = validator_for(schema, default=None)
     if validator_class is None:
         # jsonschema would silently fall back to the latest draft for a misspelt $schema; say so instead.

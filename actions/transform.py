@@ -53,6 +53,7 @@ class TransformAction(BaseAction):
     """
 
     type = "transform"
+    config_choices = {"operation": tuple(KEYS)}
 
     def __init__(
         self,

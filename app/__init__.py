@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.errors import PyFlowError, error_body
@@ -66,8 +68,53 @@ def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
         text = response.get_data(as_text=True)
         scrubbed = KNOWN_SECRETS.text(scrubber.text(text))
         if scrubbed is not text:
+            if response.mimetype.endswith("json"):
+                # Replaced in the serialized text, a secret such as "00e9" would cut an escape ("\u00e9") in
+                # two and leave invalid JSON: scrub the decoded values and serialize again.
+                scrubbed = _scrub_json(text, lambda value: KNOWN_SECRETS.text(scrubber.text(value)), scrubbed)
             response.set_data(scrubbed)
         return response
+
+
+# Values the server makes itself: run ids, timestamps, sha256 hashes (the audit chain). A stored secret found
+# inside one is a coincidence ("1234" in a run id), and scrubbing it would break the answer's contract.
+_MADE_HERE = re.compile(r"run_[0-9a-f]{22}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|[0-9a-f]{64}")
+
+
+def _scrub_json(text: str, scrub: Callable[[str], str], fallback: str) -> str:
+    """The JSON ``text`` with ``scrub`` applied to its strings and keys; ``fallback`` if it is not JSON.
+
+    Left alone: what the server makes (``_MADE_HERE``, run and step statuses, the error body's code). A
+    number is replaced only when it is a secret's value, not when it contains one (a duration of 11234 ms).
+    """
+    import json
+
+    from app.core.redaction import REDACTED
+    from app.runs import RunStatus, StepStatus
+
+    vocabulary = {*RunStatus, *StepStatus, "running", "stopped"}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return value if value in vocabulary or _MADE_HERE.fullmatch(value) else scrub(value)
+        if isinstance(value, dict):
+            return {walk(key): walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return REDACTED if scrub(json.dumps(value)) == REDACTED else value
+        return value
+
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return fallback
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    document = walk(document)
+    if isinstance(code, str):  # a slug of ours, such as too_many_failed_authentications
+        document["error"]["code"] = code
+    return json.dumps(document, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 _TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/csv", "application/problem+json"})
@@ -84,7 +131,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from app import dashboard
-    from app.api import audit_log, auth, tokens  # noqa: F401  (audit_log's and tokens' views attach to the API)
+    from app.api import audit_log, auth, openapi, tokens  # noqa: F401  (their views attach to the API blueprint)
     from app.api.hooks import bp as webhooks
     from app.api.routes import bp as api_blueprint
     from app.api.secrets import bp as secrets_blueprint

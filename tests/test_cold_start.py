@@ -13,7 +13,8 @@ from tests.server import REPO, server_env
 NOT_NEEDED = {"flask", "werkzeug", "waitress", "pypdf", "requests", "apscheduler", "app.dashboard", "app.api.routes",
               "psycopg", "psycopg_pool",  # the PostgreSQL store loads only with WORKFLOW_DATABASE_URL
               "apprise",  # a notify step imports it when it sends
-              "pypdfium2"}  # drawn pages for OCR, only when a scanned page is read
+              "pypdfium2",  # drawn pages for OCR, only when a scanned page is read
+              "opentelemetry"}  # traces: only with OTEL_EXPORTER_OTLP_ENDPOINT set
 
 
 def imported_modules(*args: str, env: dict[str, str]) -> set[str]:

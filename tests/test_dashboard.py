@@ -154,7 +154,7 @@ def test_run_page_shows_steps_errors_logs_and_controls(client):
     assert "this step always fails" in html
     assert 'data-run-status="failed"' in html and ">failed</span>" in html
     assert re.search(r'action="/runs/[^"]+/retry"\s+data-when="failed cancelled">', html)  # shown, not hidden
-    assert re.search(r'action="/runs/[^"]+/cancel"\s+data-when="queued running paused" hidden>', html)
+    assert re.search(r'action="/runs/[^"]+/cancel"\s+data-when="queued running paused waiting" hidden>', html)
     boom = html.split('<tr data-step="boom">')[1].split("</tr>")[0]
     assert "Skip and continue" in boom and "hidden" not in boom.split('class="skip-form"')[1].split(">")[0]
     assert "run started" in html and "failed: this step always fails" in html  # the run's log lines

@@ -74,15 +74,15 @@ INVALID = {
     "unknown top key": (f"name: x\ntimeout: 5\n{ONE_STEP}", ["timeout"], "unknown key; a definition has"),
     "bad name": (f"name: Bad-Name\n{ONE_STEP}", ["name"], "must match [a-z0-9_]+, got 'Bad-Name'"),
     "unknown trigger type": (f"name: x\ntrigger: {{type: pigeon}}\n{ONE_STEP}", ["trigger.type"],
-                             "unknown trigger type 'pigeon'; known: cron, email, file"),
+                             "unknown trigger type 'pigeon'; known: cron, email, event, file"),
     "unknown trigger setting": (f"name: x\ntrigger: {{type: interval, every: 5}}\n{ONE_STEP}", ["trigger.every"],
                                 "unknown setting for type 'interval'"),
     "no steps": ("name: x\nsteps: []", ["steps"], "must be a non-empty list of steps"),
     "unknown step type": ("name: x\nsteps: [{name: s, type: telepathy}]", ["steps[0].type"],
-                          "unknown step type 'telepathy'; known: condition,"),
+                          "unknown step type 'telepathy'; known: approval, condition,"),
     "unknown step key": (f"name: x\nsteps: [{{name: s, retry: 2, {LOG}}}]", ["steps[0].retry"],
-                         "unknown key; a step has config, depends_on, limits, name, on_failure, retries, timeout, "
-                         "type, when"),
+                         "unknown key; a step has cache, compensate, config, depends_on, limits, name, on_failure, "
+                         "retries, timeout, type, when"),
     "unknown config key": ("name: x\nsteps: [{name: get, type: http_request, config: {uri: 'http://a.example'}}]",
                            ["steps[0].config.uri", "steps[0].config.url"],
                            "unknown setting for type 'http_request'; known: data, expect_status, headers, json"),
@@ -107,6 +107,9 @@ INVALID = {
                              "the name of another step, got 's'"),
     "invalid inputs schema": (f"name: x\ninputs: {{properties: {{n: {{type: integr}}}}}}\n{ONE_STEP}",
                               ["inputs.properties.n.type"], "not a valid JSON Schema: 'integr' is not valid"),
+    # Found by tests/test_openapi_fuzz.py: a number here was a TypeError, so POST /api/workflows answered 500.
+    "inputs schema not an object": (f"name: x\ninputs: 0\n{ONE_STEP}", ["inputs"],
+                                    "must be a JSON Schema object, got int"),
     "bad workflow setting": (f"name: x\nmax_parallel_steps: 0\n{ONE_STEP}", ["max_parallel_steps"],
                              "max_parallel_steps must be an integer >= 1, got 0"),
     "invalid nested loop step": ("name: x\nsteps: [{name: each, type: loop, config: {items: [1],"
@@ -159,7 +162,8 @@ def test_every_problem_of_one_step_is_listed_not_only_the_first(tmp_path):
         load_file(write(tmp_path, text))
     assert [(problem["path"], problem["message"]) for problem in caught.value.problems] == [
         ("steps[1].retry",
-         "unknown key; a step has config, depends_on, limits, name, on_failure, retries, timeout, type, when"),
+         "unknown key; a step has cache, compensate, config, depends_on, limits, name, on_failure, retries, timeout, "
+         "type, when"),
         ("steps[1].depends_on", "unknown step(s): nope"),
         ("steps[1].retries", "must be a number >= 0, got -1"),
         ("steps[1].timeout", "must be a number >= 0, got 'soon'"),
@@ -267,8 +271,8 @@ def test_run_py_validate_lists_every_problem_with_template_syntax_errors(tmp_pat
         f"{typos}: invalid",
         *(f"  {path}: {message}" for path, message in BROKEN_PROBLEMS),
         f"{mixed}: invalid",
-        "  steps[0].colour: unknown key; a step has config, depends_on, limits, name, on_failure, retries, "
-        "timeout, type, when",
+        "  steps[0].colour: unknown key; a step has cache, compensate, config, depends_on, limits, name, on_failure, "
+        "retries, timeout, type, when",
         "  steps[0].config.message: template syntax error: expected token 'name', got 'end of print statement'",
     ]
 

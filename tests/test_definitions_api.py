@@ -81,8 +81,8 @@ def test_a_template_syntax_error_is_refused_at_post_and_put_not_at_run_time(clie
     assert response.status_code == 422
     assert response.get_json()["error"]["details"] == [
         {"path": "steps[1].colour",
-         "message": "unknown key; a step has config, depends_on, limits, name, on_failure, retries, timeout, type, "
-                    "when"},
+         "message": "unknown key; a step has cache, compensate, config, depends_on, limits, name, on_failure, retries, "
+                    "timeout, type, when"},
         {"path": "steps[0].config.message",
          "message": "template syntax error: expected token 'name', got 'end of print statement'"},
     ]

@@ -26,6 +26,12 @@ def test_a_schema_that_would_reach_out_or_run_unbounded_is_refused(schema, path,
     assert list(caught.value.path) == path
 
 
+@pytest.mark.parametrize("schema", [0, 1.5, "string", ["a", "list"], None])
+def test_a_schema_that_is_neither_an_object_nor_a_boolean_is_refused(schema):
+    with pytest.raises(SchemaError, match="a JSON Schema is an object or a boolean, got"):
+        check_schema(schema)
+
+
 @pytest.mark.parametrize("schema", [
     {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}},
     {"$id": "https://example.org/root.json", "$defs": {"n": {"type": "integer"}},

@@ -184,6 +184,40 @@ def test_a_step_reads_a_secret_and_its_value_is_scrubbed_everywhere(client, stor
     assert VALUE.encode() not in everything_under(storage)
 
 
+@pytest.fixture
+def own_known_secrets(monkeypatch):
+    """A fresh process-wide list of stored secret values, so short ones set here garble no later test."""
+    from app.core import redaction
+    from app.core import secrets as secrets_module
+
+    fresh = redaction.Scrubber()
+    monkeypatch.setattr(redaction, "KNOWN_SECRETS", fresh)
+    monkeypatch.setattr(secrets_module, "KNOWN_SECRETS", fresh)
+    return fresh
+
+
+def test_short_secrets_leave_answers_valid_json_and_the_server_s_own_words_alone(own_known_secrets, storage,
+                                                                                 key_file):
+    # Found by tests/test_openapi_fuzz.py: scrubbed in the serialized text, "u00e9" cut "\u00e9" (é) in two,
+    # and "fail" turned the error code too_many_failed_authentications into too_many_***ed_authentications.
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS}))
+    try:
+        client = app.test_client()
+        for name, value in (("ESCAPE", "u00e9"), ("NUMBER", "12345"), ("WORD", "fail"), ("HEX", "0000")):
+            assert put(client, name, value).status_code == 201
+        inputs = {"city": "Besançon, café", "note": "it is u00e9 here", "count": 12345, "more": 112345}
+        response = client.post("/api/workflows/failing/runs?wait=5", json={"inputs": inputs})
+        run = json.loads(answered(response))  # valid JSON
+        assert run["status"] == "failed" and run["id"] in response.headers["Location"]
+        assert run["trigger_data"] == {"city": "Besançon, café", "note": "it is *** here", "count": "***",
+                                       "more": 112345}
+        polled = client.post("/api/workflows/broken_trigger/poll")
+        assert (polled.status_code, json.loads(answered(polled))["error"]["code"]) == (502, "trigger_failed")
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
 def test_an_unknown_secret_fails_the_step_naming_it(client):
     steps = [{"name": "say", "type": "log", "config": {"message": "{{ secrets.NOT_STORED }}"}}]
     assert define(client, "unknown_secret", steps).status_code == 201

@@ -1197,3 +1197,61 @@ def test_the_audit_log_survives_a_new_store(backend):
         assert appended["id"] == 2 and verify(reopened.audit_entries()) == (2, None)
     else:
         assert appended["id"] == 1
+
+
+# -- the step cache: entries by a sha256 key, expired by a time, pruned by maintenance -----------------
+def cache_entry(key: str, expires_at: float, result: object = None, **fields) -> dict:
+    return {"key": key, "workflow": "wf_a", "step": "fetch", "run_id": "run_00000000000000aa000001",
+            "result": {"json": [1, "ü"], "n": None} if result is None else result,
+            "created_at": expires_at - 60, "expires_at": expires_at, **fields}
+
+
+CACHE_KEY = hashlib.sha256(b"one").hexdigest()
+OTHER_KEY = hashlib.sha256(b"two").hexdigest()
+
+
+def test_a_cache_entry_reads_back_until_it_expires(backend, store):
+    now = time.time()
+    assert store.get_cache(CACHE_KEY) is None
+    entry = cache_entry(CACHE_KEY, now + 3600)
+    store.put_cache(entry)
+    assert store.get_cache(CACHE_KEY) == entry
+    assert store.get_cache(CACHE_KEY, now=now + 3599) == entry
+    assert store.get_cache(CACHE_KEY, now=now + 3600) is None  # expired at expires_at
+    if backend.durable:
+        store = backend.reopen(store)
+        assert store.get_cache(CACHE_KEY) == entry
+
+
+def test_a_cache_entry_is_replaced_whole(store):
+    now = time.time()
+    store.put_cache(cache_entry(CACHE_KEY, now + 10, {"old": True}))
+    newer = cache_entry(CACHE_KEY, now + 100, {"new": True}, run_id="run_00000000000000bb000002")
+    store.put_cache(newer)
+    assert store.get_cache(CACHE_KEY) == newer
+
+
+def test_pruning_the_cache_deletes_only_expired_entries(store):
+    now = time.time()
+    store.put_cache(cache_entry(CACHE_KEY, now - 1))
+    store.put_cache(cache_entry(OTHER_KEY, now + 3600))
+    assert store.prune_cache() == 1
+    assert store.prune_cache() == 0
+    assert store.get_cache(OTHER_KEY) is not None
+    assert store.prune_cache(now=now + 3600) == 1
+    assert store.get_cache(OTHER_KEY, now=now) is None
+
+
+@pytest.mark.parametrize("key", ["", "../../etc/passwd", "ABC", "a" * 63, "g" * 64, None])
+def test_a_cache_key_that_is_no_sha256_is_refused(store, key):
+    with pytest.raises(ValueError, match="cache key"):
+        store.get_cache(key)
+    with pytest.raises(ValueError, match="cache key"):
+        store.put_cache(cache_entry(key, time.time() + 60))
+
+
+def test_a_cache_entry_without_its_fields_is_refused(store):
+    entry = cache_entry(CACHE_KEY, time.time() + 60)
+    del entry["run_id"]
+    with pytest.raises(ValueError, match="missing run_id"):
+        store.put_cache(entry)

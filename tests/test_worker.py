@@ -190,3 +190,34 @@ def test_an_upload_to_the_server_reaches_a_worker_with_another_disk(postgres_url
         thread.join(10)
         worker.shutdown(timeout=2)
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)  # the observer is the executor's business
+def test_a_run_paused_and_resumed_on_a_worker_is_traced_there_in_one_trace(cluster):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from app.core.tracing import SpanObserver, make_provider, trace_id_of
+
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    exporter = InMemorySpanExporter()
+    worker.engine.observer = SpanObserver(make_provider(SimpleSpanProcessor(exporter)))  # what the setting sets up
+    run, _ = server.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
+    threading.Timer(0.5, gate("gated").set).start()
+    server.control(run["id"], "pause", by="api")
+    wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    server.control(run["id"], "resume", by="api")
+    assert server.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
+
+    def runs():
+        found = [span for span in exporter.get_finished_spans() if span.name == "run gated"]
+        return found if len(found) == 2 else None
+
+    first, second = sorted(wait_until(runs, message="two run spans on the worker"), key=lambda span: span.start_time)
+    assert {first.context.trace_id, second.context.trace_id} == {trace_id_of(run["id"])}
+    assert (first.attributes["pyflow.status"], first.attributes["pyflow.resumed"]) == ("paused", False)
+    assert (second.attributes["pyflow.status"], second.attributes["pyflow.resumed"]) == ("succeeded", True)
+    steps = [span for span in exporter.get_finished_spans() if span.name.startswith("step ")]
+    assert {span.attributes["pyflow.status"] for span in steps} == {"succeeded"}
+    assert {span.parent.span_id for span in steps} <= {first.context.span_id, second.context.span_id}

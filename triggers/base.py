@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actions.text import snake
@@ -39,6 +39,9 @@ class BaseTrigger:
     # Private attributes holding a credential (never rendered, never described) that may be exactly
     # ``{{ secrets.NAME }}``: the runtime puts the stored secret's value there before setup().
     secret_fields: tuple[str, ...] = ()
+    # Config fields limited to a set of values: {field: the values}. The same constants the
+    # constructor checks against, so GET /api/catalog's enums cannot drift from the code.
+    config_choices: Mapping[str, Sequence[str]] = {}
 
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:

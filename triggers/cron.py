@@ -46,6 +46,7 @@ class CronTrigger(BaseTrigger):
     """
 
     type = "cron"
+    config_choices = {"misfire": MISFIRE_POLICIES}
     # A fire at most this late still counts as on time, so a restart of a few seconds loses nothing.
     misfire_grace_seconds: float = 60.0
 

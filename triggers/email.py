@@ -67,6 +67,7 @@ class EmailTrigger(BaseTrigger):
     type = "email"
     run_source = "email"
     secret_fields = ("_password",)
+    config_choices = {"security": SECURITY_MODES}
     # Set by the runtime for a workflow class written in Python (trusted code): its ca_file may lie anywhere.
     _trusted_code = False
 

@@ -42,6 +42,7 @@ class WebhookTrigger(BaseTrigger):
     # Requests arrive by themselves; there is nothing to poll.
     pollable = False
     secret_fields = ("_secret",)
+    config_choices = {"response": RESPONSE_MODES, "signature_style": tuple(STYLES)}
 
     def __init__(
         self,

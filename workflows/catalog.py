@@ -28,19 +28,22 @@ class TypeRegistry(Generic[T]):
     def __init__(self, kind: str, package: str | None = None, base: type | None = None):
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
+        # Type name -> "builtin" or the plugin distribution that brought it ("pyflow-hello-plugin 1.0").
+        self._origins: dict[str, str] = {}
         self._package = package
         self._base = base
         self._scanned: set[str] = set()
         self._lock = threading.RLock()
 
-    def register(self, cls: type[T]) -> type[T]:
-        """Add ``cls`` under its ``type``; ValueError when another class has that name."""
+    def register(self, cls: type[T], origin: str = "builtin") -> type[T]:
+        """Add ``cls`` under its ``type``, brought by ``origin``; ValueError when another class has that name."""
         name = cls.type  # type: ignore[attr-defined]
         other = self._classes.get(name)
         if other is not None and other is not cls:
             raise ValueError(f"{self.kind} type {name!r} is taken by {other.__module__}.{other.__qualname__}; "
                              f"cannot register {cls.__module__}.{cls.__qualname__}")
         self._classes[name] = cls
+        self._origins.setdefault(name, origin)
         return cls
 
     def get(self, name: str) -> type[T] | None:
@@ -52,6 +55,10 @@ class TypeRegistry(Generic[T]):
             if name not in self._classes:
                 self._scan_all()
         return self._classes.get(name)
+
+    def origin(self, name: str) -> str | None:
+        """"builtin" or the plugin distribution (name and version) that registered ``name``."""
+        return self._origins.get(name)
 
     def names(self) -> list[str]:
         """Every registered type name, sorted."""

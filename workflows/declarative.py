@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from actions.base import BaseAction
+from actions.base import BaseAction, cache_problem
 from actions.jsontext import DEFAULT_MAX_DEPTH, JSONLimitError, load_json
 from actions.schemas import check_schema
 from triggers.base import BaseTrigger
@@ -22,11 +22,16 @@ from workflows.catalog import action_types, trigger_types
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
-_TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
-             "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
-_STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure", "limits"}
+TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
+            "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
+_STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure", "compensate", "cache",
+              "limits"}
+# A compensation written as a step (with ``config``); without ``config`` every key but type and name is its config.
+_COMPENSATE_KEYS = {"name", "type", "config", "retries", "timeout"}
+# Keys a loop's nested steps cannot have: the engine applies them to a run's own steps only.
+_TOP_STEP_ONLY = ("compensate", "cache")
 # Parameters a definition cannot set through config: the engine owns them.
-_RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure"}
+_RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure", "compensate", "cache"}
 
 
 class DefinitionError(ValueError):
@@ -49,14 +54,19 @@ class _Problems:
         self.items.append({"path": path, "message": message})
 
 
+def config_parameters(cls: type) -> list[inspect.Parameter]:
+    """The constructor parameters a definition's config sets: the one source of a type's settings."""
+    return [parameter for parameter in inspect.signature(cls.__init__).parameters.values()
+            if parameter.name not in _RESERVED
+            and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+
+
 @lru_cache(maxsize=256)  # inspect.signature was most of the cost of a large definition
 def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The constructor's setting names and the required ones."""
     names: set[str] = set()
     required: set[str] = set()
-    for parameter in inspect.signature(cls.__init__).parameters.values():
-        if parameter.name in _RESERVED or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
+    for parameter in config_parameters(cls):
         names.add(parameter.name)
         if parameter.default is parameter.empty:
             required.add(parameter.name)
@@ -109,12 +119,52 @@ def _trigger(data: Any, problems: _Problems) -> BaseTrigger | None:
     return _build(cls, "trigger", settings, {}, "trigger", problems)
 
 
-def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> BaseAction | None:
+def _number_problem(data: Mapping[str, Any], key: str, path: str, problems: _Problems) -> bool:
+    """Report a step's ``retries`` or ``timeout`` that is no number >= 0 at its own key; True when reported."""
+    value = data.get(key)
+    if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        problems.add(f"{path}.{key}", f"must be a number >= 0, got {value!r}")
+        return True
+    return False
+
+
+def _compensation(path: str, data: Any, step: str, problems: _Problems) -> BaseAction | None:
+    """The action a step's ``compensate`` defines: a step (type, config, retries, timeout) or type plus config keys."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("type"), str):
+        problems.add(path, "must be a step definition with a type, e.g. {type: http_request, config: {url: ...}}")
+        return None
+    as_step = "config" in data
+    if as_step:
+        for key in sorted(set(data) - _COMPENSATE_KEYS):
+            problems.add(f"{path}.{key}", f"unknown key; a compensation has {', '.join(sorted(_COMPENSATE_KEYS))}")
+    config = data.get("config") if as_step else {key: value for key, value in data.items()
+                                                 if key not in ("type", "name")}
+    cls = action_types().get(data["type"])
+    if cls is None:
+        problems.add(f"{path}.type", f"unknown step type {data['type']!r}; known: {', '.join(action_types().names())}")
+    name = data.get("name", f"{step}_compensate")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        problems.add(f"{path}.name", f"must match [a-z0-9_]+, got {name!r}")
+        name = f"{step}_compensate"
+    extra: dict[str, Any] = {}
+    if as_step:
+        for key, option in (("retries", "retries"), ("timeout", "step_timeout")):
+            if key in data and not _number_problem(data, key, path, problems):
+                extra[option] = data[key]
+    if cls is None or not _check_type(config, Mapping, f"{path}.config" if as_step else path, "a mapping", problems):
+        return None
+    return _build(cls, name, config, extra, f"{path}.config" if as_step else path, problems)
+
+
+def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nested: bool = False) -> BaseAction | None:
     if not isinstance(data, Mapping):
         problems.add(path, f"must be a mapping with name, type and config, got {type(data).__name__}")
         return None
     for key in sorted(set(data) - _STEP_KEYS):
         problems.add(f"{path}.{key}", f"unknown key; a step has {', '.join(sorted(_STEP_KEYS))}")
+    for key in _TOP_STEP_ONLY if nested else ():
+        if key in data:
+            problems.add(f"{path}.{key}", "not supported on a loop's nested steps (only on a workflow's own steps)")
     # Every key is checked whatever the others hold, so one run of validate lists a step's every problem.
     before = len(problems.items)
     name, kind, config = data.get("name"), data.get("type"), data.get("config", {})
@@ -138,11 +188,20 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
             problems.add(f"{path}.depends_on", f"unknown step(s): {', '.join(map(str, unknown))}")
             extra["depends_on"] = [dep for dep in extra["depends_on"] if dep in known_names]
     for key, option in (("retries", "retries"), ("timeout", "step_timeout")):
-        value = data.get(key)
-        if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            # Reported at the step's own key: BaseAction's message would otherwise land on the config.
-            problems.add(f"{path}.{key}", f"must be a number >= 0, got {value!r}")
+        # Reported at the step's own key: BaseAction's message would otherwise land on the config.
+        if _number_problem(data, key, path, problems):
             del extra[option]
+    step_name = name if named and NAME_PATTERN.match(name) else "step"
+    if "compensate" in data and not nested:
+        compensation = _compensation(f"{path}.compensate", data["compensate"], step_name, problems)
+        if compensation is not None:
+            extra["compensate"] = compensation
+    if "cache" in data and not nested:
+        problem = cache_problem(data["cache"])
+        if problem is None:
+            extra["cache"] = data["cache"]
+        else:
+            problems.add(f"{path}.cache{problem[0]}", problem[1])
     target = data.get("on_failure")
     if isinstance(target, str) and target not in ("fail", "continue") and (target not in known_names or target == name):
         # Reported here, like depends_on, so the path names the step and not just "steps".
@@ -159,14 +218,14 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems) -> 
     if cls is None or not configured:
         return None
     if cls.type == "loop" and isinstance(config.get("steps"), list):
-        _steps(config["steps"], f"{path}.config.steps", problems)  # checked now, built per item later
+        _steps(config["steps"], f"{path}.config.steps", problems, nested=True)  # checked now, built per item later
     # A step whose name is wrong still has its config checked, under a stand-in name.
     action = _build(cls, name if named and NAME_PATTERN.match(name) else "step", config, extra, f"{path}.config",
                     problems)
     return None if len(problems.items) > before else action
 
 
-def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
+def _steps(steps: Any, path: str, problems: _Problems, nested: bool = False) -> list[BaseAction]:
     """Actions from a list of step definitions; problems are collected with their paths."""
     if not isinstance(steps, list) or not steps:
         problems.add(path, "must be a non-empty list of steps")
@@ -175,7 +234,7 @@ def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
     counts = Counter(name for name in names if isinstance(name, Hashable))  # names.count() per step was O(n²)
     actions: list[BaseAction] = []
     for index, step in enumerate(steps):
-        action = _step(f"{path}[{index}]", step, names, problems)
+        action = _step(f"{path}[{index}]", step, names, problems, nested)
         if action is not None:
             actions.append(action)
         if isinstance(step, Mapping) and isinstance(step.get("name"), Hashable) and counts[step.get("name")] > 1:
@@ -186,7 +245,7 @@ def _steps(steps: Any, path: str, problems: _Problems) -> list[BaseAction]:
 def build_actions(steps: Any, source: str) -> list[BaseAction]:
     """Actions from step definitions (a loop's nested steps); DefinitionError lists the problems."""
     problems = _Problems()
-    actions = _steps(steps, "steps", problems)
+    actions = _steps(steps, "steps", problems, nested=True)
     if problems.items:
         raise DefinitionError(source, problems.items)
     return actions
@@ -197,13 +256,15 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     problems = _Problems()
     if not isinstance(definition, Mapping):
         raise DefinitionError(source, [{"path": "", "message": "a definition is a mapping with name, trigger, steps"}])
-    for key in sorted(set(definition) - _TOP_KEYS):
-        problems.add(key, f"unknown key; a definition has {', '.join(sorted(_TOP_KEYS))}")
+    for key in sorted(set(definition) - TOP_KEYS):
+        problems.add(key, f"unknown key; a definition has {', '.join(sorted(TOP_KEYS))}")
     name = definition.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         problems.add("name", f"must match [a-z0-9_]+, got {name!r}")
     inputs = definition.get("inputs")
-    if inputs is not None:
+    if inputs is not None and not isinstance(inputs, Mapping):
+        problems.add("inputs", f"must be a JSON Schema object, got {type(inputs).__name__}")
+    elif inputs is not None:
         try:
             check_schema(inputs)
         except jsonschema.SchemaError as error:
@@ -235,7 +296,7 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
         message = str(error).removeprefix(f"workflow {workflow.__qualname__}: ")
         # A top-level setting's message starts with its name (max_parallel_steps must be...).
         key = message.split(" ", 1)[0]
-        raise DefinitionError(source, [{"path": key if key in _TOP_KEYS else "steps", "message": message}]) from None
+        raise DefinitionError(source, [{"path": key if key in TOP_KEYS else "steps", "message": message}]) from None
     return workflow
 
 

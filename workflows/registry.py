@@ -17,7 +17,7 @@ from workflows.base import Workflow
 logger = logging.getLogger(__name__)
 
 # Modules of the workflows package that hold machinery, not workflows.
-_NOT_WORKFLOW_MODULES = frozenset({"base", "registry", "graph", "catalog", "declarative"})
+_NOT_WORKFLOW_MODULES = frozenset({"base", "registry", "graph", "catalog", "declarative", "type_schemas"})
 
 
 class WorkflowLoadError(Exception):

@@ -17,6 +17,11 @@ from app.api.auth import principal
 from app.core import audit
 
 
+def actor() -> str:
+    """Who this request's caller is, as the audit log names it (a token's name, ``admin``, ``anonymous``)."""
+    return principal().name
+
+
 def record(action: str, target: str, details: dict[str, Any] | None = None, *, actor: str | None = None) -> dict:
     """Append an entry to the audit log for this request; the entry."""
     store = current_app.extensions["pyflow"].store

@@ -44,7 +44,8 @@ from app.runs import format_time, parse_time
 logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/api/health", "/login", "/favicon.ico"})
-OPEN_PREFIXES = ("/api/hooks/", "/static/")
+# Approval links (/approvals/<signed token>) carry their own signature, like webhooks.
+OPEN_PREFIXES = ("/api/hooks/", "/static/", "/approvals/")
 # Paths answered with a 401 JSON error rather than a redirect to the login page.
 API_PREFIXES = ("/api/", "/metrics")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -46,6 +46,9 @@ REQUIRED: dict[str, Role] = {
     "api.list_runs": Role.VIEWER,
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
+    "api.get_catalog": Role.VIEWER,
+
+    "api.openapi": Role.VIEWER,
     "metrics.api_metrics": Role.VIEWER,
     "metrics.prometheus_metrics": Role.VIEWER,
     "dashboard.workflows": Role.VIEWER,
@@ -62,7 +65,12 @@ REQUIRED: dict[str, Role] = {
     "api.stop_workflow": Role.OPERATOR,
     "api.control_run": Role.OPERATOR,
     "api.patch_variables": Role.OPERATOR,
-    # Later issue: "api.publish_event": Role.OPERATOR, "api.answer_approval": Role.OPERATOR (and their dashboard forms).
+    "api.publish_event": Role.OPERATOR,
+    "api.answer_approval": Role.OPERATOR,
+    "dashboard.approvals": Role.VIEWER,
+    "dashboard.answer_approval": Role.OPERATOR,
+    # The signed link is the credential (its path is open, app/api/auth.py OPEN_PREFIXES): anyone holding it.
+    "dashboard.approval_link": Role.VIEWER,
     "dashboard.run_now": Role.OPERATOR,
     "dashboard.start_stop": Role.OPERATOR,
     "dashboard.control": Role.OPERATOR,

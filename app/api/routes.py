@@ -12,7 +12,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from actions.jsontext import JSONLimitError, load_json
 from app.api import audit
 from app.api.uploads import save_uploads
+from app.core.events import parse_event
 from app.core.files import share
+from app.core.plugins import type_catalog
 from app.core.redaction import redact
 from app.core.runtime import Runtime
 from app.errors import BadRequest, InvalidInput, NotFound, UnsupportedMediaType
@@ -114,6 +116,11 @@ def _number_arg(name: str, default: float | None, low: float, high: float) -> fl
 @bp.get("/health")
 def health() -> Response:
     return jsonify(status="ok")
+
+
+@bp.get("/catalog")
+def get_catalog() -> Response:
+    return jsonify(type_catalog(runtime().plugins))
 
 
 @bp.get("/workflows")
@@ -262,8 +269,28 @@ def patch_variables(run_id: str) -> Response:
     return jsonify(present(run))
 
 
-# Approvals (a later issue): POST /api/runs/<id>/approve and /reject call
-# audit.record("approval.approve" or "approval.reject", run_id, {"step": ...}) once answered.
+@bp.post("/runs/<run_id>/<any(approve, reject):decision>")
+def answer_approval(run_id: str, decision: str) -> Response:
+    """Answer the run's waiting approval step: ``{"step"?, "comment"?}`` (docs/approvals.md)."""
+    _stored_run(run_id)
+    body = _json_body() if request.get_data(cache=True).strip() else {}
+    body = _object(body, "body") if body is not None else {}
+    step = body.get("step")
+    if step is not None and not isinstance(step, str):
+        raise InvalidInput("step must be a step name", details=[{"path": "step", "message": "must be a string"}])
+    who = audit.actor()
+    run = runtime().approvals.answer(run_id, decision == "approve", who, step=step, comment=body.get("comment"))
+    audit.record(f"approval.{decision}", run_id, {"step": step, "comment": body.get("comment")})
+    return jsonify(present(run))
+
+
+@bp.post("/events")
+def publish_event() -> tuple[Response, int]:
+    """Publish an event: start the matching started workflows, wake the runs waiting for it (docs/events.md)."""
+    body = _json_body()
+    answer = runtime().publish(parse_event(body if body is not None else {}))
+    return jsonify(event=answer["event"], duplicate=answer["duplicate"], started=answer["started"],
+                   runs=answer["started"], resumed=answer["resumed"]), 202
 
 
 @bp.get("/runs/<run_id>/logs")

@@ -10,13 +10,14 @@ from typing import Any
 
 from app.core.binding import BoundWorkflow
 from app.core.definitions import checked, definitions_folder, load_definition_file, posted
+from app.core.plugins import Plugins
 from app.core.redaction import keep_redacted
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
 from app.storage.base import Store
 from workflows.base import Workflow
 from workflows.declarative import DefinitionError, definition_files
-from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names
+from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names, workflows_in
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ class Catalog:
         self._lock = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------
-    def load(self, workflows: Iterable[type[Workflow]] = ()) -> None:
-        """Register and bind the Python workflows, ``workflows``, every definition file, then every stored definition.
+    def load(self, workflows: Iterable[type[Workflow]] = (), plugins: Plugins | None = None) -> None:
+        """Register and bind the Python workflows, ``workflows``, the plugins' workflow modules, every
+        definition file, then every stored definition.
 
-        A bad module, class or file raises ConfigError (start-up stops); a stored definition
-        that no longer builds is logged and left in ``unloaded``.
+        A bad module, class or file raises ConfigError (start-up stops); a plugin's workflow that does
+        not register is added to ``plugins.problems`` and skipped; a stored definition that no longer
+        builds is logged and left in ``unloaded``.
         """
         try:
             discover(self._registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
@@ -56,6 +59,12 @@ class Catalog:
                 self._registry.register(workflow)
         except WorkflowLoadError as error:
             raise ConfigError(str(error)) from None
+        for plugin, module in plugins.workflow_modules if plugins else ():
+            for workflow in workflows_in(module):
+                try:
+                    self._registry.register(workflow, plugin)
+                except WorkflowLoadError as error:
+                    plugins.fail(plugin, str(error).removeprefix(f"{plugin}: "))
         checked_bound: dict[str, BoundWorkflow] = {}
         for path in definition_files(definitions_folder(self.settings)):
             try:

@@ -123,6 +123,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENV_ALLOWLIST": ((), _names, "comma-separated variable names"),
     "WORKFLOW_SECRET_KEY": ("", None, ""),  # signs dashboard session cookies; random per process if unset
     "WORKFLOW_API_TOKEN": ("", None, ""),  # when set: Bearer token for /api, login for the dashboard
+    "WORKFLOW_PUBLIC_URL": ("", None, ""),  # base of the approval links in e-mails; http://HOST:PORT if unset
     "IMAP_HOST": ("", None, ""),
     "IMAP_PORT": (993, _port, "a port number 0-65535"),
     "IMAP_USER": ("", None, ""),
@@ -165,6 +166,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "OCR_LANGUAGES": ("eng", _languages, "Tesseract language names joined by '+', such as eng+deu"),
     # Most retries a definition may ask for (max_retries, a step's retries); added with the other bounds.
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
+    # Longest a step's result may be reused (cache: {ttl}); a posted definition asking more is refused.
+    "WORKFLOW_MAX_CACHE_TTL": (2_592_000.0, _positive_float, "a number of seconds > 0"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
     # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).
@@ -179,6 +182,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_ENCRYPTION_KEY": ("", None, ""),
     "WORKFLOW_KEY_FILE": ("~/.config/pyflow/encryption.key", None, ""),
     "WORKFLOW_NEW_ENCRYPTION_KEY": ("", None, ""),  # what `run.py secrets rotate-key` re-encrypts with
+    # Traces (app/core/tracing.py, docs/tracing.md): set, spans of runs and steps go there over OTLP/HTTP.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", None, ""),
 }
 
 # Settings whose values never leave the process (API answers, templates, logs).

@@ -12,20 +12,35 @@ from collections import ChainMap, Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from actions.base import ActionError, BaseAction, RunContext
+from actions.base import ActionError, BaseAction, Park, RunContext
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
+from app.core.compensation import Compensating
 from app.core.config import public_settings
 from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
 from app.core.secrets import Secrets, resolve_secret_fields
+from app.core.step_cache import Caching
 from app.core.templating import Renderer, RenderError, is_truthy
+from app.core.tracing import RunObserver
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
 from app.dispatch.local import LocalDispatcher
 from app.errors import StorageError
-from app.runs import FINISHED_RUN, FINISHED_STEP, RunStatus, StepStatus, new_run, new_step, progress, snapshot, utcnow
+from app.runs import (
+    FINISHED_RUN,
+    FINISHED_STEP,
+    RunStatus,
+    StepStatus,
+    format_time,
+    new_run,
+    new_step,
+    parse_time,
+    progress,
+    snapshot,
+    utcnow,
+)
 from app.storage.base import Durability, Store
 
 logger = logging.getLogger(__name__)
@@ -40,8 +55,11 @@ _MAX_OUTCOMES = 256
 CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
 
-class Engine:
-    """Executes runs with at most ``WORKFLOW_MAX_CONCURRENT`` at once; the rest wait queued."""
+class Engine(Compensating, Caching):
+    """Executes runs with at most ``WORKFLOW_MAX_CONCURRENT`` at once; the rest wait queued.
+
+    Compensation (app/core/compensation.py) and step caching (app/core/step_cache.py) are mixed in.
+    """
 
     def __init__(self, store: Store, settings: Mapping[str, Any], renderer: Renderer | None = None):
         self.store = store
@@ -73,6 +91,8 @@ class Engine:
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
         self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
+        self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
         #: Set by the runtime: what templates read as {{ secrets.NAME }}, decrypted when a step renders.
         self.secrets: Secrets | None = None
@@ -82,6 +102,15 @@ class Engine:
         self.queue: Queue | None = None
         #: Set by ``use_leases`` when processes share the store: a run executes where its lease is held.
         self.leases: Leases | None = None
+        #: Set by the runtime when tracing is on (app/core/tracing.py): told of runs and steps; None costs nothing.
+        self.observer: RunObserver | None = None
+        #: Set by the runtime: called with a run's record once it ended (publishes run.succeeded|failed|cancelled).
+        self.on_finished: Callable[[dict], None] | None = None
+        #: Set by a started server or worker runtime: steps may park (a waker continues them); ``run.py run``
+        #: executes without one, so its long waits sleep on their thread.
+        self.parking = False
+        #: Set by the runtime: (run id, step, until epoch, nonce) -> signed approve and reject links (approvals).
+        self.approval_links: Callable[[str, str, float, str], dict] | None = None
         run_logs.install()
 
     def use_leases(self, seconds: float) -> Leases:
@@ -99,10 +128,13 @@ class Engine:
         idempotency_key: str | None = None,
         call_stack: tuple[str, ...] = (),
         awaited: bool = False,
+        queue: Queue | None = None,
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False.
 
         ``awaited``: the caller will ask for its ``outcome``, which then needs no read of the store.
+        ``queue``: send it to workers through this queue even where the engine executes runs (a worker
+        starting the runs of an event it published).
 
         A run with a ``call_stack`` is a sub-workflow of a running step: it starts at
         once, outside WORKFLOW_MAX_CONCURRENT, since its parent already holds a slot
@@ -118,9 +150,10 @@ class Engine:
         run["version"] = bound.workflow.version
         if call_stack:
             run["call_stack"] = list(call_stack)
-        if self.queue is not None and not call_stack:
+        queue = queue or self.queue
+        if queue is not None and not call_stack:
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
-            stored, created = self.queue.create(self.store, run, idempotency_key)
+            stored, created = queue.create(self.store, run, idempotency_key)
             return (snapshot(run) if created else stored), created
         stored, created = self.store.create_run(run, idempotency_key)
         if created:
@@ -157,6 +190,10 @@ class Engine:
         # The cap counts the lines an earlier process or execution of this run already wrote.
         execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
         for index, step in enumerate(steps):
+            if step["status"] == StepStatus.WAITING:
+                # Parked without an outcome (a second parked branch, or a pause): executed again, its action
+                # reads its park record (RunContext.parked) and parks for what remains.
+                step["status"] = StepStatus.PENDING.value
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
                 self._fail_step(execution, index, f"interrupted by {by}")
@@ -218,19 +255,27 @@ class Engine:
 
     # -- control ----------------------------------------------------------------
     def cancel(self, run: dict, by: str = "api") -> dict:
-        """Cancel a queued, running or paused run; a running step is abandoned, never waited for."""
-        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
+        """Cancel a queued, running, paused or waiting run; a running step is abandoned, never waited for."""
+        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING):
             raise RunStateError(run, "cancelled")
         execution, owned, holds_slot = self._claim(run["id"], "cancel", by)
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "cancel", by)
         if execution is None:
+            compensating = None
             try:
-                run = self._current(run, "cancelled", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED))
-                self._transition(run, RunStatus.CANCELLED, by, finished=True)
+                run = self._current(run, "cancelled",
+                                    (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING))
+                self._cancel_parked(run)
+                compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
+                if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
+                    self._transition(run, RunStatus.CANCELLED, by, finished=True)
             finally:
                 if self.leases is not None:
                     self.leases.release(run["id"])  # taken by _elsewhere while the status changed
+            if compensating is not None:
+                self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
+                return snapshot(run)
             return run
         if owned:
             try:
@@ -277,8 +322,8 @@ class Engine:
         fresh = run
         while time.monotonic() < deadline:
             fresh = self.store.get_run(run["id"]) or fresh
-            if fresh["status"] in done:
-                break
+            if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
+                break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
             time.sleep(0.05)
         return fresh
 
@@ -342,6 +387,7 @@ class Engine:
         return self._reopen(bound, run, by)
 
     def _reopen(self, bound: BoundWorkflow, run: dict, by: str) -> dict:
+        self._reopen_compensated(run)  # compensation: undone steps run again
         run.update(error=None, finished_at=None)
         run["progress"] = progress(run["steps"])
         self.store.save_run(run)  # the reset steps, before the run is queued again
@@ -547,11 +593,16 @@ class Engine:
         (at most the workflow's max_parallel_steps), this thread waiting for them.
         """
         run = execution.run
+        if self.observer is not None:
+            self.observer.run_started(run)
         if run["status"] != RunStatus.RUNNING:
             run["started_at"] = run["started_at"] or utcnow()
             self._transition(run, RunStatus.RUNNING, "engine")
             self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
+        if run.get("compensating"):  # compensation: recovered while it compensated
+            return self._resume_compensating(execution)
         limit = execution.bound.workflow.max_parallel_steps
+        finished = False
         while True:
             with execution.changed:
                 if execution.stop.is_set():
@@ -561,8 +612,9 @@ class Engine:
                     break
                 ready = self._ready(execution)
                 if not ready and not execution.in_flight:
-                    self._finish(execution)
-                    return True
+                    # Finished outside ``changed``: compensations may take long, and a cancel notifies on it.
+                    finished = True
+                    break
                 if not execution.in_flight and len(ready) == 1:
                     execution.inline = ready[0]
                 else:
@@ -577,7 +629,10 @@ class Engine:
                     continue
             if self._run_step(execution, execution.inline, branch=False) is None:
                 return False
-        self._halt(execution)
+        if finished:
+            self._finish(execution)
+        else:
+            self._halt(execution)
         return True
 
     def _ready(self, execution: Execution) -> list[int]:
@@ -640,9 +695,15 @@ class Engine:
             if step["attempts"] == 0 and action.when is not None and not is_truthy(rendered.when):
                 self._skip_step(execution, index, "skipped: its condition (when) is false")
                 return True
+            cached = step["attempts"] == 0 and getattr(action, "cache", None)
+            if cached and self._from_cache(execution, index, rendered):
+                return True  # step cache: a recent result reused
             outcome = self._attempt(execution, index, rendered, branch)
             if outcome is None:
                 return None
+            if isinstance(outcome, Park):
+                self._park_step(execution, index, outcome)
+                return False
             if not isinstance(outcome, BaseException):
                 return True
             if not self._after_failure(execution, index, outcome):
@@ -683,12 +744,17 @@ class Engine:
         step["attempts"] += 1
         if step["started_at"] is None:
             step["started_at"] = utcnow()
+        if self.observer is not None:
+            self.observer.step_started(execution.run, step)
         execution.clocks.setdefault(index, time.perf_counter())  # a restart starts a new clock
         # A step that must not run twice is written as running before it starts (with whatever was deferred):
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
         idempotent = execution.bound.actions[index].idempotent
         self.store.update_step(run_id, index, step, mode=Durability.DEFERRED if idempotent else Durability.WRITTEN)
         action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
+        # A step of a run with a thread of its own may park; a sub-workflow's parent waits on a thread for it.
+        action.context.can_park = self.parking and not execution.slotless
+        action.context.parked = step.get("wait")
         # The rendered config: a header's token, a password.
         execution.scrubber.add(self._config_secrets(execution.bound.actions[index], action))
         with self._lock:
@@ -702,7 +768,7 @@ class Engine:
         except Exception as error:  # any failure of user code fails the attempt
             if not self._release(execution, index, token):
                 return None
-            if not isinstance(error, ActionError):
+            if not isinstance(error, (ActionError, Park)):
                 with scrubbing(execution.scrubber):  # the traceback may quote the run's secrets
                     logger.warning("run %s: step %s attempt %d raised", run_id, action.name, step["attempts"],
                                    exc_info=True)
@@ -732,6 +798,13 @@ class Engine:
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)
 
+        approval_links = None
+        if self.approval_links is not None:
+            links, run_id = self.approval_links, execution.run["id"]
+
+            def approval_links(until: float, nonce: str) -> dict:
+                return links(run_id, action.name, until, nonce)
+
         return RunContext(
             run_id=execution.run["id"],
             workflow=execution.bound.name,
@@ -746,6 +819,7 @@ class Engine:
             run_steps=run_steps,
             run_workflow=run_workflow,
             call_stack=tuple(execution.run.get("call_stack", ())),
+            approval_links=approval_links,
         )
 
     def _run_nested(self, execution: Execution, parent: BaseAction, definitions: list[dict],
@@ -822,6 +896,8 @@ class Engine:
                 if step["status"] == StepStatus.RUNNING:
                     step["error"] = "cancelled while running"
                     self._close_step(execution, index, StepStatus.CANCELLED)
+            if self._compensate_on_cancel(execution):  # compensation: a thread of its own ends the run
+                return
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
             self._log(execution, logging.WARNING, f"run cancelled ({by})")
         else:
@@ -835,6 +911,8 @@ class Engine:
             if execution.control == "pause":
                 self._transition(run, RunStatus.PAUSED, by)
                 self._log(execution, logging.INFO, f"run paused ({by})")
+            elif execution.control == "park":
+                self._park_run(execution)
         self.store.flush(run["id"])  # a halted run's file has all of it: the next process may take it over
         self._forget(execution, ended=True)
 
@@ -846,6 +924,7 @@ class Engine:
             run["finished_at"] = run["history"][-1]["at"]
             run["progress"] = progress(run["steps"])
             self.store.save_run(run)
+            self._announce(run)
         else:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
             # queued -> running may even be deferred: after a crash a queued and a running run recover alike.
@@ -865,6 +944,8 @@ class Engine:
         idempotent = execution.bound.actions[index].idempotent
         self.store.update_step(execution.run["id"], index, step,
                                mode=Durability.WRITTEN if idempotent else Durability.SYNC)
+        if self.observer is not None:
+            self.observer.step_ended(execution.run, step)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
@@ -876,6 +957,8 @@ class Engine:
         step["result"] = execution.scrubber.scrub(redact(result))
         step["error"] = None
         execution.data_store[step["name"]] = execution.results[step["name"]] = result
+        self._note_completion(execution, index)  # compensation: completion order
+        self._remember(execution, index)  # step cache: keep the result of a step that missed
         self._close_step(execution, index, StepStatus.SUCCEEDED)
 
     def _skip_step(self, execution: Execution, index: int, reason: str) -> None:
@@ -908,6 +991,8 @@ class Engine:
         """End the run: failed when a step failed (on_failure: fail or a handler), else succeeded."""
         run = execution.run
         status = RunStatus.FAILED if execution.failure else RunStatus.SUCCEEDED
+        if status == RunStatus.FAILED and not self._compensated(execution, status):
+            return  # compensation: stopped by a shutdown, the run is left running for the restart
         if status == RunStatus.SUCCEEDED:
             for index, step in enumerate(run["steps"]):
                 if step["status"] == StepStatus.PENDING:  # a failure handler that no failure called
@@ -935,8 +1020,82 @@ class Engine:
                 self._running[execution.bound.name] -= 1
         if self.leases is not None:
             self.leases.release(execution.run["id"])
+        if self.observer is not None:
+            self.observer.run_ended(execution.run)
         execution.done.set()
         execution.answer.set()
+
+    # -- parked runs (issue 16: wait, wait_for_event, approval; app/core/parking.py wakes them) ----------
+    def _park_step(self, execution: Execution, index: int, park: Park) -> None:
+        """Record the step ``waiting`` with what it waits for, and have the run halt as ``waiting``."""
+        step = execution.run["steps"][index]
+        record = {"for": park.kind, "since": utcnow(), "until": None if park.until is None else format_time(park.until),
+                  "event": park.event, "key": park.key, "on_timeout": park.on_timeout, **park.details}
+        step["status"] = StepStatus.WAITING.value
+        step["wait"] = execution.scrubber.scrub(redact(record))
+        step["error"] = None
+        self.store.update_step(execution.run["id"], index, step, mode=Durability.SYNC)
+        until = f" until {record['until']}" if record["until"] else ""
+        what = f"event {park.event!r}" + (f" (key {park.key!r})" if park.key else "") if park.event else park.kind
+        self._log(execution, logging.INFO, f"waits for {what}{until}", step["name"])
+        with self._lock:
+            if not execution.stop.is_set():  # a cancel or pause asked first wins
+                execution.control, execution.control_by = "park", "engine"
+                execution.stop.set()
+        with execution.changed:
+            execution.changed.notify_all()
+
+    def _park_run(self, execution: Execution) -> None:
+        """The run halts ``waiting``: indexed to wake, then stored ``waiting`` (whoever sees it waiting can wake it;
+        a waker that finds it indexed but still running parks it again); ``_forget`` releases its slot and lease."""
+        run = execution.run
+        waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
+        if waiting:
+            self.park_index(run["id"], waiting[0])
+        self._transition(run, RunStatus.WAITING, "engine")
+        self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
+
+    def park_index(self, run_id: str, step: dict) -> None:
+        """Index a waiting step in the store's wake index, from its park record."""
+        wait = step.get("wait") or {}
+        until = wait.get("until")
+        self.store.park(run_id, step["name"], due=parse_time(until) if until else None,
+                        event=wait.get("event"), key=wait.get("key"))
+
+    def wake(self, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict, by: str) -> None:
+        """Continue a waiting run: its parked step ends with ``outcome`` (``{"result"}`` succeeds it, with
+        ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job)."""
+        index = next(i for i, step in enumerate(run["steps"]) if step["name"] == step_name)
+        step = run["steps"][index]
+        step["finished_at"] = utcnow()
+        if step.get("started_at"):
+            waited = parse_time(step["finished_at"]) - parse_time(step["started_at"])
+            step["duration_ms"] = max(round(waited * 1000), 0)
+        scrubber = self._scrubber_for(bound, run["trigger_data"])
+        result = outcome.get("result")
+        step["result"] = None if result is None else scrubber.scrub(redact(result))
+        step["error"] = scrubber.text(outcome["error"]) if outcome.get("error") else None
+        step["status"] = (StepStatus.FAILED if step["error"] else StepStatus.SUCCEEDED).value
+        self.store.update_step(run["id"], index, step, mode=Durability.SYNC)
+        self.resume(bound, run, by)
+
+    def _cancel_parked(self, run: dict) -> None:
+        """A waiting run being cancelled: out of the wake index, its waiting steps cancelled."""
+        if run["status"] != RunStatus.WAITING:
+            return
+        self.store.unpark(run["id"])
+        for step in run["steps"]:
+            if step["status"] == StepStatus.WAITING:
+                step.update(status=StepStatus.CANCELLED.value, finished_at=utcnow(), error="cancelled while waiting")
+
+    def _announce(self, run: dict) -> None:
+        """Tell the runtime a run ended (it publishes run.<status>); never fails the run."""
+        if self.on_finished is None:
+            return
+        try:
+            self.on_finished(run)
+        except Exception:
+            logger.exception("run %s: publishing its end failed", run["id"])
 
     # -- runs a store failure stopped ---------------------------------------------
     def _stall(self, execution: Execution, error: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections import deque
@@ -93,6 +94,10 @@ class Execution:
         self.dispatched = False
         # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.
         self.awaited = False
+        # completion_order of the next step with a compensation to succeed (app/core/compensation.py).
+        self.completions = itertools.count(1 + max((step.get("completion_order") or 0 for step in steps), default=0))
+        # Cache keys of steps that looked in the cache and missed: their result is kept when they succeed.
+        self.cache_keys: dict[int, str] = {}
         # Secret values hidden from its records, errors and logs (the engine adds the run's own).
         self.scrubber = Scrubber()
         # Its own log, repeats folded and capped (set by the engine, which knows the store and the cap).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actions.limits import CONFIG_CAPS, ITEMS_SETTING, STEP_CAPS, TOP_CAPS, over
+from actions.limits import CONFIG_CAPS, ITEMS_SETTING, NESTED_STEP_CAPS, STEP_CAPS, TOP_CAPS, over
 
 
 def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -29,19 +29,36 @@ def _steps(steps: Any, path: str, settings: Mapping[str, Any], problems: list) -
     if not isinstance(steps, list):
         return
     for index, step in enumerate(steps):
-        if not isinstance(step, Mapping):
-            continue
-        where = f"{path}[{index}]"
-        for key, setting in STEP_CAPS.items():
-            _check(problems, f"{where}.{key}", step.get(key), setting, settings)
-        config = step.get("config")
-        if not isinstance(config, Mapping):
-            continue
-        kind = step.get("type")
-        for key, setting in CONFIG_CAPS.get(kind if isinstance(kind, str) else "", {}).items():
-            _check(problems, f"{where}.config.{key}", config.get(key), setting, settings)
-        if kind == "loop":
-            items = config.get("items")
-            if isinstance(items, (list, Mapping)):
-                _check(problems, f"{where}.config.items", len(items), ITEMS_SETTING, settings)
-            _steps(config.get("steps"), f"{where}.config.steps", settings, problems)
+        if isinstance(step, Mapping):
+            _step(step, f"{path}[{index}]", settings, problems)
+
+
+def _step(step: Mapping[str, Any], where: str, settings: Mapping[str, Any], problems: list,
+          config_where: str | None = None) -> None:
+    """``config_where``: where the step's config is, when not at ``<where>.config`` (a short compensate)."""
+    for key, setting in STEP_CAPS.items():
+        _check(problems, f"{where}.{key}", step.get(key), setting, settings)
+    for (key, inner), setting in NESTED_STEP_CAPS.items():
+        value = step.get(key)
+        if isinstance(value, Mapping):
+            _check(problems, f"{where}.{key}.{inner}", value.get(inner), setting, settings)
+    compensate = step.get("compensate")
+    if isinstance(compensate, Mapping):
+        # Written as a step (with config) or as its type plus config keys: checked as a step either way.
+        if "config" in compensate:
+            _step(compensate, f"{where}.compensate", settings, problems)
+        else:
+            as_step = {"type": compensate.get("type"), "config": compensate}
+            _step(as_step, f"{where}.compensate", settings, problems, config_where=f"{where}.compensate")
+    config = step.get("config")
+    if not isinstance(config, Mapping):
+        return
+    kind = step.get("type")
+    config_where = config_where or f"{where}.config"
+    for key, setting in CONFIG_CAPS.get(kind if isinstance(kind, str) else "", {}).items():
+        _check(problems, f"{config_where}.{key}", config.get(key), setting, settings)
+    if kind == "loop":
+        items = config.get("items")
+        if isinstance(items, (list, Mapping)):
+            _check(problems, f"{config_where}.items", len(items), ITEMS_SETTING, settings)
+        _steps(config.get("steps"), f"{config_where}.steps", settings, problems)

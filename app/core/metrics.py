@@ -51,7 +51,7 @@ def summarize(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts, success rate and p50/p95 duration of a group of index entries.
 
     Only finished runs (succeeded, failed, cancelled) count for the success
-    rate and the durations; queued, running and paused runs only for ``runs``.
+    rate and the durations; queued, running, waiting and paused runs only for ``runs``.
     """
     statuses: dict[str, int] = defaultdict(int)
     durations: list[float] = []

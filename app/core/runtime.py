@@ -17,16 +17,21 @@ from typing import Any
 from actions import paths
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.core import files
+from app.core.approvals import Approvals
 from app.core.binding import BoundWorkflow
 from app.core.catalog import Catalog
 from app.core.engine import Engine
+from app.core.events import Events, run_ended
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
+from app.core.parking import Parking, Waker
+from app.core.plugins import load_plugins
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
 from app.core.templating import Renderer
+from app.core.tracing import observer_for
 from app.dispatch.queues import open_queue
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
 from app.runs import FINISHED_RUN, RunStatus, format_time, snapshot
@@ -87,6 +92,7 @@ class Runtime:
         check_files_root(self.settings)
         # Checked before the store opens: a typo in the executor's settings is one line, not a connection.
         self.queue = open_queue(self.settings)
+        observer = observer_for(self.settings)  # OpenTelemetry, only when OTEL_EXPORTER_OTLP_ENDPOINT is set
         if worker and self.queue is None:
             raise ConfigError("run.py worker needs WORKFLOW_EXECUTOR=procrastinate or celery (and "
                               "WORKFLOW_DATABASE_URL); with WORKFLOW_EXECUTOR=local the server executes its runs")
@@ -101,10 +107,14 @@ class Runtime:
             raise
         self.renderer.provide("secrets", self.secrets.view())  # triggers' settings: {{ secrets.NAME }}
         self.catalog = Catalog(self.store, self.settings, self.renderer)
-        self.catalog.load(workflows)
+        # Installed plugins' types and workflows; a broken one is logged and listed, never fatal.
+        self.plugins = load_plugins()
+        self.catalog.load(workflows, self.plugins)
         self.engine = Engine(self.store, self.settings, self.renderer)
         self.engine.secrets = self.secrets
         self.engine.run_child = self.run_child
+        self.engine.bound_for = self._bound_of
+        self.engine.observer = observer
         self.dispatcher = self.engine.dispatcher
         # Processes sharing a database execute a run only while holding its lease (DESIGN section 11).
         self.shared = bool(self.settings.get("WORKFLOW_DATABASE_URL"))
@@ -115,6 +125,14 @@ class Runtime:
                                    tidy=self.queue.recover if self.queue is not None else None)
         if self.queue is not None and not worker:
             self.engine.queue = self.queue  # this server creates and controls runs; workers execute them
+        # Events and parked runs (DESIGN section 12): a run's end publishes run.<status>; the polling
+        # server's waker continues parked runs whose time came.
+        self.parking = Parking(self)
+        self.events = Events(self)
+        self.waker = Waker(self.parking)
+        self.engine.on_finished = self._run_ended
+        self.approvals = Approvals(self)
+        self.engine.approval_links = self.approvals.links
         self._stopping = threading.Event()
         self.scheduler = Scheduler(self.poll_scheduled, self.maintain,
                                    poll_timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"]),
@@ -125,7 +143,8 @@ class Runtime:
         self._leadership: Leadership | None = None
         self._leading = not self.settings.get("WORKFLOW_DATABASE_URL")
         self._lock = threading.Lock()
-        self._control_lock = threading.Lock()
+        # Re-entrant: a cancel publishes run.cancelled, whose delivery may wake another run under it.
+        self._control_lock = threading.RLock()
         # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
         self._definitions_lock = threading.Lock()
         self._validators: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -144,6 +163,7 @@ class Runtime:
             self._started = True
         if self.worker:
             raise RuntimeError("a worker's runtime runs with work(), not start()")
+        self.engine.parking = True  # a server: its waker (or the leader's) continues parked runs
         if self.queue is not None:
             self.queue.start()
         self.dispatcher.start()
@@ -151,6 +171,7 @@ class Runtime:
         self.scheduler.start()
         if self._leading:
             self._poll_started()
+            self._wake_parked()
         else:
             self._leadership = Leadership(self.settings["WORKFLOW_DATABASE_URL"], self._lead, self._follow,
                                           on_check=self._follow_started)
@@ -179,12 +200,14 @@ class Runtime:
         self._poll_started()
         if self.sweeper is not None:
             self.sweeper.start()
+        self._wake_parked()
 
     def _follow(self) -> None:
         """This server is no longer the leader: stop polling (a poll under way ends; event keys stop a twin)."""
         self._leading = False
         if self.sweeper is not None:
             self.sweeper.stop()
+        self.waker.stop()
         with self._definitions_lock:
             for name in self.scheduler.scheduled():
                 self._unschedule(name)
@@ -216,6 +239,7 @@ class Runtime:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
         self._stopping.set()
+        self.waker.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self._leadership is not None:
@@ -229,6 +253,8 @@ class Runtime:
                 bound.trigger.close()
             except Exception:
                 logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+        if self.engine.observer is not None:
+            self.engine.observer.shutdown()  # the spans still buffered are sent
         self.store.close()
 
     def recover(self) -> int:
@@ -251,6 +277,44 @@ class Runtime:
             if bound is not None:
                 self.engine.resume(bound, run)
         return len(ids)
+
+    def _bound_of(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with (or the current one), None when it is gone; no side effect."""
+        return self.catalog.version(run["workflow"], run.get("version")) or self.bound.get(run["workflow"])
+
+    def _wake_parked(self) -> None:
+        """On the polling server: index waiting runs a crash left unindexed, then wake parked runs when due."""
+        try:
+            self.parking.reindex()
+        except StorageError as error:
+            logger.warning("indexing waiting runs failed (the waker tries the indexed ones): %s", error)
+        self.waker.start()
+
+    @property
+    def control_lock(self) -> threading.RLock:
+        """Held while a run is controlled or woken in this process: one change of a run at a time."""
+        return self._control_lock
+
+    def bound_for(self, run: dict) -> BoundWorkflow | None:
+        """The workflow version the run started with; None after failing the run when it is gone."""
+        return self._bound_for(run)
+
+    # -- events (app/core/events.py) ----------------------------------------------------
+    def publish(self, event: dict) -> dict:
+        """Publish an event (parsed by app.core.events.parse_event): runs started, waiting runs resumed."""
+        return self.events.publish(event)
+
+    def submit_event_run(self, bound: BoundWorkflow, event: dict) -> tuple[dict, bool]:
+        """Start a run of ``bound`` with ``event`` as its trigger data (once per event id and workflow)."""
+        # A worker publishing a run's end sends the runs it starts to the queue, as a server would.
+        queue = self.queue if self.worker else None
+        return self.engine.submit(bound, event, source="event", idempotency_key=f"event:{event['id']}", queue=queue)
+
+    def _run_ended(self, run: dict) -> None:
+        """The engine's word that a run ended: publish run.<status> (its runs and wakes happen here and now)."""
+        event = run_ended(run)
+        if self.events.heard(event):
+            self.events.publish(event)
 
     def _bound_for(self, run: dict) -> BoundWorkflow | None:
         """The workflow version the run started with; None after failing the run when it is gone."""
@@ -323,6 +387,7 @@ class Runtime:
 
     def work(self) -> None:
         """Execute the runs of the queue's jobs until ``stop_work`` (``run.py worker``)."""
+        self.engine.parking = True  # the leading server's waker continues the runs parked here
         self.queue.start()
         self.scheduler.start()  # no trigger: the hourly maintenance only (its copies of attachments)
         try:
@@ -344,7 +409,7 @@ class Runtime:
             self.take_run(run_id, "worker")
 
     def maintain(self) -> int:
-        """Prune finished runs and attachment folders older than WORKFLOW_RETENTION_DAYS; compact the store.
+        """Prune runs and attachments older than WORKFLOW_RETENTION_DAYS and expired cache entries; compact the store.
 
         A worker prunes only its own copies of attachments: the servers prune the shared store.
         """
@@ -354,7 +419,9 @@ class Runtime:
             return 0
         try:
             pruned = self.store.prune(cutoff)
+            self.store.prune_events(cutoff)  # an event id is remembered as long as runs are
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
+            self.store.prune_cache()  # step cache entries past their ttl (docs/step-cache.md)
             self.store.compact()
         except StorageError as error:  # a full or read-only disk: one line, and the next round tries again
             logger.warning("maintenance skipped: %s", error)
@@ -520,7 +587,7 @@ class Runtime:
         delay = 0.01
         while True:
             stored = self.store.get_run(run["id"]) or run
-            if stored["status"] in FINISHED_RUN or stored["status"] == RunStatus.PAUSED:
+            if stored["status"] in FINISHED_RUN or stored["status"] in (RunStatus.PAUSED, RunStatus.WAITING):
                 return stored
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stopping.wait(min(delay, remaining)):

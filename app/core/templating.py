@@ -21,7 +21,8 @@ from jinja2.visitor import NodeTransformer
 # A value that is exactly one expression keeps the expression's native type.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 # Attributes that configure the engine, not the action's work.
-_NOT_RENDERED = frozenset({"name", "context", "depends_on", "on_failure"})
+# compensate is an action rendered when it runs; cache's key is rendered by the step cache, before the step.
+_NOT_RENDERED = frozenset({"name", "context", "depends_on", "on_failure", "compensate", "cache"})
 
 
 # WORKFLOW_TEMPLATE_TIMEOUT's default, for a Renderer made without settings.

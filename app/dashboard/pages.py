@@ -20,7 +20,7 @@ PAGE_SIZE = 25
 STATUSES = [status.value for status in RunStatus]
 # Which run controls apply in which run status (the engine refuses the others with a 409).
 CONTROLS: dict[str, tuple[str, ...]] = {
-    "cancel": ("queued", "running", "paused"),
+    "cancel": ("queued", "running", "paused", "waiting"),
     "pause": ("queued", "running"),
     "resume": ("paused",),
     "retry": ("failed", "cancelled"),

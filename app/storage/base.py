@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -236,6 +237,43 @@ class Store(ABC):
     def touch_token(self, name: str, at: str) -> None:
         """Record that the token was used at ISO time ``at`` (nothing when it is gone)."""
 
+    # -- events seen, and the wake index of parked runs (DESIGN section 12; app/core/parking.py) --------
+    @abstractmethod
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        """Remember an event's id; True when it is new, False when it was recorded before (do nothing twice).
+
+        Atomic across threads and processes: of two callers with one id, exactly one gets True.
+        """
+
+    @abstractmethod
+    def prune_events(self, older_than: float) -> int:
+        """Forget the event ids recorded before epoch ``older_than``; how many."""
+
+    @abstractmethod
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        """Index a waiting run: wake it at epoch ``due``, on an event of type ``event`` (with ``key``), or both.
+
+        Replaces the run's entry; an entry with neither waits for an answer (an approval).
+        """
+
+    @abstractmethod
+    def unpark(self, run_id: str) -> dict | None:
+        """Take the run's entry out of the index: ``{"run_id", "step", "due", "event", "key"}`` for the one
+        caller that took it (it wakes the run), None when there was none (another caller took it first)."""
+
+    @abstractmethod
+    def parked(self, run_id: str) -> dict | None:
+        """The run's entry in the wake index, or None."""
+
+    @abstractmethod
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        """Ids of parked runs whose ``due`` passed by epoch ``now`` (default: the store's now), soonest first."""
+
+    @abstractmethod
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        """Ids of runs parked for an event of type ``event``: those parked for ``key`` and those for any key."""
+
     # -- the audit log: append-only, hash-chained (app/storage/audit_chain.py) -------------------
     @abstractmethod
     def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:
@@ -261,6 +299,21 @@ class Store(ABC):
     def audit_entries(self) -> Iterator[dict]:
         """Every entry, oldest first, as stored (``audit verify`` checks them); an unreadable line is
         ``{"unreadable": "<where>"}``."""
+
+    # -- the step cache (docs/step-cache.md): results of cached steps, by a sha256 key ----------------
+    # An entry is {"key", "workflow", "step", "run_id", "result", "created_at", "expires_at"} (times: epoch
+    # seconds). The key is a hash (check_cache_key): the rendered config it stands for is never stored.
+    @abstractmethod
+    def put_cache(self, entry: dict) -> None:
+        """Store ``entry`` under its ``key``, replacing any entry of that key."""
+
+    @abstractmethod
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        """The entry of ``key`` unless it expired by ``now`` (default: the time now), or None."""
+
+    @abstractmethod
+    def prune_cache(self, now: float | None = None) -> int:
+        """Delete the entries expired by ``now`` (maintenance); how many were deleted."""
 
     # -- files ----------------------------------------------------------------
     def files_path(self, *parts: str) -> Path:
@@ -349,7 +402,31 @@ def check_file_key(key: str) -> str:
     return key
 
 
+_CACHE_KEY = re.compile(r"[0-9a-f]{64}")
+_CACHE_FIELDS = ("key", "workflow", "step", "run_id", "result", "created_at", "expires_at")
+
+
+def check_cache_key(key: str) -> str:
+    """``key`` when it is a cache key (64 lower-case hex digits, a sha256); else ValueError."""
+    if not isinstance(key, str) or not _CACHE_KEY.fullmatch(key):
+        raise ValueError(f"a cache key is a sha256 in 64 lower-case hex digits, got {key!r}")
+    return key
+
+
+def check_cache_entry(entry: dict) -> dict:
+    """``entry`` with exactly the fields of a cache entry (check_cache_key, numeric times); else ValueError."""
+    missing = [field for field in _CACHE_FIELDS if field not in entry]
+    if missing:
+        raise ValueError(f"a cache entry needs {', '.join(_CACHE_FIELDS)}; missing {', '.join(missing)}")
+    check_cache_key(entry["key"])
+    for field in ("created_at", "expires_at"):
+        if isinstance(entry[field], bool) or not isinstance(entry[field], int | float):
+            raise ValueError(f"a cache entry's {field} is epoch seconds, got {entry[field]!r}")
+    return {field: entry[field] for field in _CACHE_FIELDS}
+
+
 #: Run statuses whose expired lease makes the run a candidate for takeover.
+# A waiting run holds no lease: its wake index entry (park) says when and on what it continues.
 LEASED_STATUSES = frozenset({"queued", "running"})
 #: What request_control may ask of a run, the stronger first (a pending cancel is never replaced by a pause).
 CONTROLS = ("cancel", "pause")
@@ -372,3 +449,20 @@ def check_control(run_id: str, operation: str) -> None:
 def replaces(operation: str, pending: str | None) -> bool:
     """Whether a request for ``operation`` replaces the ``pending`` one (cancel wins over pause)."""
     return not (pending == "cancel" and operation == "pause")
+
+
+def parked_entry(run_id: str, step: str, due: float | None, event: str | None, key: str | None) -> dict:
+    """A wake index entry as every backend answers it; ValueError for a field of the wrong kind."""
+    if not isinstance(step, str) or not step:
+        raise ValueError(f"run {run_id}: a parked step needs its name, got {step!r}")
+    if due is not None and (isinstance(due, bool) or not isinstance(due, int | float) or not math.isfinite(due)):
+        raise ValueError(f"run {run_id}: due must be an epoch in seconds or None, got {due!r}")
+    for field, value in (("event", event), ("key", key)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"run {run_id}: {field} must be a string or None, got {type(value).__name__}")
+    return {"run_id": run_id, "step": step, "due": None if due is None else float(due), "event": event, "key": key}
+
+
+def waits_for(entry: dict, event: str, key: str | None) -> bool:
+    """Whether a wake index entry waits for an event of type ``event`` with ``key`` (an entry without key: any)."""
+    return entry.get("event") == event and (entry.get("key") is None or entry.get("key") == key)

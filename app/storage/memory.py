@@ -14,7 +14,18 @@ from pathlib import Path
 from app.errors import Conflict, NotFound
 from app.runs import FINISHED_RUN, parse_time, snapshot, utcnow
 from app.storage.audit_chain import GENESIS, check_entry, check_page, matches, seal
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
+from app.storage.base import (
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_lease,
+    parked_entry,
+    replaces,
+    waits_for,
+)
 
 
 class MemoryStore(Store):
@@ -34,8 +45,11 @@ class MemoryStore(Store):
         self._controls: dict[str, tuple[str, str]] = {}  # run id -> (operation, by) of its pending request
         self._secrets: dict[str, dict] = {}
 
+        self._cache: dict[str, dict] = {}
         self._tokens: dict[str, dict] = {}
         self._audit: list[dict] = []
+        self._events: dict[str, float] = {}  # event id -> epoch recorded
+        self._parked: dict[str, dict] = {}  # run id -> its wake index entry
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -108,6 +122,7 @@ class MemoryStore(Store):
                 self._logs.pop(run_id, None)
                 self._leases.pop(run_id, None)
                 self._controls.pop(run_id, None)
+                self._parked.pop(run_id, None)
             self._ids = [run_id for run_id in self._ids if run_id in self._runs]
             self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
         return len(doomed)
@@ -205,6 +220,26 @@ class MemoryStore(Store):
         with self._lock:
             self._definitions.pop(name, None)
 
+    def put_cache(self, entry: dict) -> None:
+        entry = copy.deepcopy(check_cache_entry(entry))
+        with self._lock:
+            self._cache[entry["key"]] = entry
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        check_cache_key(key)
+        now = time.time() if now is None else now
+        with self._lock:
+            entry = self._cache.get(key)
+            return copy.deepcopy(entry) if entry is not None and entry["expires_at"] > now else None
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self._lock:
+            expired = [key for key, entry in self._cache.items() if entry["expires_at"] <= now]
+            for key in expired:
+                del self._cache[key]
+        return len(expired)
+
     def put_secret(self, name: str, ciphertext: str) -> bool:
         now = utcnow()
         with self._lock:
@@ -241,6 +276,47 @@ class MemoryStore(Store):
     def set_started(self, workflow: str, started: bool) -> None:
         with self._lock:
             (self._started.add if started else self._started.discard)(workflow)
+
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        with self._lock:
+            if event_id in self._events:
+                return False
+            self._events[event_id] = time.time()
+            return True
+
+    def prune_events(self, older_than: float) -> int:
+        with self._lock:
+            old = [event_id for event_id, at in self._events.items() if at < older_than]
+            for event_id in old:
+                del self._events[event_id]
+        return len(old)
+
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        with self._lock:
+            if run_id not in self._runs:
+                raise NotFound(f"no run {run_id!r} in this memory store")
+            self._parked[run_id] = parked_entry(run_id, step, due, event, key)
+
+    def unpark(self, run_id: str) -> dict | None:
+        with self._lock:
+            entry = self._parked.pop(run_id, None)
+        return dict(entry) if entry is not None else None
+
+    def parked(self, run_id: str) -> dict | None:
+        with self._lock:
+            entry = self._parked.get(run_id)
+        return dict(entry) if entry is not None else None
+
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        with self._lock:
+            due = [entry for entry in self._parked.values() if entry["due"] is not None and entry["due"] <= now]
+        return [entry["run_id"] for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
+
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        with self._lock:
+            return sorted(run_id for run_id, entry in self._parked.items() if waits_for(entry, event, key))
 
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._lock:

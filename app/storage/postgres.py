@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,17 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from app.errors import ConfigError, Conflict, NotFound, StorageError
 from app.runs import FINISHED_RUN, parse_time, utcnow
 from app.storage.audit_chain import FILTERS, GENESIS, check_entry, check_page, seal
-from app.storage.base import LEASED_STATUSES, Durability, Store, check_control, check_file_key, check_lease
+from app.storage.base import (
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_file_key,
+    check_lease,
+    parked_entry,
+)
 from app.storage.migrate import migrate
 
 # Its schema: app/storage/migrations/; selecting it, upgrading and what is durable when: docs/postgres.md.
@@ -564,7 +575,102 @@ class PostgresStore(Store):
         return pruned
 
 
+    # -- the step cache ------------------------------------------------------------
+    def put_cache(self, entry: dict) -> None:
+        entry = check_cache_entry(entry)
+        with self._conn("store a cache entry") as conn:
+            conn.execute(
+                "INSERT INTO pyflow_cache (key, workflow, step, run_id, result, created_at, expires_at)"
+                " VALUES (%(key)s, %(workflow)s, %(step)s, %(run_id)s, %(result)s, %(created_at)s, %(expires_at)s)"
+                " ON CONFLICT (key) DO UPDATE SET workflow = EXCLUDED.workflow, step = EXCLUDED.step,"
+                " run_id = EXCLUDED.run_id, result = EXCLUDED.result, created_at = EXCLUDED.created_at,"
+                " expires_at = EXCLUDED.expires_at",
+                {**entry, "result": _dumps(entry["result"])},
+            )
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        check_cache_key(key)
+        now = time.time() if now is None else now
+        with self._conn("read a cache entry") as conn:
+            row = conn.execute(
+                "SELECT key, workflow, step, run_id, result, created_at, expires_at FROM pyflow_cache"
+                " WHERE key = %s AND expires_at > %s", (key, now),
+            ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("key", "workflow", "step", "run_id", "result", "created_at", "expires_at"), row, strict=True))
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        pruned = 0
+        with self._conn("prune the cache") as conn:
+            while True:  # in batches, as prune: no transaction holds thousands of rows for long
+                count = conn.execute(
+                    "DELETE FROM pyflow_cache WHERE key IN (SELECT key FROM pyflow_cache WHERE expires_at <= %s"
+                    " LIMIT %s)", (now, _PRUNE_BATCH),
+                ).rowcount
+                pruned += count
+                if count < _PRUNE_BATCH:
+                    break
+        if pruned:
+            logger.info("pruned %d expired cache entries from the database at %s", pruned, self.where)
+        return pruned
+
     # -- API tokens ----------------------------------------------------------------
+    # -- events seen and parked runs (migration 0007) ------------------------------------
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        with self._conn("record an event") as conn:
+            return conn.execute("INSERT INTO pyflow_events (id, type) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                (event_id, event_type)).rowcount == 1
+
+    def prune_events(self, older_than: float) -> int:
+        with self._conn("prune events") as conn:
+            return conn.execute("DELETE FROM pyflow_events WHERE at < %s",
+                                (datetime.fromtimestamp(older_than, UTC),)).rowcount
+
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        entry = parked_entry(run_id, step, due, event, key)
+        when = None if due is None else datetime.fromtimestamp(entry["due"], UTC)
+        try:
+            with self._conn("park a run") as conn:
+                conn.execute(
+                    "INSERT INTO pyflow_parked (run_id, step, due, event, key) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (run_id) DO UPDATE SET step = EXCLUDED.step, due = EXCLUDED.due,"
+                    " event = EXCLUDED.event, key = EXCLUDED.key, parked_at = now()",
+                    (run_id, step, when, event, key))
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"no run {run_id!r} in the database at {self.where}") from None
+
+    _PARKED = "run_id, step, extract(epoch FROM due)::float8, event, key"
+
+    def unpark(self, run_id: str) -> dict | None:
+        with self._conn("unpark a run") as conn:
+            row = conn.execute(f"DELETE FROM pyflow_parked WHERE run_id = %s RETURNING {self._PARKED}",
+                               (run_id,)).fetchone()
+        return _parked(row) if row else None
+
+    def parked(self, run_id: str) -> dict | None:
+        with self._conn("read a parked run") as conn:
+            row = conn.execute(f"SELECT {self._PARKED} FROM pyflow_parked WHERE run_id = %s", (run_id,)).fetchone()
+        return _parked(row) if row else None
+
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        with self._conn("find parked runs that are due") as conn:
+            if now is None:
+                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= now() ORDER BY due LIMIT %s",
+                                    (limit,)).fetchall()
+            else:
+                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= %s ORDER BY due LIMIT %s",
+                                    (datetime.fromtimestamp(now, UTC), limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        with self._conn("find runs waiting for an event") as conn:
+            rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE event = %s"
+                                " AND (key IS NULL OR key = %s) ORDER BY run_id", (event, key)).fetchall()
+        return [row[0] for row in rows]
+
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._conn("add a token") as conn:
             try:
@@ -650,6 +756,10 @@ class PostgresStore(Store):
                 cursor.execute("SELECT id, entry FROM pyflow_audit ORDER BY id")
                 for row_id, entry in cursor:
                     yield entry if isinstance(entry, dict) else {"unreadable": f"row {row_id} of pyflow_audit"}
+
+
+def _parked(row: tuple) -> dict:
+    return {"run_id": row[0], "step": row[1], "due": row[2], "event": row[3], "key": row[4]}
 
 
 def _token(row: tuple) -> dict:

@@ -179,6 +179,26 @@
     document.getElementById("live-note").textContent = FINISHED.has(run.status) ? "" : "Updating live…";
   }
 
+  function updateCompensations(run) {
+    const table = document.getElementById("compensations-table");
+    if (!table) return;
+    (run.compensations || []).forEach(function (entry, index) {
+      const row = table.querySelector('tr[data-index="' + index + '"]');
+      if (!row) return;
+      setChild(row.querySelector(".step-status"), badge(entry.status));
+      row.querySelector(".step-attempts").textContent = String(entry.attempts);
+      const error = row.querySelector(".step-error");
+      error.textContent = entry.error || "";
+      error.hidden = !entry.error;
+      const details = row.querySelector("details.result");
+      details.hidden = entry.result === null || entry.result === undefined;
+      const text = JSON.stringify(entry.result, null, 2);
+      const pre = details.querySelector("pre");
+      if (!details.hidden && pre.textContent !== text) pre.textContent = text;
+      if (entry.finished_at) setChild(row.querySelector(".step-finished"), timeEl(entry.finished_at));
+    });
+  }
+
   function updateLogs(logs) {
     const body = document.getElementById("logs");
     const shown = body.querySelectorAll("tr:not(.empty-row)").length;
@@ -207,11 +227,14 @@
     document.getElementById("live-note").textContent = "Updating live…";
     poll(async function () {
       const [run, logs] = await Promise.all([getJSON(main.dataset.api), getJSON(main.dataset.logsApi)]);
-      if (String(run.steps.length) !== table.dataset.stepCount) {
-        window.location.reload();  // steps were added (a loop): the server draws the new rows
+      const compensations = String((run.compensations || []).length);
+      if (String(run.steps.length) !== table.dataset.stepCount || compensations !== main.dataset.compensations) {
+        // Steps were added (a loop) or compensations planned: the server draws the new rows.
+        window.location.reload();
         return null;
       }
       updateRun(main, run);
+      updateCompensations(run);
       updateLogs(logs.logs);
       return FINISHED.has(run.status) ? null : POLL_MS;
     });

@@ -21,7 +21,19 @@ from pathlib import Path
 from actions.private_files import DIR_MODE, make_private_dir, open_private
 from app.errors import Conflict, NotFound, StorageError, storage_error
 from app.runs import FINISHED_RUN, parse_time, utcnow
-from app.storage.base import CONTROLS, LEASED_STATUSES, Durability, Store, check_control, check_lease, replaces
+from app.storage.base import (
+    CONTROLS,
+    LEASED_STATUSES,
+    Durability,
+    Store,
+    check_cache_entry,
+    check_cache_key,
+    check_control,
+    check_lease,
+    parked_entry,
+    replaces,
+    waits_for,
+)
 from app.storage.json import journal_files
 from app.storage.json.audit_file import AuditFile
 from app.storage.json.files import (
@@ -37,6 +49,7 @@ from app.storage.json.files import (
 )
 from app.storage.json.index import INDEX_FIELDS, STATUS_FIELDS, RunIndex
 from app.storage.json.journal_files import JournalFiles
+from app.storage.json.parking import EventIds, WakeIndex
 from app.storage.json.wal import WriteAheadLog, replay_orphans
 
 # Its files, its lock order, what is durable when and how a crash is recovered: app/storage/json/README.md.
@@ -64,10 +77,11 @@ class JsonStore(Store):
         self._triggers = self.root / "triggers"
         self._leases = self.root / "leases"
         self._controls = self.root / "controls"
+        self._cache = self.root / "cache"  # one file per cache entry, <sha256 key>.json
         self._workflows_path = self.root / "workflows.json"
         self._secrets_path = self.root / "secrets.json"  # ciphertext only: the key lives elsewhere
         locks = self.root / "locks"
-        for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, locks):
+        for folder in (self._runs, self._keys, self._triggers, self._leases, self._controls, self._cache, locks):
             try:
                 make_private_dir(folder)
             except OSError as exc:
@@ -85,6 +99,12 @@ class JsonStore(Store):
         self._tokens_path = self.root / "tokens.json"
         self._tokens_mutex = Mutex(locks / "tokens.lock")
         self._audit = AuditFile(self.root / "audit.jsonl", Mutex(locks / "audit.lock"))
+        # Event ids seen (deduplication) and the wake index of parked runs (app/storage/json/parking.py).
+        try:
+            self._events = EventIds(self.root / "events")
+            self._parked = WakeIndex(self.root / "parked")
+        except OSError as exc:
+            raise storage_error("create", self.root / "parked", exc) from exc
         # Threads of this process serialise a run's changes on its shard's lock; processes on its journal's lock.
         self._run_locks = [threading.Lock() for _ in range(_SHARDS)]
         # run id -> (inode or None, size, seq) of the journal after this process's last append to it
@@ -272,6 +292,7 @@ class JsonStore(Store):
                             raise storage_error("remove", path, exc) from exc
             if key:
                 self._remove_key(key, run_id)
+        self._parked.drop(set(doomed))
         with self._index.lock:
             if doomed or self._index.needs_rewrite():
                 self._index.rewrite(drop=set(doomed))
@@ -480,6 +501,43 @@ class JsonStore(Store):
             if changed != names:
                 write_atomic(self._workflows_path, dumps({"started": sorted(changed)}))
 
+    # -- the step cache: one file per entry, replaced whole (the last writer of a key wins) ------------
+    def put_cache(self, entry: dict) -> None:
+        entry = check_cache_entry(entry)
+        write_atomic(self._cache / f"{entry['key']}.json", dumps(entry))
+
+    def get_cache(self, key: str, now: float | None = None) -> dict | None:
+        try:
+            entry = read_json(self._cache / f"{check_cache_key(key)}.json", None)
+        except StorageError as error:  # a torn or foreign file is a miss, not a failed step
+            logger.warning("cache entry %s is unreadable, taken for a miss: %s", key, error)
+            return None
+        now = time.time() if now is None else now
+        return entry if isinstance(entry, dict) and entry.get("expires_at", 0) > now else None
+
+    def prune_cache(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        pruned = 0
+        try:
+            with os.scandir(self._cache) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(".json")]
+        except OSError as exc:
+            raise storage_error("list", self._cache, exc) from exc
+        for name in names:
+            path = self._cache / name
+            try:
+                entry = read_json(path, None)
+            except StorageError:
+                entry = None  # unreadable: as good as expired
+            if entry is not None and isinstance(entry, dict) and entry.get("expires_at", 0) > now:
+                continue
+            with suppress(FileNotFoundError):  # another process pruned it first
+                path.unlink()
+                pruned += 1
+        if pruned:
+            logger.info("pruned %d expired cache entries from %s", pruned, self._cache)
+        return pruned
+
     # -- secrets: one small file, replaced whole under its lock ------------------------
     def _secrets(self) -> dict[str, dict]:
         return read_json(self._secrets_path, {})
@@ -554,6 +612,35 @@ class JsonStore(Store):
                 pass
             except OSError as exc:
                 raise storage_error("remove", folder, exc) from exc
+
+    # -- events seen and parked runs (app/storage/json/parking.py) ------------------------
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        return self._events.record(event_id, event_type)
+
+    def prune_events(self, older_than: float) -> int:
+        return self._events.prune(older_than)
+
+    def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
+             key: str | None = None) -> None:
+        run_id = _check_name("run id", run_id)
+        if not any((self._runs / f"{run_id}.{suffix}").exists() for suffix in ("journal", "json")):
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        self._parked.put(parked_entry(run_id, step, due, event, key))
+
+    def unpark(self, run_id: str) -> dict | None:
+        return self._parked.take(_check_name("run id", run_id))
+
+    def parked(self, run_id: str) -> dict | None:
+        return self._parked.get(_check_name("run id", run_id))
+
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        due = [entry for entry in self._parked.entries()
+               if isinstance(entry.get("due"), int | float) and entry["due"] <= now]
+        return [entry["run_id"] for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
+
+    def parked_for(self, event: str, key: str | None) -> list[str]:
+        return sorted(entry["run_id"] for entry in self._parked.entries() if waits_for(entry, event, key))
 
     # -- API tokens --------------------------------------------------------------
     def _read_tokens(self) -> dict[str, dict]:

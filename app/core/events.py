@@ -1,0 +1,136 @@
+"""Events (DESIGN section 12): published through POST /api/events or by a run's end; each starts the runs of
+the started workflows whose event trigger matches, and wakes the runs waiting for it (wait_for_event).
+
+An event id is recorded in the store (``record_event``): an id seen before does nothing again. A run's
+end publishes ``run.<status>`` with id ``<run id>:<status>``. Loops are cut two ways: a workflow never
+fires on the ``run.*`` events of its own runs, and an event carries ``depth`` (runs' ends that led to
+it): a chain stops starting runs after MAX_EVENT_DEPTH links.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from app.core.templating import RenderError, is_truthy
+from app.errors import InvalidInput
+from app.runs import utcnow
+from triggers.event import EventTrigger
+
+if TYPE_CHECKING:
+    from app.core.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENT_DEPTH = 8
+MAX_FIELD_LENGTH = 255
+RUN_ENDS = ("run.succeeded", "run.failed", "run.cancelled")
+
+
+def parse_event(body: Any) -> dict:
+    """A posted event ``{"type", "data"?, "key"?, "id"?}`` as stored and delivered; InvalidInput naming each problem."""
+    if not isinstance(body, dict):
+        raise InvalidInput("an event must be a JSON object {\"type\", \"data\", \"key\", \"id\"}",
+                           details=[{"path": "", "message": "must be a JSON object"}])
+    problems = []
+    event_type = body.get("type")
+    if not isinstance(event_type, str) or not event_type.strip():
+        problems.append({"path": "type", "message": "is required: the event's type, such as 'ticket.created'"})
+    elif len(event_type) > MAX_FIELD_LENGTH:
+        problems.append({"path": "type", "message": f"must be at most {MAX_FIELD_LENGTH} characters"})
+    for field in ("key", "id"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)
+                                  or not str(value) or len(str(value)) > MAX_FIELD_LENGTH):
+            problems.append({"path": field, "message": f"must be a non-empty string of at most "
+                                                       f"{MAX_FIELD_LENGTH} characters"})
+    unknown = sorted(set(body) - {"type", "data", "key", "id"})
+    if unknown:
+        problems.append({"path": unknown[0], "message": "unknown field (an event has type, data, key and id)"})
+    if problems:
+        raise InvalidInput(f"invalid event: {problems[0]['path'] or 'body'} {problems[0]['message']}",
+                           details=problems)
+    key, event_id = body.get("key"), body.get("id")
+    return {"id": str(event_id) if event_id is not None else f"evt_{uuid.uuid4().hex}",
+            "type": event_type.strip(), "data": body.get("data"),
+            "key": str(key) if key is not None else None, "at": utcnow(), "depth": 0}
+
+
+def run_ended(run: dict) -> dict:
+    """The event a run's end publishes: ``run.<status>`` with ``{"run_id", "workflow", "status", "error"}``."""
+    trigger_data = run.get("trigger_data") or {}
+    depth = 0
+    if run.get("source") == "event" and isinstance(trigger_data.get("depth"), int):
+        depth = trigger_data["depth"]
+    # The end's time in the id: a retried run that fails again publishes its second end too.
+    return {"id": f"{run['id']}:{run['status']}:{run.get('finished_at')}", "type": f"run.{run['status']}",
+            "data": {"run_id": run["id"], "workflow": run["workflow"], "status": run["status"],
+                     "error": run.get("error")},
+            "key": run["id"], "at": utcnow(), "depth": depth + 1}
+
+
+class Events:
+    """Publishes events for one runtime: starts matching runs, wakes waiting ones."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    def publish(self, event: dict) -> dict:
+        """``{"event": {"id", "type"}, "duplicate", "started": [run ids], "resumed": [run ids]}``."""
+        rt = self.runtime
+        answer: dict[str, Any] = {"event": {"id": event["id"], "type": event["type"]}, "duplicate": False,
+                                  "started": [], "resumed": []}
+        if not rt.store.record_event(event["id"], event["type"]):
+            answer["duplicate"] = True
+            return answer
+        answer["started"] = self._start(event)
+        answer["resumed"] = rt.parking.deliver(event)
+        logger.info("event %s (%s): started %d runs, resumed %d", event["id"], event["type"],
+                    len(answer["started"]), len(answer["resumed"]))
+        return answer
+
+    def heard(self, event: dict) -> bool:
+        """Whether anyone listens for ``event``: a started workflow whose trigger takes its type, or a waiting run.
+
+        A run's end is published only then, so runs nobody follows cost no store write for it.
+        """
+        rt = self.runtime
+        for name in rt.store.started_workflows():
+            bound = rt.bound.get(name)
+            trigger = bound.trigger if bound is not None else None
+            if isinstance(trigger, EventTrigger) and trigger.matches_type(event["type"]):
+                return True
+        return bool(rt.store.parked_for(event["type"], event.get("key")))
+
+    def _start(self, event: dict) -> list[str]:
+        """One run of each started workflow whose event trigger matches (type, filter), its own run ends aside."""
+        rt = self.runtime
+        started = []
+        names = rt.store.started_workflows()
+        own = event["data"].get("workflow") if event["type"] in RUN_ENDS and isinstance(event["data"], dict) else None
+        for name in sorted(names):
+            bound = rt.bound.get(name)
+            if bound is None or bound.error or not isinstance(bound.trigger, EventTrigger):
+                continue
+            if not bound.trigger.matches_type(event["type"]) or name == own:
+                continue
+            if event["depth"] > MAX_EVENT_DEPTH:
+                logger.warning("event %s (%s) would start %s, but %d runs' ends led to it (at most %d): not started",
+                               event["id"], event["type"], name, event["depth"], MAX_EVENT_DEPTH)
+                continue
+            if not self._passes(bound.trigger, event, name):
+                continue
+            run, _ = rt.submit_event_run(bound, event)
+            started.append(run["id"])
+        return started
+
+    def _passes(self, trigger: EventTrigger, event: dict, name: str) -> bool:
+        if trigger.filter is None:
+            return True
+        try:
+            return is_truthy(self.runtime.renderer.render_string(trigger.filter, {"event": event}))
+        except (RenderError, ValueError, Exception) as error:  # an expression may raise anything
+            logger.warning("workflow %s: its event filter failed on event %s, not started: %s", name, event["id"],
+                           error)
+            return False

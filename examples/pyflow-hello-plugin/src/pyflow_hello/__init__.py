@@ -1,0 +1,1 @@
+"""An example PyFlow plugin: the ``hello`` step."""

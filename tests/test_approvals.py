@@ -1,0 +1,120 @@
+"""Answering approvals through the API and the dashboard, against a real ``run.py`` server with tokens and roles."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from tests.server import Servers
+from tests.waiting import wait_until
+
+ADMIN = "admin-token-for-approvals"
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    with Servers(tmp_path) as servers:
+        server = servers.start(env={"WORKFLOW_API_TOKEN": ADMIN})
+        server.tokens = {}
+        for name, role in (("olga", "operator"), ("vic", "viewer")):
+            response = server.post("/api/tokens", json={"name": name, "role": role}, headers=bearer(ADMIN))
+            assert response.status_code == 201, response.text
+            server.tokens[name] = response.json()["token"]
+        definition = {"name": "asks", "steps": [
+            {"name": "first", "type": "approval", "config": {"message": "Go on?", "timeout": 600}},
+            {"name": "after", "type": "log", "config": {"message": "{{ steps.first.by }}: {{ steps.first.comment }}"}}]}
+        assert server.post("/api/workflows", json=definition, headers=bearer(ADMIN)).status_code == 201
+        timed = {"name": "asks_briefly", "steps": [
+            {"name": "first", "type": "approval", "config": {"timeout": 1, "on_timeout": "approve"}}]}
+        assert server.post("/api/workflows", json=timed, headers=bearer(ADMIN)).status_code == 201
+        yield server
+
+
+def start(server, name: str = "asks") -> str:
+    response = server.post(f"/api/workflows/{name}/runs", json={}, headers=bearer(ADMIN))
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def status(server, run_id: str, wanted: str, timeout: float = 15) -> dict:
+    return wait_until(lambda: (run := server.get(f"/api/runs/{run_id}", headers=bearer(ADMIN)).json())["status"]
+                      == wanted and run, timeout, message=f"run {run_id} {wanted}")
+
+
+def test_an_operator_approves_once_and_the_run_records_who_when_and_the_comment(server):
+    run_id = start(server)
+    status(server, run_id, "waiting")
+    refused = server.post(f"/api/runs/{run_id}/approve", json={}, headers=bearer(server.tokens["vic"]))
+    assert refused.status_code == 403  # a viewer may not answer
+    answer = server.post(f"/api/runs/{run_id}/approve", json={"comment": "ship it"},
+                         headers=bearer(server.tokens["olga"]))
+    assert answer.status_code == 200, answer.text
+    run = status(server, run_id, "succeeded")
+    result = run["steps"][0]["result"]
+    assert result["approved"] is True and result["by"] == "olga" and result["comment"] == "ship it" and result["at"]
+    assert run["steps"][1]["result"] == {"message": "olga: ship it"}
+    twice = server.post(f"/api/runs/{run_id}/approve", json={}, headers=bearer(server.tokens["olga"]))
+    assert twice.status_code == 409 and "not waiting" in twice.json()["error"]["message"]
+    audit = server.get("/api/audit", params={"action": "approval.approve"}, headers=bearer(ADMIN)).json()["entries"]
+    assert [(entry["actor"], entry["target"], entry["details"]["comment"]) for entry in audit] == [
+        ("olga", run_id, "ship it")]
+
+
+def test_a_rejection_fails_the_step_naming_who_and_why(server):
+    run_id = start(server)
+    status(server, run_id, "waiting")
+    wrong_step = server.post(f"/api/runs/{run_id}/reject", json={"step": "after"}, headers=bearer(ADMIN))
+    assert wrong_step.status_code == 409
+    answer = server.post(f"/api/runs/{run_id}/reject", json={"step": "first", "comment": "not now"},
+                         headers=bearer(server.tokens["olga"]))
+    assert answer.status_code == 200
+    run = status(server, run_id, "failed")
+    assert run["steps"][0]["error"] == "rejected by olga: not now"
+    assert run["steps"][0]["result"]["approved"] is False
+    assert run["error"] == "step 'first' failed: rejected by olga: not now"
+    assert server.post(f"/api/runs/{run_id}/approve", json={}, headers=bearer(ADMIN)).status_code == 409
+
+
+def test_nothing_to_answer_is_a_409_and_bad_bodies_are_refused(server):
+    run_id = start(server)
+    status(server, run_id, "waiting")
+    bad = server.post(f"/api/runs/{run_id}/approve", json={"comment": 5}, headers=bearer(ADMIN))
+    assert bad.status_code == 422
+    assert server.post("/api/runs/run_0123/approve", json={}, headers=bearer(ADMIN)).status_code == 404
+    cancelled = server.post(f"/api/runs/{run_id}/cancel", headers=bearer(ADMIN)).json()
+    assert cancelled["status"] == "cancelled" and cancelled["steps"][0]["error"] == "cancelled while waiting"
+    assert server.post(f"/api/runs/{run_id}/approve", json={}, headers=bearer(ADMIN)).status_code == 409
+
+
+def test_a_timeout_follows_on_timeout_approve(server):
+    run = status(server, start(server, "asks_briefly"), "succeeded")
+    assert run["steps"][0]["result"]["approved"] is True and run["steps"][0]["result"]["by"] == "timeout"
+
+
+def test_the_dashboard_lists_waiting_runs_and_answers_with_approve_and_reject(server):
+    approved, rejected = start(server), start(server)
+    status(server, approved, "waiting")
+    status(server, rejected, "waiting")
+    browser = requests.Session()
+    login = browser.get(server.url + "/login", timeout=10)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    assert browser.post(server.url + "/login", data={"csrf_token": csrf, "token": server.tokens["olga"]},
+                        timeout=10).status_code == 200
+    page = browser.get(server.url + "/waiting", timeout=10)
+    assert page.status_code == 200 and approved in page.text and rejected in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    for run_id, decision in ((approved, "approve"), (rejected, "reject")):
+        answer = browser.post(f"{server.url}/runs/{run_id}/{decision}",
+                              data={"csrf_token": csrf, "step": "first", "comment": "from the dashboard"}, timeout=10)
+        assert answer.status_code == 200
+    assert status(server, approved, "succeeded")["steps"][0]["result"]["by"] == "olga"
+    assert status(server, rejected, "failed")["steps"][0]["error"] == "rejected by olga: from the dashboard"
+    forged = browser.post(f"{server.url}/runs/{approved}/approve", data={"step": "first"}, timeout=10)
+    assert forged.status_code == 400  # no CSRF token
+    assert "No run is waiting" in browser.get(server.url + "/waiting", timeout=10).text

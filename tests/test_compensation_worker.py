@@ -1,0 +1,128 @@
+"""Compensation and the step cache in distributed mode: compensations run where the run executes (a worker),
+also after a takeover; cached results are shared through the database.
+
+A server and workers as tests/test_worker.py makes them (procrastinate on the test's PostgreSQL database).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.core.config import load_settings
+from app.core.runtime import Runtime
+from app.runs import RunStatus
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures.actions import AppendLineAction
+from tests.fixtures.compensation import BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow
+from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
+from tests.waiting import wait_until
+from workflows.base import Workflow
+
+pytestmark = pytest.mark.services
+
+
+
+class CachedLookupWorkflow(Workflow):
+    """A step whose result any worker reuses for a minute."""
+
+    name = "cached_lookup"
+    actions = [AppendLineAction("lookup", path="lookups.txt", line="{{ inputs.city }}", cache={"ttl": 60})]
+
+
+WORKFLOWS = [BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow, CachedLookupWorkflow]
+ERROR = "step 'pay' failed: this step always fails"
+
+
+@pytest.fixture
+def cluster(postgres_url, tmp_path):
+    """``make(name, worker=False)``: a started server or a working worker on the test's database."""
+    reset_gates()
+    made: list[tuple[Runtime, threading.Thread | None]] = []
+
+    def make(name: str, worker: bool = False) -> Runtime:
+        storage = tmp_path / name
+        storage.mkdir()
+        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
+                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
+        runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
+        thread = None
+        if worker:
+            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
+            thread.start()
+        else:
+            runtime.start()
+        made.append((runtime, thread))
+        return runtime
+
+    yield make
+    release_gates()
+    for runtime, thread in reversed(made):
+        if thread is not None:
+            runtime.stop_work(2)
+            thread.join(10)
+        runtime.shutdown(timeout=2)
+    reset_gates()
+
+
+def test_a_run_failing_on_a_worker_is_compensated_there(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    run, _ = server.submit("booking", {}, awaited=True)
+    done = server.outcome(run, 30)
+    assert done["status"] == RunStatus.FAILED and done["error"] == ERROR, done
+    assert done["worker"] == worker.engine.leases.owner
+    assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [
+        ("flight", "succeeded"), ("hotel", "succeeded")]
+    assert done["compensations"][1]["result"] == {"written": f"undo hotel: room 12 ({ERROR})"}
+
+
+def test_a_cancel_through_the_server_is_compensated_on_the_worker(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    run, _ = server.submit("cancelled_booking", {})
+    wait_until(lambda: arrivals("cancel-me") == 1, timeout=30, message="the worker reaching the gate")
+    server.control(run["id"], "cancel", by="api")
+    wait_until(lambda: server.store.get_run(run["id"])["status"] == RunStatus.CANCELLED, timeout=10,
+               message="the run ending cancelled")
+    done = server.store.get_run(run["id"])
+    assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [("hotel", "succeeded")]
+    assert done["compensations"][0]["result"] == {"written": "undo hotel: room 7 (cancelled)"}
+    assert (worker.store.root / "undone.txt").exists()  # the worker's disk: it ran there
+    assert not (server.store.root / "undone.txt").exists()
+
+
+def test_compensation_a_stopping_worker_left_is_finished_by_another(cluster):
+    server, first = cluster("server"), cluster("first", worker=True)
+    run, _ = server.submit("slow_undo", {})
+    wait_until(lambda: arrivals("undo-flight") == 1, timeout=30, message="the first compensation starting")
+    stopping = threading.Thread(target=first.stop_work, args=(10,))
+    stopping.start()  # the compensation under way finishes; the next one is left for another worker
+    wait_until(lambda: first.stopping, message="the first worker stopping")
+    gate("undo-flight").set()
+    stopping.join(15)
+    left = server.store.get_run(run["id"])
+    assert left["status"] == RunStatus.RUNNING and left["compensating"] == "failed"
+    assert [entry["status"] for entry in left["compensations"]] == ["succeeded", "pending"]
+    second = cluster("second", worker=True)
+    wait_until(lambda: server.store.get_run(run["id"])["status"] == RunStatus.FAILED, timeout=30,
+               message="the second worker finishing the compensations")
+    done = server.store.get_run(run["id"])
+    assert done["worker"] == second.engine.leases.owner and done["error"] == ERROR
+    assert [(entry["status"], entry["attempts"]) for entry in done["compensations"]] == [
+        ("succeeded", 1), ("succeeded", 1)]
+    assert (second.store.root / "undone.txt").exists() and not (first.store.root / "undone.txt").exists()
+
+
+def test_workers_share_the_step_cache(cluster):
+    server, first = cluster("server"), cluster("first", worker=True)
+    made, _ = server.submit("cached_lookup", {"city": "Oslo"}, awaited=True)
+    assert server.outcome(made, 30)["status"] == RunStatus.SUCCEEDED
+    first.stop_work(5)
+    second = cluster("second", worker=True)
+    reused, _ = server.submit("cached_lookup", {"city": "Oslo"}, awaited=True)
+    done = server.outcome(reused, 30)
+    assert done["status"] == RunStatus.SUCCEEDED and done["worker"] == second.engine.leases.owner
+    assert done["steps"][0]["cached"] is True and done["steps"][0]["cached_from"] == made["id"]
+    assert done["steps"][0]["result"] == {"written": "Oslo"}
+    assert not (second.store.root / "lookups.txt").exists()  # not executed on the second worker

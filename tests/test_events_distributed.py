@@ -1,0 +1,126 @@
+"""Events and parked runs with a server and a worker on one PostgreSQL database (procrastinate), in one process.
+
+As tests/test_worker.py: each runtime has its own storage folder and lease owner; the worker executes runs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.core.config import load_settings
+from app.core.runtime import Runtime
+from app.runs import RunStatus
+from tests.conftest import TEST_SETTINGS
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.services
+
+PAYMENT = {"name": "waits_for_payment", "steps": [
+    {"name": "paid", "type": "wait_for_event", "config": {"event": "order.paid", "key": "{{ inputs.order }}"}},
+    {"name": "ship", "type": "log", "config": {"message": "ship {{ steps.paid.event.data.amount }}"}}]}
+NAP = {"name": "naps", "steps": [{"name": "nap", "type": "wait", "config": {"seconds": 6}},
+                                 {"name": "up", "type": "log", "config": {"message": "up"}}]}
+
+
+@pytest.fixture
+def cluster(postgres_url, tmp_path):
+    """``make(name, worker=False)``: a started server or a working worker on the test's database."""
+    made: list[tuple[Runtime, threading.Thread | None]] = []
+
+    def make(name: str, worker: bool = False) -> Runtime:
+        storage = tmp_path / name
+        storage.mkdir()
+        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                    "WORKFLOW_KEY_FILE": str(tmp_path / "encryption.key"),
+                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
+                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2}
+        runtime = Runtime(settings, worker=worker)
+        thread = None
+        if worker:
+            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
+            thread.start()
+        else:
+            runtime.start()
+        made.append((runtime, thread))
+        return runtime
+
+    yield make
+    for runtime, thread in reversed(made):
+        if thread is not None:
+            runtime.stop_work(2)
+            thread.join(10)
+        if not runtime.stopping or thread is not None:
+            runtime.shutdown(timeout=2)
+
+
+def status_of(runtime: Runtime, run_id: str) -> str:
+    return runtime.get_run(run_id)["status"]
+
+
+def test_an_event_resumes_a_run_waiting_on_a_worker(cluster):
+    server = cluster("server")
+    server.create_definition(PAYMENT)
+    worker = cluster("worker", worker=True)  # loads the stored definition
+    run, _ = server.submit("waits_for_payment", {"order": "A-1"})
+    wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking on the worker")
+    # Parked: the worker lets it go (no thread, no lease) right after storing it waiting.
+    wait_until(lambda: not worker.engine.executes(run["id"]), 5, message="the worker letting the run go")
+    assert server.store.parked(run["id"])["key"] == "A-1"
+
+    answer = server.publish({"id": "pay-1", "type": "order.paid", "data": {"amount": 7}, "key": "A-1", "at": "",
+                             "depth": 0})
+    assert answer["resumed"] == [run["id"]]
+    done = wait_until(lambda: (stored := server.get_run(run["id"]))["status"] == RunStatus.SUCCEEDED and stored, 30,
+                      message="the run finishing on the worker")
+    assert done["steps"][1]["result"] == {"message": "ship 7"}
+    assert done["worker"] == worker.engine.leases.owner
+    assert server.publish({"id": "pay-1", "type": "order.paid", "data": {}, "key": "A-1", "at": "",
+                           "depth": 0})["duplicate"]
+
+
+def test_a_parked_wait_survives_a_server_restart_and_continues_on_the_worker(cluster):
+    server = cluster("server")
+    server.create_definition(NAP)
+    worker = cluster("worker", worker=True)
+    run, _ = server.submit("naps", {})
+    wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking")
+    server.shutdown(timeout=2)  # the waker stops with it
+    again = cluster("server-again")  # leads once the first let go, and wakes the run when due
+    done = wait_until(lambda: (stored := again.get_run(run["id"]))["status"] == RunStatus.SUCCEEDED and stored, 40,
+                      message="the run waking and finishing on the worker")
+    assert done["steps"][0]["result"] == {"waited_s": 6.0}
+    assert done["worker"] == worker.engine.leases.owner
+
+
+def test_a_waiting_run_is_cancelled_through_the_server(cluster):
+    server = cluster("server")
+    server.create_definition(PAYMENT)
+    cluster("worker", worker=True)
+    run, _ = server.submit("waits_for_payment", {"order": "B-2"})
+    wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking")
+    cancelled = server.control(run["id"], "cancel", by="api")
+    assert cancelled["status"] == RunStatus.CANCELLED and cancelled["steps"][0]["status"] == "cancelled"
+    assert server.store.parked(run["id"]) is None
+    assert server.publish({"id": "late", "type": "order.paid", "data": {}, "key": "B-2", "at": "",
+                           "depth": 0})["resumed"] == []
+
+
+def test_a_run_ending_on_the_worker_starts_its_follower_through_the_queue(cluster):
+    server = cluster("server")
+    server.create_definition({"name": "leads", "steps": [{"name": "say", "type": "log", "config": {"message": "hi"}}]})
+    server.create_definition({"name": "follows", "trigger": {"type": "event", "event": "run.succeeded",
+                                                             "filter": "{{ event.data.workflow == 'leads' }}"},
+                              "steps": [{"name": "note", "type": "log",
+                                         "config": {"message": "{{ inputs.data.run_id }}"}}]})
+    server.start_workflow("follows")
+    worker = cluster("worker", worker=True)
+    run, _ = server.submit("leads", {})
+
+    def followed() -> list[dict]:
+        return [r for r in server.store.list_runs(workflow="follows", limit=5)[0] if r["status"] == "succeeded"]
+
+    done = wait_until(followed, 30, message="the follower run finishing")
+    assert done[0]["steps"][0]["result"] == {"message": run["id"]}
+    assert done[0]["source"] == "event" and done[0]["worker"] == worker.engine.leases.owner

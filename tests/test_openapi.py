@@ -1,0 +1,101 @@
+"""app/api/openapi.py: the document is valid OpenAPI 3.1 and documents exactly the /api routes, with their roles."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from openapi_spec_validator import validate
+
+from app.api.openapi import document
+from app.api.roles import required
+from app.api.tokens import digest
+
+ANY = re.compile(r"<any\(([^)]*)\):\w+>")
+VARIABLE = re.compile(r"<(?:\w+:)?(\w+)>")
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+
+def routed(app) -> dict[tuple[str, str], str]:
+    """Every (METHOD, OpenAPI path) Flask serves under /api, with its endpoint; any(...) spelled out."""
+    found = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        choices = ANY.search(rule.rule)
+        options = [part.strip(" '\"") for part in choices.group(1).split(",")] if choices else [None]
+        for option in options:
+            path = ANY.sub(option, rule.rule) if option else rule.rule
+            for method in rule.methods - IGNORED_METHODS:
+                found[method, VARIABLE.sub(r"{\1}", path)] = rule.endpoint
+    return found
+
+
+def documented() -> dict[tuple[str, str], dict]:
+    """Every (METHOD, path) of the document, with its operation."""
+    return {(method.upper(), path): op for path, item in document()["paths"].items()
+            for method, op in item.items() if method != "parameters"}
+
+
+def test_the_document_is_valid_openapi_3_1():
+    spec = document()
+    assert spec["openapi"].startswith("3.1")
+    validate(spec)
+
+
+def test_every_api_route_is_documented_and_every_documented_operation_is_routed(app):
+    routes, operations = routed(app), documented()
+    assert sorted(set(routes) - set(operations)) == [], "routes missing from app/api/openapi.py paths()"
+    assert sorted(set(operations) - set(routes)) == [], "documented operations that no route serves"
+    wrong = {key: (op["x-pyflow-endpoint"], routes[key]) for key, op in operations.items()
+             if op["x-pyflow-endpoint"] != routes[key]}
+    assert wrong == {}
+
+
+def test_each_operation_names_the_role_it_needs_from_the_role_table():
+    for (method, path), op in documented().items():
+        if path == "/api/health" or path.startswith("/api/hooks/"):
+            assert (op["x-pyflow-role"], op["security"]) == ("open", []), path
+        else:
+            assert op["x-pyflow-role"] == required(op["x-pyflow-endpoint"]).label, (method, path)
+            assert {"401", "403", "429"} <= set(op["responses"]), (method, path)
+    ops = documented()
+    assert ops["POST", "/api/workflows"]["x-pyflow-role"] == "admin"
+    assert ops["POST", "/api/runs/{run_id}/cancel"]["x-pyflow-role"] == "operator"
+    assert ops["GET", "/api/openapi.json"]["x-pyflow-role"] == "viewer"
+
+
+def test_operation_ids_are_unique():
+    ids = [op["operationId"] for op in documented().values()]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_error_answer_is_the_error_body():
+    spec = document()
+    for (method, path), op in documented().items():
+        for status, response in op["responses"].items():
+            if int(status) >= 400:
+                name = response["$ref"].rsplit("/", 1)[1]
+                assert spec["components"]["responses"][name]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Error"}, (method, path, status)
+
+
+@pytest.fixture()
+def secured(app):
+    app.config["WORKFLOW_API_TOKEN"] = "admin-token"
+    app.extensions["pyflow"].store.add_token("reader", "viewer", digest("viewer-token"))
+    return app
+
+
+def test_a_viewer_reads_the_document_and_nobody_without_a_token(secured):
+    client = secured.test_client()
+    assert client.get("/api/openapi.json").status_code == 401
+    response = client.get("/api/openapi.json", headers={"Authorization": "Bearer viewer-token"})
+    assert response.status_code == 200
+    assert response.json == document()
+
+
+def test_the_dashboard_links_to_the_document(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'href="/api/openapi.json"' in page.get_data(as_text=True)
