@@ -5,10 +5,20 @@ from __future__ import annotations
 import pytest
 
 from app import create_app, start_app
+from tests.cluster import pytest_runtest_makereport  # noqa: F401  (a hook: cluster logs in failure reports)
 from tests.fixtures import WORKFLOWS
 
-# Fixtures: a PostgreSQL database of the test's own; the test brokers (Redis, RabbitMQ) for celery.
-from tests.services import amqp_url, postgres_url, redis_url, tesseract  # noqa: F401
+# Fixtures: a PostgreSQL database of the test's own; the test brokers (Redis, RabbitMQ) for celery, shared
+# (tests keep apart by queue name) or a Redis database and a RabbitMQ vhost of the test's own (for run.py workers);
+# the tesseract program for OCR.
+from tests.services import (  # noqa: F401
+    amqp_url,
+    amqp_vhost_url,
+    postgres_url,
+    redis_database_url,
+    redis_url,
+    tesseract,
+)
 
 # Settings every test starts from, whatever the developer's environment says.
 TEST_SETTINGS = {

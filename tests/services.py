@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -110,6 +111,79 @@ def amqp_url() -> str:
 def unique_queue() -> str:
     """A queue name no other test (nor helper) uses."""
     return f"pyflow-test-{uuid.uuid4().hex[:12]}"
+
+
+# Redis databases 1-15 that tests may take; a test claims one with a key in database 0 (SET NX) and frees it after.
+_REDIS_DATABASES = range(1, 16)
+_REDIS_CLAIM = "pyflow:test-database:{}"
+
+
+@pytest.fixture
+def redis_database_url() -> Iterator[str]:
+    """The URL of a Redis database (1-15) of this test's own, empty, flushed afterwards.
+
+    For processes whose queue name the test cannot choose (``run.py worker``): they keep apart by database.
+    """
+    _celery_installed()
+    import redis
+
+    why = reachable(REDIS_URL, 6379)
+    if why:
+        unavailable("redis", REDIS_URL, why)
+    parts = urlsplit(REDIS_URL)
+    token = uuid.uuid4().hex
+    claims = redis.Redis.from_url(urlunsplit((parts.scheme, parts.netloc, "/0", "", "")))
+    try:
+        # Tests in parallel (or other checkouts on this machine) never share a database: a claim lasts an hour at most.
+        number = next((n for n in _REDIS_DATABASES if claims.set(_REDIS_CLAIM.format(n), token, nx=True, ex=3600)),
+                      None)
+    except redis.RedisError as error:
+        unavailable("redis", REDIS_URL, str(error).strip().splitlines()[0])
+    if number is None:
+        pytest.fail(f"every Redis database 1-15 at {parts.hostname}:{parts.port} is claimed by a test "
+                    f"(keys {_REDIS_CLAIM.format('N')}); delete stale claims", pytrace=False)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{number}", "", ""))
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        # Redis may have been restarted (and emptied) by the test: the claim may already be gone.
+        try:
+            redis.Redis.from_url(url).flushdb()
+            if claims.get(_REDIS_CLAIM.format(number)) == token.encode():
+                claims.delete(_REDIS_CLAIM.format(number))
+        except redis.RedisError:
+            pass
+        claims.close()
+
+
+@pytest.fixture
+def amqp_vhost_url() -> Iterator[str]:
+    """The URL of a RabbitMQ virtual host of this test's own (made with rabbitmqctl), deleted afterwards.
+
+    For processes whose queue name the test cannot choose (``run.py worker``): they keep apart by virtual host.
+    """
+    _celery_installed()
+    why = reachable(AMQP_URL, 5672)
+    if why:
+        unavailable("amqp", AMQP_URL, why)
+    parts = urlsplit(AMQP_URL)
+    vhost = f"pyflow_test_{uuid.uuid4().hex[:12]}"
+    user = parts.username or "guest"
+    try:
+        subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"], check=True,
+                       capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        # Without rabbitmqctl (not root, RabbitMQ on another host) the tests share the configured vhost.
+        if isinstance(error, subprocess.CalledProcessError):
+            subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+        yield AMQP_URL
+        return
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", parts.query, parts.fragment))
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
 @pytest.fixture

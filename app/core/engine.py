@@ -353,6 +353,7 @@ class Engine(Compensating, Caching):
                 return
             execution.control, execution.control_by = "lost", "lease lost"
             execution.stop.set()
+            execution.cancelled.set()  # a step under way should stop too: another process repeats it
         with execution.changed:
             execution.changed.notify_all()
 
