@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.core.parking import Outcome
+from app.core.parking import EVENT_PATIENCE, Outcome
 from app.errors import Conflict, InvalidInput, NotFound
 from app.runs import RunStatus, StepStatus, utcnow
 
@@ -133,7 +133,7 @@ class Approvals:
             raise Conflict(f"run {run_id} is {run['status']}; {what} is not waiting for an answer "
                            "(answered before, timed out, cancelled, or not an approval)")
         woken = rt.parking.wake(run_id, answered(approved, by, comment), f"{'approved' if approved else 'rejected'} "
-                                f"by {by}", step=waiting["name"])
+                                f"by {by}", step=waiting["name"], patience=EVENT_PATIENCE)
         if woken is None:
             raise Conflict(f"run {run_id}: step {waiting['name']!r} was answered at the same moment by someone else")
         return rt.store.get_run(run_id) or woken

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WAKE_INTERVAL_SECONDS = 1.0
+# An event or an answer arriving while its run halts into ``waiting`` (milliseconds; a lease release on a
+# worker) waits this long for it, trying every RETRY_SECONDS, rather than being lost.
+EVENT_PATIENCE = 5.0
+RETRY_SECONDS = 0.05
 
 # What a parked step's outcome is made of: its park record ("wait") -> {"result"} or {"error"}.
 Outcome = Callable[[dict], dict]
@@ -60,39 +65,61 @@ class Parking:
         self.runtime = runtime
         self.store = runtime.store
 
-    def wake(self, run_id: str, outcome: Outcome, by: str, *, step: str | None = None) -> dict | None:
+    def wake(self, run_id: str, outcome: Outcome, by: str, *, step: str | None = None,
+             patience: float = 0.0) -> dict | None:
         """Take the run out of the wake index and continue it with ``outcome``; the run, or None when it was not
-        this caller's to wake (another took it first, or it is no longer waiting, or ``step`` is not the one)."""
+        this caller's to wake (another took it first, or it is no longer waiting, or ``step`` is not the one).
+
+        ``patience``: seconds to keep trying while the run is indexed but still halting (not yet stored
+        ``waiting``, or its lease not yet released): an event or an answer is not tried again later, as the
+        waker's time is, so giving up in that moment would lose it.
+        """
+        deadline = time.monotonic() + patience
+        tries = 0
+        while True:
+            woken, transient = self._wake_once(run_id, outcome, by, step)
+            if woken is not None or not transient or time.monotonic() >= deadline:
+                if transient and woken is None:
+                    logger.info("run %s did not come to wait within %g s; %s is left to its timeout",
+                                run_id, patience, by)
+                return woken
+            tries += 1
+            if tries == 1:
+                logger.debug("run %s is halting into waiting; %s tries again", run_id, by)
+            time.sleep(RETRY_SECONDS)
+
+    def _wake_once(self, run_id: str, outcome: Outcome, by: str, step: str | None) -> tuple[dict | None, bool]:
+        """One try of ``wake``: (the run or None, whether None was a passing state worth another try)."""
         entry = self.store.unpark(run_id)
         if entry is None:
-            return None
+            return None, False
         if step is not None and entry.get("step") != step:
             self._repark(entry)
-            return None
+            return None, False
         rt, engine = self.runtime, self.runtime.engine
         claimed = False
         try:
             with rt.control_lock:  # a cancel of this process is not half-way through it
                 if engine.leases is not None:
-                    if not engine.leases.claim(run_id):  # another process acts on it now (a cancel): later
+                    if not engine.leases.claim(run_id):  # another process acts on it now (halting it, a cancel)
                         self._repark(entry)
-                        return None
+                        return None, True
                     claimed = True
                 run = self.store.get_run(run_id)
                 if run is None:
-                    return None
+                    return None, False
                 waiting = next((s for s in run["steps"] if s["name"] == entry["step"]
                                 and s["status"] == StepStatus.WAITING), None)
                 if run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING) and waiting is not None:
                     self._repark(entry)  # indexed, not yet stored waiting (it is halting): the next look wakes it
-                    return None
+                    return None, True
                 if run["status"] != RunStatus.WAITING or waiting is None:
-                    return None
+                    return None, False
                 bound = rt.bound_for(run)
                 if bound is None:
-                    return None
+                    return None, False
                 engine.wake(bound, run, waiting["name"], outcome(waiting.get("wait") or {}), by)
-                return run
+                return run, False
         except Exception:
             self._repark(entry)  # tried again: by the waker when due, by the next event or answer
             raise
@@ -122,7 +149,7 @@ class Parking:
         """Wake the runs waiting for ``event`` (its type, and its key or any); their ids."""
         woken = []
         for run_id in self.store.parked_for(event["type"], event.get("key")):
-            if self.wake(run_id, received(event), f"event {event['id']}") is not None:
+            if self.wake(run_id, received(event), f"event {event['id']}", patience=EVENT_PATIENCE) is not None:
                 woken.append(run_id)
         return woken
 
