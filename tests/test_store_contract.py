@@ -1101,6 +1101,15 @@ def test_prune_files_removes_files_stored_before_the_cutoff_only(store):
     with pytest.raises(NotFound):
         store.get_file("attachments/new/b")
 
+
+def test_pruning_files_leaves_a_fresh_empty_folder_an_upload_is_about_to_fill(store):
+    # An upload makes its folder, then writes its files: a prune in between must not take the folder.
+    fresh = store.files_path("attachments", "being-uploaded")
+    store.prune_files(time.time() - 3600)
+    assert fresh.is_dir()
+    store.put_file("attachments/being-uploaded/a.pdf", b"%PDF")
+    assert store.get_file("attachments/being-uploaded/a.pdf") == b"%PDF"
+
 # -- API tokens -------------------------------------------------------------------------
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

@@ -380,7 +380,10 @@ class Store(ABC):
                         raise storage_error("delete", path, exc) from exc
                 if Path(folder) != top:
                     try:
-                        os.rmdir(folder)  # only an emptied folder goes
+                        # Only an emptied folder older than the cutoff goes: a fresh one is an upload's,
+                        # made a moment before its files are written (removing it failed the upload).
+                        if os.stat(folder).st_mtime < older_than:
+                            os.rmdir(folder)
                     except OSError as exc:
                         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                             raise storage_error("delete", Path(folder), exc) from exc
