@@ -10,13 +10,11 @@ import threading
 
 import pytest
 
-from app.core.config import load_settings
-from app.core.runtime import Runtime
 from app.runs import RunStatus
-from tests.conftest import TEST_SETTINGS
 from tests.fixtures.actions import AppendLineAction
 from tests.fixtures.compensation import BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
+from tests.runtimes import runtimes
 from tests.waiting import wait_until
 from workflows.base import Workflow
 
@@ -39,33 +37,11 @@ ERROR = "step 'pay' failed: this step always fails"
 def cluster(postgres_url, tmp_path):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
     reset_gates()
-    made: list[tuple[Runtime, threading.Thread | None]] = []
-
-    def make(name: str, worker: bool = False) -> Runtime:
-        storage = tmp_path / name
-        storage.mkdir()
-        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
-                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
-        runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
-        thread = None
-        if worker:
-            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
-            thread.start()
-        else:
-            runtime.start()
-        made.append((runtime, thread))
-        return runtime
-
-    yield make
-    release_gates()
-    for runtime, thread in reversed(made):
-        if thread is not None:
-            runtime.stop_work(2)
-            thread.join(10)
-        runtime.shutdown(timeout=2)
+    settings = {"WORKFLOW_EXECUTOR": "procrastinate", "WORKFLOW_STEP_TIMEOUT": 60.0}
+    with runtimes(tmp_path, postgres_url, settings, WORKFLOWS) as make:
+        yield make
+        release_gates()
     reset_gates()
-
 
 def test_a_run_failing_on_a_worker_is_compensated_there(cluster):
     server, worker = cluster("server"), cluster("worker", worker=True)

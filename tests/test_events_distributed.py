@@ -5,14 +5,11 @@ As tests/test_worker.py: each runtime has its own storage folder and lease owner
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus
-from tests.conftest import TEST_SETTINGS
+from tests.runtimes import runtimes
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -27,33 +24,8 @@ NAP = {"name": "naps", "steps": [{"name": "nap", "type": "wait", "config": {"sec
 @pytest.fixture
 def cluster(postgres_url, tmp_path):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
-    made: list[tuple[Runtime, threading.Thread | None]] = []
-
-    def make(name: str, worker: bool = False) -> Runtime:
-        storage = tmp_path / name
-        storage.mkdir()
-        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_KEY_FILE": str(tmp_path / "encryption.key"),
-                    "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate",
-                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2}
-        runtime = Runtime(settings, worker=worker)
-        thread = None
-        if worker:
-            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
-            thread.start()
-        else:
-            runtime.start()
-        made.append((runtime, thread))
-        return runtime
-
-    yield make
-    for runtime, thread in reversed(made):
-        if thread is not None:
-            runtime.stop_work(2)
-            thread.join(10)
-        if not runtime.stopping or thread is not None:
-            runtime.shutdown(timeout=2)
-
+    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
+        yield make
 
 def status_of(runtime: Runtime, run_id: str) -> str:
     return runtime.get_run(run_id)["status"]

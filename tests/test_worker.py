@@ -22,6 +22,7 @@ from app.runs import RunStatus
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
+from tests.runtimes import runtimes
 from tests.services import unique_queue
 from tests.waiting import wait_until
 from workflows.base import Workflow
@@ -44,33 +45,10 @@ def executor(request) -> dict:
 def cluster(postgres_url, tmp_path, executor):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
     reset_gates()
-    made: list[tuple[Runtime, threading.Thread | None]] = []
-
-    def make(name: str, worker: bool = False) -> Runtime:
-        storage = tmp_path / name
-        storage.mkdir()
-        settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
-                    "WORKFLOW_DATABASE_URL": postgres_url, **executor,
-                    "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, "WORKFLOW_STEP_TIMEOUT": 60.0}
-        runtime = Runtime(settings, workflows=WORKFLOWS, worker=worker)
-        thread = None
-        if worker:
-            thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)
-            thread.start()
-        else:
-            runtime.start()
-        made.append((runtime, thread))
-        return runtime
-
-    yield make
-    release_gates()
-    for runtime, thread in reversed(made):
-        if thread is not None:
-            runtime.stop_work(2)
-            thread.join(10)
-        runtime.shutdown(timeout=2)
+    with runtimes(tmp_path, postgres_url, {**executor, "WORKFLOW_STEP_TIMEOUT": 60.0}, WORKFLOWS) as make:
+        yield make
+        release_gates()
     reset_gates()
-
 
 def test_a_run_created_on_the_server_executes_on_the_worker(cluster):
     server, worker = cluster("server"), cluster("worker", worker=True)
