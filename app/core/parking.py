@@ -10,13 +10,12 @@ died half-way) is indexed again at start-up (``reindex``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from app.core.execution import one_line
-from app.errors import StorageError
+from app.core.periodic import Periodic
 from app.runs import RunStatus, StepStatus, utcnow
 
 if TYPE_CHECKING:
@@ -171,30 +170,6 @@ class Parking:
         return count
 
 
-class Waker:
+def waker(parking: Parking, interval: float = WAKE_INTERVAL_SECONDS) -> Periodic:
     """On the polling server (like the Sweeper): every second, wakes the parked runs whose time came."""
-
-    def __init__(self, parking: Parking, interval: float = WAKE_INTERVAL_SECONDS):
-        self.parking = parking
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="pyflow-waker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.parking.wake_due()
-            except StorageError as error:
-                logger.warning("waking parked runs failed: %s", one_line(error))
-            except Exception:
-                logger.exception("waking parked runs failed")
+    return Periodic("pyflow-waker", interval, parking.wake_due, "waking parked runs")

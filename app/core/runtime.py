@@ -24,7 +24,7 @@ from app.core.engine import Engine
 from app.core.events import Events, run_ended
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
-from app.core.parking import Parking, Waker
+from app.core.parking import Parking, waker
 from app.core.plugins import load_plugins
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
@@ -129,7 +129,7 @@ class Runtime:
         # server's waker continues parked runs whose time came.
         self.parking = Parking(self)
         self.events = Events(self)
-        self.waker = Waker(self.parking)
+        self.waker = waker(self.parking)
         self.engine.on_finished = self._run_ended
         self.approvals = Approvals(self)
         self.engine.approval_links = self.approvals.links

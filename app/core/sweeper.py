@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from app.core.execution import one_line
-from app.errors import StorageError
+from app.core.periodic import Periodic
 from app.storage.base import Store
 
 logger = logging.getLogger(__name__)
@@ -32,29 +31,16 @@ class Sweeper:
         self._resend = resend
         self._tidy = tidy
         self._sent: dict[str, tuple[float, float]] = {}  # run id -> (when sent again, wait before the next)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("pyflow-sweeper", max(self.lease_seconds / 3, 0.5), self.sweep,
+                                  "sweeping runs without a worker")
 
     def start(self) -> None:
         """Sweep on a thread until ``stop`` (when this server becomes the leader)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="pyflow-sweeper", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
         """Stop sweeping (this server stopped leading, or shuts down)."""
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(max(self.lease_seconds / 3, 0.5)):
-            try:
-                self.sweep()
-            except StorageError as error:
-                logger.warning("sweeping runs without a worker failed: %s", one_line(error))
-            except Exception:
-                logger.exception("sweeping runs without a worker failed")
+        self._periodic.stop()
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Send again the runs that need it now; their ids."""
