@@ -39,7 +39,7 @@ def test_an_event_resumes_a_run_waiting_on_a_worker(cluster):
     wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking on the worker")
     # Parked: the worker lets it go (no thread, no lease) right after storing it waiting.
     wait_until(lambda: not worker.engine.executes(run["id"]), 5, message="the worker letting the run go")
-    assert server.store.parked(run["id"])["key"] == "A-1"
+    assert [entry["key"] for entry in server.store.parked(run["id"])] == ["A-1"]
 
     answer = server.publish({"id": "pay-1", "type": "order.paid", "data": {"amount": 7}, "key": "A-1", "at": "",
                              "depth": 0})
@@ -74,7 +74,7 @@ def test_a_waiting_run_is_cancelled_through_the_server(cluster):
     wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking")
     cancelled = server.control(run["id"], "cancel", by="api")
     assert cancelled["status"] == RunStatus.CANCELLED and cancelled["steps"][0]["status"] == "cancelled"
-    assert server.store.parked(run["id"]) is None
+    assert server.store.parked(run["id"]) == []
     assert server.publish({"id": "late", "type": "order.paid", "data": {}, "key": "B-2", "at": "",
                            "depth": 0})["resumed"] == []
 
