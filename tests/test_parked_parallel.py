@@ -4,6 +4,7 @@ on its own, over every store and with a worker (procrastinate). Mail goes to a r
 from __future__ import annotations
 
 import email
+import re
 import threading
 from contextlib import contextmanager
 from email import policy
@@ -21,7 +22,8 @@ from tests.conftest import TEST_SETTINGS
 from tests.fixtures import GateAction, gate, reset_gates
 from tests.fixtures.actions import EchoAction
 from tests.runtimes import runtimes
-from tests.server import free_port
+from tests.server import Servers, free_port
+from tests.test_approval_flow import follow
 from tests.waiting import wait_until
 from workflows.base import Workflow
 
@@ -68,6 +70,15 @@ class Mailbox:
 
     def recipients(self) -> list[str]:
         return sorted(message["To"] for message in self.messages)
+
+    def links(self, recipient: str) -> dict[str, str]:
+        """The approve and reject links of the mail to ``recipient``."""
+        for message in self.messages:
+            if message["To"] == recipient:
+                text = message.get_body(("plain",)).get_content()
+                return {decision: re.search(rf"{decision.capitalize()}: (\S+)", text).group(1)
+                        for decision in ("approve", "reject")}
+        return {}
 
 
 @pytest.fixture
@@ -292,3 +303,30 @@ def test_both_approvals_survive_a_restart_while_parked(setup, mailbox):
     done = finished(server, run_id)
     assert steps(done)["done"]["result"] == {"message": "olga and vic"}
     assert handler.recipients() == [FINANCE, LEGAL]
+
+
+def test_a_killed_server_restarts_with_both_approvals_parked_and_their_links_answer(tmp_path, mailbox):
+    """kill -9 of a run.py server on the JSON store while both branches wait; the mails' links answer after."""
+    handler, smtp_port = mailbox
+    port = free_port()
+    env = {"PORT": str(port), "WORKFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}", "SMTP_HOST": "127.0.0.1",
+           "SMTP_PORT": str(smtp_port), "SMTP_SECURITY": "none", "MAIL_FROM": "pyflow@example.org"}
+    with Servers(tmp_path) as servers:
+        server = servers.start(env=env)
+        assert server.post("/api/workflows", json=TWO_APPROVALS).status_code == 201
+        run_id = server.post("/api/workflows/two_approvals/runs", json={}).json()["id"]
+        wait_until(lambda: sorted(name for name, step in steps(server.get(f"/api/runs/{run_id}").json()).items()
+                                  if step["status"] == "waiting") == ["finance", "legal"], 20,
+                   message="both approvals waiting")
+        links = {who: wait_until(lambda who=who: handler.links(who), 10, message=f"the mail to {who}")
+                 for who in (LEGAL, FINANCE)}
+        server.kill()
+        server.start()  # on the same folder
+        assert follow(links[FINANCE]["approve"], "paid").status_code == 200
+        assert follow(links[FINANCE]["approve"]).status_code == 409  # a link works once
+        assert follow(links[LEGAL]["approve"], "signed").status_code == 200
+        done = wait_until(lambda: (run := server.get(f"/api/runs/{run_id}").json())["status"] == "succeeded" and run,
+                          20, message="the run succeeding")
+        assert steps(done)["done"]["result"] == {"message": f"{LEGAL} (e-mail link) and {FINANCE} (e-mail link)"}
+        assert steps(done)["finance"]["result"]["comment"] == "paid"
+        assert handler.recipients() == [FINANCE, LEGAL]  # mailed once each, also across the crash
