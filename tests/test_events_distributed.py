@@ -1,4 +1,5 @@
-"""Events and parked runs with a server and a worker on one PostgreSQL database (procrastinate), in one process.
+"""Events and parked runs with a server and a worker on one PostgreSQL database (procrastinate, or celery on
+Redis), in one process.
 
 As tests/test_worker.py: each runtime has its own storage folder and lease owner; the worker executes runs.
 """
@@ -10,6 +11,7 @@ import pytest
 from app.core.runtime import Runtime
 from app.runs import RunStatus
 from tests.runtimes import runtimes
+from tests.services import unique_queue
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -21,10 +23,19 @@ NAP = {"name": "naps", "steps": [{"name": "nap", "type": "wait", "config": {"sec
                                  {"name": "up", "type": "log", "config": {"message": "up"}}]}
 
 
+@pytest.fixture(params=["procrastinate", "celery-redis"])
+def executor(request) -> dict:
+    """The settings of one executor: procrastinate, or celery on Redis (a queue of the test's own)."""
+    if request.param == "procrastinate":
+        return {"WORKFLOW_EXECUTOR": "procrastinate"}
+    return {"WORKFLOW_EXECUTOR": "celery", "CELERY_BROKER_URL": request.getfixturevalue("redis_url"),
+            "WORKFLOW_QUEUE": unique_queue()}
+
+
 @pytest.fixture
-def cluster(postgres_url, tmp_path):
+def cluster(postgres_url, tmp_path, executor):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
-    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
+    with runtimes(tmp_path, postgres_url, executor) as make:
         yield make
 
 def status_of(runtime: Runtime, run_id: str) -> str:

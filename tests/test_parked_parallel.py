@@ -1,5 +1,6 @@
 """Parallel branches of one run parked at once (approvals, events, timeouts): each step indexed, mailed and woken
-on its own, over every store and with a worker (procrastinate). Mail goes to a real SMTP server (aiosmtpd)."""
+on its own, over every store and with a worker (procrastinate; celery on Redis). Mail goes to a real SMTP server
+(aiosmtpd)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.fixtures import GateAction, gate, reset_gates
 from tests.fixtures.actions import EchoAction
 from tests.runtimes import runtimes
 from tests.server import Servers, free_port
+from tests.services import unique_queue
 from tests.test_approval_flow import follow
 from tests.waiting import wait_until
 from workflows.base import Workflow
@@ -107,7 +109,7 @@ class Setup:
         start a run of it; its id."""
         if definition is not None:
             self.server.create_definition(definition)
-        if self.mode == "procrastinate" and self.worker is None:
+        if self.mode in ("procrastinate", "celery") and self.worker is None:
             self.worker = self.make("worker", worker=True)
         run, _ = self.server.submit(name or definition["name"], {})
         return run["id"]
@@ -144,7 +146,8 @@ def local_runtimes(tmp_path, mode: str, settings: dict):
 
 
 @pytest.fixture(params=["memory", "json", pytest.param("postgres", marks=pytest.mark.services),
-                        pytest.param("procrastinate", marks=pytest.mark.services)])
+                        pytest.param("procrastinate", marks=pytest.mark.services),
+                        pytest.param("celery", marks=pytest.mark.services)])
 def setup(request, tmp_path, mailbox):
     reset_gates()
     _, smtp_port = mailbox
@@ -157,6 +160,9 @@ def setup(request, tmp_path, mailbox):
     url = request.getfixturevalue("postgres_url")
     if request.param == "procrastinate":
         settings["WORKFLOW_EXECUTOR"] = "procrastinate"
+    elif request.param == "celery":
+        settings.update(WORKFLOW_EXECUTOR="celery", CELERY_BROKER_URL=request.getfixturevalue("redis_url"),
+                        WORKFLOW_QUEUE=unique_queue())
     with runtimes(tmp_path, url, settings, workflows=[BusyBranch]) as make:
         yield Setup(request.param, make, settings)
 
