@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from actions.approval import ApprovalAction
+from app.core.approvals import answered
 from app.core.config import load_settings
 from app.core.events import parse_event
 from app.core.runtime import Runtime
@@ -252,7 +253,24 @@ def test_an_answer_while_the_run_is_busy_with_another_branch_is_kept_for_it(setu
     answering.join(30)
     done = finished(server, run_id)
     assert steps(done)["finance"]["result"]["by"] == "vic" and steps(done)["done"]["result"] == {"value": "vic"}
+    assert "approved by vic" in [change["by"] for change in done["history"]]  # whoever woke it with the answer
     assert handler.recipients() == [FINANCE, LEGAL]
+
+
+def test_an_answer_kept_for_a_busy_run_is_delivered_by_the_waker_once_the_run_halts(setup, mailbox):
+    server = setup.start()
+    run_id = setup.run(None, BusyBranch.name)
+    parked(server, run_id, ["finance", "legal"])
+    server.approvals.answer(run_id, True, "olga", step="legal")
+    wait_until(lambda: steps(server.get_run(run_id))["hold"]["status"] == StepStatus.RUNNING, 30,
+               message="the step after legal holding the run")
+    # No patience: the call returns at once with the answer kept; the waker (the leader's) wakes the step later.
+    assert server.parking.wake(run_id, "finance", answered(True, "vic", None), "approved by vic") is not None
+    assert [entry["outcome"]["by"] for entry in server.store.parked(run_id)] == ["approved by vic"]
+    gate("busy-branch").set()
+    done = finished(server, run_id)
+    assert steps(done)["finance"]["result"]["by"] == "vic" and steps(done)["done"]["result"] == {"value": "vic"}
+    assert server.store.parked(run_id) == []
 
 
 def test_two_parallel_waits_for_events_with_different_keys(setup):

@@ -1042,6 +1042,7 @@ class Engine(Compensating, Caching):
         step["error"] = None
         # Indexed first: whoever finds the step stored waiting finds its entry too (or took it, answering).
         self.park_index(execution.run["id"], step)
+        execution.parked.add(step["name"])
         step["status"] = StepStatus.WAITING.value
         self.store.update_step(execution.run["id"], index, step, mode=Durability.SYNC)
         until = f" until {record['until']}" if record["until"] else ""
@@ -1072,12 +1073,17 @@ class Engine(Compensating, Caching):
                 self._close_step(execution, index, StepStatus.CANCELLED)
 
     def _park_run(self, execution: Execution) -> None:
-        """The run halts ``waiting``: its waiting steps indexed (again: a crash may have come between indexing
-        and recording one), then stored ``waiting``; ``_forget`` releases its slot and lease."""
+        """The run halts ``waiting``: the waiting steps it carried over indexed again where missing (a crash may
+        have come between taking one out of the index and putting it back), then stored ``waiting``; ``_forget``
+        releases its slot and lease."""
         run = execution.run
-        for step in run["steps"]:
-            if step["status"] == StepStatus.WAITING:
-                self.park_index(run["id"], step)  # keeps an outcome kept for the step while the run was busy
+        earlier = [step for step in run["steps"]
+                   if step["status"] == StepStatus.WAITING and step["name"] not in execution.parked]
+        if earlier:  # parked before this execution: indexed then, unless a crash came between
+            indexed = {entry["step"] for entry in self.store.parked(run["id"])}
+            for step in earlier:
+                if step["name"] not in indexed:  # an entry a waker took, finding the run busy, it puts back itself
+                    self.park_index(run["id"], step)
         self._transition(run, RunStatus.WAITING, "engine")
         self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
 

@@ -127,12 +127,12 @@ class Parking:
                 busy = (run["status"] != RunStatus.WAITING or record["status"] != StepStatus.WAITING
                         or (engine.leases is not None and not claimed) or engine.executes(run_id))
                 if busy:
-                    self._keep(entry, result)
+                    self._keep(entry, result, by)
                     return KEPT, run
                 bound = rt.bound_for(run)
                 if bound is None:
                     return GONE, None
-                engine.wake(bound, run, step, result, by)
+                engine.wake(bound, run, step, result, (kept or {}).get("by") or by)
                 return WOKEN, run
         except Exception:
             if entry is not None:
@@ -142,13 +142,14 @@ class Parking:
             if claimed and (engine.queue is not None or not engine.executes(run_id)):
                 engine.leases.release(run_id)  # a worker takes it (its job), or it ended already
 
-    def _keep(self, entry: dict, result: dict | None) -> None:
-        """Put the entry back for a busy run: with its outcome, due now (the waker wakes the step once the run
-        halts); without one (a time for a step not yet recorded waiting), as it was."""
+    def _keep(self, entry: dict, result: dict | None, by: str) -> None:
+        """Put the entry back for a busy run: with its outcome and who brought it, due now (the waker wakes the
+        step once the run halts); without one (a time for a step not yet recorded waiting), as it was."""
         if result is None:
             self._repark(entry)
             return
-        self.store.park(entry["run_id"], entry["step"], due=time.time(), outcome=redact(result))
+        self.store.park(entry["run_id"], entry["step"], due=time.time(),
+                        outcome={"by": by, **redact(result)})
 
     def _repark(self, entry: dict) -> None:
         try:

@@ -75,7 +75,8 @@ class WakeIndex:
     def __init__(self, folder: Path):
         self.folder = folder
         make_private_dir(folder)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # a change that depends on the entry held (put, take)
+        self._cache_lock = threading.Lock()  # ``_entries``, read again after a change
         self._seen: tuple[int, int] | None = None  # the folder's (mtime_ns, inode) when ``_entries`` was read
         self._entries: list[dict] = []
         self._upgrade()
@@ -150,7 +151,7 @@ class WakeIndex:
         except OSError as exc:
             raise storage_error("read", self.folder, exc) from exc
         stamp = (info.st_mtime_ns, info.st_ino)
-        with self._lock:
+        with self._cache_lock:
             # A change within the same clock tick as the last read may leave the mtime unchanged: read again
             # while the folder is that young.
             if stamp == self._seen and time.time_ns() - info.st_mtime_ns > 2_000_000_000:
