@@ -21,7 +21,7 @@ from app.core.runtime import Runtime
 from app.runs import RunStatus, StepStatus
 from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import GateAction, gate, reset_gates
+from tests.fixtures import GateAction, gate, release_gates, reset_gates
 from tests.fixtures.actions import EchoAction
 from tests.runtimes import runtimes
 from tests.server import Servers, free_port
@@ -154,6 +154,7 @@ def setup(request, tmp_path, mailbox):
     _, smtp_port = mailbox
     settings = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": smtp_port, "SMTP_SECURITY": "none",
                 "MAIL_FROM": "pyflow@example.org"}
+    request.addfinalizer(release_gates)  # a step a cancel abandoned at its gate ends
     if request.param in ("memory", "json"):
         with local_runtimes(tmp_path, request.param, settings) as make:
             yield Setup(request.param, make, settings)
@@ -311,6 +312,27 @@ def test_a_rejection_fails_the_run_and_the_other_approval_stops_waiting(setup, m
     other = steps(failed)["finance"]
     assert other["status"] == StepStatus.CANCELLED and other["error"] == "no longer waited for: the run failed"
     assert server.store.parked(run_id) == []
+
+
+def test_a_cancel_ends_every_waiting_branch_also_while_another_executes(setup, mailbox):
+    server = setup.start()
+    parked_run = setup.run(TWO_APPROVALS)
+    busy_run = setup.run(None, BusyBranch.name)
+    parked(server, parked_run, ["finance", "legal"])
+    cancelled = server.control(parked_run, "cancel", by="api")
+    assert [(step["status"], step["error"]) for step in cancelled["steps"][:2]] == [
+        ("cancelled", "cancelled while waiting")] * 2
+    assert server.store.parked(parked_run) == []
+
+    parked(server, busy_run, ["finance", "legal"])
+    server.approvals.answer(busy_run, True, "olga", step="legal")
+    wait_until(lambda: steps(server.get_run(busy_run))["hold"]["status"] == StepStatus.RUNNING, 30,
+               message="the step after legal holding the run")
+    server.control(busy_run, "cancel", by="api")
+    done = finished(server, busy_run, RunStatus.CANCELLED)
+    assert (steps(done)["finance"]["status"], steps(done)["finance"]["error"]) == (
+        "cancelled", "cancelled while waiting")
+    assert server.store.parked(busy_run) == []
 
 
 def test_both_approvals_survive_a_restart_while_parked(setup, mailbox):
