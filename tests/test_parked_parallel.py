@@ -376,3 +376,18 @@ def test_a_killed_server_restarts_with_both_approvals_parked_and_their_links_ans
         assert steps(done)["done"]["result"] == {"message": f"{LEGAL} (e-mail link) and {FINANCE} (e-mail link)"}
         assert steps(done)["finance"]["result"]["comment"] == "paid"
         assert handler.recipients() == [FINANCE, LEGAL]  # mailed once each, also across the crash
+
+
+def test_a_waiting_step_left_unindexed_is_indexed_again_at_start_up(setup, mailbox):
+    """As PyFlow before an entry per step left a second parked branch (or a crash between taking and putting back)."""
+    handler, _ = mailbox
+    server = setup.start()
+    run_id = setup.run(TWO_APPROVALS)
+    parked(server, run_id, ["finance", "legal"])
+    assert server.store.unpark(run_id, "finance") is not None
+    server = setup.restart()
+    parked(server, run_id, ["finance", "legal"])
+    server.approvals.answer(run_id, True, "vic", step="finance")
+    server.approvals.answer(run_id, True, "olga", step="legal")
+    assert steps(finished(server, run_id))["done"]["result"] == {"message": "olga and vic"}
+    assert handler.recipients() == [FINANCE, LEGAL]

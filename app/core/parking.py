@@ -196,11 +196,13 @@ class Parking:
         index a moment ago (waking it now) is not indexed again."""
         engine = self.runtime.engine
         with self.runtime.control_lock:
+            if engine.executes(run_id):
+                return 0  # it halts here: indexed as it parks
             if engine.leases is not None and not engine.leases.claim(run_id):
                 return 0  # another process acts on it now (a wake): it halts, or parks again, indexed
             try:
                 run = self.store.get_run(run_id)
-                if run is None or run["status"] != RunStatus.WAITING or engine.executes(run_id):
+                if run is None or run["status"] != RunStatus.WAITING:
                     return 0
                 indexed = {entry["step"] for entry in self.store.parked(run_id)}
                 missing = [step for step in run["steps"]
