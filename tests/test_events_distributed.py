@@ -1,4 +1,5 @@
-"""Events and parked runs with a server and a worker on one PostgreSQL database (procrastinate), in one process.
+"""Events and parked runs with a server and a worker on one PostgreSQL database (procrastinate, or celery on
+Redis), in one process.
 
 As tests/test_worker.py: each runtime has its own storage folder and lease owner; the worker executes runs.
 """
@@ -10,6 +11,7 @@ import pytest
 from app.core.runtime import Runtime
 from app.runs import RunStatus
 from tests.runtimes import runtimes
+from tests.services import unique_queue
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -21,10 +23,19 @@ NAP = {"name": "naps", "steps": [{"name": "nap", "type": "wait", "config": {"sec
                                  {"name": "up", "type": "log", "config": {"message": "up"}}]}
 
 
+@pytest.fixture(params=["procrastinate", "celery-redis"])
+def executor(request) -> dict:
+    """The settings of one executor: procrastinate, or celery on Redis (a queue of the test's own)."""
+    if request.param == "procrastinate":
+        return {"WORKFLOW_EXECUTOR": "procrastinate"}
+    return {"WORKFLOW_EXECUTOR": "celery", "CELERY_BROKER_URL": request.getfixturevalue("redis_url"),
+            "WORKFLOW_QUEUE": unique_queue()}
+
+
 @pytest.fixture
-def cluster(postgres_url, tmp_path):
+def cluster(postgres_url, tmp_path, executor):
     """``make(name, worker=False)``: a started server or a working worker on the test's database."""
-    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
+    with runtimes(tmp_path, postgres_url, executor) as make:
         yield make
 
 def status_of(runtime: Runtime, run_id: str) -> str:
@@ -39,7 +50,7 @@ def test_an_event_resumes_a_run_waiting_on_a_worker(cluster):
     wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking on the worker")
     # Parked: the worker lets it go (no thread, no lease) right after storing it waiting.
     wait_until(lambda: not worker.engine.executes(run["id"]), 5, message="the worker letting the run go")
-    assert server.store.parked(run["id"])["key"] == "A-1"
+    assert [entry["key"] for entry in server.store.parked(run["id"])] == ["A-1"]
 
     answer = server.publish({"id": "pay-1", "type": "order.paid", "data": {"amount": 7}, "key": "A-1", "at": "",
                              "depth": 0})
@@ -74,7 +85,7 @@ def test_a_waiting_run_is_cancelled_through_the_server(cluster):
     wait_until(lambda: status_of(server, run["id"]) == RunStatus.WAITING, 30, message="the run parking")
     cancelled = server.control(run["id"], "cancel", by="api")
     assert cancelled["status"] == RunStatus.CANCELLED and cancelled["steps"][0]["status"] == "cancelled"
-    assert server.store.parked(run["id"]) is None
+    assert server.store.parked(run["id"]) == []
     assert server.publish({"id": "late", "type": "order.paid", "data": {}, "key": "B-2", "at": "",
                            "depth": 0})["resumed"] == []
 

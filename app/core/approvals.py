@@ -3,8 +3,10 @@
 A link carries ``{"run", "step", "nonce", "decision", "until"}`` signed with itsdangerous: the key is
 WORKFLOW_SECRET_KEY, else a random key kept as the PyFlow secret APPROVAL_SIGNING_KEY (encrypted in the
 store, so every server and worker sharing the store signs and checks alike). A link is valid until the
-step's timeout and for the step's own park (its nonce); it works once, since answering takes the run
-out of the wake index (``unpark`` is atomic) and a second answer finds nothing waiting (409).
+step's timeout and for the step's own park (its nonce); it works once, since answering takes the step
+out of the wake index (``unpark`` is atomic) and a second answer finds nothing waiting (409). An answer
+that comes while the step is still executing (its mail just sent) waits for it to be recorded waiting,
+and one that comes while the run is busy with another branch is kept for it (app/core/parking.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.core.parking import EVENT_PATIENCE, Outcome
+from app.core.parking import EVENT_PATIENCE, RETRY_SECONDS, Outcome
 from app.errors import Conflict, InvalidInput, NotFound
-from app.runs import RunStatus, StepStatus, utcnow
+from app.runs import FINISHED_RUN, RunStatus, StepStatus, utcnow
 
 if TYPE_CHECKING:
     from app.core.runtime import Runtime
@@ -97,22 +99,32 @@ class Approvals:
                               f"The approval of step {claim.get('step')!r} in run {claim.get('run')} timed out "
                               f"at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(float(claim['until'])))}; "
                               "its on_timeout decided.")
-        step = self._waiting_step(claim["run"], claim["step"])
+        step = self._waiting_step(claim["run"], claim["step"], patience=EVENT_PATIENCE)
         if step is None or (step.get("wait") or {}).get("nonce") != claim.get("nonce"):
             raise LinkRefused(409, "Already answered",
                               f"Step {claim['step']!r} of run {claim['run']} no longer waits for an answer: "
                               "it was answered (or cancelled) before.")
         return claim
 
-    def _waiting_step(self, run_id: str, name: str | None) -> dict | None:
-        run = self.runtime.store.get_run(run_id)
-        if run is None or run["status"] != RunStatus.WAITING:
-            return None
-        for step in run["steps"]:
-            if (step["status"] == StepStatus.WAITING and (step.get("wait") or {}).get("for") == "approval"
-                    and (name is None or step["name"] == name)):
-                return step
-        return None
+    def _waiting_step(self, run_id: str, name: str | None, patience: float = 0.0) -> dict | None:
+        """The run's approval step ``name`` (or its first) waiting for an answer, else None.
+
+        ``patience``: seconds to wait for an approval step still executing (its mail may be out already, the
+        step not yet recorded waiting), rather than answering that nothing waits.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            run = self.runtime.store.get_run(run_id)
+            if run is None or run["status"] in FINISHED_RUN:
+                return None
+            steps = [step for step in run["steps"] if (step["type"] == "approval" or (step.get("wait") or {}).get(
+                "for") == "approval") and (name is None or step["name"] == name)]
+            waiting = next((step for step in steps if step["status"] == StepStatus.WAITING), None)
+            if waiting is not None:
+                return waiting
+            if not any(step["status"] == StepStatus.RUNNING for step in steps) or time.monotonic() >= deadline:
+                return None
+            time.sleep(RETRY_SECONDS)
 
     # -- answers -------------------------------------------------------------------
     def answer(self, run_id: str, approved: bool, by: str, *, step: str | None = None,
@@ -127,13 +139,13 @@ class Approvals:
         if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
             raise InvalidInput(f"comment must be text of at most {MAX_COMMENT} characters",
                                details=[{"path": "comment", "message": "must be a string"}])
-        waiting = self._waiting_step(run_id, step)
+        waiting = self._waiting_step(run_id, step, patience=EVENT_PATIENCE)
         if waiting is None:
             what = f"step {step!r}" if step else "an approval step"
             raise Conflict(f"run {run_id} is {run['status']}; {what} is not waiting for an answer "
                            "(answered before, timed out, cancelled, or not an approval)")
-        woken = rt.parking.wake(run_id, answered(approved, by, comment), f"{'approved' if approved else 'rejected'} "
-                                f"by {by}", step=waiting["name"], patience=EVENT_PATIENCE)
+        woken = rt.parking.wake(run_id, waiting["name"], answered(approved, by, comment),
+                                f"{'approved' if approved else 'rejected'} by {by}", patience=EVENT_PATIENCE)
         if woken is None:
             raise Conflict(f"run {run_id}: step {waiting['name']!r} was answered at the same moment by someone else")
         return rt.store.get_run(run_id) or woken

@@ -190,10 +190,8 @@ class Engine(Compensating, Caching):
         # The cap counts the lines an earlier process or execution of this run already wrote.
         execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
         for index, step in enumerate(steps):
-            if step["status"] == StepStatus.WAITING:
-                # Parked without an outcome (a second parked branch, or a pause): executed again, its action
-                # reads its park record (RunContext.parked) and parks for what remains.
-                step["status"] = StepStatus.PENDING.value
+            # A waiting step (a parallel branch parked beside the one woken, or parked before a pause) stays
+            # waiting, indexed: never executed again (an approval would mail twice); the run halts for it.
             if step["status"] == StepStatus.RUNNING and not bound.actions[index].idempotent:
                 # Repeating it could act twice (an e-mail sent twice); a person decides.
                 self._fail_step(execution, index, f"interrupted by {by}")
@@ -285,7 +283,12 @@ class Engine(Compensating, Caching):
                     # The abandoned run thread held a slot: hand it to the next pending run, only now
                     # that the cancelled run no longer counts against its workflow's max_concurrent_runs.
                     threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
-        return self._settled(execution)
+        settled = self._settled(execution)
+        if settled["status"] == RunStatus.WAITING and execution.done.is_set():
+            # Asked while the run halted into waiting (past its thread's last look at the cancel): it is
+            # parked now, no longer executing here, and cancelled as a parked run.
+            return self.cancel(settled, by)
+        return settled
 
     def pause(self, run: dict, by: str = "api") -> dict:
         """Pause a queued or running run: the current step finishes, the next does not start."""
@@ -629,7 +632,9 @@ class Engine(Compensating, Caching):
                     continue
             if self._run_step(execution, execution.inline, branch=False) is None:
                 return False
-        if finished:
+        if finished and self._parks(execution):
+            self._halt(execution)
+        elif finished:
             self._finish(execution)
         else:
             self._halt(execution)
@@ -896,6 +901,7 @@ class Engine(Compensating, Caching):
                 if step["status"] == StepStatus.RUNNING:
                     step["error"] = "cancelled while running"
                     self._close_step(execution, index, StepStatus.CANCELLED)
+            self._stop_waiting(execution, "cancelled while waiting")
             if self._compensate_on_cancel(execution):  # compensation: a thread of its own ends the run
                 return
             self._transition(run, RunStatus.CANCELLED, by, finished=True)
@@ -1027,31 +1033,57 @@ class Engine(Compensating, Caching):
 
     # -- parked runs (issue 16: wait, wait_for_event, approval; app/core/parking.py wakes them) ----------
     def _park_step(self, execution: Execution, index: int, park: Park) -> None:
-        """Record the step ``waiting`` with what it waits for, and have the run halt as ``waiting``."""
+        """Index the step in the wake index and record it ``waiting`` with what it waits for; the run goes on
+        with its other branches, and halts ``waiting`` once nothing else can run (``_parks``)."""
         step = execution.run["steps"][index]
         record = {"for": park.kind, "since": utcnow(), "until": None if park.until is None else format_time(park.until),
                   "event": park.event, "key": park.key, "on_timeout": park.on_timeout, **park.details}
-        step["status"] = StepStatus.WAITING.value
         step["wait"] = execution.scrubber.scrub(redact(record))
         step["error"] = None
+        # Indexed first: whoever finds the step stored waiting finds its entry too (or took it, answering).
+        self.park_index(execution.run["id"], step)
+        execution.parked.add(step["name"])
+        step["status"] = StepStatus.WAITING.value
         self.store.update_step(execution.run["id"], index, step, mode=Durability.SYNC)
         until = f" until {record['until']}" if record["until"] else ""
         what = f"event {park.event!r}" + (f" (key {park.key!r})" if park.key else "") if park.event else park.kind
         self._log(execution, logging.INFO, f"waits for {what}{until}", step["name"])
+
+    def _parks(self, execution: Execution) -> bool:
+        """Nothing more can run: True when steps wait, so the run halts ``waiting`` (a cancel or pause asked
+        first wins); a failing run does not wait for them: they stop waiting, and the run ends."""
+        if not any(step["status"] == StepStatus.WAITING for step in execution.run["steps"]):
+            return False
+        if execution.failure:
+            self._stop_waiting(execution, "no longer waited for: the run failed")
+            return False
         with self._lock:
-            if not execution.stop.is_set():  # a cancel or pause asked first wins
+            if not execution.stop.is_set():
                 execution.control, execution.control_by = "park", "engine"
                 execution.stop.set()
-        with execution.changed:
-            execution.changed.notify_all()
+        return True
+
+    def _stop_waiting(self, execution: Execution, reason: str) -> None:
+        """Cancel the run's waiting steps with ``reason``, out of the wake index."""
+        for index, step in enumerate(execution.run["steps"]):
+            if step["status"] == StepStatus.WAITING:
+                self.store.unpark(execution.run["id"], step["name"])
+                step["error"] = reason
+                self._log(execution, logging.INFO, reason, step["name"])
+                self._close_step(execution, index, StepStatus.CANCELLED)
 
     def _park_run(self, execution: Execution) -> None:
-        """The run halts ``waiting``: indexed to wake, then stored ``waiting`` (whoever sees it waiting can wake it;
-        a waker that finds it indexed but still running parks it again); ``_forget`` releases its slot and lease."""
+        """The run halts ``waiting``: the waiting steps it carried over indexed again where missing (a crash may
+        have come between taking one out of the index and putting it back), then stored ``waiting``; ``_forget``
+        releases its slot and lease."""
         run = execution.run
-        waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
-        if waiting:
-            self.park_index(run["id"], waiting[0])
+        earlier = [step for step in run["steps"]
+                   if step["status"] == StepStatus.WAITING and step["name"] not in execution.parked]
+        if earlier:  # parked before this execution: indexed then, unless a crash came between
+            indexed = {entry["step"] for entry in self.store.parked(run["id"])}
+            for step in earlier:
+                if step["name"] not in indexed:  # an entry a waker took, finding the run busy, it puts back itself
+                    self.park_index(run["id"], step)
         self._transition(run, RunStatus.WAITING, "engine")
         self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
 
@@ -1064,7 +1096,8 @@ class Engine(Compensating, Caching):
 
     def wake(self, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict, by: str) -> None:
         """Continue a waiting run: its parked step ends with ``outcome`` (``{"result"}`` succeeds it, with
-        ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job)."""
+        ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job);
+        its other waiting steps keep waiting."""
         index = next(i for i, step in enumerate(run["steps"]) if step["name"] == step_name)
         step = run["steps"][index]
         step["finished_at"] = utcnow()
@@ -1080,13 +1113,13 @@ class Engine(Compensating, Caching):
         self.resume(bound, run, by)
 
     def _cancel_parked(self, run: dict) -> None:
-        """A waiting run being cancelled: out of the wake index, its waiting steps cancelled."""
-        if run["status"] != RunStatus.WAITING:
+        """A run being cancelled where it does not execute: its waiting steps cancelled, out of the wake index."""
+        waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
+        if run["status"] != RunStatus.WAITING and not waiting:
             return
-        self.store.unpark(run["id"])
-        for step in run["steps"]:
-            if step["status"] == StepStatus.WAITING:
-                step.update(status=StepStatus.CANCELLED.value, finished_at=utcnow(), error="cancelled while waiting")
+        self.store.unpark_run(run["id"])
+        for step in waiting:
+            step.update(status=StepStatus.CANCELLED.value, finished_at=utcnow(), error="cancelled while waiting")
 
     def _announce(self, run: dict) -> None:
         """Tell the runtime a run ended (it publishes run.<status>); never fails the run."""

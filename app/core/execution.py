@@ -78,6 +78,8 @@ class Execution:
         self.clocks: dict[int, float] = {}
         # Failure handlers (on_failure: <step>) that a failure has called for.
         self.triggered: set[int] = set()
+        # Steps that parked in this execution (indexed then): a run halting ``waiting`` indexes only the others.
+        self.parked: set[str] = set()
         # Unfinished dependencies per step, and steps whose count reached zero: readiness in O(1) per step.
         graph, steps = bound.graph, run["steps"]
         self.waiting = [sum(steps[dep]["status"] not in FINISHED_STEP for dep in deps) for deps in graph.deps]

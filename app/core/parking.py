@@ -1,10 +1,12 @@
-"""Parked runs: what their waiting step becomes when it wakes (time, event, answer), and the waker thread.
+"""Parked steps: what a waiting step becomes when it wakes (time, event, answer), and the waker thread.
 
-A step parks by raising actions.base.Park; the engine indexes it in the store's wake index (``park``: when
-and on what it continues), then stores the run ``waiting``. Whoever takes the run out of the index (``unpark``,
-atomic) wakes it: that caller records the step's outcome and continues the run the normal way
-(Engine.wake: resumed here, or sent to a worker). A run a crash left waiting but unindexed (a wake that
-died half-way) is indexed again at start-up (``reindex``).
+A step parks by raising actions.base.Park; the engine indexes it in the store's wake index (``park``, one
+entry per run and step: when and on what it continues) and records it ``waiting``; the run goes on with its
+other branches and halts ``waiting`` once nothing else can run. Whoever takes a step's entry out of the index
+(``unpark``, atomic) wakes it: that caller records the step's outcome and continues the run the normal way
+(Engine.wake: resumed here, or sent to a worker). When the run is busy (executing another branch, halting,
+paused) the outcome is kept in the entry, due at once: the waker wakes the step with it once the run halts.
+A run a crash left waiting with a step unindexed is indexed again at start-up (``reindex``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from app.core.execution import one_line
 from app.core.periodic import Periodic
-from app.runs import RunStatus, StepStatus, utcnow
+from app.core.redaction import redact
+from app.runs import FINISHED_RUN, RunStatus, StepStatus, utcnow
 
 if TYPE_CHECKING:
     from app.core.runtime import Runtime
@@ -57,117 +60,159 @@ def received(event: dict) -> Outcome:
     return lambda wait: {"result": {"event": event, "timed_out": False}}
 
 
+# What one try of a wake came to.
+WOKEN, KEPT, GONE = "woken", "kept", "gone"
+
+
 class Parking:
-    """Wakes parked runs of one runtime: when due, on an event, on an answer."""
+    """Wakes the parked steps of one runtime's runs: when due, on an event, on an answer."""
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.store = runtime.store
 
-    def wake(self, run_id: str, outcome: Outcome, by: str, *, step: str | None = None,
+    def wake(self, run_id: str, step: str, outcome: Outcome | None, by: str, *,
              patience: float = 0.0) -> dict | None:
-        """Take the run out of the wake index and continue it with ``outcome``; the run, or None when it was not
-        this caller's to wake (another took it first, or it is no longer waiting, or ``step`` is not the one).
+        """Take the step out of the wake index and continue its run with ``outcome`` (None: what is due, the
+        answer kept in its entry or else its timeout); the run, or None when the step was not this caller's to
+        wake (another took or answered it first, or it no longer waits).
 
-        ``patience``: seconds to keep trying while the run is indexed but still halting (not yet stored
-        ``waiting``, or its lease not yet released): an event or an answer is not tried again later, as the
-        waker's time is, so giving up in that moment would lose it.
+        A run busy with another branch (or halting, or paused) keeps the outcome in the step's entry and the
+        waker wakes the step once the run halts; ``patience``: seconds to keep trying meanwhile, so that an
+        event or an answer arriving while the run halts finds it woken when the call returns.
         """
+        state, run = self._wake_once(run_id, step, outcome, by)
         deadline = time.monotonic() + patience
         tries = 0
-        while True:
-            woken, transient = self._wake_once(run_id, outcome, by, step)
-            if woken is not None or not transient or time.monotonic() >= deadline:
-                if transient and woken is None:
-                    logger.info("run %s did not come to wait within %g s; %s is left to its timeout",
-                                run_id, patience, by)
-                return woken
+        while state == KEPT and time.monotonic() < deadline:
             tries += 1
             if tries == 1:
                 logger.debug("run %s is halting into waiting; %s tries again", run_id, by)
             time.sleep(RETRY_SECONDS)
+            state, fresh = self._wake_once(run_id, step, None, by)  # takes back the outcome kept a moment ago
+            if state == WOKEN:
+                return fresh
+            if state == GONE:  # the waker took it (and woke the step with it), or the run ended meanwhile
+                return run
+        if state == KEPT and patience:
+            logger.info("run %s is busy: step %s is woken by %s once the run halts", run_id, step, by)
+        return run if state != GONE else None
 
-    def _wake_once(self, run_id: str, outcome: Outcome, by: str, step: str | None) -> tuple[dict | None, bool]:
-        """One try of ``wake``: (the run or None, whether None was a passing state worth another try)."""
-        entry = self.store.unpark(run_id)
-        if entry is None:
-            return None, False
-        if step is not None and entry.get("step") != step:
-            self._repark(entry)
-            return None, False
+    def _wake_once(self, run_id: str, step: str, outcome: Outcome | None, by: str) -> tuple[str, dict | None]:
+        """One try of ``wake``: WOKEN and the run, KEPT (the outcome waits in the index) and the run, or GONE."""
         rt, engine = self.runtime, self.runtime.engine
         claimed = False
+        entry = None
         try:
+            # Held before the step is taken out of the index: a reindex, which holds the run alike, never
+            # finds the step waiting and unindexed while this wakes it (and indexes it again).
             with rt.control_lock:  # a cancel of this process is not half-way through it
                 if engine.leases is not None:
-                    if not engine.leases.claim(run_id):  # another process acts on it now (halting it, a cancel)
-                        self._repark(entry)
-                        return None, True
-                    claimed = True
+                    claimed = engine.leases.claim(run_id)  # else another process acts on the run now
+                entry = self.store.unpark(run_id, step)
+                if entry is None:
+                    return GONE, None
+                kept = entry.get("outcome")
+                if outcome is not None and kept is not None:  # answered first by another, kept for the busy run
+                    self._repark(entry)
+                    return GONE, None
                 run = self.store.get_run(run_id)
-                if run is None:
-                    return None, False
-                waiting = next((s for s in run["steps"] if s["name"] == entry["step"]
-                                and s["status"] == StepStatus.WAITING), None)
-                if run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING) and waiting is not None:
-                    self._repark(entry)  # indexed, not yet stored waiting (it is halting): the next look wakes it
-                    return None, True
-                if run["status"] != RunStatus.WAITING or waiting is None:
-                    return None, False
+                record = None if run is None else next((s for s in run["steps"] if s["name"] == step), None)
+                if record is None or run["status"] in FINISHED_RUN or record["status"] not in (
+                        StepStatus.WAITING, StepStatus.RUNNING):  # RUNNING: indexed, a moment before recorded
+                    return GONE, None
+                result = kept
+                if result is None and (outcome is not None or record["status"] == StepStatus.WAITING):
+                    result = (outcome or timed_out)(record.get("wait") or {})
+                busy = (run["status"] != RunStatus.WAITING or record["status"] != StepStatus.WAITING
+                        or (engine.leases is not None and not claimed) or engine.executes(run_id))
+                if busy:
+                    self._keep(entry, result, by)
+                    return KEPT, run
                 bound = rt.bound_for(run)
                 if bound is None:
-                    return None, False
-                engine.wake(bound, run, waiting["name"], outcome(waiting.get("wait") or {}), by)
-                return run, False
+                    return GONE, None
+                engine.wake(bound, run, step, result, (kept or {}).get("by") or by)
+                return WOKEN, run
         except Exception:
-            self._repark(entry)  # tried again: by the waker when due, by the next event or answer
+            if entry is not None:
+                self._repark(entry)  # tried again: by the waker when due, by the next event or answer
             raise
         finally:
             if claimed and (engine.queue is not None or not engine.executes(run_id)):
                 engine.leases.release(run_id)  # a worker takes it (its job), or it ended already
 
+    def _keep(self, entry: dict, result: dict | None, by: str) -> None:
+        """Put the entry back for a busy run: with its outcome and who brought it, due now (the waker wakes the
+        step once the run halts); without one (a time for a step not yet recorded waiting), as it was."""
+        if result is None:
+            self._repark(entry)
+            return
+        self.store.park(entry["run_id"], entry["step"], due=time.time(),
+                        outcome={"by": by, **redact(result)})
+
     def _repark(self, entry: dict) -> None:
         try:
             self.store.park(entry["run_id"], entry["step"], due=entry.get("due"), event=entry.get("event"),
-                            key=entry.get("key"))
+                            key=entry.get("key"), outcome=entry.get("outcome"))
         except Exception as error:
-            logger.warning("run %s: could not be parked again: %s", entry["run_id"], one_line(error))
+            logger.warning("run %s: step %s could not be parked again: %s", entry["run_id"], entry["step"],
+                           one_line(error))
 
     def wake_due(self, now: float | None = None) -> list[str]:
-        """Wake the runs whose time came (a wait's end, a timeout); their ids."""
-        woken = []
-        for run_id in self.store.due_parked(now):
+        """Wake the steps whose time came (a wait's end, a timeout, an outcome kept for a busy run); their runs' ids."""
+        woken: list[str] = []
+        for run_id, step in self.store.due_parked(now):
             try:
-                if self.wake(run_id, timed_out, "time") is not None:
+                if self.wake(run_id, step, None, "time") is not None and run_id not in woken:
                     woken.append(run_id)
             except Exception as error:
-                logger.warning("run %s could not be woken: %s", run_id, one_line(error))
+                logger.warning("run %s: step %s could not be woken: %s", run_id, step, one_line(error))
         return woken
 
     def deliver(self, event: dict) -> list[str]:
-        """Wake the runs waiting for ``event`` (its type, and its key or any); their ids."""
-        woken = []
-        for run_id in self.store.parked_for(event["type"], event.get("key")):
-            if self.wake(run_id, received(event), f"event {event['id']}", patience=EVENT_PATIENCE) is not None:
+        """Wake the steps waiting for ``event`` (its type, and its key or any); their runs' ids."""
+        woken: list[str] = []
+        for run_id, step in self.store.parked_for(event["type"], event.get("key")):
+            if (self.wake(run_id, step, received(event), f"event {event['id']}", patience=EVENT_PATIENCE) is not None
+                    and run_id not in woken):
                 woken.append(run_id)
         return woken
 
     def reindex(self) -> int:
-        """Index waiting runs a crash left out of the wake index (stored waiting, not yet indexed); how many."""
+        """Index the waiting steps a crash left out of the wake index (of runs stored waiting); how many."""
         count = 0
         for run_id in self.store.find_run_ids({RunStatus.WAITING.value}):
-            if self.store.parked(run_id) is not None:
-                continue
-            run = self.store.get_run(run_id)
-            if run is None or run["status"] != RunStatus.WAITING:
-                continue
-            step = next((step for step in run["steps"] if step["status"] == StepStatus.WAITING), None)
-            if step is not None:
-                self.runtime.engine.park_index(run_id, step)
-                count += 1
+            try:
+                count += self._reindex_run(run_id)
+            except Exception as error:
+                logger.warning("run %s: its waiting steps could not be indexed again: %s", run_id, one_line(error))
         if count:
-            logger.info("indexed %d waiting runs again", count)
+            logger.info("indexed %d waiting steps again", count)
         return count
+
+    def _reindex_run(self, run_id: str) -> int:
+        """Index the run's unindexed waiting steps, holding it as a wake does: a step an answer took out of the
+        index a moment ago (waking it now) is not indexed again."""
+        engine = self.runtime.engine
+        with self.runtime.control_lock:
+            if engine.executes(run_id):
+                return 0  # it halts here: indexed as it parks
+            if engine.leases is not None and not engine.leases.claim(run_id):
+                return 0  # another process acts on it now (a wake): it halts, or parks again, indexed
+            try:
+                run = self.store.get_run(run_id)
+                if run is None or run["status"] != RunStatus.WAITING:
+                    return 0
+                indexed = {entry["step"] for entry in self.store.parked(run_id)}
+                missing = [step for step in run["steps"]
+                           if step["status"] == StepStatus.WAITING and step["name"] not in indexed]
+                for step in missing:
+                    engine.park_index(run_id, step)
+                return len(missing)
+            finally:
+                if engine.leases is not None:
+                    engine.leases.release(run_id)
 
 
 def waker(parking: Parking, interval: float = WAKE_INTERVAL_SECONDS) -> Periodic:

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -251,28 +251,34 @@ class Store(ABC):
 
     @abstractmethod
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
-             key: str | None = None) -> None:
-        """Index a waiting run: wake it at epoch ``due``, on an event of type ``event`` (with ``key``), or both.
+             key: str | None = None, outcome: dict | None = None) -> None:
+        """Index a waiting step (one entry per run and step): wake it at epoch ``due``, on an event of type
+        ``event`` (with ``key``), or both; an entry with neither waits for an answer (an approval).
 
-        Replaces the run's entry; an entry with neither waits for an answer (an approval).
+        Replaces the step's entry, except an entry holding an ``outcome`` (its answer came while its run was
+        busy: it waits for the run to halt), which only another entry with an ``outcome`` replaces.
         """
 
     @abstractmethod
-    def unpark(self, run_id: str) -> dict | None:
-        """Take the run's entry out of the index: ``{"run_id", "step", "due", "event", "key"}`` for the one
-        caller that took it (it wakes the run), None when there was none (another caller took it first)."""
+    def unpark(self, run_id: str, step: str) -> dict | None:
+        """Take a step's entry out of the index: ``{"run_id", "step", "due", "event", "key", "outcome"}`` for
+        the one caller that took it (it wakes the step), None when there was none (another took it first)."""
 
     @abstractmethod
-    def parked(self, run_id: str) -> dict | None:
-        """The run's entry in the wake index, or None."""
+    def unpark_run(self, run_id: str) -> list[dict]:
+        """Take every entry of the run out of the index (a cancel); those taken."""
 
     @abstractmethod
-    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
-        """Ids of parked runs whose ``due`` passed by epoch ``now`` (default: the store's now), soonest first."""
+    def parked(self, run_id: str) -> list[dict]:
+        """The run's entries in the wake index, by step name."""
 
     @abstractmethod
-    def parked_for(self, event: str, key: str | None) -> list[str]:
-        """Ids of runs parked for an event of type ``event``: those parked for ``key`` and those for any key."""
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:
+        """(run id, step) of entries whose ``due`` passed by epoch ``now`` (default: the store's now), soonest first."""
+
+    @abstractmethod
+    def parked_for(self, event: str, key: str | None) -> list[tuple[str, str]]:
+        """(run id, step) of entries waiting for an event of type ``event``: for ``key``, or for any key."""
 
     # -- the audit log: append-only, hash-chained (app/storage/audit_chain.py) -------------------
     @abstractmethod
@@ -454,7 +460,8 @@ def replaces(operation: str, pending: str | None) -> bool:
     return not (pending == "cancel" and operation == "pause")
 
 
-def parked_entry(run_id: str, step: str, due: float | None, event: str | None, key: str | None) -> dict:
+def parked_entry(run_id: str, step: str, due: float | None, event: str | None, key: str | None,
+                 outcome: dict | None = None) -> dict:
     """A wake index entry as every backend answers it; ValueError for a field of the wrong kind."""
     if not isinstance(step, str) or not step:
         raise ValueError(f"run {run_id}: a parked step needs its name, got {step!r}")
@@ -463,7 +470,16 @@ def parked_entry(run_id: str, step: str, due: float | None, event: str | None, k
     for field, value in (("event", event), ("key", key)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"run {run_id}: {field} must be a string or None, got {type(value).__name__}")
-    return {"run_id": run_id, "step": step, "due": None if due is None else float(due), "event": event, "key": key}
+    if outcome is not None and not isinstance(outcome, dict):
+        raise ValueError(f"run {run_id}: a parked step's outcome must be a dict or None, got {type(outcome).__name__}")
+    return {"run_id": run_id, "step": step, "due": None if due is None else float(due), "event": event, "key": key,
+            "outcome": outcome}
+
+
+def due_first(entries: Iterable[dict], now: float, limit: int) -> list[tuple[str, str]]:
+    """(run id, step) of the entries due by ``now``, soonest first (the memory and JSON stores' due_parked)."""
+    due = [entry for entry in entries if isinstance(entry.get("due"), int | float) and entry["due"] <= now]
+    return [(entry["run_id"], entry["step"]) for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
 
 
 def waits_for(entry: dict, event: str, key: str | None) -> bool:

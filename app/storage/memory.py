@@ -22,6 +22,7 @@ from app.storage.base import (
     check_cache_key,
     check_control,
     check_lease,
+    due_first,
     parked_entry,
     replaces,
     waits_for,
@@ -49,7 +50,7 @@ class MemoryStore(Store):
         self._tokens: dict[str, dict] = {}
         self._audit: list[dict] = []
         self._events: dict[str, float] = {}  # event id -> epoch recorded
-        self._parked: dict[str, dict] = {}  # run id -> its wake index entry
+        self._parked: dict[tuple[str, str], dict] = {}  # (run id, step) -> its wake index entry
 
     def create_run(self, run: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         with self._lock:
@@ -122,7 +123,8 @@ class MemoryStore(Store):
                 self._logs.pop(run_id, None)
                 self._leases.pop(run_id, None)
                 self._controls.pop(run_id, None)
-                self._parked.pop(run_id, None)
+                for entry in [key for key in self._parked if key[0] == run_id]:
+                    del self._parked[entry]
             self._ids = [run_id for run_id in self._ids if run_id in self._runs]
             self._keys = {key: run_id for key, run_id in self._keys.items() if run_id in self._runs}
         return len(doomed)
@@ -292,31 +294,36 @@ class MemoryStore(Store):
         return len(old)
 
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
-             key: str | None = None) -> None:
+             key: str | None = None, outcome: dict | None = None) -> None:
+        entry = parked_entry(run_id, step, due, event, key, copy.deepcopy(outcome))
         with self._lock:
             if run_id not in self._runs:
                 raise NotFound(f"no run {run_id!r} in this memory store")
-            self._parked[run_id] = parked_entry(run_id, step, due, event, key)
+            held = self._parked.get((run_id, step))
+            if outcome is not None or held is None or held["outcome"] is None:
+                self._parked[(run_id, step)] = entry
 
-    def unpark(self, run_id: str) -> dict | None:
+    def unpark(self, run_id: str, step: str) -> dict | None:
         with self._lock:
-            entry = self._parked.pop(run_id, None)
-        return dict(entry) if entry is not None else None
+            entry = self._parked.pop((run_id, step), None)
+        return copy.deepcopy(entry)
 
-    def parked(self, run_id: str) -> dict | None:
+    def unpark_run(self, run_id: str) -> list[dict]:
         with self._lock:
-            entry = self._parked.get(run_id)
-        return dict(entry) if entry is not None else None
+            return [self._parked.pop(key) for key in sorted(key for key in self._parked if key[0] == run_id)]
 
-    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
-        now = time.time() if now is None else now
+    def parked(self, run_id: str) -> list[dict]:
         with self._lock:
-            due = [entry for entry in self._parked.values() if entry["due"] is not None and entry["due"] <= now]
-        return [entry["run_id"] for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
+            return [copy.deepcopy(self._parked[key]) for key in sorted(key for key in self._parked if key[0] == run_id)]
 
-    def parked_for(self, event: str, key: str | None) -> list[str]:
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:
         with self._lock:
-            return sorted(run_id for run_id, entry in self._parked.items() if waits_for(entry, event, key))
+            entries = list(self._parked.values())
+        return due_first(entries, time.time() if now is None else now, limit)
+
+    def parked_for(self, event: str, key: str | None) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(found for found, entry in self._parked.items() if waits_for(entry, event, key))
 
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._lock:

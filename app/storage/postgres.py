@@ -822,47 +822,57 @@ class PostgresStore(Store):
                                 (datetime.fromtimestamp(older_than, UTC),)).rowcount
 
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
-             key: str | None = None) -> None:
-        entry = parked_entry(run_id, step, due, event, key)
+             key: str | None = None, outcome: dict | None = None) -> None:
+        entry = parked_entry(run_id, step, due, event, key, outcome)
         when = None if due is None else datetime.fromtimestamp(entry["due"], UTC)
+        # An entry holding an outcome is replaced only by another one holding an outcome (migration 0009).
+        keep_answer = "" if outcome is not None else " WHERE pyflow_parked.outcome IS NULL"
         try:
-            with self._conn("park a run") as conn:
+            with self._conn("park a step") as conn:
                 conn.execute(
-                    "INSERT INTO pyflow_parked (run_id, step, due, event, key) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (run_id) DO UPDATE SET step = EXCLUDED.step, due = EXCLUDED.due,"
-                    " event = EXCLUDED.event, key = EXCLUDED.key, parked_at = now()",
-                    (run_id, step, when, event, key))
+                    "INSERT INTO pyflow_parked (run_id, step, due, event, key, outcome)"
+                    " VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+                    " ON CONFLICT (run_id, step) DO UPDATE SET due = EXCLUDED.due, event = EXCLUDED.event,"
+                    " key = EXCLUDED.key, outcome = EXCLUDED.outcome, parked_at = now()" + keep_answer,
+                    (run_id, step, when, event, key, None if outcome is None else _dumps(outcome)))
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"no run {run_id!r} in the database at {self.where}") from None
 
-    _PARKED = "run_id, step, extract(epoch FROM due)::float8, event, key"
+    _PARKED = "run_id, step, extract(epoch FROM due)::float8, event, key, outcome"
 
-    def unpark(self, run_id: str) -> dict | None:
+    def unpark(self, run_id: str, step: str) -> dict | None:
+        with self._conn("unpark a step") as conn:
+            row = conn.execute(f"DELETE FROM pyflow_parked WHERE run_id = %s AND step = %s RETURNING {self._PARKED}",
+                               (run_id, step)).fetchone()
+        return _parked(row) if row else None
+
+    def unpark_run(self, run_id: str) -> list[dict]:
         with self._conn("unpark a run") as conn:
-            row = conn.execute(f"DELETE FROM pyflow_parked WHERE run_id = %s RETURNING {self._PARKED}",
-                               (run_id,)).fetchone()
-        return _parked(row) if row else None
+            rows = conn.execute(f"DELETE FROM pyflow_parked WHERE run_id = %s RETURNING {self._PARKED}",
+                                (run_id,)).fetchall()
+        return sorted((_parked(row) for row in rows), key=lambda entry: entry["step"])
 
-    def parked(self, run_id: str) -> dict | None:
+    def parked(self, run_id: str) -> list[dict]:
         with self._conn("read a parked run") as conn:
-            row = conn.execute(f"SELECT {self._PARKED} FROM pyflow_parked WHERE run_id = %s", (run_id,)).fetchone()
-        return _parked(row) if row else None
+            rows = conn.execute(f"SELECT {self._PARKED} FROM pyflow_parked WHERE run_id = %s ORDER BY step",
+                                (run_id,)).fetchall()
+        return [_parked(row) for row in rows]
 
-    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
-        with self._conn("find parked runs that are due") as conn:
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:
+        with self._conn("find parked steps that are due") as conn:
             if now is None:
-                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= now() ORDER BY due LIMIT %s",
+                rows = conn.execute("SELECT run_id, step FROM pyflow_parked WHERE due <= now() ORDER BY due LIMIT %s",
                                     (limit,)).fetchall()
             else:
-                rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE due <= %s ORDER BY due LIMIT %s",
+                rows = conn.execute("SELECT run_id, step FROM pyflow_parked WHERE due <= %s ORDER BY due LIMIT %s",
                                     (datetime.fromtimestamp(now, UTC), limit)).fetchall()
-        return [row[0] for row in rows]
+        return [(row[0], row[1]) for row in rows]
 
-    def parked_for(self, event: str, key: str | None) -> list[str]:
-        with self._conn("find runs waiting for an event") as conn:
-            rows = conn.execute("SELECT run_id FROM pyflow_parked WHERE event = %s"
-                                " AND (key IS NULL OR key = %s) ORDER BY run_id", (event, key)).fetchall()
-        return [row[0] for row in rows]
+    def parked_for(self, event: str, key: str | None) -> list[tuple[str, str]]:
+        with self._conn("find steps waiting for an event") as conn:
+            rows = conn.execute("SELECT run_id, step FROM pyflow_parked WHERE event = %s"
+                                " AND (key IS NULL OR key = %s) ORDER BY run_id, step", (event, key)).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._conn("add a token") as conn:
@@ -952,7 +962,7 @@ class PostgresStore(Store):
 
 
 def _parked(row: tuple) -> dict:
-    return {"run_id": row[0], "step": row[1], "due": row[2], "event": row[3], "key": row[4]}
+    return {"run_id": row[0], "step": row[1], "due": row[2], "event": row[3], "key": row[4], "outcome": row[5]}
 
 
 def _token(row: tuple) -> dict:

@@ -30,6 +30,7 @@ from app.storage.base import (
     check_cache_key,
     check_control,
     check_lease,
+    due_first,
     parked_entry,
     replaces,
     waits_for,
@@ -621,26 +622,27 @@ class JsonStore(Store):
         return self._events.prune(older_than)
 
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
-             key: str | None = None) -> None:
+             key: str | None = None, outcome: dict | None = None) -> None:
         run_id = _check_name("run id", run_id)
         if not any((self._runs / f"{run_id}.{suffix}").exists() for suffix in ("journal", "json")):
             raise NotFound(f"no run {run_id!r} in {self.root}")
-        self._parked.put(parked_entry(run_id, step, due, event, key))
+        self._parked.put(parked_entry(run_id, step, due, event, key, outcome))
 
-    def unpark(self, run_id: str) -> dict | None:
-        return self._parked.take(_check_name("run id", run_id))
+    def unpark(self, run_id: str, step: str) -> dict | None:
+        return self._parked.take(_check_name("run id", run_id), step)
 
-    def parked(self, run_id: str) -> dict | None:
-        return self._parked.get(_check_name("run id", run_id))
+    def unpark_run(self, run_id: str) -> list[dict]:
+        return self._parked.take_run(_check_name("run id", run_id))
 
-    def due_parked(self, now: float | None = None, limit: int = 100) -> list[str]:
-        now = time.time() if now is None else now
-        due = [entry for entry in self._parked.entries()
-               if isinstance(entry.get("due"), int | float) and entry["due"] <= now]
-        return [entry["run_id"] for entry in sorted(due, key=lambda entry: entry["due"])[:limit]]
+    def parked(self, run_id: str) -> list[dict]:
+        return self._parked.of_run(_check_name("run id", run_id))
 
-    def parked_for(self, event: str, key: str | None) -> list[str]:
-        return sorted(entry["run_id"] for entry in self._parked.entries() if waits_for(entry, event, key))
+    def due_parked(self, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:
+        return due_first(self._parked.entries(), time.time() if now is None else now, limit)
+
+    def parked_for(self, event: str, key: str | None) -> list[tuple[str, str]]:
+        return sorted((entry["run_id"], entry["step"]) for entry in self._parked.entries()
+                      if waits_for(entry, event, key))
 
     # -- API tokens --------------------------------------------------------------
     def _read_tokens(self) -> dict[str, dict]:
