@@ -51,6 +51,8 @@ RESUME_FIRST_DELAY = 1.0
 RESUME_MAX_DELAY = 30.0
 # Records of awaited runs that ended here, until their waiter reads them (oldest dropped first).
 _MAX_OUTCOMES = 256
+# Steps of a run that ends as succeeded once no other is left.
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
 # How long a cancel or pause asked of another process waits for it to act (it looks every 0.5 s).
 CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
@@ -941,15 +943,29 @@ class Engine(Compensating, Caching):
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
         # Written at once, so a killed process never runs a finished step again; synced at once when a
         # repetition could act twice, else with the next synced change (only a power loss can undo it).
+        # The last step of a run that succeeds goes with the run's save, which follows at once: nothing
+        # runs in between, so a kill finds it as it would have a moment sooner (an idempotent step, run again).
         idempotent = execution.bound.actions[index].idempotent
-        self.store.update_step(execution.run["id"], index, step,
-                               mode=Durability.WRITTEN if idempotent else Durability.SYNC)
+        if not idempotent:
+            mode = Durability.SYNC
+        elif self._ends_run(execution, status):
+            mode = Durability.DEFERRED
+        else:
+            mode = Durability.WRITTEN
+        self.store.update_step(execution.run["id"], index, step, mode=mode)
         if self.observer is not None:
             self.observer.step_ended(execution.run, step)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
                 execution.candidates.append(dependent)
+
+    @staticmethod
+    def _ends_run(execution: Execution, status: StepStatus) -> bool:
+        """True when the step just closed with ``status`` was the run's last: every step done, none failed."""
+        if status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) or execution.failure or execution.stop.is_set():
+            return False
+        return all(step["status"] in _DONE for step in execution.run["steps"])
 
     def _succeed_step(self, execution: Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]
