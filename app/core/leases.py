@@ -55,6 +55,7 @@ class Leases:
         self._on_lost = on_lost
         self._on_control = on_control
         self._held: set[str] = set()
+        self._taking: set[str] = set()  # runs a thread of this process is taking (take) at this moment
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,6 +73,20 @@ class Leases:
                     self._thread = threading.Thread(target=self._keep, name="pyflow-leases", daemon=True)
                     self._thread.start()
         return claimed
+
+    def take(self, run_id: str) -> bool:
+        """Claim a run for a job; False when this process holds it or takes it on another thread, or another does."""
+        # claim() alone renews a lease this process holds: two jobs for one run at the same instant (a duplicate,
+        # a redelivery) would both get it. Here only the first thread does.
+        with self._lock:
+            if run_id in self._held or run_id in self._taking:
+                return False
+            self._taking.add(run_id)
+        try:
+            return self.claim(run_id)
+        finally:
+            with self._lock:
+                self._taking.discard(run_id)
 
     def holds(self, run_id: str) -> bool:
         """True while this process holds the run's lease (as far as it knows)."""
