@@ -157,7 +157,10 @@ class Engine(Compensating, Caching):
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
             stored, created = queue.create(self.store, run, idempotency_key)
             return (snapshot(run) if created else stored), created
-        stored, created = self.store.create_run(run, idempotency_key)
+        if self.leases is not None:  # executed here: its lease taken as it is stored
+            stored, created = self.leases.create(run, idempotency_key)
+        else:
+            stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
@@ -167,8 +170,6 @@ class Engine(Compensating, Caching):
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
-                if self.leases is not None and self.leases.claim(run["id"]):  # a new run: nobody else holds it
-                    run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -488,7 +489,8 @@ class Engine(Compensating, Caching):
             self.queue.submit(run_id)
             return
         if self.leases is not None:
-            if not self.leases.claim(run_id):
+            # A run created here holds its lease already (a claim would only renew it).
+            if not (self.leases.holds(run_id) or self.leases.claim(run_id)):
                 logger.info("run %s is executed by another process (it holds the run's lease)", run_id)
                 return
             execution.run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
@@ -925,7 +927,10 @@ class Engine(Compensating, Caching):
         if finished:
             run["finished_at"] = run["history"][-1]["at"]
             run["progress"] = progress(run["steps"])
-            self.store.save_run(run)
+            if self.leases is not None and self.leases.let_go(run["id"]):
+                self.store.save_and_release(run, self.leases.owner)  # in one commit, where the store can
+            else:
+                self.store.save_run(run)
             self._announce(run)
         else:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}

@@ -228,7 +228,10 @@ _SAVE_RUN = (
     "  %(worker)s, %(record)s)"
     " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
     " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
-    " version = EXCLUDED.version, worker = EXCLUDED.worker, record = EXCLUDED.record"
+    " version = EXCLUDED.version, worker = EXCLUDED.worker, record = EXCLUDED.record, "
+    # save_and_release: the lease of %(release)s given up with it (release_run's columns); NULL: left alone.
+    + ", ".join(f"{column} = CASE WHEN pyflow_runs.lease_owner = %(release)s THEN NULL ELSE pyflow_runs.{column} END"
+                for column in ("lease_expires", "control", "control_by", "control_at", "lease_owner"))
 )
 
 # A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
@@ -449,8 +452,18 @@ class PostgresStore(Store):
         self, run: dict, idempotency_key: str | None = None, *, also: Callable[[psycopg.Connection], None] | None = None
     ) -> tuple[dict, bool]:
         """Store a new run (see Store); ``also(conn)`` runs in its transaction when it is created (a queue's job)."""
+        return self._create(run, idempotency_key, also, None, 0.0)
+
+    def create_leased(self, run: dict, idempotency_key: str | None, owner: str, seconds: float) -> tuple[dict, bool]:
+        check_lease(owner, seconds)
+        run["worker"] = owner
+        return self._create(run, idempotency_key, None, owner, seconds)
+
+    def _create(self, run: dict, idempotency_key: str | None, also: Callable[[psycopg.Connection], None] | None,
+                owner: str | None, seconds: float) -> tuple[dict, bool]:
+        """create_run; with ``owner``, the run created with that owner's lease on it (claim_run's columns)."""
         row = {**_columns(run), "id": run["id"], "key": idempotency_key, "record": _without_steps(run),
-               "steps": _dumps(run.get("steps") or [])}
+               "steps": _dumps(run.get("steps") or []), "owner": owner, "seconds": float(seconds)}
         try:
             return self._create_run(run, row, also, again=False)
         except _ConnectionLost as error:  # the pool's check raced the server closing it: once more
@@ -468,9 +481,10 @@ class PostgresStore(Store):
                         created = conn.execute(
                             "WITH new AS ("
                             " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at,"
-                            "  version, worker, idempotency_key, record)"
+                            "  version, worker, idempotency_key, record, lease_owner, lease_expires)"
                             " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
-                            "  %(finished_at)s, %(version)s, %(worker)s, %(key)s, %(record)s)"
+                            "  %(finished_at)s, %(version)s, %(worker)s, %(key)s, %(record)s, %(owner)s::text, CASE"
+                            "  WHEN %(owner)s::text IS NOT NULL THEN now() + make_interval(secs => %(seconds)s) END)"
                             " ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
                             " RETURNING id),"
                             " steps AS (INSERT INTO pyflow_steps (run_id, index, record)"
@@ -533,7 +547,15 @@ class PostgresStore(Store):
             (run_id, index, _dumps(step)), None)], mode, step=index)
 
     def save_run(self, run: dict) -> None:
-        row = {**_columns(run), "id": run["id"], "record": _without_steps(run), "steps": _dumps(run.get("steps") or [])}
+        self._save(run, None)
+
+    def save_and_release(self, run: dict, owner: str) -> None:
+        self._save(run, owner)
+
+    def _save(self, run: dict, release: str | None) -> None:
+        """save_run, and with ``release`` that owner's lease given up in the same statement."""
+        row = {**_columns(run), "id": run["id"], "record": _without_steps(run), "steps": _dumps(run.get("steps") or []),
+               "release": release}
 
         def statements(logs: list[str]) -> list[_Statement]:
             return [(_SAVE_RUN, {**row, "logs": f"[{','.join(logs)}]"}, None)]
