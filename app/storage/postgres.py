@@ -211,9 +211,9 @@ def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
 
 
 # save_run: the run's row, its steps and its deferred log lines in one statement (one round trip, no BEGIN).
-# The row is written by the main statement, which runs before the WITH parts: it is locked first, as
-# _send_locked locks it first. Steps stored as they are (most, when a run finishes) are left alone: no dead
-# rows for vacuum.
+# The row is written by the main statement, which PostgreSQL runs before the WITH parts nothing reads (checked:
+# a save waiting on a step row holds the run's row): it is locked first, as _send_locked locks it first.
+# Steps stored as they are (most, when a run finishes) are left alone: no dead rows for vacuum.
 _SAVE_RUN = (
     "WITH s AS (SELECT s.ord - 1 AS index, s.value"
     "  FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord)),"
@@ -308,7 +308,7 @@ class PostgresStore(Store):
             raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
                                f"within {self._wait:g} s") from None
         except psycopg.OperationalError as error:
-            lost = _ConnectionLost if conn.broken else StorageError
+            lost = _ConnectionLost if conn is not None and conn.broken else StorageError
             raise lost(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
 
     # -- changes: sent at once, or (DEFERRED) with the run's next one -------------
