@@ -17,7 +17,7 @@ from app.storage.migrate import migrate, migrations
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, wait_until
 from tests.server import Servers, free_port, run_py, server_env
-from tests.services import required
+from tests.services import POSTGRES_URL, required
 
 try:
     import psycopg
@@ -339,6 +339,89 @@ def test_a_database_that_goes_away_answers_503_and_recovers(postgres_url, tmp_pa
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
         proxy.close()
+
+
+def _backends(url: str) -> list[int]:
+    """The server processes of the connections to ``url``'s database (the test's own)."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        return [row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                (url.rsplit("/", 1)[1],))]
+
+
+def _terminate(pids: list[int], *, wait: bool) -> None:
+    """End those sessions as a restart does (FATAL 57P01, then the socket closed); ``wait``: until they are gone."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s, %s)" if wait else "SELECT pg_terminate_backend(%s)",
+                          (pid, 5000) if wait else (pid,))
+
+
+def test_connections_the_server_closed_while_idle_are_replaced_before_any_call_uses_them(postgres_url, tmp_path):
+    """As after a restart: every pooled connection was closed by the server; the next calls just work."""
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path, max_connections=3)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {}, "api")
+        store.create_run(run)
+        pids = _backends(postgres_url)
+        assert pids
+        _terminate(pids, wait=True)
+        # Calls that are not tried twice (a log line, a secret): the pool hands out only live connections.
+        store.append_log(run["id"], {"message": "after the restart"})
+        assert store.put_secret("after", "ciphertext") is True
+        assert [entry["message"] for entry in store.get_logs(run["id"])] == ["after the restart"]
+        assert not set(_backends(postgres_url)) & set(pids)
+    finally:
+        store.close()
+
+
+def _received(pid: int) -> int:
+    """Bytes waiting unread in the sockets of server process ``pid`` (from /proc: this host's server)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = fd.readlink().name
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def test_a_call_whose_connection_the_server_closes_as_it_is_sent_is_tried_once_more(postgres_url, tmp_path):
+    """The server ends a session between the pool's look at it and the query: the call goes to a new connection."""
+    import os
+    import signal
+
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path, max_connections=1)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {}, "api")
+        store.create_run(run)
+        [pid] = _backends(postgres_url)
+        try:
+            os.kill(pid, signal.SIGSTOP)  # the session cannot act on its end yet, nor answer
+        except (PermissionError, ProcessLookupError):
+            pytest.skip("needs the PostgreSQL server on this host, signalled by this user (root)")
+        try:
+            _terminate([pid], wait=False)
+            answer: list = []
+            reader = threading.Thread(target=lambda: answer.append(store.get_run(run["id"])), daemon=True)
+            reader.start()
+            wait_until(lambda: _received(pid) > 0, timeout=10, message="the query sent to the stopped session")
+        finally:
+            os.kill(pid, signal.SIGCONT)  # it ends the session now, the query unanswered
+        reader.join(15)
+        assert answer and answer[0]["id"] == run["id"]
+    finally:
+        store.close()
 
 
 def test_records_keep_their_key_order_and_nul_characters(postgres_url, tmp_path):

@@ -845,6 +845,37 @@ def test_release_lets_another_claim_at_once_and_only_the_holder_releases(store, 
     assert store.get_run(run["id"])["worker"] == "host-b:2"
 
 
+def test_create_leased_stores_a_new_run_with_its_lease_and_a_used_key_takes_none(store, runs):
+    run = started(runs)
+    stored, created = store.create_leased(run, "key-1", "host-a:1", LONG)
+    assert created and stored["worker"] == "host-a:1"
+    assert store.get_run(run["id"])["worker"] == "host-a:1"
+    assert store.claim_run(run["id"], "host-b:2", LONG) is False
+    assert store.renew_lease(run["id"], "host-a:1", LONG) is True
+    again = started(runs)
+    first, created = store.create_leased(again, "key-1", "host-c:3", LONG)
+    assert not created and first["id"] == run["id"]
+    assert store.claim_run(run["id"], "host-c:3", LONG) is False  # still host-a's
+    store.release_run(run["id"], "host-a:1")
+    assert store.claim_run(run["id"], "host-b:2", LONG) is True
+
+
+def test_save_and_release_saves_the_run_and_gives_up_only_its_holders_lease(store, runs):
+    run = started(runs)
+    store.create_run(run)
+    assert store.claim_run(run["id"], "host-a:1", LONG)
+    store.request_control(run["id"], "pause", "api")
+    run.update(status="succeeded", finished_at=run["created_at"], worker="host-a:1")
+    run["steps"][0] = done_step("s0", {"v": 1})
+    store.save_and_release(run, "host-b:2")  # not the holder: saved, the lease and the request stay
+    assert store.get_run(run["id"]) == run
+    assert store.claim_run(run["id"], "host-b:2", LONG) is False
+    store.save_and_release(run, "host-a:1")
+    assert store.renew_lease(run["id"], "host-a:1", LONG) is False
+    assert store.claim_run(run["id"], "host-b:2", LONG) is True
+    assert store.take_controls("host-b:2") == []
+
+
 def test_expired_leases_lists_exactly_the_expired_queued_or_running_runs(store, runs):
     running, queued, live, done, paused, unleased, released = (
         started(runs), started(runs, "queued"), started(runs), started(runs), started(runs, "paused"),

@@ -51,6 +51,8 @@ RESUME_FIRST_DELAY = 1.0
 RESUME_MAX_DELAY = 30.0
 # Records of awaited runs that ended here, until their waiter reads them (oldest dropped first).
 _MAX_OUTCOMES = 256
+# Steps of a run that ends as succeeded once no other is left.
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
 # How long a cancel or pause asked of another process waits for it to act (it looks every 0.5 s).
 CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
@@ -155,7 +157,10 @@ class Engine(Compensating, Caching):
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
             stored, created = queue.create(self.store, run, idempotency_key)
             return (snapshot(run) if created else stored), created
-        stored, created = self.store.create_run(run, idempotency_key)
+        if self.leases is not None:  # executed here: its lease taken as it is stored
+            stored, created = self.leases.create(run, idempotency_key)
+        else:
+            stored, created = self.store.create_run(run, idempotency_key)
         if created:
             # The caller gets a snapshot: the worker changes ``run`` before the store has each change.
             stored = snapshot(run)
@@ -165,8 +170,6 @@ class Engine(Compensating, Caching):
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
-                if self.leases is not None and self.leases.claim(run["id"]):  # a new run: nobody else holds it
-                    run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -489,7 +492,8 @@ class Engine(Compensating, Caching):
             self.queue.submit(run_id)
             return
         if self.leases is not None:
-            if not self.leases.claim(run_id):
+            # A run created here holds its lease already (a claim would only renew it).
+            if not (self.leases.holds(run_id) or self.leases.claim(run_id)):
                 logger.info("run %s is executed by another process (it holds the run's lease)", run_id)
                 return
             execution.run["worker"] = self.leases.owner  # as the claim stored it: the run's last save keeps it
@@ -929,7 +933,10 @@ class Engine(Compensating, Caching):
         if finished:
             run["finished_at"] = run["history"][-1]["at"]
             run["progress"] = progress(run["steps"])
-            self.store.save_run(run)
+            if self.leases is not None and self.leases.let_go(run["id"]):
+                self.store.save_and_release(run, self.leases.owner)  # in one commit, where the store can
+            else:
+                self.store.save_run(run)
             self._announce(run)
         else:
             fields = {"status": run["status"], "history": run["history"], "started_at": run["started_at"]}
@@ -947,15 +954,29 @@ class Engine(Compensating, Caching):
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
         # Written at once, so a killed process never runs a finished step again; synced at once when a
         # repetition could act twice, else with the next synced change (only a power loss can undo it).
+        # The last step of a run that succeeds goes with the run's save, which follows at once: nothing
+        # runs in between, so a kill finds it as it would have a moment sooner (an idempotent step, run again).
         idempotent = execution.bound.actions[index].idempotent
-        self.store.update_step(execution.run["id"], index, step,
-                               mode=Durability.WRITTEN if idempotent else Durability.SYNC)
+        if not idempotent:
+            mode = Durability.SYNC
+        elif self._ends_run(execution, status):
+            mode = Durability.DEFERRED
+        else:
+            mode = Durability.WRITTEN
+        self.store.update_step(execution.run["id"], index, step, mode=mode)
         if self.observer is not None:
             self.observer.step_ended(execution.run, step)
         for dependent in execution.bound.graph.dependents[index]:
             execution.waiting[dependent] -= 1
             if not execution.waiting[dependent]:
                 execution.candidates.append(dependent)
+
+    @staticmethod
+    def _ends_run(execution: Execution, status: StepStatus) -> bool:
+        """True when the step just closed with ``status`` was the run's last: every step done, none failed."""
+        if status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) or execution.failure or execution.stop.is_set():
+            return False
+        return all(step["status"] in _DONE for step in execution.run["steps"])
 
     def _succeed_step(self, execution: Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]

@@ -55,9 +55,17 @@ class Leases:
         self._on_lost = on_lost
         self._on_control = on_control
         self._held: set[str] = set()
+        self._taking: set[str] = set()  # runs a thread of this process is taking (take) at this moment
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def create(self, run: dict, idempotency_key: str | None) -> tuple[dict, bool]:
+        """Store a new run that this process executes, its lease claimed with it (Store.create_leased)."""
+        stored, created = self.store.create_leased(run, idempotency_key, self.owner, self.seconds)
+        if created:
+            self._hold(run["id"])
+        return stored, created
 
     def claim(self, run_id: str) -> bool:
         """Take (or renew) the run's lease; False when another live process holds it or the run is gone."""
@@ -66,12 +74,37 @@ class Leases:
         except NotFound:
             return False
         if claimed:
-            with self._lock:
-                self._held.add(run_id)
-                if self._thread is None and not self._stop.is_set():
-                    self._thread = threading.Thread(target=self._keep, name="pyflow-leases", daemon=True)
-                    self._thread.start()
+            self._hold(run_id)
         return claimed
+
+    def _hold(self, run_id: str) -> None:
+        """Note a lease this process got, and keep it renewed (the keeper starts with the first)."""
+        with self._lock:
+            self._held.add(run_id)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._keep, name="pyflow-leases", daemon=True)
+                self._thread.start()
+
+    def take(self, run_id: str) -> bool:
+        """Claim a run for a job; False when this process holds it or takes it on another thread, or another does."""
+        # claim() alone renews a lease this process holds: two jobs for one run at the same instant (a duplicate,
+        # a redelivery) would both get it. Here only the first thread does.
+        with self._lock:
+            if run_id in self._held or run_id in self._taking:
+                return False
+            self._taking.add(run_id)
+        try:
+            return self.claim(run_id)
+        finally:
+            with self._lock:
+                self._taking.discard(run_id)
+
+    def let_go(self, run_id: str) -> bool:
+        """Stop holding the run's lease here, its release going with the run's last save; True when it was held."""
+        with self._lock:
+            held = run_id in self._held
+            self._held.discard(run_id)
+        return held
 
     def holds(self, run_id: str) -> bool:
         """True while this process holds the run's lease (as far as it knows)."""

@@ -338,9 +338,9 @@ class Runtime:
         taken over lost its worker: its interrupted non-idempotent step fails "interrupted by worker loss".
         """
         leases = self.engine.leases
-        # A second job for a run this process holds already (a duplicate, a redelivery) must not start it
-        # again here: claim() renews a lease this process holds, so it alone cannot tell.
-        if leases is None or self._stopping.is_set() or leases.holds(run_id) or not leases.claim(run_id):
+        # A second job for a run this process holds or is taking already (a duplicate, a redelivery) must not
+        # start it again here: take() says so, where claim() would renew the lease.
+        if leases is None or self._stopping.is_set() or not leases.take(run_id):
             return False
         try:
             run = self.store.get_run(run_id)

@@ -137,6 +137,23 @@ class Store(ABC):
     def release_run(self, run_id: str, owner: str) -> None:
         """Give up ``owner``'s lease, so another may claim the run at once; nothing when another holds it."""
 
+    def create_leased(self, run: dict, idempotency_key: str | None, owner: str, seconds: float) -> tuple[dict, bool]:
+        """create_run, with ``owner``'s lease claimed on the run when it is created (one commit where the store can).
+
+        For a run its creator executes: nobody else can hold a new run's lease. The record names ``owner``
+        in ``"worker"`` as a claim does.
+        """
+        run["worker"] = owner
+        stored, created = self.create_run(run, idempotency_key)
+        if created:
+            self.claim_run(run["id"], owner, seconds)
+        return stored, created
+
+    def save_and_release(self, run: dict, owner: str) -> None:
+        """save_run, then release_run: a run that ended where it was leased (one commit where the store can)."""
+        self.save_run(run)
+        self.release_run(run["id"], owner)
+
     @abstractmethod
     def expired_leases(self, now: float | None = None) -> list[str]:
         """Ids of queued or running runs whose lease ended by epoch ``now`` (default: the store's now), oldest first.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 _CONNECT_TIMEOUT = 10
+# Reads of what a closed connection's server sent (a FATAL message, then the end): enough to see the end.
+_GOODBYE_READS = 4
 _POOL_TIMEOUT = 10.0
 _PRUNE_BATCH = 1000
 # DEFERRED changes wait at most this long for their run's next written change (the JSON store's FLUSH_DELAY).
@@ -93,6 +97,43 @@ def _cause(error: BaseException, url: str) -> str:
     # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
     text = text.split(" failed: ")[-1] if " failed: " in text else text
     return re.sub(r"^(FATAL|ERROR):\s+", "", text)
+
+
+def _alive(conn: psycopg.Connection) -> None:
+    """Raise when the server closed the connection, without a round trip (the pool's check before handing it out).
+
+    An idle connection has nothing to read: what there is, is the server's goodbye (a FATAL message, then the
+    end of the stream), which libpq reads here, finding the connection closed.
+    """
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    for _ in range(_GOODBYE_READS):
+        if not poller.poll(0):
+            break
+        conn.pgconn.consume_input()  # an OperationalError once the server closed it
+    if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the server closed the connection")
+
+
+class _ConnectionLost(StorageError):
+    """The connection broke under a call: the server closed it (a restart, a terminated backend) or it dropped."""
+
+
+def _retried(method: Callable) -> Callable:
+    """Call ``method`` once more when its pooled connection turned out closed (the pool's check raced the close).
+
+    Only for calls that may run twice: reads, and changes that set what they set (a run's creation, whose
+    second try finds its own id stored when the first was committed, says so itself).
+    """
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except _ConnectionLost as error:
+            logger.info("%s; trying once more on another connection", error)
+        return method(*args, **kwargs)
+
+    return call
 
 
 def _timestamp(text: Any) -> datetime | None:
@@ -169,6 +210,30 @@ def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
     ]
 
 
+# save_run: the run's row, its steps and its deferred log lines in one statement (one round trip, no BEGIN).
+# The row is written by the main statement, which PostgreSQL runs before the WITH parts nothing reads (checked:
+# a save waiting on a step row holds the run's row): it is locked first, as _send_locked locks it first.
+# Steps stored as they are (most, when a run finishes) are left alone: no dead rows for vacuum.
+_SAVE_RUN = (
+    "WITH s AS (SELECT s.ord - 1 AS index, s.value"
+    "  FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord)),"
+    " gone AS (DELETE FROM pyflow_steps WHERE run_id = %(id)s AND index >= (SELECT count(*) FROM s)),"
+    " steps AS (INSERT INTO pyflow_steps (run_id, index, record) SELECT %(id)s, index, value FROM s"
+    "  ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record"
+    "  WHERE pyflow_steps.record::text IS DISTINCT FROM EXCLUDED.record::text),"
+    " logs AS (INSERT INTO pyflow_logs (run_id, entry) SELECT %(id)s, l.value"
+    "  FROM json_array_elements(%(logs)s::json) WITH ORDINALITY AS l(value, ord) ORDER BY l.ord)"
+    " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker, record)"
+    " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s, %(finished_at)s, %(version)s,"
+    "  %(worker)s, %(record)s)"
+    " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
+    " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
+    " version = EXCLUDED.version, worker = EXCLUDED.worker, record = EXCLUDED.record, "
+    # save_and_release: the lease of %(release)s given up with it (release_run's columns); NULL: left alone.
+    + ", ".join(f"{column} = CASE WHEN pyflow_runs.lease_owner = %(release)s THEN NULL ELSE pyflow_runs.{column} END"
+                for column in ("lease_expires", "control", "control_by", "control_at", "lease_owner"))
+)
+
 # A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
 _Statement = tuple[str, Any, Callable[[psycopg.Connection, tuple | None], None] | None]
 
@@ -179,6 +244,8 @@ class _Deferred:
     def __init__(self) -> None:
         self.statements: list[_Statement] = []
         self.steps: dict[int, _Statement] = {}  # each step's last write among them: a later one replaces it
+        self.rows: list[_Statement] = []  # changes of the run's row (update_run): a save of the run replaces them
+        self.logs: list[_Statement] = []  # log lines (append_log): a save of the run inserts them itself
         self.sending = threading.Lock()  # a run's changes go one after the other: none overtakes a deferred one
         self.senders = 0  # threads sending or waiting to: the entry stays while there are any
 
@@ -220,10 +287,9 @@ class PostgresStore(Store):
             max_size=max_connections,
             kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT},
             configure=_configure,
-            # A connection the server dropped (a restart, a terminated backend) is replaced, not handed out.
-            # It costs a round trip per checkout; skipping it for connections used a moment ago (measured
-            # 2026-12-05: 11 of a 3-step run's 30 statements) let the first query after a restart fail.
-            check=ConnectionPool.check_connection,
+            # A connection the server dropped (a restart, a terminated backend) is replaced, not handed out,
+            # found without a round trip; one dropped after the look is retried once (_retried).
+            check=_alive,
             timeout=wait,  # a caller waits this long for a connection, then gets a 503
             reconnect_timeout=float("inf"),  # a database that went away is tried again until it is back
             name="pyflow-store",
@@ -233,6 +299,7 @@ class PostgresStore(Store):
     @contextmanager
     def _conn(self, verb: str) -> Iterator[psycopg.Connection]:
         """A pooled connection; a database that cannot be reached is a StorageError (503) naming it."""
+        conn = None
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -241,14 +308,17 @@ class PostgresStore(Store):
             raise StorageError(f"cannot {verb}: no connection to the database at {self.where} "
                                f"within {self._wait:g} s") from None
         except psycopg.OperationalError as error:
-            raise StorageError(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
+            lost = _ConnectionLost if conn is not None and conn.broken else StorageError
+            raise lost(f"cannot {verb} in the database at {self.where}: {_cause(error, self._url)}") from None
 
     # -- changes: sent at once, or (DEFERRED) with the run's next one -------------
     def _change(self, run_id: str, verb: str, statements: list[_Statement], mode: Durability,
-                step: int | None = None) -> None:
+                step: int | None = None, *, row: bool = False, log: bool = False) -> None:
         """Send a change of a run, with its earlier deferred ones; or keep it, DEFERRED, for the next.
 
-        ``step``: the change is the whole record of that step, so a deferred earlier one of it is dropped.
+        ``step``: the change is the whole record of that step, so a deferred earlier one of it is dropped;
+        sent, it goes alone (see _send). ``row``: it changes the run's row, which a save replaces. ``log``:
+        it adds a log line (its parameters: the run id and the line).
         """
         if mode == Durability.DEFERRED and run_id in self._known:
             with self._deferred_lock:
@@ -258,6 +328,10 @@ class PostgresStore(Store):
                     if replaced is not None:
                         deferred.statements.remove(replaced)
                     deferred.steps[step] = statements[-1]
+                if row:
+                    deferred.rows.extend(statements)
+                if log:
+                    deferred.logs.extend(statements)
                 deferred.statements.extend(statements)
                 if self._flush_timer is None:
                     self._flush_timer = threading.Timer(FLUSH_DELAY, self._flush_deferred)
@@ -266,14 +340,22 @@ class PostgresStore(Store):
             return
         self._send(run_id, verb, statements, step)
 
-    def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None) -> None:
-        """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``."""
+    @_retried
+    def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None, *,
+              save: Callable[[list[str]], list[_Statement]] | None = None) -> None:
+        """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``.
+
+        ``step``: ``statements`` are that step's whole record, sent alone: the run's other deferred changes
+        (its row, log lines, other steps) are on other rows, and wait for the run's next change or flush.
+        ``save``: the statements saving the whole run, given its deferred log lines to insert; the deferred
+        changes of its row and steps, which the save replaces, are dropped.
+        """
         with self._deferred_lock:
             deferred = self._deferred.setdefault(run_id, _Deferred())
             deferred.senders += 1
         try:
             with deferred.sending:
-                self._send_locked(run_id, verb, deferred, statements, step)
+                self._send_locked(run_id, verb, deferred, statements, step, save)
         finally:
             with self._deferred_lock:
                 deferred.senders -= 1
@@ -281,27 +363,39 @@ class PostgresStore(Store):
                     del self._deferred[run_id]
 
     def _send_locked(self, run_id: str, verb: str, deferred: _Deferred, statements: list[_Statement],
-                     step: int | None) -> None:
+                     step: int | None, save: Callable[[list[str]], list[_Statement]] | None) -> None:
         """_send with the run's sending lock held."""
         with self._deferred_lock:
-            earlier = deferred.statements
-            replaced = deferred.steps.get(step) if step is not None else None
-            deferred.statements, deferred.steps = [], {}
-        todo = [statement for statement in earlier if statement is not replaced] + statements
+            if step is not None:
+                replaced = deferred.steps.pop(step, None)
+                if replaced is not None:
+                    deferred.statements.remove(replaced)
+                earlier, todo = [], statements
+            else:
+                earlier = deferred.statements
+                taken = {id(statement) for statement in (*deferred.steps.values(), *deferred.rows, *deferred.logs)}
+                logs = [params[1] for _, params, _ in deferred.logs]
+                deferred.statements, deferred.steps, deferred.rows, deferred.logs = [], {}, [], []
+                if save is None:
+                    todo = earlier + statements
+                else:  # one statement, in the common case: the save with the deferred log lines in it
+                    todo = [statement for statement in earlier if id(statement) not in taken] + save(logs)
         if not todo:
             return
         try:
             with self._conn(verb) as conn:
                 try:
-                    # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
-                    with conn.pipeline():
-                        if len(todo) > 1:
+                    if len(todo) == 1:  # one statement: its own transaction, without a pipeline's cost
+                        sql, params, after = todo[0]
+                        cursors = [(conn.execute(sql, params), after)]
+                    else:
+                        # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
+                        with conn.pipeline():
                             conn.execute("BEGIN")
                             # The run's row first: two changes of one run at once, each on several rows,
                             # then wait in line instead of locking rows in opposite orders (a deadlock).
                             conn.execute("SELECT FROM pyflow_runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
-                        cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
-                        if len(todo) > 1:
+                            cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
                             conn.execute("COMMIT")
                 except psycopg.Error as error:
                     with contextlib.suppress(psycopg.Error):
@@ -319,7 +413,7 @@ class PostgresStore(Store):
         except BaseException:
             if earlier:  # kept, before any deferred since: the next change or flush sends them
                 with self._deferred_lock:
-                    deferred.statements[:0] = earlier  # (its steps map is left out: no replacing across)
+                    deferred.statements[:0] = earlier  # (its steps and rows are left out: no replacing across)
             raise
         self._remember(run_id)
 
@@ -358,8 +452,27 @@ class PostgresStore(Store):
         self, run: dict, idempotency_key: str | None = None, *, also: Callable[[psycopg.Connection], None] | None = None
     ) -> tuple[dict, bool]:
         """Store a new run (see Store); ``also(conn)`` runs in its transaction when it is created (a queue's job)."""
+        return self._create(run, idempotency_key, also, None, 0.0)
+
+    def create_leased(self, run: dict, idempotency_key: str | None, owner: str, seconds: float) -> tuple[dict, bool]:
+        check_lease(owner, seconds)
+        run["worker"] = owner
+        return self._create(run, idempotency_key, None, owner, seconds)
+
+    def _create(self, run: dict, idempotency_key: str | None, also: Callable[[psycopg.Connection], None] | None,
+                owner: str | None, seconds: float) -> tuple[dict, bool]:
+        """create_run; with ``owner``, the run created with that owner's lease on it (claim_run's columns)."""
         row = {**_columns(run), "id": run["id"], "key": idempotency_key, "record": _without_steps(run),
-               "steps": _dumps(run.get("steps") or [])}
+               "steps": _dumps(run.get("steps") or []), "owner": owner, "seconds": float(seconds)}
+        try:
+            return self._create_run(run, row, also, again=False)
+        except _ConnectionLost as error:  # the pool's check raced the server closing it: once more
+            logger.info("%s; trying once more on another connection", error)
+        return self._create_run(run, row, also, again=True)
+
+    def _create_run(self, run: dict, row: dict, also: Callable[[psycopg.Connection], None] | None,
+                    again: bool) -> tuple[dict, bool]:
+        """create_run's one try; ``again``: a first try may have been committed before its connection broke."""
         with self._conn("store a run") as conn:
             while True:
                 try:
@@ -368,9 +481,10 @@ class PostgresStore(Store):
                         created = conn.execute(
                             "WITH new AS ("
                             " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at,"
-                            "  version, worker, idempotency_key, record)"
+                            "  version, worker, idempotency_key, record, lease_owner, lease_expires)"
                             " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
-                            "  %(finished_at)s, %(version)s, %(worker)s, %(key)s, %(record)s)"
+                            "  %(finished_at)s, %(version)s, %(worker)s, %(key)s, %(record)s, %(owner)s::text, CASE"
+                            "  WHEN %(owner)s::text IS NOT NULL THEN now() + make_interval(secs => %(seconds)s) END)"
                             " ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
                             " RETURNING id),"
                             " steps AS (INSERT INTO pyflow_steps (run_id, index, record)"
@@ -381,15 +495,22 @@ class PostgresStore(Store):
                         ).fetchone()
                         if created is not None and also is not None:
                             also(conn)
-                except psycopg.errors.UniqueViolation:
+                except psycopg.errors.UniqueViolation as error:
+                    if again and error.diag.constraint_name == "pyflow_runs_pkey":
+                        # The id is random: the run stored under it is this one, by the first try.
+                        self._remember(run["id"])
+                        return run, True
                     raise ValueError(f"run id {run['id']!r} is already stored") from None
                 if created is not None:
                     self._remember(run["id"])
                     return run, True
                 found = conn.execute(
                     "SELECT id FROM pyflow_runs WHERE workflow = %s AND idempotency_key = %s",
-                    (run["workflow"], idempotency_key),
+                    (run["workflow"], row["key"]),
                 ).fetchone()
+                if again and found is not None and found[0] == run["id"]:  # stored by the first try
+                    self._remember(run["id"])
+                    return run, True
                 first = self._read_run(conn, found[0]) if found else None
                 if first is not None:
                     return first, False
@@ -413,7 +534,9 @@ class PostgresStore(Store):
         statements.append((f"UPDATE pyflow_runs SET {assignments}record = {_merged('fields') if fast else 'record'}"
                            f" WHERE id = %(id)s RETURNING {_NO_NUL} AND %(fast)s",
                            {**columns, "fields": text, "id": run_id, "fast": fast}, merged))
-        self._change(run_id, "update a run", statements, mode)
+        if "steps" in fields and mode == Durability.DEFERRED:
+            mode = Durability.WRITTEN  # a step's later change, sent on its own, must not go before it
+        self._change(run_id, "update a run", statements, mode, row=True)
 
     def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         if index < 0:
@@ -424,24 +547,20 @@ class PostgresStore(Store):
             (run_id, index, _dumps(step)), None)], mode, step=index)
 
     def save_run(self, run: dict) -> None:
-        row = {**_columns(run), "id": run["id"], "record": _without_steps(run)}
-        self._send(run["id"], "save a run", [(
-            "INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker,"
-            " record) VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s,"
-            " %(finished_at)s, %(version)s, %(worker)s, %(record)s)"
-            " ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
-            " created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at,"
-            " finished_at = EXCLUDED.finished_at, version = EXCLUDED.version, worker = EXCLUDED.worker,"
-            " record = EXCLUDED.record",
-            row, None), (
-            # Steps stored as they are (most, when a run finishes) are left alone: no dead rows for vacuum.
-            "WITH s AS (SELECT s.ord - 1 AS index, s.value"
-            "  FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord)),"
-            " gone AS (DELETE FROM pyflow_steps WHERE run_id = %(id)s AND index >= (SELECT count(*) FROM s))"
-            " INSERT INTO pyflow_steps (run_id, index, record) SELECT %(id)s, index, value FROM s"
-            " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record"
-            " WHERE pyflow_steps.record::text IS DISTINCT FROM EXCLUDED.record::text",
-            {"id": run["id"], "steps": _dumps(run.get("steps") or [])}, None)])
+        self._save(run, None)
+
+    def save_and_release(self, run: dict, owner: str) -> None:
+        self._save(run, owner)
+
+    def _save(self, run: dict, release: str | None) -> None:
+        """save_run, and with ``release`` that owner's lease given up in the same statement."""
+        row = {**_columns(run), "id": run["id"], "record": _without_steps(run), "steps": _dumps(run.get("steps") or []),
+               "release": release}
+
+        def statements(logs: list[str]) -> list[_Statement]:
+            return [(_SAVE_RUN, {**row, "logs": f"[{','.join(logs)}]"}, None)]
+
+        self._send(run["id"], "save a run", [], save=statements)
 
     @staticmethod
     def _write_steps(conn: psycopg.Connection, run_id: str, steps: list[dict]) -> None:
@@ -450,6 +569,7 @@ class PostgresStore(Store):
             for sql, params, _ in _steps_statements(run_id, steps):
                 conn.execute(sql, params)
 
+    @_retried
     def get_run(self, run_id: str) -> dict | None:
         self.flush(run_id)  # this process reads its deferred changes at once
         with self._conn("read a run") as conn:
@@ -464,6 +584,7 @@ class PostgresStore(Store):
         ).fetchone()
         return None if found is None else _assemble(run_id, found[0], found[1])
 
+    @_retried
     def list_runs(
         self,
         *,
@@ -494,6 +615,7 @@ class PostgresStore(Store):
         runs = [_assemble(run_id, record, steps) for run_id, record, steps in rows[:limit]]
         return runs, (runs[-1]["id"] if len(rows) > limit else None)
 
+    @_retried
     def find_run_ids(self, statuses: set[str]) -> list[str]:
         self.flush()
         with self._conn("find runs") as conn:
@@ -527,6 +649,7 @@ class PostgresStore(Store):
         self._flush_deferred()
         self._pool.close()
 
+    @_retried
     def index_entries(self, *, since: str | None = None) -> list[dict]:
         condition, params = "", ()
         if since is not None:
@@ -539,8 +662,9 @@ class PostgresStore(Store):
 
     def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
         self._change(run_id, "add a log line", [
-            ("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)), None)], mode)
+            ("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)), None)], mode, log=True)
 
+    @_retried
     def get_logs(self, run_id: str) -> list[dict]:
         self.flush(run_id)
         with self._conn("read a run's log") as conn:
@@ -550,6 +674,7 @@ class PostgresStore(Store):
     # -- leases ----------------------------------------------------------------
     # Each decided by one UPDATE timed by the database's now(): two hosts claiming at once are serialised on
     # the run's row, and the second sees the first's lease (READ COMMITTED re-checks the WHERE on the new row).
+    @_retried
     def claim_run(self, run_id: str, owner: str, seconds: float) -> bool:
         check_lease(owner, seconds)
         with self._conn("claim a run") as conn:
@@ -571,6 +696,7 @@ class PostgresStore(Store):
         self._remember(run_id)
         return True
 
+    @_retried
     def renew_lease(self, run_id: str, owner: str, seconds: float) -> bool:
         check_lease(owner, seconds)
         with self._conn("renew a lease") as conn:
@@ -580,12 +706,14 @@ class PostgresStore(Store):
                 (float(seconds), run_id, owner),
             ).fetchone() is not None
 
+    @_retried
     def release_run(self, run_id: str, owner: str) -> None:
         with self._conn("release a run") as conn:
             conn.execute("UPDATE pyflow_runs SET lease_owner = NULL, lease_expires = NULL,"
                          " control = NULL, control_by = NULL, control_at = NULL"
                          " WHERE id = %s AND lease_owner = %s", (run_id, owner))
 
+    @_retried
     def expired_leases(self, now: float | None = None) -> list[str]:
         at = None if now is None else datetime.fromtimestamp(now, UTC)
         with self._conn("find expired leases") as conn:
@@ -596,6 +724,7 @@ class PostgresStore(Store):
             ).fetchall()
         return [row[0] for row in rows]
 
+    @_retried
     def unleased_runs(self, older_than: float | None = None) -> list[str]:
         before = None if older_than is None else datetime.fromtimestamp(older_than, UTC)
         with self._conn("find unleased runs") as conn:
@@ -637,6 +766,7 @@ class PostgresStore(Store):
         return sorted((run_id, operation, by) for run_id, operation, by in rows)
 
     # -- trigger state and started workflows --------------------------------
+    @_retried
     def load_trigger_state(self, workflow: str) -> dict:
         with self._conn("read trigger state") as conn:
             found = conn.execute("SELECT state FROM pyflow_trigger_state WHERE workflow = %s", (workflow,)).fetchone()
@@ -650,6 +780,7 @@ class PostgresStore(Store):
                 (workflow, _dumps(state)),
             )
 
+    @_retried
     def started_workflows(self) -> set[str]:
         with self._conn("read started workflows") as conn:
             return {row[0] for row in conn.execute("SELECT workflow FROM pyflow_started_workflows")}
@@ -672,6 +803,7 @@ class PostgresStore(Store):
                 (name, ciphertext),
             ).fetchone()[0]
 
+    @_retried
     def get_secret(self, name: str) -> dict | None:
         with self._conn("read a secret") as conn:
             found = conn.execute(f"SELECT {_SECRET_COLUMNS} FROM pyflow_secrets WHERE name = %s", (name,)).fetchone()
@@ -701,6 +833,7 @@ class PostgresStore(Store):
                 except psycopg.errors.UniqueViolation:
                     continue  # another process saved a version of it at the same moment: take the next number
 
+    @_retried
     def get_definition(self, name: str, version: int | None = None) -> dict | None:
         condition = "AND version = %s" if version is not None else ""
         with self._conn("read a definition") as conn:
@@ -711,6 +844,7 @@ class PostgresStore(Store):
             ).fetchone()
         return _definition(found) if found else None
 
+    @_retried
     def list_definitions(self) -> list[dict]:
         with self._conn("list definitions") as conn:
             rows = conn.execute(
@@ -737,6 +871,7 @@ class PostgresStore(Store):
                 (key, content, len(content)),
             )
 
+    @_retried
     def get_file(self, key: str) -> bytes:
         check_file_key(key)
         with self._conn("read a file") as conn:
@@ -781,6 +916,7 @@ class PostgresStore(Store):
                 {**entry, "result": _dumps(entry["result"])},
             )
 
+    @_retried
     def get_cache(self, key: str, now: float | None = None) -> dict | None:
         check_cache_key(key)
         now = time.time() if now is None else now
@@ -886,11 +1022,13 @@ class PostgresStore(Store):
                 raise Conflict(f"a token named {name!r} exists; delete it first or choose another name") from None
         return _token(row)
 
+    @_retried
     def get_token(self, name: str) -> dict | None:
         with self._conn("read a token") as conn:
             row = conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM pyflow_tokens WHERE name = %s", (name,)).fetchone()
         return _token(row) if row else None
 
+    @_retried
     def find_token(self, token_hash: str) -> dict | None:
         # An index lookup by the hash: its timing tells nothing about a token, only about a hash nobody can invert.
         with self._conn("read a token") as conn:
