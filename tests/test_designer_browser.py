@@ -1,0 +1,546 @@
+"""The workflow designer (issue 18) in a real browser: Debian's Chromium driven by Playwright against a real run.py.
+
+Only the designer's data-testid hooks (docs/designer.md) and React Flow's own
+classes (.react-flow__node, .react-flow__handle.source/.target, .react-flow__edge)
+are used. Screenshots of each stage land in tests/artifacts/designer-*.png (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.server import Server, Servers
+from tests.test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, PHONE, SAMPLE_PDF, WIDE, shoot
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN = "designer-admin-token"
+# Step nodes and the trigger node, not the node-problem texts inside them.
+NODES = '[data-testid^="node-"]:not([data-testid="node-problem"])'
+EDGES = ".react-flow__edge"
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                 reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    with Servers(tmp_path_factory.mktemp("designer")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> Server:
+    """An open run.py (no token: every visitor is an admin and may save)."""
+    return servers.start("open")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def errors() -> list[str]:
+    """Uncaught script errors of the test's pages: a designer that throws is broken even if it looks right."""
+    return []
+
+
+@pytest.fixture
+def page(browser, errors):
+    context = browser.new_context(viewport=WIDE)
+    page = watch(context.new_page(), errors)
+    yield page
+    context.close()
+
+
+def watch(page, errors: list[str]):
+    """Collect the page's uncaught errors; accept its confirm dialogs (restore, leave with unsaved changes)."""
+    page.set_default_timeout(15_000)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    return page
+
+
+# -- the API side ------------------------------------------------------------------------------------------------
+def create(server: Server, definition: dict | str, headers: dict | None = None) -> dict:
+    """POST a definition (a dict as JSON, a str as YAML); the summary."""
+    if isinstance(definition, str):
+        response = server.post("/api/workflows", data=definition.encode(),
+                               headers={"Content-Type": "application/yaml", **(headers or {})})
+    else:
+        response = server.post("/api/workflows", json=definition, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def definition(server: Server, name: str, version: int | None = None) -> dict:
+    """The stored definition of ``name`` (its latest, or one version)."""
+    path = f"/api/workflows/{name}" + (f"/versions/{version}" if version else "")
+    response = server.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()["definition"]
+
+
+def versions(server: Server, name: str) -> list[int]:
+    response = server.get(f"/api/workflows/{name}/versions")
+    assert response.status_code == 200, response.text
+    return [row["version"] for row in response.json()["versions"]]
+
+
+def explicit_steps(steps: list[dict]) -> list[dict]:
+    """Steps with "the step before" made explicit: two definitions that mean the same compare equal."""
+    explicit = []
+    for index, step in enumerate(steps):
+        depends = step.get("depends_on", [steps[index - 1]["name"]] if index else [])
+        explicit.append({**step, "depends_on": list(depends)})
+    return explicit
+
+
+def chain(name: str, *steps: str) -> dict:
+    """A definition of log steps, each depending explicitly on the one before."""
+    return {"name": name, "steps": [
+        {"name": step, "type": "log", "depends_on": [steps[index - 1]] if index else [],
+         "config": {"message": f"{step} ran"}} for index, step in enumerate(steps)]}
+
+
+# -- the page side -----------------------------------------------------------------------------------------------
+def open_designer(page, server: Server, name: str = "") -> None:
+    page.goto(server.url + ("/designer/" + name if name else "/designer"))
+    expect(page.get_by_test_id("canvas")).to_be_visible()
+
+
+def node(page, name: str):
+    return page.get_by_test_id(f"node-{name}")
+
+
+def flow_node(page, name: str):
+    """React Flow's wrapper of a step node (it carries the position and the handles)."""
+    return node(page, name).locator("xpath=ancestor-or-self::div[contains(concat(' ', @class, ' '), "
+                                    "' react-flow__node ')][1]")
+
+
+def node_names(page) -> set[str]:
+    return set(page.locator(NODES).evaluate_all("nodes => nodes.map(node => node.dataset.testid.slice(5))"))
+
+
+def position(page, name: str) -> tuple[float, float]:
+    """A node's position on the canvas (flow coordinates), from React Flow's transform."""
+    transform = flow_node(page, name).evaluate("node => node.style.transform")
+    found = re.search(r"translate\(\s*(-?[\d.]+)px,\s*(-?[\d.]+)px\)", transform)
+    assert found, f"no translate in {transform!r}"
+    return float(found.group(1)), float(found.group(2))
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    assert box, "not on screen"
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press the mouse at ``start``, move it in steps to ``end`` and release it (what a hand does)."""
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=12)
+    page.mouse.up()
+
+
+def drop_step(page, step_type: str, x: float, y: float) -> str:
+    """Drag a palette item onto the canvas at (x, y) of the canvas; the new node's name."""
+    before = node_names(page)
+    page.get_by_test_id(f"palette-item-{step_type}").drag_to(page.get_by_test_id("canvas"),
+                                                             target_position={"x": x, "y": y})
+    expect(page.locator(NODES)).to_have_count(len(before) + 1)
+    [added] = node_names(page) - before
+    return added
+
+
+def select(page, name: str) -> None:
+    node(page, name).click()
+    expect(page.get_by_test_id("field-name")).to_have_value(name)
+
+
+def rename(page, old: str, new: str) -> None:
+    select(page, old)
+    page.get_by_test_id("field-name").fill(new)
+    page.get_by_test_id("field-name").press("Tab")
+    expect(node(page, new)).to_be_visible()
+
+
+def fill(page, testid: str, value: str) -> None:
+    """Set a form field (input, textarea or select) and leave it, as a user tabbing on would."""
+    field = page.get_by_test_id(testid)
+    if field.evaluate("field => field.tagName") == "SELECT":
+        field.select_option(value)
+    else:
+        field.fill(value)
+        field.press("Tab")
+
+
+def connect(page, source: str, target: str) -> None:
+    """Drag from the source node's bottom handle to the target node's top handle."""
+    drag(page, centre(flow_node(page, source).locator(".react-flow__handle.source")),
+         centre(flow_node(page, target).locator(".react-flow__handle.target")))
+
+
+def open_advanced(page) -> None:
+    advanced = page.get_by_test_id("advanced")
+    if advanced.get_attribute("open") is None:
+        advanced.locator("summary").click()
+    expect(page.get_by_test_id("field-when")).to_be_visible()
+
+
+def show_inputs(page) -> None:
+    """The workflow's name and inputs: the inspector when nothing is selected, else the inputs tab."""
+    if not page.get_by_test_id("field-workflow-name").is_visible():
+        page.get_by_test_id("tab-inputs").click()
+    expect(page.get_by_test_id("field-workflow-name")).to_be_visible()
+
+
+def yaml_lines(page):
+    return page.get_by_test_id("yaml-editor").locator(".cm-line")
+
+
+def save(page, version: int) -> None:
+    page.get_by_test_id("save").click()
+    expect(page.get_by_test_id("save-status")).to_contain_text(f"version {version}")
+
+
+# -- 1. build document_processing from an empty canvas -----------------------------------------------------------
+DOCUMENT_STEPS = [  # name, palette type, drop point on the canvas
+    ("extract", "pdf_text", 120, 60),
+    ("analyse", "python", 120, 200),
+    ("has_words", "condition", 360, 260),
+    ("store", "python", 120, 340),
+    ("report", "log", 360, 420),
+]
+STORE_KWARGS = """db_path: documents.sqlite3
+source: "{{ steps.extract.source }}"
+pages: "{{ steps.extract.pages }}"
+text: "{{ steps.extract.text }}"
+analysis: "{{ steps.analyse }}"
+"""
+
+
+def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, page, errors):
+    open_designer(page, server)
+    expect(page.locator(f"{NODES}:not([data-testid='node-@trigger'])")).to_have_count(0)
+    show_inputs(page)
+    page.get_by_test_id("field-workflow-name").fill("designed_documents")
+    page.get_by_test_id("field-workflow-description").fill("Read a PDF, analyse its text, keep it in SQLite.")
+    # `file`: a path inside WORKFLOW_FILES_ROOT; `attachments`: the run form's file field (uploads land there).
+    for index, (input_name, input_type) in enumerate((("file", "string"), ("attachments", "array"))):
+        page.get_by_test_id("add-input").click()
+        fill(page, f"input-name-{index}", input_name)
+        fill(page, f"input-type-{index}", input_type)
+    shoot(page, "designer-new-empty")
+
+    for name, step_type, x, y in DOCUMENT_STEPS:
+        rename(page, drop_step(page, step_type, x, y), name)
+    shoot(page, "designer-new-dropped")
+    for source, target in (("extract", "analyse"), ("analyse", "has_words"), ("has_words", "store"),
+                           ("store", "report")):
+        edges = page.locator(EDGES).count()
+        connect(page, source, target)
+        expect(page.locator(EDGES)).to_have_count(edges + 1)
+
+    select(page, "extract")
+    fill(page, "field-config-file", "{{ inputs.file or inputs.attachments }}")
+    select(page, "analyse")
+    expect(page.get_by_test_id("required-function")).to_be_visible()
+    expect(page.get_by_test_id("template-names")).to_contain_text("steps.extract.text")
+    expect(page.get_by_test_id("template-names")).to_contain_text("inputs.file")
+    expect(page.get_by_test_id("template-names")).not_to_contain_text("steps.store")  # a later step
+    fill(page, "field-config-function", "workflows.library.analysis.analyse_text")  # a dot where ':' belongs
+    fill(page, "field-config-kwargs", 'text: "{{ steps.extract.text }}"')
+    select(page, "has_words")
+    fill(page, "field-config-condition", '{type: gt, left: "{{ steps.analyse.word_count }}", right: 0}')
+    select(page, "store")
+    fill(page, "field-config-function", "workflows.library.sqlite_store:insert_document")
+    fill(page, "field-config-kwargs", STORE_KWARGS)
+    open_advanced(page)
+    fill(page, "field-when", "{{ steps.has_words.result }}")
+    select(page, "report")
+    fill(page, "field-config-message", "stored document {{ steps.store.id }} ({{ steps.analyse.word_count }} words)")
+    fill(page, "field-config-level", "info")
+
+    # Validation as you go points at the broken node, its field and the path.
+    expect(node(page, "analyse")).to_have_class(re.compile(r"\bnode-error\b"))
+    expect(node(page, "analyse").get_by_test_id("node-problem")).to_contain_text("package.module:function")
+    expect(page.get_by_test_id("validate-status")).to_have_text(re.compile(r"^1 problems?$"))
+    problem = page.get_by_test_id("problems").get_by_test_id("problem")
+    expect(problem).to_have_count(1)
+    expect(problem).to_contain_text("steps[1].config")
+    expect(problem).to_contain_text("package.module:function")
+    for name in ("extract", "has_words", "store", "report"):
+        expect(node(page, name)).not_to_have_class(re.compile(r"\bnode-error\b"))
+    shoot(page, "designer-new-problem")
+    select(page, "report")
+    problem.click()
+    expect(page.get_by_test_id("field-name")).to_have_value("analyse")
+    expect(page.get_by_test_id("field-error-function")).to_contain_text("package.module:function")
+
+    fill(page, "field-config-function", "workflows.library.analysis:analyse_text")
+    expect(page.get_by_test_id("validate-status")).to_have_text("valid")
+    expect(node(page, "analyse")).not_to_have_class(re.compile(r"\bnode-error\b"))
+    expect(page.get_by_test_id("problems").get_by_test_id("problem")).to_have_count(0)
+    save(page, 1)
+    expect(page.get_by_test_id("save-status")).to_contain_text("Saved")
+    shoot(page, "designer-new-saved")
+
+    saved = definition(server, "designed_documents")
+    assert [step["name"] for step in saved["steps"]] == [name for name, *_ in DOCUMENT_STEPS]
+    assert {step["name"]: step["depends_on"] for step in saved["steps"]} == {
+        "extract": [], "analyse": ["extract"], "has_words": ["analyse"], "store": ["has_words"], "report": ["store"]}
+    steps = {step["name"]: step for step in saved["steps"]}
+    assert steps["analyse"]["config"] == {"function": "workflows.library.analysis:analyse_text",
+                                          "kwargs": {"text": "{{ steps.extract.text }}"}}
+    assert steps["has_words"]["config"]["condition"] == {"type": "gt", "left": "{{ steps.analyse.word_count }}",
+                                                         "right": 0}
+    assert steps["store"]["when"] == "{{ steps.has_words.result }}"
+    assert steps["store"]["config"]["kwargs"]["analysis"] == "{{ steps.analyse }}"
+    assert set(saved["inputs"]["properties"]) == {"file", "attachments"}
+    assert set(saved["layout"]) >= {name for name, *_ in DOCUMENT_STEPS}
+    for name, x_y in saved["layout"].items():
+        assert len(x_y) == 2 and all(isinstance(value, (int, float)) for value in x_y), name
+
+    # Run now: the run form with an uploaded PDF, then the run page.
+    run_now = page.get_by_test_id("run-now")
+    if run_now.get_attribute("target") == "_blank":
+        with page.context.expect_page() as opened:
+            run_now.click()
+        form = watch(opened.value, errors)
+    else:
+        run_now.click()
+        form = page
+    expect(form).to_have_url(re.compile(r"/workflows/designed_documents/run$"))
+    form.set_input_files("#input-files", str(SAMPLE_PDF))
+    shoot(form, "designer-new-run-form")
+    form.get_by_role("button", name="Start run").click()
+    expect(form).to_have_url(re.compile(r"/runs/run_[0-9a-f]+$"))
+    expect(form.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+    for name, *_ in DOCUMENT_STEPS:
+        expect(form.locator(f'tr[data-step="{name}"] .step-status')).to_have_text("succeeded")
+    expect(form.locator("#step-graph g.node")).to_have_count(len(DOCUMENT_STEPS))
+    expect(form.locator("#logs")).to_contain_text("stored document 1")
+    shoot(form, "designer-new-run")
+    assert not errors
+
+
+# -- 2. a shipped template: move, edit as YAML, version, history, restore -----------------------------------------
+@pytest.fixture(scope="module")
+def template(server) -> str:
+    """An API-made copy of the shipped data_pipeline definition (file-defined workflows open read-only)."""
+    text = (REPO / "workflows" / "definitions" / "data_pipeline.yaml").read_text(encoding="utf-8")
+    create(server, text.replace("name: data_pipeline", "name: pipeline_template", 1))
+    return "pipeline_template"
+
+
+PIPELINE = ["fetch", "normalise", "dedupe", "validate", "split", "load", "report"]
+
+
+def test_a_template_moved_edited_as_yaml_versioned_and_restored(server, page, template, errors):
+    first = definition(server, template, 1)
+    open_designer(page, server, template)
+    for name in PIPELINE:
+        expect(node(page, name)).to_be_visible()
+    expect(page.locator(EDGES)).to_have_count(len(PIPELINE) - 1)  # "the step before", drawn as edges
+    expect(page.get_by_test_id("yaml-editor")).to_contain_text(f"name: {template}")
+    shoot(page, "designer-template-opened")
+
+    # Move a node by hand.
+    before = position(page, "report")
+    start = centre(node(page, "report"))
+    drag(page, start, (start[0] + 160, start[1] + 40))
+    moved = position(page, "report")
+    assert moved[0] - before[0] > 80 and moved[1] - before[1] > 20, (before, moved)
+
+    # Change a field in the YAML view: the inspector follows.
+    line = yaml_lines(page).filter(has_text=re.compile(r"^\s*by: id\s*$"))
+    expect(line).to_have_count(1)
+    line.click()
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("email")
+    expect(page.get_by_test_id("yaml-error")).to_be_hidden()
+    select(page, "dedupe")
+    expect(page.get_by_test_id("field-config-by")).to_have_value(re.compile(r"^\s*email\s*$"))
+    expect(node(page, "dedupe")).to_be_visible()
+    shoot(page, "designer-template-edited")
+
+    save(page, 2)
+    second = definition(server, template)
+    assert {step["name"]: step for step in second["steps"]}["dedupe"]["config"]["by"] == "email"
+    assert second["layout"]["report"] == pytest.approx(list(moved), abs=1)
+    assert [step["depends_on"] for step in second["steps"]] == [[], *[[name] for name in PIPELINE[:-1]]]
+
+    page.get_by_test_id("history").click()
+    expect(page.get_by_test_id("version-1")).to_be_visible()
+    expect(page.get_by_test_id("version-2")).to_be_visible()
+    page.get_by_test_id("version-2").click()
+    diff = page.get_by_test_id("version-diff")
+    expect(diff).to_contain_text(re.compile(r"-\s*by: id"))
+    expect(diff).to_contain_text(re.compile(r"\+\s*by: email"))
+    shoot(page, "designer-template-history")
+
+    page.get_by_test_id("restore-1").click()
+    expect(page.get_by_test_id("save-status")).to_contain_text("version 3")
+    select(page, "dedupe")
+    expect(page.get_by_test_id("field-config-by")).to_have_value(re.compile(r"^\s*id\s*$"))
+    shoot(page, "designer-template-restored")
+    assert versions(server, template) == [3, 2, 1]
+    assert explicit_steps(definition(server, template, 3)["steps"]) == explicit_steps(first["steps"])
+    assert not errors
+
+
+# -- 3. bad input ------------------------------------------------------------------------------------------------
+def test_yaml_that_does_not_parse_keeps_the_canvas(server, page, errors):
+    create(server, chain("broken_yaml", "first", "second", "third"))
+    open_designer(page, server, "broken_yaml")
+    expect(page.locator(EDGES)).to_have_count(2)
+    editor = page.get_by_test_id("yaml-editor").locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    # Line 3 opens a flow map that never closes: the parser notices at the start of line 4.
+    page.keyboard.insert_text("name: broken_yaml\nsteps:\n  - {name: first, type: log\n")
+    error = page.get_by_test_id("yaml-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("line 4, column 1: ")
+    for name in ("first", "second", "third"):
+        expect(node(page, name)).to_be_visible()
+    expect(page.locator(EDGES)).to_have_count(2)
+    shoot(page, "designer-yaml-error")
+    assert not errors
+
+
+def test_an_edge_that_makes_a_cycle_is_refused(server, page, errors):
+    create(server, chain("cyclic", "first", "second", "third"))
+    open_designer(page, server, "cyclic")
+    expect(page.locator(EDGES)).to_have_count(2)
+    mentions = yaml_lines(page).filter(has_text="third")  # its name and its message: no depends_on names it
+    expect(mentions).to_have_count(2)
+    connect(page, "third", "first")
+    expect(page.get_by_test_id("toast")).to_contain_text("cycle")
+    expect(page.locator(EDGES)).to_have_count(2)
+    expect(mentions).to_have_count(2)
+    expect(page.get_by_test_id("validate-status")).to_have_text("valid")
+    shoot(page, "designer-cycle-refused")
+    assert not errors
+
+
+def test_saving_a_stale_copy_shows_the_conflict_and_loses_nothing(server, page, errors):
+    create(server, chain("contested", "first", "second"))
+    open_designer(page, server, "contested")
+    expect(node(page, "second")).to_be_visible()
+
+    # Someone else changes the definition through the API meanwhile.
+    theirs = chain("contested", "first", "second")
+    theirs["steps"][0]["config"]["message"] = "changed by someone else"
+    assert requests.put(server.url + "/api/workflows/contested", json=theirs, timeout=10).status_code == 200
+
+    select(page, "second")
+    fill(page, "field-config-message", "my edit")
+    expect(page.get_by_test_id("validate-status")).to_have_text("valid")
+    page.get_by_test_id("save").click()
+    conflict = page.get_by_test_id("conflict")
+    expect(conflict).to_be_visible()
+    expect(conflict).to_contain_text("changed by someone else")
+    expect(conflict).to_contain_text("version 2")
+    shoot(page, "designer-conflict")
+    assert versions(server, "contested") == [2, 1]  # nothing stored
+    assert definition(server, "contested")["steps"][1]["config"]["message"] == "second ran"
+
+    page.get_by_test_id("conflict-overwrite").click()
+    expect(conflict).to_be_hidden()
+    expect(page.get_by_test_id("save-status")).to_contain_text("version 3")
+    assert versions(server, "contested") == [3, 2, 1]
+    assert definition(server, "contested")["steps"][1]["config"]["message"] == "my edit"
+    assert definition(server, "contested", 2)["steps"][0]["config"]["message"] == "changed by someone else"
+    assert not errors
+
+
+# -- 4. roles and phone width ------------------------------------------------------------------------------------
+def log_in(page, server: Server, token: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("#token", token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(server.url + "/")
+
+
+def test_a_viewer_sees_the_designer_read_only_and_an_admin_may_save(servers, browser, errors):
+    locked = servers.start("locked", {"WORKFLOW_API_TOKEN": ADMIN})
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    create(locked, chain("watched", "first", "second"), headers=admin)
+    response = locked.post("/api/tokens", json={"name": "viewer", "role": "viewer"}, headers=admin)
+    assert response.status_code == 201, response.text
+    for token, role in ((response.json()["token"], "viewer"), (ADMIN, "admin")):
+        context = browser.new_context(viewport=WIDE)
+        try:
+            page = watch(context.new_page(), errors)
+            log_in(page, locked, token)
+            open_designer(page, locked, "watched")
+            expect(node(page, "second")).to_be_visible()
+            save_button = page.get_by_test_id("save")
+            if role == "viewer":
+                expect(page.get_by_test_id("readonly-notice")).to_be_visible()
+                assert save_button.count() == 0 or not save_button.is_visible() or save_button.is_disabled()
+                shoot(page, "designer-viewer")
+            else:
+                expect(page.get_by_test_id("readonly-notice")).to_be_hidden()
+                expect(save_button).to_be_enabled()
+        finally:
+            context.close()
+    assert not errors
+
+
+def test_at_phone_width_the_designer_offers_the_yaml_view(server, browser, errors):
+    create(server, chain("pocket", "first", "second"))
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        phone = watch(context.new_page(), errors)
+        phone.goto(server.url + "/designer/pocket")
+        expect(phone.get_by_test_id("narrow-notice")).to_contain_text("The designer needs a wider screen")
+        expect(phone.get_by_test_id("yaml-editor")).to_be_visible()
+        expect(phone.get_by_test_id("yaml-editor")).to_contain_text("name: pocket")
+        expect(phone.get_by_test_id("canvas")).to_be_hidden()
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shoot(phone, "designer-phone")
+    finally:
+        context.close()
+    assert not errors
+
+
+# -- 5. undo, redo and the Delete key ----------------------------------------------------------------------------
+def test_delete_a_node_with_the_keyboard_then_undo_and_redo(server, page, errors):
+    create(server, chain("undoable", "first", "second", "third"))
+    open_designer(page, server, "undoable")
+    expect(page.locator(EDGES)).to_have_count(2)
+    yaml = page.get_by_test_id("yaml-editor")
+    node(page, "second").click()
+    page.keyboard.press("Delete")
+    expect(node(page, "second")).to_have_count(0)
+    expect(yaml).not_to_contain_text("name: second")
+    shoot(page, "designer-deleted")
+
+    page.get_by_test_id("undo").click()
+    expect(node(page, "second")).to_be_visible()
+    expect(page.locator(EDGES)).to_have_count(2)
+    expect(yaml).to_contain_text("name: second")
+    page.get_by_test_id("redo").click()
+    expect(node(page, "second")).to_have_count(0)
+    expect(yaml).not_to_contain_text("name: second")
+    page.get_by_test_id("undo").click()
+    expect(node(page, "second")).to_be_visible()
+    assert not errors
