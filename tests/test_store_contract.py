@@ -634,6 +634,12 @@ def test_definition_versions(store):
     listed = {record["name"]: record for record in store.list_definitions()}
     assert listed == {"alpha": store.get_definition("alpha"), "beta": store.get_definition("beta")}
 
+    # The designer's history: every version, newest first, with the time each read answers.
+    assert store.list_definition_versions("alpha") == [
+        {"version": n, "saved_at": store.get_definition("alpha", n)["saved_at"]} for n in (3, 2, 1)]
+    assert [entry["version"] for entry in store.list_definition_versions("beta")] == [1]
+    assert store.list_definition_versions("gamma") == []
+
 
 def test_delete_definition_forgets_every_version(store):
     for n in (1, 2):
@@ -641,6 +647,7 @@ def test_delete_definition_forgets_every_version(store):
     store.save_definition("beta", definition("beta", 1))
     store.delete_definition("alpha")
     assert store.get_definition("alpha") is None
+    assert store.list_definition_versions("alpha") == []
     assert store.get_definition("alpha", 1) is None and store.get_definition("alpha", 2) is None
     assert [record["name"] for record in store.list_definitions()] == ["beta"]
     store.delete_definition("never_saved")  # nothing to forget: no error

@@ -9,9 +9,10 @@ from types import MappingProxyType
 from typing import Any
 
 from app.core.binding import BoundWorkflow
+from app.core.definition_diff import unified_diff
 from app.core.definitions import checked, definitions_folder, load_definition_file, posted
 from app.core.plugins import Plugins
-from app.core.redaction import keep_redacted
+from app.core.redaction import keep_redacted, redact
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
 from app.storage.base import Store
@@ -132,14 +133,44 @@ class Catalog:
             self._serve(workflow, bound)
         return bound
 
-    def replace(self, name: str, definition: Any) -> tuple[BoundWorkflow, BoundWorkflow]:
+    def check(self, definition: Any) -> None:
+        """Check ``definition`` as ``create`` would, store nothing; InvalidInput listing each problem.
+
+        The name may be taken (an edit keeps its name); "***" read back from an API-made workflow of
+        that name stands for its stored secret, as a PUT would take it.
+        """
+        name = definition.get("name") if isinstance(definition, dict) else None
+        bound = self._bound.get(name) if isinstance(name, str) else None
+        if bound is not None and bound.workflow.origin == "api":
+            definition = keep_redacted(definition, bound.workflow.definition)
+        posted(definition, "request body", (bound.workflow.version or 0) + 1 if bound else 1, self.settings,
+               self.renderer)
+
+    def versions(self, name: str) -> list[dict]:
+        """``[{"version", "saved_at"}]`` of an API-made definition, newest first; [] for a file or Python one."""
+        bound = self.get(name)
+        return self.store.list_definition_versions(name) if bound.workflow.origin == "api" else []
+
+    def stored_version(self, name: str, version: int) -> dict:
+        """``{"name", "version", "saved_at", "definition"}`` of a stored version, secrets redacted; NotFound."""
+        self.get(name)
+        record = self.store.get_definition(name, version) if version >= 1 else None
+        if record is None:
+            raise NotFound(f"workflow {name!r} has no version {version}")
+        return {"name": name, "version": record["version"], "saved_at": record["saved_at"],
+                "definition": redact(record["definition"])}
+
+    def replace(self, name: str, definition: Any, base: int | None = None) -> tuple[BoundWorkflow, BoundWorkflow]:
         """Check, store and serve a new version of an API-made definition; (the old binding, the new one).
 
+        ``base``: the version the client edited (If-Match); Conflict when another is now the newest.
         The old version stays available to ``version()``: runs under way keep the version they started with.
         """
         with self._lock:
             old = self.get(name)
             self._editable(old)
+            if base is not None:
+                self._check_base(name, base)
             if isinstance(definition, dict):
                 definition.setdefault("name", name)
                 if definition["name"] != name:
@@ -169,6 +200,21 @@ class Catalog:
             for key in [key for key in self._versions if key[0] == name]:
                 del self._versions[key]
         return bound
+
+    def _check_base(self, name: str, base: int) -> None:
+        """Conflict, with the newest version and the diff from ``base`` to it, unless ``base`` is the newest.
+
+        The store's newest, not this process's: another server on the same database may have saved one.
+        """
+        current = self.store.get_definition(name)
+        if current is None or current["version"] == base:
+            return
+        edited = self.store.get_definition(name, base) if base >= 1 else None
+        newest = redact(current["definition"])
+        diff = unified_diff(redact(edited["definition"]) if edited else None, newest,
+                            f"{name} v{base}", f"{name} v{current['version']}")
+        raise Conflict(f"workflow {name!r} is at version {current['version']}; you edited version {base}",
+                       details={"version": current["version"], "base": base, "definition": newest, "diff": diff})
 
     def _serve(self, workflow: type[Workflow], bound: BoundWorkflow) -> None:
         try:

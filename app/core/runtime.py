@@ -507,10 +507,13 @@ class Runtime:
             bound = self.catalog.create(definition)
         return self.summary(bound.name)
 
-    def update_definition(self, name: str, definition: Any) -> dict:
-        """A new version of an API-made definition; runs under way keep theirs, a polled trigger is re-scheduled."""
+    def update_definition(self, name: str, definition: Any, base: int | None = None) -> dict:
+        """A new version of an API-made definition; runs under way keep theirs, a polled trigger is re-scheduled.
+
+        ``base``: the version the client edited; Conflict (nothing stored) when it is no longer the newest.
+        """
         with self._definitions_lock:
-            old, new = self.catalog.replace(name, definition)
+            old, new = self.catalog.replace(name, definition, base)
             if name in self.scheduler.scheduled():
                 old.trigger.close()
                 if new.trigger.pollable and not new.error:

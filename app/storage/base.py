@@ -190,6 +190,10 @@ class Store(ABC):
         """The newest version of every stored definition."""
 
     @abstractmethod
+    def list_definition_versions(self, name: str) -> list[dict]:
+        """``[{"version", "saved_at"}]`` of every stored version of ``name``, newest first ([] for none)."""
+
+    @abstractmethod
     def delete_definition(self, name: str) -> None:
         """Forget every version of a definition."""
 

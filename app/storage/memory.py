@@ -216,6 +216,11 @@ class MemoryStore(Store):
         with self._lock:
             return [copy.deepcopy(versions[-1]) for _, versions in sorted(self._definitions.items()) if versions]
 
+    def list_definition_versions(self, name: str) -> list[dict]:
+        with self._lock:
+            return [{"version": record["version"], "saved_at": record["saved_at"]}
+                    for record in reversed(self._definitions.get(name, []))]
+
     def delete_definition(self, name: str) -> None:
         with self._lock:
             self._definitions.pop(name, None)

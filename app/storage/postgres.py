@@ -719,6 +719,14 @@ class PostgresStore(Store):
             ).fetchall()
         return [_definition(row) for row in rows]
 
+    def list_definition_versions(self, name: str) -> list[dict]:
+        with self._conn("list a definition's versions") as conn:
+            rows = conn.execute(
+                f"SELECT version, to_char(saved_at AT TIME ZONE 'UTC', {_ISO}) FROM pyflow_definitions"
+                " WHERE name = %s ORDER BY version DESC", (name,),
+            ).fetchall()
+        return [{"version": version, "saved_at": saved_at} for version, saved_at in rows]
+
     def delete_definition(self, name: str) -> None:
         with self._conn("delete a definition") as conn:
             conn.execute("DELETE FROM pyflow_definitions WHERE name = %s", (name,))

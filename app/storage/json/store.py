@@ -603,6 +603,11 @@ class JsonStore(Store):
         found = (self.get_definition(folder.name) for folder in sorted(root.iterdir()) if folder.is_dir())
         return [record for record in found if record is not None]
 
+    def list_definition_versions(self, name: str) -> list[dict]:
+        folder = self._definition_folder(name)
+        found = (read_json(folder / f"v{version}.json", None) for version in reversed(self._versions(folder)))
+        return [{"version": record["version"], "saved_at": record["saved_at"]} for record in found if record]
+
     def delete_definition(self, name: str) -> None:
         folder = self._definition_folder(name)
         with self._workflows_mutex:

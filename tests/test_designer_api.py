@@ -1,0 +1,299 @@
+"""The designer's server side (issue 18): validate, layout, versions, If-Match conflicts, the catalog's additions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app import create_app, start_app
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS
+
+SECRET = "s3cr3t-Value-9f1c"
+
+HELLO = {
+    "name": "hello",
+    "description": "Says hello.",
+    "steps": [{"name": "say", "type": "log", "config": {"message": "hello"}},
+              {"name": "then", "type": "log", "depends_on": ["say"], "config": {"message": "then"}}],
+    "layout": {"say": [10, 20], "then": [10.5, 140], "@trigger": [0, -80]},
+}
+
+
+def with_message(message: str, **extra) -> dict:
+    """HELLO with the first step's message changed."""
+    steps = [{**HELLO["steps"][0], "config": {"message": message}}, HELLO["steps"][1]]
+    return {**HELLO, "steps": steps, **extra}
+
+
+def error_of(response) -> dict:
+    return response.get_json()["error"]
+
+
+def create(client, definition: dict) -> dict:
+    response = client.post("/api/workflows", json=definition)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+# -- POST /api/workflows/validate ---------------------------------------------------------------------
+def test_validate_accepts_a_valid_definition_and_stores_nothing(client):
+    response = client.post("/api/workflows/validate", json=HELLO)
+    assert (response.status_code, response.get_json()) == (200, {"valid": True})
+    assert client.get("/api/workflows/hello").status_code == 404
+    assert "hello" not in [summary["name"] for summary in client.get("/api/workflows").get_json()["workflows"]]
+
+
+def test_validate_lists_each_problem_with_its_path_and_stores_nothing(client):
+    response = client.post("/api/workflows/validate", json={"name": "broken", "steps": [
+        {"name": "get", "type": "http_request", "config": {"uri": "http://a.example"}},
+        {"name": "after", "type": "log", "depends_on": ["nope"], "config": {"message": "{{ inputs.x | }}"}}]})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_input"
+    paths = [problem["path"] for problem in error["details"]]
+    assert "steps[1].depends_on" in paths and "steps[1].config.message" in paths
+    assert any(path.startswith("steps[0].config") for path in paths)
+    assert client.get("/api/workflows/broken").status_code == 404
+
+
+def test_validate_does_not_check_that_the_name_is_free(client):
+    create(client, HELLO)
+    assert client.post("/api/workflows/validate", json=with_message("changed")).get_json() == {"valid": True}
+    # A file workflow's name too: the designer opens a copy of it.
+    file_copy = {"name": "notification_flow", "steps": [{"name": "s", "type": "log", "config": {"message": "x"}}]}
+    assert client.post("/api/workflows/validate", json=file_copy).status_code == 200
+    assert client.get("/api/workflows/hello").get_json()["version"] == 1
+
+
+def test_validate_takes_yaml_and_names_line_and_column_of_a_syntax_error(client):
+    good = "name: hello\nsteps:\n  - {name: say, type: log, config: {message: hi}}\n"
+    response = client.post("/api/workflows/validate", data=good, content_type="application/yaml")
+    assert response.get_json() == {"valid": True}
+    bad = "name: hello\nsteps:\n  - {name: say, type: log, config: {message: hi}\n  - oops: [\n"
+    response = client.post("/api/workflows/validate", data=bad, content_type="application/yaml")
+    assert response.status_code == 400
+    message = error_of(response)["message"]
+    assert "line 4" in message and "column" in message, message
+
+
+def test_validate_names_line_and_column_of_malformed_json(client):
+    response = client.post("/api/workflows/validate", data='{"name": "x",\n "steps": [}',
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert "line 2 column" in error_of(response)["message"]
+
+
+def test_validate_keeps_a_redacted_secret_of_the_stored_workflow(client):
+    definition = {"name": "caller", "steps": [{"name": "get", "type": "http_request", "config": {
+        "url": "http://127.0.0.1:9/x", "headers": {"X-Api-Key": SECRET}}}]}
+    create(client, definition)
+    read_back = client.get("/api/workflows/caller").get_json()["definition"]
+    assert read_back["steps"][0]["config"]["headers"]["X-Api-Key"] == "***"
+    assert client.post("/api/workflows/validate", json=read_back).get_json() == {"valid": True}
+
+
+# -- layout ----------------------------------------------------------------------------------------
+def test_layout_is_kept_by_the_api_and_ignored_by_the_engine(client):
+    created = create(client, HELLO)
+    assert created["definition"]["layout"] == HELLO["layout"]
+    assert client.get("/api/workflows/hello").get_json()["definition"]["layout"] == HELLO["layout"]
+    run = client.post("/api/workflows/hello/runs?wait=10", json={}).get_json()
+    assert run["status"] == "succeeded"
+    assert [(step["name"], step["status"]) for step in run["steps"]] == [("say", "succeeded"), ("then", "succeeded")]
+    without = client.put("/api/workflows/hello", json={key: value for key, value in HELLO.items() if key != "layout"})
+    assert without.status_code == 200 and "layout" not in without.get_json()["definition"]
+
+
+@pytest.mark.parametrize(("layout", "path", "words"), [
+    ({"nope": [0, 0]}, "layout.nope", "not a step of this definition"),
+    ({"say": [0]}, "layout.say", "two finite numbers"),
+    ({"say": ["1", 2]}, "layout.say", "two finite numbers"),
+    ({"say": [True, 2]}, "layout.say", "two finite numbers"),
+    ({"say": [0, 2e6]}, "layout.say", "within ±1e+06"),
+    ({"@trigger": {"x": 1}}, "layout.@trigger", "two finite numbers"),
+    ([[0, 0]], "layout", "must be a mapping"),
+])
+def test_a_bad_layout_is_refused_with_its_path(client, layout, path, words):
+    response = client.post("/api/workflows", json={**HELLO, "layout": layout})
+    assert response.status_code == 422
+    details = error_of(response)["details"]
+    assert [problem["path"] for problem in details] == [path]
+    assert words in details[0]["message"]
+    assert client.post("/api/workflows/validate", json={**HELLO, "layout": layout}).status_code == 422
+
+
+def test_infinite_layout_numbers_are_refused(client):
+    # JSON has no Infinity, YAML has .inf.
+    text = "name: hello\nsteps:\n  - {name: say, type: log, config: {message: hi}}\nlayout: {say: [.inf, 0]}\n"
+    response = client.post("/api/workflows/validate", data=text, content_type="application/yaml")
+    assert response.status_code == 422
+    assert error_of(response)["details"][0]["path"] == "layout.say"
+
+
+# -- size and step caps --------------------------------------------------------------------------------
+def test_a_definition_over_the_size_limit_is_refused_naming_the_limit(client):
+    big = {"name": "big", "steps": [{"name": "say", "type": "log", "config": {"message": "x" * 600_000}}]}
+    response = client.post("/api/workflows", json=big)
+    assert response.status_code == 413
+    assert "WORKFLOW_MAX_DEFINITION_KB (512 KB)" in error_of(response)["message"]
+    response = client.post("/api/workflows/validate", json=big)
+    assert response.status_code == 413
+    assert client.get("/api/workflows/big").status_code == 404
+
+
+def test_a_definition_over_the_size_limit_as_json_is_refused_with_422(tmp_path, storage, key_file):
+    # A YAML body under the limit whose definition, as compact JSON, is over it: the same measure for every form.
+    (tmp_path / "no_files").mkdir()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_KEY_FILE":
+                                str(key_file), "WORKFLOW_CLASSES": WORKFLOWS, "WORKFLOW_MAX_DEFINITION_KB": 1,
+                                "WORKFLOW_DEFINITIONS_PATH": str(tmp_path / "no_files")}))
+    try:
+        text = "name: big\nsteps:\n" + "".join(f"- {{name: s{i}, type: log, config: {{message: m}}}}\n"
+                                               for i in range(20))
+        assert len(text.encode()) < 1024
+        response = app.test_client().post("/api/workflows", data=text, content_type="application/yaml")
+        assert response.status_code == 422, response.get_json()
+        assert "more than WORKFLOW_MAX_DEFINITION_KB (1 KB)" in error_of(response)["details"][0]["message"]
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_more_steps_than_the_cap_are_refused(client):
+    steps = [{"name": f"s{i}", "type": "log", "config": {"message": "m"}} for i in range(501)]
+    response = client.post("/api/workflows/validate", json={"name": "many", "steps": steps})
+    assert response.status_code == 422
+    expected = {"path": "steps", "message": "501 steps, more than WORKFLOW_MAX_STEPS (500)"}
+    assert expected in error_of(response)["details"]
+
+
+# -- versions ----------------------------------------------------------------------------------------
+def test_versions_are_listed_newest_first_and_each_can_be_read(client):
+    create(client, HELLO)
+    assert client.put("/api/workflows/hello", json=with_message("two")).status_code == 200
+    assert client.put("/api/workflows/hello", json=with_message("three")).status_code == 200
+    listed = client.get("/api/workflows/hello/versions").get_json()["versions"]
+    assert [entry["version"] for entry in listed] == [3, 2, 1]
+    assert all(set(entry) == {"version", "saved_at"} and entry["saved_at"].endswith("Z") for entry in listed)
+    second = client.get("/api/workflows/hello/versions/2").get_json()
+    assert {key: second[key] for key in ("name", "version")} == {"name": "hello", "version": 2}
+    assert second["saved_at"] == listed[1]["saved_at"]
+    assert second["definition"]["steps"][0]["config"]["message"] == "two"
+    assert second["definition"]["layout"] == HELLO["layout"]
+
+
+def test_restoring_a_version_is_a_put_of_its_definition(client):
+    create(client, HELLO)
+    client.put("/api/workflows/hello", json=with_message("two"))
+    first = client.get("/api/workflows/hello/versions/1").get_json()["definition"]
+    restored = client.put("/api/workflows/hello", json=first, headers={"If-Match": '"2"'})
+    assert restored.status_code == 200
+    assert restored.get_json()["version"] == 3
+    assert restored.get_json()["definition"]["steps"][0]["config"]["message"] == "hello"
+
+
+def test_versions_of_unknown_and_non_api_workflows(client):
+    assert client.get("/api/workflows/nope/versions").status_code == 404
+    assert client.get("/api/workflows/echo/versions").get_json() == {"versions": []}  # a Python class
+    assert client.get("/api/workflows/notification_flow/versions").get_json() == {"versions": []}  # a file
+    create(client, HELLO)
+    for path in ("/api/workflows/hello/versions/2", "/api/workflows/hello/versions/0",
+                 "/api/workflows/nope/versions/1", "/api/workflows/hello/versions/x"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert error_of(response)["code"] == "not_found"
+
+
+def test_a_version_never_shows_a_secret(client):
+    definition = {"name": "caller", "steps": [{"name": "get", "type": "http_request", "config": {
+        "url": "http://127.0.0.1:9/x", "headers": {"X-Api-Key": SECRET}}}]}
+    create(client, definition)
+    response = client.get("/api/workflows/caller/versions/1")
+    assert response.status_code == 200
+    assert SECRET not in response.get_data(as_text=True)
+    assert response.get_json()["definition"]["steps"][0]["config"]["headers"]["X-Api-Key"] == "***"
+
+
+# -- ETag and If-Match ------------------------------------------------------------------------------------
+def test_get_answers_the_version_as_etag(client):
+    created = client.post("/api/workflows", json=HELLO)
+    assert created.headers["ETag"] == '"1"'
+    assert client.get("/api/workflows/hello").headers["ETag"] == '"1"'
+    assert "ETag" not in client.get("/api/workflows/echo").headers  # a Python workflow has no version
+    summary = client.get("/api/workflows/hello").get_json()
+    assert (summary["version"], summary["origin"]) == (1, "api")
+    assert client.get("/api/workflows/notification_flow").get_json()["origin"] == "file"
+    assert client.get("/api/workflows/echo").get_json()["origin"] == "python"
+
+
+@pytest.mark.parametrize("if_match", ['"1"', "1", 'W/"1"', "*"])
+def test_a_put_with_the_current_version_is_stored(client, if_match):
+    create(client, HELLO)
+    response = client.put("/api/workflows/hello", json=with_message("two"), headers={"If-Match": if_match})
+    assert response.status_code == 200
+    assert response.headers["ETag"] == '"2"'
+
+
+def test_a_put_of_an_older_version_is_a_conflict_with_the_diff_and_stores_nothing(client):
+    definition = {**HELLO, "steps": [*HELLO["steps"], {"name": "get", "type": "http_request", "depends_on": [],
+                                                       "config": {"url": "http://127.0.0.1:9/x",
+                                                                  "headers": {"X-Api-Key": SECRET}}}]}
+    create(client, definition)
+    edited = client.get("/api/workflows/hello").get_json()["definition"]  # what one user opened (v1)
+    other = {**edited, "description": "Changed by someone else."}
+    assert client.put("/api/workflows/hello", json=other, headers={"If-Match": '"1"'}).status_code == 200
+
+    mine = {**edited, "description": "My change."}
+    response = client.put("/api/workflows/hello", json=mine, headers={"If-Match": '"1"'})
+    assert response.status_code == 409
+    assert SECRET not in response.get_data(as_text=True)
+    error = error_of(response)
+    assert error["code"] == "conflict"
+    assert error["message"] == "workflow 'hello' is at version 2; you edited version 1"
+    details = error["details"]
+    assert (details["version"], details["base"]) == (2, 1)
+    assert details["definition"]["description"] == "Changed by someone else."
+    assert details["definition"]["steps"][2]["config"]["headers"]["X-Api-Key"] == "***"
+    assert "--- hello v1" in details["diff"] and "+++ hello v2" in details["diff"]
+    assert "-description: Says hello." in details["diff"]
+    assert "+description: Changed by someone else." in details["diff"]
+    assert [entry["version"] for entry in client.get("/api/workflows/hello/versions").get_json()["versions"]] == [2, 1]
+    assert client.get("/api/workflows/hello").get_json()["description"] == "Changed by someone else."
+
+
+def test_a_malformed_if_match_is_a_bad_request(client):
+    create(client, HELLO)
+    response = client.put("/api/workflows/hello", json=HELLO, headers={"If-Match": '"abc"'})
+    assert response.status_code == 400
+    assert "If-Match" in error_of(response)["message"]
+    assert client.get("/api/workflows/hello").get_json()["version"] == 1
+
+
+def test_a_put_without_if_match_still_wins(client):
+    create(client, HELLO)
+    client.put("/api/workflows/hello", json=with_message("two"))
+    assert client.put("/api/workflows/hello", json=with_message("three")).get_json()["version"] == 3
+
+
+def test_two_concurrent_puts_of_the_same_version_one_wins(app, client):
+    create(client, HELLO)
+    barrier = threading.Barrier(4)
+    answers: list[tuple[int, dict]] = []
+
+    def put(n: int) -> None:
+        own = app.test_client()
+        barrier.wait()
+        response = own.put("/api/workflows/hello", json=with_message(f"writer {n}"), headers={"If-Match": '"1"'})
+        answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(status for status, _ in answers) == [200, 409, 409, 409]
+    winner = next(body for status, body in answers if status == 200)
+    assert winner["version"] == 2
+    assert client.get("/api/workflows/hello/versions").get_json()["versions"][0]["version"] == 2
+    assert client.get("/api/workflows/hello").get_json()["definition"] == winner["definition"]
