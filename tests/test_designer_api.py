@@ -297,3 +297,84 @@ def test_two_concurrent_puts_of_the_same_version_one_wins(app, client):
     assert winner["version"] == 2
     assert client.get("/api/workflows/hello/versions").get_json()["versions"][0]["version"] == 2
     assert client.get("/api/workflows/hello").get_json()["definition"] == winner["definition"]
+
+
+# -- GET /api/catalog's additions ----------------------------------------------------------------------
+def enum_of(schema: dict) -> list:
+    """The fixed choices of a config property (beside the template its anyOf allows)."""
+    return schema.get("enum") or next((part["enum"] for part in schema.get("anyOf", []) if "enum" in part), [])
+
+
+def test_catalog_lists_the_keys_every_step_may_carry(client):
+    step_keys = client.get("/api/catalog").get_json()["step_keys"]
+    properties = step_keys["properties"]
+    assert set(properties) == {"depends_on", "when", "retries", "timeout", "on_failure", "compensate", "cache",
+                               "limits"}
+    assert all(properties[key]["description"] for key in properties)
+    assert properties["retries"] == {**properties["retries"], "type": "integer", "minimum": 0}
+    assert properties["on_failure"]["anyOf"][0] == {"enum": ["fail", "continue"]}
+    assert set(properties["cache"]["properties"]) == {"ttl", "key"}
+    assert set(properties["limits"]["properties"]) == {"cpu_seconds", "memory_mb", "output_kb", "processes"}
+    assert "shell" in properties["limits"]["description"]
+
+
+def test_catalog_names_each_actions_result_keys_and_the_caps(client):
+    catalog = client.get("/api/catalog").get_json()
+    results = {row["type"]: row["results"] for row in catalog["actions"]}
+    assert results["http_request"] == ["status_code", "headers", "json", "text", "elapsed_ms"]
+    assert results["shell"] == ["exit_code", "stdout", "stderr"]
+    assert results["condition"] == ["result", "value"]
+    assert results["python"] == []  # whatever its function returns
+    assert all(isinstance(keys, list) for keys in results.values())
+    assert all("results" not in row for row in catalog["triggers"])
+    assert catalog["limits"] == {"max_definition_bytes": 512 * 1024, "max_steps": 500}
+
+
+def test_catalog_result_keys_are_what_the_steps_return(client):
+    definition = {"name": "shapes", "steps": [
+        {"name": "say", "type": "log", "config": {"message": "hi"}},
+        {"name": "check", "type": "condition", "depends_on": [], "config": {"condition": {"type": "exists",
+                                                                                          "left": "x"}}},
+        {"name": "nap", "type": "wait", "depends_on": [], "config": {"seconds": 0}},
+        {"name": "shaped", "type": "transform", "depends_on": [], "config": {"operation": "dedupe", "data": [1, 1]}}]}
+    create(client, definition)
+    run = client.post("/api/workflows/shapes/runs?wait=10", json={}).get_json()
+    assert run["status"] == "succeeded", run
+    results = {row["type"]: row["results"] for row in client.get("/api/catalog").get_json()["actions"]}
+    for step in run["steps"]:
+        assert set(step["result"]) <= set(results[step["type"]]), step
+
+
+@pytest.mark.parametrize(("action", "field", "choices"), [
+    ("approval", "on_timeout", ["reject", "approve"]),
+    ("wait_for_event", "on_timeout", ["fail", "continue"]),
+    ("http_request", "method", ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+    ("file", "operation", ["read", "write", "append", "copy", "move", "delete", "list", "glob"]),
+    ("transform", "operation", ["csv_to_json", "json_to_csv", "filter", "map", "sort", "group", "aggregate",
+                                "dedupe"]),
+    ("notify", "format", ["text", "markdown", "html"]),
+    ("log", "level", ["debug", "info", "warning", "error"]),
+    ("pdf_text", "ocr", ["auto", "always", "never"]),
+    ("extract_pdf_data", "ocr", ["auto", "always", "never"]),
+])
+def test_catalog_fixed_choices_are_enums(client, action, field, choices):
+    rows = {row["type"]: row for row in client.get("/api/catalog").get_json()["actions"]}
+    assert enum_of(rows[action]["config_schema"]["properties"][field]) == choices
+
+
+def test_catalog_condition_type_is_an_enum(client):
+    rows = {row["type"]: row for row in client.get("/api/catalog").get_json()["actions"]}
+    condition = rows["condition"]["config_schema"]["properties"]["condition"]
+    shape = next(part for part in condition["anyOf"] if part.get("type") == "object")
+    assert shape["properties"]["type"]["enum"] == ["eq", "ne", "gt", "ge", "lt", "le", "contains", "matches", "in",
+                                                   "exists"]
+
+
+def test_an_http_method_outside_the_enum_fails_the_step_naming_the_choices(client):
+    definition = {"name": "odd", "steps": [{"name": "get", "type": "http_request", "config": {
+        "url": "http://127.0.0.1:9/", "method": "FETCH"}}]}
+    create(client, definition)
+    run = client.post("/api/workflows/odd/runs?wait=10", json={}).get_json()
+    assert run["status"] == "failed"
+    assert "method must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, got 'FETCH'" in run["steps"][0]["error"]
+    assert run["steps"][0]["attempts"] == 1  # not retried

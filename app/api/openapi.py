@@ -239,17 +239,23 @@ def paths() -> dict[str, dict[str, dict]]:
                                                "text/plain": {"schema": {"type": "string"}}},
             optional_body=True, parameters=(IDEMPOTENCY_KEY,))},
     }
+    catalog_row = {"type": "object", "required": ["type", "description", "config_schema", "origin"],
+                   "properties": {"type": {"type": "string"}, "description": {"type": "string"},
+                                  "config_schema": {"type": "object"}, "origin": {"type": "string"},
+                                  "results": {"type": "array", "items": {"type": "string"},
+                                              "description": "an action's result keys ([] when not known)"}}}
+    catalog = {"type": "object", "required": ["actions", "triggers", "problems", "step_keys", "limits"],
+               "properties": {
+                   "actions": {"type": "array", "items": catalog_row},
+                   "triggers": {"type": "array", "items": catalog_row},
+                   "problems": {"type": "array", "items": {"type": "object", "properties": {
+                       "plugin": {"type": "string"}, "error": {"type": "string"}}}},
+                   "step_keys": {"type": "object", "description": "the JSON Schema of the keys any step may carry"},
+                   "limits": {"type": "object", "required": ["max_definition_bytes", "max_steps"], "properties": {
+                       "max_definition_bytes": {"type": "integer"}, "max_steps": {"type": "integer"}}}}}
     document["/api/catalog"] = {"get": operation(
-        "api.get_catalog", "every action and trigger type with its config's JSON Schema", {
-        200: answer("built in and from plugins", {
-            "type": "object", "required": ["actions", "triggers", "problems"],
-            "properties": {kind: {"type": "array", "items": {
-                "type": "object", "required": ["type", "description", "config_schema", "origin"],
-                "properties": {"type": {"type": "string"}, "description": {"type": "string"},
-                               "config_schema": {"type": "object"}, "origin": {"type": "string"}}}}
-                           for kind in ("actions", "triggers")} | {"problems": {"type": "array", "items": {
-                               "type": "object", "properties": {"plugin": {"type": "string"},
-                                                                "error": {"type": "string"}}}}}})})}
+        "api.get_catalog", "every action and trigger type with its config's JSON Schema, the keys every step may "
+        "carry, the caps on a definition", {200: answer("built in and from plugins", catalog)})}
     document["/api/events"] = {"post": operation(
         "api.publish_event", "publish an event: start matching started workflows, wake runs waiting for it", {
             202: answer("what it started and woke", {

@@ -123,7 +123,7 @@ def health() -> Response:
 
 @bp.get("/catalog")
 def get_catalog() -> Response:
-    return jsonify(type_catalog(runtime().plugins))
+    return jsonify(type_catalog(runtime().plugins, runtime().settings))
 
 
 @bp.get("/workflows")
