@@ -378,3 +378,12 @@ def test_an_http_method_outside_the_enum_fails_the_step_naming_the_choices(clien
     assert run["status"] == "failed"
     assert "method must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, got 'FETCH'" in run["steps"][0]["error"]
     assert run["steps"][0]["attempts"] == 1  # not retried
+
+
+def test_a_version_number_past_what_a_store_holds_is_404(client):
+    create(client, HELLO)
+    assert client.get(f"/api/workflows/hello/versions/{2**31}").status_code == 404
+    assert client.get(f"/api/workflows/hello/versions/{10**30}").status_code == 404
+    response = client.put("/api/workflows/hello", json=HELLO, headers={"If-Match": '"999999999"'})
+    assert response.status_code == 409
+    assert error_of(response)["details"]["base"] == 999999999

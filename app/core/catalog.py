@@ -22,6 +22,9 @@ from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, mo
 
 logger = logging.getLogger(__name__)
 
+# The largest version number a store holds (PostgreSQL's integer): a larger one names no version.
+MAX_VERSION = 2**31 - 1
+
 
 class Catalog:
     """Workflows by name, each bound to one process's settings, and the older versions runs still need.
@@ -154,7 +157,7 @@ class Catalog:
     def stored_version(self, name: str, version: int) -> dict:
         """``{"name", "version", "saved_at", "definition"}`` of a stored version, secrets redacted; NotFound."""
         self.get(name)
-        record = self.store.get_definition(name, version) if version >= 1 else None
+        record = self.store.get_definition(name, version) if 1 <= version <= MAX_VERSION else None
         if record is None:
             raise NotFound(f"workflow {name!r} has no version {version}")
         return {"name": name, "version": record["version"], "saved_at": record["saved_at"],
@@ -209,7 +212,7 @@ class Catalog:
         current = self.store.get_definition(name)
         if current is None or current["version"] == base:
             return
-        edited = self.store.get_definition(name, base) if base >= 1 else None
+        edited = self.store.get_definition(name, base) if 1 <= base <= MAX_VERSION else None
         newest = redact(current["definition"])
         diff = unified_diff(redact(edited["definition"]) if edited else None, newest,
                             f"{name} v{base}", f"{name} v{current['version']}")
