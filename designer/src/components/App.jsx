@@ -1,0 +1,467 @@
+// The designer: one definition (the model) shown as a canvas, a form and YAML, validated, saved and versioned.
+import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
+import { makeApi } from "../api.js";
+import { actionType, stepKeys } from "../model/catalog.js";
+import { byteLength, clone, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
+  from "../model/definition.js";
+import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
+import { canRedo, canUndo, createHistory, record, redo, seal, undo } from "../model/history.js";
+import { freeSpot, layoutOf, positionsOf, autoLayout } from "../model/layout.js";
+import { indexProblems } from "../model/problems.js";
+import Canvas from "./Canvas.jsx";
+import ConflictDialog from "./ConflictDialog.jsx";
+import HistoryDialog from "./HistoryDialog.jsx";
+import Inspector from "./Inspector.jsx";
+import Palette from "./Palette.jsx";
+import ProblemsPanel from "./ProblemsPanel.jsx";
+import Toolbar from "./Toolbar.jsx";
+import YamlEditor from "./YamlEditor.jsx";
+
+const VALIDATE_DELAY_MS = 400;
+const NARROW_QUERY = "(max-width: 899px)";
+
+function reducer(state, action) {
+  switch (action.type) {
+    case "loaded":
+      return { ...state, status: "ready", history: createHistory(action.definition), meta: action.meta,
+        yamlText: toYaml(action.definition), yamlError: null, saved: action.meta.origin ? toYaml(action.definition) : null };
+    case "failed":
+      return { ...state, status: "error", loadError: action.message };
+    case "edit": {
+      if (action.definition === state.history.present) return state;
+      const history = record(state.history, action.definition, action.key || null);
+      const yamlText = action.from === "yaml" ? action.text : toYaml(action.definition);
+      const selected = stillThere(action.definition, action.select === undefined ? state.selected : action.select);
+      return { ...state, history, yamlText, yamlError: null, selected };
+    }
+    case "seal":
+      return { ...state, history: seal(state.history) };
+    case "undo":
+    case "redo": {
+      const history = action.type === "undo" ? undo(state.history) : redo(state.history);
+      return { ...state, history, yamlText: toYaml(history.present), yamlError: null,
+        selected: stillThere(history.present, state.selected) };
+    }
+    case "yaml-error":
+      return { ...state, yamlText: action.text, yamlError: action.error };
+    case "yaml-refresh":
+      return state.yamlError ? state : { ...state, yamlText: toYaml(state.history.present) };
+    case "select":
+      return { ...state, selected: action.selected, history: seal(state.history) };
+    case "saved":
+      return { ...state, meta: action.meta, saved: toYaml(state.history.present) };
+    default:
+      return state;
+  }
+}
+
+function stillThere(definition, selected) {
+  if (!selected || selected.kind === "trigger") return selected;
+  const names = new Set(stepsOf(definition).map((step) => step.name));
+  if (selected.kind === "step") return names.has(selected.name) ? selected : null;
+  if (selected.kind === "edge") {
+    const target = stepsOf(definition).find((step) => step.name === selected.target);
+    return target && (target.depends_on || []).includes(selected.source) ? selected : null;
+  }
+  return null;
+}
+
+function useNarrow() {
+  const query = typeof window !== "undefined" && window.matchMedia ? window.matchMedia(NARROW_QUERY) : null;
+  const [narrow, setNarrow] = useState(query ? query.matches : false);
+  useEffect(() => {
+    if (!query) return undefined;
+    const listener = (event) => setNarrow(event.matches);
+    query.addEventListener("change", listener);
+    return () => query.removeEventListener("change", listener);
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  return narrow;
+}
+
+function isTyping(target) {
+  return !!(target && target.closest && target.closest("input, textarea, select, [contenteditable='true'], .cm-editor"));
+}
+
+/** The designer page's root component. */
+export default function App(props) {
+  return (
+    <ReactFlowProvider>
+      <Designer {...props} />
+    </ReactFlowProvider>
+  );
+}
+
+function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
+  const api = useMemo(() => makeApi(apiBase, csrf), [apiBase, csrf]);
+  const readOnly = !canSave;
+  const [state, dispatch] = useReducer(reducer, {
+    status: "loading", loadError: "", history: createHistory(emptyDefinition()), yamlText: "", yamlError: null,
+    selected: null, meta: { name: null, version: null, origin: null }, saved: null,
+  });
+  const [catalog, setCatalog] = useState(null);
+  const [secrets, setSecrets] = useState([]);
+  const [problems, setProblems] = useState({ definition: null, items: [], status: "idle", message: "" });
+  const [save, setSave] = useState({ kind: "idle", text: "" });
+  const [toast, setToast] = useState(null);
+  const [conflict, setConflict] = useState(null);
+  const [historyOpen, setHistoryOpen] = useState(false);
+  const narrow = useNarrow();
+  const flow = useReactFlow();
+  const definition = state.history.present;
+  const limits = (catalog && catalog.limits) || {};
+
+  const say = useCallback((message, kind = "info") => setToast({ message, kind, at: Date.now() }), []);
+  useEffect(() => {
+    if (!toast) return undefined;
+    const timer = setTimeout(() => setToast(null), 5000);
+    return () => clearTimeout(timer);
+  }, [toast]);
+
+  // -- loading -----------------------------------------------------------------------------------
+  useEffect(() => {
+    let cancelled = false;
+    (async () => {
+      const answer = await api.catalog();
+      if (cancelled) return;
+      if (!answer.ok) { dispatch({ type: "failed", message: `The catalog did not load: ${answer.message}` }); return; }
+      setCatalog(answer.data);
+      if (canSave) {
+        api.secrets().then((listed) => {
+          const items = listed.ok && listed.data && (listed.data.secrets || listed.data);
+          if (!cancelled && Array.isArray(items)) setSecrets(items.map((item) => (typeof item === "string" ? item : item.name)).filter(Boolean));
+        });
+      }
+      if (!workflow) {
+        dispatch({ type: "loaded", definition: emptyDefinition(), meta: { name: null, version: null, origin: null } });
+        return;
+      }
+      const loaded = await api.workflow(workflow);
+      if (cancelled) return;
+      if (!loaded.ok) { dispatch({ type: "failed", message: `Workflow ${workflow} did not load: ${loaded.message}` }); return; }
+      const summary = loaded.data;
+      const max = answer.data.limits && answer.data.limits.max_definition_bytes;
+      const size = byteLength(JSON.stringify(summary.definition || {}));
+      if (max && size > max) {
+        dispatch({ type: "failed", message: `Workflow ${workflow} is ${size} bytes, over the designer's limit of ${max} bytes (limits.max_definition_bytes); edit it as a file or through the API.` });
+        return;
+      }
+      const definitionLoaded = withExplicitDependsOn(summary.definition || emptyDefinition(workflow));
+      dispatch({ type: "loaded", definition: definitionLoaded,
+        meta: { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" } });
+      setSave({ kind: "idle", text: summary.version != null ? `Version ${summary.version}` : `Defined in ${summary.origin || "a file"}` });
+    })();
+    return () => { cancelled = true; };
+  }, [api, workflow, canSave]);
+
+  // -- validation as you go -----------------------------------------------------------------------
+  useEffect(() => {
+    if (state.status !== "ready") return undefined;
+    let cancelled = false;
+    setProblems((current) => ({ ...current, status: "checking" }));
+    const timer = setTimeout(async () => {
+      const answer = await api.validate(definition);
+      if (cancelled) return;
+      if (answer.ok) setProblems({ definition, items: [], status: "done", message: "" });
+      else if (answer.status === 422 && answer.error) {
+        const details = Array.isArray(answer.error.details) ? answer.error.details : [{ path: "", message: answer.message }];
+        setProblems({ definition, items: details, status: "done", message: "" });
+      } else if (answer.status === 400) {
+        setProblems({ definition, items: [{ path: "", message: answer.message }], status: "done", message: "" });
+      } else {
+        setProblems({ definition, items: [], status: "unavailable", message: answer.message });
+      }
+    }, VALIDATE_DELAY_MS);
+    return () => { cancelled = true; clearTimeout(timer); };
+  }, [api, definition, state.status]);
+
+  const allProblems = useMemo(() => {
+    const items = problems.definition === definition ? [...problems.items] : [...problems.items];
+    const paths = new Set(items.map((item) => item.path));
+    stepsOf(definition).forEach((step, index) => {
+      if (catalog && typeof step.type === "string" && !actionType(catalog, step.type) && !paths.has(`steps[${index}].type`)) {
+        items.push({ path: `steps[${index}].type`,
+          message: `type '${step.type}' is not in the catalog (the plugin that provided it may be gone)` });
+      }
+    });
+    const configKeys = (type) => Object.keys((actionType(catalog, type) || {}).config_schema?.properties || {});
+    return indexProblems(problems.definition || definition, items, configKeys);
+  }, [problems, definition, catalog]);
+
+  // -- edits -------------------------------------------------------------------------------------
+  const edit = useCallback((next, options = {}) => {
+    if (readOnly) return;
+    dispatch({ type: "edit", definition: next, ...options });
+  }, [readOnly]);
+
+  const positions = useMemo(() => positionsOf(definition), [definition]);
+
+  const addStepOfType = useCallback((type, position) => {
+    if (readOnly) return;
+    if (limits.max_steps && stepsOf(definition).length >= limits.max_steps) {
+      say(`A workflow has at most ${limits.max_steps} steps (limits.max_steps)`, "error");
+      return;
+    }
+    const at = position || freeSpot(positions);
+    const { definition: next, name } = addStep(definition, type, at, layoutOf(positions));
+    edit(next, { select: { kind: "step", name } });
+  }, [readOnly, limits.max_steps, definition, positions, edit, say]);
+
+  const connect = useCallback((source, target) => {
+    if (readOnly) return;
+    const result = addDependency(definition, source, target);
+    if (result.error) { say(result.error, "error"); return; }
+    if (!result.unchanged) edit(result.definition);
+  }, [readOnly, definition, edit, say]);
+
+  const moveNodes = useCallback((moved) => {
+    const next = clone(definition);
+    next.layout = layoutOf({ ...positions, ...moved });
+    edit(next);
+  }, [definition, positions, edit]);
+
+  const runAutoLayout = useCallback(() => {
+    const next = clone(definition);
+    next.layout = layoutOf(autoLayout(definition));
+    edit(next);
+    setTimeout(() => flow.fitView({ padding: 0.2 }), 50);
+  }, [definition, edit, flow]);
+
+  const deleteSelected = useCallback(() => {
+    const selected = state.selected;
+    if (readOnly || !selected) return;
+    if (selected.kind === "step") edit(removeStep(definition, selected.name), { select: null });
+    else if (selected.kind === "edge") edit(removeDependency(definition, selected.source, selected.target), { select: null });
+  }, [readOnly, state.selected, definition, edit]);
+
+  const onYamlChange = useCallback((text) => {
+    const parsed = parseYaml(text, { maxBytes: limits.max_definition_bytes });
+    if (!parsed.ok) {
+      dispatch({ type: "yaml-error", text, error: `line ${parsed.line}, column ${parsed.column}: ${parsed.message}` });
+      return;
+    }
+    dispatch({ type: "edit", definition: parsed.definition, from: "yaml", text, key: "yaml" });
+  }, [limits.max_definition_bytes]);
+
+  // -- keyboard ----------------------------------------------------------------------------------
+  useEffect(() => {
+    function onKey(event) {
+      if (isTyping(event.target)) return;
+      const mod = event.ctrlKey || event.metaKey;
+      const key = event.key.toLowerCase();
+      if (mod && key === "z" && !event.shiftKey) { event.preventDefault(); if (!readOnly) dispatch({ type: "undo" }); }
+      else if (mod && ((key === "z" && event.shiftKey) || key === "y")) { event.preventDefault(); if (!readOnly) dispatch({ type: "redo" }); }
+      else if (!mod && (event.key === "Delete" || event.key === "Backspace") && state.selected) {
+        event.preventDefault();
+        deleteSelected();
+      }
+    }
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [readOnly, state.selected, deleteSelected]);
+
+  // -- saving ------------------------------------------------------------------------------------
+  const dirty = state.saved === null ? stepsOf(definition).length > 0 : toYaml(definition) !== state.saved;
+
+  const afterSave = useCallback((summary, note = "") => {
+    const meta = { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" };
+    dispatch({ type: "saved", meta });
+    setSave({ kind: "saved", text: `Saved version ${meta.version}${note}` });
+    if (!workflow || workflow !== meta.name) {
+      window.history.replaceState(null, "", `${dashboard}/designer/${encodeURIComponent(meta.name)}`);
+    }
+  }, [dashboard, workflow]);
+
+  const showSaveError = useCallback((answer) => {
+    if (answer.status === 422 && answer.error && Array.isArray(answer.error.details)) {
+      setProblems({ definition, items: answer.error.details, status: "done", message: "" });
+      setSave({ kind: "error", text: `Not saved: ${answer.error.details.length} problems` });
+    } else {
+      setSave({ kind: "error", text: `Not saved: ${answer.message}` });
+    }
+  }, [definition]);
+
+  const doSave = useCallback(async (target = definition, baseVersion = state.meta.version, note = "") => {
+    if (readOnly) return;
+    const body = JSON.stringify(target);
+    const max = limits.max_definition_bytes;
+    if (max && byteLength(body) > max) {
+      setSave({ kind: "error", text: `Not saved: the definition is ${byteLength(body)} bytes, over the limit of ${max} bytes` });
+      return;
+    }
+    const meta = state.meta;
+    const sameName = meta.name && target.name === meta.name;
+    if (sameName && meta.origin && meta.origin !== "api") {
+      setSave({ kind: "error", text: `Not saved: ${meta.name} is defined in a ${meta.origin === "python" ? "Python module" : "file"}; give this copy a new name` });
+      return;
+    }
+    setSave({ kind: "saving", text: "Saving…" });
+    const answer = sameName ? await api.replace(meta.name, target, baseVersion) : await api.create(target);
+    if (answer.ok) { afterSave(answer.data, note); return; }
+    const details = answer.error && answer.error.details;
+    if (answer.status === 409 && details && !Array.isArray(details) && details.version != null) {
+      setConflict({ ...details, message: answer.message, mine: target });
+      setSave({ kind: "error", text: `Not saved: version ${details.version} was saved meanwhile` });
+      return;
+    }
+    showSaveError(answer);
+  }, [readOnly, definition, state.meta, limits.max_definition_bytes, api, afterSave, showSaveError]);
+
+  const reloadFromConflict = useCallback(() => {
+    const server = withExplicitDependsOn(conflict.definition);
+    dispatch({ type: "edit", definition: server });
+    dispatch({ type: "saved", meta: { ...state.meta, version: conflict.version } });
+    setSave({ kind: "idle", text: `Reloaded version ${conflict.version} (undo brings your draft back)` });
+    setConflict(null);
+  }, [conflict, state.meta]);
+
+  const overwriteFromConflict = useCallback(() => {
+    const { version, mine } = conflict;
+    setConflict(null);
+    doSave(mine, version);
+  }, [conflict, doSave]);
+
+  const restoreVersion = useCallback(async (number, versionDefinition) => {
+    const restored = withExplicitDependsOn(versionDefinition);
+    dispatch({ type: "edit", definition: restored });
+    setHistoryOpen(false);
+    await doSave(restored, state.meta.version, ` (restored version ${number})`);
+  }, [doSave, state.meta.version]);
+
+  // -- rendering ---------------------------------------------------------------------------------
+  if (state.status === "loading") return <div className="pfd-root pfd-loading" data-testid="designer-loading">Loading the designer…</div>;
+  if (state.status === "error") {
+    return <div className="pfd-root"><p className="pfd-load-error" data-testid="load-error" role="alert">{state.loadError}</p></div>;
+  }
+
+  const validateText = problems.status === "unavailable" ? "validation unavailable"
+    : allProblems.list.length ? `${allProblems.list.length} problem${allProblems.list.length === 1 ? "" : "s"}`
+      : problems.status === "done" && problems.definition === definition ? "valid" : "checking…";
+  const saveText = save.kind === "saved" && dirty ? `${save.text}; unsaved changes` : save.text || (dirty ? "Unsaved changes" : "");
+  const toolbar = (
+    <Toolbar
+      name={definition.name || state.meta.name || ""}
+      readOnly={readOnly}
+      canUndo={canUndo(state.history)}
+      canRedo={canRedo(state.history)}
+      onUndo={() => dispatch({ type: "undo" })}
+      onRedo={() => dispatch({ type: "redo" })}
+      onSave={() => doSave()}
+      onAutoLayout={runAutoLayout}
+      onHistory={() => setHistoryOpen(true)}
+      runHref={state.meta.origin ? `${dashboard}/workflows/${encodeURIComponent(state.meta.name)}/run` : null}
+      dirty={dirty}
+      validateText={validateText}
+      validateKind={validateText === "valid" ? "ok" : allProblems.list.length ? "bad" : "idle"}
+      saveText={saveText}
+      saveKind={save.kind}
+      saving={save.kind === "saving"}
+      narrow={narrow}
+    />
+  );
+  const yaml = (
+    <YamlEditor
+      text={state.yamlText}
+      error={state.yamlError}
+      readOnly={readOnly}
+      onChange={onYamlChange}
+      onBlur={() => dispatch({ type: "yaml-refresh" })}
+    />
+  );
+  const common = (
+    <>
+      {toast && <div className={`pfd-toast pfd-toast-${toast.kind}`} data-testid="toast" role="status">{toast.message}</div>}
+      {conflict && (
+        <ConflictDialog conflict={conflict} readOnly={readOnly} onReload={reloadFromConflict}
+          onOverwrite={overwriteFromConflict} onClose={() => setConflict(null)} />
+      )}
+      {historyOpen && (
+        <HistoryDialog api={api} name={state.meta.origin === "api" ? state.meta.name : null} origin={state.meta.origin}
+          current={definition} readOnly={readOnly} onRestore={restoreVersion} onClose={() => setHistoryOpen(false)} />
+      )}
+    </>
+  );
+
+  if (narrow) {
+    return (
+      <div className="pfd-root pfd-narrow">
+        <p className="pfd-narrow-notice" data-testid="narrow-notice">The designer needs a wider screen (900 px or more); here is the workflow's YAML.</p>
+        {readOnly && <p className="pfd-readonly" data-testid="readonly-notice">Read-only: only an admin can save.</p>}
+        {toolbar}
+        <section className="pfd-yaml-area">{yaml}</section>
+        <ProblemsPanel problems={allProblems.list} onPick={() => {}} />
+        {common}
+      </div>
+    );
+  }
+
+  return (
+    <div className="pfd-root">
+      {readOnly && <p className="pfd-readonly" data-testid="readonly-notice">Read-only: you can look and validate; only an admin can save.</p>}
+      {state.meta.origin && state.meta.origin !== "api" && !readOnly && (
+        <p className="pfd-copy-notice" data-testid="copy-notice">
+          {state.meta.name} is defined in a {state.meta.origin === "python" ? "Python module" : "file"}: save this copy under a new name.
+        </p>
+      )}
+      {toolbar}
+      <div className="pfd-grid">
+        <Palette catalog={catalog} readOnly={readOnly} onAdd={(type) => addStepOfType(type)} />
+        <Canvas
+          definition={definition}
+          positions={positions}
+          catalog={catalog}
+          problems={allProblems.byNode}
+          selected={state.selected}
+          readOnly={readOnly}
+          onSelect={(selected) => dispatch({ type: "select", selected })}
+          onConnect={connect}
+          onMove={moveNodes}
+          onDropType={(type, position) => addStepOfType(type, position)}
+          onRefuse={(message) => say(message, "error")}
+        />
+        <Inspector
+          definition={definition}
+          selected={state.selected}
+          catalog={catalog}
+          stepKeys={stepKeys(catalog)}
+          secrets={secrets}
+          problems={allProblems.byField}
+          readOnly={readOnly}
+          onEdit={edit}
+          onSeal={() => dispatch({ type: "seal" })}
+          onSelect={(selected) => dispatch({ type: "select", selected })}
+          onDelete={deleteSelected}
+          onRefuse={(message) => say(message, "error")}
+        />
+        <section className="pfd-yaml-area" aria-label="YAML">{yaml}</section>
+        <ProblemsPanel
+          problems={allProblems.list}
+          onPick={(problem) => {
+            if (problem.node === TRIGGER) dispatch({ type: "select", selected: { kind: "trigger" } });
+            else if (problem.node) dispatch({ type: "select", selected: { kind: "step", name: problem.node } });
+            else dispatch({ type: "select", selected: null });
+            if (problem.field) focusField(problem.field);
+          }}
+        />
+      </div>
+      {common}
+    </div>
+  );
+}
+
+/** Focus the form field a problem names, once the inspector shows it (opening the advanced part if needed). */
+function focusField(field) {
+  setTimeout(() => {
+    const candidates = [`field-config-${field}`, `field-${field}`, `field-trigger-${field}`];
+    for (const id of candidates) {
+      const element = document.querySelector(`[data-testid="${id}"]`);
+      if (element) {
+        const details = element.closest("details");
+        if (details) details.open = true;
+        element.focus();
+        element.scrollIntoView({ block: "nearest" });
+        return;
+      }
+    }
+  }, 30);
+}

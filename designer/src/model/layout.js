@@ -1,0 +1,52 @@
+// Node positions: the definition's layout where it has one, dagre's layered layout for the rest.
+import dagre from "@dagrejs/dagre";
+import { stepNames, TRIGGER } from "./definition.js";
+import { edgesOf } from "./graph.js";
+
+export const NODE_WIDTH = 190;
+export const NODE_HEIGHT = 56;
+
+/** Positions {name: {x, y}} of the trigger and every step, laid out top to bottom by dagre. */
+export function autoLayout(definition) {
+  const graph = new dagre.graphlib.Graph();
+  graph.setGraph({ rankdir: "TB", nodesep: 40, ranksep: 60, marginx: 20, marginy: 20 });
+  graph.setDefaultEdgeLabel(() => ({}));
+  for (const name of [TRIGGER, ...stepNames(definition)]) graph.setNode(name, { width: NODE_WIDTH, height: NODE_HEIGHT });
+  for (const edge of edgesOf(definition)) graph.setEdge(edge.source, edge.target);
+  dagre.layout(graph);
+  const positions = {};
+  for (const name of graph.nodes()) {
+    const node = graph.node(name);
+    positions[name] = { x: Math.round(node.x - NODE_WIDTH / 2), y: Math.round(node.y - NODE_HEIGHT / 2) };
+  }
+  return positions;
+}
+
+function validPoint(value) {
+  return Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === "number" && Number.isFinite(v));
+}
+
+/** Positions of every node: layout entries where given, the automatic layout for the others. */
+export function positionsOf(definition) {
+  const auto = autoLayout(definition);
+  const layout = definition && definition.layout && typeof definition.layout === "object" ? definition.layout : {};
+  const positions = {};
+  for (const [name, point] of Object.entries(auto)) {
+    positions[name] = validPoint(layout[name]) ? { x: layout[name][0], y: layout[name][1] } : point;
+  }
+  return positions;
+}
+
+/** The layout key's value for ``positions`` ({name: [x, y]}, whole numbers). */
+export function layoutOf(positions) {
+  return Object.fromEntries(Object.entries(positions).map(([name, p]) => [name, [Math.round(p.x), Math.round(p.y)]]));
+}
+
+/** A free spot under every node, for a step added without dropping it. */
+export function freeSpot(positions) {
+  const points = Object.values(positions);
+  if (!points.length) return { x: 0, y: 0 };
+  const lowest = Math.max(...points.map((p) => p.y));
+  const left = Math.min(...points.map((p) => p.x));
+  return { x: left, y: lowest + NODE_HEIGHT + 50 };
+}
