@@ -46,7 +46,8 @@ function reducer(state, action) {
     case "yaml-error":
       return { ...state, yamlText: action.text, yamlError: action.error };
     case "yaml-refresh":
-      return state.yamlError ? state : { ...state, yamlText: toYaml(state.history.present) };
+      return state.yamlError ? { ...state, history: seal(state.history) }
+        : { ...state, yamlText: toYaml(state.history.present), history: seal(state.history) };
     case "select":
       return { ...state, selected: action.selected, history: seal(state.history) };
     case "saved":
@@ -246,8 +247,13 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   // -- keyboard ----------------------------------------------------------------------------------
   useEffect(() => {
     function onKey(event) {
-      if (isTyping(event.target)) return;
       const mod = event.ctrlKey || event.metaKey;
+      if (mod && event.key.toLowerCase() === "s" && !event.shiftKey) {
+        event.preventDefault();
+        saveRef.current();
+        return;
+      }
+      if (isTyping(event.target)) return;
       const key = event.key.toLowerCase();
       if (mod && key === "z" && !event.shiftKey) { event.preventDefault(); if (!readOnly) dispatch({ type: "undo" }); }
       else if (mod && ((key === "z" && event.shiftKey) || key === "y")) { event.preventDefault(); if (!readOnly) dispatch({ type: "redo" }); }
@@ -306,6 +312,9 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     }
     showSaveError(answer);
   }, [readOnly, definition, state.meta, limits.max_definition_bytes, api, afterSave, showSaveError]);
+
+  const saveRef = useRef(() => {});
+  saveRef.current = () => { if (!readOnly && save.kind !== "saving") doSave(); };
 
   const reloadFromConflict = useCallback(() => {
     const server = withExplicitDependsOn(conflict.definition);

@@ -54,7 +54,7 @@ export default function HistoryDialog({ api, name, origin, current, readOnly, on
       <div className="pfd-dialog pfd-history" role="dialog" aria-modal="true" aria-labelledby="pfd-history-title" data-testid="history-panel">
         <div className="pfd-dialog-head">
           <h2 id="pfd-history-title">Version history</h2>
-          <button type="button" className="pfd-button" data-testid="history-close" onClick={onClose}>Close</button>
+          <button type="button" className="pfd-button" data-testid="history-close" onClick={onClose} autoFocus>Close</button>
         </div>
         {error && <p className="pfd-error" role="alert">{error}</p>}
         {versions === null && <p className="pfd-muted">Loading…</p>}

@@ -2,7 +2,7 @@
 import { useEffect, useRef, useState } from "react";
 import { actionType, triggerType } from "../model/catalog.js";
 import { clone, NAME_PATTERN, stepsOf, TRIGGER } from "../model/definition.js";
-import { addDependency, dependsOn, removeDependency, renameStep, stepNameProblem } from "../model/graph.js";
+import { addDependency, dependsOn, removeDependency, renameStep, stepNameProblem, wouldCycle } from "../model/graph.js";
 import { isAdvanced } from "../model/problems.js";
 import { fieldKind, isRequired, orderedKeys } from "../model/schema.js";
 import { templateNames } from "../model/templates.js";
@@ -27,6 +27,10 @@ export default function Inspector(props) {
   else body = <WorkflowForm {...props} />;
   return (
     <aside className="pfd-inspector" data-testid="inspector" aria-label="Inspector">
+      {selected && (
+        <button type="button" className="pfd-button pfd-small pfd-back" data-testid="tab-inputs"
+          onClick={() => props.onSelect(null)}>← Workflow: name, inputs</button>
+      )}
       {body}
     </aside>
   );
@@ -116,6 +120,8 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
   const help = (key) => (stepKeys[key] && stepKeys[key].description) || "";
   const fieldProps = { onSeal, disabled: readOnly, templateTarget };
   const deps = dependsOn(step);
+  // Offered: the steps it depends on and those it could depend on without a cycle.
+  const candidates = others.filter((other) => deps.includes(other) || !wouldCycle(definition, other, name));
 
   return (
     <form className="pfd-form" onSubmit={(event) => event.preventDefault()} aria-label={`Step ${name}`}>
@@ -160,10 +166,10 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
       <TemplateNames names={templateNames(definition, name, catalog, secrets)} templateTarget={templateTarget} readOnly={readOnly} />
       <fieldset className="pfd-fieldset">
         <legend>Depends on</legend>
-        {!others.length && <p className="pfd-help">No other step.</p>}
+        {!candidates.length && <p className="pfd-help">No step it could depend on.</p>}
         {errors.depends_on && <span className="pfd-field-error" data-testid="field-error-depends_on">{errors.depends_on.join("; ")}</span>}
         <div className="pfd-checks">
-          {others.map((other) => (
+          {candidates.map((other) => (
             <label key={other} className="pfd-check">
               <input type="checkbox" data-testid={`field-depends_on-${other}`} checked={deps.includes(other)} disabled={readOnly}
                 onChange={(event) => {
