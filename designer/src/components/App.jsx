@@ -3,7 +3,7 @@ import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { makeApi } from "../api.js";
 import { actionType, stepKeys } from "../model/catalog.js";
-import { byteLength, clone, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
+import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
   from "../model/definition.js";
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
 import { canRedo, canUndo, createHistory, record, redo, seal, undo } from "../model/history.js";
@@ -142,7 +142,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       if (!loaded.ok) { dispatch({ type: "failed", message: `Workflow ${workflow} did not load: ${loaded.message}` }); return; }
       const summary = loaded.data;
       const max = answer.data.limits && answer.data.limits.max_definition_bytes;
-      const size = byteLength(JSON.stringify(summary.definition || {}));
+      const size = definitionBytes(summary.definition || {});
       if (max && size > max) {
         dispatch({ type: "failed", message: `Workflow ${workflow} is ${size} bytes, over the designer's limit of ${max} bytes (limits.max_definition_bytes); edit it as a file or through the API.` });
         return;
@@ -238,7 +238,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const onYamlChange = useCallback((text) => {
     const parsed = parseYaml(text, { maxBytes: limits.max_definition_bytes });
     if (!parsed.ok) {
-      dispatch({ type: "yaml-error", text, error: `line ${parsed.line}, column ${parsed.column}: ${parsed.message}` });
+      const where = parsed.line ? `line ${parsed.line}, column ${parsed.column}: ` : "";
+      dispatch({ type: "yaml-error", text, error: `${where}${parsed.message}` });
       return;
     }
     dispatch({ type: "edit", definition: parsed.definition, from: "yaml", text, key: "yaml" });
@@ -289,10 +290,10 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
 
   const doSave = useCallback(async (target = definition, baseVersion = state.meta.version, note = "") => {
     if (readOnly) return;
-    const body = JSON.stringify(target);
     const max = limits.max_definition_bytes;
-    if (max && byteLength(body) > max) {
-      setSave({ kind: "error", text: `Not saved: the definition is ${byteLength(body)} bytes, over the limit of ${max} bytes` });
+    if (max && definitionBytes(target) > max) {
+      setSave({ kind: "error",
+        text: `Not saved: the definition is ${definitionBytes(target)} bytes, over the limit of ${max} bytes (limits.max_definition_bytes)` });
       return;
     }
     const meta = state.meta;

@@ -84,15 +84,20 @@ export function byteLength(text) {
   return new TextEncoder().encode(text).length;
 }
 
+/** Bytes of ``definition`` as compact JSON: what the server's max_definition_bytes bounds. */
+export function definitionBytes(definition) {
+  return byteLength(JSON.stringify(definition));
+}
+
 /**
  * Parse YAML text into a definition.
- * Returns {ok: true, definition} or {ok: false, line, column, message}; a definition over maxBytes is refused.
+ * Returns {ok: true, definition} or {ok: false, line, column, message}; a definition over maxBytes (as compact
+ * JSON, as the server counts) is refused, and so is a text over four times that before it is parsed at all.
  */
 export function parseYaml(text, { maxBytes } = {}) {
-  if (maxBytes && byteLength(text) > maxBytes) {
-    return { ok: false, line: 1, column: 1,
-      message: `the definition is ${byteLength(text)} bytes, over the limit of ${maxBytes} bytes` };
-  }
+  const tooLarge = (size) => ({ ok: false, line: null, column: null,
+    message: `the definition is ${size} bytes, over the limit of ${maxBytes} bytes (limits.max_definition_bytes)` });
+  if (maxBytes && byteLength(text) > 4 * maxBytes) return tooLarge(byteLength(text));
   const document = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (document.errors.length) {
     const error = document.errors[0];
@@ -110,6 +115,7 @@ export function parseYaml(text, { maxBytes } = {}) {
   if (typeof value !== "object" || Array.isArray(value)) {
     return { ok: false, line: 1, column: 1, message: "a definition is a mapping with name, trigger and steps" };
   }
+  if (maxBytes && definitionBytes(value) > maxBytes) return tooLarge(definitionBytes(value));
   return { ok: true, definition: withExplicitDependsOn(value) };
 }
 
