@@ -35,6 +35,8 @@ describe("problem paths", () => {
   it("maps the trigger, the workflow's own keys and layout", () => {
     expect(locate(definition, "trigger.schedule")).toEqual({ node: "@trigger", field: "schedule" });
     expect(locate(definition, "trigger")).toEqual({ node: "@trigger", field: null });
+    const cron = "trigger 'trigger': schedule must be a cron expression of five fields";
+    expect(locate(definition, "trigger", cron, keys, () => ["schedule", "timezone"])).toEqual({ node: "@trigger", field: "schedule" });
     expect(locate(definition, "name")).toEqual({ node: null, field: "workflow-name" });
     expect(locate(definition, "inputs.properties.x")).toEqual({ node: null, field: "inputs" });
     expect(locate(definition, "layout.ghost")).toEqual({ node: null, field: "layout" });

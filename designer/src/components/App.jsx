@@ -2,7 +2,7 @@
 import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { makeApi } from "../api.js";
-import { actionType, stepKeys } from "../model/catalog.js";
+import { actionType, stepKeys, triggerType } from "../model/catalog.js";
 import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
   from "../model/definition.js";
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
@@ -186,7 +186,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       }
     });
     const configKeys = (type) => Object.keys((actionType(catalog, type) || {}).config_schema?.properties || {});
-    return indexProblems(problems.definition || definition, items, configKeys);
+    const triggerKeys = (type) => Object.keys((triggerType(catalog, type) || {}).config_schema?.properties || {});
+    return indexProblems(problems.definition || definition, items, configKeys, triggerKeys);
   }, [problems, definition, catalog]);
 
   // -- edits -------------------------------------------------------------------------------------
@@ -204,7 +205,12 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       return;
     }
     const at = position || freeSpot(positions);
-    const { definition: next, name } = addStep(definition, type, at, layoutOf(positions));
+    const placed = layoutOf(positions);
+    // The first step dropped on an empty canvas gets the trigger just above it.
+    if (!stepsOf(definition).length && !(definition.layout && definition.layout[TRIGGER])) {
+      placed[TRIGGER] = [Math.round(at.x), Math.round(at.y - 110)];
+    }
+    const { definition: next, name } = addStep(definition, type, at, placed);
     edit(next, { select: { kind: "step", name } });
   }, [readOnly, limits.max_steps, definition, positions, edit, say]);
 

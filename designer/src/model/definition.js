@@ -11,7 +11,7 @@ const STEP_ORDER = ["name", "type", "depends_on", "when", "config", "retries", "
 
 /** A new, empty workflow. */
 export function emptyDefinition(name = "") {
-  return { name, description: "", trigger: { type: "manual" }, steps: [] };
+  return { name, trigger: { type: "manual" }, steps: [] };
 }
 
 /** A deep copy (definitions are plain JSON data). */

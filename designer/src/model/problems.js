@@ -16,10 +16,10 @@ function namedKey(message, keys) {
 
 /**
  * Where a problem points: {node (step name, "@trigger" or null for the workflow), field (or null)}.
- * ``configKeys(type)`` lists a step type's config keys, so a problem reported at a whole config lands on the key
- * its message names.
+ * ``configKeys(type)`` lists a step type's config keys and ``triggerKeys(type)`` a trigger type's settings, so a
+ * problem reported at a whole config (or the whole trigger) lands on the key its message names.
  */
-export function locate(definition, path, message = "", configKeys = () => []) {
+export function locate(definition, path, message = "", configKeys = () => [], triggerKeys = () => []) {
   const text = String(path || "");
   const step = /^steps\[(\d+)\](.*)$/.exec(text);
   if (step) {
@@ -34,8 +34,10 @@ export function locate(definition, path, message = "", configKeys = () => []) {
     return { node: name, field };
   }
   if (text === "trigger" || text.startsWith("trigger.")) {
-    const key = text.slice("trigger.".length).split(/[.[]/)[0];
-    return { node: TRIGGER, field: text === "trigger" ? null : key };
+    if (text !== "trigger") return { node: TRIGGER, field: text.slice("trigger.".length).split(/[.[]/)[0] };
+    const trigger = definition && definition.trigger && typeof definition.trigger === "object" ? definition.trigger : {};
+    const keys = [...new Set([...triggerKeys(trigger.type), ...Object.keys(trigger).filter((key) => key !== "type")])];
+    return { node: TRIGGER, field: namedKey(message, keys) };
   }
   const layout = /^layout\.(.+)$/.exec(text);
   if (layout) {
@@ -69,9 +71,9 @@ export function isAdvanced(field) {
  * Problems indexed for display: {list: [{path, message, node, field}], byNode: {node: [..]}, byField: {node: {field: [messages]}}}.
  * The workflow-level node is keyed "".
  */
-export function indexProblems(definition, problems, configKeys = () => []) {
+export function indexProblems(definition, problems, configKeys = () => [], triggerKeys = () => []) {
   const list = (problems || []).map((problem) => ({
-    ...problem, ...locate(definition, problem.path, problem.message, configKeys) }));
+    ...problem, ...locate(definition, problem.path, problem.message, configKeys, triggerKeys) }));
   const byNode = {};
   const byField = {};
   for (const problem of list) {
