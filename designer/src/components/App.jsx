@@ -2,13 +2,13 @@
 import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { makeApi } from "../api.js";
-import { actionType, stepKeys, triggerType } from "../model/catalog.js";
+import { stepKeys } from "../model/catalog.js";
 import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
   from "../model/definition.js";
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
-import { canRedo, canUndo, createHistory, record, redo, seal, undo } from "../model/history.js";
+import { canRedo, canUndo } from "../model/history.js";
+import { initialState, reducer } from "../model/editor.js";
 import { freeSpot, layoutOf, positionsOf, autoLayout } from "../model/layout.js";
-import { indexProblems } from "../model/problems.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
 import HistoryDialog from "./HistoryDialog.jsx";
@@ -16,57 +16,10 @@ import Inspector from "./Inspector.jsx";
 import Palette from "./Palette.jsx";
 import ProblemsPanel from "./ProblemsPanel.jsx";
 import Toolbar from "./Toolbar.jsx";
+import useValidation from "./useValidation.js";
 import YamlEditor from "./YamlEditor.jsx";
 
-const VALIDATE_DELAY_MS = 400;
 const NARROW_QUERY = "(max-width: 899px)";
-
-function reducer(state, action) {
-  switch (action.type) {
-    case "loaded":
-      return { ...state, status: "ready", history: createHistory(action.definition), meta: action.meta,
-        yamlText: toYaml(action.definition), yamlError: null, saved: action.meta.origin ? toYaml(action.definition) : null };
-    case "failed":
-      return { ...state, status: "error", loadError: action.message };
-    case "edit": {
-      if (action.definition === state.history.present) return state;
-      const history = record(state.history, action.definition, action.key || null);
-      const yamlText = action.from === "yaml" ? action.text : toYaml(action.definition);
-      const selected = stillThere(action.definition, action.select === undefined ? state.selected : action.select);
-      return { ...state, history, yamlText, yamlError: null, selected };
-    }
-    case "seal":
-      return { ...state, history: seal(state.history) };
-    case "undo":
-    case "redo": {
-      const history = action.type === "undo" ? undo(state.history) : redo(state.history);
-      return { ...state, history, yamlText: toYaml(history.present), yamlError: null,
-        selected: stillThere(history.present, state.selected) };
-    }
-    case "yaml-error":
-      return { ...state, yamlText: action.text, yamlError: action.error };
-    case "yaml-refresh":
-      return state.yamlError ? { ...state, history: seal(state.history) }
-        : { ...state, yamlText: toYaml(state.history.present), history: seal(state.history) };
-    case "select":
-      return { ...state, selected: action.selected, history: seal(state.history) };
-    case "saved":
-      return { ...state, meta: action.meta, saved: toYaml(state.history.present) };
-    default:
-      return state;
-  }
-}
-
-function stillThere(definition, selected) {
-  if (!selected || selected.kind === "trigger") return selected;
-  const names = new Set(stepsOf(definition).map((step) => step.name));
-  if (selected.kind === "step") return names.has(selected.name) ? selected : null;
-  if (selected.kind === "edge") {
-    const target = stepsOf(definition).find((step) => step.name === selected.target);
-    return target && (target.depends_on || []).includes(selected.source) ? selected : null;
-  }
-  return null;
-}
 
 function useNarrow() {
   const query = typeof window !== "undefined" && window.matchMedia ? window.matchMedia(NARROW_QUERY) : null;
@@ -96,13 +49,9 @@ export default function App(props) {
 function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const api = useMemo(() => makeApi(apiBase, csrf), [apiBase, csrf]);
   const readOnly = !canSave;
-  const [state, dispatch] = useReducer(reducer, {
-    status: "loading", loadError: "", history: createHistory(emptyDefinition()), yamlText: "", yamlError: null,
-    selected: null, meta: { name: null, version: null, origin: null }, saved: null,
-  });
+  const [state, dispatch] = useReducer(reducer, undefined, initialState);
   const [catalog, setCatalog] = useState(null);
   const [secrets, setSecrets] = useState([]);
-  const [problems, setProblems] = useState({ definition: null, items: [], status: "idle", message: "" });
   const [save, setSave] = useState({ kind: "idle", text: "" });
   const [toast, setToast] = useState(null);
   const [conflict, setConflict] = useState(null);
@@ -156,39 +105,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   }, [api, workflow, canSave]);
 
   // -- validation as you go -----------------------------------------------------------------------
-  useEffect(() => {
-    if (state.status !== "ready") return undefined;
-    let cancelled = false;
-    setProblems((current) => ({ ...current, status: "checking" }));
-    const timer = setTimeout(async () => {
-      const answer = await api.validate(definition);
-      if (cancelled) return;
-      if (answer.ok) setProblems({ definition, items: [], status: "done", message: "" });
-      else if (answer.status === 422 && answer.error) {
-        const details = Array.isArray(answer.error.details) ? answer.error.details : [{ path: "", message: answer.message }];
-        setProblems({ definition, items: details, status: "done", message: "" });
-      } else if (answer.status === 400) {
-        setProblems({ definition, items: [{ path: "", message: answer.message }], status: "done", message: "" });
-      } else {
-        setProblems({ definition, items: [], status: "unavailable", message: answer.message });
-      }
-    }, VALIDATE_DELAY_MS);
-    return () => { cancelled = true; clearTimeout(timer); };
-  }, [api, definition, state.status]);
-
-  const allProblems = useMemo(() => {
-    const items = problems.definition === definition ? [...problems.items] : [...problems.items];
-    const paths = new Set(items.map((item) => item.path));
-    stepsOf(definition).forEach((step, index) => {
-      if (catalog && typeof step.type === "string" && !actionType(catalog, step.type) && !paths.has(`steps[${index}].type`)) {
-        items.push({ path: `steps[${index}].type`,
-          message: `type '${step.type}' is not in the catalog (the plugin that provided it may be gone)` });
-      }
-    });
-    const configKeys = (type) => Object.keys((actionType(catalog, type) || {}).config_schema?.properties || {});
-    const triggerKeys = (type) => Object.keys((triggerType(catalog, type) || {}).config_schema?.properties || {});
-    return indexProblems(problems.definition || definition, items, configKeys, triggerKeys);
-  }, [problems, definition, catalog]);
+  const { problems, setProblems, allProblems } = useValidation(api, definition, catalog, state.status === "ready");
 
   // -- edits -------------------------------------------------------------------------------------
   const edit = useCallback((next, options = {}) => {

@@ -2,7 +2,7 @@
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import { yaml } from "@codemirror/lang-yaml";
 import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { Annotation, Compartment, EditorState } from "@codemirror/state";
+import { Annotation, Compartment, EditorState, Transaction } from "@codemirror/state";
 import { drawSelection, EditorView, highlightActiveLine, keymap, lineNumbers } from "@codemirror/view";
 import { useEffect, useRef } from "react";
 
@@ -48,7 +48,9 @@ export default function YamlEditor({ text, error, readOnly, onChange, onBlur }) 
   useEffect(() => {
     const current = view.current;
     if (current && current.state.doc.toString() !== text) {
-      current.dispatch({ changes: { from: 0, to: current.state.doc.length, insert: text }, annotations: External.of(true) });
+      // Not in the editor's own undo history: Ctrl+Z there undoes typing; the toolbar's Undo undoes the rest.
+      current.dispatch({ changes: { from: 0, to: current.state.doc.length, insert: text },
+        annotations: [External.of(true), Transaction.addToHistory.of(false)] });
     }
   }, [text]);
 

@@ -72,8 +72,12 @@ export function isAdvanced(field) {
  * The workflow-level node is keyed "".
  */
 export function indexProblems(definition, problems, configKeys = () => [], triggerKeys = () => []) {
-  const list = (problems || []).map((problem) => ({
-    ...problem, ...locate(definition, problem.path, problem.message, configKeys, triggerKeys) }));
+  return indexLocated((problems || []).map((problem) => ({
+    ...problem, ...locate(definition, problem.path, problem.message, configKeys, triggerKeys) })));
+}
+
+/** The index of problems already located ({path, message, node, field}). */
+export function indexLocated(list) {
   const byNode = {};
   const byField = {};
   for (const problem of list) {
