@@ -221,9 +221,9 @@ def save(page, version: int) -> None:
 DOCUMENT_STEPS = [  # name, palette type, drop point on the canvas
     ("extract", "pdf_text", 120, 60),
     ("analyse", "python", 120, 200),
-    ("has_words", "condition", 360, 260),
+    ("has_words", "condition", 560, 230),
     ("store", "python", 120, 340),
-    ("report", "log", 360, 420),
+    ("report", "log", 560, 420),
 ]
 STORE_KWARGS = """db_path: documents.sqlite3
 source: "{{ steps.extract.source }}"
@@ -246,6 +246,11 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
         fill(page, f"input-type-{index}", input_type)
     shoot(page, "designer-new-empty")
 
+    page.get_by_test_id("palette-search").fill("pdf")
+    expect(page.get_by_test_id("palette-item-pdf_text")).to_be_visible()
+    expect(page.get_by_test_id("palette-item-log")).to_have_count(0)
+    page.get_by_test_id("palette-search").fill("")
+    expect(page.get_by_test_id("palette-group-messaging")).to_be_visible()
     for name, step_type, x, y in DOCUMENT_STEPS:
         rename(page, drop_step(page, step_type, x, y), name)
     shoot(page, "designer-new-dropped")
@@ -262,7 +267,7 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     expect(page.get_by_test_id("template-names")).to_contain_text("steps.extract.text")
     expect(page.get_by_test_id("template-names")).to_contain_text("inputs.file")
     expect(page.get_by_test_id("template-names")).not_to_contain_text("steps.store")  # a later step
-    fill(page, "field-config-function", "workflows.library.analysis.analyse_text")  # a dot where ':' belongs
+    fill(page, "field-config-function", "workflows.library.analysis:analyse_text")
     fill(page, "field-config-kwargs", 'text: "{{ steps.extract.text }}"')
     select(page, "has_words")
     fill(page, "field-config-condition", '{type: gt, left: "{{ steps.analyse.word_count }}", right: 0}')
@@ -272,28 +277,29 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     open_advanced(page)
     fill(page, "field-when", "{{ steps.has_words.result }}")
     select(page, "report")
-    fill(page, "field-config-message", "stored document {{ steps.store.id }} ({{ steps.analyse.word_count }} words)")
-    fill(page, "field-config-level", "info")
+    expect(page.get_by_test_id("required-message")).to_be_visible()
+    fill(page, "field-config-level", "info")  # the message, required, is left out for now
 
-    # Validation as you go points at the broken node, its field and the path.
-    expect(node(page, "analyse")).to_have_class(re.compile(r"\bnode-error\b"))
-    expect(node(page, "analyse").get_by_test_id("node-problem")).to_contain_text("package.module:function")
-    expect(page.get_by_test_id("validate-status")).to_have_text(re.compile(r"^1 problems?$"))
+    # Validation as you go points at the node, the field and the path of what is missing.
+    expect(page.get_by_test_id("validate-status")).to_have_text("1 problem")
+    expect(node(page, "report")).to_have_class(re.compile(r"\bnode-error\b"))
+    expect(node(page, "report").get_by_test_id("node-problem")).to_contain_text("is required")
     problem = page.get_by_test_id("problems").get_by_test_id("problem")
     expect(problem).to_have_count(1)
-    expect(problem).to_contain_text("steps[1].config")
-    expect(problem).to_contain_text("package.module:function")
-    for name in ("extract", "has_words", "store", "report"):
+    expect(problem).to_contain_text("steps[4].config.message")
+    expect(problem).to_contain_text("is required")
+    for name in ("extract", "analyse", "has_words", "store"):
         expect(node(page, name)).not_to_have_class(re.compile(r"\bnode-error\b"))
     shoot(page, "designer-new-problem")
-    select(page, "report")
+    select(page, "analyse")
     problem.click()
-    expect(page.get_by_test_id("field-name")).to_have_value("analyse")
-    expect(page.get_by_test_id("field-error-function")).to_contain_text("package.module:function")
+    expect(page.get_by_test_id("field-name")).to_have_value("report")
+    expect(page.get_by_test_id("field-error-message")).to_contain_text("is required")
+    expect(page.get_by_test_id("field-config-message")).to_be_focused()
 
-    fill(page, "field-config-function", "workflows.library.analysis:analyse_text")
+    fill(page, "field-config-message", "stored document {{ steps.store.id }} ({{ steps.analyse.word_count }} words)")
     expect(page.get_by_test_id("validate-status")).to_have_text("valid")
-    expect(node(page, "analyse")).not_to_have_class(re.compile(r"\bnode-error\b"))
+    expect(node(page, "report")).not_to_have_class(re.compile(r"\bnode-error\b"))
     expect(page.get_by_test_id("problems").get_by_test_id("problem")).to_have_count(0)
     save(page, 1)
     expect(page.get_by_test_id("save-status")).to_contain_text("Saved")
@@ -456,8 +462,10 @@ def test_saving_a_stale_copy_shows_the_conflict_and_loses_nothing(server, page, 
     page.get_by_test_id("save").click()
     conflict = page.get_by_test_id("conflict")
     expect(conflict).to_be_visible()
-    expect(conflict).to_contain_text("changed by someone else")
     expect(conflict).to_contain_text("version 2")
+    expect(conflict).to_contain_text(re.compile(r"-\s*message: first ran"))  # the diff: version 1 -> 2
+    expect(conflict).to_contain_text(re.compile(r"\+\s*message: changed by someone else"))
+    expect(page.get_by_test_id("field-config-message")).to_have_value("my edit")  # the draft is kept
     shoot(page, "designer-conflict")
     assert versions(server, "contested") == [2, 1]  # nothing stored
     assert definition(server, "contested")["steps"][1]["config"]["message"] == "second ran"
@@ -543,4 +551,12 @@ def test_delete_a_node_with_the_keyboard_then_undo_and_redo(server, page, errors
     expect(yaml).not_to_contain_text("name: second")
     page.get_by_test_id("undo").click()
     expect(node(page, "second")).to_be_visible()
+
+    # Enter on a palette item adds a step at a free spot; undo takes it away again.
+    page.get_by_test_id("palette-item-wait").press("Enter")
+    expect(node(page, "wait")).to_be_visible()
+    expect(yaml).to_contain_text("name: wait")
+    page.get_by_test_id("undo").click()
+    expect(node(page, "wait")).to_have_count(0)
+    expect(page.locator(NODES)).to_have_count(4)  # the trigger and the three steps
     assert not errors
