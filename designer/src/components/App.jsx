@@ -60,6 +60,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const flow = useReactFlow();
   const definition = state.history.present;
   const limits = (catalog && catalog.limits) || {};
+  const dialogOpen = useRef(false);
+  const saveRef = useRef(() => {});
 
   const say = useCallback((message, kind = "info") => setToast({ message, kind, at: Date.now() }), []);
   useEffect(() => {
@@ -177,7 +179,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
         saveRef.current();
         return;
       }
-      if (isTyping(event.target)) return;
+      if (isTyping(event.target) || dialogOpen.current) return;
       const key = event.key.toLowerCase();
       if (mod && key === "z" && !event.shiftKey) { event.preventDefault(); if (!readOnly) dispatch({ type: "undo" }); }
       else if (mod && ((key === "z" && event.shiftKey) || key === "y")) { event.preventDefault(); if (!readOnly) dispatch({ type: "redo" }); }
@@ -193,9 +195,9 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   // -- saving ------------------------------------------------------------------------------------
   const dirty = state.saved === null ? stepsOf(definition).length > 0 : toYaml(definition) !== state.saved;
 
-  const afterSave = useCallback((summary, note = "") => {
+  const afterSave = useCallback((summary, saved, note = "") => {
     const meta = { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" };
-    dispatch({ type: "saved", meta });
+    dispatch({ type: "saved", meta, definition: saved });
     setSave({ kind: "saved", text: `Saved version ${meta.version}${note}` });
     if (!workflow || workflow !== meta.name) {
       window.history.replaceState(null, "", `${dashboard}/designer/${encodeURIComponent(meta.name)}`);
@@ -227,7 +229,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     }
     setSave({ kind: "saving", text: "Saving…" });
     const answer = sameName ? await api.replace(meta.name, target, baseVersion) : await api.create(target);
-    if (answer.ok) { afterSave(answer.data, note); return; }
+    if (answer.ok) { afterSave(answer.data, target, note); return; }
     const details = answer.error && answer.error.details;
     if (answer.status === 409 && details && !Array.isArray(details) && details.version != null) {
       setConflict({ ...details, message: answer.message, mine: target });
@@ -237,13 +239,14 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     showSaveError(answer);
   }, [readOnly, definition, state.meta, limits.max_definition_bytes, api, afterSave, showSaveError]);
 
-  const saveRef = useRef(() => {});
+  // The keyboard handler reads these at key time.
+  dialogOpen.current = historyOpen || !!conflict;
   saveRef.current = () => { if (!readOnly && save.kind !== "saving") doSave(); };
 
   const reloadFromConflict = useCallback(() => {
     const server = withExplicitDependsOn(conflict.definition);
     dispatch({ type: "edit", definition: server });
-    dispatch({ type: "saved", meta: { ...state.meta, version: conflict.version } });
+    dispatch({ type: "saved", meta: { ...state.meta, version: conflict.version }, definition: server });
     setSave({ kind: "idle", text: `Reloaded version ${conflict.version} (undo brings your draft back)` });
     setConflict(null);
   }, [conflict, state.meta]);

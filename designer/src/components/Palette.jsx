@@ -44,6 +44,17 @@ export default function Palette({ catalog, readOnly, onAdd }) {
           </ul>
         </section>
       ))}
+      {catalog && Array.isArray(catalog.problems) && catalog.problems.length > 0 && (
+        <details className="pfd-plugin-problems" data-testid="plugin-problems">
+          <summary>{catalog.problems.length} plugin problem{catalog.problems.length === 1 ? "" : "s"}</summary>
+          <ul>
+            {catalog.problems.map((problem, index) => (
+              <li key={index}><strong>{problem.plugin}</strong>: {problem.error}</li>
+            ))}
+          </ul>
+          <p className="pfd-help">Steps of a type such a plugin should provide are shown in red.</p>
+        </details>
+      )}
     </aside>
   );
 }

@@ -41,7 +41,8 @@ export function reducer(state, action) {
     case "select":
       return { ...state, selected: action.selected, history: seal(state.history) };
     case "saved":
-      return { ...state, meta: action.meta, saved: toYaml(state.history.present) };
+      // The definition sent: edits made while it was on its way stay unsaved changes.
+      return { ...state, meta: action.meta, saved: toYaml(action.definition ?? state.history.present) };
     default:
       return state;
   }
