@@ -69,3 +69,10 @@ describe("steps", () => {
     expect(Object.keys(renamed.layout)).toEqual(["start", "second"]);
   });
 });
+
+describe("names typed twice in the YAML", () => {
+  it("give one node and one set of edges (the server reports the duplicate)", () => {
+    const definition = { steps: [{ name: "a", depends_on: [] }, { name: "a", depends_on: [] }, { name: "b", depends_on: ["a"] }] };
+    expect(edgesOf(definition).map((edge) => edge.id)).toEqual(["@trigger->a", "a->b"]);
+  });
+});

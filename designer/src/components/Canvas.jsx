@@ -68,8 +68,11 @@ export default function Canvas({ definition, positions, catalog, problems, selec
       selected: selected && selected.kind === "trigger",
       data: { type: trigger.type || "manual", summary: triggerSummary(trigger), problems: problems[TRIGGER] || [], readOnly },
     }];
+    const seen = new Set([TRIGGER]);
     for (const step of stepsOf(definition)) {
-      if (typeof step.name !== "string") continue;
+      // A second step of one name (typed in the YAML) is the server's problem to report; one node per name.
+      if (typeof step.name !== "string" || seen.has(step.name)) continue;
+      seen.add(step.name);
       const known = actionType(catalog, step.type);
       list.push({
         id: step.name, type: "step", position: positions[step.name] || { x: 0, y: 0 }, deletable: false,

@@ -161,6 +161,16 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
               onCommit={setKey("config")} {...fieldProps} />
           </FieldRow>
         )}
+        {schema && Object.keys(config).filter((key) => !(key in (schema.properties || {}))).map((key) => {
+          const id = `pfd-config-${key}`;
+          return (
+            <FieldRow key={key} id={id} label={`${key} (not a setting of ${step.type})`} errors={errors[key]} errorKey={key}
+              help="Empty it to remove it.">
+              <ValueField id={id} testid={`field-config-${key}`} kind="yaml" plainString value={config[key]}
+                onCommit={setConfig(key)} {...fieldProps} />
+            </FieldRow>
+          );
+        })}
         {errors.config && schema && <span className="pfd-field-error" data-testid="field-error-config">{errors.config.join("; ")}</span>}
       </fieldset>
       <TemplateNames names={templateNames(definition, name, catalog, secrets)} templateTarget={templateTarget} readOnly={readOnly} />

@@ -13,8 +13,10 @@ export function edgesOf(definition) {
   const steps = stepsOf(definition);
   const names = new Set(stepNames(definition));
   const edges = [];
+  const seen = new Set();
   for (const step of steps) {
-    if (typeof step.name !== "string") continue;
+    if (typeof step.name !== "string" || seen.has(step.name)) continue;
+    seen.add(step.name);
     const deps = dependsOn(step);
     if (!deps.length) edges.push({ id: `${TRIGGER}->${step.name}`, source: TRIGGER, target: step.name, trigger: true });
     for (const dep of deps) {
