@@ -207,7 +207,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const showSaveError = useCallback((answer) => {
     if (answer.status === 422 && answer.error && Array.isArray(answer.error.details)) {
       setProblems({ definition, items: answer.error.details, status: "done", message: "" });
-      setSave({ kind: "error", text: `Not saved: ${answer.error.details.length} problems` });
+      const count = answer.error.details.length;
+      setSave({ kind: "error", text: `Not saved: ${count} problem${count === 1 ? "" : "s"}` });
     } else {
       setSave({ kind: "error", text: `Not saved: ${answer.message}` });
     }

@@ -4,7 +4,7 @@ import DiffView from "./DiffView.jsx";
 /** Conflict between the draft's base version and the stored one. */
 export default function ConflictDialog({ conflict, readOnly, onReload, onOverwrite, onClose }) {
   return (
-    <div className="pfd-overlay">
+    <div className="pfd-overlay" onKeyDown={(event) => { if (event.key === "Escape") onClose(); }}>
       <div className="pfd-dialog" role="dialog" aria-modal="true" aria-labelledby="pfd-conflict-title" data-testid="conflict">
         <h2 id="pfd-conflict-title">Someone saved this workflow meanwhile</h2>
         <p>{conflict.message}. Changes between the version you edited ({conflict.base}) and the stored one ({conflict.version}):</p>
@@ -13,7 +13,7 @@ export default function ConflictDialog({ conflict, readOnly, onReload, onOverwri
         <div className="pfd-dialog-actions">
           <button type="button" className="pfd-button" data-testid="conflict-reload" onClick={onReload}>Reload version {conflict.version}</button>
           {!readOnly && <button type="button" className="pfd-button pfd-danger" data-testid="conflict-overwrite" onClick={onOverwrite}>Overwrite</button>}
-          <button type="button" className="pfd-button" data-testid="conflict-close" onClick={onClose}>Cancel</button>
+          <button type="button" className="pfd-button" data-testid="conflict-close" onClick={onClose} autoFocus>Cancel</button>
         </div>
       </div>
     </div>

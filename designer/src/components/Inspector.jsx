@@ -410,6 +410,18 @@ function InputsEditor({ definition, errors, readOnly, onEdit, onSeal }) {
                 })} />
               required
             </label>
+            <input type="text" className="pfd-input pfd-input-description" data-testid={`input-description-${index}`}
+              placeholder="description (shown on the run form)" aria-label={`description of input ${key}`}
+              value={(schema && typeof schema.description === "string" && schema.description) || ""} disabled={readOnly}
+              onBlur={onSeal}
+              onChange={(event) => {
+                const text = event.target.value;
+                write((inputs) => {
+                  const property = { ...(inputs.properties[key] || {}) };
+                  if (text) property.description = text; else delete property.description;
+                  inputs.properties[key] = property;
+                }, `inputs.${key}:description`);
+              }} />
             {!readOnly && (
               <button type="button" className="pfd-button pfd-small" data-testid={`input-remove-${index}`}
                 aria-label={`remove input ${key}`}
