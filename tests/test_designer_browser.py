@@ -116,8 +116,12 @@ def chain(name: str, *steps: str) -> dict:
 
 # -- the page side -----------------------------------------------------------------------------------------------
 def open_designer(page, server: Server, name: str = "") -> None:
+    """Open the designer and wait until React Flow has fitted the view to the nodes (a drop before lands elsewhere)."""
     page.goto(server.url + ("/designer/" + name if name else "/designer"))
     expect(page.get_by_test_id("canvas")).to_be_visible()
+    expect(node(page, "@trigger")).to_be_visible()
+    expect(page.locator(".react-flow__viewport")).not_to_have_attribute(
+        "style", re.compile(r"transform: translate\(0px, 0px\) scale\(1\)"))
 
 
 def node(page, name: str):
@@ -344,6 +348,24 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     assert not errors
 
 
+def in_view(page, name: str) -> bool:
+    """Is the whole node inside the canvas's visible box?"""
+    box, pane = node(page, name).bounding_box(), page.get_by_test_id("canvas").bounding_box()
+    return bool(box and pane and box["x"] >= pane["x"] and box["y"] >= pane["y"]
+                and box["x"] + box["width"] <= pane["x"] + pane["width"]
+                and box["y"] + box["height"] <= pane["y"] + pane["height"])
+
+
+def test_the_trigger_block_stays_in_view_when_the_first_step_is_dropped(server, page, errors):
+    open_designer(page, server)
+    assert in_view(page, "@trigger")
+    name = drop_step(page, "log", 120, 40)  # near the top left, where a first step often goes
+    assert in_view(page, name)
+    shoot(page, "designer-first-drop")
+    assert in_view(page, "@trigger"), "the trigger block left the visible canvas when the first step was dropped"
+    assert not errors
+
+
 # -- 2. a shipped template: move, edit as YAML, version, history, restore -----------------------------------------
 @pytest.fixture(scope="module")
 def template(server) -> str:
@@ -476,6 +498,70 @@ def test_saving_a_stale_copy_shows_the_conflict_and_loses_nothing(server, page, 
     assert versions(server, "contested") == [3, 2, 1]
     assert definition(server, "contested")["steps"][1]["config"]["message"] == "my edit"
     assert definition(server, "contested", 2)["steps"][0]["config"]["message"] == "changed by someone else"
+    assert not errors
+
+
+SHOUT_PLUGIN = {  # an installed distribution as importlib.metadata reads one: a .dist-info folder beside its module
+    "designer_shout-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: designer-shout\nVersion: 0.1\n",
+    "designer_shout-0.1.dist-info/entry_points.txt": "[pyflow.actions]\nshout = designer_shout:ShoutAction\n",
+    "designer_shout.py": (
+        "from actions.base import BaseAction\n\n\n"
+        "class ShoutAction(BaseAction):\n"
+        "    type = 'shout'\n\n"
+        "    def __init__(self, name, *, text, **options):\n"
+        "        super().__init__(name, **options)\n"
+        "        self.text = text\n\n"
+        "    def execute(self, data_store):\n"
+        "        return {'text': self.text.upper()}\n"),
+}
+
+
+def test_a_step_whose_plugin_is_gone_is_marked_and_the_rest_stays_editable(servers, page, tmp_path, errors):
+    plugin = tmp_path / "site"
+    for relative, text in SHOUT_PLUGIN.items():
+        (plugin / relative).parent.mkdir(parents=True, exist_ok=True)
+        (plugin / relative).write_text(text, encoding="utf-8")
+    server = servers.make("plugin", pythonpath=(str(plugin),)).start()
+    create(server, {"name": "loud", "steps": [
+        {"name": "shout", "type": "shout", "depends_on": [], "config": {"text": "hello"}},
+        {"name": "after", "type": "log", "depends_on": ["shout"], "config": {"message": "{{ steps.shout.text }}"}}]})
+    server.env["PYTHONPATH"] = str(REPO)  # the plugin is uninstalled
+    server.restart()
+
+    open_designer(page, server, "loud")
+    expect(node(page, "shout")).to_have_class(re.compile(r"\bnode-error\b"))
+    expect(node(page, "shout").get_by_test_id("node-problem")).to_contain_text("shout")
+    expect(node(page, "after")).not_to_have_class(re.compile(r"\bnode-error\b"))
+    select(page, "after")
+    fill(page, "field-config-message", "still editable")
+    expect(page.get_by_test_id("yaml-editor")).to_contain_text("message: still editable")
+    expect(page.get_by_test_id("yaml-editor")).to_contain_text("text: hello")  # the unknown step is kept as it is
+    shoot(page, "designer-plugin-gone")
+    assert not errors
+
+
+def test_a_definition_over_the_size_limit_is_refused_with_the_limit(servers, page, errors):
+    server = servers.start("small", {"WORKFLOW_MAX_DEFINITION_KB": "3"})  # the shipped definitions are under 3 KB
+    open_designer(page, server)
+    page.get_by_test_id("yaml-editor").locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text("name: bulky_draft\ndescription: " + "y" * 3500 + "\nsteps:\n"
+                              "  - {name: say, type: log, depends_on: [], config: {message: hi}}\n")
+    expect(page.get_by_test_id("yaml-error")).to_contain_text("over the limit of 3072 bytes")
+    expect(node(page, "say")).to_have_count(0)  # the model keeps its last good state
+    shoot(page, "designer-too-large")
+
+    # The same through the form: saving is refused before anything is sent.
+    open_designer(page, server)
+    page.get_by_test_id("field-workflow-name").fill("bulky_form")
+    page.get_by_test_id("field-workflow-description").fill("z" * 3500)
+    page.get_by_test_id("palette-item-log").press("Enter")
+    fill(page, "field-config-message", "hi")
+    page.get_by_test_id("save").click()
+    expect(page.get_by_test_id("save-status")).to_contain_text("Not saved")
+    expect(page.get_by_test_id("save-status")).to_contain_text("over the limit of 3072 bytes")
+    for name in ("bulky_draft", "bulky_form"):
+        assert server.get(f"/api/workflows/{name}").status_code == 404
     assert not errors
 
 
