@@ -343,6 +343,13 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     for name, *_ in DOCUMENT_STEPS:
         expect(form.locator(f'tr[data-step="{name}"] .step-status')).to_have_text("succeeded")
     expect(form.locator("#step-graph g.node")).to_have_count(len(DOCUMENT_STEPS))
+    # The run page draws the designer's picture: the boxes stand as the nodes stood on the canvas.
+    boxes = {name: form.locator(f'#step-graph g.node[data-step="{name}"]').bounding_box()
+             for name, *_ in DOCUMENT_STEPS}
+    assert boxes["has_words"]["x"] > boxes["analyse"]["x"] + boxes["analyse"]["width"] / 2
+    assert boxes["report"]["x"] > boxes["store"]["x"] + boxes["store"]["width"] / 2
+    assert boxes["extract"]["y"] < boxes["analyse"]["y"] < boxes["store"]["y"] < boxes["report"]["y"]
+    expect(form.locator('#step-graph g.node[data-step="report"]')).to_contain_text("succeeded")
     expect(form.locator("#logs")).to_contain_text("stored document 1")
     shoot(form, "designer-new-run")
     assert not errors
@@ -430,6 +437,32 @@ def test_a_template_moved_edited_as_yaml_versioned_and_restored(server, page, te
     shoot(page, "designer-template-restored")
     assert versions(server, template) == [3, 2, 1]
     assert explicit_steps(definition(server, template, 3)["steps"]) == explicit_steps(first["steps"])
+    assert not errors
+
+
+def test_a_file_defined_workflow_opens_as_a_copy_saved_under_a_new_name(server, page, errors):
+    page.goto(server.url + "/")
+    page.get_by_role("link", name="Open data_pipeline in the designer").click()
+    expect(page).to_have_url(re.compile(r"/designer/data_pipeline$"))
+    expect(page.get_by_test_id("canvas")).to_be_visible()
+    for name in PIPELINE:
+        expect(node(page, name)).to_be_visible()
+    expect(page.get_by_test_id("copy-notice")).to_be_visible()
+    page.get_by_test_id("save").click()
+    expect(page.get_by_test_id("save-status")).to_contain_text("Not saved")
+    expect(page.get_by_test_id("save-status")).to_contain_text("new name")
+    shoot(page, "designer-file-copy")
+
+    show_inputs(page)
+    page.get_by_test_id("field-workflow-name").fill("pipeline_copy")
+    save(page, 1)
+    copy = server.get("/api/workflows/pipeline_copy").json()
+    assert copy["origin"] == "api" and copy["version"] == 1
+    shipped = server.get("/api/workflows/data_pipeline").json()
+    assert shipped["origin"] == "file"
+    assert explicit_steps(copy["definition"]["steps"]) == explicit_steps(shipped["definition"]["steps"])
+    page.goto(server.url + "/")
+    expect(page.get_by_role("link", name="Edit pipeline_copy in the designer")).to_be_visible()
     assert not errors
 
 
@@ -590,6 +623,10 @@ def test_a_viewer_sees_the_designer_read_only_and_an_admin_may_save(servers, bro
             if role == "viewer":
                 expect(page.get_by_test_id("readonly-notice")).to_be_visible()
                 assert save_button.count() == 0 or not save_button.is_visible() or save_button.is_disabled()
+                node(page, "second").click()
+                page.keyboard.press("Delete")
+                expect(page.get_by_test_id("field-name")).to_be_disabled()
+                expect(node(page, "second")).to_be_visible()  # nothing to delete for a viewer
                 shoot(page, "designer-viewer")
             else:
                 expect(page.get_by_test_id("readonly-notice")).to_be_hidden()
