@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { addDependency, addStep, edgesOf, removeDependency, removeStep, renameStep, wouldCycle } from "../src/model/graph.js";
 import { TRIGGER } from "../src/model/definition.js";
+import { triggerSpot } from "../src/model/layout.js";
 
 const chain = () => ({
   name: "chain",
@@ -74,5 +75,17 @@ describe("names typed twice in the YAML", () => {
   it("give one node and one set of edges (the server reports the duplicate)", () => {
     const definition = { steps: [{ name: "a", depends_on: [] }, { name: "a", depends_on: [] }, { name: "b", depends_on: ["a"] }] };
     expect(edgesOf(definition).map((edge) => edge.id)).toEqual(["@trigger->a", "a->b"]);
+  });
+});
+
+describe("the trigger's spot when the first step is dropped", () => {
+  const visible = { x: 0, y: 0, width: 700, height: 500 };
+
+  it("is above the step when there is room, else beside or below it, always in view", () => {
+    expect(triggerSpot({ x: 300, y: 300 }, visible)).toEqual([300, 194]);
+    expect(triggerSpot({ x: 300, y: 10 }, visible)).toEqual([60, 10]);
+    expect(triggerSpot({ x: 10, y: 10 }, visible)).toEqual([250, 10]);
+    expect(triggerSpot({ x: 10, y: 10 }, { x: 0, y: 0, width: 200, height: 500 })).toEqual([10, 116]);
+    expect(triggerSpot({ x: 0, y: 0 }, { x: 0, y: 0, width: 100, height: 100 })).toBeNull();
   });
 });

@@ -8,7 +8,7 @@ import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TR
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
 import { canRedo, canUndo } from "../model/history.js";
 import { initialState, reducer } from "../model/editor.js";
-import { freeSpot, layoutOf, positionsOf, autoLayout } from "../model/layout.js";
+import { autoLayout, freeSpot, layoutOf, positionsOf, triggerSpot } from "../model/layout.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
 import HistoryDialog from "./HistoryDialog.jsx";
@@ -125,13 +125,14 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     }
     const at = position || freeSpot(positions);
     const placed = layoutOf(positions);
-    // The first step dropped on an empty canvas gets the trigger just above it.
-    if (!stepsOf(definition).length && !(definition.layout && definition.layout[TRIGGER])) {
-      placed[TRIGGER] = [Math.round(at.x), Math.round(at.y - 110)];
+    // The first step dropped on an empty canvas gets the trigger next to it (above if it can), in view.
+    if (position && !stepsOf(definition).length && !(definition.layout && definition.layout[TRIGGER])) {
+      const spot = triggerSpot(at, visibleArea(flow));
+      if (spot) placed[TRIGGER] = spot;
     }
     const { definition: next, name } = addStep(definition, type, at, placed);
     edit(next, { select: { kind: "step", name } });
-  }, [readOnly, limits.max_steps, definition, positions, edit, say]);
+  }, [readOnly, limits.max_steps, definition, positions, edit, say, flow]);
 
   const connect = useCallback((source, target) => {
     if (readOnly) return;
@@ -384,6 +385,17 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       {common}
     </div>
   );
+}
+
+/** The canvas's visible box in flow coordinates ({x, y, width, height}), or null before it is on the page. */
+function visibleArea(flow) {
+  const pane = document.querySelector('[data-testid="canvas"]');
+  if (!pane) return null;
+  const box = pane.getBoundingClientRect();
+  const margin = 8;
+  const from = flow.screenToFlowPosition({ x: box.left + margin, y: box.top + margin });
+  const to = flow.screenToFlowPosition({ x: box.right - margin, y: box.bottom - margin });
+  return { x: from.x, y: from.y, width: to.x - from.x, height: to.y - from.y };
 }
 
 /** Focus the form field a problem names, once the inspector shows it (opening the advanced part if needed). */

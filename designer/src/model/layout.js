@@ -50,3 +50,22 @@ export function freeSpot(positions) {
   const left = Math.min(...points.map((p) => p.x));
   return { x: left, y: lowest + NODE_HEIGHT + 50 };
 }
+
+/**
+ * Where the trigger goes when the first step is dropped at ``step``: above it, else left, right or below, the
+ * first spot wholly inside ``visible`` ({x, y, width, height} of the canvas in flow coordinates); null when none
+ * is (the trigger then stays where it was, in view).
+ */
+export function triggerSpot(step, visible) {
+  const gap = 50;
+  const candidates = [
+    { x: step.x, y: step.y - NODE_HEIGHT - gap },
+    { x: step.x - NODE_WIDTH - gap, y: step.y },
+    { x: step.x + NODE_WIDTH + gap, y: step.y },
+    { x: step.x, y: step.y + NODE_HEIGHT + gap },
+  ];
+  const inside = (p) => !visible || (p.x >= visible.x && p.y >= visible.y
+    && p.x + NODE_WIDTH <= visible.x + visible.width && p.y + NODE_HEIGHT <= visible.y + visible.height);
+  const spot = candidates.find(inside);
+  return spot ? [Math.round(spot.x), Math.round(spot.y)] : null;
+}
