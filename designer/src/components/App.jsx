@@ -92,16 +92,20 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       if (cancelled) return;
       if (!loaded.ok) { dispatch({ type: "failed", message: `Workflow ${workflow} did not load: ${loaded.message}` }); return; }
       const summary = loaded.data;
+      if (!summary.definition || typeof summary.definition !== "object") {
+        dispatch({ type: "failed", message: `${workflow} is a Python workflow: its steps are code, which the designer cannot show. Start a new workflow in the designer, or edit the Python module.` });
+        return;
+      }
       const max = answer.data.limits && answer.data.limits.max_definition_bytes;
       const size = definitionBytes(summary.definition || {});
       if (max && size > max) {
         dispatch({ type: "failed", message: `Workflow ${workflow} is ${size} bytes, over the designer's limit of ${max} bytes (limits.max_definition_bytes); edit it as a file or through the API.` });
         return;
       }
-      const definitionLoaded = withExplicitDependsOn(summary.definition || emptyDefinition(workflow));
+      const definitionLoaded = withExplicitDependsOn(summary.definition);
       dispatch({ type: "loaded", definition: definitionLoaded,
         meta: { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" } });
-      setSave({ kind: "idle", text: summary.version != null ? `Version ${summary.version}` : `Defined in ${summary.origin || "a file"}` });
+      setSave({ kind: "idle", text: summary.version != null ? `Version ${summary.version}` : "Defined in a file" });
     })();
     return () => { cancelled = true; };
   }, [api, workflow, canSave]);
@@ -269,7 +273,12 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   // -- rendering ---------------------------------------------------------------------------------
   if (state.status === "loading") return <div className="pfd-root pfd-loading" data-testid="designer-loading">Loading the designer…</div>;
   if (state.status === "error") {
-    return <div className="pfd-root"><p className="pfd-load-error" data-testid="load-error" role="alert">{state.loadError}</p></div>;
+    return (
+      <div className="pfd-root">
+        <p className="pfd-load-error" data-testid="load-error" role="alert">{state.loadError}</p>
+        <p><a href={`${dashboard}/designer`}>Start a new workflow</a> · <a href={`${dashboard}/`}>Workflows</a></p>
+      </div>
+    );
   }
 
   const validateText = problems.status === "unavailable" ? "validation unavailable"
