@@ -21,7 +21,11 @@ export default function Inspector(props) {
   const { selected } = props;
   const templateTarget = useRef(null);
   let body;
-  if (selected && selected.kind === "step") body = <StepForm key={`step:${selected.name}`} {...props} name={selected.name} templateTarget={templateTarget} />;
+  if (selected && selected.kind === "step") {
+    // Keyed by position, not name: renaming as you type keeps the form (and the focus) in place.
+    const index = stepsOf(props.definition).findIndex((step) => step.name === selected.name);
+    body = <StepForm key={`step:${index}`} {...props} name={selected.name} templateTarget={templateTarget} />;
+  }
   else if (selected && selected.kind === "trigger") body = <TriggerForm {...props} templateTarget={templateTarget} />;
   else if (selected && selected.kind === "edge") body = <EdgeForm {...props} />;
   else body = <WorkflowForm {...props} />;
