@@ -106,7 +106,7 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
     const next = clone(definition);
     const target = next.steps.find((s) => s && s.name === name);
     mutate(target);
-    onEdit(next, { key: `${name}:${key}` });
+    onEdit(next, { key: `step#${index}:${key}` });
   }
   const setKey = (key) => (value) => update((target) => {
     if (value === undefined) delete target[key]; else target[key] = value;
@@ -136,7 +136,7 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
       <FieldRow id="pfd-step-name" label="Name" errors={errors.name} errorKey="name">
         <NameField id="pfd-step-name" testid="field-name" value={name} disabled={readOnly} onSeal={onSeal}
           problem={(next) => stepNameProblem(definition, name, next)}
-          onCommit={(next) => { onEdit(renameStep(definition, name, next), { key: `${name}:name`, select: { kind: "step", name: next } }); }} />
+          onCommit={(next) => { onEdit(renameStep(definition, name, next), { key: `step#${index}:name`, select: { kind: "step", name: next } }); }} />
       </FieldRow>
       <FieldRow id="pfd-step-type" label="Type" errors={errors.type} errorKey="type" help={type ? type.description : ""}>
         <input id="pfd-step-type" type="text" className="pfd-input" data-testid="field-type" value={String(step.type ?? "")} readOnly />
@@ -373,11 +373,11 @@ function InputsEditor({ definition, errors, readOnly, onEdit, onSeal }) {
     next.inputs = inputs;
     onEdit(next, key ? { key } : {});
   }
-  function rename(from, to) {
+  function rename(from, to, index) {
     write((inputs) => {
       inputs.properties = Object.fromEntries(Object.entries(inputs.properties).map(([k, v]) => [k === from ? to : k, v]));
       inputs.required = inputs.required.map((k) => (k === from ? to : k));
-    }, `inputs.${from}:name`);
+    }, `input#${index}:name`);
   }
 
   return (
@@ -393,7 +393,7 @@ function InputsEditor({ definition, errors, readOnly, onEdit, onSeal }) {
             <NameField testid={`input-name-${index}`} value={key} disabled={readOnly} onSeal={onSeal}
               problem={(next) => (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(next) ? "letters, digits and _ (not first a digit)"
                 : next !== key && next in properties ? `another input is named ${next}` : null)}
-              onCommit={(next) => rename(key, next)} />
+              onCommit={(next) => rename(key, next, index)} />
             </div>
             <select className="pfd-input" data-testid={`input-type-${index}`} value={type || ""} disabled={readOnly}
               aria-label={`type of input ${key}`}
@@ -424,7 +424,7 @@ function InputsEditor({ definition, errors, readOnly, onEdit, onSeal }) {
                   const property = { ...(inputs.properties[key] || {}) };
                   if (text) property.description = text; else delete property.description;
                   inputs.properties[key] = property;
-                }, `inputs.${key}:description`);
+                }, `input#${index}:description`);
               }} />
             {!readOnly && (
               <button type="button" className="pfd-button pfd-small" data-testid={`input-remove-${index}`}
