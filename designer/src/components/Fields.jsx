@@ -2,6 +2,8 @@
 import { useEffect, useRef, useState } from "react";
 import { formatValue, parseValue } from "../model/schema.js";
 
+const TEMPLATE_CHOICE = "\u0000template";
+
 function same(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -10,11 +12,16 @@ function same(a, b) {
  * One value of the definition edited as text.
  * ``onCommit(value)`` gets each parsable edit (undefined removes the key); a YAML error shows under the field.
  */
-export function ValueField({ id, testid, kind, plainString = false, options = [], value, onCommit, onSeal, disabled, placeholder, label,
-  templateTarget, describedBy, rows }) {
+export function ValueField({ id, testid, kind, plainString = false, options = [], template = false, value, onCommit, onSeal,
+  disabled, placeholder, label, templateTarget, describedBy, rows }) {
   const [text, setText] = useState(() => formatValue(kind, value));
   const [error, setError] = useState("");
   const element = useRef(null);
+  const choices = kind === "boolean" ? ["true", "false"] : options.map(String);
+  // A choice field that holds something else (a template) is edited as text until the user goes back to choices.
+  const offList = (candidate) => (kind === "enum" || kind === "boolean") && typeof candidate === "string"
+    && candidate !== "" && !choices.includes(candidate);
+  const [free, setFree] = useState(() => offList(value));
 
   useEffect(() => {
     // Follow a change made elsewhere (YAML, undo), but not the echo of this field's own edit.
@@ -22,6 +29,7 @@ export function ValueField({ id, testid, kind, plainString = false, options = []
     if (parsed.error || !same(parsed.value, value)) {
       setText(formatValue(kind, value));
       setError("");
+      setFree(offList(value));
     }
   }, [value, kind]); // eslint-disable-line react-hooks/exhaustive-deps
 
@@ -30,7 +38,9 @@ export function ValueField({ id, testid, kind, plainString = false, options = []
     const parsed = parseValue(kind, next, { plainString });
     if (parsed.error) { setError(parsed.error); return; }
     setError("");
-    onCommit(parsed.value);
+    // A choice keeps its type (a number or true in the enum stays one).
+    const chosen = kind === "enum" ? options.find((option) => String(option) === next) : undefined;
+    onCommit(chosen !== undefined ? chosen : parsed.value);
   }
 
   function focus() {
@@ -42,13 +52,25 @@ export function ValueField({ id, testid, kind, plainString = false, options = []
     onFocus: focus, onBlur: () => onSeal && onSeal(),
   };
   let control;
-  if (kind === "enum" || kind === "boolean") {
-    const choices = kind === "boolean" ? ["true", "false"] : options.map(String);
+  if ((kind === "enum" || kind === "boolean") && free) {
+    control = (
+      <span className="pfd-free">
+        <input type="text" className="pfd-input" {...common} value={text} placeholder="{{ inputs.choice }}"
+          spellCheck={false} onChange={(event) => change(event.target.value)} />
+        <button type="button" className="pfd-button pfd-small" disabled={disabled} title="Pick one of the choices"
+          onClick={() => { setFree(false); change(""); }}>choices</button>
+      </span>
+    );
+  } else if (kind === "enum" || kind === "boolean") {
     const extra = text && !choices.includes(text) ? [text] : [];
     control = (
-      <select className="pfd-input" {...common} value={text} onChange={(event) => change(event.target.value)}>
+      <select className="pfd-input" {...common} value={text} onChange={(event) => {
+        if (event.target.value === TEMPLATE_CHOICE) { setFree(true); setText(""); return; }
+        change(event.target.value);
+      }}>
         <option value="">{placeholder ? `(default: ${placeholder})` : "(not set)"}</option>
         {[...choices, ...extra].map((choice) => <option key={choice} value={choice}>{choice}</option>)}
+        {template && <option value={TEMPLATE_CHOICE}>{"a template {{ }}…"}</option>}
       </select>
     );
   } else if (kind === "yaml" || kind === "longtext") {

@@ -155,7 +155,7 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
           return (
             <FieldRow key={key} id={id} label={key} required={isRequired(schema, key)} requiredKey={key}
               help={property.description} errors={errors[key]} errorKey={key} template={kind.template}>
-              <ValueField id={id} testid={`field-config-${key}`} kind={kind.kind} options={kind.options} plainString={kind.plainString}
+              <ValueField id={id} testid={`field-config-${key}`} kind={kind.kind} options={kind.options} plainString={kind.plainString} template={kind.template}
                 value={config[key]} onCommit={setConfig(key)} placeholder={defaultText(property)} {...fieldProps} />
             </FieldRow>
           );
@@ -301,7 +301,7 @@ function TriggerForm({ definition, catalog, secrets, problems, readOnly, onEdit,
         return (
           <FieldRow key={`${trigger.type}:${key}`} id={id} label={key} required={isRequired(schema, key)} requiredKey={key}
             help={property.description} errors={errors[key]} errorKey={key} template={kind.template}>
-            <ValueField id={id} testid={`field-trigger-${key}`} kind={kind.kind} options={kind.options} plainString={kind.plainString} value={trigger[key]}
+            <ValueField id={id} testid={`field-trigger-${key}`} kind={kind.kind} options={kind.options} plainString={kind.plainString} template={kind.template} value={trigger[key]}
               onCommit={setSetting(key)} onSeal={onSeal} disabled={readOnly} placeholder={defaultText(property)}
               templateTarget={templateTarget} />
           </FieldRow>
