@@ -11,6 +11,7 @@ import { initialState, reducer } from "../model/editor.js";
 import { autoLayout, freeSpot, layoutOf, positionsOf, triggerSpot } from "../model/layout.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
+import ErrorBoundary from "./ErrorBoundary.jsx";
 import HistoryDialog from "./HistoryDialog.jsx";
 import Inspector from "./Inspector.jsx";
 import Palette from "./Palette.jsx";
@@ -40,9 +41,11 @@ function isTyping(target) {
 /** The designer page's root component. */
 export default function App(props) {
   return (
-    <ReactFlowProvider>
-      <Designer {...props} />
-    </ReactFlowProvider>
+    <ErrorBoundary>
+      <ReactFlowProvider>
+        <Designer {...props} />
+      </ReactFlowProvider>
+    </ErrorBoundary>
   );
 }
 
