@@ -387,3 +387,37 @@ def test_a_version_number_past_what_a_store_holds_is_404(client):
     response = client.put("/api/workflows/hello", json=HELLO, headers={"If-Match": '"999999999"'})
     assert response.status_code == 409
     assert error_of(response)["details"]["base"] == 999999999
+
+
+def test_two_servers_on_one_database_store_one_of_two_puts_of_the_same_version(tmp_path, postgres_url):
+    # Each server has its own catalog lock; the store's check as it saves lets one of them in.
+    apps = []
+    try:
+        for name in ("one", "two"):
+            apps.append(start_app(create_app({
+                **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / name), "WORKFLOW_CLASSES": WORKFLOWS,
+                "WORKFLOW_KEY_FILE": str(tmp_path / "encryption.key"), "WORKFLOW_DATABASE_URL": postgres_url})))
+            if name == "one":
+                create(apps[0].test_client(), HELLO)
+        barrier = threading.Barrier(2)
+        answers: list[tuple[int, dict]] = []
+
+        def put(n: int) -> None:
+            client = apps[n].test_client()
+            barrier.wait(10)
+            response = client.put("/api/workflows/hello", json=with_message(f"server {n}"), headers={"If-Match": "1"})
+            answers.append((response.status_code, response.get_json()))
+
+        threads = [threading.Thread(target=put, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(status for status, _ in answers) == [200, 409], answers
+        conflict = next(body for status, body in answers if status == 409)["error"]
+        assert conflict["details"]["version"] == 2 and conflict["details"]["base"] == 1
+        listed = apps[1].test_client().get("/api/workflows/hello/versions").get_json()["versions"]
+        assert [entry["version"] for entry in listed] == [2, 1]
+    finally:
+        for app in apps:
+            app.extensions["pyflow"].shutdown(timeout=2)

@@ -182,8 +182,14 @@ class Catalog:
             definition = keep_redacted(definition, old.workflow.definition)  # "***" read back keeps the secret
             workflow, new = posted(definition, "request body", (old.workflow.version or 0) + 1,
                                    self.settings, self.renderer)
+            try:
+                # The store checks ``base`` again as it saves: another server on the database may save at once.
+                workflow.version = self.store.save_definition(name, definition, base)
+            except Conflict:
+                if base is not None:
+                    self._check_base(name, base)  # the 409 with the newest version and the diff
+                raise
             self._versions[(name, old.workflow.version)] = old
-            workflow.version = self.store.save_definition(name, definition)
             self._registry.unregister(name)
             self._serve(workflow, new)
         return old, new

@@ -22,6 +22,7 @@ from app.storage.base import (
     check_cache_key,
     check_control,
     check_lease,
+    newer_definition,
     parked_entry,
     replaces,
     waits_for,
@@ -198,9 +199,11 @@ class MemoryStore(Store):
                           if (lease := self._leases.get(run_id)) is not None and lease[0] == owner and lease[1] > now)
             return [(run_id, *self._controls.pop(run_id)) for run_id in mine]
 
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
         with self._lock:
             versions = self._definitions.setdefault(name, [])
+            if expected is not None and len(versions) != expected:
+                raise Conflict(newer_definition(name, len(versions), expected))
             versions.append({"name": name, "version": len(versions) + 1, "definition": copy.deepcopy(definition),
                              "saved_at": utcnow()})
             return len(versions)

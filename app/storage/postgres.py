@@ -31,6 +31,7 @@ from app.storage.base import (
     check_control,
     check_file_key,
     check_lease,
+    newer_definition,
     parked_entry,
 )
 from app.storage.migrate import migrate
@@ -687,19 +688,29 @@ class PostgresStore(Store):
             return conn.execute("DELETE FROM pyflow_secrets WHERE name = %s", (name,)).rowcount > 0
 
     # -- workflow definitions ---------------------------------------------------
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
+        # With ``expected`` the row is inserted only while the newest version is that one; two servers
+        # expecting the same version both compute the same number, and the primary key lets one in.
+        condition = "" if expected is None else " HAVING COALESCE(max(version), 0) = %(expected)s"
         with self._conn("save a definition") as conn:
             while True:
                 try:
-                    return conn.execute(
+                    row = conn.execute(
                         "INSERT INTO pyflow_definitions (name, version, definition, saved_at)"
                         " SELECT %(name)s, COALESCE(max(version), 0) + 1, %(definition)s,"
                         " date_trunc('milliseconds', now()) FROM pyflow_definitions WHERE name = %(name)s"
-                        " RETURNING version",
-                        {"name": name, "definition": _dumps(definition)},
-                    ).fetchone()[0]
+                        f"{condition} RETURNING version",
+                        {"name": name, "definition": _dumps(definition), "expected": expected},
+                    ).fetchone()
                 except psycopg.errors.UniqueViolation:
-                    continue  # another process saved a version of it at the same moment: take the next number
+                    if expected is None:
+                        continue  # another process saved a version of it at the same moment: take the next number
+                    row = None
+                if row is not None:
+                    return row[0]
+                newest = conn.execute("SELECT COALESCE(max(version), 0) FROM pyflow_definitions WHERE name = %s",
+                                      (name,)).fetchone()[0]
+                raise Conflict(newer_definition(name, newest, expected))
 
     def get_definition(self, name: str, version: int | None = None) -> dict | None:
         condition = "AND version = %s" if version is not None else ""

@@ -30,6 +30,7 @@ from app.storage.base import (
     check_cache_key,
     check_control,
     check_lease,
+    newer_definition,
     parked_entry,
     replaces,
     waits_for,
@@ -575,14 +576,17 @@ class JsonStore(Store):
         except OSError as exc:
             raise storage_error("read", folder, exc) from exc
 
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
         folder = self._definition_folder(name)
         with self._workflows_mutex:
             try:
                 make_private_dir(folder)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
-            version = (self._versions(folder) or [0])[-1] + 1
+            newest = (self._versions(folder) or [0])[-1]
+            if expected is not None and newest != expected:
+                raise Conflict(newer_definition(name, newest, expected))
+            version = newest + 1
             record = {"name": name, "version": version, "definition": definition, "saved_at": utcnow()}
             write_atomic(folder / f"v{version}.json", dumps(record))
         return version
