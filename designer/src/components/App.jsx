@@ -191,6 +191,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       const key = event.key.toLowerCase();
       if (mod && key === "z" && !event.shiftKey) { event.preventDefault(); if (!readOnly) dispatch({ type: "undo" }); }
       else if (mod && ((key === "z" && event.shiftKey) || key === "y")) { event.preventDefault(); if (!readOnly) dispatch({ type: "redo" }); }
+      else if (event.key === "Escape" && state.selected) dispatch({ type: "select", selected: null });
       else if (!mod && (event.key === "Delete" || event.key === "Backspace") && state.selected) {
         event.preventDefault();
         deleteSelected();
