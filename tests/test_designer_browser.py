@@ -282,6 +282,9 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     fill(page, "field-when", "{{ steps.has_words.result }}")
     select(page, "report")
     expect(page.get_by_test_id("required-message")).to_be_visible()
+    level = page.get_by_test_id("field-config-level")  # an enum: offered as choices
+    assert level.evaluate("field => field.tagName") == "SELECT"
+    assert {"debug", "info", "warning", "error"} <= set(level.locator("option").all_inner_texts())
     fill(page, "field-config-level", "info")  # the message, required, is left out for now
 
     # Validation as you go points at the node, the field and the path of what is missing.
@@ -419,6 +422,8 @@ def test_a_template_moved_edited_as_yaml_versioned_and_restored(server, page, te
     assert {step["name"]: step for step in second["steps"]}["dedupe"]["config"]["by"] == "email"
     assert second["layout"]["report"] == pytest.approx(list(moved), abs=1)
     assert [step["depends_on"] for step in second["steps"]] == [[], *[[name] for name in PIPELINE[:-1]]]
+    open_designer(page, server, template)  # opened again: the positions the user set are kept
+    assert position(page, "report") == pytest.approx(moved, abs=1)
 
     page.get_by_test_id("history").click()
     expect(page.get_by_test_id("version-1")).to_be_visible()
@@ -530,6 +535,24 @@ def test_saving_a_stale_copy_shows_the_conflict_and_loses_nothing(server, page, 
     assert versions(server, "contested") == [3, 2, 1]
     assert definition(server, "contested")["steps"][1]["config"]["message"] == "my edit"
     assert definition(server, "contested", 2)["steps"][0]["config"]["message"] == "changed by someone else"
+
+    # Again, and this time take the stored version: undo brings the draft back.
+    theirs["steps"][0]["config"]["message"] = "changed again"
+    assert requests.put(server.url + "/api/workflows/contested", json=theirs, timeout=10).status_code == 200
+    select(page, "second")
+    fill(page, "field-config-message", "my second edit")
+    page.get_by_test_id("save").click()
+    expect(conflict).to_contain_text(re.compile(r"\+\s*message: changed again"))
+    page.get_by_test_id("conflict-reload").click()
+    expect(conflict).to_be_hidden()
+    select(page, "first")
+    expect(page.get_by_test_id("field-config-message")).to_have_value("changed again")
+    page.get_by_test_id("undo").click()
+    select(page, "second")
+    expect(page.get_by_test_id("field-config-message")).to_have_value("my second edit")
+    save(page, 5)  # on top of version 4, the one reloaded
+    assert definition(server, "contested")["steps"][1]["config"]["message"] == "my second edit"
+    assert versions(server, "contested") == [5, 4, 3, 2, 1]
     assert not errors
 
 
@@ -681,4 +704,8 @@ def test_delete_a_node_with_the_keyboard_then_undo_and_redo(server, page, errors
     page.get_by_test_id("undo").click()
     expect(node(page, "wait")).to_have_count(0)
     expect(page.locator(NODES)).to_have_count(4)  # the trigger and the three steps
+    page.keyboard.press("Control+Shift+Z")  # the same from the keyboard
+    expect(node(page, "wait")).to_be_visible()
+    page.keyboard.press("Control+Z")
+    expect(node(page, "wait")).to_have_count(0)
     assert not errors
