@@ -8,6 +8,7 @@ import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TR
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
 import { canRedo, canUndo } from "../model/history.js";
 import { initialState, reducer } from "../model/editor.js";
+import { problemLines } from "../model/yamlLines.js";
 import { autoLayout, freeSpot, layoutOf, positionsOf, triggerSpot } from "../model/layout.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
@@ -115,6 +116,10 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
 
   // -- validation as you go -----------------------------------------------------------------------
   const { problems, setProblems, allProblems } = useValidation(api, definition, catalog, state.status === "ready");
+
+  // The problems' lines in the YAML view (while its text parses).
+  const yamlMarks = useMemo(() => (state.yamlError ? [] : problemLines(state.yamlText, allProblems.list)),
+    [state.yamlText, state.yamlError, allProblems]);
 
   // -- edits -------------------------------------------------------------------------------------
   const edit = useCallback((next, options = {}) => {
@@ -313,6 +318,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const yaml = (
     <YamlEditor
       text={state.yamlText}
+      marks={yamlMarks}
       error={state.yamlError}
       readOnly={readOnly}
       onChange={onYamlChange}

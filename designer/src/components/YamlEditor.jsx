@@ -2,15 +2,37 @@
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import { yaml } from "@codemirror/lang-yaml";
 import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { Annotation, Compartment, EditorState, Transaction } from "@codemirror/state";
-import { drawSelection, EditorView, highlightActiveLine, keymap, lineNumbers } from "@codemirror/view";
+import { Annotation, Compartment, EditorState, StateEffect, StateField, Transaction } from "@codemirror/state";
+import { Decoration, drawSelection, EditorView, highlightActiveLine, keymap, lineNumbers } from "@codemirror/view";
 import { useEffect, useRef } from "react";
 
 // Marks the editor changes that come from the model, so they are not sent back to it.
 const External = Annotation.define();
 
+// The lines validation problems point at, marked red with the problem as their title.
+const setMarks = StateEffect.define();
+const marksField = StateField.define({
+  create: () => Decoration.none,
+  update(marks, transaction) {
+    let next = marks.map(transaction.changes);
+    for (const effect of transaction.effects) if (effect.is(setMarks)) next = effect.value;
+    return next;
+  },
+  provide: (field) => EditorView.decorations.from(field),
+});
+
+function decorations(state, marks) {
+  const byLine = new Map();
+  for (const mark of marks || []) {
+    if (mark.line >= 1 && mark.line <= state.doc.lines) byLine.set(mark.line, [...(byLine.get(mark.line) || []), mark.message]);
+  }
+  const ranges = [...byLine.entries()].sort((a, b) => a[0] - b[0]).map(([line, messages]) => Decoration.line({
+    class: "pfd-cm-problem", attributes: { title: messages.join("\n") } }).range(state.doc.line(line).from));
+  return Decoration.set(ranges);
+}
+
 /** The YAML editor; ``onChange`` gets every edit's text, ``error`` is shown under it. */
-export default function YamlEditor({ text, error, readOnly, onChange, onBlur }) {
+export default function YamlEditor({ text, error, readOnly, onChange, onBlur, marks }) {
   const host = useRef(null);
   const view = useRef(null);
   const handlers = useRef({ onChange, onBlur });
@@ -29,6 +51,7 @@ export default function YamlEditor({ text, error, readOnly, onChange, onBlur }) 
         highlightActiveLine(),
         syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
         yaml(),
+        marksField,
         keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
         EditorView.lineWrapping,
         editable.current.of([EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]),
@@ -53,6 +76,11 @@ export default function YamlEditor({ text, error, readOnly, onChange, onBlur }) 
         annotations: [External.of(true), Transaction.addToHistory.of(false)] });
     }
   }, [text]);
+
+  useEffect(() => {
+    const current = view.current;
+    if (current) current.dispatch({ effects: setMarks.of(decorations(current.state, marks)) });
+  }, [marks, text]);
 
   useEffect(() => {
     view.current?.dispatch({ effects: editable.current.reconfigure(
