@@ -1,8 +1,8 @@
 """The workflow designer (issue 18) in a real browser: Debian's Chromium driven by Playwright against a real run.py.
 
-Only the designer's data-testid hooks (docs/designer.md) and React Flow's own
-classes (.react-flow__node, .react-flow__handle.source/.target, .react-flow__edge)
-are used. Screenshots of each stage land in tests/artifacts/designer-*.png (ignored by git).
+The page is driven through tests/fixtures/designer_page.py: the designer's data-testid hooks
+(docs/designer.md) and React Flow's own classes only. Screenshots of each stage land in
+tests/artifacts/designer-*.png (ignored by git). Needs /usr/bin/chromium, as test_dashboard_browser.py.
 """
 
 from __future__ import annotations
@@ -19,15 +19,38 @@ from tests.test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, PHONE, SAMPLE_PD
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "designer-admin-token"
-# Step nodes and the trigger node, not the node-problem texts inside them.
-NODES = '[data-testid^="node-"]:not([data-testid="node-problem"])'
-EDGES = ".react-flow__edge"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
                                  reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
+
+from tests.fixtures.designer_page import (  # noqa: E402  (needs playwright, checked just above)
+    EDGES,
+    FIRST_RENDER_MS,
+    NODES,
+    centre,
+    chain,
+    connect,
+    create,
+    definition,
+    drag,
+    drop_step,
+    explicit_steps,
+    fill,
+    in_view,
+    node,
+    open_advanced,
+    open_designer,
+    position,
+    rename,
+    save,
+    select,
+    show_inputs,
+    versions,
+    yaml_lines,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,155 +93,6 @@ def watch(page, errors: list[str]):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: dialog.accept())
     return page
-
-
-# -- the API side ------------------------------------------------------------------------------------------------
-def create(server: Server, definition: dict | str, headers: dict | None = None) -> dict:
-    """POST a definition (a dict as JSON, a str as YAML); the summary."""
-    if isinstance(definition, str):
-        response = server.post("/api/workflows", data=definition.encode(),
-                               headers={"Content-Type": "application/yaml", **(headers or {})})
-    else:
-        response = server.post("/api/workflows", json=definition, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def definition(server: Server, name: str, version: int | None = None) -> dict:
-    """The stored definition of ``name`` (its latest, or one version)."""
-    path = f"/api/workflows/{name}" + (f"/versions/{version}" if version else "")
-    response = server.get(path)
-    assert response.status_code == 200, response.text
-    return response.json()["definition"]
-
-
-def versions(server: Server, name: str) -> list[int]:
-    response = server.get(f"/api/workflows/{name}/versions")
-    assert response.status_code == 200, response.text
-    return [row["version"] for row in response.json()["versions"]]
-
-
-def explicit_steps(steps: list[dict]) -> list[dict]:
-    """Steps with "the step before" made explicit: two definitions that mean the same compare equal."""
-    explicit = []
-    for index, step in enumerate(steps):
-        depends = step.get("depends_on", [steps[index - 1]["name"]] if index else [])
-        explicit.append({**step, "depends_on": list(depends)})
-    return explicit
-
-
-def chain(name: str, *steps: str) -> dict:
-    """A definition of log steps, each depending explicitly on the one before."""
-    return {"name": name, "steps": [
-        {"name": step, "type": "log", "depends_on": [steps[index - 1]] if index else [],
-         "config": {"message": f"{step} ran"}} for index, step in enumerate(steps)]}
-
-
-# -- the page side -----------------------------------------------------------------------------------------------
-def open_designer(page, server: Server, name: str = "") -> None:
-    """Open the designer and wait until React Flow has fitted the view to the nodes (a drop before lands elsewhere)."""
-    page.goto(server.url + ("/designer/" + name if name else "/designer"))
-    expect(page.get_by_test_id("canvas")).to_be_visible()
-    expect(node(page, "@trigger")).to_be_visible()
-    expect(page.locator(".react-flow__viewport")).not_to_have_attribute(
-        "style", re.compile(r"transform: translate\(0px, 0px\) scale\(1\)"))
-
-
-def node(page, name: str):
-    return page.get_by_test_id(f"node-{name}")
-
-
-def flow_node(page, name: str):
-    """React Flow's wrapper of a step node (it carries the position and the handles)."""
-    return node(page, name).locator("xpath=ancestor-or-self::div[contains(concat(' ', @class, ' '), "
-                                    "' react-flow__node ')][1]")
-
-
-def node_names(page) -> set[str]:
-    return set(page.locator(NODES).evaluate_all("nodes => nodes.map(node => node.dataset.testid.slice(5))"))
-
-
-def position(page, name: str) -> tuple[float, float]:
-    """A node's position on the canvas (flow coordinates), from React Flow's transform."""
-    transform = flow_node(page, name).evaluate("node => node.style.transform")
-    found = re.search(r"translate\(\s*(-?[\d.]+)px,\s*(-?[\d.]+)px\)", transform)
-    assert found, f"no translate in {transform!r}"
-    return float(found.group(1)), float(found.group(2))
-
-
-def centre(locator) -> tuple[float, float]:
-    box = locator.bounding_box()
-    assert box, "not on screen"
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-
-def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    """Press the mouse at ``start``, move it in steps to ``end`` and release it (what a hand does)."""
-    page.mouse.move(*start)
-    page.mouse.down()
-    page.mouse.move(*end, steps=12)
-    page.mouse.up()
-
-
-def drop_step(page, step_type: str, x: float, y: float) -> str:
-    """Drag a palette item onto the canvas at (x, y) of the canvas; the new node's name."""
-    before = node_names(page)
-    page.get_by_test_id(f"palette-item-{step_type}").drag_to(page.get_by_test_id("canvas"),
-                                                             target_position={"x": x, "y": y})
-    expect(page.locator(NODES)).to_have_count(len(before) + 1)
-    [added] = node_names(page) - before
-    return added
-
-
-def select(page, name: str) -> None:
-    node(page, name).click()
-    expect(page.get_by_test_id("field-name")).to_have_value(name)
-
-
-def rename(page, old: str, new: str) -> None:
-    select(page, old)
-    page.get_by_test_id("field-name").fill(new)
-    page.get_by_test_id("field-name").press("Tab")
-    expect(node(page, new)).to_be_visible()
-
-
-def fill(page, testid: str, value: str) -> None:
-    """Set a form field (input, textarea or select) and leave it, as a user tabbing on would."""
-    field = page.get_by_test_id(testid)
-    if field.evaluate("field => field.tagName") == "SELECT":
-        field.select_option(value)
-    else:
-        field.fill(value)
-        field.press("Tab")
-
-
-def connect(page, source: str, target: str) -> None:
-    """Drag from the source node's bottom handle to the target node's top handle."""
-    drag(page, centre(flow_node(page, source).locator(".react-flow__handle.source")),
-         centre(flow_node(page, target).locator(".react-flow__handle.target")))
-
-
-def open_advanced(page) -> None:
-    advanced = page.get_by_test_id("advanced")
-    if advanced.get_attribute("open") is None:
-        advanced.locator("summary").click()
-    expect(page.get_by_test_id("field-when")).to_be_visible()
-
-
-def show_inputs(page) -> None:
-    """The workflow's name and inputs: the inspector when nothing is selected, else the inputs tab."""
-    if not page.get_by_test_id("field-workflow-name").is_visible():
-        page.get_by_test_id("tab-inputs").click()
-    expect(page.get_by_test_id("field-workflow-name")).to_be_visible()
-
-
-def yaml_lines(page):
-    return page.get_by_test_id("yaml-editor").locator(".cm-line")
-
-
-def save(page, version: int) -> None:
-    page.get_by_test_id("save").click()
-    expect(page.get_by_test_id("save-status")).to_contain_text(re.compile(rf"Saved version {version}\b"))
 
 
 # -- 1. build document_processing from an empty canvas -----------------------------------------------------------
@@ -357,14 +231,6 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     assert not errors
 
 
-def in_view(page, name: str) -> bool:
-    """Is the whole node inside the canvas's visible box?"""
-    box, pane = node(page, name).bounding_box(), page.get_by_test_id("canvas").bounding_box()
-    return bool(box and pane and box["x"] >= pane["x"] and box["y"] >= pane["y"]
-                and box["x"] + box["width"] <= pane["x"] + pane["width"]
-                and box["y"] + box["height"] <= pane["y"] + pane["height"])
-
-
 def test_the_trigger_block_stays_in_view_when_the_first_step_is_dropped(server, page, errors):
     open_designer(page, server)
     assert in_view(page, "@trigger")
@@ -448,7 +314,7 @@ def test_a_file_defined_workflow_opens_as_a_copy_saved_under_a_new_name(server, 
     page.goto(server.url + "/")
     page.get_by_role("link", name="Open data_pipeline in the designer").click()
     expect(page).to_have_url(re.compile(r"/designer/data_pipeline$"))
-    expect(page.get_by_test_id("canvas")).to_be_visible()
+    expect(page.get_by_test_id("canvas")).to_be_visible(timeout=FIRST_RENDER_MS)
     for name in PIPELINE:
         expect(node(page, name)).to_be_visible()
     expect(page.get_by_test_id("copy-notice")).to_be_visible()
@@ -664,7 +530,8 @@ def test_at_phone_width_the_designer_offers_the_yaml_view(server, browser, error
     try:
         phone = watch(context.new_page(), errors)
         phone.goto(server.url + "/designer/pocket")
-        expect(phone.get_by_test_id("narrow-notice")).to_contain_text("The designer needs a wider screen")
+        expect(phone.get_by_test_id("narrow-notice")).to_contain_text("The designer needs a wider screen",
+                                                                      timeout=FIRST_RENDER_MS)
         expect(phone.get_by_test_id("yaml-editor")).to_be_visible()
         expect(phone.get_by_test_id("yaml-editor")).to_contain_text("name: pocket")
         expect(phone.get_by_test_id("canvas")).to_be_hidden()
