@@ -138,12 +138,20 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
         connect(page, source, target)
         expect(page.locator(EDGES)).to_have_count(edges + 1)
 
+    # The trigger block: like the shipped document_processing, it also reads PDFs dropped into a folder.
+    node(page, "@trigger").click()
+    fill(page, "field-trigger-type", "file")
+    fill(page, "field-trigger-folder", "documents/inbox")
+    fill(page, "field-trigger-pattern", "*.pdf")
+    expect(node(page, "@trigger")).to_contain_text("documents/inbox")
+
     select(page, "extract")
     fill(page, "field-config-file", "{{ inputs.file or inputs.attachments }}")
     select(page, "analyse")
     expect(page.get_by_test_id("required-function")).to_be_visible()
     expect(page.get_by_test_id("template-names")).to_contain_text("steps.extract.text")
     expect(page.get_by_test_id("template-names")).to_contain_text("inputs.file")
+    expect(page.get_by_test_id("template-names")).to_contain_text("secrets.")
     expect(page.get_by_test_id("template-names")).not_to_contain_text("steps.store")  # a later step
     fill(page, "field-config-function", "workflows.library.analysis:analyse_text")
     fill(page, "field-config-kwargs", 'text: "{{ steps.extract.text }}"')
@@ -197,6 +205,7 @@ def test_build_document_processing_from_an_empty_canvas_save_and_run_it(server, 
     assert steps["store"]["when"] == "{{ steps.has_words.result }}"
     assert steps["store"]["config"]["kwargs"]["analysis"] == "{{ steps.analyse }}"
     assert set(saved["inputs"]["properties"]) == {"file", "attachments"}
+    assert saved["trigger"] == {"type": "file", "folder": "documents/inbox", "pattern": "*.pdf"}
     assert set(saved["layout"]) >= {name for name, *_ in DOCUMENT_STEPS}
     for name, x_y in saved["layout"].items():
         assert len(x_y) == 2 and all(isinstance(value, (int, float)) for value in x_y), name
