@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import jsonschema
 import pytest
 
 from app import create_app, start_app
+from app.api.openapi import document
+from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 
@@ -421,3 +424,57 @@ def test_two_servers_on_one_database_store_one_of_two_puts_of_the_same_version(t
     finally:
         for app in apps:
             app.extensions["pyflow"].shutdown(timeout=2)
+
+
+# -- a stored definition that no longer loads (a plugin's type is gone) -----------------------------------------
+GONE = {"name": "loud", "description": "Shouts.", "steps": [
+    {"name": "shout", "type": "shout", "depends_on": [], "config": {"text": "hello"}},
+    {"name": "after", "type": "log", "depends_on": ["shout"], "config": {"message": "{{ steps.shout.text }}"}}],
+    "layout": {"shout": [0, 0], "after": [0, 120]}}
+
+
+@pytest.fixture
+def gone(storage, key_file):
+    """An app whose store holds ``GONE``, saved while a plugin gave its ``shout`` type (two versions)."""
+    store = JsonStore(storage)
+    store.save_definition("loud", {**GONE, "description": "First."})
+    store.save_definition("loud", GONE)
+    store.close()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS}))
+    yield app
+    app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_definition_whose_type_is_gone_is_shown_so_the_designer_can_fix_it(gone):
+    client = gone.test_client()
+    assert "loud" not in [summary["name"] for summary in client.get("/api/workflows").get_json()["workflows"]]
+    response = client.get("/api/workflows/loud")
+    assert response.status_code == 200 and response.headers["ETag"] == '"2"'
+    summary = response.get_json()
+    assert {key: summary[key] for key in ("name", "origin", "version", "status")} == {
+        "name": "loud", "origin": "api", "version": 2, "status": "stopped"}
+    assert summary["definition"] == GONE
+    assert "shout" in summary["error"] and summary["actions"][0] == {"name": "shout", "type": "shout"}
+    documented = {"$ref": "#/components/schemas/Summary", "components": document()["components"]}
+    assert list(jsonschema.Draft202012Validator(documented).iter_errors(summary)) == []  # the Summary's shape
+    assert [entry["version"] for entry in client.get("/api/workflows/loud/versions").get_json()["versions"]] == [2, 1]
+    assert client.get("/api/workflows/loud/versions/1").get_json()["definition"]["description"] == "First."
+    assert client.post("/api/workflows/loud/runs", json={}).status_code == 404  # still not served
+    page = client.get("/designer/loud")
+    assert page.status_code == 200 and 'data-workflow="loud"' in page.text and 'data-version="2"' in page.text
+
+
+def test_a_put_that_fixes_a_definition_whose_type_is_gone_serves_it_again(gone):
+    client = gone.test_client()
+    still_broken = client.put("/api/workflows/loud", json=GONE, headers={"If-Match": '"2"'})
+    assert still_broken.status_code == 422
+    assert error_of(still_broken)["details"][0]["path"] == "steps[0].type"
+    fixed = {**GONE, "steps": [{"name": "shout", "type": "log", "depends_on": [], "config": {"message": "HELLO"}},
+                               {**GONE["steps"][1], "config": {"message": "{{ steps.shout.message }}"}}]}
+    assert client.put("/api/workflows/loud", json=fixed, headers={"If-Match": '"1"'}).status_code == 409
+    response = client.put("/api/workflows/loud", json=fixed, headers={"If-Match": '"2"'})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["version"] == 3 and response.get_json()["error"] is None
+    run = client.post("/api/workflows/loud/runs?wait=10", json={}).get_json()
+    assert run["status"] == "succeeded" and run["steps"][1]["result"] == {"message": "HELLO"}

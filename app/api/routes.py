@@ -147,7 +147,16 @@ def validate_workflow() -> Response:
 
 @bp.get("/workflows/<name>")
 def get_workflow(name: str) -> Response:
-    return _tagged(runtime().summary(name))
+    try:
+        return _tagged(runtime().summary(name))
+    except NotFound:
+        # A stored definition that no longer loads (a plugin's type is gone): shown, so a PUT can fix it.
+        summary = runtime().catalog.unloaded_summary(name)
+        if summary is None:
+            raise
+        response = jsonify(summary)
+        response.headers["ETag"] = f'"{summary["version"]}"'
+        return response
 
 
 @bp.put("/workflows/<name>")

@@ -146,32 +146,42 @@ class Catalog:
         bound = self._bound.get(name) if isinstance(name, str) else None
         if bound is not None and bound.workflow.origin == "api":
             definition = keep_redacted(definition, bound.workflow.definition)
+        elif isinstance(name, str) and name in self.unloaded:
+            stored = self.store.get_definition(name)
+            definition = keep_redacted(definition, stored["definition"] if stored else None)
         posted(definition, "request body", (bound.workflow.version or 0) + 1 if bound else 1, self.settings,
                self.renderer)
 
     def versions(self, name: str) -> list[dict]:
         """``[{"version", "saved_at"}]`` of an API-made definition, newest first; [] for a file or Python one."""
+        if name in self.unloaded and name not in self._bound:
+            return self.store.list_definition_versions(name)
         bound = self.get(name)
         return self.store.list_definition_versions(name) if bound.workflow.origin == "api" else []
 
     def stored_version(self, name: str, version: int) -> dict:
         """``{"name", "version", "saved_at", "definition"}`` of a stored version, secrets redacted; NotFound."""
-        self.get(name)
+        if name not in self.unloaded:
+            self.get(name)
         record = self.store.get_definition(name, version) if 1 <= version <= MAX_VERSION else None
         if record is None:
             raise NotFound(f"workflow {name!r} has no version {version}")
         return {"name": name, "version": record["version"], "saved_at": record["saved_at"],
                 "definition": redact(record["definition"])}
 
-    def replace(self, name: str, definition: Any, base: int | None = None) -> tuple[BoundWorkflow, BoundWorkflow]:
-        """Check, store and serve a new version of an API-made definition; (the old binding, the new one).
+    def replace(self, name: str, definition: Any,
+                base: int | None = None) -> tuple[BoundWorkflow | None, BoundWorkflow]:
+        """Check, store and serve a new version of an API-made definition; (the old binding or None, the new one).
 
         ``base``: the version the client edited (If-Match); Conflict when another is now the newest.
         The old version stays available to ``version()``: runs under way keep the version they started with.
         """
         with self._lock:
-            old = self.get(name)
-            self._editable(old)
+            # A stored definition that no longer loads (its plugin is gone) may be fixed: there is no old binding.
+            stored = self.store.get_definition(name) if name in self.unloaded and name not in self._bound else None
+            old = None if stored else self.get(name)
+            if old is not None:
+                self._editable(old)
             if base is not None:
                 self._check_base(name, base)
             if isinstance(definition, dict):
@@ -179,9 +189,10 @@ class Catalog:
                 if definition["name"] != name:
                     raise InvalidInput(f"the definition is named {definition['name']!r}, the URL {name!r}",
                                        details=[{"path": "name", "message": f"must be {name!r}"}])
-            definition = keep_redacted(definition, old.workflow.definition)  # "***" read back keeps the secret
-            workflow, new = posted(definition, "request body", (old.workflow.version or 0) + 1,
-                                   self.settings, self.renderer)
+            # "***" read back keeps the secret.
+            definition = keep_redacted(definition, old.workflow.definition if old else stored["definition"])
+            version = old.workflow.version if old else stored["version"]
+            workflow, new = posted(definition, "request body", (version or 0) + 1, self.settings, self.renderer)
             try:
                 # The store checks ``base`` again as it saves: another server on the database may save at once.
                 workflow.version = self.store.save_definition(name, definition, base)
@@ -189,8 +200,10 @@ class Catalog:
                 if base is not None:
                     self._check_base(name, base)  # the 409 with the newest version and the diff
                 raise
-            self._versions[(name, old.workflow.version)] = old
-            self._registry.unregister(name)
+            if old is not None:
+                self._versions[(name, old.workflow.version)] = old
+                self._registry.unregister(name)
+            self.unloaded.pop(name, None)
             self._serve(workflow, new)
         return old, new
 
@@ -209,6 +222,27 @@ class Catalog:
             for key in [key for key in self._versions if key[0] == name]:
                 del self._versions[key]
         return bound
+
+    def unloaded_summary(self, name: str) -> dict | None:
+        """What the API shows of a stored definition that no longer loads (GET, so it can be fixed); None otherwise.
+
+        A Summary in shape, ``error`` saying why, ``definition`` redacted: the designer opens it, marks the
+        step whose type is gone, and a PUT that fixes it serves it again.
+        """
+        why = self.unloaded.get(name)
+        record = self.store.get_definition(name) if why is not None and name not in self._bound else None
+        if record is None:
+            return None
+        definition = record["definition"] if isinstance(record["definition"], dict) else {}
+        trigger = definition.get("trigger") if isinstance(definition.get("trigger"), dict) else {"type": "manual"}
+        steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
+        return {"name": name, "description": str(definition.get("description", "")), "trigger": redact(trigger),
+                "actions": [{"name": str(step.get("name")), "type": str(step.get("type"))}
+                            for step in steps if isinstance(step, dict)],
+                "status": "stopped", "check_interval": None, "next_fire_time": None,
+                "inputs_schema": definition.get("inputs"), "error": f"not loaded: {why}", "last_poll": None,
+                "polled_here": False, "origin": "api", "source": f"api:{name} v{record['version']}",
+                "version": record["version"], "definition": redact(definition)}
 
     def _check_base(self, name: str, base: int) -> None:
         """Conflict, with the newest version and the diff from ``base`` to it, unless ``base`` is the newest.

@@ -514,12 +514,15 @@ class Runtime:
         """
         with self._definitions_lock:
             old, new = self.catalog.replace(name, definition, base)
-            if name in self.scheduler.scheduled():
+            if old is not None and name in self.scheduler.scheduled():
                 old.trigger.close()
                 if new.trigger.pollable and not new.error:
                     self._schedule(new)
                 else:
                     self.scheduler.remove(name)
+            elif (old is None and self._started and self._leading and new.trigger.pollable and not new.error
+                  and self.is_started(name)):
+                self._schedule(new)  # a started definition that had stopped loading, fixed
         return self.summary(name)
 
     def delete_definition(self, name: str) -> None:

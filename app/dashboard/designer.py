@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 @bp.get("/designer/<name>")
 def designer(name: str | None = None) -> str:
     """The page the designer's bundle mounts on; opening an unknown workflow is a 404 page."""
-    summary = runtime().summary(name) if name is not None else None
+    summary = None
+    if name is not None:
+        # A stored definition that no longer loads opens too: the designer marks what is wrong, a save fixes it.
+        summary = runtime().catalog.unloaded_summary(name) or runtime().summary(name)
     return render_template(
         "designer.html", name=name or "", summary=summary,
         # Viewers see; only those who may change definitions (admins) save.
