@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addDependency, addStep, edgesOf, removeDependency, removeStep, renameStep, wouldCycle } from "../src/model/graph.js";
+import { addDependency, addStep, descendants, edgesOf, removeDependency, removeStep, renameStep, wouldCycle } from "../src/model/graph.js";
 import { TRIGGER } from "../src/model/definition.js";
 import { triggerSpot } from "../src/model/layout.js";
 
@@ -87,5 +87,12 @@ describe("the trigger's spot when the first step is dropped", () => {
     expect(triggerSpot({ x: 10, y: 10 }, visible)).toEqual([250, 10]);
     expect(triggerSpot({ x: 10, y: 10 }, { x: 0, y: 0, width: 200, height: 500 })).toEqual([10, 116]);
     expect(triggerSpot({ x: 0, y: 0 }, { x: 0, y: 0, width: 100, height: 100 })).toBeNull();
+  });
+});
+
+describe("descendants", () => {
+  it("are the steps that depend on one, directly or not", () => {
+    expect([...descendants(chain(), "first")].sort()).toEqual(["second", "third"]);
+    expect([...descendants(chain(), "third")]).toEqual([]);
   });
 });

@@ -7,9 +7,10 @@ import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TR
   from "../model/definition.js";
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
 import { canRedo, canUndo } from "../model/history.js";
-import { initialState, reducer } from "../model/editor.js";
+import { initialState, reducer, savedForm } from "../model/editor.js";
 import { problemLines } from "../model/yamlLines.js";
-import { autoLayout, freeSpot, layoutOf, positionsOf, triggerSpot } from "../model/layout.js";
+import { autoLayout, freeSpot, layoutOf, needsAutoLayout, positionsOf, structureKey, triggerSpot }
+  from "../model/layout.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
 import ErrorBoundary from "./ErrorBoundary.jsx";
@@ -127,7 +128,13 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     dispatch({ type: "edit", definition: next, ...options });
   }, [readOnly]);
 
-  const positions = useMemo(() => positionsOf(definition), [definition]);
+  // Dagre runs only when the graph's shape changes and some node has no position of its own: on a large
+  // workflow it is the costliest part of a keystroke.
+  const structure = structureKey(definition);
+  const incomplete = needsAutoLayout(definition);
+  const auto = useMemo(() => (incomplete ? autoLayout(definition) : {}), [structure, incomplete]); // eslint-disable-line react-hooks/exhaustive-deps
+  const layoutText = JSON.stringify(definition.layout ?? null);
+  const positions = useMemo(() => positionsOf(definition, auto), [auto, layoutText, structure]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const addStepOfType = useCallback((type, position) => {
     if (readOnly) return;
@@ -207,7 +214,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   }, [readOnly, state.selected, deleteSelected]);
 
   // -- saving ------------------------------------------------------------------------------------
-  const dirty = state.saved === null ? stepsOf(definition).length > 0 : toYaml(definition) !== state.saved;
+  const dirty = useMemo(() => (state.saved === null ? stepsOf(definition).length > 0 : savedForm(definition) !== state.saved),
+    [definition, state.saved]);
 
   const afterSave = useCallback((summary, saved, note = "") => {
     const meta = { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" };

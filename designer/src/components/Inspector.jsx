@@ -2,7 +2,7 @@
 import { useEffect, useRef, useState } from "react";
 import { actionType, triggerType } from "../model/catalog.js";
 import { clone, NAME_PATTERN, stepsOf, TRIGGER } from "../model/definition.js";
-import { addDependency, dependsOn, removeDependency, renameStep, stepNameProblem, wouldCycle } from "../model/graph.js";
+import { addDependency, dependsOn, descendants, removeDependency, renameStep, stepNameProblem } from "../model/graph.js";
 import { isAdvanced } from "../model/problems.js";
 import { fieldKind, isRequired, orderedKeys } from "../model/schema.js";
 import { templateNames } from "../model/templates.js";
@@ -125,7 +125,8 @@ function StepForm({ definition, name, catalog, stepKeys, secrets, problems, read
   const fieldProps = { onSeal, disabled: readOnly, templateTarget };
   const deps = dependsOn(step);
   // Offered: the steps it depends on and those it could depend on without a cycle.
-  const candidates = others.filter((other) => deps.includes(other) || !wouldCycle(definition, other, name));
+  const after = descendants(definition, name);
+  const candidates = others.filter((other) => deps.includes(other) || !after.has(other));
 
   return (
     <form className="pfd-form" onSubmit={(event) => event.preventDefault()} aria-label={`Step ${name}`}>

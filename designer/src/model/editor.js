@@ -1,6 +1,11 @@
 // The designer's state: the history of definitions, the YAML text shown, the selection and what was saved.
-import { emptyDefinition, stepsOf, toYaml } from "./definition.js";
+import { emptyDefinition, stepsOf, toYaml, withExplicitDependsOn } from "./definition.js";
 import { createHistory, record, redo, seal, undo } from "./history.js";
+
+/** What "unsaved changes" compares: the definition as JSON, every depends_on explicit (cheaper than YAML). */
+export function savedForm(definition) {
+  return JSON.stringify(withExplicitDependsOn(definition));
+}
 
 /** The state before anything is loaded. */
 export function initialState() {
@@ -15,7 +20,7 @@ export function reducer(state, action) {
   switch (action.type) {
     case "loaded":
       return { ...state, status: "ready", history: createHistory(action.definition), meta: action.meta,
-        yamlText: toYaml(action.definition), yamlError: null, saved: action.meta.origin ? toYaml(action.definition) : null };
+        yamlText: toYaml(action.definition), yamlError: null, saved: action.meta.origin ? savedForm(action.definition) : null };
     case "failed":
       return { ...state, status: "error", loadError: action.message };
     case "edit": {
@@ -42,7 +47,7 @@ export function reducer(state, action) {
       return { ...state, selected: action.selected, history: seal(state.history) };
     case "saved":
       // The definition sent: edits made while it was on its way stay unsaved changes.
-      return { ...state, meta: action.meta, saved: toYaml(action.definition ?? state.history.present) };
+      return { ...state, meta: action.meta, saved: savedForm(action.definition ?? state.history.present) };
     default:
       return state;
   }

@@ -30,17 +30,31 @@ function stepByName(definition, name) {
   return stepsOf(definition).find((step) => step.name === name);
 }
 
-/** Every step ``name`` depends on, directly or not. */
-export function ancestors(definition, name) {
+function walk(start, next) {
   const seen = new Set();
-  const stack = [...dependsOn(stepByName(definition, name))];
+  const stack = [...next(start)];
   while (stack.length) {
     const current = stack.pop();
     if (seen.has(current)) continue;
     seen.add(current);
-    stack.push(...dependsOn(stepByName(definition, current)));
+    stack.push(...next(current));
   }
   return seen;
+}
+
+/** Every step ``name`` depends on, directly or not. */
+export function ancestors(definition, name) {
+  const steps = new Map(stepsOf(definition).map((step) => [step.name, step]));
+  return walk(name, (current) => dependsOn(steps.get(current)));
+}
+
+/** Every step that depends on ``name``, directly or not (the steps it may not depend on: a cycle). */
+export function descendants(definition, name) {
+  const dependents = new Map();
+  for (const step of stepsOf(definition)) {
+    for (const dep of dependsOn(step)) dependents.set(dep, [...(dependents.get(dep) || []), step.name]);
+  }
+  return walk(name, (current) => dependents.get(current) || []);
 }
 
 /** Would making ``target`` depend on ``source`` close a cycle? */

@@ -26,13 +26,32 @@ function validPoint(value) {
   return Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === "number" && Number.isFinite(v));
 }
 
-/** Positions of every node: layout entries where given, the automatic layout for the others. */
-export function positionsOf(definition) {
-  const auto = autoLayout(definition);
-  const layout = definition && definition.layout && typeof definition.layout === "object" ? definition.layout : {};
+function layoutOfDefinition(definition) {
+  return definition && definition.layout && typeof definition.layout === "object" && !Array.isArray(definition.layout)
+    ? definition.layout : {};
+}
+
+/** A string that changes when the nodes or edges change (and only then): dagre's input. */
+export function structureKey(definition) {
+  return edgesOf(definition).map((edge) => edge.id).join("|") + "#" + stepNames(definition).join("|");
+}
+
+/** Does some node lack a position in the definition's layout (so the automatic layout is needed)? */
+export function needsAutoLayout(definition) {
+  const layout = layoutOfDefinition(definition);
+  return [TRIGGER, ...stepNames(definition)].some((name) => !validPoint(layout[name]));
+}
+
+/**
+ * Positions of every node: layout entries where given, the automatic layout (``auto``, computed when not given
+ * and needed) for the others.
+ */
+export function positionsOf(definition, auto = needsAutoLayout(definition) ? autoLayout(definition) : {}) {
+  const layout = layoutOfDefinition(definition);
   const positions = {};
-  for (const [name, point] of Object.entries(auto)) {
-    positions[name] = validPoint(layout[name]) ? { x: layout[name][0], y: layout[name][1] } : point;
+  for (const name of [TRIGGER, ...stepNames(definition)]) {
+    if (validPoint(layout[name])) positions[name] = { x: layout[name][0], y: layout[name][1] };
+    else positions[name] = auto[name] || { x: 0, y: 0 };
   }
   return positions;
 }
