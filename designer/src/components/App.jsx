@@ -23,6 +23,8 @@ import useValidation from "./useValidation.js";
 import YamlEditor from "./YamlEditor.jsx";
 
 const NARROW_QUERY = "(max-width: 899px)";
+const YAML_DEFER_CHARS = 20000;
+const YAML_DEFER_MS = 250;
 
 function useNarrow() {
   const query = typeof window !== "undefined" && window.matchMedia ? window.matchMedia(NARROW_QUERY) : null;
@@ -180,7 +182,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     else if (selected.kind === "edge") edit(removeDependency(definition, selected.source, selected.target), { select: null });
   }, [readOnly, state.selected, definition, edit]);
 
-  const onYamlChange = useCallback((text) => {
+  const applyYaml = useCallback((text) => {
     const parsed = parseYaml(text, { maxBytes: limits.max_definition_bytes });
     if (!parsed.ok) {
       const where = parsed.line ? `line ${parsed.line}, column ${parsed.column}: ` : "";
@@ -189,6 +191,21 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     }
     dispatch({ type: "edit", definition: parsed.definition, from: "yaml", text, key: "yaml" });
   }, [limits.max_definition_bytes]);
+
+  // A long text is parsed a moment after the last keystroke (a 300-step one takes 0.2 s); a short one at once.
+  const pendingYaml = useRef({ text: null, timer: null });
+  const flushYaml = useCallback(() => {
+    const pending = pendingYaml.current;
+    clearTimeout(pending.timer);
+    if (pending.text !== null) { const { text } = pending; pending.text = null; applyYaml(text); }
+  }, [applyYaml]);
+  const onYamlChange = useCallback((text) => {
+    const pending = pendingYaml.current;
+    pending.text = text;
+    clearTimeout(pending.timer);
+    if (text.length > YAML_DEFER_CHARS) pending.timer = setTimeout(flushYaml, YAML_DEFER_MS);
+    else flushYaml();
+  }, [flushYaml]);
 
   // -- keyboard ----------------------------------------------------------------------------------
   useEffect(() => {
@@ -330,7 +347,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       error={state.yamlError}
       readOnly={readOnly}
       onChange={onYamlChange}
-      onBlur={() => dispatch({ type: "yaml-refresh" })}
+      onBlur={() => { flushYaml(); dispatch({ type: "yaml-refresh" }); }}
     />
   );
   const common = (
