@@ -39,6 +39,7 @@ from tests.fixtures.designer_page import (  # noqa: E402  (needs playwright, che
     drop_step,
     explicit_steps,
     fill,
+    flow_node,
     in_view,
     node,
     open_advanced,
@@ -584,4 +585,15 @@ def test_delete_a_node_with_the_keyboard_then_undo_and_redo(server, page, errors
     expect(node(page, "wait")).to_be_visible()
     page.keyboard.press("Control+Z")
     expect(node(page, "wait")).to_have_count(0)
+
+    # An edge too: select it, press Delete, and the step no longer depends on the other.
+    (x1, y1), (x2, y2) = (centre(flow_node(page, "first").locator(".react-flow__handle.source")),
+                          centre(flow_node(page, "second").locator(".react-flow__handle.target")))
+    page.mouse.click((x1 + x2) / 2, (y1 + y2) / 2)  # the middle of the arrow from first to second
+    expect(page.get_by_test_id("delete-edge")).to_be_visible()
+    page.keyboard.press("Delete")
+    expect(page.locator(EDGES)).to_have_count(1)
+    expect(yaml).to_contain_text(re.compile(r"name: second\s+type: log\s+depends_on: \[\]"))
+    page.keyboard.press("Control+Z")
+    expect(page.locator(EDGES)).to_have_count(2)
     assert not errors
