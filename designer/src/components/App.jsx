@@ -213,7 +213,9 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       const mod = event.ctrlKey || event.metaKey;
       if (mod && event.key.toLowerCase() === "s" && !event.shiftKey) {
         event.preventDefault();
-        saveRef.current();
+        // YAML typed a moment ago and not parsed yet goes in first; the save then runs with the model it made.
+        if (pendingYaml.current.text !== null) { flushYaml(); setTimeout(() => saveRef.current(), 0); }
+        else saveRef.current();
         return;
       }
       if (isTyping(event.target) || dialogOpen.current) return;
@@ -228,7 +230,7 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
     }
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [readOnly, state.selected, deleteSelected]);
+  }, [readOnly, state.selected, deleteSelected, flushYaml]);
 
   // -- saving ------------------------------------------------------------------------------------
   const dirty = useMemo(() => (state.saved === null ? stepsOf(definition).length > 0 : savedForm(definition) !== state.saved),
