@@ -100,12 +100,15 @@ export default function Canvas({ definition, positions, catalog, problems, selec
   })), [definition, selected, readOnly]);
 
   const onNodesChange = useCallback((changes) => {
+    // Selection stays the designer's own state; a node selected with the keyboard (Tab, Enter) is selected there.
+    const picked = changes.find((change) => change.type === "select" && change.selected);
+    if (picked) onSelect(picked.id === TRIGGER ? { kind: "trigger" } : { kind: "step", name: picked.id });
     const kept = changes.filter((change) => change.type === "position" || change.type === "dimensions");
     for (const change of kept) {
       if (change.type === "dimensions" && change.dimensions) measured.current[change.id] = change.dimensions;
     }
     if (kept.length) setNodes((current) => applyNodeChanges(kept, current));
-  }, []);
+  }, [onSelect]);
 
   const onNodeDragStop = useCallback((_event, _node, dragged) => {
     const moved = {};
