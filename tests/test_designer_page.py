@@ -165,3 +165,13 @@ def test_a_run_keeps_the_picture_of_the_version_it_ran(client):
     assert client.put("/api/workflows/branched", json=moved).status_code == 200
     assert graph_boxes(client.get(f"/runs/{first['id']}").text)["left"] == (8, 108)
     assert graph_boxes(run_page(client, "branched"))["left"] == (408, 108)
+
+
+def test_a_stray_node_far_away_does_not_make_the_page_a_million_pixels_wide(client):
+    placed = {**BRANCHED, "layout": {"start": [0, 0], "left": [0, 100], "right": [1_000_000, 100]}}
+    assert client.post("/api/workflows", json=placed).status_code == 201
+    html = run_page(client, "branched")
+    boxes = graph_boxes(html)
+    assert boxes["right"][0] == 8 + 4000 and boxes["start"] == (8, 8)
+    width = int(re.search(r'id="step-graph" viewBox="0 0 (\d+) ', html).group(1))
+    assert width == 8 + 4000 + 150 + 8

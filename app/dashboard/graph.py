@@ -19,6 +19,8 @@ COLUMN_GAP = 56
 ROW_GAP = 18
 MARGIN = 8
 LABEL_CHARS = 18
+# The widest or tallest spread of the designer's positions drawn as it is; a larger one is scaled down to it.
+MAX_PLACED = 4000
 # The page shrinks a wide drawing to fit its box, but not below this share of its size (labels stay legible).
 MIN_SCALE = 0.7
 
@@ -121,15 +123,21 @@ def positions_of(definition: Any, steps: list[dict]) -> dict[str, tuple[float, f
 
 
 def placed_layout(steps: list[dict], positions: Mapping[str, tuple[float, float]]) -> Layout:
-    """Boxes where the designer put them (moved so the top-left one is at the margin), arrows top to bottom."""
+    """Boxes where the designer put them (moved so the top-left one is at the margin), arrows top to bottom.
+
+    A layout spread wider or taller than MAX_PLACED is drawn smaller, so one stray node (a position may be
+    up to a million) cannot make the page a million pixels wide.
+    """
     left = min(x for x, _ in positions.values())
     top = min(y for _, y in positions.values())
+    spread = max(max(x for x, _ in positions.values()) - left, max(y for _, y in positions.values()) - top)
+    scale = min(1.0, MAX_PLACED / spread) if spread else 1.0
     result = Layout()
     where: dict[str, Box] = {}
     for step in steps:
         x, y = positions[step["name"]]
         box = Box(step["name"], _label(step["name"]), step.get("status") or "pending",
-                  MARGIN + round(x - left), MARGIN + round(y - top))
+                  MARGIN + round((x - left) * scale), MARGIN + round((y - top) * scale))
         where[box.name] = box
         result.boxes.append(box)
     for step in steps:
