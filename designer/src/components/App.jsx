@@ -3,7 +3,7 @@ import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { makeApi } from "../api.js";
 import { stepKeys } from "../model/catalog.js";
-import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, toYaml, TRIGGER, withExplicitDependsOn }
+import { clone, definitionBytes, emptyDefinition, parseYaml, stepsOf, TRIGGER, withExplicitDependsOn }
   from "../model/definition.js";
 import { addDependency, addStep, removeDependency, removeStep } from "../model/graph.js";
 import { canRedo, canUndo } from "../model/history.js";

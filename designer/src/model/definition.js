@@ -118,9 +118,3 @@ export function parseYaml(text, { maxBytes } = {}) {
   if (maxBytes && definitionBytes(value) > maxBytes) return tooLarge(definitionBytes(value));
   return { ok: true, definition: withExplicitDependsOn(value) };
 }
-
-/** Is the layout key present and a mapping? */
-export function hasLayout(definition) {
-  return !!(definition && definition.layout && typeof definition.layout === "object"
-    && !Array.isArray(definition.layout) && Object.keys(definition.layout).length);
-}
