@@ -236,6 +236,14 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   const dirty = useMemo(() => (state.saved === null ? stepsOf(definition).length > 0 : savedForm(definition) !== state.saved),
     [definition, state.saved]);
 
+  // Leaving the page with unsaved changes asks first (the browser's own dialog).
+  useEffect(() => {
+    if (!dirty || readOnly) return undefined;
+    const warn = (event) => { event.preventDefault(); event.returnValue = ""; };
+    window.addEventListener("beforeunload", warn);
+    return () => window.removeEventListener("beforeunload", warn);
+  }, [dirty, readOnly]);
+
   const afterSave = useCallback((summary, saved, note = "") => {
     const meta = { name: summary.name, version: summary.version ?? null, origin: summary.origin || "api" };
     dispatch({ type: "saved", meta, definition: saved });
