@@ -7,6 +7,7 @@ import re
 import pytest
 
 from app import create_app, start_app
+from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 
@@ -175,3 +176,18 @@ def test_a_stray_node_far_away_does_not_make_the_page_a_million_pixels_wide(clie
     assert boxes["right"][0] == 8 + 4000 and boxes["start"] == (8, 8)
     width = int(re.search(r'id="step-graph" viewBox="0 0 (\d+) ', html).group(1))
     assert width == 8 + 4000 + 150 + 8
+
+
+def test_the_workflows_page_lists_a_definition_that_no_longer_loads_with_a_link_to_fix_it(storage, key_file):
+    store = JsonStore(storage)
+    store.save_definition("loud", {"name": "loud", "steps": [{"name": "shout", "type": "shout", "config": {}}]})
+    store.close()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS}))
+    try:
+        html = app.test_client().get("/").text
+        section = html[html.index('id="unloaded"'):html.index('id="workflows-table"')]
+        assert 'data-workflow="loud"' in section and "unknown step type &#39;shout&#39;" in section
+        assert '<a href="/designer/loud">Fix in designer</a>' in section
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
