@@ -82,10 +82,10 @@ describe("the trigger's spot when the first step is dropped", () => {
   const visible = { x: 0, y: 0, width: 700, height: 500 };
 
   it("is above the step when there is room, else beside or below it, always in view", () => {
-    expect(triggerSpot({ x: 300, y: 300 }, visible)).toEqual([300, 194]);
+    expect(triggerSpot({ x: 300, y: 300 }, visible)).toEqual([300, 188]);
     expect(triggerSpot({ x: 300, y: 10 }, visible)).toEqual([60, 10]);
     expect(triggerSpot({ x: 10, y: 10 }, visible)).toEqual([250, 10]);
-    expect(triggerSpot({ x: 10, y: 10 }, { x: 0, y: 0, width: 200, height: 500 })).toEqual([10, 116]);
+    expect(triggerSpot({ x: 10, y: 10 }, { x: 0, y: 0, width: 200, height: 500 })).toEqual([10, 122]);
     expect(triggerSpot({ x: 0, y: 0 }, { x: 0, y: 0, width: 100, height: 100 })).toBeNull();
   });
 });

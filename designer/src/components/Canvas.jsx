@@ -24,6 +24,7 @@ function StepNode({ data, selected }) {
       <Handle type="target" position={Position.Top} isConnectable={!data.readOnly} />
       <div className="pfd-node-name">{data.name}</div>
       <div className="pfd-node-type">{data.type}</div>
+      {data.summary && <div className="pfd-node-summary" title={data.summary}>{data.summary}</div>}
       {bad && <div className="pfd-node-problem node-problem" data-testid="node-problem">{data.unknown || problemText(data.problems)}</div>}
       <Handle type="source" position={Position.Bottom} isConnectable={!data.readOnly} />
     </div>
@@ -44,6 +45,17 @@ function TriggerNode({ data, selected }) {
 }
 
 const NODE_TYPES = { step: StepNode, trigger: TriggerNode };
+
+/** One line saying what a step does: its first required config value that is text (url, message, function...). */
+function configSummary(step, known) {
+  const config = step.config && typeof step.config === "object" && !Array.isArray(step.config) ? step.config : {};
+  const required = (known && known.config_schema && known.config_schema.required) || [];
+  for (const key of [...required, ...Object.keys(config)]) {
+    const value = config[key];
+    if (typeof value === "string" && value.trim()) return value.length > 60 ? `${value.slice(0, 57)}…` : value;
+  }
+  return "";
+}
 
 function triggerSummary(trigger) {
   if (!trigger || typeof trigger !== "object") return "";
@@ -80,7 +92,7 @@ export default function Canvas({ definition, positions, catalog, problems, selec
         data: {
           name: step.name, type: String(step.type ?? "(no type)"), description: known ? known.description : "",
           unknown: catalog && !known ? `type '${step.type}' is not in the catalog (its plugin may be gone)` : "",
-          problems: problems[step.name] || [], readOnly,
+          problems: problems[step.name] || [], readOnly, summary: configSummary(step, known),
         },
       });
     }
@@ -127,6 +139,7 @@ export default function Canvas({ definition, positions, catalog, problems, selec
 
   return (
     <section className="pfd-canvas" data-testid="canvas" aria-label="Canvas"
+      data-empty={stepsOf(definition).length ? undefined : "true"}
       onDragOver={(event) => { event.preventDefault(); event.dataTransfer.dropEffect = readOnly ? "none" : "copy"; }}
       onDrop={onDrop}>
       <ReactFlow
@@ -153,6 +166,9 @@ export default function Canvas({ definition, positions, catalog, problems, selec
         maxZoom={2}
       >
         <Background gap={20} size={1} />
+        {!stepsOf(definition).length && !readOnly && (
+          <div className="pfd-canvas-hint">Drag a step type from the palette here (or press Enter on one).</div>
+        )}
         <Controls showInteractive={false} />
       </ReactFlow>
     </section>

@@ -4,12 +4,12 @@ import { stepNames, TRIGGER } from "./definition.js";
 import { edgesOf } from "./graph.js";
 
 export const NODE_WIDTH = 190;
-export const NODE_HEIGHT = 56;
+export const NODE_HEIGHT = 62;
 
 /** Positions {name: {x, y}} of the trigger and every step, laid out top to bottom by dagre. */
 export function autoLayout(definition) {
   const graph = new dagre.graphlib.Graph();
-  graph.setGraph({ rankdir: "TB", nodesep: 40, ranksep: 60, marginx: 20, marginy: 20 });
+  graph.setGraph({ rankdir: "TB", nodesep: 40, ranksep: 44, marginx: 20, marginy: 20 });
   graph.setDefaultEdgeLabel(() => ({}));
   for (const name of [TRIGGER, ...stepNames(definition)]) graph.setNode(name, { width: NODE_WIDTH, height: NODE_HEIGHT });
   for (const edge of edgesOf(definition)) graph.setEdge(edge.source, edge.target);
