@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { addDependency, addStep, descendants, edgesOf, removeDependency, removeStep, renameStep, wouldCycle } from "../src/model/graph.js";
 import { TRIGGER } from "../src/model/definition.js";
-import { triggerSpot } from "../src/model/layout.js";
+import { pruneLayout, triggerSpot } from "../src/model/layout.js";
 
 const chain = () => ({
   name: "chain",
@@ -94,5 +94,14 @@ describe("descendants", () => {
   it("are the steps that depend on one, directly or not", () => {
     expect([...descendants(chain(), "first")].sort()).toEqual(["second", "third"]);
     expect([...descendants(chain(), "third")]).toEqual([]);
+  });
+});
+
+describe("layout entries of nodes gone from the YAML", () => {
+  it("are dropped; the others stay", () => {
+    const definition = { steps: [{ name: "a" }], layout: { a: [1, 2], gone: [3, 4], "@trigger": [0, 0] } };
+    expect(pruneLayout(definition).layout).toEqual({ a: [1, 2], "@trigger": [0, 0] });
+    const clean = { steps: [{ name: "a" }], layout: { a: [1, 2] } };
+    expect(pruneLayout(clean)).toBe(clean);
   });
 });

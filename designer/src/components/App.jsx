@@ -9,7 +9,7 @@ import { addDependency, addStep, removeDependency, removeStep } from "../model/g
 import { canRedo, canUndo } from "../model/history.js";
 import { initialState, reducer, savedForm } from "../model/editor.js";
 import { problemLines } from "../model/yamlLines.js";
-import { autoLayout, freeSpot, layoutOf, needsAutoLayout, positionsOf, structureKey, triggerSpot }
+import { autoLayout, freeSpot, layoutOf, needsAutoLayout, positionsOf, pruneLayout, structureKey, triggerSpot }
   from "../model/layout.js";
 import Canvas from "./Canvas.jsx";
 import ConflictDialog from "./ConflictDialog.jsx";
@@ -189,7 +189,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
       dispatch({ type: "yaml-error", text, error: `${where}${parsed.message}` });
       return;
     }
-    dispatch({ type: "edit", definition: parsed.definition, from: "yaml", text, key: "yaml" });
+    // A step deleted or renamed in the text leaves its position behind: dropped, not reported as a problem.
+    dispatch({ type: "edit", definition: pruneLayout(parsed.definition), from: "yaml", text, key: "yaml" });
   }, [limits.max_definition_bytes]);
 
   // A long text is parsed a moment after the last keystroke (a 300-step one takes 0.2 s); a short one at once.

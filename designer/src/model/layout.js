@@ -88,3 +88,13 @@ export function triggerSpot(step, visible) {
   const spot = candidates.find(inside);
   return spot ? [Math.round(spot.x), Math.round(spot.y)] : null;
 }
+
+/** The definition without layout entries for nodes it no longer has (a step deleted or renamed in the YAML). */
+export function pruneLayout(definition) {
+  const layout = layoutOfDefinition(definition);
+  const names = new Set([TRIGGER, ...stepNames(definition)]);
+  const stale = Object.keys(layout).filter((key) => !names.has(key));
+  if (!stale.length) return definition;
+  const kept = Object.fromEntries(Object.entries(layout).filter(([key]) => names.has(key)));
+  return { ...definition, layout: kept };
+}
