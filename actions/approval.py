@@ -23,6 +23,8 @@ class ApprovalAction(BaseAction):
     """
 
     type = "approval"
+    result_keys = ("approved", "by", "comment", "at")
+    config_choices = {"on_timeout": ON_TIMEOUT}
     # Executed again after a crash it would mail the approvers twice; a person decides.
     idempotent = False
 

@@ -142,6 +142,12 @@ class BaseAction:
     # Config fields limited to a set of values: {field: the values}. The same constants the
     # constructor checks against, so GET /api/catalog's enums cannot drift from the code.
     config_choices: Mapping[str, Sequence[str]] = {}
+    # JSON Schema of the inside of an object field ({field: {"properties": ...}}), merged into the
+    # catalog's schema of that field (condition's {type, left, right}); the constants the checks use.
+    config_shapes: Mapping[str, Mapping[str, Any]] = {}
+    # The keys of the result (``steps.<name>.<key>`` in a later step's templates), for GET /api/catalog;
+    # () when they are not known beforehand (a python step returns what its function returns).
+    result_keys: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -27,6 +27,10 @@ class ConditionAction(BaseAction):
     """
 
     type = "condition"
+    result_keys = ("result", "value")
+    config_shapes = {"condition": {"required": ["type"], "properties": {
+        "type": {"enum": list(OPERATORS), "description": "how left and right are compared"},
+        "left": {"description": "a value or a template"}, "right": {"description": "a value or a template"}}}}
 
     def __init__(self, name: str, *, condition: Mapping[str, Any], true_value: Any = True,
                  false_value: Any = False, **options: Any):

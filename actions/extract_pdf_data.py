@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, BaseAction, RunContext
-from actions.ocr import PageReader, check_ocr_option, ocr_mode
+from actions.ocr import MODES, PageReader, check_ocr_option, ocr_mode
 from actions.paths import PathError, readable
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
 
@@ -37,6 +37,8 @@ class ExtractPDFDataAction(BaseAction):
     """
 
     type = "extract_pdf_data"
+    result_keys = ("template", "source", "method", "extracted_data", "missing", "ocr_pages", "labels")
+    config_choices = {"ocr": MODES}
 
     def __init__(
         self,

@@ -55,6 +55,7 @@ class FileAction(BaseAction):
     """
 
     type = "file"
+    result_keys = ("content", "path", "size", "deleted", "paths")
     config_choices = {"operation": tuple(REQUIRED)}
 
     def __init__(

@@ -26,6 +26,7 @@ class HttpCheckAction(BaseAction):
     """
 
     type = "http_check"
+    result_keys = ("url", "status_code", "latency_ms", "ok", "error")
 
     def __init__(
         self,

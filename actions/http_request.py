@@ -32,6 +32,10 @@ _TEXT_TYPES = re.compile(r"^(text/.*|application/(.*\+)?(json|xml)|application/(
                          r"x-ndjson|yaml|x-yaml)|image/svg\+xml)$")
 
 
+# The methods a definition may name (a template may choose one per run).
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
 class HttpRequestAction(BaseAction):
     """Sends one HTTP request; an unexpected status fails the step (5xx, 408 and 429 are retried, other 4xx not).
 
@@ -44,6 +48,8 @@ class HttpRequestAction(BaseAction):
     """
 
     type = "http_request"
+    result_keys = ("status_code", "headers", "json", "text", "elapsed_ms")
+    config_choices = {"method": METHODS}
     # Methods that RFC 9110 defines as idempotent: repeating them after a crash is harmless.
     IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -157,8 +163,8 @@ def _check_url(url: Any) -> str:
 
 def _check_method(method: Any) -> str:
     text = str(method or "GET").strip().upper()
-    if not re.fullmatch(r"[A-Z]+", text):
-        raise ActionError(f"http_request: method must be an HTTP method such as GET or POST, got {method!r}",
+    if text not in METHODS:
+        raise ActionError(f"http_request: method must be one of {', '.join(METHODS)}, got {method!r}",
                           retryable=False)
     return text
 

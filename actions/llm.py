@@ -42,6 +42,7 @@ class LlmAction(BaseAction):
     """
 
     type = "llm"
+    result_keys = ("text", "json", "model", "usage")
     config_choices = {"response_format": RESPONSE_FORMATS}
 
     def __init__(

@@ -19,6 +19,7 @@ class LogAction(BaseAction):
     """Logs ``message`` at ``level`` (debug, info, warning or error) to the run's log; returns ``{"message"}``."""
 
     type = "log"
+    result_keys = ("message",)
 
     config_choices = {"level": tuple(LEVELS)}
 

@@ -30,6 +30,7 @@ class LoopAction(BaseAction):
     """
 
     type = "loop"
+    result_keys = ("results", "count")
     # The engine renders ``steps`` per item, with ``item`` and ``loop``, not once for the whole step.
     raw_fields = ("steps",)
     # Nested steps may send mail or run commands: repeating them after a crash is not harmless.

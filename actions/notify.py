@@ -34,6 +34,7 @@ class NotifyAction(BaseAction):
     """
 
     type = "notify"
+    result_keys = ("sent", "failed")
     config_choices = {"format": FORMATS}
     # A notification sent twice is read twice: an attempt interrupted by a crash is not repeated.
     idempotent = False

@@ -7,7 +7,7 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction
 from actions.extract_pdf_data import FileSpec, _choose_file, _open_pdf  # same attachment rules and errors
-from actions.ocr import PageReader, check_ocr_option, ocr_mode
+from actions.ocr import MODES, PageReader, check_ocr_option, ocr_mode
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class PdfTextAction(BaseAction):
     """
 
     type = "pdf_text"
+    result_keys = ("text", "pages", "source", "ocr_pages")
+    config_choices = {"ocr": MODES}
 
     def __init__(self, name: str, *, file: FileSpec | None, ocr: str = "auto", **options: Any):
         super().__init__(name, **options)

@@ -46,6 +46,7 @@ class ShellAction(BaseAction):
     """
 
     type = "shell"
+    result_keys = ("exit_code", "stdout", "stderr")
     # A command may not be safe to repeat after a crash cut it short.
     idempotent = False
 

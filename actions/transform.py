@@ -53,6 +53,7 @@ class TransformAction(BaseAction):
     """
 
     type = "transform"
+    result_keys = ("data",)
     config_choices = {"operation": tuple(KEYS)}
 
     def __init__(

@@ -57,6 +57,7 @@ class ValidateDataAction(BaseAction):
     """Validates data against a JSON Schema, given directly or as a PDF template's id."""
 
     type = "validate_data"
+    result_keys = ("validation_result", "errors")
 
     def __init__(
         self,

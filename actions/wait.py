@@ -24,6 +24,7 @@ class WaitAction(BaseAction):
     """Waits ``seconds``; returns ``{"waited_s"}``. Cancelling the run ends the wait at once."""
 
     type = "wait"
+    result_keys = ("waited_s",)
 
     def __init__(self, name: str, *, seconds: float | str, **options: Any):
         super().__init__(name, **options)

@@ -21,6 +21,8 @@ class WaitForEventAction(BaseAction):
     """
 
     type = "wait_for_event"
+    result_keys = ("event", "timed_out")
+    config_choices = {"on_timeout": ON_TIMEOUT}
     idempotent = True
 
     def __init__(self, name: str, *, event: str, key: Any = None, timeout: float | str = DEFAULT_TIMEOUT,

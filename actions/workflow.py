@@ -22,6 +22,7 @@ class SubWorkflowAction(BaseAction):
     """
 
     type = "workflow"
+    result_keys = ("run_id", "status", "steps", "error")
     # Repeating the step starts another sub-run.
     idempotent = False
 

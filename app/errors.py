@@ -66,6 +66,13 @@ class Conflict(PyFlowError):
     code = "conflict"
 
 
+class PayloadTooLarge(PyFlowError):
+    """The request body is past a size limit the message names."""
+
+    status = 413
+    code = "request_entity_too_large"
+
+
 class InvalidInput(PyFlowError):
     """Well-formed but invalid input; ``details`` lists the problems."""
 

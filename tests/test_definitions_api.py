@@ -245,7 +245,10 @@ def test_a_stored_definition_that_no_longer_binds_is_skipped_and_can_be_deleted(
     with started_app(storage) as second:  # starts: the bad one is skipped, naming it
         client = second.test_client()
         assert "stored definition ticker v1 is not loaded" in caplog.text
-        assert client.get("/api/workflows/ticker").status_code == 404
+        # Not served (no runs), but shown with why, so that a PUT can fix it (the designer opens it) or DELETE drop it.
+        shown = client.get("/api/workflows/ticker")
+        assert shown.status_code == 200 and shown.get_json()["error"].startswith("not loaded: ")
+        assert client.post("/api/workflows/ticker/runs", json={}).status_code == 404
         assert run(client, "hello", {"who": "Bo"})["status"] == "succeeded"
         assert client.delete("/api/workflows/ticker").status_code == 204
         assert second.extensions["pyflow"].store.get_definition("ticker") is None
@@ -291,7 +294,8 @@ def test_a_stored_definition_past_a_lowered_cap_is_skipped(storage, caplog):
     app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
                       "WORKFLOW_MAX_PARALLEL": 4}))
     try:
-        assert app.test_client().get("/api/workflows/hello").status_code == 404
+        assert app.test_client().post("/api/workflows/hello/runs", json={}).status_code == 404  # not served
+        assert "WORKFLOW_MAX_PARALLEL (4)" in app.test_client().get("/api/workflows/hello").get_json()["error"]
         assert "stored definition hello v1 is not loaded" in caplog.text
         assert "WORKFLOW_MAX_PARALLEL (4)" in caplog.text
     finally:

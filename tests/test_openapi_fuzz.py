@@ -91,6 +91,8 @@ def known(path: str) -> dict[str, str] | None:
         return {"name": KNOWN["token"]}
     if path.startswith("/api/hooks/"):
         return {"name": KNOWN["hook"]}
+    if "{version}" in path:
+        return {"name": DEFINITION["name"], "version": 1}  # the fixture made version 1
     return {"name": KNOWN["run_workflow"] if path.endswith("/runs") else DEFINITION["name"]}
 
 

@@ -634,6 +634,43 @@ def test_definition_versions(store):
     listed = {record["name"]: record for record in store.list_definitions()}
     assert listed == {"alpha": store.get_definition("alpha"), "beta": store.get_definition("beta")}
 
+    # The designer's history: every version, newest first, with the time each read answers.
+    assert store.list_definition_versions("alpha") == [
+        {"version": n, "saved_at": store.get_definition("alpha", n)["saved_at"]} for n in (3, 2, 1)]
+    assert [entry["version"] for entry in store.list_definition_versions("beta")] == [1]
+    assert store.list_definition_versions("gamma") == []
+
+
+def test_a_definition_saved_expecting_an_older_version_is_a_conflict(store):
+    # If-Match: a save that expects version N is stored only while N is the newest (0: none yet).
+    assert store.save_definition("alpha", definition("alpha", 1), expected=0) == 1
+    with pytest.raises(Conflict, match="workflow 'alpha' is at version 1; you edited version 0"):
+        store.save_definition("alpha", definition("alpha", 9), expected=0)
+    assert store.save_definition("alpha", definition("alpha", 2), expected=1) == 2
+    with pytest.raises(Conflict, match="is at version 2; you edited version 1"):
+        store.save_definition("alpha", definition("alpha", 9), expected=1)
+    with pytest.raises(Conflict):
+        store.save_definition("beta", definition("beta", 1), expected=3)
+    assert [entry["version"] for entry in store.list_definition_versions("alpha")] == [2, 1]
+    assert store.get_definition("alpha")["definition"] == definition("alpha", 2)
+    assert store.get_definition("beta") is None
+
+
+def test_of_concurrent_saves_expecting_one_version_one_is_stored(store):
+    store.save_definition("alpha", definition("alpha", 0))
+    for newest in (1, 2, 3):  # three rounds of six saves at once, each expecting the newest version
+
+        def save(n: int, newest=newest) -> int | None:
+            try:
+                return store.save_definition("alpha", definition("alpha", 10 * newest + n), expected=newest)
+            except Conflict:
+                return None
+
+        saved = at_once(save, list(range(6)))
+        assert [version for version in saved if version is not None] == [newest + 1], saved
+        assert store.get_definition("alpha")["definition"] == definition("alpha", 10 * newest + saved.index(newest + 1))
+    assert [entry["version"] for entry in store.list_definition_versions("alpha")] == [4, 3, 2, 1]
+
 
 def test_delete_definition_forgets_every_version(store):
     for n in (1, 2):
@@ -641,6 +678,7 @@ def test_delete_definition_forgets_every_version(store):
     store.save_definition("beta", definition("beta", 1))
     store.delete_definition("alpha")
     assert store.get_definition("alpha") is None
+    assert store.list_definition_versions("alpha") == []
     assert store.get_definition("alpha", 1) is None and store.get_definition("alpha", 2) is None
     assert [record["name"] for record in store.list_definitions()] == ["beta"]
     store.delete_definition("never_saved")  # nothing to forget: no error

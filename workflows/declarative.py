@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from functools import lru_cache
@@ -23,13 +24,17 @@ from workflows.catalog import action_types, trigger_types
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 TOP_KEYS = {"name", "description", "inputs", "trigger", "steps", "max_retries", "retry_delay", "step_timeout",
-            "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps"}
+            "check_interval", "max_concurrent_runs", "overlap", "max_parallel_steps", "layout"}
 _STEP_KEYS = {"name", "type", "config", "depends_on", "when", "retries", "timeout", "on_failure", "compensate", "cache",
               "limits"}
 # A compensation written as a step (with ``config``); without ``config`` every key but type and name is its config.
 _COMPENSATE_KEYS = {"name", "type", "config", "retries", "timeout"}
 # Keys a loop's nested steps cannot have: the engine applies them to a run's own steps only.
 _TOP_STEP_ONLY = ("compensate", "cache")
+# The layout's key of the trigger's node; the others are step names (the designer's node positions).
+TRIGGER_NODE = "@trigger"
+# Farthest a node may be placed from the origin: a position is a screen coordinate, not a store of data.
+MAX_COORDINATE = 1e6
 # Parameters a definition cannot set through config: the engine owns them.
 _RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure", "compensate", "cache"}
 
@@ -242,6 +247,26 @@ def _steps(steps: Any, path: str, problems: _Problems, nested: bool = False) -> 
     return actions
 
 
+def _layout(layout: Any, steps: Any, problems: _Problems) -> None:
+    """Check ``layout: {<step name> | "@trigger": [x, y]}``: the designer's positions, which the engine ignores.
+
+    Its keys must name the definition's own steps, so it holds at most one entry per node.
+    """
+    if not isinstance(layout, Mapping):
+        problems.add("layout", f"must be a mapping of step name to [x, y], got {type(layout).__name__}")
+        return
+    steps = steps if isinstance(steps, list) else []
+    names = {step["name"] for step in steps if isinstance(step, Mapping) and isinstance(step.get("name"), str)}
+    for key, position in layout.items():
+        path = f"layout.{key}"
+        if key != TRIGGER_NODE and key not in names:
+            problems.add(path, f"not a step of this definition (nor {TRIGGER_NODE!r})")
+        elif (not isinstance(position, list) or len(position) != 2
+              or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                         and abs(v) <= MAX_COORDINATE for v in position)):
+            problems.add(path, f"must be [x, y]: two finite numbers within ±{MAX_COORDINATE:g}, got {position!r}")
+
+
 def build_actions(steps: Any, source: str) -> list[BaseAction]:
     """Actions from step definitions (a loop's nested steps); DefinitionError lists the problems."""
     problems = _Problems()
@@ -272,6 +297,8 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
             problems.add(f"inputs.{where}" if where else "inputs", f"not a valid JSON Schema: {error.message}")
     trigger = _trigger(definition.get("trigger"), problems)
     actions = _steps(definition.get("steps"), "steps", problems)
+    if "layout" in definition:
+        _layout(definition["layout"], definition.get("steps"), problems)
     if problems.items:
         raise DefinitionError(source, problems.items)
     attributes: dict[str, Any] = {

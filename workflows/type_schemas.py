@@ -20,6 +20,7 @@ import types
 import typing
 from typing import Any
 
+from workflows.base import NAME_PATTERN
 from workflows.declarative import config_parameters
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -90,6 +91,7 @@ def config_schema(cls: type) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``cls``'s config: fields, required, types, enums, defaults, templates."""
     hints = _hints(cls)
     choices = getattr(cls, "config_choices", {}) or {}
+    shapes = getattr(cls, "config_shapes", {}) or {}
     raw = set(getattr(cls, "raw_fields", ()))
     secrets = {field.lstrip("_") for field in getattr(cls, "secret_fields", ())}
     properties: dict[str, Any] = {}
@@ -104,6 +106,8 @@ def config_schema(cls: type) -> dict[str, Any]:
             field = {"type": "string", "enum": list(choices[name])}
             if optional and parameter.default is None:
                 field = {"type": ["string", "null"], "enum": [*choices[name], None]}
+        if name in shapes and field.get("type") == "object":
+            field = {**field, **shapes[name]}
         if field.get("x-pyflow-python-only"):
             python_only = python_only or not optional
         elif name in secrets:
@@ -137,6 +141,42 @@ def description(cls: type) -> str:
 
 
 def describe_type(cls: type, origin: str) -> dict[str, Any]:
-    """One row of GET /api/catalog: type, description, config_schema, origin."""
-    return {"type": cls.type, "description": description(cls), "config_schema": config_schema(cls),  # type: ignore[attr-defined]
-            "origin": origin}
+    """One row of GET /api/catalog: type, description, config_schema, origin (and an action's result keys)."""
+    row = {"type": cls.type, "description": description(cls), "config_schema": config_schema(cls),  # type: ignore[attr-defined]
+           "origin": origin}
+    if hasattr(cls, "result_keys"):  # an action: what steps.<name>.<key> a later template may read
+        row["results"] = list(cls.result_keys)
+    return row
+
+
+def step_keys_schema() -> dict[str, Any]:
+    """The JSON Schema of the keys any step may carry beside name, type and config (DESIGN section 9)."""
+    step_name = {"type": "string", "pattern": NAME_PATTERN.pattern}
+    seconds = {"type": "number", "minimum": 0}
+    return {"$schema": DRAFT, "type": "object", "properties": {
+        "depends_on": {"type": "array", "items": step_name, "uniqueItems": True,
+                       "description": "the steps that must finish first; [] starts at once (without the key: "
+                                      "the step before)"},
+        "when": {"type": "string", "description": "a {{ }} template: the step runs only when it renders true, "
+                                                  "else it is skipped"},
+        "retries": {"type": "integer", "minimum": 0, "description": "attempts after a failure (the workflow's "
+                                                                    "max_retries when absent)"},
+        "timeout": {**seconds, "description": "seconds one attempt may take"},
+        "on_failure": {"anyOf": [{"enum": ["fail", "continue"]}, step_name],
+                       "description": "fail the run, continue with the next steps, or run the named handler step"},
+        "compensate": {"type": "object", "required": ["type"], "description": "a step run to undo this one when "
+                       "the run fails or is cancelled: {type, config} (also name, retries, timeout)",
+                       "properties": {"name": step_name, "type": {"type": "string"}, "config": {"type": "object"},
+                                      "retries": {"type": "integer", "minimum": 0}, "timeout": seconds}},
+        "cache": {"type": "object", "required": ["ttl"], "additionalProperties": False,
+                  "description": "reuse the result of an earlier run with the same key for ttl seconds",
+                  "properties": {"ttl": {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                                 "key": {"type": "string", "description": "a {{ }} template; the step's rendered "
+                                                                          "config when absent"}}},
+        "limits": {"type": "object", "additionalProperties": False,
+                   "description": "shell steps only: what each process of the command may use",
+                   "properties": {"cpu_seconds": {"type": "integer", "minimum": 1},
+                                  "memory_mb": {"type": "number", "exclusiveMinimum": 0},
+                                  "output_kb": {"type": "number", "exclusiveMinimum": 0},
+                                  "processes": {"type": "integer", "minimum": 1}}},
+    }, "additionalProperties": False}

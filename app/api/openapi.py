@@ -17,7 +17,7 @@ from flask import Response, jsonify
 from app.api.auth import is_open
 from app.api.roles import required
 from app.api.routes import MAX_PAGE, MAX_WAIT_SECONDS, bp
-from app.api.schemas import RUN_ID_PATTERN, components, ref
+from app.api.schemas import RUN_ID_PATTERN, TIME, components, ref
 from app.api.tokens import NAME as TOKEN_NAME
 from app.core.secrets import NAME as SECRET_NAME
 from workflows.base import NAME_PATTERN
@@ -34,7 +34,7 @@ ERRORS = {
                        " details.required_role), or a cross-site browser request"),
     404: ("NotFound", "unknown workflow, run, secret or token (not_found)"),
     409: ("Conflict", "not allowed in the current state (conflict)"),
-    413: ("TooLarge", "body larger than WORKFLOW_MAX_UPLOAD_MB"),
+    413: ("TooLarge", "body larger than WORKFLOW_MAX_UPLOAD_MB (a definition: WORKFLOW_MAX_DEFINITION_KB)"),
     415: ("UnsupportedMediaType", "a content type the endpoint does not take"),
     422: ("InvalidInput", "well-formed but invalid; details list each problem as {path, message}"),
     429: ("TooManyFailures", "too many failed authentications from this address; see Retry-After"),
@@ -92,6 +92,11 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "a repeated request with the same key answers the first run and starts nothing",
                    "schema": {"type": "string", "maxLength": 255}}
 LIMIT = query("limit", f"page size (1-{MAX_PAGE}, default 50)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE})
+ETAG = {"ETag": {"description": 'an API-made workflow\'s version, "3": send it back as If-Match',
+                 "schema": {"type": "string"}}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+            "description": 'the version edited ("3"); 409 with the newest version and a diff when it is not the newest',
+            "schema": {"type": "string", "pattern": '^\\s*(W/)?"?[0-9]{1,9}"?\\s*$|^\\*$'}}
 REPLAYED = {"Idempotent-Replayed": {"description": "true when an earlier request with the key made the run",
                                     "schema": {"type": "string"}}}
 
@@ -122,17 +127,38 @@ def paths() -> dict[str, dict[str, dict]]:
                 200: answer("by name", {"type": "object", "required": ["workflows"],
                                         "properties": {"workflows": {"type": "array", "items": ref("Summary")}}})}),
             "post": operation("api.create_workflow", "create a declarative workflow (JSON or YAML)", {
-                201: answer("created", ref("Summary"), LOCATION)}, errors=(409, 422), body=definition_body),
+                201: answer("created", ref("Summary"), {**LOCATION, **ETAG})}, errors=(409, 422), body=definition_body),
         },
+        "/api/workflows/validate": {"post": operation(
+            "api.validate_workflow", "check a definition as creating it would; nothing stored, the name may be taken",
+            {200: answer("it would be accepted", {"type": "object", "required": ["valid"],
+                                                  "properties": {"valid": {"const": True}}})},
+            errors=(422,), body=definition_body)},
         "/api/workflows/{name}": {
             "parameters": [WORKFLOW],
-            "get": operation("api.get_workflow", "one workflow", {200: answer("its Summary", ref("Summary"))},
+            "get": operation("api.get_workflow", "one workflow", {200: answer("its Summary", ref("Summary"), ETAG)},
                              errors=(404,)),
             "put": operation("api.update_workflow", "a new version of an API-made workflow", {
-                200: answer("replaced", ref("Summary"))}, errors=(404, 409, 422), body=definition_body),
+                200: answer("replaced", ref("Summary"), ETAG)}, errors=(404, 409, 422), body=definition_body,
+                parameters=(IF_MATCH,)),
             "delete": operation("api.delete_workflow", "delete an API-made workflow", {204: answer("deleted")},
                                 errors=(404, 409)),
         },
+        "/api/workflows/{name}/versions": {"parameters": [WORKFLOW], "get": operation(
+            "api.list_versions", "the stored versions of an API-made workflow (none for a file or Python one)", {
+                200: answer("newest first", {"type": "object", "required": ["versions"], "properties": {
+                    "versions": {"type": "array", "items": {
+                        "type": "object", "required": ["version", "saved_at"],
+                        "properties": {"version": {"type": "integer", "minimum": 1}, "saved_at": TIME}}}}})},
+            errors=(404,))},
+        "/api/workflows/{name}/versions/{version}": {
+            "parameters": [WORKFLOW, path_param("version", "the version number", {"type": "integer", "minimum": 1})],
+            "get": operation("api.get_version", "one stored version, secrets redacted", {
+                200: answer("the version", {"type": "object", "required": ["name", "version", "saved_at", "definition"],
+                                            "properties": {"name": {"type": "string"},
+                                                           "version": {"type": "integer", "minimum": 1},
+                                                           "saved_at": TIME, "definition": ref("Definition")}})},
+                errors=(404,))},
         "/api/workflows/{name}/runs": {"parameters": [WORKFLOW], "post": operation(
             "api.create_run", "run once with the posted inputs as trigger data", {
                 202: answer("queued or running", ref("Run"), {**LOCATION, **REPLAYED}),
@@ -213,17 +239,23 @@ def paths() -> dict[str, dict[str, dict]]:
                                                "text/plain": {"schema": {"type": "string"}}},
             optional_body=True, parameters=(IDEMPOTENCY_KEY,))},
     }
+    catalog_row = {"type": "object", "required": ["type", "description", "config_schema", "origin"],
+                   "properties": {"type": {"type": "string"}, "description": {"type": "string"},
+                                  "config_schema": {"type": "object"}, "origin": {"type": "string"},
+                                  "results": {"type": "array", "items": {"type": "string"},
+                                              "description": "an action's result keys ([] when not known)"}}}
+    catalog = {"type": "object", "required": ["actions", "triggers", "problems", "step_keys", "limits"],
+               "properties": {
+                   "actions": {"type": "array", "items": catalog_row},
+                   "triggers": {"type": "array", "items": catalog_row},
+                   "problems": {"type": "array", "items": {"type": "object", "properties": {
+                       "plugin": {"type": "string"}, "error": {"type": "string"}}}},
+                   "step_keys": {"type": "object", "description": "the JSON Schema of the keys any step may carry"},
+                   "limits": {"type": "object", "required": ["max_definition_bytes", "max_steps"], "properties": {
+                       "max_definition_bytes": {"type": "integer"}, "max_steps": {"type": "integer"}}}}}
     document["/api/catalog"] = {"get": operation(
-        "api.get_catalog", "every action and trigger type with its config's JSON Schema", {
-        200: answer("built in and from plugins", {
-            "type": "object", "required": ["actions", "triggers", "problems"],
-            "properties": {kind: {"type": "array", "items": {
-                "type": "object", "required": ["type", "description", "config_schema", "origin"],
-                "properties": {"type": {"type": "string"}, "description": {"type": "string"},
-                               "config_schema": {"type": "object"}, "origin": {"type": "string"}}}}
-                           for kind in ("actions", "triggers")} | {"problems": {"type": "array", "items": {
-                               "type": "object", "properties": {"plugin": {"type": "string"},
-                                                                "error": {"type": "string"}}}}}})})}
+        "api.get_catalog", "every action and trigger type with its config's JSON Schema, the keys every step may "
+        "carry, the caps on a definition", {200: answer("built in and from plugins", catalog)})}
     document["/api/events"] = {"post": operation(
         "api.publish_event", "publish an event: start matching started workflows, wake runs waiting for it", {
             202: answer("what it started and woke", {

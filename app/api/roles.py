@@ -47,6 +47,11 @@ REQUIRED: dict[str, Role] = {
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
     "api.get_catalog": Role.VIEWER,
+    # The designer (issue 18): checking a draft stores nothing, and versions read as the workflow does.
+    "api.validate_workflow": Role.VIEWER,
+    "api.list_versions": Role.VIEWER,
+    "api.get_version": Role.VIEWER,
+    "dashboard.designer": Role.VIEWER,
 
     "api.openapi": Role.VIEWER,
     "metrics.api_metrics": Role.VIEWER,

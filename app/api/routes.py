@@ -14,10 +14,11 @@ from app.api import audit
 from app.api.uploads import save_uploads
 from app.core.events import parse_event
 from app.core.files import share
+from app.core.limits import size_problem
 from app.core.plugins import type_catalog
 from app.core.redaction import redact
 from app.core.runtime import Runtime
-from app.errors import BadRequest, InvalidInput, NotFound, UnsupportedMediaType
+from app.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.runs import FINISHED_RUN, RunStatus, progress
 from workflows.declarative import DefinitionError, parse
 
@@ -30,6 +31,8 @@ MAX_PAGE = 500
 _FINISHED = {status.value for status in FINISHED_RUN}
 _STATUSES = {status.value for status in RunStatus}
 RUN_ID = re.compile(r"^run_[0-9a-f]{1,64}$")
+# If-Match: "3", 3 or W/"3" (a version number; quotes optional).
+IF_MATCH = re.compile(r'^\s*(?:W/)?"?([0-9]{1,9})"?\s*$')
 
 
 def runtime() -> Runtime:
@@ -120,7 +123,7 @@ def health() -> Response:
 
 @bp.get("/catalog")
 def get_catalog() -> Response:
-    return jsonify(type_catalog(runtime().plugins))
+    return jsonify(type_catalog(runtime().plugins, runtime().settings))
 
 
 @bp.get("/workflows")
@@ -132,19 +135,66 @@ def list_workflows() -> Response:
 def create_workflow() -> tuple[Response, int, dict]:
     summary = runtime().create_definition(_definition_body())
     audit.record("definition.create", summary["name"], {"version": summary.get("version")})
-    return jsonify(_with_definition(summary)), 201, {"Location": url_for("api.get_workflow", name=summary["name"])}
+    return _tagged(summary), 201, {"Location": url_for("api.get_workflow", name=summary["name"])}
+
+
+@bp.post("/workflows/validate")
+def validate_workflow() -> Response:
+    """Check a definition as POST /api/workflows would; nothing is stored (a taken name is no problem)."""
+    runtime().catalog.check(_definition_body())
+    return jsonify(valid=True)
 
 
 @bp.get("/workflows/<name>")
 def get_workflow(name: str) -> Response:
-    return jsonify(_with_definition(runtime().summary(name)))
+    try:
+        return _tagged(runtime().summary(name))
+    except NotFound:
+        # A stored definition that no longer loads (a plugin's type is gone): shown, so a PUT can fix it.
+        summary = runtime().catalog.unloaded_summary(name)
+        if summary is None:
+            raise
+        response = jsonify(summary)
+        response.headers["ETag"] = f'"{summary["version"]}"'
+        return response
 
 
 @bp.put("/workflows/<name>")
 def update_workflow(name: str) -> Response:
-    summary = runtime().update_definition(name, _definition_body())
+    base = _if_match()
+    summary = runtime().update_definition(name, _definition_body(), base)
     audit.record("definition.update", name, {"version": summary.get("version")})
-    return jsonify(_with_definition(summary))
+    return _tagged(summary)
+
+
+@bp.get("/workflows/<name>/versions")
+def list_versions(name: str) -> Response:
+    return jsonify(versions=runtime().catalog.versions(name))
+
+
+@bp.get("/workflows/<name>/versions/<int:version>")
+def get_version(name: str, version: int) -> Response:
+    return jsonify(runtime().catalog.stored_version(name, version))
+
+
+def _tagged(summary: dict) -> Response:
+    """The Summary with its definition; ``ETag: "<version>"`` for an API-made one (PUT sends it back as If-Match)."""
+    response = jsonify(_with_definition(summary))
+    version = summary.get("version")
+    if isinstance(version, int):
+        response.headers["ETag"] = f'"{version}"'
+    return response
+
+
+def _if_match() -> int | None:
+    """The version an If-Match header names; None without one (or with ``*``: any version)."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() in ("", "*"):
+        return None
+    found = IF_MATCH.match(raw)
+    if found is None:
+        raise BadRequest(f'If-Match must be the version you edited, as its ETag says ("3"), got {raw[:40]!r}')
+    return int(found.group(1))
 
 
 @bp.delete("/workflows/<name>")
@@ -155,7 +205,10 @@ def delete_workflow(name: str) -> tuple[str, int]:
 
 
 def _definition_body() -> dict:
-    """A definition posted as JSON, or as YAML (application/yaml, text/yaml)."""
+    """A definition posted as JSON, or as YAML (application/yaml, text/yaml); 413 past WORKFLOW_MAX_DEFINITION_KB."""
+    too_large = size_problem(request.content_length or 0, runtime().settings, "the request body")
+    if too_large:
+        raise PayloadTooLarge(too_large)
     if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
             text = request.get_data(as_text=True)

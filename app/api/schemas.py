@@ -100,12 +100,17 @@ def components() -> dict[str, Any]:
     definition = {
         "type": "object",
         "description": "A declarative workflow (DESIGN section 9; workflows/declarative.py checks it).",
-        "required": ["name", "trigger", "steps"],
+        "required": ["name", "steps"],
         "properties": {
             "name": {"type": "string", "pattern": "^[a-z0-9_]+$"},
             "description": {"type": "string"},
             "inputs": {"type": "object", "description": "a JSON Schema of the run inputs"},
-            "trigger": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+            "trigger": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}},
+                        "description": "{type: manual} when absent"},
+            "layout": {"type": "object", "description": "the designer's node positions: step name or \"@trigger\" "
+                                                        "-> [x, y]; the engine ignores them",
+                       "additionalProperties": {"type": "array", "items": {"type": "number"},
+                                                "minItems": 2, "maxItems": 2}},
             "steps": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["name", "type"],
                 "properties": {"name": {"type": "string"}, "type": {"type": "string"},

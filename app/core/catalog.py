@@ -9,9 +9,10 @@ from types import MappingProxyType
 from typing import Any
 
 from app.core.binding import BoundWorkflow
+from app.core.definition_diff import unified_diff
 from app.core.definitions import checked, definitions_folder, load_definition_file, posted
 from app.core.plugins import Plugins
-from app.core.redaction import keep_redacted
+from app.core.redaction import keep_redacted, redact
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
 from app.storage.base import Store
@@ -20,6 +21,9 @@ from workflows.declarative import DefinitionError, definition_files
 from workflows.registry import WorkflowLoadError, WorkflowRegistry, discover, module_names, workflows_in
 
 logger = logging.getLogger(__name__)
+
+# The largest version number a store holds (PostgreSQL's integer): a larger one names no version.
+MAX_VERSION = 2**31 - 1
 
 
 class Catalog:
@@ -132,25 +136,74 @@ class Catalog:
             self._serve(workflow, bound)
         return bound
 
-    def replace(self, name: str, definition: Any) -> tuple[BoundWorkflow, BoundWorkflow]:
-        """Check, store and serve a new version of an API-made definition; (the old binding, the new one).
+    def check(self, definition: Any) -> None:
+        """Check ``definition`` as ``create`` would, store nothing; InvalidInput listing each problem.
 
+        The name may be taken (an edit keeps its name); "***" read back from an API-made workflow of
+        that name stands for its stored secret, as a PUT would take it.
+        """
+        name = definition.get("name") if isinstance(definition, dict) else None
+        bound = self._bound.get(name) if isinstance(name, str) else None
+        if bound is not None and bound.workflow.origin == "api":
+            definition = keep_redacted(definition, bound.workflow.definition)
+        elif isinstance(name, str) and name in self.unloaded:
+            stored = self.store.get_definition(name)
+            definition = keep_redacted(definition, stored["definition"] if stored else None)
+        posted(definition, "request body", (bound.workflow.version or 0) + 1 if bound else 1, self.settings,
+               self.renderer)
+
+    def versions(self, name: str) -> list[dict]:
+        """``[{"version", "saved_at"}]`` of an API-made definition, newest first; [] for a file or Python one."""
+        if name in self.unloaded and name not in self._bound:
+            return self.store.list_definition_versions(name)
+        bound = self.get(name)
+        return self.store.list_definition_versions(name) if bound.workflow.origin == "api" else []
+
+    def stored_version(self, name: str, version: int) -> dict:
+        """``{"name", "version", "saved_at", "definition"}`` of a stored version, secrets redacted; NotFound."""
+        if name not in self.unloaded:
+            self.get(name)
+        record = self.store.get_definition(name, version) if 1 <= version <= MAX_VERSION else None
+        if record is None:
+            raise NotFound(f"workflow {name!r} has no version {version}")
+        return {"name": name, "version": record["version"], "saved_at": record["saved_at"],
+                "definition": redact(record["definition"])}
+
+    def replace(self, name: str, definition: Any,
+                base: int | None = None) -> tuple[BoundWorkflow | None, BoundWorkflow]:
+        """Check, store and serve a new version of an API-made definition; (the old binding or None, the new one).
+
+        ``base``: the version the client edited (If-Match); Conflict when another is now the newest.
         The old version stays available to ``version()``: runs under way keep the version they started with.
         """
         with self._lock:
-            old = self.get(name)
-            self._editable(old)
+            # A stored definition that no longer loads (its plugin is gone) may be fixed: there is no old binding.
+            stored = self.store.get_definition(name) if name in self.unloaded and name not in self._bound else None
+            old = None if stored else self.get(name)
+            if old is not None:
+                self._editable(old)
+            if base is not None:
+                self._check_base(name, base)
             if isinstance(definition, dict):
                 definition.setdefault("name", name)
                 if definition["name"] != name:
                     raise InvalidInput(f"the definition is named {definition['name']!r}, the URL {name!r}",
                                        details=[{"path": "name", "message": f"must be {name!r}"}])
-            definition = keep_redacted(definition, old.workflow.definition)  # "***" read back keeps the secret
-            workflow, new = posted(definition, "request body", (old.workflow.version or 0) + 1,
-                                   self.settings, self.renderer)
-            self._versions[(name, old.workflow.version)] = old
-            workflow.version = self.store.save_definition(name, definition)
-            self._registry.unregister(name)
+            # "***" read back keeps the secret.
+            definition = keep_redacted(definition, old.workflow.definition if old else stored["definition"])
+            version = old.workflow.version if old else stored["version"]
+            workflow, new = posted(definition, "request body", (version or 0) + 1, self.settings, self.renderer)
+            try:
+                # The store checks ``base`` again as it saves: another server on the database may save at once.
+                workflow.version = self.store.save_definition(name, definition, base)
+            except Conflict:
+                if base is not None:
+                    self._check_base(name, base)  # the 409 with the newest version and the diff
+                raise
+            if old is not None:
+                self._versions[(name, old.workflow.version)] = old
+                self._registry.unregister(name)
+            self.unloaded.pop(name, None)
             self._serve(workflow, new)
         return old, new
 
@@ -169,6 +222,42 @@ class Catalog:
             for key in [key for key in self._versions if key[0] == name]:
                 del self._versions[key]
         return bound
+
+    def unloaded_summary(self, name: str) -> dict | None:
+        """What the API shows of a stored definition that no longer loads (GET, so it can be fixed); None otherwise.
+
+        A Summary in shape, ``error`` saying why, ``definition`` redacted: the designer opens it, marks the
+        step whose type is gone, and a PUT that fixes it serves it again.
+        """
+        why = self.unloaded.get(name)
+        record = self.store.get_definition(name) if why is not None and name not in self._bound else None
+        if record is None:
+            return None
+        definition = record["definition"] if isinstance(record["definition"], dict) else {}
+        trigger = definition.get("trigger") if isinstance(definition.get("trigger"), dict) else {"type": "manual"}
+        steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
+        return {"name": name, "description": str(definition.get("description", "")), "trigger": redact(trigger),
+                "actions": [{"name": str(step.get("name")), "type": str(step.get("type"))}
+                            for step in steps if isinstance(step, dict)],
+                "status": "stopped", "check_interval": None, "next_fire_time": None,
+                "inputs_schema": definition.get("inputs"), "error": f"not loaded: {why}", "last_poll": None,
+                "polled_here": False, "origin": "api", "source": f"api:{name} v{record['version']}",
+                "version": record["version"], "definition": redact(definition)}
+
+    def _check_base(self, name: str, base: int) -> None:
+        """Conflict, with the newest version and the diff from ``base`` to it, unless ``base`` is the newest.
+
+        The store's newest, not this process's: another server on the same database may have saved one.
+        """
+        current = self.store.get_definition(name)
+        if current is None or current["version"] == base:
+            return
+        edited = self.store.get_definition(name, base) if 1 <= base <= MAX_VERSION else None
+        newest = redact(current["definition"])
+        diff = unified_diff(redact(edited["definition"]) if edited else None, newest,
+                            f"{name} v{base}", f"{name} v{current['version']}")
+        raise Conflict(f"workflow {name!r} is at version {current['version']}; you edited version {base}",
+                       details={"version": current["version"], "base": base, "definition": newest, "diff": diff})
 
     def _serve(self, workflow: type[Workflow], bound: BoundWorkflow) -> None:
         try:

@@ -168,6 +168,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_MAX_RETRIES": (100, _non_negative_int, "an integer >= 0"),
     # Longest a step's result may be reused (cache: {ttl}); a posted definition asking more is refused.
     "WORKFLOW_MAX_CACHE_TTL": (2_592_000.0, _positive_float, "a number of seconds > 0"),
+    # A definition's size (as compact JSON, and a posted body) and its number of steps; the designer shows both.
+    "WORKFLOW_MAX_DEFINITION_KB": (512, _positive_int, "a positive integer"),
+    "WORKFLOW_MAX_STEPS": (500, _positive_int, "a positive integer"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
     # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).

@@ -12,7 +12,7 @@ from typing import Any
 
 from actions.text import shown_path
 from app.core.binding import BoundWorkflow
-from app.core.limits import definition_problems
+from app.core.limits import definition_problems, definition_size, size_problem
 from app.core.templating import Renderer
 from app.errors import ConfigError, InvalidInput
 from workflows.base import Workflow
@@ -34,6 +34,9 @@ def checked(definition: Any, source: str, settings: Mapping[str, Any], renderer:
     template; then binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here),
     so a definition that could not be served is never stored.
     """
+    too_large = size_problem(definition_size(definition), settings)
+    if too_large:  # refused before the work that grows with its size
+        raise DefinitionError(source, [{"path": "", "message": too_large}])
     problems = definition_problems(definition, settings) + template_problems(definition, renderer)
     try:
         workflow = build_workflow(definition, source, version=version)

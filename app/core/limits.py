@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from actions.limits import CONFIG_CAPS, ITEMS_SETTING, NESTED_STEP_CAPS, STEP_CAPS, TOP_CAPS, over
+
+SIZE_SETTING = "WORKFLOW_MAX_DEFINITION_KB"
+STEPS_SETTING = "WORKFLOW_MAX_STEPS"
+
+
+def definition_caps(settings: Mapping[str, Any]) -> dict[str, int]:
+    """The caps on a whole definition, as GET /api/catalog shows them: its bytes and its steps."""
+    return {"max_definition_bytes": int(settings[SIZE_SETTING]) * 1024, "max_steps": int(settings[STEPS_SETTING])}
+
+
+def size_problem(size: int, settings: Mapping[str, Any], what: str = "the definition") -> str | None:
+    """Why ``what`` of ``size`` bytes is too large ("... 600 KB, more than WORKFLOW_MAX_DEFINITION_KB (512 KB)")."""
+    limit = settings.get(SIZE_SETTING)
+    if limit is None or size <= limit * 1024:
+        return None
+    return f"{what} is {size / 1024:.0f} KB, more than {SIZE_SETTING} ({limit} KB)"
+
+
+def definition_size(definition: Any) -> int:
+    """A definition's size as compact JSON, in bytes: the same measure for YAML, JSON and files."""
+    return len(json.dumps(definition, separators=(",", ":"), default=str).encode())
 
 
 def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -13,6 +35,9 @@ def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[di
     problems: list[dict[str, str]] = []
     if not isinstance(definition, Mapping):
         return problems
+    steps, limit = definition.get("steps"), settings.get(STEPS_SETTING)
+    if isinstance(steps, list) and limit is not None and len(steps) > limit:
+        problems.append({"path": "steps", "message": f"{len(steps)} steps, more than {STEPS_SETTING} ({limit})"})
     for key, setting in TOP_CAPS.items():
         _check(problems, key, definition.get(key), setting, settings)
     _steps(definition.get("steps"), "steps", settings, problems)

@@ -11,15 +11,18 @@ skipped: start-up goes on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
+from typing import Any
 
 from actions.base import BaseAction
 from actions.text import one_line
+from app.core.limits import definition_caps
 from triggers.base import BaseTrigger
 from workflows.catalog import TypeRegistry, action_types, trigger_types
-from workflows.type_schemas import describe_type
+from workflows.type_schemas import describe_type, step_keys_schema
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +110,15 @@ def _error(error: BaseException) -> str:
     return one_line(error, limit=500)
 
 
-def type_catalog(plugins: Plugins) -> dict[str, list[dict]]:
-    """GET /api/catalog: every action and trigger type (built in and plugged in), and the broken plugins."""
+def type_catalog(plugins: Plugins, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """GET /api/catalog: every action and trigger type (built in and plugged in), the broken plugins, the keys
+    every step may carry and the caps on a whole definition."""
     return {
         "actions": [describe_type(action_types().get(name), action_types().origin(name) or "builtin")
                     for name in action_types().names()],
         "triggers": [describe_type(trigger_types().get(name), trigger_types().origin(name) or "builtin")
                      for name in trigger_types().names()],
         "problems": list(plugins.problems),
+        "step_keys": step_keys_schema(),
+        "limits": definition_caps(settings),
     }

@@ -507,16 +507,22 @@ class Runtime:
             bound = self.catalog.create(definition)
         return self.summary(bound.name)
 
-    def update_definition(self, name: str, definition: Any) -> dict:
-        """A new version of an API-made definition; runs under way keep theirs, a polled trigger is re-scheduled."""
+    def update_definition(self, name: str, definition: Any, base: int | None = None) -> dict:
+        """A new version of an API-made definition; runs under way keep theirs, a polled trigger is re-scheduled.
+
+        ``base``: the version the client edited; Conflict (nothing stored) when it is no longer the newest.
+        """
         with self._definitions_lock:
-            old, new = self.catalog.replace(name, definition)
-            if name in self.scheduler.scheduled():
+            old, new = self.catalog.replace(name, definition, base)
+            if old is not None and name in self.scheduler.scheduled():
                 old.trigger.close()
                 if new.trigger.pollable and not new.error:
                     self._schedule(new)
                 else:
                     self.scheduler.remove(name)
+            elif (old is None and self._started and self._leading and new.trigger.pollable and not new.error
+                  and self.is_started(name)):
+                self._schedule(new)  # a started definition that had stopped loading, fixed
         return self.summary(name)
 
     def delete_definition(self, name: str) -> None:

@@ -31,6 +31,11 @@ class Durability(StrEnum):
     DEFERRED = "deferred"
 
 
+def newer_definition(name: str, newest: int, expected: int | None) -> str:
+    """The Conflict message of a save that expected another newest version (If-Match)."""
+    return f"workflow {name!r} is at version {newest}; you edited version {expected}"
+
+
 class Store(ABC):
     """Where runs, trigger state and started workflows live.
 
@@ -195,8 +200,12 @@ class Store(ABC):
 
     # -- workflow definitions made through the API -----------------------------
     @abstractmethod
-    def save_definition(self, name: str, definition: dict) -> int:
-        """Store a new version of a definition; returns its version number (1, 2, ...)."""
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
+        """Store a new version of a definition; returns its version number (1, 2, ...).
+
+        ``expected``: store it only while the newest version is that one (0: none yet), else Conflict
+        and nothing stored; of several saves expecting the same version, one is stored (If-Match).
+        """
 
     @abstractmethod
     def get_definition(self, name: str, version: int | None = None) -> dict | None:
@@ -205,6 +214,10 @@ class Store(ABC):
     @abstractmethod
     def list_definitions(self) -> list[dict]:
         """The newest version of every stored definition."""
+
+    @abstractmethod
+    def list_definition_versions(self, name: str) -> list[dict]:
+        """``[{"version", "saved_at"}]`` of every stored version of ``name``, newest first ([] for none)."""
 
     @abstractmethod
     def delete_definition(self, name: str) -> None:

@@ -23,6 +23,7 @@ from app.storage.base import (
     check_control,
     check_lease,
     due_first,
+    newer_definition,
     parked_entry,
     replaces,
     waits_for,
@@ -200,9 +201,11 @@ class MemoryStore(Store):
                           if (lease := self._leases.get(run_id)) is not None and lease[0] == owner and lease[1] > now)
             return [(run_id, *self._controls.pop(run_id)) for run_id in mine]
 
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
         with self._lock:
             versions = self._definitions.setdefault(name, [])
+            if expected is not None and len(versions) != expected:
+                raise Conflict(newer_definition(name, len(versions), expected))
             versions.append({"name": name, "version": len(versions) + 1, "definition": copy.deepcopy(definition),
                              "saved_at": utcnow()})
             return len(versions)
@@ -217,6 +220,11 @@ class MemoryStore(Store):
     def list_definitions(self) -> list[dict]:
         with self._lock:
             return [copy.deepcopy(versions[-1]) for _, versions in sorted(self._definitions.items()) if versions]
+
+    def list_definition_versions(self, name: str) -> list[dict]:
+        with self._lock:
+            return [{"version": record["version"], "saved_at": record["saved_at"]}
+                    for record in reversed(self._definitions.get(name, []))]
 
     def delete_definition(self, name: str) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ from app.storage.base import (
     check_control,
     check_file_key,
     check_lease,
+    newer_definition,
     parked_entry,
 )
 from app.storage.migrate import migrate
@@ -819,19 +820,29 @@ class PostgresStore(Store):
             return conn.execute("DELETE FROM pyflow_secrets WHERE name = %s", (name,)).rowcount > 0
 
     # -- workflow definitions ---------------------------------------------------
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
+        # With ``expected`` the row is inserted only while the newest version is that one; two servers
+        # expecting the same version both compute the same number, and the primary key lets one in.
+        condition = "" if expected is None else " HAVING COALESCE(max(version), 0) = %(expected)s"
         with self._conn("save a definition") as conn:
             while True:
                 try:
-                    return conn.execute(
+                    row = conn.execute(
                         "INSERT INTO pyflow_definitions (name, version, definition, saved_at)"
                         " SELECT %(name)s, COALESCE(max(version), 0) + 1, %(definition)s,"
                         " date_trunc('milliseconds', now()) FROM pyflow_definitions WHERE name = %(name)s"
-                        " RETURNING version",
-                        {"name": name, "definition": _dumps(definition)},
-                    ).fetchone()[0]
+                        f"{condition} RETURNING version",
+                        {"name": name, "definition": _dumps(definition), "expected": expected},
+                    ).fetchone()
                 except psycopg.errors.UniqueViolation:
-                    continue  # another process saved a version of it at the same moment: take the next number
+                    if expected is None:
+                        continue  # another process saved a version of it at the same moment: take the next number
+                    row = None
+                if row is not None:
+                    return row[0]
+                newest = conn.execute("SELECT COALESCE(max(version), 0) FROM pyflow_definitions WHERE name = %s",
+                                      (name,)).fetchone()[0]
+                raise Conflict(newer_definition(name, newest, expected))
 
     @_retried
     def get_definition(self, name: str, version: int | None = None) -> dict | None:
@@ -852,6 +863,14 @@ class PostgresStore(Store):
                 " FROM pyflow_definitions ORDER BY name, version DESC"
             ).fetchall()
         return [_definition(row) for row in rows]
+
+    def list_definition_versions(self, name: str) -> list[dict]:
+        with self._conn("list a definition's versions") as conn:
+            rows = conn.execute(
+                f"SELECT version, to_char(saved_at AT TIME ZONE 'UTC', {_ISO}) FROM pyflow_definitions"
+                " WHERE name = %s ORDER BY version DESC", (name,),
+            ).fetchall()
+        return [{"version": version, "saved_at": saved_at} for version, saved_at in rows]
 
     def delete_definition(self, name: str) -> None:
         with self._conn("delete a definition") as conn:

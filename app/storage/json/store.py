@@ -31,6 +31,7 @@ from app.storage.base import (
     check_control,
     check_lease,
     due_first,
+    newer_definition,
     parked_entry,
     replaces,
     waits_for,
@@ -576,14 +577,17 @@ class JsonStore(Store):
         except OSError as exc:
             raise storage_error("read", folder, exc) from exc
 
-    def save_definition(self, name: str, definition: dict) -> int:
+    def save_definition(self, name: str, definition: dict, expected: int | None = None) -> int:
         folder = self._definition_folder(name)
         with self._workflows_mutex:
             try:
                 make_private_dir(folder)
             except OSError as exc:
                 raise storage_error("create", folder, exc) from exc
-            version = (self._versions(folder) or [0])[-1] + 1
+            newest = (self._versions(folder) or [0])[-1]
+            if expected is not None and newest != expected:
+                raise Conflict(newer_definition(name, newest, expected))
+            version = newest + 1
             record = {"name": name, "version": version, "definition": definition, "saved_at": utcnow()}
             write_atomic(folder / f"v{version}.json", dumps(record))
         return version
@@ -603,6 +607,11 @@ class JsonStore(Store):
             return []
         found = (self.get_definition(folder.name) for folder in sorted(root.iterdir()) if folder.is_dir())
         return [record for record in found if record is not None]
+
+    def list_definition_versions(self, name: str) -> list[dict]:
+        folder = self._definition_folder(name)
+        found = (read_json(folder / f"v{version}.json", None) for version in reversed(self._versions(folder)))
+        return [{"version": record["version"], "saved_at": record["saved_at"]} for record in found if record]
 
     def delete_definition(self, name: str) -> None:
         folder = self._definition_folder(name)
