@@ -51,8 +51,7 @@ class PythonAction(BaseAction):
 
     def execute(self, data_store: dict) -> dict:
         """Import the function and call it."""
-        allowed = (*ALWAYS_ALLOWED, *self.context.settings.get("WORKFLOW_PYTHON_MODULES", ()))
-        function = resolve(self.function, allowed)
+        function = resolve(self.function, allowed_modules(self.context.settings))
         kwargs = {} if self.kwargs is None else self.kwargs
         if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
             raise ActionError(f"python: kwargs must be a mapping of names to values, got {kwargs!r}", retryable=False)
@@ -70,11 +69,10 @@ def resolve(path: Any, allowed: Iterable[str]) -> Callable[..., Any]:
     text = str(path or "").strip()
     if not _PATH.match(text):
         raise ActionError(f"python: {_SHAPE}, got {path!r}", retryable=False)
+    refused = not_allowed(text, allowed)
+    if refused:
+        raise ActionError(f"python: {refused}", retryable=False)
     module_name, _, attribute = text.partition(":")
-    allowed = tuple(allowed)
-    if not any(module_name == prefix or module_name.startswith(f"{prefix}.") for prefix in allowed):
-        raise ActionError(f"python: function {text!r}: module {module_name!r} is not allowed; add it to "
-                          f"WORKFLOW_PYTHON_MODULES (allowed now: {', '.join(allowed)})", retryable=False)
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # a module may fail to import in any way (SyntaxError, its own imports)
@@ -88,6 +86,26 @@ def resolve(path: Any, allowed: Iterable[str]) -> Callable[..., Any]:
         raise ActionError(f"python: function {text!r} is {_kind(target)}, not a plain function defined in "
                           f"{module_name}", retryable=False)
     return target
+
+
+def is_function_path(text: str) -> bool:
+    """Whether ``text`` is shaped "package.module:function" (a template is not: it is checked when it runs)."""
+    return bool(_PATH.match(text.strip()))
+
+
+def allowed_modules(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The modules (with their submodules) whose functions python steps may call under ``settings``."""
+    return (*ALWAYS_ALLOWED, *settings.get("WORKFLOW_PYTHON_MODULES", ()))
+
+
+def not_allowed(text: str, allowed: Iterable[str]) -> str | None:
+    """Why "package.module:function" may not be called (its module is not allow-listed), or None."""
+    module_name = text.partition(":")[0]
+    allowed = tuple(allowed)
+    if any(module_name == prefix or module_name.startswith(f"{prefix}.") for prefix in allowed):
+        return None
+    return (f"function {text!r}: module {module_name!r} is not allowed; add it to WORKFLOW_PYTHON_MODULES "
+            f"(allowed now: {', '.join(allowed)})")
 
 
 def _kind(target: Any) -> str:

@@ -70,6 +70,23 @@ def test_validate_does_not_check_that_the_name_is_free(client):
     assert client.get("/api/workflows/hello").get_json()["version"] == 1
 
 
+def test_validate_refuses_a_python_function_outside_the_allow_list_at_its_field(client):
+    definition = {"name": "sneaky", "steps": [
+        {"name": "ok", "type": "python", "config": {"function": "workflows.library.analysis:analyse_text"}},
+        {"name": "run", "type": "loop", "config": {"items": [1], "steps": [
+            {"name": "inner", "type": "python", "config": {"function": "os:system", "kwargs": {"command": "id"}}}]}},
+        {"name": "later", "type": "python", "config": {"function": "{{ inputs.f }}"}},  # checked when it runs
+    ]}
+    response = client.post("/api/workflows/validate", json=definition)
+    assert response.status_code == 422
+    details = error_of(response)["details"]
+    assert [problem["path"] for problem in details] == ["steps[1].config.steps[0].config.function"]
+    assert "module 'os' is not allowed" in details[0]["message"]
+    assert "WORKFLOW_PYTHON_MODULES" in details[0]["message"]
+    assert client.post("/api/workflows", json=definition).status_code == 422
+    assert client.get("/api/workflows/sneaky").status_code == 404
+
+
 def test_validate_takes_yaml_and_names_line_and_column_of_a_syntax_error(client):
     good = "name: hello\nsteps:\n  - {name: say, type: log, config: {message: hi}}\n"
     response = client.post("/api/workflows/validate", data=good, content_type="application/yaml")

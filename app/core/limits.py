@@ -1,4 +1,4 @@
-"""A definition's numbers checked against the caps (actions/limits.py) when it is posted or loaded."""
+"""A definition checked against the bounds when posted or loaded: caps (actions/limits.py), the python allow-list."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actions.limits import CONFIG_CAPS, ITEMS_SETTING, NESTED_STEP_CAPS, STEP_CAPS, TOP_CAPS, over
+from actions.python import allowed_modules, is_function_path, not_allowed
 
 SIZE_SETTING = "WORKFLOW_MAX_DEFINITION_KB"
 STEPS_SETTING = "WORKFLOW_MAX_STEPS"
@@ -31,7 +32,7 @@ def definition_size(definition: Any) -> int:
 
 
 def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Every value of ``definition`` past its cap, as ``{"path", "message"}`` (templates are checked at run time)."""
+    """Every value of ``definition`` past its cap, and every python function not allowed, as ``{"path", "message"}``."""
     problems: list[dict[str, str]] = []
     if not isinstance(definition, Mapping):
         return problems
@@ -82,6 +83,12 @@ def _step(step: Mapping[str, Any], where: str, settings: Mapping[str, Any], prob
     config_where = config_where or f"{where}.config"
     for key, setting in CONFIG_CAPS.get(kind if isinstance(kind, str) else "", {}).items():
         _check(problems, f"{config_where}.{key}", config.get(key), setting, settings)
+    function = config.get("function")
+    if kind == "python" and isinstance(function, str) and is_function_path(function):
+        # Refused when posted, not first when it runs: a designer or a client sees it as it validates.
+        refused = not_allowed(function.strip(), allowed_modules(settings))
+        if refused:
+            problems.append({"path": f"{config_where}.function", "message": refused})
     if kind == "loop":
         items = config.get("items")
         if isinstance(items, (list, Mapping)):
