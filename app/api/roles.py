@@ -47,8 +47,8 @@ REQUIRED: dict[str, Role] = {
     "api.get_run": Role.VIEWER,
     "api.get_run_logs": Role.VIEWER,
     "api.get_catalog": Role.VIEWER,
-    # The designer (issue 18): checking a draft stores nothing, and versions read as the workflow does.
-    "api.validate_workflow": Role.VIEWER,
+    # The designer (issue 18): versions read as the workflow does. Checking a draft (validate) is the admin's,
+    # as creating is: binding renders the trigger's templates, whose errors could show setting values.
     "api.list_versions": Role.VIEWER,
     "api.get_version": Role.VIEWER,
     "dashboard.designer": Role.VIEWER,
@@ -83,6 +83,7 @@ REQUIRED: dict[str, Role] = {
     "api.create_workflow": Role.ADMIN,
     "api.update_workflow": Role.ADMIN,
     "api.delete_workflow": Role.ADMIN,
+    "api.validate_workflow": Role.ADMIN,
     "api.create_token": Role.ADMIN,
     "api.list_tokens": Role.ADMIN,
     "api.delete_token": Role.ADMIN,

@@ -118,7 +118,8 @@ function Designer({ workflow, canSave, csrf, api: apiBase, dashboard }) {
   }, [api, workflow, canSave]);
 
   // -- validation as you go -----------------------------------------------------------------------
-  const { problems, setProblems, allProblems } = useValidation(api, definition, catalog, state.status === "ready");
+  const { problems, setProblems, allProblems } = useValidation(api, definition, catalog,
+    canSave && state.status === "ready");  // checking a draft is the admin's (app/api/roles.py)
 
   // The problems' lines in the YAML view (while its text parses).
   const yamlMarks = useMemo(() => (state.yamlError ? [] : problemLines(state.yamlText, allProblems.list)),
