@@ -234,6 +234,9 @@ def test_run_form_is_built_from_the_inputs_schema(client):
     assert '<select id="input-company" name="company"' in upload and "company_a" in upload
     assert 'name="reply_to" type="text"' in upload and "format: email" in upload
     assert '<textarea id="inputs_json" name="inputs_json"' in schemaless
+    # A workflow whose first step reads a PDF's text takes an upload too (the shipped document_processing).
+    documents = client.get("/workflows/document_processing/run").text
+    assert 'type="file"' in documents and 'enctype="multipart/form-data"' in documents
 
 
 def test_run_form_starts_a_run_and_opens_its_page(client, runtime):

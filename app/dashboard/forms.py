@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 # The inputs property that carries uploaded files (DESIGN.md section 4: trigger_data["attachments"]).
 ATTACHMENTS = "attachments"
 # Step types that read the run's attachments: a workflow starting with one takes files.
-FILE_STEP_TYPES = frozenset({"extract_pdf_data"})
+FILE_STEP_TYPES = frozenset({"extract_pdf_data", "pdf_text"})
 # The textarea used when a workflow has no schema with properties.
 RAW_INPUTS = "inputs_json"
 
