@@ -98,23 +98,27 @@ def test_waiting_for_a_run_executing_on_another_server(pair):
     assert b.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
 
 
-def ghost_run(runtime: Runtime, workflow: str, running: int) -> str:
-    """A run left running by a process that died: steps before ``running`` done, that one under way."""
+def ghost_run(runtime: Runtime, workflow: str, running: int, status: RunStatus = RunStatus.RUNNING) -> str:
+    """A run left running by a process that died: steps before ``running`` done, that one under way.
+
+    ``status`` QUEUED: the run's own "running" was still deferred when the process died (app/core/engine.py).
+    """
     bound = runtime.get(workflow)
     steps = [new_step(action.name, action.type, []) for action in bound.actions]
     for step in steps[:running]:
         step.update(status=StepStatus.SUCCEEDED.value, attempts=1, result={"value": "ready"})
     steps[running].update(status=StepStatus.RUNNING.value, attempts=1)
     run = new_run(workflow, steps, {"text": "x"}, "api")
-    run.update(status=RunStatus.RUNNING.value, started_at=run["created_at"])
+    run.update(status=status.value, started_at=run["created_at"])
     runtime.store.create_run(run)
     assert runtime.store.claim_run(run["id"], "ghost-host:1", 0.2)
     return run["id"]
 
 
-def test_a_run_whose_process_died_is_taken_over_and_its_non_idempotent_step_fails(pair):
+@pytest.mark.parametrize("status", [RunStatus.RUNNING, RunStatus.QUEUED])
+def test_a_run_whose_process_died_is_taken_over_and_its_non_idempotent_step_fails(pair, status):
     a, b = pair
-    run_id = ghost_run(a, "send_slowly", running=1)
+    run_id = ghost_run(a, "send_slowly", running=1, status=status)
     wait_until(lambda: run_id in b.store.expired_leases(), message="the ghost's lease expiring")
     b.sweeper.sweep()  # or the leader's own sweeper got there first: either server may take it
     wait_until(lambda: status_of(b, run_id) == RunStatus.FAILED, message="the taken-over run ending")

@@ -34,7 +34,7 @@ from app.core.templating import Renderer
 from app.core.tracing import observer_for
 from app.dispatch.queues import open_queue
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound, StorageError, TriggerFailed
-from app.runs import FINISHED_RUN, RunStatus, format_time, snapshot
+from app.runs import FINISHED_RUN, RunStatus, StepStatus, format_time, snapshot
 from app.storage.base import Durability, Store
 from app.storage.json.store import JsonStore
 from triggers.base import TriggerError
@@ -350,7 +350,9 @@ class Runtime:
             if bound is None:
                 leases.release(run_id)
                 return False
-            lost = run["status"] == RunStatus.RUNNING
+            # The run's own "running" may still be deferred (app/core/engine.py): a step stored running says it too.
+            lost = run["status"] == RunStatus.RUNNING or any(step["status"] == StepStatus.RUNNING
+                                                               for step in run["steps"])
             # Uploads and mail attachments saved on another host come through the store (docs/files.md).
             try:
                 inputs = None if self.store.local_files else files.fetch(
