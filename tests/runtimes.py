@@ -21,17 +21,19 @@ from workflows.base import Workflow
 @contextmanager
 def runtimes(root: Path, postgres_url: str, settings: Mapping[str, Any], workflows: Iterable[type[Workflow]] = ()
              ) -> Iterator:
-    """``make(name, worker=False)``: a started server, or a working worker, on ``postgres_url``; all stopped after."""
+    """``make(name, worker=False, store_class=None)``: a started server or a working worker; all stopped after."""
     made: list[tuple[Runtime, threading.Thread | None]] = []
     workflows = list(workflows)
 
-    def make(name: str, worker: bool = False) -> Runtime:
+    def make(name: str, worker: bool = False, store_class: type | None = None) -> Runtime:
+        """``store_class``: the store to open (``store_class(postgres_url, storage)``), else the settings' own."""
         storage = root / name
         storage.mkdir()
+        store = None if store_class is None else store_class(postgres_url, storage)
         runtime = Runtime({**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
                            "WORKFLOW_KEY_FILE": str(root / "encryption.key"), "WORKFLOW_DATABASE_URL": postgres_url,
                            "WORKFLOW_LEASE_SECONDS": 2.0, "WORKFLOW_WORKER_CONCURRENCY": 2, **settings},
-                          workflows=workflows, worker=worker)
+                          store=store, workflows=workflows, worker=worker)
         thread = None
         if worker:
             thread = threading.Thread(target=runtime.work, name=f"worker-{name}", daemon=True)

@@ -182,6 +182,11 @@ class Engine(Compensating, Caching):
 
         ``inputs``: what the steps see as the run's inputs when not its record's (files fetched to this host).
         """
+        if run["status"] == RunStatus.PAUSED:
+            # Queued first: an answer coming from now on no longer finds the run paused (parking.py keeps it
+            # for the waker then), so none is left behind by the kept ones applied here.
+            self._transition(run, RunStatus.QUEUED, by)
+            self._apply_kept(bound, run)
         data_store: dict[str, Any] = {"trigger_data": run["trigger_data"] if inputs is None else inputs}
         results: dict[str, Any] = {}
         steps = run["steps"]
@@ -263,21 +268,7 @@ class Engine(Compensating, Caching):
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "cancel", by)
         if execution is None:
-            compensating = None
-            try:
-                run = self._current(run, "cancelled",
-                                    (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING))
-                self._cancel_parked(run)
-                compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
-                if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
-                    self._transition(run, RunStatus.CANCELLED, by, finished=True)
-            finally:
-                if self.leases is not None:
-                    self.leases.release(run["id"])  # taken by _elsewhere while the status changed
-            if compensating is not None:
-                self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
-                return snapshot(run)
-            return run
+            return self._cancel_here(run, by)
         if owned:
             try:
                 self._halt(execution)
@@ -293,24 +284,55 @@ class Engine(Compensating, Caching):
             return self.cancel(settled, by)
         return settled
 
+    def _cancel_here(self, run: dict, by: str) -> dict:
+        """Cancel a run that executes nowhere (queued, paused, waiting), its lease held by ``_elsewhere``."""
+        compensating = None
+        try:
+            run = self._current(run, "cancelled",
+                                (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING))
+            self._cancel_parked(run)
+            compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
+            if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
+                self._transition(run, RunStatus.CANCELLED, by, finished=True)
+        finally:
+            if self.leases is not None:
+                self.leases.release(run["id"])  # taken by _elsewhere while the status changed
+        if compensating is not None:
+            self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
+            return snapshot(run)
+        return run
+
     def pause(self, run: dict, by: str = "api") -> dict:
-        """Pause a queued or running run: the current step finishes, the next does not start."""
-        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        """Pause a queued, running or waiting run: the current step finishes, the next does not start.
+
+        A waiting run's steps keep waiting, indexed; an answer, event or timeout that comes while it is paused
+        is kept for its step (app/core/parking.py) and applied when the run is resumed.
+        """
+        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING):
             raise RunStateError(run, "paused")
         execution, owned, _ = self._claim(run["id"], "pause", by)
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "pause", by)
         if execution is None:
-            try:
-                run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING))
-                self._transition(run, RunStatus.PAUSED, by)
-            finally:
-                if self.leases is not None:
-                    self.leases.release(run["id"])  # taken by _elsewhere while the status changed
-            return run
+            return self._pause_here(run, by)
         if owned:
             self._halt(execution)
-        return self._settled(execution, timeout=2.0)
+        settled = self._settled(execution, timeout=2.0)
+        if settled["status"] == RunStatus.WAITING and execution.done.is_set():
+            # Asked while the run halted into waiting (past its thread's last look at the pause): it is
+            # parked now, no longer executing here, and paused as a parked run.
+            return self.pause(settled, by)
+        return settled
+
+    def _pause_here(self, run: dict, by: str) -> dict:
+        """Pause a run that executes nowhere (queued, or waiting: its steps stay waiting), its lease held."""
+        try:
+            run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING))
+            self._transition(run, RunStatus.PAUSED, by)
+        finally:
+            if self.leases is not None:
+                self.leases.release(run["id"])  # taken by _elsewhere while the status changed
+        return run
 
     def _elsewhere(self, run_id: str) -> bool:
         """True when another process holds the run's lease: it executes the run, so it must act on a control.
@@ -330,6 +352,11 @@ class Engine(Compensating, Caching):
             fresh = self.store.get_run(run["id"]) or fresh
             if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
                 break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
+            if fresh["status"] == RunStatus.WAITING and not self._elsewhere(run["id"]):
+                # It halted into waiting before its process took the request (which its release dropped):
+                # parked now, it is this process's to act on.
+                act = self._cancel_here if control == "cancel" else self._pause_here
+                return act(fresh, by)
             time.sleep(0.05)
         return fresh
 
@@ -1101,10 +1128,13 @@ class Engine(Compensating, Caching):
         earlier = [step for step in run["steps"]
                    if step["status"] == StepStatus.WAITING and step["name"] not in execution.parked]
         if earlier:  # parked before this execution: indexed then, unless a crash came between
-            indexed = {entry["step"] for entry in self.store.parked(run["id"])}
+            entries = {entry["step"]: entry for entry in self.store.parked(run["id"])}
             for step in earlier:
-                if step["name"] not in indexed:  # an entry a waker took, finding the run busy, it puts back itself
+                entry = entries.get(step["name"])
+                if entry is None:  # an entry a waker took, finding the run busy, it puts back itself
                     self.park_index(run["id"], step)
+                elif entry.get("outcome") and entry.get("due") is None:  # kept while paused, missed by the resume
+                    self.store.park(run["id"], step["name"], due=time.time(), outcome=entry["outcome"])
         self._transition(run, RunStatus.WAITING, "engine")
         self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
 
@@ -1119,6 +1149,25 @@ class Engine(Compensating, Caching):
         """Continue a waiting run: its parked step ends with ``outcome`` (``{"result"}`` succeeds it, with
         ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job);
         its other waiting steps keep waiting."""
+        self._end_parked(bound, run, step_name, outcome)
+        self.resume(bound, run, by)
+
+    def _apply_kept(self, bound: BoundWorkflow, run: dict) -> None:
+        """A paused run being resumed: its waiting steps whose answer, event or timeout came meanwhile (kept in
+        their wake index entries) end with it; the others keep waiting."""
+        kept = {entry["step"]: entry for entry in self.store.parked(run["id"]) if entry.get("outcome")}
+        for step in run["steps"]:
+            if step["status"] != StepStatus.WAITING or step["name"] not in kept:
+                continue
+            entry = self.store.unpark(run["id"], step["name"])  # atomic: a waker finding it first applies it itself
+            if entry is not None and entry.get("outcome"):
+                self._end_parked(bound, run, step["name"], entry["outcome"])
+            elif entry is not None:  # taken back meanwhile by whoever brought it: it waits on, as it was
+                self.store.park(run["id"], step["name"], due=entry.get("due"), event=entry.get("event"),
+                                key=entry.get("key"))
+
+    def _end_parked(self, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict) -> None:
+        """Record a parked step's end with ``outcome`` (out of the wake index already)."""
         index = next(i for i, step in enumerate(run["steps"]) if step["name"] == step_name)
         step = run["steps"][index]
         step["finished_at"] = utcnow()
@@ -1131,7 +1180,6 @@ class Engine(Compensating, Caching):
         step["error"] = scrubber.text(outcome["error"]) if outcome.get("error") else None
         step["status"] = (StepStatus.FAILED if step["error"] else StepStatus.SUCCEEDED).value
         self.store.update_step(run["id"], index, step, mode=Durability.SYNC)
-        self.resume(bound, run, by)
 
     def _cancel_parked(self, run: dict) -> None:
         """A run being cancelled where it does not execute: its waiting steps cancelled, out of the wake index."""

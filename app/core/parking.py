@@ -4,8 +4,9 @@ A step parks by raising actions.base.Park; the engine indexes it in the store's 
 entry per run and step: when and on what it continues) and records it ``waiting``; the run goes on with its
 other branches and halts ``waiting`` once nothing else can run. Whoever takes a step's entry out of the index
 (``unpark``, atomic) wakes it: that caller records the step's outcome and continues the run the normal way
-(Engine.wake: resumed here, or sent to a worker). When the run is busy (executing another branch, halting,
-paused) the outcome is kept in the entry, due at once: the waker wakes the step with it once the run halts.
+(Engine.wake: resumed here, or sent to a worker). When the run is busy (executing another branch, halting)
+the outcome is kept in the entry, due at once: the waker wakes the step with it once the run halts. When the
+run is paused it is kept due never: resuming the run applies it (Engine._apply_kept).
 A run a crash left waiting with a step unindexed is indexed again at start-up (``reindex``).
 """
 
@@ -60,8 +61,8 @@ def received(event: dict) -> Outcome:
     return lambda wait: {"result": {"event": event, "timed_out": False}}
 
 
-# What one try of a wake came to.
-WOKEN, KEPT, GONE = "woken", "kept", "gone"
+# What one try of a wake came to (HELD: kept for a paused run, applied when it is resumed).
+WOKEN, KEPT, HELD, GONE = "woken", "kept", "held", "gone"
 
 
 class Parking:
@@ -77,11 +78,15 @@ class Parking:
         answer kept in its entry or else its timeout); the run, or None when the step was not this caller's to
         wake (another took or answered it first, or it no longer waits).
 
-        A run busy with another branch (or halting, or paused) keeps the outcome in the step's entry and the
-        waker wakes the step once the run halts; ``patience``: seconds to keep trying meanwhile, so that an
-        event or an answer arriving while the run halts finds it woken when the call returns.
+        A run busy with another branch (or halting) keeps the outcome in the step's entry and the waker wakes
+        the step once the run halts; a paused run keeps it until its resume applies it. ``patience``: seconds
+        to keep trying meanwhile, so that an event or an answer arriving while the run halts finds it woken
+        when the call returns.
         """
         state, run = self._wake_once(run_id, step, outcome, by)
+        if state == HELD:
+            logger.info("run %s is paused: step %s keeps what %s brought until the run is resumed", run_id, step, by)
+            return run
         deadline = time.monotonic() + patience
         tries = 0
         while state == KEPT and time.monotonic() < deadline:
@@ -90,7 +95,7 @@ class Parking:
                 logger.debug("run %s is halting into waiting; %s tries again", run_id, by)
             time.sleep(RETRY_SECONDS)
             state, fresh = self._wake_once(run_id, step, None, by)  # takes back the outcome kept a moment ago
-            if state == WOKEN:
+            if state in (WOKEN, HELD):
                 return fresh
             if state == GONE:  # the waker took it (and woke the step with it), or the run ended meanwhile
                 return run
@@ -124,6 +129,8 @@ class Parking:
                 result = kept
                 if result is None and (outcome is not None or record["status"] == StepStatus.WAITING):
                     result = (outcome or timed_out)(record.get("wait") or {})
+                if run["status"] == RunStatus.PAUSED and result is not None:
+                    return self._hold(entry, result, by), run
                 busy = (run["status"] != RunStatus.WAITING or record["status"] != StepStatus.WAITING
                         or (engine.leases is not None and not claimed) or engine.executes(run_id))
                 if busy:
@@ -150,6 +157,17 @@ class Parking:
             return
         self.store.park(entry["run_id"], entry["step"], due=time.time(),
                         outcome={"by": by, **redact(result)})
+
+    def _hold(self, entry: dict, result: dict, by: str) -> str:
+        """Keep the outcome for a paused run, due never: its resume applies it (Engine._apply_kept). HELD, or
+        KEPT (due now, for the waker) when the run was resumed meanwhile, its resume maybe past the index."""
+        outcome = {"by": by, **redact(result)}
+        self.store.park(entry["run_id"], entry["step"], outcome=outcome)
+        fresh = self.store.get_run(entry["run_id"])
+        if fresh is not None and fresh["status"] == RunStatus.PAUSED:
+            return HELD
+        self.store.park(entry["run_id"], entry["step"], due=time.time(), outcome=outcome)
+        return KEPT
 
     def _repark(self, entry: dict) -> None:
         try:

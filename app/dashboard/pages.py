@@ -21,7 +21,7 @@ STATUSES = [status.value for status in RunStatus]
 # Which run controls apply in which run status (the engine refuses the others with a 409).
 CONTROLS: dict[str, tuple[str, ...]] = {
     "cancel": ("queued", "running", "paused", "waiting"),
-    "pause": ("queued", "running"),
+    "pause": ("queued", "running", "waiting"),
     "resume": ("paused",),
     "retry": ("failed", "cancelled"),
 }
