@@ -1037,3 +1037,15 @@ def test_the_lease_of_a_killed_process_is_taken_over_once_it_ends(json_store):
     wait_until(lambda: json_store.claim_run(run["id"], "parent:2", 60), timeout=15)
     assert json_store.get_run(run["id"])["worker"] == "parent:2"
     assert json_store.expired_leases(now=time.time() + 3600) == [run["id"]]
+
+
+def test_format_time_writes_each_second_as_datetime_does_whatever_came_before():
+    from datetime import UTC, datetime
+
+    # Times in and out of order, across second boundaries, and rounding up into the next second:
+    # the text of the second format_time keeps from its last call must never leak into another.
+    base = 1_764_900_000.0
+    epochs = [base + 0.25, base + 1.5, base + 0.75, base + 0.9996, base + 1.0004, base - 86_400.5, base + 0.9994]
+    for epoch in epochs + epochs[::-1]:
+        expected = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert format_time(epoch) == expected
