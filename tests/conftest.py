@@ -58,3 +58,15 @@ def client(app):
 @pytest.fixture
 def runtime(app):
     return app.extensions["pyflow"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (tests/browser.py), for one test module."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()

@@ -7,27 +7,17 @@ downloads are never used.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.browser import ARTIFACTS, MARKS, PHONE, SAMPLE_PDF, WIDE, shoot
 from tests.fixtures import side_effect_lines, wait_until
 from tests.server import Server, Servers
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SAMPLE_PDF = Path(__file__).resolve().parent.parent / "samples" / "application_company_a.pdf"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
-WIDE = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 TOKEN = "browser-test-token"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                 reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
+pytestmark = MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
 
@@ -52,14 +42,6 @@ def server(servers) -> Server:
     return server
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport=WIDE)
@@ -67,12 +49,6 @@ def page(browser):
     page.set_default_timeout(15_000)
     yield page
     context.close()
-
-
-def shoot(page, name: str) -> None:
-    """Save a full-page screenshot to tests/artifacts/<name>.png."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def mark_page(page) -> None:

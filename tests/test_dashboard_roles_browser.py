@@ -6,19 +6,16 @@ tests/test_dashboard_browser.py). Screenshots land in tests/artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
+from tests.browser import MARKS, WIDE, shoot
 from tests.server import Server, Servers
-from tests.test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, WIDE, shoot
 
 ADMIN = "browser-admin-token"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                 reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
+pytestmark = MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
 
@@ -27,14 +24,6 @@ expect = sync_api.expect
 def server(tmp_path_factory):
     with Servers(tmp_path_factory.mktemp("roles")) as servers:
         yield servers.start("locked", {"WORKFLOW_API_TOKEN": ADMIN})
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

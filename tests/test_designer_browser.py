@@ -7,22 +7,19 @@ tests/artifacts/designer-*.png (ignored by git). Needs /usr/bin/chromium, as tes
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.browser import MARKS, PHONE, SAMPLE_PDF, WIDE, shoot
 from tests.server import Server, Servers
-from tests.test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, PHONE, SAMPLE_PDF, WIDE, shoot
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "designer-admin-token"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                 reason=f"{CHROMIUM} is missing: apt-get install chromium (or run .ci/run as root)")]
+pytestmark = MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
 
@@ -64,14 +61,6 @@ def servers(tmp_path_factory):
 def server(servers) -> Server:
     """An open run.py (no token: every visitor is an admin and may save)."""
     return servers.start("open")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
