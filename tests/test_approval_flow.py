@@ -3,50 +3,25 @@ and a real HTTP server the approved action posts to. The links are read out of t
 
 from __future__ import annotations
 
-import email
 import json
 import re
-from email import policy
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 
 from tests.http_server import base_url, serving
+from tests.mailbox import smtp_server
 from tests.server import Servers, free_port
 from tests.waiting import wait_until
 
 APPROVER = "boss@example.org"
 
 
-class Mailbox:
-    """An aiosmtpd handler keeping every message."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-    def links(self, run_id: str) -> dict[str, str]:
-        """The approve and reject links of the mail about ``run_id``."""
-        for message in self.messages:
-            text = message.get_body(("plain",)).get_content()
-            if run_id in text:
-                return {decision: re.search(rf"{decision.capitalize()}: (\S+)", text).group(1)
-                        for decision in ("approve", "reject")}
-        return {}
-
-
 @pytest.fixture
 def mailbox():
-    handler = Mailbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
+    with smtp_server() as served:
+        yield served
 
 
 @pytest.fixture
@@ -115,7 +90,7 @@ def test_an_approval_by_e_mail_link_lets_the_action_run(server, mailbox, orders)
     waiting = status(server, run_id, "waiting")
     assert waiting["steps"][1]["wait"]["to"] == [APPROVER]
     assert received == []  # nothing done before the approval
-    links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
+    links = wait_until(lambda: handler.links(mentioning=run_id), 10, message="the approval e-mail")
     mail = handler.messages[0]
     assert mail["To"] == APPROVER and mail["Subject"] == "Approve: Buy 3 laptops"
 
@@ -150,7 +125,7 @@ def test_a_rejection_by_link_fails_the_run_before_the_action(server, mailbox, or
     action_url, received, _ = orders
     run_id = start(server, action_url, request="Buy a yacht")
     status(server, run_id, "waiting")
-    links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
+    links = wait_until(lambda: handler.links(mentioning=run_id), 10, message="the approval e-mail")
     assert follow(links["reject"], "too expensive").status_code == 200
     run = status(server, run_id, "failed")
     assert run["steps"][1]["error"] == f"rejected by {APPROVER} (e-mail link): too expensive"
@@ -162,7 +137,7 @@ def test_no_answer_within_the_timeout_rejects_and_the_link_expires(server, mailb
     handler, _ = mailbox
     action_url, received, _ = orders
     run_id = start(server, action_url, timeout=1)
-    links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
+    links = wait_until(lambda: handler.links(mentioning=run_id), 10, message="the approval e-mail")
     run = status(server, run_id, "failed")
     assert run["steps"][1]["error"] == "no answer within 1 s (on_timeout: reject)"
     expired = requests.get(links["approve"], timeout=10)
@@ -176,7 +151,7 @@ def test_a_failure_after_the_action_undoes_it(server, mailbox, orders):
     ledger = action_url.rsplit("/", 1)[0] + "/ledger"  # answers 500
     run_id = start(server, action_url, record_url=ledger)
     status(server, run_id, "waiting")
-    links = wait_until(lambda: handler.links(run_id), 10, message="the approval e-mail")
+    links = wait_until(lambda: handler.links(mentioning=run_id), 10, message="the approval e-mail")
     assert follow(links["approve"], "ok").status_code == 200
     run = status(server, run_id, "failed")
     assert len(received) == 1  # the action ran once

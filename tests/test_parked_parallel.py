@@ -4,14 +4,10 @@ on its own, over every store and with a worker (procrastinate; celery on Redis).
 
 from __future__ import annotations
 
-import email
-import re
 import threading
 from contextlib import contextmanager
-from email import policy
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from actions.approval import ApprovalAction
 from app.core.approvals import answered
@@ -23,6 +19,7 @@ from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import GateAction, gate, release_gates, reset_gates
 from tests.fixtures.actions import EchoAction
+from tests.mailbox import smtp_server
 from tests.runtimes import runtimes
 from tests.server import Servers, free_port
 from tests.services import unique_queue
@@ -61,36 +58,10 @@ class BusyBranch(Workflow):
                EchoAction("done", value="{{ steps.finance.by }}", depends_on=["hold", "finance"])]
 
 
-class Mailbox:
-    """An aiosmtpd handler keeping every message."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-    def recipients(self) -> list[str]:
-        return sorted(message["To"] for message in self.messages)
-
-    def links(self, recipient: str) -> dict[str, str]:
-        """The approve and reject links of the mail to ``recipient``."""
-        for message in self.messages:
-            if message["To"] == recipient:
-                text = message.get_body(("plain",)).get_content()
-                return {decision: re.search(rf"{decision.capitalize()}: (\S+)", text).group(1)
-                        for decision in ("approve", "reject")}
-        return {}
-
-
 @pytest.fixture
 def mailbox():
-    handler = Mailbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
+    with smtp_server() as served:
+        yield served
 
 
 class Setup:
@@ -364,7 +335,7 @@ def test_a_killed_server_restarts_with_both_approvals_parked_and_their_links_ans
         wait_until(lambda: sorted(name for name, step in steps(server.get(f"/api/runs/{run_id}").json()).items()
                                   if step["status"] == "waiting") == ["finance", "legal"], 20,
                    message="both approvals waiting")
-        links = {who: wait_until(lambda who=who: handler.links(who), 10, message=f"the mail to {who}")
+        links = {who: wait_until(lambda who=who: handler.links(to=who), 10, message=f"the mail to {who}")
                  for who in (LEGAL, FINANCE)}
         server.kill()
         server.start()  # on the same folder
