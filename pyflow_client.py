@@ -32,11 +32,12 @@ class PyFlowAPIError(Exception):
     """An error answer of the API, or no answer at all (``status`` None).
 
     ``code`` is the API's slug (``not_found``, ``conflict``, ``invalid_input``...) or, without an
-    answer, ``connection_error`` or ``timeout``; ``details`` lists a 422's problems with their paths.
+    answer, ``connection_error`` or ``timeout``; ``details`` lists a 422's problems with their paths,
+    or is the mapping a 409 of an update with ``if_version`` carries (``version``, ``diff``, ``definition``).
     """
 
     def __init__(self, status: int | None, code: str, message: str, *, method: str = "", url: str = "",
-                 details: list | None = None):
+                 details: list | dict | None = None):
         self.status = status
         self.code = code
         self.message = message
@@ -104,9 +105,28 @@ class Client:
             definition = {**definition, "name": name}
         return self.request("POST", "/api/workflows", **_definition_body(definition))
 
-    def update_workflow(self, name: str, definition: Mapping[str, Any] | str) -> Json:
-        """A new version of an API-made workflow; runs already started keep theirs."""
-        return self.request("PUT", f"/api/workflows/{_part(name)}", **_definition_body(definition))
+    def update_workflow(self, name: str, definition: Mapping[str, Any] | str, if_version: int | None = None) -> Json:
+        """A new version of an API-made workflow; runs already started keep theirs.
+
+        With ``if_version`` it is stored only while that version is the newest (``If-Match``); otherwise
+        PyFlowAPIError 409 whose ``details`` hold the newest ``version``, its ``definition`` and the YAML ``diff``.
+        """
+        body = _definition_body(definition)
+        if if_version is not None:
+            body["headers"] = {**body.get("headers", {}), "If-Match": f'"{if_version}"'}
+        return self.request("PUT", f"/api/workflows/{_part(name)}", **body)
+
+    def validate(self, definition: Mapping[str, Any] | str) -> bool:
+        """True when POST /api/workflows would take ``definition``; PyFlowAPIError 422 listing its problems else."""
+        return self.request("POST", "/api/workflows/validate", **_definition_body(definition))["valid"] is True
+
+    def versions(self, name: str) -> list[Json]:
+        """The stored versions of an API-made workflow, newest first: ``[{"version", "saved_at"}]``."""
+        return self.request("GET", f"/api/workflows/{_part(name)}/versions")["versions"]
+
+    def get_version(self, name: str, version: int) -> Json:
+        """The definition of one stored version, secrets as "***"."""
+        return self.request("GET", f"/api/workflows/{_part(name)}/versions/{_part(str(version))}")["definition"]
 
     def delete_workflow(self, name: str) -> None:
         """Delete an API-made workflow."""
@@ -256,7 +276,7 @@ def _error(response: requests.Response, body: Any, method: str, url: str) -> PyF
     if isinstance(error, dict):
         return PyFlowAPIError(response.status_code, str(error.get("code") or "error"),
                               str(error.get("message") or response.reason), method=method, url=url,
-                              details=error.get("details") if isinstance(error.get("details"), list) else None)
+                              details=error.get("details") if isinstance(error.get("details"), (list, dict)) else None)
     text = " ".join(response.text.split())[:200]
     return PyFlowAPIError(response.status_code, f"http_{response.status_code}",
                           f"{response.reason}" + (f": {text}" if text else ""), method=method, url=url)

@@ -26,6 +26,18 @@ class ActionError(Exception):
         self.retryable = retryable
 
 
+class SettingError(ValueError):
+    """A constructor's refusal of one config setting, ``key``: a definition's check reports it at ``config.<key>``.
+
+    Actions and triggers raise it instead of a plain ValueError when the problem is one field's, so the
+    designer can mark that field.
+    """
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 class Park(Exception):  # noqa: N818 (a signal, not an error)
     """Raised by an action to park its run: the step waits, holding no thread and no slot (DESIGN section 12).
 

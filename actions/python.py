@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.paths import PathError, confined
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ class PythonAction(BaseAction):
     def __init__(self, name: str, *, function: str, kwargs: Mapping[str, Any] | None = None, **options: Any):
         super().__init__(name, **options)
         if not isinstance(function, str) or ("{{" not in function and not _PATH.match(function.strip())):
-            raise ValueError(f"action {name!r}: {_SHAPE}, got {function!r}")
+            raise SettingError("function", f"action {name!r}: {_SHAPE}, got {function!r}")
         if kwargs is not None and not isinstance(kwargs, (Mapping, str)):
-            raise ValueError(f"action {name!r}: kwargs must be a mapping, got {kwargs!r}")
+            raise SettingError("kwargs", f"action {name!r}: kwargs must be a mapping, got {kwargs!r}")
         self.function = function
         self.kwargs = kwargs
 

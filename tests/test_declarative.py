@@ -115,6 +115,20 @@ INVALID = {
     "invalid nested loop step": ("name: x\nsteps: [{name: each, type: loop, config: {items: [1],"
                                  " steps: [{name: s, type: nope}]}}]", ["steps[0].config.steps[0].type"],
                                  "unknown step type 'nope'"),
+    # A constructor's refusal of one setting (SettingError) is reported at that field, for the designer to mark.
+    "badly shaped python function": ("name: x\nsteps: [{name: p, type: python, config: {function: os.system}}]",
+                                     ["steps[0].config.function"], "function must look like 'package.module:function'"),
+    "python kwargs not a mapping": ("name: x\nsteps: [{name: p, type: python, config: {function: 'a:b', kwargs: 3}}]",
+                                    ["steps[0].config.kwargs"], "kwargs must be a mapping, got 3"),
+    "badly shaped function in a loop": ("name: x\nsteps: [{name: each, type: loop, config: {items: [1], steps: "
+                                        "[{name: p, type: python, config: {function: 'a:b.c'}}]}}]",
+                                        ["steps[0].config.steps[0].config.function"], "got 'a:b.c'"),
+    "badly shaped function in a compensation": (f"name: x\nsteps: [{{name: s, {LOG}, compensate: {{type: python, "
+                                                "config: {function: os.system}}}]",
+                                                ["steps[0].compensate.config.function"], "got 'os.system'"),
+    "badly shaped function in a short compensation": (f"name: x\nsteps: [{{name: s, {LOG}, compensate: "
+                                                      "{type: python, function: 'a:_b'}}]",
+                                                      ["steps[0].compensate.function"], "got 'a:_b'"),
     "not a mapping": ("- just\n- a list", [""], "a definition is a mapping with name, trigger, steps"),
     "YAML syntax error": ("name: x\nsteps:\n  - name: a\n   type: log\n", ["line 4 column 4"], "not valid YAML"),
 }

@@ -87,6 +87,22 @@ def test_validate_refuses_a_python_function_outside_the_allow_list_at_its_field(
     assert client.get("/api/workflows/sneaky").status_code == 404
 
 
+def test_validate_names_the_field_of_a_badly_shaped_python_function_once(client):
+    definition = {"name": "shapes", "steps": [
+        {"name": "top", "type": "python", "config": {"function": "os.system"}},
+        {"name": "each", "type": "loop", "config": {"items": [1], "steps": [
+            {"name": "inner", "type": "python", "config": {"function": "a:b.c"}}]}},
+        {"name": "undo", "type": "log", "config": {"message": "hi"},
+         "compensate": {"type": "python", "config": {"function": "os:_exit"}}},
+    ]}
+    response = client.post("/api/workflows/validate", json=definition)
+    assert response.status_code == 422
+    details = error_of(response)["details"]
+    assert [problem["path"] for problem in details] == [
+        "steps[0].config.function", "steps[1].config.steps[0].config.function", "steps[2].compensate.config.function"]
+    assert all("function must look like 'package.module:function'" in problem["message"] for problem in details)
+
+
 def test_validate_takes_yaml_and_names_line_and_column_of_a_syntax_error(client):
     good = "name: hello\nsteps:\n  - {name: say, type: log, config: {message: hi}}\n"
     response = client.post("/api/workflows/validate", data=good, content_type="application/yaml")

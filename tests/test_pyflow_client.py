@@ -103,6 +103,52 @@ def test_a_taken_name_and_an_invalid_definition(client):
     assert [problem["path"] for problem in caught.value.details] == ["steps[0].type"]
 
 
+def test_validate_answers_true_or_raises_the_problems(client):
+    client.create_workflow(definition("validated_flow", log("one")))
+    # Nothing is stored, and the name may be taken (an edit keeps its name).
+    assert client.validate(definition("validated_flow", log("two"))) is True
+    assert client.validate("name: fresh_flow\nsteps:\n  - {name: one, type: log, config: {message: hi}}\n") is True
+    assert client.get_workflow("validated_flow")["definition"]["steps"][0]["name"] == "one"
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.validate(definition("bad_flow", log("one"), {"name": "two", "type": "telepathy"}))
+    assert (caught.value.status, caught.value.code) == (422, "invalid_input")
+    assert [problem["path"] for problem in caught.value.details] == ["steps[1].type"]
+    with pytest.raises(PyFlowAPIError):
+        client.get_workflow("bad_flow")
+
+
+def test_versions_and_one_version(client):
+    client.create_workflow(definition("versioned_flow", log("one", "first")))
+    client.update_workflow("versioned_flow", definition("versioned_flow", log("one", "second")))
+    versions = client.versions("versioned_flow")
+    assert [item["version"] for item in versions] == [2, 1]
+    assert all(item["saved_at"] for item in versions)
+    assert client.get_version("versioned_flow", 1)["steps"][0]["config"]["message"] == "first"
+    assert client.get_version("versioned_flow", 2)["steps"][0]["config"]["message"] == "second"
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.get_version("versioned_flow", 3)
+    assert caught.value.status == 404
+    assert client.versions("echo") == []
+
+
+def test_an_update_of_an_older_version_is_a_conflict_carrying_the_newest(client):
+    client.create_workflow(definition("shared_flow", log("one", "mine")))
+    client.update_workflow("shared_flow", definition("shared_flow", log("one", "theirs")), if_version=1)
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.update_workflow("shared_flow", definition("shared_flow", log("one", "late")), if_version=1)
+    assert (caught.value.status, caught.value.code) == (409, "conflict")
+    details = caught.value.details
+    assert details["version"] == 2
+    assert details["definition"]["steps"][0]["config"]["message"] == "theirs"
+    changed = [line for line in details["diff"].splitlines() if line[:1] in "-+" and line[:3] not in ("---", "+++")]
+    assert any(line.startswith("-") and "mine" in line for line in changed)
+    assert any(line.startswith("+") and "theirs" in line for line in changed)
+    # Nothing was stored; with the newest version the update goes through.
+    assert [item["version"] for item in client.versions("shared_flow")] == [2, 1]
+    client.update_workflow("shared_flow", definition("shared_flow", log("one", "late")), if_version=2)
+    assert client.get_workflow("shared_flow")["definition"]["steps"][0]["config"]["message"] == "late"
+
+
 def test_create_from_a_template(client):
     created = client.create_workflow(name="my_pipeline", template="data_pipeline")
     assert created["name"] == "my_pipeline"

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from actions.base import BaseAction, cache_problem
+from actions.base import BaseAction, SettingError, cache_problem
 from actions.jsontext import DEFAULT_MAX_DEPTH, JSONLimitError, load_json
 from actions.schemas import check_schema
 from triggers.base import BaseTrigger
@@ -97,7 +97,10 @@ def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any
     try:
         built = cls(name, **{key: value for key, value in config.items() if key in names}, **extra)
     except (TypeError, ValueError) as error:
-        problems.add(path, str(error))
+        # A refused setting of the config is reported at its own key, so the designer marks that field;
+        # one the engine passed beside the config (limits, retries) stays at the config's path.
+        key = error.key if isinstance(error, SettingError) and error.key in config else None
+        problems.add(f"{path}.{key}" if key is not None else path, str(error))
         return None
     return None if unknown else built
 
