@@ -118,3 +118,58 @@ def test_the_dashboard_lists_waiting_runs_and_answers_with_approve_and_reject(se
     forged = browser.post(f"{server.url}/runs/{approved}/approve", data={"step": "first"}, timeout=10)
     assert forged.status_code == 400  # no CSRF token
     assert "No run is waiting" in browser.get(server.url + "/waiting", timeout=10).text
+
+
+def logged_in(server, who: str) -> requests.Session:
+    """A browser session logged in to the dashboard with ``who``'s token."""
+    browser = requests.Session()
+    login = browser.get(server.url + "/login", timeout=10)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    assert browser.post(server.url + "/login", data={"csrf_token": csrf, "token": server.tokens[who]},
+                        timeout=10).status_code == 200
+    return browser
+
+
+def row_of(html: str, run_id: str) -> str:
+    """The waiting page's table row of ``run_id`` (its HTML)."""
+    found = re.search(rf'<tr data-run="{run_id}".*?</tr>', html, re.S)
+    assert found, f"run {run_id} is not listed"
+    return found.group(0)
+
+
+def test_the_dashboard_lists_a_paused_waiting_run_keeps_its_answer_and_resume_applies_it(server):
+    run_id = start(server)
+    status(server, run_id, "waiting")
+    assert server.post(f"/api/runs/{run_id}/pause", headers=bearer(ADMIN)).status_code == 200
+    status(server, run_id, "paused")
+
+    viewer = logged_in(server, "vic").get(server.url + "/waiting", timeout=10).text
+    row = row_of(viewer, run_id)  # a viewer sees it, paused, but has nothing to press
+    assert 'class="badge status-paused"' in row and "kept until the run is resumed" in row
+    assert "Approve" not in row and "Resume" not in row
+
+    browser = logged_in(server, "olga")
+    page = browser.get(server.url + "/waiting", timeout=10).text
+    row = row_of(page, run_id)
+    assert 'class="badge status-paused"' in row
+    assert f'action="/runs/{run_id}/approve"' in row and f'action="/runs/{run_id}/resume"' in row
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answer = browser.post(f"{server.url}/runs/{run_id}/approve",
+                          data={"csrf_token": csrf, "step": "first", "comment": "while paused"}, timeout=10)
+    assert answer.status_code == 200 and "Approved step first" in answer.text
+
+    # Kept, not applied: the run stays paused with its step waiting; the page says so instead of the buttons.
+    run = server.get(f"/api/runs/{run_id}", headers=bearer(ADMIN)).json()
+    assert run["status"] == "paused" and run["steps"][0]["status"] == "waiting"
+    row = row_of(answer.text, run_id)
+    assert "answered, applied on resume" in row and "approved by olga" in row
+    assert f'action="/runs/{run_id}/approve"' not in row and f'action="/runs/{run_id}/resume"' in row
+    again = browser.post(f"{server.url}/runs/{run_id}/reject", data={"csrf_token": csrf, "step": "first"}, timeout=10)
+    assert "was answered before: that answer is kept" in again.text  # refused, as the API refuses it (409)
+
+    resumed = browser.post(f"{server.url}/runs/{run_id}/resume", data={"csrf_token": csrf}, timeout=10)
+    assert resumed.status_code == 200
+    done = status(server, run_id, "succeeded")
+    assert done["steps"][0]["result"]["by"] == "olga"
+    assert done["steps"][1]["result"] == {"message": "olga: while paused"}
+    assert f'data-run="{run_id}"' not in browser.get(server.url + "/waiting", timeout=10).text

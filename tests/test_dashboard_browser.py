@@ -268,3 +268,30 @@ def test_a_14_step_graph_fits_at_1280_or_scrolls_inside_its_box_with_a_hint(serv
         shoot(page, "run-graph-wide14")
     finally:
         context.close()
+
+
+def test_a_paused_waiting_run_on_the_waiting_page_at_phone_width(server, browser):
+    if server.get("/api/workflows/asks_on_phone").status_code == 404:
+        steps = [{"name": "ok", "type": "approval", "config": {"message": "Go on?", "timeout": 600}},
+                 {"name": "done", "type": "log", "config": {"message": "approved by {{ steps.ok.by }}"}}]
+        assert server.post("/api/workflows", json={"name": "asks_on_phone", "steps": steps}).status_code == 201
+    run_id = server.post("/api/workflows/asks_on_phone/runs").json()["id"]
+    wait_until(lambda: server.get(f"/api/runs/{run_id}").json()["status"] == "waiting", 10, message="run waiting")
+    assert server.post(f"/api/runs/{run_id}/pause").json()["status"] == "paused"
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        phone = context.new_page()
+        phone.goto(server.url + "/waiting")
+        row = phone.locator(f'tr[data-run="{run_id}"]')
+        expect(row.locator(".badge.status-paused")).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        assert row.evaluate("card => card.scrollWidth <= card.clientWidth + 1")  # the long run id wraps in its card
+        shoot(phone, "phone-waiting-paused")
+        row.get_by_role("button", name="Approve").click()
+        expect(row.locator(".kept")).to_have_text("answered, applied on resume")
+        assert server.get(f"/api/runs/{run_id}").json()["status"] == "paused"
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        row.get_by_role("button", name="Resume").click()
+        expect(phone.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+    finally:
+        context.close()

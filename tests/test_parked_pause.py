@@ -11,6 +11,7 @@ import pytest
 from app.core.config import load_settings
 from app.core.events import parse_event
 from app.core.runtime import Runtime
+from app.dashboard.approvals import waiting_rows
 from app.errors import Conflict
 from app.runs import RunStatus, StepStatus
 from app.storage.base import Durability
@@ -52,6 +53,12 @@ def answer(server: Runtime, run_id: str, kind: str) -> None:
             "resumed"] == [run_id]
 
 
+def listed(server: Runtime, run_id: str) -> list[tuple]:
+    """The run's rows on the dashboard's Waiting page: (step, paused, what was kept for it)."""
+    return [(row["step"]["name"], row["paused"], row["kept"]) for row in waiting_rows(server.store)
+            if row["run"]["id"] == run_id]
+
+
 EXPECTED = {"asks": "approved by olga", "pays": "paid 42"}
 
 
@@ -64,7 +71,10 @@ def test_a_paused_waiting_run_keeps_what_came_and_its_resume_applies_it(setup, d
 
     paused = server.control(run_id, "pause", by="ops")
     assert paused["status"] == RunStatus.PAUSED
+    assert listed(server, run_id) == [(first, True, None)]  # the dashboard's Waiting page lists it, paused
     answer(server, run_id, definition["name"])
+    assert [(step, is_paused, kept is not None) for step, is_paused, kept in listed(server, run_id)] == [
+        (first, True, True)]  # and shows what came as kept
 
     # The run does not continue: still paused, its step waiting with what came kept for it (due never, so no
     # waker continues it), and a second answer is refused.
@@ -81,6 +91,7 @@ def test_a_paused_waiting_run_keeps_what_came_and_its_resume_applies_it(setup, d
     assert steps(done)["done"]["result"] == {"message": EXPECTED[definition["name"]]}
     assert server.store.parked(run_id) == []
     assert [change["to"] for change in done["history"]][-4:] == ["paused", "queued", "running", "succeeded"]
+    assert listed(server, run_id) == []
 
 
 @pytest.mark.parametrize("definition", [ASKS, PAYS], ids=["approval", "event"])

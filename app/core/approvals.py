@@ -147,7 +147,12 @@ class Approvals:
         woken = rt.parking.wake(run_id, waiting["name"], answered(approved, by, comment),
                                 f"{'approved' if approved else 'rejected'} by {by}", patience=EVENT_PATIENCE)
         if woken is None:
-            raise Conflict(f"run {run_id}: step {waiting['name']!r} was answered at the same moment by someone else")
+            fresh = rt.store.get_run(run_id) or run
+            if fresh["status"] == RunStatus.PAUSED:  # an answer already kept for it, applied when it is resumed
+                raise Conflict(f"run {run_id} is paused; step {waiting['name']!r} was answered before: that answer "
+                               "is kept and applied when the run is resumed")
+            raise Conflict(f"run {run_id}: step {waiting['name']!r} was answered before, or at the same moment "
+                           "by someone else")
         return rt.store.get_run(run_id) or woken
 
     def waiting(self, limit: int = 100) -> list[dict]:

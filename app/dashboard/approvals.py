@@ -1,4 +1,5 @@
-"""Approvals on the dashboard: the waiting-runs view with Approve and Reject, and the page a signed link opens.
+"""Approvals on the dashboard: the waiting-runs view (waiting and paused runs) with Approve and Reject, and the
+page a signed link opens.
 
 A link (``/approvals/<token>``, from the approval e-mail) needs no login: its signature is the credential.
 Opening it shows what is asked and one button; the answer is the button's POST, so a mail scanner that
@@ -17,20 +18,40 @@ from app.api.routes import RUN_ID, present, runtime
 from app.core.approvals import LinkRefused, link_decision
 from app.dashboard.blueprint import bp
 from app.errors import NotFound, PyFlowError
+from app.runs import RunStatus, StepStatus
+from app.storage.base import Store
 
 logger = logging.getLogger(__name__)
 
 
+# Runs of each status (waiting, paused) the page reads: the store's status listing, newest first.
+LISTED_PER_STATUS = 100
+
+
 @bp.get("/waiting")
 def approvals() -> str:
-    """Runs waiting: for an approval (with Approve and Reject), an event or a time."""
-    found, _ = runtime().store.list_runs(status="waiting", limit=100)
+    """Runs with a step waiting (waiting or paused): for an approval (Approve, Reject), an event or a time."""
+    return render_template("waiting.html", rows=waiting_rows(runtime().store))
+
+
+def waiting_rows(store: Store) -> list[dict]:
+    """One row per waiting step of the waiting and paused runs, newest run first; a paused run's rows carry what
+    was kept for the step (``kept``: applied on resume, a second answer is refused) from its wake index entries."""
+    waiting, _ = store.list_runs(status=RunStatus.WAITING.value, limit=LISTED_PER_STATUS)
+    paused, _ = store.list_runs(status=RunStatus.PAUSED.value, limit=LISTED_PER_STATUS)
+    paused = [run for run in paused if any(step["status"] == StepStatus.WAITING for step in run["steps"])]
+    runs = sorted(waiting + paused, key=lambda run: run["id"], reverse=True)
     rows = []
-    for run in found:
-        for step in run["steps"]:
-            if step["status"] == "waiting":
-                rows.append({"run": present(run), "step": step, "wait": step.get("wait") or {}})
-    return render_template("waiting.html", rows=rows)
+    for run in runs:
+        kept = {}
+        if run["status"] == RunStatus.PAUSED:  # an answer kept for it waits in the index until the resume
+            kept = {entry["step"]: entry["outcome"] for entry in store.parked(run["id"]) if entry.get("outcome")}
+        shown = present(run)
+        steps = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
+        for index, step in enumerate(steps):
+            rows.append({"run": shown, "step": step, "wait": step.get("wait") or {}, "first": index == 0,
+                         "paused": run["status"] == RunStatus.PAUSED, "kept": kept.get(step["name"])})
+    return rows
 
 
 @bp.post("/runs/<run_id>/<any(approve, reject):decision>")
