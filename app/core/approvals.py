@@ -155,14 +155,6 @@ class Approvals:
                            "by someone else")
         return rt.store.get_run(run_id) or woken
 
-    def waiting(self, limit: int = 100) -> list[dict]:
-        """Waiting runs with an approval step waiting, newest first (the dashboard's list)."""
-        runs, _ = self.runtime.store.list_runs(status=RunStatus.WAITING.value, limit=limit)
-        return [run for run in runs if any(step["status"] == StepStatus.WAITING
-                                           and (step.get("wait") or {}).get("for") == "approval"
-                                           for step in run["steps"])]
-
-
 def answered(approved: bool, by: str, comment: str | None) -> Outcome:
     """The outcome of an approval step answered by ``by``: approved, or failed "rejected by <who>: <comment>"."""
     def outcome(wait: dict) -> dict:
