@@ -631,20 +631,25 @@ class PostgresStore(Store):
     def prune(self, older_than: float) -> int:
         finished = sorted(status.value for status in FINISHED_RUN)
         cutoff = datetime.fromtimestamp(older_than, UTC)
-        pruned = 0
-        with self._conn("prune runs") as conn:
-            while True:  # in batches: no transaction holds thousands of rows' locks for long
-                count = conn.execute(
-                    "DELETE FROM pyflow_runs WHERE id IN (SELECT id FROM pyflow_runs WHERE status = ANY(%s)"
-                    " AND finished_at < %s LIMIT %s)",
-                    (finished, cutoff, _PRUNE_BATCH),
-                ).rowcount
-                pruned += count
-                if count < _PRUNE_BATCH:
-                    break
+        pruned = self._delete_in_batches(
+            "prune runs", "DELETE FROM pyflow_runs WHERE id IN (SELECT id FROM pyflow_runs WHERE status = ANY(%s)"
+            " AND finished_at < %s LIMIT %s)", (finished, cutoff))
         if pruned:
             logger.info("pruned %d runs from the database at %s", pruned, self.where)
         return pruned
+
+    def _delete_in_batches(self, doing: str, statement: str, params: tuple) -> int:
+        """Run a DELETE ... LIMIT %s (its last parameter: the batch) until a batch is short; the rows deleted.
+
+        In batches: no transaction holds thousands of rows' locks for long.
+        """
+        deleted = 0
+        with self._conn(doing) as conn:
+            while True:
+                count = conn.execute(statement, (*params, _PRUNE_BATCH)).rowcount
+                deleted += count
+                if count < _PRUNE_BATCH:
+                    return deleted
 
     def close(self) -> None:
         with self._deferred_lock:
@@ -911,16 +916,9 @@ class PostgresStore(Store):
 
     def prune_files(self, older_than: float) -> int:
         cutoff = datetime.fromtimestamp(older_than, UTC)
-        pruned = 0
-        with self._conn("prune files") as conn:
-            while True:  # in batches, as prune: no transaction holds thousands of rows for long
-                count = conn.execute(
-                    "DELETE FROM pyflow_files WHERE key IN (SELECT key FROM pyflow_files WHERE created_at < %s"
-                    " LIMIT %s)", (cutoff, _PRUNE_BATCH),
-                ).rowcount
-                pruned += count
-                if count < _PRUNE_BATCH:
-                    break
+        pruned = self._delete_in_batches(
+            "prune files", "DELETE FROM pyflow_files WHERE key IN (SELECT key FROM pyflow_files WHERE created_at < %s"
+            " LIMIT %s)", (cutoff,))
         if pruned:
             logger.info("pruned %d files from the database at %s", pruned, self.where)
         return pruned
@@ -954,16 +952,9 @@ class PostgresStore(Store):
 
     def prune_cache(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        pruned = 0
-        with self._conn("prune the cache") as conn:
-            while True:  # in batches, as prune: no transaction holds thousands of rows for long
-                count = conn.execute(
-                    "DELETE FROM pyflow_cache WHERE key IN (SELECT key FROM pyflow_cache WHERE expires_at <= %s"
-                    " LIMIT %s)", (now, _PRUNE_BATCH),
-                ).rowcount
-                pruned += count
-                if count < _PRUNE_BATCH:
-                    break
+        pruned = self._delete_in_batches(
+            "prune the cache", "DELETE FROM pyflow_cache WHERE key IN (SELECT key FROM pyflow_cache"
+            " WHERE expires_at <= %s LIMIT %s)", (now,))
         if pruned:
             logger.info("pruned %d expired cache entries from the database at %s", pruned, self.where)
         return pruned
