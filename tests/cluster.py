@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.server import REPO, Server, free_port, server_env
+from tests.server import REPO, LatestOutput, Server, free_port, server_env
 from tests.waiting import wait_until
 
 # What `run.py worker` logs as it starts taking jobs.
@@ -138,7 +138,7 @@ class ClusterServer(Server):
             return False
 
 
-class Worker:
+class Worker(LatestOutput):
     """A `python run.py worker` of a cluster: it takes jobs and executes runs."""
 
     def __init__(self, name: str, storage: Path, logs: Path, env: dict[str, str]):
@@ -192,18 +192,6 @@ class Worker:
     def worker_id(self) -> str:
         """How run records name this worker: ``host:pid``."""
         return f"{socket.gethostname()}:{self.pid}"
-
-    @property
-    def stdout(self) -> str:
-        return self._read("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self._read("stderr")
-
-    def _read(self, stream: str) -> str:
-        path = self.logs / f"{stream}-{self.starts}.txt"
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 class Cluster:

@@ -67,7 +67,26 @@ def run_py(*args: str, env: dict[str, str], timeout: float = 30, stdin: str | No
     )
 
 
-class Server:
+class LatestOutput:
+    """stdout and stderr of a process's latest start, kept as ``<logs>/<stream>-<starts>.txt``."""
+
+    logs: Path
+    starts: int
+
+    @property
+    def stdout(self) -> str:
+        return self._read("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self._read("stderr")
+
+    def _read(self, stream: str) -> str:
+        path = self.logs / f"{stream}-{self.starts}.txt"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+class Server(LatestOutput):
     """One run.py serving on loopback; ``url`` is its base URL once started."""
 
     def __init__(self, storage: Path, logs: Path, env: dict[str, str]):
@@ -138,19 +157,6 @@ class Server:
         """Stop cleanly, then start again on the same storage."""
         self.stop()
         return self.start()
-
-    # -- output of the latest start ----------------------------------------------
-    @property
-    def stdout(self) -> str:
-        return self._read("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self._read("stderr")
-
-    def _read(self, stream: str) -> str:
-        path = self.logs / f"{stream}-{self.starts}.txt"
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     # -- HTTP -----------------------------------------------------------------
     def get(self, path: str, **kwargs) -> requests.Response:
