@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actions import patterns
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ConditionAction(BaseAction):
             if not _is_template(condition):
                 _check(condition, defer_templates=True)
         except ActionError as error:
-            raise ValueError(f"action {name!r}: {error}") from None
+            raise SettingError("condition", f"action {name!r}: {error}") from None
         self.condition = condition
         self.true_value = true_value
         self.false_value = false_value

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actions.base import ActionError, BaseAction, RunContext
+from actions.base import ActionError, BaseAction, RunContext, SettingError
 from actions.ocr import MODES, PageReader, check_ocr_option, ocr_mode
 from actions.paths import PathError, readable
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
@@ -51,9 +51,10 @@ class ExtractPDFDataAction(BaseAction):
     ):
         super().__init__(name, **options)
         if not isinstance(file, (str, os.PathLike, dict, list)) or (isinstance(file, str) and not file.strip()):
-            raise ValueError(f"file must be a path, an attachment dict or a list of attachments, got {file!r}")
+            raise SettingError("file", f"file must be a path, an attachment dict or a list of attachments, "
+                                       f"got {file!r}")
         if company is not None and not isinstance(company, str):
-            raise ValueError(f"company must be a template id or None, got {company!r}")
+            raise SettingError("company", f"company must be a template id or None, got {company!r}")
         self.file = file
         # Empty or None: the template is detected from the form's header text.
         self.company = company

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.atomic import write_atomic
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.paths import PathError, files_root, inside
 
 logger = logging.getLogger(__name__)
@@ -78,10 +78,9 @@ class FileAction(BaseAction):
         self.pattern = pattern
         self.encoding = encoding
         if isinstance(operation, str) and "{{" not in operation:
-            try:
-                self._check()
-            except ActionError as error:
-                raise ValueError(f"action {name!r}: {error}") from None
+            problem = self._problem()
+            if problem is not None:
+                raise SettingError(problem[0], f"action {name!r}: {problem[1]}")
             # Appending or moving again after a crash cut the step short would not be harmless.
             self.idempotent = operation.strip().lower() not in ("append", "move")
 
@@ -102,15 +101,22 @@ class FileAction(BaseAction):
         return result
 
     def _check(self) -> str:
+        """The operation, lower-cased; a non-retryable ActionError when a setting is wrong."""
+        problem = self._problem()
+        if problem is not None:
+            raise ActionError(problem[1], retryable=False)
+        return str(self.operation).strip().lower()
+
+    def _problem(self) -> tuple[str, str] | None:
+        """The setting that is wrong and why, as (key, message); None when the operation has what it needs."""
         operation = str(self.operation).strip().lower()
         if operation not in REQUIRED:
-            raise ActionError(f"file: operation must be one of {', '.join(REQUIRED)}, got {self.operation!r}",
-                              retryable=False)
+            return "operation", f"file: operation must be one of {', '.join(REQUIRED)}, got {self.operation!r}"
         for key in REQUIRED[operation]:
             value = getattr(self, key)
             if value is None or (value == "" and key != "content"):  # writing "" is fine, a path "" is not
-                raise ActionError(f"file {operation}: {key!r} is required", retryable=False)
-        return operation
+                return key, f"file {operation}: {key!r} is required"
+        return None
 
     def _root(self) -> Path:
         """The resolved sandbox folder, created when missing."""

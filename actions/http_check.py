@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.http_errors import describe
 from actions.http_policy import PolicyError, session
 from actions.limits import capped
@@ -46,17 +46,20 @@ class HttpCheckAction(BaseAction):
         # The request's own limit; BaseAction.step_timeout is the engine's.
         self.request_timeout = request_timeout
         self.method = method
-        # Fail at definition time for values that are not templates to render later.
-        try:
-            if not _is_template(url):
-                _check_url(url)
-            for field in ("expected_status", "max_latency_ms", "request_timeout"):
-                if not _is_template(getattr(self, field)):
-                    self._number(field, getattr(self, field))
-            if not _is_template(method):
-                _check_method(method)
-        except ActionError as error:
-            raise ValueError(f"action {name!r}: {error}") from None
+        # Fail at definition time for values that are not templates to render later, naming the field.
+        for field in ("url", "expected_status", "max_latency_ms", "request_timeout", "method"):
+            value = getattr(self, field)
+            if _is_template(value):
+                continue
+            try:
+                if field == "url":
+                    _check_url(value)
+                elif field == "method":
+                    _check_method(value)
+                else:
+                    self._number(field, value)
+            except ActionError as error:
+                raise SettingError(field, f"action {name!r}: {error}") from None
 
     def execute(self, data_store: dict) -> dict:
         """Probe the URL; returns ``{"url", "status_code", "latency_ms", "ok", "error"}``."""

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from actions.base import ActionError, BaseAction, seconds
+from actions.base import ActionError, BaseAction, SettingError, seconds
 from actions.http_errors import describe, host_port
 from actions.http_policy import PolicyError, session
 from actions.jsontext import load_json
@@ -76,18 +76,19 @@ class LlmAction(BaseAction):
         self.schema_retries = schema_retries
         self.timeout = timeout
         if isinstance(response_format, str) and "{{" not in response_format and response_format not in RESPONSE_FORMATS:
-            raise ValueError(f"action {name!r}: response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
-                             f"got {response_format!r}")
+            raise SettingError("response_format", f"action {name!r}: response_format must be one of "
+                                                  f"{', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
         if isinstance(output_schema, Mapping):
             from actions.schemas import SchemaError, check_schema
 
             try:
                 check_schema(dict(output_schema))
             except SchemaError as error:
-                raise ValueError(f"action {name!r}: output_schema is not a valid JSON Schema: "
-                                 f"{' '.join(error.message.split())}") from None
+                raise SettingError("output_schema", f"action {name!r}: output_schema is not a valid JSON Schema: "
+                                                    f"{' '.join(error.message.split())}") from None
         elif output_schema is not None and not (isinstance(output_schema, str) and "{{" in output_schema):
-            raise ValueError(f"action {name!r}: output_schema must be a JSON Schema object, got {output_schema!r}")
+            raise SettingError("output_schema", f"action {name!r}: output_schema must be a JSON Schema object, "
+                                                f"got {output_schema!r}")
 
     def execute(self, data_store: dict) -> dict:
         """Ask the model; returns ``{"text", "json", "model", "usage"}``."""

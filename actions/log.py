@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 
 # Not __name__: users filter and route their workflows' messages under one stable name. The engine
 # copies records logged while a step runs into that run's log.
@@ -29,7 +29,7 @@ class LogAction(BaseAction):
             try:
                 _level(level)
             except ActionError as error:
-                raise ValueError(f"action {name!r}: {error}") from None
+                raise SettingError("level", f"action {name!r}: {error}") from None
         self.message = message
         self.level = level
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.jsontext import load_json
 from actions.limits import ITEMS_SETTING, capped
 from actions.text import one_line
@@ -39,11 +39,12 @@ class LoopAction(BaseAction):
     def __init__(self, name: str, *, items: Any, steps: list[dict], max_parallel: int | str = 1, **options: Any):
         super().__init__(name, **options)
         if not isinstance(steps, list) or not steps:
-            raise ValueError(f"action {name!r}: steps must be a non-empty list of step definitions, got {steps!r}")
+            raise SettingError("steps", f"action {name!r}: steps must be a non-empty list of step definitions, "
+                                        f"got {steps!r}")
         for index, step in enumerate(steps):
             if not isinstance(step, Mapping) or not step.get("name") or not step.get("type"):
-                raise ValueError(f"action {name!r}: steps[{index}] must be a mapping with a name and a type, "
-                                 f"got {step!r}")
+                raise SettingError("steps", f"action {name!r}: steps[{index}] must be a mapping with a name and "
+                                            f"a type, got {step!r}")
         self.items = items
         self.steps = steps
         self.max_parallel = max_parallel

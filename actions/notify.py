@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.http_policy import denied, networks
 from actions.paths import PathError, readable
 
@@ -57,15 +57,15 @@ class NotifyAction(BaseAction):
         self.format = format
         self.attach = attach
         if isinstance(format, str) and "{{" not in format and format.strip().lower() not in FORMATS:
-            raise ValueError(f"action {name!r}: format must be one of {', '.join(FORMATS)}, got {format!r}")
+            raise SettingError("format", f"action {name!r}: format must be one of {', '.join(FORMATS)}, got {format!r}")
         if not isinstance(urls, (str, list, tuple)) or not all(isinstance(url, str) for url in _as_list(urls)):
-            raise ValueError(f"action {name!r}: urls must be an Apprise URL or a list of them, got {urls!r}")
+            raise SettingError("urls", f"action {name!r}: urls must be an Apprise URL or a list of them, got {urls!r}")
         for index, url in enumerate(_as_list(urls)):
             if "{{" not in url and "{%" not in url:  # a template is checked once rendered, at run time
                 try:
                     plugin(url)
                 except ActionError as error:
-                    raise ValueError(f"action {name!r}: urls[{index}]: {error}") from None
+                    raise SettingError("urls", f"action {name!r}: urls[{index}]: {error}") from None
 
     def config_secrets(self) -> set[str]:
         """The credentials inside the URLs (passwords, tokens), for the engine to scrub everywhere."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actions.base import ActionError, RunContext
+from actions.base import ActionError, RunContext, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ def ocr_mode(value: Any, action: str) -> str:
 
 
 def check_ocr_option(value: Any, name: str) -> None:
-    """At definition time: ValueError unless ``value`` is one of MODES or a template, checked once rendered."""
+    """At definition time: SettingError for ``ocr`` unless ``value`` is one of MODES or a template, checked later."""
     if "{{" not in str(value) and str(value or "auto").strip().lower() not in MODES:
-        raise ValueError(f"action {name!r}: ocr must be auto, always or never, got {value!r}")
+        raise SettingError("ocr", f"action {name!r}: ocr must be auto, always or never, got {value!r}")
 
 
 class PageReader:

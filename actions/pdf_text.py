@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.extract_pdf_data import FileSpec, _choose_file, _open_pdf  # same attachment rules and errors
 from actions.ocr import MODES, PageReader, check_ocr_option, ocr_mode
 
@@ -31,7 +31,7 @@ class PdfTextAction(BaseAction):
     def __init__(self, name: str, *, file: FileSpec | None, ocr: str = "auto", **options: Any):
         super().__init__(name, **options)
         if isinstance(file, str) and not file.strip():
-            raise ValueError(f"action {name!r}: file must be a path or an attachment, got {file!r}")
+            raise SettingError("file", f"action {name!r}: file must be a path or an attachment, got {file!r}")
         check_ocr_option(ocr, name)
         self.file = file
         self.ocr = ocr

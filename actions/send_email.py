@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.atomic import write_atomic
-from actions.base import ActionError, BaseAction, seconds
+from actions.base import ActionError, BaseAction, SettingError, seconds
 from actions.paths import PathError, readable
 from actions.private_files import make_private_dir
 
@@ -89,7 +89,8 @@ class SendEmailAction(BaseAction):
         super().__init__(name, **options)
         for field, value in (("to", to), ("cc", cc), ("bcc", bcc)):
             if value is not None and not isinstance(value, str | list | tuple):
-                raise ValueError(f"action {name!r}: {field} must be an address or a list of addresses, got {value!r}")
+                raise SettingError(field, f"action {name!r}: {field} must be an address or a list of addresses, "
+                                          f"got {value!r}")
         self.to = to
         self.cc = cc
         self.bcc = bcc

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from actions.base import ActionError, BaseAction, seconds
+from actions.base import ActionError, BaseAction, SettingError, seconds
 from actions.limits import capped
 from actions.redaction import is_secret_key
 from actions.shell_limits import Limits, check, crossed, preexec
@@ -63,7 +63,8 @@ class ShellAction(BaseAction):
     ):
         super().__init__(name, **options)
         if not isinstance(command, (str, list, tuple)) or not command:
-            raise ValueError(f"action {name!r}: command must be a string or a list of arguments, got {command!r}")
+            raise SettingError("command", f"action {name!r}: command must be a string or a list of arguments, "
+                                          f"got {command!r}")
         self.command = command
         self.cwd = cwd
         self.env = env
@@ -72,7 +73,7 @@ class ShellAction(BaseAction):
         try:
             check(limits, allow_templates=True)
         except ValueError as error:
-            raise ValueError(f"action {name!r}: {error}") from None
+            raise SettingError("limits", f"action {name!r}: {error}") from None
         # Rendered per run (a value may be a template), then checked again in execute.
         self.limits = dict(limits) if limits is not None else None
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions import patterns
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.condition import OPERATORS as CONDITION_OPERATORS
 from actions.condition import as_number, compare
 from actions.jsontext import JSONLimitError, load_json
@@ -82,36 +82,41 @@ class TransformAction(BaseAction):
         self.reverse = reverse
         self.metrics = metrics
         if not (isinstance(operation, str) and "{{" in operation):
-            try:
-                self._check_keys()
-            except ActionError as error:
-                raise ValueError(f"action {name!r}: {error}") from None
+            problem = self._problem()
+            if problem is not None:
+                raise SettingError(problem[0], f"action {name!r}: {problem[1]}")
 
     def execute(self, data_store: dict) -> dict:
         """Apply the operation to ``data``."""
-        operation = self._check_keys(rendered=True)
+        operation = self._check_keys()
         handler: Callable[[], Any] = getattr(self, f"_{operation}")
         result = handler()
         logger.info("transform %s: %s done", self.name, operation)
         return {"data": result}
 
-    def _check_keys(self, rendered: bool = False) -> str:
-        """The operation; ActionError naming an unknown operation, a missing key or a key that does not apply."""
+    def _check_keys(self) -> str:
+        """The rendered operation; ActionError naming an unknown operation, a missing key or one that does not apply."""
+        problem = self._problem(rendered=True)
+        if problem is not None:
+            raise ActionError(problem[1], retryable=False)
+        return str(self.operation).strip().lower()
+
+    def _problem(self, rendered: bool = False) -> tuple[str, str] | None:
+        """The key that is wrong and why, as (key, message); None when the operation has the keys it takes."""
         operation = str(self.operation).strip().lower()
         if operation not in KEYS:
-            raise ActionError(f"transform: operation must be one of {', '.join(KEYS)}, got {self.operation!r}",
-                              retryable=False)
+            return "operation", f"transform: operation must be one of {', '.join(KEYS)}, got {self.operation!r}"
         required, optional = KEYS[operation]
         for key in required:
             if getattr(self, key) is None:
                 # Once rendered, a template that found nothing is the likelier cause.
                 why = "is null (did its template find nothing?)" if rendered else "is required"
-                raise ActionError(f"transform {operation}: {key!r} {why}", retryable=False)
+                return key, f"transform {operation}: {key!r} {why}"
         for key in ("delimiter", "fields", "where", "keep", "by", "reverse", "metrics"):
             if getattr(self, key) is not None and key not in required + optional:
-                raise ActionError(f"transform {operation}: key {key!r} does not apply (it takes "
-                                  f"{', '.join(required + optional)})", retryable=False)
-        return operation
+                return key, (f"transform {operation}: key {key!r} does not apply (it takes "
+                             f"{', '.join(required + optional)})")
+        return None
 
     # -- operations ---------------------------------------------------------------
     def _csv_to_json(self) -> list[dict]:

@@ -11,7 +11,7 @@ from typing import Any
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from actions import patterns
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 from actions.pdf_templates import TemplateError, check_schema, load_templates, templates_folder
 from actions.schemas import SchemaFailure, errors_of, make_validator
 
@@ -72,7 +72,7 @@ class ValidateDataAction(BaseAction):
         if (schema is None) == (template is None):
             raise ValueError(f"action {name!r}: give exactly one of schema and template")
         if template is not None and not isinstance(template, str):
-            raise ValueError(f"action {name!r}: template must be a template id, got {template!r}")
+            raise SettingError("template", f"action {name!r}: template must be a template id, got {template!r}")
         self.data = data
         # A dict, or a "{{ ... }}" string that renders to one.
         self.schema = schema

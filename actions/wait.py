@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from actions.base import ActionError, BaseAction, Park
+from actions.base import ActionError, BaseAction, Park, SettingError
 from actions.base import seconds as parse_seconds
 from actions.limits import capped
 
@@ -32,7 +32,7 @@ class WaitAction(BaseAction):
             try:
                 parse_seconds(seconds, "seconds", "wait", allow_zero=True)
             except ActionError as error:
-                raise ValueError(f"action {name!r}: {error}") from None
+                raise SettingError("seconds", f"action {name!r}: {error}") from None
         self.seconds = seconds
 
     def execute(self, data_store: dict) -> dict:

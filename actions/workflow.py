@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from actions.base import ActionError, BaseAction, seconds
+from actions.base import ActionError, BaseAction, SettingError, seconds
 from actions.limits import capped
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class SubWorkflowAction(BaseAction):
                  timeout: float | str = 300, **options: Any):
         super().__init__(name, **options)
         if not isinstance(workflow, str) or not workflow.strip():
-            raise ValueError(f"action {name!r}: workflow must be a workflow name, got {workflow!r}")
+            raise SettingError("workflow", f"action {name!r}: workflow must be a workflow name, got {workflow!r}")
         self.workflow = workflow
         self.inputs = inputs
         # How long to wait for the sub-run; the engine's step timeout is BaseAction.step_timeout.

@@ -89,7 +89,7 @@ INVALID = {
     "missing required config": ("name: x\nsteps: [{name: w, type: wait, config: {}}]", ["steps[0].config.seconds"],
                                 "is required"),
     "bad config value": ("name: x\nsteps: [{name: w, type: log, config: {message: hi, level: loud}}]",
-                         ["steps[0].config"], "log: level must be one of debug, info, warning, error"),
+                         ["steps[0].config.level"], "log: level must be one of debug, info, warning, error"),
     "negative retries": (f"name: x\nsteps: [{{name: s, retries: -1, {LOG}}}]", ["steps[0].retries"],
                          "must be a number >= 0, got -1"),
     "timeout as text": (f"name: x\nsteps: [{{name: s, timeout: soon, {LOG}}}]", ["steps[0].timeout"],
@@ -183,7 +183,7 @@ def test_every_problem_of_one_step_is_listed_not_only_the_first(tmp_path):
         ("steps[1].timeout", "must be a number >= 0, got 'soon'"),
         ("steps[1].on_failure", "must be 'fail', 'continue' or the name of another step, got 'rescue'"),
         ("steps[1].config.colour", "unknown setting for type 'log'; known: level, message"),
-        ("steps[1].config", "action 'b': log: level must be one of debug, info, warning, error, got 'loud'"),
+        ("steps[1].config.level", "action 'b': log: level must be one of debug, info, warning, error, got 'loud'"),
     ]
 
 

@@ -13,7 +13,7 @@ def test_a_posted_definition_with_a_url_apprise_cannot_read_is_refused_naming_it
     response = client.post("/api/workflows", json=definition)
     assert response.status_code == 422
     [problem] = response.get_json()["error"]["details"]
-    assert problem["path"] == "steps[0].config"
+    assert problem["path"] == "steps[0].config.urls"
     assert problem["message"] == ("action 'tell': urls[1]: Apprise cannot read the URL 'slak://bob:****@t1jj3t3l2/...' "
                                   "(see https://appriseit.com/services/ for the URL of each service)")
     assert runtime.store.get_definition("tell") is None

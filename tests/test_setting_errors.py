@@ -1,0 +1,140 @@
+"""A step's refused setting is reported at its own field (steps[i].config.<key>), so the designer marks that field."""
+
+from __future__ import annotations
+
+import pytest
+
+from workflows.declarative import DefinitionError, build_workflow
+
+# (type, config, the field refused, the action's message): one bad value per field an action checks on its own.
+REFUSED = {
+    "approval to": ("approval", {"to": 5}, "to",
+                    "action 's': to must be an address or a list of addresses, got 5"),
+    "approval on_timeout": ("approval", {"on_timeout": "ignore"}, "on_timeout",
+                            "action 's': on_timeout must be one of reject, approve, got 'ignore'"),
+    "approval timeout": ("approval", {"timeout": "soon"}, "timeout",
+                         "action 's': approval: timeout must be a number of seconds > 0, got 'soon'"),
+    "condition": ("condition", {"condition": {"type": "near", "left": 1, "right": 2}}, "condition",
+                  "action 's': condition: type must be one of eq, ne, gt, ge, lt, le, contains, matches, in, "
+                  "exists, got 'near'"),
+    "extract_pdf_data file": ("extract_pdf_data", {"file": " "}, "file",
+                              "file must be a path, an attachment dict or a list of attachments, got ' '"),
+    "extract_pdf_data company": ("extract_pdf_data", {"file": "a.pdf", "company": 5}, "company",
+                                 "company must be a template id or None, got 5"),
+    "extract_pdf_data ocr": ("extract_pdf_data", {"file": "a.pdf", "ocr": "sometimes"}, "ocr",
+                             "action 's': ocr must be auto, always or never, got 'sometimes'"),
+    "file operation": ("file", {"operation": "shred", "path": "a.txt"}, "operation",
+                       "action 's': file: operation must be one of read, write, append, copy, move, delete, list, "
+                       "glob, got 'shred'"),
+    "file path": ("file", {"operation": "read", "path": ""}, "path", "action 's': file read: 'path' is required"),
+    "file destination": ("file", {"operation": "copy", "path": "a.txt", "destination": ""}, "destination",
+                         "action 's': file copy: 'destination' is required"),
+    "file content": ("file", {"operation": "write", "path": "a.txt", "content": None}, "content",
+                     "action 's': file write: 'content' is required"),
+    "http_check url": ("http_check", {"url": "ftp://a.example"}, "url",
+                       "action 's': http_check: url must be an http:// or https:// URL, got 'ftp://a.example'"),
+    "http_check expected_status": ("http_check", {"url": "https://a.example", "expected_status": 700},
+                                   "expected_status",
+                                   "action 's': http_check: expected_status must be an HTTP status code, got 700"),
+    "http_check max_latency_ms": ("http_check", {"url": "https://a.example", "max_latency_ms": 0}, "max_latency_ms",
+                                  "action 's': http_check: max_latency_ms must be a number > 0, got 0"),
+    "http_check request_timeout": ("http_check", {"url": "https://a.example", "request_timeout": "x"},
+                                   "request_timeout",
+                                   "action 's': http_check: request_timeout must be a number > 0, got 'x'"),
+    "http_check method": ("http_check", {"url": "https://a.example", "method": "GET /"}, "method",
+                          "action 's': http_check: method must be an HTTP method such as GET, got 'GET /'"),
+    "llm response_format": ("llm", {"prompt": "hi", "response_format": "yaml"}, "response_format",
+                            "action 's': response_format must be one of json_schema, json_object, none, got 'yaml'"),
+    "llm output_schema": ("llm", {"prompt": "hi", "output_schema": [1]}, "output_schema",
+                          "action 's': output_schema must be a JSON Schema object, got [1]"),
+    "log level": ("log", {"message": "hi", "level": "loud"}, "level",
+                  "action 's': log: level must be one of debug, info, warning, error, got 'loud'"),
+    "loop steps": ("loop", {"items": [1], "steps": "say"}, "steps",
+                   "action 's': steps must be a non-empty list of step definitions, got 'say'"),
+    "notify format": ("notify", {"urls": "json://a.example", "body": "hi", "format": "rtf"}, "format",
+                      "action 's': format must be one of text, markdown, html, got 'rtf'"),
+    "notify urls": ("notify", {"urls": 5, "body": "hi"}, "urls",
+                    "action 's': urls must be an Apprise URL or a list of them, got 5"),
+    "pdf_text file": ("pdf_text", {"file": ""}, "file", "action 's': file must be a path or an attachment, got ''"),
+    "pdf_text ocr": ("pdf_text", {"file": "a.pdf", "ocr": "maybe"}, "ocr",
+                     "action 's': ocr must be auto, always or never, got 'maybe'"),
+    "send_email to": ("send_email", {"to": 5}, "to",
+                      "action 's': to must be an address or a list of addresses, got 5"),
+    "send_email cc": ("send_email", {"to": "a@example.org", "cc": {"a": 1}}, "cc",
+                      "action 's': cc must be an address or a list of addresses, got {'a': 1}"),
+    "send_email bcc": ("send_email", {"to": "a@example.org", "bcc": 7}, "bcc",
+                       "action 's': bcc must be an address or a list of addresses, got 7"),
+    "shell command": ("shell", {"command": ""}, "command",
+                      "action 's': command must be a string or a list of arguments, got ''"),
+    "shell limits": ("shell", {"command": "true", "limits": {"wall": 5}}, "limits",
+                     "action 's': limits.wall is not a limit; known: cpu_seconds, memory_mb, output_kb, processes"),
+    "transform operation": ("transform", {"operation": "pivot", "data": []}, "operation",
+                            "action 's': transform: operation must be one of csv_to_json, json_to_csv, filter, map, "
+                            "sort, group, aggregate, dedupe, got 'pivot'"),
+    "transform data": ("transform", {"operation": "sort", "data": None, "by": "a"}, "data",
+                       "action 's': transform sort: 'data' is required"),
+    "transform key that does not apply": ("transform", {"operation": "sort", "data": [], "by": "a", "keep": True},
+                                          "keep", "action 's': transform sort: key 'keep' does not apply "
+                                                  "(it takes data, by, reverse)"),
+    "validate_data template": ("validate_data", {"data": {}, "template": 5}, "template",
+                               "action 's': template must be a template id, got 5"),
+    "wait seconds": ("wait", {"seconds": -1}, "seconds", "action 's': wait: seconds must be a number >= 0, got -1"),
+    "wait_for_event event": ("wait_for_event", {"event": " "}, "event",
+                             "action 's': event must be an event type such as 'order.paid', got ' '"),
+    "wait_for_event on_timeout": ("wait_for_event", {"event": "order.paid", "on_timeout": "retry"}, "on_timeout",
+                                  "action 's': on_timeout must be one of fail, continue, got 'retry'"),
+    "wait_for_event timeout": ("wait_for_event", {"event": "order.paid", "timeout": 0}, "timeout",
+                               "action 's': wait_for_event: timeout must be a number of seconds > 0, got 0"),
+    "workflow": ("workflow", {"workflow": ""}, "workflow", "action 's': workflow must be a workflow name, got ''"),
+}
+
+
+def problems_of(step_type: str, config: dict) -> list[dict[str, str]]:
+    """The problems the definition checker lists for a one-step workflow."""
+    with pytest.raises(DefinitionError) as caught:
+        build_workflow({"name": "x", "steps": [{"name": "s", "type": step_type, "config": config}]}, "test")
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(("step_type", "config", "key", "message"), list(REFUSED.values()), ids=list(REFUSED))
+def test_a_refused_setting_is_reported_at_its_field(step_type, config, key, message):
+    assert problems_of(step_type, config) == [{"path": f"steps[0].config.{key}", "message": message}]
+
+
+def test_the_llm_names_why_an_output_schema_is_not_valid_at_its_field():
+    [problem] = problems_of("llm", {"prompt": "hi", "output_schema": {"type": "integr"}})
+    assert problem["path"] == "steps[0].config.output_schema"
+    assert problem["message"].startswith("action 's': output_schema is not a valid JSON Schema: 'integr' is not valid")
+
+
+def test_a_refused_apprise_url_is_reported_at_urls():
+    [problem] = problems_of("notify", {"urls": ["json://a.example", "nope://b"], "body": "hi"})
+    assert problem["path"] == "steps[0].config.urls"
+    assert problem["message"].startswith("action 's': urls[1]: ")
+
+
+# Problems of two settings together, or of a setting the config does not hold, stay at the config.
+AT_THE_CONFIG = {
+    "http_request json and data": ("http_request", {"url": "https://a.example", "json": {}, "data": "x"},
+                                   "action 's': give json or data, not both"),
+    "validate_data schema and template": ("validate_data", {"data": {}},
+                                          "action 's': give exactly one of schema and template"),
+    "file path not given": ("file", {"operation": "read"}, "action 's': file read: 'path' is required"),
+    "transform data not given": ("transform", {"operation": "dedupe"},
+                                 "action 's': transform dedupe: 'data' is required"),
+}
+
+
+@pytest.mark.parametrize(("step_type", "config", "message"), list(AT_THE_CONFIG.values()), ids=list(AT_THE_CONFIG))
+def test_a_problem_of_no_single_given_field_is_reported_at_the_config(step_type, config, message):
+    assert problems_of(step_type, config) == [{"path": "steps[0].config", "message": message}]
+
+
+def test_the_validate_endpoint_reports_a_refused_setting_at_its_field(client):
+    response = client.post("/api/workflows/validate", json={"name": "probe", "steps": [
+        {"name": "ok", "type": "log", "config": {"message": "hi"}},
+        {"name": "s", "type": "http_check", "config": {"url": "https://a.example", "max_latency_ms": -5}}]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "steps[1].config.max_latency_ms",
+         "message": "action 's': http_check: max_latency_ms must be a number > 0, got -5"}]
