@@ -1,4 +1,5 @@
-"""Answering approvals through the API and the dashboard, against a real ``run.py`` server with tokens and roles."""
+"""Answering approvals through the API and the dashboard, against a real ``run.py`` server with tokens and roles;
+and the Waiting page's listing, page by page, over every store."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import re
 import pytest
 import requests
 
+from app.dashboard.approvals import waiting_ids, waiting_runs
+from app.runs import new_run, new_step
+from app.storage.json.store import JsonStore
+from app.storage.memory import MemoryStore
 from tests.server import Servers
 from tests.waiting import wait_until
 
@@ -173,3 +178,45 @@ def test_the_dashboard_lists_a_paused_waiting_run_keeps_its_answer_and_resume_ap
     assert done["steps"][0]["result"]["by"] == "olga"
     assert done["steps"][1]["result"] == {"message": "olga: while paused"}
     assert f'data-run="{run_id}"' not in browser.get(server.url + "/waiting", timeout=10).text
+
+
+@pytest.fixture(params=["memory", "json", pytest.param("postgres", marks=pytest.mark.services)])
+def store(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryStore(tmp_path)
+    elif request.param == "json":
+        yield JsonStore(tmp_path / "data")
+    else:
+        from app.storage.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("postgres_url"), tmp_path)
+        yield store
+        store.close()
+
+
+def stored_run(store, status: str, step_status: str) -> str:
+    """A run of ``status`` whose first step is ``step_status`` (waiting: for an approval), created in ``store``."""
+    run = new_run("asks", [new_step("ok", "approval"), new_step("after", "log")], {}, "api")
+    run["status"] = status
+    run["steps"][0].update(status=step_status, wait={"for": "approval"} if step_status == "waiting" else None)
+    store.create_run(run)
+    return run["id"]
+
+
+def test_the_waiting_listing_pages_through_waiting_and_paused_runs_with_the_stores_cursor(store):
+    kinds = [("waiting", "waiting"), ("paused", "waiting"), ("paused", "pending"), ("succeeded", "succeeded")]
+    made = [(stored_run(store, *kinds[n % 4]), kinds[n % 4]) for n in range(22)]
+    listed = sorted((run_id for run_id, (_, step) in made if step == "waiting"), reverse=True)
+
+    pages, cursor = [], None
+    while True:
+        runs, cursor = waiting_runs(store, before=cursor, limit=4)
+        pages.append([run["id"] for run in runs])
+        if cursor is None:
+            break
+        assert cursor == runs[-1]["id"]
+
+    assert [run_id for page in pages for run_id in page] == listed  # each once, newest first, none left out
+    assert [len(page) for page in pages] == [4, 4, 4] and len(listed) == 12  # no empty last page
+    assert waiting_ids(store) == listed
+    assert waiting_runs(store, before=listed[-1], limit=4) == ([], None)

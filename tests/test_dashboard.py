@@ -11,11 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app, start_app
 from app.core.metrics import percentile, workflow_metrics
-from app.dashboard import pages
+from app.dashboard import approvals, pages
 from app.dashboard.graph import is_chain, layers, layout
 from app.runs import format_time, parse_time
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import WORKFLOWS
+from tests.fixtures import WORKFLOWS, wait_until
 
 SAMPLE_PDF = Path(__file__).resolve().parent.parent / "samples" / "application_company_a.pdf"
 TOKEN = "t0ken-for-tests"
@@ -142,6 +142,48 @@ def test_runs_page_pages_with_the_store_cursor(client, monkeypatch):
     assert ids[0] in second and ids[2] not in second
     assert 'data-poll="' in first and 'data-poll="' not in second  # only the newest page updates itself
     assert "Older runs" not in second
+
+
+def test_the_waiting_page_pages_through_every_waiting_run_with_the_store_cursor(client, runtime, monkeypatch):
+    monkeypatch.setattr(approvals, "PAGE_SIZE", 2)
+    define(client, "asks", [{"name": "ok", "type": "approval", "config": {"timeout": 600}}])
+    ids = []
+    for _ in range(5):
+        response = client.post("/api/workflows/asks/runs", json={})
+        assert response.status_code == 202, response.get_json()
+        ids.append(response.get_json()["id"])
+    for run_id in ids:
+        wait_until(lambda run_id=run_id: runtime.store.get_run(run_id)["status"] == "waiting", 10,
+                   message=f"run {run_id} waiting")
+    assert client.post(f"/api/runs/{ids[1]}/pause").get_json()["status"] == "paused"  # listed too, in its place
+
+    pages, url = [], "/waiting"
+    while url:
+        html = client.get(url).text
+        pages.append(html)
+        older = re.search(r'href="(/waiting\?cursor=run_[0-9a-f]+)">Older runs', html)
+        url = older and older.group(1)
+
+    listed = [re.findall(r'<tr data-run="(run_[0-9a-f]+)"', html) for html in pages]
+    assert listed == [sorted(ids, reverse=True)[:2], sorted(ids, reverse=True)[2:4], sorted(ids)[:1]]
+    assert "Runs 1–2 of 5, newest first; older ones on the next page." in pages[0] and "← Newest" not in pages[0]
+    assert "Runs 3–4 of 5" in pages[1] and "Runs 5–5 of 5, newest first." in pages[2]
+    assert '<a class="button" href="/waiting">← Newest</a>' in pages[2] and "Older runs" not in pages[2]
+    assert 'class="badge status-paused"' in re.search(rf'<tr data-run="{ids[1]}".*?</tr>', "".join(pages), re.S)[0]
+
+    # An answer given on an older page leads back to that page, without the answered run.
+    cursor = re.search(r'href="/waiting\?cursor=(run_[0-9a-f]+)">Older runs', pages[0]).group(1)
+    answered = listed[1][0]
+    answer = client.post(f"/runs/{answered}/approve", data={"csrf_token": csrf(client, f"/waiting?cursor={cursor}"),
+                                                            "step": "ok", "cursor": cursor})
+    assert answer.status_code == 302 and answer.headers["Location"] == f"/waiting?cursor={cursor}"
+    wait_until(lambda: runtime.store.get_run(answered)["status"] == "succeeded", 10, message="answered run done")
+    again = client.get(answer.headers["Location"]).text
+    assert re.findall(r'<tr data-run="(run_[0-9a-f]+)"', again) == [listed[1][1], listed[2][0]]
+    assert "Runs 3–4 of 4, newest first." in again
+
+    nonsense = client.get("/waiting?cursor=bogus").text
+    assert "That page link is not valid" in nonsense and listed[0][0] in nonsense
 
 
 def test_run_page_shows_steps_errors_logs_and_controls(client):

@@ -287,6 +287,15 @@ def test_a_paused_waiting_run_on_the_waiting_page_at_phone_width(server, browser
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         assert row.evaluate("card => card.scrollWidth <= card.clientWidth + 1")  # the long run id wraps in its card
         shoot(phone, "phone-waiting-paused")
+        # A page further on (its cursor newer than every run, so it holds them all): its count and links fit too.
+        phone.goto(server.url + "/waiting?cursor=run_" + "f" * 22)
+        expect(phone.locator("#waiting-count")).to_have_text(re.compile(r"^Runs 1–\d+ of \d+, newest first\.$"),
+                                                             timeout=15_000)
+        expect(row.locator(".badge.status-paused")).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shoot(phone, "phone-waiting-pager")
+        phone.get_by_role("link", name="← Newest").click()
+        expect(phone).to_have_url(server.url + "/waiting", timeout=15_000)  # a busy machine may take over 5 s
         row.get_by_role("button", name="Approve").click()
         expect(row.locator(".kept")).to_have_text("answered, applied on resume")
         assert server.get(f"/api/runs/{run_id}").json()["status"] == "paused"

@@ -11,7 +11,7 @@ import pytest
 from app.core.config import load_settings
 from app.core.events import parse_event
 from app.core.runtime import Runtime
-from app.dashboard.approvals import waiting_rows
+from app.dashboard.approvals import waiting_rows, waiting_runs
 from app.errors import Conflict
 from app.runs import RunStatus, StepStatus
 from app.storage.base import Durability
@@ -55,7 +55,8 @@ def answer(server: Runtime, run_id: str, kind: str) -> None:
 
 def listed(server: Runtime, run_id: str) -> list[tuple]:
     """The run's rows on the dashboard's Waiting page: (step, paused, what was kept for it)."""
-    return [(row["step"]["name"], row["paused"], row["kept"]) for row in waiting_rows(server.store)
+    runs, _ = waiting_runs(server.store)
+    return [(row["step"]["name"], row["paused"], row["kept"]) for row in waiting_rows(server.store, runs)
             if row["run"]["id"] == run_id]
 
 

@@ -8,7 +8,10 @@ fetches links never answers for anyone.
 
 from __future__ import annotations
 
+import heapq
 import logging
+from collections.abc import Iterator
+from operator import itemgetter
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -24,23 +27,67 @@ from app.storage.base import Store
 logger = logging.getLogger(__name__)
 
 
-# Runs of each status (waiting, paused) the page reads: the store's status listing, newest first.
-LISTED_PER_STATUS = 100
+# Runs one page of the Waiting page shows (each with all its waiting steps); older ones are a link away, as on /runs.
+PAGE_SIZE = 50
 
 
 @bp.get("/waiting")
 def approvals() -> str:
     """Runs with a step waiting (waiting or paused): for an approval (Approve, Reject), an event or a time."""
-    return render_template("waiting.html", rows=waiting_rows(runtime().store))
+    store = runtime().store
+    cursor = request.args.get("cursor") or None
+    problems = []
+    if cursor is not None and not RUN_ID.match(cursor):
+        problems.append("That page link is not valid; showing the newest waiting runs.")
+        cursor = None
+    runs, next_cursor = waiting_runs(store, before=cursor)
+    listed = waiting_ids(store)
+    skipped = sum(1 for run_id in listed if cursor is not None and run_id >= cursor)
+    # The count is read apart from the page: a run that went in between must not leave it below the page's numbers.
+    shown = {"first": skipped + 1, "last": skipped + len(runs), "total": max(len(listed), skipped + len(runs))}
+    return render_template("waiting.html", rows=waiting_rows(store, runs), cursor=cursor, next_cursor=next_cursor,
+                           shown=shown, problems=problems)
 
 
-def waiting_rows(store: Store) -> list[dict]:
-    """One row per waiting step of the waiting and paused runs, newest run first; a paused run's rows carry what
+def waiting_runs(store: Store, *, before: str | None = None, limit: int | None = None) -> tuple[list[dict], str | None]:
+    """The waiting runs and the paused runs with a step waiting, newest first, older than the run id ``before``,
+    and the cursor of the next page (None on the last), as ``Store.list_runs`` pages one status."""
+    limit = limit or PAGE_SIZE
+    waiting = _newest_first(store, RunStatus.WAITING, before, limit + 1)
+    paused = (run for run in _newest_first(store, RunStatus.PAUSED, before, limit + 1) if _has_a_step_waiting(run))
+    page: list[dict] = []
+    for run in heapq.merge(waiting, paused, key=itemgetter("id"), reverse=True):
+        if page and page[-1]["id"] == run["id"]:
+            continue  # paused between the two listings: read under both statuses, shown once
+        if len(page) == limit:
+            return page, page[-1]["id"]
+        page.append(run)
+    return page, None
+
+
+def waiting_ids(store: Store) -> list[str]:
+    """Ids of every run the Waiting page lists, newest first (its count): waiting ones from the store's index,
+    paused ones read to see whether a step waits."""
+    paused = {run["id"] for run in _newest_first(store, RunStatus.PAUSED, None, PAGE_SIZE) if _has_a_step_waiting(run)}
+    return sorted(paused.union(store.find_run_ids({RunStatus.WAITING.value})), reverse=True)
+
+
+def _newest_first(store: Store, status: RunStatus, before: str | None, batch: int) -> Iterator[dict]:
+    """Every run of ``status`` older than ``before``, newest first, read ``batch`` runs at a time as needed."""
+    while True:
+        runs, before = store.list_runs(status=status.value, limit=batch, before=before)
+        yield from runs
+        if before is None:
+            return
+
+
+def _has_a_step_waiting(run: dict) -> bool:
+    return any(step["status"] == StepStatus.WAITING for step in run["steps"])
+
+
+def waiting_rows(store: Store, runs: list[dict]) -> list[dict]:
+    """One row per waiting step of ``runs`` (from ``waiting_runs``), in their order; a paused run's rows carry what
     was kept for the step (``kept``: applied on resume, a second answer is refused) from its wake index entries."""
-    waiting, _ = store.list_runs(status=RunStatus.WAITING.value, limit=LISTED_PER_STATUS)
-    paused, _ = store.list_runs(status=RunStatus.PAUSED.value, limit=LISTED_PER_STATUS)
-    paused = [run for run in paused if any(step["status"] == StepStatus.WAITING for step in run["steps"])]
-    runs = sorted(waiting + paused, key=lambda run: run["id"], reverse=True)
     rows = []
     for run in runs:
         kept = {}
@@ -71,7 +118,8 @@ def answer_approval(run_id: str, decision: str) -> Response:
     else:
         audit.record(f"approval.{decision}", run_id, {"step": step, "comment": comment, "via": "dashboard"})
         flash(f"{'Approved' if decision == 'approve' else 'Rejected'} step {step} of run {run_id}.", "success")
-    return redirect(url_for("dashboard.approvals"))
+    cursor = request.form.get("cursor") or None  # back to the page the answer came from
+    return redirect(url_for("dashboard.approvals", cursor=cursor if cursor and RUN_ID.match(cursor) else None))
 
 
 @bp.route("/approvals/<token>", methods=["GET", "POST"])
