@@ -31,8 +31,7 @@ from app.core.templating import Renderer  # noqa: E402
 from app.runs import new_run, new_run_id, new_step  # noqa: E402
 from app.storage.json.store import JsonStore  # noqa: E402
 from app.storage.memory import MemoryStore  # noqa: E402
-from bench.noop_workflows import NoopAction, SyncedNoopAction, ThreeNoops  # noqa: E402
-from workflows.base import Workflow  # noqa: E402
+from bench.noop_workflows import NoopAction, SyncedNoopAction, ThreeNoops, chain  # noqa: E402
 
 HELLO_APP = """
 import sys
@@ -54,10 +53,6 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _chain(steps: int, action: type[NoopAction]) -> type[Workflow]:
-    return type("Chain", (Workflow,), {"name": "chain", "actions": [action(f"s{i}") for i in range(steps)]})
-
-
 def _engine(store, settings=None) -> tuple[Engine, Renderer, dict]:
     settings = settings or load_settings({})
     renderer = Renderer()
@@ -67,7 +62,7 @@ def _engine(store, settings=None) -> tuple[Engine, Renderer, dict]:
 def engine_overhead(store_factory, steps: int, rounds: int, action: type[NoopAction] = NoopAction) -> dict:
     """µs per step of a long chain of no-op steps, minus the no-op calls themselves."""
     engine, renderer, settings = _engine(store_factory())
-    bound = BoundWorkflow.bind(_chain(steps, action), settings, renderer)
+    bound = BoundWorkflow.bind(chain(steps, action), settings, renderer)
     per_step = []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -23,3 +23,8 @@ class ThreeNoops(Workflow):
     name = "three_noops"
     description = "Three steps that do nothing (benchmarks)."
     actions = [NoopAction("first"), NoopAction("second"), NoopAction("third")]
+
+
+def chain(steps: int, action: type[NoopAction] = NoopAction) -> type[Workflow]:
+    """A workflow of ``steps`` no-op steps of ``action``, each after the one before."""
+    return type("Chain", (Workflow,), {"name": "chain", "actions": [action(f"s{i}") for i in range(steps)]})

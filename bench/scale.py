@@ -19,7 +19,9 @@ among 1-15 and empties it again at the end).
 - ``durable_postgres``: 3-step no-op runs (bench/noop_workflows.py) one after the other in this process,
   the Engine on PostgresStore, each followed by three bare INSERT+COMMITs of a step-sized row on the same
   server: time per step over one INSERT+COMMIT (target <= 2x); ``local_json`` is the same run on the JSON
-  store (local mode).
+  store (local mode). ``durable_postgres.chain_of_200``: what one more step costs, with the run's creation and
+  save spread over 200 steps, for idempotent steps (each end committed) and for steps that must not run twice
+  (their start committed too, then their end).
 - ``machine_cpu_busy_before``: how busy the cores were before it started (other processes: neighbours).
 Not a test: timings belong here.
 """
@@ -55,7 +57,7 @@ from app.core.templating import Renderer  # noqa: E402
 from app.errors import PyFlowError  # noqa: E402
 from app.runs import FINISHED_RUN, RunStatus, parse_time  # noqa: E402
 from app.storage.json.store import JsonStore  # noqa: E402
-from bench.noop_workflows import ThreeNoops  # noqa: E402
+from bench.noop_workflows import NoopAction, SyncedNoopAction, ThreeNoops, chain  # noqa: E402
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -587,6 +589,33 @@ def _sequential_runs(store, runs: int, *, leases: bool = False, baseline: BareIn
     return measured
 
 
+def _chain_steps(store, steps: int, rounds: int, baseline: BareInserts) -> dict:
+    """µs per step of ``steps``-step no-op chains on ``store``, idempotent and not, beside bare INSERT+COMMITs."""
+    settings = load_settings({})
+    renderer = Renderer()
+    engine = Engine(store, settings, renderer)
+    measured = {}
+    try:
+        for label, action in (("idempotent", NoopAction), ("must_not_run_twice", SyncedNoopAction)):
+            bound = BoundWorkflow.bind(chain(steps, action), settings, renderer)
+            per_step, inserts = [], []
+            for number in range(rounds + 1):  # the first warms up
+                began = time.perf_counter()
+                run, _ = engine.submit(bound, {})
+                engine.wait(run["id"], 600)
+                if number:
+                    per_step.append((time.perf_counter() - began) / steps)
+                    inserts.extend(baseline.time_one() for _ in range(steps // 2))
+            if store.get_run(run["id"])["status"] != RunStatus.SUCCEEDED:
+                raise BenchError(f"a {steps}-step chain ended {store.get_run(run['id'])['status']}")
+            step, floor = statistics.median(per_step), statistics.median(inserts)
+            measured[label] = {"us_per_step": round(step * 1e6), "insert_commit_us": round(floor * 1e6),
+                               "ratio": round(step / floor, 2)}
+    finally:
+        engine.shutdown(5)
+    return measured
+
+
 def durable_figures(database_url: str, folder: Path, quick: bool) -> dict:
     """3-step no-op runs on PostgresStore beside bare INSERT+COMMITs, interleaved; the JSON store for comparison."""
     from app.storage.postgres import PostgresStore
@@ -607,6 +636,11 @@ def durable_figures(database_url: str, folder: Path, quick: bool) -> dict:
                 local.append(_sequential_runs(store, runs))
             finally:
                 store.close()
+        store = PostgresStore(database_url, folder / "pg-files-chain")
+        try:
+            chained = _chain_steps(store, 200, 3 if quick else 6, baseline)
+        finally:
+            store.close()
     finally:
         baseline.close()
 
@@ -626,6 +660,7 @@ def durable_figures(database_url: str, folder: Path, quick: bool) -> dict:
             "runs_per_round": runs,
             # As a server or worker sharing the database executes it: the run's lease claimed and released too.
             "with_leases": summary(leased),
+            "chain_of_200": chained,
         },
         "local_json": {
             "us_per_step": median(local, "us_per_step"),
