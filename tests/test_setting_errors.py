@@ -1,6 +1,7 @@
 """A refused setting is reported at its own field, so the designer marks that field.
 
-A step's config setting at steps[i].config.<key>, a trigger's setting at trigger.<key>.
+A step's config setting at steps[i].config.<key>, a trigger's setting at trigger.<key>, and an option
+written on the step beside its config (a shell step's limits) at steps[i].<key>.
 """
 
 from __future__ import annotations
@@ -234,3 +235,25 @@ def test_a_webhook_secret_that_is_no_settings_reference_is_refused_as_that_setti
     assert caught.value.key == "secret"
     assert str(caught.value) == "trigger 't': secret may only be a plain string or '{{ settings.NAME }}'"
 
+
+# -- options written on the step beside its config: steps[i].<key> ----------------------------------------------
+def test_a_refused_limit_written_on_the_step_is_reported_at_the_steps_limits():
+    with pytest.raises(DefinitionError) as caught:
+        build_workflow({"name": "x", "steps": [
+            {"name": "s", "type": "shell", "config": {"command": "true"}, "limits": {"wall": 5}}]}, "test")
+    assert caught.value.problems == [
+        {"path": "steps[0].limits",
+         "message": "action 's': limits.wall is not a limit; known: cpu_seconds, memory_mb, output_kb, processes"}]
+
+
+def test_the_validate_endpoint_reports_a_trigger_setting_and_a_step_option_at_their_fields(client):
+    response = client.post("/api/workflows/validate", json={
+        "name": "probe", "trigger": {"type": "cron", "schedule": "0 8 * * *", "timezone": "Mars/Olympus"},
+        "steps": [{"name": "ok", "type": "log", "config": {"message": "hi"}},
+                  {"name": "s", "type": "shell", "config": {"command": "true"}, "limits": {"memory_mb": -1}}]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "trigger.timezone",
+         "message": "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
+                    "got 'Mars/Olympus'"},
+        {"path": "steps[1].limits", "message": "action 's': limits.memory_mb must be a number > 0, got -1"}]
