@@ -1,9 +1,16 @@
-"""A step's refused setting is reported at its own field (steps[i].config.<key>), so the designer marks that field."""
+"""A refused setting is reported at its own field, so the designer marks that field.
+
+A step's config setting at steps[i].config.<key>, a trigger's setting at trigger.<key>, and an option
+written on the step beside its config (a shell step's limits) at steps[i].<key>.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from actions.base import SettingError
+from triggers.poll import PollTrigger
+from triggers.webhook import WebhookTrigger
 from workflows.declarative import DefinitionError, build_workflow
 
 # (type, config, the field refused, the action's message): one bad value per field an action checks on its own.
@@ -138,3 +145,115 @@ def test_the_validate_endpoint_reports_a_refused_setting_at_its_field(client):
     assert response.get_json()["error"]["details"] == [
         {"path": "steps[1].config.max_latency_ms",
          "message": "action 's': http_check: max_latency_ms must be a number > 0, got -5"}]
+
+
+# -- triggers: trigger.<key> ---------------------------------------------------------------------------------
+# (trigger, the field refused, the trigger's message): one bad value per field a trigger checks on its own.
+TRIGGER_REFUSED = {
+    "cron schedule": ({"type": "cron", "schedule": "every day"}, "schedule",
+                      "trigger 'trigger': schedule must be a cron expression of five fields (minute hour day-of-month "
+                      "month day-of-week), such as '0 8 * * 1-5', got 'every day'"),
+    "cron schedule that never matches": ({"type": "cron", "schedule": "0 0 30 2 *"}, "schedule",
+                                         "trigger 'trigger': schedule '0 0 30 2 *' never matches a date"),
+    "cron timezone": ({"type": "cron", "schedule": "0 8 * * *", "timezone": "Mars/Olympus"}, "timezone",
+                      "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
+                      "got 'Mars/Olympus'"),
+    "cron timezone not a string": ({"type": "cron", "schedule": "0 8 * * *", "timezone": 5}, "timezone",
+                                   "trigger 'trigger': timezone must be an IANA time zone name such as "
+                                   "'Europe/Berlin', got 5"),
+    "cron misfire": ({"type": "cron", "schedule": "0 8 * * *", "misfire": "catch_up"}, "misfire",
+                     "trigger 'trigger': misfire must be one of skip, run_once, got 'catch_up'"),
+    "email security": ({"type": "email", "security": "tls"}, "security",
+                       "email trigger 'trigger': security must be one of ssl, starttls, none, got 'tls'"),
+    "email poll_interval": ({"type": "email", "poll_interval": "often"}, "poll_interval",
+                            "email trigger 'trigger': poll_interval must be a number of seconds, got 'often'"),
+    "event event": ({"type": "event", "event": " "}, "event",
+                    "trigger 'trigger': event must be an event type such as 'ticket.created' or 'run.*', got ' '"),
+    "event filter": ({"type": "event", "event": "ticket.created", "filter": "priority == 'high'"}, "filter",
+                     "trigger 'trigger': filter must be one template over event, such as "
+                     "\"{{ event.data.priority == 'high' }}\", got \"priority == 'high'\""),
+    "file folder": ({"type": "file", "folder": ""}, "folder", "trigger 'trigger': folder must be a path, got ''"),
+    "file pattern": ({"type": "file", "folder": "inbox", "pattern": "a/*.pdf"}, "pattern",
+                     "trigger 'trigger': pattern must be a file name pattern such as '*.pdf', got 'a/*.pdf'"),
+    "file settle_seconds": ({"type": "file", "folder": "inbox", "settle_seconds": "soon"}, "settle_seconds",
+                            "trigger 'trigger': settle_seconds must be a number of seconds, got 'soon'"),
+    "file settle_seconds below 0": ({"type": "file", "folder": "inbox", "settle_seconds": -1}, "settle_seconds",
+                                    "trigger 'trigger': settle_seconds must be 0 or more, got -1"),
+    "file poll_interval": ({"type": "file", "folder": "inbox", "poll_interval": 0}, "poll_interval",
+                           "trigger 'trigger': poll_interval must be greater than 0, got 0"),
+    "interval seconds": ({"type": "interval", "seconds": "hourly"}, "seconds",
+                         "trigger 'trigger': seconds must be a number of seconds, got 'hourly'"),
+    "interval seconds not above 0": ({"type": "interval", "seconds": 0}, "seconds",
+                                     "trigger 'trigger': seconds must be greater than 0, got 0"),
+    "poll condition": ({"type": "poll", "condition": "ready"}, "condition",
+                       "trigger 'trigger': condition must be callable, got 'ready'"),
+    "webhook secret": ({"type": "webhook", "secret": 5}, "secret",
+                       "trigger 'trigger': secret must be a non-empty string or None, got int"),
+    "webhook signature_style": ({"type": "webhook", "signature_style": "gitlab"}, "signature_style",
+                                "trigger 'trigger': signature_style must be one of github, stripe, slack, "
+                                "got 'gitlab'"),
+    "webhook signature_header": ({"type": "webhook", "signature_header": "X Sig"}, "signature_header",
+                                 "trigger 'trigger': signature_header must be an HTTP header name, got 'X Sig'"),
+    "webhook allow_uploads": ({"type": "webhook", "allow_uploads": "yes"}, "allow_uploads",
+                              "trigger 'trigger': allow_uploads must be true or false, got 'yes'"),
+    "webhook response": ({"type": "webhook", "response": "sync"}, "response",
+                         "trigger 'trigger': response must be one of accepted, result, got 'sync'"),
+    "webhook response_step": ({"type": "webhook", "response": "result", "response_step": ""}, "response_step",
+                              "trigger 'trigger': response_step must be a step name or None, got ''"),
+}
+
+
+def trigger_problems(trigger: dict) -> list[dict[str, str]]:
+    """The problems the definition checker lists for a one-step workflow with ``trigger``."""
+    with pytest.raises(DefinitionError) as caught:
+        build_workflow({"name": "x", "trigger": trigger,
+                        "steps": [{"name": "s", "type": "log", "config": {"message": "hi"}}]}, "test")
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(("trigger", "key", "message"), list(TRIGGER_REFUSED.values()), ids=list(TRIGGER_REFUSED))
+def test_a_refused_trigger_setting_is_reported_at_its_field(trigger, key, message):
+    assert trigger_problems(trigger) == [{"path": f"trigger.{key}", "message": message}]
+
+
+def test_a_problem_of_two_trigger_settings_is_reported_at_the_trigger():
+    assert trigger_problems({"type": "webhook", "signature_style": "slack", "signature_header": "X-Sig"}) == [
+        {"path": "trigger", "message": "trigger 'trigger': signature_header applies to signature_style github only; "
+                                       "the slack style has fixed headers"}]
+
+
+def test_a_poll_trigger_refuses_its_interval_as_that_setting():
+    # A definition cannot give a callable condition, so the interval check is reached from Python only.
+    with pytest.raises(SettingError, match=r"^trigger 't': interval must be greater than 0, got 0$") as caught:
+        PollTrigger("t", condition=lambda: True, interval=0)
+    assert caught.value.key == "interval"
+
+
+def test_a_webhook_secret_that_is_no_settings_reference_is_refused_as_that_setting():
+    with pytest.raises(SettingError) as caught:
+        WebhookTrigger("t", secret="{{ inputs.key }}").setup({})
+    assert caught.value.key == "secret"
+    assert str(caught.value) == "trigger 't': secret may only be a plain string or '{{ settings.NAME }}'"
+
+
+# -- options written on the step beside its config: steps[i].<key> ----------------------------------------------
+def test_a_refused_limit_written_on_the_step_is_reported_at_the_steps_limits():
+    with pytest.raises(DefinitionError) as caught:
+        build_workflow({"name": "x", "steps": [
+            {"name": "s", "type": "shell", "config": {"command": "true"}, "limits": {"wall": 5}}]}, "test")
+    assert caught.value.problems == [
+        {"path": "steps[0].limits",
+         "message": "action 's': limits.wall is not a limit; known: cpu_seconds, memory_mb, output_kb, processes"}]
+
+
+def test_the_validate_endpoint_reports_a_trigger_setting_and_a_step_option_at_their_fields(client):
+    response = client.post("/api/workflows/validate", json={
+        "name": "probe", "trigger": {"type": "cron", "schedule": "0 8 * * *", "timezone": "Mars/Olympus"},
+        "steps": [{"name": "ok", "type": "log", "config": {"message": "hi"}},
+                  {"name": "s", "type": "shell", "config": {"command": "true"}, "limits": {"memory_mb": -1}}]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "trigger.timezone",
+         "message": "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
+                    "got 'Mars/Olympus'"},
+        {"path": "steps[1].limits", "message": "action 's': limits.memory_mb must be a number > 0, got -1"}]

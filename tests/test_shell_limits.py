@@ -245,7 +245,7 @@ def test_a_definition_carries_limits_on_the_step():
      "only shell steps take limits, not type 'log'"),
     ({"type": "shell", "config": {"command": "true", "limits": {"output_kb": 1}}, "limits": {"output_kb": 2}},
      "steps[0].limits", "given both on the step and in its config"),
-    ({"type": "shell", "config": {"command": "true"}, "limits": {"memory_mb": -1}}, "steps[0].config",
+    ({"type": "shell", "config": {"command": "true"}, "limits": {"memory_mb": -1}}, "steps[0].limits",
      "limits.memory_mb must be a number > 0, got -1"),
 ])
 def test_a_definition_with_bad_limits_names_them(step, path, message):

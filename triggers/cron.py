@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from actions.base import SettingError
 from triggers.base import BaseTrigger
 from triggers.interval import _iso
 
@@ -78,25 +79,27 @@ class CronTrigger(BaseTrigger):
     def _check(self) -> None:
         where = f"trigger {self.name!r}"
         if not isinstance(self.timezone, str) or not self.timezone:
-            raise ValueError(f"{where}: timezone must be an IANA time zone name such as 'Europe/Berlin', "
-                             f"got {self.timezone!r}")
+            raise SettingError("timezone", f"{where}: timezone must be an IANA time zone name such as "
+                                           f"'Europe/Berlin', got {self.timezone!r}")
         try:
             self._zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{where}: timezone must be an IANA time zone name such as 'Europe/Berlin', "
-                             f"got {self.timezone!r}") from None
+            raise SettingError("timezone", f"{where}: timezone must be an IANA time zone name such as "
+                                           f"'Europe/Berlin', got {self.timezone!r}") from None
         fields = self.schedule.split() if isinstance(self.schedule, str) else []
         if len(fields) != 5 or not croniter.is_valid(self.schedule):
-            raise ValueError(f"{where}: schedule must be a cron expression of five fields (minute hour "
-                             f"day-of-month month day-of-week), such as '0 8 * * 1-5', got {self.schedule!r}")
+            raise SettingError("schedule", f"{where}: schedule must be a cron expression of five fields (minute "
+                                           f"hour day-of-month month day-of-week), such as '0 8 * * 1-5', "
+                                           f"got {self.schedule!r}")
         # One parsed expression per trigger: parsing costs more than finding a time.
         self._cron = croniter(self.schedule, datetime.now(self._zone))
         try:
             self._cron.get_next(datetime)
         except CroniterBadDateError:
-            raise ValueError(f"{where}: schedule {self.schedule!r} never matches a date") from None
+            raise SettingError("schedule", f"{where}: schedule {self.schedule!r} never matches a date") from None
         if self.misfire not in MISFIRE_POLICIES:
-            raise ValueError(f"{where}: misfire must be one of {', '.join(MISFIRE_POLICIES)}, got {self.misfire!r}")
+            raise SettingError("misfire", f"{where}: misfire must be one of {', '.join(MISFIRE_POLICIES)}, "
+                                          f"got {self.misfire!r}")
         # Vixie cron's rule: only a schedule with a fixed minute and hour skips the repeated hour.
         self._fixed = not (fields[0].startswith("*") or fields[1].startswith("*"))
 

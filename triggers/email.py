@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actions.atomic import write_atomic
+from actions.base import SettingError
 from actions.paths import PathError, attachments_folder, readable
 from actions.private_files import make_private_dir
 from triggers.base import BaseTrigger, TriggerError
@@ -88,7 +89,7 @@ class EmailTrigger(BaseTrigger):
         if isinstance(security, str) and "{" not in security:
             _check_security(security, self._where)
         if poll_interval is not None and not (isinstance(poll_interval, str) and "{" in poll_interval):
-            parse_seconds(poll_interval, f"{self._where}: poll_interval")
+            parse_seconds(poll_interval, f"{self._where}: poll_interval", "poll_interval")
         if isinstance(attachment_types, str):
             attachment_types = [attachment_types]
         self.host = host
@@ -126,7 +127,7 @@ class EmailTrigger(BaseTrigger):
     def default_check_interval(self) -> float:  # type: ignore[override]
         if self.poll_interval is None:
             return self._default_interval
-        return parse_seconds(self.poll_interval, f"{self._where}: poll_interval")
+        return parse_seconds(self.poll_interval, f"{self._where}: poll_interval", "poll_interval")
 
     def setup(self, settings: Mapping[str, Any]) -> None:
         """Fill unset options from the IMAP_* settings; ValueError names a missing or wrong one."""
@@ -499,7 +500,7 @@ def _true(value: Any) -> bool:
 def _check_security(value: Any, where: str) -> str:
     security = str(value).strip().lower()
     if security not in SECURITY_MODES:
-        raise ValueError(f"{where}: security must be one of {', '.join(SECURITY_MODES)}, got {value!r}")
+        raise SettingError("security", f"{where}: security must be one of {', '.join(SECURITY_MODES)}, got {value!r}")
     return security
 
 

@@ -6,6 +6,7 @@ import fnmatch
 import re
 from typing import Any
 
+from actions.base import SettingError
 from triggers.base import BaseTrigger
 
 # A filter must be one template: "{{ event.data.amount > 100 }}".
@@ -30,11 +31,11 @@ class EventTrigger(BaseTrigger):
     def __init__(self, name: str, event: str, filter: str | None = None):  # noqa: A002 (the definition's key)
         super().__init__(name)
         if not isinstance(event, str) or not event.strip():
-            raise ValueError(f"trigger {name!r}: event must be an event type such as 'ticket.created' or 'run.*', "
-                             f"got {event!r}")
+            raise SettingError("event", f"trigger {name!r}: event must be an event type such as 'ticket.created' "
+                                        f"or 'run.*', got {event!r}")
         if filter is not None and not (isinstance(filter, str) and _TEMPLATE.match(filter)):
-            raise ValueError(f"trigger {name!r}: filter must be one template over event, such as "
-                             f"\"{{{{ event.data.priority == 'high' }}}}\", got {filter!r}")
+            raise SettingError("filter", f"trigger {name!r}: filter must be one template over event, such as "
+                                         f"\"{{{{ event.data.priority == 'high' }}}}\", got {filter!r}")
         self.event = event.strip()
         self.filter = filter
 

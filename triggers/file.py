@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from actions.base import SettingError
 from actions.paths import PathError, files_root, inside
 from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import _iso, parse_seconds
@@ -64,9 +65,10 @@ class FileTrigger(BaseTrigger):
         super().__init__(name)
         where = f"trigger {name!r}"
         if not isinstance(folder, (str, os.PathLike)) or not str(folder):
-            raise ValueError(f"{where}: folder must be a path, got {folder!r}")
+            raise SettingError("folder", f"{where}: folder must be a path, got {folder!r}")
         if not isinstance(pattern, str) or not pattern or "/" in pattern:
-            raise ValueError(f"{where}: pattern must be a file name pattern such as '*.pdf', got {pattern!r}")
+            raise SettingError("pattern", f"{where}: pattern must be a file name pattern such as '*.pdf', "
+                                          f"got {pattern!r}")
         self.folder = str(folder)
         self.pattern = pattern
         self.settle_seconds = settle_seconds
@@ -85,11 +87,12 @@ class FileTrigger(BaseTrigger):
         try:
             settle = float(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: settle_seconds must be a number of seconds, got {raw!r}") from None
+            raise SettingError("settle_seconds", f"{where}: settle_seconds must be a number of seconds, "
+                                                 f"got {raw!r}") from None
         if not settle >= 0:
-            raise ValueError(f"{where}: settle_seconds must be 0 or more, got {raw!r}")
+            raise SettingError("settle_seconds", f"{where}: settle_seconds must be 0 or more, got {raw!r}")
         self.settle_seconds = settle
-        self.poll_interval = parse_seconds(self.poll_interval, f"{where}: poll_interval")
+        self.poll_interval = parse_seconds(self.poll_interval, f"{where}: poll_interval", "poll_interval")
 
     @property
     def default_check_interval(self) -> float:  # type: ignore[override]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from actions.base import SettingError
 from triggers.base import BaseTrigger
 
 
@@ -14,15 +15,20 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_seconds(value: Any, field: str) -> float:
-    """A positive number of seconds, or ValueError naming ``field``."""
+def parse_seconds(value: Any, field: str, key: str | None = None) -> float:
+    """A positive number of seconds, or ValueError naming ``field`` (SettingError when it is the setting ``key``)."""
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{field} must be a number of seconds, got {value!r}") from None
+        raise _refusal(key, f"{field} must be a number of seconds, got {value!r}") from None
     if not seconds > 0:
-        raise ValueError(f"{field} must be greater than 0, got {value!r}")
+        raise _refusal(key, f"{field} must be greater than 0, got {value!r}")
     return seconds
+
+
+def _refusal(key: str | None, message: str) -> ValueError:
+    # Without a key the value is no trigger's setting (EMAIL_POLL_INTERVAL), so no field is to blame.
+    return ValueError(message) if key is None else SettingError(key, message)
 
 
 class IntervalTrigger(BaseTrigger):
@@ -34,7 +40,7 @@ class IntervalTrigger(BaseTrigger):
         super().__init__(name)
         # A template such as "{{ settings.UPTIME_INTERVAL }}" is checked in setup().
         if not (isinstance(seconds, str) and "{" in seconds):
-            parse_seconds(seconds, f"trigger {name!r}: seconds")
+            parse_seconds(seconds, f"trigger {name!r}: seconds", "seconds")
         self.seconds = seconds
 
     @property
@@ -43,7 +49,7 @@ class IntervalTrigger(BaseTrigger):
 
     @property
     def interval(self) -> float:
-        return parse_seconds(self.seconds, f"trigger {self.name!r}: seconds")
+        return parse_seconds(self.seconds, f"trigger {self.name!r}: seconds", "seconds")
 
     def setup(self, settings: Mapping[str, Any]) -> None:
         self.seconds = self.interval

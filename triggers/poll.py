@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from actions.base import SettingError
 from triggers.base import BaseTrigger
 from triggers.interval import _iso, parse_seconds
 
@@ -22,16 +23,16 @@ class PollTrigger(BaseTrigger):
     def __init__(self, name: str, condition: Callable[[], Any], interval: float | str = 60):
         super().__init__(name)
         if not callable(condition):
-            raise ValueError(f"trigger {name!r}: condition must be callable, got {condition!r}")
+            raise SettingError("condition", f"trigger {name!r}: condition must be callable, got {condition!r}")
         self._condition = condition
         if not (isinstance(interval, str) and "{" in interval):
-            parse_seconds(interval, f"trigger {name!r}: interval")
+            parse_seconds(interval, f"trigger {name!r}: interval", "interval")
         self.interval = interval
         self._last_value: Any = None
 
     @property
     def default_check_interval(self) -> float:  # type: ignore[override]
-        return parse_seconds(self.interval, f"trigger {self.name!r}: interval")
+        return parse_seconds(self.interval, f"trigger {self.name!r}: interval", "interval")
 
     def setup(self, settings: Mapping[str, Any]) -> None:
         self.interval = self.default_check_interval

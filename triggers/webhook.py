@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from actions.base import SettingError
 from triggers.base import BaseTrigger
 from triggers.signatures import STYLES, Delivery, forget, remember
 
@@ -57,22 +58,27 @@ class WebhookTrigger(BaseTrigger):
         super().__init__(name)
         where = f"trigger {name!r}"
         if secret is not None and (not isinstance(secret, str) or not secret):
-            raise ValueError(f"{where}: secret must be a non-empty string or None, got {type(secret).__name__}")
+            raise SettingError("secret", f"{where}: secret must be a non-empty string or None, "
+                                         f"got {type(secret).__name__}")
         if signature_style not in STYLES:
-            raise ValueError(f"{where}: signature_style must be one of {', '.join(STYLES)}, got {signature_style!r}")
+            raise SettingError("signature_style", f"{where}: signature_style must be one of {', '.join(STYLES)}, "
+                                                  f"got {signature_style!r}")
         if signature_header is not None and signature_style != "github":
             raise ValueError(f"{where}: signature_header applies to signature_style github only; "
                              f"the {signature_style} style has fixed headers")
         if signature_header is None:
             signature_header = DEFAULT_SIGNATURE_HEADERS[signature_style]
         if not isinstance(signature_header, str) or not _HEADER_NAME.match(signature_header):
-            raise ValueError(f"{where}: signature_header must be an HTTP header name, got {signature_header!r}")
+            raise SettingError("signature_header", f"{where}: signature_header must be an HTTP header name, "
+                                                   f"got {signature_header!r}")
         if not isinstance(allow_uploads, bool):
-            raise ValueError(f"{where}: allow_uploads must be true or false, got {allow_uploads!r}")
+            raise SettingError("allow_uploads", f"{where}: allow_uploads must be true or false, got {allow_uploads!r}")
         if response not in RESPONSE_MODES:
-            raise ValueError(f"{where}: response must be one of {', '.join(RESPONSE_MODES)}, got {response!r}")
+            raise SettingError("response", f"{where}: response must be one of {', '.join(RESPONSE_MODES)}, "
+                                           f"got {response!r}")
         if response_step is not None and (not isinstance(response_step, str) or not response_step):
-            raise ValueError(f"{where}: response_step must be a step name or None, got {response_step!r}")
+            raise SettingError("response_step", f"{where}: response_step must be a step name or None, "
+                                                f"got {response_step!r}")
         # Underscored, so neither templates nor describe() ever touch it; setup() resolves it.
         self._secret = secret
         self._key: bytes | None = None
@@ -97,7 +103,8 @@ class WebhookTrigger(BaseTrigger):
                 raise ValueError(f"trigger {self.name!r}: secret refers to setting {match.group(1)}, which is not set")
             secret = str(secret)
         elif "{{" in secret or "{%" in secret:
-            raise ValueError(f"trigger {self.name!r}: secret may only be a plain string or '{{{{ settings.NAME }}}}'")
+            raise SettingError("secret", f"trigger {self.name!r}: secret may only be a plain string or "
+                                         f"'{{{{ settings.NAME }}}}'")
         self._key = secret.encode("utf-8")
 
     @property

@@ -35,6 +35,9 @@ _TOP_STEP_ONLY = ("compensate", "cache")
 TRIGGER_NODE = "@trigger"
 # Farthest a node may be placed from the origin: a position is a screen coordinate, not a store of data.
 MAX_COORDINATE = 1e6
+# Options a step carries beside its config, as the constructor's parameter -> the step's key.
+_STEP_OPTIONS = {"when": "when", "retries": "retries", "step_timeout": "timeout", "depends_on": "depends_on",
+                 "on_failure": "on_failure", "compensate": "compensate", "cache": "cache", "limits": "limits"}
 # Parameters a definition cannot set through config: the engine owns them.
 _RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure", "compensate", "cache"}
 
@@ -79,11 +82,13 @@ def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
-           problems: _Problems) -> Any:
+           problems: _Problems, step: str | None = None) -> Any:
     """``cls(name, **config, **extra)`` with unknown and missing keys reported at ``path``.
 
-    With unknown keys (but none missing) the constructor still checks the known ones, so a
-    file's every problem is listed at once; the object is then None all the same.
+    A setting the constructor refuses (SettingError) is reported at ``path.<key>`` when the config
+    holds it, at ``step.<its key>`` when it is an option of ``extra`` written on the step at path
+    ``step``, else at ``path``. With unknown keys (but none missing) the constructor still checks
+    the known ones, so a file's every problem is listed at once; the object is then None all the same.
     """
     names, required = _accepted(cls)
     unknown = sorted(set(config) - names)
@@ -97,10 +102,13 @@ def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any
     try:
         built = cls(name, **{key: value for key, value in config.items() if key in names}, **extra)
     except (TypeError, ValueError) as error:
-        # A refused setting of the config is reported at its own key, so the designer marks that field;
-        # one the engine passed beside the config (limits, retries) stays at the config's path.
-        key = error.key if isinstance(error, SettingError) and error.key in config else None
-        problems.add(f"{path}.{key}" if key is not None else path, str(error))
+        # A refused setting is reported at its own field, so the designer marks that field.
+        key = error.key if isinstance(error, SettingError) else None
+        if key is not None and key in config:
+            path = f"{path}.{key}"
+        elif key is not None and key in extra and step is not None:
+            path = f"{step}.{_STEP_OPTIONS.get(key, key)}"
+        problems.add(path, str(error))
         return None
     return None if unknown else built
 
@@ -161,7 +169,7 @@ def _compensation(path: str, data: Any, step: str, problems: _Problems) -> BaseA
                 extra[option] = data[key]
     if cls is None or not _check_type(config, Mapping, f"{path}.config" if as_step else path, "a mapping", problems):
         return None
-    return _build(cls, name, config, extra, f"{path}.config" if as_step else path, problems)
+    return _build(cls, name, config, extra, f"{path}.config" if as_step else path, problems, path)
 
 
 def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nested: bool = False) -> BaseAction | None:
@@ -229,7 +237,7 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nes
         _steps(config["steps"], f"{path}.config.steps", problems, nested=True)  # checked now, built per item later
     # A step whose name is wrong still has its config checked, under a stand-in name.
     action = _build(cls, name if named and NAME_PATTERN.match(name) else "step", config, extra, f"{path}.config",
-                    problems)
+                    problems, path)
     return None if len(problems.items) > before else action
 
 
