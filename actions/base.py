@@ -27,10 +27,11 @@ class ActionError(Exception):
 
 
 class SettingError(ValueError):
-    """A constructor's refusal of one config setting, ``key``: a definition's check reports it at ``config.<key>``.
+    """A constructor's refusal of one setting, ``key``: a definition's check reports it at that field.
 
     Actions and triggers raise it instead of a plain ValueError when the problem is one field's, so the
-    designer can mark that field.
+    designer can mark that field: ``steps[i].config.<key>``, ``trigger.<key>``, or ``steps[i].<key>`` for
+    an option written on the step (a shell step's ``limits``).
     """
 
     def __init__(self, key: str, message: str):
