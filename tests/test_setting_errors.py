@@ -167,6 +167,10 @@ TRIGGER_REFUSED = {
                        "email trigger 'trigger': security must be one of ssl, starttls, none, got 'tls'"),
     "email poll_interval": ({"type": "email", "poll_interval": "often"}, "poll_interval",
                             "email trigger 'trigger': poll_interval must be a number of seconds, got 'often'"),
+    "email port": ({"type": "email", "port": "imaps"}, "port", "email trigger 'trigger': port must be a port number, "
+                   "got 'imaps'"),
+    "email port range": ({"type": "email", "port": 70000}, "port",
+                         "email trigger 'trigger': port must be a port number, got 70000"),
     "event event": ({"type": "event", "event": " "}, "event",
                     "trigger 'trigger': event must be an event type such as 'ticket.created' or 'run.*', got ' '"),
     "event filter": ({"type": "event", "event": "ticket.created", "filter": "priority == 'high'"}, "filter",

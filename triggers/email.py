@@ -88,6 +88,11 @@ class EmailTrigger(BaseTrigger):
         super().__init__(name)
         if isinstance(security, str) and "{" not in security:
             _check_security(security, self._where)
+        if port is not None and not (isinstance(port, str) and "{" in port):
+            try:
+                _port_number(port, self._where)
+            except ValueError as error:
+                raise SettingError("port", str(error)) from None
         if poll_interval is not None and not (isinstance(poll_interval, str) and "{" in poll_interval):
             parse_seconds(poll_interval, f"{self._where}: poll_interval", "poll_interval")
         if isinstance(attachment_types, str):
@@ -138,13 +143,7 @@ class EmailTrigger(BaseTrigger):
         self.user = _given(self.user) or settings.get("IMAP_USER")
         if not self.user:
             raise ValueError(f"{self._where}: IMAP_USER is not set")
-        port = _given(self.port) or settings.get("IMAP_PORT", 993)
-        try:
-            self.port = int(port)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self._where}: port must be a port number, got {port!r}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"{self._where}: port must be a port number, got {port!r}")
+        self.port = _port_number(_given(self.port) or settings.get("IMAP_PORT", 993), self._where)
         self.folder = _given(self.folder) or settings.get("IMAP_FOLDER") or "INBOX"
         if _given(self.security) is None:
             self.security = "ssl" if _true(settings.get("IMAP_SSL", True)) else "none"
@@ -495,6 +494,14 @@ def _true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def _port_number(value: Any, where: str) -> int:
+    """``value`` as a TCP port number; ValueError naming ``where`` otherwise."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise ValueError(f"{where}: port must be a port number, got {value!r}")
+    return int(text)
 
 
 def _check_security(value: Any, where: str) -> str:
