@@ -256,7 +256,8 @@ def test_run_py_on_postgres_keeps_runs_across_a_restart_and_never_logs_the_passw
 
 # -- a database that goes away -----------------------------------------------------
 class Proxy:
-    """A TCP forwarder to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore."""
+    """A TCP forwarder to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore,
+    or have lose one answer: the server's reply to the next request dropped, then that connection closed."""
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
@@ -265,6 +266,8 @@ class Proxy:
         self.up = True
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.lock = threading.Lock()
+        self.losing = threading.Event()
+        self.lost: list[bytes] = []  # each answer lost, as the server sent it
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -277,14 +280,21 @@ class Proxy:
                 server = socket.create_connection(self.upstream)
                 with self.lock:
                     self.pairs.append((client, server))
-                for source, target in ((client, server), (server, client)):
-                    threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+                for source, target, answers in ((client, server, False), (server, client, True)):
+                    threading.Thread(target=self._pump, args=(source, target, answers), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, answers: bool) -> None:
+        dropped = b""
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                target.sendall(data)
+                if not (answers and self.losing.is_set()):
+                    target.sendall(data)
+                    continue
+                dropped += data
+                if dropped[-6:-1] == b"Z\x00\x00\x00\x05":  # ReadyForQuery: the server is done with the request
+                    self.losing.clear()
+                    self.lost.append(dropped)
+                    break
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -301,6 +311,9 @@ class Proxy:
 
     def restore(self) -> None:
         self.up = True
+
+    def lose_next_answer(self) -> None:
+        self.losing.set()
 
     def close(self) -> None:
         self.cut()
@@ -338,6 +351,38 @@ def test_a_database_that_goes_away_answers_503_and_recovers(postgres_url, tmp_pa
         assert again["status"] == "succeeded"
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+        proxy.close()
+
+
+def test_a_change_whose_answer_is_lost_after_its_commit_writes_no_log_line_twice(postgres_url, tmp_path):
+    """The connection drops after the server committed, before its answer arrives: the change is sent once more
+    on another connection, and its log lines, the one part that is not idempotent, go in once."""
+    from app.runs import new_run, new_step
+    from app.storage.base import Durability
+
+    info = psycopg.conninfo.conninfo_to_dict(postgres_url)
+    proxy = Proxy(info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
+    url = with_password(postgres_url).replace(f":{info.get('port') or 5432}/", f":{proxy.port}/")
+    store = PostgresStore(url, tmp_path, max_connections=1)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {}, "api")
+        store.create_run(run)
+        for message in ("run started", "step s0 succeeded"):
+            store.append_log(run["id"], {"message": message}, mode=Durability.DEFERRED)
+        run.update(status="succeeded", finished_at=run["created_at"])
+        proxy.lose_next_answer()
+        store.save_run(run)  # one statement: the run, its steps and the two deferred lines
+        # A ReadyForQuery saying "idle": the save was committed when its answer was lost.
+        assert len(proxy.lost) == 1 and proxy.lost[0].endswith(b"Z\x00\x00\x00\x05I")
+        proxy.lose_next_answer()
+        store.append_log(run["id"], {"message": "a line written on its own"})
+        assert len(proxy.lost) == 2 and proxy.lost[1].endswith(b"Z\x00\x00\x00\x05I")
+
+        assert [entry["message"] for entry in store.get_logs(run["id"])] == [
+            "run started", "step s0 succeeded", "a line written on its own"]
+        assert store.get_run(run["id"])["status"] == "succeeded"
+    finally:
+        store.close()
         proxy.close()
 
 

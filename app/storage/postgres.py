@@ -215,11 +215,20 @@ def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
     ]
 
 
+def _once(statement: _Statement) -> _Statement:
+    """``statement`` as sent again after a broken connection: a log line's insert skips a line already there."""
+    sql, params, after = statement
+    if sql == _LOG_INSERT:
+        run_id, entry = params
+        return _LOG_INSERT_AGAIN, (run_id, entry, run_id, entry), after
+    return statement
+
+
 # save_run: the run's row, its steps and its deferred log lines in one statement (one round trip, no BEGIN).
 # The row is written by the main statement, which PostgreSQL runs before the WITH parts nothing reads (checked:
 # a save waiting on a step row holds the run's row): it is locked first, as _send_locked locks it first.
 # Steps stored as they are (most, when a run finishes) are left alone: no dead rows for vacuum.
-_SAVE_RUN = (
+_SAVE_RUN_TEMPLATE = (
     "WITH s AS (SELECT s.ord - 1 AS index, s.value"
     "  FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS s(value, ord)),"
     " gone AS (DELETE FROM pyflow_steps WHERE run_id = %(id)s AND index >= (SELECT count(*) FROM s)),"
@@ -227,7 +236,7 @@ _SAVE_RUN = (
     "  ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record"
     "  WHERE pyflow_steps.record::text IS DISTINCT FROM EXCLUDED.record::text),"
     " logs AS (INSERT INTO pyflow_logs (run_id, entry) SELECT %(id)s, l.value"
-    "  FROM json_array_elements(%(logs)s::json) WITH ORDINALITY AS l(value, ord) ORDER BY l.ord)"
+    "  FROM json_array_elements(%(logs)s::json) WITH ORDINALITY AS l(value, ord)@ONCE@ ORDER BY l.ord)"
     " INSERT INTO pyflow_runs (id, workflow, status, created_at, started_at, finished_at, version, worker, record)"
     " VALUES (%(id)s, %(workflow)s, %(status)s, %(created_at)s, %(started_at)s, %(finished_at)s, %(version)s,"
     "  %(worker)s, %(record)s)"
@@ -238,6 +247,15 @@ _SAVE_RUN = (
     + ", ".join(f"{column} = CASE WHEN pyflow_runs.lease_owner = %(release)s THEN NULL ELSE pyflow_runs.{column} END"
                 for column in ("lease_expires", "control", "control_by", "control_at", "lease_owner"))
 )
+
+# A log line sent again after a connection was lost (see _send) goes in only if the first try did not commit it:
+# a line is its time (to the ms), level, step and message, so one equal to it in the run's log is that line.
+_ONCE = " WHERE NOT EXISTS (SELECT FROM pyflow_logs p WHERE p.run_id = %(id)s AND p.entry::text = l.value::text)"
+_SAVE_RUN = _SAVE_RUN_TEMPLATE.replace("@ONCE@", "")
+_SAVE_RUN_AGAIN = _SAVE_RUN_TEMPLATE.replace("@ONCE@", _ONCE)
+_LOG_INSERT = "INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)"
+_LOG_INSERT_AGAIN = ("INSERT INTO pyflow_logs (run_id, entry) SELECT %s, %s::json WHERE NOT EXISTS"
+                     " (SELECT FROM pyflow_logs WHERE run_id = %s AND entry::text = %s)")
 
 # A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
 _Statement = tuple[str, Any, Callable[[psycopg.Connection, tuple | None], None] | None]
@@ -345,22 +363,33 @@ class PostgresStore(Store):
             return
         self._send(run_id, verb, statements, step)
 
-    @_retried
     def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None, *,
-              save: Callable[[list[str]], list[_Statement]] | None = None) -> None:
+              save: Callable[[list[str], bool], list[_Statement]] | None = None) -> None:
         """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``.
 
         ``step``: ``statements`` are that step's whole record, sent alone: the run's other deferred changes
         (its row, log lines, other steps) are on other rows, and wait for the run's next change or flush.
         ``save``: the statements saving the whole run, given its deferred log lines to insert; the deferred
         changes of its row and steps, which the save replaces, are dropped.
+
+        A connection broken under it (the pool's check raced the server closing it) is replaced and the
+        change sent once more; its log lines then go in only where the first try did not commit them.
         """
+        try:
+            self._send_once(run_id, verb, statements, step, save, again=False)
+        except _ConnectionLost as error:
+            logger.info("%s; trying once more on another connection", error)
+            self._send_once(run_id, verb, statements, step, save, again=True)
+
+    def _send_once(self, run_id: str, verb: str, statements: list[_Statement], step: int | None,
+                   save: Callable[[list[str], bool], list[_Statement]] | None, again: bool) -> None:
+        """One try of _send; ``again``: a try after one whose connection broke, which may have committed."""
         with self._deferred_lock:
             deferred = self._deferred.setdefault(run_id, _Deferred())
             deferred.senders += 1
         try:
             with deferred.sending:
-                self._send_locked(run_id, verb, deferred, statements, step, save)
+                self._send_locked(run_id, verb, deferred, statements, step, save, again)
         finally:
             with self._deferred_lock:
                 deferred.senders -= 1
@@ -368,7 +397,8 @@ class PostgresStore(Store):
                     del self._deferred[run_id]
 
     def _send_locked(self, run_id: str, verb: str, deferred: _Deferred, statements: list[_Statement],
-                     step: int | None, save: Callable[[list[str]], list[_Statement]] | None) -> None:
+                     step: int | None, save: Callable[[list[str], bool], list[_Statement]] | None,
+                     again: bool) -> None:
         """_send with the run's sending lock held."""
         with self._deferred_lock:
             if step is not None:
@@ -384,9 +414,11 @@ class PostgresStore(Store):
                 if save is None:
                     todo = earlier + statements
                 else:  # one statement, in the common case: the save with the deferred log lines in it
-                    todo = [statement for statement in earlier if id(statement) not in taken] + save(logs)
+                    todo = [statement for statement in earlier if id(statement) not in taken] + save(logs, again)
         if not todo:
             return
+        if again:
+            todo = [_once(statement) for statement in todo]
         try:
             with self._conn(verb) as conn:
                 try:
@@ -562,8 +594,8 @@ class PostgresStore(Store):
         row = {**_columns(run), "id": run["id"], "record": _without_steps(run), "steps": _dumps(run.get("steps") or []),
                "release": release}
 
-        def statements(logs: list[str]) -> list[_Statement]:
-            return [(_SAVE_RUN, {**row, "logs": f"[{','.join(logs)}]"}, None)]
+        def statements(logs: list[str], again: bool) -> list[_Statement]:
+            return [(_SAVE_RUN_AGAIN if again else _SAVE_RUN, {**row, "logs": f"[{','.join(logs)}]"}, None)]
 
         self._send(run["id"], "save a run", [], save=statements)
 
@@ -672,7 +704,7 @@ class PostgresStore(Store):
 
     def append_log(self, run_id: str, entry: dict, *, mode: Durability = Durability.WRITTEN) -> None:
         self._change(run_id, "add a log line", [
-            ("INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)", (run_id, _dumps(entry)), None)], mode, log=True)
+            (_LOG_INSERT, (run_id, _dumps(entry)), None)], mode, log=True)
 
     @_retried
     def get_logs(self, run_id: str) -> list[dict]:
