@@ -106,9 +106,13 @@ class Catalog:
         return (bound.workflow.source if bound else None) or self._registry.source(name)
 
     def version(self, name: str, version: int | None) -> BoundWorkflow | None:
-        """The bound workflow a run of ``version`` needs (the current one, or a stored older version)."""
+        """The bound workflow a run of ``version`` needs (the current one, or a stored version).
+
+        A stored version is read from the store also for a name this process has not served: a definition
+        another process made through the API after this one loaded (a worker executing its runs).
+        """
         bound = self._bound.get(name)
-        if bound is None or version is None or bound.workflow.version in (None, version):
+        if version is None or (bound is not None and bound.workflow.version in (None, version)):
             return bound
         old = self._versions.get((name, version))
         if old is None:

@@ -325,8 +325,11 @@ class Runtime:
         return bound
 
     def _fail_run(self, run: dict, error: str) -> None:
-        """End a run that cannot execute here or anywhere, saying why."""
-        run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()), error=error)
+        """End a run that cannot execute here or anywhere, saying why (its history records the change)."""
+        at = format_time(time.time())
+        run.setdefault("history", []).append({"at": at, "from": run["status"], "to": RunStatus.FAILED.value,
+                                              "by": "engine"})
+        run.update(status=RunStatus.FAILED.value, finished_at=at, error=error)
         self.store.save_run(run)
 
     # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------
