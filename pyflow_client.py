@@ -216,7 +216,7 @@ class Client:
     # -- events ---------------------------------------------------------------------------------------
     def emit_event(self, type: str, data: Mapping[str, Any] | None = None, key: str | None = None,
                    id: str | None = None) -> Json:
-        """Publish an event: ``{"event": {"id", "type"}, "started": [run ids], "resumed": [run ids]}``.
+        """Publish an event: ``{"event": {"id", "type"}, "duplicate", "started", "runs", "resumed"}`` (run ids).
 
         ``key`` correlates it with waiting runs; a repeated ``id`` does nothing twice.
         """

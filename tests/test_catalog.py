@@ -77,3 +77,31 @@ def test_a_stored_definition_that_no_longer_builds_is_not_served_but_deletable(t
     assert "broken" not in catalog.bound and "no_such_action" in catalog.unloaded["broken"]
     assert catalog.remove("broken") is None
     assert "broken" not in catalog.unloaded and store.get_definition("broken") is None
+
+
+def test_follow_serves_what_another_process_sharing_the_store_did(tmp_path, caplog):
+    catalog, store = make_catalog(tmp_path)
+    other = Catalog(store, catalog.settings, catalog.renderer)  # another server on the same database
+    catalog.load()
+    other.load()
+
+    other.create(copy.deepcopy(HELLO))
+    [(name, old, new)] = catalog.follow()
+    assert (name, old, new.workflow.version) == ("hello", None, 1) and catalog.get("hello") is new
+    assert catalog.follow() == []  # nothing new since
+
+    other.replace("hello", {**copy.deepcopy(HELLO), "description": "v2"})
+    [(_, old, new)] = catalog.follow()
+    assert old.workflow.version == 1 and new.workflow.version == 2 and new.workflow.description == "v2"
+    assert catalog.version("hello", 1) is old  # runs that started with v1 on this server finish with it
+
+    # A version this process cannot build (a plugin missing here) is logged once; the one served stays.
+    store.save_definition("hello", {"name": "hello", "steps": [{"name": "x", "type": "no_such_action"}]})
+    assert catalog.follow() == [] and catalog.get("hello") is new
+    assert [r.message for r in caplog.records if "v3 is not loaded" in r.message and "no_such_action" in r.message]
+    caplog.clear()
+    assert catalog.follow() == [] and not caplog.records
+
+    other.remove("hello")
+    assert catalog.follow() == [("hello", new, None)]
+    assert "hello" not in catalog.bound and catalog.version("hello", 1) is None

@@ -158,3 +158,14 @@ def test_an_unknown_command_shows_usage(main, capsys):
     err = capsys.readouterr().err
     assert "usage: run.py" in err
     assert "invalid choice: 'frobnicate'" in err
+
+
+def test_a_reader_that_went_away_ends_the_command_without_a_traceback(tmp_path):
+    # `python run.py list | head -1` whose head exited before run.py wrote: the pipe is closed.
+    process = subprocess.Popen([sys.executable, "run.py", "list"], cwd=REPO, env=server_env(tmp_path / "data"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

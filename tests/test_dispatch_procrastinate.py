@@ -301,6 +301,15 @@ WORKER_PROCESS = textwrap.dedent("""
 """)
 
 
+def test_recovering_again_and_again_keeps_the_server_log_quiet(dispatcher, caplog):
+    # The leader's sweeper recovers every third of a lease: nothing stalled must log nothing.
+    dispatcher.recover()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert [dispatcher.recover() for _ in range(3)] == [0, 0, 0]
+    assert [record.getMessage() for record in caplog.records] == []
+
+
 @pytest.mark.slow
 def test_recover_aborts_the_job_of_a_worker_killed_mid_run(postgres_url, store, dispatcher):
     run_id = dispatcher.create(store, a_run(), None)[0]["id"]

@@ -341,6 +341,7 @@ def test_a_stored_run_of_a_workflow_that_is_gone_fails_on_start_up(make_app, sto
     run = client.get(f"/api/runs/{orphan['id']}").get_json()
     assert run["status"] == "failed"
     assert run["error"] == "workflow 'resumable' is no longer registered"
+    assert [(entry["from"], entry["to"]) for entry in run["history"]][-1:] == [("queued", "failed")]
 
 
 def test_finished_runs_older_than_the_retention_are_pruned(make_app):

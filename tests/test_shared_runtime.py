@@ -138,3 +138,40 @@ def test_a_run_whose_process_died_continues_its_idempotent_step_elsewhere(pair):
     stored = a.get_run(run_id)
     assert [step["attempts"] for step in stored["steps"]] == [1, 2, 1]
 
+
+
+def say(message: str, trigger: dict | None = None) -> dict:
+    """A definition of one log step; ``trigger`` when given."""
+    return {"name": "made_elsewhere", **({"trigger": trigger} if trigger else {}),
+            "steps": [{"name": "say", "type": "log", "config": {"message": message}}]}
+
+
+def said(runtime: Runtime) -> dict:
+    """A run of made_elsewhere on ``runtime``, once it ended."""
+    run, _ = runtime.submit("made_elsewhere", {}, awaited=True)
+    return runtime.outcome(run, 10)
+
+
+def test_a_definition_made_changed_and_deleted_through_one_server_reaches_the_other(pair):
+    a, b = pair
+    a.create_definition(say("v1"))
+    wait_until(lambda: "made_elsewhere" in b.bound, message="the other server serving the new definition")
+    assert said(b)["steps"][0]["result"] == {"message": "v1"}
+
+    a.update_definition("made_elsewhere", say("v2"))
+    wait_until(lambda: b.summary("made_elsewhere")["version"] == 2, message="the other server serving version 2")
+    done = said(b)
+    assert (done["version"], done["steps"][0]["result"]) == (2, {"message": "v2"})
+
+    a.delete_definition("made_elsewhere")
+    wait_until(lambda: "made_elsewhere" not in b.bound, message="the other server forgetting the definition")
+
+
+def test_a_definition_made_and_started_on_a_server_that_does_not_poll_is_polled_by_the_leader(pair):
+    wait_until(lambda: any(runtime.polling for runtime in pair), message="a leader")
+    leader, other = sorted(pair, key=lambda runtime: not runtime.polling)
+    other.create_definition(say("tick", {"type": "interval", "seconds": 0.5}))
+    other.start_workflow("made_elsewhere")
+    wait_until(lambda: other.store.list_runs(workflow="made_elsewhere")[0], timeout=15,
+               message="the leader polling the definition made on the other server")
+    assert "made_elsewhere" in leader.scheduler.scheduled()

@@ -61,6 +61,18 @@ def test_a_run_created_on_the_server_executes_on_the_worker(cluster):
     assert not server.engine.executes(run["id"])
 
 
+def test_a_definition_made_through_the_server_after_the_worker_started_runs_there(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True)
+    # docs/distributed.md: definitions made through the API are in the database and reach every process.
+    server.create_definition({"name": "made_later", "steps": [
+        {"name": "say", "type": "log", "config": {"message": "hello {{ inputs.who }}"}}]})
+    run, _ = server.submit("made_later", {"who": "worker"})
+    done = server.outcome(run, 30)
+    assert done["status"] == RunStatus.SUCCEEDED, done
+    assert done["steps"][0]["result"] == {"message": "hello worker"}
+    assert done["worker"] == worker.engine.leases.owner
+
+
 def test_an_idempotency_key_makes_one_run_and_one_execution(cluster):
     server, _ = cluster("server"), cluster("worker", worker=True)
     first, created = server.submit("gated", {"text": "once"}, idempotency_key="k-1")

@@ -45,6 +45,9 @@ class Catalog:
         self._versions: dict[tuple[str, int], BoundWorkflow] = {}
         #: Stored definitions that no longer build or bind (name -> why): not served, but deletable.
         self.unloaded: dict[str, str] = {}
+        # The newest stored version of each API-made name this process has built (or failed to): follow()
+        # builds a version once, whatever came of it.
+        self._seen: dict[str, int] = {}
         # One change at a time: a version number is read, then stored.
         self._lock = threading.Lock()
 
@@ -79,6 +82,7 @@ class Catalog:
                 raise ConfigError(str(error)) from None
         for record in self.store.list_definitions():
             name, version = record["name"], record["version"]
+            self._seen[name] = version
             try:
                 workflow, bound = self._stored(record)
                 self._registry.register(workflow, workflow.source)
@@ -106,9 +110,13 @@ class Catalog:
         return (bound.workflow.source if bound else None) or self._registry.source(name)
 
     def version(self, name: str, version: int | None) -> BoundWorkflow | None:
-        """The bound workflow a run of ``version`` needs (the current one, or a stored older version)."""
+        """The bound workflow a run of ``version`` needs (the current one, or a stored version).
+
+        A stored version is read from the store also for a name this process has not served: a definition
+        another process made through the API after this one loaded (a worker executing its runs).
+        """
         bound = self._bound.get(name)
-        if bound is None or version is None or bound.workflow.version in (None, version):
+        if version is None or (bound is not None and bound.workflow.version in (None, version)):
             return bound
         old = self._versions.get((name, version))
         if old is None:
@@ -134,6 +142,7 @@ class Catalog:
             workflow.version = self.store.save_definition(workflow.name, definition)
             self.unloaded.pop(workflow.name, None)
             self._serve(workflow, bound)
+            self._seen[workflow.name] = workflow.version
         return bound
 
     def check(self, definition: Any) -> None:
@@ -205,6 +214,7 @@ class Catalog:
                 self._registry.unregister(name)
             self.unloaded.pop(name, None)
             self._serve(workflow, new)
+            self._seen[name] = workflow.version
         return old, new
 
     def remove(self, name: str) -> BoundWorkflow | None:
@@ -213,15 +223,66 @@ class Catalog:
             if name in self.unloaded and name not in self._bound:
                 self.store.delete_definition(name)
                 del self.unloaded[name]
+                self._seen.pop(name, None)
                 return None
             bound = self.get(name)
             self._editable(bound)
             self.store.delete_definition(name)
+            self._forget(name)
+        return bound
+
+    def follow(self) -> list[tuple[str, BoundWorkflow | None, BoundWorkflow | None]]:
+        """Serve what other processes sharing the store did to API-made definitions: made, changed, deleted.
+
+        ``[(name, the binding it had here or None, the one it has now or None)]`` for each name that changed.
+        A newer version that does not build here is logged once and the one served stays.
+        """
+        changes: list[tuple[str, BoundWorkflow | None, BoundWorkflow | None]] = []
+        with self._lock:  # read under the lock: a definition this process is saving is in the store already
+            stored = {record["name"]: record for record in self.store.list_definitions()}
+            for name, record in sorted(stored.items()):
+                version = record["version"]
+                if self._seen.get(name) == version:
+                    continue
+                self._seen[name] = version
+                old = self._bound.get(name)
+                if old is not None and old.workflow.origin != "api":
+                    logger.error("stored definition %s v%d is not served: a %s workflow has that name here",
+                                 name, version, old.workflow.origin)
+                    continue
+                try:
+                    workflow, new = self._stored(record)
+                except (DefinitionError, WorkflowLoadError) as error:
+                    if old is None:
+                        self.unloaded[name] = str(error)
+                    logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
+                    continue
+                if old is not None:
+                    self._versions[(name, old.workflow.version)] = old
+                    self._registry.unregister(name)
+                self.unloaded.pop(name, None)
+                try:
+                    self._serve(workflow, new)
+                except Conflict as error:  # a plugin's workflow of that name registered meanwhile
+                    logger.error("stored definition %s v%d is not served: %s", name, version, error)
+                    continue
+                changes.append((name, old, new))
+            for name in [name for name in self._seen if name not in stored]:
+                old = self._bound.get(name)
+                self.unloaded.pop(name, None)
+                self._forget(name)
+                if old is not None:
+                    changes.append((name, old, None))
+        return changes
+
+    def _forget(self, name: str) -> None:
+        """Stop serving the API-made ``name`` and drop every version of it kept for runs."""
+        if name in self._bound:
             self._registry.unregister(name)
             del self._bound[name]
-            for key in [key for key in self._versions if key[0] == name]:
-                del self._versions[key]
-        return bound
+        self._seen.pop(name, None)
+        for key in [key for key in self._versions if key[0] == name]:
+            del self._versions[key]
 
     def unloaded_summary(self, name: str) -> dict | None:
         """What the API shows of a stored definition that no longer loads (GET, so it can be fixed); None otherwise.

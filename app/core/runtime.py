@@ -25,6 +25,7 @@ from app.core.events import Events, run_ended
 from app.core.execution import RunStateError, one_line
 from app.core.leader import Leadership
 from app.core.parking import Parking, waker
+from app.core.periodic import Periodic
 from app.core.plugins import load_plugins
 from app.core.redaction import redact
 from app.core.scheduler import Scheduler
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 300.0
 # Longest wait between two polls of a trigger that said when it is next due.
 MAX_IDLE_SECONDS = 60.0
+# How often a server sharing a database reads which definitions the other servers made, changed or deleted.
+FOLLOW_SECONDS = 2.0
 
 
 def check_files_root(settings: Mapping[str, Any]) -> None:
@@ -147,6 +150,9 @@ class Runtime:
         self._control_lock = threading.RLock()
         # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
         self._definitions_lock = threading.Lock()
+        # Several servers on one database: each serves the definitions the others make through the API.
+        self._definitions_follower = Periodic("pyflow-definitions", FOLLOW_SECONDS, self._follow_definitions,
+                                              "following the definitions made through other servers")
         self._validators: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
@@ -176,6 +182,7 @@ class Runtime:
             self._leadership = Leadership(self.settings["WORKFLOW_DATABASE_URL"], self._lead, self._follow,
                                           on_check=self._follow_started)
             self._leadership.start()
+            self._definitions_follower.start()
 
     @property
     def polling(self) -> bool:
@@ -224,6 +231,19 @@ class Runtime:
             for name in scheduled - started:
                 self._unschedule(name)
 
+    def _follow_definitions(self) -> None:
+        """Serve the definitions other servers on the database made, changed or deleted; re-schedule their triggers."""
+        with self._definitions_lock:
+            for name, old, new in self.catalog.follow():
+                if name not in self.scheduler.scheduled():
+                    continue  # a started one the leader does not poll yet: _follow_started schedules it
+                if old is not None:
+                    old.trigger.close()
+                if new is not None and new.trigger.pollable and not new.error:
+                    self._schedule(new)
+                else:
+                    self.scheduler.remove(name)
+
     def _unschedule(self, name: str) -> None:
         """Stop polling ``name`` here and close its trigger (an IMAP connection); it stays started in the store."""
         self.scheduler.remove(name)
@@ -240,6 +260,7 @@ class Runtime:
         """Stop polling, let running steps finish for up to ``timeout`` seconds."""
         self._stopping.set()
         self.waker.stop()
+        self._definitions_follower.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self._leadership is not None:
@@ -325,8 +346,11 @@ class Runtime:
         return bound
 
     def _fail_run(self, run: dict, error: str) -> None:
-        """End a run that cannot execute here or anywhere, saying why."""
-        run.update(status=RunStatus.FAILED.value, finished_at=format_time(time.time()), error=error)
+        """End a run that cannot execute here or anywhere, saying why (its history records the change)."""
+        at = format_time(time.time())
+        run.setdefault("history", []).append({"at": at, "from": run["status"], "to": RunStatus.FAILED.value,
+                                              "by": "engine"})
+        run.update(status=RunStatus.FAILED.value, finished_at=at, error=error)
         self.store.save_run(run)
 
     # -- shared databases: leases, workers and the sweeper (DESIGN section 11) ------------------

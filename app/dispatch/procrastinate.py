@@ -77,6 +77,9 @@ class ProcrastinateDispatcher:
         self._stopping = threading.Event()
         self._worker: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._opened = False  # whether work()'s last attempt reached the database
+        # recover()'s app, made once: procrastinate logs a line at INFO for every App made, and the
+        # leader's sweeper recovers every third of a lease.
+        self._recover_app: procrastinate.App | None = None
 
     # -- the server's side ------------------------------------------------------
     def start(self) -> None:
@@ -154,8 +157,10 @@ class ProcrastinateDispatcher:
                                f"{_cause(error.__cause__ or error, self._url)}") from None
 
     async def _recover(self) -> int:
-        # get_stalled_jobs and finish_job are async only: a short-lived async connector for this call.
-        app = procrastinate.App(connector=self._async_connector(max_size=1))
+        # get_stalled_jobs and finish_job are async only: an async connector whose pool lives for this call.
+        if self._recover_app is None:
+            self._recover_app = procrastinate.App(connector=self._async_connector(max_size=1))
+        app = self._recover_app
         aborted = 0
         async with app.open_async():
             for job in await app.job_manager.get_stalled_jobs(queue=self.queue, task_name=TASK,
