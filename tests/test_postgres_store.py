@@ -268,6 +268,7 @@ class Proxy:
         self.lock = threading.Lock()
         self.losing = threading.Event()
         self.lost: list[bytes] = []  # each answer lost, as the server sent it
+        self.sent = bytearray()  # what clients sent the server, since the test last emptied it
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -287,6 +288,8 @@ class Proxy:
         dropped = b""
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if not answers:
+                    self.sent += data
                 if not (answers and self.losing.is_set()):
                     target.sendall(data)
                     continue
@@ -383,6 +386,64 @@ def test_a_change_whose_answer_is_lost_after_its_commit_writes_no_log_line_twice
         assert store.get_run(run["id"])["status"] == "succeeded"
     finally:
         store.close()
+        proxy.close()
+
+
+def _message_types(data: bytes) -> list[bytes]:
+    """The type bytes of the frontend messages in ``data`` (each: a type byte, then its length as int32)."""
+    types = []
+    while data:
+        types.append(data[:1])
+        data = data[1 + struct.unpack("!i", data[1:5])[0]:]
+    return types
+
+
+def test_a_change_sent_with_deferred_ones_goes_as_one_query_in_one_transaction(postgres_url, tmp_path):
+    """A change that carries the run's deferred ones is one query of several statements, bound in this process:
+    one round trip and one transaction (the proxy sees one Query message); a statement that reads what it
+    changed (the NUL check of update_run) still gets its row, and a failing one undoes them all."""
+    from app.errors import NotFound
+    from app.runs import new_run, new_step
+    from app.storage.base import Durability
+
+    info = psycopg.conninfo.conninfo_to_dict(postgres_url)
+    proxy = Proxy(info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
+    url = with_password(postgres_url).replace(f":{info.get('port') or 5432}/", f":{proxy.port}/")
+    store, reader = PostgresStore(url, tmp_path / "a", max_connections=1), PostgresStore(postgres_url, tmp_path / "b")
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {"text": "plain"}, "api")
+        store.create_run(run)
+        store.update_run(run["id"], {"status": "running"}, mode=Durability.DEFERRED)
+        store.append_log(run["id"], {"message": "it's 50% done; \\ and a quote: '"}, mode=Durability.DEFERRED)
+        proxy.sent.clear()
+        store.update_run(run["id"], {"variables": {"k": "v"}})  # SYNC, with the two deferred changes
+        assert _message_types(bytes(proxy.sent)) == [b"Q"]  # one simple Query message: one round trip
+        assert proxy.sent.count(b"FOR NO KEY UPDATE") == 1
+        stored = reader.get_run(run["id"])
+        assert stored["status"] == "running" and stored["variables"] == {"k": "v"}
+        assert reader.get_logs(run["id"]) == [{"message": "it's 50% done; \\ and a quote: '"}]
+
+        # A record PostgreSQL's json functions cannot read (a NUL in it): the UPDATE's returned row says so,
+        # read from its place among the query's results, and the fields are merged in Python.
+        nul = new_run("wf", [new_step("s0", "noop")], {"text": "a\u0000b"}, "api")
+        store.create_run(nul)
+        store.append_log(nul["id"], {"message": "deferred"}, mode=Durability.DEFERRED)
+        store.update_run(nul["id"], {"variables": {"k": "v"}})
+        stored = reader.get_run(nul["id"])
+        assert stored["variables"] == {"k": "v"} and stored["trigger_data"]["text"] == "a\u0000b"
+
+        # A run deleted meanwhile (pruned by another server): NotFound, and its deferred changes are dropped.
+        store.append_log(run["id"], {"message": "for a run about to go"}, mode=Durability.DEFERRED)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("DELETE FROM pyflow_runs WHERE id = %s", (run["id"],))
+        with pytest.raises(NotFound, match=run["id"]):
+            store.update_run(run["id"], {"status": "succeeded"})
+        proxy.sent.clear()
+        store.flush()
+        assert proxy.sent == b""  # nothing left to send
+    finally:
+        store.close()
+        reader.close()
         proxy.close()
 
 

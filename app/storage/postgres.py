@@ -215,6 +215,30 @@ def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
     ]
 
 
+# Taken first by a change of several statements: two changes of one run at once, each on several rows, then
+# wait in line instead of locking rows in opposite orders (a deadlock).
+_LOCK_RUN = "SELECT FROM pyflow_runs WHERE id = %s FOR NO KEY UPDATE"
+
+
+def _in_one_query(conn: psycopg.Connection, run_id: str, todo: list[_Statement]) -> list[tuple | None]:
+    """``todo`` in one transaction and one round trip: the run's row locked first, then each statement; the row
+    each returned, for those that read one (None for the others).
+
+    The statements are bound here (psycopg's client-side binding, its quoting) and sent as one query, which
+    PostgreSQL runs as one transaction, all or nothing. psycopg's pipeline did the same in one round trip too,
+    with 2.4 times the CPU here and a third more time (measured: a step's record and a log line, 221 µs of CPU
+    and 550 µs against 93 and 412).
+    """
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(";\n".join([cursor.mogrify(_LOCK_RUN, (run_id,)),
+                               *(cursor.mogrify(sql, params) for sql, params, _ in todo)]))
+    rows: list[tuple | None] = []
+    for _, _, after in todo:
+        cursor.nextset()
+        rows.append(cursor.fetchone() if after is not None else None)
+    return rows
+
+
 def _once(statement: _Statement) -> _Statement:
     """``statement`` as sent again after a broken connection: a log line's insert skips a line already there."""
     sql, params, after = statement
@@ -280,14 +304,15 @@ class PostgresStore(Store):
     as PostgreSQL's commit is: its WAL, fsync'd, and with a standby as
     ``synchronous_commit`` says). A DEFERRED change of a run this process stored
     is kept here, read back at once, and sent with the run's next other change
-    (one pipelined transaction) or within FLUSH_DELAY.
+    (one transaction, one round trip) or within FLUSH_DELAY.
     """
 
     local_files = False  # a file lives in pyflow_files, so every host reads it
 
-    # synchronous_commit = off for WRITTEN and DEFERRED changes was measured (2026-12-05, local SSD): a commit's
-    # flush costs ~0.13 ms, and SET LOCAL in a pipelined transaction, or SET around the change, cost as much
-    # or more than they saved. Worth trying again where a flush is slow (network disks).
+    # synchronous_commit = off for WRITTEN changes was measured twice (2026-12-05, local SSD): with SET LOCAL or
+    # SET around the change it cost as much as it saved; on a second pool set so at connect, the 3-step run went
+    # from 2.7x to 2.2x a bare commit, not kept: a backend's crash could then lose the start of a step that must
+    # not run twice (docs/benchmarks.md, "a fourth look").
 
     def __init__(self, url: str, root: str | Path, *, max_connections: int = 10, wait: float = _POOL_TIMEOUT):
         self.root = Path(root)
@@ -365,7 +390,7 @@ class PostgresStore(Store):
 
     def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None, *,
               save: Callable[[list[str], bool], list[_Statement]] | None = None) -> None:
-        """One transaction, pipelined (one round trip): the run's deferred changes, then ``statements``.
+        """One transaction, one round trip: the run's deferred changes, then ``statements``.
 
         ``step``: ``statements`` are that step's whole record, sent alone: the run's other deferred changes
         (its row, log lines, other steps) are on other rows, and wait for the run's next change or flush.
@@ -422,18 +447,12 @@ class PostgresStore(Store):
         try:
             with self._conn(verb) as conn:
                 try:
-                    if len(todo) == 1:  # one statement: its own transaction, without a pipeline's cost
+                    if len(todo) == 1:  # one statement: its own transaction
                         sql, params, after = todo[0]
-                        cursors = [(conn.execute(sql, params), after)]
+                        cursor = conn.execute(sql, params)
+                        rows = [cursor.fetchone() if after is not None else None]
                     else:
-                        # BEGIN and COMMIT as statements: conn.transaction() would wait for a reply at each end.
-                        with conn.pipeline():
-                            conn.execute("BEGIN")
-                            # The run's row first: two changes of one run at once, each on several rows,
-                            # then wait in line instead of locking rows in opposite orders (a deadlock).
-                            conn.execute("SELECT FROM pyflow_runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
-                            cursors = [(conn.execute(sql, params), after) for sql, params, after in todo]
-                            conn.execute("COMMIT")
+                        rows = _in_one_query(conn, run_id, todo)
                 except psycopg.Error as error:
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()  # a failed statement left the transaction open (aborted)
@@ -441,9 +460,9 @@ class PostgresStore(Store):
                         raise NotFound(f"no run with id {run_id!r}") from None
                     raise
                 earlier = []  # committed
-                for cursor, after in cursors:
+                for row, (_, _, after) in zip(rows, todo, strict=True):
                     if after is not None:
-                        after(conn, cursor.fetchone())
+                        after(conn, row)
         except NotFound:
             self._forget_run(run_id)  # pruned or never stored: its deferred changes go with it
             raise
@@ -554,7 +573,7 @@ class PostgresStore(Store):
                 # The first run was pruned in between: its key is free again, so try once more.
 
     def update_run(self, run_id: str, fields: dict, *, mode: Durability = Durability.SYNC) -> None:
-        # One UPDATE: the fields merged into the record in SQL (so it can wait in a pipeline), columns as given.
+        # One UPDATE: the fields merged into the record in SQL (so it can go with other changes), columns as given.
         columns = _changed_columns(fields)
         merge = {**fields, "steps": None} if "steps" in fields else fields
         text = _dumps(merge)
@@ -598,13 +617,6 @@ class PostgresStore(Store):
             return [(_SAVE_RUN_AGAIN if again else _SAVE_RUN, {**row, "logs": f"[{','.join(logs)}]"}, None)]
 
         self._send(run["id"], "save a run", [], save=statements)
-
-    @staticmethod
-    def _write_steps(conn: psycopg.Connection, run_id: str, steps: list[dict]) -> None:
-        """Replace every step of a run. Call inside a transaction."""
-        with conn.pipeline():
-            for sql, params, _ in _steps_statements(run_id, steps):
-                conn.execute(sql, params)
 
     @_retried
     def get_run(self, run_id: str) -> dict | None:
