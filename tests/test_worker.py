@@ -140,6 +140,9 @@ def test_a_stopping_worker_hands_its_run_to_another(cluster):
     assert done["status"] == RunStatus.SUCCEEDED, done
     assert done["worker"] == second.engine.leases.owner
     assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
+    # An orderly hand-off, as the history says it: not a worker lost with the run running.
+    moves = [(change["from"], change["to"], change["by"]) for change in done["history"]]
+    assert ("running", "queued", "shutdown") in moves and all(by != "worker loss" for _, _, by in moves), moves
 
 
 class ReadUpload(BaseAction):

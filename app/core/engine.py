@@ -950,6 +950,10 @@ class Engine(Compensating, Caching):
                 self._log(execution, logging.INFO, f"run paused ({by})")
             elif execution.control == "park":
                 self._park_run(execution)
+            elif self.leases is not None and run["status"] == RunStatus.RUNNING:
+                # Handed on while the process stops (a worker's SIGTERM): queued again, so the process that
+                # takes it records an orderly hand-off, not a worker lost with its run running.
+                self._transition(run, RunStatus.QUEUED, by)
         self.store.flush(run["id"])  # a halted run's file has all of it: the next process may take it over
         self._forget(execution, ended=True)
 
