@@ -110,6 +110,10 @@ def test_wait_for_event_parks_the_run_until_its_event_with_its_key(server):
     assert run["steps"][0]["result"]["event"]["data"] == {"amount": 42}
     assert run["steps"][1]["result"] == {"message": "ship A-1: 42"}
     assert run_of(server, second)["status"] == "waiting"
+    # Its log says it started once and went on after the wait, not that it started twice.
+    messages = [line["message"] for line in server.get(f"/api/runs/{first}/logs").json()["logs"]]
+    assert [message for message in messages if message.startswith("run ")] == [
+        "run started (api), 2 steps", "run waiting (no thread, no slot)", "run resumed", "run succeeded"], messages
 
 
 def test_a_timeout_follows_on_timeout(server):

@@ -65,7 +65,7 @@ def test_a_warning_logged_2000_times_is_one_line_and_a_count(client):
     run, logs = run_logs_of(client, "noisy_pdf")
 
     assert [(line["level"], line["step"], line["message"]) for line in logs] == [
-        ("info", None, "run started (api), 1 steps"),
+        ("info", None, "run started (api), 1 step"),
         ("warning", "read", "Ignoring wrong pointing object 6 0 (offset 0)"),
         ("warning", "read", "... repeated 1999 more times"),
         ("info", None, "run succeeded"),
@@ -80,7 +80,7 @@ def test_a_run_keeps_at_most_the_cap_and_says_how_many_lines_it_dropped(client):
 
     messages = [line["message"] for line in logs]
     warnings = [message for message in messages if message.startswith("Ignoring")]
-    assert messages[0] == "run started (api), 1 steps" and messages[-1] == "run succeeded"
+    assert messages[0] == "run started (api), 1 step" and messages[-1] == "run succeeded"
     assert warnings[0] == "Ignoring wrong pointing object 0 0 (offset 0)", "the first lines are kept"
     assert len(warnings) == 49, "50 lines with run started"
     assert messages[-4] == "Ignoring wrong pointing object 48 0 (offset 0)"

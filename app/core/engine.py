@@ -630,9 +630,12 @@ class Engine(Compensating, Caching):
         if self.observer is not None:
             self.observer.run_started(run)
         if run["status"] != RunStatus.RUNNING:
+            resumed = run["started_at"] is not None  # woken from a wait, resumed, retried or taken over
             run["started_at"] = run["started_at"] or utcnow()
             self._transition(run, RunStatus.RUNNING, "engine")
-            self._log(execution, logging.INFO, f"run started ({run['source']}), {len(run['steps'])} steps")
+            count = len(run["steps"])
+            self._log(execution, logging.INFO, "run resumed" if resumed else
+                      f"run started ({run['source']}), {count} step{'' if count == 1 else 's'}")
         if run.get("compensating"):  # compensation: recovered while it compensated
             return self._resume_compensating(execution)
         limit = execution.bound.workflow.max_parallel_steps
