@@ -105,3 +105,16 @@ def test_follow_serves_what_another_process_sharing_the_store_did(tmp_path, capl
     other.remove("hello")
     assert catalog.follow() == [("hello", new, None)]
     assert "hello" not in catalog.bound and catalog.version("hello", 1) is None
+
+
+def test_a_name_another_process_made_before_this_one_followed_is_refused_not_overwritten(tmp_path):
+    catalog, store = make_catalog(tmp_path)
+    other = Catalog(store, catalog.settings, catalog.renderer)  # another server on the same database
+    catalog.load()
+    other.load()
+
+    other.create(copy.deepcopy(HELLO))  # this catalog has not followed it yet
+    with pytest.raises(Conflict, match="a workflow named 'hello' exists .made through another server.; change it"):
+        catalog.create({**copy.deepcopy(HELLO), "description": "mine"})
+    assert [record["version"] for record in store.list_definition_versions("hello")] == [1]
+    assert store.get_definition("hello")["definition"] == HELLO

@@ -139,7 +139,14 @@ class Catalog:
             if isinstance(name, str) and name in self._bound:
                 raise Conflict(f"a workflow named {name!r} exists; change it with PUT /api/workflows/{name}")
             workflow, bound = posted(definition, "request body", 1, self.settings, self.renderer)
-            workflow.version = self.store.save_definition(workflow.name, definition)
+            # Version 1 only: another server sharing the store may have made it since this one last looked
+            # (follow() serves it within FOLLOW_SECONDS). A stored one that no longer loads is replaced.
+            try:
+                workflow.version = self.store.save_definition(
+                    workflow.name, definition, expected=None if workflow.name in self.unloaded else 0)
+            except Conflict:
+                raise Conflict(f"a workflow named {workflow.name!r} exists (made through another server); "
+                               f"change it with PUT /api/workflows/{workflow.name}") from None
             self.unloaded.pop(workflow.name, None)
             self._serve(workflow, bound)
             self._seen[workflow.name] = workflow.version
