@@ -301,3 +301,43 @@ def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storag
         HungTrigger.release.set()
         first.join(10)
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+class GatedTrigger(BaseTrigger):
+    """Due at every poll, which waits until the test releases it (a slow mail server)."""
+
+    type = "gated"
+    default_check_interval = 0.05
+    entered = threading.Event()
+    release = threading.Event()
+
+    def is_triggered(self) -> bool:
+        GatedTrigger.entered.set()
+        GatedTrigger.release.wait(30)
+        return True
+
+
+class GatedWorkflow(Workflow):
+    name = "gated_poll"
+    trigger = GatedTrigger("gated")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_during_its_poll_starts_no_run_after_the_stop(storage):
+    GatedTrigger.entered.clear()
+    GatedTrigger.release.clear()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [GatedWorkflow]}))
+    client = app.test_client()
+    try:
+        assert client.post("/api/workflows/gated_poll/start").status_code == 200
+        assert GatedTrigger.entered.wait(10), "the scheduled poll under way"
+        assert client.post("/api/workflows/gated_poll/stop").get_json()["status"] == "stopped"
+        GatedTrigger.release.set()  # the poll finds its event due only now, after the stop
+        wait_until(lambda: client.get("/api/workflows/gated_poll").get_json()["last_poll"] is not None,
+                   message="the poll under way at the stop to end")
+        assert client.get("/api/workflows/gated_poll").get_json()["last_poll"]["events"] == 0
+        assert client.get("/api/runs", query_string={"workflow": "gated_poll"}).get_json()["runs"] == []
+    finally:
+        GatedTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)

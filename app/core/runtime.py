@@ -764,6 +764,11 @@ class Runtime:
             before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
             try:
                 for event in bound.trigger.poll():
+                    if scheduled and bound.name not in self.scheduler.scheduled():
+                        # Stopped (or no longer led here) while its poll was under way: no run after the stop.
+                        # Not acknowledged: a trigger with a cursor offers the event again once started.
+                        logger.info("%s: stopped during its poll; its event starts no run", bound.name)
+                        break
                     if scheduled and self._overlaps(bound):
                         # Not acknowledged: a trigger with a cursor offers the event again later.
                         logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
