@@ -414,6 +414,7 @@ def test_dashboard_login_flow(locked):
     assert client.get("/runs?status=failed").headers["Location"] == "/login?next=/runs?status%3Dfailed"
     login_page = client.get("/login?next=/runs")
     assert login_page.status_code == 200 and 'type="password"' in login_page.text
+    assert 'class="main-nav"' not in login_page.text  # no menu of pages a visitor cannot open
     token = CSRF_FIELD.search(login_page.text).group(1)
 
     wrong = client.post("/login", data={"csrf_token": token, "token": "nope", "next": "/runs"})
@@ -425,7 +426,7 @@ def test_dashboard_login_flow(locked):
     assert right.status_code == 302 and right.headers["Location"] == "/runs"
     cookie = right.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert client.get("/").status_code == 200
+    assert client.get("/").status_code == 200 and 'class="main-nav"' in client.get("/").text
     # The dashboard's JavaScript reads the API with the session; writes also need the CSRF header.
     assert client.get("/api/runs").status_code == 200
     assert client.post("/api/workflows/echo/runs", json={"inputs": {"text": "x"}}).status_code == 401
