@@ -1,0 +1,234 @@
+"""Red-team findings (DESIGN section 10): attacks a posted definition or a run's inputs could make, each now refused.
+
+An in-process server (create_app, its test client) takes the definitions as an admin would post them; where the
+attack is on a bound (memory a template makes), the renderer is measured directly with tracemalloc.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import tracemalloc
+import uuid
+
+import pytest
+
+from actions.http_policy import denied, networks
+from app import create_app, start_app
+from app.core.templating import MAX_OUTPUT, Renderer, RenderError
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS
+from tests.http_server import base_url, recording, serving
+
+DENY_LOOPBACK = ["169.254.0.0/16", "fe80::/10", "127.0.0.0/8", "::1/128"]
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    """A started app with extra settings; its test client. Every app made is shut down at the end."""
+    apps = []
+
+    def make(**settings):
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / f"data{len(apps)}"),
+                                    "WORKFLOW_KEY_FILE": str(tmp_path / "encryption.key"),
+                                    "WORKFLOW_CLASSES": WORKFLOWS, "WORKFLOW_RETRY_COUNT": 0, **settings}))
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def run_steps(client, *steps: dict) -> dict:
+    """Post a definition of ``steps`` and run it to its end; the finished run."""
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    created = client.post("/api/workflows", json={"name": name, "steps": list(steps)})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    answer = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {}})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()
+
+
+def step(name: str, type_: str, **config) -> dict:
+    return {"name": name, "type": type_, "config": config}
+
+
+# -- templates: the size bound holds before the value is made, not after -------------------------------------
+# Each of these made 300 MB or more (and, with 1000 in place of 30, enough to have the server killed for want of
+# memory) before the result was measured against MAX_OUTPUT. ``s`` is a text of MAX_OUTPUT characters the run holds.
+AMPLIFIERS = [
+    "{{ ([s] * 30) | join }}",
+    "{{ ''.join([s] * 30) }}",
+    "{{ [s] * 30 }}",
+    "{{ ('{0}' * 30).format(s) }}",
+    "{{ ('%s' * 3) % (s, s, s) }}",
+    "{{ '%(a)s%(a)s%(a)s' % {'a': s} }}",
+    "{{ ('%s' * 3) | format(s, s, s) }}",
+    "{{ ('x' * 30000).replace('x', 'x' * 10000) }}",
+    "{{ ('x' * 30000) | replace('x', 'x' * 10000) }}",
+    "{{ ('a\n' * 30000) | indent(10000) }}",
+    "{{ ('\t' * 30000).expandtabs(10000) }}",
+    "{{ [s, s, s] | tojson }}",
+    "{{ [s, s, s] | pprint }}",
+    "{{ [s, s, s] | string }}",
+    "x{{ [s, s, s] }}",
+    "{{ s ~ s ~ s }}",
+    "{{ {'a': s, 'b': s, 'c': s} }}",
+    "{% set ns = namespace(l=[s]) %}{% for i in range(5) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l }}",
+    "{% set ns = namespace(l=[s]) %}{% for i in range(5) %}{% set ns.l = ns.l + ns.l %}{% endfor %}x{{ ns.l }}",
+    "{% for i in range(2) %}{% set m %}{{ [s, s] }}{% endset %}{% endfor %}",
+    "{{ [s, s, s] | upper }}",
+    "{{ [s, s, s] | sort }}",
+    "{{ [s, s, s] | map('lower') | list }}",
+    "{{ [1] | batch(30, s) | list }}",
+    "x{{ namespace(a=s, b=s, c=s) }}",
+]
+
+
+@pytest.mark.parametrize("template", AMPLIFIERS)
+def test_a_template_cannot_make_a_value_past_the_limit_even_for_a_moment(template):
+    renderer = Renderer()
+    context = {"s": "x" * MAX_OUTPUT}
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderError) as caught:
+            renderer.render_value(template, context, "field 'message'")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "the limit of 10,000,000" in str(caught.value)
+    # At most what fits and the item that would pass the limit: 30 copies of s took 300 MB.
+    assert peak < 2.5 * MAX_OUTPUT, f"{peak:,} bytes were allocated"
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ [['a'] * 5, ['b'] * 5] | sum(start=[]) | length }}", 10),
+    # Adding lists one by one copies the sum so far each time: 1,000,000 of them took an hour in one C call,
+    # which no deadline can interrupt.
+    ("{{ ([[1]] * 1000000) | sum(start=[]) | length }}", 1000000),
+    ("{{ [1, 2, 3] | sum }}", 6),
+    ("{{ [{'n': 2}, {'n': 3}] | sum(attribute='n') }}", 5),
+    ("{{ (('x' * 3000000) ~ ('y' * 3000000) ~ ('z' * 3000000)) | length }}", 9000000),
+    ("{{ ['a', 'b'] | join(', ') }}", "a, b"),
+    ("{{ range(5) | join }}", "01234"),
+    ("{{ [{'n': 'a'}, {'n': 'b'}] | join('-', attribute='n') }}", "a-b"),
+    ("{{ '-'.join(['a', 'b']) }}", "a-b"),
+    ("{{ '{0}{1}{0}'.format('a', 'b') }}", "aba"),
+    ("{{ '{} {}'.format('a', 'b') }}", "a b"),
+    ("{{ '{x}!'.format(x='a') }}", "a!"),
+    ("{{ '%(a)s-%(a)s' % {'a': 'x'} }}", "x-x"),
+    ("{{ '%s=%d' | format('a', 1) }}", "a=1"),
+    ("{{ 'abc' | replace('b', 'bb') }}", "abbc"),
+    ("{{ 'a\nb' | indent(2, true) }}", "  a\n  b"),
+    ("{{ {'a': [1, 'x']} | tojson }}", '{"a": [1, "x"]}'),
+    ("{{ [['y' * 9000000]] }}", [["y" * 9000000]]),
+])
+def test_bounded_templates_still_make_what_fits(template, expected):
+    assert Renderer().render_value(template, {}, "field 'value'") == expected
+
+
+def test_a_large_value_passed_through_a_template_is_not_refused():
+    """Data a run already holds (inputs, a step's result) is not made by the template: passing it on costs nothing."""
+    rows = json.loads(json.dumps([{"id": index, "name": "x" * 100} for index in range(200000)]))  # 24 MB
+    assert Renderer().render_value("{{ inputs.rows }}", {"inputs": {"rows": rows}}) is rows
+
+
+def test_an_amplifying_template_fails_its_step_through_the_api(make_client):
+    client = make_client()
+    run = run_steps(client, step("say", "log", message="{{ (['x' * 10000000] * 1000) | join }}"))
+    assert run["status"] == "failed"
+    error = run["steps"][0]["error"]
+    assert error.startswith("step 'say': field 'message': ")
+    assert "the limit of 10,000,000" in error
+
+
+# -- outgoing HTTP: the unspecified address is this host ----------------------------------------------------------
+@pytest.mark.parametrize("address", ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"])
+def test_the_unspecified_address_counts_as_loopback(address):
+    assert denied(address, networks(DENY_LOOPBACK))
+    assert not denied(address, networks(None))  # loopback is allowed by default, and so is 0.0.0.0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "0", "[::ffff:0.0.0.0]"])
+def test_an_http_step_cannot_reach_denied_loopback_through_0_0_0_0(make_client, host):
+    client = make_client(WORKFLOW_HTTP_DENY=DENY_LOOPBACK)
+    with recording("127.0.0.1") as target:
+        run = run_steps(client, step("fetch", "http_request", url=f"http://{host}:{target.port}/admin"))
+    assert run["status"] == "failed"
+    assert run["steps"][0]["error"].endswith(", which WORKFLOW_HTTP_DENY refuses")
+    assert target.received == []
+
+
+# -- notify: Apprise follows no redirect to a denied address ------------------------------------------------------
+def redirect_every_request_to(location: str) -> type[http.server.BaseHTTPRequestHandler]:
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def _redirect(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _redirect
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Redirect
+
+
+@pytest.mark.parametrize("query", ["", "?redirect=yes"])
+def test_a_notify_step_follows_no_redirect_to_a_denied_address(make_client, query):
+    client = make_client(WORKFLOW_HTTP_DENY=["169.254.0.0/16", "127.0.0.2/32"])
+    with recording("127.0.0.2") as target, \
+            serving(redirect_every_request_to(f"http://127.0.0.2:{target.port}/admin")) as httpd:
+        url = base_url(httpd).replace("http://", "json://") + "/hook" + query
+        run = run_steps(client, step("tell", "notify", urls=[url], body="hello"))
+    assert target.received == []
+    assert run["status"] == "failed"
+    assert "nothing was sent" in run["steps"][0]["error"]
+
+
+# -- malformed definitions are 4xx answers, never 500 -------------------------------------------------------------
+def test_a_workflow_name_too_long_to_store_is_422(make_client):
+    client = make_client()
+    name = "a" * 129
+    answer = client.post("/api/workflows", json={"name": name, "steps": [step("say", "log", message="hi")]})
+    assert answer.status_code == 422
+    [problem] = answer.get_json()["error"]["details"]
+    assert problem["path"] == "name"
+    assert "at most 128 characters" in problem["message"]
+    assert client.get(f"/api/workflows/{name}").status_code == 404
+
+
+@pytest.mark.parametrize(("yaml_text", "where"), [
+    ("name: y1\nsteps: [{name: a, type: log, config: {!!timestamp 2020-01-01: m}}]", "steps[0].config: "),
+    ("name: y2\nsteps: [{name: a, type: log, config: {message: !!binary AAAA}}]", "steps[0].config.message"),
+    ("name: y3\nsteps: [{name: a, type: log, config: {message: !!timestamp 2020-01-01}}]",
+     "steps[0].config.message"),
+])
+def test_yaml_that_is_not_json_data_is_400_naming_the_place(make_client, yaml_text, where):
+    client = make_client()
+    answer = client.post("/api/workflows", data=yaml_text.encode(), content_type="application/yaml")
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    message = answer.get_json()["error"]["message"]
+    assert message.startswith("request.yaml: ")
+    assert where in message
+
+
+def test_a_yaml_date_key_is_a_text_key(make_client):
+    client = make_client()
+    yaml_text = "name: y4\n2020-01-01: 1\nsteps: [{name: a, type: log, config: {message: m}}]"
+    answer = client.post("/api/workflows", data=yaml_text.encode(), content_type="application/yaml")
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["details"][0]["path"] == "2020-01-01"
+
+
+def test_a_yaml_date_is_kept_as_the_text_it_was_written_as(make_client):
+    client = make_client()
+    yaml_text = "name: dated\nsteps: [{name: a, type: log, config: {message: 2020-01-01}}]"
+    answer = client.post("/api/workflows", data=yaml_text.encode(), content_type="application/yaml")
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    run = client.post("/api/workflows/dated/runs?wait=30", json={}).get_json()
+    assert run["status"] == "succeeded"
+    assert run["steps"][0]["result"]["message"] == "2020-01-01"
