@@ -72,14 +72,20 @@ class LoopAction(BaseAction):
                 raise ActionError(f"loop item {index + 1} of {length}: {one_line(error, (ActionError,))}",
                                   retryable=getattr(error, "retryable", True)) from error
 
-        # A loop inside a parallel loop's item runs one item at a time: threads would multiply per level.
-        nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+        # A loop inside a parallel loop's item (or in a sub-workflow started beside others) runs one item at a
+        # time: threads would multiply per level.
+        nested = in_parallel_item() or self.context.serial
         if parallel == 1 or length <= 1 or nested:
             results = [run_one(index) for index in range(length)]
         else:
             results = _run_parallel(run_one, length, parallel)
         logger.info("loop %s: %d item(s) done", self.name, length)
         return {"results": results, "count": length}
+
+
+def in_parallel_item() -> bool:
+    """True on a thread that runs one item of a parallel loop."""
+    return threading.current_thread().name.startswith(_THREAD_PREFIX)
 
 
 def _run_parallel(run_one: Any, length: int, parallel: int) -> list[dict]:

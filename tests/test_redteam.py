@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import threading
 import tracemalloc
 import uuid
 
@@ -232,3 +233,66 @@ def test_a_yaml_date_is_kept_as_the_text_it_was_written_as(make_client):
     run = client.post("/api/workflows/dated/runs?wait=30", json={}).get_json()
     assert run["status"] == "succeeded"
     assert run["steps"][0]["result"]["message"] == "2020-01-01"
+
+
+# -- threads: a sub-workflow inside a parallel loop does not multiply them ----------------------------------------
+class ThreadPeak:
+    """The most threads this process ran while the block ran, sampled on a thread of its own."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, threading.active_count())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> ThreadPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# 8 parallel items or steps, the run's thread, at most two threads per sub-run (its own, one step's), the sampler
+# and a few of the engine's: not 8 x 8 (88 threads came; a third level of workflows would have made 8 x 8 x 8).
+SERIAL_SUB_RUNS = 8 + 1 + 2 * 8 + 5
+
+
+def parallel_loop(name: str, *steps: dict) -> dict:
+    return {"name": name, "type": "loop",
+            "config": {"items": "{{ range(8) | list }}", "max_parallel": 8, "steps": list(steps)}}
+
+
+def test_a_sub_workflow_in_a_parallel_loop_runs_its_own_loop_one_item_at_a_time(make_client):
+    """8 parallel items each calling a workflow with an 8-parallel loop made 64 threads; a third level, 512."""
+    client = make_client(WORKFLOW_STEP_TIMEOUT=30)
+    for definition in (
+        {"name": "leaf", "steps": [parallel_loop("items", step("pause", "wait", seconds=0.2))]},
+        {"name": "fan", "steps": [parallel_loop("calls", step("call", "workflow", workflow="leaf"))]},
+    ):
+        assert client.post("/api/workflows", json=definition).status_code == 201
+    baseline = threading.active_count()
+    with ThreadPeak() as threads:
+        run = client.post("/api/workflows/fan/runs?wait=60", json={}).get_json()
+    assert run["status"] == "succeeded", run
+    assert run["steps"][0]["result"]["count"] == 8
+    assert threads.peak - baseline <= SERIAL_SUB_RUNS
+
+
+def test_a_sub_workflow_of_parallel_steps_runs_its_steps_one_at_a_time(make_client):
+    client = make_client(WORKFLOW_STEP_TIMEOUT=30)
+    waits = [{**step(f"w{index}", "wait", seconds=0.2), "depends_on": []} for index in range(8)]
+    calls = [{**step(f"c{index}", "workflow", workflow="wide"), "depends_on": []} for index in range(8)]
+    for definition in ({"name": "wide", "max_parallel_steps": 8, "steps": waits},
+                       {"name": "fan_out", "max_parallel_steps": 8, "steps": calls}):
+        assert client.post("/api/workflows", json=definition).status_code == 201, definition
+    baseline = threading.active_count()
+    with ThreadPeak() as threads:
+        run = client.post("/api/workflows/fan_out/runs?wait=60", json={}).get_json()
+    assert run["status"] == "succeeded", run
+    assert threads.peak - baseline <= SERIAL_SUB_RUNS
