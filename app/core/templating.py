@@ -18,8 +18,8 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, nodes, pass_context, pass_environment
 from jinja2.filters import make_attrgetter
 from jinja2.parser import Parser
-from jinja2.utils import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 # A value that is exactly one expression keeps the expression's native type.
