@@ -296,3 +296,55 @@ def test_a_sub_workflow_of_parallel_steps_runs_its_steps_one_at_a_time(make_clie
         run = client.post("/api/workflows/fan_out/runs?wait=60", json={}).get_json()
     assert run["status"] == "succeeded", run
     assert threads.peak - baseline <= SERIAL_SUB_RUNS
+
+
+# -- credentials: a header that names a secret is not carried to another host by a redirect -----------------------
+API_KEY = "key-" + uuid.uuid4().hex
+
+
+def redirect_get_to(location: str, seen: list) -> type[http.server.BaseHTTPRequestHandler]:
+    """Answers GET /start with 302 to ``location`` and anything else with 200; keeps each request's headers."""
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, dict(self.headers)))
+            self.send_response(302 if self.path == "/start" else 200)
+            if self.path == "/start":
+                self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Redirect
+
+
+SECRET_HEADERS = {"X-Api-Key": "{{ secrets.API }}", "Authorization": "Bearer {{ secrets.API }}",
+                  "Private-Token": "{{ secrets.API }}"}
+
+
+def test_a_redirect_to_another_host_gets_no_secret_header(make_client):
+    client = make_client()
+    assert client.put("/api/secrets/API", json={"value": API_KEY}).status_code == 201
+    with recording("127.0.0.2") as other, \
+            serving(redirect_get_to(f"http://127.0.0.2:{other.port}/collect", [])) as httpd:
+        run = run_steps(client, step("fetch", "http_request", url=f"{base_url(httpd)}/start",
+                                     headers={**SECRET_HEADERS, "X-Trace": "t-1"}))
+    assert run["status"] == "succeeded", run
+    [request] = other.received
+    assert API_KEY.encode() not in request
+    assert b"X-Trace: t-1" in request  # an ordinary header still goes along
+
+
+def test_a_redirect_on_the_same_host_keeps_the_secret_headers(make_client):
+    client = make_client()
+    assert client.put("/api/secrets/API", json={"value": API_KEY}).status_code == 201
+    seen: list = []
+    with serving(redirect_get_to("/landing", seen)) as httpd:
+        run = run_steps(client, step("fetch", "http_request", url=f"{base_url(httpd)}/start",
+                                     headers=SECRET_HEADERS))
+    assert run["status"] == "succeeded", run
+    [(_, first), (path, second)] = seen
+    assert path == "/landing"
+    assert second["X-Api-Key"] == second["Private-Token"] == API_KEY
+    assert second["Authorization"] == f"Bearer {API_KEY}"
