@@ -348,3 +348,29 @@ def test_a_redirect_on_the_same_host_keeps_the_secret_headers(make_client):
     assert path == "/landing"
     assert second["X-Api-Key"] == second["Private-Token"] == API_KEY
     assert second["Authorization"] == f"Bearer {API_KEY}"
+
+
+# -- polling: a posted definition cannot make its trigger poll without pause ---------------------------------------
+def test_a_check_interval_under_a_tenth_of_a_second_is_422(make_client):
+    """check_interval 0.0001 on a file trigger kept one core 87 % busy listing a folder."""
+    client = make_client()
+    definition = {"name": "busy", "check_interval": 0.0001, "trigger": {"type": "file", "folder": "inbox"},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    [problem] = answer.get_json()["error"]["details"]
+    assert problem == {"path": "check_interval",
+                       "message": "0.0001 is less than 0.1 s, the shortest interval a trigger is polled at"}
+    assert client.get("/api/workflows/busy").status_code == 404
+    definition["check_interval"] = 0.1
+    assert client.post("/api/workflows", json=definition).status_code == 201
+
+
+def test_a_posted_trigger_is_polled_at_most_ten_times_a_second(make_client):
+    """An interval trigger of 0.001 s was polled every millisecond, whatever check_interval said."""
+    client = make_client()
+    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": 0.001},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert answer.get_json()["check_interval"] == 0.1
