@@ -374,3 +374,18 @@ def test_a_posted_trigger_is_polled_at_most_ten_times_a_second(make_client):
     answer = client.post("/api/workflows", json=definition)
     assert answer.status_code == 201, answer.get_data(as_text=True)
     assert answer.get_json()["check_interval"] == 0.1
+
+
+@pytest.mark.parametrize("message", [
+    "{{ " + "-" * 5000 + "1 }}",
+    "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+    "x{{ inputs" + ".a" * 5000 + " }}",
+    "{% if 1 %}" * 2000 + "x" + "{% endif %}" * 2000,
+])
+def test_a_template_nested_too_deeply_to_compile_is_422(make_client, message):
+    client = make_client()
+    answer = client.post("/api/workflows", json={"name": "deep", "steps": [step("say", "log", message=message)]})
+    assert answer.status_code == 422, answer.get_data(as_text=True)[:300]
+    [problem] = answer.get_json()["error"]["details"]
+    assert problem == {"path": "steps[0].config.message",
+                       "message": "template syntax error: nested too deeply to compile (Python's recursion limit)"}

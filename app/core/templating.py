@@ -638,6 +638,8 @@ class Renderer:
             return f"{error.message} (line {error.lineno})" if "\n" in text.strip() else str(error.message)
         except TemplateError as error:
             return str(error)
+        except RecursionError:  # Jinja's parser and compiler recurse once per level: "{{ ----...1 }}"
+            return "nested too deeply to compile (Python's recursion limit)"
         return None
 
     def render_value(self, value: Any, context: Mapping[str, Any], where: str = "value") -> Any:
