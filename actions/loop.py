@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -60,9 +61,17 @@ class LoopAction(BaseAction):
         capped(len(items), ITEMS_SETTING, self.context.settings, "loop: the item count")
         length = len(items)
 
+        # Past the step's timeout the engine has abandoned this attempt (and may be running the next one):
+        # its items stop here instead of running on unseen.
+        limit = self.context.step_timeout
+        deadline = time.monotonic() + limit if limit else None
+
         def run_one(index: int) -> dict:
             if self.context.cancel_event.is_set():
                 raise ActionError("cancelled", retryable=False)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ActionError(f"loop: stopped before item {index + 1} of {length}: the step's timeout of "
+                                  f"{limit:g} s has passed", retryable=False)
             names = {"item": items[index], "loop": {"index": index + 1, "index0": index, "first": index == 0,
                                                     "last": index == length - 1, "length": length}}
             try:

@@ -20,6 +20,7 @@ from app.core.templating import MAX_OUTPUT, Renderer, RenderError
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import base_url, recording, serving
+from tests.waiting import wait_until
 
 DENY_LOOPBACK = ["169.254.0.0/16", "fe80::/10", "127.0.0.0/8", "::1/128"]
 
@@ -389,3 +390,20 @@ def test_a_template_nested_too_deeply_to_compile_is_422(make_client, message):
     [problem] = answer.get_json()["error"]["details"]
     assert problem == {"path": "steps[0].config.message",
                        "message": "template syntax error: nested too deeply to compile (Python's recursion limit)"}
+
+
+# -- a loop abandoned at its step's timeout stops at the next item --------------------------------------------------
+def test_a_loop_past_its_timeout_stops_instead_of_running_on(make_client, tmp_path):
+    """The engine abandons a step past its timeout; the loop went on with its items (and a retry started another)."""
+    client = make_client(WORKFLOW_FILES_ROOT=str(tmp_path / "files"))
+    loop = {"name": "each", "type": "loop", "timeout": 0.5,
+            "config": {"items": "{{ range(300) | list }}", "steps": [
+                step("mark", "file", operation="append", path="marks.txt", content="x\n"),
+                step("pause", "wait", seconds=0.01)]}}
+    run = run_steps(client, loop)
+    assert run["status"] == "failed"
+    assert run["steps"][0]["error"] == "timed out after 0.5 s"
+    wait_until(lambda: not [thread for thread in threading.enumerate() if thread.name.startswith(f"pyflow-{run['id']}")],
+               timeout=10, message="the run's threads ended")
+    marks = (tmp_path / "files" / "marks.txt").read_text().count("x")
+    assert marks < 300  # 300 items take 3 s and more: the loop stopped soon after 0.5 s
