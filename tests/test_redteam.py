@@ -407,3 +407,56 @@ def test_a_loop_past_its_timeout_stops_instead_of_running_on(make_client, tmp_pa
                timeout=10, message="the run's threads ended")
     marks = (tmp_path / "files" / "marks.txt").read_text().count("x")
     assert marks < 300  # 300 items take 3 s and more: the loop stopped soon after 0.5 s
+
+
+# -- outgoing HTTP: a body nobody reads is not read into memory ------------------------------------------------------
+HUGE_BODY = 200 * 1024 * 1024  # an endless body would do the same, without an end
+
+
+def huge_body_answer(status: int, location: str | None = None) -> type[http.server.BaseHTTPRequestHandler]:
+    """Answers every GET with ``status`` and HUGE_BODY bytes (a 302 to ``location`` too)."""
+    class Huge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/start" or location is None else 200)
+            if location and self.path == "/start":
+                self.send_header("Location", location)
+                self.send_header("Content-Length", str(HUGE_BODY))
+                self.end_headers()
+            elif location:
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+                return
+            else:
+                self.send_header("Content-Length", str(HUGE_BODY))
+                self.end_headers()
+            chunk = b"\0" * 2**20
+            try:
+                for _ in range(HUGE_BODY // len(chunk)):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client went away: what a client that reads nothing does
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Huge
+
+
+@pytest.mark.parametrize("kind", ["http_check", "redirect"])
+def test_a_huge_body_nobody_needs_is_not_read(make_client, kind):
+    """http_check read a whole answer (any size, unbounded) for its status; requests read a redirect's body."""
+    client = make_client()
+    handler = huge_body_answer(200) if kind == "http_check" else huge_body_answer(302, "/landing")
+    with serving(handler) as httpd:
+        config = (step("probe", "http_check", url=f"{base_url(httpd)}/start") if kind == "http_check"
+                  else step("probe", "http_request", url=f"{base_url(httpd)}/start"))
+        tracemalloc.start()
+        try:
+            run = run_steps(client, config)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert run["status"] == "succeeded", run
+    assert run["steps"][0]["result"]["status_code"] == 200
+    assert peak < HUGE_BODY / 10, f"{peak:,} bytes were allocated"
