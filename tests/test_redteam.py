@@ -403,7 +403,8 @@ def test_a_loop_past_its_timeout_stops_instead_of_running_on(make_client, tmp_pa
     run = run_steps(client, loop)
     assert run["status"] == "failed"
     assert run["steps"][0]["error"] == "timed out after 0.5 s"
-    wait_until(lambda: not [thread for thread in threading.enumerate() if thread.name.startswith(f"pyflow-{run['id']}")],
+    prefix = f"pyflow-{run['id']}"
+    wait_until(lambda: not [thread for thread in threading.enumerate() if thread.name.startswith(prefix)],
                timeout=10, message="the run's threads ended")
     marks = (tmp_path / "files" / "marks.txt").read_text().count("x")
     assert marks < 300  # 300 items take 3 s and more: the loop stopped soon after 0.5 s
