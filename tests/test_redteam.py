@@ -13,10 +13,12 @@ import tracemalloc
 import uuid
 
 import pytest
+from cryptography.fernet import Fernet
 
 from actions.http_policy import denied, networks
 from app import create_app, start_app
 from app.core.templating import MAX_OUTPUT, Renderer, RenderError
+from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import base_url, recording, serving
@@ -461,3 +463,19 @@ def test_a_huge_body_nobody_needs_is_not_read(make_client, kind):
     assert run["status"] == "succeeded", run
     assert run["steps"][0]["result"]["status_code"] == 200
     assert peak < HUGE_BODY / 10, f"{peak:,} bytes were allocated"
+
+
+# -- the secrets' key is not a file a definition can reach ---------------------------------------------------------
+def test_a_key_file_inside_the_files_root_stops_start_up(tmp_path):
+    """A file step could read the key into a run record (and a viewer read it there), or replace it."""
+    root = tmp_path / "files"
+    settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), "WORKFLOW_FILES_ROOT": str(root),
+                "WORKFLOW_KEY_FILE": str(root / "keys" / "encryption.key"), "WORKFLOW_CLASSES": WORKFLOWS}
+    with pytest.raises(ConfigError) as caught:
+        create_app(settings)
+    assert caught.value.message == (
+        f"WORKFLOW_KEY_FILE {root / 'keys' / 'encryption.key'} is inside WORKFLOW_FILES_ROOT {root}: a file step "
+        f"could read or replace the key; keep it elsewhere")
+    # A key from the environment needs no file: nothing to refuse.
+    app = start_app(create_app({**settings, "WORKFLOW_ENCRYPTION_KEY": Fernet.generate_key().decode()}))
+    app.extensions["pyflow"].shutdown(timeout=2)
