@@ -11,6 +11,7 @@ import json
 import threading
 import tracemalloc
 import uuid
+from collections.abc import Mapping
 
 import pytest
 from cryptography.fernet import Fernet
@@ -136,6 +137,25 @@ def test_a_large_value_passed_through_a_template_is_not_refused():
     """Data a run already holds (inputs, a step's result) is not made by the template: passing it on costs nothing."""
     rows = json.loads(json.dumps([{"id": index, "name": "x" * 100} for index in range(200000)]))  # 24 MB
     assert Renderer().render_value("{{ inputs.rows }}", {"inputs": {"rows": rows}}) is rows
+
+
+class Unreadable(Mapping):
+    """A mapping whose values cost something to read (the secrets view decrypts each one)."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"{key} was read")
+
+    def __iter__(self):
+        return iter(["a", "b"])
+
+    def __len__(self):
+        return 2
+
+
+def test_measuring_a_value_reads_no_mapping_that_writes_only_its_name():
+    view = Unreadable()
+    assert Renderer().render_value("x{{ view }}", {"view": view}) == f"x{view!r}"
+    assert Renderer().render_value("{{ view }}", {"view": view}) is view
 
 
 def test_an_amplifying_template_fails_its_step_through_the_api(make_client):

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 import weakref
+from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from itertools import chain, islice
@@ -58,6 +59,9 @@ _TEXT = (str, bytes, bytearray)
 # Values whose text is short (a number has at most MAX_INT_BITS bits), or a text measured when it was made.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _CONTAINERS = (list, tuple, set, frozenset)
+# Mappings written out item by item (str, JSON); others (the secrets view) write a short repr and are not read:
+# measuring `{{ secrets }}` must not decrypt every secret.
+_MAPPINGS = (dict, ChainMap, Namespace)
 # A text this long or longer that a value holds twice counts twice (shorter ones are the template's own making).
 _REPEAT_WORTH_COUNTING = 64
 _NAMED_PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
@@ -115,7 +119,7 @@ def _weight(value: Any, limit: int = MAX_OUTPUT) -> int:
             inner = None
             if isinstance(item, _TEXT):
                 total += len(item)
-            elif isinstance(item, (Mapping, Namespace)):
+            elif isinstance(item, _MAPPINGS):
                 fields = _fields(item)
                 total += 2 + 2 * len(fields)
                 inner = chain.from_iterable(fields.items())
@@ -152,7 +156,7 @@ def _repeated_weight(value: Any, limit: int = MAX_OUTPUT) -> int:
     pending: list[Iterator[Any]] = [iter((value,))]
     while pending:
         for item in pending[-1]:
-            container = isinstance(item, (Mapping, Namespace, *_CONTAINERS))
+            container = isinstance(item, (*_MAPPINGS, *_CONTAINERS))
             if not container and not (isinstance(item, _TEXT) and len(item) >= _REPEAT_WORTH_COUNTING):
                 continue
             if id(item) in seen:
@@ -200,7 +204,7 @@ def _check_made(value: Any) -> Any:
     A large value a run already held (its inputs, a step's result) is passed on as it was, whatever its size.
     """
     _check_size(value)
-    if isinstance(value, (Mapping, Namespace, *_CONTAINERS)) and _weight(value) > MAX_OUTPUT and (
+    if isinstance(value, (*_MAPPINGS, *_CONTAINERS)) and _weight(value) > MAX_OUTPUT and (
             _repeated_weight(value) > MAX_OUTPUT):
         raise TemplateLimit(f"a template value that repeats more than the limit of {MAX_OUTPUT:,} characters")
     return value
@@ -208,7 +212,7 @@ def _check_made(value: Any) -> Any:
 
 def _held_items(value: Any, what: str) -> Any:
     """What a filter will hold at once: a generator made a list as it is measured, anything else measured whole."""
-    if isinstance(value, (*_TEXT, Mapping, *_CONTAINERS)):
+    if isinstance(value, (*_TEXT, *_MAPPINGS, *_CONTAINERS)):
         return _check_text_of(value, what)
     return _joined_items(value, "", what)
 
