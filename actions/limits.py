@@ -11,6 +11,18 @@ from typing import Any
 
 from actions.base import ActionError
 
+# The most a step's result may hold, as JSON (a loop's gathered results are one result): 1,000 fetches of 9 MB
+# each gathered 9 GB in memory before the loop ended. Each action's own limit (an answer's 10 MB) stays below it.
+MAX_RESULT_BYTES = 64 * 2**20
+
+
+def result_problem(size: int) -> str | None:
+    """Why a result of ``size`` characters as JSON is too large, or None."""
+    if size <= MAX_RESULT_BYTES:
+        return None
+    return f"of {size / 2**20:.0f} MB as JSON, more than the {MAX_RESULT_BYTES // 2**20} MB a step's result may hold"
+
+
 # step type -> config key -> the setting that caps it.
 CONFIG_CAPS: dict[str, dict[str, str]] = {
     "loop": {"max_parallel": "WORKFLOW_MAX_PARALLEL"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction
 from actions.jsontext import load_json
-from actions.limits import ITEMS_SETTING, capped
+from actions.limits import ITEMS_SETTING, MAX_RESULT_BYTES, capped, result_problem
 from actions.text import one_line
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class LoopAction(BaseAction):
         # its items stop here instead of running on unseen.
         limit = self.context.step_timeout
         deadline = time.monotonic() + limit if limit else None
+        # What the items gathered so far weigh as JSON: the loop's result may not pass MAX_RESULT_BYTES.
+        gathered = [0]
+        gathering = threading.Lock()
 
         def run_one(index: int) -> dict:
             if self.context.cancel_event.is_set():
@@ -75,11 +79,20 @@ class LoopAction(BaseAction):
             names = {"item": items[index], "loop": {"index": index + 1, "index0": index, "first": index == 0,
                                                     "last": index == length - 1, "length": length}}
             try:
-                return run_steps(self.steps, names)
+                result = run_steps(self.steps, names)
             except Exception as error:
                 # Keep the inner verdict: a refused config stays refused, a timeout may be retried.
                 raise ActionError(f"loop item {index + 1} of {length}: {one_line(error, (ActionError,))}",
                                   retryable=getattr(error, "retryable", True)) from error
+            size = len(json.dumps(result, default=str))
+            with gathering:
+                gathered[0] += size
+                problem = result_problem(gathered[0])
+            if problem:
+                raise ActionError(f"loop: item {index + 1} of {length} brought the results gathered past the "
+                                  f"{MAX_RESULT_BYTES // 2**20} MB a step's result may hold as JSON",
+                                  retryable=False)
+            return result
 
         # A loop inside a parallel loop's item (or in a sub-workflow started beside others) runs one item at a
         # time: threads would multiply per level.

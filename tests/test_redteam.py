@@ -499,3 +499,52 @@ def test_a_key_file_inside_the_files_root_stops_start_up(tmp_path):
     # A key from the environment needs no file: nothing to refuse.
     app = start_app(create_app({**settings, "WORKFLOW_ENCRYPTION_KEY": Fernet.generate_key().decode()}))
     app.extensions["pyflow"].shutdown(timeout=2)
+
+
+# -- a step's result is bounded, a loop's gathered results too ------------------------------------------------------
+def sized_answer(megabytes: int) -> type[http.server.BaseHTTPRequestHandler]:
+    """Answers every GET with ``megabytes`` MB of text."""
+    class Sized(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(megabytes * 2**20))
+            self.end_headers()
+            for _ in range(megabytes):
+                self.wfile.write(b"x" * 2**20)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Sized
+
+
+def test_a_loop_stops_gathering_results_past_the_limit(make_client):
+    """A loop of 40 fetches of 9 MB gathered 360 MB (1,000 of them 9 GB) before it ended, in memory and the record."""
+    client = make_client(WORKFLOW_STEP_TIMEOUT=60)
+    with serving(sized_answer(9)) as httpd:
+        loop = {"name": "fetch_all", "type": "loop",
+                "config": {"items": "{{ range(40) | list }}",
+                           "steps": [step("get", "http_request", url=f"{base_url(httpd)}/big")]}}
+        tracemalloc.start()
+        try:
+            run = run_steps(client, loop)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert run["status"] == "failed"
+    error = run["steps"][0]["error"]
+    assert error.startswith("loop: item "), error
+    assert error.endswith(" of 40 brought the results gathered past the 64 MB a step's result may hold as JSON")
+    assert peak < 200 * 2**20, f"{peak:,} bytes were allocated"
+
+
+def test_a_step_result_past_the_limit_fails_the_step(make_client):
+    client = make_client()
+    big = "'" + "x" * 100 + "'"
+    # 7 texts of 10,000,000 characters: each within the template limit, together 70 MB.
+    values = ", ".join(f"{{'v': ({big} * 99999) ~ '{index}'}}" for index in range(7))
+    run = run_steps(client, step("make", "transform", data=f"{{{{ [{values}] }}}}", operation="dedupe"))
+    assert run["status"] == "failed"
+    assert run["steps"][0]["error"] == ("returned a result of 67 MB as JSON, more than the 64 MB a step's result "
+                                        "may hold")

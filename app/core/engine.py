@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, Park, RunContext
+from actions.limits import result_problem
 from actions.loop import in_parallel_item
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
@@ -822,6 +823,8 @@ class Engine(Compensating, Caching):
             result = self._as_result(result)
         except TypeError as error:
             return ActionError(f"returned a result that is not JSON: {error}", retryable=False)
+        except ValueError as error:  # past MAX_RESULT_BYTES: the store and every later template would hold it
+            return ActionError(f"returned a result {error}", retryable=False)
         self._succeed_step(execution, index, result)
         return result
 
@@ -897,7 +900,9 @@ class Engine(Compensating, Caching):
     def _as_result(value: Any) -> dict:
         result = {} if value is None else value if isinstance(value, dict) else {"value": value}
         if result:
-            json.dumps(result)  # fail the step here, not later in the store
+            problem = result_problem(len(json.dumps(result)))  # fail the step here, not later in the store
+            if problem:
+                raise ValueError(problem)
         return result
 
     def _after_failure(self, execution: Execution, index: int, error: BaseException) -> bool:
