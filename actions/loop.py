@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction
 from actions.jsontext import load_json
-from actions.limits import ITEMS_SETTING, MAX_RESULT_BYTES, capped, result_problem
+from actions.limits import ITEMS_SETTING, MAX_RESULT_BYTES, capped, json_size
 from actions.text import one_line
 
 logger = logging.getLogger(__name__)
@@ -84,10 +83,9 @@ class LoopAction(BaseAction):
                 # Keep the inner verdict: a refused config stays refused, a timeout may be retried.
                 raise ActionError(f"loop item {index + 1} of {length}: {one_line(error, (ActionError,))}",
                                   retryable=getattr(error, "retryable", True)) from error
-            size = len(json.dumps(result, default=str))
             with gathering:
-                gathered[0] += size
-                problem = result_problem(gathered[0])
+                gathered[0] += json_size(result, MAX_RESULT_BYTES - gathered[0])
+                problem = gathered[0] > MAX_RESULT_BYTES
             if problem:
                 raise ActionError(f"loop: item {index + 1} of {length} brought the results gathered past the "
                                   f"{MAX_RESULT_BYTES // 2**20} MB a step's result may hold as JSON",

@@ -546,5 +546,23 @@ def test_a_step_result_past_the_limit_fails_the_step(make_client):
     values = ", ".join(f"{{'v': ({big} * 99999) ~ '{index}'}}" for index in range(7))
     run = run_steps(client, step("make", "transform", data=f"{{{{ [{values}] }}}}", operation="dedupe"))
     assert run["status"] == "failed"
-    assert run["steps"][0]["error"] == ("returned a result of 67 MB as JSON, more than the 64 MB a step's result "
-                                        "may hold")
+    assert run["steps"][0]["error"] == "returned a result of more than 64 MB as JSON, the most a step's result may hold"
+
+
+def test_a_value_repeated_in_many_rows_is_measured_before_it_is_written(make_client):
+    """A transform that puts one text in every row: 100 rows of 1 MB made 95 MB of JSON, 10,000 rows 10 GB."""
+    client = make_client()
+    rows = [{"id": index} for index in range(10000)]
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    definition = {"name": name, "steps": [step("tag", "transform", data="{{ inputs.rows }}", operation="map",
+                                               fields={"id": "id", "tag": {"value": "{{ 'y' * 1000000 }}"}})]}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    tracemalloc.start()
+    try:
+        run = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {"rows": rows}}).get_json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert run["status"] == "failed"
+    assert run["steps"][0]["error"] == "returned a result of more than 64 MB as JSON, the most a step's result may hold"
+    assert peak < 64 * 2**20, f"{peak:,} bytes were allocated"

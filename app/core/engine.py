@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, Park, RunContext
-from actions.limits import result_problem
+from actions.limits import MAX_RESULT_BYTES, RESULT_TOO_LARGE, json_size
 from actions.loop import in_parallel_item
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
@@ -900,9 +900,9 @@ class Engine(Compensating, Caching):
     def _as_result(value: Any) -> dict:
         result = {} if value is None else value if isinstance(value, dict) else {"value": value}
         if result:
-            problem = result_problem(len(json.dumps(result)))  # fail the step here, not later in the store
-            if problem:
-                raise ValueError(problem)
+            # Measured before it is written: one text repeated in many rows would be gigabytes as JSON.
+            if json_size(result) > MAX_RESULT_BYTES or len(json.dumps(result)) > MAX_RESULT_BYTES:
+                raise ValueError(RESULT_TOO_LARGE)  # json.dumps: fail the step here, not later in the store
         return result
 
     def _after_failure(self, execution: Execution, index: int, error: BaseException) -> bool:
