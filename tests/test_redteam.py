@@ -566,3 +566,14 @@ def test_a_value_repeated_in_many_rows_is_measured_before_it_is_written(make_cli
     assert run["status"] == "failed"
     assert run["steps"][0]["error"] == "returned a result of more than 64 MB as JSON, the most a step's result may hold"
     assert peak < 64 * 2**20, f"{peak:,} bytes were allocated"
+
+
+# -- a run's log keeps lines of a readable length -------------------------------------------------------------------
+def test_a_huge_log_line_is_cut_in_the_run_log(make_client):
+    """500 log steps of 10,000,000 characters wrote 5 GB of run log; a line is now at most 16,384 characters."""
+    client = make_client()
+    run = run_steps(client, step("say", "log", message="{{ 'x' * 1000000 }}"))
+    assert run["status"] == "succeeded"
+    lines = client.get(f"/api/runs/{run['id']}/logs").get_json()["logs"]
+    [said] = [line for line in lines if line["step"] == "say"]
+    assert said["message"] == "x" * 16384 + " ... (983,616 more characters)"
