@@ -258,9 +258,10 @@ def _format_size(text: str, args: tuple, kwargs: Mapping[str, Any]) -> int:
 
 def _percent_size(text: str, right: Any) -> int:
     """About how long ``text % right`` is: each argument once, a named one once per ``%(name)s``."""
-    if isinstance(right, Mapping):
+    names = _NAMED_PLACEHOLDER.findall(text)
+    if isinstance(right, Mapping) and names:
         size = len(text)
-        for name in _NAMED_PLACEHOLDER.findall(text):
+        for name in names:
             size += _weight(right.get(name), MAX_OUTPUT - size)
             if size > MAX_OUTPUT:
                 break
@@ -288,8 +289,8 @@ def _lines_size(text: Any, width: Any) -> int:
 def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
     """Jinja's ``sum`` filter, adding lists or tuples in linear time.
 
-    ``sum(lists, [])`` copies the sum so far at every item: 2,000,000 one-item lists held a thread
-    for hours in one call that no deadline can interrupt.
+    ``sum(lists, [])`` copies the sum so far at every item: a million one-item lists held a thread
+    for 20 minutes in one call that no deadline can interrupt.
     """
     if attribute is not None:
         iterable = map(make_attrgetter(environment, attribute), iterable)
