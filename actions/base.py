@@ -88,6 +88,9 @@ class RunContext:
     run_workflow: Callable[[str, dict, float], dict] | None = None
     # Names of the workflows that called this run (sub-workflows), to refuse cycles.
     call_stack: tuple[str, ...] = ()
+    # A sub-workflow's run started beside others (from a parallel loop's item or a parallel step): its loops
+    # run one item at a time, as a loop inside a parallel loop's item does.
+    serial: bool = False
     # True when the action may raise Park (a step of a run, not a loop's nested step nor a run of its own).
     can_park: bool = False
     # The step's earlier park record when it is executed again after a restart ({"for", "since", "until", ...}).

@@ -77,7 +77,8 @@ class HttpCheckAction(BaseAction):
         started = time.perf_counter()
         try:
             with session(self.context.settings) as guarded:
-                response = guarded.request(method, url, timeout=timeout, allow_redirects=True)
+                # stream: the status is all a check needs; the body (any size, or endless) is never read.
+                response = guarded.request(method, url, timeout=timeout, allow_redirects=True, stream=True)
                 status_code = response.status_code
                 response.close()
             error = None

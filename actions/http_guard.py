@@ -17,6 +17,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
 from actions.http_policy import Network, PolicyError, denied
+from actions.redaction import is_secret_key
 
 
 class _GuardedConnection:
@@ -83,9 +84,39 @@ def _pool_classes(deny: tuple[Network, ...]) -> dict[str, type]:
     }
 
 
+class _GuardedSession(requests.Session):
+    """A Session that keeps credentials with their host and leaves redirect bodies unread.
+
+    requests drops ``Authorization`` when a redirect leaves the host; ``X-Api-Key``, ``Private-Token``
+    and the like it would carry to whatever host the first one names.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks["response"].append(_unread_redirect_body)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in [name for name in prepared_request.headers if is_secret_key(name)]:
+                del prepared_request.headers[name]
+        super().rebuild_auth(prepared_request, response)
+
+
+def _unread_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """A redirect's body, left unread: requests reads it whole to reuse the connection, whatever its size."""
+    if response.is_redirect:
+        response._content = b""  # what requests would have read
+        response.close()  # the connection goes, its body unread (also when too many redirects end it here)
+    return response
+
+
 def guarded_session(deny: tuple[Network, ...]) -> requests.Session:
-    """A requests Session whose connections, the proxy's included, refuse the addresses in ``deny``."""
-    guarded = requests.Session()
+    """A requests Session whose connections, the proxy's included, refuse the addresses in ``deny``.
+
+    A redirect to another host (or scheme, or port) carries no header whose name is secret by the key rule,
+    and a redirect's body is never read.
+    """
+    guarded = _GuardedSession()
     adapter = _GuardedAdapter(deny)
     guarded.mount("http://", adapter)
     guarded.mount("https://", adapter)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 DEFAULT_HTTP_DENY = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# "This host" (RFC 1122): Linux connects 0.0.0.0 and :: to the loopback interface.
+_THIS_HOST = (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"))
+_LOOPBACK = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
 
 
 class PolicyError(Exception):
@@ -51,11 +54,17 @@ def networks(deny: Iterable[str] | str | None) -> tuple[Network, ...]:
 
 
 def denied(address: str, deny: tuple[Network, ...]) -> bool:
-    """True when ``address`` (IPv4-mapped IPv6 included, zone index ignored) is in one of ``deny``."""
+    """True when ``address`` (IPv4-mapped IPv6 included, zone index ignored) is in one of ``deny``.
+
+    The unspecified addresses (``0.0.0.0``, ``0``, ``::``) connect to this host, so they count as
+    loopback: a list that refuses 127.0.0.0/8 refuses them too.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     candidates = [ip]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         candidates.append(ip.ipv4_mapped)
+    if any(candidate in network for candidate in candidates for network in _THIS_HOST):
+        candidates += _LOOPBACK
     return any(candidate in network for candidate in candidates for network in deny
                if candidate.version == network.version)
 

@@ -6,10 +6,50 @@ that a template makes is checked when the step runs, with ``capped``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 from actions.base import ActionError
+
+# The most a step's result may hold, as JSON (a loop's gathered results are one result): 1,000 fetches of 9 MB
+# each gathered 9 GB in memory before the loop ended. Each action's own limit (an answer's 10 MB) stays below it.
+MAX_RESULT_BYTES = 64 * 2**20
+RESULT_TOO_LARGE = f"of more than {MAX_RESULT_BYTES // 2**20} MB as JSON, the most a step's result may hold"
+
+
+def json_size(value: Any, limit: int = MAX_RESULT_BYTES) -> int:
+    """About how long ``value`` is as JSON, counted only until past ``limit``, without writing it.
+
+    A value held twice counts twice, as JSON writes it twice: a transform that puts one text in
+    10,000 rows makes 10,000 copies of it when written.
+    """
+    total = 0
+    pending: list[Iterator[Any]] = [iter((value,))]
+    while pending:
+        for item in pending[-1]:
+            inner: Iterator[Any] | None = None
+            if isinstance(item, str):
+                total += len(item) + 2
+            elif isinstance(item, Mapping):
+                total += 2 + 2 * len(item)
+                inner = chain.from_iterable(item.items())
+            elif isinstance(item, (list, tuple)):
+                total += 2 + len(item)
+                inner = iter(item)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                total += item.bit_length() // 3 + 1
+            else:
+                total += 5  # true, false, null, a float's first digits
+            if total > limit:
+                return total
+            if inner is not None:
+                pending.append(inner)
+                break
+        else:
+            pending.pop()
+    return total
+
 
 # step type -> config key -> the setting that caps it.
 CONFIG_CAPS: dict[str, dict[str, str]] = {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from actions.base import ActionError, BaseAction, SettingError
 from actions.jsontext import load_json
-from actions.limits import ITEMS_SETTING, capped
+from actions.limits import ITEMS_SETTING, MAX_RESULT_BYTES, capped, json_size
 from actions.text import one_line
 
 logger = logging.getLogger(__name__)
@@ -61,26 +62,51 @@ class LoopAction(BaseAction):
         capped(len(items), ITEMS_SETTING, self.context.settings, "loop: the item count")
         length = len(items)
 
+        # Past the step's timeout the engine has abandoned this attempt (and may be running the next one):
+        # its items stop here instead of running on unseen.
+        limit = self.context.step_timeout
+        deadline = time.monotonic() + limit if limit else None
+        # What the items gathered so far weigh as JSON: the loop's result may not pass MAX_RESULT_BYTES.
+        gathered = [0]
+        gathering = threading.Lock()
+
         def run_one(index: int) -> dict:
             if self.context.cancel_event.is_set():
                 raise ActionError("cancelled", retryable=False)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ActionError(f"loop: stopped before item {index + 1} of {length}: the step's timeout of "
+                                  f"{limit:g} s has passed", retryable=False)
             names = {"item": items[index], "loop": {"index": index + 1, "index0": index, "first": index == 0,
                                                     "last": index == length - 1, "length": length}}
             try:
-                return run_steps(self.steps, names)
+                result = run_steps(self.steps, names)
             except Exception as error:
                 # Keep the inner verdict: a refused config stays refused, a timeout may be retried.
                 raise ActionError(f"loop item {index + 1} of {length}: {one_line(error, (ActionError,))}",
                                   retryable=getattr(error, "retryable", True)) from error
+            with gathering:
+                gathered[0] += json_size(result, MAX_RESULT_BYTES - gathered[0])
+                problem = gathered[0] > MAX_RESULT_BYTES
+            if problem:
+                raise ActionError(f"loop: item {index + 1} of {length} brought the results gathered past the "
+                                  f"{MAX_RESULT_BYTES // 2**20} MB a step's result may hold as JSON",
+                                  retryable=False)
+            return result
 
-        # A loop inside a parallel loop's item runs one item at a time: threads would multiply per level.
-        nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+        # A loop inside a parallel loop's item (or in a sub-workflow started beside others) runs one item at a
+        # time: threads would multiply per level.
+        nested = in_parallel_item() or self.context.serial
         if parallel == 1 or length <= 1 or nested:
             results = [run_one(index) for index in range(length)]
         else:
             results = _run_parallel(run_one, length, parallel)
         logger.info("loop %s: %d item(s) done", self.name, length)
         return {"results": results, "count": length}
+
+
+def in_parallel_item() -> bool:
+    """True on a thread that runs one item of a parallel loop."""
+    return threading.current_thread().name.startswith(_THREAD_PREFIX)
 
 
 def _run_parallel(run_one: Any, length: int, parallel: int) -> list[dict]:

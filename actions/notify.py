@@ -96,6 +96,8 @@ class NotifyAction(BaseAction):
         deny = networks(self.context.settings.get("WORKFLOW_HTTP_DENY"))
         for service in plugins:
             check_host(service, deny)
+            # A redirect would lead to an address nobody checked; the URL's own ?redirect=yes asks for them.
+            service.redirects = False
         notifier = apprise.Apprise()
         for service in plugins:
             notifier.add(service)

@@ -11,6 +11,8 @@ from triggers.manual import ManualTrigger
 from workflows.graph import build_graph
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
+# A workflow's name names its files in the store (app/storage/json/store.py), so it stays a short file name.
+MAX_NAME_LENGTH = 128
 
 
 class Workflow:
@@ -58,6 +60,8 @@ class Workflow:
         where = f"workflow {cls.__qualname__}"
         if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
             raise ValueError(f"{where}: name must match [a-z0-9_]+, got {cls.name!r}")
+        if len(cls.name) > MAX_NAME_LENGTH:
+            raise ValueError(f"{where}: name must be at most {MAX_NAME_LENGTH} characters, got {len(cls.name)}")
         if not isinstance(cls.trigger, BaseTrigger):
             raise ValueError(f"{where}: trigger must be a BaseTrigger, got {cls.trigger!r}")
         if not isinstance(cls.actions, (list, tuple)):

@@ -18,7 +18,7 @@ from actions.base import BaseAction, SettingError, cache_problem
 from actions.jsontext import DEFAULT_MAX_DEPTH, JSONLimitError, load_json
 from actions.schemas import check_schema
 from triggers.base import BaseTrigger
-from workflows.base import NAME_PATTERN, Workflow
+from workflows.base import MAX_NAME_LENGTH, NAME_PATTERN, Workflow
 from workflows.catalog import action_types, trigger_types
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
@@ -297,6 +297,8 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
     name = definition.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         problems.add("name", f"must match [a-z0-9_]+, got {name!r}")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.add("name", f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
     inputs = definition.get("inputs")
     if inputs is not None and not isinstance(inputs, Mapping):
         problems.add("inputs", f"must be a JSON Schema object, got {type(inputs).__name__}")
@@ -362,6 +364,41 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# A date written plainly (2024-01-01) stays the text it was written as, as it would in JSON.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_data(value: Any, source: str, path: str = "") -> Any:
+    """``value`` as the JSON it must be (keys as JSON writes them); DefinitionError naming a value JSON cannot hold.
+
+    A definition is stored as JSON: a date (``!!timestamp``), bytes (``!!binary``) or a set (``!!set``)
+    would make storing it fail.
+    """
+    if isinstance(value, Mapping):
+        data = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):
+                raise _not_json(source, path, f"key {key!r}")
+            key = key if isinstance(key, str) else json.dumps(key)
+            data[key] = _json_data(item, source, f"{path}.{key}" if path else key)
+        return data
+    if isinstance(value, (list, tuple)):
+        return [_json_data(item, source, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    raise _not_json(source, path, f"{type(value).__name__} {value!r}")
+
+
+def _not_json(source: str, path: str, what: str) -> DefinitionError:
+    return DefinitionError(source, [{"path": path, "message": f"{what} is not JSON data (a text, number, true, "
+                                                              f"false, null, list or mapping); quote it to keep "
+                                                              f"it as text"}])
+
+
 def parse(text: str, source: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """YAML or JSON text (JSON is YAML) to data; DefinitionError with the line of a syntax error.
 
@@ -373,7 +410,7 @@ def parse(text: str, source: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         loader = _Loader(text)
         loader.max_depth = max_depth
         try:
-            return loader.get_single_data()
+            return _json_data(loader.get_single_data(), source)
         finally:
             loader.dispose()
     except JSONLimitError as error:

@@ -10,6 +10,7 @@ from typing import Any
 from actions.base import BaseAction
 from actions.paths import PathError
 from app.core.config import public_settings
+from app.core.limits import MIN_CHECK_INTERVAL
 from app.core.secrets import resolve_secret_fields
 from app.core.templating import Renderer
 from app.errors import ConfigError
@@ -72,6 +73,8 @@ class BoundWorkflow:
         try:
             trigger.setup(settings)
             check_interval = workflow.check_interval or trigger.default_check_interval
+            if not trigger._trusted_code:  # a definition's trigger (an interval of 0.001 s) cannot poll without pause
+                check_interval = max(check_interval, MIN_CHECK_INTERVAL)
         except PathError as problem:
             # A folder outside WORKFLOW_FILES_ROOT is the definition's fault, not a missing setting: refuse it.
             raise ConfigError(f"{where}: {problem}") from None

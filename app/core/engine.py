@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actions.base import ActionError, BaseAction, Park, RunContext
+from actions.limits import MAX_RESULT_BYTES, RESULT_TOO_LARGE, json_size
+from actions.loop import in_parallel_item
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
@@ -44,6 +46,8 @@ from app.runs import (
 from app.storage.base import Durability, Store
 
 logger = logging.getLogger(__name__)
+# Set on a branch thread (a step running beside others): a sub-workflow started there runs serially.
+_branch = threading.local()
 
 IDLE_WORKER_SECONDS = 5.0
 # Backoff between attempts to resume runs a store failure stopped (a full disk), first and longest.
@@ -92,7 +96,7 @@ class Engine(Compensating, Caching):
         allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
-        self.run_child: Callable[[str, dict, float, tuple[str, ...]], dict] | None = None
+        self.run_child: Callable[[str, dict, float, tuple[str, ...], bool], dict] | None = None
         #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
         self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
@@ -131,6 +135,7 @@ class Engine(Compensating, Caching):
         call_stack: tuple[str, ...] = (),
         awaited: bool = False,
         queue: Queue | None = None,
+        serial: bool = False,
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False.
 
@@ -140,7 +145,8 @@ class Engine(Compensating, Caching):
 
         A run with a ``call_stack`` is a sub-workflow of a running step: it starts at
         once, outside WORKFLOW_MAX_CONCURRENT, since its parent already holds a slot
-        and waits for it (queueing it could deadlock a full engine).
+        and waits for it (queueing it could deadlock a full engine). ``serial``: its
+        steps and loop items run one at a time (it was started beside other work).
         """
         names = [action.name for action in bound.actions]
         steps = [
@@ -170,6 +176,7 @@ class Engine(Compensating, Caching):
             execution.awaited = awaited
             if call_stack:
                 execution.slotless = execution.dispatched = True  # started here, outside the dispatcher
+                execution.serial = serial
                 with self._lock:
                     self._executions[run["id"]] = execution
                 self._start_thread(execution)
@@ -638,7 +645,7 @@ class Engine(Compensating, Caching):
                       f"run started ({run['source']}), {count} step{'' if count == 1 else 's'}")
         if run.get("compensating"):  # compensation: recovered while it compensated
             return self._resume_compensating(execution)
-        limit = execution.bound.workflow.max_parallel_steps
+        limit = 1 if execution.serial else execution.bound.workflow.max_parallel_steps
         finished = False
         while True:
             with execution.changed:
@@ -705,6 +712,7 @@ class Engine(Compensating, Caching):
 
     def _start_branch(self, execution: Execution, index: int) -> None:
         def branch() -> None:
+            _branch.active = True  # a step beside others: a sub-workflow it starts runs serially
             try:
                 if self._run_step(execution, index, branch=True) is None:
                     return  # the watchdog or a cancel took the step over
@@ -818,6 +826,8 @@ class Engine(Compensating, Caching):
             result = self._as_result(result)
         except TypeError as error:
             return ActionError(f"returned a result that is not JSON: {error}", retryable=False)
+        except ValueError as error:  # past MAX_RESULT_BYTES: the store and every later template would hold it
+            return ActionError(f"returned a result {error}", retryable=False)
         self._succeed_step(execution, index, result)
         return result
 
@@ -832,7 +842,10 @@ class Engine(Compensating, Caching):
         def run_workflow(name: str, inputs: dict, wait: float) -> dict:
             if self.run_child is None:
                 raise ActionError("sub-workflows need the PyFlow runtime", retryable=False)
-            return self.run_child(name, inputs, wait, call_stack)
+            # Started beside other work, the child runs one step and one item at a time: a parallel loop
+            # calling a workflow with a parallel loop would otherwise multiply threads with every level.
+            serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
+            return self.run_child(name, inputs, wait, call_stack, serial)
 
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)
@@ -858,6 +871,7 @@ class Engine(Compensating, Caching):
             run_steps=run_steps,
             run_workflow=run_workflow,
             call_stack=tuple(execution.run.get("call_stack", ())),
+            serial=execution.serial,
             approval_links=approval_links,
         )
 
@@ -889,7 +903,9 @@ class Engine(Compensating, Caching):
     def _as_result(value: Any) -> dict:
         result = {} if value is None else value if isinstance(value, dict) else {"value": value}
         if result:
-            json.dumps(result)  # fail the step here, not later in the store
+            # Measured before it is written: one text repeated in many rows would be gigabytes as JSON.
+            if json_size(result) > MAX_RESULT_BYTES or len(json.dumps(result)) > MAX_RESULT_BYTES:
+                raise ValueError(RESULT_TOO_LARGE)  # json.dumps: fail the step here, not later in the store
         return result
 
     def _after_failure(self, execution: Execution, index: int, error: BaseException) -> bool:

@@ -92,6 +92,9 @@ class Execution:
         self.counted = False
         # A sub-workflow's run: its thread holds no concurrency slot.
         self.slotless = False
+        # A sub-workflow's run started beside others (a parallel loop's item, a parallel step, a serial run's
+        # step): its steps and loop items run one at a time, so threads do not multiply with each level.
+        self.serial = False
         # Set once the dispatcher handed the run to the engine, or a cancel or pause claimed it before.
         self.dispatched = False
         # Someone waits for its end (Engine.outcome): the engine keeps the record it ended with.

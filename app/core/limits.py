@@ -11,6 +11,8 @@ from actions.python import allowed_modules, is_function_path, not_allowed
 
 SIZE_SETTING = "WORKFLOW_MAX_DEFINITION_KB"
 STEPS_SETTING = "WORKFLOW_MAX_STEPS"
+# The shortest check_interval a posted definition may ask for: 0.0001 s kept a core busy polling a folder.
+MIN_CHECK_INTERVAL = 0.1
 
 
 def definition_caps(settings: Mapping[str, Any]) -> dict[str, int]:
@@ -41,6 +43,10 @@ def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[di
         problems.append({"path": "steps", "message": f"{len(steps)} steps, more than {STEPS_SETTING} ({limit})"})
     for key, setting in TOP_CAPS.items():
         _check(problems, key, definition.get(key), setting, settings)
+    interval = definition.get("check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < MIN_CHECK_INTERVAL:
+        problems.append({"path": "check_interval", "message": f"{interval:g} is less than {MIN_CHECK_INTERVAL:g} s, "
+                                                              f"the shortest interval a trigger is polled at"})
     _steps(definition.get("steps"), "steps", settings, problems)
     return problems
 

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 # Lines one run keeps when WORKFLOW_RUN_LOG_LINES is not set.
 DEFAULT_MAX_LINES = 1000
+# The longest line kept: 500 log steps of 10,000,000 characters wrote 5 GB of one run's log.
+MAX_LINE_CHARS = 16384
 
 _scope = threading.local()
 
@@ -50,7 +52,10 @@ class RunLog:
               mode: Durability = Durability.WRITTEN, keep: bool = False) -> None:
         """Add one line (``mode``: see Durability; ``keep``: also past the cap), or count it as a repeat."""
         name = (logging.getLevelName(level) if isinstance(level, int) else level).lower()
-        key = (name, step, self.scrubber.text(message))
+        text = self.scrubber.text(message)  # scrubbed whole, then cut: a secret cut in two would show its start
+        if len(text) > MAX_LINE_CHARS:
+            text = f"{text[:MAX_LINE_CHARS]} ... ({len(text) - MAX_LINE_CHARS:,} more characters)"
+        key = (name, step, text)
         at = time.time() if at is None else at
         with self._lock:
             if key == self._last:

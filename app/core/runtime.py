@@ -654,11 +654,15 @@ class Runtime:
             if key not in inputs and isinstance(spec, dict) and "default" in spec:
                 inputs[key] = copy.deepcopy(spec["default"])
 
-    def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...]) -> dict:
-        """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot."""
+    def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...],
+                  serial: bool = False) -> dict:
+        """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot.
+
+        ``serial``: its steps and loop items run one at a time (its parent step runs beside others).
+        """
         bound = self.get(name)
         self.check_inputs(bound, inputs)
-        run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack)
+        run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack, serial=serial)
         if not self.engine.wait(run["id"], timeout):  # a child runs in its parent's process, whatever the executor
             raise TimeoutError(f"sub-workflow {name!r} (run {run['id']}) did not finish within {timeout:g} s")
         return self.store.get_run(run["id"]) or run

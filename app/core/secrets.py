@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actions import atomic
+from actions.paths import files_root
 from actions.private_files import make_private_dir
 from app.core.redaction import KNOWN_SECRETS
 from app.core.templating import RenderError
@@ -102,6 +103,7 @@ class Secrets:
         self._new_key = str(settings.get("WORKFLOW_NEW_ENCRYPTION_KEY") or "").strip()
         self.key_file = key_file(settings)
         self._storage = Path(str(settings.get("WORKFLOW_STORAGE_PATH") or "./data")).absolute()
+        self._files_root = files_root(settings)
         self._cipher: MultiFernet | None = None
         self._lock = threading.Lock()
 
@@ -116,6 +118,9 @@ class Secrets:
         if not self._env_keys and self.key_file.resolve().is_relative_to(self._storage.resolve()):
             raise ConfigError(f"WORKFLOW_KEY_FILE {self.key_file} is inside WORKFLOW_STORAGE_PATH {self._storage}: "
                               "a key kept beside its ciphertext protects nothing; keep it elsewhere")
+        if not self._env_keys and self.key_file.resolve().is_relative_to(self._files_root):
+            raise ConfigError(f"WORKFLOW_KEY_FILE {self.key_file} is inside WORKFLOW_FILES_ROOT {self._files_root}: "
+                              "a file step could read or replace the key; keep it elsewhere")
         stored = self.store.list_secrets()
         if not stored and not self._env_keys:
             return  # the key file is made with the first secret
