@@ -89,6 +89,22 @@ def test_message_without_attachment_is_skipped_and_left_unread(imap_server, make
     assert "skipped UID" in caplog.text and "no application/pdf attachment; left unread" in caplog.text
 
 
+def test_a_message_larger_than_email_max_mb_is_never_fetched_and_left_unread(imap_server, make_trigger, caplog):
+    trigger = make_trigger(settings={"EMAIL_MAX_MB": 0.05})  # 52 KB
+    trigger.poll()
+    large = [("big.pdf", b"%PDF-1.4\n" + b"x" * 80_000, "application/pdf")]  # 108 KB once base64-encoded
+    big = imap_server.append(pdf_message(subject="too big", attachments=large), FOLDER)
+    imap_server.append(pdf_message(subject="small"), FOLDER)
+    caplog.set_level("WARNING", logger="triggers.email")
+
+    events = trigger.poll()
+    assert subjects(events) == ["small"]
+    acknowledge_all(trigger, events)
+    assert trigger.poll() == []  # the cursor moved past it: it is not looked at again
+    assert imap_server.flags(big, FOLDER) == set()
+    assert f"skipped UID {big} in {FOLDER}: 0.1 MB, larger than EMAIL_MAX_MB (0.05); left unread" in caplog.text
+
+
 def test_fetched_but_unacknowledged_messages_come_again(imap_server, make_trigger):
     imap_server.append(pdf_message(subject="A"), FOLDER)
     imap_server.append(pdf_message(subject="no attachment", attachments=()), FOLDER)

@@ -35,6 +35,9 @@ SECURITY_MODES = ("ssl", "starttls", "none")
 TIMEOUT = 30.0
 # Bounds one poll's time and memory (each message is downloaded whole); the rest come next poll.
 MAX_MESSAGES_PER_POLL = 100
+# The largest message read, unless EMAIL_MAX_MB says otherwise: the sender decides a message's size, and it
+# is read whole into memory (a 50 MB message is a 36 MB attachment once decoded).
+DEFAULT_MAX_MB = 50.0
 # How many acknowledged Message-IDs are kept to recognise messages after a UIDVALIDITY change.
 RECENT_IDS = 200
 
@@ -109,6 +112,7 @@ class EmailTrigger(BaseTrigger):
         self._password = password
         self._default_interval = 30.0
         self._timeout = TIMEOUT
+        self._max_mb = DEFAULT_MAX_MB
         self._attachments_root: Path | None = None
         self._conn: imaplib.IMAP4 | None = None
         self._selected_uidvalidity: int | None = None
@@ -159,6 +163,7 @@ class EmailTrigger(BaseTrigger):
         self._default_interval = parse_seconds(settings.get("EMAIL_POLL_INTERVAL", 30), "EMAIL_POLL_INTERVAL")
         # The poll's deadline bounds each socket operation too, so an abandoned poll ends about then.
         self._timeout = float(settings.get("WORKFLOW_POLL_TIMEOUT") or TIMEOUT)
+        self._max_mb = float(settings.get("EMAIL_MAX_MB") or DEFAULT_MAX_MB)
         self._attachments_root = attachments_folder(settings)
 
     def _credential(self, named: dict[str, Any], settings: Mapping[str, Any]) -> str:
@@ -248,7 +253,15 @@ class EmailTrigger(BaseTrigger):
         # "UID n:*" always matches the highest UID, even when that is below n.
         new = [uid for uid in self._search(conn, f"UID {last_uid + 1}:*") if uid > last_uid]
         events = []
-        for uid in sorted({*state["pending"], *new})[:MAX_MESSAGES_PER_POLL]:
+        uids = sorted({*state["pending"], *new})[:MAX_MESSAGES_PER_POLL]
+        sizes = self._sizes(conn, uids)
+        for uid in uids:
+            if sizes.get(uid, 0) > self._max_mb * 2**20:
+                # Never fetched: a message is read whole into memory. Passed by, left unread.
+                logger.warning("%s: skipped UID %s in %s: %.1f MB, larger than EMAIL_MAX_MB (%g); left unread",
+                               self._where, uid, self.folder, sizes[uid] / 2**20, self._max_mb)
+                self._mark_handled(uid)
+                continue
             event = self._read(conn, uid, uidvalidity)
             if event is None:
                 self._mark_handled(uid)
@@ -457,6 +470,22 @@ class EmailTrigger(BaseTrigger):
         if typ != "OK":
             raise EmailTriggerError(f"IMAP server {self._address} refused SEARCH {criteria}: {_text(data)}")
         return sorted(int(uid) for line in data if line for uid in line.split())
+
+    def _sizes(self, conn: imaplib.IMAP4, uids: list[int]) -> dict[int, int]:
+        """Each message's size in bytes (RFC822.SIZE), asked for all of ``uids`` at once."""
+        if not uids:
+            return {}
+        typ, data = conn.uid("FETCH", ",".join(map(str, uids)), "(RFC822.SIZE)")
+        if typ != "OK":
+            raise EmailTriggerError(f"IMAP server {self._address} refused to give message sizes in "
+                                    f"{self.folder!r}: {_text(data)}")
+        sizes = {}
+        for item in data:
+            line = item[0] if isinstance(item, tuple) else item
+            uid, size = re.search(rb"\bUID (\d+)", line or b""), re.search(rb"RFC822\.SIZE (\d+)", line or b"")
+            if uid and size:
+                sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
 
     def _fetch(self, conn: imaplib.IMAP4, uid: int) -> bytes | None:
         typ, data = conn.uid("FETCH", str(uid), "(BODY.PEEK[])")

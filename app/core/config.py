@@ -137,6 +137,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "SMTP_SECURITY": ("starttls", _security, "starttls, ssl or none"),
     "MAIL_FROM": ("pyflow@localhost", None, ""),
     "EMAIL_POLL_INTERVAL": (30.0, _positive_float, "a number of seconds > 0"),
+    "EMAIL_MAX_MB": (50.0, _positive_float, "a number of megabytes > 0"),
     "UPTIME_URL": ("http://127.0.0.1:5001/api/health", None, ""),
     "UPTIME_INTERVAL": (60.0, _positive_float, "a number of seconds > 0"),
     "UPTIME_ALERT_TO": ("", None, ""),
