@@ -271,8 +271,8 @@ class HungTrigger(BaseTrigger):
     entered = threading.Event()
 
     def is_triggered(self) -> bool:
-        HungTrigger.entered.set()
-        HungTrigger.release.wait(30)
+        self.entered.set()
+        self.release.wait(30)
         return False
 
 
@@ -303,8 +303,8 @@ def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storag
         app.extensions["pyflow"].shutdown(timeout=2)
 
 
-class GatedTrigger(BaseTrigger):
-    """Due at every poll, which waits until the test releases it (a slow mail server)."""
+class GatedTrigger(HungTrigger):
+    """Due at every poll, which waits until the test releases it (a slow mail server with mail waiting)."""
 
     type = "gated"
     default_check_interval = 0.05
@@ -312,8 +312,7 @@ class GatedTrigger(BaseTrigger):
     release = threading.Event()
 
     def is_triggered(self) -> bool:
-        GatedTrigger.entered.set()
-        GatedTrigger.release.wait(30)
+        super().is_triggered()
         return True
 
 
