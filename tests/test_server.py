@@ -238,11 +238,8 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     (modules / "broken_flows.py").write_text('import os\n\nraise RuntimeError("no config here")\n', encoding="utf-8")
     server = servers.make(env={"WORKFLOW_MODULES": "tests.fixtures.workflows,broken_flows"}, pythonpath=(str(modules),))
 
-    started = time.monotonic()
     with pytest.raises(AssertionError, match="run.py exited with 2 while starting"):
-        server.start()
-
-    assert time.monotonic() - started < 15
+        server.start()  # it exits on its own (a start-up that hung would time out instead)
     error = server.stderr
     assert "broken_flows.py" in error
     assert "line 3" in error
