@@ -35,9 +35,11 @@ _TOP_STEP_ONLY = ("compensate", "cache")
 TRIGGER_NODE = "@trigger"
 # Farthest a node may be placed from the origin: a position is a screen coordinate, not a store of data.
 MAX_COORDINATE = 1e6
-# Options a step carries beside its config, as the constructor's parameter -> the step's key.
-_STEP_OPTIONS = {"when": "when", "retries": "retries", "step_timeout": "timeout", "depends_on": "depends_on",
-                 "on_failure": "on_failure", "compensate": "compensate", "cache": "cache", "limits": "limits"}
+# Options a step carries beside its config: the step's key -> the constructor's parameter (compensate, cache and
+# limits, checked on their own, have the same name in both).
+_STEP_OPTIONS = {"when": "when", "retries": "retries", "timeout": "step_timeout", "depends_on": "depends_on",
+                 "on_failure": "on_failure"}
+_OPTION_KEYS = {option: key for key, option in _STEP_OPTIONS.items()}
 # Parameters a definition cannot set through config: the engine owns them.
 _RESERVED = {"self", "name", "when", "retries", "step_timeout", "depends_on", "on_failure", "compensate", "cache"}
 
@@ -107,7 +109,7 @@ def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any
         if key is not None and key in config:
             path = f"{path}.{key}"
         elif key is not None and key in extra and step is not None:
-            path = f"{step}.{_STEP_OPTIONS.get(key, key)}"
+            path = f"{step}.{_OPTION_KEYS.get(key, key)}"
         problems.add(path, str(error))
         return None
     return None if unknown else built
@@ -192,8 +194,7 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nes
         problems.add(f"{path}.type", f"unknown step type {kind!r}; known: {', '.join(action_types().names())}")
     configured = _check_type(config, Mapping, f"{path}.config", "a mapping", problems)
     extra: dict[str, Any] = {}
-    for key, option in (("when", "when"), ("retries", "retries"), ("timeout", "step_timeout"),
-                        ("depends_on", "depends_on"), ("on_failure", "on_failure")):
+    for key, option in _STEP_OPTIONS.items():
         if key in data:
             extra[option] = data[key]
     if "depends_on" in extra and isinstance(extra["depends_on"], str):
