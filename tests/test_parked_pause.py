@@ -180,7 +180,7 @@ def test_a_pause_arriving_while_the_run_halts_into_waiting_is_not_lost(tmp_path,
         answers: list[dict] = []
         pausing = threading.Thread(target=lambda: answers.append(runtime.control(run["id"], "pause", by="ops")))
         pausing.start()
-        wait_until(lambda: threads_in("Engine._settled"), 10, message="the pause waiting for the run thread")
+        wait_until(lambda: threads_in("Controlling._settled"), 10, message="the pause waiting for the run thread")
         store.release.set()
         pausing.join(10)
         assert answers and answers[0]["status"] == RunStatus.PAUSED
@@ -216,7 +216,7 @@ def test_a_pause_asked_of_a_worker_while_its_run_halts_into_waiting_is_not_lost(
             pausing.start()
             # The server asked the worker (which holds the run's lease) through the store; the worker lets go
             # of the run as it parks, maybe before it took the request.
-            wait_until(lambda: threads_in("Engine._ask_elsewhere"), 10, message="the pause asked of the worker")
+            wait_until(lambda: threads_in("Controlling._ask_elsewhere"), 10, message="the pause asked of the worker")
         finally:
             HeldPostgresStore.release.set()
         pausing.join(10)

@@ -19,9 +19,11 @@ from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
 from app.core.config import public_settings
-from app.core.execution import Attempt, Execution, RunStateError, StepInterrupted, StepTimeout, backoff, one_line
+from app.core.execution import Attempt, Execution, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
+from app.core.parking import ParkedSteps
 from app.core.redaction import Scrubber, redact, scrubbing, secret_values, settings_scrubber
+from app.core.run_control import Controlling
 from app.core.secrets import Secrets, resolve_secret_fields
 from app.core.step_cache import Caching
 from app.core.templating import Renderer, RenderError, is_truthy
@@ -31,14 +33,11 @@ from app.dispatch.base import Dispatcher, Queue
 from app.dispatch.local import LocalDispatcher
 from app.errors import StorageError
 from app.runs import (
-    FINISHED_RUN,
     FINISHED_STEP,
     RunStatus,
     StepStatus,
-    format_time,
     new_run,
     new_step,
-    parse_time,
     progress,
     snapshot,
     utcnow,
@@ -57,14 +56,13 @@ RESUME_MAX_DELAY = 30.0
 _MAX_OUTCOMES = 256
 # Steps of a run that ends as succeeded once no other is left.
 _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
-# How long a cancel or pause asked of another process waits for it to act (it looks every 0.5 s).
-CONTROL_WAIT_SECONDS = {"cancel": 5.0, "pause": 2.0}
 
 
-class Engine(Compensating, Caching):
+class Engine(Controlling, ParkedSteps, Compensating, Caching):
     """Executes runs with at most ``WORKFLOW_MAX_CONCURRENT`` at once; the rest wait queued.
 
-    Compensation (app/core/compensation.py) and step caching (app/core/step_cache.py) are mixed in.
+    Mixed in: run controls (app/core/run_control.py), parked steps (app/core/parking.py), compensation
+    (app/core/compensation.py) and step caching (app/core/step_cache.py).
     """
 
     def __init__(self, store: Store, settings: Mapping[str, Any], renderer: Renderer | None = None):
@@ -265,214 +263,6 @@ class Engine(Compensating, Caching):
             if not finished and execution is not None:
                 execution.awaited = False  # its waiter gives up: nobody will read the record
             return self._outcomes.pop(run_id, None)
-
-    # -- control ----------------------------------------------------------------
-    def cancel(self, run: dict, by: str = "api") -> dict:
-        """Cancel a queued, running, paused or waiting run; a running step is abandoned, never waited for."""
-        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING):
-            raise RunStateError(run, "cancelled")
-        execution, owned, holds_slot = self._claim(run["id"], "cancel", by)
-        if execution is None and self._elsewhere(run["id"]):
-            return self._ask_elsewhere(run, "cancel", by)
-        if execution is None:
-            return self._cancel_here(run, by)
-        if owned:
-            try:
-                self._halt(execution)
-            finally:
-                if holds_slot:
-                    # The abandoned run thread held a slot: hand it to the next pending run, only now
-                    # that the cancelled run no longer counts against its workflow's max_concurrent_runs.
-                    threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
-        settled = self._settled(execution)
-        if settled["status"] == RunStatus.WAITING and execution.done.is_set():
-            # Asked while the run halted into waiting (past its thread's last look at the cancel): it is
-            # parked now, no longer executing here, and cancelled as a parked run.
-            return self.cancel(settled, by)
-        return settled
-
-    def _cancel_here(self, run: dict, by: str) -> dict:
-        """Cancel a run that executes nowhere (queued, paused, waiting), its lease held by ``_elsewhere``."""
-        compensating = None
-        try:
-            run = self._current(run, "cancelled",
-                                (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING))
-            self._cancel_parked(run)
-            compensating = self._plan_cancel_elsewhere(run, by)  # compensation: resumed below to undo its steps
-            if not run.get("compensating"):  # else it compensates (now, or as planned before): it ends after
-                self._transition(run, RunStatus.CANCELLED, by, finished=True)
-        finally:
-            if self.leases is not None:
-                self.leases.release(run["id"])  # taken by _elsewhere while the status changed
-        if compensating is not None:
-            self.resume(compensating, run, by)  # executes (here or on a worker) its compensations only
-            return snapshot(run)
-        return run
-
-    def pause(self, run: dict, by: str = "api") -> dict:
-        """Pause a queued, running or waiting run: the current step finishes, the next does not start.
-
-        A waiting run's steps keep waiting, indexed; an answer, event or timeout that comes while it is paused
-        is kept for its step (app/core/parking.py) and applied when the run is resumed.
-        """
-        if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING):
-            raise RunStateError(run, "paused")
-        execution, owned, _ = self._claim(run["id"], "pause", by)
-        if execution is None and self._elsewhere(run["id"]):
-            return self._ask_elsewhere(run, "pause", by)
-        if execution is None:
-            return self._pause_here(run, by)
-        if owned:
-            self._halt(execution)
-        settled = self._settled(execution, timeout=2.0)
-        if settled["status"] == RunStatus.WAITING and execution.done.is_set():
-            # Asked while the run halted into waiting (past its thread's last look at the pause): it is
-            # parked now, no longer executing here, and paused as a parked run.
-            return self.pause(settled, by)
-        return settled
-
-    def _pause_here(self, run: dict, by: str) -> dict:
-        """Pause a run that executes nowhere (queued, or waiting: its steps stay waiting), its lease held."""
-        try:
-            run = self._current(run, "paused", (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING))
-            self._transition(run, RunStatus.PAUSED, by)
-        finally:
-            if self.leases is not None:
-                self.leases.release(run["id"])  # taken by _elsewhere while the status changed
-        return run
-
-    def _elsewhere(self, run_id: str) -> bool:
-        """True when another process holds the run's lease: it executes the run, so it must act on a control.
-
-        Otherwise this process takes the lease (released once the control's change is stored), so no
-        worker starts the run while its status changes here.
-        """
-        return self.leases is not None and not self.leases.claim(run_id)
-
-    def _ask_elsewhere(self, run: dict, control: str, by: str) -> dict:
-        """Have the process executing the run cancel or pause it; the run once it did (or as it stands)."""
-        self.store.request_control(run["id"], control, by)
-        deadline = time.monotonic() + CONTROL_WAIT_SECONDS[control]
-        done = FINISHED_RUN | {RunStatus.PAUSED}
-        fresh = run
-        while time.monotonic() < deadline:
-            fresh = self.store.get_run(run["id"]) or fresh
-            if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
-                break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
-            if fresh["status"] == RunStatus.WAITING and not self._elsewhere(run["id"]):
-                # It halted into waiting before its process took the request (which its release dropped):
-                # parked now, it is this process's to act on.
-                act = self._cancel_here if control == "cancel" else self._pause_here
-                return act(fresh, by)
-            time.sleep(0.05)
-        return fresh
-
-    def _on_control(self, run_id: str, control: str, by: str) -> None:
-        """A cancel or pause asked through another process, for a run executing here (Leases hands it over)."""
-        with self._lock:
-            execution = self._executions.get(run_id)
-        if execution is None:
-            return  # it stopped executing here meanwhile
-        act = self.cancel if control == "cancel" else self.pause
-
-        def apply() -> None:
-            try:
-                act(execution.run, by)
-            except RunStateError:
-                pass  # it finished or paused in between: nothing to do
-            except Exception:
-                logger.exception("run %s: the %s asked by %s failed", run_id, control, by)
-
-        threading.Thread(target=apply, name=f"pyflow-{control}-{run_id}", daemon=True).start()
-
-    def _lost(self, run_id: str) -> None:
-        """This process lost the run's lease: stop executing it, writing nothing more (another owns it now)."""
-        with self._lock:
-            execution = self._executions.get(run_id)
-            if execution is None:
-                return
-            execution.control, execution.control_by = "lost", "lease lost"
-            execution.stop.set()
-            execution.cancelled.set()  # a step under way should stop too: another process repeats it
-        with execution.changed:
-            execution.changed.notify_all()
-
-    def _current(self, run: dict, wanted: str, allowed: tuple[RunStatus, ...]) -> dict:
-        """The run as stored now: it may have finished (and left this process) since the caller read it."""
-        fresh = self.store.get_run(run["id"]) or run
-        if fresh["status"] not in allowed:
-            raise RunStateError(fresh, wanted)
-        return fresh
-
-    def retry(self, bound: BoundWorkflow, run: dict, by: str = "api") -> dict:
-        """Continue a failed or cancelled run from its first unfinished step, keeping finished results."""
-        if run["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise RunStateError(run, "retried")
-        for step in run["steps"]:
-            behind_failure = step["status"] == StepStatus.SKIPPED and step["error"]
-            if step["status"] in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING) or behind_failure:
-                step.update(new_step(step["name"], step["type"], step["depends_on"]))
-        return self._reopen(bound, run, by)
-
-    def skip(self, bound: BoundWorkflow, run: dict, step_name: str, by: str = "api") -> dict:
-        """Mark a failed run's failed step skipped and continue after it."""
-        if run["status"] != RunStatus.FAILED:
-            raise RunStateError(run, "continued past a step")
-        step = next((step for step in run["steps"] if step["name"] == step_name), None)
-        if step is None or step["status"] != StepStatus.FAILED:
-            state = "no such step" if step is None else f"step {step_name!r} is {step['status']}"
-            raise RunStateError(run, f"made to skip {step_name!r} ({state}; only a failed step can be skipped)")
-        step["status"] = StepStatus.SKIPPED.value
-        step["error"] = None  # a person's skip is final, like a `when` skip: a later retry must not undo it
-        return self._reopen(bound, run, by)
-
-    def _reopen(self, bound: BoundWorkflow, run: dict, by: str) -> dict:
-        self._reopen_compensated(run)  # compensation: undone steps run again
-        run.update(error=None, finished_at=None)
-        run["progress"] = progress(run["steps"])
-        self.store.save_run(run)  # the reset steps, before the run is queued again
-        self.resume(bound, run, by)
-        return snapshot(run)
-
-    def _claim(self, run_id: str, control: str, by: str) -> tuple[Execution | None, bool, bool]:
-        """Ask the execution of ``run_id`` to stop for ``control``: (execution or None, owned, holds_slot).
-
-        ``owned`` is True when the caller must halt the run itself: it was
-        queued (waiting for a slot, or not yet handed over by the dispatcher),
-        or a cancel disarmed its inline attempt (as the watchdog does on a
-        timeout). Otherwise the run thread halts it at its next boundary.
-        ``holds_slot``: the caller took over the abandoned run thread's slot and must hand it on.
-        """
-        with self._lock:
-            execution = self._executions.get(run_id)
-            if execution is None:
-                return None, False, False
-            execution.control, execution.control_by = control, by
-            execution.stop.set()
-            if control == "cancel":
-                execution.cancelled.set()
-            owned = holds_slot = False
-            if execution in self._pending:
-                self._pending.remove(execution)
-                owned = True
-            elif not execution.dispatched:
-                execution.dispatched = True  # not handed to the engine yet (a queue holds it): it never starts
-                owned = True
-            elif control == "cancel" and execution.inline is not None:
-                token = execution.tokens.get(execution.inline)
-                if token is not None and self._watchdog.disarm(token):
-                    del execution.tokens[execution.inline]
-                    owned = True
-                    holds_slot = not execution.slotless  # a sub-workflow's run never took one
-        with execution.changed:
-            execution.changed.notify_all()  # a run thread coordinating branches wakes up and halts
-        return execution, owned, holds_slot
-
-    @staticmethod
-    def _settled(execution: Execution, timeout: float = 5.0) -> dict:
-        """The run once its thread has acted on the request (or as it stands after ``timeout``)."""
-        execution.done.wait(timeout)
-        return snapshot(execution.run)
 
     def release_waiters(self) -> None:
         """Let everyone waiting for a run's outcome answer now, with the run as it stands (shutdown)."""
@@ -1101,117 +891,6 @@ class Engine(Compensating, Caching):
             self.observer.run_ended(execution.run)
         execution.done.set()
         execution.answer.set()
-
-    # -- parked runs (issue 16: wait, wait_for_event, approval; app/core/parking.py wakes them) ----------
-    def _park_step(self, execution: Execution, index: int, park: Park) -> None:
-        """Index the step in the wake index and record it ``waiting`` with what it waits for; the run goes on
-        with its other branches, and halts ``waiting`` once nothing else can run (``_parks``)."""
-        step = execution.run["steps"][index]
-        record = {"for": park.kind, "since": utcnow(), "until": None if park.until is None else format_time(park.until),
-                  "event": park.event, "key": park.key, "on_timeout": park.on_timeout, **park.details}
-        step["wait"] = execution.scrubber.scrub(redact(record))
-        step["error"] = None
-        # Indexed first: whoever finds the step stored waiting finds its entry too (or took it, answering).
-        self.park_index(execution.run["id"], step)
-        execution.parked.add(step["name"])
-        step["status"] = StepStatus.WAITING.value
-        self.store.update_step(execution.run["id"], index, step, mode=Durability.SYNC)
-        until = f" until {record['until']}" if record["until"] else ""
-        what = f"event {park.event!r}" + (f" (key {park.key!r})" if park.key else "") if park.event else park.kind
-        self._log(execution, logging.INFO, f"waits for {what}{until}", step["name"])
-
-    def _parks(self, execution: Execution) -> bool:
-        """Nothing more can run: True when steps wait, so the run halts ``waiting`` (a cancel or pause asked
-        first wins); a failing run does not wait for them: they stop waiting, and the run ends."""
-        if not any(step["status"] == StepStatus.WAITING for step in execution.run["steps"]):
-            return False
-        if execution.failure:
-            self._stop_waiting(execution, "no longer waited for: the run failed")
-            return False
-        with self._lock:
-            if not execution.stop.is_set():
-                execution.control, execution.control_by = "park", "engine"
-                execution.stop.set()
-        return True
-
-    def _stop_waiting(self, execution: Execution, reason: str) -> None:
-        """Cancel the run's waiting steps with ``reason``, out of the wake index."""
-        for index, step in enumerate(execution.run["steps"]):
-            if step["status"] == StepStatus.WAITING:
-                self.store.unpark(execution.run["id"], step["name"])
-                step["error"] = reason
-                self._log(execution, logging.INFO, reason, step["name"])
-                self._close_step(execution, index, StepStatus.CANCELLED)
-
-    def _park_run(self, execution: Execution) -> None:
-        """The run halts ``waiting``: the waiting steps it carried over indexed again where missing (a crash may
-        have come between taking one out of the index and putting it back), then stored ``waiting``; ``_forget``
-        releases its slot and lease."""
-        run = execution.run
-        earlier = [step for step in run["steps"]
-                   if step["status"] == StepStatus.WAITING and step["name"] not in execution.parked]
-        if earlier:  # parked before this execution: indexed then, unless a crash came between
-            entries = {entry["step"]: entry for entry in self.store.parked(run["id"])}
-            for step in earlier:
-                entry = entries.get(step["name"])
-                if entry is None:  # an entry a waker took, finding the run busy, it puts back itself
-                    self.park_index(run["id"], step)
-                elif entry.get("outcome") and entry.get("due") is None:  # kept while paused, missed by the resume
-                    self.store.park(run["id"], step["name"], due=time.time(), outcome=entry["outcome"])
-        self._transition(run, RunStatus.WAITING, "engine")
-        self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
-
-    def park_index(self, run_id: str, step: dict) -> None:
-        """Index a waiting step in the store's wake index, from its park record."""
-        wait = step.get("wait") or {}
-        until = wait.get("until")
-        self.store.park(run_id, step["name"], due=parse_time(until) if until else None,
-                        event=wait.get("event"), key=wait.get("key"))
-
-    def wake(self, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict, by: str) -> None:
-        """Continue a waiting run: its parked step ends with ``outcome`` (``{"result"}`` succeeds it, with
-        ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job);
-        its other waiting steps keep waiting."""
-        self._end_parked(bound, run, step_name, outcome)
-        self.resume(bound, run, by)
-
-    def _apply_kept(self, bound: BoundWorkflow, run: dict) -> None:
-        """A paused run being resumed: its waiting steps whose answer, event or timeout came meanwhile (kept in
-        their wake index entries) end with it; the others keep waiting."""
-        kept = {entry["step"]: entry for entry in self.store.parked(run["id"]) if entry.get("outcome")}
-        for step in run["steps"]:
-            if step["status"] != StepStatus.WAITING or step["name"] not in kept:
-                continue
-            entry = self.store.unpark(run["id"], step["name"])  # atomic: a waker finding it first applies it itself
-            if entry is not None and entry.get("outcome"):
-                self._end_parked(bound, run, step["name"], entry["outcome"])
-            elif entry is not None:  # taken back meanwhile by whoever brought it: it waits on, as it was
-                self.store.park(run["id"], step["name"], due=entry.get("due"), event=entry.get("event"),
-                                key=entry.get("key"))
-
-    def _end_parked(self, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict) -> None:
-        """Record a parked step's end with ``outcome`` (out of the wake index already)."""
-        index = next(i for i, step in enumerate(run["steps"]) if step["name"] == step_name)
-        step = run["steps"][index]
-        step["finished_at"] = utcnow()
-        if step.get("started_at"):
-            waited = parse_time(step["finished_at"]) - parse_time(step["started_at"])
-            step["duration_ms"] = max(round(waited * 1000), 0)
-        scrubber = self._scrubber_for(bound, run["trigger_data"])
-        result = outcome.get("result")
-        step["result"] = None if result is None else scrubber.scrub(redact(result))
-        step["error"] = scrubber.text(outcome["error"]) if outcome.get("error") else None
-        step["status"] = (StepStatus.FAILED if step["error"] else StepStatus.SUCCEEDED).value
-        self.store.update_step(run["id"], index, step, mode=Durability.SYNC)
-
-    def _cancel_parked(self, run: dict) -> None:
-        """A run being cancelled where it does not execute: its waiting steps cancelled, out of the wake index."""
-        waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
-        if run["status"] != RunStatus.WAITING and not waiting:
-            return
-        self.store.unpark_run(run["id"])
-        for step in waiting:
-            step.update(status=StepStatus.CANCELLED.value, finished_at=utcnow(), error="cancelled while waiting")
 
     def _announce(self, run: dict) -> None:
         """Tell the runtime a run ended (it publishes run.<status>); never fails the run."""

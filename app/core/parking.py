@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app.core.execution import one_line
+from actions.base import Park
+from app.core.binding import BoundWorkflow
+from app.core.execution import Execution, one_line
 from app.core.periodic import Periodic
 from app.core.redaction import redact
-from app.runs import FINISHED_RUN, RunStatus, StepStatus, utcnow
+from app.runs import FINISHED_RUN, RunStatus, StepStatus, format_time, parse_time, utcnow
+from app.storage.base import Durability
 
 if TYPE_CHECKING:
+    from app.core.engine import Engine
     from app.core.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -236,3 +240,117 @@ class Parking:
 def waker(parking: Parking, interval: float = WAKE_INTERVAL_SECONDS) -> Periodic:
     """On the polling server (like the Sweeper): every second, wakes the parked runs whose time came."""
     return Periodic("pyflow-waker", interval, parking.wake_due, "waking parked runs")
+
+
+class ParkedSteps:
+    """The Engine's side of parked steps: indexing, halting ``waiting``, waking (mixed into Engine)."""
+
+    def _park_step(self: Engine, execution: Execution, index: int, park: Park) -> None:
+        """Index the step in the wake index and record it ``waiting`` with what it waits for; the run goes on
+        with its other branches, and halts ``waiting`` once nothing else can run (``_parks``)."""
+        step = execution.run["steps"][index]
+        record = {"for": park.kind, "since": utcnow(), "until": None if park.until is None else format_time(park.until),
+                  "event": park.event, "key": park.key, "on_timeout": park.on_timeout, **park.details}
+        step["wait"] = execution.scrubber.scrub(redact(record))
+        step["error"] = None
+        # Indexed first: whoever finds the step stored waiting finds its entry too (or took it, answering).
+        self.park_index(execution.run["id"], step)
+        execution.parked.add(step["name"])
+        step["status"] = StepStatus.WAITING.value
+        self.store.update_step(execution.run["id"], index, step, mode=Durability.SYNC)
+        until = f" until {record['until']}" if record["until"] else ""
+        what = f"event {park.event!r}" + (f" (key {park.key!r})" if park.key else "") if park.event else park.kind
+        self._log(execution, logging.INFO, f"waits for {what}{until}", step["name"])
+
+    def _parks(self: Engine, execution: Execution) -> bool:
+        """Nothing more can run: True when steps wait, so the run halts ``waiting`` (a cancel or pause asked
+        first wins); a failing run does not wait for them: they stop waiting, and the run ends."""
+        if not any(step["status"] == StepStatus.WAITING for step in execution.run["steps"]):
+            return False
+        if execution.failure:
+            self._stop_waiting(execution, "no longer waited for: the run failed")
+            return False
+        with self._lock:
+            if not execution.stop.is_set():
+                execution.control, execution.control_by = "park", "engine"
+                execution.stop.set()
+        return True
+
+    def _stop_waiting(self: Engine, execution: Execution, reason: str) -> None:
+        """Cancel the run's waiting steps with ``reason``, out of the wake index."""
+        for index, step in enumerate(execution.run["steps"]):
+            if step["status"] == StepStatus.WAITING:
+                self.store.unpark(execution.run["id"], step["name"])
+                step["error"] = reason
+                self._log(execution, logging.INFO, reason, step["name"])
+                self._close_step(execution, index, StepStatus.CANCELLED)
+
+    def _park_run(self: Engine, execution: Execution) -> None:
+        """The run halts ``waiting``: the waiting steps it carried over indexed again where missing (a crash may
+        have come between taking one out of the index and putting it back), then stored ``waiting``; ``_forget``
+        releases its slot and lease."""
+        run = execution.run
+        earlier = [step for step in run["steps"]
+                   if step["status"] == StepStatus.WAITING and step["name"] not in execution.parked]
+        if earlier:  # parked before this execution: indexed then, unless a crash came between
+            entries = {entry["step"]: entry for entry in self.store.parked(run["id"])}
+            for step in earlier:
+                entry = entries.get(step["name"])
+                if entry is None:  # an entry a waker took, finding the run busy, it puts back itself
+                    self.park_index(run["id"], step)
+                elif entry.get("outcome") and entry.get("due") is None:  # kept while paused, missed by the resume
+                    self.store.park(run["id"], step["name"], due=time.time(), outcome=entry["outcome"])
+        self._transition(run, RunStatus.WAITING, "engine")
+        self._log(execution, logging.INFO, "run waiting (no thread, no slot)")
+
+    def park_index(self: Engine, run_id: str, step: dict) -> None:
+        """Index a waiting step in the store's wake index, from its park record."""
+        wait = step.get("wait") or {}
+        until = wait.get("until")
+        self.store.park(run_id, step["name"], due=parse_time(until) if until else None,
+                        event=wait.get("event"), key=wait.get("key"))
+
+    def wake(self: Engine, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict, by: str) -> None:
+        """Continue a waiting run: its parked step ends with ``outcome`` (``{"result"}`` succeeds it, with
+        ``"error"`` it fails), then the run goes on from there the normal way (here, or a worker's job);
+        its other waiting steps keep waiting."""
+        self._end_parked(bound, run, step_name, outcome)
+        self.resume(bound, run, by)
+
+    def _apply_kept(self: Engine, bound: BoundWorkflow, run: dict) -> None:
+        """A paused run being resumed: its waiting steps whose answer, event or timeout came meanwhile (kept in
+        their wake index entries) end with it; the others keep waiting."""
+        kept = {entry["step"]: entry for entry in self.store.parked(run["id"]) if entry.get("outcome")}
+        for step in run["steps"]:
+            if step["status"] != StepStatus.WAITING or step["name"] not in kept:
+                continue
+            entry = self.store.unpark(run["id"], step["name"])  # atomic: a waker finding it first applies it itself
+            if entry is not None and entry.get("outcome"):
+                self._end_parked(bound, run, step["name"], entry["outcome"])
+            elif entry is not None:  # taken back meanwhile by whoever brought it: it waits on, as it was
+                self.store.park(run["id"], step["name"], due=entry.get("due"), event=entry.get("event"),
+                                key=entry.get("key"))
+
+    def _end_parked(self: Engine, bound: BoundWorkflow, run: dict, step_name: str, outcome: dict) -> None:
+        """Record a parked step's end with ``outcome`` (out of the wake index already)."""
+        index = next(i for i, step in enumerate(run["steps"]) if step["name"] == step_name)
+        step = run["steps"][index]
+        step["finished_at"] = utcnow()
+        if step.get("started_at"):
+            waited = parse_time(step["finished_at"]) - parse_time(step["started_at"])
+            step["duration_ms"] = max(round(waited * 1000), 0)
+        scrubber = self._scrubber_for(bound, run["trigger_data"])
+        result = outcome.get("result")
+        step["result"] = None if result is None else scrubber.scrub(redact(result))
+        step["error"] = scrubber.text(outcome["error"]) if outcome.get("error") else None
+        step["status"] = (StepStatus.FAILED if step["error"] else StepStatus.SUCCEEDED).value
+        self.store.update_step(run["id"], index, step, mode=Durability.SYNC)
+
+    def _cancel_parked(self: Engine, run: dict) -> None:
+        """A run being cancelled where it does not execute: its waiting steps cancelled, out of the wake index."""
+        waiting = [step for step in run["steps"] if step["status"] == StepStatus.WAITING]
+        if run["status"] != RunStatus.WAITING and not waiting:
+            return
+        self.store.unpark_run(run["id"])
+        for step in waiting:
+            step.update(status=StepStatus.CANCELLED.value, finished_at=utcnow(), error="cancelled while waiting")
