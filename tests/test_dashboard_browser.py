@@ -145,6 +145,22 @@ def test_stop_and_start_a_persistent_workflow(server, page):
     expect(page.locator('tr[data-workflow="tick"] td[data-label="Last run"] .badge')).to_be_visible()
 
 
+def test_every_workflow_button_is_in_view_at_1280(server, page):
+    # A startable workflow with a long description: its row has the most to show (Start, Run now, the designer).
+    if server.get("/api/workflows/every_minute").status_code == 404:
+        assert server.post("/api/workflows", json={
+            "name": "every_minute", "description": "Checks the partner feed and files each new invoice. " * 4,
+            "trigger": {"type": "interval", "seconds": 60},
+            "steps": [{"name": "note", "type": "log", "config": {"message": "checked"}}]}).status_code == 201
+    page.goto(server.url + "/")
+    table = page.locator(".table-wrap").filter(has=page.locator("#workflows-table"))
+    assert table.evaluate("wrap => wrap.scrollWidth <= wrap.clientWidth + 1"), "the workflows table scrolls sideways"
+    for button in page.locator('tr[data-workflow="every_minute"] .button-row > *').all():
+        box = button.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= WIDE["width"], button.inner_text()
+    shoot(page, "workflows-wide")
+
+
 def test_step_graph_failed_run_and_phone_layout(server, browser):
     diamond = server.post("/api/workflows/diamond/runs?wait=10").json()
     failed = server.post("/api/workflows/failing/runs?wait=10").json()
