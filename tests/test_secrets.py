@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -350,3 +351,21 @@ def test_secrets_on_postgresql(postgres_url, tmp_path):
         assert client.delete("/api/secrets/TOKEN").status_code == 204
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_the_key_file_made_during_a_step_is_named_in_the_server_log_not_in_the_run(client, key_file, caplog):
+    # The first approval mails signed links, which makes the secrets' key: a fact about the server, not the run.
+    definition = {"name": "asks_once", "steps": [
+        {"name": "ask", "type": "approval", "config": {"to": "boss@example.com", "message": "Go on?", "timeout": 600}}]}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    assert not key_file.exists()
+    with caplog.at_level(logging.INFO, logger="app.core.secrets"):
+        run_id = client.post("/api/workflows/asks_once/runs", json={}).get_json()["id"]
+        wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "waiting", timeout=10,
+                   message="the run waiting for its answer")
+    assert key_file.exists()
+    assert any(str(key_file) in record.getMessage() for record in caplog.records), "the server's log names the key"
+    logs = client.get(f"/api/runs/{run_id}/logs").get_json()["logs"]
+    assert any("waits for approval" in line["message"] for line in logs), logs
+    assert [line for line in logs if "key" in line["message"].lower()] == [], logs
+    assert str(key_file) not in json.dumps(client.get(f"/api/runs/{run_id}").get_json())

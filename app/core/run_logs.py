@@ -21,6 +21,10 @@ MAX_LINE_CHARS = 16384
 
 _scope = threading.local()
 
+#: ``extra=`` of a record about the process, not the run it happens under (the secrets' key file made or read
+#: on a step's thread): it goes to the server's log only, so no run record names the server's files.
+PROCESS_WIDE = {"pyflow_process_wide": True}
+
 
 class RunLog:
     """One run's log as it is written: consecutive repeats become one line, at most ``max_lines`` are kept.
@@ -120,7 +124,7 @@ class RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         current = getattr(_scope, "current", None)
-        if current is None or record.name.startswith(__name__):
+        if current is None or record.name.startswith(__name__) or getattr(record, "pyflow_process_wide", False):
             return
         log, step = current
         try:

@@ -20,6 +20,7 @@ from actions import atomic
 from actions.paths import files_root
 from actions.private_files import make_private_dir
 from app.core.redaction import KNOWN_SECRETS
+from app.core.run_logs import PROCESS_WIDE
 from app.core.templating import RenderError
 from app.errors import ConfigError, InvalidInput, NotFound
 
@@ -150,9 +151,10 @@ class Secrets:
                 raise ConfigError(f"WORKFLOW_KEY_FILE {self.key_file} cannot be read: "
                                   f"{getattr(error, 'strerror', None) or type(error).__name__}") from None
             else:
-                logger.info("secrets: encryption key from WORKFLOW_KEY_FILE %s", self.key_file)
+                logger.info("secrets: encryption key from WORKFLOW_KEY_FILE %s", self.key_file, extra=PROCESS_WIDE)
                 if self.key_file.stat().st_mode & 0o077:
-                    logger.warning("WORKFLOW_KEY_FILE %s can be read by other users: chmod 600 it", self.key_file)
+                    logger.warning("WORKFLOW_KEY_FILE %s can be read by other users: chmod 600 it", self.key_file,
+                                   extra=PROCESS_WIDE)
             self._cipher = _fernets(_split(text, "\n"), f"WORKFLOW_KEY_FILE {self.key_file}")
             return self._cipher
 
@@ -174,7 +176,7 @@ class Secrets:
         except OSError as error:
             raise ConfigError(f"WORKFLOW_KEY_FILE {self.key_file} cannot be made: {error.strerror or error}") from None
         logger.warning("secrets: made a new encryption key in WORKFLOW_KEY_FILE %s; back it up apart from "
-                       "the store: without it the secrets cannot be read", self.key_file)
+                       "the store: without it the secrets cannot be read", self.key_file, extra=PROCESS_WIDE)
         return text
 
     def _decrypt(self, cipher: MultiFernet, record: dict) -> str:
