@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import subprocess
@@ -176,6 +177,15 @@ def test_when_false_skips_the_step_and_later_steps_see_none(engine):
     done = run_once(engine, SkipWorkflow, {"go": True})
     assert [record["status"] for record in done["steps"]] == ["succeeded"] * 3
     assert step(done, "after")["result"] == {"value": "acted"}
+
+
+def test_the_server_log_names_the_step_a_line_is_about(engine, caplog):
+    # The run's log has a step column; the server's log has one line of text, which must say it.
+    with caplog.at_level(logging.INFO, logger="app.core.engine"):
+        run = run_once(engine, SkipWorkflow, {"go": False})
+    lines = [record.getMessage() for record in caplog.records if run["id"] in record.getMessage()]
+    assert f"run {run['id']} of maybe, step act: skipped: its condition (when) is false" in lines, lines
+    assert f"run {run['id']} of maybe: run succeeded" in lines, lines
 
 
 # -- retries and failures -----------------------------------------------------------------------

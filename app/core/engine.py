@@ -946,7 +946,10 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
     def _log(self, execution: Execution, level: int, message: str, step: str | None = None) -> None:
         """Log to the server log and to the run's own log."""
         message = execution.scrubber.text(message)
-        logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
+        if step is None:
+            logger.log(level, "run %s of %s: %s", execution.run["id"], execution.bound.name, message)
+        else:  # the server's log has no step column: the line names it
+            logger.log(level, "run %s of %s, step %s: %s", execution.run["id"], execution.bound.name, step, message)
         # Deferred: written with the run's next change; an action's own log lines are written at once.
         # Kept past the cap: the engine's lines are few (per step and attempt) and say how the run went.
         execution.log.write(level, message, step, mode=Durability.DEFERRED, keep=True)
