@@ -115,10 +115,11 @@ def test_the_workflows_page_links_each_workflow_to_the_designer(client):
     html = client.get("/").text
     assert 'href="/designer/branched"' in html and ">Edit in designer</a>" in html  # made through the API
     assert 'href="/designer/notification_flow"' in html and ">Open in designer</a>" in html  # a file
-    assert 'href="/designer/echo"' in html  # a Python class: opened as a copy too
+    assert 'href="/designer/echo"' not in html  # a Python class: code, which the designer cannot show
     run_form = client.get("/workflows/branched/run").text
     assert '<a class="designer-link" href="/designer/branched">Edit in designer</a>' in run_form
-    assert ">Open in designer</a>" in client.get("/workflows/echo/run").text
+    assert ">Open in designer</a>" in client.get("/workflows/notification_flow/run").text
+    assert "designer-link" not in client.get("/workflows/echo/run").text
 
 
 def graph_boxes(html: str) -> dict[str, tuple[int, int]]:
