@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any
 
-from actions.base import ActionError, BaseAction, Park, SettingError
+from actions.base import ActionError, BaseAction, Park, SettingError, check_timeout
 from actions.base import seconds as parse_seconds
 from actions.send_email import SendEmailAction
 
@@ -33,14 +33,7 @@ class ApprovalAction(BaseAction):
         super().__init__(name, **options)
         if to is not None and not isinstance(to, str | list | tuple):
             raise SettingError("to", f"action {name!r}: to must be an address or a list of addresses, got {to!r}")
-        if on_timeout not in ON_TIMEOUT:
-            raise SettingError("on_timeout", f"action {name!r}: on_timeout must be one of {', '.join(ON_TIMEOUT)}, "
-                                             f"got {on_timeout!r}")
-        if not (isinstance(timeout, str) and "{{" in timeout):
-            try:
-                parse_seconds(timeout, "timeout", "approval")
-            except ActionError as error:
-                raise SettingError("timeout", f"action {name!r}: {error}") from None
+        check_timeout("approval", name, timeout, on_timeout, ON_TIMEOUT)
         self.to = to
         self.subject = subject
         self.message = message

@@ -111,6 +111,19 @@ def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) ->
     return number
 
 
+def check_timeout(action: str, name: str, timeout: Any, on_timeout: str, choices: tuple[str, ...]) -> None:
+    """A waiting step's ``on_timeout`` is one of ``choices`` and its ``timeout`` (unless a template) seconds > 0;
+    else SettingError naming the field."""
+    if on_timeout not in choices:
+        raise SettingError("on_timeout", f"action {name!r}: on_timeout must be one of {', '.join(choices)}, "
+                                         f"got {on_timeout!r}")
+    if not (isinstance(timeout, str) and "{{" in timeout):
+        try:
+            seconds(timeout, "timeout", action)
+        except ActionError as error:
+            raise SettingError("timeout", f"action {name!r}: {error}") from None
+
+
 def cache_problem(cache: Any) -> tuple[str, str] | None:
     """What is wrong with a step's ``cache`` option, as (sub-key, message); None when it is well formed."""
     if not isinstance(cache, Mapping):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from actions.base import ActionError, BaseAction, Park, SettingError
+from actions.base import ActionError, BaseAction, Park, SettingError, check_timeout
 from actions.base import seconds as parse_seconds
 
 ON_TIMEOUT = ("fail", "continue")
@@ -31,14 +31,7 @@ class WaitForEventAction(BaseAction):
         if not isinstance(event, str) or not event.strip():
             raise SettingError("event", f"action {name!r}: event must be an event type such as 'order.paid', "
                                         f"got {event!r}")
-        if on_timeout not in ON_TIMEOUT:
-            raise SettingError("on_timeout", f"action {name!r}: on_timeout must be one of {', '.join(ON_TIMEOUT)}, "
-                                             f"got {on_timeout!r}")
-        if not (isinstance(timeout, str) and "{{" in timeout):
-            try:
-                parse_seconds(timeout, "timeout", "wait_for_event")
-            except ActionError as error:
-                raise SettingError("timeout", f"action {name!r}: {error}") from None
+        check_timeout("wait_for_event", name, timeout, on_timeout, ON_TIMEOUT)
         self.event = event
         self.key = key
         self.timeout = timeout
