@@ -390,13 +390,43 @@ def test_a_check_interval_under_a_tenth_of_a_second_is_422(make_client):
 
 
 def test_a_posted_trigger_is_polled_at_most_ten_times_a_second(make_client):
-    """An interval trigger of 0.001 s was polled every millisecond, whatever check_interval said."""
+    """A file trigger's poll_interval of 0.001 s was polled every millisecond, whatever check_interval said."""
     client = make_client()
-    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": 0.001},
+    definition = {"name": "lister", "trigger": {"type": "file", "folder": "inbox", "poll_interval": 0.001},
                   "steps": [step("say", "log", message="hi")]}
     answer = client.post("/api/workflows", json=definition)
     assert answer.status_code == 201, answer.get_data(as_text=True)
     assert answer.get_json()["check_interval"] == 0.1
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.5])
+def test_a_posted_interval_trigger_under_a_second_is_422(make_client, seconds):
+    """An interval trigger of 0.001 s made a run every poll, ten a second, flooding the store with runs."""
+    client = make_client()
+    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": seconds},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["details"] == [
+        {"path": "trigger.seconds",
+         "message": f"{seconds:g} is less than 1 s, the shortest interval a definition's trigger fires at"}]
+    assert client.get("/api/workflows/ticker").status_code == 404
+    definition["trigger"]["seconds"] = 1
+    assert client.post("/api/workflows", json=definition).status_code == 201
+
+
+def test_an_interval_under_a_second_made_by_a_template_is_never_polled(make_client):
+    """A template is rendered when the trigger is bound: "{{ 0.001 }}" passes the check of a posted number."""
+    client = make_client()
+    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": "{{ 0.001 }}"},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    why = "trigger 'trigger': seconds 0.001 is less than 1 s, the shortest interval a definition's trigger fires at"
+    assert answer.get_json()["error"] == why
+    started = client.post("/api/workflows/ticker/start")
+    assert started.status_code == 409
+    assert started.get_json()["error"]["message"] == f"workflow 'ticker' cannot be started: {why}"
 
 
 @pytest.mark.parametrize("message", [
