@@ -579,6 +579,49 @@ def test_a_step_result_past_the_limit_fails_the_step(make_client):
     assert run["steps"][0]["error"] == "returned a result of more than 64 MB as JSON, the most a step's result may hold"
 
 
+def test_a_runs_results_together_past_the_limit_fail_the_step_that_brings_them_past(make_client):
+    """Each step's result is bounded (64 MB), but 500 steps of 60 MB each would hold 30 GB: a run's are too."""
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    # Each result is {"message": <400,000 x>}: about 0.4 MB as JSON, the third brings them past 1 MB.
+    run = run_steps(client, *(step(f"say{n}", "log", message="{{ 'x' * 400000 }}") for n in (1, 2, 3)))
+    assert run["status"] == "failed"
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "failed"]
+    error = ("returned a result of 0.4 MB, which brings the run's results to 1.1 MB as JSON, "
+             "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)")
+    assert run["steps"][2]["error"] == error and run["steps"][2]["result"] is None
+    assert run["error"] == f"step 'say3' failed: {error}"
+
+
+def test_a_runs_results_are_counted_across_a_wait(make_client):
+    """A run that waited continues in a new execution: the results it holds still count."""
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    steps = [step("say1", "log", message="{{ 'x' * 400000 }}"), step("say2", "log", message="{{ 'x' * 400000 }}"),
+             step("ask", "approval", timeout=600), step("say3", "log", message="{{ 'x' * 400000 }}")]
+    assert client.post("/api/workflows", json={"name": name, "steps": steps}).status_code == 201
+    run_id = client.post(f"/api/workflows/{name}/runs", json={}).get_json()["id"]
+    wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "waiting", 10, message="waiting")
+    assert client.post(f"/api/runs/{run_id}/approve").status_code == 200
+    wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "failed", 10, message="failed")
+    run = client.get(f"/api/runs/{run_id}").get_json()
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "succeeded", "failed"]
+    assert "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)" in run["steps"][3]["error"]
+
+
+def test_a_result_reused_from_the_cache_counts_toward_the_runs_results(make_client):
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    steps = [step("pad", "log", message="{{ 'x' * inputs.n }}"),
+             {**step("big", "log", message="{{ 'x' * 400000 }}"), "cache": {"ttl": 600}}]
+    assert client.post("/api/workflows", json={"name": name, "steps": steps}).status_code == 201
+    first = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {"n": 1}}).get_json()
+    assert first["status"] == "succeeded", first
+    second = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {"n": 800000}}).get_json()
+    assert second["status"] == "failed"
+    assert second["steps"][1]["error"] == ("returned a result of 0.4 MB, which brings the run's results to 1.1 MB "
+                                           "as JSON, more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)")
+
+
 def test_a_value_repeated_in_many_rows_is_measured_before_it_is_written(make_client):
     """A transform that puts one text in every row: 100 rows of 1 MB made 95 MB of JSON, 10,000 rows 10 GB."""
     client = make_client()
