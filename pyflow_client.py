@@ -2,7 +2,7 @@
 
     from pyflow_client import Client, PyFlowAPIError
     client = Client()   # WORKFLOW_API_URL and WORKFLOW_API_TOKEN
-    run = client.execute_workflow("data_pipeline", inputs={"mode": "append"})
+    run = client.execute_workflow("notification_flow", inputs={"message": "Backup done"})
     run = client.wait_for_completion(run["id"], timeout=300, on_step_complete=lambda step: print(step["name"]))
 
 Every method answers the API's JSON (a Run or a workflow Summary, docs/api.md) and raises
@@ -85,7 +85,7 @@ class Client:
                         template: str | None = None) -> Json:
         """Create a declarative workflow: ``definition`` (a mapping, or YAML text), or a copy of ``template``.
 
-        ``template`` names a served declarative workflow (a shipped one such as ``data_pipeline``)
+        ``template`` names a served declarative workflow (a shipped one such as ``notification_flow``)
         whose definition is copied under ``name``; ``name`` also renames a mapping ``definition``.
         Secret values in a template show as "***" and are copied so: give them on the copy.
         """

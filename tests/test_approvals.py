@@ -195,11 +195,14 @@ def store(request, tmp_path):
 
 
 def stored_run(store, status: str, step_status: str) -> str:
-    """A run of ``status`` whose first step is ``step_status`` (waiting: for an approval), created in ``store``."""
+    """A run of ``status`` whose first step is ``step_status`` (waiting: for an approval, in the wake index as the
+    engine parks it), created in ``store``."""
     run = new_run("asks", [new_step("ok", "approval"), new_step("after", "log")], {}, "api")
     run["status"] = status
     run["steps"][0].update(status=step_status, wait={"for": "approval"} if step_status == "waiting" else None)
     store.create_run(run)
+    if step_status == "waiting":
+        store.park(run["id"], "ok")
     return run["id"]
 
 

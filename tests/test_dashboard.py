@@ -186,6 +186,46 @@ def test_the_waiting_page_pages_through_every_waiting_run_with_the_store_cursor(
     assert "That page link is not valid" in nonsense and listed[0][0] in nonsense
 
 
+def test_the_waiting_page_counts_paused_runs_without_reading_them_and_a_resume_leads_back(client, runtime, monkeypatch):
+    """The count read every paused run (a store of many paused runs read them all for each view of the page)."""
+    monkeypatch.setattr(approvals, "PAGE_SIZE", 2)
+    define(client, "asks", [{"name": "ok", "type": "approval", "config": {"timeout": 600}}])
+    ids = [client.post("/api/workflows/asks/runs", json={}).get_json()["id"] for _ in range(5)]
+    for run_id in ids:
+        wait_until(lambda run_id=run_id: runtime.store.get_run(run_id)["status"] == "waiting", 10,
+                   message=f"run {run_id} waiting")
+        assert client.post(f"/api/runs/{run_id}/pause").get_json()["status"] == "paused"
+    paused_read = []
+    list_runs = runtime.store.list_runs
+
+    def listing(**filters):  # the store's own listing, its paused runs noted
+        runs, cursor = list_runs(**filters)
+        if filters.get("status") == "paused":
+            paused_read.extend(run["id"] for run in runs)
+        return runs, cursor
+
+    monkeypatch.setattr(runtime.store, "list_runs", listing)
+    first = client.get("/waiting").text
+    assert "Runs 1–2 of 5, newest first; older ones on the next page." in first
+    assert len(paused_read) <= 3  # the page's two and the one that tells an older page exists; not all five
+
+    # Resumed from an older page, back to that page.
+    cursor = re.search(r'href="/waiting\?cursor=(run_[0-9a-f]+)">Older runs', first).group(1)
+    second = client.get(f"/waiting?cursor={cursor}").text
+    resumed = re.findall(r'<tr data-run="(run_[0-9a-f]+)"', second)[0]
+    form = re.search(rf'<form[^>]*action="/runs/{resumed}/resume">.*?</form>', second, re.S).group(0)
+    assert 'name="back" value="waiting"' in form and f'name="cursor" value="{cursor}"' in form
+    answer = client.post(f"/runs/{resumed}/resume", data={"csrf_token": CSRF_FIELD.search(form).group(1),
+                                                           "back": "waiting", "cursor": cursor})
+    assert answer.status_code == 302 and answer.headers["Location"] == f"/waiting?cursor={cursor}"
+    assert f"Resumed run {resumed}." in client.get(answer.headers["Location"]).text
+    wait_until(lambda: runtime.store.get_run(resumed)["status"] == "waiting", 10, message="resumed run waiting")
+    # From the run page, the run page as before.
+    assert client.post(f"/api/runs/{resumed}/pause").get_json()["status"] == "paused"
+    again = client.post(f"/runs/{resumed}/resume", data={"csrf_token": csrf(client, f"/runs/{resumed}")})
+    assert again.status_code == 302 and again.headers["Location"] == f"/runs/{resumed}"
+
+
 def test_run_page_shows_steps_errors_logs_and_controls(client):
     run = api_run(client, "failing")
 

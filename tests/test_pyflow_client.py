@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pyflow_client import Client, PyFlowAPIError
-from tests.server import Servers, free_port
+from tests.server import REPO, Servers, free_port
 from tests.waiting import wait_until
 
 TOKEN = "client-test-token"
@@ -320,3 +322,45 @@ def test_a_request_without_an_answer_in_time_is_a_timeout(client):
     assert (caught.value.status, caught.value.code) == (None, "timeout")
     for run in client.request("GET", "/api/runs", params={"workflow": "slow_answer_flow"})["runs"]:
         client.cancel_execution(run["id"])
+
+
+def test_a_template_whose_inputs_name_a_secret_is_copied_with_its_schema(client):
+    """notification_flow's input webhook_url was shown as "***" in place of its schema: the copy was refused."""
+    created = client.create_workflow(name="notice_copy", template="notification_flow")
+    assert created["definition"]["inputs"]["properties"]["webhook_url"]["format"] == "uri"
+    secret = {"name": "hook", "type": "http_request",
+              "config": {"url": "https://example.org/hook", "headers": {"Authorization": "Bearer abc123456"}}}
+    made = client.create_workflow({"name": "hooked", "inputs": {"type": "object", "properties": {
+        "api_key": {"type": "string"}}}, "steps": [secret]})
+    assert made["definition"]["inputs"]["properties"]["api_key"] == {"type": "string"}
+    assert made["definition"]["steps"][0]["config"]["headers"]["Authorization"] == "***"  # still hidden
+    client.delete_workflow("notice_copy")
+    client.delete_workflow("hooked")
+
+
+# -- README ---------------------------------------------------------------------------------------------
+
+def readme_example() -> str:
+    """The code of README's "From Python" section, as a reader copies it."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## From Python\n", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    return code
+
+
+def test_the_readme_example_runs_as_written_offline_against_a_fresh_server(tmp_path, monkeypatch, capsys):
+    """It copied the shipped data_pipeline, which fetches a public URL: on a machine offline it failed."""
+    with Servers(tmp_path) as servers:  # a fresh store; no token, no SMTP_HOST, no network needed
+        server = servers.start()
+        monkeypatch.setenv("WORKFLOW_API_URL", server.url)
+        monkeypatch.delenv("WORKFLOW_API_TOKEN", raising=False)
+        exec(compile(readme_example(), "README.md", "exec"), {"__name__": "readme"})
+        [run] = Client(server.url).request("GET", "/api/runs", params={"workflow": "backup_notice"})["runs"]
+    assert run["status"] == "succeeded"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:2] == ["render succeeded", "email succeeded"]
+    assert sorted(printed[2:4]) == ["notify skipped", "webhook skipped"]  # no Apprise URL, no webhook given
+    [error] = printed[4:]
+    assert error.startswith(f"POST {server.url}/api/runs/{run['id']}/retry: 409 conflict: "), error
+    [mail] = (server.storage / "outbox").glob("*.eml")  # no SMTP_HOST: the e-mail is a file
+    assert "Backup done" in mail.read_text(encoding="utf-8")
+

@@ -390,13 +390,43 @@ def test_a_check_interval_under_a_tenth_of_a_second_is_422(make_client):
 
 
 def test_a_posted_trigger_is_polled_at_most_ten_times_a_second(make_client):
-    """An interval trigger of 0.001 s was polled every millisecond, whatever check_interval said."""
+    """A file trigger's poll_interval of 0.001 s was polled every millisecond, whatever check_interval said."""
     client = make_client()
-    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": 0.001},
+    definition = {"name": "lister", "trigger": {"type": "file", "folder": "inbox", "poll_interval": 0.001},
                   "steps": [step("say", "log", message="hi")]}
     answer = client.post("/api/workflows", json=definition)
     assert answer.status_code == 201, answer.get_data(as_text=True)
     assert answer.get_json()["check_interval"] == 0.1
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.5])
+def test_a_posted_interval_trigger_under_a_second_is_422(make_client, seconds):
+    """An interval trigger of 0.001 s made a run every poll, ten a second, flooding the store with runs."""
+    client = make_client()
+    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": seconds},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["details"] == [
+        {"path": "trigger.seconds",
+         "message": f"{seconds:g} is less than 1 s, the shortest interval a definition's trigger fires at"}]
+    assert client.get("/api/workflows/ticker").status_code == 404
+    definition["trigger"]["seconds"] = 1
+    assert client.post("/api/workflows", json=definition).status_code == 201
+
+
+def test_an_interval_under_a_second_made_by_a_template_is_never_polled(make_client):
+    """A template is rendered when the trigger is bound: "{{ 0.001 }}" passes the check of a posted number."""
+    client = make_client()
+    definition = {"name": "ticker", "trigger": {"type": "interval", "seconds": "{{ 0.001 }}"},
+                  "steps": [step("say", "log", message="hi")]}
+    answer = client.post("/api/workflows", json=definition)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    why = "trigger 'trigger': seconds 0.001 is less than 1 s, the shortest interval a definition's trigger fires at"
+    assert answer.get_json()["error"] == why
+    started = client.post("/api/workflows/ticker/start")
+    assert started.status_code == 409
+    assert started.get_json()["error"]["message"] == f"workflow 'ticker' cannot be started: {why}"
 
 
 @pytest.mark.parametrize("message", [
@@ -547,6 +577,49 @@ def test_a_step_result_past_the_limit_fails_the_step(make_client):
     run = run_steps(client, step("make", "transform", data=f"{{{{ [{values}] }}}}", operation="dedupe"))
     assert run["status"] == "failed"
     assert run["steps"][0]["error"] == "returned a result of more than 64 MB as JSON, the most a step's result may hold"
+
+
+def test_a_runs_results_together_past_the_limit_fail_the_step_that_brings_them_past(make_client):
+    """Each step's result is bounded (64 MB), but 500 steps of 60 MB each would hold 30 GB: a run's are too."""
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    # Each result is {"message": <400,000 x>}: about 0.4 MB as JSON, the third brings them past 1 MB.
+    run = run_steps(client, *(step(f"say{n}", "log", message="{{ 'x' * 400000 }}") for n in (1, 2, 3)))
+    assert run["status"] == "failed"
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "failed"]
+    error = ("returned a result of 0.4 MB, which brings the run's results to 1.1 MB as JSON, "
+             "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)")
+    assert run["steps"][2]["error"] == error and run["steps"][2]["result"] is None
+    assert run["error"] == f"step 'say3' failed: {error}"
+
+
+def test_a_runs_results_are_counted_across_a_wait(make_client):
+    """A run that waited continues in a new execution: the results it holds still count."""
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    steps = [step("say1", "log", message="{{ 'x' * 400000 }}"), step("say2", "log", message="{{ 'x' * 400000 }}"),
+             step("ask", "approval", timeout=600), step("say3", "log", message="{{ 'x' * 400000 }}")]
+    assert client.post("/api/workflows", json={"name": name, "steps": steps}).status_code == 201
+    run_id = client.post(f"/api/workflows/{name}/runs", json={}).get_json()["id"]
+    wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "waiting", 10, message="waiting")
+    assert client.post(f"/api/runs/{run_id}/approve").status_code == 200
+    wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "failed", 10, message="failed")
+    run = client.get(f"/api/runs/{run_id}").get_json()
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "succeeded", "failed"]
+    assert "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)" in run["steps"][3]["error"]
+
+
+def test_a_result_reused_from_the_cache_counts_toward_the_runs_results(make_client):
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    name = f"redteam_{uuid.uuid4().hex[:8]}"
+    steps = [step("pad", "log", message="{{ 'x' * inputs.n }}"),
+             {**step("big", "log", message="{{ 'x' * 400000 }}"), "cache": {"ttl": 600}}]
+    assert client.post("/api/workflows", json={"name": name, "steps": steps}).status_code == 201
+    first = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {"n": 1}}).get_json()
+    assert first["status"] == "succeeded", first
+    second = client.post(f"/api/workflows/{name}/runs?wait=30", json={"inputs": {"n": 800000}}).get_json()
+    assert second["status"] == "failed"
+    assert second["steps"][1]["error"] == ("returned a result of 0.4 MB, which brings the run's results to 1.1 MB "
+                                           "as JSON, more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)")
 
 
 def test_a_value_repeated_in_many_rows_is_measured_before_it_is_written(make_client):

@@ -6,9 +6,12 @@ written on the step beside its config (a shell step's limits) at steps[i].<key>.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from actions.base import SettingError
+from triggers.interval import IntervalTrigger
 from triggers.poll import PollTrigger
 from triggers.webhook import WebhookTrigger
 from workflows.declarative import DefinitionError, build_workflow
@@ -226,6 +229,23 @@ def test_a_problem_of_two_trigger_settings_is_reported_at_the_trigger():
                                        "the slack style has fixed headers"}]
 
 
+@pytest.mark.parametrize(("seconds", "message"), [
+    (0, "seconds must be greater than 0, got 0"),
+    (-5, "seconds must be greater than 0, got -5"),
+    (float("nan"), "seconds must be greater than 0, got nan"),
+    ("soon", "seconds must be a number of seconds, got 'soon'"),
+    (None, "seconds must be a number of seconds, got None"),
+    (True, "seconds must be a number of seconds, got True"),
+    ("inf", "seconds must be a finite number of seconds, got 'inf'"),
+])
+def test_a_python_workflows_interval_trigger_refuses_seconds_that_are_no_positive_number(seconds, message):
+    # A workflow written in Python is trusted with intervals under a second, not with these.
+    with pytest.raises(SettingError, match=rf"^trigger 't': {re.escape(message)}$") as caught:
+        IntervalTrigger("t", seconds=seconds)
+    assert caught.value.key == "seconds"
+    assert IntervalTrigger("t", seconds=0.2).interval == 0.2
+
+
 def test_a_poll_trigger_refuses_its_interval_as_that_setting():
     # A definition cannot give a callable condition, so the interval check is reached from Python only.
     with pytest.raises(SettingError, match=r"^trigger 't': interval must be greater than 0, got 0$") as caught:
@@ -261,3 +281,14 @@ def test_the_validate_endpoint_reports_a_trigger_setting_and_a_step_option_at_th
          "message": "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
                     "got 'Mars/Olympus'"},
         {"path": "steps[1].limits", "message": "action 's': limits.memory_mb must be a number > 0, got -1"}]
+
+
+def test_the_validate_endpoint_reports_a_posted_interval_under_a_second_at_trigger_seconds(client):
+    # Refused for a definition (untrusted), though the trigger itself takes it (a Python workflow may).
+    response = client.post("/api/workflows/validate", json={
+        "name": "probe", "trigger": {"type": "interval", "seconds": 0.25},
+        "steps": [{"name": "ok", "type": "log", "config": {"message": "hi"}}]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "trigger.seconds", "message": "0.25 is less than 1 s, the shortest interval a definition's trigger "
+                                              "fires at"}]

@@ -170,7 +170,7 @@ def test_a_definition_made_changed_and_deleted_through_one_server_reaches_the_ot
 def test_a_definition_made_and_started_on_a_server_that_does_not_poll_is_polled_by_the_leader(pair):
     wait_until(lambda: any(runtime.polling for runtime in pair), message="a leader")
     leader, other = sorted(pair, key=lambda runtime: not runtime.polling)
-    other.create_definition(say("tick", {"type": "interval", "seconds": 0.5}))
+    other.create_definition(say("tick", {"type": "interval", "seconds": 1}))
     other.start_workflow("made_elsewhere")
     wait_until(lambda: other.store.list_runs(workflow="made_elsewhere")[0], timeout=15,
                message="the leader polling the definition made on the other server")

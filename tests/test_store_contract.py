@@ -811,6 +811,27 @@ def test_another_store_on_the_same_place_sees_what_one_recorded(backend, runs):
     assert first.get_definition("alpha")["version"] == 2
 
 
+# -- the wake index's runs (its entries: tests/test_store_parking.py) -------------------------------------
+def test_parked_run_ids_are_the_runs_with_an_entry_in_the_wake_index(backend, runs):
+    store = backend.open()
+    two, one, none = (runs.make(status="waiting"), runs.make(status="paused"), runs.make(status="paused"))
+    for run in (two, one, none):
+        store.create_run(run)
+    assert store.parked_run_ids() == set()
+    store.park(two["id"], "s0", event="ticket.closed")
+    store.park(two["id"], "s1", due=time.time() + 60)
+    store.park(one["id"], "s0", outcome={"by": "olga", "result": {"approved": True}})
+    assert store.parked_run_ids() == {two["id"], one["id"]}  # a run once, however many of its steps wait
+    if backend.durable:
+        store = backend.reopen(store)
+        assert store.parked_run_ids() == {two["id"], one["id"]}
+    store.unpark(two["id"], "s0")
+    assert store.parked_run_ids() == {two["id"], one["id"]}
+    store.unpark(two["id"], "s1")
+    store.unpark_run(one["id"])
+    assert store.parked_run_ids() == set()
+
+
 # -- leases: which worker executes a run (DESIGN section 11) -------------------------------------
 LONG = 60.0  # a lease that never ends during a test
 SHORT = 0.2  # a lease that ends almost at once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,11 +19,15 @@ def _iso(epoch: float) -> str:
 def parse_seconds(value: Any, field: str, key: str | None = None) -> float:
     """A positive number of seconds, or ValueError naming ``field`` (SettingError when it is the setting ``key``)."""
     try:
+        if isinstance(value, bool):  # float(True) is 1.0: a yes/no is no number of seconds
+            raise TypeError
         seconds = float(value)
     except (TypeError, ValueError):
         raise _refusal(key, f"{field} must be a number of seconds, got {value!r}") from None
     if not seconds > 0:
         raise _refusal(key, f"{field} must be greater than 0, got {value!r}")
+    if math.isinf(seconds):  # "inf" fires once, then never: surely not what was meant
+        raise _refusal(key, f"{field} must be a finite number of seconds, got {value!r}")
     return seconds
 
 

@@ -16,7 +16,7 @@ from app.core.events import parse_event
 from app.core.files import share
 from app.core.limits import size_problem
 from app.core.plugins import type_catalog
-from app.core.redaction import redact
+from app.core.redaction import redact_definition
 from app.core.runtime import Runtime
 from app.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.runs import FINISHED_RUN, RunStatus, progress
@@ -228,7 +228,7 @@ def _definition_body() -> dict:
 def _with_definition(summary: dict) -> dict:
     workflow = runtime().get(summary["name"]).workflow
     # Secrets show as "***"; a PUT that sends "***" back keeps the stored value (Catalog.replace).
-    summary["definition"] = redact(workflow.definition)
+    summary["definition"] = redact_definition(workflow.definition)
     return summary
 
 

@@ -10,11 +10,12 @@ from typing import Any
 from actions.base import BaseAction
 from actions.paths import PathError
 from app.core.config import public_settings
-from app.core.limits import MIN_CHECK_INTERVAL
+from app.core.limits import MIN_CHECK_INTERVAL, interval_problem
 from app.core.secrets import resolve_secret_fields
 from app.core.templating import Renderer
 from app.errors import ConfigError
 from triggers.base import BaseTrigger
+from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
 from workflows.graph import StepGraph, build_graph
 
@@ -75,6 +76,9 @@ class BoundWorkflow:
             check_interval = workflow.check_interval or trigger.default_check_interval
             if not trigger._trusted_code:  # a definition's trigger (an interval of 0.001 s) cannot poll without pause
                 check_interval = max(check_interval, MIN_CHECK_INTERVAL)
+                too_fast = isinstance(trigger, IntervalTrigger) and interval_problem(trigger.interval)
+                if too_fast:  # a template's value ("{{ settings.X }}"): a number was refused when posted
+                    raise ValueError(f"trigger {trigger.name!r}: seconds {too_fast}")
         except PathError as problem:
             # A folder outside WORKFLOW_FILES_ROOT is the definition's fault, not a missing setting: refuse it.
             raise ConfigError(f"{where}: {problem}") from None

@@ -12,7 +12,7 @@ from app.core.binding import BoundWorkflow
 from app.core.definition_diff import unified_diff
 from app.core.definitions import checked, definitions_folder, load_definition_file, posted
 from app.core.plugins import Plugins
-from app.core.redaction import keep_redacted, redact
+from app.core.redaction import keep_redacted, redact, redact_definition
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
 from app.storage.base import Store
@@ -183,7 +183,7 @@ class Catalog:
         if record is None:
             raise NotFound(f"workflow {name!r} has no version {version}")
         return {"name": name, "version": record["version"], "saved_at": record["saved_at"],
-                "definition": redact(record["definition"])}
+                "definition": redact_definition(record["definition"])}
 
     def replace(self, name: str, definition: Any,
                 base: int | None = None) -> tuple[BoundWorkflow | None, BoundWorkflow]:
@@ -310,7 +310,7 @@ class Catalog:
                 "status": "stopped", "check_interval": None, "next_fire_time": None,
                 "inputs_schema": definition.get("inputs"), "error": f"not loaded: {why}", "last_poll": None,
                 "polled_here": False, "origin": "api", "source": f"api:{name} v{record['version']}",
-                "version": record["version"], "definition": redact(definition)}
+                "version": record["version"], "definition": redact_definition(definition)}
 
     def _check_base(self, name: str, base: int) -> None:
         """Conflict, with the newest version and the diff from ``base`` to it, unless ``base`` is the newest.
@@ -321,8 +321,8 @@ class Catalog:
         if current is None or current["version"] == base:
             return
         edited = self.store.get_definition(name, base) if 1 <= base <= MAX_VERSION else None
-        newest = redact(current["definition"])
-        diff = unified_diff(redact(edited["definition"]) if edited else None, newest,
+        newest = redact_definition(current["definition"])
+        diff = unified_diff(redact_definition(edited["definition"]) if edited else None, newest,
                             f"{name} v{base}", f"{name} v{current['version']}")
         raise Conflict(f"workflow {name!r} is at version {current['version']}; you edited version {base}",
                        details={"version": current["version"], "base": base, "definition": newest, "diff": diff})

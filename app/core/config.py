@@ -172,6 +172,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     # A definition's size (as compact JSON, and a posted body) and its number of steps; the designer shows both.
     "WORKFLOW_MAX_DEFINITION_KB": (512, _positive_int, "a positive integer"),
     "WORKFLOW_MAX_STEPS": (500, _positive_int, "a positive integer"),
+    # What a run's results may weigh together as JSON (each step's is at most 64 MB); the step past it fails.
+    "WORKFLOW_MAX_RUN_RESULTS_MB": (256.0, _positive_float, "a number of megabytes > 0"),
     # Log lines one run keeps (repeats are folded first); the rest are counted, and the log says how many.
     "WORKFLOW_RUN_LOG_LINES": (1000, _positive_int, "a positive integer"),
     # Unset: the JSON store under WORKFLOW_STORAGE_PATH; postgresql://...: the PostgreSQL store (docs/postgres.md).

@@ -18,7 +18,7 @@ from actions.loop import in_parallel_item
 from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
-from app.core.config import public_settings
+from app.core.config import SETTINGS, public_settings
 from app.core.execution import Attempt, Execution, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.parking import ParkedSteps
@@ -56,6 +56,7 @@ RESUME_MAX_DELAY = 30.0
 _MAX_OUTCOMES = 256
 # Steps of a run that ends as succeeded once no other is left.
 _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
+RUN_RESULTS_SETTING = "WORKFLOW_MAX_RUN_RESULTS_MB"
 
 
 class Engine(Controlling, ParkedSteps, Compensating, Caching):
@@ -98,6 +99,10 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
         self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
+        # The most a run's results may weigh together as JSON: each step's is bounded (MAX_RESULT_BYTES), but
+        # 500 steps of 60 MB each would hold 30 GB in the store and in memory.
+        self._max_run_results_mb = float(settings.get(RUN_RESULTS_SETTING, SETTINGS[RUN_RESULTS_SETTING][0]))
+        self._max_run_results = int(self._max_run_results_mb * 2**20)
         #: Set by the runtime: what templates read as {{ secrets.NAME }}, decrypted when a step renders.
         self.secrets: Secrets | None = None
         # How queued runs reach an executor: this engine's threads; with a ``queue``, workers elsewhere.
@@ -199,6 +204,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             if step["status"] in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
                 data_store[step["name"]] = results[step["name"]] = step["result"]
         execution = Execution(bound, run, data_store, results)
+        # Measured once here (results recorded elsewhere: an answer, an event), then kept as a running total.
+        execution.results_bytes = sum(json_size(result, self._max_run_results) for result in results.values() if result)
         execution.scrubber = self._scrubber_for(bound, run["trigger_data"])
         # The cap counts the lines an earlier process or execution of this run already wrote.
         execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
@@ -613,13 +620,24 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         if not self._release(execution, index, token):
             return None
         try:
-            result = self._as_result(result)
+            result, size = self._measured(result)
         except TypeError as error:
             return ActionError(f"returned a result that is not JSON: {error}", retryable=False)
         except ValueError as error:  # past MAX_RESULT_BYTES: the store and every later template would hold it
             return ActionError(f"returned a result {error}", retryable=False)
+        too_much = self._count_result(execution, size)
+        if too_much:
+            return ActionError(too_much, retryable=False)  # the same result again would pass it again
         self._succeed_step(execution, index, result)
         return result
+
+    def _count_result(self, execution: Execution, size: int) -> str | None:
+        """Add a step's result of ``size`` bytes to its run's total; why not, when that passes the run's bound."""
+        total = execution.add_result(size, self._max_run_results)
+        if total is None:
+            return None
+        return (f"returned a result of {size / 2**20:.1f} MB, which brings the run's results to {total / 2**20:.1f} MB "
+                f"as JSON, more than {RUN_RESULTS_SETTING} ({self._max_run_results_mb:g} MB)")
 
     def _context(self, execution: Execution, action: BaseAction, attempt: int, timeout: float) -> RunContext:
         names = self._names(execution)
@@ -689,14 +707,23 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
                 results[action.name] = self._as_result(rendered.execute({**execution.data_store, **results}))
         return results
 
+    @classmethod
+    def _as_result(cls, value: Any) -> dict:
+        return cls._measured(value)[0]
+
     @staticmethod
-    def _as_result(value: Any) -> dict:
+    def _measured(value: Any) -> tuple[dict, int]:
+        """What a step returned as its result, and that result's size as JSON; ValueError past MAX_RESULT_BYTES."""
         result = {} if value is None else value if isinstance(value, dict) else {"value": value}
-        if result:
-            # Measured before it is written: one text repeated in many rows would be gigabytes as JSON.
-            if json_size(result) > MAX_RESULT_BYTES or len(json.dumps(result)) > MAX_RESULT_BYTES:
-                raise ValueError(RESULT_TOO_LARGE)  # json.dumps: fail the step here, not later in the store
-        return result
+        if not result:
+            return result, 2
+        # Measured before it is written: one text repeated in many rows would be gigabytes as JSON.
+        if json_size(result) > MAX_RESULT_BYTES:
+            raise ValueError(RESULT_TOO_LARGE)
+        size = len(json.dumps(result))  # fails the step here, not later in the store
+        if size > MAX_RESULT_BYTES:
+            raise ValueError(RESULT_TOO_LARGE)
+        return result, size
 
     def _after_failure(self, execution: Execution, index: int, error: BaseException) -> bool:
         """Wait the backoff before another attempt (True), or fail the step (False)."""

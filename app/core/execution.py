@@ -107,6 +107,19 @@ class Execution:
         self.scrubber = Scrubber()
         # Its own log, repeats folded and capped (set by the engine, which knows the store and the cap).
         self.log: RunLog | None = None
+        # What its steps' results weigh together as JSON, added to as each is recorded: measuring them all
+        # again for every step would cost O(steps²). Parallel branches add under the lock.
+        self.results_bytes = 0
+        self._results_lock = threading.Lock()
+
+    def add_result(self, size: int, limit: int) -> int | None:
+        """Count a result of ``size`` bytes into ``results_bytes``; None, or the total it would make past ``limit``."""
+        with self._results_lock:
+            total = self.results_bytes + size
+            if total > limit:
+                return total
+            self.results_bytes = total
+            return None
 
     def __repr__(self) -> str:
         return f"<run {self.run['id']}>"

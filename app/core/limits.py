@@ -13,6 +13,16 @@ SIZE_SETTING = "WORKFLOW_MAX_DEFINITION_KB"
 STEPS_SETTING = "WORKFLOW_MAX_STEPS"
 # The shortest check_interval a posted definition may ask for: 0.0001 s kept a core busy polling a folder.
 MIN_CHECK_INTERVAL = 0.1
+# The shortest interval a definition's interval trigger may fire at: 0.001 s made a run every poll, flooding the
+# store. n8n and Zapier fire no faster than once a second either; a workflow written in Python may.
+MIN_INTERVAL_SECONDS = 1.0
+
+
+def interval_problem(seconds: float) -> str | None:
+    """Why a definition's interval trigger may not fire every ``seconds``, or None."""
+    if seconds >= MIN_INTERVAL_SECONDS:
+        return None
+    return f"{seconds:g} is less than {MIN_INTERVAL_SECONDS:g} s, the shortest interval a definition's trigger fires at"
 
 
 def definition_caps(settings: Mapping[str, Any]) -> dict[str, int]:
@@ -44,11 +54,22 @@ def definition_problems(definition: Any, settings: Mapping[str, Any]) -> list[di
     for key, setting in TOP_CAPS.items():
         _check(problems, key, definition.get(key), setting, settings)
     interval = definition.get("check_interval")
-    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < MIN_CHECK_INTERVAL:
+    if _is_number(interval) and 0 < interval < MIN_CHECK_INTERVAL:
         problems.append({"path": "check_interval", "message": f"{interval:g} is less than {MIN_CHECK_INTERVAL:g} s, "
                                                               f"the shortest interval a trigger is polled at"})
+    trigger = definition.get("trigger")
+    if isinstance(trigger, Mapping) and trigger.get("type") == "interval":
+        seconds = trigger.get("seconds")
+        # Only a number is checked here (the trigger refuses text and 0); a template is checked once rendered.
+        problem = _is_number(seconds) and seconds > 0 and interval_problem(seconds)
+        if problem:
+            problems.append({"path": "trigger.seconds", "message": problem})
     _steps(definition.get("steps"), "steps", settings, problems)
     return problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(problems: list, path: str, value: Any, setting: str, settings: Mapping[str, Any]) -> None:

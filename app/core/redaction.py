@@ -13,8 +13,8 @@ from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_ke
 from app.core.config import SECRET_SETTINGS
 
 __all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
-           "settings_scrubber", "KNOWN_SECRETS", "keep_redacted", "ScrubFilter", "LOG_FILTER", "install_log_filter",
-           "scrubbing"]
+           "settings_scrubber", "KNOWN_SECRETS", "keep_redacted", "redact_definition", "ScrubFilter", "LOG_FILTER",
+           "install_log_filter", "scrubbing"]
 
 _local = threading.local()
 
@@ -38,6 +38,17 @@ def _url_password(url: Any) -> str | None:
         return urlsplit(url).password if isinstance(url, str) and url else None
     except ValueError:  # a malformed port: no password to find
         return None
+
+
+def redact_definition(definition: Any) -> Any:
+    """A workflow definition as answered: secrets as ``"***"``, except in its ``inputs`` JSON Schema.
+
+    The schema is shown whole as the Summary's ``inputs_schema`` anyway, and a property named like a secret
+    (``webhook_url: {type: string, format: uri}``) is a schema: masked, a copy of the definition was refused.
+    """
+    if not isinstance(definition, dict) or "inputs" not in definition:
+        return redact(definition)
+    return {key: value if key == "inputs" else redact(value) for key, value in definition.items()}
 
 
 def keep_redacted(new: Any, old: Any) -> Any:

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from actions.base import BaseAction
+from actions.limits import MAX_RESULT_BYTES, json_size
 from app.core.execution import Execution, one_line
 from app.core.templating import RenderError
 from app.runs import utcnow
@@ -91,6 +92,11 @@ class Caching:
         if entry is None or entry["created_at"] < now - options["ttl"]:
             execution.cache_keys[index] = key
             return False
+        # A reused result counts toward the run's results as one just made does.
+        too_much = self._count_result(execution, json_size(entry["result"], MAX_RESULT_BYTES))
+        if too_much:
+            self._fail_step(execution, index, too_much)
+            return True
         step = execution.run["steps"][index]
         step.update(cached=True, cached_from=entry["run_id"], started_at=utcnow(), duration_ms=0)
         self._log(execution, logging.INFO, f"result reused from run {entry['run_id']} (cache)", action.name)

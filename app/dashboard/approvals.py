@@ -66,9 +66,10 @@ def waiting_runs(store: Store, *, before: str | None = None, limit: int | None =
 
 
 def waiting_ids(store: Store) -> list[str]:
-    """Ids of every run the Waiting page lists, newest first (its count): waiting ones from the store's index,
-    paused ones read to see whether a step waits."""
-    paused = {run["id"] for run in _newest_first(store, RunStatus.PAUSED, None, PAGE_SIZE) if _has_a_step_waiting(run)}
+    """Ids of every run the Waiting page lists, newest first (its count), from the store's indexes, no run read:
+    the waiting ones, and the paused ones with an entry in the wake index (a paused run's waiting steps stay
+    indexed, an answer that came meanwhile kept there)."""
+    paused = set(store.find_run_ids({RunStatus.PAUSED.value})) & store.parked_run_ids()
     return sorted(paused.union(store.find_run_ids({RunStatus.WAITING.value})), reverse=True)
 
 
@@ -118,7 +119,12 @@ def answer_approval(run_id: str, decision: str) -> Response:
     else:
         audit.record(f"approval.{decision}", run_id, {"step": step, "comment": comment, "via": "dashboard"})
         flash(f"{'Approved' if decision == 'approve' else 'Rejected'} step {step} of run {run_id}.", "success")
-    cursor = request.form.get("cursor") or None  # back to the page the answer came from
+    return back_to_waiting()
+
+
+def back_to_waiting() -> Response:
+    """Back to the page of the Waiting page a form came from (its ``cursor``), after an answer or a resume."""
+    cursor = request.form.get("cursor") or None
     return redirect(url_for("dashboard.approvals", cursor=cursor if cursor and RUN_ID.match(cursor) else None))
 
 

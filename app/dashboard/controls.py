@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from app.api import audit
 from app.api.routes import RUN_ID, runtime
 from app.api.uploads import save_uploads
+from app.dashboard.approvals import back_to_waiting
 from app.dashboard.blueprint import bp
 from app.dashboard.forms import attach_errors, build_form, read_form
 from app.errors import Conflict, InvalidInput, NotFound, PyFlowError
@@ -84,4 +85,6 @@ def control(run_id: str, operation: str) -> Response:
         done = {"cancel": "Cancelled", "pause": "Paused", "resume": "Resumed", "retry": "Retrying",
                 "skip": f"Skipped {step} and continuing"}[operation]
         flash(f"{done} run {run_id}.", "success")
+    if request.form.get("back") == "waiting":  # resumed from the Waiting page: back to the page it was on
+        return back_to_waiting()
     return redirect(url_for("dashboard.run", run_id=run_id))

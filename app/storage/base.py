@@ -310,6 +310,10 @@ class Store(ABC):
     def parked_for(self, event: str, key: str | None) -> list[tuple[str, str]]:
         """(run id, step) of entries waiting for an event of type ``event``: for ``key``, or for any key."""
 
+    @abstractmethod
+    def parked_run_ids(self) -> set[str]:
+        """Ids of the runs with an entry in the wake index, no run read (the Waiting page counts paused runs so)."""
+
     # -- the audit log: append-only, hash-chained (app/storage/audit_chain.py) -------------------
     @abstractmethod
     def append_audit(self, actor: str, action: str, target: str, details: dict | None = None) -> dict:

@@ -333,6 +333,10 @@ class MemoryStore(Store):
         with self._lock:
             return sorted(found for found, entry in self._parked.items() if waits_for(entry, event, key))
 
+    def parked_run_ids(self) -> set[str]:
+        with self._lock:
+            return {run_id for run_id, _ in self._parked}
+
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._lock:
             if name in self._tokens:

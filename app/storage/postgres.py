@@ -1068,6 +1068,11 @@ class PostgresStore(Store):
                                 " AND (key IS NULL OR key = %s) ORDER BY run_id, step", (event, key)).fetchall()
         return [(row[0], row[1]) for row in rows]
 
+    def parked_run_ids(self) -> set[str]:
+        with self._conn("list the parked runs") as conn:  # the primary key (run_id, step) serves it
+            rows = conn.execute("SELECT DISTINCT run_id FROM pyflow_parked").fetchall()
+        return {row[0] for row in rows}
+
     def add_token(self, name: str, role: str, token_hash: str) -> dict:
         with self._conn("add a token") as conn:
             try:

@@ -153,7 +153,7 @@ def test_nine_hung_mail_servers_neither_stop_other_triggers_nor_sigterm(servers,
         assert server.post("/api/workflows", json={"name": f"mail{number}", "trigger": trigger,
                                                    "steps": log}).status_code == 201
         assert server.post(f"/api/workflows/mail{number}/start").status_code == 200
-    assert server.post("/api/workflows", json={"name": "ticker", "trigger": {"type": "interval", "seconds": 0.3},
+    assert server.post("/api/workflows", json={"name": "ticker", "trigger": {"type": "interval", "seconds": 1},
                                                "steps": log}).status_code == 201
     assert server.post("/api/workflows/ticker/start").status_code == 200
 

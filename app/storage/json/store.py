@@ -653,6 +653,10 @@ class JsonStore(Store):
         return sorted((entry["run_id"], entry["step"]) for entry in self._parked.entries()
                       if waits_for(entry, event, key))
 
+    def parked_run_ids(self) -> set[str]:
+        # The entries the waker reads each second, read again only after a change.
+        return {entry["run_id"] for entry in self._parked.entries()}
+
     # -- API tokens --------------------------------------------------------------
     def _read_tokens(self) -> dict[str, dict]:
         tokens = read_json(self._tokens_path, {}).get("tokens", {})
