@@ -166,6 +166,10 @@ def test_the_waiting_page_pages_through_every_waiting_run_with_the_store_cursor(
 
     listed = [re.findall(r'<tr data-run="(run_[0-9a-f]+)"', html) for html in pages]
     assert listed == [sorted(ids, reverse=True)[:2], sorted(ids, reverse=True)[2:4], sorted(ids)[:1]]
+    # The deadline reads as every other time of the dashboard does (the ISO text in its title).
+    until = re.search(r'<td data-label="Until \(UTC\)"><time datetime="([^"]+)" title="[^"]+">([^<]+)</time>',
+                      pages[0])
+    assert until and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", until.group(2)), until
     assert "Runs 1–2 of 5, newest first; older ones on the next page." in pages[0] and "← Newest" not in pages[0]
     assert "Runs 3–4 of 5" in pages[1] and "Runs 5–5 of 5, newest first." in pages[2]
     assert '<a class="button" href="/waiting">← Newest</a>' in pages[2] and "Older runs" not in pages[2]
