@@ -8,10 +8,7 @@ fetches links never answers for anyone.
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Iterator
-from operator import itemgetter
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -51,18 +48,21 @@ def approvals() -> str:
 
 def waiting_runs(store: Store, *, before: str | None = None, limit: int | None = None) -> tuple[list[dict], str | None]:
     """The waiting runs and the paused runs with a step waiting, newest first, older than the run id ``before``,
-    and the cursor of the next page (None on the last), as ``Store.list_runs`` pages one status."""
+    and the cursor of the next page (None on the last), as ``Store.list_runs`` pages one status.
+
+    Found in the store's indexes (``waiting_ids``), then only the page's runs are read: paused runs with no
+    step waiting, however many, cost nothing.
+    """
     limit = limit or PAGE_SIZE
-    waiting = _newest_first(store, RunStatus.WAITING, before, limit + 1)
-    paused = (run for run in _newest_first(store, RunStatus.PAUSED, before, limit + 1) if _has_a_step_waiting(run))
-    page: list[dict] = []
-    for run in heapq.merge(waiting, paused, key=itemgetter("id"), reverse=True):
-        if page and page[-1]["id"] == run["id"]:
-            continue  # paused between the two listings: read under both statuses, shown once
-        if len(page) == limit:
-            return page, page[-1]["id"]
-        page.append(run)
-    return page, None
+    ids = [run_id for run_id in waiting_ids(store) if before is None or run_id < before]
+    page = []
+    for run_id in ids[:limit]:
+        run = store.get_run(run_id)
+        # It may have gone on since the index was read (answered, resumed, cancelled): then it is left out.
+        if run is not None and (run["status"] == RunStatus.WAITING
+                                or run["status"] == RunStatus.PAUSED and _has_a_step_waiting(run)):
+            page.append(run)
+    return page, (ids[limit - 1] if len(ids) > limit else None)
 
 
 def waiting_ids(store: Store) -> list[str]:
@@ -71,15 +71,6 @@ def waiting_ids(store: Store) -> list[str]:
     indexed, an answer that came meanwhile kept there)."""
     paused = set(store.find_run_ids({RunStatus.PAUSED.value})) & store.parked_run_ids()
     return sorted(paused.union(store.find_run_ids({RunStatus.WAITING.value})), reverse=True)
-
-
-def _newest_first(store: Store, status: RunStatus, before: str | None, batch: int) -> Iterator[dict]:
-    """Every run of ``status`` older than ``before``, newest first, read ``batch`` runs at a time as needed."""
-    while True:
-        runs, before = store.list_runs(status=status.value, limit=batch, before=before)
-        yield from runs
-        if before is None:
-            return
 
 
 def _has_a_step_waiting(run: dict) -> bool:
