@@ -101,3 +101,29 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m pip install -r requirements-dev.txt && python -m pytest" in readme
     assert re.search(r"python -m pip install( --quiet)? -r requirements-dev\.txt && python -m pytest", ci)
+
+
+def test_python_workflows_page_lists_every_workflow_attribute_and_step_option():
+    """docs/python-workflows.md's table has a row per Workflow setting; its BaseAction line names every option."""
+    import inspect
+
+    from actions.base import BaseAction
+    from workflows.base import Workflow
+
+    page = (ROOT / "docs" / "python-workflows.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `(\w+)` \|", page, re.M))
+    # origin, source, version and definition are set by the loader, not by the class's author.
+    settable = {name for name in Workflow.__annotations__ if name not in ("origin", "source", "version", "definition")}
+    assert sorted(settable - rows) == []
+    signature = re.search(r"`BaseAction\((.*?)\)`", page, re.S).group(1)
+    options = [name for name in inspect.signature(BaseAction.__init__).parameters if name not in ("self", "name")]
+    assert [name for name in options if f"{name}=" not in signature] == []
+
+
+def test_settings_page_names_every_secret_setting():
+    """The sentence on secrets in docs/settings.md names each setting PyFlow keeps out of answers and logs."""
+    from app.core.config import SECRET_SETTINGS
+
+    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    sentence = page.split("Passwords, tokens and keys", 1)[1].split("\n\n", 1)[0]
+    assert sorted(name for name in SECRET_SETTINGS if f"`{name}`" not in sentence) == []
