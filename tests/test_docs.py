@@ -127,3 +127,31 @@ def test_settings_page_names_every_secret_setting():
     page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     sentence = page.split("Passwords, tokens and keys", 1)[1].split("\n\n", 1)[0]
     assert sorted(name for name in SECRET_SETTINGS if f"`{name}`" not in sentence) == []
+
+
+def test_the_shipped_templates_are_counted_and_named_where_the_docs_list_them():
+    """Every definition in workflows/definitions is described, and the pages that count them say how many."""
+    names = sorted(path.stem for path in (ROOT / "workflows" / "definitions").glob("*.y*ml"))
+    count = ("one two three four five six seven eight nine ten".split())[len(names) - 1]
+    shipped = (ROOT / "docs" / "shipped-workflows.md").read_text(encoding="utf-8")
+    assert f"and {count}\ndeclarative templates" in shipped
+    assert [name for name in names if f"- **{name}**" not in shipped] == []
+    library = (ROOT / "docs" / "task-library.md").read_text(encoding="utf-8")
+    sentence = library.split("shipped definitions to copy", 1)
+    assert sentence[0].rsplit("\n", 1)[-1].strip().lower() == count
+    assert [name for name in names if name not in sentence[1].split(") are described", 1)[0]] == []
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    assert f"the {count} templates to copy" in index
+
+
+@pytest.mark.parametrize(("page", "section"), [("task-library.md", "The task library"),
+                                                ("task-library.md", "Triggers")])
+def test_a_pages_contents_line_links_every_heading_of_its_section(page, section):
+    """The contents line of a section (its bullet at the top of the page) links each of its sub-headings."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    contents = next(line for line in text.splitlines() if line.startswith(f"- [{section}]("))
+    body = FENCE.sub("", text).split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    # Cron, webhook and file drop are listed; the headings that group them (####'s parents) need not be.
+    headings = [h for h in re.findall(r"^#{3,4} (.+)$", body, re.M) if h != "Schedules and event triggers"
+                and not h.startswith("Interval and cron")]
+    assert [h for h in headings if f"(#{_slug(h)})" not in contents] == []
