@@ -155,3 +155,13 @@ def test_a_pages_contents_line_links_every_heading_of_its_section(page, section)
     headings = [h for h in re.findall(r"^#{3,4} (.+)$", body, re.M) if h != "Schedules and event triggers"
                 and not h.startswith("Interval and cron")]
     assert [h for h in headings if f"(#{_slug(h)})" not in contents] == []
+
+
+def test_the_run_record_page_lists_every_run_and_step_status():
+    """docs/durability.md, where api.md sends a reader for the Run, names each status a run or step can have."""
+    from app.runs import RunStatus, StepStatus
+
+    page = (ROOT / "docs" / "durability.md").read_text(encoding="utf-8")
+    runs, steps = page.split("- Run statuses: ", 1)[1].split(". ", 1)[0].split("; step statuses: ")
+    assert [status.value for status in RunStatus if f"`{status.value}`" not in runs] == []
+    assert [status.value for status in StepStatus if f"`{status.value}`" not in steps] == []

@@ -99,3 +99,25 @@ def test_the_dashboard_links_to_the_document(client):
     page = client.get("/")
     assert page.status_code == 200
     assert 'href="/api/openapi.json"' in page.get_data(as_text=True)
+
+
+def test_every_field_of_a_run_record_is_described_in_the_run_and_step_schemas(client):
+    """A sub-run, a cached step and a compensated failure carry fields a client generator must know of."""
+    schemas = document()["components"]["schemas"]
+    child = {"name": "doc_child", "steps": [{"name": "hi", "type": "log", "config": {"message": "hi"}}]}
+    parent = {"name": "doc_parent", "max_retries": 0, "steps": [
+        {"name": "call", "type": "workflow", "config": {"workflow": "doc_child"}},
+        {"name": "rates", "type": "log", "config": {"message": "rates"}, "cache": {"ttl": 60}},
+        {"name": "book", "type": "log", "config": {"message": "booked"},
+         "compensate": {"type": "log", "config": {"message": "undo"}}},
+        {"name": "boom", "type": "file", "config": {"operation": "read", "path": "missing.txt"}}]}
+    for definition in (child, parent):
+        assert client.post("/api/workflows", json=definition).status_code == 201
+    runs = [client.post("/api/workflows/doc_parent/runs?wait=30", json={}).get_json() for _ in range(2)]
+    assert [run["status"] for run in runs] == ["failed", "failed"]
+    runs.append(client.get(f"/api/runs/{runs[0]['steps'][0]['result']['run_id']}").get_json())
+    keys = {key for run in runs for key in run}
+    step_keys = {key for run in runs for step in run["steps"] for key in step}
+    assert {"call_stack", "compensations", "version"} <= keys and {"cached_from", "completion_order"} <= step_keys
+    assert sorted(keys - set(schemas["Run"]["properties"])) == []
+    assert sorted(step_keys - set(schemas["Step"]["properties"])) == []
