@@ -121,3 +121,14 @@ def test_every_field_of_a_run_record_is_described_in_the_run_and_step_schemas(cl
     assert {"call_stack", "compensations", "version"} <= keys and {"cached_from", "completion_order"} <= step_keys
     assert sorted(keys - set(schemas["Run"]["properties"])) == []
     assert sorted(step_keys - set(schemas["Step"]["properties"])) == []
+
+
+def test_the_schemas_docs_api_md_refers_to_exist():
+    """docs/api.md's "Adding an endpoint" and its list of component schemas name only schemas the document has."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    schemas = document()["components"]["schemas"]
+    named = set(re.findall(r'ref\("(\w+)"\)', page))
+    listed = page.split("status and JSON Schema (", 1)[1].split(")", 1)[0].replace("\n", " ").split(", ")
+    assert named and sorted((named | set(listed)) - set(schemas)) == []
