@@ -165,3 +165,15 @@ def test_the_run_record_page_lists_every_run_and_step_status():
     runs, steps = page.split("- Run statuses: ", 1)[1].split(". ", 1)[0].split("; step statuses: ")
     assert [status.value for status in RunStatus if f"`{status.value}`" not in runs] == []
     assert [status.value for status in StepStatus if f"`{status.value}`" not in steps] == []
+
+
+def test_the_dashboard_page_lists_every_page_of_the_dashboard(app):
+    """docs/dashboard.md's Pages section names the path of every page the dashboard serves."""
+    page = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    pages = page.split("\n## Pages\n", 1)[1].split("\n## ", 1)[0]
+    # The login page and an approval link's page are reached by being sent there, not from the menu.
+    unlisted = {"/favicon.ico", "/login", "/approvals/<token>", "/static/dashboard/<filename>"}
+    served = {re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", rule.rule) for rule in app.url_map.iter_rules()
+              if rule.endpoint.startswith("dashboard.") and "GET" in rule.methods}
+    served = {path.replace("<run_id>", "<id>") for path in served - unlisted}
+    assert sorted(path for path in served if f"`{path}`" not in pages) == []
