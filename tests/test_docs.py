@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +179,51 @@ def test_the_dashboard_page_lists_every_page_of_the_dashboard(app):
               if rule.endpoint.startswith("dashboard.") and "GET" in rule.methods}
     served = {path.replace("<run_id>", "<id>") for path in served - unlisted}
     assert sorted(path for path in served if f"`{path}`" not in pages) == []
+
+
+def _step_examples(page: Path) -> list[tuple[int, Any]]:
+    """Each YAML example of steps on ``page`` (a fenced block, or a one-line `- {name: ...}` span): line, steps."""
+    import yaml
+
+    text = page.read_text(encoding="utf-8")
+    examples = []
+    for match in re.finditer(r"```yaml\n(.*?)```|`(- \{name: [^`]*\})`", text, re.S):
+        parsed = yaml.safe_load(match.group(1) or match.group(2))
+        steps = parsed if isinstance(parsed, list) else parsed.get("steps") if isinstance(parsed, dict) else None
+        if steps and all(isinstance(step, dict) and "type" in step for step in steps):
+            examples.append((text.count("\n", 0, match.start()) + 1, parsed))
+    return examples
+
+
+@pytest.mark.parametrize("page", ["task-library.md", "events.md", "compensation.md", "step-cache.md"])
+def test_every_step_example_of_a_page_is_a_valid_definition(page, tmp_path):
+    """A reader who copies a step from the docs gets one the definition check accepts (no field it refuses)."""
+    from app.core.config import load_settings
+    from app.core.definitions import checked
+    from app.core.secrets import Placeholders
+    from app.core.templating import Renderer
+    from workflows.declarative import DefinitionError
+
+    # The python step's example calls mypkg.scoring, a module the reader lists in WORKFLOW_PYTHON_MODULES.
+    settings = {**load_settings({}), "WORKFLOW_STORAGE_PATH": str(tmp_path), "WORKFLOW_ALLOW_SHELL": True,
+                "WORKFLOW_PYTHON_MODULES": ("mypkg",)}
+    renderer = Renderer(2.0)
+    renderer.provide("secrets", Placeholders())
+    examples = _step_examples(ROOT / "docs" / page)
+    assert examples
+    problems = []
+    for line, example in examples:
+        definition = dict(example) if isinstance(example, dict) else {"steps": example}
+        definition.setdefault("name", "example")
+        # An example shows the steps it is about; a step it refers to (on_failure: alert) may be elsewhere.
+        names = {step["name"] for step in definition["steps"] if "name" in step}
+        for step in definition["steps"]:
+            if os.geteuid() == 0 and isinstance(step.get("limits"), dict):
+                step["limits"].pop("processes", None)  # refused under root, as the page says
+            if isinstance(step.get("on_failure"), str) and step["on_failure"] not in ("fail", "continue", *names):
+                step["on_failure"] = "fail"
+        try:
+            checked(definition, f"{page}:{line}", settings, renderer)
+        except DefinitionError as error:
+            problems += [f"{page}:{line}: {problem['path']}: {problem['message']}" for problem in error.problems]
+    assert problems == []
