@@ -227,3 +227,21 @@ def test_every_step_example_of_a_page_is_a_valid_definition(page, tmp_path):
         except DefinitionError as error:
             problems += [f"{page}:{line}: {problem['path']}: {problem['message']}" for problem in error.problems]
     assert problems == []
+
+
+def test_readme_names_every_shipped_trigger_and_workflow_attribute():
+    """README's short version of the extension API names each trigger type and (table or line) each attribute."""
+    from triggers.base import BaseTrigger
+    from workflows.base import Workflow
+
+    importlib.import_module("triggers")
+    for module in ("cron", "email", "event", "file", "interval", "manual", "poll", "webhook"):
+        importlib.import_module(f"triggers.{module}")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Writing a workflow\n", 1)[1].split("\n## ", 1)[0]
+    shipped = section.split("Shipped: ", 1)[1].split(".", 1)[0]
+    spelled = {"email": "e-mail", "file": "file drop"}
+    types = {cls.type for cls in BaseTrigger.__subclasses__() if cls.__module__.startswith("triggers.")}
+    assert sorted(kind for kind in types if spelled.get(kind, kind) not in shipped) == []
+    settable = {name for name in Workflow.__annotations__ if name not in ("origin", "source", "version", "definition")}
+    assert sorted(name for name in settable if f"`{name}`" not in section) == []
