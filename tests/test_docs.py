@@ -245,3 +245,12 @@ def test_readme_names_every_shipped_trigger_and_workflow_attribute():
     assert sorted(kind for kind in types if spelled.get(kind, kind) not in shipped) == []
     settable = {name for name in Workflow.__annotations__ if name not in ("origin", "source", "version", "definition")}
     assert sorted(name for name in settable if f"`{name}`" not in section) == []
+
+
+def test_the_dashboard_page_names_every_step_type_that_gives_the_run_form_a_file_field():
+    """The Run now form takes files for these first steps; docs/dashboard.md says which."""
+    from app.dashboard.forms import FILE_STEP_TYPES
+
+    page = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    sentence = page.split("Workflows that read files", 1)[1].split("also get a file field", 1)[0]
+    assert sorted(kind for kind in FILE_STEP_TYPES if f"`{kind}`" not in sentence) == []
