@@ -261,3 +261,25 @@ def test_the_example_plugins_own_test_passes(plugin_env):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_run_py_list_shows_a_plugins_workflows(tmp_path):
+    """docs/plugins.md: `run.py list` reads the entry points as a server does."""
+    plugins = tmp_path / "site"
+    _write_distribution(plugins, "listed-plugin", """
+        [pyflow.workflows]
+        flows = listed_flows
+    """, {"listed_flows": """
+        from actions.log import LogAction
+        from workflows.base import Workflow
+
+        class Listed(Workflow):
+            name = "from_a_plugin"
+            description = "A workflow an installed package adds."
+            actions = [LogAction("say", message="hi")]
+    """})
+    result = subprocess.run([sys.executable, "run.py", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=_child_env(PYTHONPATH=f"{plugins}{os.pathsep}{ROOT}",
+                                           WORKFLOW_STORAGE_PATH=str(tmp_path / "data")))
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[:2] == ["from_a_plugin", "manual"] for line in result.stdout.splitlines())
