@@ -245,6 +245,8 @@ def test_the_example_plugin_installs_and_its_action_runs_from_a_definition(plugi
     refused = subprocess.run([plugin_env, "run.py", "validate", str(bad)], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "punctuation must be one of ! . ?" in refused.stdout
+    # At the field, so the designer marks it (docs/plugins.md: SettingError).
+    assert "  steps[0].config.punctuation: action 'greet': punctuation must be one of" in refused.stdout
 
     listed = subprocess.run([plugin_env, "-c", CATALOG_SCRIPT, str(tmp_path / "data2"), str(tmp_path / "key2")],
                             cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=60)
