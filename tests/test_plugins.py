@@ -285,3 +285,15 @@ def test_run_py_list_shows_a_plugins_workflows(tmp_path):
                                            WORKFLOW_STORAGE_PATH=str(tmp_path / "data")))
     assert result.returncode == 0, result.stderr
     assert any(line.split()[:2] == ["from_a_plugin", "manual"] for line in result.stdout.splitlines())
+
+
+@pytest.mark.slow
+def test_installing_the_example_plugin_leaves_git_status_clean(plugin_env):
+    """What pip builds in the plugin's folder (build/, *.egg-info) is ignored, as a user installs it in the checkout."""
+    built = plugin_env.parent.parent.parent / "pyflow-hello-plugin"
+    made = [path.relative_to(built) for path in built.rglob("*")
+            if path.is_file() and not (EXAMPLE / path.relative_to(built)).exists()]
+    assert made  # the fixture's install built in the copy
+    names = [str(Path("examples") / EXAMPLE.name / path) for path in made]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(set(names) - set(ignored.stdout.split())) == []
