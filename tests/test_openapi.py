@@ -132,3 +132,28 @@ def test_the_schemas_docs_api_md_refers_to_exist():
     named = set(re.findall(r'ref\("(\w+)"\)', page))
     listed = page.split("status and JSON Schema (", 1)[1].split(")", 1)[0].replace("\n", " ").split(", ")
     assert named and sorted((named | set(listed)) - set(schemas)) == []
+
+
+def test_every_endpoint_and_status_in_the_api_page_table_is_in_the_document():
+    """docs/api.md's endpoint table and the OpenAPI document agree: each row's path, method and statuses."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    table = page.split("| method and path | does | answers |", 1)[1].split("\n\n", 1)[0]
+    paths = document()["paths"]
+    problems = []
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        method, path = re.match(r"(GET|POST|PUT|PATCH|DELETE) (\S+?),?(?: |$)", cells[0]).groups()
+        if not path.startswith("/api/"):
+            continue  # /metrics, Prometheus text
+        path = path.split("?")[0].replace("{id}", "{run_id}")
+        siblings = [path.rsplit("/", 1)[0] + extra for extra in re.findall(r", (/\w+)", cells[0])]
+        statuses = set(re.findall(r"\b[1-5]\d\d\b", cells[-1].replace("N ≤ 300", "")))
+        for each in [path, *siblings]:
+            operation = paths.get(each, {}).get(method.lower())
+            if operation is None:
+                problems.append(f"{method} {each}: not in the document")
+            elif missing := statuses - {str(status) for status in operation["responses"]}:
+                problems.append(f"{method} {each}: {sorted(missing)} not among its responses")
+    assert problems == []
