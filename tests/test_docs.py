@@ -254,3 +254,18 @@ def test_the_dashboard_page_names_every_step_type_that_gives_the_run_form_a_file
     page = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
     sentence = page.split("Workflows that read files", 1)[1].split("also get a file field", 1)[0]
     assert sorted(kind for kind in FILE_STEP_TYPES if f"`{kind}`" not in sentence) == []
+
+
+def test_every_endpoint_the_docs_name_is_served(app):
+    """Each `METHOD /api/...` written in README.md or docs/ is a route that takes that method."""
+    adapter = app.url_map.bind("localhost")
+    wrong = []
+    for page in PAGES:
+        for method, path in re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/api/[\w{}<>/.-]*\w[}>]?)",
+                                       page.read_text(encoding="utf-8")):
+            concrete = re.sub(r"\{[^}]+\}|<[^>]+>", "x1", path).replace("/versions/x1", "/versions/1")
+            try:
+                adapter.match(concrete, method=method)
+            except Exception as error:  # NotFound, MethodNotAllowed
+                wrong.append(f"{page.relative_to(ROOT)}: {method} {path}: {type(error).__name__}")
+    assert wrong == []
