@@ -78,6 +78,11 @@ def test_a_schema_says_required_types_enums_defaults_and_templates():
     assert loop["properties"]["steps"]["x-pyflow-template"] is False  # rendered per item by the loop
     poll = config_schema(trigger_types().get("poll"))
     assert poll["x-pyflow-python-only"] is True  # its condition is a Python callable
+    # An optional callable (cron's and file's test clock) is a Python-only field, not a template a form offers.
+    for kind in ("cron", "file"):
+        schema = config_schema(trigger_types().get(kind))
+        assert schema["properties"]["clock"] == {"x-pyflow-python-only": True, "default": None}
+        assert "x-pyflow-python-only" not in schema  # the type itself is usable from a definition
 
 
 def test_catalog_endpoint_lists_builtin_types_for_a_viewer(client):
