@@ -269,3 +269,14 @@ def test_every_endpoint_the_docs_name_is_served(app):
             except Exception as error:  # NotFound, MethodNotAllowed
                 wrong.append(f"{page.relative_to(ROOT)}: {method} {path}: {type(error).__name__}")
     assert wrong == []
+
+
+def test_the_docs_index_says_what_readme_lists_of_the_settings():
+    """docs/README.md may say README lists every setting only while README's table has every one."""
+    settings = importlib.import_module("app.core.config").SETTINGS
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*\b", table)) & set(settings)
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    claims_all = "lists every setting" in index.split("\n\n", 2)[1]
+    assert claims_all == (listed == set(settings))
