@@ -122,13 +122,35 @@ def test_python_workflows_page_lists_every_workflow_attribute_and_step_option():
     assert [name for name in options if f"{name}=" not in signature] == []
 
 
-def test_settings_page_names_every_secret_setting():
-    """The sentence on secrets in docs/settings.md names each setting PyFlow keeps out of answers and logs."""
+@pytest.mark.parametrize("page", ["docs/settings.md", "README.md"])
+def test_settings_page_names_every_secret_setting(page):
+    """The sentence on secrets in docs/settings.md and README names each setting kept out of answers and logs."""
     from app.core.config import SECRET_SETTINGS
 
-    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
-    sentence = page.split("Passwords, tokens and keys", 1)[1].split("\n\n", 1)[0]
+    text = (ROOT / page).read_text(encoding="utf-8")
+    sentence = text.split("Passwords, tokens and keys", 1)[1].split("\n\n", 1)[0]
     assert sorted(name for name in SECRET_SETTINGS if f"`{name}`" not in sentence) == []
+
+
+def test_the_settings_table_gives_each_numeric_default_as_the_code_has_it():
+    """A row of docs/settings.md naming one setting states the default load_settings() gives it."""
+    from app.core.config import SETTINGS
+
+    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    wrong = []
+    for name, default in re.findall(r"^\| ([A-Z][A-Z0-9_]+) \| ([^|]+?) \|", page, re.M):
+        code = SETTINGS[name][0]
+        if isinstance(code, bool):
+            expected = str(code).lower()
+        elif isinstance(code, (int, float)):
+            expected = str(int(code)) if float(code).is_integer() else str(code)
+        elif isinstance(code, str) and code and " " not in default:
+            expected = code.strip("`")
+        else:
+            continue  # (none), a path, a list: said in words
+        if default.strip("`") != expected:
+            wrong.append(f"{name}: the page says {default}, the code {code!r}")
+    assert wrong == []
 
 
 def test_the_shipped_templates_are_counted_and_named_where_the_docs_list_them():
