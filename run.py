@@ -272,6 +272,12 @@ def control(operation: str, run_id: str, step: str | None) -> int:
     except requests.RequestException as error:
         print(f"run.py: {url}: {type(error).__name__}", file=sys.stderr)
         return EXIT_USAGE
+    if response.status_code == 401:
+        # A setting to fix on this side, as an unreachable server is: name it, not the HTTP header.
+        why = ("refused WORKFLOW_API_TOKEN: set it to the server's token or one made with POST /api/tokens" if token
+               else "needs a token: set WORKFLOW_API_TOKEN (the server's, or one made with POST /api/tokens)")
+        print(f"run.py: {operation} {run_id}: PyFlow at {base} {why}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         body = response.json()
     except ValueError:

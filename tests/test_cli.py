@@ -150,6 +150,17 @@ def test_bad_arguments_exit_2_with_one_clear_line(main, capsys, args, message):
     assert err == message + "\n"
 
 
+def test_a_control_command_with_a_malformed_api_url_names_the_setting(main, capsys, monkeypatch):
+    """WORKFLOW_API_URL without http:// is a setting error, not a requests exception's class name."""
+    monkeypatch.setenv("WORKFLOW_API_URL", "localhost:5001")
+
+    assert main(["pause", "run_x"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("run.py: setting WORKFLOW_API_URL must be an http:// or https:// URL such as "
+                   "http://127.0.0.1:5001, got 'localhost:5001'\n")
+
+
 def test_an_unknown_command_shows_usage(main, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])

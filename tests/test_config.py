@@ -101,6 +101,8 @@ def test_values_are_parsed(name, raw, value):
         ("SMTP_SECURITY", "tls"),
         ("EMAIL_POLL_INTERVAL", "0"),
         ("UPTIME_INTERVAL", "-5"),
+        ("WORKFLOW_API_URL", "localhost:5001"),
+        ("WORKFLOW_API_URL", "http://"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_value(name, raw):

@@ -527,7 +527,13 @@ def test_run_py_cancel_sends_the_token_of_a_server_that_needs_one(tmp_path):
         wait_until(lambda: server.get(f"/api/runs/{run_id}", headers=auth).json()["status"] == "running", timeout=10)
         env = {**server.env, "WORKFLOW_API_URL": server.url}  # WORKFLOW_API_TOKEN as the server has it
         refused = run_py("cancel", run_id, env={**env, "WORKFLOW_API_TOKEN": ""})
+        wrong = run_py("cancel", run_id, env={**env, "WORKFLOW_API_TOKEN": "not-the-token"})
         cancelled = run_py("cancel", run_id, env=env)
-    assert refused.returncode == 1 and f"cancel {run_id}:" in refused.stderr
+    # The setting to fix is named, as for a server that is not running: exit 2.
+    assert refused.returncode == 2
+    assert refused.stderr == (f"run.py: cancel {run_id}: PyFlow at {server.url} needs a token: set "
+                              "WORKFLOW_API_TOKEN (the server's, or one made with POST /api/tokens)\n")
+    assert wrong.returncode == 2
+    assert f"PyFlow at {server.url} refused WORKFLOW_API_TOKEN: set it to the server's token" in wrong.stderr
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["status"] == "cancelled"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,202 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m pip install -r requirements-dev.txt && python -m pytest" in readme
     assert re.search(r"python -m pip install( --quiet)? -r requirements-dev\.txt && python -m pytest", ci)
+
+
+def test_python_workflows_page_lists_every_workflow_attribute_and_step_option():
+    """docs/python-workflows.md's table has a row per Workflow setting; its BaseAction line names every option."""
+    import inspect
+
+    from actions.base import BaseAction
+    from workflows.base import Workflow
+
+    page = (ROOT / "docs" / "python-workflows.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `(\w+)` \|", page, re.M))
+    # origin, source, version and definition are set by the loader, not by the class's author.
+    settable = {name for name in Workflow.__annotations__ if name not in ("origin", "source", "version", "definition")}
+    assert sorted(settable - rows) == []
+    signature = re.search(r"`BaseAction\((.*?)\)`", page, re.S).group(1)
+    options = [name for name in inspect.signature(BaseAction.__init__).parameters if name not in ("self", "name")]
+    assert [name for name in options if f"{name}=" not in signature] == []
+
+
+@pytest.mark.parametrize("page", ["docs/settings.md", "README.md"])
+def test_settings_page_names_every_secret_setting(page):
+    """The sentence on secrets in docs/settings.md and README names each setting kept out of answers and logs."""
+    from app.core.config import SECRET_SETTINGS
+
+    text = (ROOT / page).read_text(encoding="utf-8")
+    sentence = text.split("Passwords, tokens and keys", 1)[1].split("\n\n", 1)[0]
+    assert sorted(name for name in SECRET_SETTINGS if f"`{name}`" not in sentence) == []
+
+
+def test_the_settings_table_gives_each_numeric_default_as_the_code_has_it():
+    """A row of docs/settings.md naming one setting states the default load_settings() gives it."""
+    from app.core.config import SETTINGS
+
+    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    wrong = []
+    for name, default in re.findall(r"^\| ([A-Z][A-Z0-9_]+) \| ([^|]+?) \|", page, re.M):
+        code = SETTINGS[name][0]
+        if isinstance(code, bool):
+            expected = str(code).lower()
+        elif isinstance(code, (int, float)):
+            expected = str(int(code)) if float(code).is_integer() else str(code)
+        elif isinstance(code, str) and code and " " not in default:
+            expected = code.strip("`")
+        else:
+            continue  # (none), a path, a list: said in words
+        if default.strip("`") != expected:
+            wrong.append(f"{name}: the page says {default}, the code {code!r}")
+    assert wrong == []
+
+
+def test_the_shipped_templates_are_counted_and_named_where_the_docs_list_them():
+    """Every definition in workflows/definitions is described, and the pages that count them say how many."""
+    names = sorted(path.stem for path in (ROOT / "workflows" / "definitions").glob("*.y*ml"))
+    count = ("one two three four five six seven eight nine ten".split())[len(names) - 1]
+    shipped = (ROOT / "docs" / "shipped-workflows.md").read_text(encoding="utf-8")
+    assert f"and {count}\ndeclarative templates" in shipped
+    assert [name for name in names if f"- **{name}**" not in shipped] == []
+    library = (ROOT / "docs" / "task-library.md").read_text(encoding="utf-8")
+    sentence = library.split("shipped definitions to copy", 1)
+    assert sentence[0].rsplit("\n", 1)[-1].strip().lower() == count
+    assert [name for name in names if name not in sentence[1].split(") are described", 1)[0]] == []
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    assert f"the {count} templates to copy" in index
+
+
+@pytest.mark.parametrize(("page", "section"), [("task-library.md", "The task library"),
+                                                ("task-library.md", "Triggers")])
+def test_a_pages_contents_line_links_every_heading_of_its_section(page, section):
+    """The contents line of a section (its bullet at the top of the page) links each of its sub-headings."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    contents = next(line for line in text.splitlines() if line.startswith(f"- [{section}]("))
+    body = FENCE.sub("", text).split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    # Cron, webhook and file drop are listed; the headings that group them (####'s parents) need not be.
+    headings = [h for h in re.findall(r"^#{3,4} (.+)$", body, re.M) if h != "Schedules and event triggers"
+                and not h.startswith("Interval and cron")]
+    assert [h for h in headings if f"(#{_slug(h)})" not in contents] == []
+
+
+def test_the_run_record_page_lists_every_run_and_step_status():
+    """docs/durability.md, where api.md sends a reader for the Run, names each status a run or step can have."""
+    from app.runs import RunStatus, StepStatus
+
+    page = (ROOT / "docs" / "durability.md").read_text(encoding="utf-8")
+    runs, steps = page.split("- Run statuses: ", 1)[1].split(". ", 1)[0].split("; step statuses: ")
+    assert [status.value for status in RunStatus if f"`{status.value}`" not in runs] == []
+    assert [status.value for status in StepStatus if f"`{status.value}`" not in steps] == []
+
+
+def test_the_dashboard_page_lists_every_page_of_the_dashboard(app):
+    """docs/dashboard.md's Pages section names the path of every page the dashboard serves."""
+    page = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    pages = page.split("\n## Pages\n", 1)[1].split("\n## ", 1)[0]
+    # The login page and an approval link's page are reached by being sent there, not from the menu.
+    unlisted = {"/favicon.ico", "/login", "/approvals/<token>", "/static/dashboard/<filename>"}
+    served = {re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", rule.rule) for rule in app.url_map.iter_rules()
+              if rule.endpoint.startswith("dashboard.") and "GET" in rule.methods}
+    served = {path.replace("<run_id>", "<id>") for path in served - unlisted}
+    assert sorted(path for path in served if f"`{path}`" not in pages) == []
+
+
+def _step_examples(page: Path) -> list[tuple[int, Any]]:
+    """Each YAML example of steps on ``page`` (a fenced block, or a one-line `- {name: ...}` span): line, steps."""
+    import yaml
+
+    text = page.read_text(encoding="utf-8")
+    examples = []
+    for match in re.finditer(r"```yaml\n(.*?)```|`(- \{name: [^`]*\})`", text, re.S):
+        parsed = yaml.safe_load(match.group(1) or match.group(2))
+        steps = parsed if isinstance(parsed, list) else parsed.get("steps") if isinstance(parsed, dict) else None
+        if steps and all(isinstance(step, dict) and "type" in step for step in steps):
+            examples.append((text.count("\n", 0, match.start()) + 1, parsed))
+    return examples
+
+
+@pytest.mark.parametrize("page", [page.relative_to(ROOT).as_posix() for page in PAGES if _step_examples(page)])
+def test_every_step_example_of_a_page_is_a_valid_definition(page, tmp_path):
+    """A reader who copies a step from the docs gets one the definition check accepts (no field it refuses)."""
+    from app.core.config import load_settings
+    from app.core.definitions import checked
+    from app.core.secrets import Placeholders
+    from app.core.templating import Renderer
+    from workflows.declarative import DefinitionError
+
+    # The python step's example calls mypkg.scoring, a module the reader lists in WORKFLOW_PYTHON_MODULES.
+    settings = {**load_settings({}), "WORKFLOW_STORAGE_PATH": str(tmp_path), "WORKFLOW_ALLOW_SHELL": True,
+                "WORKFLOW_PYTHON_MODULES": ("mypkg",)}
+    renderer = Renderer(2.0)
+    renderer.provide("secrets", Placeholders())
+    examples = _step_examples(ROOT / page)
+    assert examples
+    problems = []
+    for line, example in examples:
+        definition = dict(example) if isinstance(example, dict) else {"steps": example}
+        definition.setdefault("name", "example")
+        # An example shows the steps it is about; a step it refers to (on_failure: alert) may be elsewhere.
+        names = {step["name"] for step in definition["steps"] if "name" in step}
+        for step in definition["steps"]:
+            if os.geteuid() == 0 and isinstance(step.get("limits"), dict):
+                step["limits"].pop("processes", None)  # refused under root, as the page says
+            if isinstance(step.get("on_failure"), str) and step["on_failure"] not in ("fail", "continue", *names):
+                step["on_failure"] = "fail"
+        try:
+            checked(definition, f"{page}:{line}", settings, renderer)
+        except DefinitionError as error:
+            problems += [f"{page}:{line}: {problem['path']}: {problem['message']}" for problem in error.problems]
+    assert problems == []
+
+
+def test_readme_names_every_shipped_trigger_and_workflow_attribute():
+    """README's short version of the extension API names each trigger type and (table or line) each attribute."""
+    from triggers.base import BaseTrigger
+    from workflows.base import Workflow
+
+    importlib.import_module("triggers")
+    for module in ("cron", "email", "event", "file", "interval", "manual", "poll", "webhook"):
+        importlib.import_module(f"triggers.{module}")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Writing a workflow\n", 1)[1].split("\n## ", 1)[0]
+    shipped = section.split("Shipped: ", 1)[1].split(".", 1)[0]
+    spelled = {"email": "e-mail", "file": "file drop"}
+    types = {cls.type for cls in BaseTrigger.__subclasses__() if cls.__module__.startswith("triggers.")}
+    assert sorted(kind for kind in types if spelled.get(kind, kind) not in shipped) == []
+    settable = {name for name in Workflow.__annotations__ if name not in ("origin", "source", "version", "definition")}
+    assert sorted(name for name in settable if f"`{name}`" not in section) == []
+
+
+def test_the_dashboard_page_names_every_step_type_that_gives_the_run_form_a_file_field():
+    """The Run now form takes files for these first steps; docs/dashboard.md says which."""
+    from app.dashboard.forms import FILE_STEP_TYPES
+
+    page = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    sentence = page.split("Workflows that read files", 1)[1].split("also get a file field", 1)[0]
+    assert sorted(kind for kind in FILE_STEP_TYPES if f"`{kind}`" not in sentence) == []
+
+
+def test_every_endpoint_the_docs_name_is_served(app):
+    """Each `METHOD /api/...` written in README.md or docs/ is a route that takes that method."""
+    adapter = app.url_map.bind("localhost")
+    wrong = []
+    for page in PAGES:
+        for method, path in re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/api/[\w{}<>/.-]*\w[}>]?)",
+                                       page.read_text(encoding="utf-8")):
+            concrete = re.sub(r"\{[^}]+\}|<[^>]+>", "x1", path).replace("/versions/x1", "/versions/1")
+            try:
+                adapter.match(concrete, method=method)
+            except Exception as error:  # NotFound, MethodNotAllowed
+                wrong.append(f"{page.relative_to(ROOT)}: {method} {path}: {type(error).__name__}")
+    assert wrong == []
+
+
+def test_the_docs_index_says_what_readme_lists_of_the_settings():
+    """docs/README.md may say README lists every setting only while README's table has every one."""
+    settings = importlib.import_module("app.core.config").SETTINGS
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*\b", table)) & set(settings)
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    claims_all = "lists every setting" in index.split("\n\n", 2)[1]
+    assert claims_all == (listed == set(settings))

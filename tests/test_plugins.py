@@ -78,6 +78,11 @@ def test_a_schema_says_required_types_enums_defaults_and_templates():
     assert loop["properties"]["steps"]["x-pyflow-template"] is False  # rendered per item by the loop
     poll = config_schema(trigger_types().get("poll"))
     assert poll["x-pyflow-python-only"] is True  # its condition is a Python callable
+    # An optional callable (cron's and file's test clock) is a Python-only field, not a template a form offers.
+    for kind in ("cron", "file"):
+        schema = config_schema(trigger_types().get(kind))
+        assert schema["properties"]["clock"] == {"x-pyflow-python-only": True, "default": None}
+        assert "x-pyflow-python-only" not in schema  # the type itself is usable from a definition
 
 
 def test_catalog_endpoint_lists_builtin_types_for_a_viewer(client):
@@ -245,6 +250,8 @@ def test_the_example_plugin_installs_and_its_action_runs_from_a_definition(plugi
     refused = subprocess.run([plugin_env, "run.py", "validate", str(bad)], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "punctuation must be one of ! . ?" in refused.stdout
+    # At the field, so the designer marks it (docs/plugins.md: SettingError).
+    assert "  steps[0].config.punctuation: action 'greet': punctuation must be one of" in refused.stdout
 
     listed = subprocess.run([plugin_env, "-c", CATALOG_SCRIPT, str(tmp_path / "data2"), str(tmp_path / "key2")],
                             cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=60)
@@ -261,3 +268,37 @@ def test_the_example_plugins_own_test_passes(plugin_env):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_run_py_list_shows_a_plugins_workflows(tmp_path):
+    """docs/plugins.md: `run.py list` reads the entry points as a server does."""
+    plugins = tmp_path / "site"
+    _write_distribution(plugins, "listed-plugin", """
+        [pyflow.workflows]
+        flows = listed_flows
+    """, {"listed_flows": """
+        from actions.log import LogAction
+        from workflows.base import Workflow
+
+        class Listed(Workflow):
+            name = "from_a_plugin"
+            description = "A workflow an installed package adds."
+            actions = [LogAction("say", message="hi")]
+    """})
+    result = subprocess.run([sys.executable, "run.py", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=_child_env(PYTHONPATH=f"{plugins}{os.pathsep}{ROOT}",
+                                           WORKFLOW_STORAGE_PATH=str(tmp_path / "data")))
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[:2] == ["from_a_plugin", "manual"] for line in result.stdout.splitlines())
+
+
+@pytest.mark.slow
+def test_installing_the_example_plugin_leaves_git_status_clean(plugin_env):
+    """What pip builds in the plugin's folder (build/, *.egg-info) is ignored, as a user installs it in the checkout."""
+    built = plugin_env.parent.parent.parent / "pyflow-hello-plugin"
+    made = [path.relative_to(built) for path in built.rglob("*")
+            if path.is_file() and not (EXAMPLE / path.relative_to(built)).exists()]
+    assert made  # the fixture's install built in the copy
+    names = [str(Path("examples") / EXAMPLE.name / path) for path in made]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(set(names) - set(ignored.stdout.split())) == []

@@ -198,6 +198,16 @@ def test_create_app_reads_workflow_modules_from_the_environment(tmp_path, packag
         start_app(create_app(config))
 
 
+@pytest.mark.parametrize("listed", ["a_module_nobody_wrote", "a_package_nobody_wrote.flows", "{package}.missing"])
+def test_a_module_workflow_modules_lists_that_is_not_there_names_the_setting(tmp_path, package, listed):
+    """No file to name: the message says which setting lists it, instead of 'cannot load missing.py'."""
+    listed = listed.format(package=package({}))
+    with pytest.raises(ConfigError) as caught:
+        start_app(create_app(app_config(tmp_path, WORKFLOW_MODULES=(listed,))))
+    assert str(caught.value).startswith(f"WORKFLOW_MODULES lists {listed!r}, which cannot be imported: no module named")
+    assert "PYTHONPATH" in str(caught.value)
+
+
 def test_create_app_with_a_duplicate_name_across_modules_and_classes_stops(tmp_path, package):
     name = package({"echo_twin": workflow_module("echo", "EchoTwin")})
     with pytest.raises(ConfigError) as caught:

@@ -194,6 +194,11 @@ TRIGGER_REFUSED = {
                                      "trigger 'trigger': seconds must be greater than 0, got 0"),
     "poll condition": ({"type": "poll", "condition": "ready"}, "condition",
                        "trigger 'trigger': condition must be callable, got 'ready'"),
+    # A fake clock is for tests written in Python; a definition (maybe posted by anyone) cannot hold a callable.
+    "cron clock": ({"type": "cron", "schedule": "0 8 * * *", "clock": "{{ 0 }}"}, "clock",
+                   "a Python callable: only a workflow written in Python can set 'clock'"),
+    "file clock": ({"type": "file", "folder": "inbox", "clock": "time.time"}, "clock",
+                   "a Python callable: only a workflow written in Python can set 'clock'"),
     "webhook secret": ({"type": "webhook", "secret": 5}, "secret",
                        "trigger 'trigger': secret must be a non-empty string or None, got int"),
     "webhook signature_style": ({"type": "webhook", "signature_style": "gitlab"}, "signature_style",

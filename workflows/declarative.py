@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
 import math
+import types
+import typing
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from functools import lru_cache
@@ -71,16 +74,36 @@ def config_parameters(cls: type) -> list[inspect.Parameter]:
             and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
 
 
+def is_callable_hint(hint: Any) -> bool:
+    """True for a Python callable's type hint (``Callable[...]``, also inside ``X | None``)."""
+    if hint is collections.abc.Callable or typing.get_origin(hint) is collections.abc.Callable:
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and any(
+        is_callable_hint(arg) for arg in typing.get_args(hint))
+
+
+def constructor_hints(cls: type) -> dict[str, Any]:
+    """The constructor's resolved type hints; {} when one names something unimportable (then untyped)."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # a plugin's hint naming a TYPE_CHECKING-only class must not break a check
+        return {}
+
+
 @lru_cache(maxsize=256)  # inspect.signature was most of the cost of a large definition
-def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str]]:
-    """The constructor's setting names and the required ones."""
+def _accepted(cls: type) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The constructor's setting names, the required ones, and the optional Python callables."""
     names: set[str] = set()
     required: set[str] = set()
+    callables: set[str] = set()
+    hints = constructor_hints(cls)
     for parameter in config_parameters(cls):
         names.add(parameter.name)
         if parameter.default is parameter.empty:
             required.add(parameter.name)
-    return frozenset(names), frozenset(required)
+        elif is_callable_hint(hints.get(parameter.name)):
+            callables.add(parameter.name)  # a test's fake clock: code sets it, never a definition
+    return frozenset(names), frozenset(required), frozenset(callables)
 
 
 def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any], path: str,
@@ -92,17 +115,22 @@ def _build(cls: type, name: str, config: Mapping[str, Any], extra: dict[str, Any
     ``step``, else at ``path``. With unknown keys (but none missing) the constructor still checks
     the known ones, so a file's every problem is listed at once; the object is then None all the same.
     """
-    names, required = _accepted(cls)
+    names, required, callables = _accepted(cls)
     unknown = sorted(set(config) - names)
     missing = sorted(required - set(config))
     for key in unknown:
         problems.add(f"{path}.{key}", f"unknown setting for type {cls.type!r}; known: {', '.join(sorted(names))}")
+    python_only = sorted(callables & set(config))
+    for key in python_only:
+        problems.add(f"{path}.{key}", f"a Python callable: only a workflow written in Python can set {key!r}")
+    unknown += python_only
     for key in missing:
         problems.add(f"{path}.{key}", "is required")
     if missing:
         return None
     try:
-        built = cls(name, **{key: value for key, value in config.items() if key in names}, **extra)
+        built = cls(name, **{key: value for key, value in config.items() if key in names and key not in callables},
+                    **extra)
     except (TypeError, ValueError) as error:
         # A refused setting is reported at its own field, so the designer marks that field.
         key = error.key if isinstance(error, SettingError) else None

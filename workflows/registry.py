@@ -21,7 +21,14 @@ _NOT_WORKFLOW_MODULES = frozenset({"base", "registry", "graph", "catalog", "decl
 
 
 class WorkflowLoadError(Exception):
-    """A workflow module or class cannot be registered; the message names the file."""
+    """A workflow module or class cannot be registered; the message names the file.
+
+    ``module``: the module that was asked for, when importing it failed (its caller may know who listed it).
+    """
+
+    def __init__(self, message: str, module: str | None = None):
+        super().__init__(message)
+        self.module = module
 
 
 def _source_of(workflow: type[Workflow]) -> str:
@@ -92,7 +99,7 @@ def import_module(name: str) -> ModuleType:
         where = name.replace(".", "/") + ".py"
         frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename.endswith(where)]
         line = f" line {frames[-1].lineno}:" if frames else ""
-        raise WorkflowLoadError(f"cannot load {where}:{line} {type(error).__name__}: {error}") from error
+        raise WorkflowLoadError(f"cannot load {where}:{line} {type(error).__name__}: {error}", name) from error
 
 
 def module_names(package: str = "workflows") -> list[str]:

@@ -21,7 +21,7 @@ import typing
 from typing import Any
 
 from workflows.base import NAME_PATTERN
-from workflows.declarative import config_parameters
+from workflows.declarative import config_parameters, constructor_hints, is_callable_hint
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # A string holding a template: any value may be one, its type is known once rendered.
@@ -33,12 +33,6 @@ _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections
               collections.abc.Collection)
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    """The constructor's resolved type hints; {} when one names something unimportable (then untyped)."""
-    try:
-        return typing.get_type_hints(cls.__init__)
-    except Exception:  # a plugin's hint naming a TYPE_CHECKING-only class must not break the catalog
-        return {}
 
 
 def schema_of(hint: Any) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def _jsonable(value: Any) -> tuple[bool, Any]:
 
 def config_schema(cls: type) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``cls``'s config: fields, required, types, enums, defaults, templates."""
-    hints = _hints(cls)
+    hints = constructor_hints(cls)
     choices = getattr(cls, "config_choices", {}) or {}
     shapes = getattr(cls, "config_shapes", {}) or {}
     raw = set(getattr(cls, "raw_fields", ()))
@@ -99,8 +93,10 @@ def config_schema(cls: type) -> dict[str, Any]:
     python_only = False
     for parameter in config_parameters(cls):
         name = parameter.name
-        field = schema_of(hints.get(name, parameter.annotation if not isinstance(parameter.annotation, str)
-                                    else inspect.Parameter.empty))
+        hint = hints.get(name, parameter.annotation if not isinstance(parameter.annotation, str)
+                         else inspect.Parameter.empty)
+        # A callable, also an optional one (a test's fake clock): no definition can hold it.
+        field = {"x-pyflow-python-only": True} if is_callable_hint(hint) else schema_of(hint)
         optional = parameter.default is not parameter.empty
         if name in choices:
             field = {"type": "string", "enum": list(choices[name])}

@@ -46,7 +46,11 @@ def components() -> dict[str, Any]:
             "duration_ms": {"type": ["number", "null"]},
             "result": {"description": "what the action returned; redacted"},
             "error": {"type": ["string", "null"], "description": "one line naming the cause"},
-            "cached": {"type": "boolean"},
+            "cached": {"type": "boolean", "description": "served from the step cache (docs/step-cache.md)"},
+            "cached_from": {"type": "string", "description": "the run whose result a cached step reused"},
+            "completion_order": {"type": "integer", "minimum": 1,
+                                 "description": "order of success of a step with a compensate (docs/compensation.md)"},
+            "wait": {"type": "object", "description": "what a waiting step waits for: for, since, until, event, key"},
         },
     }
     run = {
@@ -70,6 +74,14 @@ def components() -> dict[str, Any]:
                 "properties": {"at": TIME, "from": {"type": ["string", "null"]}, "to": {"type": "string"},
                                "by": {"type": ["string", "null"]}}}},
             "worker": {"type": ["string", "null"], "description": "host:pid of the worker that executes it"},
+            "version": {"type": ["integer", "null"], "description": "the definition version of an API-made workflow"},
+            "call_stack": {"type": "array", "items": {"type": "string"},
+                           "description": "the workflows whose workflow step started this sub-run, outermost first"},
+            "compensations": {"type": "array", "items": {"type": "object"},
+                              "description": "the steps undone after a failure or cancel (docs/compensation.md)"},
+            "compensating": {"enum": [RunStatus.FAILED.value, RunStatus.CANCELLED.value],
+                             "description": "while compensations run: the status the run ends with"},
+            "cancelled_by": {"type": "string", "description": "who cancelled a run that is compensating"},
         },
     }
     summary = {

@@ -26,6 +26,17 @@ logger = logging.getLogger(__name__)
 MAX_VERSION = 2**31 - 1
 
 
+def _listed_module_missing(error: WorkflowLoadError) -> str | None:
+    """A message naming WORKFLOW_MODULES when a module it lists is not there at all (no file to name)."""
+    cause = error.__cause__
+    listed = error.module
+    if not (isinstance(cause, ModuleNotFoundError) and cause.name and listed
+            and (listed == cause.name or listed.startswith(cause.name + "."))):
+        return None
+    return (f"WORKFLOW_MODULES lists {listed!r}, which cannot be imported: no module named {cause.name!r} "
+            "(is its folder on PYTHONPATH, or the package installed?)")
+
+
 class Catalog:
     """Workflows by name, each bound to one process's settings, and the older versions runs still need.
 
@@ -61,7 +72,11 @@ class Catalog:
         builds is logged and left in ``unloaded``.
         """
         try:
-            discover(self._registry, [*module_names("workflows"), *self.settings["WORKFLOW_MODULES"]])
+            discover(self._registry, module_names("workflows"))
+            try:
+                discover(self._registry, self.settings["WORKFLOW_MODULES"])
+            except WorkflowLoadError as error:
+                raise WorkflowLoadError(_listed_module_missing(error) or str(error)) from None
             for workflow in workflows:
                 self._registry.register(workflow)
         except WorkflowLoadError as error:

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 # DEFAULT_HTTP_DENY (link-local and cloud metadata addresses) lives beside the check that uses it.
 from actions.http_policy import DEFAULT_HTTP_DENY
@@ -47,6 +48,16 @@ def _port(value: str) -> int:
     if not 0 <= number <= 65535:
         raise ValueError
     return number
+
+
+def _http_url(value: str) -> str:
+    """An http:// or https:// URL with a host, such as http://127.0.0.1:5001."""
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError
+    parts.port  # noqa: B018 (a port out of 0-65535 raises ValueError here)
+    return url
 
 
 def _bool(value: str) -> bool:
@@ -114,7 +125,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any] | None, str]] = {
     "WORKFLOW_RETRY_DELAY": (5.0, _non_negative_float, "a number of seconds >= 0"),
     "WORKFLOW_MAX_UPLOAD_MB": (25.0, _positive_float, "a number of megabytes > 0"),
     "WORKFLOW_RETENTION_DAYS": (30.0, _positive_float, "a number of days > 0"),
-    "WORKFLOW_API_URL": ("http://127.0.0.1:5001", None, ""),
+    "WORKFLOW_API_URL": ("http://127.0.0.1:5001", _http_url, "an http:// or https:// URL such as http://127.0.0.1:5001"),
     "WORKFLOW_MODULES": ((), _names, "comma-separated module names"),
     "WORKFLOW_DEFINITIONS_PATH": ("", None, ""),
     "WORKFLOW_ALLOW_SHELL": (False, _bool, "true or false"),

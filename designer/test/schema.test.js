@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { actionType, paletteGroups } from "../src/model/catalog.js";
 import { indexProblems } from "../src/model/problems.js";
-import { fieldKind, formatValue, parseValue } from "../src/model/schema.js";
+import { fieldKind, formatValue, orderedKeys, parseValue } from "../src/model/schema.js";
 
 const template = { $ref: "#/$defs/template" };
 
@@ -15,6 +15,15 @@ describe("form fields from config schemas", () => {
     expect(fieldKind("condition", { anyOf: [{ type: "object" }, template] })).toMatchObject({ kind: "yaml", plainString: false });
     expect(fieldKind("command", { anyOf: [{ type: "string" }, { type: "array" }] })).toMatchObject({ kind: "yaml", plainString: true });
     expect(fieldKind("url", { type: "string" }, ["a"]).kind).toBe("yaml");
+  });
+
+  it("lists required fields first and leaves out Python-only ones (a trigger's test clock)", () => {
+    const cron = {
+      required: ["schedule"],
+      properties: { timezone: { type: "string" }, schedule: { type: "string" },
+                    clock: { "x-pyflow-python-only": true, default: null } },
+    };
+    expect(orderedKeys(cron)).toEqual(["schedule", "timezone"]);
   });
 
   it("turns text into values: numbers, templates, YAML", () => {

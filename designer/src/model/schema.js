@@ -77,11 +77,14 @@ export function parseValue(kind, text, { plainString = false } = {}) {
   return { value: text };
 }
 
-/** Property keys of a schema in display order: required ones first, then the schema's order. */
+/**
+ * Property keys of a schema in display order: required ones first, then the schema's order. A Python-only
+ * field (a callable, such as the cron trigger's test clock) is left out: a definition cannot hold one.
+ */
 export function orderedKeys(schema) {
   const properties = (schema && schema.properties) || {};
   const required = new Set((schema && schema.required) || []);
-  const keys = Object.keys(properties);
+  const keys = Object.keys(properties).filter((key) => !(properties[key] || {})["x-pyflow-python-only"]);
   return [...keys.filter((key) => required.has(key)), ...keys.filter((key) => !required.has(key))];
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actions.base import ActionError, BaseAction
+from actions.base import ActionError, BaseAction, SettingError
 
 PUNCTUATION = ("!", ".", "?")
 
@@ -19,8 +19,9 @@ class HelloAction(BaseAction):
     def __init__(self, name: str, *, who: str, greeting: str = "Hello", punctuation: str = "!", **options: Any):
         super().__init__(name, **options)
         if isinstance(punctuation, str) and "{{" not in punctuation and punctuation not in PUNCTUATION:
-            raise ValueError(f"action {name!r}: punctuation must be one of {' '.join(PUNCTUATION)}, "
-                             f"got {punctuation!r}")
+            # SettingError names the field: the definition check reports it at config.punctuation.
+            raise SettingError("punctuation", f"action {name!r}: punctuation must be one of "
+                               f"{' '.join(PUNCTUATION)}, got {punctuation!r}")
         self.who = who
         self.greeting = greeting
         self.punctuation = punctuation
