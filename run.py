@@ -22,8 +22,8 @@ import os
 import sys
 from typing import Any
 
-from app.core.config import load_settings
-from app.errors import PyFlowError
+from app.core.config import load_settings, parse_setting
+from app.errors import ConfigError, PyFlowError
 from app.runs import RunStatus
 
 EXIT_FAILED_RUN = 1
@@ -37,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="same as the list command")
     parser.add_argument("--workflow", metavar="NAME", help="same as: run NAME")
     parser.add_argument("--context", metavar="JSON", help="inputs for --workflow (same as --input)")
+    _address_options(parser, None)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve the REST API (the default)")
+    _address_options(commands.add_parser("serve", help="serve the REST API (the default)"), argparse.SUPPRESS)
     commands.add_parser("worker", help="execute the runs of a queue's jobs (WORKFLOW_EXECUTOR=procrastinate|celery)")
     commands.add_parser("list", help="list the registered workflows")
     run = commands.add_parser("run", help="run a workflow once in this process and print the run as JSON")
@@ -64,6 +65,26 @@ def _parser() -> argparse.ArgumentParser:
         if operation == "skip":
             control.add_argument("step", help="the failed step to skip")
     return parser
+
+
+def _address_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--host`` and ``--port`` of serve (before or after the word: serve is the default command)."""
+    # SUPPRESS on the subcommand: its own default would overwrite a value given before the word "serve".
+    parser.add_argument("--host", default=default, help="the address to serve on (overrides HOST; default 127.0.0.1)")
+    parser.add_argument("--port", default=default,
+                        help="the port to serve on (overrides PORT; default 5001, 0 picks a free one)")
+
+
+def _use_address(host: str | None, port: str | None) -> None:
+    """Give serve's ``--host``/``--port`` to the settings it and the app read (HOST and PORT)."""
+    for option, name, value in (("--host", "HOST", host), ("--port", "PORT", port)):
+        if value is None:
+            continue
+        try:
+            parse_setting(name, value)
+        except ConfigError as error:
+            raise PyFlowError(f"{option}: {error.message}") from None
+        os.environ[name] = value
 
 
 def _configure_logging(level: str | None, default: str) -> None:
@@ -311,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "list" if args.list else "run" if args.workflow else args.command or "serve"
     _configure_logging(args.log_level, "INFO" if command in ("serve", "worker") else "WARNING")
     try:
+        if command != "serve" and (args.host is not None or args.port is not None):
+            raise PyFlowError(f"--host and --port are options of serve, not of {command}")
         if command == "serve":
+            _use_address(args.host, args.port)
             return serve()
         if command == "worker":
             return worker()

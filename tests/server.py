@@ -96,6 +96,7 @@ class Server(LatestOutput):
         self.url = ""
         self.process: subprocess.Popen | None = None
         self.starts = 0
+        self.args: tuple[str, ...] = ()  # run.py's command line (none: serve, as settings say)
 
     # -- life cycle -----------------------------------------------------------
     def start(self, timeout: float = 20) -> Server:
@@ -106,7 +107,7 @@ class Server(LatestOutput):
         stderr = (self.logs / f"stderr-{self.starts}.txt").open("w", encoding="utf-8")
         with stdout, stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "run.py"], cwd=REPO, env=self.env, stdout=stdout, stderr=stderr
+                [sys.executable, "run.py", *self.args], cwd=REPO, env=self.env, stdout=stdout, stderr=stderr
             )
         # With PORT=0 every start gets a new port: read it from what run.py prints.
         self.url = ""

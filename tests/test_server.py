@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.server import Server, Servers
+from tests.server import Server, Servers, free_port, run_py, server_env
 
 pytestmark = pytest.mark.slow  # starts real run.py servers, restarts and kills them
 
@@ -246,6 +246,28 @@ def test_a_workflow_module_that_fails_to_import_stops_start_up_with_one_line(ser
     assert "RuntimeError: no config here" in error
     assert "Traceback" not in error
     assert error.strip().count("\n") == 0, error
+
+
+@pytest.mark.parametrize("args", [("--port",), ("serve", "--host", "127.0.0.1", "--port")])
+def test_the_address_given_on_the_command_line_wins_over_the_settings(servers, args):
+    port, setting = free_port(), free_port()
+    server = servers.make(env={"PORT": str(setting)})
+    server.args = (*args, str(port))
+    server.start()
+    try:
+        assert server.url == f"http://127.0.0.1:{port}"
+        assert server.get("/api/health").status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--port", "http"), "run.py: --port: setting PORT must be a port number 0-65535, got 'http'"),
+    (("--port", "8000", "list"), "run.py: --host and --port are options of serve, not of list"),
+])
+def test_a_wrong_address_option_is_one_line(tmp_path, args, message):
+    done = run_py(*args, env=server_env(tmp_path / "data"))
+    assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
 
 
 # -- under load and at shutdown --------------------------------------------------------------------------------
