@@ -48,7 +48,7 @@ class HttpRequestAction(BaseAction):
     """
 
     type = "http_request"
-    result_keys = ("status_code", "headers", "json", "text", "elapsed_ms")
+    result_keys = ("status_code", "headers", "json", "text", "elapsed_ms", "body_base64")  # the last: binary only
     config_choices = {"method": METHODS}
     # Methods that RFC 9110 defines as idempotent: repeating them after a crash is harmless.
     IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})

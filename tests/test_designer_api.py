@@ -357,7 +357,7 @@ def test_catalog_lists_the_keys_every_step_may_carry(client):
 def test_catalog_names_each_actions_result_keys_and_the_caps(client):
     catalog = client.get("/api/catalog").get_json()
     results = {row["type"]: row["results"] for row in catalog["actions"]}
-    assert results["http_request"] == ["status_code", "headers", "json", "text", "elapsed_ms"]
+    assert results["http_request"] == ["status_code", "headers", "json", "text", "elapsed_ms", "body_base64"]
     assert results["shell"] == ["exit_code", "stdout", "stderr"]
     assert results["condition"] == ["result", "value"]
     assert results["python"] == []  # whatever its function returns
