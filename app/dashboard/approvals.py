@@ -131,7 +131,7 @@ def approval_link(token: str) -> tuple[str, int] | str:
     approved = link_decision(claim)
     run = runtime().store.get_run(claim["run"]) or {}
     step = next((step for step in run.get("steps", []) if step["name"] == claim["step"]), {})
-    if request.method == "GET":
+    if request.method != "POST":  # HEAD too: link scanners send it, and only the button answers
         return render_template("approval_link.html", outcome="ask", approved=approved, claim=claim,
                                wait=step.get("wait") or {}, run=run)
     who = f"{', '.join((step.get('wait') or {}).get('to') or []) or 'someone'} (e-mail link)"

@@ -1,0 +1,99 @@
+"""Red-team replays on authentication, authorization and the web face (second pass).
+
+Each test is an attack by someone with no credentials, a viewer or operator token, or control of
+a run's inputs, against the Flask app in this process (its test client), and asserts what holds now.
+The first pass (templates, SSRF, redirects, body sizes, loops) is tests/test_redteam.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app import create_app, start_app
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS
+from tests.waiting import wait_until
+
+ADMIN = "admin-token-for-redteam"
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+ASKS = {"name": "asks", "steps": [
+    {"name": "first", "type": "approval", "config": {"message": "Ship it?", "timeout": 600}},
+    {"name": "after", "type": "log", "config": {"message": "answered"}}]}
+
+
+@pytest.fixture
+def locked(storage, key_file):
+    """An app with WORKFLOW_API_TOKEN (an admin) and a fixed session key."""
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS,
+                                "WORKFLOW_API_TOKEN": ADMIN, "WORKFLOW_SECRET_KEY": "k" * 32}))
+    yield app
+    app.extensions["pyflow"].shutdown(timeout=5)
+
+
+def bearer(token: str = ADMIN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_token(client, name: str, role: str) -> str:
+    response = client.post("/api/tokens", json={"name": name, "role": role}, headers=bearer())
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["token"]
+
+
+def log_in(client, token: str) -> str:
+    """Log ``client`` in with ``token``; the session's CSRF token."""
+    csrf = CSRF_FIELD.search(client.get("/login").text).group(1)
+    assert client.post("/login", data={"csrf_token": csrf, "token": token}).status_code == 302
+    return CSRF_FIELD.search(client.get("/").text).group(1)
+
+
+def waiting_approval(app, client) -> tuple[str, dict]:
+    """A run of ``asks`` parked on its approval step: (run id, the step's wait record)."""
+    assert client.post("/api/workflows", json=ASKS, headers=bearer()).status_code == 201
+    run_id = client.post("/api/workflows/asks/runs", json={}, headers=bearer()).get_json()["id"]
+    run = wait_until(lambda: (found := client.get(f"/api/runs/{run_id}", headers=bearer()).get_json())["status"]
+                     == "waiting" and found, 15, message="the approval step waiting")
+    return run_id, run["steps"][0]["wait"]
+
+
+def approval_links(app, run_id: str, wait: dict) -> dict:
+    """The approve and reject links the approval e-mail carries (signed by the app)."""
+    return app.extensions["pyflow"].approvals.links(run_id, "first", float(wait["until_epoch"]), wait["nonce"])
+
+
+# -- HEAD is GET: it must never do what the form's POST does ----------------------------------------------
+
+
+def test_a_head_request_on_an_approval_link_does_not_answer_it(locked):
+    # Mail scanners and link checkers fetch links with HEAD; Flask answers HEAD with the GET view.
+    client = locked.test_client()
+    run_id, wait = waiting_approval(locked, client)
+    path = approval_links(locked, run_id, wait)["approve"].split("://", 1)[1].split("/", 1)[1]
+
+    scanner = locked.test_client()
+    assert scanner.head(f"/{path}").status_code == 200
+
+    run = client.get(f"/api/runs/{run_id}", headers=bearer()).get_json()
+    assert run["status"] == "waiting" and run["steps"][0]["status"] == "waiting"
+    assert scanner.get(f"/{path}").status_code == 200  # the link still asks
+
+
+def test_a_head_request_on_the_run_form_starts_no_run(locked):
+    # No CSRF token is checked on HEAD, so a HEAD that ran the POST branch would be a CSRF hole.
+    client = locked.test_client()
+    log_in(client, make_token(client, "olga", "operator"))
+
+    assert client.head("/workflows/echo/run").status_code == 200
+
+    assert client.get("/api/runs", headers=bearer()).get_json()["runs"] == []
+
+
+def test_a_head_request_on_the_login_form_checks_no_token(locked):
+    client = locked.test_client()
+    answer = client.head("/login", data={"token": ADMIN})
+
+    assert answer.status_code == 200  # the login page, not the redirect of a login
+    assert client.get("/").status_code == 302  # still not logged in
