@@ -11,7 +11,7 @@ from werkzeug.datastructures import MultiDict
 from app.api.routes import parse_json, present, runtime
 from app.api.uploads import save_uploads
 from app.core.files import share
-from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
+from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized, UnsupportedMediaType
 from app.runs import FINISHED_RUN, RunStatus
 from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
 from triggers.webhook import WebhookTrigger
@@ -60,7 +60,12 @@ def _body(raw: bytes) -> Any:
         return None
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return parse_json(raw)
-    return raw.decode(request.mimetype_params.get("charset") or "utf-8", errors="replace")
+    charset = request.mimetype_params.get("charset") or "utf-8"
+    try:
+        return raw.decode(charset, errors="replace")
+    except (LookupError, UnicodeError):  # not an encoding Python knows, or not a text one (rot13, base64)
+        raise UnsupportedMediaType(f"the Content-Type's charset {charset[:40]!r} is not a text encoding this "
+                                   f"server knows; send the body as UTF-8") from None
 
 
 def _event(raw: bytes) -> dict[str, Any]:

@@ -7,13 +7,15 @@ The first pass (templates, SSRF, redirects, body sizes, loops) is tests/test_red
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 
 import pytest
 
 from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import WORKFLOWS
+from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS
 from tests.waiting import wait_until
 
 ADMIN = "admin-token-for-redteam"
@@ -29,6 +31,19 @@ def locked(storage, key_file):
     app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
                                 "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": WORKFLOWS,
                                 "WORKFLOW_API_TOKEN": ADMIN, "WORKFLOW_SECRET_KEY": "k" * 32}))
+    yield app
+    app.extensions["pyflow"].shutdown(timeout=5)
+
+
+@pytest.fixture
+def hooks(storage, key_file):
+    """An open app (no token: a local tool) serving the test webhooks, started."""
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file),
+                                "WORKFLOW_CLASSES": WORKFLOWS + TRIGGER_WORKFLOWS}))
+    client = app.test_client()
+    for name in ("hook", "upload_hook"):
+        assert client.post(f"/api/workflows/{name}/start").status_code == 200
     yield app
     app.extensions["pyflow"].shutdown(timeout=5)
 
@@ -97,3 +112,56 @@ def test_a_head_request_on_the_login_form_checks_no_token(locked):
 
     assert answer.status_code == 200  # the login page, not the redirect of a login
     assert client.get("/").status_code == 302  # still not logged in
+
+
+# -- malformed requests from anyone: a clear 4xx, never a 500 ------------------------------------------------
+
+
+@pytest.mark.parametrize("charset", ["bogus-charset", "rot13", "base64", "idna"])
+def test_a_webhook_body_in_an_unknown_charset_is_415_naming_it(hooks, charset):
+    # Anyone may post to an unsigned webhook; the body's charset came straight from the Content-Type.
+    answer = hooks.test_client().post("/api/hooks/hook", data=b"hello", content_type=f"text/plain; charset={charset}")
+
+    assert answer.status_code == 415
+    assert answer.get_json()["error"] == {
+        "code": "unsupported_media_type",
+        "message": f"the Content-Type's charset {charset!r} is not a text encoding this server knows; "
+                   f"send the body as UTF-8"}
+
+
+def test_a_known_charset_is_still_read(hooks):
+    client = hooks.test_client()
+    answer = client.post("/api/hooks/hook", data="héllo".encode("latin-1"), content_type="text/plain; charset=latin-1")
+
+    assert answer.status_code == 202
+    assert answer.get_json()["trigger_data"]["body"] == "héllo"
+
+
+def test_an_upload_with_a_very_long_name_is_saved_under_a_shorter_one(hooks):
+    client = hooks.test_client()
+    name = "A" * 300 + ".pdf"
+
+    via_hook = client.post("/api/hooks/upload_hook", data={"file": (io.BytesIO(b"%PDF-1.4"), name)},
+                           content_type="multipart/form-data")
+    via_api = client.post("/api/workflows/echo/runs", data={"file": (io.BytesIO(b"%PDF-1.4"), name)},
+                          content_type="multipart/form-data")
+
+    for answer in (via_hook, via_api):
+        assert answer.status_code == 202, answer.get_json()
+        attachment = answer.get_json()["trigger_data"]["attachments"][0]
+        assert attachment["filename"] == "A" * 124 + ".pdf" and attachment["size"] == 8
+        assert Path(attachment["path"]).read_bytes() == b"%PDF-1.4"
+
+
+@pytest.mark.parametrize("posted, saved", [
+    ("../../etc/passwd", "etc_passwd"), ("a\x00b.txt", "ab.txt"), ("..", "upload.bin"),
+    ("x" * 40 + "." + "y" * 300, "x" * 40 + "." + "y" * 87),  # an extension past 16 characters is cut like a name
+])
+def test_upload_names_never_leave_the_attachments_folder(hooks, storage, posted, saved):
+    answer = hooks.test_client().post("/api/workflows/echo/runs", data={"file": (io.BytesIO(b"x"), posted)},
+                                      content_type="multipart/form-data")
+
+    assert answer.status_code == 202, answer.get_json()
+    attachment = answer.get_json()["trigger_data"]["attachments"][0]
+    assert attachment["filename"] == saved
+    assert str(Path(attachment["path"]).resolve()).startswith(str(storage.resolve() / "attachments") + "/")
