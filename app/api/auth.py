@@ -182,10 +182,9 @@ def _logins() -> LoginRegistry:
 
 def log_in(who: Principal) -> None:
     """Mark the session as logged in as ``who`` (the caller checked the token) for WORKFLOW_SESSION_HOURS."""
-    csrf = session.get("csrf")
-    session.clear()  # a fresh session on login: nothing from before carries over
-    if csrf:
-        session["csrf"] = csrf
+    # A fresh session on login, its CSRF token too: whoever planted the cookie before (a sibling subdomain can)
+    # knows the old token, and would otherwise post forms as the user who then logged in.
+    session.clear()
     session[SESSION_KEY] = _login_marker(record=who.token)
     if who.token is not None:
         session[TOKEN_NAME_KEY] = who.name

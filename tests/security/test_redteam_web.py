@@ -165,3 +165,27 @@ def test_upload_names_never_leave_the_attachments_folder(hooks, storage, posted,
     attachment = answer.get_json()["trigger_data"]["attachments"][0]
     assert attachment["filename"] == saved
     assert str(Path(attachment["path"]).resolve()).startswith(str(storage.resolve() / "attachments") + "/")
+
+
+# -- sessions -----------------------------------------------------------------------------------------------
+
+
+def test_a_session_planted_before_login_does_not_lend_its_csrf_token_to_the_login(locked):
+    # The attacker (say on a sibling subdomain, which may set cookies for this site) takes an anonymous session
+    # from the login page and plants it in the victim's browser; the victim then logs in with it.
+    attacker = locked.test_client()
+    planted_csrf = CSRF_FIELD.search(attacker.get("/login").text).group(1)
+    planted = attacker.get_cookie("session").value
+
+    victim = locked.test_client()
+    victim.set_cookie("session", planted)
+    assert victim.post("/login", data={"csrf_token": planted_csrf, "token": ADMIN}).status_code == 302
+
+    # A form the attacker's page makes the victim's browser post, with the token the attacker knows.
+    forged = victim.post("/workflows/echo/run", data={"csrf_token": planted_csrf, "inputs_json": '{"text": "x"}'})
+    assert forged.status_code == 400
+    assert victim.get("/api/runs", headers=bearer()).get_json()["runs"] == []
+    # The victim's own pages carry the new token, which works.
+    fresh = CSRF_FIELD.search(victim.get("/workflows/echo/run").text).group(1)
+    assert fresh != planted_csrf
+    assert victim.post("/workflows/echo/run", data={"csrf_token": fresh, "text": "mine"}).status_code == 302
