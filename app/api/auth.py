@@ -62,6 +62,8 @@ LOGINS_KEY = "pyflow_logins"
 #: The actor name of WORKFLOW_API_TOKEN, and of every caller while access is open.
 ADMIN_ACTOR = "admin"
 OPEN_ACTOR = "anonymous"
+# The longest "METHOD /path" an access.denied audit entry keeps.
+MAX_DENIED_TARGET = 200
 # A token's last_used is written at most this often (seconds): not a store write per request.
 LAST_USED_RESOLUTION = 60.0
 
@@ -330,6 +332,10 @@ def _forbidden_answer(who: Principal) -> tuple[Response, int] | None:
     if request.endpoint is None or allows(who.role, request.endpoint):
         return None  # no such endpoint: the 404 or 405 says so
     need = required(request.endpoint)
+    # A refused call is audited like a failed login: who tried what, so probing by a viewer or operator shows.
+    target = f"{request.method} {request.path}"
+    audit.record(_store(), who.name, "access.denied", target[:MAX_DENIED_TARGET] + ("..." if len(target) >
+                 MAX_DENIED_TARGET else ""), {"required_role": need.label, "role": who.role.label})
     message = (f"{request.method} {request.path} needs the {need.label} role; "
                f"token {who.name!r} is a{'n' if who.role.label[0] in 'aeiou' else ''} {who.role.label}")
     if not request.path.startswith(API_PREFIXES):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -189,3 +190,46 @@ def test_a_session_planted_before_login_does_not_lend_its_csrf_token_to_the_logi
     fresh = CSRF_FIELD.search(victim.get("/workflows/echo/run").text).group(1)
     assert fresh != planted_csrf
     assert victim.post("/workflows/echo/run", data={"csrf_token": fresh, "text": "mine"}).status_code == 302
+
+
+# -- log lines: one record, one line ------------------------------------------------------------------------
+
+FORGED = "\n2026-12-05 11:00:00,000 INFO app.core.audit: audit 99: admin secret.delete DB_PASSWORD"
+
+
+def test_a_request_path_with_a_newline_cannot_forge_a_log_line(locked, caplog):
+    # No login is needed to reach /approvals/<anything>; the path is logged when the CSRF token is missing.
+    answer = locked.test_client().post("/approvals/" + quote("x" + FORGED, safe=""))
+
+    assert answer.status_code == 400
+    refused = [record.getMessage() for record in caplog.records if "CSRF" in record.getMessage()]
+    assert refused and all("\n" not in message for message in refused)
+
+
+
+# -- audit: denied attempts ---------------------------------------------------------------------------------
+
+
+def test_every_refused_call_of_a_viewer_or_operator_is_audited(locked):
+    client = locked.test_client()
+    viewer, operator = make_token(client, "vic", "viewer"), make_token(client, "olga", "operator")
+    browser = locked.test_client()
+    csrf = log_in(browser, operator)
+
+    assert client.get("/api/secrets", headers=bearer(viewer)).status_code == 403
+    assert client.post("/api/workflows/echo/runs", json={}, headers=bearer(viewer)).status_code == 403
+    assert client.delete("/api/tokens/olga", headers=bearer(operator)).status_code == 403
+    assert browser.post("/secrets", data={"csrf_token": csrf, "name": "X", "value": "y"}).status_code == 403
+    assert client.get("/api/audit?limit=1", headers=bearer(viewer)).status_code == 403
+
+    entries = client.get("/api/audit?action=access.denied", headers=bearer()).get_json()["entries"]
+    assert [(e["actor"], e["target"], e["details"]) for e in reversed(entries)] == [
+        ("vic", "GET /api/secrets", {"required_role": "admin", "role": "viewer"}),
+        ("vic", "POST /api/workflows/echo/runs", {"required_role": "operator", "role": "viewer"}),
+        ("olga", "DELETE /api/tokens/olga", {"required_role": "admin", "role": "operator"}),
+        ("olga", "POST /secrets", {"required_role": "admin", "role": "operator"}),
+        ("vic", "GET /api/audit", {"required_role": "admin", "role": "viewer"}),
+    ]
+    # Nothing the refused calls asked for happened.
+    assert client.get("/api/secrets", headers=bearer()).get_json()["secrets"] == []
+    assert client.get("/api/runs", headers=bearer()).get_json()["runs"] == []
