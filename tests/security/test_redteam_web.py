@@ -233,3 +233,38 @@ def test_every_refused_call_of_a_viewer_or_operator_is_audited(locked):
     # Nothing the refused calls asked for happened.
     assert client.get("/api/secrets", headers=bearer()).get_json()["secrets"] == []
     assert client.get("/api/runs", headers=bearer()).get_json()["runs"] == []
+
+
+# -- approval links -----------------------------------------------------------------------------------------
+
+
+def link_path(link: str) -> str:
+    return "/" + link.split("/", 3)[3]
+
+
+def test_an_approval_link_is_bound_to_its_run_step_and_park(locked):
+    client = locked.test_client()
+    run_id, wait = waiting_approval(locked, client)
+    links = {decision: link_path(link) for decision, link in approval_links(locked, run_id, wait).items()}
+    approvals = locked.extensions["pyflow"].approvals
+    other_run = link_path(approvals.links("run_0123456789abcdef", "first", float(wait["until_epoch"]),
+                                          wait["nonce"])["approve"])
+    other_park = link_path(approvals.links(run_id, "first", float(wait["until_epoch"]), "an-earlier-park")["approve"])
+    expired = link_path(approvals.links(run_id, "first", 1_000_000.0, wait["nonce"])["approve"])
+    token = links["approve"].rsplit("/", 1)[1]
+    tampered = links["approve"][:-len(token)] + token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+
+    answers = {name: client.get(path).status_code for name, path in (
+        ("other run", other_run), ("other park", other_park), ("expired", expired), ("tampered", tampered))}
+    assert answers == {"other run": 409, "other park": 409, "expired": 400, "tampered": 403}
+
+    csrf = CSRF_FIELD.search(client.get(links["reject"]).text).group(1)
+    too_long = client.post(links["reject"], data={"csrf_token": csrf, "comment": "x" * 2001})
+    assert too_long.status_code == 422 and "at most 2000 characters" in too_long.text
+    assert client.post(links["approve"], data={"csrf_token": csrf}).status_code == 200
+    # Answered: the same link, or its reject twin, answers nothing again.
+    assert client.post(links["approve"], data={"csrf_token": csrf}).status_code == 409
+    assert client.post(links["reject"], data={"csrf_token": csrf}).status_code == 409
+    run = wait_until(lambda: (found := client.get(f"/api/runs/{run_id}", headers=bearer()).get_json())["status"]
+                     == "succeeded" and found, 15, message="the approved run finished")
+    assert run["steps"][0]["result"]["approved"] is True
