@@ -27,7 +27,7 @@ from app.core.leader import Leadership
 from app.core.parking import Parking, waker
 from app.core.periodic import Periodic
 from app.core.plugins import load_plugins
-from app.core.redaction import redact
+from app.core.redaction import redact, redact_credentials
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
@@ -494,7 +494,7 @@ class Runtime:
         started = self.store.started_workflows() if started is None else started
         summary = bound.workflow.describe()
         # The bound trigger shows the settings it really uses; str() keeps odd values (a Path) JSON.
-        summary["trigger"] = redact(json.loads(json.dumps(bound.trigger.describe(), default=str)))
+        summary["trigger"] = redact_credentials(json.loads(json.dumps(bound.trigger.describe(), default=str)))
         summary["status"] = "running" if name in started else "stopped"
         summary["check_interval"] = bound.check_interval
         summary["inputs_schema"] = bound.workflow.inputs_schema

@@ -268,3 +268,44 @@ def test_an_approval_link_is_bound_to_its_run_step_and_park(locked):
     run = wait_until(lambda: (found := client.get(f"/api/runs/{run_id}", headers=bearer()).get_json())["status"]
                      == "succeeded" and found, 15, message="the approved run finished")
     assert run["steps"][0]["result"]["approved"] is True
+
+
+# -- credentials written into URLs of a definition ----------------------------------------------------------
+
+URL_PASSWORD = "Hunter2pw-url"
+BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"  # the shape of a Telegram bot token
+LEAKY = {"name": "leaky_urls", "trigger": {"type": "manual"}, "steps": [
+    {"name": "call", "type": "http_request", "config": {"url": f"http://bob:{URL_PASSWORD}@127.0.0.1:9/x",
+                                                         "timeout": 2}},
+    {"name": "tell", "type": "notify", "depends_on": [], "config": {"urls": [f"tgram://{BOT_TOKEN}/12345"],
+                                                                     "body": "done"}}]}
+
+
+def test_a_viewer_never_reads_credentials_written_into_a_definitions_urls(locked):
+    client = locked.test_client()
+    assert client.post("/api/workflows", json=LEAKY, headers=bearer()).status_code == 201
+    viewer = bearer(make_token(client, "vic", "viewer"))
+
+    answers = {path: client.get(path, headers=viewer).get_data(as_text=True) for path in (
+        "/api/workflows", "/api/workflows/leaky_urls", "/api/workflows/leaky_urls/versions/1")}
+
+    for path, text in answers.items():
+        assert URL_PASSWORD not in text and BOT_TOKEN not in text and BOT_TOKEN.split(":")[1] not in text, path
+    steps = client.get("/api/workflows/leaky_urls", headers=viewer).get_json()["definition"]["steps"]
+    assert steps[0]["config"]["url"] == "http://bob:***@127.0.0.1:9/x"
+    assert "***" in steps[1]["config"]["urls"][0]
+
+
+def test_a_definition_read_back_with_masked_urls_and_put_keeps_the_credentials(locked):
+    client = locked.test_client()
+    assert client.post("/api/workflows", json=LEAKY, headers=bearer()).status_code == 201
+    read = client.get("/api/workflows/leaky_urls", headers=bearer())
+    edited = {**read.get_json()["definition"], "description": "edited in the designer"}
+
+    assert client.put("/api/workflows/leaky_urls", json=edited,
+                      headers={**bearer(), "If-Match": read.headers["ETag"]}).status_code == 200
+
+    stored = locked.extensions["pyflow"].store.get_definition("leaky_urls")
+    assert stored["version"] == 2 and stored["definition"]["description"] == "edited in the designer"
+    assert stored["definition"]["steps"][0]["config"]["url"] == LEAKY["steps"][0]["config"]["url"]
+    assert stored["definition"]["steps"][1]["config"]["urls"] == LEAKY["steps"][1]["config"]["urls"]
