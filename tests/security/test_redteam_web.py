@@ -309,3 +309,54 @@ def test_a_definition_read_back_with_masked_urls_and_put_keeps_the_credentials(l
     assert stored["version"] == 2 and stored["definition"]["description"] == "edited in the designer"
     assert stored["definition"]["steps"][0]["config"]["url"] == LEAKY["steps"][0]["config"]["url"]
     assert stored["definition"]["steps"][1]["config"]["urls"] == LEAKY["steps"][1]["config"]["urls"]
+
+
+# -- CSRF: every state-changing form and every JSON write a session cookie can make ----------------------------
+
+SAMPLE_VALUES = {"name": "echo", "run_id": "run_0123456789abcdef", "operation": None, "decision": "approve",
+                 "token": "x", "version": "1"}
+
+
+def _post_urls(app) -> list[str]:
+    """One URL of every dashboard route that takes POST (what a cross-site form could target)."""
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if "POST" not in rule.methods or rule.rule.startswith(("/api/", "/metrics")):
+            continue
+        values = {}
+        for argument in rule.arguments:
+            converter = rule._converters[argument]
+            choices = getattr(converter, "items", None)
+            values[argument] = sorted(choices)[0] if choices else SAMPLE_VALUES[argument]
+        urls.append(rule.build(values, append_unknown=False)[1])
+    return sorted(urls)
+
+
+def test_every_dashboard_form_refuses_a_post_without_the_sessions_csrf_token(locked):
+    client = locked.test_client()
+    log_in(client, ADMIN)
+    urls = _post_urls(locked)
+    assert {"/login", "/logout", "/secrets", "/tokens", "/workflows/echo/run"} <= set(urls)
+
+    refused = {url: client.post(url, data={"name": "X", "value": "y", "role": "admin", "token": ADMIN,
+                                           "csrf_token": "not-the-token"}).status_code for url in urls}
+
+    assert refused == dict.fromkeys(urls, 400)
+    assert client.get("/api/secrets", headers=bearer()).get_json()["secrets"] == []
+    assert client.get("/").status_code == 200  # /logout did not log out either
+
+
+def test_a_logged_in_session_writes_to_the_api_only_with_its_csrf_header(locked):
+    client = locked.test_client()
+    csrf = log_in(client, ADMIN)
+    writes = [("put", "/api/secrets/X", {"value": "y"}), ("post", "/api/tokens", {"name": "t", "role": "admin"}),
+              ("post", "/api/workflows", ASKS), ("post", "/api/workflows/echo/runs", {}),
+              ("post", "/api/events", {"type": "x"}), ("delete", "/api/workflows/echo", None)]
+
+    for method, path, body in writes:
+        answer = getattr(client, method)(path, json=body)
+        assert answer.status_code == 401, (method, path)
+        wrong = getattr(client, method)(path, json=body, headers={"X-CSRF-Token": csrf[:-1] + "x"})
+        assert wrong.status_code == 401, (method, path)
+    assert client.get("/api/secrets").get_json()["secrets"] == []  # reads need no header
+    assert client.put("/api/secrets/X", json={"value": "y"}, headers={"X-CSRF-Token": csrf}).status_code == 201
