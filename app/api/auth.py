@@ -59,6 +59,7 @@ FAILURE_LIMIT = 10
 FAILURE_WINDOW = 60.0
 LIMITER_KEY = "pyflow_auth_failures"
 LOGINS_KEY = "pyflow_logins"
+DENIALS_KEY = "pyflow_access_denials"
 #: The actor name of WORKFLOW_API_TOKEN, and of every caller while access is open.
 ADMIN_ACTOR = "admin"
 OPEN_ACTOR = "anonymous"
@@ -91,6 +92,7 @@ def init_app(app: Flask) -> None:
     store_root = Path(app.extensions["pyflow"].store.root)
     app.extensions[LOGINS_KEY] = LoginRegistry(store_root / FILENAME, lifetime)
     app.extensions[LIMITER_KEY] = FailureLimiter(FAILURE_LIMIT, FAILURE_WINDOW)
+    app.extensions[DENIALS_KEY] = FailureLimiter(FAILURE_LIMIT, FAILURE_WINDOW)  # per token, not address
     hosts.init_app(app)  # runs before every other hook
     app.before_request(refuse_cross_site)
     app.before_request(require_login)
@@ -327,15 +329,30 @@ def require_login() -> Response | tuple[Response, int] | tuple[Response, int, di
     return redirect(url_for("dashboard.login", next=full_path))
 
 
+def _audit_denial(who: Principal, need: Role) -> None:
+    """Audit a refused call like a failed login, so a viewer or operator probing admin endpoints shows.
+
+    At most FAILURE_LIMIT entries per token a minute: a token that loops on a refused call must not fill
+    the disk with audit entries; the rest are logged.
+    """
+    target = f"{request.method} {request.path}"
+    if len(target) > MAX_DENIED_TARGET:
+        target = target[:MAX_DENIED_TARGET] + "..."
+    denials: FailureLimiter = current_app.extensions[DENIALS_KEY]
+    if denials.retry_after(who.name) is not None:
+        logger.warning("refused %r to token %r (more than %d refusals a minute: not audited)", target, who.name,
+                       FAILURE_LIMIT)
+        return
+    denials.failed(who.name)
+    audit.record(_store(), who.name, "access.denied", target, {"required_role": need.label, "role": who.role.label})
+
+
 def _forbidden_answer(who: Principal) -> tuple[Response, int] | None:
     """403 naming the role needed when ``who`` may not call this endpoint (a dashboard page: an HTML 403)."""
     if request.endpoint is None or allows(who.role, request.endpoint):
         return None  # no such endpoint: the 404 or 405 says so
     need = required(request.endpoint)
-    # A refused call is audited like a failed login: who tried what, so probing by a viewer or operator shows.
-    target = f"{request.method} {request.path}"
-    audit.record(_store(), who.name, "access.denied", target[:MAX_DENIED_TARGET] + ("..." if len(target) >
-                 MAX_DENIED_TARGET else ""), {"required_role": need.label, "role": who.role.label})
+    _audit_denial(who, need)
     message = (f"{request.method} {request.path} needs the {need.label} role; "
                f"token {who.name!r} is a{'n' if who.role.label[0] in 'aeiou' else ''} {who.role.label}")
     if not request.path.startswith(API_PREFIXES):

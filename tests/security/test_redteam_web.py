@@ -360,3 +360,15 @@ def test_a_logged_in_session_writes_to_the_api_only_with_its_csrf_header(locked)
         assert wrong.status_code == 401, (method, path)
     assert client.get("/api/secrets").get_json()["secrets"] == []  # reads need no header
     assert client.put("/api/secrets/X", json={"value": "y"}, headers={"X-CSRF-Token": csrf}).status_code == 201
+
+
+def test_a_token_looping_on_a_refused_call_adds_at_most_ten_audit_entries_a_minute(locked, caplog):
+    client = locked.test_client()
+    viewer = bearer(make_token(client, "vic", "viewer"))
+
+    for _ in range(25):
+        assert client.get("/api/tokens", headers=viewer).status_code == 403  # every one is still refused
+
+    entries = client.get("/api/audit?action=access.denied&limit=100", headers=bearer()).get_json()["entries"]
+    assert len(entries) == 10
+    assert sum("not audited" in record.getMessage() for record in caplog.records) == 15
