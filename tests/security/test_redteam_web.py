@@ -372,3 +372,14 @@ def test_a_token_looping_on_a_refused_call_adds_at_most_ten_audit_entries_a_minu
     entries = client.get("/api/audit?action=access.denied&limit=100", headers=bearer()).get_json()["entries"]
     assert len(entries) == 10
     assert sum("not audited" in record.getMessage() for record in caplog.records) == 15
+
+
+def test_the_page_that_shows_a_new_token_once_is_never_stored_by_the_browser(locked):
+    client = locked.test_client()
+    csrf = log_in(client, ADMIN)
+
+    made = client.post("/tokens", data={"csrf_token": csrf, "name": "ci", "role": "operator"})
+
+    assert made.status_code == 201
+    assert re.search(r'<pre class="mono" id="new-token">[A-Za-z0-9_-]{40,}</pre>', made.text)
+    assert made.headers["Cache-Control"] == "no-store"  # as POST /api/tokens answers
