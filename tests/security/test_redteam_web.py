@@ -43,7 +43,7 @@ def hooks(storage, key_file):
                                 "WORKFLOW_KEY_FILE": str(key_file),
                                 "WORKFLOW_CLASSES": WORKFLOWS + TRIGGER_WORKFLOWS}))
     client = app.test_client()
-    for name in ("hook", "upload_hook"):
+    for name in ("hook", "upload_hook", "stripe_hook", "slack_hook"):
         assert client.post(f"/api/workflows/{name}/start").status_code == 200
     yield app
     app.extensions["pyflow"].shutdown(timeout=5)
@@ -129,6 +129,19 @@ def test_a_webhook_body_in_an_unknown_charset_is_415_naming_it(hooks, charset):
         "message": f"the Content-Type's charset {charset!r} is not a text encoding this server knows; "
                    f"send the body as UTF-8"}
 
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "\u00b9\u00b2", "9" * 5000, "-5", "1e9", " "])
+def test_a_signed_webhook_with_a_timestamp_that_is_no_unix_time_is_401(hooks, stamp):
+    # A header byte 0xB2 reads as "²", which str.isdigit() accepts and int() refuses.
+    client = hooks.test_client()
+    slack = client.post("/api/hooks/slack_hook", data=b"{}", content_type="application/json",
+                        headers={"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=00"})
+    stripe = client.post("/api/hooks/stripe_hook", data=b"{}", content_type="application/json",
+                         headers={"Stripe-Signature": f"t={stamp},v1=00"})
+
+    assert (slack.status_code, stripe.status_code) == (401, 401)
+    assert "must carry the delivery's unix time in seconds" in slack.get_json()["error"]["message"]
+    assert "must carry the delivery's unix time in seconds" in stripe.get_json()["error"]["message"]
 
 def test_a_known_charset_is_still_read(hooks):
     client = hooks.test_client()
