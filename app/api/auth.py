@@ -264,7 +264,8 @@ def _session_api_principal() -> Principal | None:
     if who is None or request.method in SAFE_METHODS:
         return who
     expected, sent = session.get("csrf"), request.headers.get(CSRF_HEADER)
-    return who if bool(expected and sent) and hmac.compare_digest(str(expected), sent) else None
+    # As bytes: compare_digest refuses str with non-ASCII characters (a header byte 0xE9), which was a 500.
+    return who if bool(expected and sent) and hmac.compare_digest(str(expected).encode(), sent.encode()) else None
 
 
 def is_open(path: str) -> bool:

@@ -396,3 +396,12 @@ def test_the_page_that_shows_a_new_token_once_is_never_stored_by_the_browser(loc
     assert made.status_code == 201
     assert re.search(r'<pre class="mono" id="new-token">[A-Za-z0-9_-]{40,}</pre>', made.text)
     assert made.headers["Cache-Control"] == "no-store"  # as POST /api/tokens answers
+
+
+def test_a_csrf_header_with_a_non_ascii_byte_is_refused_not_a_500(locked):
+    client = locked.test_client()
+    log_in(client, ADMIN)
+
+    answer = client.put("/api/secrets/X", json={"value": "y"}, headers={"X-CSRF-Token": "\u00e9t\u00e9"})
+
+    assert answer.status_code == 401 and answer.get_json()["error"]["code"] == "unauthorized"
