@@ -405,3 +405,17 @@ def test_a_csrf_header_with_a_non_ascii_byte_is_refused_not_a_500(locked):
     answer = client.put("/api/secrets/X", json={"value": "y"}, headers={"X-CSRF-Token": "\u00e9t\u00e9"})
 
     assert answer.status_code == 401 and answer.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_a_forged_forwarded_for_header_does_not_escape_the_login_forms_lockout(locked):
+    # No proxy is configured, so X-Forwarded-For and X-Real-IP are the client's own words.
+    client = locked.test_client()
+    csrf = CSRF_FIELD.search(client.get("/login").text).group(1)
+
+    guesses = [client.post("/login", data={"csrf_token": csrf, "token": f"guess-{n}"},
+                           headers={"X-Forwarded-For": f"203.0.113.{n}", "X-Real-IP": f"198.51.100.{n}"}).status_code
+               for n in range(10)]
+    right = client.post("/login", data={"csrf_token": csrf, "token": ADMIN}, headers={"X-Forwarded-For": "192.0.2.1"})
+
+    assert guesses == [401] * 10
+    assert right.status_code == 429 and "Too many failed logins" in right.text
