@@ -419,3 +419,39 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_login_forms_lockout(l
 
     assert guesses == [401] * 10
     assert right.status_code == 429 and "Too many failed logins" in right.text
+
+
+# -- run inputs: a paused run's variables obey the inputs schema as a new run's inputs do ---------------------
+
+
+def test_an_operator_cannot_patch_a_paused_run_past_its_inputs_schema(locked):
+    # The schema is the author's bound on what operators may pass (here: which host a later step calls).
+    client = locked.test_client()
+    guarded = {"name": "guarded", "inputs": {"type": "object", "required": ["host"], "additionalProperties": False,
+                                             "properties": {"host": {"enum": ["api.example.org"]},
+                                                            "note": {"type": "string", "maxLength": 20}}},
+               "steps": [{"name": "ask", "type": "approval", "config": {"timeout": 600}},
+                         {"name": "call", "type": "log", "config": {"message": "calling {{ trigger_data.host }}"}}]}
+    assert client.post("/api/workflows", json=guarded, headers=bearer()).status_code == 201
+    operator = bearer(make_token(client, "olga", "operator"))
+    assert client.post("/api/workflows/guarded/runs", json={"inputs": {"host": "evil.example"}},
+                       headers=operator).status_code == 422  # refused for a new run
+    run_id = client.post("/api/workflows/guarded/runs", json={"inputs": {"host": "api.example.org"}},
+                         headers=operator).get_json()["id"]
+    wait_until(lambda: client.get(f"/api/runs/{run_id}", headers=operator).get_json()["status"] == "waiting", 15,
+               message="the run waiting")
+    assert client.post(f"/api/runs/{run_id}/pause", headers=operator).status_code == 200
+
+    patched = client.patch(f"/api/runs/{run_id}/variables", json={"variables": {"host": "evil.example"}},
+                           headers=operator)
+    extra = client.patch(f"/api/runs/{run_id}/variables", json={"variables": {"url": "http://evil.example"}},
+                         headers=operator)
+    allowed = client.patch(f"/api/runs/{run_id}/variables", json={"variables": {"note": "checked"}},
+                           headers=operator)
+
+    assert patched.status_code == 422
+    assert patched.get_json()["error"]["details"][0]["path"] == "host"
+    assert extra.status_code == 422 and "url" in extra.get_json()["error"]["message"]
+    assert allowed.status_code == 200
+    stored = client.get(f"/api/runs/{run_id}", headers=operator).get_json()["trigger_data"]
+    assert stored == {"host": "api.example.org", "note": "checked"}
