@@ -8,6 +8,7 @@ The first pass (templates, SSRF, redirects, body sizes, loops) is tests/test_red
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 from urllib.parse import quote
@@ -455,3 +456,21 @@ def test_an_operator_cannot_patch_a_paused_run_past_its_inputs_schema(locked):
     assert allowed.status_code == 200
     stored = client.get(f"/api/runs/{run_id}", headers=operator).get_json()["trigger_data"]
     assert stored == {"host": "api.example.org", "note": "checked"}
+
+
+def test_a_comment_holding_newlines_and_json_cannot_forge_an_audit_entry(locked, storage):
+    from app.core.audit import verify
+
+    client = locked.test_client()
+    run_id, _ = waiting_approval(locked, client)
+    fake = {"id": 99, "actor": "admin", "action": "secret.delete", "target": "DB_PASSWORD", "details": {}}
+    comment = "fine\n" + json.dumps(fake) + "\r\n"
+
+    assert client.post(f"/api/runs/{run_id}/approve", json={"comment": comment},
+                       headers=bearer(make_token(client, "olga", "operator"))).status_code == 200
+
+    lines = (storage / "audit.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [entry["action"] for entry in entries][-1] == "approval.approve"
+    assert entries[-1]["details"]["comment"] == comment and "secret.delete" not in [e["action"] for e in entries]
+    assert verify(locked.extensions["pyflow"].store.audit_entries()) == (len(entries), None)
