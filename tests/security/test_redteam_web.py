@@ -149,7 +149,7 @@ def test_a_known_charset_is_still_read(hooks):
     answer = client.post("/api/hooks/hook", data="héllo".encode("latin-1"), content_type="text/plain; charset=latin-1")
 
     assert answer.status_code == 202
-    assert answer.get_json()["trigger_data"]["body"] == "héllo"
+    assert client.get(answer.headers["Location"]).get_json()["trigger_data"]["body"] == "héllo"
 
 
 def test_an_upload_with_a_very_long_name_is_saved_under_a_shorter_one(hooks):
@@ -163,7 +163,7 @@ def test_an_upload_with_a_very_long_name_is_saved_under_a_shorter_one(hooks):
 
     for answer in (via_hook, via_api):
         assert answer.status_code == 202, answer.get_json()
-        attachment = answer.get_json()["trigger_data"]["attachments"][0]
+        attachment = client.get(answer.headers["Location"]).get_json()["trigger_data"]["attachments"][0]
         assert attachment["filename"] == "A" * 124 + ".pdf" and attachment["size"] == 8
         assert Path(attachment["path"]).read_bytes() == b"%PDF-1.4"
 
@@ -474,3 +474,30 @@ def test_a_comment_holding_newlines_and_json_cannot_forge_an_audit_entry(locked,
     assert [entry["action"] for entry in entries][-1] == "approval.approve"
     assert entries[-1]["details"]["comment"] == comment and "secret.delete" not in [e["action"] for e in entries]
     assert verify(locked.extensions["pyflow"].store.audit_entries()) == (len(entries), None)
+
+
+
+# -- the scrubber as an oracle --------------------------------------------------------------------------------
+
+
+def test_an_unsigned_webhook_does_not_tell_anyone_which_posted_word_is_a_secret(storage, key_file):
+    # Answers are scrubbed of secret values; echoing the body would show "***" where a guess of the admin token
+    # (or of a stored secret) was right: thousands of guesses a request, none counted by the lockout.
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_KEY_FILE":
+                                str(key_file), "WORKFLOW_CLASSES": WORKFLOWS + TRIGGER_WORKFLOWS,
+                                "WORKFLOW_API_TOKEN": "summer2026", "WORKFLOW_SECRET_KEY": "k" * 32}))
+    try:
+        client = app.test_client()
+        assert client.post("/api/workflows/hook/start", headers=bearer("summer2026")).status_code == 200
+        stored = client.put("/api/secrets/DB", json={"value": "hunter22"}, headers=bearer("summer2026"))
+        assert stored.status_code == 201
+
+        answer = client.post("/api/hooks/hook?q=hunter22", data="password winter2025 summer2026 hunter22 letmein",
+                             content_type="text/plain", headers={"X-Guess": "summer2026"})
+
+        assert answer.status_code == 202
+        assert sorted(answer.get_json()) == ["created_at", "id", "source", "status", "workflow"]
+        assert "***" not in answer.get_data(as_text=True)
+        assert client.get(answer.headers["Location"]).status_code == 401  # the run itself needs a token
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=5)
