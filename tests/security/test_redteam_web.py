@@ -501,3 +501,32 @@ def test_an_unsigned_webhook_does_not_tell_anyone_which_posted_word_is_a_secret(
         assert client.get(answer.headers["Location"]).status_code == 401  # the run itself needs a token
     finally:
         app.extensions["pyflow"].shutdown(timeout=5)
+
+
+def test_answers_that_quote_an_unauthenticated_request_do_not_mark_which_word_is_a_secret(storage, key_file):
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_KEY_FILE":
+                                str(key_file), "WORKFLOW_CLASSES": WORKFLOWS + TRIGGER_WORKFLOWS,
+                                "WORKFLOW_API_TOKEN": "summer2026", "WORKFLOW_SECRET_KEY": "k" * 32}))
+    try:
+        client = app.test_client()
+        stored = client.put("/api/secrets/DB", json={"value": "hunter22"}, headers=bearer("summer2026"))
+        assert stored.status_code == 201
+        guesses = "password winter2025 summer2026 hunter22 letmein"
+
+        hook = client.post(f"/api/hooks/{guesses}")
+        host = client.get("/api/health", headers={"Host": "summer2026.hunter22.example"})
+        page = client.get("/login?next=/runs/summer2026/hunter22")
+        redirect = client.get("/runs/summer2026/hunter22")
+
+        assert hook.status_code == 404 and hook.get_json()["error"]["message"] == f"no workflow named {guesses!r}"
+        assert host.status_code == 400 and "'summer2026.hunter22.example'" in host.get_json()["error"]["message"]
+        assert 'name="next" value="/runs/summer2026/hunter22"' in page.text
+        assert redirect.status_code == 302 and "/runs/summer2026/hunter22" in redirect.text
+        for answer in (hook, host, page, redirect):
+            assert "***" not in answer.get_data(as_text=True)
+        # An authenticated answer is scrubbed as before: a secret value there did not come from the caller.
+        run = client.post("/api/workflows/echo/runs?wait=10", json={"inputs": {"text": "hunter22"}},
+                          headers=bearer("summer2026")).get_json()
+        assert run["steps"][0]["result"] == {"value": "***"}
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=5)
