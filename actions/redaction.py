@@ -145,6 +145,19 @@ class Scrubber:
         scrubber.add(values)
         return scrubber
 
+    def found(self, text: str) -> set[str]:
+        """The known values (and their escaped forms) that occur in ``text``."""
+        return {value for value in self._values if value in text}
+
+    def without(self, values: Iterable[str]) -> Scrubber:
+        """A new scrubber with this one's values but ``values``."""
+        dropped = set(values)
+        scrubber = Scrubber()
+        kept = tuple(value for value in self._values if value not in dropped)
+        scrubber._values = kept
+        scrubber._pattern = re.compile("|".join(map(re.escape, kept))) if len(kept) > _MANY_VALUES else None
+        return scrubber
+
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``***``."""
         pattern = self._pattern

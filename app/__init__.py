@@ -66,14 +66,57 @@ def scrub_answers(app: Flask, settings: dict[str, Any]) -> None:
         if response.direct_passthrough or response.is_streamed or response.mimetype not in _TEXT_ANSWERS:
             return response  # files (send_file) and streams are the user's own bytes
         text = response.get_data(as_text=True)
-        scrubbed = KNOWN_SECRETS.text(scrubber.text(text))
+        settings_values, stored_values = scrubber, KNOWN_SECRETS
+        scrubbed = stored_values.text(settings_values.text(text))
+        if scrubbed is not text and _unauthenticated():
+            # A "***" where the request's own words come back (an untrusted Host, a webhook name, the login page's
+            # next) would tell anyone which word is a secret: no token, no lockout. The caller sent those words,
+            # so showing them back tells nothing; an unauthenticated answer holds no stored data of anyone else's.
+            echoed = _echoed(settings_values.found(text) | stored_values.found(text))
+            if echoed:
+                settings_values, stored_values = settings_values.without(echoed), stored_values.without(echoed)
+                scrubbed = stored_values.text(settings_values.text(text))
         if scrubbed is not text:
             if response.mimetype.endswith("json"):
                 # Replaced in the serialized text, a secret such as "00e9" would cut an escape ("\u00e9") in
                 # two and leave invalid JSON: scrub the decoded values and serialize again.
-                scrubbed = _scrub_json(text, lambda value: KNOWN_SECRETS.text(scrubber.text(value)), scrubbed)
+                scrubbed = _scrub_json(text, lambda value: stored_values.text(settings_values.text(value)), scrubbed)
             response.set_data(scrubbed)
         return response
+
+
+def _unauthenticated() -> bool:
+    """True for a request no token or login vouched for while WORKFLOW_API_TOKEN is set (open paths, refusals)."""
+    from flask import g
+
+    from app.api.auth import api_token
+
+    return bool(api_token()) and g.get("pyflow_principal") is None
+
+
+def _echoed(values: set[str]) -> set[str]:
+    """Those of ``values`` (secret values found in an answer, in any escaped form) that the request itself holds."""
+    import html
+    import json
+    from urllib.parse import unquote
+
+    from flask import request
+
+    sent = [request.path, unquote(request.query_string.decode("latin-1")), request.query_string.decode("latin-1")]
+    sent += [value for _, value in request.headers.items()]
+    sent.append(request.get_data(cache=True).decode("utf-8", "replace"))
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sent += [value for _, value in request.form.items(multi=True)]
+    echoed = set()
+    for value in values:
+        forms = {value, unquote(value), html.unescape(value)}
+        try:
+            forms.add(json.loads(f'"{value}"'))
+        except ValueError:
+            pass
+        if any(form and form in text for form in forms for text in sent):
+            echoed.add(value)
+    return echoed
 
 
 # Values the server makes itself: run ids, timestamps, sha256 hashes (the audit chain). A stored secret found

@@ -111,6 +111,7 @@ def test_dashboard_controls_are_audited_with_the_logged_in_token(app, client):
     browser = app.test_client()
     csrf = CSRF_FIELD.search(browser.get("/login").text).group(1)
     browser.post("/login", data={"csrf_token": csrf, "token": made["token"]})
+    csrf = CSRF_FIELD.search(browser.get("/").text).group(1)  # a login starts a fresh session, token included
 
     assert browser.post("/workflows/tick/start", data={"csrf_token": csrf}).status_code == 302
     failed = client.post("/api/workflows/failing/runs?wait=10", headers=bearer(ADMIN)).get_json()["id"]

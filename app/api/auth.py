@@ -59,9 +59,12 @@ FAILURE_LIMIT = 10
 FAILURE_WINDOW = 60.0
 LIMITER_KEY = "pyflow_auth_failures"
 LOGINS_KEY = "pyflow_logins"
+DENIALS_KEY = "pyflow_access_denials"
 #: The actor name of WORKFLOW_API_TOKEN, and of every caller while access is open.
 ADMIN_ACTOR = "admin"
 OPEN_ACTOR = "anonymous"
+# The longest "METHOD /path" an access.denied audit entry keeps.
+MAX_DENIED_TARGET = 200
 # A token's last_used is written at most this often (seconds): not a store write per request.
 LAST_USED_RESOLUTION = 60.0
 
@@ -89,6 +92,7 @@ def init_app(app: Flask) -> None:
     store_root = Path(app.extensions["pyflow"].store.root)
     app.extensions[LOGINS_KEY] = LoginRegistry(store_root / FILENAME, lifetime)
     app.extensions[LIMITER_KEY] = FailureLimiter(FAILURE_LIMIT, FAILURE_WINDOW)
+    app.extensions[DENIALS_KEY] = FailureLimiter(FAILURE_LIMIT, FAILURE_WINDOW)  # per token, not address
     hosts.init_app(app)  # runs before every other hook
     app.before_request(refuse_cross_site)
     app.before_request(require_login)
@@ -182,10 +186,9 @@ def _logins() -> LoginRegistry:
 
 def log_in(who: Principal) -> None:
     """Mark the session as logged in as ``who`` (the caller checked the token) for WORKFLOW_SESSION_HOURS."""
-    csrf = session.get("csrf")
-    session.clear()  # a fresh session on login: nothing from before carries over
-    if csrf:
-        session["csrf"] = csrf
+    # A fresh session on login, its CSRF token too: whoever planted the cookie before (a sibling subdomain can)
+    # knows the old token, and would otherwise post forms as the user who then logged in.
+    session.clear()
     session[SESSION_KEY] = _login_marker(record=who.token)
     if who.token is not None:
         session[TOKEN_NAME_KEY] = who.name
@@ -261,7 +264,8 @@ def _session_api_principal() -> Principal | None:
     if who is None or request.method in SAFE_METHODS:
         return who
     expected, sent = session.get("csrf"), request.headers.get(CSRF_HEADER)
-    return who if bool(expected and sent) and hmac.compare_digest(str(expected), sent) else None
+    # As bytes: compare_digest refuses str with non-ASCII characters (a header byte 0xE9), which was a 500.
+    return who if bool(expected and sent) and hmac.compare_digest(str(expected).encode(), sent.encode()) else None
 
 
 def is_open(path: str) -> bool:
@@ -326,11 +330,30 @@ def require_login() -> Response | tuple[Response, int] | tuple[Response, int, di
     return redirect(url_for("dashboard.login", next=full_path))
 
 
+def _audit_denial(who: Principal, need: Role) -> None:
+    """Audit a refused call like a failed login, so a viewer or operator probing admin endpoints shows.
+
+    At most FAILURE_LIMIT entries per token a minute: a token that loops on a refused call must not fill
+    the disk with audit entries; the rest are logged.
+    """
+    target = f"{request.method} {request.path}"
+    if len(target) > MAX_DENIED_TARGET:
+        target = target[:MAX_DENIED_TARGET] + "..."
+    denials: FailureLimiter = current_app.extensions[DENIALS_KEY]
+    if denials.retry_after(who.name) is not None:
+        logger.warning("refused %r to token %r (more than %d refusals a minute: not audited)", target, who.name,
+                       FAILURE_LIMIT)
+        return
+    denials.failed(who.name)
+    audit.record(_store(), who.name, "access.denied", target, {"required_role": need.label, "role": who.role.label})
+
+
 def _forbidden_answer(who: Principal) -> tuple[Response, int] | None:
     """403 naming the role needed when ``who`` may not call this endpoint (a dashboard page: an HTML 403)."""
     if request.endpoint is None or allows(who.role, request.endpoint):
         return None  # no such endpoint: the 404 or 405 says so
     need = required(request.endpoint)
+    _audit_denial(who, need)
     message = (f"{request.method} {request.path} needs the {need.label} role; "
                f"token {who.name!r} is a{'n' if who.role.label[0] in 'aeiou' else ''} {who.role.label}")
     if not request.path.startswith(API_PREFIXES):

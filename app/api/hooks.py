@@ -8,10 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from app.api.routes import parse_json, present, runtime
+from app.api.routes import parse_json, runtime
 from app.api.uploads import save_uploads
 from app.core.files import share
-from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized
+from app.errors import BadRequest, ConfigError, Conflict, PyFlowError, Unauthorized, UnsupportedMediaType
 from app.runs import FINISHED_RUN, RunStatus
 from triggers.signatures import Delivery, ReplayedDelivery, SignatureError
 from triggers.webhook import WebhookTrigger
@@ -23,6 +23,7 @@ bp = Blueprint("hooks", __name__, url_prefix="/api/hooks")
 # How long a hook in "result" mode waits for its run before answering 202 instead.
 RESULT_WAIT_SECONDS = 30.0
 _FINISHED = {status.value for status in FINISHED_RUN}
+RECEIPT_KEYS = ("id", "workflow", "status", "source", "created_at")
 
 
 class RunFailed(PyFlowError):
@@ -60,7 +61,12 @@ def _body(raw: bytes) -> Any:
         return None
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return parse_json(raw)
-    return raw.decode(request.mimetype_params.get("charset") or "utf-8", errors="replace")
+    charset = request.mimetype_params.get("charset") or "utf-8"
+    try:
+        return raw.decode(charset, errors="replace")
+    except (LookupError, UnicodeError):  # not an encoding Python knows, or not a text one (rot13, base64)
+        raise UnsupportedMediaType(f"the Content-Type's charset {charset[:40]!r} is not a text encoding this "
+                                   f"server knows; send the body as UTF-8") from None
 
 
 def _event(raw: bytes) -> dict[str, Any]:
@@ -173,5 +179,15 @@ def receive(name: str) -> tuple[Response, int, dict]:
             error = RunFailed(f"run {run['id']} {run['status']}: {run.get('error') or 'no error recorded'}",
                               details={"run_id": run["id"], "status": run["status"]})
             return jsonify(error.to_dict()), error.status, headers
-    return jsonify(present(run)), 202, headers
+    return jsonify(receipt(run)), 202, headers
+
+
+def receipt(run: dict) -> dict:
+    """What a webhook's sender is answered in "accepted" mode: the run's id and state, none of its data.
+
+    Anyone may post to an unsigned hook, and answers are scrubbed of secret values: echoing the posted body
+    would tell a guesser which of its words is a secret (the admin token, a stored secret) by showing "***",
+    with no lockout. Whoever may read the run gets it at Location.
+    """
+    return {key: run.get(key) for key in RECEIPT_KEYS}
 

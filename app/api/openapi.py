@@ -232,7 +232,7 @@ def paths() -> dict[str, dict[str, dict]]:
                                "workflows": {"type": "object"}}})})},
         "/api/hooks/{name}": {"parameters": [WORKFLOW], "post": operation(
             "hooks.receive", "a webhook delivery: starts a run with {body, headers, query} as trigger data", {
-                202: answer("the run", ref("Run"), {**LOCATION, **REPLAYED}),
+                202: answer("the run's receipt (its id and state)", ref("WebhookReceipt"), {**LOCATION, **REPLAYED}),
                 200: answer("response: result: the step's result", {}, {**LOCATION, **REPLAYED})},
             errors=(401, 404, 409, 502), body={"application/json": {"schema": {}},
                                                "application/x-www-form-urlencoded": {"schema": {"type": "object"}},

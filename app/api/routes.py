@@ -227,7 +227,7 @@ def _definition_body() -> dict:
 
 def _with_definition(summary: dict) -> dict:
     workflow = runtime().get(summary["name"]).workflow
-    # Secrets show as "***"; a PUT that sends "***" back keeps the stored value (Catalog.replace).
+    # Secrets (and credentials in URLs) show as "***"; a PUT that sends them back keeps the stored value.
     summary["definition"] = redact_definition(workflow.definition)
     return summary
 

@@ -159,6 +159,12 @@ def components() -> dict[str, Any]:
     return {
         "Error": error,
         "Run": run,
+        "WebhookReceipt": {
+            "type": "object", "required": ["id", "workflow", "status", "source", "created_at"],
+            "description": "what a webhook's sender is answered: the run's id and state, none of its data "
+                           "(read the run at Location with a token)",
+            "properties": {key: run["properties"][key] for key in ("id", "workflow", "status", "source", "created_at")},
+        },
         "Step": step,
         "Summary": summary,
         "Definition": definition,

@@ -13,10 +13,26 @@ from actions.atomic import write_atomic
 from actions.private_files import make_private_dir
 from app.errors import StorageError
 
+# The longest name an upload is saved under: file systems refuse names past 255 bytes (and a
+# numbered copy adds a prefix), so a longer posted name is shortened, keeping its extension.
+MAX_FILENAME = 128
+MAX_EXTENSION = 16
+
+
+def safe_name(posted: str | None) -> str:
+    """The name an upload is saved under: werkzeug's ``secure_filename``, at most MAX_FILENAME characters."""
+    filename = secure_filename(posted or "") or "upload.bin"
+    if len(filename) <= MAX_FILENAME:
+        return filename
+    stem, dot, extension = filename.rpartition(".")
+    if not dot or not stem or len(extension) > MAX_EXTENSION:
+        return filename[:MAX_FILENAME]
+    return f"{stem[:MAX_FILENAME - len(extension) - 1]}.{extension}"
+
 
 def save_upload(upload: FileStorage, folder: Path) -> dict:
     """Write one uploaded file atomically; its attachment record."""
-    filename = secure_filename(upload.filename or "") or "upload.bin"
+    filename = safe_name(upload.filename)
     target = folder / filename
     copies = 1
     while target.exists():  # two parts with one name keep both files

@@ -26,6 +26,7 @@ ACTIONS = frozenset({
     "secret.set", "secret.delete",
     "token.create", "token.delete",
     "login.success", "login.failure",
+    "access.denied",
 })
 
 

@@ -12,7 +12,7 @@ from app.core.binding import BoundWorkflow
 from app.core.definition_diff import unified_diff
 from app.core.definitions import checked, definitions_folder, load_definition_file, posted
 from app.core.plugins import Plugins
-from app.core.redaction import keep_redacted, redact, redact_definition
+from app.core.redaction import keep_redacted, redact_credentials, redact_definition
 from app.core.templating import Renderer
 from app.errors import ConfigError, Conflict, InvalidInput, NotFound
 from app.storage.base import Store
@@ -319,7 +319,8 @@ class Catalog:
         definition = record["definition"] if isinstance(record["definition"], dict) else {}
         trigger = definition.get("trigger") if isinstance(definition.get("trigger"), dict) else {"type": "manual"}
         steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
-        return {"name": name, "description": str(definition.get("description", "")), "trigger": redact(trigger),
+        return {"name": name, "description": str(definition.get("description", "")),
+                "trigger": redact_credentials(trigger),
                 "actions": [{"name": str(step.get("name")), "type": str(step.get("type"))}
                             for step in steps if isinstance(step, dict)],
                 "status": "stopped", "check_interval": None, "next_fire_time": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,8 +14,8 @@ from actions.redaction import MIN_SCRUB_LENGTH, REDACTED, Scrubber, is_secret_ke
 from app.core.config import SECRET_SETTINGS
 
 __all__ = ["MIN_SCRUB_LENGTH", "REDACTED", "Scrubber", "is_secret_key", "redact", "secret_values",
-           "settings_scrubber", "KNOWN_SECRETS", "keep_redacted", "redact_definition", "ScrubFilter", "LOG_FILTER",
-           "install_log_filter", "scrubbing"]
+           "settings_scrubber", "KNOWN_SECRETS", "keep_redacted", "redact_definition", "redact_credentials", "mask_url",
+           "ScrubFilter", "LOG_FILTER", "install_log_filter", "scrubbing"]
 
 _local = threading.local()
 
@@ -40,15 +41,53 @@ def _url_password(url: Any) -> str | None:
         return None
 
 
+# A string that is one URL (an http step's url, an Apprise URL of a notify step), whatever its scheme.
+_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://\S+\s*")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the credentials of the URL it is (its password, the tokens Apprise masks) read as "***".
+
+    A definition may write a credential into a URL rather than under a secret-named key
+    (``https://bob:pw@host/``, ``tgram://<bot token>/<chat>``); the engine scrubs those from runs
+    (``config_secrets``), and a definition shown to a viewer hides them too. Other text is returned as is.
+    """
+    if "://" not in text or not _URL.fullmatch(text):
+        return text
+    from actions.notify import url_secrets  # Apprise is imported only for a URL it may know
+
+    try:
+        netloc = urlsplit(text.strip()).netloc
+    except ValueError:
+        netloc = ""
+    masked = text
+    userinfo, at, host = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if at and colon and password:  # by place, so a short password is hidden too
+        masked = masked.replace(f"://{netloc}", f"://{user}:{REDACTED}@{host}", 1)
+    found = url_secrets(text) - {password}
+    return Scrubber(found).text(masked) if found else masked
+
+
+def redact_credentials(value: Any) -> Any:
+    """``value`` (part of a definition, a trigger's settings) as answered: redacted by key, URL credentials masked."""
+    value = redact(value)
+    if isinstance(value, dict):
+        return {key: redact_credentials(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_credentials(item) for item in value]
+    return mask_url(value) if isinstance(value, str) else value
+
+
 def redact_definition(definition: Any) -> Any:
-    """A workflow definition as answered: secrets as ``"***"``, except in its ``inputs`` JSON Schema.
+    """A workflow definition as answered: secrets and URL credentials as ``"***"``, except in its ``inputs`` schema.
 
     The schema is shown whole as the Summary's ``inputs_schema`` anyway, and a property named like a secret
     (``webhook_url: {type: string, format: uri}``) is a schema: masked, a copy of the definition was refused.
     """
     if not isinstance(definition, dict) or "inputs" not in definition:
-        return redact(definition)
-    return {key: value if key == "inputs" else redact(value) for key, value in definition.items()}
+        return redact_credentials(definition)
+    return {key: value if key == "inputs" else redact_credentials(value) for key, value in definition.items()}
 
 
 def keep_redacted(new: Any, old: Any) -> Any:
@@ -68,6 +107,8 @@ def keep_redacted(new: Any, old: Any) -> Any:
         return result
     if isinstance(new, list) and isinstance(old, list):
         return [keep_redacted(item, old[index] if index < len(old) else None) for index, item in enumerate(new)]
+    if isinstance(new, str) and REDACTED in new and isinstance(old, str) and new != old and mask_url(old) == new:
+        return old  # a URL read back with its credentials masked, sent back unchanged
     return new
 
 

@@ -27,7 +27,7 @@ from app.core.leader import Leadership
 from app.core.parking import Parking, waker
 from app.core.periodic import Periodic
 from app.core.plugins import load_plugins
-from app.core.redaction import redact
+from app.core.redaction import redact, redact_credentials
 from app.core.scheduler import Scheduler
 from app.core.secrets import Secrets
 from app.core.sweeper import Sweeper
@@ -494,7 +494,7 @@ class Runtime:
         started = self.store.started_workflows() if started is None else started
         summary = bound.workflow.describe()
         # The bound trigger shows the settings it really uses; str() keeps odd values (a Path) JSON.
-        summary["trigger"] = redact(json.loads(json.dumps(bound.trigger.describe(), default=str)))
+        summary["trigger"] = redact_credentials(json.loads(json.dumps(bound.trigger.describe(), default=str)))
         summary["status"] = "running" if name in started else "stopped"
         summary["check_interval"] = bound.check_interval
         summary["inputs_schema"] = bound.workflow.inputs_schema
@@ -626,8 +626,11 @@ class Runtime:
                 return stored
             delay = min(delay * 2, 0.2)  # quick for short runs, a few reads a second for long ones
 
-    def check_inputs(self, bound: BoundWorkflow, inputs: dict) -> None:
-        """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise."""
+    def check_inputs(self, bound: BoundWorkflow, inputs: dict, only: set[str] | None = None) -> None:
+        """Fill in the schema's top-level defaults; InvalidInput listing every problem otherwise.
+
+        ``only``: judge just these top-level inputs (and the object as a whole), as a paused run's new variables.
+        """
         schema = bound.workflow.inputs_schema
         if not schema:
             return
@@ -645,6 +648,7 @@ class Runtime:
         problems = [
             {"path": ".".join(str(part) for part in error.absolute_path) or "inputs", "message": message_of(error)}
             for error in errors
+            if only is None or not error.absolute_path or str(error.absolute_path[0]) in only
         ]
         if problems:
             listed = "; ".join(f"{problem['path']}: {problem['message']}" for problem in problems)
@@ -717,6 +721,12 @@ class Runtime:
         run = self.get_run(run_id)
         if run["status"] != RunStatus.PAUSED:
             raise Conflict(f"run {run_id} is {run['status']}; only a paused run's variables can change")
+        # Checked like a new run's inputs against the schema of the version the run started with: an operator may not
+        # patch a run past what the author allowed (an enum of hosts, a pattern). Only what the patch names is judged:
+        # the stored inputs are redacted ("***"), and passed the check when the run started.
+        bound = self.catalog.version(run["workflow"], run.get("version"))
+        if bound is not None:
+            self.check_inputs(bound, {**run["trigger_data"], **variables}, only=set(variables))
         # Stored and answered like a run's inputs: secrets redacted (a Run never shows one).
         run["trigger_data"].update(redact(variables))
         self.store.update_run(run_id, {"trigger_data": run["trigger_data"]}, mode=Durability.SYNC)

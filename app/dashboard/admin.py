@@ -34,7 +34,7 @@ def tokens() -> tuple[str, int]:
 
 
 @bp.post("/tokens")
-def create_token() -> tuple[str, int]:
+def create_token() -> tuple[str, int] | tuple[str, int, dict]:
     """Make a token and show it, this once."""
     form = {"name": request.form.get("name", "").strip(), "role": request.form.get("role", "")}
     try:
@@ -44,7 +44,9 @@ def create_token() -> tuple[str, int]:
     except (InvalidInput, Conflict) as error:
         return _tokens_page(error.status, error=error.message, form=form)
     audit.record("token.create", name, {"role": role.label, "via": "dashboard"})
-    return _tokens_page(201, created={"name": name, "role": role.label, "token": token})
+    page, status = _tokens_page(201, created={"name": name, "role": role.label, "token": token})
+    # The only time the token is shown (as POST /api/tokens answers): no browser or proxy cache keeps the page.
+    return page, status, {"Cache-Control": "no-store"}
 
 
 @bp.post("/tokens/<name>/delete")

@@ -17,7 +17,7 @@ from app.api import audit
 from app.api.routes import RUN_ID, present, runtime
 from app.core.approvals import LinkRefused, link_decision
 from app.dashboard.blueprint import bp
-from app.errors import NotFound, PyFlowError
+from app.errors import InvalidInput, NotFound, PyFlowError
 from app.runs import RunStatus, StepStatus
 from app.storage.base import Store
 
@@ -131,13 +131,16 @@ def approval_link(token: str) -> tuple[str, int] | str:
     approved = link_decision(claim)
     run = runtime().store.get_run(claim["run"]) or {}
     step = next((step for step in run.get("steps", []) if step["name"] == claim["step"]), {})
-    if request.method == "GET":
+    if request.method != "POST":  # HEAD too: link scanners send it, and only the button answers
         return render_template("approval_link.html", outcome="ask", approved=approved, claim=claim,
                                wait=step.get("wait") or {}, run=run)
     who = f"{', '.join((step.get('wait') or {}).get('to') or []) or 'someone'} (e-mail link)"
     comment = (request.form.get("comment") or "").strip() or None
     try:
         approvals.answer(claim["run"], approved, who, step=claim["step"], comment=comment)
+    except InvalidInput as error:  # the comment: the step still waits, the page says what to change
+        return render_template("approval_link.html", outcome="refused", title="Not answered",
+                               message=error.message), 422
     except PyFlowError as error:
         return render_template("approval_link.html", outcome="refused", title="Already answered",
                                message=error.message), 409

@@ -45,7 +45,7 @@ def run_now(name: str) -> Response | tuple[str, int] | str:
     rt = runtime()
     summary = rt.summary(name)
     form = build_form(summary)
-    if request.method == "GET":
+    if request.method != "POST":  # HEAD too: it carries no CSRF token, so it never starts a run
         return render_template("run_form.html", summary=summary, form=form, file_field=FILE_FIELD)
     inputs = read_form(form, request.form)
     uploads = [upload for upload in request.files.getlist(FILE_FIELD) if upload.filename] if form.takes_files else []

@@ -29,5 +29,5 @@ def check_csrf() -> None:
     expected = session.get(SESSION_KEY)
     sent = request.form.get(FIELD, "")
     if not isinstance(expected, str) or not expected or not hmac.compare_digest(expected.encode(), sent.encode()):
-        logger.warning("refused %s %s: missing or wrong CSRF token", request.method, request.path)
+        logger.warning("refused %s %r: missing or wrong CSRF token", request.method, request.path)  # %r: one line
         abort(400, description="The form expired or did not come from this dashboard. Reload the page and try again.")

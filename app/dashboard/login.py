@@ -19,7 +19,7 @@ def login() -> Response | str | tuple[str, int] | tuple[str, int, dict]:
     target = auth.safe_next(request.values.get("next"))
     if not auth.api_token():
         return redirect(target)  # access is open: nothing to log in to
-    if request.method == "GET":
+    if request.method != "POST":  # HEAD too: it is a GET without the body, never a login
         return render_template("login.html", next=target, error="")
     wait = auth.locked_out()
     if wait is not None:
