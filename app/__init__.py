@@ -160,6 +160,11 @@ def _scrub_json(text: str, scrub: Callable[[str], str], fallback: str) -> str:
     return json.dumps(document, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
+def _no_sniffing(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
 _TEXT_ANSWERS = frozenset({"application/json", "text/html", "text/plain", "text/csv", "application/problem+json"})
 
 
@@ -191,6 +196,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = int(float(settings["WORKFLOW_MAX_UPLOAD_MB"]) * 1024 * 1024)
     app.json.sort_keys = False  # run records read in their natural order
+    # Every answer (API, webhooks, files, pages) is read as the type it says: a run's text or an uploaded file
+    # is never sniffed into HTML by a browser. The dashboard adds its content security policy.
+    app.after_request(_no_sniffing)
     install_log_filter(settings)  # the server log never shows a secret setting's value
 
     runtime = Runtime(settings, store=store, workflows=workflows)

@@ -35,9 +35,8 @@ for _name, _function in FILTERS.items():
 
 @bp.after_request
 def security_headers(response: Response) -> Response:
-    """Pages may not be framed, sniffed or load anything from elsewhere."""
+    """Pages may not be framed or load anything from elsewhere (create_app: no answer is sniffed)."""
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
 

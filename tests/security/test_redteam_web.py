@@ -530,3 +530,18 @@ def test_answers_that_quote_an_unauthenticated_request_do_not_mark_which_word_is
         assert run["steps"][0]["result"] == {"value": "***"}
     finally:
         app.extensions["pyflow"].shutdown(timeout=5)
+
+
+def test_no_answer_is_sniffed_into_another_type(client):
+    # A run's text or a webhook's echo is JSON; a browser that sniffed it could run it as HTML.
+    answers = {
+        "health": client.get("/api/health"),
+        "unknown API path": client.get("/api/no-such-thing"),
+        "a run": client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "<script>x</script>"}}),
+        "a page": client.get("/"),
+        "a static file": client.get("/static/dashboard/dashboard.css"),
+        "an unknown hook": client.post("/api/hooks/no_such_hook", data="<b>hi</b>"),
+    }
+    for what, response in answers.items():
+        response.close()  # a static file's answer holds the file open
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", (what, response.status_code)
