@@ -111,6 +111,18 @@ def seconds(value: Any, field: str, action: str, *, allow_zero: bool = False) ->
     return number
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as a whole number >= 0 when it is one (an int, or text of at most 18 ASCII digits), else None.
+
+    ``str.isdigit`` alone takes "²" and 5,000 digits, on which ``int()`` raises: a step failing with a
+    ValueError instead of naming its field.
+    """
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
+
+
 def check_timeout(action: str, name: str, timeout: Any, on_timeout: str, choices: tuple[str, ...]) -> None:
     """A waiting step's ``on_timeout`` is one of ``choices`` and its ``timeout`` (unless a template) seconds > 0;
     else SettingError naming the field."""

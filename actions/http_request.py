@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from actions.base import ActionError, BaseAction, seconds
+from actions.base import ActionError, BaseAction, seconds, whole_number
 from actions.http_errors import describe
 from actions.http_policy import PolicyError, session
 from actions.jsontext import load_json
@@ -176,11 +176,11 @@ def _statuses(value: Any) -> set[int]:
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
     statuses = set()
     for item in items:
-        text = str(item).strip()
-        if isinstance(item, bool) or not text.isdigit() or not 100 <= int(text) <= 599:
+        status = whole_number(item)
+        if status is None or not 100 <= status <= 599:
             raise ActionError(f"http_request: expect_status must list HTTP status codes, got {value!r}",
                               retryable=False)
-        statuses.add(int(text))
+        statuses.add(status)
     return statuses
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from actions.base import ActionError, BaseAction, SettingError, seconds
+from actions.base import ActionError, BaseAction, SettingError, seconds, whole_number
 from actions.http_errors import describe, host_port
 from actions.http_policy import PolicyError, session
 from actions.jsontext import load_json
@@ -298,7 +298,7 @@ def _number(value: Any, field: str) -> float:
 
 
 def _count(value: Any, field: str, minimum: int = 0) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
+    number = whole_number(value)
+    if number is None or number < minimum:
         raise ActionError(f"llm: {field} must be an integer >= {minimum}, got {value!r}", retryable=False)
-    return int(text)
+    return number

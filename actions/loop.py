@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from actions.base import ActionError, BaseAction, SettingError
+from actions.base import ActionError, BaseAction, SettingError, whole_number
 from actions.jsontext import load_json
 from actions.limits import ITEMS_SETTING, MAX_RESULT_BYTES, capped, json_size
 from actions.text import one_line
@@ -140,9 +140,9 @@ def _items(value: Any) -> list:
 
 
 def _max_parallel(value: Any) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    number = whole_number(value)
+    if number is None or number < 1:
         raise ActionError(f"loop: max_parallel must be an integer >= 1, got {value!r}", retryable=False)
-    return int(text)
+    return number
 
 

@@ -256,7 +256,7 @@ def _get(item: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(current, Mapping) and part in current:
             current = current[part]
-        elif isinstance(current, (list, tuple)) and part.isdigit() and int(part) < len(current):
+        elif isinstance(current, (list, tuple)) and part.isdecimal() and int(part) < len(current):  # not '²'
             current = current[int(part)]
         else:
             return _MISSING

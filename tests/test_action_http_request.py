@@ -151,6 +151,8 @@ def test_refused_connection_names_host_and_port():
     ({"url": "http://127.0.0.1:1/", "method": "GE T"}, "method must be"),
     ({"url": "http://127.0.0.1:1/", "timeout": "soon"}, "timeout must be"),
     ({"url": "http://127.0.0.1:1/", "expect_status": ["ok"]}, "expect_status must"),
+    ({"url": "http://127.0.0.1:1/", "expect_status": ["²"]}, "expect_status must"),  # isdigit, not int()
+    ({"url": "http://127.0.0.1:1/", "expect_status": "2" * 5000}, "expect_status must"),  # past int()'s 4,300
     ({"url": "http://127.0.0.1:1/", "headers": ["X: y"]}, "headers must be a mapping"),
 ])
 def test_bad_config_is_not_retried(config, message):

@@ -99,6 +99,8 @@ def test_needs_the_engine():
     (5, 1, "items must be a list, got int"),
     (None, 1, "items is null"),
     ([1], 0, "max_parallel must be an integer >= 1"),
+    ([1], "²", "max_parallel must be an integer >= 1"),  # str.isdigit() takes it; int() does not
+    ([1], "9" * 5000, "max_parallel must be an integer >= 1"),  # past int()'s 4,300 digits
 ])
 def test_bad_config(items, max_parallel, message):
     with pytest.raises(ActionError, match=message):

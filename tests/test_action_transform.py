@@ -114,6 +114,12 @@ def test_bad_values_name_the_key(config, message):
     assert not caught.value.retryable
 
 
+def test_a_path_part_that_only_looks_like_an_index_reads_nothing():
+    # "²" passes str.isdigit(), which int() refuses: the step failed with a ValueError.
+    action = TransformAction("t", operation="map", data=[{"a": ["x", "y"]}], fields={"first": "a.0", "odd": "a.²"})
+    assert action.execute({})["data"] == [{"first": "x", "odd": None}]
+
+
 def test_data_rendered_to_null_is_explained():
     action = TransformAction("t", operation="dedupe", data="{{ steps.read.rows }}")
     action.data = None  # what the engine's rendering gives for a name that does not exist

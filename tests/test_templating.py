@@ -278,3 +278,8 @@ def test_a_loop_does_not_slow_a_render_without_one():
     renderer = Renderer()
     source = renderer.env.compile("{{ inputs.n }}{{ inputs.name | upper }}", raw=True)
     assert "_pyflow" not in source
+
+
+def test_a_format_field_that_only_looks_like_a_number_is_a_name_as_str_format_reads_it(renderer):
+    # The size check before format() read "²" as an index and failed the render with int()'s ValueError.
+    assert render(renderer, '{{ "{²}-{0}".format("a", **{"²": "b"}) }}') == "b-a"

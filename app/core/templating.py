@@ -248,7 +248,7 @@ def _format_size(text: str, args: tuple, kwargs: Mapping[str, Any]) -> int:
             key: Any = automatic
             automatic += 1
         else:
-            key = int(first) if first.isdigit() else first
+            key = int(first) if first.isdecimal() else first  # as str.format reads it: '²' is a name
         value = (args[key] if key < len(args) else None) if isinstance(key, int) else kwargs.get(key)
         size += _weight(value, MAX_OUTPUT - size)
         if size > MAX_OUTPUT:
