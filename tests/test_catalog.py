@@ -51,6 +51,23 @@ def test_versions_are_stored_served_and_kept_for_runs_that_need_them(tmp_path):
     assert catalog.version("hello", 1) is None
 
 
+def test_a_put_that_moved_steps_keeps_each_steps_own_secret(tmp_path):
+    # The designer (or an editor) may put the steps in another order; each "***" is the secret of its own step.
+    catalog, store = make_catalog(tmp_path)
+    calls = [{"name": name, "type": "http_request", "depends_on": [],
+              "config": {"url": f"https://{name}.example.com/", "headers": {"Authorization": f"Bearer {name}-key"}}}
+             for name in ("alpha", "beta")]
+    catalog.create({"name": "two_calls", "steps": calls})
+    read_back = copy.deepcopy(calls[::-1])
+    for step in read_back:
+        step["config"]["headers"]["Authorization"] = "***"
+    catalog.replace("two_calls", {"name": "two_calls", "steps": read_back})
+    stored = store.get_definition("two_calls")["definition"]["steps"]
+    assert {step["name"]: step["config"]["headers"]["Authorization"] for step in stored} == {
+        "alpha": "Bearer alpha-key", "beta": "Bearer beta-key"}
+    assert [step["name"] for step in stored] == ["beta", "alpha"]
+
+
 def test_nothing_invalid_or_taken_is_stored(tmp_path):
     catalog, store = make_catalog(tmp_path)
     catalog.load([EchoWorkflow])

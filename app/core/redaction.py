@@ -106,10 +106,23 @@ def keep_redacted(new: Any, old: Any) -> Any:
                 result[key] = keep_redacted(item, old.get(key))
         return result
     if isinstance(new, list) and isinstance(old, list):
-        return [keep_redacted(item, old[index] if index < len(old) else None) for index, item in enumerate(new)]
+        # Named items (steps, loop steps) by name: a PUT that moved a step keeps that step's secrets, not those
+        # of the step that was at its place. Others by place.
+        named = {item["name"]: item for item in old if _named(item)}
+
+        def counterpart(index: int, item: Any) -> Any:
+            if named and _named(item):
+                return named.get(item["name"])
+            return old[index] if index < len(old) else None
+
+        return [keep_redacted(item, counterpart(index, item)) for index, item in enumerate(new)]
     if isinstance(new, str) and REDACTED in new and isinstance(old, str) and new != old and mask_url(old) == new:
         return old  # a URL read back with its credentials masked, sent back unchanged
     return new
+
+
+def _named(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("name"), str)
 
 
 def swap_scrubber(scrubber: Scrubber | None) -> Scrubber | None:
