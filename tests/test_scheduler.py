@@ -340,3 +340,75 @@ def test_a_workflow_stopped_during_its_poll_starts_no_run_after_the_stop(storage
     finally:
         GatedTrigger.release.set()
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+class SessionTrigger(BaseTrigger):
+    """Holds a session as the e-mail trigger holds its IMAP connection: a poll opens one if none is open
+    (also when close() dropped it under the poll), close() ends it. Its poll waits for the test."""
+
+    type = "session"
+    default_check_interval = 0.05
+    entered = threading.Event()
+    release = threading.Event()
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.session_open = False
+        self.polling = False
+        self.closed_while_polling = False
+
+    def poll(self) -> list[dict]:
+        self.polling = True
+        try:
+            self.entered.set()
+            self.release.wait(30)
+            self.session_open = True  # reconnected: the session it had was closed under it
+        finally:
+            self.polling = False
+        return []
+
+    def close(self) -> None:
+        self.closed_while_polling = self.closed_while_polling or self.polling
+        self.session_open = False
+
+
+class SessionWorkflow(Workflow):
+    name = "session_poll"
+    trigger = SessionTrigger("session")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_during_its_poll_is_closed_by_that_poll_not_under_it(storage):
+    # Closing an IMAP connection under the poll that uses it made the poll reconnect: the stopped
+    # workflow then kept a logged-in session (and a socket) until the server shut down.
+    SessionTrigger.entered.clear()
+    SessionTrigger.release.clear()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [SessionWorkflow]}))
+    client = app.test_client()
+    trigger = app.extensions["pyflow"].bound["session_poll"].trigger
+    try:
+        assert client.post("/api/workflows/session_poll/start").status_code == 200
+        assert SessionTrigger.entered.wait(10), "the scheduled poll under way"
+        assert client.post("/api/workflows/session_poll/stop").get_json()["status"] == "stopped"
+        SessionTrigger.release.set()
+        wait_until(lambda: client.get("/api/workflows/session_poll").get_json()["last_poll"] is not None,
+                   message="the poll under way at the stop to end")
+        assert not trigger.closed_while_polling
+        wait_until(lambda: not trigger.session_open, message="the stopped workflow's session to be closed")
+    finally:
+        SessionTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_poll_asked_for_a_stopped_workflow_leaves_no_session_open(storage):
+    SessionTrigger.release.set()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [SessionWorkflow]}))
+    client = app.test_client()
+    trigger = app.extensions["pyflow"].bound["session_poll"].trigger
+    try:
+        assert client.post("/api/workflows/session_poll/poll").status_code == 200
+        assert not trigger.session_open
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
