@@ -11,7 +11,7 @@ from app import create_app, start_app
 from app.core.scheduler import Scheduler
 from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
+from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, QueueTrigger, wait_until
 from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
@@ -280,6 +280,33 @@ class HungWorkflow(Workflow):
     name = "hung_poll"
     trigger = HungTrigger("hung")
     actions = [EchoAction("echo", value=1)]
+
+
+def test_a_cursor_that_cannot_be_saved_is_a_failed_poll_in_the_summary_and_the_log(runtime, caplog):
+    # A full or broken disk: the run is stored, but the trigger's cursor is not. The scheduler's poll
+    # swallowed that without a word, so nobody learnt that a restart would poll from an older cursor.
+    QueueTrigger.items[:] = []
+    saved = runtime.store.root / "triggers" / "queued_events.json"
+    runtime.start_workflow("queued_events")
+    try:
+        wait_until(saved.exists, message="the first poll's state saved")  # {"seen": 0}; later empty polls save nothing
+        saved.unlink()
+        saved.mkdir()  # from now on the state cannot be written
+        QueueTrigger.items[:] = [{"n": 1}]
+        wait_until(lambda: (runtime.summary("queued_events")["last_poll"] or {}).get("error"),
+                   message="the failed poll")
+        last_poll = runtime.summary("queued_events")["last_poll"]
+        assert "cannot write " in last_poll["error"] and "queued_events.json: [Errno 21]" in last_poll["error"]
+        assert last_poll["failures"] >= 1
+        assert "polling queued_events failed (1 in a row" in caplog.text
+        wait_until(lambda: len(runtime.store.list_runs(workflow="queued_events")[0]) == 1,
+                   message="the event's run, stored all the same")
+        saved.rmdir()  # the disk is repaired: the next poll saves the state, though it has no event
+        wait_until(lambda: saved.is_file() and runtime.summary("queued_events")["last_poll"]["error"] is None,
+                   timeout=60, message="the state saved after the backoff")
+        assert runtime.store.load_trigger_state("queued_events") == {"seen": 1}
+    finally:
+        runtime.stop_workflow("queued_events")
 
 
 def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storage):

@@ -813,11 +813,23 @@ class Runtime:
                         bound.trigger.acknowledge(event, run["id"])
                         runs.append(run)
                 except Exception as error:
-                    self._poll_failed(bound, error)
-                    raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(error)}") from None
-                finally:
-                    if bound.trigger.state != before:
+                    failure: Exception | None = error
+                else:
+                    failure = None
+                try:
+                    if bound.state_unsaved or bound.trigger.state != before:
+                        bound.state_unsaved = True
                         self.store.save_trigger_state(bound.name, bound.trigger.state)
+                        bound.state_unsaved = False
+                except StorageError as error:
+                    # The runs are stored (their event keys stop a second one), but a restart would poll from
+                    # the older cursor: a failed poll, shown and retried like any other.
+                    if failure is not None:
+                        logger.warning("%s: saving its trigger's state failed too: %s", bound.name, one_line(error))
+                    failure = failure or error
+                if failure is not None:
+                    self._poll_failed(bound, failure)
+                    raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(failure)}") from None
                 bound.failures, bound.retry_at = 0, 0.0
                 bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
         finally:
@@ -860,7 +872,7 @@ class Runtime:
                            "failures": bound.failures, "retry_in_s": round(delay, 1)}
         logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
                        bound.name, bound.failures, delay, message,
-                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError)))
+                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError, StorageError)))
 
 
 @contextlib.contextmanager
