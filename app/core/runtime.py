@@ -794,6 +794,7 @@ class Runtime:
         try:
             with _held(bound.poll_lock):
                 before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
+                failure: Exception | None = None
                 try:
                     for event in bound.trigger.poll():
                         if scheduled and bound.name not in self.scheduler.scheduled():
@@ -813,9 +814,7 @@ class Runtime:
                         bound.trigger.acknowledge(event, run["id"])
                         runs.append(run)
                 except Exception as error:
-                    failure: Exception | None = error
-                else:
-                    failure = None
+                    failure = error
                 try:
                     if bound.state_unsaved or bound.trigger.state != before:
                         bound.state_unsaved = True
