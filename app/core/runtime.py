@@ -794,6 +794,9 @@ class Runtime:
         try:
             with _held(bound.poll_lock):
                 before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
+                # The state as of the last event whose run is stored: a cursor never moves past an event
+                # without one (DESIGN section 8), also when the trigger moved it as it fetched (interval).
+                acknowledged = before
                 failure: Exception | None = None
                 try:
                     for event in bound.trigger.poll():
@@ -807,11 +810,16 @@ class Runtime:
                             logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
                                         bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
                             continue
-                        files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
-                        run, _ = self.engine.submit(
-                            bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
-                        )
+                        try:
+                            files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
+                            run, _ = self.engine.submit(
+                                bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
+                            )
+                        except Exception:
+                            bound.trigger.state = copy.deepcopy(acknowledged)  # offered again by the next poll
+                            raise
                         bound.trigger.acknowledge(event, run["id"])
+                        acknowledged = copy.deepcopy(bound.trigger.state)
                         runs.append(run)
                 except Exception as error:
                     failure = error
