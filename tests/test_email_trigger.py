@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -163,6 +164,30 @@ def test_fetching_leaves_unread_and_acknowledge_marks_seen(imap_server, make_tri
     trigger.acknowledge(event, "run_1")
 
     assert imap_server.flags(uid, FOLDER) == {"\\Seen"}
+
+
+def test_a_server_gone_after_the_fetch_costs_one_failed_flag_per_poll_not_one_per_message(
+        imap_server, make_trigger, caplog):
+    # The mail host went down (a reboot) between the fetch and the runs: every acknowledgement waited out
+    # its own connection timeout, so a poll of 100 messages held the mailbox for 100 timeouts.
+    for number in range(3):
+        imap_server.append(pdf_message(subject=f"message {number}"), FOLDER)
+    trigger = make_trigger(settings={"WORKFLOW_POLL_TIMEOUT": 0.3})
+    events = trigger.poll()
+    imap_server.stop()
+    with socket.create_server(("127.0.0.1", imap_server.port)) as hung:  # accepts, then never answers
+        acknowledge_all(trigger, events)
+        hung.setblocking(False)
+        attempts = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                attempts.append(hung.accept()[0])
+        for connection in attempts:
+            connection.close()
+    assert len(attempts) == 1, "one try to flag, then the rest of the poll's messages stay unread"
+    assert caplog.text.count("could not mark UID") == 1
+    uids = [event["imap"]["uid"] for event in events]
+    assert trigger.state["last_uid"] == max(uids) and trigger.state["pending"] == [], "the cursor moved all the same"
 
 
 def test_changed_uidvalidity_neither_loses_nor_duplicates(imap_server, make_trigger, caplog):

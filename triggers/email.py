@@ -118,6 +118,9 @@ class EmailTrigger(BaseTrigger):
         self._selected_uidvalidity: int | None = None
         # UIDs of the last poll's events whose runs are not stored yet.
         self._unacked: list[int] = []
+        # False once flagging one of the last poll's messages failed: the server is unwell, and each further
+        # try would wait out its own timeout.
+        self._flagging = True
 
     @property
     def _where(self) -> str:
@@ -227,11 +230,15 @@ class EmailTrigger(BaseTrigger):
         with suppress(ValueError):
             self._unacked.remove(uid)
         self._mark_handled(uid)
+        if not self._flagging:
+            return
         try:
             self._with_connection(lambda conn: self._mark_seen(conn, uid, uidvalidity))
         except EmailTriggerError as exc:
             # The cursor, not the flag, decides what is handled: a failed flag only leaves the mail unread.
-            logger.warning("%s: could not mark UID %s as read: %s", self._where, uid, exc)
+            self._flagging = False
+            logger.warning("%s: could not mark UID %s as read: %s; the rest of this poll's messages stay unread",
+                           self._where, uid, exc)
 
     def close(self) -> None:
         """Log out and release the connection; a later poll connects again."""
@@ -243,6 +250,7 @@ class EmailTrigger(BaseTrigger):
 
     def _scan(self, conn: imaplib.IMAP4) -> list[dict]:
         self._unacked = []
+        self._flagging = True
         uidvalidity, uidnext = self._select(conn)
         state = self.state
         if (state.get("uidvalidity") != uidvalidity or "last_uid" not in state
