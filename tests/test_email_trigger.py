@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import trustme
 
 import triggers.email as email_trigger
-from tests.imap_server import PDF_BYTES, IMAPServer, TLSProxy, free_port, pdf_message
+from tests.imap_server import PDF_BYTES, IMAPServer, StallingProxy, TLSProxy, free_port, pdf_message
 from triggers.email import EmailTrigger, EmailTriggerError
 
 FOLDER = "Applications"
@@ -454,6 +455,22 @@ def test_reconnects_after_the_server_dropped_the_connection_and_after_close(imap
     imap_server.stop()
     with pytest.raises(EmailTriggerError, match=r"unreachable: \[Errno 111\] Connection refused"):
         trigger.poll()
+
+
+def test_closing_a_connection_to_a_server_gone_silent_does_not_wait_out_the_poll_timeout(
+        imap_server, tmp_path, monkeypatch):
+    # /stop and the server's shutdown close the trigger: LOGOUT to a host that vanished without closing the
+    # connection waited for its answer as long as a poll may take (WORKFLOW_POLL_TIMEOUT), past the shutdown grace.
+    monkeypatch.setattr(email_trigger, "LOGOUT_TIMEOUT", 0.2)
+    with StallingProxy(imap_server.port) as proxy:
+        trigger = EmailTrigger("inbox")
+        trigger.setup({**imap_server.settings(tmp_path), "IMAP_PORT": proxy.port, "WORKFLOW_POLL_TIMEOUT": 3600})
+        assert trigger.poll() == []  # logged in, the folder selected: the connection stays open between polls
+        proxy.stall()
+        closing = threading.Thread(target=trigger.close)
+        closing.start()
+        closing.join(30)
+        assert not closing.is_alive(), "close() still waits for the silent server's answer to LOGOUT"
 
 
 def test_non_ascii_folder_and_password(tmp_path):

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 SECURITY_MODES = ("ssl", "starttls", "none")
 # Every socket operation gives up after this, so a hung server cannot hang the poller.
 TIMEOUT = 30.0
+# How long closing waits for the answer to LOGOUT, a courtesy: a server gone silent must not hold a stop or a shutdown.
+LOGOUT_TIMEOUT = 5.0
 # Bounds one poll's time and memory (each message is downloaded whole); the rest come next poll.
 MAX_MESSAGES_PER_POLL = 100
 # The largest message read, unless EMAIL_MAX_MB says otherwise: the sender decides a message's size, and it
@@ -576,6 +578,7 @@ def _disconnect(conn: imaplib.IMAP4, logout: bool) -> None:
     """Close a connection; errors are ignored (it may be dead already)."""
     if logout:
         try:
+            conn.sock.settimeout(min(conn.sock.gettimeout() or LOGOUT_TIMEOUT, LOGOUT_TIMEOUT))
             conn.logout()  # also closes the socket, unless LOGOUT itself failed
             return
         except (imaplib.IMAP4.error, OSError):
