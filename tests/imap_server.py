@@ -317,3 +317,65 @@ class TLSProxy:
             pass
         with suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+class StallingProxy:
+    """A plain TCP proxy to a local port that can go silent: ``stall()`` drops what either side sends from
+    then on and keeps every connection open, as a host that vanished without closing them (a NAT that
+    forgot the flow, a server powered off)."""
+
+    def __init__(self, target_port: int):
+        self._target = target_port
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._stalled = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def stall(self) -> None:
+        """From now on nothing passes, and nothing is closed."""
+        self._stalled.set()
+
+    def __enter__(self) -> StallingProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._keep(self._listener.accept()[0])
+            except OSError:
+                return  # closed
+            upstream = self._keep(socket.create_connection((HOST, self._target)))
+            self._spawn(self._pump, client, upstream)
+            self._spawn(self._pump, upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self._stalled.is_set():
+                    sink.sendall(data)
+        except OSError:
+            pass

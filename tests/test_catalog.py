@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 
@@ -66,6 +68,26 @@ def test_a_put_that_moved_steps_keeps_each_steps_own_secret(tmp_path):
     assert {step["name"]: step["config"]["headers"]["Authorization"] for step in stored} == {
         "alpha": "Bearer alpha-key", "beta": "Bearer beta-key"}
     assert [step["name"] for step in stored] == ["beta", "alpha"]
+
+
+def test_old_versions_are_not_kept_in_memory_for_ever_and_still_answer_from_the_store(tmp_path):
+    # Every save (PUT) kept the version it replaced, bound, for the life of the process: a definition
+    # edited all day in the designer grew the server's memory by one workflow per save, for months.
+    catalog, _ = make_catalog(tmp_path)
+    first = catalog.create(copy.deepcopy(HELLO))
+    replaced = [weakref.ref(first)]
+    del first
+    for number in range(2, 202):
+        edited = copy.deepcopy(HELLO)
+        edited["steps"][0]["config"]["url"] = f"https://example.com/v{number}"
+        old, _ = catalog.replace("hello", edited)
+        replaced.append(weakref.ref(old))
+        del old
+    gc.collect()
+    assert sum(ref() is not None for ref in replaced) <= 64
+    # A run paused on version 1 still finds it: read back from the store.
+    assert catalog.version("hello", 1).workflow.definition["steps"][0]["config"]["url"] == "https://example.com/hello"
+    assert catalog.version("hello", 1) is catalog.version("hello", 1)
 
 
 def test_nothing_invalid_or_taken_is_stored(tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import trustme
 
 import triggers.email as email_trigger
-from tests.imap_server import PDF_BYTES, IMAPServer, TLSProxy, free_port, pdf_message
+from tests.imap_server import PDF_BYTES, IMAPServer, StallingProxy, TLSProxy, free_port, pdf_message
 from triggers.email import EmailTrigger, EmailTriggerError
 
 FOLDER = "Applications"
@@ -163,6 +165,30 @@ def test_fetching_leaves_unread_and_acknowledge_marks_seen(imap_server, make_tri
     trigger.acknowledge(event, "run_1")
 
     assert imap_server.flags(uid, FOLDER) == {"\\Seen"}
+
+
+def test_a_server_gone_after_the_fetch_costs_one_failed_flag_per_poll_not_one_per_message(
+        imap_server, make_trigger, caplog):
+    # The mail host went down (a reboot) between the fetch and the runs: every acknowledgement waited out
+    # its own connection timeout, so a poll of 100 messages held the mailbox for 100 timeouts.
+    for number in range(3):
+        imap_server.append(pdf_message(subject=f"message {number}"), FOLDER)
+    trigger = make_trigger(settings={"WORKFLOW_POLL_TIMEOUT": 0.3})
+    events = trigger.poll()
+    imap_server.stop()
+    with socket.create_server(("127.0.0.1", imap_server.port)) as hung:  # accepts, then never answers
+        acknowledge_all(trigger, events)
+        hung.setblocking(False)
+        attempts = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                attempts.append(hung.accept()[0])
+        for connection in attempts:
+            connection.close()
+    assert len(attempts) == 1, "one try to flag, then the rest of the poll's messages stay unread"
+    assert caplog.text.count("could not mark UID") == 1
+    uids = [event["imap"]["uid"] for event in events]
+    assert trigger.state["last_uid"] == max(uids) and trigger.state["pending"] == [], "the cursor moved all the same"
 
 
 def test_changed_uidvalidity_neither_loses_nor_duplicates(imap_server, make_trigger, caplog):
@@ -429,6 +455,22 @@ def test_reconnects_after_the_server_dropped_the_connection_and_after_close(imap
     imap_server.stop()
     with pytest.raises(EmailTriggerError, match=r"unreachable: \[Errno 111\] Connection refused"):
         trigger.poll()
+
+
+def test_closing_a_connection_to_a_server_gone_silent_does_not_wait_out_the_poll_timeout(
+        imap_server, tmp_path, monkeypatch):
+    # /stop and the server's shutdown close the trigger: LOGOUT to a host that vanished without closing the
+    # connection waited for its answer as long as a poll may take (WORKFLOW_POLL_TIMEOUT), past the shutdown grace.
+    monkeypatch.setattr(email_trigger, "LOGOUT_TIMEOUT", 0.2)
+    with StallingProxy(imap_server.port) as proxy:
+        trigger = EmailTrigger("inbox")
+        trigger.setup({**imap_server.settings(tmp_path), "IMAP_PORT": proxy.port, "WORKFLOW_POLL_TIMEOUT": 3600})
+        assert trigger.poll() == []  # logged in, the folder selected: the connection stays open between polls
+        proxy.stall()
+        closing = threading.Thread(target=trigger.close)
+        closing.start()
+        closing.join(30)
+        assert not closing.is_alive(), "close() still waits for the silent server's answer to LOGOUT"
 
 
 def test_non_ascii_folder_and_password(tmp_path):

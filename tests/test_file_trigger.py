@@ -167,6 +167,22 @@ def test_a_restart_before_the_run_was_stored_polls_the_same_event_again(inbox, c
     assert handle(restarted) == []
 
 
+def test_a_file_replaced_under_its_name_before_the_run_was_stored_is_kept_and_fires(inbox, clock):
+    # A scanner that always writes scan.pdf: a new scan replaced the one being handled while its run
+    # was stored, and the acknowledgement removed the new scan, which never had a run.
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    drop(inbox, "scan.txt", "first scan")
+    [first] = trigger.poll()
+    replacement = drop(inbox, ".scan.tmp", "second scan, longer")
+    os.replace(replacement, inbox / "scan.txt")  # as writers replace a file: atomically
+    trigger.acknowledge(first, "run_1")
+    assert (inbox / "processed" / "scan.txt").read_text(encoding="utf-8") == "first scan"
+    assert (inbox / "scan.txt").read_text(encoding="utf-8") == "second scan, longer"
+    [second] = handle(trigger)
+    assert Path(second["path"]).read_text(encoding="utf-8") == "second scan, longer"
+    assert not (inbox / "scan.txt").exists()
+
+
 def test_a_file_whose_original_cannot_be_removed_is_reported_once_and_not_fired_again(inbox, clock, monkeypatch):
     trigger = watcher(inbox, clock, settle_seconds=0)
     drop(inbox, "locked.txt")

@@ -241,6 +241,30 @@ def test_a_started_event_workflow_runs_every_event_exactly_once(client):
     assert values == [0, 1, 2, 3, 4, 5]
 
 
+class HourlyWorkflow(Workflow):
+    name = "hourly"
+    description = "Fires once an hour (a report)."
+    trigger = IntervalTrigger("hourly", seconds=3600)
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_an_interval_fire_whose_run_could_not_be_stored_fires_once_the_store_writes_again(make_app, storage):
+    # The store failed as the report was due (a full disk, PostgreSQL restarting): the trigger had moved its
+    # last fire time all the same, so that fire was lost and the next came an interval later.
+    client = make_app(HourlyWorkflow).test_client()
+    keys, moved = storage / "keys", storage / "keys.moved"
+    keys.rename(moved)
+    keys.write_text("")  # a file where the idempotency keys' folder was: every trigger run's creation fails
+    failed = client.post("/api/workflows/hourly/poll")
+    assert failed.status_code == 502
+    assert "cannot read" in failed.get_json()["error"]["message"]
+    keys.unlink()
+    moved.rename(keys)
+    runs = client.post("/api/workflows/hourly/poll").get_json()["runs"]
+    assert [run["workflow"] for run in runs] == ["hourly"]
+    assert client.post("/api/workflows/hourly/poll").get_json()["runs"] == [], "then once an hour, as before"
+
+
 # -- the interval trigger alone -------------------------------------------------------------------------
 
 

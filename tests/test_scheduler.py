@@ -11,7 +11,7 @@ from app import create_app, start_app
 from app.core.scheduler import Scheduler
 from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
-from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, wait_until
+from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, QueueTrigger, wait_until
 from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
@@ -282,6 +282,33 @@ class HungWorkflow(Workflow):
     actions = [EchoAction("echo", value=1)]
 
 
+def test_a_cursor_that_cannot_be_saved_is_a_failed_poll_in_the_summary_and_the_log(runtime, caplog):
+    # A full or broken disk: the run is stored, but the trigger's cursor is not. The scheduler's poll
+    # swallowed that without a word, so nobody learnt that a restart would poll from an older cursor.
+    QueueTrigger.items[:] = []
+    saved = runtime.store.root / "triggers" / "queued_events.json"
+    runtime.start_workflow("queued_events")
+    try:
+        wait_until(saved.exists, message="the first poll's state saved")  # {"seen": 0}; later empty polls save nothing
+        saved.unlink()
+        saved.mkdir()  # from now on the state cannot be written
+        QueueTrigger.items[:] = [{"n": 1}]
+        wait_until(lambda: (runtime.summary("queued_events")["last_poll"] or {}).get("error"),
+                   message="the failed poll")
+        last_poll = runtime.summary("queued_events")["last_poll"]
+        assert "cannot write " in last_poll["error"] and "queued_events.json: [Errno 21]" in last_poll["error"]
+        assert last_poll["failures"] >= 1
+        assert "polling queued_events failed (1 in a row" in caplog.text
+        wait_until(lambda: len(runtime.store.list_runs(workflow="queued_events")[0]) == 1,
+                   message="the event's run, stored all the same")
+        saved.rmdir()  # the disk is repaired: the next poll saves the state, though it has no event
+        wait_until(lambda: saved.is_file() and runtime.summary("queued_events")["last_poll"]["error"] is None,
+                   timeout=60, message="the state saved after the backoff")
+        assert runtime.store.load_trigger_state("queued_events") == {"seen": 1}
+    finally:
+        runtime.stop_workflow("queued_events")
+
+
 def test_a_poll_request_behind_a_hung_poll_answers_409_after_the_deadline(storage):
     HungTrigger.release.clear()
     HungTrigger.entered.clear()
@@ -339,4 +366,76 @@ def test_a_workflow_stopped_during_its_poll_starts_no_run_after_the_stop(storage
         assert client.get("/api/runs", query_string={"workflow": "gated_poll"}).get_json()["runs"] == []
     finally:
         GatedTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+class SessionTrigger(BaseTrigger):
+    """Holds a session as the e-mail trigger holds its IMAP connection: a poll opens one if none is open
+    (also when close() dropped it under the poll), close() ends it. Its poll waits for the test."""
+
+    type = "session"
+    default_check_interval = 0.05
+    entered = threading.Event()
+    release = threading.Event()
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.session_open = False
+        self.polling = False
+        self.closed_while_polling = False
+
+    def poll(self) -> list[dict]:
+        self.polling = True
+        try:
+            self.entered.set()
+            self.release.wait(30)
+            self.session_open = True  # reconnected: the session it had was closed under it
+        finally:
+            self.polling = False
+        return []
+
+    def close(self) -> None:
+        self.closed_while_polling = self.closed_while_polling or self.polling
+        self.session_open = False
+
+
+class SessionWorkflow(Workflow):
+    name = "session_poll"
+    trigger = SessionTrigger("session")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_during_its_poll_is_closed_by_that_poll_not_under_it(storage):
+    # Closing an IMAP connection under the poll that uses it made the poll reconnect: the stopped
+    # workflow then kept a logged-in session (and a socket) until the server shut down.
+    SessionTrigger.entered.clear()
+    SessionTrigger.release.clear()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [SessionWorkflow]}))
+    client = app.test_client()
+    trigger = app.extensions["pyflow"].bound["session_poll"].trigger
+    try:
+        assert client.post("/api/workflows/session_poll/start").status_code == 200
+        assert SessionTrigger.entered.wait(10), "the scheduled poll under way"
+        assert client.post("/api/workflows/session_poll/stop").get_json()["status"] == "stopped"
+        SessionTrigger.release.set()
+        wait_until(lambda: client.get("/api/workflows/session_poll").get_json()["last_poll"] is not None,
+                   message="the poll under way at the stop to end")
+        assert not trigger.closed_while_polling
+        wait_until(lambda: not trigger.session_open, message="the stopped workflow's session to be closed")
+    finally:
+        SessionTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_poll_asked_for_a_stopped_workflow_leaves_no_session_open(storage):
+    SessionTrigger.release.set()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [SessionWorkflow]}))
+    client = app.test_client()
+    trigger = app.extensions["pyflow"].bound["session_poll"].trigger
+    try:
+        assert client.post("/api/workflows/session_poll/poll").status_code == 200
+        assert not trigger.session_open
+    finally:
         app.extensions["pyflow"].shutdown(timeout=2)

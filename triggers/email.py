@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 SECURITY_MODES = ("ssl", "starttls", "none")
 # Every socket operation gives up after this, so a hung server cannot hang the poller.
 TIMEOUT = 30.0
+# How long closing waits for the answer to LOGOUT, a courtesy: a server gone silent must not hold a stop or a shutdown.
+LOGOUT_TIMEOUT = 5.0
 # Bounds one poll's time and memory (each message is downloaded whole); the rest come next poll.
 MAX_MESSAGES_PER_POLL = 100
 # The largest message read, unless EMAIL_MAX_MB says otherwise: the sender decides a message's size, and it
@@ -118,6 +120,9 @@ class EmailTrigger(BaseTrigger):
         self._selected_uidvalidity: int | None = None
         # UIDs of the last poll's events whose runs are not stored yet.
         self._unacked: list[int] = []
+        # False once flagging one of the last poll's messages failed: the server is unwell, and each further
+        # try would wait out its own timeout.
+        self._flagging = True
 
     @property
     def _where(self) -> str:
@@ -227,11 +232,15 @@ class EmailTrigger(BaseTrigger):
         with suppress(ValueError):
             self._unacked.remove(uid)
         self._mark_handled(uid)
+        if not self._flagging:
+            return
         try:
             self._with_connection(lambda conn: self._mark_seen(conn, uid, uidvalidity))
         except EmailTriggerError as exc:
             # The cursor, not the flag, decides what is handled: a failed flag only leaves the mail unread.
-            logger.warning("%s: could not mark UID %s as read: %s", self._where, uid, exc)
+            self._flagging = False
+            logger.warning("%s: could not mark UID %s as read: %s; the rest of this poll's messages stay unread",
+                           self._where, uid, exc)
 
     def close(self) -> None:
         """Log out and release the connection; a later poll connects again."""
@@ -243,6 +252,7 @@ class EmailTrigger(BaseTrigger):
 
     def _scan(self, conn: imaplib.IMAP4) -> list[dict]:
         self._unacked = []
+        self._flagging = True
         uidvalidity, uidnext = self._select(conn)
         state = self.state
         if (state.get("uidvalidity") != uidvalidity or "last_uid" not in state
@@ -568,6 +578,7 @@ def _disconnect(conn: imaplib.IMAP4, logout: bool) -> None:
     """Close a connection; errors are ignored (it may be dead already)."""
     if logout:
         try:
+            conn.sock.settimeout(min(conn.sock.gettimeout() or LOGOUT_TIMEOUT, LOGOUT_TIMEOUT))
             conn.logout()  # also closes the socket, unless LOGOUT itself failed
             return
         except (imaplib.IMAP4.error, OSError):

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +233,27 @@ class FileTrigger(BaseTrigger):
         except OSError as error:
             raise TriggerError(f"cannot place {source} in {folder}: {error.strerror or error}") from None
 
+    @staticmethod
+    def _still_placed(source: Path, event: dict) -> bool:
+        """True when ``source`` is still the file the event placed (False when it is gone or was replaced)."""
+        try:
+            stat = source.stat(follow_symlinks=False)
+        except OSError:
+            return False  # gone: nothing to remove
+        with suppress(OSError):  # the placed file may be gone too: the run moved it on already
+            if os.path.samefile(source, event["path"]):
+                return True  # linked: the very same file
+        # Copied (another file system), or moved on: the same size and modification time as when it was placed.
+        return (stat.st_size, _iso(stat.st_mtime_ns / 1e9)) == (event["size"], event["modified_at"])
+
     def acknowledge(self, event: dict, run_id: str) -> None:
         """Remove the original: the run is stored, and the file must not fire again."""
         source = Path(event["source_path"])
         self.state.get("pending", {}).pop(source.name, None)
+        if not self._still_placed(source, event):
+            # A new file took the name after this one was placed (a scanner writing scan.pdf again): it has
+            # no run yet, so it stays, settles and fires as any new file does.
+            return
         try:
             source.unlink(missing_ok=True)
         except OSError as error:

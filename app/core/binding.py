@@ -41,6 +41,8 @@ class BoundWorkflow:
     # Consecutive failed polls, for the backoff between retries.
     failures: int = 0
     retry_at: float = 0.0
+    # The trigger's state changed but could not be saved: every poll tries again until it is.
+    state_unsaved: bool = False
 
     @property
     def name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 # The largest version number a store holds (PostgreSQL's integer): a larger one names no version.
 MAX_VERSION = 2**31 - 1
+# Older versions kept bound in memory, the most recently used; any other is read back from the store when a
+# run needs it, so a definition saved all day does not grow the process by one workflow per save.
+KEPT_VERSIONS = 32
 
 
 def _listed_module_missing(error: WorkflowLoadError) -> str | None:
@@ -53,7 +57,9 @@ class Catalog:
         #: The bound workflow of every served name (a live, read-only view).
         self.bound: Mapping[str, BoundWorkflow] = MappingProxyType(self._bound)
         # Older versions still needed by runs that started with them: (name, version) -> bound.
-        self._versions: dict[tuple[str, int], BoundWorkflow] = {}
+        self._versions: OrderedDict[tuple[str, int], BoundWorkflow] = OrderedDict()
+        # Runs look versions up on their own threads, beside a PUT that keeps one and evicts another.
+        self._versions_lock = threading.Lock()
         #: Stored definitions that no longer build or bind (name -> why): not served, but deletable.
         self.unloaded: dict[str, str] = {}
         # The newest stored version of each API-made name this process has built (or failed to): follow()
@@ -133,7 +139,10 @@ class Catalog:
         bound = self._bound.get(name)
         if version is None or (bound is not None and bound.workflow.version in (None, version)):
             return bound
-        old = self._versions.get((name, version))
+        with self._versions_lock:
+            old = self._versions.get((name, version))
+            if old is not None:
+                self._versions.move_to_end((name, version))
         if old is None:
             record = self.store.get_definition(name, version)
             if record is None:
@@ -143,7 +152,7 @@ class Catalog:
             except DefinitionError as error:
                 logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
                 return None
-            self._versions[(name, version)] = old
+            self._keep_version(name, version, old)
         return old
 
     # -- definitions made through the API ------------------------------------------
@@ -232,7 +241,7 @@ class Catalog:
                     self._check_base(name, base)  # the 409 with the newest version and the diff
                 raise
             if old is not None:
-                self._versions[(name, old.workflow.version)] = old
+                self._keep_version(name, old.workflow.version, old)
                 self._registry.unregister(name)
             self.unloaded.pop(name, None)
             self._serve(workflow, new)
@@ -280,7 +289,7 @@ class Catalog:
                     logger.error("stored definition %s v%d is not loaded: %s", name, version, error)
                     continue
                 if old is not None:
-                    self._versions[(name, old.workflow.version)] = old
+                    self._keep_version(name, old.workflow.version, old)
                     self._registry.unregister(name)
                 self.unloaded.pop(name, None)
                 try:
@@ -297,14 +306,23 @@ class Catalog:
                     changes.append((name, old, None))
         return changes
 
+    def _keep_version(self, name: str, version: int, bound: BoundWorkflow) -> None:
+        """Keep an older version bound for the runs that need it, up to KEPT_VERSIONS of them."""
+        with self._versions_lock:
+            self._versions[(name, version)] = bound
+            self._versions.move_to_end((name, version))
+            while len(self._versions) > KEPT_VERSIONS:
+                self._versions.popitem(last=False)
+
     def _forget(self, name: str) -> None:
         """Stop serving the API-made ``name`` and drop every version of it kept for runs."""
         if name in self._bound:
             self._registry.unregister(name)
             del self._bound[name]
         self._seen.pop(name, None)
-        for key in [key for key in self._versions if key[0] == name]:
-            del self._versions[key]
+        with self._versions_lock:
+            for key in [key for key in self._versions if key[0] == name]:
+                del self._versions[key]
 
     def unloaded_summary(self, name: str) -> dict | None:
         """What the API shows of a stored definition that no longer loads (GET, so it can be fixed); None otherwise.

@@ -22,21 +22,29 @@ class Periodic:
         self._what = what  # "sweeping runs without a worker": how the log names a failure
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Repeat on a thread until ``stop`` (when this server becomes the leader); nothing if already repeating."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+                return
+            # A stopped thread may still be in its last round (a sweep waiting on the database): it ends
+            # with its own event, and the new thread waits for it, so rounds never overlap.
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, args=(self._stop, self._thread), name=self.name,
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop repeating (this server stopped leading, or shuts down)."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _loop(self, stop: threading.Event, previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()
+        while not stop.wait(self.interval):
             try:
                 self._work()
             except StorageError as error:  # the database went away: the next round tries again

@@ -238,7 +238,7 @@ class Runtime:
                 if name not in self.scheduler.scheduled():
                     continue  # a started one the leader does not poll yet: _follow_started schedules it
                 if old is not None:
-                    old.trigger.close()
+                    self._close_trigger(old)
                 if new is not None and new.trigger.pollable and not new.error:
                     self._schedule(new)
                 else:
@@ -249,7 +249,7 @@ class Runtime:
         self.scheduler.remove(name)
         bound = self.bound.get(name)
         if bound is not None:
-            bound.trigger.close()
+            self._close_trigger(bound)
 
     def release_waiters(self) -> None:
         """Requests waiting for a run (``?wait``, a webhook's result) answer now with the run as it stands."""
@@ -270,10 +270,7 @@ class Runtime:
         if self.queue is not None:
             self.queue.shutdown(timeout)
         for bound in self.bound.values():
-            try:
-                bound.trigger.close()
-            except Exception:
-                logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+            self._close_trigger(bound)
         if self.engine.observer is not None:
             self.engine.observer.shutdown()  # the spans still buffered are sent
         self.store.close()
@@ -541,7 +538,7 @@ class Runtime:
         with self._definitions_lock:
             old, new = self.catalog.replace(name, definition, base)
             if old is not None and name in self.scheduler.scheduled():
-                old.trigger.close()
+                self._close_trigger(old)
                 if new.trigger.pollable and not new.error:
                     self._schedule(new)
                 else:
@@ -575,7 +572,27 @@ class Runtime:
     def _stop(self, bound: BoundWorkflow) -> None:
         self.store.set_started(bound.name, False)
         self.scheduler.remove(bound.name)
-        bound.trigger.close()
+        self._close_trigger(bound)
+
+    def _close_trigger(self, bound: BoundWorkflow) -> None:
+        """Close a trigger no longer polled here (an IMAP connection); a poll under way closes it as it ends.
+
+        Never under a poll: the e-mail trigger's poll would reconnect, and the stopped workflow would
+        keep a logged-in session until the server stops.
+        """
+        if not bound.poll_lock.acquire(blocking=False):
+            return  # _poll's end sees that it is no longer polled here and closes it
+        try:
+            bound.trigger.close()
+        except Exception:
+            logger.warning("closing the trigger of %s failed", bound.name, exc_info=True)
+        finally:
+            bound.poll_lock.release()
+
+    def _polled_here(self, bound: BoundWorkflow) -> bool:
+        """True while this server's scheduler polls this binding of the workflow (not a replaced version's)."""
+        return (not self._stopping.is_set() and self.bound.get(bound.name) is bound
+                and bound.name in self.scheduler.scheduled())
 
     def _able(self, name: str, what: str) -> BoundWorkflow:
         """The workflow when its trigger can be ``what`` ("started" or "polled"); Conflict saying why not."""
@@ -774,34 +791,59 @@ class Runtime:
         if not bound.poll_lock.acquire(timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"])):
             raise Conflict(f"workflow {bound.name!r}: a poll has been under way for more than "
                            f"{self.settings['WORKFLOW_POLL_TIMEOUT']:g} s (WORKFLOW_POLL_TIMEOUT); try again later")
-        with _held(bound.poll_lock):
-            before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
-            try:
-                for event in bound.trigger.poll():
-                    if scheduled and bound.name not in self.scheduler.scheduled():
-                        # Stopped (or no longer led here) while its poll was under way: no run after the stop.
-                        # Not acknowledged: a trigger with a cursor offers the event again once started.
-                        logger.info("%s: stopped during its poll; its event starts no run", bound.name)
-                        break
-                    if scheduled and self._overlaps(bound):
-                        # Not acknowledged: a trigger with a cursor offers the event again later.
-                        logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
-                                    bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
-                        continue
-                    files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
-                    run, _ = self.engine.submit(
-                        bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
-                    )
-                    bound.trigger.acknowledge(event, run["id"])
-                    runs.append(run)
-            except Exception as error:
-                self._poll_failed(bound, error)
-                raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(error)}") from None
-            finally:
-                if bound.trigger.state != before:
-                    self.store.save_trigger_state(bound.name, bound.trigger.state)
-            bound.failures, bound.retry_at = 0, 0.0
-            bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
+        try:
+            with _held(bound.poll_lock):
+                before = copy.deepcopy(bound.trigger.state)  # triggers may change nested lists in place
+                # The state as of the last event whose run is stored: a cursor never moves past an event
+                # without one (DESIGN section 8), also when the trigger moved it as it fetched (interval).
+                acknowledged = before
+                failure: Exception | None = None
+                try:
+                    for event in bound.trigger.poll():
+                        if scheduled and bound.name not in self.scheduler.scheduled():
+                            # Stopped (or no longer led here) while its poll was under way: no run after the stop.
+                            # Not acknowledged: a trigger with a cursor offers the event again once started.
+                            logger.info("%s: stopped during its poll; its event starts no run", bound.name)
+                            break
+                        if scheduled and self._overlaps(bound):
+                            # Not acknowledged: a trigger with a cursor offers the event again later.
+                            logger.info("%s: skipped an event, %d runs already running or queued (overlap=skip)",
+                                        bound.name, self._unfinished(bound.name, bound.workflow.max_concurrent_runs))
+                            continue
+                        try:
+                            files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
+                            run, _ = self.engine.submit(
+                                bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
+                            )
+                        except Exception:
+                            bound.trigger.state = copy.deepcopy(acknowledged)  # offered again by the next poll
+                            raise
+                        bound.trigger.acknowledge(event, run["id"])
+                        acknowledged = copy.deepcopy(bound.trigger.state)
+                        runs.append(run)
+                except Exception as error:
+                    failure = error
+                try:
+                    if bound.state_unsaved or bound.trigger.state != before:
+                        bound.state_unsaved = True
+                        self.store.save_trigger_state(bound.name, bound.trigger.state)
+                        bound.state_unsaved = False
+                except StorageError as error:
+                    # The runs are stored (their event keys stop a second one), but a restart would poll from
+                    # the older cursor: a failed poll, shown and retried like any other.
+                    if failure is not None:
+                        logger.warning("%s: saving its trigger's state failed too: %s", bound.name, one_line(error))
+                    failure = failure or error
+                if failure is not None:
+                    self._poll_failed(bound, failure)
+                    raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(failure)}") from None
+                bound.failures, bound.retry_at = 0, 0.0
+                bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
+        finally:
+            # After the lock is released: a stop that found it held, and so left the closing to this poll,
+            # unscheduled the workflow before it tried, so this check sees that.
+            if not self._polled_here(bound):
+                self._close_trigger(bound)
         return runs
 
     def _overlaps(self, bound: BoundWorkflow) -> bool:
@@ -837,7 +879,7 @@ class Runtime:
                            "failures": bound.failures, "retry_in_s": round(delay, 1)}
         logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
                        bound.name, bound.failures, delay, message,
-                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError)))
+                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError, StorageError)))
 
 
 @contextlib.contextmanager
