@@ -45,10 +45,11 @@ class Sweeper:
     def sweep(self, now: float | None = None) -> list[str]:
         """Send again the runs that need it now; their ids."""
         now = time.time() if now is None else now
-        expired = self.store.expired_leases()
+        expired = set(self.store.expired_leases())  # sets: a backlog of n runs costs n look-ups, not n squared
         lost = self.store.unleased_runs(older_than=now - 2 * self.lease_seconds)
-        candidates = list(dict.fromkeys([*expired, *lost]))
-        self._sent = {run_id: sent for run_id, sent in self._sent.items() if run_id in candidates}
+        candidates = list(dict.fromkeys([*sorted(expired), *lost]))
+        pending = set(candidates)
+        self._sent = {run_id: sent for run_id, sent in self._sent.items() if run_id in pending}
         resent = []
         for run_id in candidates:
             at, wait = self._sent.get(run_id, (0.0, 2 * self.lease_seconds))
