@@ -317,6 +317,10 @@ def test_a_paused_waiting_run_on_the_waiting_page_at_phone_width(server, browser
         assert server.get(f"/api/runs/{run_id}").json()["status"] == "paused"
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         row.get_by_role("button", name="Resume").click()
-        expect(phone.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+        # Back on the Waiting page it was resumed from; the run goes on with the kept answer.
+        expect(phone.locator(".flash-success")).to_have_text(f"Resumed run {run_id}.", timeout=10_000)
+        expect(phone).to_have_url(server.url + "/waiting")
+        wait_until(lambda: server.get(f"/api/runs/{run_id}").json()["status"] == "succeeded", 10,
+                   message="the resumed run to finish")
     finally:
         context.close()
