@@ -379,3 +379,40 @@ class StallingProxy:
                     sink.sendall(data)
         except OSError:
             pass
+
+
+class RefusingProxy(StallingProxy):
+    """A TCP proxy that answers ``NO`` itself to ``UID FETCH`` of a message's body while ``refuse(uid)`` says so,
+    as a server does for a message it cannot read (Dovecot's ``NO [SERVERBUG]``); ``refused`` counts them."""
+
+    def __init__(self, target_port: int, refuse: Callable[[int], bool]):
+        super().__init__(target_port)
+        self._refuse = refuse
+        self.refused: list[int] = []
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._keep(self._listener.accept()[0])
+            except OSError:
+                return  # closed
+            upstream = self._keep(socket.create_connection((HOST, self._target)))
+            self._spawn(self._commands, client, upstream)
+            self._spawn(self._pump, upstream, client)
+
+    def _commands(self, client: socket.socket, upstream: socket.socket) -> None:
+        """The client's command lines, passed on except the refused fetches (imaplib waits for each answer)."""
+        pending = b""
+        try:
+            while data := client.recv(65536):
+                pending += data
+                while b"\r\n" in pending:
+                    line, pending = pending.split(b"\r\n", 1)
+                    fetch = re.match(rb"(\S+) UID FETCH (\d+) \(BODY\.PEEK\[\]\)$", line)
+                    if fetch and self._refuse(int(fetch.group(2))):
+                        self.refused.append(int(fetch.group(2)))
+                        client.sendall(fetch.group(1) + b" NO [SERVERBUG] Internal error occurred\r\n")
+                    else:
+                        upstream.sendall(line + b"\r\n")
+        except OSError:
+            pass

@@ -14,8 +14,8 @@ import pytest
 import trustme
 
 import triggers.email as email_trigger
-from tests.imap_server import PDF_BYTES, IMAPServer, StallingProxy, TLSProxy, free_port, pdf_message
-from triggers.email import EmailTrigger, EmailTriggerError
+from tests.imap_server import PDF_BYTES, IMAPServer, RefusingProxy, StallingProxy, TLSProxy, free_port, pdf_message
+from triggers.email import FETCH_REFUSALS, EmailTrigger, EmailTriggerError
 
 FOLDER = "Applications"
 
@@ -576,3 +576,54 @@ def test_a_ca_file_outside_the_files_root_is_refused(imap_server, tmp_path):
     settings = {**imap_server.settings(tmp_path), "WORKFLOW_FILES_ROOT": str(tmp_path / "files")}
     with pytest.raises(ValueError, match=r"^email trigger 'inbox': ca_file '/dev/zero' is outside WORKFLOW_FILES_ROOT"):
         EmailTrigger("inbox", security="starttls", ca_file="/dev/zero").setup(settings)
+
+
+def test_a_message_the_server_cannot_fetch_does_not_stop_the_mailbox(imap_server, tmp_path, caplog):
+    # A damaged message on the server: every FETCH of it says NO. It failed every poll, for ever.
+    first = EmailTrigger("inbox")
+    first.setup(imap_server.settings(tmp_path))
+    first.poll()  # the cursor starts here
+    first.close()
+    damaged = imap_server.append(pdf_message(subject="damaged"))
+    imap_server.append(pdf_message(subject="fine"))
+    caplog.set_level("WARNING", logger="triggers.email")
+    with RefusingProxy(imap_server.port, refuse=lambda uid: uid == damaged) as proxy:
+        trigger = EmailTrigger("inbox")
+        trigger.setup({**imap_server.settings(tmp_path), "IMAP_PORT": proxy.port})
+        trigger.state = first.state
+        try:
+            events = trigger.poll()
+            assert subjects(events) == ["fine"]  # the message after it goes on
+            acknowledge_all(trigger, events)
+            assert trigger.poll() == [] and trigger.poll() == []  # tried at each poll: three refusals
+            assert proxy.refused == [damaged] * FETCH_REFUSALS
+            assert trigger.poll() == []  # then passed by, never asked for again
+            assert proxy.refused == [damaged] * FETCH_REFUSALS
+        finally:
+            trigger.close()
+    assert f"refused to fetch UID {damaged}" in caplog.text and "passed by, left unread" in caplog.text
+    assert imap_server.flags(damaged) == set()
+    assert trigger.state["pending"] == [] and trigger.state.get("refused") == {}
+
+
+def test_a_message_refused_once_comes_at_the_next_poll(imap_server, tmp_path):
+    first = EmailTrigger("inbox")
+    first.setup(imap_server.settings(tmp_path))
+    first.poll()
+    first.close()
+    late = imap_server.append(pdf_message(subject="late"))
+    refusals = iter([True])  # the server is busy for one FETCH
+    with RefusingProxy(imap_server.port, refuse=lambda uid: next(refusals, False)) as proxy:
+        trigger = EmailTrigger("inbox")
+        trigger.setup({**imap_server.settings(tmp_path), "IMAP_PORT": proxy.port})
+        trigger.state = first.state
+        try:
+            assert trigger.poll() == []
+            events = trigger.poll()
+            assert subjects(events) == ["late"] and events[0]["imap"]["uid"] == late
+            acknowledge_all(trigger, events)
+            assert trigger.poll() == []
+        finally:
+            trigger.close()
+    assert proxy.refused == [late]
+    assert trigger.state["pending"] == [] and trigger.state["last_uid"] == late

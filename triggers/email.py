@@ -37,6 +37,8 @@ TIMEOUT = 30.0
 LOGOUT_TIMEOUT = 5.0
 # Bounds one poll's time and memory (each message is downloaded whole); the rest come next poll.
 MAX_MESSAGES_PER_POLL = 100
+# Polls in a row a message's FETCH may be refused (NO) before it is passed by, left unread.
+FETCH_REFUSALS = 3
 # The largest message read, unless EMAIL_MAX_MB says otherwise: the sender decides a message's size, and it
 # is read whole into memory (a 50 MB message is a 36 MB attachment once decoded).
 DEFAULT_MAX_MB = 50.0
@@ -48,6 +50,10 @@ T = TypeVar("T")
 
 class EmailTriggerError(TriggerError):
     """A one-line, user-facing failure of the email trigger (names host:port and the cause)."""
+
+
+class _FetchRefused(EmailTriggerError):
+    """The server answered NO to fetching one message (it cannot read it, or not now)."""
 
 
 class _ConnectionLost(EmailTriggerError):
@@ -272,7 +278,12 @@ class EmailTrigger(BaseTrigger):
                                self._where, uid, self.folder, sizes[uid] / 2**20, self._max_mb)
                 self._mark_handled(uid)
                 continue
-            event = self._read(conn, uid, uidvalidity)
+            try:
+                event = self._read(conn, uid, uidvalidity)
+            except _FetchRefused as refused:
+                if self._refused(uid, refused):
+                    self._mark_handled(uid)
+                continue
             if event is None:
                 self._mark_handled(uid)
             else:
@@ -304,11 +315,31 @@ class EmailTrigger(BaseTrigger):
         state = self.state
         if uid in state["pending"]:
             state["pending"] = [other for other in state["pending"] if other != uid]
-        elif uid > state["last_uid"]:
-            # Events below it whose runs are not stored yet stay owed.
-            owed = [other for other in self._unacked if state["last_uid"] < other < uid]
+        if uid > state["last_uid"]:
+            # Events below it whose runs are not stored yet stay owed (a refused one is pending already).
+            owed = [other for other in self._unacked
+                    if state["last_uid"] < other < uid and other not in state["pending"]]
             state["pending"] = state["pending"] + owed
             state["last_uid"] = uid
+        if str(uid) in state.get("refused", {}):
+            state["refused"] = {key: count for key, count in state["refused"].items() if key != str(uid)}
+
+    def _refused(self, uid: int, error: EmailTriggerError) -> bool:
+        """Count a refused FETCH of ``uid``; True when it has been refused FETCH_REFUSALS times and is passed by.
+
+        Until then it stays pending, tried again at the next poll (a server may refuse for a moment), while the
+        messages after it go on: one message the server cannot read must not stop the mailbox for good.
+        """
+        state = self.state
+        count = state.get("refused", {}).get(str(uid), 0) + 1
+        if count >= FETCH_REFUSALS:
+            logger.error("%s: %s, %d polls in a row; passed by, left unread", self._where, error, count)
+            return True
+        state["refused"] = {**state.get("refused", {}), str(uid): count}
+        if uid not in state["pending"]:
+            state["pending"] = state["pending"] + [uid]
+        logger.warning("%s: %s; tried again at the next poll (%d of %d)", self._where, error, count, FETCH_REFUSALS)
+        return False
 
     # -- messages -------------------------------------------------------------
 
@@ -500,7 +531,7 @@ class EmailTrigger(BaseTrigger):
     def _fetch(self, conn: imaplib.IMAP4, uid: int) -> bytes | None:
         typ, data = conn.uid("FETCH", str(uid), "(BODY.PEEK[])")
         if typ != "OK":
-            raise EmailTriggerError(
+            raise _FetchRefused(
                 f"IMAP server {self._address} refused to fetch UID {uid} in {self.folder!r}: {_text(data)}")
         # imaplib splits "* 2 FETCH (BODY[] {709}<literal> UID 102)" into a (head, literal) tuple and the
         # tail; the UID may be in either. Unsolicited FETCH responses (flag changes) may be mixed in.
