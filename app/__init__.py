@@ -162,6 +162,8 @@ def _scrub_json(text: str, scrub: Callable[[str], str], fallback: str) -> str:
 
 def _no_sniffing(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.status_code == 204:  # no content, so no type (Flask gives every answer text/html)
+        response.headers.pop("Content-Type", None)
     return response
 
 

@@ -180,6 +180,7 @@ def test_delete_only_what_the_api_made(client):
 
     response = client.delete("/api/workflows/hello")
     assert (response.status_code, response.data) == (204, b"")
+    assert "Content-Type" not in response.headers  # nothing, so no type
     assert client.get("/api/workflows/hello").status_code == 404
     assert client.delete("/api/workflows/hello").status_code == 404
     # Every version went with it: the name starts over.
