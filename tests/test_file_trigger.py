@@ -132,6 +132,17 @@ def test_a_name_taken_in_processed_gets_a_suffix(inbox, clock):
     assert (inbox / "processed" / "data-1.txt").read_text(encoding="utf-8") == "new"
 
 
+def test_a_symlink_to_the_file_under_its_name_in_processed_is_not_taken_for_it(inbox, clock):
+    # The link was taken for the file placed already: the run got a path that dangled once the original went.
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    (inbox / "processed").mkdir()
+    (inbox / "processed" / "data.txt").symlink_to(inbox / "data.txt")
+    drop(inbox, "data.txt", "new")
+    [event] = handle(trigger)
+    assert event["path"] == str(inbox / "processed" / "data-1.txt")
+    assert Path(event["path"]).read_text(encoding="utf-8") == "new"
+
+
 def test_a_custom_processed_folder_is_created(inbox, clock, tmp_path):
     trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(tmp_path / "done" / "2026"))
     drop(inbox, "a.txt")

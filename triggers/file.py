@@ -278,12 +278,17 @@ class FileTrigger(BaseTrigger):
 
 
 def _same_file(source: Path, target: Path) -> bool:
-    """True when ``target`` is ``source`` placed already: linked, or copied whole (same size, time and bytes)."""
-    if os.path.samefile(source, target):
+    """True when ``target`` is ``source`` placed already: linked, or copied whole (same size, time and bytes).
+
+    Never a symbolic link: one to the original would dangle once the original is removed.
+    """
+    first, second = source.stat(follow_symlinks=False), target.stat(follow_symlinks=False)
+    if not S_ISREG(second.st_mode):
+        return False
+    if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
         return True
-    first, second = source.stat(), target.stat(follow_symlinks=False)
     # A copy keeps the time (copystat); the bytes decide, so another file is never taken for this one.
-    return (S_ISREG(second.st_mode) and (first.st_size, first.st_mtime_ns) == (second.st_size, second.st_mtime_ns)
+    return ((first.st_size, first.st_mtime_ns) == (second.st_size, second.st_mtime_ns)
             and filecmp.cmp(source, target, shallow=False))
 
 
