@@ -3,15 +3,19 @@ and the Waiting page's listing, page by page, over every store."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 
 import pytest
 import requests
 
+from app import create_app, start_app
 from app.dashboard.approvals import waiting_ids, waiting_runs
 from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
+from tests.conftest import TEST_SETTINGS
 from tests.server import Servers
 from tests.waiting import wait_until
 
@@ -223,3 +227,51 @@ def test_the_waiting_listing_pages_through_waiting_and_paused_runs_with_the_stor
     assert [len(page) for page in pages] == [4, 4, 4] and len(listed) == 12  # no empty last page
     assert waiting_ids(store) == listed
     assert waiting_runs(store, before=listed[-1], limit=4) == ([], None)
+
+
+def test_a_retried_approval_step_asks_again_and_the_earlier_links_answer_no_more(tmp_path, key_file):
+    # The retry kept the step's earlier park record: the step parked again with the old nonce and the old
+    # deadline, mailed nobody, and the first mail's links (already answered once) answered it again.
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                                "WORKFLOW_KEY_FILE": str(key_file)}))
+    runtime = app.extensions["pyflow"]
+    client = app.test_client()
+    outbox = tmp_path / "data" / "outbox"
+    try:
+        runtime.create_definition({"name": "asks_boss", "steps": [
+            {"name": "ok", "type": "approval", "config": {"to": "boss@example.org", "timeout": 600}}]})
+        run_id = client.post("/api/workflows/asks_boss/runs", json={}).get_json()["id"]
+        first = wait_until(lambda: waiting_step(client, run_id), message="the first request")
+        [old_mail] = sorted(outbox.glob("*.eml"))
+        old_approve, _ = links_in(old_mail)
+        assert client.post(f"/api/runs/{run_id}/reject", json={"comment": "not yet"}).status_code == 200
+        wait_until(lambda: client.get(f"/api/runs/{run_id}").get_json()["status"] == "failed", message="the rejection")
+
+        assert client.post(f"/api/runs/{run_id}/retry").status_code == 200
+        second = wait_until(lambda: waiting_step(client, run_id), message="the retried step waiting again")
+        assert second["wait"]["nonce"] != first["wait"]["nonce"]
+        assert second["wait"]["until_epoch"] > first["wait"]["until_epoch"]  # a whole new timeout
+        mails = sorted(outbox.glob("*.eml"), key=lambda path: path.stat().st_mtime_ns)
+        assert len(mails) == 2, "the retried step mails the approvers again"
+        new_approve, _ = links_in(next(path for path in mails if path != old_mail))
+        refused = client.get(old_approve)
+        assert refused.status_code == 409 and "Already answered" in refused.get_data(as_text=True)
+        assert client.get(new_approve).status_code == 200
+    finally:
+        runtime.shutdown(timeout=2)
+
+
+def waiting_step(client, run_id: str) -> dict | None:
+    """The run's first step while the run waits for it, else None."""
+    run = client.get(f"/api/runs/{run_id}").get_json()
+    step = run["steps"][0]
+    return step if run["status"] == "waiting" and step["status"] == "waiting" else None
+
+
+def links_in(mail) -> tuple[str, str]:
+    """The approve and reject paths (``/approvals/<token>``) of an approval request in the outbox."""
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    body = message.get_body(preferencelist=("plain",)).get_content()
+    approve = re.search(r"Approve: \S+(/approvals/\S+)", body).group(1)
+    reject = re.search(r"Reject: \S+(/approvals/\S+)", body).group(1)
+    return approve, reject

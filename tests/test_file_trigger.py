@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,17 @@ def test_a_name_taken_in_processed_gets_a_suffix(inbox, clock):
     assert (inbox / "processed" / "data-1.txt").read_text(encoding="utf-8") == "new"
 
 
+def test_a_symlink_to_the_file_under_its_name_in_processed_is_not_taken_for_it(inbox, clock):
+    # The link was taken for the file placed already: the run got a path that dangled once the original went.
+    trigger = watcher(inbox, clock, settle_seconds=0)
+    (inbox / "processed").mkdir()
+    (inbox / "processed" / "data.txt").symlink_to(inbox / "data.txt")
+    drop(inbox, "data.txt", "new")
+    [event] = handle(trigger)
+    assert event["path"] == str(inbox / "processed" / "data-1.txt")
+    assert Path(event["path"]).read_text(encoding="utf-8") == "new"
+
+
 def test_a_custom_processed_folder_is_created(inbox, clock, tmp_path):
     trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(tmp_path / "done" / "2026"))
     drop(inbox, "a.txt")
@@ -198,6 +210,65 @@ def test_a_file_whose_original_cannot_be_removed_is_reported_once_and_not_fired_
     monkeypatch.undo()
     drop(inbox, "locked.txt", "a new file under that name")
     assert [event["filename"] for event in trigger.poll()] == ["locked.txt"]
+
+
+# -- a processed folder on another file system -------------------------------------------------------
+
+
+@pytest.fixture
+def other_disk(tmp_path):
+    """A 1 MB tmpfs beside the inbox: another file system, which can fill up (mounting needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root: the cross-file-system tests run as root (CI container)")
+    mount = tmp_path / "other"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_poll_repeated_before_the_run_was_stored_leaves_one_copy_on_another_file_system(inbox, clock, other_disk):
+    # Linking fails across file systems, so the file is copied; polled again (the process died before the run
+    # was stored, or the store failed), the copy already there was taken for another file's and a-1.txt was left.
+    trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(other_disk / "done"))
+    drop(inbox, "a.txt", "the numbers")
+    [first] = trigger.poll()  # no run stored, no acknowledge
+    restarted = watcher(inbox, clock, settle_seconds=0, processed_folder=str(other_disk / "done"))
+    restarted.state = trigger.state
+    [again] = restarted.poll()
+    assert again["path"] == first["path"] == str(other_disk / "done" / "a.txt")
+    assert restarted.event_key(again) == trigger.event_key(first)
+    restarted.acknowledge(again, "run_1")
+    assert os.listdir(other_disk / "done") == ["a.txt"]
+    assert (other_disk / "done" / "a.txt").read_text(encoding="utf-8") == "the numbers"
+    assert os.listdir(inbox) == []
+
+
+def test_another_file_under_a_taken_name_on_another_file_system_still_gets_a_suffix(inbox, clock, other_disk):
+    trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(other_disk))
+    drop(other_disk, "data.txt", "old")
+    drop(inbox, "data.txt", "new")
+    [event] = handle(trigger)
+    assert event["path"] == str(other_disk / "data-1.txt")
+    assert (other_disk / "data.txt").read_text(encoding="utf-8") == "old"
+    assert (other_disk / "data-1.txt").read_text(encoding="utf-8") == "new"
+
+
+def test_a_copy_that_does_not_fit_is_an_error_and_leaves_no_partial_file(inbox, clock, other_disk):
+    trigger = watcher(inbox, clock, settle_seconds=0, processed_folder=str(other_disk / "done"))
+    source = drop(inbox, "big.bin", "x" * (2 * 1024 * 1024))  # twice the other disk's size
+    for _ in range(3):  # each poll tries again; none may leave part of a copy behind
+        with pytest.raises(TriggerError, match=rf"cannot place {source} in {other_disk / 'done'}: No space left"):
+            trigger.poll()
+        assert os.listdir(other_disk / "done") == []
+    assert source.stat().st_size == 2 * 1024 * 1024  # the original is never lost
+    source.write_text("smaller now", encoding="utf-8")
+    [event] = handle(trigger)
+    assert os.listdir(other_disk / "done") == ["big.bin"]
+    assert Path(event["path"]).read_text(encoding="utf-8") == "smaller now"
+    assert not source.exists()
 
 
 # -- errors ---------------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 
 from aiosmtpd.controller import Controller
 
+from app import create_app, start_app
 from app.core.config import load_settings
 from app.core.events import parse_event
 from app.core.runtime import Runtime
@@ -98,3 +100,62 @@ def test_an_answer_right_after_the_mail_went_out_waits_for_the_step_to_park(tmp_
         mailbox.release.set()
         runtime.shutdown(timeout=2)
         smtp.stop()
+
+
+def test_a_link_of_an_earlier_park_never_answers_the_step_parked_again_after_a_retry(tmp_path, key_file):
+    # A link was read (its step waiting for it), then the step was answered through another way, failed, and
+    # was retried: parked again, with a new nonce and new links. The old link's answer, arriving only then,
+    # approved the new park, which nobody had answered.
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                                "WORKFLOW_KEY_FILE": str(key_file)}))
+    runtime = app.extensions["pyflow"]
+    client = app.test_client()
+    held = False
+    try:
+        runtime.create_definition({"name": "asks", "steps": [
+            {"name": "ok", "type": "approval", "config": {"to": "boss@example.org", "timeout": 600}}]})
+        run, _ = runtime.submit("asks", {})
+        first = wait_until(lambda: waiting_park(runtime, run["id"]), message="the step's first park")
+        old_link = "/approvals/" + runtime.approvals.links(run["id"], "ok", first["until_epoch"],
+                                                           first["nonce"])["approve"].rsplit("/", 1)[1]
+        page = client.get(old_link)
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+
+        runtime.control_lock.acquire()  # the old link's answer is held between reading the link and the step
+        held = True
+        answers = []
+        answering = threading.Thread(target=lambda: answers.append(
+            client.post(old_link, data={"csrf_token": csrf, "comment": "from the old mail"})))
+        answering.start()
+        wait_until(lambda: threads_in("Parking._wake_once"), message="the old link's answer reaching the step")
+        # Meanwhile (this thread holds the lock, which is re-entrant): rejected on the dashboard, then retried.
+        runtime.approvals.answer(run["id"], False, "olga", comment="not like this")
+        wait_until(lambda: runtime.get_run(run["id"])["status"] == RunStatus.FAILED, message="the rejected run")
+        runtime.control(run["id"], "retry")
+        second = wait_until(lambda: (park := waiting_park(runtime, run["id"])) and park["nonce"] != first["nonce"]
+                            and park, message="the retried step parked again")
+        runtime.control_lock.release()
+        held = False
+        answering.join(10)
+
+        assert answers and answers[0].status_code == 409
+        assert "Already answered" in answers[0].get_data(as_text=True)
+        stored = runtime.get_run(run["id"])
+        assert stored["status"] == RunStatus.WAITING and stored["steps"][0]["wait"]["nonce"] == second["nonce"]
+        assert [entry["step"] for entry in runtime.store.parked(run["id"])] == ["ok"]  # still answerable
+        done = runtime.approvals.answer(run["id"], True, "olga", nonce=second["nonce"])
+        done = wait_until(lambda: (stored := runtime.get_run(run["id"]))["status"] == RunStatus.SUCCEEDED and stored,
+                          message="the run answered through its new park")
+        assert done["steps"][0]["result"]["by"] == "olga"
+    finally:
+        if held:
+            runtime.control_lock.release()
+        runtime.shutdown(timeout=2)
+
+
+def waiting_park(runtime: Runtime, run_id: str) -> dict | None:
+    """The approval step's park record while the run waits for it, else None."""
+    run = runtime.get_run(run_id)
+    step = run["steps"][0]
+    return step["wait"] if run["status"] == RunStatus.WAITING and step["status"] == "waiting" else None

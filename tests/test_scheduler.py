@@ -130,6 +130,33 @@ def test_a_workflow_removed_during_its_poll_is_not_polled_again(make_scheduler):
     assert scheduler.scheduled() == set()
 
 
+@pytest.mark.parametrize("replace", ["stop and start", "put"])
+def test_a_poll_under_way_when_its_job_is_replaced_does_not_move_the_new_jobs_polls(make_scheduler, replace):
+    # The old poll's answer ("next due in an hour") was taken for the new job's, so a workflow stopped and
+    # started (or PUT) during a poll was next polled up to a minute later instead of at once.
+    entered = threading.Event()
+    release = threading.Event()
+
+    def answer(name, now):
+        if not entered.is_set():
+            entered.set()
+            release.wait(30)  # the first poll: under way until the test lets it return
+        return now + 3600
+
+    scheduler, recorder = make_scheduler(answer)
+    scheduler.add("wf", interval=3600.0)
+    assert entered.wait(5), "the first poll under way"
+    if replace == "stop and start":
+        scheduler.remove("wf")
+    scheduler.add("wf", interval=3600.0)
+    release.set()
+    wait_until(lambda: recorder.count("wf") == 2, message="the new job's first poll, once the old poll returned")
+    _, second_at, _ = recorder.calls[1]
+    # The new job's own answer decides its next poll from now on.
+    wait_until(lambda: (scheduler.next_poll("wf") or 0) > second_at + 3599, message="the new job's answer")
+    assert recorder.count("wf") == 2
+
+
 def test_many_workflows_share_one_scheduler_thread_and_a_small_pool(make_scheduler):
     before = threading.active_count()
     scheduler, recorder = make_scheduler(lambda name, now: now + 0.05)
@@ -366,6 +393,47 @@ def test_a_workflow_stopped_during_its_poll_starts_no_run_after_the_stop(storage
         assert client.get("/api/runs", query_string={"workflow": "gated_poll"}).get_json()["runs"] == []
     finally:
         GatedTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
+class HeldDueLaterTrigger(DueLaterTrigger):
+    """Says it is due in 30 s; its first poll waits until the test releases it."""
+
+    type = "held_due_later"
+    default_check_interval = 30.0
+    entered = threading.Event()
+    release = threading.Event()
+
+    def poll(self) -> list[dict]:
+        if DueLaterTrigger.polls == 0:
+            self.entered.set()
+            self.release.wait(30)
+        return super().poll()
+
+
+class HeldDueLaterWorkflow(Workflow):
+    name = "held_due_later"
+    trigger = HeldDueLaterTrigger("held", seconds=30.0)
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_and_started_during_its_poll_is_polled_at_once_when_that_poll_returns(storage):
+    HeldDueLaterTrigger.entered.clear()
+    HeldDueLaterTrigger.release.clear()
+    DueLaterTrigger.polls = 0
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [HeldDueLaterWorkflow]}))
+    client = app.test_client()
+    try:
+        assert client.post("/api/workflows/held_due_later/start").status_code == 200
+        assert HeldDueLaterTrigger.entered.wait(10), "the scheduled poll under way"
+        assert client.post("/api/workflows/held_due_later/stop").status_code == 200
+        assert client.post("/api/workflows/held_due_later/start").status_code == 200
+        HeldDueLaterTrigger.release.set()
+        # The restarted workflow's first poll comes once the old poll returned, not 30 s later.
+        wait_until(lambda: DueLaterTrigger.polls == 2, timeout=10, message="the restarted workflow's first poll")
+    finally:
+        HeldDueLaterTrigger.release.set()
         app.extensions["pyflow"].shutdown(timeout=2)
 
 

@@ -10,13 +10,17 @@ import threading
 
 import pytest
 
+from actions.log import LogAction
 from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus, StepStatus, new_run, new_step
+from app.storage.postgres import PostgresStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow, SendSlowlyWorkflow
-from tests.waiting import wait_until
+from tests.waiting import threads_in, wait_until
+from triggers.interval import IntervalTrigger
+from workflows.base import Workflow
 
 pytestmark = pytest.mark.services
 
@@ -175,3 +179,54 @@ def test_a_definition_made_and_started_on_a_server_that_does_not_poll_is_polled_
     wait_until(lambda: other.store.list_runs(workflow="made_elsewhere")[0], timeout=15,
                message="the leader polling the definition made on the other server")
     assert "made_elsewhere" in leader.scheduler.scheduled()
+
+
+class HeldLeaderStore(PostgresStore):
+    """The leader's next read of the started workflows waits at a gate the test opens (``hold``, ``go``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hold = threading.Event()  # set by the test: the next read by the leadership thread waits
+        self.held = threading.Event()  # set when that read is waiting
+        self.go = threading.Event()
+
+    def started_workflows(self) -> set[str]:
+        started = super().started_workflows()
+        if self.hold.is_set() and threading.current_thread().name == "pyflow-leadership":
+            self.hold.clear()
+            self.held.set()
+            assert self.go.wait(30), "the test never opened the gate"
+        return started
+
+
+class EveryTick(Workflow):
+    name = "every_tick"
+    description = "Due every 0.1 s."
+    trigger = IntervalTrigger("every_tick", seconds=0.1)
+    actions = [LogAction("note", message="tick")]
+
+
+def test_a_stop_during_the_leaders_follow_round_leaves_the_workflow_unscheduled(postgres_url, tmp_path):
+    # The leader follows the starts and stops made through other servers every 2 s: it read the started
+    # workflows, then the scheduled ones. A stop made on the leader between the two reads was taken for a
+    # start made elsewhere, and the stopped workflow was polled again (a run after the stop) until the next round.
+    settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path),
+                "WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_LEASE_SECONDS": LEASE}
+    store = HeldLeaderStore(postgres_url, tmp_path)
+    runtime = Runtime(settings, store=store, workflows=[EveryTick])
+    runtime.start()
+    try:
+        wait_until(lambda: runtime.polling, timeout=15, message="the server becoming the leader")
+        runtime.start_workflow("every_tick")
+        wait_until(lambda: runtime.store.list_runs(workflow="every_tick")[0], message="a first run")
+        store.hold.set()
+        wait_until(store.held.is_set, timeout=10, message="the leader's follow round reading the started workflows")
+        runtime.stop_workflow("every_tick")  # between the round's read of the started and of the scheduled ones
+        store.go.set()
+        wait_until(lambda: not threads_in("Runtime._follow_started", "pyflow-leadership"),
+                   message="the follow round to end")
+        assert "every_tick" not in runtime.scheduler.scheduled()
+        assert runtime.summary("every_tick")["status"] == "stopped"
+    finally:
+        store.go.set()
+        runtime.shutdown(timeout=2)

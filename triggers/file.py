@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import filecmp
 import fnmatch
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from actions.base import SettingError
@@ -39,7 +42,9 @@ class FileTrigger(BaseTrigger):
 
     The event's ``path`` is where the file is while its run works on it: the
     file is linked into the processed folder before the run is created (copied
-    when that folder is on another file system), and the original is removed
+    when that folder is on another file system: under a hidden name until the copy
+    is whole, and a poll repeated before the run was stored finds that copy
+    again rather than making a ``-1``), and the original is removed
     once the run is stored, so an action never finds it gone.
 
     ``state``: ``pending`` (file name -> size, mtime_ns and since when it has
@@ -211,27 +216,37 @@ class FileTrigger(BaseTrigger):
             raise TriggerError(f"cannot create processed folder {folder}: {error.strerror or error}") from None
         stem, suffix = os.path.splitext(source.name)
         target, copies = folder / source.name, 0
+        copy: Path | None = None  # a whole copy of the file in the processed folder, once linking it failed
         try:
             while True:
                 try:
-                    os.link(source, target)  # a second name for the same file: instant, nothing copied
+                    if copy is None:
+                        os.link(source, target)  # a second name for the same file: instant, nothing copied
+                    else:
+                        _name(copy, target)
                     return target
                 except FileExistsError:
-                    if os.path.samefile(source, target):
+                    if _same_file(source, target):
                         return target  # placed by a poll whose run was not stored; this is that poll again
                 except FileNotFoundError:
-                    return None
+                    return None  # gone meanwhile (or its copy): the next poll looks again
                 except OSError:
-                    # Another file system, or one without hard links: copy instead.
-                    if not (target.exists() or target.is_symlink()):  # never write through a link
-                        shutil.copy2(source, target)
-                        return target
+                    if copy is not None:
+                        raise
+                    # Another file system, or one without hard links: copy it under a hidden name first, so a
+                    # copy cut short (a full disk) never takes the name, then link the copy where it belongs.
+                    copy = _copy_into(source, folder)
+                    continue
                 copies += 1
                 target = folder / f"{stem}-{copies}{suffix}"
         except FileNotFoundError:
             return None
         except OSError as error:
             raise TriggerError(f"cannot place {source} in {folder}: {error.strerror or error}") from None
+        finally:
+            if copy is not None:
+                with suppress(OSError):
+                    copy.unlink()
 
     @staticmethod
     def _still_placed(source: Path, event: dict) -> bool:
@@ -260,3 +275,46 @@ class FileTrigger(BaseTrigger):
             self.state.setdefault("unmoved", {})[source.name] = self.event_key(event)
             raise TriggerError(f"cannot remove {source} after its run {run_id} was stored "
                                f"(it will not start another): {error.strerror or error}") from None
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    """True when ``target`` is ``source`` placed already: linked, or copied whole (same size, time and bytes).
+
+    Never a symbolic link: one to the original would dangle once the original is removed.
+    """
+    first, second = source.stat(follow_symlinks=False), target.stat(follow_symlinks=False)
+    if not S_ISREG(second.st_mode):
+        return False
+    if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+        return True
+    # A copy keeps the time (copystat); the bytes decide, so another file is never taken for this one.
+    return ((first.st_size, first.st_mtime_ns) == (second.st_size, second.st_mtime_ns)
+            and filecmp.cmp(source, target, shallow=False))
+
+
+def _name(copy: Path, target: Path) -> None:
+    """Give a copy its name in the processed folder: linked, never over another file; renamed where the file
+    system has no links (FileExistsError when the name is taken)."""
+    try:
+        os.link(copy, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        if target.exists() or target.is_symlink():  # never over another file, nor through a link
+            raise FileExistsError(target) from None
+        os.replace(copy, target)
+
+
+def _copy_into(source: Path, folder: Path) -> Path:
+    """A whole copy of ``source`` (contents, times, mode) under a new hidden name in ``folder``; removed on failure."""
+    handle, name = tempfile.mkstemp(prefix=f".{source.name}.", suffix=".part", dir=folder)
+    copy = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out)
+        shutil.copystat(source, copy)
+    except BaseException:
+        with suppress(OSError):
+            copy.unlink()
+        raise
+    return copy

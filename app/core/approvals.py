@@ -27,6 +27,8 @@ SIGNING_SECRET = "APPROVAL_SIGNING_KEY"
 _SALT = "pyflow-approval-link"
 DECISIONS = ("approve", "reject")
 MAX_COMMENT = 2000
+_ANOTHER_PARK = ("run {run}: step {step!r} was answered before; it waits again (retried) for an answer "
+                 "through its newer links, the dashboard or the API")
 
 
 class LinkRefused(Exception):
@@ -128,11 +130,13 @@ class Approvals:
 
     # -- answers -------------------------------------------------------------------
     def answer(self, run_id: str, approved: bool, by: str, *, step: str | None = None,
-               comment: str | None = None) -> dict:
+               comment: str | None = None, nonce: str | None = None) -> dict:
         """Approve or reject the run's waiting approval step (``step``, or its only one); the run.
 
-        NotFound for an unknown run; InvalidInput for a comment that is not text; Conflict (409)
-        when no approval waits (answered before, timed out, cancelled, or not an approval).
+        ``nonce``: a link's, which answers only the park it was made for (checked again as the step is taken
+        out of the wake index). NotFound for an unknown run; InvalidInput for a comment that is not text;
+        Conflict (409) when no approval waits (answered before, timed out, cancelled, not an approval, or
+        parked again since the link was made).
         """
         rt = self.runtime
         run = rt.get_run(run_id)
@@ -144,8 +148,16 @@ class Approvals:
             what = f"step {step!r}" if step else "an approval step"
             raise Conflict(f"run {run_id} is {run['status']}; {what} is not waiting for an answer "
                            "(answered before, timed out, cancelled, or not an approval)")
+        if nonce is not None and (waiting.get("wait") or {}).get("nonce") != nonce:
+            raise Conflict(_ANOTHER_PARK.format(run=run_id, step=waiting["name"]))
         woken = rt.parking.wake(run_id, waiting["name"], answered(approved, by, comment),
-                                f"{'approved' if approved else 'rejected'} by {by}", patience=EVENT_PATIENCE)
+                                f"{'approved' if approved else 'rejected'} by {by}", patience=EVENT_PATIENCE,
+                                nonce=nonce)
+        if woken is None and nonce is not None:
+            fresh = rt.store.get_run(run_id) or run
+            record = next((entry for entry in fresh["steps"] if entry["name"] == waiting["name"]), {})
+            if (record.get("wait") or {}).get("nonce") != nonce:
+                raise Conflict(_ANOTHER_PARK.format(run=run_id, step=waiting["name"]))
         if woken is None:
             fresh = rt.store.get_run(run_id) or run
             if fresh["status"] == RunStatus.PAUSED:  # an answer already kept for it, applied when it is resumed

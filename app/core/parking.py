@@ -77,7 +77,7 @@ class Parking:
         self.store = runtime.store
 
     def wake(self, run_id: str, step: str, outcome: Outcome | None, by: str, *,
-             patience: float = 0.0) -> dict | None:
+             patience: float = 0.0, nonce: str | None = None) -> dict | None:
         """Take the step out of the wake index and continue its run with ``outcome`` (None: what is due, the
         answer kept in its entry or else its timeout); the run, or None when the step was not this caller's to
         wake (another took or answered it first, or it no longer waits).
@@ -85,9 +85,10 @@ class Parking:
         A run busy with another branch (or halting) keeps the outcome in the step's entry and the waker wakes
         the step once the run halts; a paused run keeps it until its resume applies it. ``patience``: seconds
         to keep trying meanwhile, so that an event or an answer arriving while the run halts finds it woken
-        when the call returns.
+        when the call returns. ``nonce``: only the park with this nonce (an approval link's), checked with the
+        step taken out of the index, so a link of an earlier park of a retried step never answers a later one.
         """
-        state, run = self._wake_once(run_id, step, outcome, by)
+        state, run = self._wake_once(run_id, step, outcome, by, nonce)
         if state == HELD:
             logger.info("run %s is paused: step %s keeps what %s brought until the run is resumed", run_id, step, by)
             return run
@@ -98,7 +99,7 @@ class Parking:
             if tries == 1:
                 logger.debug("run %s is halting into waiting; %s tries again", run_id, by)
             time.sleep(RETRY_SECONDS)
-            state, fresh = self._wake_once(run_id, step, None, by)  # takes back the outcome kept a moment ago
+            state, fresh = self._wake_once(run_id, step, None, by, nonce)  # takes back the outcome kept just now
             if state in (WOKEN, HELD):
                 return fresh
             if state == GONE:  # the waker took it (and woke the step with it), or the run ended meanwhile
@@ -107,7 +108,8 @@ class Parking:
             logger.info("run %s is busy: step %s is woken by %s once the run halts", run_id, step, by)
         return run if state != GONE else None
 
-    def _wake_once(self, run_id: str, step: str, outcome: Outcome | None, by: str) -> tuple[str, dict | None]:
+    def _wake_once(self, run_id: str, step: str, outcome: Outcome | None, by: str,
+                   nonce: str | None = None) -> tuple[str, dict | None]:
         """One try of ``wake``: WOKEN and the run, KEPT (the outcome waits in the index) and the run, or GONE."""
         rt, engine = self.runtime, self.runtime.engine
         claimed = False
@@ -129,6 +131,11 @@ class Parking:
                 record = None if run is None else next((s for s in run["steps"] if s["name"] == step), None)
                 if record is None or run["status"] in FINISHED_RUN or record["status"] not in (
                         StepStatus.WAITING, StepStatus.RUNNING):  # RUNNING: indexed, a moment before recorded
+                    return GONE, None
+                if nonce is not None and (record.get("wait") or {}).get("nonce") != nonce:
+                    # Another park of the step (retried since the link was read): the entry is that park's.
+                    # Its record says so from before its entry was indexed: a retry resets the step first.
+                    self._repark(entry)
                     return GONE, None
                 result = kept
                 if result is None and (outcome is not None or record["status"] == StepStatus.WAITING):

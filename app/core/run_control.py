@@ -168,6 +168,9 @@ class Controlling:
             behind_failure = step["status"] == StepStatus.SKIPPED and step["error"]
             if step["status"] in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING) or behind_failure:
                 step.update(new_step(step["name"], step["type"], step["depends_on"]))
+                # A new attempt parks anew: a wait or a timeout runs from now, and an approval mails new links
+                # (the earlier park's nonce goes with it, so its links answer no more).
+                step.pop("wait", None)
         return self._reopen(bound, run, by)
 
     def skip(self: Engine, bound: BoundWorkflow, run: dict, step_name: str, by: str = "api") -> dict:

@@ -191,14 +191,15 @@ class Runtime:
 
     def _poll_started(self) -> None:
         """Poll every started workflow (at start, or when this server becomes the leader)."""
-        for name in sorted(self.store.started_workflows()):
-            bound = self.bound.get(name)
-            if bound is None:
-                logger.warning("workflow %s was started but is no longer registered", name)
-            elif bound.error:
-                logger.warning("workflow %s cannot be polled: %s", name, bound.error)
-            elif bound.trigger.pollable:
-                with self._definitions_lock:
+        # Read under the lock that start and stop hold: a stop meanwhile must not be scheduled again.
+        with self._definitions_lock:
+            for name in sorted(self.store.started_workflows()):
+                bound = self.bound.get(name)
+                if bound is None:
+                    logger.warning("workflow %s was started but is no longer registered", name)
+                elif bound.error:
+                    logger.warning("workflow %s cannot be polled: %s", name, bound.error)
+                elif bound.trigger.pollable:
                     self._schedule(bound)
 
     def _lead(self) -> None:
@@ -221,15 +222,27 @@ class Runtime:
 
     def _follow_started(self) -> None:
         """The leader follows starts and stops made through the other servers (they share the store)."""
-        started = self.store.started_workflows()
-        scheduled = self.scheduler.scheduled()
+        # A first look without the lock: most rounds change nothing, and a PUT need not wait for the database.
+        if not any(self._follow_changes(self.store.started_workflows())):
+            return
         with self._definitions_lock:
-            for name in sorted(started - scheduled):
-                bound = self.bound.get(name)
-                if self._leading and bound is not None and not bound.error and bound.trigger.pollable:
-                    self._schedule(bound)
-            for name in scheduled - started:
+            # Read again under the lock that start and stop hold: a stop made here since the first look must
+            # not be scheduled again (a poll after the user's stop), nor a start made here unscheduled.
+            to_schedule, to_unschedule = self._follow_changes(self.store.started_workflows())
+            for bound in to_schedule:
+                self._schedule(bound)
+            for name in to_unschedule:
                 self._unschedule(name)
+
+    def _follow_changes(self, started: set[str]) -> tuple[list[BoundWorkflow], set[str]]:
+        """What following ``started`` takes: the workflows to schedule here, the names to unschedule."""
+        scheduled = self.scheduler.scheduled()
+        to_schedule = []
+        for name in sorted(started - scheduled):
+            bound = self.bound.get(name)
+            if self._leading and bound is not None and not bound.error and bound.trigger.pollable:
+                to_schedule.append(bound)
+        return to_schedule, scheduled - started
 
     def _follow_definitions(self) -> None:
         """Serve the definitions other servers on the database made, changed or deleted; re-schedule their triggers."""
@@ -558,18 +571,23 @@ class Runtime:
     def start_workflow(self, name: str) -> dict:
         """Start ``name`` (its trigger is polled, or its webhook accepted), also after restarts."""
         bound = self._able(name, "started")
-        self.store.set_started(name, True)
-        # Not the leader: the leader picks it up from the store within a few seconds (_follow_started).
-        if self._started and self._leading and bound.trigger.pollable:
-            self._schedule(bound)
+        # Under the lock the leader's follower reads under: it sees the start and its scheduling together.
+        with self._definitions_lock:
+            self.store.set_started(name, True)
+            # Not the leader: the leader picks it up from the store within a few seconds (_follow_started).
+            if self._started and self._leading and bound.trigger.pollable:
+                self._schedule(bound)
         return self.summary(name)
 
     def stop_workflow(self, name: str) -> dict:
         """Stop polling ``name``."""
-        self._stop(self.get(name))
+        bound = self.get(name)
+        with self._definitions_lock:
+            self._stop(bound)
         return self.summary(name)
 
     def _stop(self, bound: BoundWorkflow) -> None:
+        """Stop ``bound`` in the store and here; the caller holds the definitions lock."""
         self.store.set_started(bound.name, False)
         self.scheduler.remove(bound.name)
         self._close_trigger(bound)

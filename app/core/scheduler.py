@@ -27,6 +27,8 @@ class _NextPoll:  # an APScheduler BaseTrigger by registration (_background_sche
         self.interval = timedelta(seconds=interval)
         # Set by the scheduler when a poll returns; only a wish later than the poll that made it counts.
         self.wish: datetime | None = None
+        # Set when a poll of this job (not of one it replaced) got under way.
+        self.polled = False
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
         if previous_fire_time is None:
@@ -112,16 +114,21 @@ class Scheduler:
     def add(self, name: str, interval: float) -> None:
         """Poll ``name`` now, then when each poll asks, else every ``interval`` seconds."""
         trigger = self._triggers[name] = _NextPoll(interval)
+        # The job's trigger goes with each poll: the answer of a poll of a job this one replaced (a stop and a
+        # start, a PUT) is told from this job's own.
         self._scheduler.add_job(
-            self._bounded_poll, trigger, args=[name], id=name, replace_existing=True, next_run_time=datetime.now(UTC),
+            self._bounded_poll, trigger, args=[name, trigger], id=name, replace_existing=True,
+            next_run_time=datetime.now(UTC),
         )
 
-    def _bounded_poll(self, name: str) -> float | None:
-        """Poll ``name`` in a thread of its own and wait for it until the deadline; what the poll returned."""
+    def _bounded_poll(self, name: str, trigger: _NextPoll) -> tuple[_NextPoll, float | None]:
+        """Poll ``name`` in a thread of its own and wait for it until the deadline; the job's trigger and what
+        the poll returned."""
         with self._flight_lock:
             if name in self._in_flight:
-                return None  # its last poll, abandoned at its deadline, has not returned yet
+                return trigger, None  # its last poll, abandoned at its deadline, has not returned yet
             returned = self._in_flight[name] = threading.Event()
+            trigger.polled = True
         answer: list[float | None] = [None]
 
         def poll() -> None:
@@ -135,14 +142,14 @@ class Scheduler:
         # A daemon: a poll stuck in a read must not keep the process alive after SIGTERM.
         threading.Thread(target=poll, name=f"pyflow-poll-{name}", daemon=True).start()
         if returned.wait(self._poll_timeout):
-            return answer[0]
+            return trigger, answer[0]
         if self._scheduler.running:
             logger.warning("polling %s did not return within %g s (WORKFLOW_POLL_TIMEOUT); its pool thread "
                            "moves on, and %s is not polled again until that poll returns",
                            name, self._poll_timeout, name)
             if self._on_overdue is not None:
                 self._on_overdue(name, self._poll_timeout)
-        return None
+        return trigger, None
 
     def polling(self) -> set[str]:
         """Names of workflows with a poll in flight."""
@@ -154,10 +161,21 @@ class Scheduler:
         from apscheduler.jobstores.base import JobLookupError
 
         trigger = self._triggers.get(event.job_id)
-        if trigger is None or event.retval is None:
+        if trigger is None or not isinstance(event.retval, tuple):
             return
-        # Never in the past: the job would run at once anyway, and "now" keeps the wish newer than the poll.
-        trigger.wish = at = datetime.fromtimestamp(max(float(event.retval), time.time()), UTC)
+        polled_for, answer = event.retval
+        if polled_for is not trigger:
+            # A poll of a job this one replaced, under way at the stop (or the PUT): its answer is not this
+            # job's. The new job's first turn was refused while that poll ran (one poll of a workflow at a
+            # time), so it polls now, as a job just added does, rather than an interval later.
+            at = None if trigger.polled else datetime.now(UTC)
+        elif answer is None:
+            return
+        else:
+            # Never in the past: the job would run at once anyway, and "now" keeps the wish newer than the poll.
+            trigger.wish = at = datetime.fromtimestamp(max(float(answer), time.time()), UTC)
+        if at is None:
+            return
         # A poll that finishes before APScheduler has computed its next run gets the wish from the
         # trigger; one that finishes later has already been given the interval, so move it.
         try:

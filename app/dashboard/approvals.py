@@ -137,7 +137,8 @@ def approval_link(token: str) -> tuple[str, int] | str:
     who = f"{', '.join((step.get('wait') or {}).get('to') or []) or 'someone'} (e-mail link)"
     comment = (request.form.get("comment") or "").strip() or None
     try:
-        approvals.answer(claim["run"], approved, who, step=claim["step"], comment=comment)
+        approvals.answer(claim["run"], approved, who, step=claim["step"], comment=comment,
+                         nonce=claim.get("nonce"))
     except InvalidInput as error:  # the comment: the step still waits, the page says what to change
         return render_template("approval_link.html", outcome="refused", title="Not answered",
                                message=error.message), 422
