@@ -9,9 +9,10 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction, SettingError
@@ -32,6 +33,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # A read's content goes into the run record; bigger files should be handled by path.
 MAX_READ_BYTES = 10 * 1024 * 1024
+# Each ``**`` walks the whole tree below where the one before it stands: two cost the tree's size squared,
+# ten a tree 30 folders deep more than a lifetime of CPU. One finds everything at any depth already.
+MAX_RECURSIVE_WILDCARDS = 1
+# Where Linux shows the path an open file descriptor really reached (symlinks swapped in included).
+_FD_PATHS = Path("/proc/self/fd")
 
 
 class FileAction(BaseAction):
@@ -145,11 +151,16 @@ class FileAction(BaseAction):
     # -- operations ---------------------------------------------------------------
     def _read(self, root: Path) -> dict:
         path = self._inside(root, self.path, "path")
-        size = path.stat().st_size
-        if size > MAX_READ_BYTES:
-            raise ActionError(f"file read: {self.path!r} is {size} bytes, over the {MAX_READ_BYTES // 2**20} MB "
-                              f"a step result may hold", retryable=False)
-        data = path.read_bytes()
+        with self._open(root, path, "read") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_READ_BYTES:
+                raise ActionError(f"file read: {self.path!r} is {size} bytes, over the {MAX_READ_BYTES // 2**20} MB "
+                                  f"a step result may hold", retryable=False)
+            data = file.read(MAX_READ_BYTES + 1)  # a file still growing stops at the bound too
+        if len(data) > MAX_READ_BYTES:
+            raise ActionError(f"file read: {self.path!r} grew past the {MAX_READ_BYTES // 2**20} MB a step result "
+                              f"may hold while it was read", retryable=False)
+        size = len(data)
         if self._base64():
             content = base64.b64encode(data).decode("ascii")
         else:
@@ -167,7 +178,10 @@ class FileAction(BaseAction):
 
     def _append(self, root: Path) -> dict:
         path = self._inside(root, self.path, "path")
-        existing = path.read_bytes() if path.exists() else b""
+        existing = b""
+        if path.exists():
+            with self._open(root, path, "append") as file:
+                existing = file.read()
         _atomic_write(path, existing + self._bytes())
         return {"path": str(path)}
 
@@ -176,8 +190,10 @@ class FileAction(BaseAction):
         target = self._target(root, source)
         if source.is_dir():
             raise ActionError(f"file copy: {self.path!r} is a folder; only files can be copied", retryable=False)
-        _atomic_write(target, source.read_bytes())
-        shutil.copymode(source, target)
+        with self._open(root, source, "copy") as file:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Streamed: a copy costs no more memory for a big file than for a small one.
+            write_atomic(target, file, mode=stat.S_IMODE(os.fstat(file.fileno()).st_mode))
         return {"path": str(target)}
 
     def _move(self, root: Path) -> dict:
@@ -221,6 +237,9 @@ class FileAction(BaseAction):
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise ActionError(f"file glob: pattern {pattern!r} must be relative and stay inside the folder",
                               retryable=False)
+        if Path(pattern).parts.count("**") > MAX_RECURSIVE_WILDCARDS:
+            raise ActionError(f"file glob: pattern {pattern!r} has more than one '**'; one already matches at any "
+                              f"depth, and each more walks the whole tree again", retryable=False)
         try:
             # A symlink inside the root may still point out of it: keep only what resolves inside.
             found = [match for match in folder.glob(pattern) if match.resolve().is_relative_to(root)]
@@ -229,6 +248,29 @@ class FileAction(BaseAction):
         return {"paths": sorted(str(match.relative_to(root)) for match in found)}
 
     # -- helpers ------------------------------------------------------------------
+    def _open(self, root: Path, path: Path, operation: str) -> IO[bytes]:
+        """``path`` opened to read, when it is a regular file that still lies inside the root once open.
+
+        Opened without blocking and without following a last symlink; a FIFO or a device (whose read
+        would never end) is refused, and so is a path a symlink swapped in after the check led elsewhere.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+                raise ActionError(f"file {operation}: {self.path!r} is {kind}; only regular files can be read",
+                                  retryable=False)
+            if _FD_PATHS.is_dir():
+                reached = Path(os.readlink(_FD_PATHS / str(fd)))
+                if not reached.is_relative_to(root):
+                    raise ActionError(f"file {operation}: {self.path!r} led outside WORKFLOW_FILES_ROOT ({root}) "
+                                      f"when opened (a symlink changed after the check)", retryable=False)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
     def _target(self, root: Path, source: Path) -> Path:
         """Where copy and move put the file: into ``destination`` when it is a folder."""
         target = self._inside(root, self.destination, "destination")
