@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ MAX_OUTPUT_BYTES = 1024 * 1024
 POLL_SECONDS = 0.05
 # Time a terminated process group gets to exit before it is killed.
 KILL_GRACE_SECONDS = 1.0
+# prctl(2): a process that is not dumpable has its /proc/<pid>/environ and memory readable by root only.
+_PR_SET_DUMPABLE = 4
 
 
 class ShellAction(BaseAction):
@@ -93,6 +97,7 @@ class ShellAction(BaseAction):
             limits = check(self.limits, allow_templates=False)
         except ValueError as error:
             raise ActionError(f"shell: {error}", retryable=False) from None
+        _hide_server_environment()
 
         started = time.monotonic()
         # Files, not pipes: a chatty command can't fill a pipe and hang, and memory stays flat.
@@ -170,11 +175,12 @@ class ShellAction(BaseAction):
         """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
         while True:
-            try:
-                process.wait(timeout=POLL_SECONDS)
+            if _ended(process):
+                # What the command left running in its group (``daemon &``) must not outlive the step.
+                _kill_leftovers(process)
+                process.wait()
                 return None
-            except subprocess.TimeoutExpired:
-                pass
+            cancel.wait(POLL_SECONDS)
             if cancel.is_set():
                 reason = "cancelled"
             elif limit is not None and time.monotonic() - started >= limit:
@@ -187,6 +193,37 @@ class ShellAction(BaseAction):
             logger.warning("shell %s: %s; killing process group %d", self.name, reason, process.pid)
             _kill_group(process)
             return reason
+
+
+def _hide_server_environment() -> None:
+    """Make this server non-dumpable (Linux), so no command it runs reads its environment or memory.
+
+    The command runs as the server's user, which may read ``/proc/<server>/environ`` and find every
+    secret setting the server was started with there (WORKFLOW_API_TOKEN, SMTP_PASSWORD...), however
+    clean the command's own environment is. A command starts dumpable again (execve resets the flag).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # no C library to ask: nothing more can be done
+        logger.warning("shell: cannot make the server non-dumpable; commands may read its environment")
+
+
+def _ended(process: subprocess.Popen) -> bool:
+    """Whether the command ended, leaving it unreaped: its zombie keeps the group's id from being reused."""
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_leftovers(process: subprocess.Popen) -> None:
+    """SIGKILL what is left of the command's process group once the command itself ended."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left: the usual case
 
 
 def _kill_group(process: subprocess.Popen) -> None:

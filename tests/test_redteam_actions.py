@@ -3,14 +3,23 @@ could make a step do to the host, each now refused. The attacks run against the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import actions.file as file_module
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
+from actions.shell import ShellAction
+from tests.waiting import wait_until
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def file_step(tmp_path, **config) -> dict:
@@ -91,3 +100,61 @@ def test_a_glob_with_more_than_one_recursive_wildcard_is_refused(tmp_path):
         file_step(tmp_path, operation="glob", pattern="**/**/x")
     assert not caught.value.retryable
     assert file_step(tmp_path, operation="glob", pattern="**/x") == {"paths": ["/".join(["a"] * 30) + "/x"]}
+
+
+# -- shell: what a command leaves behind, and what it can read of the server ------------------------------------
+def shell_step(command, **config) -> ShellAction:
+    action = ShellAction("cmd", command=command, **config)
+    action.context = RunContext(settings={"WORKFLOW_ALLOW_SHELL": True}, cancel_event=threading.Event())
+    return action
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a killed orphan may stay a zombie until init reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_command_that_succeeded_leaves_nothing_running(tmp_path):
+    pidfile = tmp_path / "pid"
+    # The step succeeds at once; its background child used to run on for ever, past every timeout.
+    result = shell_step(f"sleep 300 & echo $! > {pidfile}").execute({})
+    assert result["exit_code"] == 0
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: not _alive(pid), timeout=10, message=f"the background child {pid} to be killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# A server that runs one shell step, whose command reads the server's environment as the kernel shows it.
+SERVER = """
+import threading
+from actions.base import ActionError, RunContext
+from actions.shell import ShellAction
+action = ShellAction("peek", command="cat /proc/$PPID/environ")
+action.context = RunContext(settings={"WORKFLOW_ALLOW_SHELL": True}, cancel_event=threading.Event())
+try:
+    print(action.execute({})["stdout"].replace("\\0", "\\n"))
+except ActionError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/<pid>/environ is Linux's")
+def test_a_command_cannot_read_the_servers_environment_through_proc():
+    # The server's own environment, as run.py gets it from systemd or a container: the token is in it.
+    env = {**os.environ, "WORKFLOW_API_TOKEN": "tok-server-environ-41", "SMTP_PASSWORD": "smtp-environ-42"}
+    # As root the server drops every capability first, as a server run by an ordinary user has none: root's
+    # CAP_SYS_PTRACE reads any process's environment, dumpable or not.
+    unprivileged = ["setpriv", "--bounding-set", "-all", "--"] if os.geteuid() == 0 else []
+    answer = subprocess.run([*unprivileged, sys.executable, "-c", SERVER], env=env, cwd=PROJECT,
+                            capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    assert "tok-server-environ-41" not in answer.stdout and "smtp-environ-42" not in answer.stdout
+    assert answer.stdout.startswith("refused: shell: command exited with code 1: "), answer.stdout
+    assert "Permission denied" in answer.stdout
