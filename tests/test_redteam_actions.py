@@ -17,6 +17,7 @@ import actions.file as file_module
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
 from actions.shell import ShellAction
+from app.core.events import MAX_CHAIN_RUNS
 from tests.waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -158,3 +159,31 @@ def test_a_command_cannot_read_the_servers_environment_through_proc():
     assert "tok-server-environ-41" not in answer.stdout and "smtp-environ-42" not in answer.stdout
     assert answer.stdout.startswith("refused: shell: command exited with code 1: "), answer.stdout
     assert "Permission denied" in answer.stdout
+
+
+# -- events: runs' ends that each start several runs branched into thousands within MAX_EVENT_DEPTH ---------------
+def test_one_chain_of_runs_ends_starts_a_bounded_number_of_runs(client, caplog):
+    # Three posted workflows that each follow every run's end: each end started the two others, 3 * (2**8 - 1)
+    # runs from one manual run (with six of them, 6 * (5**8 - 1) / 4, nearly 600,000).
+    for name in ("echo_a", "echo_b", "echo_c"):
+        definition = {"name": name, "trigger": {"type": "event", "event": "run.*"},
+                      "steps": [{"name": "note", "type": "log", "config": {"message": "{{ inputs.type }}"}}]}
+        assert client.post("/api/workflows", json=definition).status_code == 201
+        assert client.post(f"/api/workflows/{name}/start").status_code == 200
+    first = client.post("/api/workflows", json={"name": "kick", "steps": [
+        {"name": "note", "type": "log", "config": {"message": "go"}}]})
+    assert first.status_code == 201
+    assert client.post("/api/workflows/kick/runs?wait=30", json={"inputs": {}}).status_code == 200
+
+    def runs() -> list[dict]:
+        return [run for name in ("echo_a", "echo_b", "echo_c")
+                for run in client.get(f"/api/runs?workflow={name}&limit=500").get_json()["runs"]]
+
+    def settled() -> bool:
+        found = runs()
+        return len(found) >= MAX_CHAIN_RUNS and all(run["status"] == "succeeded" for run in found)
+
+    wait_until(settled, timeout=120, message=f"{MAX_CHAIN_RUNS} runs of the chain to finish")
+    wait_until(lambda: "already started 100 runs (at most 100): not started" in caplog.text, timeout=60,
+               message="the chain to be cut")
+    assert len(runs()) == MAX_CHAIN_RUNS
