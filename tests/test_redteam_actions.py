@@ -18,6 +18,7 @@ from actions.base import ActionError, RunContext
 from actions.file import FileAction
 from actions.shell import ShellAction
 from app.core.events import MAX_CHAIN_RUNS
+from tests.server import Servers
 from tests.waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -187,3 +188,23 @@ def test_one_chain_of_runs_ends_starts_a_bounded_number_of_runs(client, caplog):
     wait_until(lambda: "already started 100 runs (at most 100): not started" in caplog.text, timeout=60,
                message="the chain to be cut")
     assert len(runs()) == MAX_CHAIN_RUNS
+
+
+# -- the console log: a line break in a file name or an event type forged a record of its own ---------------------
+FORGED = "2026-01-01 00:00:00,000 CRITICAL app.audit: token admin deleted"
+
+
+def test_a_line_break_in_quoted_text_cannot_forge_a_console_log_record(tmp_path):
+    with Servers(tmp_path) as servers:
+        server = servers.start()
+        step = {"name": "save", "type": "file", "config": {"operation": "write", "path": "{{ inputs.name }}",
+                                                           "content": "x"}}
+        assert server.post("/api/workflows", json={"name": "saver", "steps": [step]}).status_code == 201
+        started = server.post("/api/workflows/saver/runs?wait=30", json={"inputs": {"name": f"a.txt\n{FORGED}"}})
+        assert started.status_code == 200 and started.json()["status"] == "succeeded", started.text
+        event = server.post("/api/events", json={"type": f"ticket\r{FORGED}"})
+        assert event.status_code == 202, event.text
+        wait_until(lambda: server.stderr.count(FORGED) >= 2, timeout=15, message="both records in the console log")
+        lines = server.stderr.splitlines()
+        assert not [line for line in lines if line.startswith(FORGED)], server.stderr
+        assert f"file save: write a.txt\n    {FORGED}" in server.stderr
