@@ -17,7 +17,7 @@ import actions.file as file_module
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
 from actions.shell import ShellAction
-from app.core.events import MAX_CHAIN_RUNS
+from app.core.events import MAX_CHAIN_RUNS, MAX_EVENT_DEPTH
 from tests.server import Servers
 from tests.waiting import wait_until
 
@@ -208,3 +208,26 @@ def test_a_line_break_in_quoted_text_cannot_forge_a_console_log_record(tmp_path)
         lines = server.stderr.splitlines()
         assert not [line for line in lines if line.startswith(FORGED)], server.stderr
         assert f"file save: write a.txt\n    {FORGED}" in server.stderr
+
+
+# -- events: a follower that calls the workflow it follows looped for ever (each sub-run's end began a new chain) ---
+def test_a_follower_that_calls_the_workflow_it_follows_stops_at_the_depth_bound(client, caplog):
+    definitions = [
+        {"name": "leaf", "steps": [{"name": "note", "type": "log", "config": {"message": "leaf"}}]},
+        {"name": "follower", "trigger": {"type": "event", "event": "run.succeeded",
+                                         "filter": "{{ event.data.workflow == 'leaf' }}"},
+         "steps": [{"name": "again", "type": "workflow", "config": {"workflow": "leaf"}}]},
+    ]
+    for definition in definitions:
+        assert client.post("/api/workflows", json=definition).status_code == 201
+    assert client.post("/api/workflows/follower/start").status_code == 200
+    assert client.post("/api/workflows/leaf/runs?wait=30", json={"inputs": {}}).status_code == 200
+
+    def followers() -> list[dict]:
+        return client.get("/api/runs?workflow=follower&limit=500").get_json()["runs"]
+
+    wait_until(lambda: "runs' ends led to it (at most 8): not started" in caplog.text, timeout=60,
+               message="the chain to stop at MAX_EVENT_DEPTH")
+    wait_until(lambda: all(run["status"] == "succeeded" for run in followers()), timeout=60,
+               message="the followers to finish")
+    assert len(followers()) == MAX_EVENT_DEPTH

@@ -65,23 +65,36 @@ def parse_event(body: Any) -> dict:
             "key": str(key) if key is not None else None, "at": utcnow(), "depth": 0, "chain": event_id}
 
 
+def lineage(run: dict) -> dict | None:
+    """The chain a run belongs to, ``{"chain", "depth"}``: its event's, or (a sub-run) its parent's; else None."""
+    if run.get("source") == "event":
+        trigger_data = run.get("trigger_data") or {}
+        depth = trigger_data.get("depth")
+        chain = trigger_data.get("chain")
+        if not isinstance(chain, str):
+            chain = trigger_data.get("id")  # an event published before events carried their chain
+        return {"chain": chain if isinstance(chain, str) else None, "depth": depth if isinstance(depth, int) else 0}
+    inherited = run.get("lineage")
+    if isinstance(inherited, dict) and isinstance(inherited.get("depth"), int):
+        return {"chain": inherited.get("chain") if isinstance(inherited.get("chain"), str) else None,
+                "depth": inherited["depth"]}
+    return None
+
+
 def run_ended(run: dict) -> dict:
-    """The event a run's end publishes: ``run.<status>`` with ``{"run_id", "workflow", "status", "error"}``."""
-    trigger_data = run.get("trigger_data") or {}
+    """The event a run's end publishes: ``run.<status>`` with ``{"run_id", "workflow", "status", "error"}``.
+
+    A sub-run's end continues its parent's chain: a workflow that follows another's ends and calls it as a
+    sub-workflow would otherwise start itself again from each sub-run's end, for ever.
+    """
     # The end's time in the id: a retried run that fails again publishes its second end too.
     event_id = f"{run['id']}:{run['status']}:{run.get('finished_at')}"
-    depth, chain = 0, event_id
-    if run.get("source") == "event":
-        if isinstance(trigger_data.get("depth"), int):
-            depth = trigger_data["depth"]
-        if isinstance(trigger_data.get("chain"), str):
-            chain = trigger_data["chain"]
-        elif isinstance(trigger_data.get("id"), str):
-            chain = trigger_data["id"]  # a run started by an event published before events carried their chain
+    found = lineage(run) or {}
     return {"id": event_id, "type": f"run.{run['status']}",
             "data": {"run_id": run["id"], "workflow": run["workflow"], "status": run["status"],
                      "error": run.get("error")},
-            "key": run["id"], "at": utcnow(), "depth": depth + 1, "chain": chain}
+            "key": run["id"], "at": utcnow(), "depth": found.get("depth", 0) + 1,
+            "chain": found.get("chain") or event_id}
 
 
 class Events:
