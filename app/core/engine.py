@@ -19,7 +19,7 @@ from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
 from app.core.config import SETTINGS, public_settings
-from app.core.events import lineage
+from app.core.events import lineage as event_lineage
 from app.core.execution import Attempt, Execution, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.parking import ParkedSteps
@@ -658,7 +658,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             # Started beside other work, the child runs one step and one item at a time: a parallel loop
             # calling a workflow with a parallel loop would otherwise multiply threads with every level.
             serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
-            return self.run_child(name, inputs, wait, call_stack, serial, lineage(execution.run))
+            return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run))
 
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)
