@@ -4,6 +4,7 @@ could make a step do to the host, each now refused. The attacks run against the 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import pytest
 import actions.file as file_module
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
+from actions.notify import NotifyAction
 from actions.shell import ShellAction
 from app.core.events import MAX_CHAIN_RUNS, MAX_EVENT_DEPTH
+from tests.http_server import serving
 from tests.server import Servers
 from tests.waiting import wait_until
 
@@ -231,3 +234,49 @@ def test_a_follower_that_calls_the_workflow_it_follows_stops_at_the_depth_bound(
     wait_until(lambda: all(run["status"] == "succeeded" for run in followers()), timeout=60,
                message="the followers to finish")
     assert len(followers()) == MAX_EVENT_DEPTH
+
+
+# -- notify: an Apprise URL option that reads a local file sent it to the URL's owner ------------------------------
+def test_a_notify_url_cannot_make_apprise_send_a_file_outside_the_root(tmp_path, monkeypatch):
+    from apprise.plugins.slack import NotifySlack
+
+    secret = tmp_path / "data" / "state.json"  # what a store, a key or any JSON of the host holds
+    secret.parent.mkdir()
+    secret.write_text('{"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "TOP-SECRET-STATE"}}]}')
+    received: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    token = "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
+    with serving(Handler) as server:
+        # Apprise posts Slack webhooks to hooks.slack.com only: its fixed base points at the local server.
+        monkeypatch.setattr(NotifySlack, "webhook_url", f"http://127.0.0.1:{server.server_address[1]}/services")
+        for template, message in [
+            (str(secret), r"urls\[0\] option 'template' '.*state.json' is outside WORKFLOW_FILES_ROOT"),
+            (f"file://{secret}", r"urls\[0\] option 'template' '/.*state.json' is outside"),
+            ("state.json", "must be an absolute path inside WORKFLOW_FILES_ROOT"),
+            ("http://169.254.169.254/latest", "is not a file inside WORKFLOW_FILES_ROOT"),
+        ]:
+            action = NotifyAction("tell", urls=f"slack://{token}/?template={template}", body="hi")
+            action.context = RunContext(settings={}, storage_path=str(tmp_path / "data"))
+            with pytest.raises(ActionError, match=message) as caught:
+                action.execute({})
+            assert not caught.value.retryable
+        # Inside the root a template is still the user's to use.
+        inside = tmp_path / "data" / "files" / "slack.json"
+        inside.parent.mkdir()
+        inside.write_text('{"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "{{app_body}}!"}}]}')
+        action = NotifyAction("tell", urls=f"slack://{token}/?template={inside}", body="hi")
+        action.context = RunContext(settings={}, storage_path=str(tmp_path / "data"))
+        assert len(action.execute({})["sent"]) == 1
+    assert len(received) == 1 and b"TOP-SECRET" not in received[0]
+    assert b"hi!" in received[0], received
