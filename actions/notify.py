@@ -159,25 +159,30 @@ def check_files(service: NotifyBase, url: str, index: int, settings: Mapping[str
     from apprise import AppriseAttachment
     from apprise.attachment.file import AttachFile
 
-    options = {key.lower(): values[-1] for key, values in parse_qs(urlsplit(url.strip()).query).items() if values}
+    options: dict[str, list[str]] = {}
+    for key, values in parse_qs(urlsplit(url.strip()).query).items():
+        options.setdefault(key.lower(), []).extend(value for value in values if value)
     for option in _FILE_OPTIONS:
-        value = options.get(option)
-        if not value:
-            continue
         attribute = getattr(service, option, None)
-        if option == "template" and not isinstance(attribute, AppriseAttachment):
+        values = list(options.get(option, ()))
+        if isinstance(attribute, AppriseAttachment):
+            # What Apprise itself will open, whichever of a repeated option it took.
+            values += [item.dirty_path for item in attribute if isinstance(item, AttachFile)]
+        elif option == "template":
             continue  # a template's name or id (whatsapp, gupshup...), not a file
         where = f"notify: urls[{index}] option {option!r}"
         if isinstance(attribute, AppriseAttachment) and any(not isinstance(item, AttachFile) for item in attribute):
-            raise ActionError(f"{where}: {value!r} is not a file inside WORKFLOW_FILES_ROOT", retryable=False)
-        path = value[len("file://"):] if value.lower().startswith("file://") else value
-        if not path.startswith("/"):
-            raise ActionError(f"{where}: {value!r} must be an absolute path inside WORKFLOW_FILES_ROOT",
+            raise ActionError(f"{where}: {values[0] if values else ''!r} is not a file inside WORKFLOW_FILES_ROOT",
                               retryable=False)
-        try:
-            readable(settings, storage_path, unquote(path), f"urls[{index}] option {option!r}")
-        except PathError as error:
-            raise ActionError(f"notify: {error}", retryable=False) from None
+        for value in values:
+            path = value[len("file://"):] if value.lower().startswith("file://") else value
+            if not path.startswith("/"):
+                raise ActionError(f"{where}: {value!r} must be an absolute path inside WORKFLOW_FILES_ROOT",
+                                  retryable=False)
+            try:
+                readable(settings, storage_path, unquote(path), f"urls[{index}] option {option!r}")
+            except PathError as error:
+                raise ActionError(f"notify: {error}", retryable=False) from None
 
 
 def _as_list(urls: Any) -> list[Any]:

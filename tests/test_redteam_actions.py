@@ -264,6 +264,7 @@ def test_a_notify_url_cannot_make_apprise_send_a_file_outside_the_root(tmp_path,
             (str(secret), r"urls\[0\] option 'template' '.*state.json' is outside WORKFLOW_FILES_ROOT"),
             (f"file://{secret}", r"urls\[0\] option 'template' '/.*state.json' is outside"),
             ("state.json", "must be an absolute path inside WORKFLOW_FILES_ROOT"),
+            (f"{tmp_path}/data/files/ok.json&template={secret}", r"'.*state.json' is outside"),
             ("http://169.254.169.254/latest", "is not a file inside WORKFLOW_FILES_ROOT"),
         ]:
             action = NotifyAction("tell", urls=f"slack://{token}/?template={template}", body="hi")
