@@ -242,7 +242,7 @@ class FileAction(BaseAction):
                               f"depth, and each more walks the whole tree again", retryable=False)
         try:
             # A symlink inside the root may still point out of it: keep only what resolves inside.
-            found = [match for match in folder.glob(pattern) if match.resolve().is_relative_to(root)]
+            found = [match for match in folder.glob(pattern) if _leads_inside(match, root)]
         except ValueError as error:
             raise ActionError(f"file glob: invalid pattern {pattern!r}: {error}", retryable=False)
         return {"paths": sorted(str(match.relative_to(root)) for match in found)}
@@ -309,6 +309,14 @@ class FileAction(BaseAction):
             return content.encode(self._encoding())
         except UnicodeEncodeError as error:
             raise ActionError(f"file: content cannot be written as {self.encoding}: {error.reason}", retryable=False)
+
+
+def _leads_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves inside ``root``; a symlink loop or a broken entry leads nowhere."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return False
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

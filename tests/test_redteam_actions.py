@@ -281,3 +281,11 @@ def test_a_notify_url_cannot_make_apprise_send_a_file_outside_the_root(tmp_path,
         assert len(action.execute({})["sent"]) == 1
     assert len(received) == 1 and b"TOP-SECRET" not in received[0]
     assert b"hi!" in received[0], received
+
+
+def test_a_symlink_loop_in_the_root_is_left_out_of_a_glob(tmp_path):
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "loop").symlink_to("loop")  # made on the host; Path.resolve raised RuntimeError, a traceback
+    (root / "a.txt").write_text("a")
+    assert file_step(tmp_path, operation="glob", pattern="*") == {"paths": ["a.txt"]}
