@@ -34,6 +34,9 @@ _PR_SET_DUMPABLE = 4
 class ShellAction(BaseAction):
     """Runs ``command``: a string through ``/bin/sh -c``, a list as argv without a shell.
 
+    A string command holds no template (the shell would read what a run input says); values go in
+    ``env`` and the command quotes them (``"$WHO"``), or the command is a list, one argument per item.
+
     Refused unless the setting WORKFLOW_ALLOW_SHELL is true. The command gets
     the server's environment without any variable whose name looks secret
     (every secret setting among them: SMTP_PASSWORD, WORKFLOW_API_TOKEN...),
@@ -69,6 +72,13 @@ class ShellAction(BaseAction):
         if not isinstance(command, (str, list, tuple)) or not command:
             raise SettingError("command", f"action {name!r}: command must be a string or a list of arguments, "
                                           f"got {command!r}")
+        if isinstance(command, str) and ("{{" in command or "{%" in command):
+            # The shell would read what the template makes: an input "x; rm -rf ~" runs rm.
+            raise SettingError("command", f"action {name!r}: a string command cannot hold a template (the shell "
+                                          f"would run what a value says: 'x; rm -rf ~'): pass values in env and "
+                                          f"quote them in the command (command: 'echo \"$WHO\"', env: {{WHO: "
+                                          f"'{{{{ inputs.who }}}}'}}), or give the command as a list, one "
+                                          f"argument per item")
         self.command = command
         self.cwd = cwd
         self.env = env

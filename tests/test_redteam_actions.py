@@ -19,12 +19,32 @@ from actions.base import ActionError, RunContext
 from actions.file import FileAction
 from actions.notify import NotifyAction
 from actions.shell import ShellAction
+from app import create_app, start_app
 from app.core.events import MAX_CHAIN_RUNS, MAX_EVENT_DEPTH
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS
 from tests.http_server import serving
 from tests.server import Servers
 from tests.waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_app_client(tmp_path):
+    """An in-process server with extra settings (as tests/conftest.py's ``app``), its test client; shut down after."""
+    apps = []
+
+    def make(**settings):
+        app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / f"data{len(apps)}"),
+                                    "WORKFLOW_KEY_FILE": str(tmp_path / "encryption.key"),
+                                    "WORKFLOW_CLASSES": WORKFLOWS, **settings}))
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["pyflow"].shutdown(timeout=2)
 
 
 def file_step(tmp_path, **config) -> dict:
@@ -289,3 +309,24 @@ def test_a_symlink_loop_in_the_root_is_left_out_of_a_glob(tmp_path):
     (root / "loop").symlink_to("loop")  # made on the host; Path.resolve raised RuntimeError, a traceback
     (root / "a.txt").write_text("a")
     assert file_step(tmp_path, operation="glob", pattern="*") == {"paths": ["a.txt"]}
+
+
+# -- shell: a run input written into a string command was read by the shell ------------------------------------
+def test_a_string_command_holding_a_template_is_refused_and_env_carries_inputs_safely(make_app_client, tmp_path):
+    client = make_app_client(WORKFLOW_ALLOW_SHELL=True)
+    proof = tmp_path / "injected"
+    injected = {"name": "greet", "steps": [{"name": "say", "type": "shell",
+                                            "config": {"command": "echo hello {{ inputs.who }}"}}]}
+    refused = client.post("/api/workflows", json=injected)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert refused.get_json()["error"]["details"][0]["path"] == "steps[0].config.command", refused.get_json()
+    assert "a string command cannot hold a template" in refused.get_json()["error"]["details"][0]["message"]
+    # The safe way: the input goes into the environment, and the shell reads it as one word.
+    safe = {"name": "greet", "steps": [{"name": "say", "type": "shell", "config": {
+        "command": 'echo "hello $WHO"', "env": {"WHO": "{{ inputs.who }}"}}}]}
+    assert client.post("/api/workflows", json=safe).status_code == 201
+    answer = client.post("/api/workflows/greet/runs?wait=30", json={"inputs": {"who": f"x; touch {proof}"}})
+    run = answer.get_json()
+    assert run["status"] == "succeeded", run
+    assert run["steps"][0]["result"]["stdout"] == f"hello x; touch {proof}\n"
+    assert not proof.exists()
