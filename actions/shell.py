@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # Output kept per stream; the rest is cut with a note (the result goes into the run record).
 MAX_OUTPUT_BYTES = 1024 * 1024
+# A stream's file past this is cut back to the part kept: the rest is never read, and `yes` would
+# otherwise fill the temporary folder (a tmpfs: memory) until its timeout.
+MAX_OUTPUT_ON_DISK = 4 * MAX_OUTPUT_BYTES
 # How often the wait loop looks at the cancel event and the deadline.
 POLL_SECONDS = 0.05
 # Time a terminated process group gets to exit before it is killed.
@@ -121,17 +124,18 @@ class ShellAction(BaseAction):
                 raise ActionError(f"shell: command not found: {argv[0]!r}", retryable=False)
             except PermissionError:
                 raise ActionError(f"shell: permission denied: {argv[0]!r}", retryable=False)
-            stopped = self._wait(process, started, limit, limits, (out, err))
+            cut: dict[int, int] = {}  # a stream's file descriptor -> its length when cut back (_drop_past_kept)
+            stopped = self._wait(process, started, limit, limits, (out, err), cut)
             exit_code = process.returncode
             crossing = stopped if stopped == "output_kb" else None
             if stopped is None:
                 # A quick command may have ended before the wait loop looked at its output.
                 crossing = crossed(limits, exit_code, _last_line(err)) or (
-                    "output_kb" if _over(limits.output_bytes, (out, err)) else None)
+                    "output_kb" if _over(limits.output_bytes, (out, err), cut) else None)
                 if crossing:
                     # Whatever the command started must not outlive the step.
                     _kill_group(process)
-            stdout, stderr = _output(out), _output(err)
+            stdout, stderr = _output(out, cut), _output(err, cut)
             last_line = _last_line(err)
 
         elapsed = time.monotonic() - started
@@ -181,7 +185,7 @@ class ShellAction(BaseAction):
                       "shell: timeout")
 
     def _wait(self, process: subprocess.Popen, started: float, limit: float | None, limits: Limits,
-              streams: tuple[IO[bytes], IO[bytes]]) -> str | None:
+              streams: tuple[IO[bytes], IO[bytes]], cut: dict[int, int]) -> str | None:
         """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
         while True:
@@ -191,11 +195,12 @@ class ShellAction(BaseAction):
                 process.wait()
                 return None
             cancel.wait(POLL_SECONDS)
+            _drop_past_kept(streams, cut)
             if cancel.is_set():
                 reason = "cancelled"
             elif limit is not None and time.monotonic() - started >= limit:
                 reason = "timeout"
-            elif _over(limits.output_bytes, streams):
+            elif _over(limits.output_bytes, streams, cut):
                 # Checked every POLL_SECONDS: a fast writer gets somewhat past it before it is killed.
                 reason = "output_kb"
             else:
@@ -249,14 +254,32 @@ def _kill_group(process: subprocess.Popen) -> None:
             continue
 
 
-def _over(most: int | None, streams: tuple[IO[bytes], ...]) -> bool:
-    """Whether the streams together hold more than ``most`` bytes."""
-    return most is not None and sum(os.fstat(stream.fileno()).st_size for stream in streams) > most
+def _drop_past_kept(streams: tuple[IO[bytes], ...], cut: dict[int, int]) -> None:
+    """Cut a stream's file back to the MAX_OUTPUT_BYTES kept once it holds more than MAX_OUTPUT_ON_DISK.
+
+    The command goes on writing at its own offset, leaving a hole where the cut part was; ``cut``
+    keeps how long the file was, for the truncation note and output_kb.
+    """
+    for stream in streams:
+        info = os.fstat(stream.fileno())
+        if info.st_blocks * 512 > MAX_OUTPUT_ON_DISK:
+            cut[stream.fileno()] = max(cut.get(stream.fileno(), 0), info.st_size)
+            os.ftruncate(stream.fileno(), MAX_OUTPUT_BYTES)
 
 
-def _output(file: IO[bytes]) -> str:
+def _size(stream: IO[bytes], cut: dict[int, int]) -> int:
+    """All a command wrote to ``stream``, the part cut back included."""
+    return max(os.fstat(stream.fileno()).st_size, cut.get(stream.fileno(), 0))
+
+
+def _over(most: int | None, streams: tuple[IO[bytes], ...], cut: dict[int, int]) -> bool:
+    """Whether the command wrote more than ``most`` bytes to the streams together."""
+    return most is not None and sum(_size(stream, cut) for stream in streams) > most
+
+
+def _output(file: IO[bytes], cut: dict[int, int]) -> str:
     """The first MAX_OUTPUT_BYTES of a stream as text, with a note when more was cut."""
-    size = file.seek(0, os.SEEK_END)
+    size = _size(file, cut)
     file.seek(0)
     text = file.read(MAX_OUTPUT_BYTES).decode("utf-8", "replace")
     if size > MAX_OUTPUT_BYTES:

@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -330,3 +331,35 @@ def test_a_string_command_holding_a_template_is_refused_and_env_carries_inputs_s
     assert run["status"] == "succeeded", run
     assert run["steps"][0]["result"]["stdout"] == f"hello x; touch {proof}\n"
     assert not proof.exists()
+
+
+def _largest_open_file_on_disk() -> int:
+    """The most disk any regular file this process holds open takes (st_blocks: holes cost nothing)."""
+    largest = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            info = os.stat(entry)
+            if stat.S_ISREG(info.st_mode):
+                largest = max(largest, info.st_blocks * 512)
+    return largest
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_a_chatty_command_does_not_fill_the_temporary_folder(tmp_path):
+    written, stop = tmp_path / "written", tmp_path / "stop"
+    # 40 MB on stdout, of which the step keeps 1 MB; then it waits, as `yes` would go on writing.
+    command = (f"head -c 40000000 /dev/zero; touch {written}; "
+               f"while [ ! -e {stop} ]; do sleep 0.05; done")
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=shell_step(command).execute({})), daemon=True)
+    worker.start()
+    try:
+        wait_until(written.exists, timeout=60, message="the command to write its 40 MB")
+        wait_until(lambda: _largest_open_file_on_disk() <= 8 * 2**20, timeout=10,
+                   message="the output past what is kept to leave the disk")
+    finally:
+        stop.touch()
+        worker.join(timeout=60)
+    stdout = outcome["result"]["stdout"]
+    assert stdout.endswith("\n[output truncated: 40000000 bytes, first 1048576 kept]")
+    assert stdout.startswith("\0" * 1048576)
