@@ -178,11 +178,13 @@ class FileAction(BaseAction):
 
     def _append(self, root: Path) -> dict:
         path = self._inside(root, self.path, "path")
-        existing = b""
-        if path.exists():
-            with self._open(root, path, "append") as file:
-                existing = file.read()
-        _atomic_write(path, existing + self._bytes())
+        added = self._bytes()
+        if not path.exists():
+            _atomic_write(path, added)
+            return {"path": str(path)}
+        with self._open(root, path, "append") as file:
+            # Streamed: the file as it was, then the new content; a big file is never held in memory.
+            write_atomic(path, _Joined(file, added), mode=0o644, keep_mode=True)
         return {"path": str(path)}
 
     def _copy(self, root: Path) -> dict:
@@ -309,6 +311,20 @@ class FileAction(BaseAction):
             return content.encode(self._encoding())
         except UnicodeEncodeError as error:
             raise ActionError(f"file: content cannot be written as {self.encoding}: {error.reason}", retryable=False)
+
+
+class _Joined:
+    """A binary file's content, then ``tail``: what write_atomic reads to write an appended file."""
+
+    def __init__(self, file: IO[bytes], tail: bytes):
+        self._file, self._tail = file, tail
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if data:
+            return data
+        data, self._tail = self._tail, b""
+        return data
 
 
 def _leads_inside(path: Path, root: Path) -> bool:

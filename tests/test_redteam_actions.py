@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,7 @@ def test_a_command_that_succeeded_leaves_nothing_running(tmp_path):
 # A server that runs one shell step, whose command reads the server's environment as the kernel shows it.
 SERVER = """
 import threading
+import tracemalloc
 from actions.base import ActionError, RunContext
 from actions.shell import ShellAction
 action = ShellAction("peek", command="cat /proc/$PPID/environ")
@@ -363,3 +365,22 @@ def test_a_chatty_command_does_not_fill_the_temporary_folder(tmp_path):
     stdout = outcome["result"]["stdout"]
     assert stdout.endswith("\n[output truncated: 40000000 bytes, first 1048576 kept]")
     assert stdout.startswith("\0" * 1048576)
+
+
+# -- file: an append read the whole file into memory (a loop of appends grows it by 10 MB a step) -----------------
+def test_an_append_to_a_big_file_is_streamed_not_held_in_memory(tmp_path):
+    root = tmp_path / "files"
+    root.mkdir()
+    with open(root / "log.txt", "wb") as log:
+        log.truncate(64 * 2**20)  # 64 MB (a hole: quick to make)
+    tracemalloc.start()
+    try:
+        file_step(tmp_path, operation="append", path="log.txt", content="one more line\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"the append held {peak / 2**20:.0f} MB"
+    assert (root / "log.txt").stat().st_size == 64 * 2**20 + len("one more line\n")
+    with open(root / "log.txt", "rb") as log:
+        log.seek(64 * 2**20 - 1)
+        assert log.read() == b"\0one more line\n"
