@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction, SettingError
-from actions.paths import PathError, files_root, inside
+from actions.paths import PathError, files_root, inside, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ MAX_READ_BYTES = 10 * 1024 * 1024
 # Each ``**`` walks the whole tree below where the one before it stands: two cost the tree's size squared,
 # ten a tree 30 folders deep more than a lifetime of CPU. One finds everything at any depth already.
 MAX_RECURSIVE_WILDCARDS = 1
-# Where Linux shows the path an open file descriptor really reached (symlinks swapped in included).
-_FD_PATHS = Path("/proc/self/fd")
 
 
 class FileAction(BaseAction):
@@ -251,27 +249,11 @@ class FileAction(BaseAction):
 
     # -- helpers ------------------------------------------------------------------
     def _open(self, root: Path, path: Path, operation: str) -> IO[bytes]:
-        """``path`` opened to read, when it is a regular file that still lies inside the root once open.
-
-        Opened without blocking and without following a last symlink; a FIFO or a device (whose read
-        would never end) is refused, and so is a path a symlink swapped in after the check led elsewhere.
-        """
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        """``path`` opened to read: a regular file that still lies inside the root once open (paths.open_regular)."""
         try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-                raise ActionError(f"file {operation}: {self.path!r} is {kind}; only regular files can be read",
-                                  retryable=False)
-            if _FD_PATHS.is_dir():
-                reached = Path(os.readlink(_FD_PATHS / str(fd)))
-                if not reached.is_relative_to(root):
-                    raise ActionError(f"file {operation}: {self.path!r} led outside WORKFLOW_FILES_ROOT ({root}) "
-                                      f"when opened (a symlink changed after the check)", retryable=False)
-            return os.fdopen(fd, "rb")
-        except BaseException:
-            os.close(fd)
-            raise
+            return open_regular(path, repr(str(self.path)), (root,))
+        except PathError as error:
+            raise ActionError(f"file {operation}: {error}", retryable=False) from None
 
     def _target(self, root: Path, source: Path) -> Path:
         """Where copy and move put the file: into ``destination`` when it is a folder."""

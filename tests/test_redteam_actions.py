@@ -26,7 +26,7 @@ from app.core.events import MAX_CHAIN_RUNS, MAX_EVENT_DEPTH
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import serving
-from tests.server import Servers
+from tests.server import Servers, free_port
 from tests.waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -384,3 +384,54 @@ def test_an_append_to_a_big_file_is_streamed_not_held_in_memory(tmp_path):
     with open(root / "log.txt", "rb") as log:
         log.seek(64 * 2**20 - 1)
         assert log.read() == b"\0one more line\n"
+
+
+# -- send_email and pdf_text: a FIFO as an attachment or a PDF held the step's thread for ever ---------------------
+def _outcome_without_blocking(fifo: Path, call) -> Exception | None:
+    """What ``call`` raised; the test fails (after freeing the reader) when it blocked on ``fifo``."""
+    outcome: dict = {}
+
+    def attempt() -> None:
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 (the outcome is asserted by the caller)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the old behaviour: a writer's end frees it
+        worker.join(timeout=30)
+        pytest.fail(f"reading {fifo.name} blocked until a writer came")
+    return outcome.get("error")
+
+
+def test_a_fifo_as_a_mail_attachment_or_a_pdf_is_refused_not_read_for_ever(tmp_path):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    from actions.pdf_text import PdfTextAction
+    from actions.send_email import SendEmailAction
+
+    root = tmp_path / "data" / "files"
+    root.mkdir(parents=True)
+    os.mkfifo(root / "pipe")
+    controller = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": controller.port,
+                    "SMTP_SECURITY": "none", "MAIL_FROM": "flow@example.org"}
+        mail = SendEmailAction("mail", to="alice@example.org", subject="s", body="b", attachments=["pipe"])
+        mail.context = RunContext(settings=settings, storage_path=str(tmp_path / "data"))
+        error = _outcome_without_blocking(root / "pipe", lambda: mail.execute({}))
+    finally:
+        controller.stop()
+    assert isinstance(error, ActionError) and not error.retryable, error
+    assert str(error) == "send_email: attachments[0] 'pipe' is a FIFO; only regular files can be read"
+
+    pdf = PdfTextAction("text", file="pipe")
+    pdf.context = RunContext(settings={}, storage_path=str(tmp_path / "data"))
+    error = _outcome_without_blocking(root / "pipe", lambda: pdf.execute({}))
+    assert isinstance(error, ActionError) and not error.retryable, error
+    assert str(error) == "pdf_text: file 'pipe' is a FIFO; only regular files can be read"
