@@ -95,7 +95,8 @@ def _configure_logging(level: str | None, default: str) -> None:
         raise SystemExit(EXIT_USAGE)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(name)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from app.core.console_log import ConsoleFormatter
+    console.setFormatter(ConsoleFormatter())  # a line break in quoted text cannot forge a record
     from app.core.redaction import LOG_FILTER, settings_scrubber
     LOG_FILTER.scrubber = settings_scrubber(os.environ)  # create_app sets it again from its settings
     console.addFilter(LOG_FILTER)  # secret settings' values never reach the console

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, BaseAction, RunContext, SettingError
 from actions.ocr import MODES, PageReader, check_ocr_option, ocr_mode
-from actions.paths import PathError, readable
+from actions.paths import PathError, open_regular, readable, readable_folders
 from actions.pdf_templates import PdfTemplate, TemplateError, load_templates, templates_folder
 
 if TYPE_CHECKING:
@@ -120,6 +120,10 @@ def _choose_file(spec: Any, context: RunContext, action: str) -> tuple[Path, str
         raise ActionError(f"attachment {spec.get('filename') or spec!r} has no 'path' to read", retryable=False)
     try:
         checked = readable(context.settings, context.storage_path, path, "file")
+        # A FIFO would hold the read (and the step's thread) until a writer came: only a regular file.
+        open_regular(checked, f"file {str(path)!r}", readable_folders(context.settings, context.storage_path)).close()
+    except OSError:  # missing, unreadable: _open_pdf says so as it always did
+        return checked, str(spec.get("filename") or Path(str(path).strip()).name)
     except PathError as error:
         raise ActionError(f"{action}: {error}", retryable=False) from None
     return checked, str(spec.get("filename") or Path(str(path).strip()).name)

@@ -9,13 +9,14 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction, SettingError
-from actions.paths import PathError, files_root, inside
+from actions.paths import PathError, files_root, inside, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # A read's content goes into the run record; bigger files should be handled by path.
 MAX_READ_BYTES = 10 * 1024 * 1024
+# Each ``**`` walks the whole tree below where the one before it stands: two cost the tree's size squared,
+# ten a tree 30 folders deep more than a lifetime of CPU. One finds everything at any depth already.
+MAX_RECURSIVE_WILDCARDS = 1
 
 
 class FileAction(BaseAction):
@@ -145,11 +149,16 @@ class FileAction(BaseAction):
     # -- operations ---------------------------------------------------------------
     def _read(self, root: Path) -> dict:
         path = self._inside(root, self.path, "path")
-        size = path.stat().st_size
-        if size > MAX_READ_BYTES:
-            raise ActionError(f"file read: {self.path!r} is {size} bytes, over the {MAX_READ_BYTES // 2**20} MB "
-                              f"a step result may hold", retryable=False)
-        data = path.read_bytes()
+        with self._open(root, path, "read") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_READ_BYTES:
+                raise ActionError(f"file read: {self.path!r} is {size} bytes, over the {MAX_READ_BYTES // 2**20} MB "
+                                  f"a step result may hold", retryable=False)
+            data = file.read(MAX_READ_BYTES + 1)  # a file still growing stops at the bound too
+        if len(data) > MAX_READ_BYTES:
+            raise ActionError(f"file read: {self.path!r} grew past the {MAX_READ_BYTES // 2**20} MB a step result "
+                              f"may hold while it was read", retryable=False)
+        size = len(data)
         if self._base64():
             content = base64.b64encode(data).decode("ascii")
         else:
@@ -167,8 +176,13 @@ class FileAction(BaseAction):
 
     def _append(self, root: Path) -> dict:
         path = self._inside(root, self.path, "path")
-        existing = path.read_bytes() if path.exists() else b""
-        _atomic_write(path, existing + self._bytes())
+        added = self._bytes()
+        if not path.exists():
+            _atomic_write(path, added)
+            return {"path": str(path)}
+        with self._open(root, path, "append") as file:
+            # Streamed: the file as it was, then the new content; a big file is never held in memory.
+            write_atomic(path, _Joined(file, added), mode=0o644, keep_mode=True)
         return {"path": str(path)}
 
     def _copy(self, root: Path) -> dict:
@@ -176,8 +190,10 @@ class FileAction(BaseAction):
         target = self._target(root, source)
         if source.is_dir():
             raise ActionError(f"file copy: {self.path!r} is a folder; only files can be copied", retryable=False)
-        _atomic_write(target, source.read_bytes())
-        shutil.copymode(source, target)
+        with self._open(root, source, "copy") as file:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Streamed: a copy costs no more memory for a big file than for a small one.
+            write_atomic(target, file, mode=stat.S_IMODE(os.fstat(file.fileno()).st_mode))
         return {"path": str(target)}
 
     def _move(self, root: Path) -> dict:
@@ -221,14 +237,24 @@ class FileAction(BaseAction):
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise ActionError(f"file glob: pattern {pattern!r} must be relative and stay inside the folder",
                               retryable=False)
+        if Path(pattern).parts.count("**") > MAX_RECURSIVE_WILDCARDS:
+            raise ActionError(f"file glob: pattern {pattern!r} has more than one '**'; one already matches at any "
+                              f"depth, and each more walks the whole tree again", retryable=False)
         try:
             # A symlink inside the root may still point out of it: keep only what resolves inside.
-            found = [match for match in folder.glob(pattern) if match.resolve().is_relative_to(root)]
+            found = [match for match in folder.glob(pattern) if _leads_inside(match, root)]
         except ValueError as error:
             raise ActionError(f"file glob: invalid pattern {pattern!r}: {error}", retryable=False)
         return {"paths": sorted(str(match.relative_to(root)) for match in found)}
 
     # -- helpers ------------------------------------------------------------------
+    def _open(self, root: Path, path: Path, operation: str) -> IO[bytes]:
+        """``path`` opened to read: a regular file that still lies inside the root once open (paths.open_regular)."""
+        try:
+            return open_regular(path, repr(str(self.path)), (root,))
+        except PathError as error:
+            raise ActionError(f"file {operation}: {error}", retryable=False) from None
+
     def _target(self, root: Path, source: Path) -> Path:
         """Where copy and move put the file: into ``destination`` when it is a folder."""
         target = self._inside(root, self.destination, "destination")
@@ -267,6 +293,28 @@ class FileAction(BaseAction):
             return content.encode(self._encoding())
         except UnicodeEncodeError as error:
             raise ActionError(f"file: content cannot be written as {self.encoding}: {error.reason}", retryable=False)
+
+
+class _Joined:
+    """A binary file's content, then ``tail``: what write_atomic reads to write an appended file."""
+
+    def __init__(self, file: IO[bytes], tail: bytes):
+        self._file, self._tail = file, tail
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if data:
+            return data
+        data, self._tail = self._tail, b""
+        return data
+
+
+def _leads_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves inside ``root``; a symlink loop or a broken entry leads nowhere."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return False
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -7,7 +7,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from actions.base import ActionError, BaseAction, SettingError
 from actions.http_policy import denied, networks
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMATS = ("text", "markdown", "html")
+# URL options that make an Apprise service read a local file (a payload template, a key).
+_FILE_OPTIONS = ("template", "keyfile", "subfile", "pgppub", "pgpprv")
 # What separates the parts of an Apprise URL: a secret part is masked whole between two of these.
 _URL_PARTS = re.compile(r"[/:@?&=#,]+")
 
@@ -94,7 +96,8 @@ class NotifyAction(BaseAction):
             except ActionError as error:
                 raise ActionError(f"notify: urls[{index}]: {error}", retryable=False) from None
         deny = networks(self.context.settings.get("WORKFLOW_HTTP_DENY"))
-        for service in plugins:
+        for index, service in enumerate(plugins):
+            check_files(service, urls[index], index, self.context.settings, self.context.storage_path)
             check_host(service, deny)
             # A redirect would lead to an address nobody checked; the URL's own ?redirect=yes asks for them.
             service.redirects = False
@@ -141,6 +144,45 @@ class NotifyAction(BaseAction):
                 raise ActionError(f"notify: attachment {path} not found", retryable=False)
             attachments.add(str(path))
         return attachments
+
+
+def check_files(service: NotifyBase, url: str, index: int, settings: Mapping[str, Any],
+                storage_path: str | None) -> None:
+    """ActionError unless every file the URL makes Apprise read lies inside WORKFLOW_FILES_ROOT (like ``attach``).
+
+    Some services read a file a URL option names: a payload template (``?template=`` of slack, discord,
+    telegram, workflows...), a key (``?keyfile=``, ``?subfile=``, ``?pgppub=``, ``?pgpprv=``). Its content
+    goes out to the service, so ``?template=/srv/pyflow/data/...`` sent the store to whoever owns the URL.
+    Such a path must be absolute (Apprise reads a relative one from the server's working folder, the code)
+    and inside the root; a URL in its place (``http://...``, fetched without WORKFLOW_HTTP_DENY) is refused.
+    """
+    from apprise import AppriseAttachment
+    from apprise.attachment.file import AttachFile
+
+    options: dict[str, list[str]] = {}
+    for key, values in parse_qs(urlsplit(url.strip()).query).items():
+        options.setdefault(key.lower(), []).extend(value for value in values if value)
+    for option in _FILE_OPTIONS:
+        attribute = getattr(service, option, None)
+        values = list(options.get(option, ()))
+        if isinstance(attribute, AppriseAttachment):
+            # What Apprise itself will open, whichever of a repeated option it took.
+            values += [item.dirty_path for item in attribute if isinstance(item, AttachFile)]
+        elif option == "template":
+            continue  # a template's name or id (whatsapp, gupshup...), not a file
+        where = f"notify: urls[{index}] option {option!r}"
+        if isinstance(attribute, AppriseAttachment) and any(not isinstance(item, AttachFile) for item in attribute):
+            raise ActionError(f"{where}: {values[0] if values else ''!r} is not a file inside WORKFLOW_FILES_ROOT",
+                              retryable=False)
+        for value in values:
+            path = value[len("file://"):] if value.lower().startswith("file://") else value
+            if not path.startswith("/"):
+                raise ActionError(f"{where}: {value!r} must be an absolute path inside WORKFLOW_FILES_ROOT",
+                                  retryable=False)
+            try:
+                readable(settings, storage_path, unquote(path), f"urls[{index}] option {option!r}")
+            except PathError as error:
+                raise ActionError(f"notify: {error}", retryable=False) from None
 
 
 def _as_list(urls: Any) -> list[Any]:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT_SETTING = "WORKFLOW_FILES_ROOT"
+# Where Linux shows the path an open file descriptor really reached (symlinks swapped in included).
+_FD_PATHS = Path("/proc/self/fd")
 
 
 class PathError(ValueError):
@@ -77,6 +80,37 @@ def readable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None
     """A path to read: inside the files root or the server's attachments folder."""
     return inside(files_root(settings, storage_path), value, field,
                   also=(attachments_folder(settings, storage_path),))
+
+
+def open_regular(path: Path, shown: str, folders: Iterable[Path]) -> IO[bytes]:
+    """``path`` (checked by ``inside``) opened to read; PathError unless it is a regular file in ``folders``.
+
+    Opened without blocking and without following a last symlink: a FIFO, whose read would wait for a
+    writer for ever, or a device is refused, and so is a path that a symlink swapped in after the check
+    led elsewhere (where the open really landed is read back from /proc on Linux). ``shown`` names the
+    path in messages (``path 'pipe'``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise PathError(f"{shown} is {kind}; only regular files can be read")
+        if _FD_PATHS.is_dir():
+            reached = Path(os.readlink(_FD_PATHS / str(fd)))
+            folders = [Path(folder) for folder in folders]
+            if not any(reached.is_relative_to(folder) for folder in folders):
+                raise PathError(f"{shown} led outside {ROOT_SETTING} ({folders[0]}) when opened (a symlink "
+                                f"changed after the check)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def readable_folders(settings: Mapping[str, Any], storage_path: str | os.PathLike | None) -> tuple[Path, Path]:
+    """The folders a path to read may lead into: the files root, then the server's attachments folder."""
+    return files_root(settings, storage_path), attachments_folder(settings, storage_path)
 
 
 # -- library functions called by python steps ------------------------------------------------------

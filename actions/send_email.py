@@ -17,7 +17,7 @@ from typing import Any
 
 from actions.atomic import write_atomic
 from actions.base import ActionError, BaseAction, SettingError, seconds
-from actions.paths import PathError, readable
+from actions.paths import PathError, open_regular, readable, readable_folders
 from actions.private_files import make_private_dir
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,12 @@ class SendEmailAction(BaseAction):
             except PathError as error:
                 raise ActionError(f"send_email: {error}", retryable=False) from None
             try:
-                content = path.read_bytes()
+                # Only a regular file: a FIFO would hold the step's thread until a writer came.
+                with open_regular(path, f"attachments[{index}] {str(record['path'])!r}",
+                                  readable_folders(self.context.settings, self.context.storage_path)) as file:
+                    content = file.read()
+            except PathError as error:
+                raise ActionError(f"send_email: {error}", retryable=False) from None
             except FileNotFoundError:
                 raise ActionError(f"send_email: attachment {path} not found", retryable=False)
             except OSError as error:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -21,14 +23,22 @@ logger = logging.getLogger(__name__)
 
 # Output kept per stream; the rest is cut with a note (the result goes into the run record).
 MAX_OUTPUT_BYTES = 1024 * 1024
+# A stream's file past this is cut back to the part kept: the rest is never read, and `yes` would
+# otherwise fill the temporary folder (a tmpfs: memory) until its timeout.
+MAX_OUTPUT_ON_DISK = 4 * MAX_OUTPUT_BYTES
 # How often the wait loop looks at the cancel event and the deadline.
 POLL_SECONDS = 0.05
 # Time a terminated process group gets to exit before it is killed.
 KILL_GRACE_SECONDS = 1.0
+# prctl(2): a process that is not dumpable has its /proc/<pid>/environ and memory readable by root only.
+_PR_SET_DUMPABLE = 4
 
 
 class ShellAction(BaseAction):
     """Runs ``command``: a string through ``/bin/sh -c``, a list as argv without a shell.
+
+    A string command holds no template (the shell would read what a run input says); values go in
+    ``env`` and the command quotes them (``"$WHO"``), or the command is a list, one argument per item.
 
     Refused unless the setting WORKFLOW_ALLOW_SHELL is true. The command gets
     the server's environment without any variable whose name looks secret
@@ -65,6 +75,13 @@ class ShellAction(BaseAction):
         if not isinstance(command, (str, list, tuple)) or not command:
             raise SettingError("command", f"action {name!r}: command must be a string or a list of arguments, "
                                           f"got {command!r}")
+        if isinstance(command, str) and ("{{" in command or "{%" in command):
+            # The shell would read what the template makes: an input "x; rm -rf ~" runs rm.
+            raise SettingError("command", f"action {name!r}: a string command cannot hold a template (the shell "
+                                          f"would run what a value says: 'x; rm -rf ~'): pass values in env and "
+                                          f"quote them in the command (command: 'echo \"$WHO\"', env: {{WHO: "
+                                          f"'{{{{ inputs.who }}}}'}}), or give the command as a list, one "
+                                          f"argument per item")
         self.command = command
         self.cwd = cwd
         self.env = env
@@ -93,6 +110,7 @@ class ShellAction(BaseAction):
             limits = check(self.limits, allow_templates=False)
         except ValueError as error:
             raise ActionError(f"shell: {error}", retryable=False) from None
+        _hide_server_environment()
 
         started = time.monotonic()
         # Files, not pipes: a chatty command can't fill a pipe and hang, and memory stays flat.
@@ -106,17 +124,18 @@ class ShellAction(BaseAction):
                 raise ActionError(f"shell: command not found: {argv[0]!r}", retryable=False)
             except PermissionError:
                 raise ActionError(f"shell: permission denied: {argv[0]!r}", retryable=False)
-            stopped = self._wait(process, started, limit, limits, (out, err))
+            cut: dict[int, int] = {}  # a stream's file descriptor -> its length when cut back (_drop_past_kept)
+            stopped = self._wait(process, started, limit, limits, (out, err), cut)
             exit_code = process.returncode
             crossing = stopped if stopped == "output_kb" else None
             if stopped is None:
                 # A quick command may have ended before the wait loop looked at its output.
                 crossing = crossed(limits, exit_code, _last_line(err)) or (
-                    "output_kb" if _over(limits.output_bytes, (out, err)) else None)
+                    "output_kb" if _over(limits.output_bytes, (out, err), cut) else None)
                 if crossing:
                     # Whatever the command started must not outlive the step.
                     _kill_group(process)
-            stdout, stderr = _output(out), _output(err)
+            stdout, stderr = _output(out, cut), _output(err, cut)
             last_line = _last_line(err)
 
         elapsed = time.monotonic() - started
@@ -166,20 +185,22 @@ class ShellAction(BaseAction):
                       "shell: timeout")
 
     def _wait(self, process: subprocess.Popen, started: float, limit: float | None, limits: Limits,
-              streams: tuple[IO[bytes], IO[bytes]]) -> str | None:
+              streams: tuple[IO[bytes], IO[bytes]], cut: dict[int, int]) -> str | None:
         """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
         while True:
-            try:
-                process.wait(timeout=POLL_SECONDS)
+            if _ended(process):
+                # What the command left running in its group (``daemon &``) must not outlive the step.
+                _kill_leftovers(process)
+                process.wait()
                 return None
-            except subprocess.TimeoutExpired:
-                pass
+            cancel.wait(POLL_SECONDS)
+            _drop_past_kept(streams, cut)
             if cancel.is_set():
                 reason = "cancelled"
             elif limit is not None and time.monotonic() - started >= limit:
                 reason = "timeout"
-            elif _over(limits.output_bytes, streams):
+            elif _over(limits.output_bytes, streams, cut):
                 # Checked every POLL_SECONDS: a fast writer gets somewhat past it before it is killed.
                 reason = "output_kb"
             else:
@@ -187,6 +208,37 @@ class ShellAction(BaseAction):
             logger.warning("shell %s: %s; killing process group %d", self.name, reason, process.pid)
             _kill_group(process)
             return reason
+
+
+def _hide_server_environment() -> None:
+    """Make this server non-dumpable (Linux), so no command it runs reads its environment or memory.
+
+    The command runs as the server's user, which may read ``/proc/<server>/environ`` and find every
+    secret setting the server was started with there (WORKFLOW_API_TOKEN, SMTP_PASSWORD...), however
+    clean the command's own environment is. A command starts dumpable again (execve resets the flag).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # no C library to ask: nothing more can be done
+        logger.warning("shell: cannot make the server non-dumpable; commands may read its environment")
+
+
+def _ended(process: subprocess.Popen) -> bool:
+    """Whether the command ended, leaving it unreaped: its zombie keeps the group's id from being reused."""
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_leftovers(process: subprocess.Popen) -> None:
+    """SIGKILL what is left of the command's process group once the command itself ended."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left: the usual case
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -202,14 +254,32 @@ def _kill_group(process: subprocess.Popen) -> None:
             continue
 
 
-def _over(most: int | None, streams: tuple[IO[bytes], ...]) -> bool:
-    """Whether the streams together hold more than ``most`` bytes."""
-    return most is not None and sum(os.fstat(stream.fileno()).st_size for stream in streams) > most
+def _drop_past_kept(streams: tuple[IO[bytes], ...], cut: dict[int, int]) -> None:
+    """Cut a stream's file back to the MAX_OUTPUT_BYTES kept once it holds more than MAX_OUTPUT_ON_DISK.
+
+    The command goes on writing at its own offset, leaving a hole where the cut part was; ``cut``
+    keeps how long the file was, for the truncation note and output_kb.
+    """
+    for stream in streams:
+        info = os.fstat(stream.fileno())
+        if info.st_blocks * 512 > MAX_OUTPUT_ON_DISK:
+            cut[stream.fileno()] = max(cut.get(stream.fileno(), 0), info.st_size)
+            os.ftruncate(stream.fileno(), MAX_OUTPUT_BYTES)
 
 
-def _output(file: IO[bytes]) -> str:
+def _size(stream: IO[bytes], cut: dict[int, int]) -> int:
+    """All a command wrote to ``stream``, the part cut back included."""
+    return max(os.fstat(stream.fileno()).st_size, cut.get(stream.fileno(), 0))
+
+
+def _over(most: int | None, streams: tuple[IO[bytes], ...], cut: dict[int, int]) -> bool:
+    """Whether the command wrote more than ``most`` bytes to the streams together."""
+    return most is not None and sum(_size(stream, cut) for stream in streams) > most
+
+
+def _output(file: IO[bytes], cut: dict[int, int]) -> str:
     """The first MAX_OUTPUT_BYTES of a stream as text, with a note when more was cut."""
-    size = file.seek(0, os.SEEK_END)
+    size = _size(file, cut)
     file.seek(0)
     text = file.read(MAX_OUTPUT_BYTES).decode("utf-8", "replace")
     if size > MAX_OUTPUT_BYTES:

@@ -19,6 +19,7 @@ from app.core import run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
 from app.core.config import SETTINGS, public_settings
+from app.core.events import lineage as event_lineage
 from app.core.execution import Attempt, Execution, StepInterrupted, StepTimeout, backoff, one_line
 from app.core.leases import Leases
 from app.core.parking import ParkedSteps
@@ -95,7 +96,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
         # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
-        self.run_child: Callable[[str, dict, float, tuple[str, ...], bool], dict] | None = None
+        self.run_child: Callable[[str, dict, float, tuple[str, ...], bool, dict | None], dict] | None = None
         #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
         self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
@@ -139,6 +140,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         awaited: bool = False,
         queue: Queue | None = None,
         serial: bool = False,
+        lineage: dict | None = None,
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False.
 
@@ -149,7 +151,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         A run with a ``call_stack`` is a sub-workflow of a running step: it starts at
         once, outside WORKFLOW_MAX_CONCURRENT, since its parent already holds a slot
         and waits for it (queueing it could deadlock a full engine). ``serial``: its
-        steps and loop items run one at a time (it was started beside other work).
+        steps and loop items run one at a time (it was started beside other work). ``lineage``: a
+        sub-run's parent's event chain (app/core/events.py), which the sub-run's end continues.
         """
         names = [action.name for action in bound.actions]
         steps = [
@@ -161,6 +164,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         run["version"] = bound.workflow.version
         if call_stack:
             run["call_stack"] = list(call_stack)
+        if lineage is not None:
+            run["lineage"] = dict(lineage)
         queue = queue or self.queue
         if queue is not None and not call_stack:
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
@@ -653,7 +658,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             # Started beside other work, the child runs one step and one item at a time: a parallel loop
             # calling a workflow with a parallel loop would otherwise multiply threads with every level.
             serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
-            return self.run_child(name, inputs, wait, call_stack, serial)
+            return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run))
 
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)

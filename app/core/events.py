@@ -4,13 +4,18 @@ the started workflows whose event trigger matches, and wakes the runs waiting fo
 An event id is recorded in the store (``record_event``): an id seen before does nothing again. A run's
 end publishes ``run.<status>`` with id ``<run id>:<status>``. Loops are cut two ways: a workflow never
 fires on the ``run.*`` events of its own runs, and an event carries ``depth`` (runs' ends that led to
-it): a chain stops starting runs after MAX_EVENT_DEPTH links.
+it): a chain stops starting runs after MAX_EVENT_DEPTH links. Depth alone still let a chain branch: with
+n workflows following ``run.*``, each end started n - 1 runs, (n - 1) ** 8 at the last link. So an event
+also carries ``chain`` (the id of the event the chain began with), and runs' ends of one chain start at
+most MAX_CHAIN_RUNS runs in this process.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from app.core.templating import RenderError, is_truthy
@@ -24,6 +29,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_DEPTH = 8
+# Runs the runs' ends of one chain may start; chains counted at once (the oldest are forgotten).
+MAX_CHAIN_RUNS = 100
+MAX_CHAINS_KEPT = 10_000
 MAX_FIELD_LENGTH = 255
 RUN_ENDS = ("run.succeeded", "run.failed", "run.cancelled")
 
@@ -52,22 +60,41 @@ def parse_event(body: Any) -> dict:
         raise InvalidInput(f"invalid event: {problems[0]['path'] or 'body'} {problems[0]['message']}",
                            details=problems)
     key, event_id = body.get("key"), body.get("id")
-    return {"id": str(event_id) if event_id is not None else f"evt_{uuid.uuid4().hex}",
-            "type": event_type.strip(), "data": body.get("data"),
-            "key": str(key) if key is not None else None, "at": utcnow(), "depth": 0}
+    event_id = str(event_id) if event_id is not None else f"evt_{uuid.uuid4().hex}"
+    return {"id": event_id, "type": event_type.strip(), "data": body.get("data"),
+            "key": str(key) if key is not None else None, "at": utcnow(), "depth": 0, "chain": event_id}
+
+
+def lineage(run: dict) -> dict | None:
+    """The chain a run belongs to, ``{"chain", "depth"}``: its event's, or (a sub-run) its parent's; else None."""
+    if run.get("source") == "event":
+        trigger_data = run.get("trigger_data") or {}
+        depth = trigger_data.get("depth")
+        chain = trigger_data.get("chain")
+        if not isinstance(chain, str):
+            chain = trigger_data.get("id")  # an event published before events carried their chain
+        return {"chain": chain if isinstance(chain, str) else None, "depth": depth if isinstance(depth, int) else 0}
+    inherited = run.get("lineage")
+    if isinstance(inherited, dict) and isinstance(inherited.get("depth"), int):
+        return {"chain": inherited.get("chain") if isinstance(inherited.get("chain"), str) else None,
+                "depth": inherited["depth"]}
+    return None
 
 
 def run_ended(run: dict) -> dict:
-    """The event a run's end publishes: ``run.<status>`` with ``{"run_id", "workflow", "status", "error"}``."""
-    trigger_data = run.get("trigger_data") or {}
-    depth = 0
-    if run.get("source") == "event" and isinstance(trigger_data.get("depth"), int):
-        depth = trigger_data["depth"]
+    """The event a run's end publishes: ``run.<status>`` with ``{"run_id", "workflow", "status", "error"}``.
+
+    A sub-run's end continues its parent's chain: a workflow that follows another's ends and calls it as a
+    sub-workflow would otherwise start itself again from each sub-run's end, for ever.
+    """
     # The end's time in the id: a retried run that fails again publishes its second end too.
-    return {"id": f"{run['id']}:{run['status']}:{run.get('finished_at')}", "type": f"run.{run['status']}",
+    event_id = f"{run['id']}:{run['status']}:{run.get('finished_at')}"
+    found = lineage(run) or {}
+    return {"id": event_id, "type": f"run.{run['status']}",
             "data": {"run_id": run["id"], "workflow": run["workflow"], "status": run["status"],
                      "error": run.get("error")},
-            "key": run["id"], "at": utcnow(), "depth": depth + 1}
+            "key": run["id"], "at": utcnow(), "depth": found.get("depth", 0) + 1,
+            "chain": found.get("chain") or event_id}
 
 
 class Events:
@@ -75,6 +102,9 @@ class Events:
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
+        # chain -> runs its runs' ends started here; runs end on many threads at once.
+        self._chains: OrderedDict[str, int] = OrderedDict()
+        self._chains_lock = threading.Lock()
 
     def publish(self, event: dict) -> dict:
         """``{"event": {"id", "type"}, "duplicate", "started": [run ids], "resumed": [run ids]}``."""
@@ -121,9 +151,26 @@ class Events:
                 continue
             if not self._passes(bound.trigger, event, name):
                 continue
+            if event["depth"] > 0 and not self._may_start(event, name):
+                continue
             run, _ = rt.submit_event_run(bound, event)
             started.append(run["id"])
         return started
+
+    def _may_start(self, event: dict, name: str) -> bool:
+        """Count one more run for the event's chain; False (logged) once the chain started MAX_CHAIN_RUNS."""
+        chain = str(event.get("chain") or event["id"])
+        with self._chains_lock:
+            started = self._chains.pop(chain, 0)
+            self._chains[chain] = started + 1 if started < MAX_CHAIN_RUNS else started
+            while len(self._chains) > MAX_CHAINS_KEPT:
+                self._chains.popitem(last=False)
+        if started < MAX_CHAIN_RUNS:
+            return True
+        logger.warning("event %s (%s) would start %s, but runs' ends of its chain (begun by %s) already started "
+                       "%d runs (at most %d): not started", event["id"], event["type"], name, chain, started,
+                       MAX_CHAIN_RUNS)
+        return False
 
     def _passes(self, trigger: EventTrigger, event: dict, name: str) -> bool:
         if trigger.filter is None:

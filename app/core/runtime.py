@@ -694,14 +694,16 @@ class Runtime:
                 inputs[key] = copy.deepcopy(spec["default"])
 
     def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...],
-                  serial: bool = False) -> dict:
+                  serial: bool = False, lineage: dict | None = None) -> dict:
         """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot.
 
         ``serial``: its steps and loop items run one at a time (its parent step runs beside others).
+        ``lineage``: the parent's event chain, which the child's end continues.
         """
         bound = self.get(name)
         self.check_inputs(bound, inputs)
-        run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack, serial=serial)
+        run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack, serial=serial,
+                                    lineage=lineage)
         if not self.engine.wait(run["id"], timeout):  # a child runs in its parent's process, whatever the executor
             raise TimeoutError(f"sub-workflow {name!r} (run {run['id']}) did not finish within {timeout:g} s")
         return self.store.get_run(run["id"]) or run
