@@ -302,3 +302,14 @@ def test_the_docs_index_says_what_readme_lists_of_the_settings():
     index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
     claims_all = "lists every setting" in index.split("\n\n", 2)[1]
     assert claims_all == (listed == set(settings))
+
+
+def test_the_storage_page_shows_every_file_and_folder_the_json_store_keeps_in_its_folder():
+    """docs/storage.md's layout names each entry the JSON store makes under WORKFLOW_STORAGE_PATH."""
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "app" / "storage" / "json").glob("*.py"))
+    made = set(re.findall(r'self\.root / "([\w.]+)"', source))
+    assert {"runs", "controls", "secrets.json", "audit.jsonl"} <= made  # the pattern still finds them
+    page = (ROOT / "docs" / "storage.md").read_text(encoding="utf-8")
+    layout = page.split("\n## Layout on disk\n", 1)[1].split("```", 2)[1]
+    listed = {re.split(r"[/\s]", line.strip(), maxsplit=1)[0] for line in layout.splitlines()[2:] if line.strip()}
+    assert sorted(made - listed) == []
