@@ -313,3 +313,16 @@ def test_the_storage_page_shows_every_file_and_folder_the_json_store_keeps_in_it
     layout = page.split("\n## Layout on disk\n", 1)[1].split("```", 2)[1]
     listed = {re.split(r"[/\s]", line.strip(), maxsplit=1)[0] for line in layout.splitlines()[2:] if line.strip()}
     assert sorted(made - listed) == []
+
+
+def test_the_architecture_page_names_every_module_of_app_and_every_command_of_run_py():
+    """docs/architecture.md's tree shows where each module of app/ lives (the dashboard's pages aside)."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    tree = page.split("```", 2)[1]
+    modules = [path for path in (ROOT / "app").rglob("*.py")
+               if path.name != "__init__.py" and "dashboard" not in path.parts]
+    assert [path.relative_to(ROOT).as_posix() for path in modules if not re.search(rf"\b{path.stem}\b", tree)] == []
+    run_py = tree.split("\napp/", 1)[0]
+    commands = set(re.findall(r'\bcommands\.add_parser\("([a-z-]+)"', (ROOT / "run.py").read_text(encoding="utf-8")))
+    assert {"serve", "worker", "run"} <= commands  # the pattern still finds them
+    assert sorted(name for name in commands if name not in run_py) == []
