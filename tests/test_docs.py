@@ -326,3 +326,16 @@ def test_the_architecture_page_names_every_module_of_app_and_every_command_of_ru
     commands = set(re.findall(r'\bcommands\.add_parser\("([a-z-]+)"', (ROOT / "run.py").read_text(encoding="utf-8")))
     assert {"serve", "worker", "run"} <= commands  # the pattern still finds them
     assert sorted(name for name in commands if name not in run_py) == []
+
+
+def test_the_postgres_page_describes_every_migration_and_the_tables_it_makes():
+    """docs/postgres.md's schema section names each file of app/storage/migrations and each table it creates."""
+    page = (ROOT / "docs" / "postgres.md").read_text(encoding="utf-8")
+    schema = page.split("\n## The schema\n", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for migration in sorted((ROOT / "app" / "storage" / "migrations").glob("*.sql")):
+        if f"`app/storage/migrations/{migration.name}`" not in schema:
+            missing.append(migration.name)
+        tables = re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", migration.read_text(encoding="utf-8"), re.I)
+        missing += [f"{migration.name}: {table}" for table in tables if f"`{table}`" not in schema]
+    assert missing == []
