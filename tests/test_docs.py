@@ -339,3 +339,14 @@ def test_the_postgres_page_describes_every_migration_and_the_tables_it_makes():
         tables = re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", migration.read_text(encoding="utf-8"), re.I)
         missing += [f"{migration.name}: {table}" for table in tables if f"`{table}`" not in schema]
     assert missing == []
+
+
+@pytest.mark.parametrize("action", ["condition", "file", "llm", "loop", "notify", "python", "shell", "transform",
+                                    "wait_for_event", "approval", "workflow"])
+def test_the_task_library_names_every_setting_of_an_action(client, action):
+    """A reader of an action's section in docs/task-library.md learns of each config key it takes."""
+    schema = next(entry["config_schema"] for entry in client.get("/api/catalog").get_json()["actions"]
+                  if entry["type"] == action)
+    page = (ROOT / "docs" / "task-library.md").read_text(encoding="utf-8")
+    section = page.split(f"\n### {action}\n", 1)[1].split("\n### ", 1)[0]  # its prose and its example
+    assert [key for key in schema["properties"] if f"`{key}`" not in section and f"{key}:" not in section] == []
