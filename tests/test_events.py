@@ -159,6 +159,27 @@ def test_a_run_end_publishes_an_event_another_workflow_follows_without_looping(s
     assert len(follower("follows_all")) == 2
 
 
+def test_a_chain_of_workflows_following_each_other_stops_after_8_links_with_one_warning(server):
+    """docs/events.md: a -> b -> c ... stops starting runs after MAX_EVENT_DEPTH links, said in the server log."""
+    define(server, {"name": "link0", "steps": [{"name": "note", "type": "log", "config": {"message": "0"}}]})
+    for index in range(1, 11):
+        define(server, {"name": f"link{index}", "steps": [{"name": "note", "type": "log", "config": {"message": "x"}}],
+                        "trigger": {"type": "event", "event": "run.succeeded",
+                                    "filter": f"{{{{ event.data.workflow == 'link{index - 1}' }}}}"}}, start=True)
+    start_run(server, "link0")
+
+    def runs(index: int) -> list[dict]:
+        return server.get("/api/runs", params={"workflow": f"link{index}"}).json()["runs"]
+
+    last = wait_until(lambda: [run for run in runs(8) if run["status"] == "succeeded"], 30)
+    assert last[0]["trigger_data"]["depth"] == 8
+    wait_until(lambda: "would start" in server.stderr, 15, message="the warning of the 9th link")
+    assert runs(9) == [] and runs(10) == []
+    # Only the workflow the chain would have gone on to is named, not every follower of run.succeeded.
+    warnings = [line for line in server.stderr.splitlines() if "would start" in line]
+    assert len(warnings) == 1 and "would start link9, but 9 runs' ends led to it (at most 8)" in warnings[0]
+
+
 def test_a_parked_wait_survives_a_restart_and_a_waiting_run_can_be_cancelled(server):
     define(server, {"name": "sleeps", "steps": [{"name": "nap", "type": "wait", "config": {"seconds": 8}},
                                                 {"name": "up", "type": "log", "config": {"message": "up"}}]})

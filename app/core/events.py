@@ -115,11 +115,12 @@ class Events:
                 continue
             if not bound.trigger.matches_type(event["type"]) or name == own:
                 continue
+            if not self._passes(bound.trigger, event, name):
+                continue
+            # After the filter: the warning names only the workflows the chain would really have gone on to.
             if event["depth"] > MAX_EVENT_DEPTH:
                 logger.warning("event %s (%s) would start %s, but %d runs' ends led to it (at most %d): not started",
                                event["id"], event["type"], name, event["depth"], MAX_EVENT_DEPTH)
-                continue
-            if not self._passes(bound.trigger, event, name):
                 continue
             run, _ = rt.submit_event_run(bound, event)
             started.append(run["id"])
