@@ -71,6 +71,9 @@ def test_bad_events_and_bad_filters_are_refused_with_422(server):
     response = server.post("/api/events", json={"data": {"x": 1}})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "type"
     assert server.post("/api/events", json={"type": "a", "surprise": 1}).status_code == 422
+    for key in (True, [1], "k" * 256):
+        response = server.post("/api/events", json={"type": "a", "key": key})
+        assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "key"
     assert server.post("/api/events", data="{", headers={"Content-Type": "application/json"}).status_code == 400
     bad = {**ON_TICKET, "trigger": {"type": "event", "event": "x", "filter": "{{ event.data. }}"}}
     response = server.post("/api/workflows", json=bad)
@@ -102,6 +105,12 @@ def test_wait_for_event_parks_the_run_until_its_event_with_its_key(server):
     listed = server.get("/api/runs", params={"status": "waiting"}).json()["runs"]
     assert {run["id"] for run in listed} == {first, second}
 
+    # docs/events.md: a number is taken as its text, on both sides
+    numbered = start_run(server, "waits_for_payment", {"order": 1234})
+    assert until_status(server, numbered, "waiting")["steps"][0]["wait"]["key"] == "1234"
+    assert server.post("/api/events", json={"type": "order.paid", "key": 1234, "data": {}}).json()["resumed"] == [
+        numbered]
+    until_status(server, numbered, "succeeded")
     other = server.post("/api/events", json={"type": "order.paid", "key": "C-3", "data": {}}).json()
     assert other["resumed"] == []
     answer = server.post("/api/events", json={"type": "order.paid", "key": "A-1", "data": {"amount": 42}}).json()
