@@ -85,7 +85,7 @@ def over(value: Any, setting: str, settings: Mapping[str, Any]) -> str | None:
     except (TypeError, ValueError):
         return None
     if number > limit:
-        return f"{value!r} is more than {setting} ({limit:g})"
+        return f"{value!r} is more than {setting} ({limit:.15g})"  # 2592000, not 2.592e+06
     return None
 
 

@@ -302,3 +302,51 @@ def test_the_docs_index_says_what_readme_lists_of_the_settings():
     index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
     claims_all = "lists every setting" in index.split("\n\n", 2)[1]
     assert claims_all == (listed == set(settings))
+
+
+def test_the_storage_page_shows_every_file_and_folder_the_json_store_keeps_in_its_folder():
+    """docs/storage.md's layout names each entry the JSON store makes under WORKFLOW_STORAGE_PATH."""
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "app" / "storage" / "json").glob("*.py"))
+    made = set(re.findall(r'self\.root / "([\w.]+)"', source))
+    assert {"runs", "controls", "secrets.json", "audit.jsonl"} <= made  # the pattern still finds them
+    page = (ROOT / "docs" / "storage.md").read_text(encoding="utf-8")
+    layout = page.split("\n## Layout on disk\n", 1)[1].split("```", 2)[1]
+    listed = {re.split(r"[/\s]", line.strip(), maxsplit=1)[0] for line in layout.splitlines()[2:] if line.strip()}
+    assert sorted(made - listed) == []
+
+
+def test_the_architecture_page_names_every_module_of_app_and_every_command_of_run_py():
+    """docs/architecture.md's tree shows where each module of app/ lives (the dashboard's pages aside)."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    tree = page.split("```", 2)[1]
+    modules = [path for path in (ROOT / "app").rglob("*.py")
+               if path.name != "__init__.py" and "dashboard" not in path.parts]
+    assert [path.relative_to(ROOT).as_posix() for path in modules if not re.search(rf"\b{path.stem}\b", tree)] == []
+    run_py = tree.split("\napp/", 1)[0]
+    commands = set(re.findall(r'\bcommands\.add_parser\("([a-z-]+)"', (ROOT / "run.py").read_text(encoding="utf-8")))
+    assert {"serve", "worker", "run"} <= commands  # the pattern still finds them
+    assert sorted(name for name in commands if name not in run_py) == []
+
+
+def test_the_postgres_page_describes_every_migration_and_the_tables_it_makes():
+    """docs/postgres.md's schema section names each file of app/storage/migrations and each table it creates."""
+    page = (ROOT / "docs" / "postgres.md").read_text(encoding="utf-8")
+    schema = page.split("\n## The schema\n", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for migration in sorted((ROOT / "app" / "storage" / "migrations").glob("*.sql")):
+        if f"`app/storage/migrations/{migration.name}`" not in schema:
+            missing.append(migration.name)
+        tables = re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", migration.read_text(encoding="utf-8"), re.I)
+        missing += [f"{migration.name}: {table}" for table in tables if f"`{table}`" not in schema]
+    assert missing == []
+
+
+@pytest.mark.parametrize("action", ["condition", "file", "llm", "loop", "notify", "python", "shell", "transform",
+                                    "wait_for_event", "approval", "workflow"])
+def test_the_task_library_names_every_setting_of_an_action(client, action):
+    """A reader of an action's section in docs/task-library.md learns of each config key it takes."""
+    schema = next(entry["config_schema"] for entry in client.get("/api/catalog").get_json()["actions"]
+                  if entry["type"] == action)
+    page = (ROOT / "docs" / "task-library.md").read_text(encoding="utf-8")
+    section = page.split(f"\n### {action}\n", 1)[1].split("\n### ", 1)[0]  # its prose and its example
+    assert [key for key in schema["properties"] if f"`{key}`" not in section and f"{key}:" not in section] == []

@@ -71,6 +71,9 @@ def test_bad_events_and_bad_filters_are_refused_with_422(server):
     response = server.post("/api/events", json={"data": {"x": 1}})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "type"
     assert server.post("/api/events", json={"type": "a", "surprise": 1}).status_code == 422
+    for key in (True, [1], "k" * 256):
+        response = server.post("/api/events", json={"type": "a", "key": key})
+        assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "key"
     assert server.post("/api/events", data="{", headers={"Content-Type": "application/json"}).status_code == 400
     bad = {**ON_TICKET, "trigger": {"type": "event", "event": "x", "filter": "{{ event.data. }}"}}
     response = server.post("/api/workflows", json=bad)
@@ -102,6 +105,12 @@ def test_wait_for_event_parks_the_run_until_its_event_with_its_key(server):
     listed = server.get("/api/runs", params={"status": "waiting"}).json()["runs"]
     assert {run["id"] for run in listed} == {first, second}
 
+    # docs/events.md: a number is taken as its text, on both sides
+    numbered = start_run(server, "waits_for_payment", {"order": 1234})
+    assert until_status(server, numbered, "waiting")["steps"][0]["wait"]["key"] == "1234"
+    assert server.post("/api/events", json={"type": "order.paid", "key": 1234, "data": {}}).json()["resumed"] == [
+        numbered]
+    until_status(server, numbered, "succeeded")
     other = server.post("/api/events", json={"type": "order.paid", "key": "C-3", "data": {}}).json()
     assert other["resumed"] == []
     answer = server.post("/api/events", json={"type": "order.paid", "key": "A-1", "data": {"amount": 42}}).json()
@@ -157,6 +166,27 @@ def test_a_run_end_publishes_an_event_another_workflow_follows_without_looping(s
     seen = sorted(run["trigger_data"]["data"]["workflow"] for run in followed)
     assert seen == ["breaks", "on_failure"]
     assert len(follower("follows_all")) == 2
+
+
+def test_a_chain_of_workflows_following_each_other_stops_after_8_links_with_one_warning(server):
+    """docs/events.md: a -> b -> c ... stops starting runs after MAX_EVENT_DEPTH links, said in the server log."""
+    define(server, {"name": "link0", "steps": [{"name": "note", "type": "log", "config": {"message": "0"}}]})
+    for index in range(1, 11):
+        define(server, {"name": f"link{index}", "steps": [{"name": "note", "type": "log", "config": {"message": "x"}}],
+                        "trigger": {"type": "event", "event": "run.succeeded",
+                                    "filter": f"{{{{ event.data.workflow == 'link{index - 1}' }}}}"}}, start=True)
+    start_run(server, "link0")
+
+    def runs(index: int) -> list[dict]:
+        return server.get("/api/runs", params={"workflow": f"link{index}"}).json()["runs"]
+
+    last = wait_until(lambda: [run for run in runs(8) if run["status"] == "succeeded"], 30)
+    assert last[0]["trigger_data"]["depth"] == 8
+    wait_until(lambda: "would start" in server.stderr, 15, message="the warning of the 9th link")
+    assert runs(9) == [] and runs(10) == []
+    # Only the workflow the chain would have gone on to is named, not every follower of run.succeeded.
+    warnings = [line for line in server.stderr.splitlines() if "would start" in line]
+    assert len(warnings) == 1 and "would start link9, but 9 runs' ends led to it (at most 8)" in warnings[0]
 
 
 def test_a_parked_wait_survives_a_restart_and_a_waiting_run_can_be_cancelled(server):

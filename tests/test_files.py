@@ -217,6 +217,27 @@ def test_fetch_refuses_a_key_that_leads_outside_the_attachments_area(tmp_path, k
     assert not (tmp_path / "worker").exists()
 
 
+@pytest.mark.services
+@pytest.mark.parametrize(("key", "says"), [
+    ("../../encryption.key", "a file key must be a relative name such as 'attachments/<folder>/<name>'"),
+    ("attachments/nope/x.txt", "no file 'attachments/nope/x.txt' in the database at "),
+])
+def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key(postgres_url, tmp_path, key, says):
+    """docs/files.md: a key in a run's inputs outside attachments/ (or gone) is refused with a message naming it."""
+    from tests.runtimes import runtimes
+
+    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
+        server = make("server")
+        server.create_definition({"name": "notes", "steps": [{"name": "say", "type": "log",
+                                                              "config": {"message": "{{ inputs.text }}"}}]})
+        make("worker", worker=True)
+        attachments = [{"filename": "x.txt", "key": key, "path": "/etc/hostname"}]
+        run, _ = server.submit("notes", {"text": "x", "attachments": attachments})
+        failed = wait_until(lambda: (stored := server.get_run(run["id"]))["status"] == "failed" and stored, 30,
+                            message="the worker refusing the run")
+    assert failed["error"].startswith(f"its attachments cannot be read: {says}") and key in failed["error"]
+
+
 def test_fetch_of_a_file_the_store_no_longer_has_is_not_found_naming_it(tmp_path):
     store = MemoryStore(tmp_path / "store")
     with pytest.raises(NotFound, match="attachments/f1/gone.pdf"):

@@ -249,6 +249,33 @@ def test_a_failing_child_fails_the_parent_step(client):
     assert error.startswith("sub-workflow failing_child run run_") and " failed: step 'gate' failed: " in error
 
 
+def test_a_sub_workflow_that_cannot_start_fails_the_step_at_once_naming_why(client):
+    """No such workflow, or inputs it refuses: the step fails on its first attempt, no class name in the error."""
+    define(client, "strict_child", [log("greet")],
+           inputs={"type": "object", "properties": {"team": {"type": "string"}}, "required": ["team"]})
+    define(client, "asks_nothing", [{"name": "missing", "type": "workflow", "on_failure": "continue",
+                                     "config": {"workflow": "no_such_child"}},
+                                    {"name": "refused", "type": "workflow", "depends_on": [], "on_failure": "continue",
+                                     "config": {"workflow": "strict_child", "inputs": {}}}])
+    steps = {step["name"]: step for step in run(client, "asks_nothing")["steps"]}
+    missing = steps["missing"]
+    assert (missing["attempts"], missing["error"]) == (1, "workflow: no workflow named 'no_such_child'")
+    assert steps["refused"]["attempts"] == 1
+    assert steps["refused"]["error"].startswith("workflow: invalid inputs for 'strict_child'")
+
+
+def test_a_sub_workflow_past_its_timeout_is_not_started_again(client):
+    """docs/task-library.md: the step waits up to timeout and fails; retrying would start a second sub-run."""
+    define(client, "slow_child", [{"name": "nap", "type": "wait", "config": {"seconds": 2}}])
+    define(client, "impatient", [{"name": "call", "type": "workflow", "retries": 2,
+                                  "config": {"workflow": "slow_child", "timeout": 0.1}}])
+    finished = run(client, "impatient")
+    step = finished["steps"][0]
+    assert (finished["status"], step["attempts"]) == ("failed", 1)
+    assert "did not finish within 0.1 s" in step["error"] and "TimeoutError" not in step["error"]
+    assert len(client.get("/api/runs?workflow=slow_child").get_json()["runs"]) == 1
+
+
 def test_sub_workflow_cycles_are_refused(client):
     define(client, "ping", [{"name": "call", "type": "workflow", "config": {"workflow": "pong"}}])
     define(client, "pong", [{"name": "call", "type": "workflow", "config": {"workflow": "ping"}}])

@@ -63,6 +63,8 @@ def test_a_run_is_a_span_with_a_child_per_step_and_its_failure_recorded_without_
         assert (attributes["pyflow.run_id"], attributes["pyflow.workflow"]) == (run["id"], "traced")
         assert (attributes["pyflow.step"], attributes["pyflow.status"]) == (name, status)
     assert by_name["step hello"].status.status_code == StatusCode.OK
+    never = by_name["step never"]  # docs/tracing.md: a skipped step is a span of no duration
+    assert never.start_time == never.end_time
     broken = by_name["step broken"]
     assert broken.status.status_code == StatusCode.ERROR and "not found" in broken.status.description
     event = next(event for event in broken.events if event.name == "exception")

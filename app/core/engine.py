@@ -32,7 +32,7 @@ from app.core.tracing import RunObserver
 from app.core.watchdog import Watchdog
 from app.dispatch.base import Dispatcher, Queue
 from app.dispatch.local import LocalDispatcher
-from app.errors import StorageError
+from app.errors import InvalidInput, NotFound, StorageError
 from app.runs import (
     FINISHED_STEP,
     RunStatus,
@@ -658,7 +658,12 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             # Started beside other work, the child runs one step and one item at a time: a parallel loop
             # calling a workflow with a parallel loop would otherwise multiply threads with every level.
             serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
-            return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run))
+            try:
+                return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run))
+            except (NotFound, InvalidInput) as exc:  # no such workflow, inputs it refuses: again would not help
+                raise ActionError(f"workflow: {exc}", retryable=False) from None
+            except TimeoutError as exc:  # the sub-run goes on: another attempt would start a second one
+                raise ActionError(str(exc), retryable=False) from None
 
         def run_steps(definitions: list[dict], extra: Mapping[str, Any]) -> dict:
             return self._run_nested(execution, action, definitions, extra, names, timeout)

@@ -145,11 +145,12 @@ class Events:
                 continue
             if not bound.trigger.matches_type(event["type"]) or name == own:
                 continue
+            if not self._passes(bound.trigger, event, name):
+                continue
+            # After the filter: the warning names only the workflows the chain would really have gone on to.
             if event["depth"] > MAX_EVENT_DEPTH:
                 logger.warning("event %s (%s) would start %s, but %d runs' ends led to it (at most %d): not started",
                                event["id"], event["type"], name, event["depth"], MAX_EVENT_DEPTH)
-                continue
-            if not self._passes(bound.trigger, event, name):
                 continue
             if event["depth"] > 0 and not self._may_start(event, name):
                 continue

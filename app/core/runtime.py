@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from actions import paths
+from actions import paths, text
 from actions.schemas import SchemaFailure, errors_of, make_validator, message_of
 from app.core import files
 from app.core.approvals import Approvals
@@ -392,7 +392,7 @@ class Runtime:
                 inputs = None if self.store.local_files else files.fetch(
                     self.store, run["trigger_data"], paths.attachments_folder(self.settings))
             except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
-                self._fail_run(run, f"its attachments cannot be read: {one_line(error)}")
+                self._fail_run(run, f"its attachments cannot be read: {text.one_line(error, (NotFound, ValueError))}")
                 leases.release(run_id)
                 return False
             self.engine.resume(bound, run, "worker loss" if lost and by == "worker" else by, inputs)

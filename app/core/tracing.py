@@ -16,6 +16,7 @@ import contextvars
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -154,12 +155,15 @@ class SpanObserver:
                 if parent is None:
                     return
                 span = self._steps.pop((run["id"], step["name"]), None)
+                instant = None
                 if span is None:  # skipped without an attempt: a span all the same, so the trace shows every step
+                    instant = time.time_ns()  # of no duration: nothing executed
                     span = self.tracer.start_span(
-                        f"step {step['name']}", context=self._trace.set_span_in_context(parent),
+                        f"step {step['name']}", context=self._trace.set_span_in_context(parent), start_time=instant,
                         attributes={"pyflow.run_id": run["id"], "pyflow.workflow": run["workflow"],
                                     "pyflow.step": step["name"], "pyflow.step_type": str(step.get("type") or "")})
-                self._end(span, "step", step["status"], step.get("error"), {"pyflow.attempts": step.get("attempts", 0)})
+                self._end(span, "step", step["status"], step.get("error"), {"pyflow.attempts": step.get("attempts", 0)},
+                          end_time=instant)
         except Exception:
             logger.warning("tracing: run %s: cannot end a step span", run.get("id"), exc_info=True)
 
@@ -177,7 +181,8 @@ class SpanObserver:
         except Exception:
             logger.warning("tracing: run %s: cannot end its span", run.get("id"), exc_info=True)
 
-    def _end(self, span: Any, kind: str, status: str, error: str | None, attributes: dict[str, Any]) -> None:
+    def _end(self, span: Any, kind: str, status: str, error: str | None, attributes: dict[str, Any],
+             end_time: int | None = None) -> None:
         """Set the span's pyflow.status; a failure is an ERROR status with an exception event (scrubbed)."""
         span.set_attributes({"pyflow.status": str(status), **attributes})
         if status == "failed":
@@ -186,7 +191,7 @@ class SpanObserver:
             span.set_status(self._status(self._code.ERROR, message))
         elif status == "succeeded":
             span.set_status(self._status(self._code.OK))
-        span.end()
+        span.end(end_time=end_time)
 
     def shutdown(self) -> None:
         try:
