@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -188,13 +189,21 @@ class ShellAction(BaseAction):
               streams: tuple[IO[bytes], IO[bytes]], cut: dict[int, int]) -> str | None:
         """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
+        with _ExitWatch(process) as ended:
+            return self._watch(process, ended, cancel, started, limit, limits, streams, cut)
+
+    def _watch(self, process: subprocess.Popen, ended: _ExitWatch, cancel: Any, started: float,
+               limit: float | None, limits: Limits, streams: tuple[IO[bytes], IO[bytes]],
+               cut: dict[int, int]) -> str | None:
+        """_wait's loop: every POLL_SECONDS, or at once when the command ends."""
         while True:
-            if _ended(process):
+            if ended.wait(0):
                 # What the command left running in its group (``daemon &``) must not outlive the step.
                 _kill_leftovers(process)
                 process.wait()
                 return None
-            cancel.wait(POLL_SECONDS)
+            if ended.wait(POLL_SECONDS):
+                continue  # ended meanwhile: reaped above at once, not after the rest of the interval
             _drop_past_kept(streams, cut)
             if cancel.is_set():
                 reason = "cancelled"
@@ -223,6 +232,37 @@ def _hide_server_environment() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):  # no C library to ask: nothing more can be done
         logger.warning("shell: cannot make the server non-dumpable; commands may read its environment")
+
+
+class _ExitWatch:
+    """Waits for a command to end without reaping it (its zombie keeps the group's id from being reused).
+
+    On Linux a pidfd becomes readable when the process ends, so the wait returns at once; elsewhere the
+    process is looked at after each interval.
+    """
+
+    def __init__(self, process: subprocess.Popen):
+        self._process = process
+        self._pidfd: int | None = None
+
+    def __enter__(self) -> _ExitWatch:
+        try:
+            self._pidfd = os.pidfd_open(self._process.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: looked at every interval instead
+            self._pidfd = None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+
+    def wait(self, seconds: float) -> bool:
+        """True once the command ended, waiting up to ``seconds`` for it."""
+        if self._pidfd is not None and seconds > 0:
+            select.select([self._pidfd], [], [], seconds)
+        elif seconds > 0 and not _ended(self._process):
+            time.sleep(seconds)
+        return _ended(self._process)
 
 
 def _ended(process: subprocess.Popen) -> bool:
