@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from app.core.binding import BoundWorkflow
 from app.core.config import load_settings
 from app.core.engine import Engine
+from app.core.execution import RunStateError
 from app.runs import RunStatus
 from app.storage.json.store import JsonStore
 from tests.conftest import TEST_SETTINGS
@@ -15,6 +18,7 @@ from tests.fixtures.compensation import (
     BookingWorkflow,
     CancelledWorkflow,
     FailingUndoWorkflow,
+    HeldUndoWorkflow,
     PausedBookingWorkflow,
     SlowUndoWorkflow,
     SucceedingWorkflow,
@@ -95,6 +99,52 @@ def test_cancelling_a_run_undoes_what_it_did(engine):
     assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [("hotel", "succeeded")]
     assert side_effect_lines(engine.store.root / "undone.txt") == ["undo hotel: room 7 (cancelled)"]
     assert done["history"][-1]["by"] == "tester"
+
+
+def answered_at_once(control) -> dict:
+    """What ``control()`` answers, called on a thread of its own: it must answer while a compensation is held."""
+    answer: dict = {}
+    threading.Thread(target=lambda: answer.setdefault("run", control()), daemon=True).start()
+    # The held compensation never ends by itself; before the fix the answer came only after 5 s.
+    return wait_until(lambda: answer.get("run"), timeout=4, message="the answer, while a compensation is held")
+
+
+def test_a_cancel_answers_at_once_while_its_compensations_run(engine):
+    run, _ = engine.submit(bind(engine, HeldUndoWorkflow), {})
+    wait_until(lambda: arrivals("cancel-here") == 1, timeout=10, message="the run reaches its gate")
+    answered = answered_at_once(lambda: engine.cancel(engine.store.get_run(run["id"]), by="tester"))
+    assert not gate("undo-hotel").is_set()  # the compensation is still held: the answer did not wait for it
+    assert answered["status"] == RunStatus.RUNNING and answered["compensating"] == "cancelled"
+    assert step_statuses(answered) == {"hotel": "succeeded", "wait": "cancelled"}
+    wait_until(lambda: arrivals("undo-hotel") == 1, timeout=10, message="the compensation reaching its gate")
+    # Asked again while the compensation runs: the same answer at once; a pause is refused, naming why.
+    again = answered_at_once(lambda: engine.cancel(engine.store.get_run(run["id"]), by="someone else"))
+    assert again["status"] == RunStatus.RUNNING and again["compensating"] == "cancelled"
+    with pytest.raises(RunStateError, match=r"cannot be paused while it undoes its steps \(compensating\); "
+                                            "it ends cancelled once they ran"):
+        engine.pause(engine.store.get_run(run["id"]), by="tester")
+    gate("undo-hotel").set()
+    wait_until(lambda: engine.store.get_run(run["id"])["status"] == RunStatus.CANCELLED, timeout=10,
+               message="the run ending cancelled")
+    done = engine.store.get_run(run["id"])
+    assert [(entry["step"], entry["status"]) for entry in done["compensations"]] == [("hotel", "succeeded")]
+    assert done["history"][-1]["by"] == "tester" and "compensating" not in done
+
+
+def test_a_cancel_of_a_failing_run_answers_at_once_and_it_ends_failed(engine):
+    run, _ = engine.submit(bind(engine, SlowUndoWorkflow), {})
+    wait_until(lambda: arrivals("undo-flight") == 1, timeout=10, message="the first compensation starts")
+    answered = answered_at_once(lambda: engine.cancel(engine.store.get_run(run["id"]), by="tester"))
+    assert answered["status"] == RunStatus.RUNNING and answered["compensating"] == "failed"
+    with pytest.raises(RunStateError, match="it ends failed once they ran"):
+        engine.pause(engine.store.get_run(run["id"]), by="tester")
+    gate("undo-flight").set()
+    assert engine.wait(run["id"], 10)
+    done = engine.store.get_run(run["id"])
+    assert done["status"] == RunStatus.FAILED and done["error"] == "step 'pay' failed: this step always fails"
+    assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "succeeded"]
+    logs = [line["message"] for line in engine.store.get_logs(run["id"])]
+    assert "the cancel asked by tester lets the compensations finish: the run ends failed once they ran" in logs
 
 
 def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path):

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from app.errors import Conflict
 from app.runs import RunStatus
 from tests.fixtures.actions import AppendLineAction
 from tests.fixtures.compensation import BookingWorkflow, CancelledWorkflow, SlowUndoWorkflow
@@ -88,6 +89,21 @@ def test_compensation_a_stopping_worker_left_is_finished_by_another(cluster):
     assert [(entry["status"], entry["attempts"]) for entry in done["compensations"]] == [
         ("succeeded", 1), ("succeeded", 1)]
     assert (second.store.root / "undone.txt").exists() and not (first.store.root / "undone.txt").exists()
+
+
+def test_a_run_compensating_on_a_worker_refuses_a_pause_and_answers_a_cancel_as_it_stands(cluster):
+    server, _ = cluster("server"), cluster("worker", worker=True)
+    run, _ = server.submit("slow_undo", {})
+    wait_until(lambda: arrivals("undo-flight") == 1, timeout=30, message="the first compensation starting")
+    with pytest.raises(Conflict, match="cannot be paused while it undoes its steps"):
+        server.control(run["id"], "pause", by="api")
+    answered = server.control(run["id"], "cancel", by="api")
+    assert answered["status"] == RunStatus.RUNNING and answered["compensating"] == "failed"
+    gate("undo-flight").set()
+    wait_until(lambda: server.store.get_run(run["id"])["status"] == RunStatus.FAILED, timeout=30,
+               message="the run ending failed, as planned")
+    done = server.store.get_run(run["id"])
+    assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "succeeded"]
 
 
 def test_workers_share_the_step_cache(cluster):

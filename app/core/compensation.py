@@ -15,7 +15,9 @@ docs/compensation.md has the behaviour; in short:
 - A compensation is tried like its step: its own ``retries``/``timeout``, else the step's, else the
   workflow's, with the same backoff. A failed one is recorded and the next one runs; the run's error stays.
 - Cancel or pause asked while compensations run changes nothing: undoing half of them would leave things
-  worse. A shutdown (or a lost lease) stops between compensations; the restart continues.
+  worse. A cancel answers at once with the run as it stands (``settled`` is set once the plan is stored);
+  a pause is refused (run_control.py). A shutdown (or a lost lease) stops between compensations; the
+  restart continues.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class Compensating:
         if names:
             self._log(execution, logging.WARNING, f"compensating {len(names)} step(s), last completed first: "
                       + ", ".join(names))
+            execution.settled.set()  # a cancel or pause waiting for the run answers now: compensations outlast it
         return bool(names)
 
     def _store_plan(self: Engine, run: dict, bound: BoundWorkflow, ending: RunStatus, error: str | None,
@@ -198,9 +201,6 @@ class Compensating:
             if not self._compensate_step(execution, position, index):
                 return self._leave_compensating(execution)
         run.pop("compensating", None)  # the run's last save (its end) drops it
-        if execution.control in ("cancel", "pause") and run["compensations"]:
-            self._log(execution, logging.INFO,
-                      f"the {execution.control} asked by {execution.control_by} waited for the compensations")
         return True
 
     def _compensate_step(self: Engine, execution: Execution, position: int, index: int) -> bool:

@@ -927,6 +927,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         if self.observer is not None:
             self.observer.run_ended(execution.run)
         execution.done.set()
+        execution.settled.set()
         execution.answer.set()
 
     def _announce(self, run: dict) -> None:

@@ -59,6 +59,11 @@ class Execution:
         self.data_store = data_store
         self.results = results
         self.done = threading.Event()
+        # Set with ``done``, or once the run compensates (its plan stored): a cancel or pause answers then, as it
+        # does not wait for compensations. A run resumed while it compensated (recovered, or cancelled paused) is so.
+        self.settled = threading.Event()
+        if run.get("compensating"):
+            self.settled.set()
         # Set with ``done``, or earlier at shutdown: whoever waits for the outcome answers now.
         self.answer = threading.Event()
         # Set to stop at the next step boundary (or end a backoff); ``control`` says why:

@@ -24,7 +24,11 @@ class Controlling:
     """The Engine's run controls (mixed into app/core/engine.py's Engine)."""
 
     def cancel(self: Engine, run: dict, by: str = "api") -> dict:
-        """Cancel a queued, running, paused or waiting run; a running step is abandoned, never waited for."""
+        """Cancel a queued, running, paused or waiting run; a running step is abandoned, never waited for.
+
+        Nor are compensations: a run that has steps to undo answers still ``running``, ``compensating``
+        set, and ends cancelled (or failed, when a failure made it compensate) once they ran.
+        """
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING):
             raise RunStateError(run, "cancelled")
         execution, owned, holds_slot = self._claim(run["id"], "cancel", by)
@@ -41,6 +45,9 @@ class Controlling:
                     # that the cancelled run no longer counts against its workflow's max_concurrent_runs.
                     threading.Thread(target=lambda: self._work(self._next()), daemon=True).start()
         settled = self._settled(execution)
+        if settled.get("compensating") == RunStatus.FAILED:
+            self._log(execution, logging.INFO, f"the cancel asked by {by} lets the compensations finish: "
+                      "the run ends failed once they ran")
         if settled["status"] == RunStatus.WAITING and execution.done.is_set():
             # Asked while the run halted into waiting (past its thread's last look at the cancel): it is
             # parked now, no longer executing here, and cancelled as a parked run.
@@ -69,10 +76,12 @@ class Controlling:
         """Pause a queued, running or waiting run: the current step finishes, the next does not start.
 
         A waiting run's steps keep waiting, indexed; an answer, event or timeout that comes while it is paused
-        is kept for its step (app/core/parking.py) and applied when the run is resumed.
+        is kept for its step (app/core/parking.py) and applied when the run is resumed. A run undoing its
+        steps (compensating) is not paused: RunStateError, as it ends once they ran.
         """
         if run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING):
             raise RunStateError(run, "paused")
+        _refuse_pause_while_compensating(run)
         execution, owned, _ = self._claim(run["id"], "pause", by)
         if execution is None and self._elsewhere(run["id"]):
             return self._ask_elsewhere(run, "pause", by)
@@ -81,6 +90,7 @@ class Controlling:
         if owned:
             self._halt(execution)
         settled = self._settled(execution, timeout=2.0)
+        _refuse_pause_while_compensating(settled)  # it was, or it failed before the pause took: it ends after
         if settled["status"] == RunStatus.WAITING and execution.done.is_set():
             # Asked while the run halted into waiting (past its thread's last look at the pause): it is
             # parked now, no longer executing here, and paused as a parked run.
@@ -113,14 +123,16 @@ class Controlling:
         fresh = run
         while time.monotonic() < deadline:
             fresh = self.store.get_run(run["id"]) or fresh
-            if fresh["status"] in done or (control == "cancel" and fresh.get("compensating")):
-                break  # acted on (a cancelled run may still be undoing its steps: it ends cancelled after)
+            if fresh["status"] in done or fresh.get("compensating"):
+                break  # acted on, or undoing its steps (a cancel does not wait for that; a pause is refused)
             if fresh["status"] == RunStatus.WAITING and not self._elsewhere(run["id"]):
                 # It halted into waiting before its process took the request (which its release dropped):
                 # parked now, it is this process's to act on.
                 act = self._cancel_here if control == "cancel" else self._pause_here
                 return act(fresh, by)
             time.sleep(0.05)
+        if control == "pause":
+            _refuse_pause_while_compensating(fresh)
         return fresh
 
     def _on_control(self: Engine, run_id: str, control: str, by: str) -> None:
@@ -201,11 +213,14 @@ class Controlling:
         or a cancel disarmed its inline attempt (as the watchdog does on a
         timeout). Otherwise the run thread halts it at its next boundary.
         ``holds_slot``: the caller took over the abandoned run thread's slot and must hand it on.
+        A run undoing its steps (compensating) is asked nothing: they finish, and it ends as planned.
         """
         with self._lock:
             execution = self._executions.get(run_id)
             if execution is None:
                 return None, False, False
+            if execution.run.get("compensating"):
+                return execution, False, False  # nothing to stop: they finish (``settled`` is set: no wait)
             execution.control, execution.control_by = control, by
             execution.stop.set()
             if control == "cancel":
@@ -229,6 +244,13 @@ class Controlling:
 
     @staticmethod
     def _settled(execution: Execution, timeout: float = 5.0) -> dict:
-        """The run once its thread has acted on the request (or as it stands after ``timeout``)."""
-        execution.done.wait(timeout)
+        """The run once its thread acted on the request or began compensating (or as it stands after ``timeout``)."""
+        execution.settled.wait(timeout)  # not ``done``: compensations may take long, and a control does not stop them
         return snapshot(execution.run)
+
+
+def _refuse_pause_while_compensating(run: dict) -> None:
+    """A run undoing its steps is not paused: they finish and it ends as planned (docs/compensation.md)."""
+    if run.get("compensating"):
+        raise RunStateError(run, f"paused while it undoes its steps (compensating); it ends {run['compensating']} "
+                                 "once they ran")
