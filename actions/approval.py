@@ -23,6 +23,8 @@ class ApprovalAction(BaseAction):
     """
 
     type = "approval"
+    # It waits without a thread, for hours; a loop holds its thread for each item: never among its steps.
+    parks_only = True
     result_keys = ("approved", "by", "comment", "at")
     config_choices = {"on_timeout": ON_TIMEOUT}
     # Executed again after a crash it would mail the approvers twice; a person decides.

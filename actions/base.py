@@ -177,6 +177,9 @@ class BaseAction:
     idempotent: bool = True
     # Attributes the engine must not render before execute (a loop renders its steps per item).
     raw_fields: tuple[str, ...] = ()
+    # True for a step that can only wait by parking its run (RunContext.can_park): a loop's nested
+    # steps cannot park, so a definition that puts it there is refused when it is saved, not when it runs.
+    parks_only: bool = False
     # Private attributes holding a credential (never rendered, never shown) that may be exactly
     # ``{{ secrets.NAME }}``: the engine puts the stored secret's value there when the step executes.
     secret_fields: tuple[str, ...] = ()

@@ -21,6 +21,8 @@ class WaitForEventAction(BaseAction):
     """
 
     type = "wait_for_event"
+    # It waits without a thread, for hours; a loop holds its thread for each item: never among its steps.
+    parks_only = True
     result_keys = ("event", "timed_out")
     config_choices = {"on_timeout": ON_TIMEOUT}
     idempotent = True

@@ -351,3 +351,75 @@ def test_yaml_aliases_and_deep_nesting_are_refused(text, where, words):
 def test_a_json_definition_is_parsed_with_the_json_bounds():
     with pytest.raises(DefinitionError, match="NaN is not a JSON number"):
         parse('{"name": "x", "retry_delay": NaN}', "x.json")
+
+
+# -- steps that park cannot be among a loop's steps ------------------------------------------------------------
+# A loop holding an approval, and in a loop of its own a wait_for_event: both refused where they stand.
+PARKING_IN_A_LOOP = {"name": "orders", "steps": [
+    {"name": "fetch", "type": "log", "config": {"message": "fetching"}},
+    {"name": "each", "type": "loop", "config": {"items": [1, 2], "steps": [
+        {"name": "note", "type": "log", "config": {"message": "{{ item }}"}},
+        {"name": "ok", "type": "approval", "config": {"to": "boss@example.org"}},
+        {"name": "inner", "type": "loop", "config": {"items": [1], "steps": [
+            {"name": "paid", "type": "wait_for_event", "config": {"event": "order.paid"}}]}}]}}]}
+PARKING_WHY = ("cannot be inside a loop's steps: approval and wait_for_event steps wait by parking the run (no "
+               "thread held, across restarts), which only a workflow's own steps can do, not the steps a loop runs "
+               "on its thread for each item; put it before or after the loop (a wait step may be inside: it sleeps "
+               "on the loop's thread)")
+PARKING_PROBLEMS = [
+    {"path": "steps[1].config.steps[1].type", "message": f"'approval' {PARKING_WHY}"},
+    {"path": "steps[1].config.steps[2].config.steps[0].type", "message": f"'wait_for_event' {PARKING_WHY}"},
+]
+
+
+def test_a_step_that_parks_inside_a_loop_is_refused_when_the_definition_is_posted(client):
+    for response in (client.post("/api/workflows/validate", json=PARKING_IN_A_LOOP),
+                     client.post("/api/workflows", json=PARKING_IN_A_LOOP)):
+        assert response.status_code == 422
+        assert response.get_json()["error"]["details"] == PARKING_PROBLEMS
+    assert client.get("/api/workflows/orders").status_code == 404
+    # Nor can an edit move one into a loop: the saved version stays.
+    first = {"name": "orders", "steps": PARKING_IN_A_LOOP["steps"][:1]}
+    assert client.post("/api/workflows", json=first).status_code == 201
+    edited = client.put("/api/workflows/orders", json=PARKING_IN_A_LOOP)
+    assert edited.status_code == 422
+    assert edited.get_json()["error"]["details"] == PARKING_PROBLEMS
+    assert [step["name"] for step in client.get("/api/workflows/orders").get_json()["definition"]["steps"]] == ["fetch"]
+
+
+def test_a_loop_of_ordinary_steps_and_a_wait_is_still_accepted(client):
+    definition = {"name": "orders", "steps": [{"name": "each", "type": "loop", "config": {"items": [1, 2], "steps": [
+        {"name": "note", "type": "log", "config": {"message": "{{ item }}"}},
+        {"name": "settle", "type": "wait", "config": {"seconds": 0}}]}}]}
+    assert client.post("/api/workflows/validate", json=definition).get_json() == {"valid": True}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    run = client.post("/api/workflows/orders/runs?wait=10", json={"inputs": {}}).get_json()
+    assert run["status"] == "succeeded", run
+    assert [sorted(item) for item in run["steps"][0]["result"]["results"]] == [["note", "settle"]] * 2
+
+
+def test_run_py_validate_names_a_step_that_parks_inside_a_loop(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(PARKING_IN_A_LOOP), "orders.yaml")
+    checked = run_py("validate", str(path), env=server_env(tmp_path / "data"))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        f"{path}: invalid", *(f"  {problem['path']}: {problem['message']}" for problem in PARKING_PROBLEMS)]
+
+
+def test_a_python_workflows_loop_holding_an_approval_is_refused_when_bound():
+    from actions.loop import LoopAction
+    from app.core.binding import BoundWorkflow
+    from app.core.config import load_settings
+    from app.core.templating import Renderer
+    from workflows.base import Workflow
+
+    class Orders(Workflow):
+        name = "orders"
+        actions = [LoopAction("each", items=[1], steps=[
+            {"name": "inner", "type": "loop", "config": {"items": [1], "steps": [
+                {"name": "ok", "type": "approval", "config": {}}]}}])]
+
+    with pytest.raises(ConfigError) as caught:
+        BoundWorkflow.bind(Orders, {**load_settings({}), **TEST_SETTINGS}, Renderer())
+    assert caught.value.message == (f"workflow 'orders': step 'each': steps[0].config.steps[0].type: "
+                                    f"'approval' {PARKING_WHY}")

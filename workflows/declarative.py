@@ -220,6 +220,8 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nes
     cls = action_types().get(kind) if isinstance(kind, str) else None
     if cls is None:
         problems.add(f"{path}.type", f"unknown step type {kind!r}; known: {', '.join(action_types().names())}")
+    elif nested and cls.parks_only:
+        problems.add(f"{path}.type", parks_only_message(cls.type))
     configured = _check_type(config, Mapping, f"{path}.config", "a mapping", problems)
     extra: dict[str, Any] = {}
     for key, option in _STEP_OPTIONS.items():
@@ -268,6 +270,35 @@ def _step(path: str, data: Any, known_names: list[Any], problems: _Problems, nes
     action = _build(cls, name if named and NAME_PATTERN.match(name) else "step", config, extra, f"{path}.config",
                     problems, path)
     return None if len(problems.items) > before else action
+
+
+def parks_only_message(kind: str) -> str:
+    """Why a step of type ``kind`` (one that can only park) cannot be among a loop's nested steps."""
+    types = action_types()
+    parking = [name for name in types.names() if getattr(types.get(name), "parks_only", False)]
+    return (f"{kind!r} cannot be inside a loop's steps: {' and '.join(parking)} steps wait by parking the run "
+            f"(no thread held, across restarts), which only a workflow's own steps can do, not the steps a loop "
+            f"runs on its thread for each item; put it before or after the loop (a wait step may be inside: "
+            f"it sleeps on the loop's thread)")
+
+
+def parking_in_loops(steps: Any, path: str) -> list[dict[str, str]]:
+    """Problems of nested step definitions ``steps`` (and of loops among them) that can only park.
+
+    A Python workflow's loops are checked with this when it is bound; a definition's, step by step in _step.
+    """
+    found: list[dict[str, str]] = []
+    for index, step in enumerate(steps if isinstance(steps, list) else ()):
+        kind = step.get("type") if isinstance(step, Mapping) else None
+        cls = action_types().get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            continue
+        if cls.parks_only:
+            found.append({"path": f"{path}[{index}].type", "message": parks_only_message(kind)})
+        config = step.get("config")
+        if "steps" in cls.raw_fields and isinstance(config, Mapping):
+            found += parking_in_loops(config.get("steps"), f"{path}[{index}].config.steps")
+    return found
 
 
 def _steps(steps: Any, path: str, problems: _Problems, nested: bool = False) -> list[BaseAction]:

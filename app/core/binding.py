@@ -17,6 +17,7 @@ from app.errors import ConfigError
 from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
+from workflows.declarative import parking_in_loops
 from workflows.graph import StepGraph, build_graph
 
 
@@ -60,6 +61,11 @@ class BoundWorkflow:
     def bind(cls, workflow: type[Workflow], settings: Mapping[str, Any], renderer: Renderer) -> BoundWorkflow:
         """Copy and set up the trigger, and resolve settings-backed defaults."""
         where = f"workflow {workflow.name!r}"
+        # A Python workflow's loop is refused here, not when a run reaches it (a definition's was refused when saved).
+        for action in workflow.actions:
+            if "steps" in action.raw_fields:
+                for problem in parking_in_loops(getattr(action, "steps", None), f"step {action.name!r}: steps"):
+                    raise ConfigError(f"{where}: {problem['path']}: {problem['message']}")
         context = {"settings": public_settings(settings)}
         error = None
         try:
