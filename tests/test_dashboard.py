@@ -13,7 +13,7 @@ from app import create_app, start_app
 from app.core.metrics import percentile, workflow_metrics
 from app.dashboard import approvals, pages
 from app.dashboard.graph import is_chain, layers, layout
-from app.runs import format_time, parse_time
+from app.runs import format_time, new_run, new_step, parse_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, wait_until
 
@@ -647,3 +647,15 @@ def test_a_browser_post_from_another_site_is_refused_but_same_site_and_non_brows
         assert client.get("/api/workflows", headers={"Origin": "https://evil.example"}).status_code == 200
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+def test_a_run_undoing_its_steps_offers_cancel_but_no_pause(client, runtime):
+    # A compensating run ends failed or cancelled once its compensations ran: a pause of it is a 409.
+    run = new_run("echo", [new_step("say", "echo")], {"text": "hi"}, "api")
+    run.update(status="running", compensating="cancelled")
+    runtime.store.create_run(run)
+    html = client.get(f"/runs/{run['id']}").text
+    forms = {found.group(2): found.group(1)
+             for found in re.finditer(r'(<form[^>]*action="/runs/run_[0-9a-f]+/(\w+)"[^>]*>)', html)}
+    assert "hidden" in forms["pause"] and "data-unless-compensating" in forms["pause"]
+    assert "hidden" not in forms["cancel"]

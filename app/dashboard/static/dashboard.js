@@ -163,7 +163,9 @@
     error.textContent = run.error || "";
     error.hidden = !run.error;
     for (const form of document.querySelectorAll("#run-controls form[data-when]")) {
-      form.hidden = !form.dataset.when.split(" ").includes(run.status);
+      // A run undoing its steps (compensating) cannot be paused: it ends failed or cancelled once they ran.
+      form.hidden = !form.dataset.when.split(" ").includes(run.status) ||
+        ("unlessCompensating" in form.dataset && Boolean(run.compensating));
     }
     const bars = timelineBars(run);
     for (const step of run.steps) {
