@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -254,19 +254,19 @@ def imap_server() -> Iterator[IMAPServer]:
         yield server
 
 
-class TLSProxy:
-    """Implicit TLS (IMAPS, port 993 style) on its own port in front of a plain server, which pymap lacks."""
+class _Proxy:
+    """A TCP proxy on its own loopback port in front of ``target_port``: each client gets ``_serve`` on a thread;
+    on exit every socket it made is shut and closed and its threads joined."""
 
-    def __init__(self, target_port: int, context: ssl.SSLContext):
+    def __init__(self, target_port: int):
         self._target = target_port
-        self._context = context
         self._listener = socket.create_server((HOST, 0))
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def __enter__(self) -> TLSProxy:
+    def __enter__(self) -> Self:
         self._spawn(self._accept)
         return self
 
@@ -300,16 +300,11 @@ class TLSProxy:
             self._spawn(self._serve, client)
 
     def _serve(self, client: socket.socket) -> None:
-        try:
-            secure = self._keep(self._context.wrap_socket(client, server_side=True))
-        except (OSError, ssl.SSLError):
-            return  # the client did not trust us: its error is what the test looks at
         upstream = self._keep(socket.create_connection((HOST, self._target)))
-        self._spawn(self._pump, upstream, secure)
-        self._pump(secure, upstream)
+        self._spawn(self._pump, upstream, client)
+        self._pump(client, upstream)
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
@@ -319,58 +314,33 @@ class TLSProxy:
             sink.shutdown(socket.SHUT_WR)
 
 
-class StallingProxy:
+class TLSProxy(_Proxy):
+    """Implicit TLS (IMAPS, port 993 style) on its own port in front of a plain server, which pymap lacks."""
+
+    def __init__(self, target_port: int, context: ssl.SSLContext):
+        super().__init__(target_port)
+        self._context = context
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            secure = self._keep(self._context.wrap_socket(client, server_side=True))
+        except (OSError, ssl.SSLError):
+            return  # the client did not trust us: its error is what the test looks at
+        super()._serve(secure)
+
+
+class StallingProxy(_Proxy):
     """A plain TCP proxy to a local port that can go silent: ``stall()`` drops what either side sends from
     then on and keeps every connection open, as a host that vanished without closing them (a NAT that
     forgot the flow, a server powered off)."""
 
     def __init__(self, target_port: int):
-        self._target = target_port
-        self._listener = socket.create_server((HOST, 0))
-        self.port = self._listener.getsockname()[1]
+        super().__init__(target_port)
         self._stalled = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
 
     def stall(self) -> None:
         """From now on nothing passes, and nothing is closed."""
         self._stalled.set()
-
-    def __enter__(self) -> StallingProxy:
-        self._spawn(self._accept)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self._threads:
-            thread.join(5)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _keep(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._sockets.append(sock)
-        return sock
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client = self._keep(self._listener.accept()[0])
-            except OSError:
-                return  # closed
-            upstream = self._keep(socket.create_connection((HOST, self._target)))
-            self._spawn(self._pump, client, upstream)
-            self._spawn(self._pump, upstream, client)
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -381,7 +351,7 @@ class StallingProxy:
             pass
 
 
-class RefusingProxy(StallingProxy):
+class RefusingProxy(_Proxy):
     """A TCP proxy that answers ``NO`` itself to ``UID FETCH`` of a message's body while ``refuse(uid)`` says so,
     as a server does for a message it cannot read (Dovecot's ``NO [SERVERBUG]``); ``refused`` counts them."""
 
@@ -390,15 +360,10 @@ class RefusingProxy(StallingProxy):
         self._refuse = refuse
         self.refused: list[int] = []
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client = self._keep(self._listener.accept()[0])
-            except OSError:
-                return  # closed
-            upstream = self._keep(socket.create_connection((HOST, self._target)))
-            self._spawn(self._commands, client, upstream)
-            self._spawn(self._pump, upstream, client)
+    def _serve(self, client: socket.socket) -> None:
+        upstream = self._keep(socket.create_connection((HOST, self._target)))
+        self._spawn(self._pump, upstream, client)
+        self._commands(client, upstream)
 
     def _commands(self, client: socket.socket, upstream: socket.socket) -> None:
         """The client's command lines, passed on except the refused fetches (imaplib waits for each answer)."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from actions.base import ActionError, RunContext
 from actions.shell import ShellAction
-from tests.waiting import wait_until
+from tests.waiting import process_alive, wait_until
 
 ALLOWED = {"WORKFLOW_ALLOW_SHELL": True}
 
@@ -69,16 +68,7 @@ def test_timeout_kills_the_process_group(tmp_path):
     with pytest.raises(ActionError, match=r"timed out after 0\.3 s"):
         shell(command=f"sleep 30 & echo $! > {pidfile}; wait", timeout="0.3").execute({})
     pid = int(pidfile.read_text())
-    wait_until(lambda: not _alive(pid), timeout=5, message=f"the background child {pid} to die")
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs; a killed orphan may stay a zombie until init reaps it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the background child {pid} to die")
 
 
 def test_cancel_kills_the_command():

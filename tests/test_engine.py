@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from app.runs import new_run, new_step
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
 from tests.conftest import TEST_SETTINGS
+from tests.disks import tmpfs
 from tests.fixtures import (
     ATTEMPT_TIMES,
     BackoffWorkflow,
@@ -520,16 +519,9 @@ class GatedWorkflow(Workflow):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MB tmpfs: a real disk that fills up (mounting needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root: the full-disk tests run as root (CI container)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
+    """A 2 MB tmpfs: a real disk that fills up."""
+    with tmpfs(tmp_path / "small", "2m", "the full-disk tests") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(folder: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from actions.log import LogAction
 from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
+from tests.disks import tmpfs
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS, wait_until
 from triggers.base import TriggerError
 from triggers.file import FileTrigger
@@ -217,16 +217,9 @@ def test_a_file_whose_original_cannot_be_removed_is_reported_once_and_not_fired_
 
 @pytest.fixture
 def other_disk(tmp_path):
-    """A 1 MB tmpfs beside the inbox: another file system, which can fill up (mounting needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root: the cross-file-system tests run as root (CI container)")
-    mount = tmp_path / "other"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
+    """A 1 MB tmpfs beside the inbox: another file system, which can fill up."""
+    with tmpfs(tmp_path / "other", "1m", "the cross-file-system tests") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_poll_repeated_before_the_run_was_stored_leaves_one_copy_on_another_file_system(inbox, clock, other_disk):

@@ -27,7 +27,7 @@ from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
 from tests.http_server import serving
 from tests.server import Servers, free_port
-from tests.waiting import wait_until
+from tests.waiting import process_alive, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -136,15 +136,6 @@ def shell_step(command, **config) -> ShellAction:
     return action
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a killed orphan may stay a zombie until init reaps it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def test_a_command_that_succeeded_leaves_nothing_running(tmp_path):
     pidfile = tmp_path / "pid"
     # The step succeeds at once; its background child used to run on for ever, past every timeout.
@@ -152,7 +143,7 @@ def test_a_command_that_succeeded_leaves_nothing_running(tmp_path):
     assert result["exit_code"] == 0
     pid = int(pidfile.read_text())
     try:
-        wait_until(lambda: not _alive(pid), timeout=10, message=f"the background child {pid} to be killed")
+        wait_until(lambda: not process_alive(pid), timeout=10, message=f"the background child {pid} to be killed")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

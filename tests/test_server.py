@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import requests
 
+from tests.disks import tmpfs
 from tests.server import Server, Servers, free_port, run_py, server_env
 
 pytestmark = pytest.mark.slow  # starts real run.py servers, restarts and kills them
@@ -330,17 +331,9 @@ def test_sigterm_answers_a_waiting_request_with_the_run_as_it_stands_and_exits_0
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A tmpfs of its own: it can be filled or remounted read-only (mounting needs root)."""
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root: the storage-fault tests run as root (CI container)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A tmpfs of its own: it can be filled or remounted read-only."""
+    with tmpfs(tmp_path / "disk", "8m", "the storage-fault tests") as mount:
+        yield mount
 
 
 def test_sigterm_on_read_only_storage_exits_0(servers, small_disk):

@@ -19,7 +19,7 @@ from actions.shell import ShellAction
 from app import create_app, start_app
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS
-from tests.waiting import wait_until
+from tests.waiting import process_alive, wait_until
 from workflows.declarative import DefinitionError, build_workflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,15 +32,6 @@ def shell(**config) -> ShellAction:
     action = ShellAction("cmd", **config)
     action.context = RunContext(settings=ALLOWED, cancel_event=threading.Event())
     return action
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs; a killed orphan may stay a zombie until init reaps it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 # -- cpu_seconds ------------------------------------------------------------------------------------
@@ -58,7 +49,7 @@ def test_cpu_seconds_through_the_shell_kills_the_process_group(tmp_path):
     with pytest.raises(ActionError, match=r"^shell: killed: cpu_seconds limit of 2 s exceeded"):
         shell(command=command, limits={"cpu_seconds": 1.5}).execute({})
     pid = int(pidfile.read_text())
-    wait_until(lambda: not _alive(pid), timeout=5, message=f"the background child {pid} to die")
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the background child {pid} to die")
 
 
 def test_cpu_seconds_in_a_script_run_without_a_shell(tmp_path):

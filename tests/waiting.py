@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def wait_until(condition, timeout: float = 3.0, interval: float = 0.02, message: str = "condition"):
@@ -18,6 +19,15 @@ def wait_until(condition, timeout: float = 3.0, interval: float = 0.02, message:
             raise AssertionError(f"{message} not met within {timeout} s (last value: {value!r})")
         time.sleep(interval)
 
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a killed orphan may stay a zombie until init reaps it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def threads_in(qualname: str, name_prefix: str = "") -> list[threading.Thread]:
