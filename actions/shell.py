@@ -190,7 +190,11 @@ class ShellAction(BaseAction):
         """Wait for the process; "timeout", "cancelled" or "output_kb" when it had to be killed."""
         cancel = self.context.cancel_event
         with _ExitWatch(process) as ended:
-            return self._watch(process, ended, cancel, started, limit, limits, streams, cut)
+            try:
+                return self._watch(process, ended, cancel, started, limit, limits, streams, cut)
+            except BaseException:
+                _kill_group(process)  # whatever went wrong here, the command must not outlive its step
+                raise
 
     def _watch(self, process: subprocess.Popen, ended: _ExitWatch, cancel: Any, started: float,
                limit: float | None, limits: Limits, streams: tuple[IO[bytes], IO[bytes]],
@@ -244,12 +248,16 @@ class _ExitWatch:
     def __init__(self, process: subprocess.Popen):
         self._process = process
         self._pidfd: int | None = None
+        self._poller: select.poll | None = None
 
     def __enter__(self) -> _ExitWatch:
         try:
             self._pidfd = os.pidfd_open(self._process.pid)
         except (AttributeError, OSError):  # not Linux 5.3+: looked at every interval instead
-            self._pidfd = None
+            return self
+        # poll, not select: select refuses a descriptor past 1023, which a busy server's may well be.
+        self._poller = select.poll()
+        self._poller.register(self._pidfd, select.POLLIN)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -258,8 +266,8 @@ class _ExitWatch:
 
     def wait(self, seconds: float) -> bool:
         """True once the command ended, waiting up to ``seconds`` for it."""
-        if self._pidfd is not None and seconds > 0:
-            select.select([self._pidfd], [], [], seconds)
+        if self._poller is not None and seconds > 0:
+            self._poller.poll(seconds * 1000)
         elif seconds > 0 and not _ended(self._process):
             time.sleep(seconds)
         return _ended(self._process)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 import threading
 
@@ -37,6 +39,26 @@ def test_string_runs_through_the_shell(setting):
 def test_argv_runs_without_a_shell():
     result = shell(command=[sys.executable, "-c", "import sys; print(sys.argv[1])", "$HOME; echo"]).execute({})
     assert result["stdout"] == "$HOME; echo\n"
+
+
+def test_a_server_with_many_open_files_still_runs_commands():
+    # A busy server's descriptors go past 1023, where select() refuses one: every shell step failed, and a
+    # command left unwatched (`yes`) ran on, filling the disk.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open at most {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    opened = []
+    try:
+        while not opened or opened[-1] < 1100:
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+        assert shell(command=["echo", "hi"]).execute({})["stdout"] == "hi\n"
+        with pytest.raises(ActionError, match="timed out after 0.3 s and was killed"):
+            shell(command=["sleep", "30"], timeout=0.3).execute({})
+    finally:
+        for descriptor in opened:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_cwd_and_env(tmp_path):
