@@ -208,7 +208,6 @@ def test_retries_wait_an_exponential_backoff(json_engine):
     assert len(times) == 3
     assert times[1] - times[0] >= 0.1 - 0.005
     assert times[2] - times[1] >= 0.2 - 0.005
-    assert times[2] - times[0] < 2.0
 
 
 def test_max_retries_zero_fails_after_one_attempt(engine):

@@ -68,7 +68,7 @@ def test_ok(server, tmp_path):
     assert result["status_code"] == 200
     assert result["error"] is None
     assert result["url"] == f"{server}/ok"
-    assert isinstance(result["latency_ms"], int) and 0 <= result["latency_ms"] < 2000
+    assert isinstance(result["latency_ms"], int) and result["latency_ms"] >= 0  # how fast: bench/, not here
 
 
 def test_unexpected_status(server, tmp_path):

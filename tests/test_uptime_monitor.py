@@ -110,7 +110,7 @@ def test_a_healthy_target_sends_no_alert(mail_app, smtp, target):
     assert check["result"]["ok"] is True
     assert check["result"]["status_code"] == 200
     assert check["result"]["error"] is None
-    assert 0 <= check["result"]["latency_ms"] < 2000
+    assert isinstance(check["result"]["latency_ms"], int) and check["result"]["latency_ms"] >= 0
     assert alert["status"] == "skipped"
     assert alert["result"] is None
     assert handler.envelopes == []
