@@ -23,6 +23,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
+from actions.limits import walk_size
+
 # A value that is exactly one expression keeps the expression's native type.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 # Attributes that configure the engine, not the action's work.
@@ -112,32 +114,20 @@ def _weight(value: Any, limit: int = MAX_OUTPUT) -> int:
         return value.bit_length() // 3 + 1
     if type(value) in _SCALARS:
         return 1
-    total = 0
-    pending: list[Iterator[Any]] = [iter((value,))]
-    while pending:
-        for item in pending[-1]:
-            inner = None
-            if isinstance(item, _TEXT):
-                total += len(item)
-            elif isinstance(item, _MAPPINGS):
-                fields = _fields(item)
-                total += 2 + 2 * len(fields)
-                inner = chain.from_iterable(fields.items())
-            elif isinstance(item, _CONTAINERS):
-                total += 2 + len(item)
-                inner = iter(item)
-            elif isinstance(item, int) and not isinstance(item, bool):
-                total += item.bit_length() // 3 + 1
-            else:
-                total += 1
-            if total > limit:
-                return total
-            if inner is not None:
-                pending.append(inner)
-                break
-        else:
-            pending.pop()
-    return total
+    return walk_size(value, limit, _text_weight)
+
+
+def _text_weight(item: Any) -> tuple[int, Iterator[Any] | None]:
+    if isinstance(item, _TEXT):
+        return len(item), None
+    if isinstance(item, _MAPPINGS):
+        fields = _fields(item)
+        return 2 + 2 * len(fields), chain.from_iterable(fields.items())
+    if isinstance(item, _CONTAINERS):
+        return 2 + len(item), iter(item)
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item.bit_length() // 3 + 1, None
+    return 1, None
 
 
 def _fields(value: Mapping | Namespace) -> Mapping:
