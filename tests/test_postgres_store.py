@@ -594,3 +594,109 @@ def test_a_claim_names_its_worker_in_a_record_with_a_nul_character(postgres_url,
         assert stored["trigger_data"] == {"text": "a\u0000b", "z": 1} and stored["variables"] == {"nul": "\u0000"}
     finally:
         store.close()
+
+
+# -- how far a change has gone when its call returns ------------------------------
+_NOTE_COMMIT_MODE = """
+CREATE TABLE commit_modes (seq bigserial PRIMARY KEY, tbl text, row_data json, mode text);
+CREATE FUNCTION note_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO commit_modes (tbl, row_data, mode)
+    VALUES (TG_TABLE_NAME, to_json(NEW), current_setting('synchronous_commit'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER note_steps AFTER INSERT OR UPDATE ON pyflow_steps FOR EACH ROW EXECUTE FUNCTION note_commit_mode();
+CREATE TRIGGER note_logs AFTER INSERT ON pyflow_logs FOR EACH ROW EXECUTE FUNCTION note_commit_mode();
+CREATE TRIGGER note_runs AFTER INSERT OR UPDATE ON pyflow_runs FOR EACH ROW EXECUTE FUNCTION note_commit_mode();
+"""
+
+
+def _commit_modes(url: str) -> list[tuple[str, dict, str]]:
+    """Each row written since _NOTE_COMMIT_MODE: its table, the row, and synchronous_commit as its statement ran."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT tbl, row_data, mode FROM commit_modes ORDER BY seq").fetchall()
+
+
+def test_repeatable_changes_commit_without_waiting_for_the_wal_flush_and_others_wait(postgres_url, tmp_path):
+    """A REPEATABLE change (an idempotent step's end) is committed with synchronous_commit off for its own
+    transaction only; the others (a step that must not run twice, a log line, the run's creation and save)
+    wait for the WAL's flush. Seen from a trigger, on a store of one connection: nothing leaks to the next."""
+    from app.core.binding import BoundWorkflow
+    from app.core.config import load_settings
+    from app.core.engine import Engine
+    from app.runs import RunStatus
+    from app.storage.base import Durability
+    from tests.fixtures import EchoAction
+    from tests.fixtures.actions import OnceAction
+    from workflows.base import Workflow
+
+    class Mixed(Workflow):
+        name = "mixed"
+        actions = [EchoAction("first", value=1), OnceAction("send", path="sent.txt", line="once"),
+                   EchoAction("last", value=3)]
+
+    store = PostgresStore(postgres_url, tmp_path, max_connections=1)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(_NOTE_COMMIT_MODE)
+    settings = {**load_settings({}), **TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path)}
+    engine = Engine(store, settings)
+    try:
+        run, _ = engine.submit(BoundWorkflow.bind(Mixed, settings, engine.renderer), {})
+        assert engine.wait(run["id"], 30)
+        assert store.get_run(run["id"])["status"] == RunStatus.SUCCEEDED
+        steps = {(row["record"]["name"], row["record"]["status"]): mode
+                 for table, row, mode in _commit_modes(postgres_url) if table == "pyflow_steps"}
+        assert steps[("first", "succeeded")] == "off"  # idempotent: a crash of the server may run it again
+        assert steps[("send", "running")] == "on"  # must not run twice: durable before it starts
+        assert steps[("send", "succeeded")] == "on"
+        assert {mode for table, _, mode in _commit_modes(postgres_url) if table == "pyflow_runs"} == {"on"}
+
+        # Log lines: WRITTEN waits, REPEATABLE does not; then a SYNC change on the same connection waits again.
+        store.append_log(run["id"], {"message": "written"}, mode=Durability.WRITTEN)
+        store.append_log(run["id"], {"message": "repeatable"}, mode=Durability.REPEATABLE)
+        store.update_run(run["id"], {"variables": {"k": "v"}})
+        *_, written, repeatable, (run_table, _, run_mode) = _commit_modes(postgres_url)
+        assert (written[0], written[1]["entry"], written[2]) == ("pyflow_logs", {"message": "written"}, "on")
+        assert (repeatable[1]["entry"], repeatable[2]) == ({"message": "repeatable"}, "off")
+        assert (run_table, run_mode) == ("pyflow_runs", "on")
+
+        # A REPEATABLE change carrying deferred ones: one query, all of it unsynced.
+        store.update_run(run["id"], {"variables": {"k": "w"}}, mode=Durability.DEFERRED)
+        store.append_log(run["id"], {"message": "carrier"}, mode=Durability.REPEATABLE)
+        *_, (first_table, _, first_mode), (second_table, _, second_mode) = _commit_modes(postgres_url)
+        assert [(first_table, first_mode), (second_table, second_mode)] == [("pyflow_runs", "off"),
+                                                                           ("pyflow_logs", "off")]
+        assert store.get_run(run["id"])["variables"] == {"k": "w"}
+    finally:
+        engine.shutdown(timeout=5)
+        store.close()
+
+
+def test_a_repeatable_change_is_kept_through_a_kill_of_the_process_that_made_it(postgres_url, tmp_path):
+    """REPEATABLE promises what WRITTEN does: once the call returns, a kill -9 of the process does not undo it."""
+    import subprocess
+    import sys
+
+    from app.runs import new_run, new_step
+
+    store = PostgresStore(postgres_url, tmp_path)
+    try:
+        run = new_run("wf", [new_step("s0", "noop")], {}, "api")
+        store.create_run(run)
+        script = (
+            "import os, signal, sys\n"
+            "from app.storage.base import Durability\n"
+            "from app.storage.postgres import PostgresStore\n"
+            f"store = PostgresStore({postgres_url!r}, {str(tmp_path)!r})\n"
+            f"store.update_step({run['id']!r}, 0, {{'name': 's0', 'status': 'succeeded'}},"
+            " mode=Durability.REPEATABLE)\n"
+            f"store.append_log({run['id']!r}, {{'message': 'last words'}}, mode=Durability.WRITTEN)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        died = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                              capture_output=True, text=True, timeout=60)
+        assert died.returncode == -9, died.stderr
+        assert store.get_run(run["id"])["steps"] == [{"name": "s0", "status": "succeeded"}]
+        assert store.get_logs(run["id"]) == [{"message": "last words"}]
+    finally:
+        store.close()

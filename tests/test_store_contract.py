@@ -718,7 +718,7 @@ def test_maintenance_keeps_every_record(store, runs):
 
 def test_records_survive_close_and_a_new_store(backend, runs):
     store = backend.open()
-    run, done = runs.make(steps=3), runs.make()
+    run, done = runs.make(steps=len(MODES)), runs.make()
     store.create_run(run, "key-1")
     store.create_run(done)
     for index, mode in enumerate(MODES):  # DEFERRED too: close() writes it

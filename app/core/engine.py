@@ -830,7 +830,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         if clock is not None:
             step["duration_ms"] = round((time.perf_counter() - clock) * 1000)
         # Written at once, so a killed process never runs a finished step again; synced at once when a
-        # repetition could act twice, else with the next synced change (only a power loss can undo it).
+        # repetition could act twice, else with the next synced change: only a power loss, or a crash of the
+        # database server, can undo it, and the step then runs again, which an idempotent step allows.
         # The last step of a run that succeeds goes with the run's save, which follows at once: nothing
         # runs in between, so a kill finds it as it would have a moment sooner (an idempotent step, run again).
         idempotent = execution.bound.actions[index].idempotent
@@ -839,7 +840,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         elif self._ends_run(execution, status):
             mode = Durability.DEFERRED
         else:
-            mode = Durability.WRITTEN
+            mode = Durability.REPEATABLE
         self.store.update_step(execution.run["id"], index, step, mode=mode)
         if self.observer is not None:
             self.observer.step_ended(execution.run, step)

@@ -25,7 +25,12 @@ class Durability(StrEnum):
     #: so a power loss keeps it.
     SYNC = "sync"
     #: Written to the file, not fsync'd: in the kernel, so a kill -9 of the process keeps it, a power loss may not.
+    #: (PostgreSQL: committed, as SYNC.)
     WRITTEN = "written"
+    #: WRITTEN, for a change whose loss only makes idempotent work run again (an idempotent step's end).
+    #: PostgreSQL commits it without waiting for the WAL's flush: a kill -9 of the process keeps it, a crash
+    #: of the database server may undo it, with the changes made after it, until a SYNC one has been made.
+    REPEATABLE = "repeatable"
     #: Kept in this process, which reads it at once; its file gets it with the run's next written change or
     #: within FLUSH_DELAY, so a kill -9 may lose it. Written at once when this process does not know the run yet.
     DEFERRED = "deferred"

@@ -220,9 +220,9 @@ def _steps_statements(run_id: str, steps: list[dict]) -> list[_Statement]:
 _LOCK_RUN = "SELECT FROM pyflow_runs WHERE id = %s FOR NO KEY UPDATE"
 
 
-def _in_one_query(conn: psycopg.Connection, run_id: str, todo: list[_Statement]) -> list[tuple | None]:
+def _in_one_query(conn: psycopg.Connection, run_id: str, todo: list[_Statement], synced: bool) -> list[tuple | None]:
     """``todo`` in one transaction and one round trip: the run's row locked first, then each statement; the row
-    each returned, for those that read one (None for the others).
+    each returned, for those that read one (None for the others). ``synced``: the commit waits for the WAL's flush.
 
     The statements are bound here (psycopg's client-side binding, its quoting) and sent as one query, which
     PostgreSQL runs as one transaction, all or nothing. psycopg's pipeline did the same in one round trip too,
@@ -230,8 +230,10 @@ def _in_one_query(conn: psycopg.Connection, run_id: str, todo: list[_Statement])
     and 550 µs against 93 and 412).
     """
     cursor = psycopg.ClientCursor(conn)
-    cursor.execute(";\n".join([cursor.mogrify(_LOCK_RUN, (run_id,)),
+    cursor.execute(";\n".join([*([] if synced else [_UNSYNCED_COMMIT]), cursor.mogrify(_LOCK_RUN, (run_id,)),
                                *(cursor.mogrify(sql, params) for sql, params, _ in todo)]))
+    if not synced:
+        cursor.nextset()
     rows: list[tuple | None] = []
     for _, _, after in todo:
         cursor.nextset()
@@ -280,6 +282,22 @@ _SAVE_RUN_AGAIN = _SAVE_RUN_TEMPLATE.replace("@ONCE@", _ONCE)
 _LOG_INSERT = "INSERT INTO pyflow_logs (run_id, entry) VALUES (%s, %s)"
 _LOG_INSERT_AGAIN = ("INSERT INTO pyflow_logs (run_id, entry) SELECT %s, %s::json WHERE NOT EXISTS"
                      " (SELECT FROM pyflow_logs WHERE run_id = %s AND entry::text = %s)")
+_UNSYNCED_MODES = (Durability.REPEATABLE, Durability.DEFERRED)  # the weaker promises: see _UNSYNCED
+_STEP_UPSERT = ("INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
+                " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record")
+
+# A REPEATABLE change is committed without waiting for the WAL's flush: synchronous_commit is off for its
+# own transaction only (set_config's third argument), set by the statement itself: no round trip more. The
+# commit is then in the server's WAL buffers, visible to every connection, and a kill -9 of PyFlow keeps it;
+# a crash of the server may undo it. The WAL is one sequence, and the next synced commit flushes it up to
+# itself: a crash undoes such a change only with every change made after it, so the run is found as it was
+# a moment earlier and its idempotent step runs again.
+_UNSYNCED_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+_UNSYNCED = {  # the hot statement, written to set it itself; other changes go through _in_one_query
+    _STEP_UPSERT: (f"WITH unsynced AS ({_UNSYNCED_COMMIT})"
+                   " INSERT INTO pyflow_steps (run_id, index, record) SELECT %s, %s, %s::json FROM unsynced"
+                   " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record"),
+}
 
 # A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
 _Statement = tuple[str, Any, Callable[[psycopg.Connection, tuple | None], None] | None]
@@ -300,19 +318,16 @@ class _Deferred:
 class PostgresStore(Store):
     """The Store interface over PostgreSQL (psycopg 3, a connection pool); ``root`` holds the runs' files.
 
-    SYNC and WRITTEN changes are committed before their method returns (durable
-    as PostgreSQL's commit is: its WAL, fsync'd, and with a standby as
-    ``synchronous_commit`` says). A DEFERRED change of a run this process stored
-    is kept here, read back at once, and sent with the run's next other change
-    (one transaction, one round trip) or within FLUSH_DELAY.
+    SYNC, WRITTEN and REPEATABLE changes are committed before their method
+    returns: SYNC and WRITTEN ones durable as PostgreSQL's commit is (its WAL
+    fsync'd, and with a standby as ``synchronous_commit`` says), REPEATABLE ones
+    without waiting for the WAL's flush (see _UNSYNCED). A DEFERRED change of a
+    run this process stored is kept here, read back at once, and sent with the
+    run's next other change (one transaction, one round trip) or within
+    FLUSH_DELAY.
     """
 
     local_files = False  # a file lives in pyflow_files, so every host reads it
-
-    # synchronous_commit = off for WRITTEN changes was measured twice (2026-12-05, local SSD): with SET LOCAL or
-    # SET around the change it cost as much as it saved; on a second pool set so at connect, the 3-step run went
-    # from 2.7x to 2.2x a bare commit, not kept: a backend's crash could then lose the start of a step that must
-    # not run twice (docs/benchmarks.md, "a fourth look").
 
     def __init__(self, url: str, root: str | Path, *, max_connections: int = 10, wait: float = _POOL_TIMEOUT):
         self.root = Path(root)
@@ -386,35 +401,36 @@ class PostgresStore(Store):
                     self._flush_timer.daemon = True
                     self._flush_timer.start()
             return
-        self._send(run_id, verb, statements, step)
+        self._send(run_id, verb, statements, step, synced=mode not in _UNSYNCED_MODES)
 
     def _send(self, run_id: str, verb: str, statements: list[_Statement], step: int | None = None, *,
-              save: Callable[[list[str], bool], list[_Statement]] | None = None) -> None:
+              save: Callable[[list[str], bool], list[_Statement]] | None = None, synced: bool = True) -> None:
         """One transaction, one round trip: the run's deferred changes, then ``statements``.
 
         ``step``: ``statements`` are that step's whole record, sent alone: the run's other deferred changes
         (its row, log lines, other steps) are on other rows, and wait for the run's next change or flush.
         ``save``: the statements saving the whole run, given its deferred log lines to insert; the deferred
-        changes of its row and steps, which the save replaces, are dropped.
+        changes of its row and steps, which the save replaces, are dropped. ``synced``: the commit waits for
+        the WAL's flush; else not (REPEATABLE, and DEFERRED ones sent at once: see _UNSYNCED).
 
         A connection broken under it (the pool's check raced the server closing it) is replaced and the
         change sent once more; its log lines then go in only where the first try did not commit them.
         """
         try:
-            self._send_once(run_id, verb, statements, step, save, again=False)
+            self._send_once(run_id, verb, statements, step, save, synced, again=False)
         except _ConnectionLost as error:
             logger.info("%s; trying once more on another connection", error)
-            self._send_once(run_id, verb, statements, step, save, again=True)
+            self._send_once(run_id, verb, statements, step, save, synced, again=True)
 
     def _send_once(self, run_id: str, verb: str, statements: list[_Statement], step: int | None,
-                   save: Callable[[list[str], bool], list[_Statement]] | None, again: bool) -> None:
+                   save: Callable[[list[str], bool], list[_Statement]] | None, synced: bool, again: bool) -> None:
         """One try of _send; ``again``: a try after one whose connection broke, which may have committed."""
         with self._deferred_lock:
             deferred = self._deferred.setdefault(run_id, _Deferred())
             deferred.senders += 1
         try:
             with deferred.sending:
-                self._send_locked(run_id, verb, deferred, statements, step, save, again)
+                self._send_locked(run_id, verb, deferred, statements, step, save, synced, again)
         finally:
             with self._deferred_lock:
                 deferred.senders -= 1
@@ -423,7 +439,7 @@ class PostgresStore(Store):
 
     def _send_locked(self, run_id: str, verb: str, deferred: _Deferred, statements: list[_Statement],
                      step: int | None, save: Callable[[list[str], bool], list[_Statement]] | None,
-                     again: bool) -> None:
+                     synced: bool, again: bool) -> None:
         """_send with the run's sending lock held."""
         with self._deferred_lock:
             if step is not None:
@@ -447,12 +463,12 @@ class PostgresStore(Store):
         try:
             with self._conn(verb) as conn:
                 try:
-                    if len(todo) == 1:  # one statement: its own transaction
-                        sql, params, after = todo[0]
-                        cursor = conn.execute(sql, params)
+                    sql, params, after = todo[0]
+                    if len(todo) == 1 and (synced or sql in _UNSYNCED):  # one statement: its own transaction
+                        cursor = conn.execute(sql if synced else _UNSYNCED[sql], params)
                         rows = [cursor.fetchone() if after is not None else None]
                     else:
-                        rows = _in_one_query(conn, run_id, todo)
+                        rows = _in_one_query(conn, run_id, todo, synced)
                 except psycopg.Error as error:
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()  # a failed statement left the transaction open (aborted)
@@ -597,10 +613,7 @@ class PostgresStore(Store):
     def update_step(self, run_id: str, index: int, step: dict, *, mode: Durability = Durability.SYNC) -> None:
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index!r}")
-        self._change(run_id, "record a step", [(
-            "INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s, %s)"
-            " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record",
-            (run_id, index, _dumps(step)), None)], mode, step=index)
+        self._change(run_id, "record a step", [(_STEP_UPSERT, (run_id, index, _dumps(step)), None)], mode, step=index)
 
     def save_run(self, run: dict) -> None:
         self._save(run, None)
