@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -289,3 +290,33 @@ def test_cancelling_a_paused_run_undoes_what_it_did(engine):
 
 def step_statuses(run: dict) -> dict:
     return {step["name"]: step["status"] for step in run["steps"]}
+
+
+def test_results_of_compensations_before_a_restart_count_toward_the_runs_results(tmp_path):
+    """A run continued after a restart counts the compensations' results already stored, as its steps' results."""
+    reset_gates()
+    first = make_engine(JsonStore(tmp_path / "data"))
+    try:
+        run, _ = first.submit(bind(first, SlowUndoWorkflow), {})
+        wait_until(lambda: arrivals("undo-flight") == 1, timeout=10, message="the first compensation starts")
+        first.shutdown(timeout=0.1)  # the second compensation is left to the restart
+        gate("undo-flight").set()
+        assert first.wait(run["id"], 10)
+    finally:
+        release_gates()
+    stored = first.store.get_run(run["id"])
+    assert [entry["status"] for entry in stored["compensations"]] == ["succeeded", "pending"]
+    kept = [step["result"] for step in stored["steps"] if step["result"]] + [stored["compensations"][0]["result"]]
+    undone = {"written": "undo hotel: room 1 (step 'pay' failed: this step always fails)"}
+    # Room for everything but the first compensation's result: the hotel's undo is one result too many.
+    room = sum(len(json.dumps(result)) for result in [*kept, undone]) - len(json.dumps(kept[-1]))
+    second = Engine(JsonStore(tmp_path / "data"), {**SETTINGS, "WORKFLOW_MAX_RUN_RESULTS_MB": room / 2**20})
+    try:
+        second.resume(bind(second, SlowUndoWorkflow), second.store.get_run(run["id"]))
+        assert second.wait(run["id"], 10)
+        done = second.store.get_run(run["id"])
+    finally:
+        second.shutdown(timeout=2)
+        reset_gates()
+    assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "failed"]
+    assert "more than WORKFLOW_MAX_RUN_RESULTS_MB" in done["compensations"][1]["error"]

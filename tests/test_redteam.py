@@ -608,6 +608,21 @@ def test_a_runs_results_are_counted_across_a_wait(make_client):
     assert "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)" in run["steps"][3]["error"]
 
 
+def test_a_compensations_result_counts_toward_the_runs_results(make_client):
+    """A compensation's result is stored in the run too: one past the run's bound fails, naming the setting."""
+    client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
+    undo = {"type": "log", "message": "{{ 'u' * 400000 }}"}
+    run = run_steps(client, {**step("say1", "log", message="{{ 'x' * 400000 }}"), "compensate": undo},
+                    {**step("say2", "log", message="{{ 'x' * 400000 }}"), "compensate": undo},
+                    step("ship", "shell", command="true"))  # commands are off in tests: it fails at once
+    assert run["status"] == "failed"
+    second, first = run["compensations"]
+    assert (second["step"], second["status"], second["attempts"]) == ("say2", "failed", 1)  # not retried
+    assert second["error"] == ("returned a result of 0.4 MB, which brings the run's results to 1.1 MB as JSON, "
+                               "more than WORKFLOW_MAX_RUN_RESULTS_MB (1 MB)")
+    assert second["result"] is None and first["status"] == "failed"
+
+
 def test_a_result_reused_from_the_cache_counts_toward_the_runs_results(make_client):
     client = make_client(WORKFLOW_MAX_RUN_RESULTS_MB=1)
     name = f"redteam_{uuid.uuid4().hex[:8]}"

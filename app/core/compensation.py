@@ -257,7 +257,7 @@ class Compensating:
         def attempt_it() -> None:
             try:
                 with run_logs.run_scope(execution.log, action.name):
-                    outcome["result"] = self._as_result(rendered.execute(execution.data_store))
+                    outcome["value"] = rendered.execute(execution.data_store)
             except Exception as failure:  # any failure of user code fails the attempt
                 outcome["error"] = failure
 
@@ -274,7 +274,8 @@ class Compensating:
                     logger.warning("run %s: compensation of step %s attempt %d raised", run["id"], action.name,
                                    attempt, exc_info=failure)
             return failure
-        return outcome["result"]
+        # Measured and counted as a step's result is (not an abandoned one): the run's results stay bounded.
+        return self._accepted_result(execution, outcome["value"])
 
     def _end_compensation(self: Engine, execution: Execution, position: int, index: int, *,
                           result: dict | None = None, error: str | None = None) -> None:

@@ -210,7 +210,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
                 data_store[step["name"]] = results[step["name"]] = step["result"]
         execution = Execution(bound, run, data_store, results)
         # Measured once here (results recorded elsewhere: an answer, an event), then kept as a running total.
-        execution.results_bytes = sum(json_size(result, self._max_run_results) for result in results.values() if result)
+        kept = [*results.values(), *(entry.get("result") for entry in run.get("compensations") or ())]
+        execution.results_bytes = sum(json_size(result, self._max_run_results) for result in kept if result)
         execution.scrubber = self._scrubber_for(bound, run["trigger_data"])
         # The cap counts the lines an earlier process or execution of this run already wrote.
         execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
@@ -624,8 +625,16 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             return error
         if not self._release(execution, index, token):
             return None
+        accepted = self._accepted_result(execution, result)
+        if isinstance(accepted, ActionError):
+            return accepted
+        self._succeed_step(execution, index, accepted)
+        return accepted
+
+    def _accepted_result(self, execution: Execution, value: Any) -> dict | ActionError:
+        """What an action returned, as a result counted into its run's total; or why it cannot be kept."""
         try:
-            result, size = self._measured(result)
+            result, size = self._measured(value)
         except TypeError as error:
             return ActionError(f"returned a result that is not JSON: {error}", retryable=False)
         except ValueError as error:  # past MAX_RESULT_BYTES: the store and every later template would hold it
@@ -633,7 +642,6 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         too_much = self._count_result(execution, size)
         if too_much:
             return ActionError(too_much, retryable=False)  # the same result again would pass it again
-        self._succeed_step(execution, index, result)
         return result
 
     def _count_result(self, execution: Execution, size: int) -> str | None:
