@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import stat
 import tempfile
 from contextlib import suppress
 from pathlib import Path
@@ -11,6 +14,9 @@ from typing import BinaryIO
 from actions.private_files import FILE_MODE
 
 CHUNK = 1024 * 1024
+# Names tried for a temporary file before giving up (tempfile's TMP_MAX): a clash means another writer's file.
+_TRIES = 100
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def write_atomic(path: Path, data: bytes | BinaryIO, *, mode: int = FILE_MODE, keep_mode: bool = False) -> int:
@@ -26,21 +32,59 @@ def write_atomic(path: Path, data: bytes | BinaryIO, *, mode: int = FILE_MODE, k
             mode = path.stat().st_mode & 0o7777
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), mode)
-            if isinstance(data, bytes | bytearray | memoryview):
-                file.write(data)
-                size = len(data)
-            else:
-                size = 0
-                while chunk := data.read(CHUNK):
-                    file.write(chunk)
-                    size += len(chunk)
-            file.flush()
-            os.fsync(file.fileno())
+        size = _fill(fd, data, mode)
         os.replace(temp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(temp)
         raise
+    return size
+
+
+def write_atomic_at(folder: int, name: str, data: bytes | BinaryIO, *, mode: int = FILE_MODE,
+                    keep_mode: bool = False) -> int:
+    """``write_atomic`` of the file ``name`` in the open folder ``folder``: nothing is looked up by path.
+
+    The temporary file is made in that folder without following a symlink, and renamed over ``name``
+    there: a symlink at ``name`` is replaced itself, never followed. ``keep_mode`` keeps the mode of a
+    regular file that ``name`` was.
+    """
+    if keep_mode:
+        with suppress(FileNotFoundError):
+            status = os.lstat(name, dir_fd=folder)
+            if stat.S_ISREG(status.st_mode):
+                mode = status.st_mode & 0o7777
+    for _ in range(_TRIES):
+        temp = f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(temp, _CREATE, 0o600, dir_fd=folder)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary file name", temp)
+    try:
+        size = _fill(fd, data, mode)
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+    return size
+
+
+def _fill(fd: int, data: bytes | BinaryIO, mode: int) -> int:
+    """Write ``data`` to the new file ``fd`` with ``mode`` and fsync it; closes ``fd``; the bytes written."""
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(file.fileno(), mode)
+        if isinstance(data, bytes | bytearray | memoryview):
+            file.write(data)
+            size = len(data)
+        else:
+            size = 0
+            while chunk := data.read(CHUNK):
+                file.write(chunk)
+                size += len(chunk)
+        file.flush()
+        os.fsync(file.fileno())
     return size

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fnmatch
 import json
 import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from actions.atomic import write_atomic
+from actions.atomic import write_atomic_at
 from actions.base import ActionError, BaseAction, SettingError
-from actions.paths import PathError, files_root, inside, open_regular
+from actions.paths import ROOT_SETTING, PathError, files_root, inside, open_regular
+from actions.rooted import SymlinkError, about, kind_at, open_folder, open_regular_at
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class FileAction(BaseAction):
 
     Relative paths are resolved under the root; a path that leads outside it
     (``..``, an absolute path elsewhere, a symlink pointing out) is refused.
+    Writes, moves and deletes then reach the checked path from the root one
+    folder at a time without following a symlink (actions.rooted), so a
+    symlink swapped in after the check leads nowhere outside.
     Operations and results:
 
     - ``read`` path -> ``{"content", "path", "size"}``
@@ -170,19 +176,25 @@ class FileAction(BaseAction):
         return {"content": content, "path": str(path), "size": size}
 
     def _write(self, root: Path) -> dict:
-        path = self._inside(root, self.path, "path")
-        _atomic_write(path, self._bytes())
+        path = self._file(root, "write")
+        data = self._bytes()
+        with self._folder(root, path.parent, "path", create=True) as folder, about(path):
+            write_atomic_at(folder, path.name, data, mode=0o644, keep_mode=True)
         return {"path": str(path)}
 
     def _append(self, root: Path) -> dict:
-        path = self._inside(root, self.path, "path")
+        path = self._file(root, "append")
         added = self._bytes()
-        if not path.exists():
-            _atomic_write(path, added)
-            return {"path": str(path)}
-        with self._open(root, path, "append") as file:
-            # Streamed: the file as it was, then the new content; a big file is never held in memory.
-            write_atomic(path, _Joined(file, added), mode=0o644, keep_mode=True)
+        with self._folder(root, path.parent, "path", create=True) as folder:
+            try:
+                file = self._open_at(folder, path, "append")
+            except FileNotFoundError:
+                with about(path):
+                    write_atomic_at(folder, path.name, added, mode=0o644)
+                return {"path": str(path)}
+            with file, about(path):
+                # Streamed: the file as it was, then the new content; a big file is never held in memory.
+                write_atomic_at(folder, path.name, _Joined(file, added), mode=_mode(file))
         return {"path": str(path)}
 
     def _copy(self, root: Path) -> dict:
@@ -191,9 +203,9 @@ class FileAction(BaseAction):
         if source.is_dir():
             raise ActionError(f"file copy: {self.path!r} is a folder; only files can be copied", retryable=False)
         with self._open(root, source, "copy") as file:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Streamed: a copy costs no more memory for a big file than for a small one.
-            write_atomic(target, file, mode=stat.S_IMODE(os.fstat(file.fileno()).st_mode))
+            with self._folder(root, target.parent, "destination", create=True) as folder, about(target):
+                # Streamed: a copy costs no more memory for a big file than for a small one.
+                write_atomic_at(folder, target.name, file, mode=_mode(file))
         return {"path": str(target)}
 
     def _move(self, root: Path) -> dict:
@@ -201,28 +213,34 @@ class FileAction(BaseAction):
         if source == root:
             raise ActionError("file move: cannot move WORKFLOW_FILES_ROOT itself", retryable=False)
         target = self._target(root, source)
-        if not source.exists():
-            raise FileNotFoundError(2, "No such file or directory", str(source))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # A rename within one file system, so readers never see a half-moved file.
-        shutil.move(source, target)
+        if target.is_relative_to(source):
+            raise ActionError(f"file move: destination {self.destination!r} is inside {self.path!r}, the folder "
+                              f"being moved", retryable=False)
+        with self._folder(root, source.parent, "path") as origin:
+            if kind_at(origin, source.name) is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(source))
+            with self._folder(root, target.parent, "destination", create=True) as folder:
+                self._rename(origin, folder, source, target)
         return {"path": str(target)}
 
     def _delete(self, root: Path) -> dict:
-        # A symlink is deleted itself, not the file it points to.
-        link = Path(os.path.normpath(root / str(self.path).strip()))
-        if link.is_symlink() and link.parent.resolve().is_relative_to(root):
-            link.unlink()
-            return {"path": str(link), "deleted": True}
-        path = self._inside(root, self.path, "path")
+        path = self._link(root) or self._inside(root, self.path, "path")
         if path == root:
             raise ActionError("file delete: refusing to delete WORKFLOW_FILES_ROOT itself", retryable=False)
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            return {"path": str(path), "deleted": False}
+        with ExitStack() as stack:
+            try:
+                folder = stack.enter_context(self._folder(root, path.parent, "path"))
+            except (FileNotFoundError, NotADirectoryError):  # no folder there, or a file: nothing to delete
+                return {"path": str(path), "deleted": False}
+            kind = kind_at(folder, path.name)
+            if kind is None:
+                return {"path": str(path), "deleted": False}
+            with about(path):
+                if kind == stat.S_IFDIR:
+                    # The fd-based rmtree: it never follows a symlink inside the folder, nor one swapped in for it.
+                    shutil.rmtree(path.name, dir_fd=folder)
+                else:
+                    os.unlink(path.name, dir_fd=folder)  # a symlink is deleted itself, not what it points to
         return {"path": str(path), "deleted": True}
 
     def _list(self, root: Path) -> dict:
@@ -248,6 +266,69 @@ class FileAction(BaseAction):
         return {"paths": sorted(str(match.relative_to(root)) for match in found)}
 
     # -- helpers ------------------------------------------------------------------
+    def _file(self, root: Path, operation: str) -> Path:
+        """``path`` checked as a file to write: inside the root and not the root itself."""
+        path = self._inside(root, self.path, "path")
+        if path == root:
+            raise ActionError(f"file {operation}: path {self.path!r} is WORKFLOW_FILES_ROOT itself, a folder",
+                              retryable=False)
+        return path
+
+    def _link(self, root: Path) -> Path | None:
+        """For delete: the symlink ``path`` names, in its folder resolved inside the root; None when no symlink."""
+        link = Path(os.path.normpath(root / str(self.path).strip()))
+        if link == root or not link.is_symlink():
+            return None
+        try:
+            return inside(root, link.parent, "path") / link.name
+        except PathError:
+            return None  # a link whose folder is outside: refused by the check of the path itself
+
+    @contextmanager
+    def _folder(self, root: Path, folder: Path, key: str, *, create: bool = False) -> Iterator[int]:
+        """A descriptor of ``folder`` reached from the root without following a symlink (actions.rooted).
+
+        A folder on the way, or the file acted on, that became a symlink after
+        the check is refused, naming ``key`` and the path relative to the root.
+        """
+        try:
+            with open_folder(root, folder, create=create) as fd:
+                yield fd
+        except SymlinkError as error:
+            operation = str(self.operation).strip().lower()
+            value = getattr(self, key)
+            link = str(error.path.relative_to(root))
+            raise ActionError(f"file {operation}: {key} {value!r}: {link!r} became a symlink after the path was "
+                              f"checked; a write, move or delete never follows a symlink inside {ROOT_SETTING}",
+                              retryable=False) from None
+
+    def _open_at(self, folder: int, path: Path, operation: str) -> IO[bytes]:
+        """``path``, whose folder is open as ``folder``, opened to read: a regular file, not through a symlink."""
+        try:
+            return open_regular_at(folder, path.name, path, repr(str(self.path)))
+        except SymlinkError:
+            raise  # named by _folder
+        except PathError as error:
+            raise ActionError(f"file {operation}: {error}", retryable=False) from None
+
+    def _rename(self, origin: int, folder: int, source: Path, target: Path) -> None:
+        """Rename ``source`` (open folder ``origin``) to ``target`` (open ``folder``); a symlink is moved itself."""
+        try:
+            with about(source):
+                os.rename(source.name, target.name, src_dir_fd=origin, dst_dir_fd=folder)
+            return
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+        # A mount point inside the root: a file is copied, then removed; a folder would need a copy of a tree.
+        if kind_at(origin, source.name) == stat.S_IFDIR:
+            raise ActionError(f"file move: {self.path!r} is a folder on another file system than destination "
+                              f"{self.destination!r}; only files can be moved across file systems", retryable=False)
+        with self._open_at(origin, source, "move") as file, about(target):
+            write_atomic_at(folder, target.name, file, mode=_mode(file))
+        with about(source):
+            os.unlink(source.name, dir_fd=origin)
+
     def _open(self, root: Path, path: Path, operation: str) -> IO[bytes]:
         """``path`` opened to read: a regular file that still lies inside the root once open (paths.open_regular)."""
         try:
@@ -296,7 +377,7 @@ class FileAction(BaseAction):
 
 
 class _Joined:
-    """A binary file's content, then ``tail``: what write_atomic reads to write an appended file."""
+    """A binary file's content, then ``tail``: what write_atomic_at reads to write an appended file."""
 
     def __init__(self, file: IO[bytes], tail: bytes):
         self._file, self._tail = file, tail
@@ -317,7 +398,6 @@ def _leads_inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically, creating its folder; a replaced file keeps its mode, a new one is 0644."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data, mode=0o644, keep_mode=True)
+def _mode(file: IO[bytes]) -> int:
+    """The permission bits of an open file: a copy, a move or an appended file keeps them."""
+    return stat.S_IMODE(os.fstat(file.fileno()).st_mode)

@@ -92,10 +92,7 @@ def open_regular(path: Path, shown: str, folders: Iterable[Path]) -> IO[bytes]:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-            raise PathError(f"{shown} is {kind}; only regular files can be read")
+        check_regular(fd, shown)
         if _FD_PATHS.is_dir():
             reached = Path(os.readlink(_FD_PATHS / str(fd)))
             folders = [Path(folder) for folder in folders]
@@ -106,6 +103,14 @@ def open_regular(path: Path, shown: str, folders: Iterable[Path]) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_regular(fd: int, shown: str) -> None:
+    """PathError unless the open ``fd`` is a regular file (not a FIFO, a folder or a device)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise PathError(f"{shown} is {kind}; only regular files can be read")
 
 
 def readable_folders(settings: Mapping[str, Any], storage_path: str | os.PathLike | None) -> tuple[Path, Path]:

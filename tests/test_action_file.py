@@ -140,3 +140,84 @@ def test_deleting_a_symlink_removes_the_link_only(tmp_path, root):
 def test_bad_config_is_refused_at_definition(config, message):
     with pytest.raises(ValueError, match=message):
         FileAction("f", **config)
+
+
+def outside_tree(tmp_path):
+    """A folder beside the root with one file in it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_text("outside")
+    return outside
+
+
+@pytest.mark.parametrize("config", [
+    {"operation": "write", "path": "out/a.txt", "content": "x"},
+    {"operation": "write", "path": "out/new/a.txt", "content": "x"},
+    {"operation": "append", "path": "out/a.txt", "content": "x"},
+    {"operation": "copy", "path": "in.txt", "destination": "out/a.txt"},
+    {"operation": "move", "path": "in.txt", "destination": "out/a.txt"},
+    {"operation": "move", "path": "out/a.txt", "destination": "in.txt"},
+    {"operation": "delete", "path": "out/a.txt"},
+    {"operation": "write", "path": "link", "content": "x"},
+    {"operation": "append", "path": "link", "content": "x"},
+    {"operation": "copy", "path": "in.txt", "destination": "link"},
+    {"operation": "move", "path": "in.txt", "destination": "link"},
+    {"operation": "move", "path": "link", "destination": "in.txt"},
+], ids=lambda config: f"{config['operation']}-{config['path']}-{config.get('destination', '')}")
+def test_a_symlink_pointing_out_is_never_written_through(tmp_path, root, config):
+    outside = outside_tree(tmp_path)
+    run(tmp_path, operation="write", path="in.txt", content="in")
+    (root / "out").symlink_to(outside)  # made on the host; the API cannot make one
+    (root / "link").symlink_to(outside / "a.txt")
+    with pytest.raises(ActionError, match=r"^file: (path|destination) '[^']+' is outside WORKFLOW_FILES_ROOT"):
+        run(tmp_path, **config)
+    assert sorted(path.name for path in outside.iterdir()) == ["a.txt"]
+    assert (outside / "a.txt").read_text() == "outside"
+    assert (root / "in.txt").read_text() == "in"
+
+
+@pytest.mark.parametrize("path", ["link", "out"])
+def test_deleting_a_symlink_pointing_out_removes_the_link_only(tmp_path, root, path):
+    outside = outside_tree(tmp_path)
+    root.mkdir()
+    (root / "out").symlink_to(outside)
+    (root / "link").symlink_to(outside / "a.txt")
+    assert run(tmp_path, operation="delete", path=path) == {"path": str(root / path), "deleted": True}
+    assert not (root / path).is_symlink()
+    assert (outside / "a.txt").read_text() == "outside"
+
+
+def test_a_symlink_that_stays_inside_is_followed_as_checked(tmp_path, root):
+    run(tmp_path, operation="write", path="box/a.txt", content="A")
+    (root / "alias").symlink_to(root / "box")
+    assert run(tmp_path, operation="write", path="alias/b.txt", content="B") == {"path": str(root / "box" / "b.txt")}
+    assert run(tmp_path, operation="append", path="alias/a.txt", content="+") == {"path": str(root / "box" / "a.txt")}
+    assert (root / "box" / "b.txt").read_text() == "B" and (root / "box" / "a.txt").read_text() == "A+"
+    assert (root / "alias").is_symlink()
+
+
+@pytest.mark.parametrize("operation", ["write", "append"])
+def test_writing_the_root_itself_is_refused_without_touching_its_parent(tmp_path, root, operation):
+    root.mkdir()
+    with pytest.raises(ActionError, match=rf"^file {operation}: path '\.' is WORKFLOW_FILES_ROOT itself, a folder$"):
+        run(tmp_path, operation=operation, path=".", content="x")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["files"]
+
+
+def test_a_folder_cannot_be_moved_into_itself(tmp_path, root):
+    run(tmp_path, operation="write", path="d/sub/a.txt", content="A")
+    with pytest.raises(ActionError, match=r"^file move: destination 'd/sub' is inside 'd', the folder being moved$"):
+        run(tmp_path, operation="move", path="d", destination="d/sub")
+    assert (root / "d" / "sub" / "a.txt").read_text() == "A"
+
+
+def test_moves_and_writes_make_missing_folders_and_deletes_of_missing_ones_are_no_error(tmp_path, root):
+    run(tmp_path, operation="write", path="a/b/c.txt", content="C")
+    assert run(tmp_path, operation="move", path="a/b/c.txt", destination="x/y/c.txt") == {
+        "path": str(root / "x" / "y" / "c.txt")}
+    assert (root / "x" / "y" / "c.txt").read_text() == "C"
+    for missing in ("nowhere/c.txt", "x/y/c.txt/d"):
+        assert run(tmp_path, operation="delete", path=missing) == {"path": str(root / missing), "deleted": False}
+    with pytest.raises(ActionError, match=r"^file move: 'a/b/c.txt' not found$"):
+        run(tmp_path, operation="move", path="a/b/c.txt", destination="z/c.txt")
+    assert not (root / "z").exists()  # no folder made for a move that cannot happen

@@ -1,0 +1,183 @@
+"""FileAction against a symlink swapped in between the path check and the write, move or delete (DESIGN section 10).
+
+The race is made deterministic with a Python audit hook (sys.addaudithook), a hook point of the runtime
+that every file-system call passes: at a chosen call of the step, the hook swaps a folder, or the file, of
+the checked path for a symlink pointing out of the root, as another process could. PyFlow's code runs as
+it is. Whatever the moment, nothing outside the root may change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from actions.base import ActionError, RunContext
+from actions.file import FileAction
+
+# The audited calls through which a step touches the file system (os.open, builtin open, mkdir, rename...).
+EVENTS = {"open", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "tempfile.mkstemp"}
+WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+# 'first': the step's first file-system call after its check; 'use': its first call that writes or removes.
+MOMENTS = ("first", "use")
+REFUSED = (r"^file \w+: (path|destination) '[^']*': '{name}' became a symlink after the path was checked; a write, "
+           r"move or delete never follows a symlink inside WORKFLOW_FILES_ROOT$")
+
+
+class Swap:
+    """Replace ``root/name`` by a symlink to ``target`` at the chosen moment of the step, once."""
+
+    def __init__(self, base: Path, root: Path, name: str, target: Path, moment: str):
+        self.base, self.root, self.name, self.target, self.moment = base, root, name, target, moment
+        self.thread = threading.get_ident()
+        self.done = False
+
+    def consider(self, event: str, args: tuple) -> None:
+        """Swap when ``event`` is the moment: a call on a path below ``base`` other than the root itself."""
+        if self.done or threading.get_ident() != self.thread or event not in EVENTS:
+            return
+        path = args[0]
+        if isinstance(path, int):
+            return  # a descriptor wrapped in a file object: not a path
+        path = os.fsdecode(path)
+        if path == str(self.root) or (os.path.isabs(path) and not Path(path).is_relative_to(self.base)):
+            return  # the root made or opened before any checked path is used; the interpreter's own files
+        if self.moment == "use" and event == "open" and not (args[2] or 0) & WRITING:
+            return
+        self.done = True
+        os.rename(self.root / self.name, self.root / f"{self.name}.old")
+        os.symlink(self.target, self.root / self.name)
+
+
+_armed: list[Swap] = []
+
+
+def _hook(event: str, args: tuple) -> None:
+    if _armed:
+        _armed[0].consider(event, args)  # an error here would abort the step's call: the swap cannot fail quietly
+
+
+_installed: list[bool] = []
+
+
+def armed_step(tmp_path: Path, swap: Swap, **config) -> dict:
+    """One file step, with ``swap`` armed while it runs."""
+    if not _installed:
+        sys.addaudithook(_hook)  # for the rest of the process; idle unless armed
+        _installed.append(True)
+    action = FileAction("f", **config)
+    action.context = RunContext(settings={}, storage_path=str(tmp_path))
+    _armed.append(swap)
+    try:
+        return action.execute({})
+    finally:
+        _armed.clear()
+
+
+def snapshot(folder: Path) -> dict[str, object]:
+    """Every entry below ``folder``: a file's bytes, 'folder' or a link's target."""
+    entries: dict[str, object] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        entries[key] = (os.readlink(path) if path.is_symlink() else "folder" if path.is_dir() else path.read_bytes())
+    return entries
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """The root with box/a.txt, box/sub/x, a.txt and src.txt; outside it, files of the same names."""
+    root, outside = tmp_path / "files", tmp_path / "outside"
+    for folder in (root, outside):
+        (folder / "box" / "sub").mkdir(parents=True)
+        (folder / "sub").mkdir()
+        for name in ("box/a.txt", "box/sub/x", "a.txt", "sub/x"):
+            (folder / name).write_text(f"{folder.name} {name}\n")
+    (root / "src.txt").write_text("source\n")
+    return root, outside
+
+
+# A folder of the path swapped for a symlink to the folder outside.
+FOLDER_CASES = {
+    "write": {"operation": "write", "path": "box/a.txt", "content": "NEW\n"},
+    "write-new-folder": {"operation": "write", "path": "box/new/n.txt", "content": "NEW\n"},
+    "append": {"operation": "append", "path": "box/a.txt", "content": "NEW\n"},
+    "copy": {"operation": "copy", "path": "src.txt", "destination": "box/a.txt"},
+    "move-source": {"operation": "move", "path": "box/a.txt", "destination": "moved.txt"},
+    "move-destination": {"operation": "move", "path": "src.txt", "destination": "box/a.txt"},
+    "delete-file": {"operation": "delete", "path": "box/a.txt"},
+    "delete-folder": {"operation": "delete", "path": "box/sub"},
+}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("case", FOLDER_CASES)
+def test_a_folder_swapped_for_a_symlink_after_the_check_leads_nowhere_outside(tmp_path, layout, case, moment):
+    root, outside = layout
+    before = snapshot(outside)
+    swap = Swap(tmp_path, root, "box", outside, moment)
+    try:
+        armed_step(tmp_path, swap, **FOLDER_CASES[case])
+        refused = None
+    except ActionError as error:
+        refused = error
+    assert swap.done, "the step made no file-system call to swap at"
+    assert snapshot(outside) == before
+    if moment == "first":
+        # The walk from the root meets the link and stops: nothing is written, moved or deleted at all.
+        assert refused is not None and not refused.retryable
+        assert re.match(REFUSED.format(name="box"), str(refused)), str(refused)
+    else:
+        # The folder was open already: the step acts on it where it now lies, still inside the root.
+        assert refused is None
+        assert (root / "box").is_symlink()
+
+
+def test_the_refusal_names_the_field_and_the_component(tmp_path, layout):
+    root, outside = layout
+    swap = Swap(tmp_path, root, "box", outside, "first")
+    with pytest.raises(ActionError) as caught:
+        armed_step(tmp_path, swap, operation="move", path="src.txt", destination="box/a.txt")
+    assert str(caught.value) == ("file move: destination 'box/a.txt': 'box' became a symlink after the path was "
+                                 "checked; a write, move or delete never follows a symlink inside WORKFLOW_FILES_ROOT")
+    assert (root / "src.txt").read_text() == "source\n"
+
+
+def test_a_write_lands_in_the_folder_it_checked_when_the_swap_comes_later(tmp_path, layout):
+    root, outside = layout
+    result = armed_step(tmp_path, Swap(tmp_path, root, "box", outside, "use"),
+                        operation="write", path="box/a.txt", content="NEW\n")
+    assert result == {"path": str(root / "box" / "a.txt")}
+    assert (root / "box.old" / "a.txt").read_text() == "NEW\n"
+    assert (outside / "box" / "a.txt").read_text() == "outside box/a.txt\n"
+    assert [path.name for path in (root / "box.old").iterdir() if path.name.endswith(".tmp")] == []
+
+
+# The file itself swapped for a symlink to the file outside: a step acts on the link, never through it.
+FILE_CASES = {
+    "write": {"operation": "write", "path": "a.txt", "content": "NEW\n"},
+    "append": {"operation": "append", "path": "a.txt", "content": "NEW\n"},
+    "copy": {"operation": "copy", "path": "src.txt", "destination": "a.txt"},
+    "move-source": {"operation": "move", "path": "a.txt", "destination": "moved.txt"},
+    "move-destination": {"operation": "move", "path": "src.txt", "destination": "a.txt"},
+    "delete": {"operation": "delete", "path": "a.txt"},
+}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path, layout, case, moment):
+    root, outside = layout
+    before = snapshot(outside)
+    swap = Swap(tmp_path, root, "a.txt", outside / "a.txt", moment)
+    try:
+        armed_step(tmp_path, swap, **FILE_CASES[case])
+    except ActionError as error:
+        assert re.match(REFUSED.format(name="a.txt"), str(error)), str(error)
+    assert swap.done, "the step made no file-system call to swap at"
+    assert snapshot(outside) == before
+    if case in ("write", "copy", "move-destination"):
+        assert not (root / "a.txt").is_symlink()  # the link was replaced, not written through
