@@ -368,6 +368,44 @@ def test_a_failing_trigger_is_polled_again_after_its_backoff(runtime):
     assert runtime.poll_scheduled("unknown") is None
 
 
+class DownOnceTrigger(BaseTrigger):
+    """Polled every 60 s; its first poll fails (a mail server down), the later ones find nothing."""
+
+    type = "down_once"
+    default_check_interval = 60.0
+    polls = 0
+
+    def is_triggered(self) -> bool:
+        DownOnceTrigger.polls += 1
+        if DownOnceTrigger.polls == 1:
+            raise ConnectionRefusedError("server 127.0.0.1:9 refused connection")
+        return False
+
+
+class DownOnceWorkflow(Workflow):
+    name = "down_once"
+    trigger = DownOnceTrigger("down")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_during_its_backoff_polls_at_once_when_started_again(storage):
+    # The backoff of the failure before the stop (a check interval: 60 s) skipped the first poll after the start.
+    DownOnceTrigger.polls = 0
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [DownOnceWorkflow]}))
+    runtime = app.extensions["pyflow"]
+    try:
+        runtime.start_workflow("down_once")
+        wait_until(lambda: (runtime.summary("down_once")["last_poll"] or {}).get("error"), message="a failed poll")
+        runtime.stop_workflow("down_once")
+        runtime.start_workflow("down_once")
+        wait_until(lambda: DownOnceTrigger.polls == 2, timeout=10, message="the first poll after the start")
+        wait_until(lambda: (runtime.summary("down_once")["last_poll"] or {}).get("error", "") is None,
+                   message="the poll's success in the Summary")
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
 class HungTrigger(BaseTrigger):
     """A trigger whose poll waits until the test releases it (a mail server that never answers)."""
 
