@@ -229,6 +229,25 @@ def test_a_job_replaced_during_an_abandoned_poll_polls_as_soon_as_that_poll_retu
         scheduler.shutdown()
 
 
+def test_a_wall_clock_stepped_back_moves_every_poll_back_with_it():
+    # APScheduler waits by the wall clock: a clock stepped back an hour (NTP) held every poll for that hour.
+    # The test's clock steps back; APScheduler's cannot be stepped here, so the test sees the polls moved.
+    behind = [0.0]
+    recorder = Recorder(lambda name, now: now + (0.05 if name == "busy" else 3600))
+    scheduler = Scheduler(recorder, maintenance=lambda: None, clock=lambda: time.time() - behind[0])
+    scheduler.start()
+    try:
+        scheduler.add("hourly", interval=3600.0)
+        scheduler.add("busy", interval=3600.0)  # wakes the scheduler thread every 0.05 s
+        wait_until(lambda: recorder.count("busy") >= 3, message="polls before the step")
+        wait_until(lambda: (scheduler.next_poll("hourly") or 0) > time.time() + 3000, message="hourly's answer")
+        assert recorder.count("hourly") == 1
+        behind[0] = 3600.0  # the clock goes back an hour: hourly's next poll is due now by that clock
+        wait_until(lambda: recorder.count("hourly") == 2, timeout=10, message="hourly polled when due in real time")
+    finally:
+        scheduler.shutdown()
+
+
 def test_many_workflows_share_one_scheduler_thread_and_a_small_pool(make_scheduler):
     before = threading.active_count()
     scheduler, recorder = make_scheduler(lambda name, now: now + 0.05)

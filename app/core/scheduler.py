@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MAINTENANCE_JOB = "pyflow:maintenance"
+# A wall clock that went back more than this between two rounds of the scheduler stepped (NTP, an operator),
+# rather than drifted: NTP slews a clock by at most 0.5 ms a second.
+CLOCK_STEP_SECONDS = 2.0
 
 
 class _NextPoll:  # an APScheduler BaseTrigger by registration (_background_scheduler), so defined without it
@@ -55,15 +58,22 @@ class _Job:
         self.waiting = False
 
 
-def _background_scheduler(pool_size: int, polled: Callable[[JobExecutionEvent], None]) -> BackgroundScheduler:
-    """The APScheduler behind a Scheduler: one thread, a pool of ``pool_size``, ``polled`` told of every poll."""
+def _background_scheduler(pool_size: int, polled: Callable[[JobExecutionEvent], None],
+                          before_round: Callable[[], object]) -> BackgroundScheduler:
+    """The APScheduler behind a Scheduler: one thread, a pool of ``pool_size``, ``polled`` told of every poll,
+    ``before_round`` called each time the thread wakes, before it looks for due jobs."""
     from apscheduler.events import EVENT_JOB_EXECUTED
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.base import BaseTrigger
 
+    class _Scheduler(BackgroundScheduler):
+        def _process_jobs(self):  # APScheduler 3's round (pinned <4): what it waits for next comes from this
+            before_round()
+            return super()._process_jobs()
+
     BaseTrigger.register(_NextPoll)  # an ABC: APScheduler takes any registered class for a trigger
-    scheduler = BackgroundScheduler(
+    scheduler = _Scheduler(
         executors={"default": ThreadPoolExecutor(max_workers=pool_size)},
         # A poll that was late (busy pool, suspended laptop) runs once, not once per missed beat.
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -91,16 +101,24 @@ class Scheduler:
     workflow's turns are skipped (``on_overdue`` is told once per deadline),
     and a workflow added again meanwhile (a stop and a start, a PUT) polls as
     soon as that poll returns.
+
+    APScheduler waits by the wall clock (its issues 351 and 752): ``clock``
+    (``time.time``; tests give another) is compared with ``time.monotonic``
+    each time its thread wakes, and a step back moves every job back by as
+    much, so no poll waits for the clock to catch up.
     """
 
     def __init__(
         self, poll: Callable[[str], float | None], maintenance: Callable[[], object], pool_size: int = 8,
         poll_timeout: float = 60.0, on_overdue: Callable[[str, float], object] | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self._poll = poll
         self._maintenance = maintenance
         self._poll_timeout = poll_timeout
         self._on_overdue = on_overdue
+        self._clock = clock
+        self._clock_offset = clock() - time.monotonic()
         # name -> Event set when its poll returns (or the scheduler stops): the polls in flight.
         self._in_flight: dict[str, threading.Event] = {}
         # name -> the job polling it. Guarded, with _in_flight, by _flight_lock, which is taken before
@@ -117,11 +135,12 @@ class Scheduler:
         """The APScheduler, made at its first use."""
         with self._made_lock:
             if self._apscheduler is None:
-                self._apscheduler = _background_scheduler(self._pool_size, self._polled)
+                self._apscheduler = _background_scheduler(self._pool_size, self._polled, self._follow_clock)
             return self._apscheduler
 
     def start(self, maintenance_interval: float = 3600.0) -> None:
         """Start the scheduler thread and the periodic maintenance (pruning)."""
+        self._clock_offset = self._clock() - time.monotonic()
         self._scheduler.start()
         self._scheduler.add_job(
             self._maintenance, "interval", seconds=maintenance_interval, id=_MAINTENANCE_JOB,
@@ -215,6 +234,24 @@ class Scheduler:
             self._scheduler.modify_job(job.id, next_run_time=at)
         except JobLookupError:
             pass  # stopped (or replaced) while it was being polled
+
+    def _follow_clock(self) -> None:
+        """Move every job back by as much as the wall clock went back since the last round (scheduler thread)."""
+        # The thread's wait is monotonic (Python 3.11 on glibc 2.30+), so it wakes when the next job was due in
+        # real time; APScheduler then looks for due jobs by the wall clock, which a step back made "not yet".
+        offset = self._clock() - time.monotonic()
+        step, self._clock_offset = self._clock_offset - offset, offset
+        if step < CLOCK_STEP_SECONDS:
+            return
+        logger.warning("the wall clock went back %.1f s: every poll keeps its place in real time", step)
+        back = timedelta(seconds=step)
+        with self._flight_lock:
+            for job in self._jobs.values():
+                if job.trigger.wish is not None:
+                    job.trigger.wish -= back
+            for scheduled in self._scheduler.get_jobs():
+                if scheduled.next_run_time is not None:
+                    scheduled.modify(next_run_time=scheduled.next_run_time - back)
 
     def remove(self, name: str) -> None:
         """Stop polling ``name``."""
