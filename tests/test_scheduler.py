@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -12,6 +13,7 @@ from app.core.scheduler import Scheduler
 from app.runs import parse_time
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, DueLaterTrigger, EchoAction, QueueTrigger, wait_until
+from tests.waiting import threads_in
 from triggers.base import BaseTrigger
 from triggers.interval import IntervalTrigger
 from workflows.base import Workflow
@@ -157,6 +159,95 @@ def test_a_poll_under_way_when_its_job_is_replaced_does_not_move_the_new_jobs_po
     assert recorder.count("wf") == 2
 
 
+@pytest.mark.parametrize("replace", ["stop and start", "put"])
+def test_a_job_replaced_during_its_poll_polls_once_that_poll_ended_without_a_refused_turn(make_scheduler, replace,
+                                                                                         caplog):
+    # The new job had the workflow's name for its id, as the old one still running had: APScheduler refused its
+    # first turn ("maximum number of running instances reached") and put it an interval later.
+    order: list[str] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def answer(name, now):
+        number = len(order) // 2 + 1
+        order.append(f"start {number}")
+        if number == 1:
+            entered.set()
+            release.wait(30)  # the first poll: under way until the test lets it return
+        order.append(f"end {number}")
+        return now + 3600
+
+    scheduler, recorder = make_scheduler(answer)
+    scheduler.add("wf", interval=3600.0)
+    assert entered.wait(5), "the first poll under way"
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        if replace == "stop and start":
+            scheduler.remove("wf")
+        scheduler.add("wf", interval=3600.0)
+        # The new job has its place: waiting for the poll under way (no time yet), not a turn an interval later.
+        wait_until(lambda: (scheduler.next_poll("wf") or float("inf")) > time.time() + 60,
+                   message="the new job to wait for the poll under way")
+        release.set()
+        wait_until(lambda: recorder.count("wf") == 2, timeout=10,
+                   message="the new job's first poll, once the old poll returned")
+        wait_until(lambda: (scheduler.next_poll("wf") or 0) > time.time() + 60, message="the new job's answer")
+    assert order == ["start 1", "end 1", "start 2", "end 2"]
+    assert recorder.peak == 1
+    assert not [record for record in caplog.records if "maximum number of running instances" in record.message]
+
+
+def test_a_job_replaced_during_an_abandoned_poll_polls_as_soon_as_that_poll_returns():
+    # The new job's first turn found the abandoned poll still in flight and was skipped; nothing polled it
+    # when that poll returned, so its first poll came an interval (here an hour) later.
+    release = threading.Event()
+    overdue = threading.Event()
+
+    def poll(name: str, now: float) -> float:
+        if not release.is_set():
+            release.wait(30)  # the first poll hangs past its deadline
+        return now + 3600
+
+    recorder = Recorder(poll)
+    scheduler = Scheduler(recorder, maintenance=lambda: None, poll_timeout=0.2,
+                          on_overdue=lambda name, seconds: overdue.set())
+    scheduler.start()
+    try:
+        scheduler.add("wf", interval=3600.0)
+        assert overdue.wait(10), "the first poll abandoned at its deadline"
+        wait_until(lambda: not pool_busy(), message="the old job's pool thread to finish with it")
+        scheduler.remove("wf")
+        scheduler.add("wf", interval=3600.0)
+        # The new job has its place: waiting for the poll under way (no time yet), not a turn an interval later.
+        wait_until(lambda: (scheduler.next_poll("wf") or float("inf")) > time.time() + 60 and not pool_busy(),
+                   message="the new job to wait for the abandoned poll")
+        release.set()
+        wait_until(lambda: recorder.count("wf") == 2, timeout=10,
+                   message="the new job's first poll, once the abandoned poll returned")
+        assert recorder.peak == 1
+    finally:
+        release.set()
+        scheduler.shutdown()
+
+
+def test_a_wall_clock_stepped_back_moves_every_poll_back_with_it():
+    # APScheduler waits by the wall clock: a clock stepped back an hour (NTP) held every poll for that hour.
+    # The test's clock steps back; APScheduler's cannot be stepped here, so the test sees the polls moved.
+    behind = [0.0]
+    recorder = Recorder(lambda name, now: now + (0.05 if name == "busy" else 3600))
+    scheduler = Scheduler(recorder, maintenance=lambda: None, clock=lambda: time.time() - behind[0])
+    scheduler.start()
+    try:
+        scheduler.add("hourly", interval=3600.0)
+        scheduler.add("busy", interval=3600.0)  # wakes the scheduler thread every 0.05 s
+        wait_until(lambda: recorder.count("busy") >= 3, message="polls before the step")
+        wait_until(lambda: (scheduler.next_poll("hourly") or 0) > time.time() + 3000, message="hourly's answer")
+        assert recorder.count("hourly") == 1
+        behind[0] = 3600.0  # the clock goes back an hour: hourly's next poll is due now by that clock
+        wait_until(lambda: recorder.count("hourly") == 2, timeout=10, message="hourly polled when due in real time")
+    finally:
+        scheduler.shutdown()
+
+
 def test_many_workflows_share_one_scheduler_thread_and_a_small_pool(make_scheduler):
     before = threading.active_count()
     scheduler, recorder = make_scheduler(lambda name, now: now + 0.05)
@@ -216,6 +307,11 @@ def test_shutdown_does_not_wait_for_a_hung_poll():
                    timeout=5, message="the pool thread to leave the hung poll")
     finally:
         release.set()
+
+
+def pool_busy() -> bool:
+    """True while a thread of a scheduler's pool runs a job (a poll, or the listeners told of its end)."""
+    return bool(threads_in("_WorkItem.run", "ThreadPoolExecutor"))
 
 
 def _waiting_in_bounded_poll(thread: threading.Thread) -> bool:
@@ -289,6 +385,44 @@ def test_a_failing_trigger_is_polled_again_after_its_backoff(runtime):
     runtime.poll_scheduled("broken_trigger")
     assert runtime.bound["broken_trigger"].failures == 2
     assert runtime.poll_scheduled("unknown") is None
+
+
+class DownOnceTrigger(BaseTrigger):
+    """Polled every 60 s; its first poll fails (a mail server down), the later ones find nothing."""
+
+    type = "down_once"
+    default_check_interval = 60.0
+    polls = 0
+
+    def is_triggered(self) -> bool:
+        DownOnceTrigger.polls += 1
+        if DownOnceTrigger.polls == 1:
+            raise ConnectionRefusedError("server 127.0.0.1:9 refused connection")
+        return False
+
+
+class DownOnceWorkflow(Workflow):
+    name = "down_once"
+    trigger = DownOnceTrigger("down")
+    actions = [EchoAction("echo", value=1)]
+
+
+def test_a_workflow_stopped_during_its_backoff_polls_at_once_when_started_again(storage):
+    # The backoff of the failure before the stop (a check interval: 60 s) skipped the first poll after the start.
+    DownOnceTrigger.polls = 0
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [DownOnceWorkflow]}))
+    runtime = app.extensions["pyflow"]
+    try:
+        runtime.start_workflow("down_once")
+        wait_until(lambda: (runtime.summary("down_once")["last_poll"] or {}).get("error"), message="a failed poll")
+        runtime.stop_workflow("down_once")
+        runtime.start_workflow("down_once")
+        wait_until(lambda: DownOnceTrigger.polls == 2, timeout=10, message="the first poll after the start")
+        wait_until(lambda: (runtime.summary("down_once")["last_poll"] or {}).get("error", "") is None,
+                   message="the poll's success in the Summary")
+    finally:
+        app.extensions["pyflow"].shutdown(timeout=2)
 
 
 class HungTrigger(BaseTrigger):

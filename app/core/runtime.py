@@ -627,6 +627,10 @@ class Runtime:
 
     def _schedule(self, bound: BoundWorkflow) -> None:
         bound.trigger.state = self.store.load_trigger_state(bound.name)
+        # A start polls now, as at start-up and as POST /poll does: the backoff of a failure before a stop would
+        # have skipped the first poll after the start for up to MAX_POLL_BACKOFF_SECONDS. A failure now backs off
+        # from where it was (``failures`` stays).
+        bound.retry_at = 0.0
         self.scheduler.add(bound.name, bound.check_interval)
 
     # -- runs -------------------------------------------------------------------
