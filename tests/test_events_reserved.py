@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from app import create_app, start_app
+from tests.conftest import TEST_SETTINGS
+from tests.fixtures import WORKFLOWS
 from tests.server import Server, Servers
 from tests.waiting import wait_until
 
@@ -140,3 +143,33 @@ def test_half_a_surrogate_pair_is_400_not_500(client, raw):
     paired = client.post("/api/events", data=b'{"type": "ticket.created", "data": {"t": "\\ud83d\\ude00"}}',
                          content_type="application/json")
     assert paired.status_code == 202 and len(paired.get_json()["started"]) == 1
+
+
+@pytest.fixture(params=["json", "postgres"])
+def store_client(request, storage, key_file):
+    """A client of an app on the JSON store or on a PostgreSQL database of the test's own."""
+    settings = {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_KEY_FILE": str(key_file),
+                "WORKFLOW_CLASSES": WORKFLOWS}
+    if request.param == "postgres":
+        settings["WORKFLOW_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    app = start_app(create_app(settings))
+    yield app.test_client()
+    app.extensions["pyflow"].shutdown(timeout=2)
+
+
+@pytest.mark.parametrize(("order", "words"), [
+    ("A-1\x00", "contains a control or format character (got U+0000 at position 3)"),
+    ("A-1\nB", "(got U+000A at position 3)"),
+    ("k" * 256, "is 256 characters long (at most 255)"),
+])
+def test_a_waiting_step_whose_key_no_event_can_carry_fails_naming_it(store_client, order, words):
+    """A NUL in the key stopped the run's thread on PostgreSQL (the run stayed running); elsewhere it waited in vain."""
+    waits = {"name": "waits", "steps": [{"name": "paid", "type": "wait_for_event",
+                                         "config": {"event": "order.paid", "key": "{{ inputs.order }}"}}]}
+    assert store_client.post("/api/workflows", json=waits).status_code == 201
+    run_id = store_client.post("/api/workflows/waits/runs", json={"inputs": {"order": order}}).get_json()["id"]
+    run = wait_until(lambda: (run := store_client.get(f"/api/runs/{run_id}").get_json())["status"] not in (
+        "queued", "running") and run, 15, message=f"run {run_id} to end or wait")
+    assert run["status"] == "failed", run
+    assert words in run["steps"][0]["error"] and "no event can carry such a key" in run["steps"][0]["error"]
+    assert run["steps"][0]["attempts"] == 1

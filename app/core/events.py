@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import unicodedata
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from actions.printable import unprintable
+from actions.wait_for_event import MAX_KEY_LENGTH
 from app.core.templating import RenderError, is_truthy
 from app.errors import InvalidInput
 from app.runs import utcnow
@@ -39,14 +40,13 @@ MAX_EVENT_DEPTH = 8
 # Runs the runs' ends of one chain may start; chains counted at once (the oldest are forgotten).
 MAX_CHAIN_RUNS = 100
 MAX_CHAINS_KEPT = 10_000
-MAX_FIELD_LENGTH = 255
+# One bound for a posted type, key and id; a waiting step's key is held to it too.
+MAX_FIELD_LENGTH = MAX_KEY_LENGTH
 RUN_ENDS = ("run.succeeded", "run.failed", "run.cancelled")
 # Types PyFlow publishes itself (runs' ends): refused from callers, so none can forge a run's end.
 RESERVED_PREFIX = "run."
 # A run's end's id (run_ended): refused from callers, who could else take it first and drop the real end.
 _RUN_END_ID = re.compile(rf"^[^:]+:(?:{'|'.join(end.removeprefix(RESERVED_PREFIX) for end in RUN_ENDS)}):")
-# Unicode categories refused in a type, key or id: controls, format (bidi overrides), surrogates, line breaks.
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def parse_event(body: Any) -> dict:
@@ -107,11 +107,8 @@ def _text_problem(value: Any) -> str | None:
     text = str(value)
     if len(text) > MAX_FIELD_LENGTH:
         return f"must be at most {MAX_FIELD_LENGTH} characters, got {len(text)}"
-    for index, char in enumerate(text):
-        # Control and format characters: a newline forges a line of the server log, a NUL stops PostgreSQL.
-        if unicodedata.category(char) in _UNPRINTABLE:
-            return f"must not contain control or format characters, got U+{ord(char):04X} at position {index}"
-    return None
+    found = unprintable(text)
+    return f"must not contain control or format characters, {found}" if found else None
 
 
 def lineage(run: dict) -> dict | None:
