@@ -218,7 +218,8 @@ class Client:
                    id: str | None = None) -> Json:
         """Publish an event: ``{"event": {"id", "type"}, "duplicate", "started", "runs", "resumed"}`` (run ids).
 
-        ``key`` correlates it with waiting runs; a repeated ``id`` does nothing twice.
+        ``key`` correlates it with waiting runs; a repeated ``id`` does nothing twice. A ``run.*`` type
+        raises PyFlowAPIError 422 naming ``type``: PyFlow publishes those itself when runs end.
         """
         body: Json = {"type": type, "data": dict(data or {})}
         if key is not None:

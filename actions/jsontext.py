@@ -2,8 +2,9 @@
 
 ``json.loads`` recurses once per nesting level (depth 100,000 is a RecursionError,
 depth 900 passes and breaks later code), turns a 5,000-digit integer into a
-ValueError about Python's limit, and accepts ``NaN`` and ``Infinity``, which no
-JSON reader takes back. Here each is refused with a message for the sender.
+ValueError about Python's limit, accepts ``NaN`` and ``Infinity``, which no
+JSON reader takes back, and a lone surrogate escape (``"\\ud800"``), which no
+UTF-8 writer (the stores) takes. Here each is refused with a message for the sender.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ SETTING = "WORKFLOW_MAX_JSON_DEPTH"
 # A JSON string, quotes and escapes included (the unrolled form: linear, no backtracking).
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# An escape of half a UTF-16 surrogate pair: the parsed value is checked only when one is in the text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Opening brackets as +1, closing ones as -1 (a signed byte).
 _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 
@@ -73,4 +76,17 @@ def load_json(raw: str | bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     # Counting first keeps the common small body off the scan.
     if text.count("[") + text.count("{") > max_depth and nesting(text) > max_depth:
         raise JSONLimitError(f"JSON nested deeper than {max_depth} levels ({SETTING})")
-    return json.loads(text, parse_constant=_constant, parse_int=_integer, parse_float=_float)
+    value = json.loads(text, parse_constant=_constant, parse_int=_integer, parse_float=_float)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_surrogates(value)
+    return value
+
+
+def _check_surrogates(value: Any) -> None:
+    """JSONLimitError when ``value`` holds half a surrogate pair (a pair is one character once parsed)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(error.object[error.start])
+        raise JSONLimitError(f"the escape \\u{code:04x} is half of a UTF-16 surrogate pair, not a character; "
+                             f"send the whole pair or the character itself") from None

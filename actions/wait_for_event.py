@@ -7,9 +7,12 @@ from typing import Any
 
 from actions.base import ActionError, BaseAction, Park, SettingError, check_timeout
 from actions.base import seconds as parse_seconds
+from actions.printable import unprintable
 
 ON_TIMEOUT = ("fail", "continue")
 DEFAULT_TIMEOUT = 86400.0
+# The longest key a posted event may carry (app/core/events.py): a longer one could never come.
+MAX_KEY_LENGTH = 255
 
 
 class WaitForEventAction(BaseAction):
@@ -46,8 +49,20 @@ class WaitForEventAction(BaseAction):
                               "a sub-workflow, or python run.py run)", retryable=False)
         timeout = parse_seconds(self.timeout, "timeout", "wait_for_event")
         key = None if self.key is None or self.key == "" else str(self.key)
+        if key is not None:
+            _check_key(key)
         parked = self.context.parked or {}
         until = parked.get("until_epoch") if parked.get("for") == "event" else None
         until = float(until) if until else time.time() + timeout
         raise Park("event", until=until, event=self.event.strip(), key=key, on_timeout=self.on_timeout,
                    details={"timeout_s": timeout, "until_epoch": until})
+
+
+def _check_key(key: str) -> None:
+    """ActionError (not retried) for a key no posted event can carry: it would only wait for its timeout."""
+    found = unprintable(key)
+    if found or len(key) > MAX_KEY_LENGTH:
+        why = (f"contains a control or format character ({found})" if found
+               else f"is {len(key)} characters long (at most {MAX_KEY_LENGTH})")
+        raise ActionError(f"wait_for_event: key {key[:60]!r} {why}; no event can carry such a key",
+                          retryable=False)

@@ -30,6 +30,9 @@ def test_nesting_counts_brackets_outside_strings(text, depth):
     ('{"a": Infinity}', "Infinity is not a JSON number"),
     ("-Infinity", "-Infinity is not a JSON number"),
     ("1e400", "the number 1e400 is too large for a JSON number"),
+    ('{"a": "\\ud800"}', "the escape \\ud800 is half of a UTF-16 surrogate pair, not a character"),
+    ('[{"\\uDFFF": 1}]', "the escape \\udfff is half of a UTF-16 surrogate pair"),
+    ('"\\ude00\\ud83d"', "the escape \\ude00 is half"),  # a pair in the wrong order is two halves
 ])
 def test_past_a_bound_is_refused_with_its_reason(text, words):
     with pytest.raises(JSONLimitError) as caught:
@@ -42,6 +45,8 @@ def test_within_the_bounds_it_is_json_loads():
     text = json.dumps(value)
     assert load_json(text) == load_json(text.encode()) == load_json(text.encode("utf-16")) == value
     assert load_json("[" * 64 + "]" * 64) == json.loads("[" * 64 + "]" * 64)
+    # An escaped pair is one character; an escaped backslash before "ud800" is text.
+    assert load_json('["\\ud83d\\ude00", "\\\\ud800"]') == ["\U0001f600", "\\ud800"]
 
 
 def test_malformed_text_is_json_decode_error():

@@ -306,6 +306,15 @@ def test_emit_event_fails_cleanly_or_is_accepted(client):
         assert answer["event"]["type"] == "client.test"
 
 
+def test_emit_event_of_a_run_end_is_refused_naming_type(client):
+    """run.* events are PyFlow's own (docs/events.md): the client gets the API's 422, whatever the token."""
+    with pytest.raises(PyFlowAPIError) as caught:
+        client.emit_event("run.succeeded", {"run_id": "run_0", "workflow": "echo", "status": "succeeded"})
+    assert (caught.value.status, caught.value.code) == (422, "invalid_input")
+    assert caught.value.details[0]["path"] == "type"
+    assert "published by PyFlow when runs end" in caught.value.details[0]["message"]
+
+
 # -- any other endpoint --------------------------------------------------------------------------------
 
 def test_request_reaches_any_endpoint(client):

@@ -219,9 +219,10 @@ def test_a_line_break_in_quoted_text_cannot_forge_a_console_log_record(tmp_path)
         assert server.post("/api/workflows", json={"name": "saver", "steps": [step]}).status_code == 201
         started = server.post("/api/workflows/saver/runs?wait=30", json={"inputs": {"name": f"a.txt\n{FORGED}"}})
         assert started.status_code == 200 and started.json()["status"] == "succeeded", started.text
+        # An event type with a line break no longer reaches the log: it is refused at the door (docs/events.md).
         event = server.post("/api/events", json={"type": f"ticket\r{FORGED}"})
-        assert event.status_code == 202, event.text
-        wait_until(lambda: server.stderr.count(FORGED) >= 2, timeout=15, message="both records in the console log")
+        assert event.status_code == 422 and event.json()["error"]["details"][0]["path"] == "type", event.text
+        wait_until(lambda: FORGED in server.stderr, timeout=15, message="the file's record in the console log")
         lines = server.stderr.splitlines()
         assert not [line for line in lines if line.startswith(FORGED)], server.stderr
         assert f"file save: write a.txt\n    {FORGED}" in server.stderr

@@ -19,6 +19,7 @@ from app.api.roles import required
 from app.api.routes import MAX_PAGE, MAX_WAIT_SECONDS, bp
 from app.api.schemas import RUN_ID_PATTERN, TIME, components, ref
 from app.api.tokens import NAME as TOKEN_NAME
+from app.core.events import MAX_FIELD_LENGTH
 from app.core.secrets import NAME as SECRET_NAME
 from workflows.base import NAME_PATTERN
 
@@ -266,8 +267,15 @@ def paths() -> dict[str, dict[str, dict]]:
                                "resumed": {"type": "array", "items": {"type": "string"}}}})},
         errors=(422,), body=json_content({
             "type": "object", "required": ["type"], "additionalProperties": False,
-            "properties": {"type": {"type": "string", "minLength": 1}, "data": {},
-                           "key": {"type": ["string", "integer"]}, "id": {"type": ["string", "integer"]}}}))}
+            "properties": {
+                "type": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_LENGTH, "description": (
+                    "the event's type, such as 'ticket.created'; run.* types are PyFlow's own (published when runs "
+                    "end) and refused (422), whatever the role; no control or format characters")},
+                "data": {},
+                "key": {"type": ["string", "integer"], "minLength": 1, "maxLength": MAX_FIELD_LENGTH,
+                        "description": "correlation key for wait_for_event steps; no control or format characters"},
+                "id": {"type": ["string", "integer"], "minLength": 1, "maxLength": MAX_FIELD_LENGTH,
+                       "description": "for deduplication; '<run id>:<status>:<time>' is refused (run-end ids)"}}}))}
     approval_body = json_content({"type": "object", "properties": {
         "step": {"type": "string", "description": "the approval step (default: the one waiting)"},
         "comment": {"type": "string"}}})

@@ -8,16 +8,24 @@ it): a chain stops starting runs after MAX_EVENT_DEPTH links. Depth alone still 
 n workflows following ``run.*``, each end started n - 1 runs, (n - 1) ** 8 at the last link. So an event
 also carries ``chain`` (the id of the event the chain began with), and runs' ends of one chain start at
 most MAX_CHAIN_RUNS runs in this process.
+
+Trust: ``parse_event`` is the only way in for a caller's event (POST /api/events, and so the Python client
+and a workflow's ``http_request`` to it); it refuses the ``run.`` types and the run-end ids PyFlow publishes
+itself, whatever the caller's role, so nobody can forge a run's end. PyFlow's own ends are built by
+``run_ended`` and handed to ``Events.publish``, which trusts what it is given.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from actions.printable import unprintable
+from actions.wait_for_event import MAX_KEY_LENGTH
 from app.core.templating import RenderError, is_truthy
 from app.errors import InvalidInput
 from app.runs import utcnow
@@ -32,27 +40,36 @@ MAX_EVENT_DEPTH = 8
 # Runs the runs' ends of one chain may start; chains counted at once (the oldest are forgotten).
 MAX_CHAIN_RUNS = 100
 MAX_CHAINS_KEPT = 10_000
-MAX_FIELD_LENGTH = 255
+# One bound for a posted type, key and id; a waiting step's key is held to it too.
+MAX_FIELD_LENGTH = MAX_KEY_LENGTH
 RUN_ENDS = ("run.succeeded", "run.failed", "run.cancelled")
+# Types PyFlow publishes itself (runs' ends): refused from callers, so none can forge a run's end.
+RESERVED_PREFIX = "run."
+# A run's end's id (run_ended): refused from callers, who could else take it first and drop the real end.
+_RUN_END_ID = re.compile(rf"^[^:]+:(?:{'|'.join(end.removeprefix(RESERVED_PREFIX) for end in RUN_ENDS)}):")
 
 
 def parse_event(body: Any) -> dict:
-    """A posted event ``{"type", "data"?, "key"?, "id"?}`` as stored and delivered; InvalidInput naming each problem."""
+    """A posted event ``{"type", "data"?, "key"?, "id"?}`` as stored and delivered; InvalidInput naming each problem.
+
+    The untrusted way in: the ``run.`` types and the run-end ids PyFlow publishes itself are refused.
+    """
     if not isinstance(body, dict):
         raise InvalidInput("an event must be a JSON object {\"type\", \"data\", \"key\", \"id\"}",
                            details=[{"path": "", "message": "must be a JSON object"}])
     problems = []
     event_type = body.get("type")
-    if not isinstance(event_type, str) or not event_type.strip():
-        problems.append({"path": "type", "message": "is required: the event's type, such as 'ticket.created'"})
-    elif len(event_type) > MAX_FIELD_LENGTH:
-        problems.append({"path": "type", "message": f"must be at most {MAX_FIELD_LENGTH} characters"})
+    problem = _type_problem(event_type)
+    if problem:
+        problems.append({"path": "type", "message": problem})
     for field in ("key", "id"):
         value = body.get(field)
-        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)
-                                  or not str(value) or len(str(value)) > MAX_FIELD_LENGTH):
-            problems.append({"path": field, "message": f"must be a non-empty string of at most "
-                                                       f"{MAX_FIELD_LENGTH} characters"})
+        problem = _text_problem(value)
+        if problem is None and field == "id" and value is not None and _RUN_END_ID.match(str(value)):
+            problem = ("is reserved: ids '<run id>:<status>:<time>' are those of the run.* events PyFlow "
+                       "publishes when runs end")
+        if problem:
+            problems.append({"path": field, "message": problem})
     unknown = sorted(set(body) - {"type", "data", "key", "id"})
     if unknown:
         problems.append({"path": unknown[0], "message": "unknown field (an event has type, data, key and id)"})
@@ -63,6 +80,35 @@ def parse_event(body: Any) -> dict:
     event_id = str(event_id) if event_id is not None else f"evt_{uuid.uuid4().hex}"
     return {"id": event_id, "type": event_type.strip(), "data": body.get("data"),
             "key": str(key) if key is not None else None, "at": utcnow(), "depth": 0, "chain": event_id}
+
+
+def _type_problem(value: Any) -> str | None:
+    """What is wrong with a posted event's ``type`` (None when nothing)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "is required: the event's type, such as 'ticket.created'"
+    if not isinstance(value, str):
+        return f"must be a string such as 'ticket.created', got {type(value).__name__}"
+    problem = _text_problem(value)
+    if problem:
+        return problem
+    # Case aside too: a type that differs only in case from a run's end would only confuse its readers.
+    if value.strip().lower().startswith(RESERVED_PREFIX):
+        return (f"is reserved: {RESERVED_PREFIX}* events ({', '.join(RUN_ENDS)}) are published by PyFlow when "
+                f"runs end, never through the API; use a type of your own, such as 'ticket.created'")
+    return None
+
+
+def _text_problem(value: Any) -> str | None:
+    """What is wrong with a posted ``type``, ``key`` or ``id`` (None when nothing, or absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
+        return f"must be a non-empty string of at most {MAX_FIELD_LENGTH} characters"
+    text = str(value)
+    if len(text) > MAX_FIELD_LENGTH:
+        return f"must be at most {MAX_FIELD_LENGTH} characters, got {len(text)}"
+    found = unprintable(text)
+    return f"must not contain control or format characters, {found}" if found else None
 
 
 def lineage(run: dict) -> dict | None:

@@ -332,7 +332,10 @@ class Runtime:
 
     # -- events (app/core/events.py) ----------------------------------------------------
     def publish(self, event: dict) -> dict:
-        """Publish an event (parsed by app.core.events.parse_event): runs started, waiting runs resumed."""
+        """Publish an event (parsed by app.core.events.parse_event): runs started, waiting runs resumed.
+
+        Trusted: nothing here refuses a ``run.*`` type; a caller's event must come through parse_event.
+        """
         return self.events.publish(event)
 
     def submit_event_run(self, bound: BoundWorkflow, event: dict) -> tuple[dict, bool]:
