@@ -291,19 +291,13 @@ def test_approve_and_reject_fail_cleanly_where_nothing_waits(client, call):
     run = client.wait_for_completion(client.execute_workflow("echo")["id"], timeout=30, poll=0.05)
     with pytest.raises(PyFlowAPIError) as caught:
         call(client, run["id"])
-    # 404 until the approval endpoints exist; then 409: nothing waits for an answer.
-    assert caught.value.status in (404, 409)
+    assert caught.value.status == 409  # nothing waits for an answer
     assert caught.value.code and caught.value.message
 
 
-def test_emit_event_fails_cleanly_or_is_accepted(client):
-    try:
-        answer = client.emit_event("client.test", {"id": 7}, key="7", id="client-event-1")
-    except PyFlowAPIError as error:
-        # Until POST /api/events exists (issue 16, item 1).
-        assert (error.status, error.code) == (404, "not_found")
-    else:
-        assert answer["event"]["type"] == "client.test"
+def test_emit_event_is_accepted(client):
+    answer = client.emit_event("client.test", {"id": 7}, key="7", id="client-event-1")
+    assert answer["event"]["type"] == "client.test"
 
 
 def test_emit_event_of_a_run_end_is_refused_naming_type(client):
