@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.datastructures import FileStorage
 
 from app import create_app, start_app
+from app.api.uploads import save_uploads
 from app.core.files import fetch, share
 from app.errors import NotFound
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
+from tests import pdf_factory
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS
 from tests.fixtures.actions import EchoAction
@@ -74,10 +77,11 @@ def other_host(client: FlaskClient, tmp_path: Path) -> Path:
     return tmp_path / "worker" / "attachments"
 
 
-def assert_fetched(client: FlaskClient, inputs: dict, folder: Path, expected: dict[str, bytes]) -> None:
+def assert_fetched(client: FlaskClient, run: dict, folder: Path, expected: dict[str, bytes]) -> None:
     """``fetch`` on another host gives every attachment's identical bytes there, keeping ``inputs`` as it was."""
+    inputs = run["trigger_data"]
     before = json.loads(json.dumps(inputs))
-    fetched = fetch(runtime_of(client).store, inputs, folder)
+    fetched = fetch(runtime_of(client).store, inputs, folder, folders=run["attachment_folders"])
     assert inputs == before  # the run's record keeps what it had
     records = fetched["attachments"]
     assert {record["filename"] for record in records} == set(expected)
@@ -99,12 +103,13 @@ def test_an_upload_to_a_server_on_postgresql_reaches_another_host_through_the_da
         "notes": (io.BytesIO(b"hello\n"), "notes.txt"),
     })
     assert response.status_code == 200, response.get_json()
-    inputs = response.get_json()["trigger_data"]
-    for record in inputs["attachments"]:
+    run = response.get_json()
+    for record in run["trigger_data"]["attachments"]:
         folder = Path(record["path"]).parent.name
         assert record["key"] == f"attachments/{folder}/{record['filename']}"
+        assert run["attachment_folders"] == [folder]
 
-    assert_fetched(client, inputs, other_host(client, tmp_path), {"application.pdf": PDF, "notes.txt": b"hello\n"})
+    assert_fetched(client, run, other_host(client, tmp_path), {"application.pdf": PDF, "notes.txt": b"hello\n"})
 
 
 @pytest.mark.services
@@ -119,10 +124,11 @@ def test_an_e_mail_attachment_polled_on_postgresql_reaches_another_host_through_
         (run,) = response.get_json()["runs"]
     run = finished(client, run["id"])
     assert run["status"] == "succeeded", run["error"]
-    inputs = run["trigger_data"]
-    assert all(record["key"].startswith("attachments/email-") for record in inputs["attachments"])
+    assert all(record["key"].startswith(f"attachments/{run['attachment_folders'][0]}/")
+               for record in run["trigger_data"]["attachments"])
+    assert run["attachment_folders"][0].startswith("email-")
 
-    assert_fetched(client, inputs, other_host(client, tmp_path), {"form.pdf": PDF, "note.txt": b"see the form"})
+    assert_fetched(client, run, other_host(client, tmp_path), {"form.pdf": PDF, "note.txt": b"see the form"})
 
 
 @pytest.mark.services
@@ -157,7 +163,8 @@ def test_on_the_json_store_an_upload_gets_its_key_and_stays_the_one_file(make_ap
     assert Path(record["path"]) == (store.root / record["key"]).resolve()
     # On the host that saved it, fetch finds the file where the key says and writes nothing.
     before = Path(record["path"]).stat()
-    fetched = fetch(store, {"attachments": [record]}, store.root / "attachments")
+    fetched = fetch(store, {"attachments": [record]}, store.root / "attachments",
+                    folders=[Path(record["path"]).parent.name])
     assert fetched["attachments"][0]["path"] == record["path"]
     after = Path(record["path"]).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -213,17 +220,17 @@ def test_share_keeps_a_file_above_the_bound_on_its_host_and_says_so(postgres_url
 def test_fetch_refuses_a_key_that_leads_outside_the_attachments_area(tmp_path, key):
     store = MemoryStore(tmp_path / "store")
     with pytest.raises(ValueError, match="file key"):
-        fetch(store, {"attachments": [{"key": key, "path": "/x"}]}, tmp_path / "worker")
+        fetch(store, {"attachments": [{"key": key, "path": "/x"}]}, tmp_path / "worker", folders=["a", ".."])
     assert not (tmp_path / "worker").exists()
 
 
 @pytest.mark.services
 @pytest.mark.parametrize(("key", "says"), [
     ("../../encryption.key", "a file key must be a relative name such as 'attachments/<folder>/<name>'"),
-    ("attachments/nope/x.txt", "no file 'attachments/nope/x.txt' in the database at "),
+    ("attachments/nope/x.txt", "attachment 'x.txt' (key 'attachments/nope/x.txt') is not an attachment of this run"),
 ])
 def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key(postgres_url, tmp_path, key, says):
-    """docs/files.md: a key in a run's inputs outside attachments/ (or gone) is refused with a message naming it."""
+    """docs/files.md: a key in a run's inputs outside attachments/ (or not the run's) is refused naming it."""
     from tests.runtimes import runtimes
 
     with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
@@ -238,12 +245,46 @@ def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key
     assert failed["error"].startswith(f"its attachments cannot be read: {says}") and key in failed["error"]
 
 
+@pytest.mark.services
+def test_a_worker_fetches_a_runs_own_upload_and_refuses_another_runs_key(postgres_url, tmp_path):
+    """docs/files.md: the key of another run's upload, posted in JSON inputs, makes no worker fetch its file."""
+    from tests.runtimes import runtimes
+
+    pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [["Private to the first run"]]).read_bytes()
+    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
+        server = make("server")
+        server.create_definition({"name": "read_upload", "steps": [
+            {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.attachments }}"}}]})
+        make("worker", worker=True)
+        # What POST /api/workflows/read_upload/runs does with a file part (app/api/routes.py).
+        records, folders = save_uploads([FileStorage(io.BytesIO(pdf), "own.pdf", content_type="application/pdf")],
+                                        server.store.files_path("attachments"))
+        first, _ = server.submit("read_upload", share(server.store, {"attachments": records}),
+                                 attachment_folders=folders)
+        first = wait_until(lambda: (stored := server.get_run(first["id"]))["status"] in ("succeeded", "failed")
+                           and stored, 30, message="the worker running the first run")
+        assert first["status"] == "succeeded", first["error"]
+        assert "Private to the first run" in first["steps"][0]["result"]["text"]
+        fetched = tmp_path / "worker" / "attachments" / folders[0] / "own.pdf"
+        fetched.unlink()  # the worker's copy: gone, so a second fetch would show
+
+        (record,) = first["trigger_data"]["attachments"]
+        second, _ = server.submit("read_upload", {"attachments": [record]})
+        second = wait_until(lambda: (stored := server.get_run(second["id"]))["status"] == "failed" and stored, 30,
+                            message="the worker refusing the second run")
+    assert second["error"] == (f"its attachments cannot be read: attachment 'own.pdf' (key {record['key']!r}) is not "
+                               f"an attachment of this run (another run's upload or e-mail attachment): a run reads "
+                               f"only the files the server saved for it")
+    assert second["steps"][0]["status"] == "pending"
+    assert not fetched.exists()
+
+
 def test_fetch_of_a_file_the_store_no_longer_has_is_not_found_naming_it(tmp_path):
     store = MemoryStore(tmp_path / "store")
     with pytest.raises(NotFound, match="attachments/f1/gone.pdf"):
-        fetch(store, {"attachments": [{"key": "attachments/f1/gone.pdf"}]}, tmp_path / "worker")
+        fetch(store, {"attachments": [{"key": "attachments/f1/gone.pdf"}]}, tmp_path / "worker", folders=["f1"])
 
 
 def test_fetch_without_keys_returns_the_inputs_as_they_are(tmp_path):
     inputs = {"attachments": [{"path": "/somewhere/a.pdf"}], "n": 1}
-    assert fetch(MemoryStore(tmp_path / "store"), inputs, tmp_path / "worker") is inputs
+    assert fetch(MemoryStore(tmp_path / "store"), inputs, tmp_path / "worker", folders=[]) is inputs
