@@ -11,16 +11,17 @@ import io
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from werkzeug.datastructures import FileStorage
 
 from app import create_app, start_app
-from app.api.uploads import save_uploads
+from app.core.config import load_settings
 from app.core.files import fetch, share
+from app.core.runtime import Runtime
 from app.errors import NotFound
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
@@ -246,32 +247,36 @@ def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key
 
 
 @pytest.mark.services
-def test_a_worker_fetches_a_runs_own_upload_and_refuses_another_runs_key(postgres_url, tmp_path):
+def test_a_worker_fetches_a_runs_own_upload_and_refuses_another_runs_key(make_app, postgres_url, tmp_path):
     """docs/files.md: the key of another run's upload, posted in JSON inputs, makes no worker fetch its file."""
-    from tests.runtimes import runtimes
-
-    pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [["Private to the first run"]]).read_bytes()
-    with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
-        server = make("server")
-        server.create_definition({"name": "read_upload", "steps": [
-            {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.attachments }}"}}]})
-        make("worker", worker=True)
-        # What POST /api/workflows/read_upload/runs does with a file part (app/api/routes.py).
-        records, folders = save_uploads([FileStorage(io.BytesIO(pdf), "own.pdf", content_type="application/pdf")],
-                                        server.store.files_path("attachments"))
-        first, _ = server.submit("read_upload", share(server.store, {"attachments": records}),
-                                 attachment_folders=folders)
-        first = wait_until(lambda: (stored := server.get_run(first["id"]))["status"] in ("succeeded", "failed")
-                           and stored, 30, message="the worker running the first run")
+    settings = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate"}
+    client = make_app(**settings)
+    assert client.post("/api/workflows", json={"name": "read_upload", "steps": [
+        {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.attachments }}"}}]}).status_code == 201
+    worker = Runtime({**load_settings({}), **TEST_SETTINGS, **settings,
+                      "WORKFLOW_STORAGE_PATH": str(tmp_path / "worker")}, worker=True)
+    thread = threading.Thread(target=worker.work, daemon=True)
+    thread.start()
+    try:
+        pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [["Private to the first run"]]).read_bytes()
+        posted = client.post("/api/workflows/read_upload/runs", content_type="multipart/form-data",
+                             data={"form": (io.BytesIO(pdf), "own.pdf", "application/pdf")})
+        assert posted.status_code == 202, posted.get_json()
+        first = runtime_of(client).outcome(posted.get_json(), 30)
         assert first["status"] == "succeeded", first["error"]
         assert "Private to the first run" in first["steps"][0]["result"]["text"]
-        fetched = tmp_path / "worker" / "attachments" / folders[0] / "own.pdf"
+        fetched = tmp_path / "worker" / "attachments" / first["attachment_folders"][0] / "own.pdf"
         fetched.unlink()  # the worker's copy: gone, so a second fetch would show
 
         (record,) = first["trigger_data"]["attachments"]
-        second, _ = server.submit("read_upload", {"attachments": [record]})
-        second = wait_until(lambda: (stored := server.get_run(second["id"]))["status"] == "failed" and stored, 30,
-                            message="the worker refusing the second run")
+        posted = client.post("/api/workflows/read_upload/runs", json={"inputs": {"attachments": [record]}})
+        assert posted.status_code == 202, posted.get_json()
+        second = runtime_of(client).outcome(posted.get_json(), 30)
+    finally:
+        worker.stop_work(2)
+        thread.join(10)
+        worker.shutdown(timeout=2)
+    assert second["status"] == "failed"
     assert second["error"] == (f"its attachments cannot be read: attachment 'own.pdf' (key {record['key']!r}) is not "
                                f"an attachment of this run (another run's upload or e-mail attachment): a run reads "
                                f"only the files the server saved for it")
