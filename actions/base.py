@@ -71,6 +71,9 @@ class RunContext:
     # SMTP credentials; they are never copied into run records.
     settings: Mapping[str, Any] = field(default_factory=dict)
     storage_path: str = "."
+    # The folders (names under <storage>/attachments) the server saved this run's uploads and e-mail
+    # attachments in: the only attachments its steps may read (actions/paths.py readable).
+    attachment_folders: tuple[str, ...] = ()
     # Set when the run is cancelled: a long action (a shell command) should stop when it is.
     cancel_event: threading.Event = field(default_factory=threading.Event)
     # Seconds this attempt may take (the step's or the workflow's step_timeout); a child

@@ -105,7 +105,7 @@ class ExtractPDFDataAction(BaseAction):
 def _choose_file(spec: Any, context: RunContext, action: str) -> tuple[Path, str]:
     """The path to read and the file name to report, from a path, an attachment or a list of attachments.
 
-    The path must lead into WORKFLOW_FILES_ROOT or the server's attachments folder.
+    The path must lead into WORKFLOW_FILES_ROOT or one of the run's own attachment folders.
     """
     if isinstance(spec, list):
         attachments = [_as_attachment(item) for item in spec]
@@ -119,9 +119,11 @@ def _choose_file(spec: Any, context: RunContext, action: str) -> tuple[Path, str
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ActionError(f"attachment {spec.get('filename') or spec!r} has no 'path' to read", retryable=False)
     try:
-        checked = readable(context.settings, context.storage_path, path, "file")
+        own = context.attachment_folders
+        checked = readable(context.settings, context.storage_path, path, "file", own)
         # A FIFO would hold the read (and the step's thread) until a writer came: only a regular file.
-        open_regular(checked, f"file {str(path)!r}", readable_folders(context.settings, context.storage_path)).close()
+        open_regular(checked, f"file {str(path)!r}",
+                     readable_folders(context.settings, context.storage_path, own)).close()
     except OSError:  # missing, unreadable: _open_pdf says so as it always did
         return checked, str(spec.get("filename") or Path(str(path).strip()).name)
     except PathError as error:

@@ -97,7 +97,8 @@ class NotifyAction(BaseAction):
                 raise ActionError(f"notify: urls[{index}]: {error}", retryable=False) from None
         deny = networks(self.context.settings.get("WORKFLOW_HTTP_DENY"))
         for index, service in enumerate(plugins):
-            check_files(service, urls[index], index, self.context.settings, self.context.storage_path)
+            check_files(service, urls[index], index, self.context.settings, self.context.storage_path,
+                        self.context.attachment_folders)
             check_host(service, deny)
             # A redirect would lead to an address nobody checked; the URL's own ?redirect=yes asks for them.
             service.redirects = False
@@ -137,7 +138,8 @@ class NotifyAction(BaseAction):
             if not path_value:
                 raise ActionError(f"notify: attachment without a path: {item!r}", retryable=False)
             try:
-                path = readable(self.context.settings, self.context.storage_path, path_value, f"attach[{index}]")
+                path = readable(self.context.settings, self.context.storage_path, path_value, f"attach[{index}]",
+                                self.context.attachment_folders)
             except PathError as error:
                 raise ActionError(f"notify: {error}", retryable=False) from None
             if not path.is_file():
@@ -147,7 +149,7 @@ class NotifyAction(BaseAction):
 
 
 def check_files(service: NotifyBase, url: str, index: int, settings: Mapping[str, Any],
-                storage_path: str | None) -> None:
+                storage_path: str | None, own: Iterable[str] = ()) -> None:
     """ActionError unless every file the URL makes Apprise read lies inside WORKFLOW_FILES_ROOT (like ``attach``).
 
     Some services read a file a URL option names: a payload template (``?template=`` of slack, discord,
@@ -180,7 +182,7 @@ def check_files(service: NotifyBase, url: str, index: int, settings: Mapping[str
                 raise ActionError(f"{where}: {value!r} must be an absolute path inside WORKFLOW_FILES_ROOT",
                                   retryable=False)
             try:
-                readable(settings, storage_path, unquote(path), f"urls[{index}] option {option!r}")
+                readable(settings, storage_path, unquote(path), f"urls[{index}] option {option!r}", own)
             except PathError as error:
                 raise ActionError(f"notify: {error}", retryable=False) from None
 

@@ -2,9 +2,10 @@
 
 Every action, trigger and library function that opens a path it was given
 asks here (DESIGN section 10). Writing, moving, deleting and linking happen
-only inside the files root; reading may also reach the server's own
-attachments folder, where uploads and e-mailed files are saved, since a
-path into it was made by the server. Imports nothing of app/, so
+only inside the files root; reading may also reach the run's own folders in
+the server's attachments folder, where the server saved its uploads and
+e-mailed files (the run record's ``attachment_folders``, which inputs cannot
+set): any other path there is another run's file. Imports nothing of app/, so
 triggers/, actions/ and workflows/ share it with the runtime.
 """
 
@@ -45,6 +46,18 @@ def attachments_folder(settings: Mapping[str, Any], storage_path: str | os.PathL
     return (Path(storage_path) / "attachments").resolve()
 
 
+def run_folders(settings: Mapping[str, Any], storage_path: str | os.PathLike | None,
+                names: Iterable[str]) -> tuple[Path, ...]:
+    """The run's own attachment folders: each of ``names`` a folder right under the attachments folder, resolved."""
+    parent = attachments_folder(settings, storage_path)
+    folders = []
+    for name in names:
+        folder = (parent / str(name)).resolve()
+        if folder.parent == parent:  # one plain name each: "", ".", ".." or "a/b" name no folder of a run
+            folders.append(folder)
+    return tuple(folders)
+
+
 def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = (), confine: bool = True) -> Path:
     """``value`` resolved under ``root`` (``..`` and symlinks followed); PathError when it leads elsewhere.
 
@@ -67,7 +80,7 @@ def inside(root: Path, value: Any, field: str, *, also: Iterable[Path] = (), con
         return resolved
     where = f"{ROOT_SETTING} ({root})"
     if len(folders) > 1:
-        where += "".join(f" or the server's attachments folder ({folder})" for folder in folders[1:])
+        where += "".join(f" or this run's attachments folder ({folder})" for folder in folders[1:])
     raise PathError(f"{field} {raw!r} is outside {where}")
 
 
@@ -76,10 +89,21 @@ def writable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None
     return inside(files_root(settings, storage_path), value, field)
 
 
-def readable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None, value: Any, field: str) -> Path:
-    """A path to read: inside the files root or the server's attachments folder."""
-    return inside(files_root(settings, storage_path), value, field,
-                  also=(attachments_folder(settings, storage_path),))
+def readable(settings: Mapping[str, Any], storage_path: str | os.PathLike | None, value: Any, field: str,
+             own: Iterable[str] = ()) -> Path:
+    """A path to read: inside the files root or one of the run's own attachment folders (``own``: their names).
+
+    Any other path in the attachments folder is refused as another run's file, whatever the inputs say.
+    """
+    root = files_root(settings, storage_path)
+    try:
+        return inside(root, value, field, also=run_folders(settings, storage_path, own))
+    except PathError:
+        resolved = inside(root, value, field, confine=False)
+        if not resolved.is_relative_to(attachments_folder(settings, storage_path)):
+            raise
+    raise PathError(f"{field} {str(value).strip()!r} is not an attachment of this run (another run's upload or "
+                    f"e-mail attachment): a run reads only the files the server saved for it")
 
 
 def open_regular(path: Path, shown: str, folders: Iterable[Path]) -> IO[bytes]:
@@ -113,22 +137,25 @@ def check_regular(fd: int, shown: str) -> None:
         raise PathError(f"{shown} is {kind}; only regular files can be read")
 
 
-def readable_folders(settings: Mapping[str, Any], storage_path: str | os.PathLike | None) -> tuple[Path, Path]:
-    """The folders a path to read may lead into: the files root, then the server's attachments folder."""
-    return files_root(settings, storage_path), attachments_folder(settings, storage_path)
+def readable_folders(settings: Mapping[str, Any], storage_path: str | os.PathLike | None,
+                     own: Iterable[str] = ()) -> tuple[Path, ...]:
+    """The folders a path to read may lead into: the files root, then the run's own attachment folders."""
+    return files_root(settings, storage_path), *run_folders(settings, storage_path, own)
 
 
 # -- library functions called by python steps ------------------------------------------------------
 #
 # A function such as workflows.library.sqlite_store:load_rows gets its path as a plain argument and
 # knows nothing of the settings: the python step tells it the folders here, for the time of the call.
-_confinement: ContextVar[tuple[Mapping[str, Any], str | None] | None] = ContextVar("pyflow_paths", default=None)
+_confinement: ContextVar[tuple[Mapping[str, Any], str | None, tuple[str, ...]] | None] = ContextVar(
+    "pyflow_paths", default=None)
 
 
 @contextmanager
-def confined(settings: Mapping[str, Any], storage_path: str | os.PathLike | None) -> Iterator[None]:
-    """Within the block, ``confine`` checks paths against these settings' files root."""
-    token = _confinement.set((settings, None if storage_path is None else str(storage_path)))
+def confined(settings: Mapping[str, Any], storage_path: str | os.PathLike | None,
+             own: Iterable[str] = ()) -> Iterator[None]:
+    """Within the block, ``confine`` checks paths against these settings' files root (and the run's ``own``)."""
+    token = _confinement.set((settings, None if storage_path is None else str(storage_path), tuple(own)))
     try:
         yield
     finally:
@@ -144,8 +171,10 @@ def confine(value: Any, field: str, *, write: bool = True) -> Path:
     current = _confinement.get()
     if current is None:
         return Path(str(value))
-    settings, storage_path = current
-    return (writable if write else readable)(settings, storage_path, value, field)
+    settings, storage_path, own = current
+    if write:
+        return writable(settings, storage_path, value, field)
+    return readable(settings, storage_path, value, field, own)
 
 
 # -- start-up --------------------------------------------------------------------------------------

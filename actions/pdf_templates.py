@@ -59,7 +59,7 @@ def templates_folder(value: Any, context: RunContext, action: str) -> Path | Non
     if value is None or not str(value).strip():
         return None
     try:
-        return readable(context.settings, context.storage_path, value, "templates_dir")
+        return readable(context.settings, context.storage_path, value, "templates_dir", context.attachment_folders)
     except PathError as error:
         raise ActionError(f"{action}: {error}", retryable=False) from None
 

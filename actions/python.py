@@ -56,7 +56,7 @@ class PythonAction(BaseAction):
         if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
             raise ActionError(f"python: kwargs must be a mapping of names to values, got {kwargs!r}", retryable=False)
         try:
-            with confined(self.context.settings, self.context.storage_path):
+            with confined(self.context.settings, self.context.storage_path, self.context.attachment_folders):
                 result = function(**kwargs)
         except PathError as error:  # another attempt would be refused the same way
             raise ActionError(f"python: {self.function}: {error}", retryable=False) from None

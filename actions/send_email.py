@@ -224,13 +224,14 @@ class SendEmailAction(BaseAction):
             try:
                 # A path from a run's inputs is trusted only when the server made it (an upload, an e-mail).
                 path = readable(self.context.settings, self.context.storage_path, record["path"],
-                                f"attachments[{index}]")
+                                f"attachments[{index}]", self.context.attachment_folders)
             except PathError as error:
                 raise ActionError(f"send_email: {error}", retryable=False) from None
             try:
                 # Only a regular file: a FIFO would hold the step's thread until a writer came.
                 with open_regular(path, f"attachments[{index}] {str(record['path'])!r}",
-                                  readable_folders(self.context.settings, self.context.storage_path)) as file:
+                                  readable_folders(self.context.settings, self.context.storage_path,
+                                                   self.context.attachment_folders)) as file:
                     content = file.read()
             except PathError as error:
                 raise ActionError(f"send_email: {error}", retryable=False) from None
@@ -259,7 +260,7 @@ class SendEmailAction(BaseAction):
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             ca_file = readable(self.context.settings, self.context.storage_path, self.smtp_ca_file,
-                               "smtp_ca_file") if self.smtp_ca_file else None
+                               "smtp_ca_file", self.context.attachment_folders) if self.smtp_ca_file else None
         except PathError as error:
             raise ActionError(f"send_email: {error}", retryable=False) from None
         try:

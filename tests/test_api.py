@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app, start_app
+from tests import pdf_factory
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import CORE_WORKFLOWS, WORKFLOWS, QueueTrigger, wait_until
 
@@ -453,6 +454,65 @@ def test_multipart_without_files_has_no_attachments(client):
                            data={"inputs": json.dumps({"text": "form only"})})
     assert response.status_code == 200
     assert response.get_json()["trigger_data"] == {"text": "form only"}
+
+
+# -- a run reads only its own attachments (DESIGN section 10) -------------------------------------------------
+
+NOT_OURS = ("is not an attachment of this run (another run's upload or e-mail attachment): a run reads only the "
+            "files the server saved for it")
+
+
+def read_pdf_workflows(client) -> None:
+    """read_upload reads the run's attachments; read_path the path in its input ``f``; read_child both ways."""
+    for definition in (
+        {"name": "read_upload", "steps": [{"name": "read", "type": "pdf_text",
+                                           "config": {"file": "{{ inputs.attachments }}"}}]},
+        {"name": "read_path", "steps": [{"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.f }}"}}]},
+        {"name": "read_child", "steps": [{"name": "call", "type": "workflow", "config": {
+            "workflow": "read_upload", "inputs": {"attachments": "{{ inputs.attachments }}"}}}]},
+    ):
+        assert client.post("/api/workflows", json=definition).status_code == 201
+
+
+def upload_pdf(client, tmp_path: Path, workflow: str, text: str) -> dict:
+    """A run of ``workflow`` with a PDF saying ``text`` uploaded, once it finished."""
+    pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [[text]]).read_bytes()
+    response = client.post(f"/api/workflows/{workflow}/runs?wait=10", content_type="multipart/form-data",
+                           data={"form": (io.BytesIO(pdf), "own.pdf", "application/pdf")})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_a_run_reads_its_own_upload_and_another_run_naming_it_is_refused(client, tmp_path):
+    read_pdf_workflows(client)
+    first = upload_pdf(client, tmp_path, "read_upload", "Private to the first run")
+    assert first["status"] == "succeeded", first["error"]
+    assert "Private to the first run" in first["steps"][0]["result"]["text"]
+    (record,) = first["trigger_data"]["attachments"]
+    assert first["attachment_folders"] == [Path(record["path"]).parent.name]
+
+    # The path and folder are in the first run's record, which any viewer reads; inputs cannot claim them.
+    for workflow, inputs, field in (
+        ("read_upload", {"attachments": [record], "attachment_folders": first["attachment_folders"]}, "file"),
+        ("read_path", {"f": record["path"]}, "file"),
+    ):
+        response = client.post(f"/api/workflows/{workflow}/runs?wait=10", json={"inputs": inputs})
+        assert response.status_code == 200, response.get_json()
+        second = response.get_json()
+        assert second["status"] == "failed"
+        assert "attachment_folders" not in second
+        assert second["steps"][0]["error"] == f"pdf_text: {field} {record['path']!r} {NOT_OURS}"
+        assert "Private to the first run" not in json.dumps(second)
+
+
+def test_a_sub_workflow_reads_the_attachments_its_parent_passes_on(client, tmp_path):
+    """A child run started by a workflow step shares its parent's folders: the parent could read them itself."""
+    read_pdf_workflows(client)
+    parent = upload_pdf(client, tmp_path, "read_child", "Passed to the child")
+    assert parent["status"] == "succeeded", parent["error"]
+    child = client.get(f"/api/runs/{parent['steps'][0]['result']['run_id']}").get_json()
+    assert child["attachment_folders"] == parent["attachment_folders"]
+    assert "Passed to the child" in child["steps"][0]["result"]["text"]
 
 
 # -- listing runs ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,10 +19,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app, start_app
+from app.core.config import load_settings
 from app.core.files import fetch, share
+from app.core.runtime import Runtime
 from app.errors import NotFound
 from app.storage.json.store import JsonStore
 from app.storage.memory import MemoryStore
+from tests import pdf_factory
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import TRIGGER_WORKFLOWS, WORKFLOWS
 from tests.fixtures.actions import EchoAction
@@ -74,10 +78,11 @@ def other_host(client: FlaskClient, tmp_path: Path) -> Path:
     return tmp_path / "worker" / "attachments"
 
 
-def assert_fetched(client: FlaskClient, inputs: dict, folder: Path, expected: dict[str, bytes]) -> None:
+def assert_fetched(client: FlaskClient, run: dict, folder: Path, expected: dict[str, bytes]) -> None:
     """``fetch`` on another host gives every attachment's identical bytes there, keeping ``inputs`` as it was."""
+    inputs = run["trigger_data"]
     before = json.loads(json.dumps(inputs))
-    fetched = fetch(runtime_of(client).store, inputs, folder)
+    fetched = fetch(runtime_of(client).store, inputs, folder, folders=run["attachment_folders"])
     assert inputs == before  # the run's record keeps what it had
     records = fetched["attachments"]
     assert {record["filename"] for record in records} == set(expected)
@@ -99,12 +104,13 @@ def test_an_upload_to_a_server_on_postgresql_reaches_another_host_through_the_da
         "notes": (io.BytesIO(b"hello\n"), "notes.txt"),
     })
     assert response.status_code == 200, response.get_json()
-    inputs = response.get_json()["trigger_data"]
-    for record in inputs["attachments"]:
+    run = response.get_json()
+    for record in run["trigger_data"]["attachments"]:
         folder = Path(record["path"]).parent.name
         assert record["key"] == f"attachments/{folder}/{record['filename']}"
+        assert run["attachment_folders"] == [folder]
 
-    assert_fetched(client, inputs, other_host(client, tmp_path), {"application.pdf": PDF, "notes.txt": b"hello\n"})
+    assert_fetched(client, run, other_host(client, tmp_path), {"application.pdf": PDF, "notes.txt": b"hello\n"})
 
 
 @pytest.mark.services
@@ -119,10 +125,11 @@ def test_an_e_mail_attachment_polled_on_postgresql_reaches_another_host_through_
         (run,) = response.get_json()["runs"]
     run = finished(client, run["id"])
     assert run["status"] == "succeeded", run["error"]
-    inputs = run["trigger_data"]
-    assert all(record["key"].startswith("attachments/email-") for record in inputs["attachments"])
+    assert all(record["key"].startswith(f"attachments/{run['attachment_folders'][0]}/")
+               for record in run["trigger_data"]["attachments"])
+    assert run["attachment_folders"][0].startswith("email-")
 
-    assert_fetched(client, inputs, other_host(client, tmp_path), {"form.pdf": PDF, "note.txt": b"see the form"})
+    assert_fetched(client, run, other_host(client, tmp_path), {"form.pdf": PDF, "note.txt": b"see the form"})
 
 
 @pytest.mark.services
@@ -157,7 +164,8 @@ def test_on_the_json_store_an_upload_gets_its_key_and_stays_the_one_file(make_ap
     assert Path(record["path"]) == (store.root / record["key"]).resolve()
     # On the host that saved it, fetch finds the file where the key says and writes nothing.
     before = Path(record["path"]).stat()
-    fetched = fetch(store, {"attachments": [record]}, store.root / "attachments")
+    fetched = fetch(store, {"attachments": [record]}, store.root / "attachments",
+                    folders=[Path(record["path"]).parent.name])
     assert fetched["attachments"][0]["path"] == record["path"]
     after = Path(record["path"]).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -213,17 +221,17 @@ def test_share_keeps_a_file_above_the_bound_on_its_host_and_says_so(postgres_url
 def test_fetch_refuses_a_key_that_leads_outside_the_attachments_area(tmp_path, key):
     store = MemoryStore(tmp_path / "store")
     with pytest.raises(ValueError, match="file key"):
-        fetch(store, {"attachments": [{"key": key, "path": "/x"}]}, tmp_path / "worker")
+        fetch(store, {"attachments": [{"key": key, "path": "/x"}]}, tmp_path / "worker", folders=["a", ".."])
     assert not (tmp_path / "worker").exists()
 
 
 @pytest.mark.services
 @pytest.mark.parametrize(("key", "says"), [
     ("../../encryption.key", "a file key must be a relative name such as 'attachments/<folder>/<name>'"),
-    ("attachments/nope/x.txt", "no file 'attachments/nope/x.txt' in the database at "),
+    ("attachments/nope/x.txt", "attachment 'x.txt' (key 'attachments/nope/x.txt') is not an attachment of this run"),
 ])
 def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key(postgres_url, tmp_path, key, says):
-    """docs/files.md: a key in a run's inputs outside attachments/ (or gone) is refused with a message naming it."""
+    """docs/files.md: a key in a run's inputs outside attachments/ (or not the run's) is refused naming it."""
     from tests.runtimes import runtimes
 
     with runtimes(tmp_path, postgres_url, {"WORKFLOW_EXECUTOR": "procrastinate"}) as make:
@@ -238,12 +246,50 @@ def test_a_run_whose_posted_key_leads_nowhere_fails_on_the_worker_naming_the_key
     assert failed["error"].startswith(f"its attachments cannot be read: {says}") and key in failed["error"]
 
 
+@pytest.mark.services
+def test_a_worker_fetches_a_runs_own_upload_and_refuses_another_runs_key(make_app, postgres_url, tmp_path):
+    """docs/files.md: the key of another run's upload, posted in JSON inputs, makes no worker fetch its file."""
+    settings = {"WORKFLOW_DATABASE_URL": postgres_url, "WORKFLOW_EXECUTOR": "procrastinate"}
+    client = make_app(**settings)
+    assert client.post("/api/workflows", json={"name": "read_upload", "steps": [
+        {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.attachments }}"}}]}).status_code == 201
+    worker = Runtime({**load_settings({}), **TEST_SETTINGS, **settings,
+                      "WORKFLOW_STORAGE_PATH": str(tmp_path / "worker")}, worker=True)
+    thread = threading.Thread(target=worker.work, daemon=True)
+    thread.start()
+    try:
+        pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [["Private to the first run"]]).read_bytes()
+        posted = client.post("/api/workflows/read_upload/runs", content_type="multipart/form-data",
+                             data={"form": (io.BytesIO(pdf), "own.pdf", "application/pdf")})
+        assert posted.status_code == 202, posted.get_json()
+        first = runtime_of(client).outcome(posted.get_json(), 30)
+        assert first["status"] == "succeeded", first["error"]
+        assert "Private to the first run" in first["steps"][0]["result"]["text"]
+        fetched = tmp_path / "worker" / "attachments" / first["attachment_folders"][0] / "own.pdf"
+        fetched.unlink()  # the worker's copy: gone, so a second fetch would show
+
+        (record,) = first["trigger_data"]["attachments"]
+        posted = client.post("/api/workflows/read_upload/runs", json={"inputs": {"attachments": [record]}})
+        assert posted.status_code == 202, posted.get_json()
+        second = runtime_of(client).outcome(posted.get_json(), 30)
+    finally:
+        worker.stop_work(2)
+        thread.join(10)
+        worker.shutdown(timeout=2)
+    assert second["status"] == "failed"
+    assert second["error"] == (f"its attachments cannot be read: attachment 'own.pdf' (key {record['key']!r}) is not "
+                               f"an attachment of this run (another run's upload or e-mail attachment): a run reads "
+                               f"only the files the server saved for it")
+    assert second["steps"][0]["status"] == "pending"
+    assert not fetched.exists()
+
+
 def test_fetch_of_a_file_the_store_no_longer_has_is_not_found_naming_it(tmp_path):
     store = MemoryStore(tmp_path / "store")
     with pytest.raises(NotFound, match="attachments/f1/gone.pdf"):
-        fetch(store, {"attachments": [{"key": "attachments/f1/gone.pdf"}]}, tmp_path / "worker")
+        fetch(store, {"attachments": [{"key": "attachments/f1/gone.pdf"}]}, tmp_path / "worker", folders=["f1"])
 
 
 def test_fetch_without_keys_returns_the_inputs_as_they_are(tmp_path):
     inputs = {"attachments": [{"path": "/somewhere/a.pdf"}], "n": 1}
-    assert fetch(MemoryStore(tmp_path / "store"), inputs, tmp_path / "worker") is inputs
+    assert fetch(MemoryStore(tmp_path / "store"), inputs, tmp_path / "worker", folders=[]) is inputs

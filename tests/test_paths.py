@@ -85,18 +85,32 @@ def test_the_default_root_is_files_in_the_storage(tmp_path):
     assert paths.files_root({"WORKFLOW_FILES_ROOT": str(tmp_path / "mine")}, "ignored") == tmp_path / "mine"
 
 
-def test_the_servers_attachments_folder_is_readable_but_not_writable(tmp_path):
+def test_the_runs_own_attachments_folder_is_readable_but_not_writable(tmp_path):
     settings = {"WORKFLOW_STORAGE_PATH": str(tmp_path)}
     upload = tmp_path / "attachments" / "abc" / "form.pdf"
-    assert readable(settings, None, str(upload), "file") == upload
+    assert readable(settings, None, str(upload), "file", ("abc",)) == upload
     with pytest.raises(PathError, match=rf"^destination '{upload}' is outside WORKFLOW_FILES_ROOT \({tmp_path}/"):
         writable(settings, None, str(upload), "destination")
     with pytest.raises(PathError) as caught:
-        readable(settings, None, "/etc/passwd", "attachments[0]")
+        readable(settings, None, "/etc/passwd", "attachments[0]", ("abc",))
     assert str(caught.value) == (f"attachments[0] '/etc/passwd' is outside WORKFLOW_FILES_ROOT ({tmp_path}/files) "
-                                 f"or the server's attachments folder ({tmp_path}/attachments)")
+                                 f"or this run's attachments folder ({tmp_path}/attachments/abc)")
     # A relative path is the files root's, never the attachments folder's.
-    assert readable(settings, None, "abc/form.pdf", "file") == tmp_path / "files" / "abc" / "form.pdf"
+    assert readable(settings, None, "abc/form.pdf", "file", ("abc",)) == tmp_path / "files" / "abc" / "form.pdf"
+
+
+@pytest.mark.parametrize("own", [(), ("def",), ("..",), ("",), ("abc/..",)])
+def test_another_runs_attachment_is_refused_naming_the_field(tmp_path, own):
+    """DESIGN section 10: an attachment path in inputs is trusted only when the server made it for this run."""
+    settings = {"WORKFLOW_STORAGE_PATH": str(tmp_path)}
+    for value in (tmp_path / "attachments" / "abc" / "form.pdf", tmp_path / "attachments" / "form.pdf",
+                  tmp_path / "attachments" / "def" / ".." / "abc" / "form.pdf"):
+        with pytest.raises(PathError) as caught:
+            readable(settings, None, str(value), "file", own)
+        assert str(caught.value) == (f"file {str(value)!r} is not an attachment of this run (another run's upload or "
+                                     f"e-mail attachment): a run reads only the files the server saved for it")
+    assert paths.readable_folders(settings, None, own) == ((tmp_path / "files", tmp_path / "attachments" / "def")
+                                                           if own == ("def",) else (tmp_path / "files",))
 
 
 # -- confine: library functions called by python steps --------------------------------------------------
@@ -110,6 +124,11 @@ def test_confine_checks_only_inside_a_python_step(tmp_path):
         attachment = tmp_path / "attachments" / "x.pdf"
         with pytest.raises(PathError):
             confine(str(attachment), "file")  # writing: the files root only
+    with confined({}, tmp_path, ("abc",)):
+        own, other = tmp_path / "attachments" / "abc" / "x.pdf", tmp_path / "attachments" / "def" / "x.pdf"
+        assert confine(str(own), "file", write=False) == own  # reading: the run's own attachments too
+        with pytest.raises(PathError, match="is not an attachment of this run"):
+            confine(str(other), "file", write=False)
     assert confine("/anywhere/db.sqlite3", "db_path") == Path("/anywhere/db.sqlite3")  # reset after the block
 
 

@@ -3,8 +3,10 @@ failing triggers, crash recovery and retention."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from app import create_app, start_app
 from app.errors import PyFlowError, StorageError
 from app.runs import new_run, new_step, parse_time
 from app.storage.json.store import JsonStore
+from tests import pdf_factory
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import (
     WORKFLOWS,
@@ -414,3 +417,27 @@ def test_a_storage_folder_below_a_regular_file_stops_start_up_naming_the_path(tm
     assert isinstance(caught.value, StorageError)
     assert str(storage) in str(caught.value)
     assert "Not a directory" in str(caught.value)
+
+
+def test_a_run_resumed_after_a_restart_still_reads_its_own_upload(make_app, tmp_path):
+    """Its attachment_folders are in its stored record: the restarted server's steps read its upload still."""
+    first = make_app().test_client()
+    assert first.post("/api/workflows", json={"name": "approve_then_read", "steps": [
+        {"name": "approve", "type": "approval", "config": {}},
+        {"name": "read", "type": "pdf_text", "config": {"file": "{{ inputs.attachments }}"}}]}).status_code == 201
+    pdf = pdf_factory.lines_pdf(tmp_path / "own.pdf", [["Read after the restart"]]).read_bytes()
+    posted = first.post("/api/workflows/approve_then_read/runs", content_type="multipart/form-data",
+                        data={"form": (io.BytesIO(pdf), "own.pdf", "application/pdf")})
+    assert posted.status_code == 202, posted.get_json()
+    run_id = posted.get_json()["id"]
+    wait_until(lambda: first.get(f"/api/runs/{run_id}").get_json()["status"] == "waiting",
+               message="the run waiting for its approval")
+    first.application.extensions["pyflow"].shutdown(timeout=2)
+
+    second = make_app().test_client()
+    assert second.post(f"/api/runs/{run_id}/approve", json={}).status_code == 200
+    done = wait_until(lambda: (run := second.get(f"/api/runs/{run_id}").get_json())["status"] in (
+        "succeeded", "failed") and run, message="the resumed run finished")
+    assert done["status"] == "succeeded", done["error"]
+    assert "Read after the restart" in done["steps"][1]["result"]["text"]
+    assert done["attachment_folders"] == [Path(done["trigger_data"]["attachments"][0]["path"]).parent.name]

@@ -87,13 +87,14 @@ def smtp_server():
         controller.stop()
 
 
-def send(tmp_path, settings=None, **config) -> dict:
+def send(tmp_path, settings=None, own: tuple[str, ...] = (), **config) -> dict:
     config.setdefault("to", "alice@example.org")
     config.setdefault("smtp_timeout", 5)
     action = SendEmailAction("mail", **config)
-    # The test's folder holds the attachments and CA files: the files root the action may read.
+    # The test's folder holds the attachments and CA files: the files root the action may read. ``own``: the
+    # run's attachment folders (under tmp_path / "attachments").
     settings = {"WORKFLOW_FILES_ROOT": str(tmp_path), **(settings or {})}
-    action.context = RunContext(settings=settings, storage_path=str(tmp_path))
+    action.context = RunContext(settings=settings, storage_path=str(tmp_path), attachment_folders=own)
     return action.execute({})
 
 
@@ -394,7 +395,7 @@ def test_naming_the_configured_server_or_more_security_keeps_the_configured_pass
     assert result["delivery"] == "smtp" and len(handler.envelopes) == 1
 
 
-# -- attachments and CA files: only inside WORKFLOW_FILES_ROOT or the server's attachments folder ----------
+# -- attachments and CA files: only inside WORKFLOW_FILES_ROOT or the run's own attachments folder ----------
 
 
 @pytest.mark.parametrize("attachment", [
@@ -407,23 +408,27 @@ def test_attachments_outside_the_files_root_are_refused_before_sending(smtp_serv
     root.mkdir()
     (root / "ok.txt").write_text("fine", encoding="utf-8")
     with pytest.raises(ActionError) as caught:
-        send(tmp_path, smtp_settings(port, "none", WORKFLOW_FILES_ROOT=str(root)), attachments=["ok.txt", attachment])
+        send(tmp_path, smtp_settings(port, "none", WORKFLOW_FILES_ROOT=str(root)), ("4f2a",),
+             attachments=["ok.txt", attachment])
     assert str(caught.value).startswith("send_email: attachments[1] ")
-    assert f"WORKFLOW_FILES_ROOT ({root}) or the server's attachments folder ({tmp_path / 'attachments'})" in str(
-        caught.value) or "NUL byte" in str(caught.value)
+    own = tmp_path / "attachments" / "4f2a"
+    assert f"WORKFLOW_FILES_ROOT ({root}) or this run's attachments folder ({own})" in str(caught.value) or (
+        "NUL byte" in str(caught.value))
     assert not caught.value.retryable
     assert handler.envelopes == []
 
 
-def test_an_upload_saved_by_the_server_can_be_attached(tmp_path):
+def test_an_upload_saved_by_the_server_for_the_run_can_be_attached_and_another_runs_cannot(tmp_path):
     upload = tmp_path / "attachments" / "4f2a" / "form.pdf"  # where the server saves uploads (storage = tmp_path)
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"%PDF-1.4 upload")
-    result = send(tmp_path, {"WORKFLOW_FILES_ROOT": str(tmp_path / "files")},
-                  attachments=[{"path": str(upload), "filename": "form.pdf", "content_type": "application/pdf"}])
+    record = {"path": str(upload), "filename": "form.pdf", "content_type": "application/pdf"}
+    result = send(tmp_path, {"WORKFLOW_FILES_ROOT": str(tmp_path / "files")}, ("4f2a",), attachments=[record])
     message = email.message_from_bytes(Path(result["path"]).read_bytes(), policy=policy.default)
     [part] = list(message.iter_attachments())
     assert part.get_content() == b"%PDF-1.4 upload"
+    with pytest.raises(ActionError, match=r"^send_email: attachments\[0\] .* is not an attachment of this run"):
+        send(tmp_path, {"WORKFLOW_FILES_ROOT": str(tmp_path / "files")}, ("5b3c",), attachments=[record])
 
 
 def test_a_ca_file_outside_the_files_root_is_refused(smtp_server, tmp_path):

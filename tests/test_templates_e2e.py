@@ -280,8 +280,7 @@ def test_document_processing_reads_only_inside_the_files_root(client, storage, t
     result = run(client, "document_processing", {"file": str(pdf)})
     assert result["status"] == "failed"
     assert result["error"] == (
-        f"step 'extract' failed: pdf_text: file '{pdf}' is outside WORKFLOW_FILES_ROOT ({storage / 'files'}) "
-        f"or the server's attachments folder ({storage / 'attachments'})")
+        f"step 'extract' failed: pdf_text: file '{pdf}' is outside WORKFLOW_FILES_ROOT ({storage / 'files'})")
 
 
 def test_document_processing_without_a_file_says_so(client):

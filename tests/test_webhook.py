@@ -95,11 +95,14 @@ def test_files_in_a_multipart_body_are_saved_as_attachments(client):
     response = client.post("/api/hooks/upload_hook",
                            data={"note": "see file", "file": (io.BytesIO(b"a,b\n1,2\n"), "t.csv")},
                            content_type="multipart/form-data")
-    data = finished_run(client, response)["trigger_data"]
+    run = finished_run(client, response)
+    data = run["trigger_data"]
     assert data["body"] == {"note": "see file"}
     [attachment] = data["attachments"]
     assert attachment["filename"] == "t.csv" and attachment["size"] == 8
     assert Path(attachment["path"]).read_bytes() == b"a,b\n1,2\n"
+    # The folder the server saved it in is the run's own: its steps may read it (docs/files.md).
+    assert run["attachment_folders"] == [Path(attachment["path"]).parent.name]
 
 
 def test_a_malformed_json_body_is_400(client):

@@ -87,6 +87,14 @@ class BaseTrigger:
         """A stable id for an event, so a re-fetched event starts no second run."""
         return None
 
+    def attachment_folders(self, event: dict) -> list[str]:
+        """The folders (names under the server's attachments folder) this trigger saved ``event``'s files in.
+
+        Its run may read them, and only them there: a trigger that saves files (e-mail) names its folders;
+        none by default, whatever the event's data says.
+        """
+        return []
+
     def acknowledge(self, event: dict, run_id: str) -> None:
         """Called once the event's run is durably stored; move cursors here."""
 

@@ -380,12 +380,22 @@ class EmailTrigger(BaseTrigger):
             logger.info("%s: skipped %s: no %s attachment; left unread",
                         self._where, described, " or ".join(self.attachment_types))
             return None
-        digest = hashlib.sha256(self._mailbox.encode()).hexdigest()[:10]
         # One folder per message, named by its UID: a refetch rewrites the same files.
-        folder = self._attachments_root / f"email-{digest}-{uidvalidity}-{uid}"
+        folder = self._attachments_root / self._folder_name(uidvalidity, uid)
         event["attachments"] = self._save(folder, parts)
         event["imap"] = {"uid": uid, "uidvalidity": uidvalidity, "folder": self.folder}
         return event
+
+    def _folder_name(self, uidvalidity: int, uid: int) -> str:
+        digest = hashlib.sha256(self._mailbox.encode()).hexdigest()[:10]
+        return f"email-{digest}-{uidvalidity}-{uid}"
+
+    def attachment_folders(self, event: dict) -> list[str]:
+        """The folder ``_read`` saved the message's attachments in (this trigger's own event names its UID)."""
+        imap = event.get("imap")
+        if not isinstance(imap, dict) or "attachments" not in event:
+            return []
+        return [self._folder_name(imap["uidvalidity"], imap["uid"])]
 
     def _attachments(self, message: EmailMessage) -> Iterator[tuple[str | None, str, bytes]]:
         """(filename, content type, bytes) of each attachment whose type is in attachment_types."""

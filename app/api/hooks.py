@@ -69,8 +69,8 @@ def _body(raw: bytes) -> Any:
                                    f"server knows; send the body as UTF-8") from None
 
 
-def _event(raw: bytes) -> dict[str, Any]:
-    """The trigger data of one request."""
+def _event(raw: bytes) -> tuple[dict[str, Any], list[str]]:
+    """The trigger data of one request and the folder its files were saved in (none without files)."""
     event = {
         "body": _body(raw),
         # Lower-case names, so templates need not guess the sender's spelling.
@@ -78,10 +78,11 @@ def _event(raw: bytes) -> dict[str, Any]:
         "query": _plain(request.args),
     }
     uploads = [upload for _, upload in request.files.items(multi=True)]
+    folders: list[str] = []
     if uploads:
-        event["attachments"] = save_uploads(uploads, runtime().store.files_path("attachments"))
+        event["attachments"], folders = save_uploads(uploads, runtime().store.files_path("attachments"))
         share(runtime().store, event)  # keys, so a worker on another host gets the files
-    return event
+    return event, folders
 
 
 def _webhook(name: str) -> WebhookTrigger:
@@ -162,7 +163,9 @@ def receive(name: str) -> tuple[Response, int, dict]:
     rt = runtime()
     awaited = trigger.response == "result"
     try:
-        run, created = rt.submit(name, _event(raw), source="webhook", idempotency_key=key, awaited=awaited)
+        event, folders = _event(raw)
+        run, created = rt.submit(name, event, source="webhook", idempotency_key=key, awaited=awaited,
+                                 attachment_folders=folders)
     except Exception:
         if delivery is not None:
             _forget_delivery(name, trigger, delivery)

@@ -71,8 +71,8 @@ def _object(value: Any, field: str) -> dict:
     return value
 
 
-def _run_inputs() -> dict:
-    """The posted inputs: a JSON body, a multipart form with files, or nothing."""
+def _run_inputs() -> tuple[dict, list[str]]:
+    """The posted inputs (a JSON body, a multipart form with files, or nothing) and the folder of its files."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         raw = request.form.get("inputs", "")
@@ -80,11 +80,16 @@ def _run_inputs() -> dict:
         if raw.strip():
             inputs = _object(parse_json(raw, "form part 'inputs'"), "inputs")
         uploads = [upload for _, upload in request.files.items(multi=True)]
-        attachments = save_uploads(uploads, runtime().store.files_path("attachments"))
+        attachments, folders = save_uploads(uploads, runtime().store.files_path("attachments"))
         if attachments:
             inputs["attachments"] = attachments
             share(runtime().store, inputs)  # keys, so a worker on another host gets the files
-        return inputs
+        return inputs, folders
+    return _json_inputs(mimetype), []  # paths in JSON are not the server's: they read no attachment
+
+
+def _json_inputs(mimetype: str) -> dict:
+    """The inputs of a JSON body, or of none."""
     if request.content_length in (None, 0) and not request.get_data(cache=True):
         return {}
     if mimetype not in ("application/json", "") and not mimetype.endswith("+json"):
@@ -240,7 +245,9 @@ def create_run(name: str) -> tuple[Response, int, dict]:
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise BadRequest("Idempotency-Key must be at most 255 characters")
-    run, created = rt.submit(name, _run_inputs(), source="api", idempotency_key=key, awaited=wait is not None)
+    inputs, folders = _run_inputs()
+    run, created = rt.submit(name, inputs, source="api", idempotency_key=key, awaited=wait is not None,
+                             attachment_folders=folders)
     if wait is not None:
         run = rt.outcome(run, wait)
     headers = {"Location": url_for("api.get_run", run_id=run["id"])}

@@ -77,6 +77,9 @@ def components() -> dict[str, Any]:
             "version": {"type": ["integer", "null"], "description": "the definition version of an API-made workflow"},
             "call_stack": {"type": "array", "items": {"type": "string"},
                            "description": "the workflows whose workflow step started this sub-run, outermost first"},
+            "attachment_folders": {"type": "array", "items": {"type": "string"},
+                                   "description": "the folders the server saved the run's uploads or e-mail "
+                                                  "attachments in, the only ones its steps may read (docs/files.md)"},
             "compensations": {"type": "array", "items": {"type": "object"},
                               "description": "the steps undone after a failure or cancel (docs/compensation.md)"},
             "compensating": {"enum": [RunStatus.FAILED.value, RunStatus.CANCELLED.value],

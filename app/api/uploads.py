@@ -48,13 +48,17 @@ def save_upload(upload: FileStorage, folder: Path) -> dict:
     return {"filename": filename, "content_type": content_type, "size": size, "path": str(target.resolve())}
 
 
-def save_uploads(uploads: list[FileStorage], attachments_root: Path) -> list[dict]:
-    """Save every file part into a fresh folder; their attachment records in order."""
+def save_uploads(uploads: list[FileStorage], attachments_root: Path) -> tuple[list[dict], list[str]]:
+    """Save every file part into a fresh folder; their attachment records in order, and the folder's name.
+
+    The name goes to the run as its ``attachment_folders`` (Runtime.submit), the one place its steps may
+    read uploads from; no files: ``([], [])``.
+    """
     if not uploads:
-        return []
+        return [], []
     folder = attachments_root / uuid.uuid4().hex
     try:
         make_private_dir(folder)
     except OSError as error:
         raise StorageError(f"cannot create {folder}: {error}") from None
-    return [save_upload(upload, folder) for upload in uploads]
+    return [save_upload(upload, folder) for upload in uploads], [folder.name]

@@ -9,7 +9,7 @@ import threading
 import time
 import weakref
 from collections import ChainMap, Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from actions.base import ActionError, BaseAction, Park, RunContext
@@ -95,8 +95,10 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         # Environment variables templates may read as {{ env.NAME }}: only those allow-listed.
         allowed = settings.get("WORKFLOW_ENV_ALLOWLIST", ())
         self._env = {name: os.environ[name] for name in allowed if name in os.environ}
-        # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack) -> run.
-        self.run_child: Callable[[str, dict, float, tuple[str, ...], bool, dict | None], dict] | None = None
+        # Set by the runtime: runs a sub-workflow to its end (name, inputs, timeout, call_stack, serial, lineage,
+        # attachment_folders) -> run.
+        self.run_child: Callable[[str, dict, float, tuple[str, ...], bool, dict | None, tuple[str, ...]], dict] \
+            | None = None
         #: Set by the runtime: the workflow a stored run executes with (compensating a run cancelled elsewhere).
         self.bound_for: Callable[[dict], BoundWorkflow | None] | None = None
         self._max_log_lines = int(settings.get("WORKFLOW_RUN_LOG_LINES", run_logs.DEFAULT_MAX_LINES))
@@ -141,6 +143,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         queue: Queue | None = None,
         serial: bool = False,
         lineage: dict | None = None,
+        attachment_folders: Sequence[str] = (),
     ) -> tuple[dict, bool]:
         """Store a queued run and schedule it; with a used key, return the first run and False.
 
@@ -153,6 +156,9 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         and waits for it (queueing it could deadlock a full engine). ``serial``: its
         steps and loop items run one at a time (it was started beside other work). ``lineage``: a
         sub-run's parent's event chain (app/core/events.py), which the sub-run's end continues.
+        ``attachment_folders``: the folders the server saved this run's files in (uploads, e-mail
+        attachments), the only ones under the attachments folder its steps may read; only trusted code
+        names them, never the inputs (DESIGN section 10).
         """
         names = [action.name for action in bound.actions]
         steps = [
@@ -166,6 +172,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             run["call_stack"] = list(call_stack)
         if lineage is not None:
             run["lineage"] = dict(lineage)
+        if attachment_folders:
+            run["attachment_folders"] = list(attachment_folders)
         queue = queue or self.queue
         if queue is not None and not call_stack:
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
@@ -666,8 +674,10 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             # Started beside other work, the child runs one step and one item at a time: a parallel loop
             # calling a workflow with a parallel loop would otherwise multiply threads with every level.
             serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
+            # The parent's files are the child's too: the parent could read them itself, and passes them on.
+            folders = tuple(execution.run.get("attachment_folders") or ())
             try:
-                return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run))
+                return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run), folders)
             except (NotFound, InvalidInput) as exc:  # no such workflow, inputs it refuses: again would not help
                 raise ActionError(f"workflow: {exc}", retryable=False) from None
             except TimeoutError as exc:  # the sub-run goes on: another attempt would start a second one
@@ -690,6 +700,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             attempt=attempt,
             settings=self.settings,
             storage_path=str(self.store.root),
+            attachment_folders=tuple(execution.run.get("attachment_folders") or ()),
             cancel_event=execution.cancelled,
             step_timeout=timeout,
             template_context=names,

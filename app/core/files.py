@@ -6,6 +6,8 @@ under ``<store root>/attachments`` gets a host-independent ``key``
 (PostgreSQL), is put there. A worker calls ``fetch`` before it executes a run:
 an attachment whose file is not on its disk is read from the store and written
 under its own attachments folder, and the inputs the steps get point there.
+Only keys in the run's own folders (its record's ``attachment_folders``) are
+fetched: a key posted in inputs cannot fetch another run's file.
 docs/files.md says how files travel and how large they may be.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +62,21 @@ def share(store: Store, inputs: dict, *, max_bytes: int | None = None) -> dict:
     return inputs
 
 
-def fetch(store: Store, inputs: dict, attachments_root: str | Path) -> dict:
+def fetch(store: Store, inputs: dict, attachments_root: str | Path, *, folders: Iterable[str]) -> dict:
     """``inputs`` whose attachments with a ``key`` have their file under ``attachments_root``, ``path`` pointing there.
 
     A file missing on this host is read from the store and written atomically
     (0600, folders 0700). ``inputs`` itself is not changed: the run's stored
-    record keeps what it had; give the returned copy to the steps. NotFound
-    when the store no longer has a file (its run outlived WORKFLOW_RETENTION_DAYS).
+    record keeps what it had; give the returned copy to the steps. ``folders``:
+    the run's own (``attachment_folders``); a key in any other is ValueError
+    naming the attachment. NotFound when the store no longer has a file (its
+    run outlived WORKFLOW_RETENTION_DAYS).
     """
     records = inputs.get("attachments") if isinstance(inputs, dict) else None
     if not isinstance(records, list) or not any(isinstance(r, dict) and r.get("key") for r in records):
         return inputs
     root = Path(attachments_root).resolve()
+    own = set(folders)
     fetched = copy.deepcopy(inputs)
     for record in fetched["attachments"]:
         if not isinstance(record, dict) or not record.get("key"):
@@ -79,6 +84,10 @@ def fetch(store: Store, inputs: dict, attachments_root: str | Path) -> dict:
         key = check_file_key(record["key"])
         if not key.startswith(f"{AREA}/"):
             raise ValueError(f"attachment key {key!r} is not under {AREA}/")
+        if key.split("/")[1] not in own:
+            raise ValueError(f"attachment {str(record.get('filename') or key)!r} (key {key!r}) is not an attachment "
+                             f"of this run (another run's upload or e-mail attachment): a run reads only the "
+                             f"files the server saved for it")
         local = root.joinpath(*key.split("/")[1:])
         if not local.is_file():
             data = store.get_file(key)

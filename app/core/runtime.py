@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from actions import paths, text
@@ -393,7 +393,8 @@ class Runtime:
             # Uploads and mail attachments saved on another host come through the store (docs/files.md).
             try:
                 inputs = None if self.store.local_files else files.fetch(
-                    self.store, run["trigger_data"], paths.attachments_folder(self.settings))
+                    self.store, run["trigger_data"], paths.attachments_folder(self.settings),
+                    folders=run.get("attachment_folders") or ())
             except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
                 self._fail_run(run, f"its attachments cannot be read: {text.one_line(error, (NotFound, ValueError))}")
                 leases.release(run_id)
@@ -639,12 +640,16 @@ class Runtime:
     # -- runs -------------------------------------------------------------------
     def submit(
         self, name: str, inputs: dict, *, source: str = "api", idempotency_key: str | None = None,
-        awaited: bool = False,
+        awaited: bool = False, attachment_folders: Sequence[str] = (),
     ) -> tuple[dict, bool]:
-        """Check the inputs and start a run; with a used key, the first run and False (``awaited``: see Engine)."""
+        """Check the inputs and start a run; with a used key, the first run and False (``awaited``: see Engine).
+
+        ``attachment_folders``: the folders the server just saved the run's uploads in (Engine.submit).
+        """
         bound = self.get(name)
         self.check_inputs(bound, inputs)
-        return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key, awaited=awaited)
+        return self.engine.submit(bound, inputs, source=source, idempotency_key=idempotency_key, awaited=awaited,
+                                  attachment_folders=attachment_folders)
 
     def outcome(self, run: dict, timeout: float) -> dict:
         """A run submitted ``awaited``: as it ended within ``timeout``, else as it stands in the store."""
@@ -701,16 +706,17 @@ class Runtime:
                 inputs[key] = copy.deepcopy(spec["default"])
 
     def run_child(self, name: str, inputs: dict, timeout: float, call_stack: tuple[str, ...],
-                  serial: bool = False, lineage: dict | None = None) -> dict:
+                  serial: bool = False, lineage: dict | None = None, attachment_folders: Sequence[str] = ()) -> dict:
         """Run a sub-workflow to its end for a parent step; the child takes no concurrency slot.
 
         ``serial``: its steps and loop items run one at a time (its parent step runs beside others).
-        ``lineage``: the parent's event chain, which the child's end continues.
+        ``lineage``: the parent's event chain, which the child's end continues. ``attachment_folders``:
+        the parent's, which the child may read as the parent may.
         """
         bound = self.get(name)
         self.check_inputs(bound, inputs)
         run, _ = self.engine.submit(bound, inputs, source="workflow", call_stack=call_stack, serial=serial,
-                                    lineage=lineage)
+                                    lineage=lineage, attachment_folders=attachment_folders)
         if not self.engine.wait(run["id"], timeout):  # a child runs in its parent's process, whatever the executor
             raise TimeoutError(f"sub-workflow {name!r} (run {run['id']}) did not finish within {timeout:g} s")
         return self.store.get_run(run["id"]) or run
@@ -840,7 +846,8 @@ class Runtime:
                         try:
                             files.share(self.store, event, max_bytes=files.limit(self.settings))  # e-mail attachments
                             run, _ = self.engine.submit(
-                                bound, event, source=source, idempotency_key=bound.trigger.event_key(event)
+                                bound, event, source=source, idempotency_key=bound.trigger.event_key(event),
+                                attachment_folders=bound.trigger.attachment_folders(event),
                             )
                         except Exception:
                             bound.trigger.state = copy.deepcopy(acknowledged)  # offered again by the next poll

@@ -52,9 +52,10 @@ def run_now(name: str) -> Response | tuple[str, int] | str:
     if not form.errors:
         try:
             rt.check_inputs(rt.get(name), inputs)  # before saving files a bad form would orphan
+            folders: list[str] = []
             if uploads:
-                inputs["attachments"] = save_uploads(uploads, rt.store.files_path("attachments"))
-            run, _ = rt.submit(name, inputs, source="dashboard")
+                inputs["attachments"], folders = save_uploads(uploads, rt.store.files_path("attachments"))
+            run, _ = rt.submit(name, inputs, source="dashboard", attachment_folders=folders)
         except InvalidInput as error:
             attach_errors(form, error.details)
         except PyFlowError as error:

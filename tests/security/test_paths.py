@@ -276,8 +276,7 @@ def test_templates_dir_is_inside_the_root(server, root):
             step("s", type_, templates_dir=str(REPO / "pdf_templates"), **config)]})
         assert result["status"] == "failed"
         assert failed_step(result)["error"] == (
-            f"{type_}: templates_dir '{REPO / 'pdf_templates'}' is outside WORKFLOW_FILES_ROOT ({root}) "
-            f"or the server's attachments folder ({root.parent / 'attachments'})")
+            f"{type_}: templates_dir '{REPO / 'pdf_templates'}' is outside WORKFLOW_FILES_ROOT ({root})")
 
 
 def test_sqlite_db_path_is_inside_the_root(server, root, tmp_path):
