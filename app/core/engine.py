@@ -15,7 +15,7 @@ from typing import Any
 from actions.base import ActionError, BaseAction, Park, RunContext
 from actions.limits import MAX_RESULT_BYTES, RESULT_TOO_LARGE, json_size
 from actions.loop import in_parallel_item
-from app.core import run_logs
+from app.core import files, run_logs
 from app.core.binding import BoundWorkflow
 from app.core.compensation import Compensating
 from app.core.config import SETTINGS, public_settings
@@ -172,8 +172,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             run["call_stack"] = list(call_stack)
         if lineage is not None:
             run["lineage"] = dict(lineage)
-        if attachment_folders:
-            run["attachment_folders"] = list(attachment_folders)
+        # Always there, if only empty: a run without the key was stored before it existed (files.own_folders).
+        run["attachment_folders"] = list(attachment_folders)
         queue = queue or self.queue
         if queue is not None and not call_stack:
             # A worker executes it: the run is stored with its job (procrastinate) or just before it (celery).
@@ -675,7 +675,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             # calling a workflow with a parallel loop would otherwise multiply threads with every level.
             serial = execution.serial or in_parallel_item() or getattr(_branch, "active", False)
             # The parent's files are the child's too: the parent could read them itself, and passes them on.
-            folders = tuple(execution.run.get("attachment_folders") or ())
+            folders = files.own_folders(execution.run)
             try:
                 return self.run_child(name, inputs, wait, call_stack, serial, event_lineage(execution.run), folders)
             except (NotFound, InvalidInput) as exc:  # no such workflow, inputs it refuses: again would not help
@@ -700,7 +700,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             attempt=attempt,
             settings=self.settings,
             storage_path=str(self.store.root),
-            attachment_folders=tuple(execution.run.get("attachment_folders") or ()),
+            attachment_folders=files.own_folders(execution.run),
             cancel_event=execution.cancelled,
             step_timeout=timeout,
             template_context=names,

@@ -100,6 +100,28 @@ def fetch(store: Store, inputs: dict, attachments_root: str | Path, *, folders: 
     return fetched
 
 
+def own_folders(run: Mapping[str, Any]) -> tuple[str, ...]:
+    """The folders under the attachments folder a run's steps may read: its record's ``attachment_folders``.
+
+    A run stored before PyFlow recorded them (no such key: every run created since has it, if only
+    empty) keeps what it could read then: the folders its own attachment records name, which the
+    server wrote when it created the run.
+    """
+    if "attachment_folders" in run:
+        return tuple(run["attachment_folders"] or ())
+    records = (run.get("trigger_data") or {}).get("attachments") if isinstance(run.get("trigger_data"), dict) else None
+    folders: dict[str, None] = {}
+    for record in records if isinstance(records, list) else ():
+        if not isinstance(record, dict):
+            continue
+        key, path = record.get("key"), record.get("path")
+        if isinstance(key, str) and key.startswith(f"{AREA}/") and key.count("/") >= 2:
+            folders[key.split("/")[1]] = None
+        elif isinstance(path, str) and f"/{AREA}/" in path:
+            folders[path.rsplit(f"/{AREA}/", 1)[1].split("/")[0]] = None
+    return tuple(name for name in folders if name not in ("", ".", ".."))
+
+
 def limit(settings: Mapping[str, Any]) -> int:
     """The largest attachment shared through the store: WORKFLOW_MAX_UPLOAD_MB in bytes."""
     return int(float(settings["WORKFLOW_MAX_UPLOAD_MB"]) * 1024 * 1024)

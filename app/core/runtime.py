@@ -394,7 +394,7 @@ class Runtime:
             try:
                 inputs = None if self.store.local_files else files.fetch(
                     self.store, run["trigger_data"], paths.attachments_folder(self.settings),
-                    folders=run.get("attachment_folders") or ())
+                    folders=files.own_folders(run))
             except (NotFound, ValueError) as error:  # pruned, or a forged key: no host can run it
                 self._fail_run(run, f"its attachments cannot be read: {text.one_line(error, (NotFound, ValueError))}")
                 leases.release(run_id)
