@@ -362,6 +362,8 @@ def test_run_form_uploads_files_like_the_api(client, runtime):
     attachment = run["trigger_data"]["attachments"][0]
     assert attachment["filename"] == "application_company_a.pdf" and attachment["content_type"] == "application/pdf"
     assert Path(attachment["path"]).read_bytes() == SAMPLE_PDF.read_bytes()
+    # Keyed as the API's uploads are, so a worker on another host reads it through the store (docs/files.md).
+    assert attachment["key"] == f"attachments/{Path(attachment['path']).parent.name}/application_company_a.pdf"
     steps = {step["name"]: step for step in run["steps"]}
     assert steps["extract"]["status"] == "succeeded", steps["extract"]["error"]
     assert steps["extract"]["result"]["template"] == "company_a"

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from app.api import audit
 from app.api.routes import RUN_ID, runtime
 from app.api.uploads import save_uploads
+from app.core.files import share
 from app.dashboard.approvals import back_to_waiting
 from app.dashboard.blueprint import bp
 from app.dashboard.forms import attach_errors, build_form, read_form
@@ -55,6 +56,7 @@ def run_now(name: str) -> Response | tuple[str, int] | str:
             folders: list[str] = []
             if uploads:
                 inputs["attachments"], folders = save_uploads(uploads, rt.store.files_path("attachments"))
+                share(rt.store, inputs)  # keys, so a worker on another host gets the files (as the API's)
             run, _ = rt.submit(name, inputs, source="dashboard", attachment_folders=folders)
         except InvalidInput as error:
             attach_errors(form, error.details)
