@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from actions import shell_reaper
 from actions.base import ActionError, BaseAction, SettingError, seconds
 from actions.limits import capped
 from actions.redaction import is_secret_key
-from actions.shell_limits import Limits, check, crossed, preexec
+from actions.shell_limits import Limits, check, crossed, preexec, rlimits
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_OUTPUT_ON_DISK = 4 * MAX_OUTPUT_BYTES
 # How often the wait loop looks at the cancel event and the deadline.
 POLL_SECONDS = 0.05
-# Time a terminated process group gets to exit before it is killed.
-KILL_GRACE_SECONDS = 1.0
+# Time a terminated process group gets to exit before it is killed (a reaper gives its command as much).
+KILL_GRACE_SECONDS = shell_reaper.GRACE_SECONDS
 # prctl(2): a process that is not dumpable has its /proc/<pid>/environ and memory readable by root only.
 _PR_SET_DUMPABLE = 4
 
@@ -47,12 +48,14 @@ class ShellAction(BaseAction):
     then ``env`` on top; ``cwd`` is the working directory. On
     ``timeout`` (seconds; else the step's ``step_timeout`` when set) or when the
     run is cancelled, the command's whole process group is terminated, then
-    killed. A non-zero exit fails the step, naming the code and the last line
-    of stderr. Result: ``{"exit_code", "stdout", "stderr"}``, each stream cut
-    to 1 MB. ``limits`` (``cpu_seconds``, ``memory_mb``, ``output_kb``,
-    ``processes``; actions/shell_limits.py says what each binds) are set with
-    setrlimit in the child; a command that crosses one is killed with its
-    process group and the step fails naming the limit. A limit this platform
+    killed, and on Linux every other process it started too, whatever session
+    or group it moved to (actions/shell_reaper.py); when the command ends, what
+    it left running is killed. A non-zero exit fails the step, naming the code
+    and the last line of stderr. Result: ``{"exit_code", "stdout", "stderr"}``,
+    each stream cut to 1 MB. ``limits`` (``cpu_seconds``, ``memory_mb``,
+    ``output_kb``, ``processes``; actions/shell_limits.py says what each binds)
+    are set with setrlimit in the command; one that crosses one is killed as on
+    timeout and the step fails naming the limit. A limit this platform
     cannot apply is refused when the step is defined.
     """
 
@@ -117,10 +120,7 @@ class ShellAction(BaseAction):
         # Files, not pipes: a chatty command can't fill a pipe and hang, and memory stays flat.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                # A session of its own, so a timeout can kill the command's children too.
-                # preexec_fn sets the rlimits in the child before exec (see shell_limits.preexec).
-                process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                           start_new_session=True, preexec_fn=preexec(limits))
+                process = _start(argv, limits, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             except FileNotFoundError:
                 raise ActionError(f"shell: command not found: {argv[0]!r}", retryable=False)
             except PermissionError:
@@ -281,8 +281,42 @@ def _ended(process: subprocess.Popen) -> bool:
         return True
 
 
+def _start(argv: list[str], limits: Limits, **options: Any) -> subprocess.Popen:
+    """Start the command in a session of its own, so a timeout can kill its children too.
+
+    On Linux it runs under a reaper (actions/shell_reaper.py), alone in that session's group, which
+    also holds and kills what leaves the session; the Popen is the reaper's. Raises OSError as
+    Popen does when the command cannot start.
+    """
+    if not _reaped():
+        # preexec_fn sets the rlimits in the child before exec (see shell_limits.preexec).
+        return subprocess.Popen(argv, start_new_session=True, preexec_fn=preexec(limits), **options)
+    read, write = os.pipe()
+    with open(read, "rb") as failure:
+        try:
+            # The reaper is one more process of the user, which RLIMIT_NPROC counts.
+            process = subprocess.Popen(shell_reaper.argv(write, rlimits(limits, others=1), argv), pass_fds=(write,),
+                                       start_new_session=True, **options)
+        finally:
+            os.close(write)
+        # Empty once the command runs: its copy closes when it execs, the reaper's after the fork.
+        code = failure.read()
+    if code:
+        process.wait()
+        raise OSError(int(code), os.strerror(int(code)), argv[0])
+    return process
+
+
+def _reaped() -> bool:
+    """Whether commands run under a reaper: it needs Linux (a child subreaper, /proc) and a Python to run it."""
+    return sys.platform.startswith("linux") and bool(sys.executable)
+
+
 def _kill_leftovers(process: subprocess.Popen) -> None:
-    """SIGKILL what is left of the command's process group once the command itself ended."""
+    """SIGKILL what is left of the command's process group once the command itself ended.
+
+    Under a reaper that group is the reaper alone, which killed every process the command left before it ended.
+    """
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -290,14 +324,19 @@ def _kill_leftovers(process: subprocess.Popen) -> None:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM the process group, SIGKILL whatever is left after a grace period.
+
+    Under a reaper the group is the reaper alone: it passes SIGTERM on to every process of the command
+    and SIGKILLs those left itself, so it gets the time that takes; SIGKILL would leave them to init.
+    """
+    term_wait = shell_reaper.LONGEST_SECONDS if _reaped() else KILL_GRACE_SECONDS
+    for sig, grace in ((signal.SIGTERM, term_wait), (signal.SIGKILL, KILL_GRACE_SECONDS)):
         try:
             os.killpg(process.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass  # the group is already gone
         try:
-            process.wait(timeout=KILL_GRACE_SECONDS)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             continue
 

@@ -3,11 +3,12 @@
 ``cpu_seconds`` (RLIMIT_CPU) and ``memory_mb`` (RLIMIT_AS, the address space) bind each process
 of the command on its own: a child it starts gets its own allowance. ``processes`` (RLIMIT_NPROC)
 is counted by the kernel per user, over every process and thread of the user that runs PyFlow;
-so the child's limit is that user's count when the command starts plus ``processes``, which lets
-the command and its descendants number about ``processes`` (other work of the same user that
-starts or ends meanwhile moves the bound). Root and holders of CAP_SYS_RESOURCE or CAP_SYS_ADMIN
-are never bound by RLIMIT_NPROC, so ``processes`` is refused for them. ``output_kb`` needs no
-rlimit: the step watches what the command wrote to stdout and stderr together.
+so the child's limit is that user's count when the command starts (its reaper, on Linux, counted
+apart) plus ``processes``, which lets the command and its descendants number about ``processes``
+(other work of the same user that starts or ends meanwhile moves the bound). Root and holders of
+CAP_SYS_RESOURCE or CAP_SYS_ADMIN are never bound by RLIMIT_NPROC, so ``processes`` is refused for
+them. ``output_kb`` needs no rlimit: the step watches what the command wrote to stdout and stderr
+together.
 """
 
 from __future__ import annotations
@@ -142,11 +143,11 @@ def user_tasks() -> int:
     return total
 
 
-def preexec(limits: Limits) -> Callable[[], None] | None:
-    """The function the child runs between fork and exec to set its rlimits; None when there are none.
+def rlimits(limits: Limits, *, others: int = 0) -> list[tuple[int, tuple[int, int]]]:
+    """The (resource, (soft, hard)) pairs that apply ``limits`` to a command, computed before it starts.
 
-    Every number is computed here, in the parent: the child only calls setrlimit, takes no lock,
-    imports nothing and logs nothing, which keeps preexec_fn safe in this threaded server.
+    ``others``: processes of the user that start with the command and are not its own (its reaper,
+    actions/shell_reaper.py), which RLIMIT_NPROC counts too.
     """
     settings: list[tuple[int, tuple[int, int]]] = []
     if limits.cpu_seconds is not None:
@@ -158,8 +159,18 @@ def preexec(limits: Limits) -> Callable[[], None] | None:
         settings.append((resource.RLIMIT_AS, (size, size)))
     if limits.processes is not None:
         # The kernel compares the user's whole count (the server's threads too) with the limit.
-        allowed = user_tasks() + limits.processes
+        allowed = user_tasks() + others + limits.processes
         settings.append((resource.RLIMIT_NPROC, (allowed, allowed)))
+    return settings
+
+
+def preexec(limits: Limits) -> Callable[[], None] | None:
+    """The function the child runs between fork and exec to set its rlimits; None when there are none.
+
+    Every number is computed here, in the parent: the child only calls setrlimit, takes no lock,
+    imports nothing and logs nothing, which keeps preexec_fn safe in this threaded server.
+    """
+    settings = rlimits(limits)
     if not settings:
         return None
     setrlimit = resource.setrlimit

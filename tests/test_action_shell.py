@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
+import signal
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +103,91 @@ def test_cancel_kills_the_command():
     with pytest.raises(ActionError, match="cancelled") as caught:
         shell(command=["sleep", "30"], cancel_event=cancel).execute({})
     assert not caught.value.retryable
+
+
+# -- what a command starts in another session or process group: killed with it (Linux) -----------------------------
+
+# The escapee writes its pid, then becomes `sleep 300`; the command goes on once the pid is written.
+ESCAPEE = "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 300\n"
+UNTIL_ESCAPED = "until [ -s pid ]; do sleep 0.01; done"
+DOUBLE_FORK = ("import os; os.fork() and os._exit(0); os.setsid(); os.fork() and os._exit(0); "
+               "os.execvp('sh', ['sh', 'escapee.sh'])")
+ESCAPES = {
+    "setsid": "setsid sh escapee.sh &",
+    "setsid in a subshell": "(setsid nohup sh escapee.sh >/dev/null 2>&1 &)",
+    "job control": "bash -c 'set -m; sh escapee.sh &'",
+    "double fork": f"{shlex.quote(sys.executable)} -c {shlex.quote(DOUBLE_FORK)}",
+}
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="elsewhere only the command's process group is killed")
+
+
+@pytest.fixture
+def escapee(tmp_path):
+    """A folder holding escapee.sh; the pid file it leaves is read by ``escapee_pid``. Kills a survivor at the end."""
+    (tmp_path / "escapee.sh").write_text(ESCAPEE)
+    yield tmp_path
+    pidfile = tmp_path / "pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        # Only our own sleep: after a failure it runs on for 300 s; a reused pid is someone else's.
+        if process_alive(pid) and _cmdline(pid) == b"sleep\0" + b"300\0":
+            os.kill(pid, signal.SIGKILL)
+
+
+def escapee_pid(folder: Path) -> int:
+    return int((folder / "pid").read_text())
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@linux_only
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_what_left_the_group_is_killed_when_the_command_ends(escapee, escape):
+    result = shell(command=f"{escape}\n{UNTIL_ESCAPED}; echo done", cwd=str(escapee)).execute({})
+    assert result["stdout"] == "done\n"
+    pid = escapee_pid(escapee)
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the escaped process {pid} to die")
+
+
+@linux_only
+def test_what_left_the_group_is_killed_on_timeout(escapee):
+    command = f"{ESCAPES['setsid']}\n{UNTIL_ESCAPED}; sleep 30"
+    # The escape takes milliseconds; the timeout leaves it ample time.
+    with pytest.raises(ActionError, match=r"timed out after 1\.5 s"):
+        shell(command=command, cwd=str(escapee), timeout=1.5).execute({})
+    pid = escapee_pid(escapee)
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the escaped process {pid} to die")
+
+
+@linux_only
+def test_what_left_the_group_is_killed_on_cancel(escapee):
+    cancel = threading.Event()
+
+    def cancel_once_escaped():
+        wait_until(lambda: (escapee / "pid").exists(), timeout=30, message="the escapee's pid")
+        cancel.set()
+
+    threading.Thread(target=cancel_once_escaped, daemon=True).start()
+    command = f"{ESCAPES['double fork']}\n{UNTIL_ESCAPED}; sleep 30"
+    with pytest.raises(ActionError, match="cancelled"):
+        shell(command=command, cwd=str(escapee), cancel_event=cancel).execute({})
+    pid = escapee_pid(escapee)
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the escaped process {pid} to die")
+
+
+@linux_only
+def test_what_left_the_group_is_killed_when_a_limit_is_crossed(escapee):
+    command = f"{ESCAPES['setsid']}\n{UNTIL_ESCAPED}; yes"
+    with pytest.raises(ActionError, match="output_kb limit of 64 KB exceeded"):
+        shell(command=command, cwd=str(escapee), limits={"output_kb": 64}).execute({})
+    pid = escapee_pid(escapee)
+    wait_until(lambda: not process_alive(pid), timeout=5, message=f"the escaped process {pid} to die")
 
 
 def test_output_is_truncated(monkeypatch):

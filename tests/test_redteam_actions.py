@@ -149,13 +149,15 @@ def test_a_command_that_succeeded_leaves_nothing_running(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-# A server that runs one shell step, whose command reads the server's environment as the kernel shows it.
+# A server that runs one shell step, whose command reads the server's environment as the kernel shows it. The
+# server is not the command's parent on Linux (a reaper is, holding the command's own environment): it says its pid.
 SERVER = """
+import os
 import threading
 import tracemalloc
 from actions.base import ActionError, RunContext
 from actions.shell import ShellAction
-action = ShellAction("peek", command="cat /proc/$PPID/environ")
+action = ShellAction("peek", command="cat /proc/$SERVER_PID/environ", env={"SERVER_PID": str(os.getpid())})
 action.context = RunContext(settings={"WORKFLOW_ALLOW_SHELL": True}, cancel_event=threading.Event())
 try:
     print(action.execute({})["stdout"].replace("\\0", "\\n"))

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -178,6 +179,20 @@ def test_processes_stops_a_command_that_forks_too_many():
 def test_processes_leaves_a_command_within_it_alone():
     answer = _as_ordinary_user("sleep 0 & sleep 0 & wait; echo done", {"processes": 10})
     assert answer == {"result": {"exit_code": 0, "stdout": "done\n", "stderr": ""}}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere only the command's process group is killed")
+def test_an_ordinary_users_command_loses_what_left_its_session():
+    # The reaper holds it as an ordinary user too, under a processes limit that counts the reaper apart.
+    # The command ends once sleep is in a session of its own (field 6 of its stat): not before, while its group's.
+    command = "setsid sleep 300 & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = $! ]; do sleep 0.01; done; echo $!"
+    answer = _as_ordinary_user(command, {"processes": 10})
+    pid = int(answer["result"]["stdout"])
+    try:
+        wait_until(lambda: not process_alive(pid), timeout=5, message=f"the escaped sleep {pid} to die")
+    finally:
+        if process_alive(pid) and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\0" + b"300\0":
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- definition time --------------------------------------------------------------------------------
