@@ -148,9 +148,10 @@ def test_a_cancel_of_a_failing_run_answers_at_once_and_it_ends_failed(engine):
     assert "the cancel asked by tester lets the compensations finish: the run ends failed once they ran" in logs
 
 
-def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path):
+def stopped_between_compensations(data) -> dict:
+    """A SlowUndoWorkflow run whose engine shut down while its first compensation ran: the second is left."""
     reset_gates()
-    first = make_engine(JsonStore(tmp_path / "data"))
+    first = make_engine(JsonStore(data))
     try:
         run, _ = first.submit(bind(first, SlowUndoWorkflow), {})
         wait_until(lambda: arrivals("undo-flight") == 1, timeout=10, message="the first compensation starts")
@@ -162,9 +163,13 @@ def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path)
         assert first.wait(run["id"], 10)
     finally:
         release_gates()
-    stored = first.store.get_run(run["id"])
-    assert stored["status"] == RunStatus.RUNNING  # recovery picks it up
-    assert [entry["status"] for entry in stored["compensations"]] == ["succeeded", "pending"]
+    return first.store.get_run(run["id"])
+
+
+def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path):
+    run = stopped_between_compensations(tmp_path / "data")
+    assert run["status"] == RunStatus.RUNNING  # recovery picks it up
+    assert [entry["status"] for entry in run["compensations"]] == ["succeeded", "pending"]
     assert not (tmp_path / "data" / "undone.txt").exists()
 
     second = make_engine(JsonStore(tmp_path / "data"))
@@ -294,19 +299,9 @@ def step_statuses(run: dict) -> dict:
 
 def test_results_of_compensations_before_a_restart_count_toward_the_runs_results(tmp_path):
     """A run continued after a restart counts the compensations' results already stored, as its steps' results."""
-    reset_gates()
-    first = make_engine(JsonStore(tmp_path / "data"))
-    try:
-        run, _ = first.submit(bind(first, SlowUndoWorkflow), {})
-        wait_until(lambda: arrivals("undo-flight") == 1, timeout=10, message="the first compensation starts")
-        first.shutdown(timeout=0.1)  # the second compensation is left to the restart
-        gate("undo-flight").set()
-        assert first.wait(run["id"], 10)
-    finally:
-        release_gates()
-    stored = first.store.get_run(run["id"])
-    assert [entry["status"] for entry in stored["compensations"]] == ["succeeded", "pending"]
-    kept = [step["result"] for step in stored["steps"] if step["result"]] + [stored["compensations"][0]["result"]]
+    run = stopped_between_compensations(tmp_path / "data")
+    assert [entry["status"] for entry in run["compensations"]] == ["succeeded", "pending"]
+    kept = [step["result"] for step in run["steps"] if step["result"]] + [run["compensations"][0]["result"]]
     undone = {"written": "undo hotel: room 1 (step 'pay' failed: this step always fails)"}
     # Room for everything but the first compensation's result: the hotel's undo is one result too many.
     room = sum(len(json.dumps(result)) for result in [*kept, undone]) - len(json.dumps(kept[-1]))
