@@ -210,7 +210,9 @@ def check_root_apart(root: Path, code: Iterable[Path], storage: str | os.PathLik
 
     A files root inside, equal to or above a code folder would let a file
     step write a module that a python step then imports; one that holds the
-    store would let it rewrite the store's definitions and state.
+    store would let it rewrite the store's definitions and state, and so would
+    one inside the store anywhere but its ``files`` folder (the default root):
+    its runs, other runs' uploads, its keys and locks.
     """
     root = Path(root).resolve()
     store = None if storage is None else Path(storage).resolve()
@@ -227,3 +229,7 @@ def check_root_apart(root: Path, code: Iterable[Path], storage: str | os.PathLik
         if store.is_relative_to(root):
             raise PathError(f"{ROOT_SETTING} ({root}) must not hold the store, WORKFLOW_STORAGE_PATH ({store}); "
                             f"the default is {store / 'files'}")
+        if root.is_relative_to(store) and not root.is_relative_to(store / "files"):
+            raise PathError(f"{ROOT_SETTING} ({root}) must not be inside the store, WORKFLOW_STORAGE_PATH ({store}), "
+                            f"except in its files folder: file steps could read and rewrite its runs and every "
+                            f"run's uploads; the default is {store / 'files'}")

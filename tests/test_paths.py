@@ -183,8 +183,22 @@ def test_a_files_root_that_holds_the_store_stops_start_up(tmp_path):
                                  f"({tmp_path / 'data'}); the default is {tmp_path / 'data' / 'files'}")
 
 
+@pytest.mark.parametrize("inside", ["attachments", "runs", "attachments/4f0c"])
+def test_a_files_root_inside_the_store_but_its_files_folder_stops_start_up(tmp_path, inside):
+    """Every run's uploads, the run records and the store's state live there: no file step may reach them."""
+    data = tmp_path / "data"
+    with pytest.raises(ConfigError) as caught:
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(data),
+                              "WORKFLOW_FILES_ROOT": str(data / inside)}))
+    assert str(caught.value) == (
+        f"WORKFLOW_FILES_ROOT ({data / inside}) must not be inside the store, WORKFLOW_STORAGE_PATH ({data}), except "
+        f"in its files folder: file steps could read and rewrite its runs and every run's uploads; the default is "
+        f"{data / 'files'}")
+
+
 def test_the_default_and_a_separate_root_start(tmp_path):
-    for extra in ({}, {"WORKFLOW_FILES_ROOT": str(tmp_path / "elsewhere")}):
+    for extra in ({}, {"WORKFLOW_FILES_ROOT": str(tmp_path / "elsewhere")},
+                  {"WORKFLOW_FILES_ROOT": str(tmp_path / "data" / "files" / "team")}):
         app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"), **extra}))
         app.extensions["pyflow"].shutdown(timeout=2)
 
