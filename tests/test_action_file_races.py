@@ -1,90 +1,31 @@
 """FileAction against a symlink swapped in between the path check and the write, move or delete (DESIGN section 10).
 
-The race is made deterministic with a Python audit hook (sys.addaudithook), a hook point of the runtime
-that every file-system call passes: at a chosen call of the step, the hook swaps a folder, or the file, of
-the checked path for a symlink pointing out of the root, as another process could. PyFlow's code runs as
-it is. Whatever the moment, nothing outside the root may change.
+The race is made deterministic with a Python audit hook (tests/races.py): at a chosen call of the step, the
+hook swaps a folder, or the file, of the checked path for a symlink pointing out of the root, as another
+process could. PyFlow's code runs as it is. Whatever the moment, nothing outside the root may change.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
+from tests.races import MOMENTS, Swap, armed, snapshot
 
-# The audited calls through which a step touches the file system (os.open, builtin open, mkdir, rename...).
-EVENTS = {"open", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "tempfile.mkstemp"}
-WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
-# 'first': the step's first file-system call after its check; 'use': its first call that writes or removes.
-MOMENTS = ("first", "use")
 REFUSED = (r"^file \w+: (path|destination) '[^']*': '{name}' became a symlink after the path was checked; a write, "
            r"move or delete never follows a symlink inside WORKFLOW_FILES_ROOT$")
 
 
-class Swap:
-    """Replace ``root/name`` by a symlink to ``target`` at the chosen moment of the step, once."""
-
-    def __init__(self, base: Path, root: Path, name: str, target: Path, moment: str):
-        self.base, self.root, self.name, self.target, self.moment = base, root, name, target, moment
-        self.thread = threading.get_ident()
-        self.done = False
-
-    def consider(self, event: str, args: tuple) -> None:
-        """Swap when ``event`` is the moment: a call on a path below ``base`` other than the root itself."""
-        if self.done or threading.get_ident() != self.thread or event not in EVENTS:
-            return
-        path = args[0]
-        if isinstance(path, int):
-            return  # a descriptor wrapped in a file object: not a path
-        path = os.fsdecode(path)
-        if path == str(self.root) or (os.path.isabs(path) and not Path(path).is_relative_to(self.base)):
-            return  # the root made or opened before any checked path is used; the interpreter's own files
-        if self.moment == "use" and event == "open" and not (args[2] or 0) & WRITING:
-            return
-        self.done = True
-        os.rename(self.root / self.name, self.root / f"{self.name}.old")
-        os.symlink(self.target, self.root / self.name)
-
-
-_armed: list[Swap] = []
-
-
-def _hook(event: str, args: tuple) -> None:
-    if _armed:
-        _armed[0].consider(event, args)  # an error here would abort the step's call: the swap cannot fail quietly
-
-
-_installed: list[bool] = []
-
-
 def armed_step(tmp_path: Path, swap: Swap, **config) -> dict:
     """One file step, with ``swap`` armed while it runs."""
-    if not _installed:
-        sys.addaudithook(_hook)  # for the rest of the process; idle unless armed
-        _installed.append(True)
     action = FileAction("f", **config)
     action.context = RunContext(settings={}, storage_path=str(tmp_path))
-    _armed.append(swap)
-    try:
+    with armed(swap):
         return action.execute({})
-    finally:
-        _armed.clear()
-
-
-def snapshot(folder: Path) -> dict[str, object]:
-    """Every entry below ``folder``: a file's bytes, 'folder' or a link's target."""
-    entries: dict[str, object] = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        entries[key] = (os.readlink(path) if path.is_symlink() else "folder" if path.is_dir() else path.read_bytes())
-    return entries
 
 
 @pytest.fixture

@@ -200,10 +200,10 @@ def test_a_file_whose_original_cannot_be_removed_is_reported_once_and_not_fired_
     drop(inbox, "locked.txt")
     [event] = trigger.poll()
 
-    def refuse(self, missing_ok=False):
+    def refuse(path, *, dir_fd=None):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "unlink", refuse)
+    monkeypatch.setattr(os, "unlink", refuse)
     with pytest.raises(TriggerError, match=r"cannot remove .*locked.txt after its run run_1 was stored"):
         trigger.acknowledge(event, "run_1")
     assert trigger.poll() == []

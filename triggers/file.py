@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import filecmp
+import errno
 import fnmatch
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_IFREG, S_IMODE, S_ISREG
 from typing import Any
 
 from actions.base import SettingError
 from actions.paths import PathError, files_root, inside
+from actions.rooted import SymlinkError, kind_at, open_folder, open_regular_at
 from triggers.base import BaseTrigger, TriggerError
 from triggers.interval import _iso, parse_seconds
 
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 # Bounds one poll's work; the rest of a large drop comes with the next polls.
 MAX_FILES_PER_POLL = 100
+# Bytes compared at a time when a copy already in the processed folder may be this file's.
+CHUNK = 1024 * 1024
+# Hidden names tried for a copy before giving up (tempfile's TMP_MAX): a clash means another poll's copy.
+_TRIES = 100
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileTrigger(BaseTrigger):
@@ -46,6 +52,13 @@ class FileTrigger(BaseTrigger):
     is whole, and a poll repeated before the run was stored finds that copy
     again rather than making a ``-1``), and the original is removed
     once the run is stored, so an action never finds it gone.
+
+    Listing, linking, copying, making the processed folder and removing the
+    original reach both folders from WORKFLOW_FILES_ROOT one folder at a time
+    without following a symlink (actions.rooted), and name only the file in
+    the open folder: a folder that became a symlink after setup() checked it
+    is refused (TriggerError naming the field and that folder; the files stay),
+    and a file that became one is never followed: it is not placed and not fired.
 
     ``state``: ``pending`` (file name -> size, mtime_ns and since when it has
     not changed), so settling survives restarts, and ``unmoved`` (files whose
@@ -84,6 +97,7 @@ class FileTrigger(BaseTrigger):
         self._clock = clock or time.time
         # Set by setup(), which confines both folders to WORKFLOW_FILES_ROOT: no poll before that.
         self._checked = False
+        self._root: Path | None = None  # WORKFLOW_FILES_ROOT, resolved: where every folder walk starts
         if not any(isinstance(value, str) and "{" in value for value in (settle_seconds, poll_interval)):
             self._check_numbers()
 
@@ -120,6 +134,7 @@ class FileTrigger(BaseTrigger):
         if processed == folder:
             raise ValueError(f"{where}: processed_folder must differ from folder, got {self.processed_folder!r}")
         self.folder, self.processed_folder = str(folder), str(processed)
+        self._root = root
         self._checked = True
 
     @property
@@ -128,14 +143,48 @@ class FileTrigger(BaseTrigger):
         return Path(self.processed_folder) if self.processed_folder else Path(self.folder) / "processed"
 
     # -- polling ------------------------------------------------------------------------------------
-    def _listing(self) -> dict[str, os.stat_result]:
-        """Regular files matching the pattern, by name; TriggerError naming the folder when it is missing."""
+    def _start(self, folder: Path) -> Path:
+        """Where the walk to ``folder`` starts: the files root, or ``/`` for a trusted workflow's folder outside it."""
+        root = self._root
+        return root if root is not None and folder.is_relative_to(root) else Path(folder.anchor)
+
+    def _shown(self, path: Path) -> str:
+        """``path`` relative to the files root when inside it, as messages name it."""
+        root = self._root
+        return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+    def _open(self, stack: ExitStack, field: str, *, create: bool = False) -> int:
+        """A descriptor of the ``field`` folder, reached from the files root without following a symlink.
+
+        Held until ``stack`` closes (actions.rooted.open_folder). A folder on the
+        way that became a symlink after setup() checked it is refused: a
+        TriggerError naming the field and that folder; other OS errors are raised.
+        """
+        folder = Path(self.folder) if field == "folder" else self.processed
         try:
-            entries = list(os.scandir(self.folder))
+            return stack.enter_context(open_folder(self._start(folder), folder, create=create))
+        except SymlinkError as error:
+            raise TriggerError(f"trigger {self.name!r}: {field} {self._shown(folder)!r}: {self._shown(error.path)!r} "
+                               f"became a symlink after the folder was checked; the trigger never follows a "
+                               f"symlink to list, link, move or delete files") from None
+
+    def _watched(self, stack: ExitStack) -> int:
+        """The watched folder opened; TriggerError naming it when it is missing, not a folder, or became a symlink."""
+        if not self._checked:
+            raise RuntimeError(f"trigger {self.name!r}: setup() must be called before polling")
+        try:
+            return self._open(stack, "folder")
         except FileNotFoundError:
             raise TriggerError(f"folder {self.folder} does not exist; create it or fix the trigger's folder") from None
         except NotADirectoryError:
             raise TriggerError(f"folder {self.folder} is not a folder") from None
+        except OSError as error:
+            raise TriggerError(f"cannot list folder {self.folder}: {error.strerror or error}") from None
+
+    def _listing(self, inbox: int) -> dict[str, os.stat_result]:
+        """Regular files matching the pattern in the open watched folder ``inbox``, by name."""
+        try:
+            entries = list(os.scandir(inbox))
         except OSError as error:
             raise TriggerError(f"cannot list folder {self.folder}: {error.strerror or error}") from None
         found = {}
@@ -151,14 +200,13 @@ class FileTrigger(BaseTrigger):
 
     def is_triggered(self) -> bool:
         """True when a file has settled (changes the pending state, like a poll)."""
-        return bool(self._settled())
+        with ExitStack() as stack:
+            return bool(self._settled(self._watched(stack)))
 
-    def _settled(self) -> list[tuple[str, os.stat_result]]:
+    def _settled(self, inbox: int) -> list[tuple[str, os.stat_result]]:
         """Files whose size and mtime held for settle_seconds; notes new and changed files as pending."""
-        if not self._checked:
-            raise RuntimeError(f"trigger {self.name!r}: setup() must be called before polling")
         now = float(self._clock())
-        files = self._listing()
+        files = self._listing(inbox)
         pending: dict = self.state.setdefault("pending", {})
         unmoved: dict = self.state.setdefault("unmoved", {})
         for name in [name for name in pending if name not in files]:
@@ -182,20 +230,29 @@ class FileTrigger(BaseTrigger):
         return settled[:MAX_FILES_PER_POLL]
 
     def poll(self) -> list[dict]:
-        events = []
-        for name, stat in self._settled():
-            source = Path(self.folder) / name
-            path = self._place(source)
-            if path is None:
-                self.state["pending"].pop(name, None)  # removed meanwhile
-                continue
-            events.append({
-                "path": str(path),
-                "filename": name,
-                "size": stat.st_size,
-                "modified_at": _iso(stat.st_mtime_ns / 1e9),
-                "source_path": str(source),
-            })
+        events: list[dict] = []
+        with ExitStack() as stack:
+            inbox = self._watched(stack)
+            settled = self._settled(inbox)
+            if not settled:
+                return events
+            folder = self.processed
+            try:
+                processed = self._open(stack, "processed_folder", create=True)
+            except OSError as error:
+                raise TriggerError(f"cannot create processed folder {folder}: {error.strerror or error}") from None
+            for name, stat in settled:
+                path = self._place(inbox, processed, name)
+                if path is None:
+                    self.state["pending"].pop(name, None)  # removed meanwhile, or no longer a regular file
+                    continue
+                events.append({
+                    "path": str(path),
+                    "filename": name,
+                    "size": stat.st_size,
+                    "modified_at": _iso(stat.st_mtime_ns / 1e9),
+                    "source_path": str(Path(self.folder) / name),
+                })
         return events
 
     @staticmethod
@@ -207,27 +264,31 @@ class FileTrigger(BaseTrigger):
         return self._key(event["source_path"], event["size"], event["modified_at"])
 
     # -- moving handled files -----------------------------------------------------------------------------
-    def _place(self, source: Path) -> Path | None:
-        """Make ``source`` also exist in the processed folder and return that path; None when it is gone."""
-        folder = self.processed
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TriggerError(f"cannot create processed folder {folder}: {error.strerror or error}") from None
-        stem, suffix = os.path.splitext(source.name)
-        target, copies = folder / source.name, 0
-        copy: Path | None = None  # a whole copy of the file in the processed folder, once linking it failed
+    # Every name below is looked up in a folder opened by _open, never by path: a symlink swapped in for a folder
+    # after setup() checked it is refused there, and one swapped in for a file is acted on itself, never followed.
+    def _place(self, inbox: int, processed: int, name: str) -> Path | None:
+        """Make ``name`` (in the open ``inbox``) also exist in the open ``processed`` folder; its path there.
+
+        None when it is gone, or is no longer a regular file (a symlink swapped in: it is neither followed nor
+        placed, and the listing skips it from then on).
+        """
+        folder, source = self.processed, Path(self.folder) / name
+        stem, suffix = os.path.splitext(name)
+        target, copies = name, 0
+        copy: str | None = None  # a whole copy of the file in the processed folder, once linking it failed
         try:
             while True:
                 try:
                     if copy is None:
-                        os.link(source, target)  # a second name for the same file: instant, nothing copied
+                        # A second name for the same file: instant, nothing copied. Not through a symlink (without
+                        # follow_symlinks=False, os.link links what one points to).
+                        os.link(name, target, src_dir_fd=inbox, dst_dir_fd=processed, follow_symlinks=False)
                     else:
-                        _name(copy, target)
-                    return target
+                        _name(processed, copy, target)
+                    return self._regular(processed, target, source)
                 except FileExistsError:
-                    if _same_file(source, target):
-                        return target  # placed by a poll whose run was not stored; this is that poll again
+                    if _same_file(inbox, name, processed, target):
+                        return folder / target  # placed by a poll whose run was not stored; this is that poll again
                 except FileNotFoundError:
                     return None  # gone meanwhile (or its copy): the next poll looks again
                 except OSError:
@@ -235,10 +296,13 @@ class FileTrigger(BaseTrigger):
                         raise
                     # Another file system, or one without hard links: copy it under a hidden name first, so a
                     # copy cut short (a full disk) never takes the name, then link the copy where it belongs.
-                    copy = _copy_into(source, folder)
+                    copy = _copy_into(inbox, name, source, processed)
+                    if copy is None:
+                        self._skipped(source)
+                        return None
                     continue
                 copies += 1
-                target = folder / f"{stem}-{copies}{suffix}"
+                target = f"{stem}-{copies}{suffix}"
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -246,75 +310,134 @@ class FileTrigger(BaseTrigger):
         finally:
             if copy is not None:
                 with suppress(OSError):
-                    copy.unlink()
+                    os.unlink(copy, dir_fd=processed)
 
-    @staticmethod
-    def _still_placed(source: Path, event: dict) -> bool:
-        """True when ``source`` is still the file the event placed (False when it is gone or was replaced)."""
+    def _regular(self, processed: int, target: str, source: Path) -> Path | None:
+        """The path of ``target``, just placed, if a regular file; else (a symlink linked itself) None, removed."""
+        if kind_at(processed, target) == S_IFREG:
+            return self.processed / target
+        with suppress(OSError):
+            os.unlink(target, dir_fd=processed)
+        self._skipped(source)
+        return None
+
+    def _skipped(self, source: Path) -> None:
+        """Log that ``source`` is not placed: it stopped being a regular file after it was listed."""
+        logger.warning("trigger %r: folder %r: %r is no longer a regular file (a symlink swapped in?); not "
+                       "followed, not placed, not fired", self.name, self._shown(Path(self.folder)),
+                       self._shown(source))
+
+    def _still_placed(self, inbox: int, name: str, event: dict) -> bool:
+        """True when ``name`` is still the file the event placed (False when it is gone or was replaced)."""
         try:
-            stat = source.stat(follow_symlinks=False)
+            stat = os.lstat(name, dir_fd=inbox)
         except OSError:
             return False  # gone: nothing to remove
-        with suppress(OSError):  # the placed file may be gone too: the run moved it on already
-            if os.path.samefile(source, event["path"]):
+        placed, folder = Path(event["path"]), self.processed
+        # The placed file may be gone too (the run moved it on already), or its folder now a symlink: not followed.
+        with suppress(OSError, PathError), open_folder(self._start(folder), folder) as processed:
+            other = os.lstat(placed.name, dir_fd=processed)
+            if (other.st_dev, other.st_ino) == (stat.st_dev, stat.st_ino):
                 return True  # linked: the very same file
         # Copied (another file system), or moved on: the same size and modification time as when it was placed.
-        return (stat.st_size, _iso(stat.st_mtime_ns / 1e9)) == (event["size"], event["modified_at"])
+        return S_ISREG(stat.st_mode) and (stat.st_size, _iso(stat.st_mtime_ns / 1e9)) == (event["size"],
+                                                                                         event["modified_at"])
 
     def acknowledge(self, event: dict, run_id: str) -> None:
         """Remove the original: the run is stored, and the file must not fire again."""
         source = Path(event["source_path"])
         self.state.get("pending", {}).pop(source.name, None)
-        if not self._still_placed(source, event):
-            # A new file took the name after this one was placed (a scanner writing scan.pdf again): it has
-            # no run yet, so it stays, settles and fires as any new file does.
-            return
-        try:
-            source.unlink(missing_ok=True)
-        except OSError as error:
-            self.state.setdefault("unmoved", {})[source.name] = self.event_key(event)
-            raise TriggerError(f"cannot remove {source} after its run {run_id} was stored "
-                               f"(it will not start another): {error.strerror or error}") from None
+        with ExitStack() as stack:
+            try:
+                inbox = self._open(stack, "folder")
+            except OSError:
+                return  # the folder is gone: nothing to remove
+            except TriggerError as error:
+                self.state.setdefault("unmoved", {})[source.name] = self.event_key(event)
+                raise TriggerError(f"{error}; {self._shown(source)!r} stays (its run {run_id} is stored, and it will "
+                                   f"not start another)") from None
+            if not self._still_placed(inbox, source.name, event):
+                # A new file took the name after this one was placed (a scanner writing scan.pdf again): it has
+                # no run yet, so it stays, settles and fires as any new file does.
+                return
+            try:
+                os.unlink(source.name, dir_fd=inbox)  # a symlink swapped in is removed itself, never followed
+            except FileNotFoundError:
+                return
+            except OSError as error:
+                self.state.setdefault("unmoved", {})[source.name] = self.event_key(event)
+                raise TriggerError(f"cannot remove {source} after its run {run_id} was stored "
+                                   f"(it will not start another): {error.strerror or error}") from None
 
 
-def _same_file(source: Path, target: Path) -> bool:
-    """True when ``target`` is ``source`` placed already: linked, or copied whole (same size, time and bytes).
+def _same_file(inbox: int, name: str, processed: int, target: str) -> bool:
+    """True when ``target`` is ``name`` placed already: linked, or copied whole (same size, time and bytes).
 
     Never a symbolic link: one to the original would dangle once the original is removed.
     """
-    first, second = source.stat(follow_symlinks=False), target.stat(follow_symlinks=False)
+    first, second = os.lstat(name, dir_fd=inbox), os.lstat(target, dir_fd=processed)
     if not S_ISREG(second.st_mode):
         return False
     if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
         return True
-    # A copy keeps the time (copystat); the bytes decide, so another file is never taken for this one.
-    return ((first.st_size, first.st_mtime_ns) == (second.st_size, second.st_mtime_ns)
-            and filecmp.cmp(source, target, shallow=False))
-
-
-def _name(copy: Path, target: Path) -> None:
-    """Give a copy its name in the processed folder: linked, never over another file; renamed where the file
-    system has no links (FileExistsError when the name is taken)."""
+    # A copy keeps the time; the bytes decide, so another file is never taken for this one.
+    if (first.st_size, first.st_mtime_ns) != (second.st_size, second.st_mtime_ns):
+        return False
     try:
-        os.link(copy, target)
+        with open_regular_at(inbox, name, Path(name), repr(name)) as one, \
+                open_regular_at(processed, target, Path(target), repr(target)) as two:
+            while (chunk := one.read(CHUNK)) == two.read(CHUNK):
+                if not chunk:
+                    return True
+            return False
+    except PathError:
+        return False  # one of them became a symlink (not followed) or no regular file
+
+
+def _name(folder: int, copy: str, target: str) -> None:
+    """Give a copy its name in the open processed ``folder``: linked, never over another file; renamed where the
+    file system has no links (FileExistsError when the name is taken)."""
+    try:
+        os.link(copy, target, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError:
-        if target.exists() or target.is_symlink():  # never over another file, nor through a link
-            raise FileExistsError(target) from None
-        os.replace(copy, target)
+        if kind_at(folder, target) is not None:  # never over another file, nor over a link
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target) from None
+        os.replace(copy, target, src_dir_fd=folder, dst_dir_fd=folder)
 
 
-def _copy_into(source: Path, folder: Path) -> Path:
-    """A whole copy of ``source`` (contents, times, mode) under a new hidden name in ``folder``; removed on failure."""
-    handle, name = tempfile.mkstemp(prefix=f".{source.name}.", suffix=".part", dir=folder)
-    copy = Path(name)
+def _copy_into(inbox: int, name: str, source: Path, folder: int) -> str | None:
+    """A whole copy of ``name`` (contents, times, mode) under a new hidden name in the open ``folder``; that name.
+
+    None when ``name`` is not a regular file (a symlink is not followed); the copy is removed on failure.
+    """
     try:
-        with os.fdopen(handle, "wb") as out, open(source, "rb") as data:
-            shutil.copyfileobj(data, out)
-        shutil.copystat(source, copy)
-    except BaseException:
-        with suppress(OSError):
-            copy.unlink()
-        raise
+        data = open_regular_at(inbox, name, source, repr(str(source)))
+    except PathError:
+        return None
+    with data:
+        status = os.fstat(data.fileno())
+        copy, handle = _new_part(folder, name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                shutil.copyfileobj(data, out)
+                out.flush()
+                os.fchmod(out.fileno(), S_IMODE(status.st_mode))
+                os.utime(out.fileno(), ns=(status.st_atime_ns, status.st_mtime_ns))  # the time _same_file compares
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(copy, dir_fd=folder)
+            raise
     return copy
+
+
+def _new_part(folder: int, name: str) -> tuple[str, int]:
+    """A new hidden ``.<name>.<random>.part`` file in the open ``folder`` (never through a symlink): name and fd."""
+    for _ in range(_TRIES):
+        part = f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            return part, os.open(part, _CREATE, 0o600, dir_fd=folder)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name for a copy", part)
