@@ -166,20 +166,24 @@ def stopped_between_compensations(data) -> dict:
     return first.store.get_run(run["id"])
 
 
+def resumed_after_restart(engine: Engine, run_id: str) -> dict:
+    """The stored SlowUndoWorkflow run ``run_id`` resumed by ``engine`` (a restarted process) to its end."""
+    try:
+        engine.resume(bind(engine, SlowUndoWorkflow), engine.store.get_run(run_id))
+        assert engine.wait(run_id, 10)
+        return engine.store.get_run(run_id)
+    finally:
+        engine.shutdown(timeout=2)
+        reset_gates()
+
+
 def test_compensation_stopped_by_a_shutdown_finishes_after_the_restart(tmp_path):
     run = stopped_between_compensations(tmp_path / "data")
     assert run["status"] == RunStatus.RUNNING  # recovery picks it up
     assert [entry["status"] for entry in run["compensations"]] == ["succeeded", "pending"]
     assert not (tmp_path / "data" / "undone.txt").exists()
 
-    second = make_engine(JsonStore(tmp_path / "data"))
-    try:
-        second.resume(bind(second, SlowUndoWorkflow), second.store.get_run(run["id"]))
-        assert second.wait(run["id"], 10)
-        done = second.store.get_run(run["id"])
-    finally:
-        second.shutdown(timeout=2)
-        reset_gates()
+    done = resumed_after_restart(make_engine(JsonStore(tmp_path / "data")), run["id"])
     assert done["status"] == RunStatus.FAILED and done["error"] == "step 'pay' failed: this step always fails"
     assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "succeeded"]
     assert done["compensations"][0]["attempts"] == 1  # the one that ended before the shutdown never ran again
@@ -306,12 +310,6 @@ def test_results_of_compensations_before_a_restart_count_toward_the_runs_results
     # Room for everything but the first compensation's result: the hotel's undo is one result too many.
     room = sum(len(json.dumps(result)) for result in [*kept, undone]) - len(json.dumps(kept[-1]))
     second = Engine(JsonStore(tmp_path / "data"), {**SETTINGS, "WORKFLOW_MAX_RUN_RESULTS_MB": room / 2**20})
-    try:
-        second.resume(bind(second, SlowUndoWorkflow), second.store.get_run(run["id"]))
-        assert second.wait(run["id"], 10)
-        done = second.store.get_run(run["id"])
-    finally:
-        second.shutdown(timeout=2)
-        reset_gates()
+    done = resumed_after_restart(second, run["id"])
     assert [entry["status"] for entry in done["compensations"]] == ["succeeded", "failed"]
     assert "more than WORKFLOW_MAX_RUN_RESULTS_MB" in done["compensations"][1]["error"]
