@@ -54,15 +54,7 @@ def write_atomic_at(folder: int, name: str, data: bytes | BinaryIO, *, mode: int
             status = os.lstat(name, dir_fd=folder)
             if stat.S_ISREG(status.st_mode):
                 mode = status.st_mode & 0o7777
-    for _ in range(_TRIES):
-        temp = f".{name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(temp, _CREATE, 0o600, dir_fd=folder)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(errno.EEXIST, "no free temporary file name", temp)
+    temp, fd = new_hidden_file(folder, name, "tmp")
     try:
         size = _fill(fd, data, mode)
         os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
@@ -71,6 +63,17 @@ def write_atomic_at(folder: int, name: str, data: bytes | BinaryIO, *, mode: int
             os.unlink(temp, dir_fd=folder)
         raise
     return size
+
+
+def new_hidden_file(folder: int, name: str, suffix: str) -> tuple[str, int]:
+    """A new file ``.<name>.<random>.<suffix>`` (0600) in the open ``folder``, never through a symlink: name, fd."""
+    for _ in range(_TRIES):
+        hidden = f".{name}.{secrets.token_hex(4)}.{suffix}"
+        try:
+            return hidden, os.open(hidden, _CREATE, 0o600, dir_fd=folder)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free name for a .{suffix} file", hidden)
 
 
 def _fill(fd: int, data: bytes | BinaryIO, mode: int) -> int:

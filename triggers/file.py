@@ -6,7 +6,6 @@ import errno
 import fnmatch
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 from stat import S_IFREG, S_IMODE, S_ISREG
 from typing import Any
 
+from actions.atomic import new_hidden_file
 from actions.base import SettingError
 from actions.paths import PathError, files_root, inside
 from actions.rooted import SymlinkError, kind_at, open_folder, open_regular_at
@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 MAX_FILES_PER_POLL = 100
 # Bytes compared at a time when a copy already in the processed folder may be this file's.
 CHUNK = 1024 * 1024
-# Hidden names tried for a copy before giving up (tempfile's TMP_MAX): a clash means another poll's copy.
-_TRIES = 100
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileTrigger(BaseTrigger):
@@ -418,7 +415,7 @@ def _copy_into(inbox: int, name: str, source: Path, folder: int) -> str | None:
         return None
     with data:
         status = os.fstat(data.fileno())
-        copy, handle = _new_part(folder, name)
+        copy, handle = new_hidden_file(folder, name, "part")
         try:
             with os.fdopen(handle, "wb") as out:
                 shutil.copyfileobj(data, out)
@@ -430,14 +427,3 @@ def _copy_into(inbox: int, name: str, source: Path, folder: int) -> str | None:
                 os.unlink(copy, dir_fd=folder)
             raise
     return copy
-
-
-def _new_part(folder: int, name: str) -> tuple[str, int]:
-    """A new hidden ``.<name>.<random>.part`` file in the open ``folder`` (never through a symlink): name and fd."""
-    for _ in range(_TRIES):
-        part = f".{name}.{secrets.token_hex(4)}.part"
-        try:
-            return part, os.open(part, _CREATE, 0o600, dir_fd=folder)
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free name for a copy", part)
