@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from actions import walk
 from actions.atomic import write_atomic_at
 from actions.base import ActionError, BaseAction, SettingError
 from actions.paths import ROOT_SETTING, PathError, files_root, inside, open_regular
@@ -48,7 +49,9 @@ class FileAction(BaseAction):
     (``..``, an absolute path elsewhere, a symlink pointing out) is refused.
     Writes, moves and deletes then reach the checked path from the root one
     folder at a time without following a symlink (actions.rooted), so a
-    symlink swapped in after the check leads nowhere outside.
+    symlink swapped in after the check leads nowhere outside; list and glob
+    read folders through such descriptors too (actions.walk), so they never
+    show a name from outside the root.
     Operations and results:
 
     - ``read`` path -> ``{"content", "path", "size"}``
@@ -246,8 +249,10 @@ class FileAction(BaseAction):
     def _list(self, root: Path) -> dict:
         folder = self._inside(root, self.path, "path")
         pattern = str(self.pattern) if self.pattern else "*"
-        entries = [entry for entry in folder.iterdir() if fnmatch.fnmatch(entry.name, pattern)]
-        return {"paths": sorted(str(entry.relative_to(root)) for entry in entries)}
+        # Listed through the descriptor opened from the root: a folder swapped for a symlink is not followed.
+        with self._folder(root, folder, "path") as fd, about(folder), os.scandir(fd) as entries:
+            names = [entry.name for entry in entries if fnmatch.fnmatch(entry.name, pattern)]
+        return {"paths": sorted(str((folder / name).relative_to(root)) for name in names)}
 
     def _glob(self, root: Path) -> dict:
         folder = self._inside(root, self.path, "path")
@@ -259,10 +264,20 @@ class FileAction(BaseAction):
             raise ActionError(f"file glob: pattern {pattern!r} has more than one '**'; one already matches at any "
                               f"depth, and each more walks the whole tree again", retryable=False)
         try:
-            # A symlink inside the root may still point out of it: keep only what resolves inside.
-            found = [match for match in folder.glob(pattern) if _leads_inside(match, root)]
+            parts = walk.parse(pattern)
         except ValueError as error:
             raise ActionError(f"file glob: invalid pattern {pattern!r}: {error}", retryable=False)
+        with ExitStack() as stack:
+            try:
+                fd = stack.enter_context(self._folder(root, folder, "path"))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                return {"paths": []}  # as Path.glob: no folder to search there, nothing matches
+            try:
+                # Walked through descriptors: no symlinked folder leads the walk out of the root (actions.walk).
+                found = walk.glob_at(root, folder, fd, parts)
+            except walk.WalkLimit as error:
+                raise ActionError(f"file glob: pattern {pattern!r} {error}; narrow the pattern or the path",
+                                  retryable=False) from None
         return {"paths": sorted(str(match.relative_to(root)) for match in found)}
 
     # -- helpers ------------------------------------------------------------------
@@ -298,9 +313,10 @@ class FileAction(BaseAction):
             operation = str(self.operation).strip().lower()
             value = getattr(self, key)
             link = str(error.path.relative_to(root))
+            never = ("a list or glob never follows a symlinked folder" if operation in ("list", "glob")
+                     else "a write, move or delete never follows a symlink")
             raise ActionError(f"file {operation}: {key} {value!r}: {link!r} became a symlink after the path was "
-                              f"checked; a write, move or delete never follows a symlink inside {ROOT_SETTING}",
-                              retryable=False) from None
+                              f"checked; {never} inside {ROOT_SETTING}", retryable=False) from None
 
     def _open_at(self, folder: int, path: Path, operation: str) -> IO[bytes]:
         """``path``, whose folder is open as ``folder``, opened to read: a regular file, not through a symlink."""
@@ -388,14 +404,6 @@ class _Joined:
             return data
         data, self._tail = self._tail, b""
         return data
-
-
-def _leads_inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` resolves inside ``root``; a symlink loop or a broken entry leads nowhere."""
-    try:
-        return path.resolve().is_relative_to(root)
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
-        return False
 
 
 def _mode(file: IO[bytes]) -> int:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# The audited calls through which PyFlow touches the file system (os.open, builtin open, mkdir, rename, link...).
-EVENTS = {"open", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.link", "shutil.rmtree", "tempfile.mkstemp"}
+# The audited calls through which PyFlow touches the file system (os.open, builtin open, mkdir, rename, link, listing).
+EVENTS = {"open", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.link", "shutil.rmtree", "tempfile.mkstemp",
+          "os.listdir", "os.scandir"}
 WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 # 'first': the first file-system call after the check; 'use': the first call that writes, links or removes.
 MOMENTS = ("first", "use")
@@ -46,26 +47,70 @@ class Swap:
         os.symlink(self.target, self.root / self.name)
 
 
+class Trail:
+    """Where the audited file-system calls of the thread that made it really landed, as far as known."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.places: list[str] = []
+
+    def record(self, event: str, args: tuple) -> None:
+        """The real path of the call's folder or file: an absolute path resolved, a descriptor read back from /proc."""
+        if threading.get_ident() != self.thread or event not in EVENTS or not args:
+            return
+        path = args[0]
+        if isinstance(path, int):
+            if path >= 0:
+                self.places.append(os.readlink(f"/proc/self/fd/{path}"))
+            return
+        path = os.fsdecode(path)
+        if os.path.isabs(path):  # a name relative to a descriptor: its folder shows when that is listed
+            self.places.append(os.path.realpath(path))
+
+    def reached(self, folder: Path) -> list[str]:
+        """The recorded places inside ``folder``."""
+        return [place for place in self.places if Path(place).is_relative_to(folder)]
+
+
 _armed: list[Swap] = []
+_trails: list[Trail] = []
 _installed: list[bool] = []
 
 
 def _hook(event: str, args: tuple) -> None:
     if _armed:
         _armed[0].consider(event, args)  # an error here would abort the audited call: the swap cannot fail quietly
+    if _trails:
+        _trails[0].record(event, args)  # after the swap: the call lands where the swap made its path lead
+
+
+def _install() -> None:
+    if not _installed:
+        sys.addaudithook(_hook)  # for the rest of the process; idle unless armed or traced
+        _installed.append(True)
 
 
 @contextmanager
 def armed(swap: Swap) -> Iterator[Swap]:
     """``swap`` armed for the block."""
-    if not _installed:
-        sys.addaudithook(_hook)  # for the rest of the process; idle unless armed
-        _installed.append(True)
+    _install()
     _armed.append(swap)
     try:
         yield swap
     finally:
         _armed.clear()
+
+
+@contextmanager
+def traced() -> Iterator[Trail]:
+    """A Trail of the block's file-system calls."""
+    _install()
+    trail = Trail()
+    _trails.append(trail)
+    try:
+        yield trail
+    finally:
+        _trails.clear()
 
 
 def snapshot(folder: Path) -> dict[str, object]:

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from actions import walk
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
 
@@ -77,6 +78,98 @@ def test_list_and_glob(tmp_path, root):
     assert run(tmp_path, operation="list", pattern="*.csv") == {"paths": ["a.csv", "b.csv"]}
     assert run(tmp_path, operation="list", path="sub") == {"paths": ["sub/c.csv"]}
     assert run(tmp_path, operation="glob", pattern="**/*.csv") == {"paths": ["a.csv", "b.csv", "sub/c.csv"]}
+
+
+@pytest.fixture
+def tree(tmp_path, root):
+    """A root with files at three depths, a hidden one, a link to a folder inside, a link out and a loop."""
+    for path in ("a.csv", ".hidden.csv", "box/b.csv", "box/deep/c.csv", "box/deep/d.txt", "other/e.csv"):
+        run(tmp_path, operation="write", path=path, content="")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.csv").write_text("s")
+    (root / "alias").symlink_to(root / "box")
+    (root / "out").symlink_to(tmp_path / "outside")
+    (root / "box" / "loop").symlink_to("loop")
+    return root
+
+
+GLOBS = {
+    "*.csv": [".hidden.csv", "a.csv"],  # hidden names match, as in Path.glob
+    "**/*.csv": [".hidden.csv", "a.csv", "box/b.csv", "box/deep/c.csv", "other/e.csv"],  # no symlinked folder
+    "box/**/*.csv": ["box/b.csv", "box/deep/c.csv"],
+    "box/**": ["box", "box/deep"],
+    "**/deep/*": ["box/deep/c.csv", "box/deep/d.txt"],
+    "**/": [".", "box", "box/deep", "other"],
+    "*/": ["alias", "box", "other"],  # a link to a folder inside is one; the link out and the loop are not
+    "alias/*.csv": ["alias/b.csv"],  # a plain part follows a link that stays inside
+    "*/deep/?.txt": ["alias/deep/d.txt", "box/deep/d.txt"],
+    "*": [".hidden.csv", "a.csv", "alias", "box", "other"],
+    "out/*": [],
+    "box/l*": [],
+    "box/deep/c.csv": ["box/deep/c.csv"],
+    "nothing/*": [],
+}
+
+
+@pytest.mark.parametrize("pattern", GLOBS)
+def test_glob_matches_as_path_glob_without_leaving_the_root(tmp_path, tree, pattern):
+    assert run(tmp_path, operation="glob", pattern=pattern) == {"paths": GLOBS[pattern]}
+    # The same as Path.glob (Python 3.11) keeping what resolves inside the root, as the step did before.
+    kept = [str(path.relative_to(tree)) for path in tree.glob(pattern) if _resolves_inside(path, tree)]
+    assert GLOBS[pattern] == sorted(kept)
+
+
+def _resolves_inside(path, root) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
+
+
+def test_glob_in_a_folder_and_list_keep_their_shapes(tmp_path, tree):
+    assert run(tmp_path, operation="glob", path="box", pattern="**/*.csv") == {"paths": ["box/b.csv",
+                                                                                       "box/deep/c.csv"]}
+    assert run(tmp_path, operation="glob", path="alias", pattern="*.csv") == {"paths": ["box/b.csv"]}
+    assert run(tmp_path, operation="glob", path="missing", pattern="*") == {"paths": []}
+    assert run(tmp_path, operation="glob", path="a.csv", pattern="*") == {"paths": []}
+    # A listing names every entry, symlinks included, wherever they point; it never lists what is behind them.
+    assert run(tmp_path, operation="list") == {"paths": [".hidden.csv", "a.csv", "alias", "box", "other", "out"]}
+    assert run(tmp_path, operation="list", path="alias", pattern="*.csv") == {"paths": ["box/b.csv"]}
+    with pytest.raises(ActionError, match=r"^file list: 'missing' not found$"):
+        run(tmp_path, operation="list", path="missing")
+    with pytest.raises(ActionError, match=r"^file list: 'a.csv': Not a directory$"):
+        run(tmp_path, operation="list", path="a.csv")
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("a**", "Invalid pattern: '**' can only be an entire path component"),
+    (".", "Unacceptable pattern: '.'"),
+    ("./", "Unacceptable pattern: './'"),
+    ("  ", "Unacceptable pattern: ''"),
+])
+def test_an_invalid_glob_pattern_is_a_clear_error(tmp_path, root, pattern, message):
+    with pytest.raises(ActionError) as caught:
+        run(tmp_path, operation="glob", pattern=pattern)
+    assert str(caught.value) == f"file glob: invalid pattern {pattern.strip()!r}: {message}"
+    assert not caught.value.retryable
+
+
+def test_a_glob_is_bounded(tmp_path, root, monkeypatch):
+    for index in range(6):
+        run(tmp_path, operation="write", path=f"box/{index}", content="")
+    run(tmp_path, operation="write", path="deep/" + "/".join("abcdef") + "/x", content="")
+    monkeypatch.setattr(walk, "MAX_ENTRIES", 5)
+    with pytest.raises(ActionError) as caught:
+        run(tmp_path, operation="glob", path="box", pattern="*")
+    assert str(caught.value) == ("file glob: pattern '*' looked at more than 5 entries below 'box'; narrow the "
+                                 "pattern or the path")
+    assert not caught.value.retryable
+    monkeypatch.setattr(walk, "MAX_ENTRIES", 100)
+    monkeypatch.setattr(walk, "MAX_DEPTH", 4)
+    assert run(tmp_path, operation="glob", path="deep", pattern="a/b/c/*") == {"paths": ["deep/a/b/c/d"]}
+    with pytest.raises(ActionError, match=r"^file glob: pattern '\*\*/x' reached folders more than 4 deep below "
+                                          r"'deep'; narrow the pattern or the path$"):
+        run(tmp_path, operation="glob", path="deep", pattern="**/x")
 
 
 def test_configured_root(tmp_path):

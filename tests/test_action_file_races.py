@@ -14,7 +14,7 @@ import pytest
 
 from actions.base import ActionError, RunContext
 from actions.file import FileAction
-from tests.races import MOMENTS, Swap, armed, snapshot
+from tests.races import MOMENTS, Swap, armed, snapshot, traced
 
 REFUSED = (r"^file \w+: (path|destination) '[^']*': '{name}' became a symlink after the path was checked; a write, "
            r"move or delete never follows a symlink inside WORKFLOW_FILES_ROOT$")
@@ -122,3 +122,52 @@ def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path, 
     assert snapshot(outside) == before
     if case in ("write", "copy", "move-destination"):
         assert not (root / "a.txt").is_symlink()  # the link was replaced, not written through
+
+
+# -- list and glob: a folder swapped for a symlink to an outside folder right after the check -----------------------
+LISTED = (r"^file (list|glob): path 'box': 'box' became a symlink after the path was checked; a list or glob never "
+          r"follows a symlinked folder inside WORKFLOW_FILES_ROOT$")
+# Each case: the step, and what it gives instead of the outside folder's names (None: refused, naming the folder).
+LISTING_CASES = {
+    "list": ({"operation": "list", "path": "box"}, None),
+    "list-pattern": ({"operation": "list", "path": "box", "pattern": "*.txt"}, None),
+    "glob-in-the-folder": ({"operation": "glob", "path": "box", "pattern": "**/*"}, None),
+    "glob-naming-the-folder": ({"operation": "glob", "pattern": "box/*"}, []),
+    "glob-through-the-folder": ({"operation": "glob", "pattern": "*/*"}, []),
+    "glob-recursive": ({"operation": "glob", "pattern": "**/*.txt"}, ["a.txt"]),
+}
+
+
+@pytest.fixture
+def listing(tmp_path):
+    """The root with box/a.txt, box/sub/x and a.txt; outside it, secret names (one a link back into the root)."""
+    root, outside = tmp_path / "files", tmp_path / "outside"
+    (root / "box" / "sub").mkdir(parents=True)
+    for name in ("box/a.txt", "box/sub/x", "a.txt"):
+        (root / name).write_text(name)
+    (outside / "secret-folder").mkdir(parents=True)
+    (outside / "secret-1.txt").write_text("s")
+    (outside / "secret-folder" / "secret-2.txt").write_text("s")
+    # Resolves inside the root: a check of where each match leads, made after the walk, keeps its outside name.
+    (outside / "secret-link.txt").symlink_to(root / "a.txt")
+    return root, outside
+
+
+@pytest.mark.parametrize("case", LISTING_CASES)
+def test_a_list_or_glob_never_shows_a_name_outside_the_root(tmp_path, listing, case):
+    root, outside = listing
+    config, expected = LISTING_CASES[case]
+    swap = Swap(tmp_path, root, "box", outside, "first")
+    with traced() as trail:
+        try:
+            shown = armed_step(tmp_path, swap, **config)
+        except ActionError as error:
+            shown = error
+    assert swap.done, "the step made no file-system call to swap at"
+    assert "secret" not in str(shown)
+    assert trail.reached(outside) == []  # nothing outside was even listed
+    if expected is None:
+        assert isinstance(shown, ActionError) and not shown.retryable
+        assert re.match(LISTED, str(shown)), str(shown)
+    else:
+        assert shown == {"paths": expected}
