@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from app.core.events import MAX_CHAIN_RUNS
 from app.core.runtime import Runtime
 from app.runs import RunStatus
 from tests.runtimes import runtimes
 from tests.services import unique_queue
+from tests.test_store_contract import at_once
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -107,3 +109,37 @@ def test_a_run_ending_on_the_worker_starts_its_follower_through_the_queue(cluste
     done = wait_until(followed, 30, message="the follower run finishing")
     assert done[0]["steps"][0]["result"] == {"message": run["id"]}
     assert done[0]["source"] == "event" and done[0]["worker"] == worker.engine.leases.owner
+
+
+FOLLOWER = {"name": "follows_ends", "trigger": {"type": "event", "event": "run.succeeded"},
+            "steps": [{"name": "note", "type": "log", "config": {"message": "{{ inputs.data.run_id }}"}}]}
+
+
+def run_end(n: int) -> dict:
+    """The end of another workflow's run ``n``, one link down the chain ``one-chain``, as Events.publish gets it."""
+    run_id = f"run_{n:024x}"
+    return {"id": f"{run_id}:succeeded:2026-01-01T00:00:00Z", "type": "run.succeeded",
+            "data": {"run_id": run_id, "workflow": "elsewhere", "status": "succeeded", "error": None},
+            "key": run_id, "at": "", "depth": 1, "chain": "one-chain"}
+
+
+def test_two_servers_on_one_database_start_at_most_max_chain_runs_of_one_chain(postgres_url, tmp_path, caplog):
+    # Each server counted a chain's runs in its own memory: N servers and workers started N x 100 of them.
+    with runtimes(tmp_path, postgres_url, {}) as make:
+        first = make("first")
+        first.create_definition(FOLLOWER)
+        first.start_workflow("follows_ends")
+        second = make("second")  # loads the stored definition
+        ends = [(first, second)[n % 2] for n in range(MAX_CHAIN_RUNS + 20)]
+        answers = at_once(lambda job: job[0].publish(run_end(job[1])), [(server, n) for n, server in enumerate(ends)])
+        started = [run_id for answer in answers for run_id in answer["started"]]
+        assert len(started) == MAX_CHAIN_RUNS
+        assert {run_id for answer in answers[::2] for run_id in answer["started"]}  # both servers started some
+        assert {run_id for answer in answers[1::2] for run_id in answer["started"]}
+
+        def finished() -> bool:
+            runs = first.store.list_runs(workflow="follows_ends", limit=500)[0]
+            return len(runs) == MAX_CHAIN_RUNS and all(run["status"] == RunStatus.SUCCEEDED for run in runs)
+
+        wait_until(finished, 60, message=f"the {MAX_CHAIN_RUNS} runs of the chain finishing")
+    assert caplog.text.count("already started 100 runs (at most 100): not started") == 20

@@ -6,7 +6,9 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,28 @@ def test_a_newer_schema_stops_start_up_with_a_clear_message(postgres_url, tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"run.py: WORKFLOW_DATABASE_URL: {expected}"]
     assert PASSWORD not in result.stderr + result.stdout
+
+
+# -- runs of an event chain, counted once for every server on the database (app/core/events.py) ----------
+def test_two_stores_on_one_database_count_a_chains_runs_together(postgres_url, tmp_path):
+    # Two servers (or a server and a worker): threads of both race for the runs of one chain.
+    stores = [PostgresStore(postgres_url, tmp_path / name) for name in ("one", "two")]
+    try:
+        start = threading.Barrier(16)
+
+        def count(n: int) -> int:
+            start.wait(10)
+            return stores[n % 2].count_chain_run("shared", 6)
+
+        with ThreadPoolExecutor(16) as pool:
+            counted = list(pool.map(count, range(16)))
+        assert sorted(counted) == [0, 1, 2, 3, 4, 5] + [6] * 10
+        assert stores[1].count_chain_run("shared", 6) == 6 and stores[0].count_chain_run("other", 6) == 0
+        assert stores[0].prune_chains(time.time() + 3600) == 2
+        assert stores[1].count_chain_run("shared", 6) == 0  # pruned by one, forgotten for both
+    finally:
+        for store in stores:
+            store.close()
 
 
 # -- start-up errors through run.py ----------------------------------------------

@@ -35,6 +35,39 @@ def test_event_ids_survive_a_restart_and_are_pruned_by_age(backend):
     assert store.record_event("kept", "t") is True
 
 
+# -- runs started by one event chain (app/core/events.py MAX_CHAIN_RUNS) -----------------------------------
+def test_a_chain_counts_runs_up_to_its_limit_then_refuses(store):
+    assert [store.count_chain_run("chain-a", 3) for _ in range(5)] == [0, 1, 2, 3, 3]
+    assert store.count_chain_run("chain-a", 4) == 3  # a higher limit counts on from where the chain stands
+    assert store.count_chain_run("chain-a", 4) == 4
+
+
+def test_chains_are_counted_apart(store):
+    assert [store.count_chain_run("chain-a", 2) for _ in range(3)] == [0, 1, 2]
+    assert [store.count_chain_run("chain-b", 2) for _ in range(3)] == [0, 1, 2]
+
+
+def test_threads_racing_for_a_chains_runs_count_each_once(store):
+    counted = at_once(lambda _: store.count_chain_run("raced", 5), list(range(12)))
+    assert sorted(counted) == [0, 1, 2, 3, 4] + [5] * 7
+
+
+def test_pruning_forgets_the_chains_counted_before_the_cutoff(store):
+    assert store.count_chain_run("old", 1) == 0
+    assert store.count_chain_run("old", 1) == 1
+    assert store.prune_chains(time.time() - 3600) == 0
+    assert store.count_chain_run("old", 1) == 1
+    assert store.prune_chains(time.time() + 3600) == 1
+    assert store.count_chain_run("old", 1) == 0  # forgotten: counted again from nothing
+
+
+@pytest.mark.parametrize(("chain", "limit", "named"), [("", 5, "chain"), (None, 5, "chain"), ("c", 0, "limit"),
+                                                       ("c", 1.5, "limit"), ("c", True, "limit")])
+def test_a_bad_chain_or_limit_raises_value_error_naming_it(store, chain, limit, named):
+    with pytest.raises(ValueError, match=named):
+        store.count_chain_run(chain, limit)
+
+
 def test_park_and_unpark(store, runs):
     run = runs.make(status="waiting")
     store.create_run(run)

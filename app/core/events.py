@@ -7,7 +7,8 @@ fires on the ``run.*`` events of its own runs, and an event carries ``depth`` (r
 it): a chain stops starting runs after MAX_EVENT_DEPTH links. Depth alone still let a chain branch: with
 n workflows following ``run.*``, each end started n - 1 runs, (n - 1) ** 8 at the last link. So an event
 also carries ``chain`` (the id of the event the chain began with), and runs' ends of one chain start at
-most MAX_CHAIN_RUNS runs in this process.
+most MAX_CHAIN_RUNS runs, counted in the store (``count_chain_run``): on PostgreSQL across every server and
+worker of the database, on the memory and JSON stores in their one process.
 
 Trust: ``parse_event`` is the only way in for a caller's event (POST /api/events, and so the Python client
 and a workflow's ``http_request`` to it); it refuses the ``run.`` types and the run-end ids PyFlow publishes
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import uuid
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from actions.printable import unprintable
@@ -37,9 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_DEPTH = 8
-# Runs the runs' ends of one chain may start; chains counted at once (the oldest are forgotten).
+# Runs the runs' ends of one chain may start (counted by the store: Store.count_chain_run).
 MAX_CHAIN_RUNS = 100
-MAX_CHAINS_KEPT = 10_000
 # One bound for a posted type, key and id; a waiting step's key is held to it too.
 MAX_FIELD_LENGTH = MAX_KEY_LENGTH
 RUN_ENDS = ("run.succeeded", "run.failed", "run.cancelled")
@@ -148,9 +146,6 @@ class Events:
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        # chain -> runs its runs' ends started here; runs end on many threads at once.
-        self._chains: OrderedDict[str, int] = OrderedDict()
-        self._chains_lock = threading.Lock()
 
     def publish(self, event: dict) -> dict:
         """``{"event": {"id", "type"}, "duplicate", "started": [run ids], "resumed": [run ids]}``."""
@@ -205,13 +200,10 @@ class Events:
         return started
 
     def _may_start(self, event: dict, name: str) -> bool:
-        """Count one more run for the event's chain; False (logged) once the chain started MAX_CHAIN_RUNS."""
+        """Count one more run for the event's chain in the store; False (logged) once it started MAX_CHAIN_RUNS."""
         chain = str(event.get("chain") or event["id"])
-        with self._chains_lock:
-            started = self._chains.pop(chain, 0)
-            self._chains[chain] = started + 1 if started < MAX_CHAIN_RUNS else started
-            while len(self._chains) > MAX_CHAINS_KEPT:
-                self._chains.popitem(last=False)
+        # In the store, not here: servers and workers sharing a database share one count per chain.
+        started = self.runtime.store.count_chain_run(chain, MAX_CHAIN_RUNS)
         if started < MAX_CHAIN_RUNS:
             return True
         logger.warning("event %s (%s) would start %s, but runs' ends of its chain (begun by %s) already started "

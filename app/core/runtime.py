@@ -460,6 +460,7 @@ class Runtime:
         try:
             pruned = self.store.prune(cutoff)
             self.store.prune_events(cutoff)  # an event id is remembered as long as runs are
+            self.store.prune_chains(cutoff)  # and the runs each event chain started (MAX_CHAIN_RUNS)
             self.store.prune_files(cutoff)  # the store's copies of attachments (PostgreSQL); local ones below
             self.store.prune_cache()  # step cache entries past their ttl (docs/step-cache.md)
             self.store.compact()

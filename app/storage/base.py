@@ -7,7 +7,10 @@ import math
 import os
 import re
 import shutil
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -284,6 +287,30 @@ class Store(ABC):
     def prune_events(self, older_than: float) -> int:
         """Forget the event ids recorded before epoch ``older_than``; how many."""
 
+    # Runs started by the runs' ends of one event chain (app/core/events.py, MAX_CHAIN_RUNS). Here they are
+    # counted in this process (ChainRuns): a memory or JSON store serves one process, and a JSON store's
+    # counts restart with it. PostgreSQL keeps them in a table, so the count holds across the cluster.
+    def count_chain_run(self, chain: str, limit: int) -> int:
+        """Count one more run of ``chain`` unless it counted ``limit``; how many it counted before, at most ``limit``.
+
+        Below ``limit`` the run is counted and the caller starts it; at ``limit`` nothing changes and the
+        caller starts nothing. Check and count are one step: of callers racing for a chain's last run, one
+        gets ``limit - 1``. ValueError for an empty chain or a limit that is not an integer >= 1.
+        """
+        return self._chain_runs().count(chain, limit)
+
+    def prune_chains(self, older_than: float) -> int:
+        """Forget the chains that last counted a run before epoch ``older_than``; how many."""
+        return self._chain_runs().prune(older_than)
+
+    def _chain_runs(self) -> ChainRuns:
+        """This store's in-process chain counts, made at first use (the stores' __init__ do not call the base's)."""
+        counts = self.__dict__.get("_chain_counts")
+        if counts is None:
+            with _CHAIN_RUNS_MADE:
+                counts = self.__dict__.setdefault("_chain_counts", ChainRuns())
+        return counts
+
     @abstractmethod
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
              key: str | None = None, outcome: dict | None = None) -> None:
@@ -433,6 +460,47 @@ class Store(ABC):
                         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                             raise storage_error("delete", Path(folder), exc) from exc
         return pruned
+
+
+_CHAIN_RUNS_MADE = threading.Lock()
+#: Chains a store counts in its process at once (ChainRuns): the least recently counted are forgotten.
+MAX_CHAINS_KEPT = 10_000
+
+
+def check_chain_run(chain: str, limit: int) -> None:
+    """A ValueError naming the argument when count_chain_run cannot use ``chain`` or ``limit``."""
+    if not isinstance(chain, str) or not chain:
+        raise ValueError(f"a chain is the non-empty id of the event it began with, got {chain!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"a chain's limit of runs must be an integer >= 1, got {limit!r}")
+
+
+class ChainRuns:
+    """Runs counted per event chain in one process (the memory and JSON stores' count_chain_run)."""
+
+    def __init__(self, kept: int = MAX_CHAINS_KEPT):
+        self._kept = kept
+        # chain -> (runs counted, epoch of the last), least recently asked first; runs end on many threads at once.
+        self._chains: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def count(self, chain: str, limit: int) -> int:
+        """Store.count_chain_run, in this process."""
+        check_chain_run(chain, limit)
+        with self._lock:
+            runs, at = self._chains.pop(chain, (0, 0.0))
+            self._chains[chain] = (runs + 1, time.time()) if runs < limit else (runs, at)
+            while len(self._chains) > self._kept:
+                self._chains.popitem(last=False)
+        return min(runs, limit)
+
+    def prune(self, older_than: float) -> int:
+        """Forget the chains that last counted a run before epoch ``older_than``; how many."""
+        with self._lock:
+            old = [chain for chain, (_, at) in self._chains.items() if at < older_than]
+            for chain in old:
+                del self._chains[chain]
+        return len(old)
 
 
 #: The folders under a store's root whose files have keys (check_file_key).

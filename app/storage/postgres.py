@@ -30,6 +30,7 @@ from app.storage.base import (
     Store,
     check_cache_entry,
     check_cache_key,
+    check_chain_run,
     check_control,
     check_file_key,
     check_lease,
@@ -1027,6 +1028,24 @@ class PostgresStore(Store):
         with self._conn("prune events") as conn:
             return conn.execute("DELETE FROM pyflow_events WHERE at < %s",
                                 (datetime.fromtimestamp(older_than, UTC),)).rowcount
+
+    # -- runs started by one event chain (migration 0010): one count for every process on the database --------
+    def count_chain_run(self, chain: str, limit: int) -> int:
+        check_chain_run(chain, limit)
+        # One statement: the conflicting row is locked and its newest version checked, so servers and workers
+        # racing for a chain's last run count it once.
+        with self._conn("count a run of an event chain") as conn:
+            row = conn.execute(
+                "INSERT INTO pyflow_chains (chain, runs) VALUES (%(chain)s, 1) ON CONFLICT (chain) DO UPDATE"
+                " SET runs = pyflow_chains.runs + 1, at = now() WHERE pyflow_chains.runs < %(limit)s RETURNING runs",
+                {"chain": chain, "limit": limit}).fetchone()
+        # No row: the chain's row was left as it was, at its limit.
+        return limit if row is None else row[0] - 1
+
+    def prune_chains(self, older_than: float) -> int:
+        return self._delete_in_batches(
+            "prune event chains", "DELETE FROM pyflow_chains WHERE chain IN (SELECT chain FROM pyflow_chains"
+            " WHERE at < %s LIMIT %s)", (datetime.fromtimestamp(older_than, UTC),))
 
     def park(self, run_id: str, step: str, *, due: float | None = None, event: str | None = None,
              key: str | None = None, outcome: dict | None = None) -> None:
