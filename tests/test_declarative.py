@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +16,7 @@ import yaml
 from app import create_app, start_app
 from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
+from tests.fixtures import wait_until
 from tests.server import REPO, server_env
 from workflows.declarative import DefinitionError, load_file, parse
 
@@ -423,3 +427,47 @@ def test_a_python_workflows_loop_holding_an_approval_is_refused_when_bound():
         BoundWorkflow.bind(Orders, {**load_settings({}), **TEST_SETTINGS}, Renderer())
     assert caught.value.message == (f"workflow 'orders': step 'each': steps[0].config.steps[0].type: "
                                     f"'approval' {PARKING_WHY}")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+NIGHTLY_REPORT = """\
+name: nightly_report
+trigger: {{type: email, host: 127.0.0.1, port: {port}, user: reports, security: ssl, ca_file: ca.pem}}
+steps:
+  - {{name: say, type: log, config: {{message: "{{{{ trigger_data.subject }}}}"}}}}
+"""
+
+
+def test_a_posted_definitions_failing_trigger_is_named_after_the_workflow(client, runtime, storage, caplog):
+    # Every definition's trigger was named 'trigger': its errors read "email trigger 'trigger': ...", naming nothing.
+    (storage / "files").mkdir(parents=True, exist_ok=True)
+    (storage / "files" / "ca.pem").write_text("not a certificate\n")  # there when bound; unusable when polled
+    created = client.post("/api/workflows", data=NIGHTLY_REPORT.format(port=closed_port()),
+                          content_type="application/yaml")
+    assert created.status_code == 201, created.get_json()
+    with caplog.at_level(logging.WARNING, logger="app.core.runtime"):
+        assert client.post("/api/workflows/nightly_report/start").status_code == 200
+        wait_until(lambda: (runtime.summary("nightly_report")["last_poll"] or {}).get("error"), message="a failed poll")
+    error = runtime.summary("nightly_report")["last_poll"]["error"]
+    assert error.startswith("email trigger 'nightly_report': cannot read ca_file "), error
+    assert re.search(r"polling nightly_report failed \(1 in a row, .*\): email trigger 'nightly_report': cannot read "
+                     r"ca_file ", caplog.text), caplog.text
+    assert "'trigger'" not in caplog.text
+    assert runtime.summary("nightly_report")["trigger"]["name"] == "nightly_report"
+
+
+def test_a_refused_trigger_setting_of_a_posted_definition_names_the_workflow(client):
+    response = client.post("/api/workflows/validate", json={
+        "name": "nightly_report", "trigger": {"type": "cron", "schedule": "every night"},
+        "steps": [{"name": "say", "type": "log", "config": {"message": "hi"}}]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == [
+        {"path": "trigger.schedule",
+         "message": "trigger 'nightly_report': schedule must be a cron expression of five fields (minute hour "
+                    "day-of-month month day-of-week), such as '0 8 * * 1-5', got 'every night'"}]

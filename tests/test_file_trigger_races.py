@@ -182,7 +182,7 @@ def test_a_refused_poll_is_logged_naming_the_workflow_the_field_and_the_folder(t
             answer = client.post("/api/workflows/dropbox/poll")
         assert swap.done
         assert answer.status_code == 502, answer.get_json()
-        message = ("trigger 'trigger': folder 'inbox': 'inbox' became a symlink after the folder was checked; the "
+        message = ("trigger 'dropbox': folder 'inbox': 'inbox' became a symlink after the folder was checked; the "
                    "trigger never follows a symlink to list, link, move or delete files")
         assert message in answer.get_json()["error"]["message"]
         assert re.search(rf"polling dropbox failed \(1 in a row, .*\): {re.escape(message)}", caplog.text)

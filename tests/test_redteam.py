@@ -422,7 +422,7 @@ def test_an_interval_under_a_second_made_by_a_template_is_never_polled(make_clie
                   "steps": [step("say", "log", message="hi")]}
     answer = client.post("/api/workflows", json=definition)
     assert answer.status_code == 201, answer.get_data(as_text=True)
-    why = "trigger 'trigger': seconds 0.001 is less than 1 s, the shortest interval a definition's trigger fires at"
+    why = "trigger 'ticker': seconds 0.001 is less than 1 s, the shortest interval a definition's trigger fires at"
     assert answer.get_json()["error"] == why
     started = client.post("/api/workflows/ticker/start")
     assert started.status_code == 409

@@ -425,6 +425,60 @@ def test_a_workflow_stopped_during_its_backoff_polls_at_once_when_started_again(
         app.extensions["pyflow"].shutdown(timeout=2)
 
 
+class DownWhileStartedTrigger(BaseTrigger):
+    """Polled every 60 s; its first poll waits until the test releases it, then fails; the later ones find nothing."""
+
+    type = "down_while_started"
+    default_check_interval = 60.0
+    polls = 0
+    entered = threading.Event()
+    release = threading.Event()
+
+    def is_triggered(self) -> bool:
+        DownWhileStartedTrigger.polls += 1
+        if DownWhileStartedTrigger.polls == 1:
+            self.entered.set()
+            self.release.wait(30)
+            raise ConnectionRefusedError("server 127.0.0.1:9 refused connection")
+        return False
+
+
+class DownWhileStartedWorkflow(Workflow):
+    name = "down_while_started"
+    trigger = DownWhileStartedTrigger("down")
+    actions = [EchoAction("echo", value=1)]
+
+
+@pytest.mark.parametrize("restart", ["start", "stop and start"])
+def test_a_poll_failing_after_the_workflow_was_started_again_does_not_put_off_the_new_jobs_poll(storage, restart,
+                                                                                              caplog):
+    # The old job's poll, still under way at the start, failed after it: its backoff (a check interval: 60 s)
+    # undid the start's reset, and the new job's poll, due the moment that poll returned, was skipped for it.
+    DownWhileStartedTrigger.polls = 0
+    DownWhileStartedTrigger.entered.clear()
+    DownWhileStartedTrigger.release.clear()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [DownWhileStartedWorkflow]}))
+    runtime = app.extensions["pyflow"]
+    try:
+        runtime.start_workflow("down_while_started")
+        assert DownWhileStartedTrigger.entered.wait(5), "the first poll under way"
+        if restart == "stop and start":
+            runtime.stop_workflow("down_while_started")
+        runtime.start_workflow("down_while_started")
+        with caplog.at_level(logging.WARNING, logger="app.core.runtime"):
+            DownWhileStartedTrigger.release.set()  # the old job's poll fails now
+            wait_until(lambda: DownWhileStartedTrigger.polls == 2, timeout=10,
+                       message="the new job's poll, as soon as the old job's poll returned")
+            wait_until(lambda: (runtime.summary("down_while_started")["last_poll"] or {}).get("error", "") is None,
+                       message="the new job's poll's success in the Summary")
+        assert "polling down_while_started failed (a poll begun before its latest start" in caplog.text  # still told
+        assert runtime.bound["down_while_started"].failures == 0
+    finally:
+        DownWhileStartedTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
 class HungTrigger(BaseTrigger):
     """A trigger whose poll waits until the test releases it (a mail server that never answers)."""
 

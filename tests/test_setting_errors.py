@@ -154,64 +154,64 @@ def test_the_validate_endpoint_reports_a_refused_setting_at_its_field(client):
 # (trigger, the field refused, the trigger's message): one bad value per field a trigger checks on its own.
 TRIGGER_REFUSED = {
     "cron schedule": ({"type": "cron", "schedule": "every day"}, "schedule",
-                      "trigger 'trigger': schedule must be a cron expression of five fields (minute hour day-of-month "
+                      "trigger 'x': schedule must be a cron expression of five fields (minute hour day-of-month "
                       "month day-of-week), such as '0 8 * * 1-5', got 'every day'"),
     "cron schedule that never matches": ({"type": "cron", "schedule": "0 0 30 2 *"}, "schedule",
-                                         "trigger 'trigger': schedule '0 0 30 2 *' never matches a date"),
+                                         "trigger 'x': schedule '0 0 30 2 *' never matches a date"),
     "cron timezone": ({"type": "cron", "schedule": "0 8 * * *", "timezone": "Mars/Olympus"}, "timezone",
-                      "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
+                      "trigger 'x': timezone must be an IANA time zone name such as 'Europe/Berlin', "
                       "got 'Mars/Olympus'"),
     "cron timezone not a string": ({"type": "cron", "schedule": "0 8 * * *", "timezone": 5}, "timezone",
-                                   "trigger 'trigger': timezone must be an IANA time zone name such as "
+                                   "trigger 'x': timezone must be an IANA time zone name such as "
                                    "'Europe/Berlin', got 5"),
     "cron misfire": ({"type": "cron", "schedule": "0 8 * * *", "misfire": "catch_up"}, "misfire",
-                     "trigger 'trigger': misfire must be one of skip, run_once, got 'catch_up'"),
+                     "trigger 'x': misfire must be one of skip, run_once, got 'catch_up'"),
     "email security": ({"type": "email", "security": "tls"}, "security",
-                       "email trigger 'trigger': security must be one of ssl, starttls, none, got 'tls'"),
+                       "email trigger 'x': security must be one of ssl, starttls, none, got 'tls'"),
     "email poll_interval": ({"type": "email", "poll_interval": "often"}, "poll_interval",
-                            "email trigger 'trigger': poll_interval must be a number of seconds, got 'often'"),
-    "email port": ({"type": "email", "port": "imaps"}, "port", "email trigger 'trigger': port must be a port number, "
+                            "email trigger 'x': poll_interval must be a number of seconds, got 'often'"),
+    "email port": ({"type": "email", "port": "imaps"}, "port", "email trigger 'x': port must be a port number, "
                    "got 'imaps'"),
     "email port range": ({"type": "email", "port": 70000}, "port",
-                         "email trigger 'trigger': port must be a port number, got 70000"),
+                         "email trigger 'x': port must be a port number, got 70000"),
     "event event": ({"type": "event", "event": " "}, "event",
-                    "trigger 'trigger': event must be an event type such as 'ticket.created' or 'run.*', got ' '"),
+                    "trigger 'x': event must be an event type such as 'ticket.created' or 'run.*', got ' '"),
     "event filter": ({"type": "event", "event": "ticket.created", "filter": "priority == 'high'"}, "filter",
-                     "trigger 'trigger': filter must be one template over event, such as "
+                     "trigger 'x': filter must be one template over event, such as "
                      "\"{{ event.data.priority == 'high' }}\", got \"priority == 'high'\""),
-    "file folder": ({"type": "file", "folder": ""}, "folder", "trigger 'trigger': folder must be a path, got ''"),
+    "file folder": ({"type": "file", "folder": ""}, "folder", "trigger 'x': folder must be a path, got ''"),
     "file pattern": ({"type": "file", "folder": "inbox", "pattern": "a/*.pdf"}, "pattern",
-                     "trigger 'trigger': pattern must be a file name pattern such as '*.pdf', got 'a/*.pdf'"),
+                     "trigger 'x': pattern must be a file name pattern such as '*.pdf', got 'a/*.pdf'"),
     "file settle_seconds": ({"type": "file", "folder": "inbox", "settle_seconds": "soon"}, "settle_seconds",
-                            "trigger 'trigger': settle_seconds must be a number of seconds, got 'soon'"),
+                            "trigger 'x': settle_seconds must be a number of seconds, got 'soon'"),
     "file settle_seconds below 0": ({"type": "file", "folder": "inbox", "settle_seconds": -1}, "settle_seconds",
-                                    "trigger 'trigger': settle_seconds must be 0 or more, got -1"),
+                                    "trigger 'x': settle_seconds must be 0 or more, got -1"),
     "file poll_interval": ({"type": "file", "folder": "inbox", "poll_interval": 0}, "poll_interval",
-                           "trigger 'trigger': poll_interval must be greater than 0, got 0"),
+                           "trigger 'x': poll_interval must be greater than 0, got 0"),
     "interval seconds": ({"type": "interval", "seconds": "hourly"}, "seconds",
-                         "trigger 'trigger': seconds must be a number of seconds, got 'hourly'"),
+                         "trigger 'x': seconds must be a number of seconds, got 'hourly'"),
     "interval seconds not above 0": ({"type": "interval", "seconds": 0}, "seconds",
-                                     "trigger 'trigger': seconds must be greater than 0, got 0"),
+                                     "trigger 'x': seconds must be greater than 0, got 0"),
     "poll condition": ({"type": "poll", "condition": "ready"}, "condition",
-                       "trigger 'trigger': condition must be callable, got 'ready'"),
+                       "trigger 'x': condition must be callable, got 'ready'"),
     # A fake clock is for tests written in Python; a definition (maybe posted by anyone) cannot hold a callable.
     "cron clock": ({"type": "cron", "schedule": "0 8 * * *", "clock": "{{ 0 }}"}, "clock",
                    "a Python callable: only a workflow written in Python can set 'clock'"),
     "file clock": ({"type": "file", "folder": "inbox", "clock": "time.time"}, "clock",
                    "a Python callable: only a workflow written in Python can set 'clock'"),
     "webhook secret": ({"type": "webhook", "secret": 5}, "secret",
-                       "trigger 'trigger': secret must be a non-empty string or None, got int"),
+                       "trigger 'x': secret must be a non-empty string or None, got int"),
     "webhook signature_style": ({"type": "webhook", "signature_style": "gitlab"}, "signature_style",
-                                "trigger 'trigger': signature_style must be one of github, stripe, slack, "
+                                "trigger 'x': signature_style must be one of github, stripe, slack, "
                                 "got 'gitlab'"),
     "webhook signature_header": ({"type": "webhook", "signature_header": "X Sig"}, "signature_header",
-                                 "trigger 'trigger': signature_header must be an HTTP header name, got 'X Sig'"),
+                                 "trigger 'x': signature_header must be an HTTP header name, got 'X Sig'"),
     "webhook allow_uploads": ({"type": "webhook", "allow_uploads": "yes"}, "allow_uploads",
-                              "trigger 'trigger': allow_uploads must be true or false, got 'yes'"),
+                              "trigger 'x': allow_uploads must be true or false, got 'yes'"),
     "webhook response": ({"type": "webhook", "response": "sync"}, "response",
-                         "trigger 'trigger': response must be one of accepted, result, got 'sync'"),
+                         "trigger 'x': response must be one of accepted, result, got 'sync'"),
     "webhook response_step": ({"type": "webhook", "response": "result", "response_step": ""}, "response_step",
-                              "trigger 'trigger': response_step must be a step name or None, got ''"),
+                              "trigger 'x': response_step must be a step name or None, got ''"),
 }
 
 
@@ -230,7 +230,7 @@ def test_a_refused_trigger_setting_is_reported_at_its_field(trigger, key, messag
 
 def test_a_problem_of_two_trigger_settings_is_reported_at_the_trigger():
     assert trigger_problems({"type": "webhook", "signature_style": "slack", "signature_header": "X-Sig"}) == [
-        {"path": "trigger", "message": "trigger 'trigger': signature_header applies to signature_style github only; "
+        {"path": "trigger", "message": "trigger 'x': signature_header applies to signature_style github only; "
                                        "the slack style has fixed headers"}]
 
 
@@ -283,7 +283,7 @@ def test_the_validate_endpoint_reports_a_trigger_setting_and_a_step_option_at_th
     assert response.status_code == 422
     assert response.get_json()["error"]["details"] == [
         {"path": "trigger.timezone",
-         "message": "trigger 'trigger': timezone must be an IANA time zone name such as 'Europe/Berlin', "
+         "message": "trigger 'probe': timezone must be an IANA time zone name such as 'Europe/Berlin', "
                     "got 'Mars/Olympus'"},
         {"path": "steps[1].limits", "message": "action 's': limits.memory_mb must be a number > 0, got -1"}]
 

@@ -150,7 +150,12 @@ def _check_type(value: Any, expected: type, path: str, what: str, problems: _Pro
     return False
 
 
-def _trigger(data: Any, problems: _Problems) -> BaseTrigger | None:
+def _trigger(data: Any, workflow: Any, problems: _Problems) -> BaseTrigger | None:
+    """The trigger a definition's ``trigger`` defines, named after the workflow ``workflow`` when that name is valid.
+
+    Its name is what its errors and log lines show (``trigger 'nightly_report': ...``); a Python workflow names
+    its own. Nothing is stored under it: a trigger's state is kept under the workflow's name.
+    """
     if data is None:
         data = {"type": "manual"}
     if not isinstance(data, Mapping) or not isinstance(data.get("type"), str):
@@ -162,7 +167,8 @@ def _trigger(data: Any, problems: _Problems) -> BaseTrigger | None:
         known = ", ".join(trigger_types().names())
         problems.add("trigger.type", f"unknown trigger type {data['type']!r}; known: {known}")
         return None
-    return _build(cls, "trigger", settings, {}, "trigger", problems)
+    name = workflow if isinstance(workflow, str) and NAME_PATTERN.match(workflow) else "trigger"
+    return _build(cls, name, settings, {}, "trigger", problems)
 
 
 def _number_problem(data: Mapping[str, Any], key: str, path: str, problems: _Problems) -> bool:
@@ -368,7 +374,7 @@ def build_workflow(definition: Any, source: str, *, version: int | None = None) 
         except jsonschema.SchemaError as error:
             where = ".".join(str(part) for part in error.absolute_path)
             problems.add(f"inputs.{where}" if where else "inputs", f"not a valid JSON Schema: {error.message}")
-    trigger = _trigger(definition.get("trigger"), problems)
+    trigger = _trigger(definition.get("trigger"), name, problems)
     actions = _steps(definition.get("steps"), "steps", problems)
     if "layout" in definition:
         _layout(definition["layout"], definition.get("steps"), problems)

@@ -42,6 +42,12 @@ class BoundWorkflow:
     # Consecutive failed polls, for the backoff between retries.
     failures: int = 0
     retry_at: float = 0.0
+    # Counts the times it was scheduled (each start): a poll under way when it was scheduled again reports
+    # its outcome, but leaves ``failures`` and ``retry_at`` to the polls of the newer job.
+    schedules: int = 0
+    # Guards schedules, failures and retry_at together: a start between a poll's check and its backoff would
+    # otherwise be undone all the same.
+    backoff_lock: threading.Lock = field(default_factory=threading.Lock)
     # The trigger's state changed but could not be saved: every poll tries again until it is.
     state_unsaved: bool = False
 

@@ -635,7 +635,10 @@ class Runtime:
         # A start polls now, as at start-up and as POST /poll does: the backoff of a failure before a stop would
         # have skipped the first poll after the start for up to MAX_POLL_BACKOFF_SECONDS. A failure now backs off
         # from where it was (``failures`` stays).
-        bound.retry_at = 0.0
+        with bound.backoff_lock:
+            bound.retry_at = 0.0
+            # A poll still under way (of the job this one replaces) must not undo that when it ends: _poll compares.
+            bound.schedules += 1
         self.scheduler.add(bound.name, bound.check_interval)
 
     # -- runs -------------------------------------------------------------------
@@ -821,6 +824,7 @@ class Runtime:
 
     def _poll(self, bound: BoundWorkflow, source: str, *, scheduled: bool) -> list[dict]:
         runs: list[dict] = []
+        schedules = bound.schedules  # scheduled again before this poll ends: its outcome sets no backoff
         # One poll of a workflow at a time; a request must not queue behind a hung one for ever.
         if not bound.poll_lock.acquire(timeout=float(self.settings["WORKFLOW_POLL_TIMEOUT"])):
             raise Conflict(f"workflow {bound.name!r}: a poll has been under way for more than "
@@ -870,9 +874,11 @@ class Runtime:
                         logger.warning("%s: saving its trigger's state failed too: %s", bound.name, one_line(error))
                     failure = failure or error
                 if failure is not None:
-                    self._poll_failed(bound, failure)
+                    self._poll_failed(bound, failure, schedules)
                     raise TriggerFailed(f"polling {bound.name!r} failed: {one_line(failure)}") from None
-                bound.failures, bound.retry_at = 0, 0.0
+                with bound.backoff_lock:
+                    if bound.schedules == schedules:
+                        bound.failures, bound.retry_at = 0, 0.0
                 bound.last_poll = {"at": format_time(time.time()), "error": None, "events": len(runs)}
         finally:
             # After the lock is released: a stop that found it held, and so left the closing to this poll,
@@ -905,16 +911,30 @@ class Runtime:
             bound.last_poll = {"at": format_time(time.time()), "events": 0,
                                "error": f"poll did not return within {seconds:g} s (WORKFLOW_POLL_TIMEOUT)"}
 
-    def _poll_failed(self, bound: BoundWorkflow, error: Exception) -> None:
-        bound.failures += 1
-        delay = min(bound.check_interval * 2 ** (bound.failures - 1), MAX_POLL_BACKOFF_SECONDS)
-        bound.retry_at = time.monotonic() + delay
+    def _poll_failed(self, bound: BoundWorkflow, error: Exception, schedules: int) -> None:
+        """Record and log a failed poll begun when ``bound`` had been scheduled ``schedules`` times.
+
+        It backs off unless the workflow was scheduled again (started) since: that start reset the backoff
+        and polls as soon as this poll returns, and the failure of the replaced job's poll must not put it off.
+        """
         message = one_line(error)
+        quiet = isinstance(error, (TriggerError, OSError, ValueError, StorageError))
+        with bound.backoff_lock:
+            if bound.schedules != schedules:
+                failures = None
+            else:
+                failures = bound.failures = bound.failures + 1
+                delay = min(bound.check_interval * 2 ** (failures - 1), MAX_POLL_BACKOFF_SECONDS)
+                bound.retry_at = time.monotonic() + delay
+        if failures is None:
+            bound.last_poll = {"at": format_time(time.time()), "error": message, "events": 0}
+            logger.warning("polling %s failed (a poll begun before its latest start, which polls now "
+                           "without a backoff): %s", bound.name, message, exc_info=not quiet)
+            return
         bound.last_poll = {"at": format_time(time.time()), "error": message, "events": 0,
-                           "failures": bound.failures, "retry_in_s": round(delay, 1)}
+                           "failures": failures, "retry_in_s": round(delay, 1)}
         logger.warning("polling %s failed (%d in a row, next try in %.0f s): %s",
-                       bound.name, bound.failures, delay, message,
-                       exc_info=not isinstance(error, (TriggerError, OSError, ValueError, StorageError)))
+                       bound.name, failures, delay, message, exc_info=not quiet)
 
 
 @contextlib.contextmanager

@@ -191,7 +191,7 @@ def test_an_email_trigger_naming_its_own_server_gets_no_configured_password(serv
             answer = server.post(f"/api/workflows/{name}/{action}")
             assert answer.status_code == 409, answer.text
             message = answer.json()["error"]["message"]
-            assert f"email trigger 'trigger': {field} " in message, message
+            assert f"email trigger {name!r}: {field} " in message, message
             assert "must bring its own password" in message
     for impostor in (impostors["imap"], impostors["imap_other"]):
         assert impostor.connections == 0, impostor.lines
