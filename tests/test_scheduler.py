@@ -479,6 +479,66 @@ def test_a_poll_failing_after_the_workflow_was_started_again_does_not_put_off_th
         app.extensions["pyflow"].shutdown(timeout=2)
 
 
+class CursorTrigger(BaseTrigger):
+    """One event ever, behind a cursor in its state and no event key; the first poll waits after its event."""
+
+    type = "cursor_once"
+    default_check_interval = 60.0
+    polls = 0
+    entered = threading.Event()
+    release = threading.Event()
+    second_done = threading.Event()
+
+    def poll(self):
+        CursorTrigger.polls += 1
+        number = CursorTrigger.polls
+        try:
+            if not self.state.get("cursor"):
+                yield {"n": 1}
+            if number == 1:
+                self.entered.set()  # its event's run is stored and acknowledged by now
+                self.release.wait(30)
+        finally:
+            if number == 2:
+                self.second_done.set()
+
+    def acknowledge(self, event: dict, run_id: str) -> None:
+        self.state["cursor"] = event["n"]
+
+
+class CursorWorkflow(Workflow):
+    name = "cursor_once"
+    trigger = CursorTrigger("cursor")
+    actions = [EchoAction("echo", value=1)]
+
+
+@pytest.mark.parametrize("restart", ["start", "stop and start"])
+def test_a_start_during_a_poll_keeps_the_cursor_that_poll_moved(storage, restart):
+    # The start read the trigger's state back from the store while a poll was under way: the cursor the poll
+    # had moved, not saved yet, was replaced by the stored one, so the poll saved nothing and the next poll
+    # offered its event again (a second run, for a trigger without event keys).
+    CursorTrigger.polls = 0
+    for event in (CursorTrigger.entered, CursorTrigger.release, CursorTrigger.second_done):
+        event.clear()
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_CLASSES": [CursorWorkflow]}))
+    runtime = app.extensions["pyflow"]
+    try:
+        runtime.start_workflow("cursor_once")
+        assert CursorTrigger.entered.wait(5), "the first poll under way, its event's run stored"
+        if restart == "stop and start":
+            runtime.stop_workflow("cursor_once")
+        runtime.start_workflow("cursor_once")
+        CursorTrigger.release.set()
+        assert CursorTrigger.second_done.wait(10), "the new job's poll"
+        runs, _ = runtime.store.list_runs(workflow="cursor_once")
+        assert len(runs) == 1, [run["trigger_data"] for run in runs]
+        assert runtime.store.load_trigger_state("cursor_once") == {"cursor": 1}
+    finally:
+        CursorTrigger.release.set()
+        app.extensions["pyflow"].shutdown(timeout=2)
+
+
 class HungTrigger(BaseTrigger):
     """A trigger whose poll waits until the test releases it (a mail server that never answers)."""
 

@@ -631,7 +631,13 @@ class Runtime:
         return bound
 
     def _schedule(self, bound: BoundWorkflow) -> None:
-        bound.trigger.state = self.store.load_trigger_state(bound.name)
+        # The stored state, unless a poll here is under way: that poll holds a newer one (a cursor moved past
+        # the runs it stored) and saves it as it ends; reading the store's back would offer those events again.
+        if bound.poll_lock.acquire(blocking=False):
+            try:
+                bound.trigger.state = self.store.load_trigger_state(bound.name)
+            finally:
+                bound.poll_lock.release()
         # A start polls now, as at start-up and as POST /poll does: the backoff of a failure before a stop would
         # have skipped the first poll after the start for up to MAX_POLL_BACKOFF_SECONDS. A failure now backs off
         # from where it was (``failures`` stays).
