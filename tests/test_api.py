@@ -265,6 +265,25 @@ def test_an_unsupported_content_type_answers_415(client, content_type):
     assert content_type in error["message"]
 
 
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/api/events", {"type": "ticket.created"}),
+    ("post", "/api/tokens", {"name": "reader", "role": "viewer"}),
+    ("put", "/api/secrets/PLAIN", {"value": "hunter2"}),
+    ("post", "/api/runs/{run}/cancel", {}),
+    ("post", "/api/runs/{run}/approve", {"comment": "ok"}),
+    ("patch", "/api/runs/{run}/variables", {"variables": {"x": 1}}),
+])
+def test_every_json_body_in_another_content_type_answers_415(client, method, path, body):
+    """DESIGN section 4: all bodies are JSON; a JSON text sent as text/plain is refused, not parsed and acted on."""
+    run = client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "hi"}}).get_json()["id"]
+    response = getattr(client, method)(path.format(run=run), data=json.dumps(body), content_type="text/plain")
+    assert response.status_code == 415
+    error = error_of(response)
+    assert error["code"] == "unsupported_media_type" and "text/plain" in error["message"]
+    assert client.get("/api/tokens").get_json()["tokens"] == []
+    assert client.get(f"/api/runs/{run}").get_json()["status"] == "succeeded"
+
+
 def test_a_body_over_the_upload_limit_answers_413(storage):
     app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
                       "WORKFLOW_MAX_UPLOAD_MB": 0.001}))
