@@ -20,11 +20,10 @@ ALL_WORKFLOWS = [*WORKFLOWS, *CORE_WORKFLOWS]
 
 
 @pytest.fixture
-def app(storage):
+def app(storage, key_file):
     """The conftest app, with the core tests' workflows registered too."""
-    app = start_app(create_app(
-        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": ALL_WORKFLOWS}
-    ))
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": ALL_WORKFLOWS}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
