@@ -20,11 +20,10 @@ ALL_WORKFLOWS = [*WORKFLOWS, *CORE_WORKFLOWS]
 
 
 @pytest.fixture
-def app(storage):
+def app(storage, key_file):
     """The conftest app, with the core tests' workflows registered too."""
-    app = start_app(create_app(
-        {**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": ALL_WORKFLOWS}
-    ))
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage),
+                                "WORKFLOW_KEY_FILE": str(key_file), "WORKFLOW_CLASSES": ALL_WORKFLOWS}))
     yield app
     app.extensions["pyflow"].shutdown(timeout=2)
 
@@ -263,6 +262,25 @@ def test_an_unsupported_content_type_answers_415(client, content_type):
     error = error_of(response)
     assert error["code"] == "unsupported_media_type"
     assert content_type in error["message"]
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/api/events", {"type": "ticket.created"}),
+    ("post", "/api/tokens", {"name": "reader", "role": "viewer"}),
+    ("put", "/api/secrets/PLAIN", {"value": "hunter2"}),
+    ("post", "/api/runs/{run}/cancel", {}),
+    ("post", "/api/runs/{run}/approve", {"comment": "ok"}),
+    ("patch", "/api/runs/{run}/variables", {"variables": {"x": 1}}),
+])
+def test_every_json_body_in_another_content_type_answers_415(client, method, path, body):
+    """DESIGN section 4: all bodies are JSON; a JSON text sent as text/plain is refused, not parsed and acted on."""
+    run = client.post("/api/workflows/echo/runs?wait=5", json={"inputs": {"text": "hi"}}).get_json()["id"]
+    response = getattr(client, method)(path.format(run=run), data=json.dumps(body), content_type="text/plain")
+    assert response.status_code == 415
+    error = error_of(response)
+    assert error["code"] == "unsupported_media_type" and "text/plain" in error["message"]
+    assert client.get("/api/tokens").get_json()["tokens"] == []
+    assert client.get(f"/api/runs/{run}").get_json()["status"] == "succeeded"
 
 
 def test_a_body_over_the_upload_limit_answers_413(storage):

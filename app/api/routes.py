@@ -60,8 +60,18 @@ def parse_json(raw: bytes | str, what: str = "JSON body") -> Any:
 
 
 def _json_body() -> Any:
+    """The request's JSON body, None when empty; 415 for a body sent as another content type (DESIGN section 4)."""
     raw = request.get_data(cache=True)
-    return parse_json(raw) if raw.strip() else None
+    if not raw.strip():
+        return None
+    if not _is_json(request.mimetype):
+        raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported; send application/json")
+    return parse_json(raw)
+
+
+def _is_json(mimetype: str) -> bool:
+    """True for application/json, a +json type, or none (a client that names no type sends JSON here)."""
+    return mimetype in ("application/json", "") or mimetype.endswith("+json")
 
 
 def _object(value: Any, field: str) -> dict:
@@ -92,7 +102,7 @@ def _json_inputs(mimetype: str) -> dict:
     """The inputs of a JSON body, or of none."""
     if request.content_length in (None, 0) and not request.get_data(cache=True):
         return {}
-    if mimetype not in ("application/json", "") and not mimetype.endswith("+json"):
+    if not _is_json(mimetype):
         raise UnsupportedMediaType(
             f"content type {mimetype!r} is not supported; send application/json or multipart/form-data"
         )
@@ -220,7 +230,7 @@ def _definition_body() -> dict:
             return _object(parse(text, "request.yaml", runtime().settings["WORKFLOW_MAX_JSON_DEPTH"]), "body")
         except DefinitionError as error:
             raise BadRequest(str(error)) from None
-    if request.mimetype not in ("application/json", "") and not request.mimetype.endswith("+json"):
+    if not _is_json(request.mimetype):
         raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported; send JSON or YAML")
     body = _json_body()
     if body is None:
