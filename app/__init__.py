@@ -161,7 +161,11 @@ def _scrub_json(text: str, scrub: Callable[[str], str], fallback: str) -> str:
 
 
 def _no_sniffing(response: Response) -> Response:
+    from flask import request
+
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.content_length:
+        response.status_code = 204  # Flask's automatic answer (its Allow header) holds nothing: no text/html page
     if response.status_code == 204:  # no content, so no type (Flask gives every answer text/html)
         response.headers.pop("Content-Type", None)
     return response

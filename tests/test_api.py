@@ -555,13 +555,14 @@ def test_runs_are_listed_newest_first_and_filtered(client):
     assert len(succeeded) == 4
 
 
-def test_paging_with_limit_and_next_gives_every_run_exactly_once(client):
+@pytest.mark.parametrize("parameter", ["cursor", "next"])  # ?next= too: ignored, it gave page 1 for ever
+def test_paging_with_limit_and_next_gives_every_run_exactly_once(client, parameter):
     ids = [run_and_wait(client, "echo", {"text": str(n)})["id"] for n in range(7)]
     run_and_wait(client, "data_flow", {"x": 1})  # another workflow, filtered out below
 
     seen, pages, cursor = [], [], None
     while True:
-        url = "/api/runs?workflow=echo&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        url = "/api/runs?workflow=echo&limit=3" + (f"&{parameter}={cursor}" if cursor else "")
         page = client.get(url).get_json()
         pages.append(len(page["runs"]))
         seen += [run["id"] for run in page["runs"]]
@@ -571,6 +572,30 @@ def test_paging_with_limit_and_next_gives_every_run_exactly_once(client):
         assert len(pages) < 10, "paging does not end"
     assert seen == list(reversed(ids))
     assert pages[:2] == [3, 3] and sum(pages) == 7
+
+
+def test_cursor_and_next_naming_two_pages_is_a_clear_400(client):
+    answer = client.get("/api/runs?cursor=run_0000000000000001aaaaaa&next=run_0000000000000002aaaaaa")
+    assert answer.status_code == 400
+    assert "cursor and next name the same page" in answer.get_json()["error"]["message"]
+    for url in ("/api/runs?next=../../etc/passwd", "/api/audit?next=x"):
+        answer = client.get(url)
+        assert answer.status_code == 400 and "cursor (or next)" in answer.get_json()["error"]["message"], url
+
+
+def test_options_answers_204_with_allow_and_no_html(client):
+    answer = client.options("/api/runs")
+    assert answer.status_code == 204
+    assert "GET" in answer.headers["Allow"] and answer.data == b""
+    assert "Content-Type" not in answer.headers
+
+
+@pytest.mark.parametrize(("body", "said"), [(b"", "got an empty body or null"), (b"[1]", "got a JSON array"),
+                                            (b'"text"', "got a JSON string"), (b"null", "got an empty body or null")])
+def test_a_body_that_is_not_an_object_says_what_it_got_in_jsons_words(client, body, said):
+    answer = client.post("/api/tokens", data=body, content_type="application/json")
+    assert answer.status_code == 422
+    assert answer.get_json()["error"]["message"] == f"body must be a JSON object, {said}"
 
 
 def test_get_run_answers_the_stored_record(client):

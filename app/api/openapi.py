@@ -181,7 +181,8 @@ def paths() -> dict[str, dict[str, dict]]:
             query("workflow", "only this workflow's runs", {"type": "string"}),
             query("status", "only runs in this status", {"$ref": "#/components/schemas/Run/properties/status"}),
             LIMIT,
-            query("cursor", "the previous page's next", {"type": "string", "pattern": RUN_ID_PATTERN})))},
+            query("cursor", "the previous page's next", {"type": "string", "pattern": RUN_ID_PATTERN}),
+            query("next", "the same as cursor", {"type": "string", "pattern": RUN_ID_PATTERN})))},
         "/api/runs/{run_id}": {"parameters": [RUN], "get": operation(
             "api.get_run", "one run", {200: answer("the run", ref("Run"))}, errors=(404,))},
         "/api/runs/{run_id}/logs": {"parameters": [RUN], "get": operation(
@@ -225,7 +226,8 @@ def paths() -> dict[str, dict[str, dict]]:
             query("actor", "only this actor", {"type": "string"}),
             query("target", "only this target", {"type": "string"}),
             LIMIT,
-            query("cursor", "the previous page's next", {"type": "string", "pattern": "^[0-9]{1,18}$"})))},
+            query("cursor", "the previous page's next", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            query("next", "the same as cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"})))},
         "/api/metrics": {"get": operation("metrics.api_metrics", "runs, success rate, p50/p95 per workflow", {
             200: answer("over the last 24 hours and 7 days", {
                 "type": "object", "required": ["generated_at", "windows", "workflows"],

@@ -74,11 +74,32 @@ def _is_json(mimetype: str) -> bool:
     return mimetype in ("application/json", "") or mimetype.endswith("+json")
 
 
+def page_cursor() -> str | None:
+    """The page to list from: ``?cursor=``, or ``?next=`` (the name the previous page answered it under)."""
+    # Ignoring ?next= would answer the first page again, and a client looping until next is null would never end.
+    cursor, alias = request.args.get("cursor") or None, request.args.get("next") or None
+    if cursor is not None and alias is not None and cursor != alias:
+        raise BadRequest(f"query parameters cursor and next name the same page; got {cursor!r} and {alias!r}")
+    return cursor or alias
+
+
 def _object(value: Any, field: str) -> dict:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{field} must be a JSON object, got {type(value).__name__}",
+        got = "an empty body or null" if value is None and field == "body" else f"a JSON {_json_kind(value)}"
+        raise InvalidInput(f"{field} must be a JSON object, got {got}",
                            details=[{"path": field, "message": "must be a JSON object"}])
     return value
+
+
+def _json_kind(value: Any) -> str:
+    """What ``value`` is in JSON's words (a client sent JSON, not Python): null, boolean, number, string, array."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "array" if isinstance(value, list) else type(value).__name__
 
 
 def _run_inputs() -> tuple[dict, list[str]]:
@@ -296,9 +317,10 @@ def list_runs() -> Response:
     if status is not None and status not in _STATUSES:
         raise BadRequest(f"query parameter status must be one of {', '.join(sorted(_STATUSES))}, got {status!r}")
     limit = int(_number_arg("limit", 50, 1, MAX_PAGE) or 50)
-    cursor = request.args.get("cursor") or None
+    cursor = page_cursor()
     if cursor is not None and not RUN_ID.match(cursor):
-        raise BadRequest(f"query parameter cursor must be a run id from a previous page's next, got {cursor!r}")
+        raise BadRequest(f"query parameter cursor (or next) must be a run id from a previous page's next, "
+                         f"got {cursor!r}")
     runs, next_cursor = rt.store.list_runs(workflow=workflow, status=status, limit=limit, before=cursor)
     return jsonify(runs=[present(run) for run in runs], next=next_cursor)
 
