@@ -217,6 +217,27 @@ def test_the_store_keeps_its_own_copy(store, runs):
     assert store.get_run(run["id"]) == {**kept, "steps": [kept["steps"][0], done_step("s1")]}
 
 
+def test_nested_values_changed_after_an_update_or_a_read_never_reach_the_store(store, runs):
+    # The engine appends to the history it passed to update_run; a reader may edit what it read, at any depth.
+    run = runs.make()
+    store.create_run(run)
+    history = [*run["history"], {"at": format_time(time.time()), "from": "queued", "to": "running", "by": "engine"}]
+    fields = {"status": "running", "history": history, "variables": {"x": [1, {"y": "z"}]}}
+    store.update_run(run["id"], fields)
+    expected = {**run, "status": "running", "history": [dict(entry) for entry in history],
+                "variables": {"x": [1, {"y": "z"}]}}
+    history.append({"at": format_time(time.time()), "from": "running", "to": "paused", "by": "later"})
+    history[0]["by"] = "changed later"
+    fields["variables"]["x"][1]["y"] = "changed later"
+    read = store.get_run(run["id"])
+    read["history"][1]["by"] = "changed by a reader"
+    read["variables"]["x"].append("added by a reader")
+    listed = store.list_runs()[0][0]
+    listed["history"][0]["to"] = "changed by a lister"
+    listed["variables"]["x"][1]["y"] = "changed by a lister"
+    assert store.get_run(run["id"]) == expected
+
+
 # -- idempotency keys -----------------------------------------------------------------
 def test_a_repeated_idempotency_key_returns_the_first_run_and_stores_nothing(store, runs):
     first = runs.make("wf_a")

@@ -449,8 +449,9 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
             self.observer.run_started(run)
         if run["status"] != RunStatus.RUNNING:
             resumed = run["started_at"] is not None  # woken from a wait, resumed, retried or taken over
-            run["started_at"] = run["started_at"] or utcnow()
-            self._transition(run, RunStatus.RUNNING, "engine")
+            now = utcnow()  # one moment: a first start's started_at is the history's "running" time
+            run["started_at"] = run["started_at"] or now
+            self._transition(run, RunStatus.RUNNING, "engine", at=now)
             count = len(run["steps"])
             self._log(execution, logging.INFO, "run resumed" if resumed else
                       f"run started ({run['source']}), {count} step{'' if count == 1 else 's'}")
@@ -609,7 +610,8 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         # after a kill, recovery finds it interrupted instead of running it again. Another may be deferred.
         idempotent = execution.bound.actions[index].idempotent
         self.store.update_step(run_id, index, step, mode=Durability.DEFERRED if idempotent else Durability.WRITTEN)
-        action.context = self._context(execution, action, step["attempts"], self._timeout_of(execution, index))
+        timeout = self._timeout_of(execution, index)
+        action.context = self._context(execution, action, step["attempts"], timeout)
         # A step of a run with a thread of its own may park; a sub-workflow's parent waits on a thread for it.
         action.context.can_park = self.parking and not execution.slotless
         action.context.parked = step.get("wait")
@@ -618,7 +620,7 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         with self._lock:
             if execution.stop.is_set():
                 return StepInterrupted()
-            token = self._watchdog.arm(Attempt(execution, index, branch), self._timeout_of(execution, index))
+            token = self._watchdog.arm(Attempt(execution, index, branch), timeout)
             execution.tokens[index] = token
         try:
             with run_logs.run_scope(execution.log, action.name):
@@ -822,9 +824,14 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         self.store.flush(run["id"])  # a halted run's file has all of it: the next process may take it over
         self._forget(execution, ended=True)
 
-    def _transition(self, run: dict, status: RunStatus, by: str, *, finished: bool = False) -> None:
-        """Change a run's status, record it in ``history``, and store it before anyone hears of it."""
-        run.setdefault("history", []).append({"at": utcnow(), "from": run["status"], "to": status.value, "by": by})
+    def _transition(self, run: dict, status: RunStatus, by: str, *, finished: bool = False,
+                    at: str | None = None) -> None:
+        """Change a run's status, record it in ``history``, and store it before anyone hears of it.
+
+        ``at``: the change's time when the caller took it already (a first start's ``started_at``), else now.
+        """
+        at = at or utcnow()
+        run.setdefault("history", []).append({"at": at, "from": run["status"], "to": status.value, "by": by})
         run["status"] = status.value
         if finished:
             run["finished_at"] = run["history"][-1]["at"]
@@ -873,7 +880,9 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         """True when the step just closed with ``status`` was the run's last: every step done, none failed."""
         if status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) or execution.failure or execution.stop.is_set():
             return False
-        return all(step["status"] in _DONE for step in execution.run["steps"])
+        # From the last step: in a chain the step after this one is pending, so a step's end looks at one or
+        # two records, not at all those before it (O(steps²) per run: 250 looks a step in a 500-step chain).
+        return all(step["status"] in _DONE for step in reversed(execution.run["steps"]))
 
     def _succeed_step(self, execution: Execution, index: int, result: dict) -> None:
         step = execution.run["steps"][index]

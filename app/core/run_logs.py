@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from app.core.redaction import Scrubber, swap_scrubber
 from app.runs import format_time
@@ -105,18 +103,31 @@ class RunLog:
             logger.warning("cannot write the log of run %s", self.run_id, exc_info=True)
 
 
-@contextmanager
-def run_scope(log: RunLog, step: str | None) -> Iterator[None]:
-    """Log records emitted by this thread inside the block also go to the run's log, secrets scrubbed."""
-    previous = getattr(_scope, "current", None)
-    _scope.current = (log, step)
-    # The console log is scrubbed of the run's secrets too (one generator, not two nested: it runs per step).
-    previous_scrubber = swap_scrubber(log.scrubber)
-    try:
-        yield
-    finally:
-        swap_scrubber(previous_scrubber)
-        _scope.current = previous
+class RunScope:
+    """Log records emitted by this thread inside the block also go to the run's log, secrets scrubbed.
+
+    A class rather than a @contextmanager generator: it runs for every step, and costs half as much.
+    """
+
+    __slots__ = ("_current", "_previous", "_previous_scrubber")
+
+    def __init__(self, log: RunLog, step: str | None):
+        self._current = (log, step)
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_scope, "current", None)
+        _scope.current = self._current
+        # The console log is scrubbed of the run's secrets too.
+        self._previous_scrubber = swap_scrubber(self._current[0].scrubber)
+
+    def __exit__(self, *exc_info: object) -> None:
+        swap_scrubber(self._previous_scrubber)
+        _scope.current = self._previous
+
+
+def run_scope(log: RunLog, step: str | None) -> RunScope:
+    """Inside ``with run_scope(log, step):`` this thread's log records also go to the run's log (see RunScope)."""
+    return RunScope(log, step)
 
 
 class RunLogHandler(logging.Handler):

@@ -19,9 +19,13 @@ from app.errors import StorageError, storage_error
 logger = logging.getLogger(__name__)
 
 
+# One encoder for every line (it keeps no state between calls): json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class DirectorySync:
