@@ -50,19 +50,6 @@ def backoff(base: float, attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-class _Event(threading.Event):
-    """A threading.Event that costs a third as much to make; an execution makes five.
-
-    threading.Event() builds a Condition over a Lock, whose constructor raises and catches three
-    AttributeErrors looking for methods only an RLock has; over an RLock it finds them. Waiting
-    and setting behave the same (the event's methods never take its lock twice).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.RLock())
-        self._flag = False
-
-
 class Execution:
     """A run being executed in this process, and where it is."""
 
@@ -71,20 +58,20 @@ class Execution:
         self.run = run
         self.data_store = data_store
         self.results = results
-        self.done = _Event()
+        self.done = threading.Event()
         # Set with ``done``, or once the run compensates (its plan stored): a cancel or pause answers then, as it
         # does not wait for compensations. A run resumed while it compensated (recovered, or cancelled paused) is so.
-        self.settled = _Event()
+        self.settled = threading.Event()
         if run.get("compensating"):
             self.settled.set()
         # Set with ``done``, or earlier at shutdown: whoever waits for the outcome answers now.
-        self.answer = _Event()
+        self.answer = threading.Event()
         # Set to stop at the next step boundary (or end a backoff); ``control`` says why:
         # "shutdown" (resume after a restart), "pause" or "cancel".
-        self.stop = _Event()
+        self.stop = threading.Event()
         self.control = "shutdown"
         self.control_by = "shutdown"
-        self.cancelled = _Event()
+        self.cancelled = threading.Event()
         # Watchdog tokens of the attempts under way, by step index; whoever disarms one owns that step.
         self.tokens: dict[int, int] = {}
         # The step the run thread executes itself (a chain), or None while it coordinates branches.
