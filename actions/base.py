@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from actions.paths import outside_root
 from actions.text import snake
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,10 @@ class BaseAction:
     # The keys of the result (``steps.<name>.<key>`` in a later step's templates), for GET /api/catalog;
     # () when they are not known beforehand (a python step returns what its function returns).
     result_keys: tuple[str, ...] = ()
+    # Config fields naming a file or folder, which must lie inside WORKFLOW_FILES_ROOT: {field: "path"} for one
+    # path, {field: "attachments"} for a path, an attachment {"path": ...} or a list of them. A literal one is
+    # checked when a definition is saved (``refusals``), a template's value when the step renders it.
+    path_fields: Mapping[str, str] = {}
 
     def __init__(
         self,
@@ -246,6 +251,19 @@ class BaseAction:
     def execute(self, data_store: dict) -> dict:
         """Do the work and return a JSON-serialisable result."""
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    @classmethod
+    def refusals(cls, config: Mapping[str, Any], settings: Mapping[str, Any],
+                 storage_path: str | None = None) -> list[tuple[str, str]]:
+        """(field, why) for each setting of a definition's step that no run on this server could use; [] if none.
+
+        ``field`` is a path inside ``config`` ("" for the step's type itself). Asked when a definition
+        (posted, stored or a file) is bound, so it is refused (422) instead of stored to fail every run:
+        a literal path of ``path_fields`` outside WORKFLOW_FILES_ROOT. A workflow written in Python is not asked.
+        """
+        return [found for key, shape in cls.path_fields.items()
+                for found in outside_root(settings, storage_path, config.get(key), key,
+                                          attachments=shape == "attachments")]
 
     def config_secrets(self) -> set[str]:
         """Secret values in config fields whose names do not say so (a token in a URL), for the engine to scrub."""

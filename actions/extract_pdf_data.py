@@ -38,6 +38,7 @@ class ExtractPDFDataAction(BaseAction):
 
     type = "extract_pdf_data"
     result_keys = ("template", "source", "method", "extracted_data", "missing", "ocr_pages", "labels")
+    path_fields = {"file": "attachments", "templates_dir": "path"}
     config_choices = {"ocr": MODES}
 
     def __init__(

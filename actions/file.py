@@ -69,6 +69,7 @@ class FileAction(BaseAction):
 
     type = "file"
     result_keys = ("content", "path", "size", "deleted", "paths")
+    path_fields = {"path": "path", "destination": "path"}
     config_choices = {"operation": tuple(REQUIRED)}
 
     def __init__(

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from actions.base import ActionError, BaseAction, SettingError
 from actions.http_policy import denied, networks
-from actions.paths import PathError, readable
+from actions.paths import PathError, literal, readable
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -37,6 +37,7 @@ class NotifyAction(BaseAction):
 
     type = "notify"
     result_keys = ("sent", "failed")
+    path_fields = {"attach": "attachments"}
     config_choices = {"format": FORMATS}
     # A notification sent twice is read twice: an attempt interrupted by a crash is not repeated.
     idempotent = False
@@ -68,6 +69,21 @@ class NotifyAction(BaseAction):
                     plugin(url)
                 except ActionError as error:
                     raise SettingError("urls", f"action {name!r}: urls[{index}]: {error}") from None
+
+    @classmethod
+    def refusals(cls, config: Mapping[str, Any], settings: Mapping[str, Any],
+                 storage_path: str | None = None) -> list[tuple[str, str]]:
+        """``attach``, and the files a literal URL makes Apprise read (``?keyfile=``), outside WORKFLOW_FILES_ROOT."""
+        found = super().refusals(config, settings, storage_path)
+        urls = config.get("urls")
+        for index, url in enumerate(_as_list(urls)):
+            if literal(url):
+                try:
+                    check_files(plugin(url), url, index, settings, storage_path)
+                except ActionError as error:
+                    found.append(("urls" if isinstance(urls, str) else f"urls[{index}]",
+                                  str(error).removeprefix("notify: ")))
+        return found
 
     def config_secrets(self) -> set[str]:
         """The credentials inside the URLs (passwords, tokens), for the engine to scrub everywhere."""

@@ -143,6 +143,51 @@ def readable_folders(settings: Mapping[str, Any], storage_path: str | os.PathLik
     return files_root(settings, storage_path), *run_folders(settings, storage_path, own)
 
 
+# -- a definition's own paths, checked when it is saved ------------------------------------------------
+def literal(value: Any) -> bool:
+    """Whether ``value`` is text a run uses as it is written: no template (a template is checked once rendered)."""
+    return isinstance(value, str) and bool(value.strip()) and "{{" not in value and "{%" not in value
+
+
+def outside_root(settings: Mapping[str, Any], storage_path: str | os.PathLike | None, value: Any, field: str,
+                 *, attachments: bool = False) -> list[tuple[str, str]]:
+    """(field, why) for each literal path of ``value`` outside WORKFLOW_FILES_ROOT, which every run would refuse.
+
+    ``attachments``: ``value`` may also be an attachment (``{"path": ...}``) or a list of paths and
+    attachments, each reported at its own field (``attachments[1].path``). A path into the attachments
+    folder is refused too: a run reads there only its own files, which a definition cannot name.
+    """
+    if attachments and isinstance(value, list):
+        return [found for index, item in enumerate(value) if not isinstance(item, list)
+                for found in outside_root(settings, storage_path, item, f"{field}[{index}]", attachments=True)]
+    if attachments and isinstance(value, Mapping):
+        return outside_root(settings, storage_path, value.get("path"), f"{field}.path")
+    if not literal(value):
+        return []
+    root = files_root(settings, storage_path)
+    raw = value.strip()
+    # Refused only when it leads out both as written and resolved: a symlink inside the root may change
+    # before a run (which checks again), one on the way to the root (/data -> /mnt/data) is the server's.
+    if _written_inside(root, raw):
+        return []
+    try:
+        inside(root, value, field)
+    except PathError as error:
+        return [(field, str(error))]
+    return []
+
+
+def _written_inside(root: Path, raw: str) -> bool:
+    """Whether ``raw`` leads into ``root`` as written: ``..`` and ``~`` taken as they read, no symlink followed."""
+    if "\0" in raw:
+        return False
+    try:
+        written = Path(os.path.normpath(root / Path(raw).expanduser()))
+    except RuntimeError:  # an unknown ~user: ``inside`` says so
+        return False
+    return written.is_relative_to(root)
+
+
 # -- library functions called by python steps ------------------------------------------------------
 #
 # A function such as workflows.library.sqlite_store:load_rows gets its path as a plain argument and

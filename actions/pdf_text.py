@@ -26,6 +26,7 @@ class PdfTextAction(BaseAction):
 
     type = "pdf_text"
     result_keys = ("text", "pages", "source", "ocr_pages")
+    path_fields = {"file": "attachments"}
     config_choices = {"ocr": MODES}
 
     def __init__(self, name: str, *, file: FileSpec | None, ocr: str = "auto", **options: Any):

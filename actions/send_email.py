@@ -58,6 +58,7 @@ class SendEmailAction(BaseAction):
 
     type = "send_email"
     result_keys = ("status", "recipient", "recipients", "subject", "message_id", "delivery", "refused")
+    path_fields = {"attachments": "attachments", "smtp_ca_file": "path"}
     secret_fields = ("_smtp_password",)
     config_choices = {"smtp_security": _SECURITY}
     # Re-running an attempt cut short by a crash could mail the recipients twice.

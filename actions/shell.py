@@ -36,13 +36,20 @@ KILL_GRACE_SECONDS = shell_reaper.GRACE_SECONDS
 _PR_SET_DUMPABLE = 4
 
 
+def allowed(settings: Mapping[str, Any]) -> bool:
+    """Whether WORKFLOW_ALLOW_SHELL lets commands run (true, 1, yes or on)."""
+    value = settings.get("WORKFLOW_ALLOW_SHELL")
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
 class ShellAction(BaseAction):
     """Runs ``command``: a string through ``/bin/sh -c``, a list as argv without a shell.
 
     A string command holds no template (the shell would read what a run input says); values go in
     ``env`` and the command quotes them (``"$WHO"``), or the command is a list, one argument per item.
 
-    Refused unless the setting WORKFLOW_ALLOW_SHELL is true. The command gets
+    Refused unless the setting WORKFLOW_ALLOW_SHELL is true (a posted definition's step when it is
+    saved, every step when it runs). The command gets
     the server's environment without any variable whose name looks secret
     (every secret setting among them: SMTP_PASSWORD, WORKFLOW_API_TOKEN...),
     then ``env`` on top; ``cwd`` is the working directory. On
@@ -98,10 +105,18 @@ class ShellAction(BaseAction):
         # Rendered per run (a value may be a template), then checked again in execute.
         self.limits = dict(limits) if limits is not None else None
 
+    @classmethod
+    def refusals(cls, config: Mapping[str, Any], settings: Mapping[str, Any],
+                 storage_path: str | None = None) -> list[tuple[str, str]]:
+        """A posted definition's shell step is refused when it is saved on a server that runs no commands."""
+        if allowed(settings):
+            return []
+        return [("", "shell commands are disabled on this server; set WORKFLOW_ALLOW_SHELL=true to allow them")]
+
     def execute(self, data_store: dict) -> dict:
         """Run the command to its end, its timeout or the run's cancellation."""
-        allowed = self.context.settings.get("WORKFLOW_ALLOW_SHELL")
-        if not (allowed is True or str(allowed).strip().lower() in ("true", "1", "yes", "on")):
+        # Checked here as well: a workflow written in Python is not refused when it is loaded.
+        if not allowed(self.context.settings):
             raise ActionError("shell: commands are disabled; set WORKFLOW_ALLOW_SHELL=true to allow them",
                               retryable=False)
         argv = self._argv()

@@ -58,6 +58,7 @@ class ValidateDataAction(BaseAction):
 
     type = "validate_data"
     result_keys = ("validation_result", "errors")
+    path_fields = {"templates_dir": "path"}
 
     def __init__(
         self,

@@ -223,8 +223,8 @@ ORDER = {
          "compensate": {"type": "log", "message": "released {{ steps.reserve.message }} after: {{ run.error }}"}},
         {"name": "charge", "type": "log", "config": {"message": "charged"},
          "compensate": {"name": "refund", "type": "log", "config": {"message": "refunded"}, "retries": 1}},
-        # Commands are off in tests (WORKFLOW_ALLOW_SHELL): this step fails at once.
-        {"name": "ship", "type": "shell", "config": {"command": "true"}},
+        # The file is not there: this step fails at once (not retryable).
+        {"name": "ship", "type": "file", "config": {"operation": "read", "path": "missing.txt"}},
     ],
 }
 
@@ -234,7 +234,7 @@ def test_a_definition_compensates_through_the_api(client):
     response = client.post("/api/workflows/order/runs?wait=10", json={"inputs": {"item": "lamp"}})
     run = response.get_json()
     assert run["status"] == "failed", run
-    assert run["error"].startswith("step 'ship' failed: shell: commands are disabled")
+    assert run["error"].startswith("step 'ship' failed: file read: 'missing.txt' not found")
     assert [(entry["step"], entry["type"], entry["status"]) for entry in run["compensations"]] == [
         ("charge", "log", "succeeded"), ("reserve", "log", "succeeded")]
     assert run["compensations"][0]["result"] == {"message": "refunded"}

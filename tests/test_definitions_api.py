@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from app import create_app, start_app
+from app.errors import ConfigError
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures import WORKFLOWS, wait_until
 
@@ -25,9 +26,10 @@ def run(client, name: str, inputs: dict | None = None) -> dict:
 
 
 @contextmanager
-def started_app(storage):
-    """An app on ``storage``, shut down when the block ends (for tests that restart it)."""
-    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS}))
+def started_app(storage, **settings):
+    """An app on ``storage`` (with ``settings``), shut down when the block ends (for tests that restart it)."""
+    app = start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(storage), "WORKFLOW_CLASSES": WORKFLOWS,
+                                **settings}))
     try:
         yield app
     finally:
@@ -301,6 +303,98 @@ def test_a_stored_definition_past_a_lowered_cap_is_skipped(storage, caplog):
         assert "WORKFLOW_MAX_PARALLEL (4)" in caplog.text
     finally:
         app.extensions["pyflow"].shutdown(timeout=2)
+
+
+# -- steps this server could never run as written (DESIGN section 10) ------------------------------------------
+SHELL_OFF = "shell commands are disabled on this server; set WORKFLOW_ALLOW_SHELL=true to allow them"
+SHELL = {"name": "sh", "type": "shell", "config": {"command": "true"}}
+
+
+def _loop(*steps: dict) -> dict:
+    return {"name": "each", "type": "loop", "config": {"items": [1], "steps": list(steps)}}
+
+
+@pytest.mark.parametrize(("steps", "path", "message"), [
+    ([SHELL], "steps[0].type", SHELL_OFF),
+    ([_loop(_loop(SHELL))], "steps[0].config.steps[0].config.steps[0].type", SHELL_OFF),
+    ([{**HELLO["steps"][0], "compensate": {"type": "shell", "command": "true"}}], "steps[0].compensate.type",
+     SHELL_OFF),
+    ([{"name": "f", "type": "file", "config": {"operation": "read", "path": "/etc/passwd"}}], "steps[0].config.path",
+     "path '/etc/passwd' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "f", "type": "file", "config": {"operation": "copy", "path": "in.txt", "destination": "../k"}}],
+     "steps[0].config.destination", "destination '../k' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "m", "type": "send_email", "config": {"to": "a@x.org", "attachments": ["a.txt", {"path": "~/x"}]}}],
+     "steps[0].config.attachments[1].path", "attachments[1].path '~/x' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "p", "type": "pdf_text", "config": {"file": "/etc/passwd"}}], "steps[0].config.file",
+     "file '/etc/passwd' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "x", "type": "extract_pdf_data", "config": {"file": "a.pdf", "templates_dir": "/usr/share"}}],
+     "steps[0].config.templates_dir", "templates_dir '/usr/share' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "n", "type": "notify", "config": {"urls": "json://127.0.0.1:9/", "body": "x", "attach": "../../k"}}],
+     "steps[0].config.attach", "attach '../../k' is outside WORKFLOW_FILES_ROOT"),
+    ([{"name": "n", "type": "notify", "config": {"urls": ["json://127.0.0.1:9/?keyfile=/etc/k"], "body": "x"}}],
+     "steps[0].config.urls[0]", "urls[0] option 'keyfile' '/etc/k' is outside WORKFLOW_FILES_ROOT"),
+    ([{**HELLO["steps"][0], "compensate": {"type": "file", "config": {"operation": "delete", "path": "/"}}}],
+     "steps[0].compensate.config.path", "path '/' is outside WORKFLOW_FILES_ROOT"),
+])
+def test_a_step_that_could_never_run_is_refused_naming_it(client, runtime, steps, path, message):
+    """A shell step without WORKFLOW_ALLOW_SHELL, a literal path outside the files root: 422, nothing stored."""
+    definition = {**HELLO, "steps": steps}
+    for response in (client.post("/api/workflows/validate", json=definition),
+                     client.post("/api/workflows", json=definition)):
+        assert response.status_code == 422, response.get_json()
+        details = response.get_json()["error"]["details"]
+        assert [detail["path"] for detail in details] == [path]
+        assert details[0]["message"].startswith(message), details
+    assert runtime.store.get_definition("hello") is None
+    assert client.get("/api/workflows/hello").status_code == 404
+    # Nor can a PUT bring it into a stored definition.
+    assert client.post("/api/workflows", json=HELLO).status_code == 201
+    assert client.put("/api/workflows/hello", json=definition).status_code == 422
+    assert runtime.store.get_definition("hello")["version"] == 1
+
+
+def test_a_templated_or_inside_path_is_taken_and_checked_when_rendered(client):
+    definition = {**HELLO, "steps": [
+        {"name": "w", "type": "file", "config": {"operation": "write", "path": "out/../a.txt", "content": "x"}},
+        {"name": "r", "type": "file", "config": {"operation": "read", "path": "{{ inputs.who }}"}}]}
+    assert client.post("/api/workflows", json=definition).status_code == 201
+    finished = run(client, "hello", {"who": "/etc/passwd"})
+    assert finished["status"] == "failed"
+    assert "file: path '/etc/passwd' is outside WORKFLOW_FILES_ROOT" in finished["steps"][1]["error"]
+
+
+def test_a_shell_step_is_taken_where_commands_are_allowed(storage):
+    with started_app(storage, WORKFLOW_ALLOW_SHELL=True) as app:
+        created = app.test_client().post("/api/workflows", json={**HELLO, "steps": [SHELL]})
+        assert created.status_code == 201, created.get_json()
+
+
+def test_a_stored_shell_step_where_commands_are_now_disallowed_is_not_loaded(storage, caplog):
+    with started_app(storage, WORKFLOW_ALLOW_SHELL=True) as first:
+        client = first.test_client()
+        assert client.post("/api/workflows", json={**HELLO, "steps": [SHELL]}).status_code == 201
+        assert client.post("/api/workflows", json={**HELLO, "name": "other"}).status_code == 201
+    with started_app(storage) as second:  # starts, serving the others; this one is shown with why, as any unloadable
+        client = second.test_client()
+        assert "stored definition hello v1 is not loaded" in caplog.text
+        shown = client.get("/api/workflows/hello").get_json()
+        assert shown["error"] == f"not loaded: api:hello v1: steps[0].type: {SHELL_OFF}"
+        assert client.post("/api/workflows/hello/runs", json={}).status_code == 404
+        assert run(client, "other", {"who": "Al"})["status"] == "succeeded"
+        # A PUT without the shell step serves it again.
+        assert client.put("/api/workflows/hello", json=HELLO).status_code == 200
+        assert run(client, "hello", {"who": "Bo"})["status"] == "succeeded"
+
+
+def test_a_definition_file_with_a_shell_step_stops_start_up_where_commands_are_disallowed(tmp_path):
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    (folder / "sh.yaml").write_text("name: sh\nsteps: [{name: sh, type: shell, config: {command: 'true'}}]\n",
+                                    encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        start_app(create_app({**TEST_SETTINGS, "WORKFLOW_STORAGE_PATH": str(tmp_path / "data"),
+                              "WORKFLOW_DEFINITIONS_PATH": str(folder)}))
+    assert caught.value.message == f"{folder / 'sh.yaml'}: steps[0].type: {SHELL_OFF}"
 
 
 def test_a_yaml_alias_bomb_is_refused_small(client, runtime):

@@ -614,7 +614,7 @@ def test_a_compensations_result_counts_toward_the_runs_results(make_client):
     undo = {"type": "log", "message": "{{ 'u' * 400000 }}"}
     run = run_steps(client, {**step("say1", "log", message="{{ 'x' * 400000 }}"), "compensate": undo},
                     {**step("say2", "log", message="{{ 'x' * 400000 }}"), "compensate": undo},
-                    step("ship", "shell", command="true"))  # commands are off in tests: it fails at once
+                    step("ship", "file", operation="read", path="missing.txt"))  # no such file: it fails at once
     assert run["status"] == "failed"
     second, first = run["compensations"]
     assert (second["step"], second["status"], second["attempts"]) == ("say2", "failed", 1)  # not retried

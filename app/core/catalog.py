@@ -51,6 +51,8 @@ class Catalog:
     def __init__(self, store: Store, settings: Mapping[str, Any], renderer: Renderer):
         self.store = store
         self.settings = settings
+        # Where the default WORKFLOW_FILES_ROOT lies (<store>/files), as the engine tells the steps.
+        self._storage_path = str(store.root)
         self.renderer = renderer
         self._registry = WorkflowRegistry()
         self._bound: dict[str, BoundWorkflow] = {}
@@ -96,7 +98,7 @@ class Catalog:
         checked_bound: dict[str, BoundWorkflow] = {}
         for path in definition_files(definitions_folder(self.settings)):
             try:
-                workflow, bound = load_definition_file(path, self.settings, self.renderer)
+                workflow, bound = load_definition_file(path, self.settings, self.renderer, self._storage_path)
                 checked_bound[workflow.name] = bound
                 self._registry.register(workflow, workflow.source)
             except (DefinitionError, WorkflowLoadError) as error:
@@ -162,7 +164,8 @@ class Catalog:
             name = definition.get("name") if isinstance(definition, dict) else None
             if isinstance(name, str) and name in self._bound:
                 raise Conflict(f"a workflow named {name!r} exists; change it with PUT /api/workflows/{name}")
-            workflow, bound = posted(definition, "request body", 1, self.settings, self.renderer)
+            workflow, bound = posted(definition, "request body", 1, self.settings, self.renderer,
+                                    storage_path=self._storage_path)
             # Version 1 only: another server sharing the store may have made it since this one last looked
             # (follow() serves it within FOLLOW_SECONDS). A stored one that no longer loads is replaced.
             try:
@@ -190,7 +193,7 @@ class Catalog:
             stored = self.store.get_definition(name)
             definition = keep_redacted(definition, stored["definition"] if stored else None)
         posted(definition, "request body", (bound.workflow.version or 0) + 1 if bound else 1, self.settings,
-               self.renderer)
+               self.renderer, storage_path=self._storage_path)
 
     def versions(self, name: str) -> list[dict]:
         """``[{"version", "saved_at"}]`` of an API-made definition, newest first; [] for a file or Python one."""
@@ -232,7 +235,8 @@ class Catalog:
             # "***" read back keeps the secret.
             definition = keep_redacted(definition, old.workflow.definition if old else stored["definition"])
             version = old.workflow.version if old else stored["version"]
-            workflow, new = posted(definition, "request body", (version or 0) + 1, self.settings, self.renderer)
+            workflow, new = posted(definition, "request body", (version or 0) + 1, self.settings, self.renderer,
+                                   storage_path=self._storage_path)
             try:
                 # The store checks ``base`` again as it saves: another server on the database may save at once.
                 workflow.version = self.store.save_definition(name, definition, base)
@@ -371,7 +375,8 @@ class Catalog:
     def _stored(self, record: dict) -> tuple[type[Workflow], BoundWorkflow]:
         """A stored version of an API-made definition, checked and bound as when it was posted."""
         name, version = record["name"], record["version"]
-        return checked(record["definition"], f"api:{name} v{version}", self.settings, self.renderer, version=version)
+        return checked(record["definition"], f"api:{name} v{version}", self.settings, self.renderer, version=version,
+                       storage_path=self._storage_path)
 
     def _editable(self, bound: BoundWorkflow) -> None:
         if bound.workflow.origin != "api":

@@ -16,6 +16,7 @@ from app.core.limits import definition_problems, definition_size, size_problem
 from app.core.templating import Renderer
 from app.errors import ConfigError, InvalidInput
 from workflows.base import Workflow
+from workflows.catalog import action_types
 from workflows.declarative import DefinitionError, build_workflow, read_definition
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "workflows" / "definitions"
@@ -27,12 +28,14 @@ def definitions_folder(settings: Mapping[str, Any]) -> Path:
 
 
 def checked(definition: Any, source: str, settings: Mapping[str, Any], renderer: Renderer, *,
-            version: int | None = None) -> tuple[type[Workflow], BoundWorkflow]:
+            version: int | None = None, storage_path: str | None = None) -> tuple[type[Workflow], BoundWorkflow]:
     """Build a definition and bind it as the server serves it; ``version``: an API-made definition's.
 
     DefinitionError lists every problem at once: its structure, the caps and the syntax of each
-    template; then binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here),
-    so a definition that could not be served is never stored.
+    template; then binding renders the trigger's settings (``seconds: "{{ 1/0 }}"`` fails here) and
+    asks each step whether this server could ever run it (``refused_steps``), so a definition that
+    could not be served is never stored. ``storage_path``: the store's folder, under which the
+    default WORKFLOW_FILES_ROOT lies (else WORKFLOW_STORAGE_PATH's).
     """
     too_large = size_problem(definition_size(definition), settings)
     if too_large:  # refused before the work that grows with its size
@@ -46,22 +49,29 @@ def checked(definition: Any, source: str, settings: Mapping[str, Any], renderer:
         raise DefinitionError(source, problems)
     if version is not None:
         workflow.origin = "api"
-    return workflow, _bind(workflow, source, settings, renderer)
+    refused = refused_steps(definition, settings, storage_path)
+    try:
+        bound = _bind(workflow, source, settings, renderer)
+    except DefinitionError as error:
+        raise DefinitionError(source, [*error.problems, *refused]) from None
+    if refused:
+        raise DefinitionError(source, refused)
+    return workflow, bound
 
 
-def posted(definition: Any, source: str, version: int, settings: Mapping[str, Any],
-           renderer: Renderer) -> tuple[type[Workflow], BoundWorkflow]:
+def posted(definition: Any, source: str, version: int, settings: Mapping[str, Any], renderer: Renderer, *,
+           storage_path: str | None = None) -> tuple[type[Workflow], BoundWorkflow]:
     """:func:`checked` for a definition sent to the API: InvalidInput (422) listing each problem with its path."""
     try:
-        return checked(definition, source, settings, renderer, version=version)
+        return checked(definition, source, settings, renderer, version=version, storage_path=storage_path)
     except DefinitionError as error:
         raise InvalidInput(f"invalid workflow definition: {error}", details=error.problems) from None
 
 
-def load_definition_file(path: Path, settings: Mapping[str, Any],
-                         renderer: Renderer) -> tuple[type[Workflow], BoundWorkflow]:
+def load_definition_file(path: Path, settings: Mapping[str, Any], renderer: Renderer,
+                         storage_path: str | None = None) -> tuple[type[Workflow], BoundWorkflow]:
     """The workflow of a definition file and its binding; DefinitionError naming the file."""
-    workflow, bound = checked(read_definition(path), str(path), settings, renderer)
+    workflow, bound = checked(read_definition(path), str(path), settings, renderer, storage_path=storage_path)
     workflow.origin, workflow.source = "file", shown_path(path)
     return workflow, bound
 
@@ -118,6 +128,51 @@ def _templates(value: Any, path: str, renderer: Renderer, problems: list[dict[st
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _templates(item, f"{path}[{index}]", renderer, problems)
+
+
+def refused_steps(definition: Mapping[str, Any], settings: Mapping[str, Any],
+                  storage_path: str | None = None) -> list[dict[str, str]]:
+    """Each setting of a built definition's steps that no run on this server could use, with its path.
+
+    A shell step without WORKFLOW_ALLOW_SHELL, a literal path outside WORKFLOW_FILES_ROOT (each
+    action's ``refusals``): a run would fail on it every time, so the definition is refused instead
+    (DESIGN section 10). Loops' nested steps and compensations are steps too.
+    """
+    problems: list[dict[str, str]] = []
+    _refused(definition.get("steps"), "steps", settings, storage_path, problems)
+    return problems
+
+
+def _refused(steps: Any, path: str, settings: Mapping[str, Any], storage_path: str | None,
+             problems: list[dict[str, str]]) -> None:
+    for index, step in enumerate(steps if isinstance(steps, list) else ()):
+        if not isinstance(step, Mapping):
+            continue
+        where = f"{path}[{index}]"
+        config = step.get("config")
+        cls = _refuse(step, config, f"{where}.config", where, settings, storage_path, problems)
+        if cls is not None and "steps" in cls.raw_fields and isinstance(config, Mapping):
+            _refused(config.get("steps"), f"{where}.config.steps", settings, storage_path, problems)
+        compensation = step.get("compensate")
+        if isinstance(compensation, Mapping):
+            # Written as a step (with config), or as its type beside its config's keys.
+            as_step = "config" in compensation
+            config = compensation.get("config") if as_step else {
+                key: value for key, value in compensation.items() if key not in ("type", "name")}
+            _refuse(compensation, config, f"{where}.compensate" + (".config" if as_step else ""),
+                    f"{where}.compensate", settings, storage_path, problems)
+
+
+def _refuse(step: Mapping[str, Any], config: Any, config_path: str, step_path: str, settings: Mapping[str, Any],
+            storage_path: str | None, problems: list[dict[str, str]]) -> type | None:
+    """Add the refusals of one step (or compensation) to ``problems``; its action class, None when unknown."""
+    kind = step.get("type")
+    cls = action_types().get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None
+    for key, message in cls.refusals(config if isinstance(config, Mapping) else {}, settings, storage_path):
+        problems.append({"path": f"{config_path}.{key}" if key else f"{step_path}.type", "message": message})
+    return cls
 
 
 def _bind(workflow: Any, source: str, settings: Mapping[str, Any], renderer: Renderer) -> BoundWorkflow:

