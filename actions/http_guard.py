@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -56,7 +57,9 @@ class _GuardedAdapter(HTTPAdapter):
 
     def __init__(self, deny: tuple[Network, ...]):
         self._deny = deny
-        super().__init__()
+        # A pool serves one session, which holds one connection at a time (a redirect's is closed before the
+        # next hop): room for ten made and emptied ten queue slots per request for nothing.
+        super().__init__(pool_maxsize=1)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -120,11 +123,22 @@ class _GuardedSession(requests.Session):
             if verify is True or verify is None:
                 verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
         return {
-            "proxies": merge_setting(proxies, self.proxies),
+            "proxies": _merged(proxies, self.proxies),
             "stream": merge_setting(stream, self.stream),
             "verify": merge_setting(verify, self.verify),
             "cert": merge_setting(cert, self.cert),
         }
+
+
+def _merged(request_setting: Any, session_setting: Any) -> Any:
+    """requests' ``merge_setting`` of two plain dicts, without its two typing-Protocol checks (slow on Python 3.11)."""
+    if type(request_setting) is not dict or type(session_setting) is not dict:
+        return merge_setting(request_setting, session_setting)
+    merged = OrderedDict(session_setting)
+    merged.update(request_setting)
+    for key in [key for key, value in merged.items() if value is None]:
+        del merged[key]
+    return merged
 
 
 def _unread_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:

@@ -37,7 +37,7 @@ URLS = [
     "http://10.1.2.3:8080/", "http://127.0.0.1/", "http://localhost:5000/a", "http://localhost:5001/",
     "https://[::1]:8443/", "http://other.example/", "http://example.com:notaport/",
 ]
-PROXIES = [None, {}, {"no_proxy": "example.com"}, {"http": "http://explicit:8080"}]
+PROXIES = [None, {}, {"no_proxy": "example.com"}, {"http": "http://explicit:8080"}, {"http": None, "all": "http://a:1"}]
 VERIFY = [True, None, False, "/etc/ca/mine.pem"]
 
 
@@ -60,7 +60,7 @@ def merged(session: requests.Session, url: str, proxies: dict | None, verify) ->
         answer = session.merge_environment_settings(url, given, None, verify, None)
     except ValueError as error:
         return "raised", str(error)
-    return answer, given
+    return answer, {key: type(value) for key, value in answer.items()}, given
 
 
 def test_the_merge_is_requests_own_for_every_environment(environment):
