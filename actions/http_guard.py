@@ -5,17 +5,21 @@ Kept apart from the policy so that importing the policy (the settings do) does n
 
 from __future__ import annotations
 
+import os
 import socket
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.sessions import merge_setting
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
+from actions.http_env import environ_proxies
 from actions.http_policy import Network, PolicyError, denied
 from actions.redaction import is_secret_key
 
@@ -53,7 +57,9 @@ class _GuardedAdapter(HTTPAdapter):
 
     def __init__(self, deny: tuple[Network, ...]):
         self._deny = deny
-        super().__init__()
+        # A pool serves one session, which holds one connection at a time (a redirect's is closed before the
+        # next hop): room for ten made and emptied ten queue slots per request for nothing.
+        super().__init__(pool_maxsize=1)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -100,6 +106,39 @@ class _GuardedSession(requests.Session):
             for name in [name for name in prepared_request.headers if is_secret_key(name)]:
                 del prepared_request.headers[name]
         super().rebuild_auth(prepared_request, response)
+
+    def merge_environment_settings(self, url: str, proxies: dict[str, str] | None, stream: bool | None,
+                                   verify: Any, cert: Any) -> dict[str, Any]:
+        """requests' Session.merge_environment_settings, with the environment's proxies asked once per environment.
+
+        Only the lookup of the environment's proxies differs (actions/http_env.py); tests/test_http_env.py
+        compares the two for proxy, NO_PROXY and CA bundle variables.
+        """
+        if self.trust_env:
+            no_proxy = proxies.get("no_proxy") if proxies is not None else None
+            env_proxies = environ_proxies(url, no_proxy)
+            if proxies is not None:
+                for key, value in env_proxies.items():
+                    proxies.setdefault(key, value)
+            if verify is True or verify is None:
+                verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
+        return {
+            "proxies": _merged(proxies, self.proxies),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
+        }
+
+
+def _merged(request_setting: Any, session_setting: Any) -> Any:
+    """requests' ``merge_setting`` of two plain dicts, without its two typing-Protocol checks (slow on Python 3.11)."""
+    if type(request_setting) is not dict or type(session_setting) is not dict:
+        return merge_setting(request_setting, session_setting)
+    merged = OrderedDict(session_setting)
+    merged.update(request_setting)
+    for key in [key for key, value in merged.items() if value is None]:
+        del merged[key]
+    return merged
 
 
 def _unread_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:

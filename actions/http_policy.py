@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from actions.text import shown_url
@@ -48,6 +49,21 @@ def networks(deny: Iterable[str] | str | None) -> tuple[Network, ...]:
     """The deny list as networks: a tuple of CIDR strings or one comma-separated text; None is the default."""
     if deny is None:
         deny = DEFAULT_HTTP_DENY
+    if isinstance(deny, str):
+        return _parsed(deny)
+    items = tuple(deny)
+    if all(type(item) is str for item in items):  # a str subclass may hash alike and print otherwise
+        return _parsed(items)
+    return _parse(items)
+
+
+# Every request asks for the settings' list: parsed once per list, not 40 µs of CPU per request.
+@lru_cache(maxsize=64)
+def _parsed(deny: tuple[str, ...] | str) -> tuple[Network, ...]:
+    return _parse(deny)
+
+
+def _parse(deny: Iterable[Any] | str) -> tuple[Network, ...]:
     if isinstance(deny, str):
         deny = [part for part in deny.split(",") if part.strip()]
     return tuple(ipaddress.ip_network(str(item).strip(), strict=False) for item in deny)
