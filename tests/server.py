@@ -170,6 +170,11 @@ class Server(LatestOutput):
         kwargs.setdefault("timeout", 15)
         return requests.post(self.url + path, **kwargs)
 
+    def put(self, path: str, **kwargs) -> requests.Response:
+        """PUT to ``path`` (starting with /api) on this server."""
+        kwargs.setdefault("timeout", 15)
+        return requests.put(self.url + path, **kwargs)
+
     def all_runs(self, page: int = 100, **query: str) -> list[dict]:
         """Every run the server lists, following ``next`` from page to page."""
         runs: list[dict] = []

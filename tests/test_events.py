@@ -168,6 +168,27 @@ def test_a_run_end_publishes_an_event_another_workflow_follows_without_looping(s
     assert len(follower("follows_all")) == 2
 
 
+def test_a_follower_defined_or_changed_after_runs_ended_hears_the_next_run_ends(server):
+    # Which workflows listen for events is worked out once per change of the served workflows: a follower
+    # defined after runs ended, or changed by a PUT, must be heard from the next run's end on.
+    define(server, {"name": "plain", "steps": [{"name": "say", "type": "log", "config": {"message": "hi"}}]})
+    until_status(server, start_run(server, "plain"), "succeeded")  # nobody listens yet
+
+    def follower_runs() -> list[dict]:
+        return server.get("/api/runs", params={"workflow": "follower"}).json()["runs"]
+
+    follower = {"name": "follower", "trigger": {"type": "event", "event": "run.failed"},
+                "steps": [{"name": "note", "type": "log", "config": {"message": "{{ inputs.type }}"}}]}
+    define(server, follower, start=True)
+    until_status(server, start_run(server, "plain"), "succeeded")  # run.succeeded: not what it follows
+    changed = server.put("/api/workflows/follower", json={**follower, "trigger": {
+        "type": "event", "event": "run.succeeded", "filter": "{{ event.data.workflow == 'plain' }}"}})
+    assert changed.status_code == 200, changed.text
+    ended = until_status(server, start_run(server, "plain"), "succeeded")
+    runs = wait_until(lambda: follower_runs(), 15, message="the changed follower's run")
+    assert [run["trigger_data"]["data"]["run_id"] for run in runs] == [ended["id"]]
+
+
 def test_a_chain_of_workflows_following_each_other_stops_after_8_links_with_one_warning(server):
     """docs/events.md: a -> b -> c ... stops starting runs after MAX_EVENT_DEPTH links, said in the server log."""
     define(server, {"name": "link0", "steps": [{"name": "note", "type": "log", "config": {"message": "0"}}]})

@@ -58,6 +58,8 @@ class Catalog:
         self._bound: dict[str, BoundWorkflow] = {}
         #: The bound workflow of every served name (a live, read-only view).
         self.bound: Mapping[str, BoundWorkflow] = MappingProxyType(self._bound)
+        #: Counts the changes of ``bound``: what is worked out from it can be kept until the count moves.
+        self.changes = 0
         # Older versions still needed by runs that started with them: (name, version) -> bound.
         self._versions: OrderedDict[tuple[str, int], BoundWorkflow] = OrderedDict()
         # Runs look versions up on their own threads, beside a PUT that keeps one and evicts another.
@@ -118,6 +120,7 @@ class Catalog:
         for workflow in self._registry:  # by name
             self._bound[workflow.name] = (checked_bound.get(workflow.name)
                                           or BoundWorkflow.bind(workflow, self.settings, self.renderer))
+        self.changes += 1
 
     # -- reading ----------------------------------------------------------------
     def get(self, name: str) -> BoundWorkflow:
@@ -323,6 +326,7 @@ class Catalog:
         if name in self._bound:
             self._registry.unregister(name)
             del self._bound[name]
+            self.changes += 1
         self._seen.pop(name, None)
         with self._versions_lock:
             for key in [key for key in self._versions if key[0] == name]:
@@ -371,6 +375,7 @@ class Catalog:
         except WorkflowLoadError as error:
             raise Conflict(str(error)) from None
         self._bound[workflow.name] = bound
+        self.changes += 1
 
     def _stored(self, record: dict) -> tuple[type[Workflow], BoundWorkflow]:
         """A stored version of an API-made definition, checked and bound as when it was posted."""

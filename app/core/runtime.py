@@ -248,7 +248,7 @@ class Runtime:
         """Serve the definitions other servers on the database made, changed or deleted; re-schedule their triggers."""
         with self._definitions_lock:
             for name, old, new in self.catalog.follow():
-                if name not in self.scheduler.scheduled():
+                if not self.scheduler.polls(name):
                     continue  # a started one the leader does not poll yet: _follow_started schedules it
                 if old is not None:
                     self._close_trigger(old)
@@ -517,7 +517,7 @@ class Runtime:
         summary["last_poll"] = bound.last_poll or None
         summary["next_fire_time"] = self._next_fire_time(bound) if name in started else None
         # With several servers on one database only the leader polls (docs/postgres.md).
-        summary["polled_here"] = name in self.scheduler.scheduled()
+        summary["polled_here"] = self.scheduler.polls(name)
         summary["origin"] = bound.workflow.origin
         summary["source"] = self.catalog.source(name)
         summary["version"] = bound.workflow.version
@@ -555,7 +555,7 @@ class Runtime:
         """
         with self._definitions_lock:
             old, new = self.catalog.replace(name, definition, base)
-            if old is not None and name in self.scheduler.scheduled():
+            if old is not None and self.scheduler.polls(name):
                 self._close_trigger(old)
                 if new.trigger.pollable and not new.error:
                     self._schedule(new)
@@ -615,7 +615,7 @@ class Runtime:
     def _polled_here(self, bound: BoundWorkflow) -> bool:
         """True while this server's scheduler polls this binding of the workflow (not a replaced version's)."""
         return (not self._stopping.is_set() and self.bound.get(bound.name) is bound
-                and bound.name in self.scheduler.scheduled())
+                and self.scheduler.polls(bound.name))
 
     def _able(self, name: str, what: str) -> BoundWorkflow:
         """The workflow when its trigger can be ``what`` ("started" or "polled"); Conflict saying why not."""
@@ -844,7 +844,7 @@ class Runtime:
                 failure: Exception | None = None
                 try:
                     for event in bound.trigger.poll():
-                        if scheduled and bound.name not in self.scheduler.scheduled():
+                        if scheduled and not self.scheduler.polls(bound.name):
                             # Stopped (or no longer led here) while its poll was under way: no run after the stop.
                             # Not acknowledged: a trigger with a cursor offers the event again once started.
                             logger.info("%s: stopped during its poll; its event starts no run", bound.name)

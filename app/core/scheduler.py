@@ -277,6 +277,11 @@ class Scheduler:
         with self._flight_lock:
             return set(self._jobs)
 
+    def polls(self, name: str) -> bool:
+        """Whether ``name`` is being polled: ``name in scheduled()`` without copying every name (asked per poll)."""
+        with self._flight_lock:
+            return name in self._jobs
+
     def shutdown(self) -> None:
         """Stop the scheduler; polls under way are not waited for (their pool threads end now)."""
         if self._apscheduler is not None and self._apscheduler.running:
