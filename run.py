@@ -105,6 +105,10 @@ def _configure_logging(level: str | None, default: str) -> None:
     if logging.getLevelName(name) > logging.DEBUG:
         # APScheduler logs two INFO lines per poll: a flood at one poll a second.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if logging.getLevelName(name) > logging.INFO:
+        # A worker's procrastinate logs two INFO lines per job, on its event loop, never inside a run's log:
+        # when the console shows less, they are dropped before a record is made (a worker's CPU per run).
+        logging.getLogger("procrastinate").setLevel(name)
 
 
 def _inputs(raw: str | None, option: str = "--input") -> dict[str, Any]:

@@ -119,11 +119,18 @@ def main(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     import run
 
-    # main() quiets APScheduler's logger; keep that from leaking into other tests.
-    scheduler_logger = logging.getLogger("apscheduler")
-    level = scheduler_logger.level
+    # main() quiets APScheduler's and procrastinate's loggers; keep that from leaking into other tests.
+    quieted = [logging.getLogger(name) for name in ("apscheduler", "procrastinate")]
+    levels = [logger.level for logger in quieted]
     yield run.main
-    scheduler_logger.setLevel(level)
+    for logger, level in zip(quieted, levels, strict=True):
+        logger.setLevel(level)
+
+
+def test_a_console_showing_warnings_makes_no_record_of_procrastinates_info_lines(main):
+    assert main(["list"]) == 0  # the console's default level: WARNING
+    # Two INFO lines per job a worker takes, which no run's log receives: not made at all, whatever the root's level.
+    assert logging.getLogger("procrastinate").level == logging.WARNING
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -259,6 +260,27 @@ def test_a_worker_that_loses_its_connections_takes_jobs_again(postgres_url, stor
     worker.stop()
 
 
+def test_the_workers_pool_sends_each_call_alone_and_replaces_a_connection_the_server_closed(postgres_url, dispatcher):
+    async def use() -> None:
+        connector = dispatcher._async_connector(max_size=1)
+        await connector.open_async()
+        try:
+            async with connector.pool.connection() as conn:
+                # Each of procrastinate's calls one round trip: no BEGIN and COMMIT around it.
+                assert conn.autocommit
+                first = conn.info.backend_pid
+            cut_connections(postgres_url)
+            wait_until(lambda: not backend_alive(first), timeout=10, message="the server closing the connection")
+            # The check reads the server's goodbye (no query): the closed connection is not handed out.
+            async with connector.pool.connection() as conn:
+                assert conn.info.backend_pid != first
+                assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+        finally:
+            await connector.close_async()
+
+    asyncio.run(use())
+
+
 @pytest.mark.slow
 def test_a_worker_whose_database_stays_away_starts_again_when_it_is_back(postgres_url, store, dispatcher, caplog):
     done = []
@@ -286,6 +308,11 @@ def cut_connections(url: str) -> None:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                       (url.rsplit("/", 1)[1],))
+
+
+def backend_alive(pid: int) -> bool:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        return admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
 
 
 # -- stalled jobs -----------------------------------------------------------------

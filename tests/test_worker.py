@@ -19,6 +19,7 @@ from app import create_app, start_app
 from app.core.config import load_settings
 from app.core.runtime import Runtime
 from app.runs import RunStatus
+from app.storage.postgres import PostgresStore
 from tests.conftest import TEST_SETTINGS
 from tests.fixtures.gates import arrivals, gate, release_gates, reset_gates
 from tests.fixtures.workflows import EchoWorkflow, GatedWorkflow
@@ -103,6 +104,41 @@ def test_a_paused_run_resumed_through_the_server_continues_on_a_worker(cluster):
     done = server.outcome(run, 30)
     assert done["status"] == RunStatus.SUCCEEDED
     assert [step["attempts"] for step in done["steps"]] == [1, 1, 1]
+
+
+class ReadingStore(PostgresStore):
+    """A worker's store noting the runs whose log lines it read, and each read of the started workflows."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logs_read: list[str] = []
+        self.started_read = 0
+
+    def get_logs(self, run_id):
+        self.logs_read.append(run_id)
+        return super().get_logs(run_id)
+
+    def started_workflows(self):
+        self.started_read += 1
+        return super().started_workflows()
+
+
+@pytest.mark.parametrize("executor", ["procrastinate"], indirect=True)  # the store's reads: one executor will do
+def test_a_new_run_costs_its_worker_no_read_of_its_log_nor_of_the_started_workflows(cluster):
+    server, worker = cluster("server"), cluster("worker", worker=True, store_class=ReadingStore)
+    run, _ = server.submit("echo", {"text": "hi"})
+    assert server.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
+    # Never started: no line to count for the log's cap. No event trigger served: no started workflow to look up.
+    assert (worker.store.logs_read, worker.store.started_read) == ([], 0)
+    # A run that executed before has lines the cap counts: resumed on the worker, it reads them.
+    run, _ = server.submit("gated", {"text": "x"})
+    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
+    threading.Timer(0.5, gate("gated").set).start()
+    server.control(run["id"], "pause", by="api")
+    wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    server.control(run["id"], "resume", by="api")
+    assert server.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
+    assert worker.store.logs_read == [run["id"]]
 
 
 def waiting_jobs(url: str) -> int:

@@ -221,8 +221,12 @@ class Engine(Controlling, ParkedSteps, Compensating, Caching):
         kept = [*results.values(), *(entry.get("result") for entry in run.get("compensations") or ())]
         execution.results_bytes = sum(json_size(result, self._max_run_results) for result in kept if result)
         execution.scrubber = self._scrubber_for(bound, run["trigger_data"])
-        # The cap counts the lines an earlier process or execution of this run already wrote.
-        execution.log = self._run_log(run["id"], execution.scrubber, kept=len(self.store.get_logs(run["id"])))
+        # The cap counts the lines an earlier process or execution of this run already wrote. A run that never
+        # left "queued" has none (its first line follows its start, which the store keeps in order before it):
+        # a worker's first look at a run reads no log.
+        fresh = run["started_at"] is None and len(run.get("history") or ()) <= 1
+        kept = 0 if fresh else len(self.store.get_logs(run["id"]))
+        execution.log = self._run_log(run["id"], execution.scrubber, kept=kept)
         for index, step in enumerate(steps):
             # A waiting step (a parallel branch parked beside the one woken, or parked before a pause) stays
             # waiting, indexed: never executed again (an approval would mail twice); the run halts for it.

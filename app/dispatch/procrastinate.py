@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 import procrastinate
 import psycopg
+import psycopg_pool
 from procrastinate import exceptions as procrastinate_errors
 from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
 
 from app.errors import ConfigError, StorageError
-from app.storage.postgres import PostgresStore, _cause, where
+from app.storage.postgres import PostgresStore, _alive, _cause, where
 
 if TYPE_CHECKING:
     from app.storage.base import Store
@@ -252,4 +253,26 @@ class ProcrastinateDispatcher:
         return procrastinate.PsycopgConnector(
             conninfo=self._url, min_size=1, max_size=max_size, timeout=_CONNECT_TIMEOUT,
             name="pyflow-procrastinate-worker", reconnect_timeout=float("inf"),
-            kwargs={"connect_timeout": _CONNECT_TIMEOUT})
+            kwargs={"connect_timeout": _CONNECT_TIMEOUT}, pool_factory=_worker_pool)
+
+
+def _worker_pool(**kwargs: object) -> psycopg_pool.AsyncConnectionPool:
+    """procrastinate's pool for a worker, its connections in autocommit and checked without a round trip.
+
+    Each of procrastinate's calls is one statement (a fetch, a finish: SQL functions, atomic on their own);
+    in a transaction each also cost a BEGIN and a COMMIT, and the pool's check (an empty query) one more:
+    four round trips where one does. The check is the store's (app/storage/postgres.py): a connection the
+    server closed is still replaced before it is handed out.
+    """
+    kwargs["check"] = _alive_async  # in place of procrastinate's AsyncConnectionPool.check_connection
+    kwargs["configure"] = _autocommit
+    return psycopg_pool.AsyncConnectionPool(**kwargs)  # type: ignore[arg-type]
+
+
+async def _alive_async(conn: psycopg.AsyncConnection) -> None:
+    _alive(conn)  # type: ignore[arg-type]  # it only polls the socket: nothing to wait for
+
+
+async def _autocommit(conn: psycopg.AsyncConnection) -> None:
+    # Not the pool's kwargs: procrastinate opens its LISTEN connection with them and autocommit=True besides.
+    await conn.set_autocommit(True)
