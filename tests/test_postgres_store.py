@@ -642,9 +642,10 @@ def _commit_modes(url: str) -> list[tuple[str, dict, str]]:
 
 
 def test_repeatable_changes_commit_without_waiting_for_the_wal_flush_and_others_wait(postgres_url, tmp_path):
-    """A REPEATABLE change (an idempotent step's end) is committed with synchronous_commit off for its own
-    transaction only; the others (a step that must not run twice, a log line, the run's creation and save)
+    """A REPEATABLE change (an idempotent step's end, an action's log line) is committed with synchronous_commit
+    off for its own transaction only; the others (a step that must not run twice, the run's creation and save)
     wait for the WAL's flush. Seen from a trigger, on a store of one connection: nothing leaks to the next."""
+    from actions.log import LogAction
     from app.core.binding import BoundWorkflow
     from app.core.config import load_settings
     from app.core.engine import Engine
@@ -656,8 +657,8 @@ def test_repeatable_changes_commit_without_waiting_for_the_wal_flush_and_others_
 
     class Mixed(Workflow):
         name = "mixed"
-        actions = [EchoAction("first", value=1), OnceAction("send", path="sent.txt", line="once"),
-                   EchoAction("last", value=3)]
+        actions = [EchoAction("first", value=1), LogAction("say", message="said by an action"),
+                   OnceAction("send", path="sent.txt", line="once"), EchoAction("last", value=3)]
 
     store = PostgresStore(postgres_url, tmp_path, max_connections=1)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
@@ -673,7 +674,14 @@ def test_repeatable_changes_commit_without_waiting_for_the_wal_flush_and_others_
         assert steps[("first", "succeeded")] == "off"  # idempotent: a crash of the server may run it again
         assert steps[("send", "running")] == "on"  # must not run twice: durable before it starts
         assert steps[("send", "succeeded")] == "on"
-        assert {mode for table, _, mode in _commit_modes(postgres_url) if table == "pyflow_runs"} == {"on"}
+        runs = [(row["status"], mode) for table, row, mode in _commit_modes(postgres_url) if table == "pyflow_runs"]
+        # Its creation and its save wait; queued -> running is a DEFERRED change, which a REPEATABLE one may carry.
+        assert runs[0] == ("queued", "on") and runs[-1] == ("succeeded", "on")
+        assert {mode for status, mode in runs[1:-1] if status != "running"} <= {"on"}
+        # An action's own log line: kept through a kill -9 of PyFlow, not waiting for the flush (REPEATABLE).
+        said = [mode for table, row, mode in _commit_modes(postgres_url)
+                if table == "pyflow_logs" and row["entry"]["message"] == "said by an action"]
+        assert said == ["off"]
 
         # Log lines: WRITTEN waits, REPEATABLE does not; then a SYNC change on the same connection waits again.
         store.append_log(run["id"], {"message": "written"}, mode=Durability.WRITTEN)

@@ -143,7 +143,9 @@ class RunLogHandler(logging.Handler):
         except Exception:
             message = str(record.msg)
         try:
-            log.write(record.levelname, message, step, at=record.created)
+            # Kept through a kill -9 of PyFlow, as the JSON store's WRITTEN lines are; on PostgreSQL without
+            # waiting for the WAL's flush: a crash of the database server can only take lines, never a step's state.
+            log.write(record.levelname, message, step, at=record.created, mode=Durability.REPEATABLE)
         except Exception:
             self.handleError(record)
 

@@ -30,7 +30,8 @@ class Durability(StrEnum):
     #: Written to the file, not fsync'd: in the kernel, so a kill -9 of the process keeps it, a power loss may not.
     #: (PostgreSQL: committed, as SYNC.)
     WRITTEN = "written"
-    #: WRITTEN, for a change whose loss only makes idempotent work run again (an idempotent step's end).
+    #: WRITTEN, for a change whose loss only makes idempotent work run again (an idempotent step's end) or
+    #: takes a line from a run's log (an action's own lines).
     #: PostgreSQL commits it without waiting for the WAL's flush: a kill -9 of the process keeps it, a crash
     #: of the database server may undo it, with the changes made after it, until a SYNC one has been made.
     REPEATABLE = "repeatable"

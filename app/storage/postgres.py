@@ -294,10 +294,12 @@ _STEP_UPSERT = ("INSERT INTO pyflow_steps (run_id, index, record) VALUES (%s, %s
 # itself: a crash undoes such a change only with every change made after it, so the run is found as it was
 # a moment earlier and its idempotent step runs again.
 _UNSYNCED_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
-_UNSYNCED = {  # the hot statement, written to set it itself; other changes go through _in_one_query
+_UNSYNCED = {  # the hot statements, written to set it themselves; other changes go through _in_one_query
     _STEP_UPSERT: (f"WITH unsynced AS ({_UNSYNCED_COMMIT})"
                    " INSERT INTO pyflow_steps (run_id, index, record) SELECT %s, %s, %s::json FROM unsynced"
                    " ON CONFLICT (run_id, index) DO UPDATE SET record = EXCLUDED.record"),
+    _LOG_INSERT: f"WITH unsynced AS ({_UNSYNCED_COMMIT}) INSERT INTO pyflow_logs (run_id, entry) SELECT %s, %s::json"
+                 " FROM unsynced",
 }
 
 # A change as sent: (sql, parameters, what reads its returned row after the commit, if anything).
