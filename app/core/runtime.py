@@ -148,6 +148,9 @@ class Runtime:
         self._lock = threading.Lock()
         # Re-entrant: a cancel publishes run.cancelled, whose delivery may wake another run under it.
         self._control_lock = threading.RLock()
+        # One maintenance at a time: the scheduler's (at start, then hourly) and a direct call must not
+        # remove the same folders at once (one gives up on a file the other removed and returns first).
+        self._maintenance_lock = threading.Lock()
         # A definition's change and the scheduler's follow-up happen together: two PUTs must not cross.
         self._definitions_lock = threading.Lock()
         # Several servers on one database: each serves the definitions the others make through the API.
@@ -453,6 +456,10 @@ class Runtime:
 
         A worker prunes only its own copies of attachments: the servers prune the shared store.
         """
+        with self._maintenance_lock:
+            return self._maintain()
+
+    def _maintain(self) -> int:
         cutoff = time.time() - float(self.settings["WORKFLOW_RETENTION_DAYS"]) * 86400
         if self.worker:
             self._prune_attachments(cutoff)
