@@ -93,13 +93,19 @@ def test_cancel_through_the_server_reaches_the_run_on_the_worker(cluster):
     wait_until(lambda: not worker.engine.executes(run["id"]), timeout=2, message="the worker letting the run go")
 
 
-def test_a_paused_run_resumed_through_the_server_continues_on_a_worker(cluster):
-    server, _ = cluster("server"), cluster("worker", worker=True)
+def paused_at_the_gate(server) -> dict:
+    """A ``gated`` run paused by ``server`` while a worker's step waits at the gate (then opened); paused now."""
     run, _ = server.submit("gated", {"text": "x"})
     wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
     threading.Timer(0.5, gate("gated").set).start()
     server.control(run["id"], "pause", by="api")
     wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    return run
+
+
+def test_a_paused_run_resumed_through_the_server_continues_on_a_worker(cluster):
+    server, _ = cluster("server"), cluster("worker", worker=True)
+    run = paused_at_the_gate(server)
     server.control(run["id"], "resume", by="api")  # a new job
     done = server.outcome(run, 30)
     assert done["status"] == RunStatus.SUCCEEDED
@@ -131,11 +137,7 @@ def test_a_new_run_costs_its_worker_no_read_of_its_log_nor_of_the_started_workfl
     # Never started: no line to count for the log's cap. No event trigger served: no started workflow to look up.
     assert (worker.store.logs_read, worker.store.started_read) == ([], 0)
     # A run that executed before has lines the cap counts: resumed on the worker, it reads them.
-    run, _ = server.submit("gated", {"text": "x"})
-    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
-    threading.Timer(0.5, gate("gated").set).start()
-    server.control(run["id"], "pause", by="api")
-    wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    run = paused_at_the_gate(server)
     server.control(run["id"], "resume", by="api")
     assert server.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
     assert worker.store.logs_read == [run["id"]]
@@ -231,11 +233,7 @@ def test_a_run_paused_and_resumed_on_a_worker_is_traced_there_in_one_trace(clust
     server, worker = cluster("server"), cluster("worker", worker=True)
     exporter = InMemorySpanExporter()
     worker.engine.observer = SpanObserver(make_provider(SimpleSpanProcessor(exporter)))  # what the setting sets up
-    run, _ = server.submit("gated", {"text": "x"})
-    wait_until(lambda: arrivals("gated") == 1, timeout=30, message="the worker reaching the gate")
-    threading.Timer(0.5, gate("gated").set).start()
-    server.control(run["id"], "pause", by="api")
-    wait_until(lambda: server.get_run(run["id"])["status"] == RunStatus.PAUSED, message="the run pausing")
+    run = paused_at_the_gate(server)
     server.control(run["id"], "resume", by="api")
     assert server.outcome(run, 30)["status"] == RunStatus.SUCCEEDED
 
